@@ -19,6 +19,7 @@ an import-linter contract in pyproject.toml enforces it.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import re
 import unicodedata
@@ -103,8 +104,12 @@ _OBJECT_KEYS = (
 )
 _JMES_KEYS = ("path", "objectAlias", "filePermission")
 _FAILOVER_KEYS = ("objectName", "objectVersion", "objectVersionLabel")
+# libyaml's safe loader is ~10x faster than the pure-Python one; the webhook parses on its hot path.
+_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Characters that are never allowed in a file name we write.
 _SLASHES = ("/", "\\")
+# Slashes NFKC leaves alone (division, fraction, big solidus, ...): a file name with one reads like a path.
+_SLASH_LOOKALIKES = frozenset("\u2215\u2044\u29f8\u29f5\u2571\u27cb")
 
 
 class SpecError(ValueError):
@@ -246,7 +251,7 @@ class FetchSpec:
                 [
                     Problem(
                         f"{SPEC_ENV_VAR}.v",
-                        f"spec version {wire.get('v')!r} is not {SPEC_VERSION}; "
+                        f"spec version {_show(wire.get('v'))} is not {SPEC_VERSION}; "
                         "use a fetcher image of the same release as the webhook",
                     )
                 ]
@@ -380,14 +385,14 @@ def spec_from_secret_provider_class(
         problems.append(
             Problem(
                 "kind",
-                f"expected kind SecretProviderClass in secrets-store.csi.x-k8s.io, got {manifest.get('kind')!r} "
-                f"in {api_version!r}",
+                f"expected kind SecretProviderClass in secrets-store.csi.x-k8s.io, got {_show(manifest.get('kind'))} "
+                f"in {_show(api_version)}",
             )
         )
     spec = manifest.get("spec") if isinstance(manifest.get("spec"), Mapping) else {}
     assert isinstance(spec, Mapping)
     if spec.get("provider") != "aws":
-        problems.append(Problem("spec.provider", f"is {spec.get('provider')!r}; Ferry serves only provider: aws"))
+        problems.append(Problem("spec.provider", f"is {_show(spec.get('provider'))}; Ferry serves only provider: aws"))
     params = spec.get("parameters") if isinstance(spec.get("parameters"), Mapping) else {}
     assert isinstance(params, Mapping)
     if "objects" not in params:
@@ -431,7 +436,7 @@ def parse_objects_yaml(text: str, field_name: str = "objects") -> list[Any]:
         )
     depth = 0
     try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        for event in yaml.parse(text, Loader=_YAML_LOADER):
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
                 raise SpecError(
                     [
@@ -449,7 +454,7 @@ def parse_objects_yaml(text: str, field_name: str = "objects") -> list[Any]:
                     )
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
-        loaded = yaml.safe_load(text)
+        loaded = yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a SafeLoader (libyaml's when available)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -476,7 +481,7 @@ def parse_duration(text: str) -> float:
         return float(value)
     match = _DURATION_RE.match(value)
     if not value or not match or not any(match.groups()):
-        raise ValueError(f"{text!r} is not a duration; write it like 30s, 5m or 1h30m")
+        raise ValueError(f"{_show(text)} is not a duration; write it like 30s, 5m or 1h30m")
     hours, minutes, seconds = (int(part or 0) for part in match.groups())
     return float(hours * 3600 + minutes * 60 + seconds)
 
@@ -516,7 +521,7 @@ def _check_region(value: Any, name: str, problems: list[Problem], *, required: b
             )
         return None
     if not isinstance(value, str) or not _REGION_RE.match(value):
-        problems.append(Problem(name, f"{value!r} is not an AWS region; write it like us-east-1"))
+        problems.append(Problem(name, f"{_show(value)} is not an AWS region; write it like us-east-1"))
         return None
     return value
 
@@ -533,7 +538,7 @@ def _check_path_translation(value: Any, name: str, problems: list[Problem]) -> s
         return None
     if len(value) != 1 or value in ("/", "\\", ".", "\x00") or not value.isprintable():
         problems.append(
-            Problem(name, f'{value!r} must be a single printable character other than / \\ and ., or "False"')
+            Problem(name, f'{_show(value)} must be a single printable character other than / \\ and ., or "False"')
         )
         return DEFAULT_PATH_TRANSLATION
     return value
@@ -572,7 +577,7 @@ def _check_notify(url: Any, signal: Any, names: Mapping[str, str], problems: lis
             problems.append(
                 Problem(
                     names["notifyUrl"],
-                    f"{text!r} must be an http:// URL on localhost, 127.0.0.1 or [::1] "
+                    f"{_show(text)} must be an http:// URL on localhost, 127.0.0.1 or [::1] "
                     "(the app in the same pod), e.g. http://localhost:8080/-/reload",
                 )
             )
@@ -587,7 +592,7 @@ def _check_notify(url: Any, signal: Any, names: Mapping[str, str], problems: lis
             problems.append(
                 Problem(
                     names["notifySignal"],
-                    f"{text!r} must be SIGNAL:process-name, e.g. SIGHUP:nginx; signals: {', '.join(_SIGNALS)}",
+                    f"{_show(text)} must be SIGNAL:process-name, e.g. SIGHUP:nginx; signals: {', '.join(_SIGNALS)}",
                 )
             )
         else:
@@ -622,7 +627,7 @@ def _check_objects(
             problems.append(
                 Problem(
                     f"{where}.objectName",
-                    f"{obj.object_name!r} is already listed at {name}[{seen[key]}]; list each object once "
+                    f"{_show(obj.object_name)} is already listed at {name}[{seen[key]}]; list each object once "
                     "(use jmesPath to write several files from one secret)",
                 )
             )
@@ -689,7 +694,9 @@ def _check_name_and_type(
             object_type = cast(ObjectType, raw_type)
         else:
             hint = ' ("ssm" is not accepted: write ssmparameter)' if raw_type == "ssm" else ""
-            problems.append(Problem(f"{where}.objectType", f"{raw_type!r} is not secretsmanager or ssmparameter{hint}"))
+            problems.append(
+                Problem(f"{where}.objectType", f"{_show(raw_type)} is not secretsmanager or ssmparameter{hint}")
+            )
             return None
     if name.startswith("arn:"):
         arn = parse_arn(name)
@@ -697,7 +704,7 @@ def _check_name_and_type(
             problems.append(
                 Problem(
                     f"{where}.{name_field}",
-                    f"{name!r} is not a valid ARN; expected arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME "
+                    f"{_show(name)} is not a valid ARN; expected arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME "
                     "or arn:aws:ssm:REGION:ACCOUNT:parameter/NAME",
                 )
             )
@@ -708,7 +715,7 @@ def _check_name_and_type(
             problems.append(
                 Problem(
                     f"{where}.{name_field}",
-                    f"ARN service {service!r} with resource {resource.split(':')[0].split('/')[0]!r} is not a "
+                    f"ARN service {_show(service)} with resource {resource.split(':')[0].split('/')[0]!r} is not a "
                     "Secrets Manager secret or SSM parameter",
                 )
             )
@@ -846,7 +853,7 @@ def _check_file_names(
             problems.append(
                 Problem(
                     origin,
-                    f"gives the file name {out.name!r}, which {reason}; set objectAlias to a plain name",
+                    f"gives the file name {_show(out.name)}, which {reason}; set objectAlias to a plain name",
                 )
             )
             continue
@@ -855,7 +862,7 @@ def _check_file_names(
             problems.append(
                 Problem(
                     origin,
-                    f"gives the file name {out.name!r}, which {owners[key]} already gives"
+                    f"gives the file name {_show(out.name)}, which {owners[key]} already gives"
                     + (" after path translation" if translation else "")
                     + "; set a distinct objectAlias",
                 )
@@ -869,7 +876,9 @@ def _check_file_names(
             prefix = "/".join(parts[:depth])
             if prefix in owners:
                 problems.append(
-                    Problem(origin, f"writes {path!r} below {prefix!r}, which {owners[prefix]} writes as a file")
+                    Problem(
+                        origin, f"writes {_show(path)} below {_show(prefix)}, which {owners[prefix]} writes as a file"
+                    )
                 )
 
 
@@ -885,7 +894,7 @@ def _unsafe_path_reason(path: str) -> str | None:
     if any(not ch.isprintable() for ch in path):
         return "contains a control character"
     normalized = unicodedata.normalize("NFKC", path)
-    if normalized.count("/") != path.count("/") or "\\" in normalized:
+    if normalized.count("/") != path.count("/") or "\\" in normalized or any(ch in _SLASH_LOOKALIKES for ch in path):
         return "contains a character that looks like a slash"
     for part in path.split("/"):
         if part in ("", ".", ".."):
@@ -900,11 +909,19 @@ def _unsafe_path_reason(path: str) -> str | None:
 
 
 def _check_file_component(alias: str, where: str, problems: list[Problem]) -> None:
-    """An alias is a file name: it must not climb out of the volume."""
+    """An alias names one file directly in the volume: no directories, nothing that climbs out.
+
+    ASCP would translate a "/" in an alias; Ferry denies it (DESIGN.md), because an
+    alias is the user's chosen file name and a slash in it is almost always a
+    path mistake or an attempt to escape the volume.
+    """
+    fix = "use a plain file name like db-password"
     if alias.startswith("/"):
-        problems.append(Problem(where, f"{alias!r} is an absolute path; use a plain file name like db-password"))
+        problems.append(Problem(where, f"{_show(alias)} is an absolute path; {fix}"))
     elif alias in (".", "..") or alias.startswith("../") or "/../" in alias or alias.endswith("/.."):
-        problems.append(Problem(where, f"{alias!r} climbs out of the volume; use a plain file name like db-password"))
+        problems.append(Problem(where, f"{_show(alias)} climbs out of the volume; {fix}"))
+    elif "/" in alias:
+        problems.append(Problem(where, f"{_show(alias)} contains a slash; {fix}"))
 
 
 def _check_keys(entry: Mapping[str, Any], allowed: Sequence[str], where: str, problems: list[Problem]) -> None:
@@ -951,11 +968,12 @@ def _permission(value: Any, where: str, problems: list[Problem]) -> int | None:
         )
         return None
     if not isinstance(value, str) or not _PERMISSION_RE.match(value):
-        problems.append(Problem(where, f'{value!r} must be 4 octal digits like "0644" or "0600"'))
+        problems.append(Problem(where, f'{_show(value)} must be 4 octal digits like "0644" or "0600"'))
         return None
     return int(value, 8)
 
 
+@functools.lru_cache(maxsize=1024)
 def _jmespath_syntax_error(path: str) -> str | None:
     """Check JMESPath syntax without importing jmespath's evaluator at admission hot paths."""
     import jmespath.exceptions
@@ -967,8 +985,14 @@ def _jmespath_syntax_error(path: str) -> str | None:
         hint = ""
         if "-" in path and '"' not in path:
             hint = '; a key with "-" must be quoted, e.g. "db-user" (in YAML: path: \'"db-user"\')'
-        return f"{path!r} is not a valid JMESPath expression ({exc.msg}){hint}"
+        return f"{_show(path)} is not a valid JMESPath expression ({exc.msg}){hint}"
     return None
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """A user's value quoted for a message, cut short so a 100 KB input gives a short error."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _kind(value: Any) -> str:

@@ -1,0 +1,211 @@
+"""Command line of the fetcher: ``python -m fetcher init|sidecar|once``.
+
+Why it exists: this is the entry point of both injected containers and of the
+migration/debug tool, so it owns the process-level concerns the library code
+must not: reading the environment, exit codes, signals, and the Kubernetes
+termination message that tells an app team why their pod did not start.
+
+- ``init``: fetch everything in ``FERRY_SPEC`` once and write it; exit 0, or
+  exit non-zero having written nothing, with the reason in the termination
+  message (``/dev/termination-log``, or ``FERRY_TERMINATION_LOG`` /
+  ``--termination-log``) and on stderr.
+- ``sidecar``: the same first delivery, then refresh every interval until
+  SIGTERM (exit 0).
+- ``once --secret-provider-class FILE``: the same fetch from a
+  SecretProviderClass manifest, to check a migration from the CSI driver.
+
+Exit codes: 0 success; 1 an object could not be fetched, rendered or written;
+2 the spec or the fetcher's own configuration is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import yaml
+
+from fetcher.errors import ConfigError, FerryError
+from fetcher.logs import LEVELS, LOG_LEVEL_ENV_VAR, log
+from fetcher.spec import DEFAULT_MOUNT_PATH, SPEC_ENV_VAR, FetchSpec, SpecError, spec_from_secret_provider_class
+
+TARGET_DIR_ENV_VAR = "FERRY_TARGET_DIR"
+TERMINATION_LOG_ENV_VAR = "FERRY_TERMINATION_LOG"
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+# The kubelet keeps at most 4096 bytes of a termination message.
+MAX_TERMINATION_MESSAGE_BYTES = 4096
+MAX_MANIFEST_BYTES = 1024 * 1024
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    env = os.environ if environ is None else environ
+    args = _parser(env).parse_args(argv)
+    level = env.get(LOG_LEVEL_ENV_VAR, "info").lower()
+    log.set_level(level if level in LEVELS else "info")
+    termination_log = args.termination_log or env.get(TERMINATION_LOG_ENV_VAR) or DEFAULT_TERMINATION_LOG
+    explicit_log = bool(args.termination_log or env.get(TERMINATION_LOG_ENV_VAR))
+    try:
+        if args.command == "init":
+            return run_init(env, args.dir)
+        if args.command == "sidecar":
+            return run_sidecar_command(env, args.dir)
+        return run_once(env, args.secret_provider_class, args.dir, args.region)
+    except (SpecError, ConfigError) as exc:
+        return _fail(args.command, str(exc), EXIT_BAD_CONFIG, termination_log, explicit_log)
+    except FerryError as exc:
+        return _fail(args.command, str(exc), EXIT_FAILED, termination_log, explicit_log)
+    except Exception as exc:  # a bug: report where, never the message (it could quote a value)
+        frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        where = f" at {Path(frame.filename).name}:{frame.lineno}" if frame else ""
+        message = f"internal error {type(exc).__name__}{where}; please report it as a Ferry bug"
+        return _fail(args.command, message, EXIT_FAILED, termination_log, explicit_log)
+
+
+def run_init(env: Mapping[str, str], target_dir: str) -> int:
+    spec = load_spec(env)  # before importing boto3: a bad spec fails fast
+
+    from fetcher.aws import AwsClients
+    from fetcher.loop import deliver
+
+    clients = AwsClients.from_env(env)
+    delivery = deliver(spec, clients, target_dir)
+    log.info(
+        "files written" if delivery.swapped else "files already current",
+        dir=target_dir,
+        files=len(delivery.files),
+        api_calls=sum(clients.calls.by_operation().values()),
+    )
+    return EXIT_OK
+
+
+def run_sidecar_command(env: Mapping[str, str], target_dir: str) -> int:
+    spec = load_spec(env)
+
+    from fetcher.aws import AwsClients
+    from fetcher.loop import RefreshState, run_sidecar
+
+    if spec.refresh_seconds <= 0:
+        raise ConfigError(
+            f"the spec in {SPEC_ENV_VAR} has no refresh interval, so the sidecar has nothing to do; "
+            "set ferry.dev/refresh-interval or do not run the sidecar"
+        )
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        # Only set the event: logging here could deadlock on the log lock held by the interrupted code.
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    state = RefreshState(spec=spec, clients=AwsClients.from_env(env), target_dir=Path(target_dir))
+    return run_sidecar(state, stop)
+
+
+def run_once(env: Mapping[str, str], manifest_path: str, target_dir: str, region: str | None) -> int:
+    from fetcher.aws import AwsClients
+    from fetcher.loop import deliver
+
+    manifest = load_secret_provider_class(manifest_path)
+    spec = spec_from_secret_provider_class(
+        manifest, region=region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    )
+    clients = AwsClients.from_env(env)
+    delivery = deliver(spec, clients, target_dir)
+    log.info(
+        "files written" if delivery.swapped else "files already current",
+        dir=target_dir,
+        files=sorted(delivery.files),
+        region=spec.region,
+    )
+    return EXIT_OK
+
+
+def load_spec(env: Mapping[str, str]) -> FetchSpec:
+    text = env.get(SPEC_ENV_VAR)
+    if not text:
+        raise ConfigError(f"{SPEC_ENV_VAR} is not set; the Ferry webhook puts the spec there when it injects the pod")
+    return FetchSpec.from_json(text)
+
+
+def load_secret_provider_class(path: str) -> Mapping[str, Any]:
+    """The SecretProviderClass in a YAML file (the first one, if the file holds several documents)."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {os.strerror(exc.errno or 0) or exc}") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_MANIFEST_BYTES} bytes; is it the right file?")
+    try:
+        documents = [doc for doc in yaml.safe_load_all(raw) if doc is not None]
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    for document in documents:
+        if isinstance(document, Mapping) and document.get("kind") == "SecretProviderClass":
+            return document
+    if len(documents) == 1 and isinstance(documents[0], Mapping):
+        return documents[0]  # let the spec model say what is wrong with it
+    raise ConfigError(f"{path} holds no SecretProviderClass")
+
+
+def _fail(command: str, message: str, code: int, termination_log: str, explicit: bool) -> int:
+    log.error(f"{command} failed", error=message, exit_code=code)
+    write_termination_message(termination_log, message, create=explicit)
+    return code
+
+
+def write_termination_message(path: str, message: str, *, create: bool) -> bool:
+    """Write the message where the kubelet reads it. The default path is used only if it exists (in a pod)."""
+    if not create and not os.path.exists(path):
+        return False
+    data = message.encode("utf-8")
+    if len(data) > MAX_TERMINATION_MESSAGE_BYTES:
+        data = data[: MAX_TERMINATION_MESSAGE_BYTES - 3].decode("utf-8", "ignore").encode("utf-8") + b"..."
+    try:
+        with open(path, "wb") as handle:
+            handle.write(data)
+    except OSError:
+        return False
+    return True
+
+
+def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fetcher", description="Ferry's in-pod secrets fetcher.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    default_dir = env.get(TARGET_DIR_ENV_VAR) or DEFAULT_MOUNT_PATH
+
+    def common(sub: argparse.ArgumentParser, dir_required: bool = False) -> None:
+        sub.add_argument(
+            "--dir",
+            required=dir_required,
+            default=None if dir_required else default_dir,
+            help=f"directory to write into (default ${TARGET_DIR_ENV_VAR} or {DEFAULT_MOUNT_PATH})",
+        )
+        sub.add_argument(
+            "--termination-log",
+            default=None,
+            help=f"failure message file (default ${TERMINATION_LOG_ENV_VAR} or {DEFAULT_TERMINATION_LOG})",
+        )
+
+    common(commands.add_parser("init", help=f"fetch the spec in ${SPEC_ENV_VAR} once and write the files"))
+    common(commands.add_parser("sidecar", help="write the files, then keep them fresh until SIGTERM"))
+    once = commands.add_parser("once", help="fetch from a SecretProviderClass manifest file (migration checks)")
+    common(once, dir_required=True)
+    once.add_argument("--secret-provider-class", required=True, metavar="FILE", help="SecretProviderClass YAML")
+    once.add_argument("--region", default=None, help="region when the SPC names none (default $AWS_REGION)")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

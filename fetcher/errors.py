@@ -1,0 +1,303 @@
+"""Every failure the fetcher reports on purpose, and the one place AWS SDK errors become ours.
+
+Why it exists: when an init container fails, the pod's termination message is
+all an app team sees. It must name the object, the region, the AWS error code
+and what to do about it, and it must never carry a secret value. Keeping the
+translation from botocore's exceptions in one function (`translating_aws_errors`)
+means every AWS call site gets the same wording, the same hint, and the same
+decision about whether the failover region may be asked.
+
+The tree (``SpecError`` lives in ``fetcher.spec``: a bad request is the
+webhook's business as much as ours)::
+
+    FerryError                        anything the fetcher raises on purpose
+    ├── ObjectError                   one object could not be delivered; names it
+    │   ├── FetchError                AWS refused or could not be reached (region, code, hint)
+    │   │   ├── AwsRejectedError      AWS answered no (4xx, credentials): fatal, never failed over
+    │   │   │   └── ParametersNotFoundError   GetParameters' InvalidParameters, all names at once
+    │   │   └── AwsUnavailableError   5xx, throttling, timeouts, no connection: try the failover region
+    │   └── RenderError               the value does not fit the spec (jmesPath on non-JSON, not a string)
+    ├── ObjectErrors                  several ObjectErrors from one run, reported together
+    ├── WriteError                    the volume could not be written (permissions, ownership, space)
+    └── ConfigError                   the fetcher's own settings (missing FERRY_SPEC, bad env values)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    CredentialRetrievalError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+# Error codes that mean "AWS is overloaded", whatever the HTTP status says.
+THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "SlowDown",
+        "ProvisionedThroughputExceededException",
+        "PriorRequestNotComplete",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+ACCESS_DENIED_CODES = frozenset({"AccessDeniedException", "AccessDenied"})
+# AWS's own message is quoted in ours up to this length (a termination message keeps 4096 bytes).
+MAX_AWS_MESSAGE_CHARS = 400
+_RESOURCE_IN_MESSAGE = re.compile(r"on resource: (\S+)")
+
+
+class FerryError(Exception):
+    """Base of every failure the fetcher reports on purpose."""
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class ObjectError(FerryError):
+    """One object (secret or parameter) could not be delivered."""
+
+    def __init__(self, message: str, *, object_name: str, region: str | None = None) -> None:
+        super().__init__(message)
+        self.object_name = object_name
+        self.region = region
+
+
+class FetchError(ObjectError):
+    """AWS refused the request or could not be reached."""
+
+    #: Whether the failover region may be asked instead (5xx, throttling, network).
+    transient = False
+
+    def __init__(
+        self,
+        *,
+        object_name: str,
+        region: str,
+        code: str,
+        operation: str,
+        hint: str,
+        detail: str = "",
+        kind: str = "object",
+    ) -> None:
+        self.code = code
+        self.operation = operation
+        self.hint = hint
+        self.detail = detail
+        self.kind = kind
+        self.after: FetchError | None = None
+        super().__init__(self._compose(object_name, region), object_name=object_name, region=region)
+
+    def _compose(self, object_name: str, region: str) -> str:
+        text = f"{self.kind} {object_name!r} in {region}: {self.code} from {self.operation}"
+        if self.detail:
+            text += f" ({self.detail})"
+        if self.hint:
+            text += f". Hint: {self.hint}"
+        return text
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.after is not None:
+            text += f" [asked after the primary region {self.after.region} failed: {self.after.code}]"
+        return text
+
+    def after_primary(self, primary: FetchError) -> FetchError:
+        """Mark this failover-region error as following `primary`'s failure."""
+        self.after = primary
+        return self
+
+
+class AwsRejectedError(FetchError):
+    """AWS answered, and the answer is no: asking another region would hide a real problem."""
+
+
+class ParametersNotFoundError(AwsRejectedError):
+    """SSM's GetParameters listed these names as InvalidParameters: reported together."""
+
+    def __init__(self, *, names: Sequence[str], region: str) -> None:
+        self.names = tuple(names)
+        super().__init__(
+            object_name=", ".join(self.names),
+            region=region,
+            code="InvalidParameters",
+            operation="GetParameters",
+            hint=(
+                "no such parameter, version or label in this region; check each name (a leading '/' matters), "
+                "objectVersion / objectVersionLabel, and the region"
+            ),
+            kind="SSM parameter" if len(self.names) == 1 else "SSM parameters",
+        )
+
+
+class AwsUnavailableError(FetchError):
+    """AWS could not answer (5xx, throttling, timeout, connection): the failover region may."""
+
+    transient = True
+
+
+class RenderError(ObjectError):
+    """A fetched value does not fit what the spec asks of it."""
+
+    def __init__(self, reason: str, *, object_name: str, path: str | None = None) -> None:
+        self.reason = reason
+        self.path = path
+        where = f"object {object_name!r}" + (f", jmesPath {path!r}" if path else "")
+        super().__init__(f"{where}: {reason}", object_name=object_name)
+
+
+class ObjectErrors(FerryError):
+    """Several objects failed in one run: all of them are reported, in the order they were asked for."""
+
+    def __init__(self, errors: Sequence[ObjectError]) -> None:
+        self.errors = tuple(errors)
+        if len(self.errors) == 1:
+            text = str(self.errors[0])
+        else:
+            text = f"{len(self.errors)} objects failed: " + "; ".join(str(error) for error in self.errors)
+        super().__init__(text)
+
+
+class WriteError(FerryError):
+    """The target directory could not be written."""
+
+
+class ConfigError(FerryError):
+    """The fetcher's own configuration is missing or wrong."""
+
+
+# --- The one translation from botocore to Ferry errors. -----------------------
+
+
+@contextmanager
+def translating_aws_errors(*, object_name: str, region: str, service: str, operation: str) -> Iterator[None]:
+    """Run one AWS call; any SDK failure leaves as a FetchError naming object, region, code and hint."""
+    try:
+        yield
+    except ClientError as exc:
+        raise _from_client_error(exc, object_name, region, service, operation) from exc
+    except (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError) as exc:
+        raise AwsRejectedError(
+            object_name=object_name,
+            region=region,
+            code=type(exc).__name__,
+            operation=operation,
+            hint=(
+                "the pod has no usable AWS identity: annotate its service account with "
+                "eks.amazonaws.com/role-arn (IRSA) or create an EKS Pod Identity association, "
+                "and check that the identity webhook ran before Ferry's"
+            ),
+            detail=_short(str(exc)),
+            kind=_kind(service),
+        ) from exc
+    except (BotoConnectionError, HTTPClientError, IncompleteReadError) as exc:
+        raise AwsUnavailableError(
+            object_name=object_name,
+            region=region,
+            code=type(exc).__name__,
+            operation=operation,
+            hint="could not reach the AWS endpoint; check the pod's egress (VPC endpoint, NAT, proxy) and DNS",
+            detail=_short(str(exc)),
+            kind=_kind(service),
+        ) from exc
+    except BotoCoreError as exc:
+        # Anything else the SDK rejects before sending (e.g. a parameter it cannot encode).
+        raise AwsRejectedError(
+            object_name=object_name,
+            region=region,
+            code=type(exc).__name__,
+            operation=operation,
+            hint="the request could not be built; check the object's name and version fields",
+            detail=_short(str(exc)),
+            kind=_kind(service),
+        ) from exc
+
+
+def _from_client_error(exc: ClientError, object_name: str, region: str, service: str, operation: str) -> FetchError:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code") or "Unknown")
+    aws_message = _short(str(error.get("Message") or ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    failed_operation = getattr(exc, "operation_name", "") or operation
+    transient = code in THROTTLING_CODES or status >= 500 or status == 429
+    if transient and code not in THROTTLING_CODES:
+        hint = (
+            f"AWS failed on its side (HTTP {status}) after the configured retries; nothing to fix in the pod. "
+            "It is usually brief: the init container is restarted, or set a failover region"
+        )
+    else:
+        hint = _hint_for(code, aws_message, service, failed_operation, object_name, region)
+    error_class = AwsUnavailableError if transient else AwsRejectedError
+    return error_class(
+        object_name=object_name,
+        region=region,
+        code=code,
+        operation=failed_operation,
+        hint=hint,
+        detail=aws_message,
+        kind=_kind(service),
+    )
+
+
+def _hint_for(code: str, aws_message: str, service: str, operation: str, object_name: str, region: str) -> str:
+    if operation.startswith("AssumeRole"):
+        return (
+            "STS refused the pod's web identity token (IRSA): check the role ARN on the service account "
+            "and that the role's trust policy allows this cluster's OIDC provider and service account"
+        )
+    if code in ACCESS_DENIED_CODES:
+        if "kms" in aws_message.lower():
+            return "grant kms:Decrypt on the KMS key that encrypts it to the pod's IAM role"
+        action = f"{'secretsmanager' if service == 'secretsmanager' else 'ssm'}:{operation}"
+        match = _RESOURCE_IN_MESSAGE.search(aws_message)
+        resource = match.group(1).rstrip(".") if match else _guess_arn(service, object_name, region)
+        return f"grant {action} on {resource} to the pod's IAM role (IRSA role or Pod Identity association)"
+    if code in ("ResourceNotFoundException", "ParameterNotFound", "ParameterVersionNotFound"):
+        return (
+            f"it does not exist in {region}, or not with this version/label; check objectName, "
+            "objectVersion / objectVersionLabel, and the region"
+        )
+    if code == "DecryptionFailure":
+        return "grant kms:Decrypt on the secret's KMS key to the pod's IAM role"
+    if code in ("UnrecognizedClientException", "InvalidClientTokenId", "InvalidSignatureException"):
+        return "AWS does not recognise the pod's credentials; check the IRSA role or Pod Identity association"
+    if code in ("ExpiredTokenException", "ExpiredToken"):
+        return "the pod's credentials expired; check that the projected service account token is refreshed"
+    if code == "InvalidRequestException":
+        return "the secret may be scheduled for deletion or disabled; restore it or point at another secret"
+    if code in THROTTLING_CODES:
+        return "AWS throttled the request; spread refreshes out (longer interval) or raise the quota"
+    return "see AWS's message in parentheses"
+
+
+def _guess_arn(service: str, object_name: str, region: str) -> str:
+    if object_name.startswith("arn:"):
+        return object_name
+    if service == "secretsmanager":
+        return f"arn:aws:secretsmanager:{region}:<account>:secret:{object_name}-*"
+    return f"arn:aws:ssm:{region}:<account>:parameter/{object_name.lstrip('/')}"
+
+
+def _kind(service: str) -> str:
+    return {"secretsmanager": "secret", "ssm": "SSM parameter"}.get(service, "object")
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_AWS_MESSAGE_CHARS else text[: MAX_AWS_MESSAGE_CHARS - 1] + "…"

@@ -1,0 +1,176 @@
+"""The delivery pipeline (fetch, render, swap) and the sidecar's refresh loop around it.
+
+Why it exists: the init container, `once` and the sidecar must write exactly
+the same files, so they share `deliver`. The sidecar then keeps them fresh
+cheaply: each cycle asks only for versions (DescribeSecret per secret that
+follows a label; nothing for a pinned version; GetParameters per 10 SSM
+parameters, which returns the values too), re-fetches only the secrets whose
+version moved, and swaps only when the rendered bytes or modes differ.
+
+When AWS fails, nothing is written: the last good files stay, the error is
+logged, and the next try backs off (interval x 2^failures, capped, jittered)
+until AWS answers again. Every wait is jittered so a fleet started by one
+rollout does not refresh in lockstep.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fetcher.aws import AwsClients
+from fetcher.errors import FerryError, FetchError, ObjectErrors
+from fetcher.logs import log
+from fetcher.notify import notify_app
+from fetcher.render import RenderedFiles, render
+from fetcher.sources import FetchedValue, FetchResult, VersionProbe, check_versions, fetch_all
+from fetcher.spec import FetchSpec
+from fetcher.writer import swap_directory
+
+# Each wait is the interval times a factor in [1 - JITTER_FRACTION, 1 + JITTER_FRACTION].
+JITTER_FRACTION = 0.1
+# Backoff after failures grows to this, or to the interval if that is longer.
+MAX_BACKOFF_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What one full fetch produced."""
+
+    values: FetchResult
+    files: RenderedFiles
+    swapped: bool
+
+
+def deliver(spec: FetchSpec, clients: AwsClients, target_dir: str | Path) -> Delivery:
+    """Fetch every object, render every file, then swap them in at once. Nothing is written on failure."""
+    values = fetch_all(spec, clients)
+    files = render(spec, values)
+    swapped = swap_directory(target_dir, files, spec.file_uid, spec.file_gid)
+    return Delivery(values=values, files=files, swapped=swapped)
+
+
+@dataclass
+class RefreshState:
+    """What the sidecar remembers between cycles: the values behind the files on disk."""
+
+    spec: FetchSpec
+    clients: AwsClients
+    target_dir: Path
+    values: FetchResult = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RefreshOutcome:
+    """One cycle's result: which objects had a new version, and whether files were swapped."""
+
+    changed: tuple[str, ...]
+    swapped: bool
+
+
+def refresh_once(state: RefreshState) -> RefreshOutcome:
+    """One cycle. The first does a full delivery; later ones check versions and re-fetch what moved.
+
+    Raises FerryError on failure, leaving both the files and `state.values` as they were.
+    """
+    spec = state.spec
+    if not state.values:
+        delivery = deliver(spec, state.clients, state.target_dir)
+        state.values = delivery.values
+        return RefreshOutcome(tuple(obj.object_name for obj in spec.objects), delivery.swapped)
+    probes = check_versions(spec, state.clients)
+    stale, fresh = plan_refresh(probes, state.values)
+    if stale:
+        fresh.update(fetch_all(spec, state.clients, stale))
+    if not fresh:
+        return RefreshOutcome((), False)
+    values = {**state.values, **fresh}
+    files = render(spec, values)
+    swapped = swap_directory(state.target_dir, files, spec.file_uid, spec.file_gid)
+    state.values = values
+    changed = tuple(spec.objects[index].object_name for index in sorted(fresh))
+    log.info("new versions fetched", objects=list(changed), swapped=swapped)
+    return RefreshOutcome(changed, swapped)
+
+
+def plan_refresh(probes: Sequence[VersionProbe], current: Mapping[int, FetchedValue]) -> tuple[list[int], FetchResult]:
+    """(objects to re-fetch, values the probes already brought) for the probes that differ from `current`."""
+    stale: list[int] = []
+    fresh: FetchResult = {}
+    for probe in probes:
+        known = current.get(probe.index)
+        same = (
+            known is not None
+            and probe.version is not None
+            and known.version == probe.version
+            and known.region == probe.region
+        )
+        if same:
+            continue
+        if probe.value is not None:
+            fresh[probe.index] = probe.value
+        else:
+            stale.append(probe.index)
+    return stale, fresh
+
+
+def next_wait(interval: float, rng: random.Random) -> float:
+    """The interval, jittered."""
+    return interval * rng.uniform(1 - JITTER_FRACTION, 1 + JITTER_FRACTION)
+
+
+def failure_backoff(
+    interval: float, failures: int, rng: random.Random, max_backoff: float = MAX_BACKOFF_SECONDS
+) -> float:
+    """Wait after `failures` failures in a row: doubling from the interval, capped, jittered."""
+    cap = max(interval, max_backoff)
+    grown: float = interval * 2.0 ** min(failures, 30)
+    return min(grown, cap) * rng.uniform(1 - JITTER_FRACTION, 1 + JITTER_FRACTION)
+
+
+def run_sidecar(
+    state: RefreshState,
+    stop: threading.Event,
+    *,
+    rng: random.Random | None = None,
+    max_backoff: float = MAX_BACKOFF_SECONDS,
+    notify: Callable[[FetchSpec], None] | None = None,
+) -> int:
+    """Refresh until `stop` is set; return the exit code (0). AWS failures never end the loop."""
+    rng = rng or random.Random()
+    interval = state.spec.refresh_seconds
+    send_notification = notify or (lambda spec: notify_app(spec.notify))
+    failures = 0
+    log.info("sidecar started", interval_seconds=interval, objects=len(state.spec.objects))
+    while not stop.is_set():
+        try:
+            outcome = refresh_once(state)
+        except FerryError as exc:
+            failures += 1
+            wait = failure_backoff(interval, failures, rng, max_backoff)
+            log.error(
+                "refresh failed; keeping the last good files",
+                error=str(exc),
+                codes=_codes(exc),
+                failures=failures,
+                retry_in_seconds=round(wait, 3),
+            )
+        else:
+            if failures:
+                log.info("refresh recovered", failures=failures)
+            failures = 0
+            wait = next_wait(interval, rng)
+            if outcome.swapped:
+                send_notification(state.spec)
+            log.debug("refresh done", changed=list(outcome.changed), swapped=outcome.swapped)
+        stop.wait(wait)
+    log.info("sidecar stopped")
+    return 0
+
+
+def _codes(exc: FerryError) -> list[str]:
+    errors = exc.errors if isinstance(exc, ObjectErrors) else (exc,)
+    return sorted({error.code for error in errors if isinstance(error, FetchError)})

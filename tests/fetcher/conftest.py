@@ -1,0 +1,67 @@
+"""Fixtures for the fetcher's tests: seeded moto, fresh fetcher clients, local HTTP stubs, a target dir.
+
+Why it exists: each test gets the real thing on loopback (moto's server for
+AWS, `LocalHttpStub` for what moto cannot do) and a fresh `AwsClients` whose
+API-call counter starts at zero, so tests can assert calls per operation.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Plain `pytest` (unlike `python -m pytest`) leaves the repo root off sys.path while tests/ is on it,
+# so `import fetcher` would find tests/fetcher/ as a namespace package. Put the real one in reach.
+_REPO_ROOT = str(Path(__file__).resolve().parents[2])
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
+
+from fetcher_testlib import LocalHttpStub, Responder, Seeder, make_clients  # noqa: E402
+
+from fetcher.aws import AwsClients  # noqa: E402
+
+
+@pytest.fixture
+def http_stub() -> Iterator[Callable[[Responder], LocalHttpStub]]:
+    """Factory: start a LocalHttpStub with a responder; all are stopped after the test."""
+    started: list[LocalHttpStub] = []
+
+    def start(responder: Responder) -> LocalHttpStub:
+        stub = LocalHttpStub(responder).start()
+        started.append(stub)
+        return stub
+
+    yield start
+    for stub in started:
+        stub.stop()
+
+
+@pytest.fixture(scope="session")
+def _seeder(moto_server: Any) -> Iterator[Seeder]:
+    seeder = Seeder(moto_server.url)
+    yield seeder
+    seeder.close()
+
+
+@pytest.fixture
+def seed(moto: Any, _seeder: Seeder) -> Seeder:
+    """Uncounted boto3 clients on a freshly reset moto, to create secrets and parameters."""
+    return _seeder
+
+
+@pytest.fixture
+def clients(moto: Any) -> Iterator[AwsClients]:
+    """The fetcher's clients on moto: one attempt per call, short timeouts, a zeroed call counter."""
+    made = make_clients()
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> Path:
+    """The directory the fetcher writes into (not created: the writer creates it)."""
+    return tmp_path / "secrets"

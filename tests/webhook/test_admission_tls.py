@@ -1,0 +1,250 @@
+"""Admission end to end: over real TLS (Ferry's own certificates), against a cluster served by the
+recorded kube-apiserver responses, and `python -m webhook serve` as a subprocess."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kubeapi import FakeKubeAPI
+
+from webhook.app import create_app
+from webhook.certs import generate_bundle, write_bundle
+from webhook.kube import WatchCache
+from webhook.review import decode_patch
+from webhook.server import TLSServer
+from webhook.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO.parent / "shared" / "fixtures" / "kube-apiserver-v1.28"
+Review = Callable[[str], dict[str, Any]]
+Validate = Callable[[dict[str, Any], list[dict[str, Any]]], dict[str, Any]]
+HEADERS = {"Content-Type": "application/json", "User-Agent": "kube-apiserver-admission", "Accept-Encoding": "gzip"}
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    bundle = generate_bundle(["ferry-webhook.ferry-system.svc", "localhost"], ip_addresses=("127.0.0.1",))
+    return write_bundle(bundle, tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def tls_server(tls_files: tuple[Path, Path, Path], cluster: Any) -> Iterator[tuple[TLSServer, Path]]:
+    cert, key, ca = tls_files
+    app = create_app(Settings(), cluster, native_sidecars=True)
+    with TLSServer(app, cert, key) as server:
+        yield server, ca
+
+
+def test_mutate_over_tls(tls_server: tuple[TLSServer, Path], review: Review, patched_pod: Validate) -> None:
+    server, ca = tls_server
+    with httpx.Client(verify=_trust(ca), timeout=10) as client:
+        for name in ("review-1", "review-4"):
+            body = review(name)
+            response = client.post(f"{server.url}/mutate?timeout=5s", content=json.dumps(body), headers=HEADERS)
+            assert response.status_code == 200
+            answer = response.json()["response"]
+            assert answer["uid"] == body["request"]["uid"] and answer["allowed"] is True
+            pod = patched_pod(body["request"]["object"], decode_patch(answer))
+            resend = dict(body, request=dict(body["request"], object=pod))
+            again = client.post(f"{server.url}/mutate?timeout=5s", content=json.dumps(resend), headers=HEADERS)
+            assert "patch" not in again.json()["response"]
+        assert client.post(f"{server.url}/mutate", content=b"{", headers=HEADERS).status_code == 400
+        assert client.get(f"{server.url}/healthz").status_code == 200
+
+
+def test_tls_rejects_clients_that_do_not_trust_the_ca(tls_server: tuple[TLSServer, Path]) -> None:
+    server, _ = tls_server
+    with httpx.Client(timeout=10) as client, pytest.raises(httpx.ConnectError):
+        client.get(f"{server.url}/healthz")
+
+
+def test_no_kubernetes_api_calls_per_admission_after_warm_up(
+    review: Review, tls_files: tuple[Path, Path, Path]
+) -> None:
+    cert, key, ca = tls_files
+    with FakeKubeAPI() as kube, kube.api_client() as api:
+        cache = WatchCache(api)
+        cache.start()
+        try:
+            assert cache.wait_ready(10)
+            app = create_app(Settings(), cache, native_sidecars=True)
+            with TLSServer(app, cert, key) as server, httpx.Client(verify=_trust(ca), timeout=10) as client:
+                assert client.get(f"{server.url}/readyz").status_code == 200
+                before = kube.request_count()
+                for _ in range(20):
+                    body = review("review-1")
+                    answer = client.post(f"{server.url}/mutate", content=json.dumps(body), headers=HEADERS).json()
+                    assert decode_patch(answer["response"])
+                assert kube.request_count() == before
+                metrics = client.get(f"{server.url}/metrics").text
+                assert 'ferry_cache_freshness_seconds{resource="namespaces"}' in metrics
+        finally:
+            cache.stop()
+
+
+def _trust(ca: Path) -> ssl.SSLContext:
+    """A client context that trusts only Ferry's CA (as the API server does with caBundle)."""
+    return ssl.create_default_context(cafile=str(ca))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _serve(
+    tmp_path: Path, env_updates: dict[str, str], *extra: str, sni: str | None = None
+) -> tuple[subprocess.Popen[str], int, Path]:
+    port = _free_port()
+    ca = tmp_path / "ca.crt"
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBERNETES_SERVICE_HOST", "KUBECONFIG")}
+    env.update(env_updates)
+    command = [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--write-ca", str(ca), *extra],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            _, stderr = process.communicate()
+            raise AssertionError(f"serve exited {process.returncode}: {stderr}")
+        if ca.exists():
+            try:
+                with httpx.Client(verify=_trust(ca), timeout=2) as client:
+                    if client.get(f"https://127.0.0.1:{port}/readyz", extensions=_sni(sni)).status_code == 200:
+                        return process, port, ca
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.1)
+    _stop(process)
+    raise AssertionError("the webhook did not become ready")
+
+
+def _stop(process: subprocess.Popen[str]) -> list[dict[str, Any]]:
+    """SIGTERM, a clean exit, and the JSON log lines it wrote."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, stderr = process.communicate()
+    assert process.returncode == 0, stderr
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+
+
+def _sni(name: str | None) -> dict[str, Any]:
+    """Connect to 127.0.0.1 but verify the certificate for `name` (the Service's DNS name in a cluster)."""
+    return {"sni_hostname": name} if name else {}
+
+
+def _mutate(port: int, ca: Path, body: dict[str, Any], sni: str | None = None) -> dict[str, Any]:
+    with httpx.Client(verify=_trust(ca), timeout=10) as client:
+        response = client.post(
+            f"https://127.0.0.1:{port}/mutate?timeout=5s",
+            content=json.dumps(body),
+            headers=HEADERS,
+            extensions=_sni(sni),
+        )
+    assert response.status_code == 200
+    answer: dict[str, Any] = response.json()["response"]
+    return answer
+
+
+def test_serve_command_outside_a_cluster(tmp_path: Path, review: Review, patched_pod: Validate) -> None:
+    process, port, ca = _serve(
+        tmp_path,
+        {"KUBECONFIG": str(tmp_path / "no-kubeconfig")},
+        "--secret-provider-class",
+        str(FIXTURES / "secretproviderclasses.yaml"),
+    )
+    try:
+        body = review("review-1")
+        pod = patched_pod(body["request"]["object"], decode_patch(_mutate(port, ca, body)))
+        assert [c["name"] for c in pod["spec"]["initContainers"]] == ["ferry-init", "ferry-sidecar", "migrate"]
+    finally:
+        lines = _stop(process)
+    assert {"event": "start", "mode": "static", "nativeSidecars": True} in lines
+    assert any(line.get("outcome") == "injected" and line.get("pod") == "api" for line in lines)
+
+
+def test_serve_command_in_a_cluster(tmp_path: Path, review: Review, patched_pod: Validate) -> None:
+    """Against the recorded v1.28 API server: watch cache, certificate Secret, caBundle, no native sidecars."""
+    with FakeKubeAPI() as kube:
+        kube.put_mutating_webhook_configuration(
+            {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "MutatingWebhookConfiguration",
+                "metadata": {"name": "ferry"},
+                "webhooks": [
+                    {
+                        "name": "pods.ferry.dev",
+                        "admissionReviewVersions": ["v1"],
+                        "sideEffects": "None",
+                        "clientConfig": {"service": {"name": "ferry-webhook", "namespace": "ferry-system"}},
+                    }
+                ],
+            }
+        )
+        kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
+        service = "ferry-webhook.ferry-system.svc"
+        process, port, ca = _serve(tmp_path, {"KUBECONFIG": str(kubeconfig)}, sni=service)
+        try:
+            body = review("review-1")
+            pod = patched_pod(body["request"]["object"], decode_patch(_mutate(port, ca, body, service)))
+            # Kubernetes 1.28 has no native sidecars (by default): the sidecar is a regular container.
+            assert [c["name"] for c in pod["spec"]["initContainers"]] == ["ferry-init", "migrate"]
+            assert [c["name"] for c in pod["spec"]["containers"]] == ["api", "metrics", "ferry-sidecar"]
+            calls = kube.request_count()
+            _mutate(port, ca, review("review-4"), service)
+            assert kube.request_count() == calls
+        finally:
+            lines = _stop(process)
+        secret = kube.get_secret("ferry-system", "ferry-webhook-tls")
+        assert secret is not None
+        webhook = kube.get_mutating_webhook_configuration("ferry")
+        assert webhook is not None and webhook["webhooks"][0]["clientConfig"]["caBundle"]
+        assert base64.b64decode(webhook["webhooks"][0]["clientConfig"]["caBundle"]) == ca.read_bytes()
+    assert {"event": "start", "mode": "cluster", "nativeSidecars": False} in lines
+
+
+def test_certs_command(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "webhook",
+            "certs",
+            "--dns-name",
+            "localhost",
+            "--ip",
+            "127.0.0.1",
+            "--out-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    written = [Path(line) for line in result.stdout.split()]
+    assert len(written) == 3 and all(path.is_file() for path in written)

@@ -1,0 +1,430 @@
+"""Injection decision and spec resolution: precedence, and denial messages that say what to fix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytest
+
+from fetcher.spec import DEFAULT_MOUNT_PATH, FetchSpec
+from webhook.resolve import Denial, ResolvedRequest, Skip, decide_injection, resolve_spec
+from webhook.settings import Settings
+
+PodFactory = Callable[..., dict[str, Any]]
+
+SM_OBJECTS = '- objectName: "prod/db"\n  objectType: secretsmanager\n'
+
+
+def namespace(name: str, **annotations: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "annotations": annotations}}
+
+
+def spc(name: str, ns: str = "team-b", objects: str = SM_OBJECTS, **params: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "secrets-store.csi.x-k8s.io/v1",
+        "kind": "SecretProviderClass",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"provider": "aws", "parameters": {"objects": objects, **params}},
+    }
+
+
+def lookup(*spcs: dict[str, Any]) -> Callable[[str, str], Mapping[str, Any] | None]:
+    table = {(s["metadata"]["namespace"], s["metadata"]["name"]): s for s in spcs}
+    return lambda ns, name: table.get((ns, name))
+
+
+def resolved(result: ResolvedRequest | Denial) -> ResolvedRequest:
+    assert isinstance(result, ResolvedRequest), result
+    return result
+
+
+def denied(result: ResolvedRequest | Denial) -> Denial:
+    assert isinstance(result, Denial), result
+    return result
+
+
+# --- decide_injection ---------------------------------------------------------
+
+
+def test_pod_annotation_wins_over_namespace(pod_factory: PodFactory, settings: Settings) -> None:
+    ns_on = namespace("team-b", **{"ferry.dev/inject": "true"})
+    ns_off = namespace("team-b", **{"ferry.dev/inject": "false"})
+    opted_out = pod_factory({"ferry.dev/inject": "false"})
+    opted_in = pod_factory({"ferry.dev/inject": "true", "ferry.dev/objects": SM_OBJECTS})
+    assert decide_injection(opted_out, "team-b", ns_on, settings) == Skip("opted-out")
+    assert decide_injection(opted_in, "team-b", ns_off, settings) is None
+
+
+def test_namespace_opt_in_applies_to_pods_that_name_secrets(pod_factory: PodFactory, settings: Settings) -> None:
+    ns_on = namespace("team-b", **{"ferry.dev/inject": "true"})
+    assert decide_injection(pod_factory({"ferry.dev/objects": SM_OBJECTS}), "team-b", ns_on, settings) is None
+    # Nothing named by the pod or the namespace: the pod did not ask for anything.
+    assert decide_injection(pod_factory(), "team-b", ns_on, settings) == Skip("nothing-named")
+    ns_with_spc = namespace("team-b", **{"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "db"})
+    assert decide_injection(pod_factory(), "team-b", ns_with_spc, settings) is None
+
+
+def test_not_requested(pod_factory: PodFactory, settings: Settings) -> None:
+    assert decide_injection(pod_factory(), "team-b", None, settings) == Skip("not-requested")
+    skip = decide_injection(pod_factory({"ferry.dev/objects": SM_OBJECTS}), "team-b", None, settings)
+    assert isinstance(skip, Skip) and skip.reason == "not-requested"
+    assert "ferry.dev/objects set but ferry.dev/inject is not" in skip.warnings[0]
+
+
+@pytest.mark.parametrize("ns", ["kube-system", "kube-public", "ferry-system", "monitoring"])
+def test_excluded_namespaces_are_never_injected(pod_factory: PodFactory, ns: str) -> None:
+    settings = Settings(excluded_namespaces=frozenset({"monitoring"}))
+    pod = pod_factory({"ferry.dev/inject": "true", "ferry.dev/objects": SM_OBJECTS}, namespace=ns)
+    skip = decide_injection(pod, ns, namespace(ns, **{"ferry.dev/inject": "true"}), settings)
+    assert isinstance(skip, Skip) and skip.reason == "excluded-namespace"
+    assert f"never injects in namespace {ns}" in skip.warnings[0]
+
+
+def test_invalid_inject_values_are_denied(pod_factory: PodFactory, settings: Settings) -> None:
+    denial = decide_injection(pod_factory({"ferry.dev/inject": "yes"}), "team-b", None, settings)
+    assert denial == Denial("invalid-annotation", 'ferry.dev/inject: \'yes\' must be "true" or "false"')
+    denial = decide_injection(pod_factory(), "team-b", namespace("team-b", **{"ferry.dev/inject": "on"}), settings)
+    assert isinstance(denial, Denial)
+    assert denial.message.startswith("namespace team-b annotation ferry.dev/inject: 'on'")
+    assert decide_injection(pod_factory({"ferry.dev/inject": "True"}), "team-b", None, settings) is None
+
+
+def test_unknown_ferry_annotations_are_denied_with_a_suggestion(pod_factory: PodFactory, settings: Settings) -> None:
+    pod = pod_factory({"ferry.dev/inject": "true", "ferry.dev/refresh-intervall": "1m", "ferry.dev/zzz": "1"})
+    denial = decide_injection(pod, "team-b", None, settings)
+    assert isinstance(denial, Denial) and denial.reason == "unknown-annotation"
+    assert "ferry.dev/refresh-intervall: is not a Ferry annotation; did you mean ferry.dev/refresh-interval?" in (
+        denial.message
+    )
+    assert "ferry.dev/zzz: is not a Ferry annotation; known keys:" in denial.message
+    # Even a pod that did not opt in is told: a typo must never silently skip injection.
+    assert isinstance(decide_injection(pod_factory({"ferry.dev/injct": "true"}), "team-b", None, settings), Denial)
+
+
+# --- sources ------------------------------------------------------------------
+
+
+def test_spc_and_inline_objects_together_are_denied(pod_factory: PodFactory, settings: Settings) -> None:
+    pod = pod_factory({"ferry.dev/secret-provider-class": "db", "ferry.dev/objects": SM_OBJECTS})
+    denial = denied(resolve_spec(pod, None, lookup(spc("db")), settings))
+    assert denial.reason == "conflicting-sources"
+    assert "never guesses" in denial.message and "ferry.dev/secret-provider-class (db)" in denial.message
+
+
+def test_nothing_named_is_denied(pod_factory: PodFactory, settings: Settings) -> None:
+    denial = denied(resolve_spec(pod_factory({"ferry.dev/inject": "true"}), None, lookup(), settings))
+    assert denial.reason == "no-objects"
+    assert "set ferry.dev/secret-provider-class" in denial.message and "namespace team-b" in denial.message
+
+
+def test_missing_spc_names_it_and_its_namespace(pod_factory: PodFactory, settings: Settings) -> None:
+    pod = pod_factory({"ferry.dev/secret-provider-class": "db-creds"})
+    denial = denied(resolve_spec(pod, None, lookup(spc("db-creds", ns="team-a")), settings))
+    assert denial.reason == "missing-secret-provider-class"
+    assert "SecretProviderClass 'db-creds' was not found in namespace team-b" in denial.message
+
+
+def test_spc_from_namespace_annotation(pod_factory: PodFactory, settings: Settings) -> None:
+    ns = namespace("team-b", **{"ferry.dev/secret-provider-class": "shared", "ferry.dev/region": "eu-west-1"})
+    result = resolved(resolve_spec(pod_factory(), ns, lookup(spc("shared")), settings))
+    assert result.source == "SecretProviderClass team-b/shared"
+    assert [o.object_name for o in result.spec.objects] == ["prod/db"]
+    denial = denied(resolve_spec(pod_factory(), ns, lookup(), settings))
+    assert denial.message.startswith("namespace team-b annotation ferry.dev/secret-provider-class:")
+
+
+def test_pod_objects_win_over_the_namespace_spc(pod_factory: PodFactory, settings: Settings) -> None:
+    ns = namespace("team-b", **{"ferry.dev/secret-provider-class": "shared"})
+    pod = pod_factory({"ferry.dev/objects": SM_OBJECTS, "ferry.dev/region": "us-east-1"})
+    assert resolved(resolve_spec(pod, ns, lookup(), settings)).source == "ferry.dev/objects"
+
+
+# --- region and failover precedence --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pod_region", "spc_region", "ns_region", "default", "expected"),
+    [
+        ("us-east-1", "eu-west-1", "eu-central-1", "ap-south-1", "us-east-1"),
+        (None, "eu-west-1", "eu-central-1", "ap-south-1", "eu-west-1"),
+        (None, None, "eu-central-1", "ap-south-1", "eu-central-1"),
+        (None, None, None, "ap-south-1", "ap-south-1"),
+    ],
+)
+def test_region_precedence(
+    pod_factory: PodFactory,
+    pod_region: str | None,
+    spc_region: str | None,
+    ns_region: str | None,
+    default: str | None,
+    expected: str,
+) -> None:
+    settings = Settings(default_region=default)
+    annotations = {"ferry.dev/secret-provider-class": "db"} | ({"ferry.dev/region": pod_region} if pod_region else {})
+    ns = namespace("team-b", **({"ferry.dev/region": ns_region} if ns_region else {}))
+    klass = spc("db", **({"region": spc_region} if spc_region else {}))
+    assert resolved(resolve_spec(pod_factory(annotations), ns, lookup(klass), settings)).spec.region == expected
+
+
+def test_failover_region_precedence(pod_factory: PodFactory, settings: Settings) -> None:
+    ns = namespace("team-b", **{"ferry.dev/failover-region": "eu-central-1", "ferry.dev/region": "eu-west-1"})
+    klass = spc("db", failoverRegion="eu-north-1")
+    base = {"ferry.dev/secret-provider-class": "db"}
+    assert resolved(resolve_spec(pod_factory(base), ns, lookup(klass), settings)).spec.failover_region == "eu-north-1"
+    pod = pod_factory(base | {"ferry.dev/failover-region": "us-west-2"})
+    assert resolved(resolve_spec(pod, ns, lookup(klass), settings)).spec.failover_region == "us-west-2"
+    assert resolved(resolve_spec(pod_factory(base), ns, lookup(spc("db")), settings)).spec.failover_region == (
+        "eu-central-1"
+    )
+
+
+def test_region_problems_name_where_the_region_came_from(pod_factory: PodFactory, settings: Settings) -> None:
+    base = {"ferry.dev/secret-provider-class": "db"}
+    # A bad pod annotation overriding the SPC is blamed on the annotation, not on the SPC.
+    denial = denied(
+        resolve_spec(pod_factory(base | {"ferry.dev/region": "Ireland"}), None, lookup(spc("db")), settings)
+    )
+    assert denial.message.startswith("ferry.dev/region: 'Ireland' is not an AWS region")
+    ns = namespace("team-b", **{"ferry.dev/region": "mars-1"})
+    denial = denied(resolve_spec(pod_factory(base), ns, lookup(spc("db")), settings))
+    assert denial.message.startswith("namespace team-b annotation ferry.dev/region: 'mars-1' is not an AWS region")
+    denial = denied(resolve_spec(pod_factory(base), None, lookup(spc("db", region="nowhere")), settings))
+    assert denial.message.startswith("SecretProviderClass team-b/db: spec.parameters.region: 'nowhere'")
+    denial = denied(resolve_spec(pod_factory(base), None, lookup(spc("db")), settings))
+    assert "no AWS region is set" in denial.message and "FERRY_DEFAULT_REGION" in denial.message
+
+
+def test_same_failover_and_region_is_blamed_on_the_namespace(pod_factory: PodFactory, settings: Settings) -> None:
+    ns = namespace("team-b", **{"ferry.dev/failover-region": "eu-west-1"})
+    klass = spc("db", region="eu-west-1")
+    denial = denied(resolve_spec(pod_factory({"ferry.dev/secret-provider-class": "db"}), ns, lookup(klass), settings))
+    assert denial.message.startswith("namespace team-b annotation ferry.dev/failover-region: is the same as the region")
+
+
+# --- objects and other fields --------------------------------------------------
+
+
+def test_inline_object_problems_are_prefixed_with_the_annotation(pod_factory: PodFactory, settings: Settings) -> None:
+    objects = SM_OBJECTS + '- objectName: "s"\n  objectType: nope\n'
+    pod = pod_factory({"ferry.dev/objects": objects, "ferry.dev/region": "us-east-1"})
+    denial = denied(resolve_spec(pod, None, lookup(), settings))
+    assert denial.reason == "invalid-spec"
+    assert denial.message.startswith("ferry.dev/objects: objects[1].objectType: 'nope' is not secretsmanager")
+
+
+def test_spc_object_problems_are_prefixed_with_the_spc(pod_factory: PodFactory, settings: Settings) -> None:
+    klass = spc(
+        "db", region="eu-west-1", objects='- objectName: "a"\n  objectType: secretsmanager\n  objectAlias: ../x\n'
+    )
+    denial = denied(resolve_spec(pod_factory({"ferry.dev/secret-provider-class": "db"}), None, lookup(klass), settings))
+    assert denial.message.startswith("SecretProviderClass team-b/db: spec.parameters.objects[0].objectAlias:")
+    assert "climbs out of the volume" in denial.message
+
+
+def test_all_problems_come_in_one_message(pod_factory: PodFactory, settings: Settings) -> None:
+    pod = pod_factory(
+        {
+            "ferry.dev/objects": '- objectName: "s"\n  objectType: nope\n',
+            "ferry.dev/region": "us-east-1",
+            "ferry.dev/mount-path": "etc/secrets",
+            "ferry.dev/containers": "ap",
+            "ferry.dev/refresh-interval": "1s",
+        }
+    )
+    message = denied(resolve_spec(pod, None, lookup(), settings)).message
+    for needle in (
+        "ferry.dev/mount-path: 'etc/secrets' must be an absolute path",
+        "ferry.dev/containers: no container named 'ap' in this pod; did you mean app?",
+        "ferry.dev/refresh-interval: 1s is below the floor of 10s",
+        "ferry.dev/objects: objects[0].objectType",
+    ):
+        assert needle in message
+
+
+def test_refresh_interval_pod_then_namespace_with_a_configurable_floor(pod_factory: PodFactory) -> None:
+    settings = Settings(default_region="us-east-1", min_refresh_seconds=60)
+    ns = namespace("team-b", **{"ferry.dev/refresh-interval": "5m"})
+    base = {"ferry.dev/objects": SM_OBJECTS}
+    assert resolved(resolve_spec(pod_factory(base), ns, lookup(), settings)).spec.refresh_seconds == 300
+    pod = pod_factory(base | {"ferry.dev/refresh-interval": "2m"})
+    assert resolved(resolve_spec(pod, ns, lookup(), settings)).spec.refresh_seconds == 120
+    pod = pod_factory(base | {"ferry.dev/refresh-interval": "0"})
+    assert resolved(resolve_spec(pod, ns, lookup(), settings)).spec.refresh_seconds == 0
+    pod = pod_factory(base | {"ferry.dev/refresh-interval": "30s"})
+    assert "below the floor of 1m" in denied(resolve_spec(pod, ns, lookup(), settings)).message
+    ns_fast = namespace("team-b", **{"ferry.dev/refresh-interval": "5s"})
+    message = denied(resolve_spec(pod_factory(base), ns_fast, lookup(), settings)).message
+    assert message.startswith("namespace team-b annotation ferry.dev/refresh-interval: 5s is below the floor")
+
+
+def test_path_translation_from_the_pod_overrides_the_spc(pod_factory: PodFactory, settings: Settings) -> None:
+    klass = spc("db", region="eu-west-1", pathTranslation="-")
+    base = {"ferry.dev/secret-provider-class": "db"}
+    assert resolved(resolve_spec(pod_factory(base), None, lookup(klass), settings)).spec.path_translation == "-"
+    pod = pod_factory(base | {"ferry.dev/path-translation": "False"})
+    assert resolved(resolve_spec(pod, None, lookup(klass), settings)).spec.path_translation is None
+    pod = pod_factory(base | {"ferry.dev/path-translation": "//"})
+    assert denied(resolve_spec(pod, None, lookup(klass), settings)).message.startswith("ferry.dev/path-translation:")
+
+
+# --- mount path ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "needle"),
+    [
+        ("relative/dir", "must be an absolute path"),
+        ("/mnt//secrets", "is not normalized; write it as '/mnt/secrets'"),
+        ("/mnt/secrets/", "is not normalized"),
+        ("/mnt/../etc", "is not normalized"),
+        ("/", "would hide that whole directory"),
+        ("/tmp", "would hide that whole directory"),
+        ("/var/run", "would hide that whole directory"),
+        ("/etc", "is in /etc"),
+        ("/etc/app", "is in /etc"),
+        ("/proc/x", "is in /proc"),
+        ("/usr/local/secrets", "is in /usr"),
+        ("/var/run/secrets/kubernetes.io", "is in /var/run/secrets"),
+        ("/run/secrets/x", "is in /run/secrets"),
+        ("/mnt/se\ncrets", "printable"),
+    ],
+)
+def test_bad_mount_paths_are_denied(pod_factory: PodFactory, path: str, needle: str) -> None:
+    settings = Settings(default_region="us-east-1")
+    pod = pod_factory({"ferry.dev/objects": SM_OBJECTS, "ferry.dev/mount-path": path})
+    message = denied(resolve_spec(pod, None, lookup(), settings)).message
+    assert message.startswith("ferry.dev/mount-path:") and needle in message
+
+
+@pytest.mark.parametrize("path", ["/mnt/secrets-store", "/secrets", "/tmp/secrets", "/var/secrets", "/app/config"])
+def test_good_mount_paths(pod_factory: PodFactory, path: str) -> None:
+    settings = Settings(default_region="us-east-1")
+    pod = pod_factory({"ferry.dev/objects": SM_OBJECTS, "ferry.dev/mount-path": path})
+    assert resolved(resolve_spec(pod, None, lookup(), settings)).mount_path == path
+
+
+def test_mount_path_already_used_by_a_selected_container(pod_factory: PodFactory) -> None:
+    settings = Settings(default_region="us-east-1")
+    containers = [
+        {"name": "app", "image": "i", "volumeMounts": [{"name": "cfg", "mountPath": DEFAULT_MOUNT_PATH}]},
+        {"name": "other", "image": "i"},
+    ]
+    pod = pod_factory({"ferry.dev/objects": SM_OBJECTS}, containers=containers)
+    assert "container 'app' already mounts volume 'cfg'" in denied(resolve_spec(pod, None, lookup(), settings)).message
+    pod = pod_factory({"ferry.dev/objects": SM_OBJECTS, "ferry.dev/containers": "other"}, containers=containers)
+    assert resolved(resolve_spec(pod, None, lookup(), settings)).containers == ("other",)
+
+
+# --- containers, reserved names, notify, ownership ------------------------------
+
+
+def test_containers_default_to_all_app_and_init_containers(pod_factory: PodFactory) -> None:
+    settings = Settings(default_region="us-east-1")
+    pod = pod_factory(
+        {"ferry.dev/objects": SM_OBJECTS},
+        containers=[{"name": "web", "image": "i"}, {"name": "worker", "image": "i"}],
+        init_containers=[{"name": "migrate", "image": "i"}],
+    )
+    assert resolved(resolve_spec(pod, None, lookup(), settings)).containers == ("migrate", "web", "worker")
+    pod["metadata"]["annotations"]["ferry.dev/containers"] = " worker , migrate,worker"
+    assert resolved(resolve_spec(pod, None, lookup(), settings)).containers == ("worker", "migrate")
+    pod["metadata"]["annotations"]["ferry.dev/containers"] = " , "
+    assert "names no container" in denied(resolve_spec(pod, None, lookup(), settings)).message
+
+
+def test_reserved_names_are_denied(pod_factory: PodFactory) -> None:
+    settings = Settings(default_region="us-east-1")
+    pod = pod_factory(
+        {"ferry.dev/objects": SM_OBJECTS},
+        containers=[{"name": "ferry-sidecar", "image": "i"}],
+        volumes=[{"name": "ferry-secrets", "emptyDir": {}}],
+    )
+    message = denied(resolve_spec(pod, None, lookup(), settings)).message
+    assert "'ferry-sidecar' is reserved for Ferry's own containers" in message
+    assert "'ferry-secrets' is reserved for Ferry's volume" in message
+
+
+def test_notify_signal_needs_a_shared_process_namespace(pod_factory: PodFactory) -> None:
+    settings = Settings(default_region="us-east-1")
+    annotations = {
+        "ferry.dev/objects": SM_OBJECTS,
+        "ferry.dev/refresh-interval": "1m",
+        "ferry.dev/notify-signal": "SIGHUP:nginx",
+    }
+    message = denied(resolve_spec(pod_factory(annotations), None, lookup(), settings)).message
+    assert message.startswith("ferry.dev/notify-signal: signalling a process needs spec.shareProcessNamespace: true")
+    result = resolved(resolve_spec(pod_factory(annotations, shareProcessNamespace=True), None, lookup(), settings))
+    assert (result.spec.notify.signal, result.spec.notify.process) == ("SIGHUP", "nginx")
+    bad_url = {"ferry.dev/objects": SM_OBJECTS, "ferry.dev/notify-url": "http://evil.example.com/"}
+    assert denied(resolve_spec(pod_factory(bad_url), None, lookup(), settings)).message.startswith(
+        "ferry.dev/notify-url:"
+    )
+
+
+def test_notify_without_refresh_warns(pod_factory: PodFactory) -> None:
+    settings = Settings(default_region="us-east-1")
+    pod = pod_factory({"ferry.dev/objects": SM_OBJECTS, "ferry.dev/notify-url": "http://localhost:8080/-/reload"})
+    result = resolved(resolve_spec(pod, None, lookup(), settings))
+    assert result.warnings == (
+        "ferry.dev/notify-url has no effect without ferry.dev/refresh-interval: files are fetched once, "
+        "before the app starts",
+    )
+
+
+def test_namespace_annotations_that_do_not_apply_warn(pod_factory: PodFactory) -> None:
+    settings = Settings(default_region="us-east-1")
+    ns = namespace("team-b", **{"ferry.dev/mount-path": "/x", "ferry.dev/regoin": "x"})
+    result = resolved(resolve_spec(pod_factory({"ferry.dev/objects": SM_OBJECTS}), ns, lookup(), settings))
+    assert result.warnings == (
+        "namespace team-b annotation ferry.dev/mount-path is pod-only and is ignored",
+        "namespace team-b annotation ferry.dev/regoin is not a Ferry annotation and is ignored",
+    )
+
+
+@pytest.mark.parametrize(
+    ("pod_sc", "container_sc", "expected_uid", "expected_gid", "run_as"),
+    [
+        ({"runAsUser": 1000, "fsGroup": 2000}, {}, 1000, 2000, 1000),
+        ({"runAsGroup": 3000}, {"runAsUser": 1001}, 1001, 3000, 1001),
+        ({}, {}, None, None, 65532),
+        ({"runAsUser": 0}, {}, None, None, 65532),
+        ({"fsGroup": 2000}, {"runAsUser": 1001, "runAsGroup": 7}, 1001, 2000, 1001),
+    ],
+)
+def test_file_owner_follows_the_pod(
+    pod_factory: PodFactory,
+    pod_sc: dict[str, int],
+    container_sc: dict[str, int],
+    expected_uid: int | None,
+    expected_gid: int | None,
+    run_as: int,
+) -> None:
+    settings = Settings(default_region="us-east-1")
+    container: dict[str, Any] = {"name": "app", "image": "i"}
+    if container_sc:
+        container["securityContext"] = container_sc
+    pod = pod_factory({"ferry.dev/objects": SM_OBJECTS}, containers=[container], securityContext=pod_sc)
+    result = resolved(resolve_spec(pod, None, lookup(), settings))
+    assert (result.spec.file_uid, result.spec.file_gid, result.run_as_user) == (expected_uid, expected_gid, run_as)
+
+
+def test_containers_that_disagree_on_uid_leave_the_owner_to_the_group(pod_factory: PodFactory) -> None:
+    settings = Settings(default_region="us-east-1")
+    containers = [
+        {"name": "a", "image": "i", "securityContext": {"runAsUser": 1}},
+        {"name": "b", "image": "i", "securityContext": {"runAsUser": 2}},
+    ]
+    pod = pod_factory({"ferry.dev/objects": SM_OBJECTS}, containers=containers, securityContext={"fsGroup": 9})
+    result = resolved(resolve_spec(pod, None, lookup(), settings))
+    assert (result.spec.file_uid, result.spec.file_gid, result.run_as_user) == (None, 9, 65532)
+
+
+def test_resolution_is_memoized_by_content(pod_factory: PodFactory, settings: Settings) -> None:
+    klass = spc("db", region="eu-west-1")
+    pod = pod_factory({"ferry.dev/secret-provider-class": "db"})
+    first = resolved(resolve_spec(pod, None, lookup(klass), settings)).spec
+    assert resolved(resolve_spec(pod, None, lookup(klass), settings)).spec is first
+    changed = spc("db", region="eu-west-1", objects='- objectName: "prod/other"\n  objectType: secretsmanager\n')
+    second = resolved(resolve_spec(pod, None, lookup(changed), settings)).spec
+    assert isinstance(second, FetchSpec) and second.objects[0].object_name == "prod/other"

@@ -1,0 +1,305 @@
+"""Command line: `python -m webhook serve|inject|certs`.
+
+Why it exists: one entry point for the three ways Ferry's admission runs.
+
+- `serve` runs the webhook over TLS. In a cluster it watches namespaces and
+  SecretProviderClasses and manages its certificate through a Secret and the
+  MutatingWebhookConfiguration's caBundle. Outside a cluster (no in-cluster
+  config, no kubeconfig), or when given `--secret-provider-class` /
+  `--namespace-annotations`, it serves from those files with a self-signed
+  pair (`--write-ca` saves the CA for a caBundle or a client).
+- `inject` prints mutated manifests with no cluster, through the same
+  admission code as the server; a denial exits 1 with the server's message.
+- `certs` writes a CA and serving certificate for the given names.
+
+Native sidecars: `auto` asks the API server's version (>= 1.29); with no
+cluster to ask, it assumes a current Kubernetes (native sidecars available);
+pass `--native-sidecars false` for older clusters.
+
+Exit codes: 0 success, 1 a manifest was denied, 2 bad usage or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from webhook.settings import Settings, SettingsError
+
+log = logging.getLogger("ferry.webhook")
+
+NATIVE_SIDECARS_MIN_VERSION = (1, 29)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        return _serve(args, settings)
+    if args.command == "inject":
+        return _inject(args, settings)
+    return _certs(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m webhook", description="Ferry's mutating admission webhook.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add_cluster_files(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--secret-provider-class",
+            action="append",
+            default=[],
+            metavar="FILE",
+            help="YAML file of SecretProviderClasses (repeatable); stands in for the cluster's",
+        )
+        sub.add_argument(
+            "--namespace-annotations",
+            metavar="FILE",
+            help="YAML: {namespace: {annotation: value}} or Namespace manifests; stands in for the cluster's",
+        )
+        sub.add_argument(
+            "--native-sidecars",
+            choices=("auto", "true", "false"),
+            help="override FERRY_NATIVE_SIDECARS (auto: detect Kubernetes >= 1.29; true without a cluster)",
+        )
+
+    serve = commands.add_parser("serve", help="serve /mutate over TLS")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=8443)
+    serve.add_argument("--tls-cert-file", help="serving certificate (PEM); default FERRY_TLS_CERT_FILE or self-managed")
+    serve.add_argument("--tls-key-file", help="private key (PEM) of --tls-cert-file")
+    serve.add_argument("--write-ca", metavar="FILE", help="write the CA of a self-generated pair to FILE")
+    add_cluster_files(serve)
+
+    inject = commands.add_parser("inject", help="print mutated manifests, with no cluster")
+    inject.add_argument("-f", "--filename", required=True, metavar="FILE", help="manifest file, or - for stdin")
+    inject.add_argument("--namespace", default="default", help="namespace of manifests that name none")
+    add_cluster_files(inject)
+
+    certs = commands.add_parser("certs", help="write a self-signed CA and serving certificate")
+    certs.add_argument("--dns-name", action="append", default=[], help="DNS name (repeatable)")
+    certs.add_argument("--ip", action="append", default=[], help="IP address (repeatable)")
+    certs.add_argument("--out-dir", required=True)
+    return parser
+
+
+# --- inject --------------------------------------------------------------------
+
+
+def _inject(args: argparse.Namespace, settings: Settings) -> int:
+    from webhook.workloads import InjectionDenied, inject_manifest
+
+    try:
+        view = _static_view(args.secret_provider_class, args.namespace_annotations)
+        text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
+        documents = list(yaml.safe_load_all(text))
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    native = (args.native_sidecars or settings.native_sidecars) != "false"
+    output: list[Any] = []
+    failed = False
+    for document in documents:
+        if document is None:
+            continue
+        items = document.get("items") if isinstance(document, dict) and document.get("kind") == "List" else None
+        results = []
+        for item in items if isinstance(items, list) else [document]:
+            try:
+                result = inject_manifest(
+                    item,
+                    namespace=args.namespace,
+                    lookup_namespace=view.namespace,
+                    spc_lookup=view.secret_provider_class,
+                    settings=settings,
+                    native_sidecars=native,
+                )
+            except InjectionDenied as exc:
+                print(f"error: {exc.where}: {exc.message}", file=sys.stderr)
+                failed = True
+                continue
+            if result.admission is not None:
+                for warning in result.admission.warnings:
+                    print(f"warning: {warning}", file=sys.stderr)
+            results.append(result.document)
+        output.append({**document, "items": results} if isinstance(items, list) else results[0] if results else None)
+    if failed:
+        return 1
+    try:
+        _dump(output, sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. piped into `head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    """Kubernetes manifests never use anchors; write shared objects out in full."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _dump(documents: list[Any], stream: TextIO) -> None:
+    yaml.dump_all(
+        [doc for doc in documents if doc is not None], stream, Dumper=_NoAliasDumper, sort_keys=False, width=1000
+    )
+
+
+def _static_view(spc_files: Sequence[str], namespace_file: str | None) -> Any:
+    from webhook.kube import StaticView
+
+    return StaticView.from_files(list(spc_files), _load_namespace_annotations(namespace_file))
+
+
+def _load_namespace_annotations(path: str | None) -> dict[str, dict[str, str]]:
+    """{namespace: annotations} from a plain mapping or from Namespace manifests."""
+    if not path:
+        return {}
+    result: dict[str, dict[str, str]] = {}
+    for index, doc in enumerate(yaml.safe_load_all(Path(path).read_text()), start=1):
+        if doc is None:
+            continue
+        if not isinstance(doc, Mapping):
+            raise ValueError(f"{path}: document {index} must be a mapping")
+        if doc.get("kind") == "Namespace":
+            meta = doc.get("metadata") or {}
+            result[str(meta.get("name"))] = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
+            continue
+        for name, values in doc.items():
+            if not isinstance(values, Mapping):
+                raise ValueError(f"{path}: namespace {name!r} must map to annotations (a mapping of strings)")
+            result[str(name)] = {str(k): str(v) for k, v in values.items()}
+    return result
+
+
+# --- serve ---------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from kubernetes.client.exceptions import ApiException
+
+    from webhook import certs, kube, server
+    from webhook.app import create_app
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(message)s", stream=sys.stderr)
+    cert_file = args.tls_cert_file or settings.tls_cert_file
+    key_file = args.tls_key_file or settings.tls_key_file
+    if bool(cert_file) != bool(key_file):
+        print("error: --tls-cert-file and --tls-key-file go together", file=sys.stderr)
+        return 2
+    static = bool(args.secret_provider_class or args.namespace_annotations)
+    try:
+        api_client = None if static else kube.load_api_client()
+    except kube.KubeConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    native_choice = args.native_sidecars or settings.native_sidecars
+    cache = None
+    workdir = tempfile.TemporaryDirectory(prefix="ferry-webhook-")
+    try:
+        if api_client is None:
+            cluster: Any = _static_view(args.secret_provider_class, args.namespace_annotations)
+            native = native_choice != "false"
+        else:
+            cache = kube.WatchCache(api_client)
+            cache.start()
+            cluster = cache
+            native = _detect_native(native_choice, api_client, kube)
+        dns_names = certs.service_dns_names(settings.service_name, settings.namespace)
+        if not cert_file:
+            if api_client is None:
+                bundle = certs.generate_bundle([*dns_names, "localhost"], ip_addresses=("127.0.0.1",))
+            else:
+                try:
+                    bundle = certs.ensure_cluster_bundle(
+                        api_client, settings.namespace, settings.tls_secret_name, dns_names
+                    )
+                    certs.patch_ca_bundle(api_client, settings.webhook_config_name, bundle.ca_pem)
+                except certs.CertStoreError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    return 1
+                except ApiException as exc:
+                    print(
+                        f"error: cannot set the caBundle of MutatingWebhookConfiguration "
+                        f"{settings.webhook_config_name}: {exc.status} {exc.reason}",
+                        file=sys.stderr,
+                    )
+                    return 1
+            cert_path, key_path, ca_path = certs.write_bundle(bundle, Path(workdir.name))
+            cert_file, key_file = str(cert_path), str(key_path)
+            if args.write_ca:
+                Path(args.write_ca).write_bytes(Path(ca_path).read_bytes())
+        elif args.write_ca:
+            log.warning("--write-ca ignored: the certificate comes from files")
+        assert cert_file and key_file
+        cert_paths = (Path(cert_file), Path(key_file))
+        app = create_app(
+            settings,
+            cluster,
+            native_sidecars=native,
+            ready_check=lambda: all(path.is_file() for path in cert_paths),
+        )
+        mode = "static" if api_client is None else "cluster"
+        log.info("%s", json.dumps({"event": "start", "mode": mode, "nativeSidecars": native}))
+        server.serve(
+            app,
+            host=args.host,
+            port=args.port,
+            cert_file=Path(cert_file),
+            key_file=Path(key_file),
+            log_level=settings.log_level,
+            log_config=None,  # configured above: one JSON line per admission on stderr
+        )
+    finally:
+        if cache is not None:
+            cache.stop()
+        workdir.cleanup()
+    return 0
+
+
+def _detect_native(choice: str, api_client: Any, kube: Any) -> bool:
+    if choice != "auto":
+        return choice == "true"
+    try:
+        version: tuple[int, int] = kube.server_version(api_client)
+    except Exception as exc:  # fall back, but say so
+        log.warning("cannot read the server version (%s); assuming no native sidecars", type(exc).__name__)
+        return False
+    return version >= NATIVE_SIDECARS_MIN_VERSION
+
+
+# --- certs ---------------------------------------------------------------------
+
+
+def _certs(args: argparse.Namespace) -> int:
+    from webhook import certs
+
+    if not args.dns_name and not args.ip:
+        print("error: give at least one --dns-name or --ip", file=sys.stderr)
+        return 2
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    bundle = certs.generate_bundle(list(args.dns_name), ip_addresses=tuple(args.ip))
+    for path in certs.write_bundle(bundle, out):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""AdmissionReview v1 on the wire: the types, the parser and the response builder.
+
+Why it exists: the API server speaks a small, stable JSON format; describing it
+with TypedDicts keeps the webhook free of the kubernetes client's generated
+models (slow to import, lossy for unknown fields) and puts the only place that
+trusts or distrusts the request body in one module. Two error channels follow
+kopf: a body that is not an AdmissionReview raises `MalformedReview` (HTTP 400),
+while a well-formed request for an invalid injection becomes `allowed: false`
+via `build_response`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from typing import Any, Literal, NotRequired, TypedDict
+
+API_VERSION = "admission.k8s.io/v1"
+KIND = "AdmissionReview"
+
+Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
+_OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
+# The API server truncates warnings over 256 characters; they travel as HTTP Warning headers.
+MAX_WARNING_CHARS = 256
+MAX_WARNINGS = 10
+
+
+class GroupVersionKind(TypedDict):
+    group: str
+    version: str
+    kind: str
+
+
+class GroupVersionResource(TypedDict):
+    group: str
+    version: str
+    resource: str
+
+
+class UserInfo(TypedDict, total=False):
+    username: str
+    uid: str
+    groups: list[str]
+    extra: dict[str, list[str]]
+
+
+class AdmissionRequest(TypedDict):
+    uid: str
+    kind: GroupVersionKind
+    resource: GroupVersionResource
+    operation: Operation
+    namespace: NotRequired[str]
+    name: NotRequired[str]
+    subResource: NotRequired[str]
+    requestKind: NotRequired[GroupVersionKind]
+    requestResource: NotRequired[GroupVersionResource]
+    userInfo: NotRequired[UserInfo]
+    object: NotRequired[dict[str, Any] | None]
+    oldObject: NotRequired[dict[str, Any] | None]
+    dryRun: NotRequired[bool]
+    options: NotRequired[dict[str, Any] | None]
+
+
+class Status(TypedDict, total=False):
+    code: int
+    message: str
+    reason: str
+
+
+class AdmissionResponse(TypedDict):
+    uid: str
+    allowed: bool
+    status: NotRequired[Status]
+    patch: NotRequired[str]
+    patchType: NotRequired[Literal["JSONPatch"]]
+    warnings: NotRequired[list[str]]
+
+
+class AdmissionReviewResponse(TypedDict):
+    apiVersion: str
+    kind: str
+    response: AdmissionResponse
+
+
+class MalformedReview(ValueError):
+    """The body is not an AdmissionReview v1 request; answered with HTTP 400."""
+
+
+def parse_review(body: bytes | str | Any) -> AdmissionRequest:
+    """Check the envelope and return its `request`.
+
+    Accepts raw bytes/str (decoded as JSON) or an already decoded value. Only
+    what Ferry relies on is checked; unknown fields are kept, as the API server
+    adds fields over time.
+    """
+    if isinstance(body, bytes | str):
+        try:
+            review = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise MalformedReview(f"the body is not JSON: {exc}") from None
+    else:
+        review = body
+    if not isinstance(review, dict):
+        raise MalformedReview("the body must be a JSON object (an AdmissionReview)")
+    if review.get("kind") != KIND or review.get("apiVersion") != API_VERSION:
+        raise MalformedReview(
+            f"expected kind {KIND} in apiVersion {API_VERSION}, got kind {review.get('kind')!r} "
+            f"in {review.get('apiVersion')!r}; list only v1 in the webhook's admissionReviewVersions"
+        )
+    request = review.get("request")
+    if not isinstance(request, dict):
+        raise MalformedReview("request is missing or not an object")
+    uid = request.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise MalformedReview("request.uid is missing or not a string")
+    for key in ("kind", "resource"):
+        value = request.get(key)
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise MalformedReview(f"request.{key} is missing or not a group/version object")
+    if request.get("operation") not in _OPERATIONS:
+        raise MalformedReview(f"request.operation {request.get('operation')!r} is not one of {', '.join(_OPERATIONS)}")
+    for key in ("object", "oldObject", "options"):
+        if request.get(key) is not None and not isinstance(request.get(key), dict):
+            raise MalformedReview(f"request.{key} must be an object or null")
+    for key in ("namespace", "name", "subResource"):
+        if request.get(key) is not None and not isinstance(request.get(key), str):
+            raise MalformedReview(f"request.{key} must be a string")
+    if request.get("dryRun") is not None and not isinstance(request.get("dryRun"), bool):
+        raise MalformedReview("request.dryRun must be a boolean")
+    return request  # type: ignore[return-value]  # checked above
+
+
+def build_response(
+    uid: str,
+    *,
+    patch: Sequence[dict[str, Any]] | None = None,
+    allowed: bool = True,
+    message: str | None = None,
+    code: int | None = None,
+    reason: str | None = None,
+    warnings: Sequence[str] = (),
+) -> AdmissionReviewResponse:
+    """An AdmissionReview answer; a non-empty `patch` is a JSONPatch op list."""
+    response: AdmissionResponse = {"uid": uid, "allowed": allowed}
+    if not allowed:
+        status: Status = {"code": code or 403, "message": message or "denied by Ferry"}
+        if reason:
+            status["reason"] = reason
+        response["status"] = status
+    elif message:
+        response["status"] = {"code": code or 200, "message": message}
+    if patch and allowed:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(json.dumps(list(patch), separators=(",", ":")).encode()).decode()
+    if warnings:
+        response["warnings"] = [_trim(text) for text in list(warnings)[:MAX_WARNINGS]]
+    return {"apiVersion": API_VERSION, "kind": KIND, "response": response}
+
+
+def decode_patch(response: AdmissionResponse) -> list[dict[str, Any]]:
+    """The JSONPatch ops of a response (tests and the inject command use it)."""
+    if "patch" not in response:
+        return []
+    ops = json.loads(base64.b64decode(response["patch"]))
+    assert isinstance(ops, list)
+    return ops
+
+
+def _trim(text: str) -> str:
+    return text if len(text) <= MAX_WARNING_CHARS else text[: MAX_WARNING_CHARS - 3] + "..."

@@ -1,0 +1,369 @@
+"""Serve an ASGI app over TLS with uvicorn: TLS 1.2+, certificate hot reload, clean shutdown.
+
+Why it exists: the API server reaches the webhook only over TLS, and the
+serving certificate changes while the webhook runs (cert-manager renews the
+mounted files; Ferry's own rotation rewrites them). A restart to pick up a new
+certificate would drop admissions, so the server re-reads the files in place:
+
+- uvicorn builds its ``ssl.SSLContext`` through our factory, which raises the
+  minimum protocol to TLS 1.2 (older protocols are refused at the handshake);
+- a reloader polls the certificate and key files (inode, size, mtime). On a
+  change it loads a snapshot of both into a scratch context first, so a
+  half-renewed pair (new cert, old key) is skipped and retried on the next
+  poll, never installed. Then it calls ``load_cert_chain`` on the live context,
+  inside the event loop thread, so no handshake can start between the
+  certificate and the key being replaced. New handshakes get the new
+  certificate; open connections keep theirs.
+- SIGTERM and SIGINT make uvicorn stop accepting, finish in-flight requests,
+  and exit (`serve`); `TLSServer` runs the same server in a thread for tests,
+  benchmarks and the demo.
+
+Access logs are off by default: one line per admission is noise at fleet scale,
+and the app's own metrics and denial logs say what matters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+from uvicorn.config import LOGGING_CONFIG
+
+__all__ = ["MINIMUM_TLS_VERSION", "CertReloader", "TLSServer", "serve"]
+
+log = logging.getLogger(__name__)
+
+MINIMUM_TLS_VERSION = ssl.TLSVersion.TLSv1_2
+
+_FileState = tuple[int, int, int, int]  # (device, inode, size, mtime_ns)
+
+
+def _file_state(path: Path) -> _FileState | None:
+    try:
+        st = os.stat(path)  # follows symlinks: kubelet swaps a `..data` symlink on Secret updates
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class CertReloader:
+    """Reload a live server SSLContext's certificate chain when its files change."""
+
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        cert_file: Path,
+        key_file: Path,
+        *,
+        loaded_state: tuple[_FileState | None, _FileState | None] | None = None,
+    ) -> None:
+        """`loaded_state`: the files' state taken *before* `context` loaded them (default: now)."""
+        self.context = context
+        self.cert_file = Path(cert_file)
+        self.key_file = Path(key_file)
+        self.reloads = 0  # successful reloads, for tests and logs
+        self._loaded_state = loaded_state or self.state()
+
+    def state(self) -> tuple[_FileState | None, _FileState | None]:
+        """(cert, key) file identity and modification state; None for a missing file."""
+        return (_file_state(self.cert_file), _file_state(self.key_file))
+
+    def check(self) -> bool:
+        """Reload if the files changed and form a valid pair; True if the live context was reloaded.
+
+        Call it from the thread that runs the event loop (``reload_loop`` does).
+        """
+        state = self.state()
+        if state == self._loaded_state or None in state:
+            return False
+        try:
+            cert_pem = self.cert_file.read_bytes()
+            key_pem = self.key_file.read_bytes()
+        except OSError as exc:
+            log.warning("cannot read TLS files for reload (%s); keeping the current certificate", exc)
+            return False
+        with tempfile.TemporaryDirectory(prefix="ferry-tls-") as tmp:
+            cert_snapshot, key_snapshot = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
+            cert_snapshot.write_bytes(cert_pem)
+            fd = os.open(key_snapshot, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(key_pem)
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_snapshot, key_snapshot)
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                # Probably mid-update (new cert, old key): try again on the next poll.
+                log.warning("TLS files changed but do not form a valid pair yet (%s); will retry", exc)
+                return False
+            self.context.load_cert_chain(cert_snapshot, key_snapshot)
+        self._loaded_state = state
+        self.reloads += 1
+        log.info("reloaded TLS certificate from %s", self.cert_file)
+        return True
+
+    async def reload_loop(self, interval: float) -> None:
+        """Poll every `interval` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.check()
+            except Exception:  # never let a reload bug take the server down
+                log.exception("TLS certificate reload failed; keeping the current certificate")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server plus our certificate reloader, run in the server's own event loop."""
+
+    def __init__(self, config: uvicorn.Config, cert_file: Path, key_file: Path, reload_interval: float) -> None:
+        super().__init__(config)
+        self.cert_file = cert_file
+        self.key_file = key_file
+        self.reload_interval = reload_interval
+        self.reloader: CertReloader | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        # Taken before the context reads the files, so a change in between is not missed.
+        before = (_file_state(self.cert_file), _file_state(self.key_file))
+        if not self.config.loaded:
+            self.config.load()  # builds the SSLContext through _tls_context_factory
+        assert self.config.ssl is not None
+        self.reloader = CertReloader(self.config.ssl, self.cert_file, self.key_file, loaded_state=before)
+        self.loop = asyncio.get_running_loop()
+        task = asyncio.create_task(self.reloader.reload_loop(self.reload_interval), name="ferry-cert-reloader")
+        try:
+            await super().serve(sockets=sockets)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _tls_context_factory(config: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    context = default()
+    context.minimum_version = MINIMUM_TLS_VERSION
+    return context
+
+
+def _config(
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    cert_file: Path,
+    key_file: Path,
+    log_level: str,
+    access_log: bool,
+    log_config: dict[str, Any] | None,
+    timeout_graceful_shutdown: int | None,
+) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=str(cert_file),
+        ssl_keyfile=str(key_file),
+        ssl_context_factory=_tls_context_factory,
+        log_level=log_level,
+        access_log=access_log,
+        log_config=log_config,
+        server_header=False,
+        timeout_graceful_shutdown=timeout_graceful_shutdown,
+    )
+
+
+def _run(server: _Server, sockets: list[socket.socket] | None = None) -> None:
+    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+        runner.run(server.serve(sockets=sockets))
+
+
+def serve(
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    cert_file: Path,
+    key_file: Path,
+    reload_interval: float = 30.0,
+    log_level: str = "info",
+    access_log: bool = False,
+    log_config: dict[str, Any] | None = LOGGING_CONFIG,
+    timeout_graceful_shutdown: int | None = 20,
+) -> None:
+    """Serve `app` over TLS 1.2+ until SIGTERM/SIGINT, then return (blocking; call from the main thread).
+
+    The certificate is re-read from `cert_file`/`key_file` when they change
+    (checked every `reload_interval` seconds). On SIGTERM the server stops
+    accepting and waits up to `timeout_graceful_shutdown` seconds for requests
+    in flight. ``log_config=None`` leaves logging as the caller configured it.
+    """
+    config = _config(
+        app,
+        host=host,
+        port=port,
+        cert_file=Path(cert_file),
+        key_file=Path(key_file),
+        log_level=log_level,
+        access_log=access_log,
+        log_config=log_config,
+        timeout_graceful_shutdown=timeout_graceful_shutdown,
+    )
+    server = _Server(config, Path(cert_file), Path(key_file), reload_interval)
+    with _absorb_stop_signals():
+        _run(server)
+
+
+@contextlib.contextmanager
+def _absorb_stop_signals() -> Iterator[None]:
+    """Make `serve` return after a graceful shutdown instead of dying by the signal.
+
+    uvicorn handles SIGTERM/SIGINT itself and, once shut down, re-raises the
+    signal to the handler that was installed before it. With this no-op handler
+    in place, `serve` simply returns, so the caller can stop its own threads
+    and exit 0.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda signum, frame: None) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class TLSServer:
+    """`serve` in a background thread, as a context manager (tests, benchmarks, the demo).
+
+    ``with TLSServer(app, cert, key) as server:`` returns once the server
+    accepts connections; ``server.url`` is ``https://127.0.0.1:PORT``. Port 0
+    picks a free port. Leaving the block shuts the server down gracefully and
+    joins its thread.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        cert_file: Path,
+        key_file: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        reload_interval: float = 30.0,
+        log_level: str = "warning",
+        access_log: bool = False,
+        startup_timeout: float = 10.0,
+    ) -> None:
+        self.host = host
+        self.cert_file = Path(cert_file)
+        self.key_file = Path(key_file)
+        self.startup_timeout = startup_timeout
+        self._requested_port = port
+        self._config = _config(
+            app,
+            host=host,
+            port=port,
+            cert_file=self.cert_file,
+            key_file=self.key_file,
+            log_level=log_level,
+            access_log=access_log,
+            log_config=None,  # a library must not reconfigure the host process's logging
+            timeout_graceful_shutdown=5,
+        )
+        self._server = _Server(self._config, self.cert_file, self.key_file, reload_interval)
+        self._socket: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def port(self) -> int:
+        if self._socket is None:
+            raise RuntimeError("TLSServer is not running")
+        return int(self._socket.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.port}"
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """The live server-side context (after start)."""
+        assert self._config.ssl is not None
+        return self._config.ssl
+
+    @property
+    def reloads(self) -> int:
+        """How many times the certificate was reloaded from changed files."""
+        return self._server.reloader.reloads if self._server.reloader else 0
+
+    def reload_now(self, timeout: float = 10.0) -> bool:
+        """Check the certificate files now, in the server's loop; True if the certificate was reloaded."""
+        reloader, loop = self._server.reloader, self._server.loop
+        if reloader is None or loop is None:
+            raise RuntimeError("TLSServer is not running")
+
+        async def check() -> bool:
+            return reloader.check()
+
+        return asyncio.run_coroutine_threadsafe(check(), loop).result(timeout)
+
+    def start(self) -> TLSServer:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self._requested_port))
+        except OSError:
+            sock.close()
+            raise
+        sock.set_inheritable(True)
+        self._socket = sock
+        self._thread = threading.Thread(target=self._thread_main, name=f"ferry-tls-server-{self.port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + self.startup_timeout
+        while not self._server.started:
+            if self._error is not None or not self._thread.is_alive():
+                self.stop()
+                raise RuntimeError(f"TLS server failed to start: {self._error!r}") from self._error
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"TLS server did not start within {self.startup_timeout}s")
+            time.sleep(0.01)
+        return self
+
+    def _thread_main(self) -> None:
+        try:
+            _run(self._server, sockets=[self._socket] if self._socket else None)
+        except BaseException as exc:  # reported by start()/stop(), not lost in a thread
+            self._error = exc
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    def __enter__(self) -> TLSServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,206 @@
+"""The webhook's configuration, read once from environment variables.
+
+Why it exists: the manifests, the docs and the code must agree on one set of
+env var names, and a typo in a quantity or a region must stop the webhook at
+start-up with a message naming the variable, not deny every pod later. So
+everything is parsed and checked here, into one frozen `Settings`, from a
+mapping passed in explicitly (`Settings.from_env(os.environ)`); nothing is read
+at import time, and tests build their own `Settings` without touching the
+process environment.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from fetcher.spec import DEFAULT_MIN_REFRESH_SECONDS, parse_duration
+
+NativeSidecars = Literal["auto", "true", "false"]
+PullPolicy = Literal["Always", "IfNotPresent", "Never"]
+
+# Never injected, whatever FERRY_EXCLUDED_NAMESPACES says: the control plane's
+# own pods must not depend on Ferry being up.
+ALWAYS_EXCLUDED_NAMESPACES = frozenset({"kube-system", "kube-public"})
+
+# A Kubernetes resource quantity ("50m", "64Mi", "1.5", "1e3").
+_QUANTITY_RE = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class SettingsError(ValueError):
+    """An env var holds a value the webhook cannot run with."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the webhook is configured with. Defaults match the manifests."""
+
+    namespace: str = "ferry-system"
+    service_name: str = "ferry-webhook"
+    webhook_config_name: str = "ferry"
+    tls_secret_name: str = "ferry-webhook-tls"
+    # Both set: serve this pair (cert-manager); both unset: self-managed certs.
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    fetcher_image: str = "ghcr.io/ferry-dev/ferry-fetcher:0.1.0"
+    fetcher_pull_policy: PullPolicy = "IfNotPresent"
+    fetcher_cpu_request: str = "50m"
+    fetcher_memory_request: str = "64Mi"
+    fetcher_cpu_limit: str = "500m"
+    fetcher_memory_limit: str = "128Mi"
+    # Last fallback for the AWS region (after pod, SecretProviderClass, namespace).
+    default_region: str | None = None
+    volume_size_limit: str = "16Mi"
+    min_refresh_seconds: float = DEFAULT_MIN_REFRESH_SECONDS
+    native_sidecars: NativeSidecars = "auto"
+    # uid of the injected containers when neither the pod nor its containers set one.
+    default_user_id: int = 65532
+    excluded_namespaces: frozenset[str] = field(default_factory=lambda: ALWAYS_EXCLUDED_NAMESPACES)
+    max_request_bytes: int = 3 * 1024 * 1024
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Parse FERRY_* variables; raise SettingsError naming the first bad one."""
+        reader = _Reader(environ)
+        cert_file = reader.optional("FERRY_TLS_CERT_FILE")
+        key_file = reader.optional("FERRY_TLS_KEY_FILE")
+        if (cert_file is None) != (key_file is None):
+            raise SettingsError(
+                "FERRY_TLS_CERT_FILE and FERRY_TLS_KEY_FILE must be set together (a cert-manager pair) "
+                "or both left unset (the webhook then manages its own certificate)"
+            )
+        settings = cls(
+            namespace=reader.matching("FERRY_NAMESPACE", cls.namespace, _DNS_LABEL_RE, "a namespace name"),
+            service_name=reader.matching("FERRY_SERVICE_NAME", cls.service_name, _DNS_LABEL_RE, "a Service name"),
+            webhook_config_name=reader.matching(
+                "FERRY_WEBHOOK_CONFIG_NAME",
+                cls.webhook_config_name,
+                _DNS_SUBDOMAIN_RE,
+                "a MutatingWebhookConfiguration name",
+            ),
+            tls_secret_name=reader.matching(
+                "FERRY_TLS_SECRET_NAME", cls.tls_secret_name, _DNS_SUBDOMAIN_RE, "a Secret name"
+            ),
+            tls_cert_file=cert_file,
+            tls_key_file=key_file,
+            fetcher_image=reader.image("FERRY_FETCHER_IMAGE", cls.fetcher_image),
+            fetcher_pull_policy=reader.choice(
+                "FERRY_FETCHER_PULL_POLICY", cls.fetcher_pull_policy, ("Always", "IfNotPresent", "Never")
+            ),
+            fetcher_cpu_request=reader.quantity("FERRY_FETCHER_CPU_REQUEST", cls.fetcher_cpu_request),
+            fetcher_memory_request=reader.quantity("FERRY_FETCHER_MEMORY_REQUEST", cls.fetcher_memory_request),
+            fetcher_cpu_limit=reader.quantity("FERRY_FETCHER_CPU_LIMIT", cls.fetcher_cpu_limit),
+            fetcher_memory_limit=reader.quantity("FERRY_FETCHER_MEMORY_LIMIT", cls.fetcher_memory_limit),
+            default_region=reader.optional_matching("FERRY_DEFAULT_REGION", _REGION_RE, "an AWS region like us-east-1"),
+            volume_size_limit=reader.quantity("FERRY_VOLUME_SIZE_LIMIT", cls.volume_size_limit),
+            min_refresh_seconds=reader.duration("FERRY_MIN_REFRESH_INTERVAL", "10s"),
+            native_sidecars=reader.choice("FERRY_NATIVE_SIDECARS", cls.native_sidecars, ("auto", "true", "false")),
+            default_user_id=reader.user_id("FERRY_DEFAULT_USER_ID", cls.default_user_id),
+            excluded_namespaces=reader.namespaces("FERRY_EXCLUDED_NAMESPACES", "kube-system,kube-public"),
+            max_request_bytes=reader.positive_int("FERRY_MAX_REQUEST_BYTES", cls.max_request_bytes),
+            log_level=reader.choice("FERRY_LOG_LEVEL", cls.log_level, _LOG_LEVELS),
+        )
+        return settings
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (command-line flags win over env vars)."""
+        return replace(self, **changes)
+
+    def is_excluded_namespace(self, namespace: str) -> bool:
+        """kube-system, kube-public, Ferry's own namespace and the configured list are never injected."""
+        return (
+            namespace in ALWAYS_EXCLUDED_NAMESPACES
+            or namespace == self.namespace
+            or namespace in self.excluded_namespaces
+        )
+
+    def fetcher_resources(self) -> dict[str, dict[str, str]]:
+        return {
+            "requests": {"cpu": self.fetcher_cpu_request, "memory": self.fetcher_memory_request},
+            "limits": {"cpu": self.fetcher_cpu_limit, "memory": self.fetcher_memory_limit},
+        }
+
+
+class _Reader:
+    """Typed getters over the env mapping; each error names its variable."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def _raw(self, name: str) -> str | None:
+        value = self._environ.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def optional(self, name: str) -> str | None:
+        return self._raw(name)
+
+    def matching(self, name: str, default: str, pattern: re.Pattern[str], what: str) -> str:
+        value = self._raw(name) or default
+        if not pattern.match(value):
+            raise SettingsError(f"{name}={value!r} is not {what}")
+        return value
+
+    def optional_matching(self, name: str, pattern: re.Pattern[str], what: str) -> str | None:
+        value = self._raw(name)
+        if value is not None and not pattern.match(value):
+            raise SettingsError(f"{name}={value!r} is not {what}")
+        return value
+
+    def image(self, name: str, default: str) -> str:
+        value = self._raw(name) or default
+        if any(ch.isspace() for ch in value) or value.startswith(("-", ":", "@")):
+            raise SettingsError(f"{name}={value!r} is not a container image reference like registry/name:tag")
+        return value
+
+    def choice(self, name: str, default: Any, choices: tuple[str, ...]) -> Any:
+        value = self._raw(name) or default
+        if value not in choices:
+            raise SettingsError(f"{name}={value!r} must be one of {', '.join(choices)}")
+        return value
+
+    def quantity(self, name: str, default: str) -> str:
+        value = self._raw(name) or default
+        if not _QUANTITY_RE.match(value):
+            raise SettingsError(f"{name}={value!r} is not a Kubernetes quantity like 50m, 64Mi or 1")
+        return value
+
+    def duration(self, name: str, default: str) -> float:
+        value = self._raw(name) or default
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise SettingsError(f"{name}: {exc}") from None
+
+    def user_id(self, name: str, default: int) -> int:
+        value = self._raw(name)
+        if value is None:
+            return default
+        if not value.isdigit() or int(value) == 0 or int(value) > 2**31 - 1:
+            raise SettingsError(f"{name}={value!r} must be a non-zero uid (injected containers never run as root)")
+        return int(value)
+
+    def positive_int(self, name: str, default: int) -> int:
+        value = self._raw(name)
+        if value is None:
+            return default
+        if not value.isdigit() or int(value) <= 0:
+            raise SettingsError(f"{name}={value!r} must be a positive whole number")
+        return int(value)
+
+    def namespaces(self, name: str, default: str) -> frozenset[str]:
+        value = self._environ.get(name)
+        text = default if value is None else value
+        names = [part.strip() for part in text.split(",") if part.strip()]
+        for item in names:
+            if not _DNS_LABEL_RE.match(item):
+                raise SettingsError(f"{name}: {item!r} is not a namespace name (comma-separated list expected)")
+        return frozenset(names) | ALWAYS_EXCLUDED_NAMESPACES

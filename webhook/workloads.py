@@ -1,0 +1,116 @@
+"""Run admission over workload manifests offline (`python -m webhook inject`).
+
+Why it exists: GitOps reviewers and CI want to see the pod Ferry will produce
+before anything reaches a cluster. Each pod template (Deployment, StatefulSet,
+DaemonSet, ReplicaSet, ReplicationController, Job, CronJob) is lifted into a
+Pod, sent through exactly the same `admit_pod` the server uses, and written
+back; other kinds pass through unchanged. A denial carries the same message
+the server would send.
+
+A template injected here carries `ferry.dev/status: injected`, so its pods are
+not injected twice when they reach a cluster that runs Ferry: the webhook only
+refreshes their identity env, as on any reinvocation.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from webhook.mutate import Admission, admit_pod
+from webhook.resolve import SpcLookup
+from webhook.settings import Settings
+
+# kind -> path of keys from the object to its pod template.
+TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
+    "Deployment": ("spec", "template"),
+    "StatefulSet": ("spec", "template"),
+    "DaemonSet": ("spec", "template"),
+    "ReplicaSet": ("spec", "template"),
+    "ReplicationController": ("spec", "template"),
+    "Job": ("spec", "template"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template"),
+}
+
+
+class InjectionDenied(Exception):
+    """A manifest's pod would be denied at admission; the message is the server's."""
+
+    def __init__(self, where: str, message: str) -> None:
+        self.where = where
+        self.message = message
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class ManifestResult:
+    document: Any
+    # None for kinds without a pod (passed through).
+    admission: Admission | None
+
+
+def inject_manifest(
+    document: Any,
+    *,
+    namespace: str,
+    lookup_namespace: Any,
+    spc_lookup: SpcLookup,
+    settings: Settings,
+    native_sidecars: bool,
+) -> ManifestResult:
+    """The document with its pod (template) admitted; raises InjectionDenied with the server's message."""
+    if not isinstance(document, Mapping):
+        return ManifestResult(document, None)
+    kind = document.get("kind")
+    if kind != "Pod" and kind not in TEMPLATE_PATHS:
+        return ManifestResult(document, None)
+    meta = document.get("metadata") or {}
+    ns = meta.get("namespace") or namespace
+    where = f"{kind} {ns}/{meta.get('name') or meta.get('generateName') or '?'}"
+    result = copy.deepcopy(dict(document))
+    if kind == "Pod":
+        pod = result
+    else:
+        template = _dig(result, TEMPLATE_PATHS[str(kind)])
+        if template is None:
+            raise InjectionDenied(where, f"has no {'.'.join(TEMPLATE_PATHS[str(kind)])}")
+        pod_meta: dict[str, Any] = {**(template.get("metadata") or {}), "namespace": ns}
+        if kind in ("Job", "CronJob"):
+            # What the Job controller will add; it tells the policy these pods run to completion.
+            pod_meta["ownerReferences"] = [
+                {"apiVersion": "batch/v1", "kind": "Job", "name": meta.get("name", ""), "uid": ""}
+            ]
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": template.get("spec") or {}}
+    admission = admit_pod(
+        pod,
+        namespace=ns,
+        namespace_obj=lookup_namespace(ns),
+        spc_lookup=spc_lookup,
+        settings=settings,
+        native_sidecars=native_sidecars,
+    )
+    if admission.outcome == "denied":
+        raise InjectionDenied(where, admission.message or "denied")
+    if kind == "Pod":
+        return ManifestResult(admission.pod, admission)
+    template = _dig(result, TEMPLATE_PATHS[str(kind)])
+    assert template is not None
+    new_meta = dict(admission.pod.get("metadata") or {})
+    for added in ("namespace", "ownerReferences"):
+        if added not in (template.get("metadata") or {}):
+            new_meta.pop(added, None)
+    if new_meta or "metadata" in template:
+        template["metadata"] = new_meta
+    template["spec"] = admission.pod.get("spec") or {}
+    return ManifestResult(result, admission)
+
+
+def _dig(obj: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
+    node: Any = obj
+    for key in path:
+        if not isinstance(node, dict) or not isinstance(node.get(key), dict):
+            return None
+        node = node[key]
+    return node if isinstance(node, dict) else None
