@@ -4,19 +4,25 @@ Why it exists: operators need to see at a glance whether pods are being
 injected, skipped or denied (and why), how long admission takes against the
 API server's timeout, and whether the Kubernetes cache is stale. A registry per
 app (not the global default) keeps tests and several apps in one process apart.
-Labels are bounded: outcomes and reasons are fixed strings, namespaces are the
-cluster's own; no pod names and never a secret's name or value.
+Labels are bounded: outcomes and reasons are fixed strings; namespaces must be
+valid names and at most MAX_NAMESPACE_LABELS distinct ones get a label of their
+own; no pod names and never a secret's name or value.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+# A namespace name is a DNS-1123 label; anything else a client sends is "invalid".
+_NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# Distinct namespaces with a label of their own; more than a large cluster has, far less than unbounded.
+MAX_NAMESPACE_LABELS = 2000
 OUTCOMES = ("injected", "skipped", "denied", "reinvoked", "error")
 # Admission must finish well inside the API server's timeoutSeconds (a few seconds).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -26,6 +32,7 @@ class AdmissionMetrics:
     """The counters, histogram and gauge behind GET /metrics."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self._namespaces_seen: set[str] = set()
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self.admissions = Counter(
             "ferry_admissions",
@@ -53,12 +60,27 @@ class AdmissionMetrics:
         self._freshness = _FreshnessCollector()
         self.registry.register(self._freshness)
 
+    def _namespace_label(self, namespace: str) -> str:
+        """The namespace as a label value, bounded: anyone who reaches the Service can post reviews.
+
+        Only valid namespace names (DNS-1123 labels) become labels, and only the
+        first MAX_NAMESPACE_LABELS distinct ones; the rest count under "other".
+        """
+        if not namespace or not _NAMESPACE_RE.match(namespace):
+            return "invalid"
+        if namespace in self._namespaces_seen:
+            return namespace
+        if len(self._namespaces_seen) >= MAX_NAMESPACE_LABELS:
+            return "other"
+        self._namespaces_seen.add(namespace)
+        return namespace
+
     def track_cache_freshness(self, read: Callable[[], Mapping[str, float]]) -> None:
         """Read the cache's freshness (seconds per resource) at scrape time, never on the admission path."""
         self._freshness.read = read
 
     def record(self, outcome: str, namespace: str, *, dry_run: bool, reason: str | None = None) -> None:
-        self.admissions.labels(outcome, namespace or "", "true" if dry_run else "false").inc()
+        self.admissions.labels(outcome, self._namespace_label(namespace), "true" if dry_run else "false").inc()
         if outcome == "denied" and reason:
             self.denials.labels(reason).inc()
 

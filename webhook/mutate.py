@@ -116,11 +116,12 @@ def mutate_pod(
     identity = find_identity(_app_containers(spec))
 
     spec["volumes"] = [*(spec.get("volumes") or []), build_volume(settings)]
+    selected = frozenset(resolved.containers)
     for group in ("initContainers", "containers"):
         if group in spec:
             spec[group] = [
                 {**c, "volumeMounts": [*(c.get("volumeMounts") or []), build_app_mount(resolved.mount_path)]}
-                if isinstance(c, Mapping) and c.get("name") in resolved.containers
+                if isinstance(c, Mapping) and c.get("name") in selected
                 else c
                 for c in spec.get(group) or []
             ]

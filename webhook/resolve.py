@@ -491,7 +491,8 @@ def _check_mount_path(raw: str | None, problems: list[str]) -> str | None:
         problems.append(f"{label}: {raw!r} is not normalized; write it as {normalized!r}")
         return None
     if path in FORBIDDEN_MOUNT_PATHS:
-        problems.append(f"{label}: {path!r} would hide that whole directory; use a subdirectory like {path}/secrets")
+        suggestion = posixpath.join(path, "secrets") if path != "/" else DEFAULT_MOUNT_PATH
+        problems.append(f"{label}: {path!r} would hide that whole directory; use a subdirectory like {suggestion}")
         return None
     for tree in FORBIDDEN_MOUNT_TREES:
         if path == tree or path.startswith(tree + "/"):
@@ -516,8 +517,9 @@ def _select_containers(spec: Mapping[str, Any], raw: str | None, problems: list[
         )
         return ()
     chosen: list[str] = []
+    known_set = frozenset(known)
     for name in names:
-        if name in known:
+        if name in known_set:
             if name not in chosen:
                 chosen.append(name)
             continue
@@ -543,9 +545,10 @@ def _check_reserved_names(spec: Mapping[str, Any], problems: list[str]) -> None:
 def _check_mount_conflicts(
     spec: Mapping[str, Any], containers: Sequence[str], mount_path: str, problems: list[str]
 ) -> None:
+    wanted = frozenset(containers)
     for group in ("initContainers", "containers"):
         for container in spec.get(group) or []:
-            if not isinstance(container, Mapping) or container.get("name") not in containers:
+            if not isinstance(container, Mapping) or container.get("name") not in wanted:
                 continue
             for mount in container.get("volumeMounts") or []:
                 if isinstance(mount, Mapping) and posixpath.normpath(str(mount.get("mountPath", ""))) == mount_path:
@@ -558,10 +561,11 @@ def _check_mount_conflicts(
 def _file_owner(spec: Mapping[str, Any], containers: Sequence[str]) -> tuple[int | None, int | None]:
     """(uid, gid) the files should belong to: the pod's runAsUser/fsGroup, else its containers' if they agree."""
     pod_sc = spec.get("securityContext") or {}
+    wanted = frozenset(containers)
     selected = [
         c
         for c in spec.get("containers") or []
-        if isinstance(c, Mapping) and c.get("name") in containers and isinstance(c.get("securityContext"), Mapping)
+        if isinstance(c, Mapping) and c.get("name") in wanted and isinstance(c.get("securityContext"), Mapping)
     ]
 
     def agreed(key: str) -> int | None:
