@@ -140,6 +140,17 @@ def preexec_pin(cpus: set[int]) -> Callable[[], None]:
     return pin
 
 
+def pinning(cpus: set[int] | None) -> tuple[list[str], Callable[[], None] | None]:
+    """(command prefix, preexec_fn) that start a child on `cpus`: `taskset` if installed, else sched_setaffinity.
+
+    None or an empty set means no pinning.
+    """
+    if not cpus:
+        return [], None
+    prefix = taskset_prefix(cpus)
+    return (prefix, None) if prefix else ([], preexec_pin(cpus))
+
+
 # --- Statistics ------------------------------------------------------------------
 
 

@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import benchlib
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         benchlib.compile_sources("fetcher")  # Dockerfile.fetcher runs compileall at build time too
-        prefix = benchlib.taskset_prefix(child_cpus) if pinned else []
+        prefix, preexec = benchlib.pinning(child_cpus if pinned else None)
         fetcher_cmd = [*prefix, sys.executable, "-m", "fetcher", "init"]
         floor_cmd = [*prefix, sys.executable, "-c", FLOOR_CODE]
         counter = iter(range(10**6))
@@ -109,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         def run_fetcher() -> tuple[float, dict[str, int]]:
             target = Path(tmp) / f"run-{next(counter)}"
             before = moto.calls()
-            elapsed, _ = _timed([*fetcher_cmd, "--dir", str(target)], env, args.timeout, "python -m fetcher init")
+            elapsed, _ = _timed(
+                [*fetcher_cmd, "--dir", str(target)], env, args.timeout, "python -m fetcher init", preexec
+            )
             calls = benchlib.diff_counts(moto.calls(), before)
             written = sorted(p.name for p in target.iterdir() if not p.name.startswith(".."))
             if written != expected_files:
@@ -117,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             return elapsed, calls
 
         def run_floor() -> float:
-            return _timed(floor_cmd, env, args.timeout, "floor")[0]
+            return _timed(floor_cmd, env, args.timeout, "floor", preexec)[0]
 
         print(f"warm-up: {args.warmup} run(s) of each")
         for _ in range(args.warmup):
@@ -139,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                     per_init_calls.append(calls)
         names_per_call = moto.names_per_call()
 
-        phases = _phases(sys.executable, env, prefix, Path(tmp), args.timeout)
-        imports = _heaviest_imports(sys.executable, env, prefix, Path(tmp), args.timeout)
+        phases = _phases(sys.executable, env, prefix, preexec, Path(tmp), args.timeout)
+        imports = _heaviest_imports(sys.executable, env, prefix, preexec, Path(tmp), args.timeout)
 
     fetcher_stats = benchlib.summarize(fetcher_times, 1000)
     floor_stats = benchlib.summarize(floor_times, 1000)
@@ -203,10 +206,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _timed(cmd: list[str], env: dict[str, str], timeout: float, label: str) -> tuple[float, str]:
+def _timed(
+    cmd: list[str], env: dict[str, str], timeout: float, label: str, preexec: Callable[[], None] | None
+) -> tuple[float, str]:
     start = time.perf_counter()
     proc = subprocess.run(
-        cmd, env=env, cwd=benchlib.REPO_ROOT, capture_output=True, text=True, timeout=timeout, check=False
+        cmd,
+        env=env,
+        cwd=benchlib.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        preexec_fn=preexec,
     )
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
@@ -214,11 +226,19 @@ def _timed(cmd: list[str], env: dict[str, str], timeout: float, label: str) -> t
     return elapsed, proc.stderr
 
 
-def _phases(python: str, env: dict[str, str], prefix: list[str], tmp: Path, timeout: float) -> dict[str, float]:
+def _phases(
+    python: str,
+    env: dict[str, str],
+    prefix: list[str],
+    preexec: Callable[[], None] | None,
+    tmp: Path,
+    timeout: float,
+) -> dict[str, float]:
     runs = []
     for _ in range(3):
         proc = subprocess.run(
             [*prefix, python, "-c", PHASES_CODE, str(tmp)],
+            preexec_fn=preexec,
             env=env,
             cwd=benchlib.REPO_ROOT,
             capture_output=True,
@@ -234,12 +254,18 @@ def _phases(python: str, env: dict[str, str], prefix: list[str], tmp: Path, time
 
 
 def _heaviest_imports(
-    python: str, env: dict[str, str], prefix: list[str], tmp: Path, timeout: float
+    python: str,
+    env: dict[str, str],
+    prefix: list[str],
+    preexec: Callable[[], None] | None,
+    tmp: Path,
+    timeout: float,
 ) -> list[tuple[str, int]]:
     """Top-level-ish modules by cumulative import time (microseconds) in one `-X importtime` init run."""
     target = tmp / "importtime"
     proc = subprocess.run(
         [*prefix, python, "-X", "importtime", "-m", "fetcher", "init", "--dir", str(target)],
+        preexec_fn=preexec,
         env=env,
         cwd=benchlib.REPO_ROOT,
         capture_output=True,

@@ -44,6 +44,9 @@ from tests.reliability.fetchlib import DB_FILES, app_spec, db_value, read_db_gen
 
 
 def writer_kills(iterations: int, seed: int) -> dict[str, Any]:
+    from fetcher.logs import log
+
+    log.set_level("error")  # the restart swaps run in this process; one line each is noise here
     with tempfile.TemporaryDirectory(prefix="ferry-kill-writer-") as tmp:
         began = time.monotonic()
         report = swaplib.kill_loop(Path(tmp) / "vol", iterations, seed=seed)

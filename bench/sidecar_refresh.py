@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         env = benchlib.clean_env(
             {**benchlib.aws_env(moto.url), "FERRY_SPEC": spec_json, "FERRY_TERMINATION_LOG": str(Path(tmp) / "tl")}
         )
-        prefix = benchlib.taskset_prefix(child_cpus) if pinned else []
+        prefix, preexec = benchlib.pinning(child_cpus if pinned else None)
         command = [*prefix, sys.executable, "-m", "fetcher", "sidecar", "--dir", str(target)]
         print(
             f"sidecar: {len(objects)} objects ({len(following)} secrets following a label, {len(pinned_names)} pinned, "
@@ -94,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
 
         with log_path.open("wb") as log_handle:
             process = subprocess.Popen(
-                command, env=env, cwd=benchlib.REPO_ROOT, stdout=log_handle, stderr=subprocess.STDOUT
+                command,
+                env=env,
+                cwd=benchlib.REPO_ROOT,
+                stdout=log_handle,
+                stderr=subprocess.STDOUT,
+                preexec_fn=preexec,
             )
             try:
                 handle = psutil.Process(process.pid)

@@ -176,7 +176,7 @@ class WebhookServer:
                 [{"apiVersion": "v1", "kind": "Namespace", "metadata": ns["metadata"]} for ns in namespaces]
             )
         )
-        prefix = benchlib.taskset_prefix(cpus) if cpus else []
+        prefix, self.preexec = benchlib.pinning(cpus)
         self.command = [
             *prefix,
             sys.executable,
@@ -201,7 +201,12 @@ class WebhookServer:
     def start(self, timeout: float = 60.0) -> WebhookServer:
         self._log_handle = self.log_file.open("wb")
         self.process = subprocess.Popen(
-            self.command, env=self.env, cwd=benchlib.REPO_ROOT, stdout=self._log_handle, stderr=subprocess.STDOUT
+            self.command,
+            env=self.env,
+            cwd=benchlib.REPO_ROOT,
+            stdout=self._log_handle,
+            stderr=subprocess.STDOUT,
+            preexec_fn=self.preexec,
         )
         try:
             benchlib.wait_for_port(self.port, timeout, self.process)
@@ -502,7 +507,7 @@ def closed_loop_wrk(
     script.write_text(WRK_SCRIPT.replace("{body}", str(body_file)))
     wrk = shutil.which("wrk")
     assert wrk
-    prefix = benchlib.taskset_prefix(cpus) if cpus else []
+    prefix, preexec = benchlib.pinning(cpus)
     command = [
         *prefix,
         wrk,
@@ -518,7 +523,7 @@ def closed_loop_wrk(
     import psutil
 
     cpu0 = server.cpu_seconds()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
     handle = psutil.Process(proc.pid)
     gen_cpu = 0.0
     try:
@@ -744,7 +749,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {benchlib.describe_machine(machine)}")
     if pinned:
         benchlib.pin_self(generator_cpus)
-        print(f"pinning: server on CPU {sorted(server_cpus)} (taskset), load generator on CPU {sorted(generator_cpus)}")
+        how = "taskset" if benchlib.taskset_prefix(server_cpus) else "sched_setaffinity"
+        print(f"pinning: server on CPU {sorted(server_cpus)} ({how}), load generator on CPU {sorted(generator_cpus)}")
     else:
         print("pinning: off")
 

@@ -41,7 +41,9 @@ logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request acce
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "scripts" / "demo"
 REGION = "us-east-1"
-BOLD, DIM, GREEN, RED, RESET = ("\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m") if sys.stdout.isatty() else ("",) * 5
+BOLD, DIM, GREEN, RED, RESET = (
+    ("\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m") if sys.stdout.isatty() else ("",) * 5
+)
 
 
 def step(number: int, text: str) -> None:
@@ -248,7 +250,9 @@ def main() -> int:
         mount_path = mount["mountPath"]
         for container in spec["containers"]:
             mounted = any(m["name"] == volume["name"] for m in container.get("volumeMounts", []))
-            detail(f"  container {container['name']}: {'mounts ' + mount_path + ' read-only' if mounted else 'no mount'}")
+            detail(
+                f"  container {container['name']}: {'mounts ' + mount_path + ' read-only' if mounted else 'no mount'}"
+            )
         spec_env = next(e["value"] for e in init["env"] if e["name"] == "FERRY_SPEC")
         detail(f"{DIM}FERRY_SPEC ({len(spec_env)} bytes of JSON, names only, no values){RESET}")
 
@@ -281,7 +285,8 @@ def main() -> int:
         )
         detail("rotated prod/db/credentials in Secrets Manager (new AWSCURRENT version)")
         wait_for(lambda: password.read_text() == "hunter2-v2", 30, "the sidecar to pick up the rotated secret")
-        detail(f"{GREEN}db-password now reads 'hunter2-v2'{RESET}; ..data moved from {before} to {os.readlink(target / '..data')}")
+        after = os.readlink(target / "..data")
+        detail(f"{GREEN}db-password now reads 'hunter2-v2'{RESET}; ..data moved from {before} to {after}")
         sidecar.send_signal(signal.SIGTERM)
         detail(f"sidecar stopped on SIGTERM with exit code {sidecar.wait(timeout=10)}")
         sidecar = None
@@ -290,7 +295,9 @@ def main() -> int:
         bad = json.loads(json.dumps(pod))
         bad["metadata"]["annotations"] = {
             "ferry.dev/inject": "true",
-            "ferry.dev/objects": "- objectName: prod/api-key\n  objectType: secretsmanager\n  objectAlias: ../../etc/passwd\n",
+            "ferry.dev/objects": (
+                "- objectName: prod/api-key\n  objectType: secretsmanager\n  objectAlias: ../../etc/passwd\n"
+            ),
         }
         denied = post_review(url, ca_file, admission_review(bad, "demo"))
         detail(f"{DIM}$ kubectl apply -f bad-pod.yaml{RESET}")

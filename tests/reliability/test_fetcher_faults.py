@@ -241,7 +241,6 @@ def test_sidecar_process_keeps_last_good_files_through_a_fault_window_then_refre
         rng = random.Random(4)
         window = 2.0
         kinds = [Fault.error(500), Fault.error(503), Fault.throttle(), Fault.reset(), Fault.timeout(hold=1)]
-        fault_proxy.add_window(Fault.error(500, probability=0.0), duration=window)  # marks the window in records
         for fault in kinds:
             fault.probability = 0.5
             fault_proxy.add_window(fault, duration=window)

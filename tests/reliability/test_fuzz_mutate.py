@@ -243,7 +243,7 @@ def mutated_reviews(draw: st.DrawFn) -> Any:
         elif action == "retype":
             parent[key] = draw(json_values)
         elif action == "huge-array":
-            parent[key] = [draw(json_scalars)] * draw(st.integers(min_value=1000, max_value=50_000))
+            parent[key] = [draw(json_scalars)] * draw(st.integers(min_value=1000, max_value=20_000))
         elif action == "deep":
             depth = draw(st.sampled_from([10, 200, 990, 1100, 20_000]))
             value: Any = draw(json_scalars)

@@ -107,7 +107,7 @@ requests = st.fixed_dictionaries(
 
 
 @settings(
-    max_examples=120,
+    max_examples=100,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
