@@ -31,8 +31,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import yaml
-
 from fetcher.errors import ConfigError, FerryError
 from fetcher.logs import LEVELS, LOG_LEVEL_ENV_VAR, log
 from fetcher.spec import DEFAULT_MOUNT_PATH, SPEC_ENV_VAR, FetchSpec, SpecError, spec_from_secret_provider_class
@@ -147,6 +145,8 @@ def load_secret_provider_class(path: str) -> Mapping[str, Any]:
         raise ConfigError(f"cannot read {path}: {os.strerror(exc.errno or 0) or exc}") from None
     if len(raw) > MAX_MANIFEST_BYTES:
         raise ConfigError(f"{path} is larger than {MAX_MANIFEST_BYTES} bytes; is it the right file?")
+    import yaml  # only `once` reads YAML; init and sidecar start faster without it
+
     try:
         documents = [doc for doc in yaml.safe_load_all(raw) if doc is not None]
     except yaml.YAMLError as exc:

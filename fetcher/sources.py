@@ -317,7 +317,7 @@ class ParameterStoreSource:
         if missing:
             raise ParametersNotFoundError(names=missing, region=region)
         for index, target in targets:
-            log.info("fetched parameter", object=target.name, version=results[index].version, region=region)
+            log.debug("fetched parameter", object=target.name, version=results[index].version, region=region)
         return results
 
 

@@ -27,8 +27,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
-import yaml
-
 # --- Annotation keys (the contract in DESIGN.md). -----------------------------
 ANNOTATION_PREFIX = "ferry.dev/"
 # "true"/"false": inject into this pod (pod value wins over the namespace's).
@@ -104,8 +102,6 @@ _OBJECT_KEYS = (
 )
 _JMES_KEYS = ("path", "objectAlias", "filePermission")
 _FAILOVER_KEYS = ("objectName", "objectVersion", "objectVersionLabel")
-# libyaml's safe loader is ~10x faster than the pure-Python one; the webhook parses on its hot path.
-_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Characters that are never allowed in a file name we write.
 _SLASHES = ("/", "\\")
 # Slashes NFKC leaves alone (division, fraction, big solidus, ...): a file name with one reads like a path.
@@ -434,9 +430,15 @@ def parse_objects_yaml(text: str, field_name: str = "objects") -> list[Any]:
                 )
             ]
         )
+    # Imported here, not at the top: the fetcher's init and sidecar get JSON and
+    # never parse YAML, and importing PyYAML costs them 20-40 ms per pod start.
+    import yaml
+
+    # libyaml's safe loader is ~10x faster than the pure-Python one; the webhook parses on its hot path.
+    loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     depth = 0
     try:
-        for event in yaml.parse(text, Loader=_YAML_LOADER):
+        for event in yaml.parse(text, Loader=loader):
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
                 raise SpecError(
                     [
@@ -454,7 +456,7 @@ def parse_objects_yaml(text: str, field_name: str = "objects") -> list[Any]:
                     )
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
-        loaded = yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a SafeLoader (libyaml's when available)
+        loaded = yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader (libyaml's when available)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -8,9 +8,10 @@ not an AdmissionReview gets 400 (413 when too large); any other failure becomes
 for secrets (the webhook is scoped by matchConditions) and must not start
 without them. Pods that did not ask are kept safe by that scoping, not here.
 
-Admission is synchronous CPU work of well under a millisecond once the spec
-cache is warm, so it runs on the event loop; there is no I/O on the request
-path (namespaces and SecretProviderClasses come from an in-memory view).
+Admission is synchronous CPU work of about a millisecond, so it runs on the
+event loop; there is no I/O on the request path (namespaces and
+SecretProviderClasses come from an in-memory view). Identical pods (a
+Deployment's replicas) are answered from memo.py after the first.
 
 `POST /noop` parses the JSON body and allows it with no other work: the
 benchmark's baseline for the cost of the server itself. It is harmless in
@@ -24,6 +25,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -31,6 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import ClientDisconnect
 
 from webhook.kube import ClusterView
+from webhook.memo import AdmissionMemo, RecordingLookup, body_key
 from webhook.metrics import AdmissionMetrics
 from webhook.mutate import Admission, admit_pod, make_pod_patch
 from webhook.review import AdmissionRequest, MalformedReview, build_response, parse_review
@@ -66,6 +69,7 @@ def create_app(
     handler = _AdmissionHandler(settings, cluster, native_sidecars, stats)
     app.state.metrics = stats
     app.state.settings = settings
+    app.state.memo = handler.memo
 
     @app.post("/mutate")
     async def mutate(request: Request) -> Response:
@@ -121,6 +125,7 @@ class _AdmissionHandler:
         self.cluster = cluster
         self.native_sidecars = native_sidecars
         self.metrics = metrics
+        self.memo = AdmissionMemo()
 
     def handle(self, body: bytes) -> tuple[int, bytes]:
         try:
@@ -134,7 +139,7 @@ class _AdmissionHandler:
             _log({"outcome": "malformed", "error": type(exc).__name__})
             return 400, _dumps({"message": "the body could not be parsed as an AdmissionReview"})
         try:
-            return 200, _dumps(self.answer(request))
+            return 200, _dumps(self.answer(request, body))
         except MalformedReview as exc:
             self.metrics.malformed.inc()
             return 400, _dumps({"message": f"not an AdmissionReview v1 request: {exc}"})
@@ -152,7 +157,7 @@ class _AdmissionHandler:
             )
             return 200, _dumps(response)
 
-    def answer(self, request: AdmissionRequest) -> Any:
+    def answer(self, request: AdmissionRequest, body: bytes) -> Any:
         uid = request["uid"]
         namespace = request.get("namespace") or ""
         dry_run = bool(request.get("dryRun"))
@@ -172,44 +177,68 @@ class _AdmissionHandler:
             raise MalformedReview("request.object is missing for a pod CREATE")
         meta = pod.get("metadata") or {}
         namespace = namespace or meta.get("namespace") or "default"
-        admission = admit_pod(
-            pod,
-            namespace=namespace,
-            namespace_obj=self.cluster.namespace(namespace),
-            spc_lookup=self.cluster.secret_provider_class,
-            settings=self.settings,
-            native_sidecars=self.native_sidecars,
-        )
-        if admission.outcome in ("injected", "denied") and not self.cluster.is_ready():
-            # Before the first list the view is empty: an SPC "not found" would be a lie. Readiness
-            # keeps traffic away then; this covers a request that arrives anyway.
-            admission = Admission(
-                "denied",
-                "not-ready",
-                pod,
-                message="Ferry has not finished reading namespaces and SecretProviderClasses yet; retry shortly",
-            )
-        self.metrics.record(admission.outcome, namespace, dry_run=dry_run, reason=admission.reason)
         entry: dict[str, Any] = {
             "uid": uid,
             "namespace": namespace,
-            "pod": meta.get("name") or meta.get("generateName") or "",
-            "outcome": admission.outcome,
-            "reason": admission.reason,
+            "pod": meta.get("name") or meta.get("generateName"),
         }
+        key = body_key(body, uid)
+        namespace_obj = self.cluster.namespace(namespace)
+        decided = self.memo.recall(key, namespace_obj, self.cluster.secret_provider_class)
+        if decided is None:
+            lookup = RecordingLookup(self.cluster.secret_provider_class)
+            admission = admit_pod(
+                pod,
+                namespace=namespace,
+                namespace_obj=namespace_obj,
+                spc_lookup=lookup,
+                settings=self.settings,
+                native_sidecars=self.native_sidecars,
+            )
+            ready = self.cluster.is_ready()
+            if admission.outcome in ("injected", "denied") and not ready:
+                # Before the first list the view is empty: an SPC "not found" would be a lie. Readiness
+                # keeps traffic away then; this covers a request that arrives anyway.
+                admission = Admission(
+                    "denied",
+                    "not-ready",
+                    pod,
+                    message="Ferry has not finished reading namespaces and SecretProviderClasses yet; retry shortly",
+                )
+            decided = _decide(admission, pod)
+            if ready:
+                self.memo.remember(key, decided, namespace_obj, lookup.read)
+        self.metrics.record(decided.outcome, namespace, dry_run=dry_run, reason=decided.reason)
+        entry.update(decided.log_fields)
         if dry_run:
             entry["dryRun"] = True
-        if admission.source:
-            entry["source"] = admission.source
-        if admission.warnings:
-            entry["warnings"] = len(admission.warnings)
-        if admission.outcome == "denied":
-            _log(entry)
-            return build_response(uid, allowed=False, code=403, reason="Forbidden", message=admission.message)
-        patch = make_pod_patch(pod, admission.pod) if admission.pod is not pod else []
-        entry["patchOps"] = len(patch)
         _log(entry)
-        return build_response(uid, patch=patch, warnings=admission.warnings)
+        return {**decided.response, "response": {**decided.response["response"], "uid": uid}}
+
+
+@dataclass(frozen=True)
+class _Decision:
+    """An admission's answer without its uid: what the memo keeps for identical pods."""
+
+    outcome: str
+    reason: str
+    log_fields: Mapping[str, Any]
+    response: Mapping[str, Any]
+
+
+def _decide(admission: Admission, pod: Mapping[str, Any]) -> _Decision:
+    fields: dict[str, Any] = {"outcome": admission.outcome, "reason": admission.reason}
+    if admission.source:
+        fields["source"] = admission.source
+    if admission.warnings:
+        fields["warnings"] = len(admission.warnings)
+    if admission.outcome == "denied":
+        response = build_response("", allowed=False, code=403, reason="Forbidden", message=admission.message)
+    else:
+        patch = make_pod_patch(pod, admission.pod) if admission.pod is not pod else []
+        fields["patchOps"] = len(patch)
+        response = build_response("", patch=patch, warnings=admission.warnings)
+    return _Decision(admission.outcome, admission.reason, fields, dict(response))
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
