@@ -56,6 +56,10 @@ from webhook.settings import Settings
 from webhook.volumes import VOLUME_NAME
 
 # (namespace, name) -> SecretProviderClass API JSON, or None when it does not exist.
+# Containers plus init containers in a pod Ferry injects into: far above any real pod, and a bound on the
+# work (one mount per container, one patch op each) that a hostile or broken manifest can make admission do.
+MAX_POD_CONTAINERS = 256
+
 SpcLookup = Callable[[str, str], Mapping[str, Any] | None]
 
 # Keys a namespace may carry; the others only make sense on a pod.
@@ -213,6 +217,13 @@ def resolve_spec(
         if key.startswith(ANNOTATION_PREFIX) and key not in NAMESPACE_ANNOTATIONS
     ]
     spec_body: Mapping[str, Any] = pod.get("spec") or {}
+    count = sum(len(spec_body.get(group) or []) for group in ("initContainers", "containers"))
+    if count > MAX_POD_CONTAINERS:
+        return Denial(
+            "too-many-containers",
+            f"spec: the pod has {count} containers and init containers; Ferry injects into pods with at most "
+            f"{MAX_POD_CONTAINERS}, so that admission stays well inside the API server's timeout. Split the pod",
+        )
 
     pod_spc = _value(pod_ann, ANNOTATION_SECRET_PROVIDER_CLASS)
     pod_objects = pod_ann.get(ANNOTATION_OBJECTS)

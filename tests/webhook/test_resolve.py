@@ -428,3 +428,23 @@ def test_resolution_is_memoized_by_content(pod_factory: PodFactory, settings: Se
     changed = spc("db", region="eu-west-1", objects='- objectName: "prod/other"\n  objectType: secretsmanager\n')
     second = resolved(resolve_spec(pod, None, lookup(changed), settings)).spec
     assert isinstance(second, FetchSpec) and second.objects[0].object_name == "prod/other"
+
+
+@pytest.mark.parametrize(
+    ("app", "init", "allowed"), [(256, 0, True), (200, 56, True), (257, 0, False), (1, 256, False)]
+)
+def test_container_count_is_bounded(
+    pod_factory: PodFactory, settings: Settings, app: int, init: int, allowed: bool
+) -> None:
+    pod = pod_factory(
+        {"ferry.dev/objects": SM_OBJECTS, "ferry.dev/region": "us-east-1"},
+        containers=[{"name": f"c{i}", "image": "x"} for i in range(app)],
+        init_containers=[{"name": f"i{i}", "image": "x"} for i in range(init)],
+    )
+    result = resolve_spec(pod, None, lookup(), settings)
+    if allowed:
+        resolved(result)
+    else:
+        denial = denied(result)
+        assert denial.reason == "too-many-containers"
+        assert f"{app + init} containers" in denial.message and "at most 256" in denial.message
