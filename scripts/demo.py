@@ -235,8 +235,9 @@ def main() -> int:
         mutated = jsonpatch.apply_patch(pod, patch)
         mutated["metadata"].setdefault("name", "api-7d9f8c-x2x9q")
         mutated["metadata"]["namespace"] = "demo"
-        kubernetes_validate.validate(mutated, "1.33", strict=True)
-        detail(f"{GREEN}allowed{RESET}, JSONPatch of {len(patch)} operations; the patched pod validates (strict, 1.33)")
+        schema = kubernetes_validate.latest_version()
+        kubernetes_validate.validate(mutated, schema, strict=True)
+        detail(f"{GREEN}allowed{RESET}, JSONPatch of {len(patch)} ops; the patched pod validates (strict, {schema})")
         spec = mutated["spec"]
         init, sidecar_spec = spec["initContainers"][0], spec["initContainers"][1]
         volume = next(v for v in spec["volumes"] if v.get("emptyDir", {}).get("medium") == "Memory")
