@@ -10,6 +10,7 @@ doc. Prose outside the markers is left alone.
 
     python tests/reliability/make_report.py                      # default run + bench/results/*.json
     python tests/reliability/make_report.py --slow               # also the -m slow tests
+    python tests/reliability/make_report.py --save-summary S.json   # keep what the run recorded
     python tests/reliability/make_report.py --summary S.json     # reuse a summary, run nothing
     python tests/reliability/make_report.py --bench-dir /tmp/soak
 """
@@ -31,9 +32,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DOC = REPO_ROOT / "docs" / "reliability.md"
 
 
-def run_suite(slow: bool) -> tuple[dict[str, Any], dict[str, int]]:
+def run_suite(slow: bool, keep: Path | None) -> tuple[dict[str, Any], dict[str, int]]:
     with tempfile.TemporaryDirectory() as tmp:
-        summary, junit = Path(tmp) / "summary.json", Path(tmp) / "junit.xml"
+        summary, junit = keep or Path(tmp) / "summary.json", Path(tmp) / "junit.xml"
         command = [sys.executable, "-m", "pytest", "tests/reliability", "-q", "-p", "no:logging", f"--junitxml={junit}"]
         if slow:
             command += ["-m", "slow or not slow"]
@@ -52,7 +53,11 @@ def run_suite(slow: bool) -> tuple[dict[str, Any], dict[str, int]]:
                 else "passed"
             )
             outcomes[kind] += 1
-        return json.loads(summary.read_text()), outcomes
+        recorded = json.loads(summary.read_text())
+        recorded["_outcomes"] = outcomes
+        if keep:
+            keep.write_text(json.dumps(recorded, indent=2, sort_keys=True))
+        return recorded, outcomes
 
 
 def md_table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -109,6 +114,12 @@ def block_rows(summary: dict[str, Any], section: str, first: str) -> str:
         for key in row:
             if key not in columns:
                 columns.append(key)
+    if any(set(row) != set(columns) for row in data.values()):
+        # Rows that measure different things: one "figures" cell each instead of a sparse wide table.
+        return md_table(
+            [first, "figures"],
+            [[label, "; ".join(f"{k}: {v}" for k, v in row.items())] for label, row in data.items()],
+        )
     return md_table([first, *columns], [[label, *(row.get(c, "") for c in columns)] for label, row in data.items()])
 
 
@@ -184,10 +195,10 @@ def _load(path: Path) -> dict[str, Any] | None:
 
 def render(doc: str, blocks: dict[str, str]) -> str:
     for name, body in blocks.items():
-        pattern = re.compile(rf"(<!-- BEGIN generated:{name} -->\n).*?(\n<!-- END generated:{name} -->)", re.S)
+        pattern = re.compile(rf"(<!-- BEGIN generated:{name} -->).*?(<!-- END generated:{name} -->)", re.S)
         if not pattern.search(doc):
             raise SystemExit(f"docs/reliability.md has no generated:{name} block")
-        doc = pattern.sub(lambda m, body=body: m.group(1) + body + m.group(2), doc)
+        doc = pattern.sub(lambda m, body=body: f"{m.group(1)}\n{body}\n{m.group(2)}", doc)
     return doc
 
 
@@ -196,17 +207,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--summary", type=Path, help="use this summary JSON instead of running the suite")
     parser.add_argument("--slow", action="store_true", help="run the -m slow tests too")
     parser.add_argument("--bench-dir", type=Path, default=REPO_ROOT / "bench" / "results")
+    parser.add_argument("--save-summary", type=Path, help="keep the run's summary JSON here (for --summary)")
     args = parser.parse_args(argv)
     if args.summary:
-        summary, outcomes = json.loads(args.summary.read_text()), {}
+        summary = json.loads(args.summary.read_text())
+        outcomes = summary.get("_outcomes", {})
     else:
-        summary, outcomes = run_suite(args.slow)
+        summary, outcomes = run_suite(args.slow, args.save_summary)
     leak = summary.get("leak_scan", {}).get("session", {})
     run_line = (
         f"Tests in this run: {outcomes.get('passed', '?')} passed, {outcomes.get('failed', '?')} failed, "
         f"{outcomes.get('error', '?')} errors ({'default and slow' if args.slow else 'default run'})."
         if outcomes
-        else "Tests: figures from a saved summary."
+        else "Tests: figures from a saved summary without outcome counts."
     )
     blocks = {
         "run": run_line,
