@@ -112,6 +112,68 @@ def describe_machine(info: Mapping[str, Any]) -> str:
     )
 
 
+# --- Load: wait for a quieter machine, record the load around each stage ------------
+
+QUIET_LOAD = 1.5  # 1-minute load average below which a stage starts at once
+QUIET_WAIT_SECONDS = 300.0  # the longest a stage waits for that
+
+
+def add_quiet_arguments(parser: Any) -> None:
+    """--quiet-load / --quiet-wait on an argparse parser (every benchmark script has them)."""
+    parser.add_argument(
+        "--quiet-load",
+        type=float,
+        default=QUIET_LOAD,
+        help=f"before each timed stage, wait until the 1-minute load average is below this (default {QUIET_LOAD:g})",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=QUIET_WAIT_SECONDS,
+        help=f"... but at most this many seconds; 0 = do not wait (default {QUIET_WAIT_SECONDS:g})",
+    )
+
+
+def wait_for_quiet(threshold: float, max_wait: float, what: str, poll: float = 5.0) -> dict[str, Any]:
+    """Wait until the 1-minute load average is below `threshold`, for at most `max_wait` seconds.
+
+    The machine is shared: other engineers' test runs come and go. Starting a
+    stage in a quiet moment makes the absolute numbers less noisy; the ratios
+    are measured side by side either way. Returns what to record with the stage.
+    """
+    started = time.monotonic()
+    first = os.getloadavg()[0]
+    load = first
+    if load >= threshold and max_wait > 0:
+        print(f"{what}: load average {load:.2f} >= {threshold:g}; waiting up to {max_wait:g} s", flush=True)
+    while load >= threshold and time.monotonic() - started < max_wait:
+        time.sleep(min(poll, max(0.0, max_wait - (time.monotonic() - started))))
+        load = os.getloadavg()[0]
+    waited = time.monotonic() - started
+    quiet = load < threshold
+    if waited >= 1 or not quiet:
+        state = "quiet" if quiet else "NOT quiet (gave up waiting)"
+        print(f"{what}: starting after {waited:.0f} s, load average {load:.2f}: {state}", flush=True)
+    return {
+        "threshold": threshold,
+        "max_wait_seconds": max_wait,
+        "load_when_asked": first,
+        "waited_seconds": round(waited, 1),
+        "quiet_at_start": quiet,
+        "loadavg_start": list(os.getloadavg()),
+    }
+
+
+def end_load(record: dict[str, Any]) -> dict[str, Any]:
+    """`record` (from wait_for_quiet) with the load average at the end of the stage added."""
+    return {**record, "loadavg_end": list(os.getloadavg())}
+
+
+def describe_load(record: Mapping[str, Any]) -> str:
+    start, end = record["loadavg_start"][0], record.get("loadavg_end", [float("nan")])[0]
+    return f"load average {start:.2f} at start, {end:.2f} at end (waited {record['waited_seconds']:.0f} s)"
+
+
 # --- CPU pinning -----------------------------------------------------------------
 
 

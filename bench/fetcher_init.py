@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds one run may take before it is an error")
     parser.add_argument("--no-pin", action="store_true", help="do not pin moto and the children to separate CPUs")
     parser.add_argument("--out-dir", type=Path, default=None, help="results directory (default bench/results)")
+    benchlib.add_quiet_arguments(parser)
     args = parser.parse_args(argv)
     if args.runs < 1 or args.warmup < 0:
         parser.error("--runs must be >= 1 and --warmup >= 0")
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         def run_floor() -> float:
             return _timed(floor_cmd, env, args.timeout, "floor", preexec)[0]
 
+        load = benchlib.wait_for_quiet(args.quiet_load, args.quiet_wait, "fetcher init")
         print(f"warm-up: {args.warmup} run(s) of each")
         for _ in range(args.warmup):
             run_floor()
@@ -144,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
         phases = _phases(sys.executable, env, prefix, preexec, Path(tmp), args.timeout)
         imports = _heaviest_imports(sys.executable, env, prefix, preexec, Path(tmp), args.timeout)
+        load = benchlib.end_load(load)
 
     fetcher_stats = benchlib.summarize(fetcher_times, 1000)
     floor_stats = benchlib.summarize(floor_times, 1000)
@@ -167,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\nratio of medians: {median_ratio:.3f} (budget <= {BUDGET_RATIO}) -> {benchlib.verdict(met)}; "
         f"per-pair ratio median {statistics.median(pair_ratios):.3f}"
     )
+    print(f"{benchlib.describe_load(load)}")
     print(f"AWS API calls per init: {calls_per_init}; SSM names per GetParameters call: {names_per_call}")
     if phases:
         print("phases in one process (ms): " + ", ".join(f"{k}={v * 1000:.1f}" for k, v in phases.items()))
@@ -188,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                 "child_cpus": sorted(child_cpus) if pinned else None,
                 "files_per_init": len(expected_files),
             },
+            "load": load,
             "fetcher_ms": fetcher_stats,
             "floor_ms": floor_stats,
             "ratio_of_medians": median_ratio,

@@ -11,8 +11,9 @@ Why it exists: the test suite kills a swapping writer 30 times (300 under
   retired generation the writer keeps on purpose. Default 500 kills.
 - part B (sidecar): the real `python -m fetcher sidecar` against moto, with a
   JSON secret rotated every few milliseconds and split into files by jmesPath
-  (so a mixed set is detectable), is SIGKILLed at a random moment after its
-  first delivery; the set must be whole and of one generation, and the next
+  (so a mixed set is detectable), is SIGKILLed after its first delivery, at a
+  random moment or (every other kill) the instant a swap is seen under way;
+  the set must be whole and of one generation, and the next
   `python -m fetcher init` must succeed and clean up. Default 200 kills.
 
 Both report how many kills left traces of an unfinished swap (proof that the
@@ -121,7 +122,10 @@ def sidecar_kills(iterations: int, seed: int) -> dict[str, Any]:
                     if now is not None and now != start:
                         break
                     time.sleep(0.01)
-                time.sleep(rng.uniform(0, 0.25))
+                if iteration % 2:
+                    _wait_for_swap_in_progress(target, deadline=time.monotonic() + 5)
+                else:
+                    time.sleep(rng.uniform(0, 0.25))
                 sidecar.send_signal(signal.SIGKILL)
                 sidecar.wait(10)
                 found, current_problems, traces = inspect_sidecar_dir(target)
@@ -159,6 +163,23 @@ def sidecar_kills(iterations: int, seed: int) -> dict[str, Any]:
 
 
 SIDECAR_FILES = (*DB_FILES, "_app_flags")
+
+
+def _wait_for_swap_in_progress(target: Path, deadline: float) -> None:
+    """Spin until a swap is visibly under way (a newer generation directory or ..data_tmp), then return.
+
+    Random delays mostly land between swaps (a swap takes about a millisecond of a cycle); every other kill
+    aims at the inside of one instead.
+    """
+    while time.monotonic() < deadline:
+        try:
+            current = os.readlink(target / "..data")
+            names = os.listdir(target)
+        except OSError:
+            continue
+        # Generation names are timestamps: one newer than ..data's is being written right now.
+        if "..data_tmp" in names or any(n > current for n in names if n.startswith("..") and n[2:3].isdigit()):
+            return
 
 
 def inspect_sidecar_dir(target: Path) -> tuple[int | None, list[str], list[str]]:

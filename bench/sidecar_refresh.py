@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=300.0, help="give up after this long (default 300)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin moto and the sidecar to separate CPUs")
     parser.add_argument("--out-dir", type=Path, default=None, help="results directory (default bench/results)")
+    benchlib.add_quiet_arguments(parser)
     args = parser.parse_args(argv)
     if args.cycles < 1 or args.interval < 0:
         parser.error("--cycles must be >= 1 and --interval >= 0")
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             # The first delivery makes ceil(params/10) GetParameters calls too; each refresh makes as many.
             return moto.calls().get("ssm.GetParameters", 0) // ssm_calls_per_cycle - 1
 
+        load = benchlib.wait_for_quiet(args.quiet_load, args.quiet_wait, "sidecar refresh")
         with log_path.open("wb") as log_handle:
             process = subprocess.Popen(
                 command,
@@ -132,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 plain = next(o for o in objects if o["objectName"] in following and "jmesPath" not in o)
                 rotation = _rotation_check(moto, plain, target, cycles, deadline, process, log_path)
+                load = benchlib.end_load(load)
             finally:
                 exit_code = benchlib.stop_process(process)
         # Whole life, after a clean exit (a cycle in progress at SIGTERM completes): exact, no window edges.
@@ -196,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         f"    {ran / elapsed:.1f} cycles/s; sidecar CPU {cpu_ms_per_cycle:.2f} ms per unchanged refresh; "
         f"{log_lines} log lines in total ({log_lines / max(1, end_cycle + 1):.1f} per cycle)"
     )
+    print(f"    {benchlib.describe_load(load)}")
     print(
         f"    rotation check: {rotation['changed_secret']} rotated -> GetSecretValue +{rotation['get_secret_value']}, "
         f"swaps +{rotation['swaps']}, file content updated: {rotation['content_updated']}; "
@@ -221,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                 "parameters": args.parameters,
                 "pinned_cpus": pinned,
             },
+            "load": load,
             "cycles_measured": ran,
             "seconds": elapsed,
             "calls": delta,

@@ -14,7 +14,10 @@ rate (default 200 admissions/s for 300 s) with a mix of pods:
      5% already injected (reinvocation)                       -> allowed
      5% dry-run of an inline-objects pod                      -> injected
 
-Each answer is checked (HTTP 200, same uid, the expected allowed/patch). It
+70% of the pods are replicas of these templates (identical but for the uid);
+30% carry a unique label, so the webhook's answer memo for identical pods
+keeps filling and evicting. Each answer is checked (HTTP 200, same uid, the
+expected allowed/patch). It
 reports errors, latency p50/p99/max (from the scheduled send time, so a stall
 is not hidden by coordinated omission), the achieved rate, and the server's
 RSS after warm-up and at the end.
@@ -168,14 +171,18 @@ class Server:
 UID_PLACEHOLDER = "00000000-0000-4000-8000-000000000000"
 
 
+UNIQUE_PLACEHOLDER = "unique-00000000"
+
+
 def templates() -> list[tuple[str, bytes, bool, bool]]:
-    """(kind, body with a placeholder uid, expect allowed, expect a patch): built once, so the generator
-    spends its CPU on sending, not on json.dumps."""
+    """(kind, body with placeholders for the uid and a pod label, expect allowed, expect a patch): built once,
+    so the generator spends its CPU on sending, not on json.dumps."""
     built = []
     for kind, _, wanted, allowed, patched in MIX:
         _, body = review_bytes(kind, wanted, 0)
         document = json.loads(body)
         document["request"]["uid"] = UID_PLACEHOLDER
+        document["request"]["object"]["metadata"]["labels"]["pod-template-hash"] = UNIQUE_PLACEHOLDER
         built.append((kind, json.dumps(document).encode(), allowed, patched))
     return built
 
@@ -219,7 +226,7 @@ class Connection:
 
 
 async def drive(
-    server: Server, rate: float, duration: float, warmup: float, seed: int, connections: int
+    server: Server, rate: float, duration: float, warmup: float, seed: int, connections: int, unique_fraction: float
 ) -> dict[str, Any]:
     rng = random.Random(seed)
     weights = [m[1] for m in MIX]
@@ -229,17 +236,21 @@ async def drive(
     by_kind: dict[str, int] = {}
     errors: list[str] = []
     rss: list[tuple[float, float]] = []
-    queue: asyncio.Queue[tuple[float, int, bool] | None] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[float, int, bool, int] | None] = asyncio.Queue()
 
     async def worker() -> None:
         connection = await Connection.open(server.port, context)
         try:
             while (job := await queue.get()) is not None:
-                scheduled, index, measured = job
+                scheduled, index, measured, serial = job
                 kind, template, allowed, patched = bodies[index]
                 uid = str(uuid.uuid4())
                 try:
-                    status, payload = await connection.post(template.replace(UID_PLACEHOLDER.encode(), uid.encode()))
+                    # Most pods are replicas of a few templates; --unique-fraction of them are one of a kind,
+                    # so the webhook's answer memo keeps filling and evicting.
+                    label = f"u{serial:014d}" if (serial % 1000) < unique_fraction * 1000 else "replica-0000000"
+                    body = template.replace(UID_PLACEHOLDER.encode(), uid.encode())
+                    status, payload = await connection.post(body.replace(UNIQUE_PLACEHOLDER.encode(), label.encode()))
                     latency = time.perf_counter() - scheduled
                     response = json.loads(payload)["response"] if status == 200 else None
                     if response is None:
@@ -269,7 +280,7 @@ async def drive(
             rss.append((now - began, server.rss_mb()))
             next_sample += 1.0
         index = rng.choices(range(len(MIX)), weights)[0]
-        queue.put_nowait((scheduled, index, serial / rate >= warmup))
+        queue.put_nowait((scheduled, index, serial / rate >= warmup, serial))
     for _ in workers:
         queue.put_nowait(None)
     await asyncio.gather(*workers)
@@ -303,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--connections", type=int, default=8, help="keep-alive TLS connections (default 8)")
     parser.add_argument(
+        "--unique-fraction", type=float, default=0.3, help="share of pods that are one of a kind (default 0.3)"
+    )
+    parser.add_argument(
         "--out-dir", type=Path, default=None, help="where soak_webhook.json goes (default bench/results)"
     )
     args = parser.parse_args(argv)
@@ -315,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
         if pinned:
             benchlib.pin_self(generator_cpus)
         try:
-            result = asyncio.run(drive(server, args.rate, args.duration, args.warmup, args.seed, args.connections))
+            result = asyncio.run(
+                drive(server, args.rate, args.duration, args.warmup, args.seed, args.connections, args.unique_fraction)
+            )
         finally:
             exit_code = server.stop()
             log_lines = sum(1 for _ in server.log.open("rb"))
