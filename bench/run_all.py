@@ -111,9 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in chosen:
             if name not in failures:
                 repeats[name] = _repeat_summary(name, run_dirs, args.out_dir)
-    rows, summary = _summarize(chosen, args.out_dir, failures, durations)
+    rows, summary = _summarize(chosen, args.out_dir, failures, durations, run_dirs if args.repeat > 1 else None)
     print("\n=== summary" + (f" (median run of {args.repeat} for each benchmark)" if args.repeat > 1 else ""))
-    print(benchlib.table(rows, ["benchmark", "budget", "measured", "verdict"]))
+    headers = ["benchmark", "budget", "measured", "verdict"]
+    print(benchlib.table(rows, [*headers, "runs met"] if args.repeat > 1 else headers))
     if repeats:
         print(f"\n=== spread over {args.repeat} runs: median [min - max]")
         spread_rows = [
@@ -255,8 +256,17 @@ def _load(out_dir: Path, name: str) -> dict[str, Any] | None:
 
 
 def _summarize(
-    chosen: list[str], out_dir: Path, failures: list[str], durations: dict[str, float]
+    chosen: list[str],
+    out_dir: Path,
+    failures: list[str],
+    durations: dict[str, float],
+    run_dirs: list[Path] | None = None,
 ) -> tuple[list[list[str]], dict[str, Any]]:
+    """One row per budget line, from out_dir's (median) run; with run_dirs, also in how many runs it was met.
+
+    The median run is picked by one metric, so another budget line in it need not be that line's median:
+    "runs met" says how the line fared in every run.
+    """
     rows: list[list[str]] = []
     summary: dict[str, Any] = {}
     for name in chosen:
@@ -265,9 +275,19 @@ def _summarize(
         if data is None:
             rows.append([name, "-", "did not run", "ERROR"])
             continue
+        per_run: dict[str, list[bool]] = {}
+        for run_dir in run_dirs or []:
+            run = _load(run_dir, name)
+            for budget, _, met in _lines(name, run) if run else []:
+                per_run.setdefault(budget, []).append(met)
         for budget, measured, met in _lines(name, data):
-            rows.append([name, budget, measured, benchlib.verdict(met)])
+            row = [name, budget, measured, benchlib.verdict(met)]
             summary[name][budget] = {"measured": measured, "met": met}
+            if run_dirs:
+                runs = per_run.get(budget, [])
+                row.append(f"{sum(runs)} of {len(runs)}")
+                summary[name][budget]["runs_met"] = [sum(runs), len(runs)]
+            rows.append(row)
     return rows, summary
 
 
@@ -294,7 +314,7 @@ def _lines(name: str, data: dict[str, Any]) -> list[tuple[str, str, bool]]:
                 lines.append(
                     (
                         f"/mutate >= 70% of /noop req/s ({label})",
-                        f"{throughput['ratio'][case]:.0%} ({throughput[case]['rps']:.0f} vs "
+                        f"{throughput['ratio'][case]:.3f} ({throughput[case]['rps']:.0f} vs "
                         f"{throughput['noop']['rps']:.0f} req/s, {throughput['generator']})",
                         bool(throughput["budget_met_by_case"][case]),
                     )
