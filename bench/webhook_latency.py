@@ -16,15 +16,17 @@ alternating in blocks, and reported side by side with the ratio.
 /mutate is measured in two cases, side by side in the same run, because the
 webhook remembers its answer for identical pods (webhook/memo.py):
 
-- "replicas": every request carries the same pod (a Deployment's replicas, the
-  rollout case) with a fresh uid, so after the first one every admission is
-  answered from the memo;
-- "unique pods": every request's pod differs (a distinct `pod-template-hash`
-  label), so every admission misses the memo and does the full
-  resolve + build + diff. The bodies are built before timing, a pool of 4x the
-  memo's capacity used in rotation: an LRU that saw 2,047 other pods since a
-  body's last use no longer holds it. The rotation is checked against the memo
-  itself (every request a miss) before timing.
+- "replicas": every request carries the same pod (a Deployment's replicas)
+  with a fresh uid and, as the API server writes it, the current second in
+  `managedFields[].time`, so after the first one every admission is answered
+  from the memo;
+- "unique pods": every request's pod differs as another Deployment's or a new
+  rollout's would (a distinct `pod-template-hash` label and image tag), so
+  every admission misses the memo and does the full resolve + build + diff.
+  The bodies are built before timing, a pool of 4x the memo's capacity used
+  in rotation: an LRU that saw 2,047 other pods since a body's last use no
+  longer holds it. The rotation is checked against the memo itself (every
+  request a miss) before timing.
 
 The three endpoints ("replicas", "unique", "noop") alternate in ABCCBA order,
 so each sees the same machine on average.
@@ -92,6 +94,8 @@ LABELS = {"replicas": "/mutate replicas", "unique": "/mutate unique pods", "noop
 HASH_LABEL = "pod-template-hash"
 HASH_PLACEHOLDER = "hhhhhhhhhh"  # 10 characters, like a real pod-template-hash; every body has the same length
 REPLICA_HASH = "5d8f7c9b6a"
+# managedFields[].time: the API server stamps each replica with the second it was created.
+TIME_PLACEHOLDER = "0000-00-00T00:00:00Z"
 SPC_NAME = "bench-app"
 NAMESPACE = "team-a"
 
@@ -144,7 +148,11 @@ def realistic_review(source: str) -> dict[str, Any]:
         name="proxy", image="registry.example.com/envoy:1.30", ports=[{"containerPort": 9901, "protocol": "TCP"}]
     )
     pod["spec"]["containers"].append(third)
+    # A different pod is another Deployment or a rollout: a new pod-template-hash and a new image.
     pod["metadata"].setdefault("labels", {})[HASH_LABEL] = HASH_PLACEHOLDER
+    pod["spec"]["containers"][0]["image"] += f"-{HASH_PLACEHOLDER}"
+    for entry in pod["metadata"].get("managedFields") or []:
+        entry["time"] = TIME_PLACEHOLDER
     annotations = pod["metadata"]["annotations"]
     annotations.pop("ferry.dev/secret-provider-class", None)
     annotations.update(
@@ -188,14 +196,30 @@ def request_bodies(review: dict[str, Any], unique_pool: int) -> dict[str, list[b
     """The bodies of each endpoint, built before timing, all of the same length (uid still the placeholder).
 
     "replicas" and "noop": one body, the same pod every time. "unique": `unique_pool` bodies whose pods
-    differ in their pod-template-hash label (the admission work is the same; the memo key is not).
+    differ in their pod-template-hash label and their first container's image (the admission work is the
+    same; the memo key is not). `instance` fills in each request's uid and managedFields time.
     """
     template = json.dumps(review, separators=(",", ":"))
-    if template.count(HASH_PLACEHOLDER) != 1:
-        raise RuntimeError("the request template must carry the pod-template-hash placeholder exactly once")
+    if template.count(HASH_PLACEHOLDER) != 2 or TIME_PLACEHOLDER not in template:
+        raise RuntimeError("the request template must carry the hash placeholder twice and the time placeholder")
     replica = template.replace(HASH_PLACEHOLDER, REPLICA_HASH).encode()
     unique = [template.replace(HASH_PLACEHOLDER, f"{i:010x}").encode() for i in range(unique_pool)]
     return {"replicas": [replica], "unique": unique, "noop": [replica]}
+
+
+def instance(template: bytes, second: int | None = None) -> bytes:
+    """One request from a body template: a fresh uid, and managedFields stamped with a time.
+
+    The time is now (to the second, as the API server writes it), or `second` seconds after the fixture's
+    recording, for bodies written ahead of time; either way replicas' bodies differ as they do in a cluster.
+    """
+    stamp = time.gmtime(time.time() if second is None else RECORDED_AT + second)
+    return template.replace(UID_PLACEHOLDER.encode(), str(uuid.uuid4()).encode(), 1).replace(
+        TIME_PLACEHOLDER.encode(), time.strftime("%Y-%m-%dT%H:%M:%SZ", stamp).encode()
+    )
+
+
+RECORDED_AT = 1795420939  # 2026-11-23T08:02:19Z, the fixture's managedFields time
 
 
 class Payloads:
@@ -210,13 +234,13 @@ class Payloads:
         pool = self.bodies[endpoint]
         index = self.next[endpoint]
         self.next[endpoint] = (index + 1) % len(pool)
-        return self.heads[endpoint] + pool[index].replace(UID_PLACEHOLDER.encode(), str(uuid.uuid4()).encode(), 1)
+        return self.heads[endpoint] + instance(pool[index])
 
 
 def memo_rotation_check(bodies: dict[str, list[bytes]], requests: int) -> dict[str, Any]:
     """Feed each case's rotation, with fresh uids, through the webhook's own memo: replicas hit, unique pods miss."""
     try:
-        from webhook.memo import MAX_ENTRIES, AdmissionMemo, body_key
+        from webhook.memo import MAX_ENTRIES, AdmissionMemo, pod_key
     except ImportError as exc:
         return {"available": False, "error": f"{type(exc).__name__}: {exc}"}
     result: dict[str, Any] = {"available": True, "memo_max_entries": MAX_ENTRIES, "requests": requests}
@@ -224,9 +248,8 @@ def memo_rotation_check(bodies: dict[str, list[bytes]], requests: int) -> dict[s
         memo = AdmissionMemo()
         pool = bodies[case]
         for i in range(requests):
-            uid = str(uuid.uuid4())
-            body = pool[i % len(pool)].replace(UID_PLACEHOLDER.encode(), uid.encode(), 1)
-            key = body_key(body, uid)
+            request = json.loads(instance(pool[i % len(pool)], second=i))["request"]
+            key = pod_key(request["namespace"], request["object"])
             if memo.recall(key, None, lambda namespace, name: None) is None:
                 memo.remember(key, True, None, {})
         result[case] = {"pool": len(pool), "hits": memo.hits, "misses": memo.misses}
@@ -619,7 +642,7 @@ def write_wrk_bodies(bodies: dict[str, list[bytes]], directory: Path, per_endpoi
         path = directory / f"wrk-{endpoint}.jsonl"
         with path.open("wb") as handle:
             for i in range(count):
-                body = pool[i % len(pool)].replace(UID_PLACEHOLDER.encode(), str(uuid.uuid4()).encode(), 1)
+                body = instance(pool[i % len(pool)], second=i)
                 if b"\n" in body:
                     raise RuntimeError("a request body contains a newline; wrk's body file is one body per line")
                 handle.write(body + b"\n")
@@ -708,10 +731,11 @@ def kube_calls(admissions: int, warmup: int) -> dict[str, Any]:
     template = (benchlib.SHARED_FIXTURES / "admission" / "review-1-ferry-first-call.json").read_text()
     original_uid = json.loads(template)["request"]["uid"]
     outcomes: dict[str, int] = {}
-    # Distinct variants of the recorded pod (a pod-template-hash label each): memo misses, each of which looks
-    # the SecretProviderClass up in the cache again.
+    # Distinct variants of the recorded pod (a pod-template-hash label and an image tag each): memo misses,
+    # each of which looks the SecretProviderClass up in the cache again.
     variant = json.loads(template)
     variant["request"]["object"]["metadata"].setdefault("labels", {})[HASH_LABEL] = HASH_PLACEHOLDER
+    variant["request"]["object"]["spec"]["containers"][0]["image"] += f"-{HASH_PLACEHOLDER}"
     variant_text = json.dumps(variant)
     unique_bodies = [variant_text.replace(HASH_PLACEHOLDER, f"{i:010x}") for i in range(warmup + admissions)]
 
@@ -803,7 +827,7 @@ def admission_breakdown(bodies: dict[str, list[bytes]], iterations: int) -> dict
     judged on the server above. Steps that moved or changed signature are reported as missing rather than
     failing.
     """
-    body = bodies["replicas"][0].replace(UID_PLACEHOLDER.encode(), str(uuid.uuid4()).encode(), 1)
+    body = instance(bodies["replicas"][0])
     from webhook.kube import StaticView
     from webhook.mutate import admit_pod, make_pod_patch
     from webhook.resolve import clear_spec_cache
@@ -838,7 +862,7 @@ def admission_breakdown(bodies: dict[str, list[bytes]], iterations: int) -> dict
     unique = iter(bodies["unique"] * 2)
 
     def with_uid(template: bytes) -> bytes:
-        return template.replace(UID_PLACEHOLDER.encode(), str(uuid.uuid4()).encode(), 1)
+        return instance(template)
 
     steps: dict[str, Callable[[], Any]] = {
         "json.loads (what /noop does too)": lambda: json.loads(body),
@@ -893,10 +917,7 @@ def profile_unique(bodies: dict[str, list[bytes]], admissions: int, top: int = 1
     namespaces = json.loads((benchlib.SHARED_FIXTURES / "namespaces-list.json").read_text())["items"]
     handler = _handler(StaticView([bench_spc()], namespaces), Settings())
     pool = bodies["unique"]
-    requests = [
-        pool[i % len(pool)].replace(UID_PLACEHOLDER.encode(), str(uuid.uuid4()).encode(), 1)
-        for i in range(admissions + 20)
-    ]
+    requests = [instance(pool[i % len(pool)], second=i) for i in range(admissions + 20)]
     for body in requests[:20]:  # warm the spec cache and the imports
         handler.handle(body)
     profiler = cProfile.Profile()
@@ -1082,7 +1103,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"\nrequest: {shape['request_bytes']} bytes, containers {shape['app_containers']}, "
                     f"{shape['objects_in_spec']} objects ({args.source}); /mutate answers with {shape['patch_ops']} "
                     f"patch ops ({shape['mutate_response_bytes']} bytes); unique pods: {unique_pool} bodies "
-                    f"differing in label {HASH_LABEL}, in rotation"
+                    f"differing in label {HASH_LABEL} and image tag, in rotation; "
+                    "replicas' managedFields stamped per request"
                 )
                 payloads = Payloads(bodies, server.port)
                 if "latency" in stages:

@@ -198,6 +198,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from webhook.app import create_app
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(message)s", stream=sys.stderr)
+    # Lines are the message alone, so records need not look up the thread and process (the logging
+    # HOWTO's "Optimization"): one fewer cost on every admission.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     cert_file = args.tls_cert_file or settings.tls_cert_file
     key_file = args.tls_key_file or settings.tls_key_file
     if bool(cert_file) != bool(key_file):

@@ -4,11 +4,16 @@ Why it exists: in a rollout the API server sends Ferry the same pod N times
 (the ReplicaSet's template; the object carries no name or uid yet), and
 resolving the spec, building the containers and diffing the patch cost about a
 millisecond of CPU each time on the event loop. This module remembers the
-answer for a pod body it has seen, so replica 2..N cost a hash and a few dict
+answer for a pod it has seen, so replica 2..N cost a hash and a few dict
 lookups.
 
-An answer depends on the pod (the review body, minus its per-request uid), on
-the namespace object and on every SecretProviderClass that was looked up. The
+An answer depends on the parts of the pod that the policy reads or the patch
+touches (see `pod_key`), on the namespace object and on every
+SecretProviderClass that was looked up. Everything else in the body differs
+between replicas without changing the answer: the review's uid, the
+`managedFields` timestamps (one-second resolution, so replicas created a
+second apart would never share an entry), and, across a rollout, the
+`pod-template-hash` label and the owning ReplicaSet's name and uid. The
 memo records the version (resourceVersion, and the object's identity in the
 view) of each of those it read, and an entry is used only while all of them are
 unchanged, so an edited SecretProviderClass or namespace annotation takes
@@ -19,10 +24,13 @@ the life of the app, so they are not part of the key.
 from __future__ import annotations
 
 import hashlib
+import marshal
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from webhook.mutate import JOB_NAME_LABELS
 
 # Distinct pods remembered; each entry is a patch of a few KB.
 MAX_ENTRIES = 512
@@ -39,9 +47,39 @@ def object_version(obj: Mapping[str, Any] | None) -> Version:
     return (version if isinstance(version, str) else None, id(obj))
 
 
-def body_key(body: bytes, uid: str) -> bytes:
-    """The review body without its uid (the only field that differs between replicas' reviews)."""
-    return hashlib.blake2b(body.replace(uid.encode(), b""), digest_size=20).digest()
+def pod_key(namespace: str, pod: Mapping[str, Any]) -> bytes:
+    """A digest of everything about `pod` that its admission answer depends on.
+
+    That is the namespace, the whole `spec`, the annotations, the kinds of the
+    owner references and the Job labels (`webhook.mutate`, `webhook.resolve`),
+    and whether `metadata`, `annotations` and `spec` are present at all (the
+    patch adds a missing map but replaces a null one). The patch only touches
+    `metadata.annotations` and `spec`, so two pods equal in these parts get
+    the same patch. Keeping this list complete is what keeps the memo honest:
+    `tests/webhook/test_memo.py` checks each part.
+
+    The parts are serialized with `marshal` (format 2, which has no
+    back-references): three times faster than JSON, and equal bytes mean equal
+    values. marshal nests 2,000 deep, twice as deep as json.loads goes.
+    """
+    meta = pod.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    labels = meta.get("labels")
+    labels = labels if isinstance(labels, Mapping) else {}
+    owners = meta.get("ownerReferences")
+    parts = (
+        namespace,
+        "metadata" in pod,
+        "annotations" in meta,
+        meta.get("annotations"),
+        [owner.get("kind") if isinstance(owner, Mapping) else owner for owner in owners]
+        if isinstance(owners, list)
+        else owners,
+        [label for label in JOB_NAME_LABELS if label in labels],
+        "spec" in pod,
+        pod.get("spec"),
+    )
+    return hashlib.blake2b(marshal.dumps(parts, 2), digest_size=20).digest()
 
 
 @dataclass(frozen=True)

@@ -135,3 +135,126 @@ def test_different_pods_are_not_confused(
     first, second = post(client, replica_review(plain)), post(client, replica_review(elsewhere))
     assert first["patch"] != second["patch"]
     assert app.state.memo.misses == 2
+
+
+def _without_uid(response: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in response.items() if key != "uid"}
+
+
+def _replica(pod: dict[str, Any], **metadata: Any) -> dict[str, Any]:
+    copied = copy.deepcopy(pod)
+    copied["metadata"].update(metadata)
+    return copied
+
+
+def _with_spec(pod: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    copied = copy.deepcopy(pod)
+    copied["spec"].update(spec)
+    return copied
+
+
+def _base_pod(pod_factory: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    pod = pod_factory(
+        {"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "db", "ferry.dev/refresh-interval": "5m"},
+        namespace="apps",
+        name="",
+    )
+    del pod["metadata"]["name"]
+    pod["metadata"].update(
+        generateName="api-5d8f7c9b6a-",
+        labels={"app": "api", "pod-template-hash": "5d8f7c9b6a"},
+        ownerReferences=[{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "api-5d8f7c9b6a", "uid": "u-1"}],
+        managedFields=[{"manager": "kube-controller-manager", "operation": "Update", "time": "2026-11-23T08:02:19Z"}],
+    )
+    return pod
+
+
+def test_replicas_created_seconds_apart_and_across_a_rollout_share_an_answer(
+    asgi_client: Callable[[Any], Any], pod_factory: Callable[..., dict[str, Any]]
+) -> None:
+    """managedFields times, the pod-template-hash label and the owner's name and uid never change the answer."""
+    app = create_app(Settings(), MutableView(), native_sidecars=False)
+    client = asgi_client(app)
+    pod = _base_pod(pod_factory)
+    later = _replica(
+        pod,
+        managedFields=[{"manager": "kube-controller-manager", "operation": "Update", "time": "2026-11-23T08:09:41Z"}],
+    )
+    rollout = _replica(
+        pod,
+        generateName="api-7c4b9d8f5e-",
+        labels={"app": "api", "pod-template-hash": "7c4b9d8f5e"},
+        ownerReferences=[{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "api-7c4b9d8f5e", "uid": "u-2"}],
+    )
+    answers = [_without_uid(post(client, replica_review(p))) for p in (pod, later, rollout)]
+    assert answers[0]["patch"] and answers[0] == answers[1] == answers[2]
+    assert (app.state.memo.hits, app.state.memo.misses) == (2, 1)
+
+
+def test_every_part_of_a_pod_that_matters_gets_its_own_answer(
+    asgi_client: Callable[[Any], Any], pod_factory: Callable[..., dict[str, Any]]
+) -> None:
+    """Each variant, sent after all the others to one webhook, is answered as a webhook that never saw them would.
+
+    The variants differ from the base pod in exactly the parts the memo key must hold; a key that left one out
+    would hand a variant the base pod's remembered answer.
+    """
+    view = MutableView()
+    view.namespaces["apps"] = {
+        "metadata": {
+            "name": "apps",
+            "resourceVersion": "7",
+            "annotations": {"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "db"},
+        }
+    }
+    base = _base_pod(pod_factory)
+    job_owned = _replica(base, ownerReferences=[{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "u"}])
+    no_annotations = copy.deepcopy(base)
+    del no_annotations["metadata"]["annotations"]
+    empty_annotations = _replica(base, annotations={})
+    variants = {
+        "base": base,
+        "image": _with_spec(base, containers=[{"name": "app", "image": "registry.example.com/app:2"}]),
+        "two containers": _with_spec(
+            base, containers=[*base["spec"]["containers"], {"name": "proxy", "image": "envoy:1.30"}]
+        ),
+        "run-to-completion": _with_spec(base, restartPolicy="Never"),
+        "file owner": _with_spec(base, securityContext={"runAsUser": 1234, "fsGroup": 1234}),
+        "owned by a Job": job_owned,
+        "job-name label": _replica(base, labels={"batch.kubernetes.io/job-name": "nightly"}),
+        "mount path": _replica(base, annotations={**base["metadata"]["annotations"], "ferry.dev/mount-path": "/srv"}),
+        "no annotations (namespace opt-in)": no_annotations,
+        "empty annotations (namespace opt-in)": empty_annotations,
+    }
+    shared = asgi_client(create_app(Settings(), view, native_sidecars=False))
+    for pod in variants.values():
+        post(shared, replica_review(pod))
+    answers = {}
+    for name, pod in variants.items():
+        remembered = _without_uid(post(shared, replica_review(pod)))
+        fresh = _without_uid(
+            post(asgi_client(create_app(Settings(), view, native_sidecars=False)), replica_review(pod))
+        )
+        assert remembered == fresh, name
+        answers[name] = fresh
+    # Not vacuous: every variant but the new image really has an answer of its own...
+    differs = {name for name, answer in answers.items() if answer != answers["base"]}
+    assert differs == set(variants) - {"base", "image"}
+    # ...and the image, which the answer does not depend on, still missed the memo: it is part of the spec.
+    assert answers["image"] == answers["base"]
+
+
+def test_a_remembered_answer_carries_each_request_uid_exactly(
+    asgi_client: Callable[[Any], Any], pod_factory: Callable[..., dict[str, Any]]
+) -> None:
+    """The uid is spliced into the encoded answer: quotes, backslashes and non-ASCII survive it."""
+    client = asgi_client(create_app(Settings(), MutableView(), native_sidecars=True))
+    pod = _base_pod(pod_factory)
+    for uid in ("plain-uid", 'a "quoted" \\ uid', "ünïcode-✓"):
+        review = replica_review(pod)
+        review["request"]["uid"] = uid
+        reply = client.post(
+            "/mutate", content=json.dumps(review).encode(), headers={"Content-Type": "application/json"}
+        )
+        assert reply.status_code == 200
+        assert reply.json()["response"]["uid"] == uid

@@ -336,3 +336,27 @@ def test_stand_ins_never_leak_into_a_patch() -> None:
         {"op": "add", "path": "/0", "value": B}
     ]
     assert pruner.restore([{"op": "replace", "path": "/0", "value": {"x": {"$ferry-shared-item": 0}}}]) is None
+
+
+def test_a_remembered_diff_is_the_same_patch_and_a_copy_of_its_own() -> None:
+    """Pods of one shape share a remembered diff; each caller gets the same ops, free to change them."""
+    from webhook.mutate import _marshalled_diff
+
+    _marshalled_diff.cache_clear()
+    first_before, first_after = _pod_with([A], [B]), _pod_with([C, A], [B])
+    # Another pod of the same shape: other images and env, the same containers gaining the same things.
+    second_before = _pod_with([dict(A, image="other")], [dict(B, image="other")])
+    second_after = _pod_with([C, second_before["spec"]["initContainers"][0]], second_before["spec"]["containers"])
+    first = make_pod_patch(first_before, first_after)
+    second = make_pod_patch(second_before, second_after)
+    info = _marshalled_diff.cache_info()
+    assert info.hits >= 1
+    assert jsonpatch.apply_patch(first_before, first) == first_after
+    assert jsonpatch.apply_patch(second_before, second) == second_after
+    again = make_pod_patch(first_before, first_after)
+    assert again == first
+    again[0]["path"] = "/changed"
+    for op in again:
+        if isinstance(op.get("value"), dict):
+            op["value"].clear()
+    assert make_pod_patch(first_before, first_after) == first
