@@ -15,8 +15,8 @@ rate (default 200 admissions/s for 300 s) with a mix of pods:
      5% dry-run of an inline-objects pod                      -> injected
 
 70% of the pods are replicas of these templates (identical but for the uid);
-30% carry a unique label, so the webhook's answer memo for identical pods
-keeps filling and evicting. Each answer is checked (HTTP 200, same uid, the
+30% are one of a kind (a unique pod-template-hash and image tag), so the
+webhook's answer memo keeps filling and evicting. Each answer is checked (HTTP 200, same uid, the
 expected allowed/patch). It
 reports errors, latency p50/p99/max (from the scheduled send time, so a stall
 is not hidden by coordinated omission), the achieved rate, and the server's
@@ -182,7 +182,10 @@ def templates() -> list[tuple[str, bytes, bool, bool]]:
         _, body = review_bytes(kind, wanted, 0)
         document = json.loads(body)
         document["request"]["uid"] = UID_PLACEHOLDER
+        # A one-of-a-kind pod differs as another Deployment's would: its pod-template-hash and its image.
+        # (The memo key leaves labels out, so a label alone would make it a replica.)
         document["request"]["object"]["metadata"]["labels"]["pod-template-hash"] = UNIQUE_PLACEHOLDER
+        document["request"]["object"]["spec"]["containers"][0]["image"] += f"-{UNIQUE_PLACEHOLDER}"
         built.append((kind, json.dumps(document).encode(), allowed, patched))
     return built
 

@@ -258,3 +258,26 @@ def test_a_remembered_answer_carries_each_request_uid_exactly(
         )
         assert reply.status_code == 200
         assert reply.json()["response"]["uid"] == uid
+
+
+def test_the_pods_of_a_cronjob_s_runs_share_an_answer(
+    asgi_client: Callable[[Any], Any], pod_factory: Callable[..., dict[str, Any]]
+) -> None:
+    """Each run's Job names its pod differently (job-name, controller-uid, owner); the answer is the same."""
+    app = create_app(Settings(), MutableView(), native_sidecars=False)
+    client = asgi_client(app)
+    base = _base_pod(pod_factory)
+
+    def run(name: str, uid: str) -> dict[str, Any]:
+        return _replica(
+            base,
+            generateName=f"{name}-",
+            labels={"batch.kubernetes.io/job-name": name, "job-name": name, "controller-uid": uid},
+            ownerReferences=[{"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid}],
+        )
+
+    first = _without_uid(post(client, replica_review(run("nightly-29100000", "u-1"))))
+    second = _without_uid(post(client, replica_review(run("nightly-29101440", "u-2"))))
+    assert first == second
+    assert first["warnings"]  # no regular sidecar in a Job without native sidecars: the Job-specific answer
+    assert (app.state.memo.hits, app.state.memo.misses) == (1, 1)
