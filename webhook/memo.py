@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.mutate import JOB_NAME_LABELS
+from webhook.mutate import is_run_to_completion
 
 # Distinct pods remembered; each entry is a patch of a few KB.
 MAX_ENTRIES = 512
@@ -50,13 +50,14 @@ def object_version(obj: Mapping[str, Any] | None) -> Version:
 def pod_key(namespace: str, pod: Mapping[str, Any]) -> bytes:
     """A digest of everything about `pod` that its admission answer depends on.
 
-    That is the namespace, the whole `spec`, the annotations, the kinds of the
-    owner references and the Job labels (`webhook.mutate`, `webhook.resolve`),
-    and whether `metadata`, `annotations` and `spec` are present at all (the
-    patch adds a missing map but replaces a null one). The patch only touches
-    `metadata.annotations` and `spec`, so two pods equal in these parts get
-    the same patch. Keeping this list complete is what keeps the memo honest:
-    `tests/webhook/test_memo.py` checks each part.
+    That is the namespace, the whole `spec`, the annotations, whether the pod
+    runs to completion (`webhook.mutate.is_run_to_completion`, which reads the
+    owner references and the Job labels), and whether `metadata`,
+    `annotations` and `spec` are present at all (the patch adds a missing map
+    but replaces a null one). The patch only touches `metadata.annotations`
+    and `spec`, so two pods equal in these parts get the same patch. Keeping
+    this list complete is what keeps the memo honest: `tests/webhook/test_memo.py`
+    checks each part.
 
     The parts are serialized with `marshal` (format 2, which has no
     back-references): three times faster than JSON, and equal bytes mean equal
@@ -64,18 +65,12 @@ def pod_key(namespace: str, pod: Mapping[str, Any]) -> bytes:
     """
     meta = pod.get("metadata")
     meta = meta if isinstance(meta, Mapping) else {}
-    labels = meta.get("labels")
-    labels = labels if isinstance(labels, Mapping) else {}
-    owners = meta.get("ownerReferences")
     parts = (
         namespace,
         "metadata" in pod,
         "annotations" in meta,
         meta.get("annotations"),
-        [owner.get("kind") if isinstance(owner, Mapping) else owner for owner in owners]
-        if isinstance(owners, list)
-        else owners,
-        [label for label in JOB_NAME_LABELS if label in labels],
+        is_run_to_completion(pod),
         "spec" in pod,
         pod.get("spec"),
     )

@@ -351,15 +351,20 @@ def plan_sidecar(pod: Mapping[str, Any], resolved: ResolvedRequest, native_sidec
 
 
 def is_run_to_completion(pod: Mapping[str, Any]) -> bool:
-    """Owned by a Job, or meant to exit: a regular sidecar would keep it running forever."""
-    meta = pod.get("metadata") or {}
-    for owner in meta.get("ownerReferences") or []:
-        if isinstance(owner, Mapping) and owner.get("kind") == "Job":
-            return True
-    labels = meta.get("labels") or {}
-    if any(label in labels for label in JOB_NAME_LABELS):
+    """Owned by a Job, or meant to exit: a regular sidecar would keep it running forever.
+
+    Never raises: the admission memo keys every pod on this, well-formed or not.
+    """
+    meta = pod.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    owners = meta.get("ownerReferences")
+    if isinstance(owners, list) and any(isinstance(o, Mapping) and o.get("kind") == "Job" for o in owners):
         return True
-    return (pod.get("spec") or {}).get("restartPolicy") in ("Never", "OnFailure")
+    labels = meta.get("labels")
+    if isinstance(labels, Mapping) and any(label in labels for label in JOB_NAME_LABELS):
+        return True
+    spec = pod.get("spec")
+    return isinstance(spec, Mapping) and spec.get("restartPolicy") in ("Never", "OnFailure")
 
 
 def _reinvoke(pod: dict[str, Any]) -> Admission:

@@ -360,3 +360,17 @@ def test_a_remembered_diff_is_the_same_patch_and_a_copy_of_its_own() -> None:
         if isinstance(op.get("value"), dict):
             op["value"].clear()
     assert make_pod_patch(first_before, first_after) == first
+
+
+@pytest.mark.parametrize(
+    "pod",
+    [
+        {"metadata": [], "spec": []},
+        {"metadata": {"ownerReferences": 5, "labels": ["job-name"]}, "spec": None},
+        {"metadata": {"ownerReferences": ["Job", None], "labels": "job-name"}},
+        {},
+    ],
+)
+def test_is_run_to_completion_never_raises_on_malformed_pods(pod: dict[str, Any]) -> None:
+    """The admission memo keys every pod on it, before anything else has looked at the pod."""
+    assert is_run_to_completion(pod) is False
