@@ -22,6 +22,7 @@ Exit codes: 0 success, 1 a manifest was denied, 2 bad usage or input.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -260,6 +261,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         )
         mode = "static" if api_client is None else "cluster"
         log.info("%s", json.dumps({"event": "start", "mode": mode, "nativeSidecars": native}))
+        # What exists now (modules, the app, the cluster view) lives as long as the process. Frozen, it is
+        # never walked again by the collector, whose full collections would otherwise stall admissions.
+        gc.freeze()
         server.serve(
             app,
             host=args.host,

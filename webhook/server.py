@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -143,9 +142,6 @@ class _Server(uvicorn.Server):
         assert self.config.ssl is not None
         self.reloader = CertReloader(self.config.ssl, self.cert_file, self.key_file, loaded_state=before)
         self.loop = asyncio.get_running_loop()
-        # What exists now (modules, the app, the TLS context) lives as long as the server. Frozen, it is
-        # never walked again by the collector, whose full collections otherwise stall requests under load.
-        gc.freeze()
         task = asyncio.create_task(self.reloader.reload_loop(self.reload_interval), name="ferry-cert-reloader")
         try:
             await super().serve(sockets=sockets)
