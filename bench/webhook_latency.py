@@ -96,6 +96,7 @@ HASH_PLACEHOLDER = "hhhhhhhhhh"  # 10 characters, like a real pod-template-hash;
 REPLICA_HASH = "5d8f7c9b6a"
 # managedFields[].time: the API server stamps each replica with the second it was created.
 TIME_PLACEHOLDER = "0000-00-00T00:00:00Z"
+RECORDED_AT = 1795420939  # 2026-11-23T08:02:19Z, the fixture's managedFields time
 SPC_NAME = "bench-app"
 NAMESPACE = "team-a"
 
@@ -217,9 +218,6 @@ def instance(template: bytes, second: int | None = None) -> bytes:
     return template.replace(UID_PLACEHOLDER.encode(), str(uuid.uuid4()).encode(), 1).replace(
         TIME_PLACEHOLDER.encode(), time.strftime("%Y-%m-%dT%H:%M:%SZ", stamp).encode()
     )
-
-
-RECORDED_AT = 1795420939  # 2026-11-23T08:02:19Z, the fixture's managedFields time
 
 
 class Payloads:
