@@ -30,7 +30,7 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
-SHARED_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "kube-apiserver-v1.28"
+SHARED_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "kube-apiserver-v1.28"
 LOOPBACK = "127.0.0.1"
 REGION = "us-east-1"
 

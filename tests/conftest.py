@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# Recorded kube-apiserver responses, shared by all Ferry repos (see its README).
-SHARED_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "kube-apiserver-v1.28"
+# Responses recorded from a real kube-apiserver v1.28 (see the README beside them).
+SHARED_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "kube-apiserver-v1.28"
 
 
 def free_port() -> int:

@@ -3,7 +3,7 @@
 Why it exists: no kube-apiserver can run on these machines, yet the webhook's
 Kubernetes code must be exercised through the real `kubernetes` client over
 real HTTP, not through mocks of that client. This module serves the JSON
-recorded in ``shared/fixtures/kube-apiserver-v1.28/`` (see its README) from a
+recorded in ``tests/fixtures/kube-apiserver-v1.28/`` (see its README) from a
 threaded stdlib HTTP server on 127.0.0.1, with the API server behaviour the
 client relies on:
 
@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Same directory as `SHARED_FIXTURES` in tests/conftest.py; defined here too because
 # `from conftest import ...` is ambiguous once several conftest.py files exist.
-SHARED_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "kube-apiserver-v1.28"
+SHARED_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "kube-apiserver-v1.28"
 
 NAMESPACES = "namespaces"
 SECRET_PROVIDER_CLASSES = "secretproviderclasses"

@@ -34,7 +34,7 @@ MANIFESTS = REPO_ROOT / "manifests"
 EXAMPLES = MANIFESTS / "examples"
 CERT_MANAGER_COMPONENT = MANIFESTS / "components" / "cert-manager"
 DOCS = REPO_ROOT / "docs"
-SHARED_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "kube-apiserver-v1.28"
+SHARED_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "kube-apiserver-v1.28"
 
 NAMESPACE = "ferry-system"
 WEBHOOK_NAME = "ferry-webhook"

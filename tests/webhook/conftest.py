@@ -27,7 +27,7 @@ from webhook.kube import StaticView
 from webhook.resolve import clear_spec_cache
 from webhook.settings import Settings
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "kube-apiserver-v1.28"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kube-apiserver-v1.28"
 ADMISSION = FIXTURES / "admission"
 # The newest Kubernetes schema the installed kubernetes-validate ships.
 K8S_VERSION = kubernetes_validate.latest_version()

@@ -28,7 +28,7 @@ from webhook.server import TLSServer
 from webhook.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO.parent / "shared" / "fixtures" / "kube-apiserver-v1.28"
+FIXTURES = REPO / "tests" / "fixtures" / "kube-apiserver-v1.28"
 Review = Callable[[str], dict[str, Any]]
 Validate = Callable[[dict[str, Any], list[dict[str, Any]]], dict[str, Any]]
 HEADERS = {"Content-Type": "application/json", "User-Agent": "kube-apiserver-admission", "Accept-Encoding": "gzip"}

@@ -16,7 +16,7 @@ import yaml
 from webhook.settings import Settings
 from webhook.workloads import InjectionDenied, inject_manifest
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "kube-apiserver-v1.28"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kube-apiserver-v1.28"
 REPO = Path(__file__).resolve().parents[2]
 K8S_VERSION = kubernetes_validate.latest_version()
 
