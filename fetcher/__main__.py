@@ -33,14 +33,22 @@ from typing import Any
 
 from fetcher.errors import ConfigError, FerryError
 from fetcher.logs import LEVELS, LOG_LEVEL_ENV_VAR, log
-from fetcher.spec import DEFAULT_MOUNT_PATH, SPEC_ENV_VAR, FetchSpec, SpecError, spec_from_secret_provider_class
+from fetcher.spec import (
+    DEFAULT_MOUNT_PATH,
+    SPEC_ENV_VAR,
+    FetchSpec,
+    ManifestError,
+    SpecError,
+    load_manifests,
+    pick_secret_provider_class,
+    spec_from_secret_provider_class,
+)
 
 TARGET_DIR_ENV_VAR = "FERRY_TARGET_DIR"
 TERMINATION_LOG_ENV_VAR = "FERRY_TERMINATION_LOG"
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 # The kubelet keeps at most 4096 bytes of a termination message.
 MAX_TERMINATION_MESSAGE_BYTES = 4096
-MAX_MANIFEST_BYTES = 1024 * 1024
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -143,20 +151,10 @@ def load_secret_provider_class(path: str) -> Mapping[str, Any]:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {os.strerror(exc.errno or 0) or exc}") from None
-    if len(raw) > MAX_MANIFEST_BYTES:
-        raise ConfigError(f"{path} is larger than {MAX_MANIFEST_BYTES} bytes; is it the right file?")
-    import yaml  # only `once` reads YAML; init and sidecar start faster without it
-
     try:
-        documents = [doc for doc in yaml.safe_load_all(raw) if doc is not None]
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
-    for document in documents:
-        if isinstance(document, Mapping) and document.get("kind") == "SecretProviderClass":
-            return document
-    if len(documents) == 1 and isinstance(documents[0], Mapping):
-        return documents[0]  # let the spec model say what is wrong with it
-    raise ConfigError(f"{path} holds no SecretProviderClass")
+        return pick_secret_provider_class(load_manifests(raw, path), path)
+    except ManifestError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _fail(command: str, message: str, code: int, termination_log: str, explicit: bool) -> int:

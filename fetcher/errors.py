@@ -7,10 +7,11 @@ translation from botocore's exceptions in one function (`translating_aws_errors`
 means every AWS call site gets the same wording, the same hint, and the same
 decision about whether the failover region may be asked.
 
-The tree (``SpecError`` lives in ``fetcher.spec``: a bad request is the
-webhook's business as much as ours)::
+The tree (``FerryError`` and ``SpecError`` live in ``fetcher.spec``: a bad
+request is the webhook's business as much as ours, and its image has no botocore)::
 
-    FerryError                        anything the fetcher raises on purpose
+    FerryError                        anything Ferry raises on purpose
+    ├── SpecError                     the request itself is invalid; names each field
     ├── ObjectError                   one object could not be delivered; names it
     │   ├── FetchError                AWS refused or could not be reached (region, code, hint)
     │   │   ├── AwsRejectedError      AWS answered no (4xx, credentials): fatal, never failed over
@@ -39,6 +40,8 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from fetcher.spec.problems import FerryError as FerryError  # re-exported: the root of this tree
+
 # Error codes that mean "AWS is overloaded", whatever the HTTP status says.
 THROTTLING_CODES = frozenset(
     {
@@ -62,14 +65,6 @@ MAX_AWS_MESSAGE_CHARS = 400
 _RESOURCE_IN_MESSAGE = re.compile(r"on resource: (\S+)")
 
 
-class FerryError(Exception):
-    """Base of every failure the fetcher reports on purpose."""
-
-    @property
-    def message(self) -> str:
-        return str(self)
-
-
 class ObjectError(FerryError):
     """One object (secret or parameter) could not be delivered."""
 
@@ -81,9 +76,6 @@ class ObjectError(FerryError):
 
 class FetchError(ObjectError):
     """AWS refused the request or could not be reached."""
-
-    #: Whether the failover region may be asked instead (5xx, throttling, network).
-    transient = False
 
     def __init__(
         self,
@@ -148,8 +140,6 @@ class ParametersNotFoundError(AwsRejectedError):
 
 class AwsUnavailableError(FetchError):
     """AWS could not answer (5xx, throttling, timeout, connection): the failover region may."""
-
-    transient = True
 
 
 class RenderError(ObjectError):

@@ -189,7 +189,7 @@ def test_fetcher_image_installs_only_the_fetcher_runtime() -> None:
 def test_webhook_image_has_no_aws_sdk_and_all_webhook_deps() -> None:
     installed = pip_installed_names(parse(WEBHOOK))
     assert not installed & AWS_SDK, "the webhook never talks to AWS: no boto3/botocore in its image"
-    # Everything in the [webhook] extra, plus what fetcher/spec.py imports.
+    # Everything in the [webhook] extra, plus what fetcher/spec/ imports.
     assert set(_extra("webhook")) <= installed
     assert {"pyyaml", "jmespath"} <= installed
 
@@ -220,7 +220,7 @@ def test_fetcher_image_copies_only_the_fetcher() -> None:
 
 def test_webhook_image_copies_the_webhook_and_only_the_spec_model() -> None:
     sources = _copied_sources(WEBHOOK)
-    assert sources == {"constraints.txt", "webhook/", "fetcher/__init__.py", "fetcher/spec.py"}
+    assert sources == {"constraints.txt", "webhook/", "fetcher/__init__.py", "fetcher/spec/"}
 
 
 def _copied_sources(dockerfile: str) -> set[str]:

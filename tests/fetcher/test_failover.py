@@ -157,7 +157,7 @@ def test_without_a_failover_region_an_outage_is_reported_as_such(
     with pytest.raises(ObjectErrors) as caught:
         fetch_all(make_spec([sm("db")]), clients_with_primary(stub.url))
     (error,) = caught.value.errors
-    assert isinstance(error, AwsUnavailableError) and error.transient
+    assert isinstance(error, AwsUnavailableError)
     assert "InternalServiceError" in str(error)
 
 

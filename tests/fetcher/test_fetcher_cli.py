@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fetcher_testlib import FETCHER_COMMAND, REPO_ROOT, Seeder, fetcher_env, make_spec
 
 from fetcher.__main__ import main, write_termination_message
@@ -120,6 +121,34 @@ def test_init_with_a_tampered_spec_is_rejected_before_any_call(moto: Any, tmp_pa
     env = fetcher_env(moto.url, FERRY_SPEC=json.dumps(wire), FERRY_TERMINATION_LOG=str(termination))
     assert main(["init", "--dir", str(tmp_path / "out")], env) == 2
     assert "objects[0].objectAlias: '/etc/passwd' is an absolute path" in termination.read_text()
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "reason"),
+    [
+        ({"refreshSeconds": "x"}, "FERRY_SPEC.refreshSeconds", "must be a number of seconds"),
+        ({"refreshSeconds": 8 * 24 * 3600}, "FERRY_SPEC.refreshSeconds", "over 7 days"),
+        ({"refreshSeconds": -5}, "FERRY_SPEC.refreshSeconds", "non-negative"),
+        ({"notify": [1]}, "FERRY_SPEC.notify", "must be a JSON object"),
+        ({"notify": {"signal": "SIGHUP"}}, "FERRY_SPEC.notify.process", "is missing"),
+        ({"notify": {"process": "nginx"}}, "FERRY_SPEC.notify.signal", "is missing"),
+        ({"notify": {"url": 7}}, "FERRY_SPEC.notify.url", "must be a string"),
+        ({"notify": {"signal": "SIGKILL", "process": "app"}}, "FERRY_SPEC.notify", "must be SIGNAL:process-name"),
+        ({"fileUid": "0"}, "FERRY_SPEC.fileUid", "non-negative integer"),
+        ({"region": 5}, "FERRY_SPEC.region", "is not an AWS region"),
+    ],
+)
+def test_a_hand_edited_spec_exits_2_naming_the_field(
+    moto: Any, tmp_path: Path, change: dict[str, Any], field: str, reason: str
+) -> None:
+    wire = json.loads(make_spec([{"objectName": "db", "objectType": "secretsmanager"}]).to_json()) | change
+    termination = tmp_path / "term"
+    env = fetcher_env(moto.url, FERRY_SPEC=json.dumps(wire), FERRY_TERMINATION_LOG=str(termination))
+    assert main(["init", "--dir", str(tmp_path / "out")], env) == 2
+    message = termination.read_text()
+    assert f"{field}: " in message and reason in message, message
+    assert "internal error" not in message
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_target_dir_can_come_from_the_environment(moto: Any, seed: Seeder, tmp_path: Path) -> None:

@@ -510,3 +510,25 @@ def test_the_spec_model_never_imports_the_aws_sdk() -> None:
     check = "import sys, fetcher.spec; assert not {'boto3', 'botocore'} & set(sys.modules), sorted(sys.modules)"
     result = subprocess.run([sys.executable, "-c", check], cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_spec_error_is_a_ferry_error_so_the_cli_catches_one_root() -> None:
+    from fetcher.errors import FerryError
+
+    with pytest.raises(FerryError):
+        FetchSpec.from_json("{not json")
+
+
+def test_a_numeric_refresh_keeps_the_seven_day_ceiling() -> None:
+    with pytest.raises(SpecError) as caught:
+        build_spec(objects=[sm("db")], region="us-east-1", refresh_interval=8 * 24 * 3600.0)
+    assert "refreshInterval" in str(caught.value) and "over 7 days" in str(caught.value)
+    assert build_spec(objects=[sm("db")], region="us-east-1", refresh_interval=0.2).refresh_seconds == 0.2
+
+
+def test_the_annotation_keys_are_listed_explicitly() -> None:
+    from fetcher.spec import ANNOTATION_KEYS, ANNOTATION_STATUS, iter_annotation_keys
+
+    assert tuple(iter_annotation_keys()) == ANNOTATION_KEYS
+    assert len(set(ANNOTATION_KEYS)) == len(ANNOTATION_KEYS) == 12
+    assert ANNOTATION_STATUS in ANNOTATION_KEYS and all(key.startswith("ferry.dev/") for key in ANNOTATION_KEYS)

@@ -1,0 +1,133 @@
+"""The one spec model that the webhook and the fetcher share.
+
+Why it exists: the webhook validates a pod's request at admission and the
+fetcher acts on it minutes later inside the pod. If the two parsed the request
+with different code, a pod could be admitted with a spec its own init container
+rejects. So there is exactly one model: the webhook builds a `FetchSpec` from
+annotations or a SecretProviderClass, serialises it to canonical JSON in one
+env var, and the fetcher parses that JSON back with the same classes.
+
+It follows the AWS provider for the Secrets Store CSI Driver (ASCP): the same
+`objects` YAML, the same file names, the same defaults; and it is stricter
+where ASCP lets a mistake through to mount time (collisions after path
+translation, traversal in aliases, YAML bombs).
+
+Where things are:
+
+- `annotations`: the pod annotation keys (the public contract);
+- `problems`: `FerryError` (the root of every deliberate failure), `SpecError`, `Problem`;
+- `model`: the dataclasses, the limits, and the file names a spec writes;
+- `validate`: `build_spec` and the request-wide checks; `objects` and `paths`
+  check the objects list and the file names it gives;
+- `wire`: the canonical JSON in ``FERRY_SPEC``, both directions;
+- `spc`: SecretProviderClass objects and manifest files.
+
+This package must not import boto3 or botocore (the webhook image has neither);
+an import-linter contract in pyproject.toml enforces it.
+"""
+
+from fetcher.spec.annotations import (
+    ANNOTATION_CONTAINERS,
+    ANNOTATION_FAILOVER_REGION,
+    ANNOTATION_INJECT,
+    ANNOTATION_KEYS,
+    ANNOTATION_MOUNT_PATH,
+    ANNOTATION_NOTIFY_SIGNAL,
+    ANNOTATION_NOTIFY_URL,
+    ANNOTATION_OBJECTS,
+    ANNOTATION_PATH_TRANSLATION,
+    ANNOTATION_PREFIX,
+    ANNOTATION_REFRESH_INTERVAL,
+    ANNOTATION_REGION,
+    ANNOTATION_SECRET_PROVIDER_CLASS,
+    ANNOTATION_STATUS,
+    STATUS_INJECTED,
+    iter_annotation_keys,
+)
+from fetcher.spec.model import (
+    DEFAULT_FILE_PERMISSION,
+    DEFAULT_MIN_REFRESH_SECONDS,
+    DEFAULT_MOUNT_PATH,
+    DEFAULT_PATH_TRANSLATION,
+    MAX_FILE_NAME_BYTES,
+    MAX_OBJECTS,
+    MAX_OBJECTS_YAML_BYTES,
+    MAX_PATH_BYTES,
+    MAX_REFRESH_SECONDS,
+    MAX_YAML_DEPTH,
+    OBJECT_TYPES,
+    SPEC_ENV_VAR,
+    SPEC_VERSION,
+    FailoverObject,
+    FetchSpec,
+    JmesPathEntry,
+    Notify,
+    ObjectSpec,
+    ObjectType,
+    OutputFile,
+    list_output_files,
+    translate_path,
+)
+from fetcher.spec.objects import parse_arn
+from fetcher.spec.problems import FerryError, Problem, SpecError
+from fetcher.spec.spc import (
+    MAX_MANIFEST_BYTES,
+    ManifestError,
+    load_manifests,
+    pick_secret_provider_class,
+    spec_from_secret_provider_class,
+)
+from fetcher.spec.validate import build_spec, parse_duration, parse_objects_yaml
+
+__all__ = [
+    "ANNOTATION_CONTAINERS",
+    "ANNOTATION_FAILOVER_REGION",
+    "ANNOTATION_INJECT",
+    "ANNOTATION_KEYS",
+    "ANNOTATION_MOUNT_PATH",
+    "ANNOTATION_NOTIFY_SIGNAL",
+    "ANNOTATION_NOTIFY_URL",
+    "ANNOTATION_OBJECTS",
+    "ANNOTATION_PATH_TRANSLATION",
+    "ANNOTATION_PREFIX",
+    "ANNOTATION_REFRESH_INTERVAL",
+    "ANNOTATION_REGION",
+    "ANNOTATION_SECRET_PROVIDER_CLASS",
+    "ANNOTATION_STATUS",
+    "DEFAULT_FILE_PERMISSION",
+    "DEFAULT_MIN_REFRESH_SECONDS",
+    "DEFAULT_MOUNT_PATH",
+    "DEFAULT_PATH_TRANSLATION",
+    "MAX_FILE_NAME_BYTES",
+    "MAX_MANIFEST_BYTES",
+    "MAX_OBJECTS",
+    "MAX_OBJECTS_YAML_BYTES",
+    "MAX_PATH_BYTES",
+    "MAX_REFRESH_SECONDS",
+    "MAX_YAML_DEPTH",
+    "OBJECT_TYPES",
+    "SPEC_ENV_VAR",
+    "SPEC_VERSION",
+    "STATUS_INJECTED",
+    "FailoverObject",
+    "FerryError",
+    "FetchSpec",
+    "JmesPathEntry",
+    "ManifestError",
+    "Notify",
+    "ObjectSpec",
+    "ObjectType",
+    "OutputFile",
+    "Problem",
+    "SpecError",
+    "build_spec",
+    "iter_annotation_keys",
+    "list_output_files",
+    "load_manifests",
+    "parse_arn",
+    "parse_duration",
+    "parse_objects_yaml",
+    "pick_secret_provider_class",
+    "spec_from_secret_provider_class",
+    "translate_path",
+]

@@ -1,0 +1,57 @@
+"""The pod annotation keys Ferry reads and writes (the contract in DESIGN.md).
+
+Why it exists: the keys are a public interface, named in docs, manifests and
+error messages; one explicit list keeps them from drifting apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+ANNOTATION_PREFIX = "ferry.dev/"
+# "true"/"false": inject into this pod (pod value wins over the namespace's).
+ANNOTATION_INJECT = "ferry.dev/inject"
+# Name of a SecretProviderClass in the pod's namespace.
+ANNOTATION_SECRET_PROVIDER_CLASS = "ferry.dev/secret-provider-class"
+# ASCP `objects` YAML, inline on the pod.
+ANNOTATION_OBJECTS = "ferry.dev/objects"
+# Primary AWS region.
+ANNOTATION_REGION = "ferry.dev/region"
+# Region asked when the primary fails with a 5xx, throttling or a network error.
+ANNOTATION_FAILOVER_REGION = "ferry.dev/failover-region"
+# ASCP pathTranslation: one character replacing "/" in file names, or "False".
+ANNOTATION_PATH_TRANSLATION = "ferry.dev/path-translation"
+# Absolute path of the volume in the app containers.
+ANNOTATION_MOUNT_PATH = "ferry.dev/mount-path"
+# Comma-separated app containers that get the mount (default: all).
+ANNOTATION_CONTAINERS = "ferry.dev/containers"
+# Refresh interval of the sidecar ("30s", "5m"); absent or "0": init only.
+ANNOTATION_REFRESH_INTERVAL = "ferry.dev/refresh-interval"
+# Localhost URL the sidecar POSTs to after it swapped in new files.
+ANNOTATION_NOTIFY_URL = "ferry.dev/notify-url"
+# "SIGNAL:process-name": signal sent after a swap (needs shareProcessNamespace).
+ANNOTATION_NOTIFY_SIGNAL = "ferry.dev/notify-signal"
+# Written by the webhook: "injected", so a pod is never injected twice.
+ANNOTATION_STATUS = "ferry.dev/status"
+STATUS_INJECTED = "injected"
+
+# Every key Ferry reads or writes, in the order DESIGN.md lists them.
+ANNOTATION_KEYS: tuple[str, ...] = (
+    ANNOTATION_INJECT,
+    ANNOTATION_SECRET_PROVIDER_CLASS,
+    ANNOTATION_OBJECTS,
+    ANNOTATION_REGION,
+    ANNOTATION_FAILOVER_REGION,
+    ANNOTATION_PATH_TRANSLATION,
+    ANNOTATION_MOUNT_PATH,
+    ANNOTATION_CONTAINERS,
+    ANNOTATION_REFRESH_INTERVAL,
+    ANNOTATION_NOTIFY_URL,
+    ANNOTATION_NOTIFY_SIGNAL,
+    ANNOTATION_STATUS,
+)
+
+
+def iter_annotation_keys() -> Iterable[str]:
+    """Every annotation key Ferry reads or writes (for docs and strict-key checks)."""
+    return iter(ANNOTATION_KEYS)

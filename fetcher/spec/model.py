@@ -1,0 +1,157 @@
+"""The spec's data: what to fetch, where to write it, and the file names that follow.
+
+Why it exists: the webhook builds a `FetchSpec` at admission and the fetcher
+acts on the same classes inside the pod, so both sides agree on every file
+name. Only data and pure naming rules live here; checking raw input is
+`fetcher.spec.validate`'s job and the JSON form is `fetcher.spec.wire`'s.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+# Env var that carries the canonical JSON spec into the injected containers.
+SPEC_ENV_VAR = "FERRY_SPEC"
+SPEC_VERSION = 1
+
+DEFAULT_MOUNT_PATH = "/mnt/secrets-store"
+DEFAULT_PATH_TRANSLATION = "_"
+DEFAULT_FILE_PERMISSION = 0o644
+# Refresh intervals below this are denied: a fleet polling faster burns
+# DescribeSecret quota for no user-visible gain. The webhook may lower it.
+DEFAULT_MIN_REFRESH_SECONDS = 10.0
+MAX_REFRESH_SECONDS = 7 * 24 * 3600.0
+
+MAX_OBJECTS_YAML_BYTES = 64 * 1024
+MAX_YAML_DEPTH = 8
+MAX_OBJECTS = 200
+MAX_FILE_NAME_BYTES = 255
+MAX_PATH_BYTES = 1024
+
+ObjectType = Literal["secretsmanager", "ssmparameter"]
+OBJECT_TYPES: tuple[ObjectType, ...] = ("secretsmanager", "ssmparameter")
+REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+
+
+@dataclass(frozen=True)
+class JmesPathEntry:
+    """One JSON key of a secret written to a file of its own."""
+
+    path: str
+    object_alias: str
+    # None: the file gets its object's filePermission.
+    file_permission: int | None = None
+
+
+@dataclass(frozen=True)
+class FailoverObject:
+    """What to ask the failover region for instead of the primary name."""
+
+    object_name: str
+    object_version: str | None = None
+    object_version_label: str | None = None
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    """One Secrets Manager secret or SSM parameter, as ASCP's `objects` entry."""
+
+    object_name: str
+    object_type: ObjectType
+    object_alias: str | None = None
+    object_version: str | None = None
+    object_version_label: str | None = None
+    file_permission: int = DEFAULT_FILE_PERMISSION
+    jmes_path: tuple[JmesPathEntry, ...] = ()
+    failover_object: FailoverObject | None = None
+
+    def file_name(self, path_translation: str | None) -> str:
+        """The file's path below the volume, as ASCP names it."""
+        return translate_path(self.object_alias or self.object_name, path_translation)
+
+    def failover_name(self) -> str:
+        return self.failover_object.object_name if self.failover_object else self.object_name
+
+    def failover_version(self) -> tuple[str | None, str | None]:
+        """(version, label) to ask the failover region for."""
+        if self.failover_object is None:
+            return self.object_version, self.object_version_label
+        return (
+            self.failover_object.object_version or self.object_version,
+            self.failover_object.object_version_label or self.object_version_label,
+        )
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """One file the fetcher writes: where its bytes come from and its mode."""
+
+    name: str
+    object_index: int
+    # Index into the object's jmesPath list; None for the whole-object file.
+    jmes_index: int | None
+    jmes_path: str | None
+    mode: int
+
+
+@dataclass(frozen=True)
+class Notify:
+    """How the sidecar tells the app that files changed."""
+
+    url: str | None = None
+    signal: str | None = None
+    process: str | None = None
+
+
+@dataclass(frozen=True)
+class FetchSpec:
+    """Everything the fetcher needs, and nothing it has to ask Kubernetes for."""
+
+    objects: tuple[ObjectSpec, ...]
+    region: str
+    failover_region: str | None = None
+    # None: translation off (ASCP's "False"); names keep their slashes.
+    path_translation: str | None = DEFAULT_PATH_TRANSLATION
+    refresh_seconds: float = 0.0
+    file_uid: int | None = None
+    file_gid: int | None = None
+    notify: Notify = field(default_factory=Notify)
+
+    def output_files(self) -> tuple[OutputFile, ...]:
+        """Every file this spec writes, in object order."""
+        return list_output_files(self.objects, self.path_translation)
+
+    def to_json(self) -> str:
+        """Canonical JSON: the same spec always gives the same bytes."""
+        from fetcher.spec.wire import to_json
+
+        return to_json(self)
+
+    @classmethod
+    def from_json(cls, text: str) -> FetchSpec:
+        """Parse the env var back; validation runs again, so a hand-edited value is checked."""
+        from fetcher.spec.wire import from_json
+
+        return from_json(text)
+
+
+def list_output_files(objects: Sequence[ObjectSpec], path_translation: str | None) -> tuple[OutputFile, ...]:
+    """The files ASCP would write for these objects: the whole value, then one per jmesPath entry."""
+    files: list[OutputFile] = []
+    for index, obj in enumerate(objects):
+        files.append(OutputFile(obj.file_name(path_translation), index, None, None, obj.file_permission))
+        for position, entry in enumerate(obj.jmes_path):
+            mode = obj.file_permission if entry.file_permission is None else entry.file_permission
+            name = translate_path(entry.object_alias, path_translation)
+            files.append(OutputFile(name, index, position, entry.path, mode))
+    return tuple(files)
+
+
+def translate_path(name: str, path_translation: str | None) -> str:
+    """ASCP's file naming: replace "/" with the translation character, or strip a leading "/"."""
+    if path_translation:
+        return name.replace("/", path_translation)
+    return name.lstrip("/")

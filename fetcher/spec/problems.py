@@ -1,0 +1,67 @@
+"""How a bad request is reported: the root of Ferry's error tree, and one problem per field.
+
+Why it exists: the webhook and the fetcher both report an invalid spec, and the
+fetcher's command line must catch every deliberate failure with one root class.
+`FerryError` lives here rather than in `fetcher.errors` because that module
+imports botocore and the webhook image has no AWS SDK; `fetcher.errors`
+re-exports it so the tree reads the same from both sides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+class FerryError(Exception):
+    """Base of every failure Ferry reports on purpose."""
+
+
+class SpecError(FerryError, ValueError):
+    """A request for secrets that cannot be honoured, with every problem found.
+
+    Each problem names the field (``objects[2].objectAlias``) and says how to fix
+    it. `source` says where the spec came from (an annotation, a
+    SecretProviderClass) and is prefixed by the caller that knows it.
+    """
+
+    def __init__(self, problems: Sequence[Problem], source: str = "") -> None:
+        self.problems = tuple(problems)
+        self.source = source
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        text = "; ".join(str(problem) for problem in self.problems)
+        return f"{self.source}: {text}" if self.source else text
+
+    def with_source(self, source: str) -> SpecError:
+        return SpecError(self.problems, source)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One invalid field and how to fix it."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+
+def quote(value: Any, limit: int = 80) -> str:
+    """A user's value quoted for a message, cut short so a 100 KB input gives a short error."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def kind_of(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return {str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__
+    )

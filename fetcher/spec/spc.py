@@ -1,0 +1,103 @@
+"""The SecretProviderClass adapter: ASCP's object in, a `FetchSpec` out.
+
+Why it exists: teams migrate from the Secrets Store CSI driver by pointing a
+pod at the SecretProviderClass they already have. The webhook reads it from
+the API, `python -m fetcher once` and `python -m webhook inject` read it from a
+file; all of them go through here, so a class means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fetcher.spec.model import FetchSpec
+from fetcher.spec.problems import Problem, SpecError, quote
+from fetcher.spec.validate import build_spec
+
+# A manifest file larger than this is not a SecretProviderClass someone wrote.
+MAX_MANIFEST_BYTES = 1024 * 1024
+# How each logical field of build_spec is spelled inside the class.
+SPC_FIELD_NAMES = {
+    "objects": "spec.parameters.objects",
+    "region": "spec.parameters.region",
+    "failoverRegion": "spec.parameters.failoverRegion",
+    "pathTranslation": "spec.parameters.pathTranslation",
+}
+
+
+class ManifestError(ValueError):
+    """A manifest file that cannot be read as YAML, or holds no object; the message says which."""
+
+
+def spec_from_secret_provider_class(
+    manifest: Mapping[str, Any],
+    *,
+    region: str | None = None,
+    failover_region: str | None = None,
+    **options: Any,
+) -> FetchSpec:
+    """A FetchSpec from a SecretProviderClass object (as read from the API or a file).
+
+    The SPC's own `region` / `failoverRegion` parameters win over the
+    arguments, which are the fallbacks (namespace annotation, webhook default).
+    """
+    meta = manifest.get("metadata") or {}
+    where = f"SecretProviderClass {meta.get('namespace', '')}/{meta.get('name', '?')}".replace(" /", " ")
+    problems: list[Problem] = []
+    api_version = manifest.get("apiVersion", "")
+    if manifest.get("kind") != "SecretProviderClass" or not str(api_version).startswith("secrets-store.csi.x-k8s.io/"):
+        problems.append(
+            Problem(
+                "kind",
+                f"expected kind SecretProviderClass in secrets-store.csi.x-k8s.io, got {quote(manifest.get('kind'))} "
+                f"in {quote(api_version)}",
+            )
+        )
+    spec = manifest.get("spec") if isinstance(manifest.get("spec"), Mapping) else {}
+    assert isinstance(spec, Mapping)
+    if spec.get("provider") != "aws":
+        problems.append(Problem("spec.provider", f"is {quote(spec.get('provider'))}; Ferry serves only provider: aws"))
+    params = spec.get("parameters") if isinstance(spec.get("parameters"), Mapping) else {}
+    assert isinstance(params, Mapping)
+    if "objects" not in params:
+        problems.append(Problem("spec.parameters.objects", "is missing; list the secrets to mount, as for ASCP"))
+    if params.get("usePodIdentity") not in (None, "", "true", "false", True, False):
+        problems.append(Problem("spec.parameters.usePodIdentity", 'must be "true" or "false"'))
+    if problems:
+        raise SpecError(problems, where)
+    try:
+        return build_spec(
+            objects=params.get("objects"),
+            region=params.get("region") or region,
+            failover_region=params.get("failoverRegion") or failover_region,
+            path_translation=params.get("pathTranslation"),
+            field_names=SPC_FIELD_NAMES,
+            **options,
+        )
+    except SpecError as exc:
+        raise exc.with_source(where) from None
+
+
+def load_manifests(raw: bytes | str, origin: str) -> list[Any]:
+    """Every non-empty YAML document in a manifest file, bounded in size; `origin` names the file in errors."""
+    size = len(raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw)
+    if size > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{origin} is larger than {MAX_MANIFEST_BYTES} bytes; is it the right file?")
+    import yaml  # only the file-reading commands need YAML here; the fetcher's init starts faster without it
+
+    loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        return [doc for doc in yaml.load_all(raw, Loader=loader) if doc is not None]  # noqa: S506 - a SafeLoader
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{origin} is not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+
+
+def pick_secret_provider_class(documents: list[Any], origin: str) -> Mapping[str, Any]:
+    """The first SecretProviderClass among the documents; a lone other object is returned for the model to judge."""
+    for document in documents:
+        if isinstance(document, Mapping) and document.get("kind") == "SecretProviderClass":
+            return document
+    if len(documents) == 1 and isinstance(documents[0], Mapping):
+        return documents[0]  # let spec_from_secret_provider_class say what is wrong with it
+    raise ManifestError(f"{origin} holds no SecretProviderClass")
