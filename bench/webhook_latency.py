@@ -826,11 +826,12 @@ def admission_breakdown(bodies: dict[str, list[bytes]], iterations: int) -> dict
     failing.
     """
     body = instance(bodies["replicas"][0])
-    from webhook.kube import StaticView
-    from webhook.mutate import admit_pod, make_pod_patch
-    from webhook.resolve import clear_spec_cache
+    from webhook.admission import admit_pod
+    from webhook.memo import clear_caches
+    from webhook.patch import make_pod_patch
     from webhook.review import build_response, parse_review
     from webhook.settings import Settings
+    from webhook.view import StaticView
 
     namespaces = json.loads((benchlib.SHARED_FIXTURES / "namespaces-list.json").read_text())["items"]
     view = StaticView([bench_spc()], namespaces)
@@ -852,7 +853,7 @@ def admission_breakdown(bodies: dict[str, list[bytes]], iterations: int) -> dict
     response = build_response(request["uid"], patch=patch)
 
     def cold_admit() -> Any:
-        clear_spec_cache()
+        clear_caches()
         return admit(parse_review(body))
 
     handler = _handler(view, settings)
@@ -884,7 +885,7 @@ def admission_breakdown(bodies: dict[str, list[bytes]], iterations: int) -> dict
             step()
             samples.append(time.perf_counter() - started)
         results[name] = benchlib.percentile(sorted(samples), 50) * 1e6
-    clear_spec_cache()
+    clear_caches()
     # Subtract the parse that the admit_pod steps include, so the rows add up.
     for key in ("admit_pod (spec cache warm)", "admit_pod (spec cache cold)"):
         results[key] = max(0.0, results[key] - results["parse_review"])
@@ -895,10 +896,10 @@ def admission_breakdown(bodies: dict[str, list[bytes]], iterations: int) -> dict
 
 def _handler(view: Any, settings: Any) -> Any:
     """The app's own admission handler (bytes in, status and bytes out), with its memo, outside any server."""
-    from webhook.app import _AdmissionHandler
+    from webhook.app import AdmissionHandler
     from webhook.metrics import AdmissionMetrics
 
-    return _AdmissionHandler(settings, view, True, AdmissionMetrics())
+    return AdmissionHandler(settings, view, True, AdmissionMetrics())
 
 
 def profile_unique(bodies: dict[str, list[bytes]], admissions: int, top: int = 14) -> dict[str, Any]:
@@ -909,8 +910,8 @@ def profile_unique(bodies: dict[str, list[bytes]], admissions: int, top: int = 1
     import cProfile
     import pstats
 
-    from webhook.kube import StaticView
     from webhook.settings import Settings
+    from webhook.view import StaticView
 
     namespaces = json.loads((benchlib.SHARED_FIXTURES / "namespaces-list.json").read_text())["items"]
     handler = _handler(StaticView([bench_spc()], namespaces), Settings())

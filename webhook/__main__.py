@@ -125,8 +125,7 @@ def _inject(args: argparse.Namespace, settings: Settings) -> int:
                 result = inject_manifest(
                     item,
                     namespace=args.namespace,
-                    lookup_namespace=view.namespace,
-                    spc_lookup=view.secret_provider_class,
+                    view=view,
                     settings=settings,
                     native_sidecars=native,
                 )
@@ -134,8 +133,8 @@ def _inject(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"error: {exc.where}: {exc.message}", file=sys.stderr)
                 failed = True
                 continue
-            if result.admission is not None:
-                for warning in result.admission.warnings:
+            if result.decision is not None:
+                for warning in result.decision.warnings:
                     print(f"warning: {warning}", file=sys.stderr)
             results.append(result.document)
         output.append({**document, "items": results} if isinstance(items, list) else results[0] if results else None)

@@ -1,8 +1,8 @@
 """The HTTP face of the webhook: POST /mutate, health, readiness and metrics.
 
 Why it exists: this is the only module that speaks HTTP. It turns bytes into an
-AdmissionRequest (review.py), asks the pure policy (mutate.py) what to do, and
-turns the answer into a JSONPatch by diff. It never answers 5xx: a body that is
+AdmissionRequest (review.py), asks `webhook.admission.admit` for the finished
+answer, writes it back, and records metrics and one log line. It never answers 5xx: a body that is
 not an AdmissionReview gets 400 (413 when too large); any other failure becomes
 `allowed: false` with a generic message, because a pod that reached Ferry asked
 for secrets (the webhook is scoped by matchConditions) and must not start
@@ -11,7 +11,7 @@ without them. Pods that did not ask are kept safe by that scoping, not here.
 Admission is synchronous CPU work of about a millisecond, so it runs on the
 event loop; there is no I/O on the request path (namespaces and
 SecretProviderClasses come from an in-memory view). Identical pods (a
-Deployment's replicas) are answered from memo.py after the first.
+Deployment's replicas) are answered from the app's `AdmissionMemo` after the first.
 
 `POST /noop` parses the JSON body and allows it with no other work: the
 benchmark's baseline for the cost of the server itself. It is harmless in
@@ -25,19 +25,18 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import ClientDisconnect
 
-from webhook.kube import ClusterView
-from webhook.memo import AdmissionMemo, RecordingLookup, pod_key
+from webhook.admission import NOT_A_POD_CREATE, Decision, admit
+from webhook.memo import AdmissionMemo
 from webhook.metrics import AdmissionMetrics
-from webhook.mutate import Admission, admit_pod, make_pod_patch
 from webhook.review import AdmissionRequest, MalformedReview, build_response, parse_review
 from webhook.settings import Settings
+from webhook.view import ClusterView
 
 log = logging.getLogger("ferry.webhook")
 
@@ -66,7 +65,7 @@ def create_app(
     freshness = getattr(cluster, "freshness_seconds", None)
     if callable(freshness):
         stats.track_cache_freshness(freshness)
-    handler = _AdmissionHandler(settings, cluster, native_sidecars, stats)
+    handler = AdmissionHandler(settings, cluster, native_sidecars, stats)
     app.state.metrics = stats
     app.state.settings = settings
     app.state.memo = handler.memo
@@ -115,8 +114,8 @@ def create_app(
     return app
 
 
-class _AdmissionHandler:
-    """Bytes in, (HTTP status, JSON bytes) out; never raises."""
+class AdmissionHandler:
+    """Bytes in, (HTTP status, JSON bytes) out; never raises. The /mutate endpoint without the HTTP server."""
 
     def __init__(
         self, settings: Settings, cluster: ClusterView, native_sidecars: bool, metrics: AdmissionMetrics
@@ -125,7 +124,7 @@ class _AdmissionHandler:
         self.cluster = cluster
         self.native_sidecars = native_sidecars
         self.metrics = metrics
-        self.memo = AdmissionMemo()
+        self.memo: AdmissionMemo[Decision] = AdmissionMemo()
 
     def handle(self, body: bytes) -> tuple[int, bytes]:
         try:
@@ -158,99 +157,21 @@ class _AdmissionHandler:
             return 200, _dumps(response)
 
     def answer(self, request: AdmissionRequest) -> bytes:
-        """The encoded AdmissionReview answer to a parsed request."""
+        """The encoded AdmissionReview answer to a parsed request; metrics and the log line recorded."""
+        decision = admit(request, self.cluster, self.settings, native_sidecars=self.native_sidecars, memo=self.memo)
         uid = request["uid"]
-        namespace = request.get("namespace") or ""
         dry_run = bool(request.get("dryRun"))
-        pod = request.get("object")
-        kind = request["kind"]
-        if (
-            kind.get("group") != ""
-            or kind.get("kind") != "Pod"
-            or request["operation"] != "CREATE"
-            or request.get("subResource")
-        ):
-            # Only pod CREATE is configured; anything else is passed through untouched.
-            self.metrics.record("skipped", namespace, dry_run=dry_run)
-            _log({"uid": uid, "namespace": namespace, "outcome": "skipped", "reason": "not-a-pod-create"})
-            return _dumps(build_response(uid))
-        if not isinstance(pod, dict):
-            raise MalformedReview("request.object is missing for a pod CREATE")
-        meta = pod.get("metadata") or {}
-        namespace = namespace or meta.get("namespace") or "default"
-        entry: dict[str, Any] = {
-            "uid": uid,
-            "namespace": namespace,
-            "pod": meta.get("name") or meta.get("generateName"),
-        }
-        key = pod_key(namespace, pod)
-        namespace_obj = self.cluster.namespace(namespace)
-        decided = self.memo.recall(key, namespace_obj, self.cluster.secret_provider_class)
-        if decided is None:
-            lookup = RecordingLookup(self.cluster.secret_provider_class)
-            admission = admit_pod(
-                pod,
-                namespace=namespace,
-                namespace_obj=namespace_obj,
-                spc_lookup=lookup,
-                settings=self.settings,
-                native_sidecars=self.native_sidecars,
-            )
-            ready = self.cluster.is_ready()
-            if admission.outcome in ("injected", "denied") and not ready:
-                # Before the first list the view is empty: an SPC "not found" would be a lie. Readiness
-                # keeps traffic away then; this covers a request that arrives anyway.
-                admission = Admission(
-                    "denied",
-                    "not-ready",
-                    pod,
-                    message="Ferry has not finished reading namespaces and SecretProviderClasses yet; retry shortly",
-                )
-            decided = _decide(admission, pod)
-            if ready:
-                self.memo.remember(key, decided, namespace_obj, lookup.read)
-        self.metrics.record(decided.outcome, namespace, dry_run=dry_run, reason=decided.reason)
-        entry.update(decided.log_fields)
-        if dry_run:
+        self.metrics.record(decision.outcome, decision.namespace, dry_run=dry_run, reason=decision.reason)
+        entry: dict[str, Any] = {"uid": uid, "namespace": decision.namespace}
+        is_pod = decision.reason != NOT_A_POD_CREATE
+        if is_pod:
+            meta = (request.get("object") or {}).get("metadata") or {}
+            entry["pod"] = meta.get("name") or meta.get("generateName")
+        entry.update(decision.log_fields)
+        if dry_run and is_pod:
             entry["dryRun"] = True
         _log(entry)
-        return decided.encode(uid)
-
-
-@dataclass(frozen=True)
-class _Decision:
-    """An admission's answer without its uid: what the memo keeps for identical pods."""
-
-    outcome: str
-    reason: str
-    log_fields: Mapping[str, Any]
-    # The encoded AdmissionReview, split where the uid goes: a remembered answer is not encoded again.
-    head: bytes
-    tail: bytes
-
-    def encode(self, uid: str) -> bytes:
-        return self.head + json.dumps(uid).encode() + self.tail
-
-
-def _decide(admission: Admission, pod: Mapping[str, Any]) -> _Decision:
-    fields: dict[str, Any] = {"outcome": admission.outcome, "reason": admission.reason}
-    if admission.source:
-        fields["source"] = admission.source
-    if admission.warnings:
-        fields["warnings"] = len(admission.warnings)
-    if admission.outcome == "denied":
-        response = build_response("", allowed=False, code=403, reason="Forbidden", message=admission.message)
-    else:
-        patch = make_pod_patch(pod, admission.pod) if admission.pod is not pod else []
-        fields["patchOps"] = len(patch)
-        response = build_response("", patch=patch, warnings=admission.warnings)
-    encoded = _dumps(response)
-    # "uid" is the first key of "response", and any other `"uid":""` in a message would be escaped.
-    split = encoded.index(_EMPTY_UID) + len(_EMPTY_UID) - 2
-    return _Decision(admission.outcome, admission.reason, fields, encoded[:split], encoded[split + 2 :])
-
-
-_EMPTY_UID = b'"uid":""'
+        return decision.encode(uid)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -12,14 +12,21 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fetcher.spec import SPEC_ENV_VAR, FetchSpec
+from webhook import memo
 from webhook.identity import Identity, apply_identity
+from webhook.podshape import INIT_CONTAINER_NAME, OWN_CONTAINER_NAMES, SIDECAR_NAME
 from webhook.settings import Settings
 from webhook.volumes import build_fetcher_mount
 
-# Names of the containers Ferry adds; reserved in every injected pod.
-INIT_CONTAINER_NAME = "ferry-init"
-SIDECAR_NAME = "ferry-sidecar"
-OWN_CONTAINER_NAMES = frozenset({INIT_CONTAINER_NAME, SIDECAR_NAME})
+__all__ = [
+    "INIT_CONTAINER_NAME",
+    "OWN_CONTAINER_NAMES",
+    "SIDECAR_NAME",
+    "build_fetcher_container",
+    "build_init_container",
+    "build_security_context",
+    "build_sidecar",
+]
 
 FetcherMode = Literal["init", "sidecar"]
 
@@ -42,7 +49,7 @@ def build_fetcher_container(
         "command": ["python", "-m", "fetcher"],
         "args": [mode, "--dir", mount_path],
         "env": [
-            {"name": SPEC_ENV_VAR, "value": _spec_json(spec)},
+            {"name": SPEC_ENV_VAR, "value": memo.spec_json(spec)},
             # Read-only root filesystem: no .pyc writes; unbuffered so logs are never lost on exit.
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
@@ -89,22 +96,6 @@ def build_sidecar(
         identity=identity,
         native_sidecar=native,
     )
-
-
-# FetchSpecs come from resolve's cache, so the same object recurs: serialize it once.
-_SPEC_JSON: dict[int, tuple[FetchSpec, str]] = {}
-_SPEC_JSON_MAX = 512
-
-
-def _spec_json(spec: FetchSpec) -> str:
-    cached = _SPEC_JSON.get(id(spec))
-    if cached is not None and cached[0] is spec:
-        return cached[1]
-    if len(_SPEC_JSON) >= _SPEC_JSON_MAX:
-        _SPEC_JSON.clear()
-    text = spec.to_json()
-    _SPEC_JSON[id(spec)] = (spec, text)
-    return text
 
 
 def build_security_context(run_as_user: int) -> dict[str, Any]:

@@ -16,10 +16,9 @@ client-go, written for the two resources we need rather than as a framework:
   the CSI driver): its 404 counts as "no SPCs", the cache is still ready, and it
   looks again later.
 
-`StaticView` is the same read interface without a cluster, for
-``python -m webhook inject`` and a webhook started outside a cluster:
-SecretProviderClasses come from YAML files and namespace annotations from a
-mapping.
+The read interface (`ClusterView`) and its file-backed twin (`StaticView`, for
+``python -m webhook inject`` and a webhook started outside a cluster) live in
+`webhook.view`, which imports no Kubernetes client; they are re-exported here.
 
 Objects are plain API JSON dicts (camelCase keys, as the API server sent
 them), without ``metadata.managedFields``. Callers must not mutate them.
@@ -36,9 +35,9 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import kubernetes.client
 import kubernetes.config
@@ -46,8 +45,21 @@ import kubernetes.watch
 import yaml
 from kubernetes.client.exceptions import ApiException
 
+from webhook.view import (
+    SPC_GROUP,
+    SPC_KIND,
+    SPC_PLURAL,
+    SPC_VERSION,
+    ClusterView,
+    StaticView,
+    load_secret_provider_classes,
+    name_key,
+    namespaced_key,
+)
+
 __all__ = [
     "SPC_GROUP",
+    "SPC_KIND",
     "SPC_PLURAL",
     "SPC_VERSION",
     "ClusterView",
@@ -55,38 +67,18 @@ __all__ = [
     "StaticView",
     "WatchCache",
     "load_api_client",
+    "load_secret_provider_classes",
     "server_version",
 ]
 
 log = logging.getLogger(__name__)
 
-# The SecretProviderClass API of the Secrets Store CSI Driver (what ASCP users already have).
-SPC_GROUP = "secrets-store.csi.x-k8s.io"
-SPC_VERSION = "v1"
-SPC_PLURAL = "secretproviderclasses"
-SPC_KIND = "SecretProviderClass"
 
 NAMESPACES = "namespaces"
 
 _LIST_PAGE_SIZE = 500
 _HTTP_GONE = 410
 _HTTP_NOT_FOUND = 404
-
-
-class ClusterView(Protocol):
-    """What the admission logic reads from the cluster."""
-
-    def namespace(self, name: str) -> Mapping[str, Any] | None:
-        """The Namespace as API JSON (``metadata.labels``/``annotations``); None if unknown."""
-        ...
-
-    def secret_provider_class(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        """The SecretProviderClass as API JSON; None if there is none by that name."""
-        ...
-
-    def is_ready(self) -> bool:
-        """True once lookups reflect the cluster (for /readyz)."""
-        ...
 
 
 class KubeConfigError(RuntimeError):
@@ -336,10 +328,10 @@ class WatchCache(ClusterView):
             "request_timeout": request_timeout,
         }
         self._namespaces = _Reflector(
-            NAMESPACES, "Namespace", "v1", core.list_namespace, _name_key, optional=False, **common
+            NAMESPACES, "Namespace", "v1", core.list_namespace, name_key, optional=False, **common
         )
         self._spcs = _Reflector(
-            SPC_PLURAL, SPC_KIND, f"{SPC_GROUP}/{SPC_VERSION}", list_spcs, _namespaced_key, optional=True, **common
+            SPC_PLURAL, SPC_KIND, f"{SPC_GROUP}/{SPC_VERSION}", list_spcs, namespaced_key, optional=True, **common
         )
         self._reflectors = (self._namespaces, self._spcs)
 
@@ -403,91 +395,6 @@ class WatchCache(ClusterView):
     def resource_versions(self) -> dict[str, str | None]:
         """The resourceVersion each resource is watching from (for debugging)."""
         return {reflector.resource: reflector.resource_version for reflector in self._reflectors}
-
-
-def _name_key(obj: Mapping[str, Any]) -> str:
-    return str(obj["metadata"]["name"])
-
-
-def _namespaced_key(obj: Mapping[str, Any]) -> tuple[str, str]:
-    meta = obj["metadata"]
-    return (str(meta.get("namespace") or ""), str(meta["name"]))
-
-
-class StaticView(ClusterView):
-    """A cluster view with no cluster: fixed SecretProviderClasses and namespaces.
-
-    A SecretProviderClass without ``metadata.namespace`` matches a lookup in
-    any namespace (kustomize bases often leave the namespace to the overlay);
-    one with a namespace matches only there, and wins over a namespace-less one.
-    """
-
-    def __init__(
-        self,
-        secret_provider_classes: Iterable[Mapping[str, Any]] = (),
-        namespaces: Iterable[Mapping[str, Any]] = (),
-    ) -> None:
-        self._spcs: dict[tuple[str, str], Mapping[str, Any]] = {}
-        for spc in secret_provider_classes:
-            self._spcs[_namespaced_key(spc)] = spc
-        self._namespaces: dict[str, Mapping[str, Any]] = {_name_key(ns): ns for ns in namespaces}
-
-    @classmethod
-    def from_files(
-        cls,
-        spc_files: Sequence[str | Path],
-        namespace_annotations: Mapping[str, Mapping[str, str]] | None = None,
-    ) -> StaticView:
-        """SecretProviderClasses from YAML files (multi-document, or a List); raises ValueError naming the
-        file and document for anything that is not a SecretProviderClass."""
-        spcs: list[dict[str, Any]] = []
-        for file in spc_files:
-            spcs.extend(load_secret_provider_classes(Path(file)))
-        namespaces = [
-            {
-                "apiVersion": "v1",
-                "kind": "Namespace",
-                "metadata": {"name": name, "labels": {}, "annotations": dict(annotations)},
-            }
-            for name, annotations in (namespace_annotations or {}).items()
-        ]
-        return cls(spcs, namespaces)
-
-    def namespace(self, name: str) -> Mapping[str, Any] | None:
-        return self._namespaces.get(name)
-
-    def secret_provider_class(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        return self._spcs.get((namespace, name)) or self._spcs.get(("", name))
-
-    def is_ready(self) -> bool:
-        return True
-
-
-def load_secret_provider_classes(path: Path) -> list[dict[str, Any]]:
-    """Every SecretProviderClass in a YAML file; ValueError names the file and document otherwise."""
-    try:
-        documents = list(yaml.safe_load_all(path.read_text()))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: cannot read SecretProviderClasses: {exc}") from exc
-    spcs: list[dict[str, Any]] = []
-    for index, doc in enumerate(documents, start=1):
-        if doc is None:
-            continue
-        items = doc.get("items") if isinstance(doc, dict) and str(doc.get("kind", "")).endswith("List") else [doc]
-        for item in items or []:
-            where = f"{path}: document {index}"
-            if not isinstance(item, dict):
-                raise ValueError(f"{where}: expected a SecretProviderClass mapping, got {type(item).__name__}")
-            api_version = str(item.get("apiVersion", ""))
-            if item.get("kind") != SPC_KIND or not api_version.startswith(f"{SPC_GROUP}/"):
-                raise ValueError(
-                    f"{where}: expected kind {SPC_KIND} (apiVersion {SPC_GROUP}/{SPC_VERSION}), "
-                    f"got kind {item.get('kind')!r} apiVersion {api_version!r}"
-                )
-            if not isinstance(item.get("metadata"), dict) or not item["metadata"].get("name"):
-                raise ValueError(f"{where}: SecretProviderClass has no metadata.name")
-            spcs.append(item)
-    return spcs
 
 
 def load_api_client(

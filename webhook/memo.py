@@ -1,24 +1,22 @@
-"""Remembered admissions: a Deployment's replicas arrive as identical pods.
+"""Every cache on the admission path, in one place: the policy modules hold no state.
 
-Why it exists: in a rollout the API server sends Ferry the same pod N times
-(the ReplicaSet's template; the object carries no name or uid yet), and
-resolving the spec, building the containers and diffing the patch cost about a
-millisecond of CPU each time on the event loop. This module remembers the
-answer for a pod it has seen, so replica 2..N cost a hash and a few dict
-lookups.
+Why it exists: admission is about a millisecond of CPU on the event loop, and
+most of it repeats. A Deployment's replicas arrive as identical pods; an SPC or
+an `objects` annotation is the same text for every replica; the same spec is
+serialized into every pod; pods of the same shape prune to the same diff. Each
+of those is remembered here, keyed by content, bounded, and cleared together by
+`clear_caches()`. Nothing is keyed by `id()`: a key is the content itself (or
+marshal bytes of it), so a freed object's address can never answer for another.
 
-An answer depends on the parts of the pod that the policy reads or the patch
-touches (see `pod_key`), on the namespace object and on every
-SecretProviderClass that was looked up. Everything else in the body differs
-between replicas without changing the answer: the review's uid, the
-`managedFields` timestamps (one-second resolution, so replicas created a
-second apart would never share an entry), and, across a rollout, the
-`pod-template-hash` label and the owning ReplicaSet's name and uid. The
-memo records the version (resourceVersion, and the object's identity in the
-view) of each of those it read, and an entry is used only while all of them are
-unchanged, so an edited SecretProviderClass or namespace annotation takes
-effect on the very next admission. Settings and the sidecar mode are fixed for
-the life of the app, so they are not part of the key.
+The whole-answer memo (`AdmissionMemo`) keys a pod by `pod_key`: the parts of
+the pod that `webhook.admission.admit` reads or its patch touches. Everything
+else differs between replicas without changing the answer (the review's uid,
+the `managedFields` timestamps, the `pod-template-hash` label, the owning
+ReplicaSet). An entry also records the namespace object and every
+SecretProviderClass that was looked up, and is used only while the view still
+returns those very objects with the same resourceVersion, so an edited SPC or
+namespace annotation takes effect on the very next admission. Settings and the
+sidecar mode are fixed for the life of the app, so they are not part of the key.
 """
 
 from __future__ import annotations
@@ -26,38 +24,146 @@ from __future__ import annotations
 import hashlib
 import marshal
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from webhook.mutate import is_run_to_completion
+from fetcher.spec import FetchSpec, Problem
+from webhook.podshape import is_run_to_completion
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 # Distinct pods remembered; each entry is a patch of a few KB.
 MAX_ENTRIES = 512
+# Distinct specs, serialized specs and pruned diffs remembered.
+MAX_SPECS = 512
+MAX_DIFFS = 256
 
-# (resourceVersion, identity) of an object read from the cluster view; None when absent.
-Version = tuple[str | None, int] | None
+
+class BoundedCache(Generic[K, V]):
+    """A least-recently-used map with a size bound."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._entries: OrderedDict[K, V] = OrderedDict()
+        self._max_entries = max_entries
+        self.hits = 0
+        self.misses = 0
+
+    def get_or_compute(self, key: K, compute: Callable[[], V]) -> V:
+        try:
+            value = self._entries[key]
+        except KeyError:
+            self.misses += 1
+            value = compute()
+            self._entries[key] = value
+            if len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+            return value
+        self.hits += 1
+        self._entries.move_to_end(key)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.hits = self.misses = 0
 
 
-def object_version(obj: Mapping[str, Any] | None) -> Version:
-    if obj is None:
-        return None
-    meta = obj.get("metadata")
-    version = meta.get("resourceVersion") if isinstance(meta, Mapping) else None
-    return (version if isinstance(version, str) else None, id(obj))
+# A built spec, or its problems (a tuple, not the exception: cached tracebacks would pin frames).
+SpecResult = FetchSpec | tuple[Problem, ...]
+
+_SPECS: BoundedCache[Hashable, SpecResult] = BoundedCache(MAX_SPECS)
+_SPEC_JSON: BoundedCache[FetchSpec, str] = BoundedCache(MAX_SPECS)
+_DIFFS: BoundedCache[bytes, bytes] = BoundedCache(MAX_DIFFS)
+
+
+def remembered_spec(key: Hashable, build: Callable[[], SpecResult]) -> SpecResult:
+    """The spec built from these inputs (parsing objects YAML dominates admission), built once.
+
+    `key` must hold every input `build` reads; `content_key` makes one from JSON-like values.
+    """
+    return _SPECS.get_or_compute(key, build)
+
+
+def spec_json(spec: FetchSpec) -> str:
+    """`spec.to_json()`, once per distinct spec (the same spec goes into every replica)."""
+    return _SPEC_JSON.get_or_compute(spec, spec.to_json)
+
+
+def remembered_diff(before: Any, after: Any, diff: Callable[[Any, Any], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """`diff(before, after)` for two small documents, remembered by their content.
+
+    marshal (format 2, no back-references) writes dicts, lists and scalars
+    exactly, so equal bytes are equal documents; the ops are kept marshalled so
+    every caller gets its own copy. A document marshal cannot write (a date
+    read from YAML) is diffed without the cache.
+    """
+    try:
+        key = marshal.dumps((before, after), 2)
+    except ValueError:
+        return diff(before, after)
+    ops: list[dict[str, Any]] = marshal.loads(_DIFFS.get_or_compute(key, lambda: marshal.dumps(diff(before, after), 2)))
+    return ops
+
+
+def content_key(value: Any) -> Hashable:
+    """A hashable stand-in for a JSON-like value: equal content, equal key (in the same key order)."""
+    if isinstance(value, Mapping):
+        return ("{", tuple((key, content_key(item)) for key, item in value.items()))
+    if isinstance(value, list | tuple):
+        return ("[", tuple(content_key(item) for item in value))
+    try:
+        hash(value)
+    except TypeError:
+        return ("?", repr(value))
+    hashable: Hashable = value
+    return hashable
+
+
+def clear_caches() -> None:
+    """Forget every content cache (tests and benchmarks; never needed for correctness)."""
+    for cache in (_SPECS, _SPEC_JSON, _DIFFS):
+        cache.clear()
+
+
+def cache_stats() -> dict[str, tuple[int, int, int]]:
+    """(hits, misses, size) of each content cache, for tests and benchmarks."""
+    return {
+        name: (cache.hits, cache.misses, len(cache))
+        for name, cache in (("specs", _SPECS), ("spec_json", _SPEC_JSON), ("diffs", _DIFFS))
+    }
+
+
+# --- The whole-answer memo. --------------------------------------------------
+
+
+# Where in a pod the key looks (paths from the pod's root): `spec` whole, `metadata.annotations` whole,
+# and the owner references and labels through `is_run_to_completion`. A test traces every read admission
+# makes of a pod and fails if one falls outside these.
+KEYED_POD_PARTS: tuple[tuple[str, ...], ...] = (
+    ("metadata",),
+    ("metadata", "annotations"),
+    ("metadata", "ownerReferences"),
+    ("metadata", "labels"),
+    ("spec",),
+)
 
 
 def pod_key(namespace: str, pod: Mapping[str, Any]) -> bytes:
     """A digest of everything about `pod` that its admission answer depends on.
 
     That is the namespace, the whole `spec`, the annotations, whether the pod
-    runs to completion (`webhook.mutate.is_run_to_completion`, which reads the
-    owner references and the Job labels), and whether `metadata`,
+    runs to completion (`webhook.podshape.is_run_to_completion`, which reads
+    the owner references and the Job labels), and whether `metadata`,
     `annotations` and `spec` are present at all (the patch adds a missing map
     but replaces a null one). The patch only touches `metadata.annotations`
     and `spec`, so two pods equal in these parts get the same patch. Keeping
-    this list complete is what keeps the memo honest: `tests/webhook/test_memo.py`
-    checks each part.
+    this list complete is what keeps the memo honest: the memo tests change
+    each part and check the answer changes with it, and trace admission's
+    reads against `KEYED_POD_PARTS`.
 
     The parts are serialized with `marshal` (format 2, which has no
     back-references): three times faster than JSON, and equal bytes mean equal
@@ -78,20 +184,37 @@ def pod_key(namespace: str, pod: Mapping[str, Any]) -> bytes:
 
 
 @dataclass(frozen=True)
-class Remembered:
+class _Seen:
+    """An object read from the cluster view: the object itself (the view replaces, never edits) and its version."""
+
+    obj: Mapping[str, Any] | None
+    version: str | None
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any] | None) -> _Seen:
+        meta = obj.get("metadata") if obj is not None else None
+        version = meta.get("resourceVersion") if isinstance(meta, Mapping) else None
+        return cls(obj, version if isinstance(version, str) else None)
+
+    def still(self, obj: Mapping[str, Any] | None) -> bool:
+        return obj is self.obj and _Seen.of(obj).version == self.version
+
+
+@dataclass(frozen=True)
+class Remembered(Generic[V]):
     """An answer, and what it was computed from."""
 
-    answer: Any
-    namespace_version: Version
-    # ((namespace, name), version) of each SecretProviderClass looked up.
-    spc_versions: tuple[tuple[tuple[str, str], Version], ...]
+    answer: V
+    namespace: _Seen
+    # (namespace, name) of each SecretProviderClass looked up, and what the lookup returned.
+    spcs: tuple[tuple[tuple[str, str], _Seen], ...]
 
 
-class AdmissionMemo:
+class AdmissionMemo(Generic[V]):
     """A bounded LRU of answers, each valid while its inputs are unchanged."""
 
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
-        self._entries: OrderedDict[bytes, Remembered] = OrderedDict()
+        self._entries: OrderedDict[bytes, Remembered[V]] = OrderedDict()
         self._max_entries = max_entries
         self.hits = 0
         self.misses = 0
@@ -101,13 +224,13 @@ class AdmissionMemo:
         key: bytes,
         namespace_obj: Mapping[str, Any] | None,
         spc_lookup: Callable[[str, str], Mapping[str, Any] | None],
-    ) -> Any | None:
+    ) -> V | None:
         entry = self._entries.get(key)
-        if entry is None or entry.namespace_version != object_version(namespace_obj):
+        if entry is None or not entry.namespace.still(namespace_obj):
             self.misses += 1
             return None
-        for (namespace, name), version in entry.spc_versions:
-            if object_version(spc_lookup(namespace, name)) != version:
+        for (namespace, name), seen in entry.spcs:
+            if not seen.still(spc_lookup(namespace, name)):
                 self.misses += 1
                 return None
         self._entries.move_to_end(key)
@@ -117,14 +240,12 @@ class AdmissionMemo:
     def remember(
         self,
         key: bytes,
-        answer: Any,
+        answer: V,
         namespace_obj: Mapping[str, Any] | None,
         spcs_read: Mapping[tuple[str, str], Mapping[str, Any] | None],
     ) -> None:
         self._entries[key] = Remembered(
-            answer,
-            object_version(namespace_obj),
-            tuple((ref, object_version(obj)) for ref, obj in spcs_read.items()),
+            answer, _Seen.of(namespace_obj), tuple((ref, _Seen.of(obj)) for ref, obj in spcs_read.items())
         )
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:

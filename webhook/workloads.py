@@ -3,9 +3,10 @@
 Why it exists: GitOps reviewers and CI want to see the pod Ferry will produce
 before anything reaches a cluster. Each pod template (Deployment, StatefulSet,
 DaemonSet, ReplicaSet, ReplicationController, Job, CronJob) is lifted into a
-Pod, sent through exactly the same `admit_pod` the server uses, and written
-back; other kinds pass through unchanged. A denial carries the same message
-the server would send.
+Pod, wrapped in the AdmissionRequest the API server would send, answered by
+the same `webhook.admission.admit` the server calls, and the answer's JSONPatch
+applied to it, so the preview is what the cluster would store; other kinds pass
+through unchanged. A denial carries the same message the server would send.
 
 A template injected here carries `ferry.dev/status: injected`, so its pods are
 not injected twice when they reach a cluster that runs Ferry: the webhook only
@@ -19,9 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.mutate import Admission, admit_pod
-from webhook.resolve import SpcLookup
+import jsonpatch
+
+from webhook.admission import Decision, admit
+from webhook.review import AdmissionRequest
 from webhook.settings import Settings
+from webhook.view import ClusterView
 
 # kind -> path of keys from the object to its pod template.
 TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
@@ -48,15 +52,14 @@ class InjectionDenied(Exception):
 class ManifestResult:
     document: Any
     # None for kinds without a pod (passed through).
-    admission: Admission | None
+    decision: Decision | None
 
 
 def inject_manifest(
     document: Any,
     *,
     namespace: str,
-    lookup_namespace: Any,
-    spc_lookup: SpcLookup,
+    view: ClusterView,
     settings: Settings,
     native_sidecars: bool,
 ) -> ManifestResult:
@@ -83,28 +86,34 @@ def inject_manifest(
                 {"apiVersion": "batch/v1", "kind": "Job", "name": meta.get("name", ""), "uid": ""}
             ]
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": template.get("spec") or {}}
-    admission = admit_pod(
-        pod,
-        namespace=ns,
-        namespace_obj=lookup_namespace(ns),
-        spc_lookup=spc_lookup,
-        settings=settings,
-        native_sidecars=native_sidecars,
-    )
-    if admission.outcome == "denied":
-        raise InjectionDenied(where, admission.message or "denied")
+    decision = admit(_pod_create(pod, ns), view, settings, native_sidecars=native_sidecars)
+    if decision.outcome == "denied":
+        raise InjectionDenied(where, decision.message or "denied")
+    admitted = jsonpatch.apply_patch(pod, list(decision.patch)) if decision.patch else pod
     if kind == "Pod":
-        return ManifestResult(admission.pod, admission)
+        return ManifestResult(admitted, decision)
     template = _dig(result, TEMPLATE_PATHS[str(kind)])
     assert template is not None
-    new_meta = dict(admission.pod.get("metadata") or {})
+    new_meta = dict(admitted.get("metadata") or {})
     for added in ("namespace", "ownerReferences"):
         if added not in (template.get("metadata") or {}):
             new_meta.pop(added, None)
     if new_meta or "metadata" in template:
         template["metadata"] = new_meta
-    template["spec"] = admission.pod.get("spec") or {}
-    return ManifestResult(result, admission)
+    template["spec"] = admitted.get("spec") or {}
+    return ManifestResult(result, decision)
+
+
+def _pod_create(pod: dict[str, Any], namespace: str) -> AdmissionRequest:
+    """The AdmissionRequest the API server sends when this pod is created."""
+    return {
+        "uid": "inject",
+        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"},
+        "operation": "CREATE",
+        "namespace": namespace,
+        "object": pod,
+    }
 
 
 def _dig(obj: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:

@@ -72,6 +72,7 @@ from fetcher.spec.objects import parse_arn
 from fetcher.spec.problems import FerryError, Problem, SpecError
 from fetcher.spec.spc import (
     MAX_MANIFEST_BYTES,
+    SPC_FIELD_NAMES,
     ManifestError,
     load_manifests,
     pick_secret_provider_class,
@@ -107,6 +108,7 @@ __all__ = [
     "MAX_YAML_DEPTH",
     "OBJECT_TYPES",
     "SPEC_ENV_VAR",
+    "SPC_FIELD_NAMES",
     "SPEC_VERSION",
     "STATUS_INJECTED",
     "FailoverObject",

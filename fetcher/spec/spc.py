@@ -17,8 +17,11 @@ from fetcher.spec.validate import build_spec
 
 # A manifest file larger than this is not a SecretProviderClass someone wrote.
 MAX_MANIFEST_BYTES = 1024 * 1024
-# How each logical field of build_spec is spelled inside the class.
+# How each field the class can get wrong is spelled inside it (build_spec's logical names, and the envelope's).
 SPC_FIELD_NAMES = {
+    "kind": "kind",
+    "provider": "spec.provider",
+    "usePodIdentity": "spec.parameters.usePodIdentity",
     "objects": "spec.parameters.objects",
     "region": "spec.parameters.region",
     "failoverRegion": "spec.parameters.failoverRegion",
@@ -35,13 +38,18 @@ def spec_from_secret_provider_class(
     *,
     region: str | None = None,
     failover_region: str | None = None,
+    field_names: Mapping[str, str] | None = None,
     **options: Any,
 ) -> FetchSpec:
     """A FetchSpec from a SecretProviderClass object (as read from the API or a file).
 
     The SPC's own `region` / `failoverRegion` parameters win over the
     arguments, which are the fallbacks (namespace annotation, webhook default).
+    Problems name fields as `SPC_FIELD_NAMES` spells them, unless `field_names`
+    renames them (the webhook says which annotation a value came from); the
+    raised SpecError's `source` names the class.
     """
+    names = {**SPC_FIELD_NAMES, **(field_names or {})}
     meta = manifest.get("metadata") or {}
     where = f"SecretProviderClass {meta.get('namespace', '')}/{meta.get('name', '?')}".replace(" /", " ")
     problems: list[Problem] = []
@@ -49,7 +57,7 @@ def spec_from_secret_provider_class(
     if manifest.get("kind") != "SecretProviderClass" or not str(api_version).startswith("secrets-store.csi.x-k8s.io/"):
         problems.append(
             Problem(
-                "kind",
+                names["kind"],
                 f"expected kind SecretProviderClass in secrets-store.csi.x-k8s.io, got {quote(manifest.get('kind'))} "
                 f"in {quote(api_version)}",
             )
@@ -57,13 +65,15 @@ def spec_from_secret_provider_class(
     spec = manifest.get("spec") if isinstance(manifest.get("spec"), Mapping) else {}
     assert isinstance(spec, Mapping)
     if spec.get("provider") != "aws":
-        problems.append(Problem("spec.provider", f"is {quote(spec.get('provider'))}; Ferry serves only provider: aws"))
+        problems.append(
+            Problem(names["provider"], f"is {quote(spec.get('provider'))}; Ferry serves only provider: aws")
+        )
     params = spec.get("parameters") if isinstance(spec.get("parameters"), Mapping) else {}
     assert isinstance(params, Mapping)
     if "objects" not in params:
-        problems.append(Problem("spec.parameters.objects", "is missing; list the secrets to mount, as for ASCP"))
+        problems.append(Problem(names["objects"], "is missing; list the secrets to mount, as for ASCP"))
     if params.get("usePodIdentity") not in (None, "", "true", "false", True, False):
-        problems.append(Problem("spec.parameters.usePodIdentity", 'must be "true" or "false"'))
+        problems.append(Problem(names["usePodIdentity"], 'must be "true" or "false"'))
     if problems:
         raise SpecError(problems, where)
     try:
@@ -72,7 +82,7 @@ def spec_from_secret_provider_class(
             region=params.get("region") or region,
             failover_region=params.get("failoverRegion") or failover_region,
             path_translation=params.get("pathTranslation"),
-            field_names=SPC_FIELD_NAMES,
+            field_names=names,
             **options,
         )
     except SpecError as exc:
@@ -80,7 +90,7 @@ def spec_from_secret_provider_class(
 
 
 def load_manifests(raw: bytes | str, origin: str) -> list[Any]:
-    """Every non-empty YAML document in a manifest file, bounded in size; `origin` names the file in errors."""
+    """Every YAML document in a manifest file (None for an empty one), bounded in size; `origin` names the file."""
     size = len(raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw)
     if size > MAX_MANIFEST_BYTES:
         raise ManifestError(f"{origin} is larger than {MAX_MANIFEST_BYTES} bytes; is it the right file?")
@@ -88,13 +98,14 @@ def load_manifests(raw: bytes | str, origin: str) -> list[Any]:
 
     loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        return [doc for doc in yaml.load_all(raw, Loader=loader) if doc is not None]  # noqa: S506 - a SafeLoader
+        return list(yaml.load_all(raw, Loader=loader))  # noqa: S506 - a SafeLoader (libyaml's when available)
     except yaml.YAMLError as exc:
         raise ManifestError(f"{origin} is not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
 
 
 def pick_secret_provider_class(documents: list[Any], origin: str) -> Mapping[str, Any]:
     """The first SecretProviderClass among the documents; a lone other object is returned for the model to judge."""
+    documents = [document for document in documents if document is not None]
     for document in documents:
         if isinstance(document, Mapping) and document.get("kind") == "SecretProviderClass":
             return document

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from webhook.kube import StaticView
-from webhook.resolve import clear_spec_cache
+from webhook.memo import clear_caches
 from webhook.settings import Settings
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kube-apiserver-v1.28"
@@ -73,9 +73,9 @@ class CountingView:
 
 @pytest.fixture(autouse=True)
 def _fresh_spec_cache() -> Iterator[None]:
-    clear_spec_cache()
+    clear_caches()
     yield
-    clear_spec_cache()
+    clear_caches()
 
 
 @pytest.fixture

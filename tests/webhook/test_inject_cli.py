@@ -203,8 +203,7 @@ def _server_message(document: dict[str, Any]) -> str:
         inject_manifest(
             document,
             namespace="default",
-            lookup_namespace=view.namespace,
-            spc_lookup=view.secret_provider_class,
+            view=view,
             settings=Settings(),
             native_sidecars=True,
         )
@@ -217,16 +216,15 @@ def test_in_process_pass_through_and_list() -> None:
     view = StaticView.from_files([FIXTURES / "secretproviderclasses.yaml"])
     kwargs: dict[str, Any] = {
         "namespace": "team-a",
-        "lookup_namespace": view.namespace,
-        "spc_lookup": view.secret_provider_class,
+        "view": view,
         "settings": Settings(),
         "native_sidecars": True,
     }
-    assert inject_manifest(SERVICE, **kwargs).admission is None
-    assert inject_manifest("just a string", **kwargs).admission is None
+    assert inject_manifest(SERVICE, **kwargs).decision is None
+    assert inject_manifest("just a string", **kwargs).decision is None
     result = inject_manifest(deployment(), **kwargs)
-    assert result.admission is not None and result.admission.outcome == "injected"
+    assert result.decision is not None and result.decision.outcome == "injected"
     # Injecting an already injected manifest changes nothing.
     again = inject_manifest(result.document, **kwargs)
-    assert again.document == result.document and again.admission is not None
-    assert again.admission.outcome == "reinvoked"
+    assert again.document == result.document and again.decision is not None
+    assert again.decision.outcome == "reinvoked"

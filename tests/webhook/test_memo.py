@@ -281,3 +281,67 @@ def test_the_pods_of_a_cronjob_s_runs_share_an_answer(
     assert first == second
     assert first["warnings"]  # no regular sidecar in a Job without native sidecars: the Job-specific answer
     assert (app.state.memo.hits, app.state.memo.misses) == (1, 1)
+
+
+class _TracedDict(dict):  # type: ignore[type-arg]
+    """A pod (or its metadata) that records which keys admission reads; `spec` and annotations stay plain."""
+
+    def __init__(self, data: Mapping[str, Any], path: tuple[str, ...], reads: set[tuple[str, ...]]) -> None:
+        super().__init__(data)
+        self._path = path
+        self._reads = reads
+
+    def _read(self, key: Any, value: Any) -> Any:
+        self._reads.add((*self._path, str(key)))
+        if self._path == () and key == "metadata" and isinstance(value, dict):
+            return _TracedDict(value, ("metadata",), self._reads)
+        return value
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self._read(key, super().get(key, default))
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._read(key, super().__getitem__(key))
+
+    def __contains__(self, key: object) -> bool:
+        self._reads.add((*self._path, str(key)))
+        return super().__contains__(key)
+
+
+def test_every_part_of_a_pod_that_admission_reads_is_in_the_memo_key(
+    pod_factory: Callable[..., dict[str, Any]],
+) -> None:
+    """Trace the reads of the whole policy over pods that take each path; each must be a keyed part."""
+    from webhook.admission import admit_pod
+    from webhook.memo import KEYED_POD_PARTS
+
+    view = MutableView()
+    base = _base_pod(pod_factory)
+    pods = [
+        base,
+        _replica(base, ownerReferences=[{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "u"}]),
+        _replica(base, annotations={"ferry.dev/inject": "false"}),
+        _replica(base, annotations={"ferry.dev/inject": "true", "ferry.dev/objects": "- objectName: a"}),
+        _replica(base, annotations={"ferry.dev/status": "injected"}),
+        _replica(base, annotations={"ferry.dev/injct": "true"}),
+        _with_spec(base, restartPolicy="Never"),
+    ]
+    reads: set[tuple[str, ...]] = set()
+    outcomes = set()
+    for pod in pods:
+        for native in (True, False):
+            traced = _TracedDict(pod, (), reads)
+            admission = admit_pod(
+                traced,
+                namespace="apps",
+                namespace_obj=view.namespace("apps"),
+                spc_lookup=view.secret_provider_class,
+                settings=Settings(),
+                native_sidecars=native,
+            )
+            outcomes.add(admission.outcome)
+    assert outcomes == {"injected", "skipped", "denied", "reinvoked"}, "the pods must take every path"
+    assert ("spec",) in reads and ("metadata", "annotations") in reads, "not vacuous: the tracing sees reads"
+    keyed = set(KEYED_POD_PARTS)
+    outside = {path for path in reads if path[:2] not in keyed and path[:1] not in {("spec",)} and path not in keyed}
+    assert not outside, f"admission reads {sorted(outside)}, which the memo key does not hold"

@@ -10,7 +10,9 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from webhook.mutate import Admission, admit_pod, is_run_to_completion, make_pod_patch
+from webhook.admission import Admission, admit_pod
+from webhook.patch import make_pod_patch
+from webhook.podshape import is_run_to_completion
 from webhook.settings import Settings
 
 PodFactory = Callable[..., dict[str, Any]]
@@ -328,9 +330,9 @@ def test_make_pod_patch_is_exact_for_any_change(before: dict[str, Any], after: d
 
 
 def test_stand_ins_never_leak_into_a_patch() -> None:
-    from webhook.mutate import _Pruner
+    from webhook.patch import Pruner
 
-    pruner = _Pruner()
+    pruner = Pruner()
     pruner.prune([A], [B, A])
     assert pruner.restore([{"op": "add", "path": "/0", "value": {"$ferry-new-item": 0}}]) == [
         {"op": "add", "path": "/0", "value": B}
@@ -340,17 +342,17 @@ def test_stand_ins_never_leak_into_a_patch() -> None:
 
 def test_a_remembered_diff_is_the_same_patch_and_a_copy_of_its_own() -> None:
     """Pods of one shape share a remembered diff; each caller gets the same ops, free to change them."""
-    from webhook.mutate import _marshalled_diff
+    from webhook import memo
 
-    _marshalled_diff.cache_clear()
+    memo.clear_caches()
     first_before, first_after = _pod_with([A], [B]), _pod_with([C, A], [B])
     # Another pod of the same shape: other images and env, the same containers gaining the same things.
     second_before = _pod_with([dict(A, image="other")], [dict(B, image="other")])
     second_after = _pod_with([C, second_before["spec"]["initContainers"][0]], second_before["spec"]["containers"])
     first = make_pod_patch(first_before, first_after)
     second = make_pod_patch(second_before, second_after)
-    info = _marshalled_diff.cache_info()
-    assert info.hits >= 1
+    hits, _, _ = memo.cache_stats()["diffs"]
+    assert hits >= 1
     assert jsonpatch.apply_patch(first_before, first) == first_after
     assert jsonpatch.apply_patch(second_before, second) == second_after
     again = make_pod_patch(first_before, first_after)

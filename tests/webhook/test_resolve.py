@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from fetcher.spec import DEFAULT_MOUNT_PATH, FetchSpec
-from webhook.resolve import Denial, ResolvedRequest, Skip, decide_injection, resolve_spec
+from webhook.decide import Denial, Skip, decide_injection
+from webhook.resolve import ResolvedRequest, resolve_spec
 from webhook.settings import Settings
 
 PodFactory = Callable[..., dict[str, Any]]

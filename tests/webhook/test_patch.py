@@ -1,0 +1,102 @@
+"""webhook.patch against plain `jsonpatch.make_patch`: the same document results, whatever the edit.
+
+The pruner shares unchanged parts by identity, turns lists into stand-ins and
+remembers diffs; none of that may change what the patch does. Hypothesis
+builds a pod-like document, edits a copy-on-write copy of it the way the
+policy does (some parts shared, some replaced, containers inserted, appended,
+removed or reordered), and both patches must turn the original into the edit.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import jsonpatch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from webhook import memo
+from webhook.patch import make_pod_patch
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.text(max_size=4))
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=3), inner, max_size=3)),
+    max_leaves=8,
+)
+container_names = st.sampled_from(["a", "b", "c", "d", "ferry-init"])
+containers = st.lists(
+    st.fixed_dictionaries({"name": container_names}, optional={"image": st.text(max_size=3), "env": values}),
+    max_size=4,
+)
+pods = st.fixed_dictionaries(
+    {
+        "metadata": st.fixed_dictionaries(
+            {}, optional={"annotations": st.dictionaries(st.text(max_size=3), st.text())}
+        ),
+        "spec": st.fixed_dictionaries({}, optional={"containers": containers, "initContainers": containers}),
+    },
+    optional={"status": values},
+)
+
+
+@st.composite
+def edited(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(before, after): `after` shares what it did not change with `before`, as mutate_pod's copies do."""
+    before = draw(pods)
+    after = dict(before)
+    spec = dict(before["spec"])
+    after["spec"] = spec
+    for group in ("initContainers", "containers"):
+        items = list(spec.get(group) or [])
+        for _ in range(draw(st.integers(0, 3))):
+            action = draw(st.sampled_from(["insert", "append", "remove", "swap", "replace", "edit"]))
+            if action in ("insert", "append"):
+                new = draw(containers.filter(bool))[0]
+                items.insert(0 if action == "insert" else len(items), new)
+            elif items:
+                index = draw(st.integers(0, len(items) - 1))
+                if action == "remove":
+                    del items[index]
+                elif action == "swap":
+                    items[0], items[index] = items[index], items[0]
+                elif action == "replace":
+                    items[index] = copy.deepcopy(items[index])
+                else:
+                    items[index] = {**items[index], "volumeMounts": [{"name": "v", "mountPath": "/v"}]}
+        if items or group in spec:
+            spec[group] = items
+    if draw(st.booleans()):
+        meta = dict(after["metadata"])
+        meta["annotations"] = {**(meta.get("annotations") or {}), "ferry.dev/status": "injected"}
+        after["metadata"] = meta
+    if draw(st.booleans()):
+        after["status"] = draw(values)
+    return before, after
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pair=edited())
+def test_the_patch_does_what_a_plain_diff_does(pair: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    before, after = pair
+    snapshot = copy.deepcopy(before)
+    ours = make_pod_patch(before, after)
+    plain = jsonpatch.make_patch(before, after)
+    assert jsonpatch.apply_patch(before, ours) == jsonpatch.apply_patch(before, plain) == after
+    assert before == snapshot, "diffing must not change the pod"
+    assert "$ferry" not in json.dumps(ours), "a stand-in leaked into the patch"
+    # Asked again (the diff is remembered now), the same patch, and a copy the caller may change.
+    again = make_pod_patch(before, after)
+    assert again == ours and (not again or again[0] is not ours[0])
+
+
+def test_the_remembered_diff_is_used_and_bounded() -> None:
+    memo.clear_caches()
+    before = {"spec": {"containers": [{"name": "a"}]}}
+    after = {"spec": {"containers": [{"name": "ferry-init"}, before["spec"]["containers"][0]]}}
+    first = make_pod_patch(before, after)
+    second = make_pod_patch(before, after)
+    hits, misses, size = memo.cache_stats()["diffs"]
+    assert first == second and hits >= 1 and misses >= 1 and 1 <= size <= memo.MAX_DIFFS

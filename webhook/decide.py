@@ -1,0 +1,152 @@
+"""Should this pod be injected? The first question of every admission, answered once.
+
+Why it exists: opting in is spread over the pod's and its namespace's
+`ferry.dev/inject` annotations and the webhook's excluded namespaces, and a
+mistyped Ferry annotation must be refused before anything else reads it. The
+answer is `None` (inject), a `Skip` (allowed unchanged, maybe with a warning)
+or a `Denial` whose message names what to edit. Pure: dicts in, values out.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fetcher.spec import (
+    ANNOTATION_FAILOVER_REGION,
+    ANNOTATION_INJECT,
+    ANNOTATION_KEYS,
+    ANNOTATION_OBJECTS,
+    ANNOTATION_PREFIX,
+    ANNOTATION_REFRESH_INTERVAL,
+    ANNOTATION_REGION,
+    ANNOTATION_SECRET_PROVIDER_CLASS,
+    ANNOTATION_STATUS,
+)
+from webhook.settings import Settings
+
+# Keys a namespace may carry; the others only make sense on a pod.
+NAMESPACE_ANNOTATIONS = frozenset(
+    {
+        ANNOTATION_INJECT,
+        ANNOTATION_SECRET_PROVIDER_CLASS,
+        ANNOTATION_REGION,
+        ANNOTATION_FAILOVER_REGION,
+        ANNOTATION_REFRESH_INTERVAL,
+    }
+)
+POD_ANNOTATIONS = frozenset(ANNOTATION_KEYS)
+
+
+@dataclass(frozen=True)
+class Denial:
+    """An invalid request: `allowed: false` with a message that says what to fix."""
+
+    # Short, bounded label for metrics ("invalid-spec", "missing-secret-provider-class", ...).
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Not injected, and allowed unchanged."""
+
+    reason: str
+    warnings: tuple[str, ...] = ()
+
+
+def annotations_of(obj: Mapping[str, Any] | None) -> Mapping[str, str]:
+    if not obj:
+        return {}
+    meta = obj.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    return annotations if isinstance(annotations, Mapping) else {}
+
+
+def decide_injection(
+    pod: Mapping[str, Any], namespace: str, namespace_obj: Mapping[str, Any] | None, settings: Settings
+) -> Skip | Denial | None:
+    """None when the pod is to be injected; else why not (a Skip) or why it is refused (a Denial)."""
+    pod_annotations = annotations_of(pod)
+    if settings.is_excluded_namespace(namespace):
+        warnings: tuple[str, ...] = ()
+        if parse_bool(pod_annotations.get(ANNOTATION_INJECT)) is True:
+            warnings = (
+                f"{ANNOTATION_INJECT}: Ferry never injects in namespace {namespace}; this pod starts without secrets",
+            )
+        return Skip("excluded-namespace", warnings)
+    unknown = unknown_keys(pod_annotations, POD_ANNOTATIONS)
+    if unknown:
+        return Denial("unknown-annotation", unknown)
+    pod_value = pod_annotations.get(ANNOTATION_INJECT)
+    if pod_value is not None:
+        decision = parse_bool(pod_value)
+        if decision is None:
+            return Denial(
+                "invalid-annotation",
+                f'{ANNOTATION_INJECT}: {pod_value!r} must be "true" or "false"',
+            )
+        return None if decision else Skip("opted-out")
+    ns_value = annotations_of(namespace_obj).get(ANNOTATION_INJECT)
+    if ns_value is not None:
+        decision = parse_bool(ns_value)
+        if decision is None:
+            return Denial(
+                "invalid-annotation",
+                f'namespace {namespace} annotation {ANNOTATION_INJECT}: {ns_value!r} must be "true" or "false"; '
+                f"fix the namespace, or set {ANNOTATION_INJECT} on the pod",
+            )
+        if decision:
+            if not names_secrets(pod_annotations) and not value_of(
+                annotations_of(namespace_obj), ANNOTATION_SECRET_PROVIDER_CLASS
+            ):
+                # Namespace-wide opt-in, but nothing to fetch: this pod did not ask for secrets.
+                return Skip("nothing-named")
+            return None
+    leftovers = sorted(key for key in pod_annotations if key.startswith(ANNOTATION_PREFIX))
+    if leftovers:
+        return Skip(
+            "not-requested",
+            (
+                f'{", ".join(leftovers)} set but {ANNOTATION_INJECT} is not "true" on the pod or its namespace; '
+                "this pod starts without secrets",
+            ),
+        )
+    return Skip("not-requested")
+
+
+def status_of(pod: Mapping[str, Any]) -> str | None:
+    return annotations_of(pod).get(ANNOTATION_STATUS)
+
+
+def unknown_keys(annotations: Mapping[str, str], known: frozenset[str]) -> str:
+    """One message for every ``ferry.dev/`` key that is not in `known`, with the closest known key."""
+    problems = []
+    for key in sorted(annotations):
+        if key.startswith(ANNOTATION_PREFIX) and key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.7)
+            hint = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(sorted(known))}"
+            problems.append(f"{key}: is not a Ferry annotation; {hint}")
+    return "; ".join(problems)
+
+
+def names_secrets(annotations: Mapping[str, str]) -> bool:
+    return ANNOTATION_OBJECTS in annotations or bool(value_of(annotations, ANNOTATION_SECRET_PROVIDER_CLASS))
+
+
+def parse_bool(value: str | None) -> bool | None:
+    if value is None:
+        return None
+    lowered = str(value).strip().lower()
+    return True if lowered == "true" else False if lowered == "false" else None
+
+
+def value_of(mapping: Mapping[str, Any], key: str) -> str | None:
+    """The annotation's value stripped of blanks; None when absent or blank."""
+    value = mapping.get(key)
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None

@@ -1,0 +1,194 @@
+"""Checks on the pod's own shape: where the volume goes, which containers get it, who owns the files.
+
+Why it exists: before Ferry adds its volume and containers, the pod must have
+room for them: a mount path that hides nothing the image or kubelet needs, the
+containers the user named, no name Ferry reserves, no mount already at the
+path, and a bounded number of containers. These checks read only the pod, so
+they are apart from the precedence merge in `webhook.resolve`. Pure.
+"""
+
+from __future__ import annotations
+
+import difflib
+import posixpath
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fetcher.spec import ANNOTATION_CONTAINERS, ANNOTATION_MOUNT_PATH, DEFAULT_MOUNT_PATH
+from webhook.volumes import VOLUME_NAME
+
+# Containers plus init containers in a pod Ferry injects into: far above any real pod, and a bound on the
+# work (one mount per container, one patch op each) that a hostile or broken manifest can make admission do.
+MAX_POD_CONTAINERS = 256
+# Names of the containers Ferry adds; reserved in every injected pod.
+INIT_CONTAINER_NAME = "ferry-init"
+SIDECAR_NAME = "ferry-sidecar"
+OWN_CONTAINER_NAMES = frozenset({INIT_CONTAINER_NAME, SIDECAR_NAME})
+JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+
+# The mount path may be neither one of these nor below one: system directories
+# the image needs, and the token mounts of the service account and IRSA.
+FORBIDDEN_MOUNT_TREES = (
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/var/run/secrets",
+    "/run/secrets",
+)
+# Nor exactly one of these (below them is fine): mounting there would hide the
+# whole directory, e.g. the app's writable /tmp.
+FORBIDDEN_MOUNT_PATHS = frozenset({"/", "/tmp", "/var", "/var/run", "/run", "/home", "/opt", "/srv", "/root"})
+MAX_MOUNT_PATH_CHARS = 512
+
+
+def check_container_count(spec: Mapping[str, Any]) -> str | None:
+    """Why the pod has too many containers to inject into, or None."""
+    count = sum(len(spec.get(group) or []) for group in ("initContainers", "containers"))
+    if count <= MAX_POD_CONTAINERS:
+        return None
+    return (
+        f"spec: the pod has {count} containers and init containers; Ferry injects into pods with at most "
+        f"{MAX_POD_CONTAINERS}, so that admission stays well inside the API server's timeout. Split the pod"
+    )
+
+
+def check_mount_path(raw: str | None, problems: list[str]) -> str | None:
+    if raw is None:
+        return DEFAULT_MOUNT_PATH
+    path = raw.strip()
+    label = ANNOTATION_MOUNT_PATH
+    if not path.startswith("/"):
+        problems.append(f"{label}: {raw!r} must be an absolute path like {DEFAULT_MOUNT_PATH}")
+        return None
+    if len(path) > MAX_MOUNT_PATH_CHARS or any(not ch.isprintable() for ch in path):
+        problems.append(f"{label}: {raw!r} must be a printable path of at most {MAX_MOUNT_PATH_CHARS} characters")
+        return None
+    normalized = posixpath.normpath(path)
+    if normalized.startswith("//"):
+        normalized = normalized[1:]
+    if normalized != path:
+        problems.append(f"{label}: {raw!r} is not normalized; write it as {normalized!r}")
+        return None
+    if path in FORBIDDEN_MOUNT_PATHS:
+        suggestion = posixpath.join(path, "secrets") if path != "/" else DEFAULT_MOUNT_PATH
+        problems.append(f"{label}: {path!r} would hide that whole directory; use a subdirectory like {suggestion}")
+        return None
+    for tree in FORBIDDEN_MOUNT_TREES:
+        if path == tree or path.startswith(tree + "/"):
+            problems.append(
+                f"{label}: {path!r} is in {tree}, which the image or the kubelet needs; use e.g. {DEFAULT_MOUNT_PATH}"
+            )
+            return None
+    return path
+
+
+def select_containers(spec: Mapping[str, Any], raw: str | None, problems: list[str]) -> tuple[str, ...]:
+    app = [c.get("name") for c in spec.get("containers") or [] if isinstance(c, Mapping)]
+    init = [c.get("name") for c in spec.get("initContainers") or [] if isinstance(c, Mapping)]
+    known = [name for name in [*init, *app] if isinstance(name, str) and name not in OWN_CONTAINER_NAMES]
+    if raw is None:
+        return tuple(known)
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    if not names:
+        problems.append(
+            f"{ANNOTATION_CONTAINERS}: names no container; list container names separated by commas, "
+            "or remove it to mount into all of them"
+        )
+        return ()
+    chosen: list[str] = []
+    known_set = frozenset(known)
+    for name in names:
+        if name in known_set:
+            if name not in chosen:
+                chosen.append(name)
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else f"this pod has: {', '.join(known) or 'no containers'}"
+        problems.append(f"{ANNOTATION_CONTAINERS}: no container named {name!r} in this pod; {hint}")
+    return tuple(chosen)
+
+
+def check_reserved_names(spec: Mapping[str, Any], problems: list[str]) -> None:
+    for group in ("initContainers", "containers"):
+        for container in spec.get(group) or []:
+            if isinstance(container, Mapping) and container.get("name") in OWN_CONTAINER_NAMES:
+                problems.append(
+                    f"spec.{group}: the name {container.get('name')!r} is reserved for Ferry's own containers; "
+                    "rename that container"
+                )
+    for volume in spec.get("volumes") or []:
+        if isinstance(volume, Mapping) and volume.get("name") == VOLUME_NAME:
+            problems.append(f"spec.volumes: the name {VOLUME_NAME!r} is reserved for Ferry's volume; rename it")
+
+
+def check_mount_conflicts(
+    spec: Mapping[str, Any], containers: Sequence[str], mount_path: str, problems: list[str]
+) -> None:
+    wanted = frozenset(containers)
+    for group in ("initContainers", "containers"):
+        for container in spec.get(group) or []:
+            if not isinstance(container, Mapping) or container.get("name") not in wanted:
+                continue
+            for mount in container.get("volumeMounts") or []:
+                if isinstance(mount, Mapping) and posixpath.normpath(str(mount.get("mountPath", ""))) == mount_path:
+                    problems.append(
+                        f"{ANNOTATION_MOUNT_PATH}: container {container.get('name')!r} already mounts volume "
+                        f"{mount.get('name')!r} at {mount_path}; choose another path"
+                    )
+
+
+def file_owner(spec: Mapping[str, Any], containers: Sequence[str]) -> tuple[int | None, int | None]:
+    """(uid, gid) the files should belong to: the pod's runAsUser/fsGroup, else its containers' if they agree."""
+    pod_sc = spec.get("securityContext") or {}
+    wanted = frozenset(containers)
+    selected = [
+        c
+        for c in spec.get("containers") or []
+        if isinstance(c, Mapping) and c.get("name") in wanted and isinstance(c.get("securityContext"), Mapping)
+    ]
+
+    def agreed(key: str) -> int | None:
+        values = {c["securityContext"].get(key) for c in selected} - {None}
+        value = values.pop() if len(values) == 1 else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    uid = pod_sc.get("runAsUser") if isinstance(pod_sc, Mapping) else None
+    if not isinstance(uid, int) or isinstance(uid, bool):
+        uid = agreed("runAsUser")
+    gid = None
+    if isinstance(pod_sc, Mapping):
+        for key in ("fsGroup", "runAsGroup"):
+            value = pod_sc.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                gid = value
+                break
+    if gid is None:
+        gid = agreed("runAsGroup")
+    # Root apps read any file; Ferry's containers never run as root, so no root ownership is asked for.
+    return (uid if uid else None), gid
+
+
+def is_run_to_completion(pod: Mapping[str, Any]) -> bool:
+    """Owned by a Job, or meant to exit: a regular sidecar would keep it running forever.
+
+    Never raises: the admission memo keys every pod on this, well-formed or not.
+    """
+    meta = pod.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    owners = meta.get("ownerReferences")
+    if isinstance(owners, list) and any(isinstance(o, Mapping) and o.get("kind") == "Job" for o in owners):
+        return True
+    labels = meta.get("labels")
+    if isinstance(labels, Mapping) and any(label in labels for label in JOB_NAME_LABELS):
+        return True
+    spec = pod.get("spec")
+    return isinstance(spec, Mapping) and spec.get("restartPolicy") in ("Never", "OnFailure")
