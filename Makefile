@@ -30,7 +30,7 @@ test-slow: $(VENV)/.installed
 	$(PY) -m pytest -m slow
 
 bench: $(VENV)/.installed
-	$(PY) bench/run_all.py
+	$(PY) -m bench.run_all
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -27,10 +27,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tests.support.paths import REPO_ROOT
+
 BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
-SHARED_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "kube-apiserver-v1.28"
 LOOPBACK = "127.0.0.1"
 REGION = "us-east-1"
 
@@ -55,9 +55,6 @@ LIBRARIES = (
     "Werkzeug",
 )
 
-for _path in (str(REPO_ROOT), str(REPO_ROOT / "tests")):
-    if _path not in sys.path:
-        sys.path.append(_path)
 
 
 # --- Machine ---------------------------------------------------------------------

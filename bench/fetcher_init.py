@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import benchlib
+from bench import benchlib
 
 BUDGET_RATIO = 1.3
 FLOOR_CODE = "import boto3; s=boto3.session.Session(); s.client('secretsmanager'); s.client('ssm')"

@@ -35,13 +35,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import benchlib
 import boto3
 
-sys.path.insert(0, str(benchlib.REPO_ROOT))
-
-from tests.reliability import swaplib  # noqa: E402
-from tests.reliability.fetchlib import DB_FILES, app_spec, db_value, read_db_generation  # noqa: E402
+from bench import benchlib
+from tests.support import swap as swaplib
+from tests.support.fetch import DB_FILES, app_spec, db_value, read_db_generation
 
 
 def writer_kills(iterations: int, seed: int) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import benchlib
+from bench import benchlib
 
 # name -> (script, arguments with moderate defaults, "quick" arguments for a smoke run)
 BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     for k, run_dir in enumerate(run_dirs, 1):
         for name in chosen:
             script, normal, quick = BENCHMARKS[name]
-            command = [sys.executable, str(benchlib.BENCH_DIR / script), *(quick if args.quick else normal)]
+            command = [sys.executable, "-m", f"bench.{script.removesuffix('.py')}", *(quick if args.quick else normal)]
             command += ["--out-dir", str(run_dir), "--quiet-load", f"{args.quiet_load:g}"]
             command += ["--quiet-wait", f"{args.quiet_wait:g}"]
             label = f"{name} (run {k} of {args.repeat})" if args.repeat > 1 else name

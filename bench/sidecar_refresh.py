@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import benchlib
+from bench import benchlib
 
 RSS_BUDGET_MB = 60.0
 FLAT_TOLERANCE_MB = 1.0

@@ -33,9 +33,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import benchlib
 import boto3
 import psutil
+
+from bench import benchlib
 
 sys.path.insert(0, str(benchlib.REPO_ROOT))
 

@@ -43,8 +43,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import benchlib
 import psutil
+
+from bench import benchlib
 
 sys.path.insert(0, str(benchlib.REPO_ROOT))
 

@@ -77,8 +77,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import benchlib
 import yaml
+
+from bench import benchlib
 
 LATENCY_BUDGET_P99_MS = 5.0
 THROUGHPUT_BUDGET_RATIO = 0.70
@@ -140,7 +141,7 @@ OBJECTS: list[dict[str, Any]] = [
 
 def realistic_review(source: str) -> dict[str, Any]:
     """The AdmissionReview a real v1.28 API server sent for an annotated pod, grown to 3 containers, 10 objects."""
-    review = json.loads((benchlib.SHARED_FIXTURES / "admission" / "review-1-ferry-first-call.json").read_text())
+    review = json.loads((benchlib.FIXTURES / "admission" / "review-1-ferry-first-call.json").read_text())
     request = review["request"]
     request["uid"] = UID_PLACEHOLDER
     pod = request["object"]
@@ -269,7 +270,7 @@ class WebhookServer:
         spc_file = workdir / "spc.yaml"
         spc_file.write_text(yaml.safe_dump(bench_spc()))
         ns_file = workdir / "namespaces.yaml"
-        namespaces = json.loads((benchlib.SHARED_FIXTURES / "namespaces-list.json").read_text())["items"]
+        namespaces = json.loads((benchlib.FIXTURES / "namespaces-list.json").read_text())["items"]
         ns_file.write_text(
             yaml.safe_dump_all(
                 [{"apiVersion": "v1", "kind": "Namespace", "metadata": ns["metadata"]} for ns in namespaces]
@@ -726,7 +727,7 @@ def kube_calls(admissions: int, warmup: int) -> dict[str, Any]:
     from webhook.server import TLSServer
     from webhook.settings import Settings
 
-    template = (benchlib.SHARED_FIXTURES / "admission" / "review-1-ferry-first-call.json").read_text()
+    template = (benchlib.FIXTURES / "admission" / "review-1-ferry-first-call.json").read_text()
     original_uid = json.loads(template)["request"]["uid"]
     outcomes: dict[str, int] = {}
     # Distinct variants of the recorded pod (a pod-template-hash label and an image tag each): memo misses,
@@ -833,7 +834,7 @@ def admission_breakdown(bodies: dict[str, list[bytes]], iterations: int) -> dict
     from webhook.settings import Settings
     from webhook.view import StaticView
 
-    namespaces = json.loads((benchlib.SHARED_FIXTURES / "namespaces-list.json").read_text())["items"]
+    namespaces = json.loads((benchlib.FIXTURES / "namespaces-list.json").read_text())["items"]
     view = StaticView([bench_spc()], namespaces)
     settings = Settings()
 
@@ -913,7 +914,7 @@ def profile_unique(bodies: dict[str, list[bytes]], admissions: int, top: int = 1
     from webhook.settings import Settings
     from webhook.view import StaticView
 
-    namespaces = json.loads((benchlib.SHARED_FIXTURES / "namespaces-list.json").read_text())["items"]
+    namespaces = json.loads((benchlib.FIXTURES / "namespaces-list.json").read_text())["items"]
     handler = _handler(StaticView([bench_spc()], namespaces), Settings())
     pool = bodies["unique"]
     requests = [instance(pool[i % len(pool)], second=i) for i in range(admissions + 20)]

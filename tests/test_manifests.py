@@ -34,7 +34,7 @@ MANIFESTS = REPO_ROOT / "manifests"
 EXAMPLES = MANIFESTS / "examples"
 CERT_MANAGER_COMPONENT = MANIFESTS / "components" / "cert-manager"
 DOCS = REPO_ROOT / "docs"
-SHARED_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "kube-apiserver-v1.28"
+FIXTURES = REPO_ROOT / "tests" / "fixtures" / "kube-apiserver-v1.28"
 
 NAMESPACE = "ferry-system"
 WEBHOOK_NAME = "ferry-webhook"
@@ -135,7 +135,7 @@ def _strict_crd_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _crd_validators() -> dict[tuple[str, str], jsonschema.protocols.Validator]:
-    crd = yaml.safe_load((SHARED_FIXTURES / "secretproviderclass-crd.yaml").read_text())
+    crd = yaml.safe_load((FIXTURES / "secretproviderclass-crd.yaml").read_text())
     group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
     validators = {}
     for version in crd["spec"]["versions"]:
@@ -783,7 +783,7 @@ def _pod(annotations: dict[str, str] | None) -> dict[str, Any]:
 
 
 def recorded_namespaces() -> dict[str, dict[str, Any]]:
-    listing = json.loads((SHARED_FIXTURES / "namespaces-list.json").read_text())
+    listing = json.loads((FIXTURES / "namespaces-list.json").read_text())
     return {item["metadata"]["name"]: item for item in listing["items"]}
 
 
@@ -858,7 +858,7 @@ def test_recorded_admission_pods_are_routed_as_designed(base: list[dict[str, Any
     """
     hooks = webhooks(base)
     namespaces = recorded_namespaces()
-    admission = SHARED_FIXTURES / "admission"
+    admission = FIXTURES / "admission"
     for review_file, expected in (
         ("review-1-ferry-first-call.json", [NAMESPACE_ENTRY]),
         ("review-3-ferry-reinvoked-after-identity-webhook.json", [NAMESPACE_ENTRY]),
@@ -878,7 +878,7 @@ def test_recorded_match_condition_is_equivalent_to_ours(base: list[dict[str, Any
     recorded = next(
         doc
         for doc in yaml.safe_load_all(
-            (SHARED_FIXTURES / "admission" / "mutatingwebhookconfigurations.yaml").read_text()
+            (FIXTURES / "admission" / "mutatingwebhookconfigurations.yaml").read_text()
         )
         if doc["metadata"]["name"] == "a-ferry"
     )

@@ -7,22 +7,14 @@ API-call counter starts at zero, so tests can assert calls per operation.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-# Plain `pytest` (unlike `python -m pytest`) leaves the repo root off sys.path while tests/ is on it,
-# so `import fetcher` would find tests/fetcher/ as a namespace package. Put the real one in reach.
-_REPO_ROOT = str(Path(__file__).resolve().parents[2])
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-
-from fetcher_testlib import LocalHttpStub, Responder, Seeder, make_clients  # noqa: E402
-
-from fetcher.aws import AwsClients  # noqa: E402
+from fetcher.aws import AwsClients
+from tests.support.aws import LocalHttpStub, Responder, Seeder, make_clients
 
 
 @pytest.fixture

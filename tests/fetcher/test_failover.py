@@ -14,7 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from fetcher_testlib import (
+
+from fetcher.aws import AwsClients
+from fetcher.errors import AwsUnavailableError, ObjectErrors
+from fetcher.sources import fetch_all
+from tests.support.aws import (
     FAILOVER,
     PRIMARY,
     LocalHttpStub,
@@ -25,10 +29,6 @@ from fetcher_testlib import (
     make_clients,
     make_spec,
 )
-
-from fetcher.aws import AwsClients
-from fetcher.errors import AwsUnavailableError, ObjectErrors
-from fetcher.sources import fetch_all
 
 StubFactory = Callable[[Callable[[RecordedRequest], Reply]], LocalHttpStub]
 

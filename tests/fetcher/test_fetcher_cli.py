@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fetcher_testlib import FETCHER_COMMAND, REPO_ROOT, Seeder, fetcher_env, make_spec
 
 from fetcher.__main__ import main, write_termination_message
 from fetcher.writer import DATA_LINK
+from tests.support.aws import FETCHER_COMMAND, REPO_ROOT, Seeder, fetcher_env, make_spec
 
 SPC_YAML = """\
 apiVersion: secrets-store.csi.x-k8s.io/v1

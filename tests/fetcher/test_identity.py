@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fetcher_testlib import LocalHttpStub, RecordedRequest, Reply, Seeder, make_clients, make_spec
 
 from fetcher.aws import AwsClients
 from fetcher.sources import fetch_all
+from tests.support.aws import LocalHttpStub, RecordedRequest, Reply, Seeder, make_clients, make_spec
 
 StubFactory = Callable[[Callable[[RecordedRequest], Reply]], LocalHttpStub]
 ROLE_ARN = "arn:aws:iam::123456789012:role/shop-api"

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fetcher_testlib import PRIMARY, RecordedRequest, Reply, Seeder, aws_json_error, make_clients, make_spec
 
 from fetcher.aws import AwsClients
 from fetcher.errors import FerryError
@@ -28,6 +27,7 @@ from fetcher.loop import (
 )
 from fetcher.spec import FetchSpec
 from fetcher.writer import DATA_LINK
+from tests.support.aws import PRIMARY, RecordedRequest, Reply, Seeder, aws_json_error, make_clients, make_spec
 
 
 def sm(name: str, **fields: Any) -> dict[str, Any]:

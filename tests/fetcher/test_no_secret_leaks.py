@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fetcher_testlib import FETCHER_COMMAND, PRIMARY, REPO_ROOT, Seeder, fetcher_env, make_clients, make_spec
 
 from fetcher.__main__ import main
 from fetcher.errors import FerryError
 from fetcher.logs import log
 from fetcher.loop import RefreshState, refresh_once
+from tests.support.aws import FETCHER_COMMAND, PRIMARY, REPO_ROOT, Seeder, fetcher_env, make_clients, make_spec
 
 CANARY = f"canary{uuid.uuid4().hex[:12]}"
 USER = f"{CANARY}-user"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from fetcher_testlib import make_spec
 
 from fetcher.errors import ObjectErrors, RenderError
 from fetcher.render import render
 from fetcher.sources import FetchedValue
+from tests.support.aws import make_spec
 
 DB_JSON = json.dumps({"username": "admin", "db-pass": "s3cr3t-Value", "port": 5432, "nested": {"host": "db.local"}})
 

@@ -9,7 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from fetcher_testlib import (
+
+from fetcher.aws import AwsClients
+from fetcher.errors import AwsRejectedError, ObjectErrors, ParametersNotFoundError
+from fetcher.sources import SSM_BATCH_SIZE, fetch_all
+from tests.support.aws import (
     PRIMARY,
     LocalHttpStub,
     RecordedRequest,
@@ -19,10 +23,6 @@ from fetcher_testlib import (
     make_clients,
     make_spec,
 )
-
-from fetcher.aws import AwsClients
-from fetcher.errors import AwsRejectedError, ObjectErrors, ParametersNotFoundError
-from fetcher.sources import SSM_BATCH_SIZE, fetch_all
 
 StubFactory = Callable[[Callable[[RecordedRequest], Reply]], LocalHttpStub]
 

@@ -8,7 +8,6 @@ import sys
 from typing import Any
 
 import pytest
-from fetcher_testlib import REPO_ROOT
 
 from fetcher.spec import (
     MAX_OBJECTS,
@@ -24,6 +23,7 @@ from fetcher.spec import (
     parse_objects_yaml,
     spec_from_secret_provider_class,
 )
+from tests.support.aws import REPO_ROOT
 
 SM_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf"
 SSM_ARN = "arn:aws:ssm:us-east-1:123456789012:parameter/app/url"

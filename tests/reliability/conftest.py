@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from .faultproxy import FaultProxy
-from .leakscan import LogCollector, SecretLedger
+from tests.support.faultproxy import FaultProxy
+from tests.support.leakscan import LogCollector, SecretLedger
 
 _LEDGER = SecretLedger()
 # Ferry's packages and the server it runs in; their records are scanned for secret values.
@@ -32,7 +32,7 @@ CAPTURED_LOGGERS = ("fetcher", "webhook", "ferry", "uvicorn", "uvicorn.error", "
 
 
 # Figures for docs/reliability.md: section -> row label -> columns. Written at session end to
-# $FERRY_RELIABILITY_SUMMARY when set (tests/reliability/make_report.py sets it and renders the doc).
+# $FERRY_RELIABILITY_SUMMARY when set (scripts/reliability_report.py sets it and renders the doc).
 SUMMARY_ENV_VAR = "FERRY_RELIABILITY_SUMMARY"
 _RESULTS: dict[str, dict[str, Any]] = {}
 

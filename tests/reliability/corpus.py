@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .webhooklib import spc
+from tests.support.webhook_server import spc
 
 OBJECTS = "ferry.dev/objects"
 MOUNT = "ferry.dev/mount-path"

@@ -14,10 +14,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.leakscan import SecretLedger
+from tests.support.webhook_server import WebhookUnderTest, pod
+
 from .conftest import record_result
 from .corpus import CORPUS, CORPUS_SPCS, GOOD, MOUNT, OBJECTS, Case
-from .leakscan import SecretLedger
-from .webhooklib import WebhookUnderTest, pod
 
 # Denials reach kubectl and Events; one that echoes a 100 KB annotation back is a problem of its own.
 MAX_MESSAGE_CHARS = 4096

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from . import swaplib
+from tests.support import swap as swaplib
+
 from .conftest import record_result
 
 

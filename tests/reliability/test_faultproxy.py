@@ -16,8 +16,8 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 
-from .faultproxy import Fault, FaultProxy
-from .leakscan import SecretLedger, new_secret_value
+from tests.support.faultproxy import Fault, FaultProxy
+from tests.support.leakscan import SecretLedger, new_secret_value
 
 GET = "secretsmanager.GetSecretValue"
 DESCRIBE = "secretsmanager.DescribeSecret"

@@ -32,10 +32,8 @@ import pytest
 
 from fetcher.aws import AwsClients, AwsSettings
 from fetcher.loop import JITTER_FRACTION, RefreshState, run_sidecar
-
-from .conftest import record_result
-from .faultproxy import Fault, FaultProxy
-from .fetchlib import (
+from tests.support.faultproxy import Fault, FaultProxy
+from tests.support.fetch import (
     DB_FILES,
     FETCHER,
     REGION,
@@ -49,7 +47,9 @@ from .fetchlib import (
     seed_client,
     wait_until,
 )
-from .leakscan import SecretLedger, new_secret_value
+from tests.support.leakscan import SecretLedger, new_secret_value
+
+from .conftest import record_result
 
 GET = "secretsmanager.GetSecretValue"
 DESCRIBE = "secretsmanager.DescribeSecret"

@@ -33,10 +33,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.leakscan import SecretLedger
+from tests.support.webhook_server import MUTATE_PATH, NAMESPACE, WebhookUnderTest, apply_patch, pod, review
+
 from .conftest import record_result
 from .corpus import GOOD
-from .leakscan import SecretLedger
-from .webhooklib import MUTATE_PATH, NAMESPACE, WebhookUnderTest, apply_patch, pod, review
 
 EXAMPLES = 150
 # timeoutSeconds of the MutatingWebhookConfiguration: the API server's deadline for an answer.

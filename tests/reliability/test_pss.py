@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from . import pss
+from tests.support import pss
 
 
 def good_pod() -> dict[str, Any]:

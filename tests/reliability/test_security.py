@@ -37,13 +37,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fetcher.spec import build_spec
+from tests.support import pss
+from tests.support.fetch import fetcher_env, run_init, seed_client
+from tests.support.leakscan import SecretLedger, new_secret_value
+from tests.support.webhook_server import WebhookUnderTest, apply_patch, pod, review, spc
 
-from . import pss
 from .conftest import record_result
 from .corpus import GOOD
-from .fetchlib import fetcher_env, run_init, seed_client
-from .leakscan import SecretLedger, new_secret_value
-from .webhooklib import WebhookUnderTest, apply_patch, pod, review, spc
 
 OWN = {"ferry-init", "ferry-sidecar"}
 K8S_VERSION = kubernetes_validate.latest_version()

@@ -14,7 +14,6 @@ import asyncio
 import base64
 import json
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,11 +22,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.support.paths import FIXTURES
 from webhook.kube import StaticView
 from webhook.memo import clear_caches
 from webhook.settings import Settings
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kube-apiserver-v1.28"
 ADMISSION = FIXTURES / "admission"
 # The newest Kubernetes schema the installed kubernetes-validate ships.
 K8S_VERSION = kubernetes_validate.latest_version()

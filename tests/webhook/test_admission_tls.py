@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
-from kubeapi import FakeKubeAPI
 
+from tests.support.kubeapi import FakeKubeAPI
 from webhook.app import create_app
 from webhook.certs import generate_bundle, write_bundle
 from webhook.kube import WatchCache

@@ -20,8 +20,8 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from kubeapi import SHARED_FIXTURES, FakeKubeAPI
 
+from tests.support.kubeapi import FIXTURES, FakeKubeAPI
 from webhook.certs import (
     CertBundle,
     CertStoreError,
@@ -296,7 +296,7 @@ def test_ensure_reports_api_errors(fake: FakeKubeAPI, api: kubernetes.client.Api
 
 def recorded_webhook_configurations() -> list[dict[str, Any]]:
     """The recorded setup, with its `<base64 CA>` placeholders replaced as a real cluster would hold them."""
-    path = SHARED_FIXTURES / "admission" / "mutatingwebhookconfigurations.yaml"
+    path = FIXTURES / "admission" / "mutatingwebhookconfigurations.yaml"
     configs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
     for config in configs:
         for webhook in config["webhooks"]:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import kubernetes.client
 import pytest
-from kubeapi import NAMESPACES, SECRET_PROVIDER_CLASSES, SHARED_FIXTURES, FakeKubeAPI
 
+from tests.support.kubeapi import FIXTURES, NAMESPACES, SECRET_PROVIDER_CLASSES, FakeKubeAPI
 from webhook.kube import KubeConfigError, StaticView, WatchCache, load_api_client, server_version
 
 SPC_PATH = "/apis/secrets-store.csi.x-k8s.io/v1/secretproviderclasses"
@@ -245,7 +245,7 @@ def test_server_version_parses_recorded_and_provider_versions(
 
 def test_static_view_from_recorded_spc_file(tmp_path: Path) -> None:
     view = StaticView.from_files(
-        [SHARED_FIXTURES / "secretproviderclasses.yaml"],
+        [FIXTURES / "secretproviderclasses.yaml"],
         namespace_annotations={"team-a": {"ferry.dev/region": "eu-west-1"}},
     )
     assert view.is_ready()
@@ -263,7 +263,7 @@ def test_static_view_from_recorded_spc_file(tmp_path: Path) -> None:
         "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\n"
         "metadata: {name: db-credentials}\nspec: {provider: aws, parameters: {objects: '[]'}}\n"
     )
-    view = StaticView.from_files([unscoped, SHARED_FIXTURES / "secretproviderclasses.yaml"])
+    view = StaticView.from_files([unscoped, FIXTURES / "secretproviderclasses.yaml"])
     unscoped_spc = view.secret_provider_class("team-z", "db-credentials")
     assert unscoped_spc is not None and "namespace" not in unscoped_spc["metadata"]
     scoped = view.secret_provider_class("team-a", "db-credentials")

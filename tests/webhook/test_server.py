@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 from cryptography import x509
-from kubeapi import REPO_ROOT
 
+from tests.support.paths import REPO_ROOT
 from webhook.certs import CertBundle, generate_bundle, write_bundle
 from webhook.server import TLSServer
 

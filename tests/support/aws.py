@@ -15,7 +15,6 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -23,8 +22,8 @@ import botocore.session
 
 from fetcher.aws import AwsClients, AwsSettings
 from fetcher.spec import FetchSpec, build_spec
+from tests.support.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 PRIMARY = "us-east-1"
 FAILOVER = "us-west-2"
 

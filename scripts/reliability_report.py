@@ -8,11 +8,11 @@ as it is, not from memory. This script runs the reliability suite with
 ``<!-- BEGIN generated:NAME -->`` and ``<!-- END generated:NAME -->`` in the
 doc. Prose outside the markers is left alone.
 
-    python tests/reliability/make_report.py                      # default run + bench/results/*.json
-    python tests/reliability/make_report.py --slow               # also the -m slow tests
-    python tests/reliability/make_report.py --save-summary S.json   # keep what the run recorded
-    python tests/reliability/make_report.py --summary S.json     # reuse a summary, run nothing
-    python tests/reliability/make_report.py --bench-dir /tmp/soak
+    python scripts/reliability_report.py                      # default run + bench/results/*.json
+    python scripts/reliability_report.py --slow               # also the -m slow tests
+    python scripts/reliability_report.py --save-summary S.json   # keep what the run recorded
+    python scripts/reliability_report.py --summary S.json     # reuse a summary, run nothing
+    python scripts/reliability_report.py --bench-dir /tmp/soak
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DOC = REPO_ROOT / "docs" / "reliability.md"
 
 

@@ -22,8 +22,8 @@ from typing import Any
 import boto3
 
 from fetcher.spec import FetchSpec, build_spec
+from tests.support.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
 FETCHER = [sys.executable, "-m", "fetcher"]
 

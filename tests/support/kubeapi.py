@@ -57,13 +57,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
+from tests.support.paths import FIXTURES
+
 if TYPE_CHECKING:
     import kubernetes.client
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# Same directory as `SHARED_FIXTURES` in tests/conftest.py; defined here too because
-# `from conftest import ...` is ambiguous once several conftest.py files exist.
-SHARED_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "kube-apiserver-v1.28"
 
 NAMESPACES = "namespaces"
 SECRET_PROVIDER_CLASSES = "secretproviderclasses"
@@ -318,7 +316,7 @@ class FakeKubeAPI:
 
     def __init__(
         self,
-        fixtures_dir: str | Path = SHARED_FIXTURES,
+        fixtures_dir: str | Path = FIXTURES,
         *,
         spc_crd_installed: bool = True,
         max_watch_seconds: float = 300.0,
