@@ -46,6 +46,7 @@ from typing import Any
 import psutil
 
 from bench import benchlib
+from tests.support.reviews import pod_create_review
 
 sys.path.insert(0, str(benchlib.REPO_ROOT))
 
@@ -114,22 +115,8 @@ MIX: list[tuple[str, int, dict[str, str], bool, bool]] = [
 
 
 def review_bytes(kind: str, annotations: dict[str, str], serial: int) -> tuple[str, bytes]:
-    uid = str(uuid.uuid4())
-    body = {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": NAMESPACE,
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-            "object": pod(annotations, f"soak-{serial}"),
-            "dryRun": kind == "dry-run",
-        },
-    }
-    return uid, json.dumps(body).encode()
+    body = pod_create_review(pod(annotations, f"soak-{serial}"), namespace=NAMESPACE, dryRun=kind == "dry-run")
+    return body["request"]["uid"], json.dumps(body).encode()
 
 
 class Server:

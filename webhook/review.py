@@ -158,14 +158,5 @@ def build_response(
     return {"apiVersion": API_VERSION, "kind": KIND, "response": response}
 
 
-def decode_patch(response: AdmissionResponse) -> list[dict[str, Any]]:
-    """The JSONPatch ops of a response (tests and the inject command use it)."""
-    if "patch" not in response:
-        return []
-    ops = json.loads(base64.b64decode(response["patch"]))
-    assert isinstance(ops, list)
-    return ops
-
-
 def _trim(text: str) -> str:
     return text if len(text) <= MAX_WARNING_CHARS else text[: MAX_WARNING_CHARS - 3] + "..."

@@ -10,10 +10,8 @@ namespaces and a few SecretProviderClasses, some of them hostile).
 
 from __future__ import annotations
 
-import base64
 import json
 import ssl
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 import httpx
 import jsonpatch
 
+from tests.support.reviews import decode_patch, pod_create_review
 from webhook.app import create_app
 from webhook.certs import generate_bundle, write_bundle
 from webhook.kube import StaticView
@@ -65,38 +64,11 @@ def pod(
 
 
 def review(obj: Any, uid: str | None = None, **request: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid or str(uuid.uuid4()),
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": NAMESPACE,
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller", "groups": []},
-            "object": obj,
-            "oldObject": None,
-            "dryRun": False,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
-            **request,
-        },
-    }
-
-
-def patch_of(response: Mapping[str, Any]) -> list[dict[str, Any]]:
-    if "patch" not in response:
-        return []
-    assert response["patchType"] == "JSONPatch"
-    ops = json.loads(base64.b64decode(response["patch"]))
-    assert isinstance(ops, list)
-    return ops
+    return pod_create_review(obj, namespace=NAMESPACE, uid=uid, **request)
 
 
 def apply_patch(obj: Mapping[str, Any], response: Mapping[str, Any]) -> dict[str, Any]:
-    patched = jsonpatch.apply_patch(obj, patch_of(response), in_place=False)
+    patched = jsonpatch.apply_patch(obj, decode_patch(response), in_place=False)
     assert isinstance(patched, dict)
     return patched
 

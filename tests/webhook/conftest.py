@@ -11,17 +11,18 @@ with other directories' conftest modules.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import httpx
 import jsonpatch
+import kubernetes.client
 import kubernetes_validate
 import pytest
 import yaml
 
+from tests.support.kubeapi import FakeKubeAPI
 from tests.support.paths import FIXTURES
 from webhook.kube import StaticView
 from webhook.memo import clear_caches
@@ -91,15 +92,6 @@ def cluster() -> CountingView:
 @pytest.fixture
 def review() -> Callable[[str], dict[str, Any]]:
     return load_review
-
-
-def decode_patch(response: Mapping[str, Any]) -> list[dict[str, Any]]:
-    if "patch" not in response:
-        return []
-    assert response["patchType"] == "JSONPatch"
-    ops = json.loads(base64.b64decode(response["patch"]))
-    assert isinstance(ops, list)
-    return ops
 
 
 def apply_and_validate(pod: Mapping[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
@@ -179,3 +171,17 @@ def make_pod(
 @pytest.fixture
 def pod_factory() -> Callable[..., dict[str, Any]]:
     return make_pod
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeKubeAPI]:
+    """A kube-apiserver on loopback serving the recorded responses."""
+    with FakeKubeAPI() as server:
+        yield server
+
+
+@pytest.fixture
+def api(fake: FakeKubeAPI) -> Iterator[kubernetes.client.ApiClient]:
+    """A Kubernetes client pointed at `fake`."""
+    with fake.api_client() as client:
+        yield client

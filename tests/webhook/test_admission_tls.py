@@ -20,10 +20,10 @@ import httpx
 import pytest
 
 from tests.support.kubeapi import FakeKubeAPI
+from tests.support.reviews import decode_patch
 from webhook.app import create_app
 from webhook.certs import generate_bundle, write_bundle
 from webhook.kube import WatchCache
-from webhook.review import decode_patch
 from webhook.server import TLSServer
 from webhook.settings import Settings
 

@@ -8,7 +8,6 @@ import socket
 import ssl
 import stat
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,18 +46,6 @@ async def hello_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"hello"})
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeKubeAPI]:
-    with FakeKubeAPI() as server:
-        yield server
-
-
-@pytest.fixture
-def api(fake: FakeKubeAPI) -> Iterator[kubernetes.client.ApiClient]:
-    with fake.api_client() as client:
-        yield client
 
 
 def trusting(ca_pem: bytes) -> ssl.SSLContext:

@@ -25,18 +25,6 @@ def eventually(predicate: Callable[[], object], timeout: float = 10.0) -> bool:
     return bool(predicate())
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeKubeAPI]:
-    with FakeKubeAPI() as server:
-        yield server
-
-
-@pytest.fixture
-def api(fake: FakeKubeAPI) -> Iterator[kubernetes.client.ApiClient]:
-    with fake.api_client() as client:
-        yield client
-
-
 def _start_cache(api: kubernetes.client.ApiClient, fake: FakeKubeAPI, **kwargs: float) -> WatchCache:
     cache = WatchCache(api, backoff_initial=0.01, resync_backoff_max=0.2, **kwargs)
     cache.start()

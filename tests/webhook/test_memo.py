@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import copy
 import json
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from tests.support.reviews import pod_create_review
 from webhook.app import create_app
 from webhook.settings import Settings
 
@@ -48,19 +48,7 @@ class MutableView:
 
 def replica_review(pod: dict[str, Any]) -> dict[str, Any]:
     """The review the API server sends for one replica: same pod, a fresh uid."""
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": str(uuid.uuid4()),
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "apps",
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-            "object": pod,
-        },
-    }
+    return pod_create_review(pod, namespace="apps")
 
 
 def post(client: Any, review: dict[str, Any]) -> dict[str, Any]:

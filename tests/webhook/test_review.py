@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from webhook.review import MAX_WARNING_CHARS, MalformedReview, build_response, decode_patch, parse_review
+from tests.support.reviews import decode_patch
+from webhook.review import MAX_WARNING_CHARS, MalformedReview, build_response, parse_review
 
 
 def test_parses_every_recorded_review(review: Callable[[str], dict[str, Any]]) -> None:

@@ -16,8 +16,8 @@ import jsonpatch
 import pytest
 
 from fetcher.spec import FetchSpec
+from tests.support.reviews import decode_patch
 from webhook.app import create_app
-from webhook.review import decode_patch
 from webhook.settings import Settings
 
 Review = Callable[[str], dict[str, Any]]
