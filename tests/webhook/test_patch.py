@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 import jsonpatch
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -77,6 +78,15 @@ def edited(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
     return before, after
 
 
+def _pod_with(init: list[Any], containers: list[Any]) -> dict[str, Any]:
+    return {"metadata": {"name": "p"}, "spec": {"initContainers": init, "containers": containers}}
+
+
+A = {"name": "a", "image": "i", "volumeMounts": [{"name": "v", "mountPath": "/v"}]}
+B = {"name": "b", "image": "i"}
+C = {"name": "c", "image": "i", "env": [{"name": "X", "value": "1"}]}
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pair=edited())
 def test_the_patch_does_what_a_plain_diff_does(pair: tuple[dict[str, Any], dict[str, Any]]) -> None:
@@ -100,3 +110,58 @@ def test_the_remembered_diff_is_used_and_bounded() -> None:
     second = make_pod_patch(before, after)
     hits, misses, size = memo.cache_stats()["diffs"]
     assert first == second and hits >= 1 and misses >= 1 and 1 <= size <= memo.MAX_DIFFS
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (_pod_with([A], [B]), _pod_with([C, A], [B])),  # insert in front, share the rest
+        (_pod_with([A], [B]), _pod_with([A, C], [B, dict(C, name="d")])),  # append
+        (_pod_with([A, B], []), _pod_with([B, A], [])),  # reorder shared items
+        (_pod_with([A, B], [C]), _pod_with([B], [C, A])),  # move an item between lists
+        (_pod_with([A], [B]), _pod_with([dict(A, image="j")], [B])),  # change in place
+        (_pod_with([A], [B]), _pod_with([], [])),  # remove everything
+        (_pod_with([A, B], [C]), _pod_with([dict(C, name="x"), dict(A), B], [C])),  # equal copies, not shared
+    ],
+)
+def test_make_pod_patch_is_exact_for_any_change(before: dict[str, Any], after: dict[str, Any]) -> None:
+    snapshot = copy.deepcopy(before)
+    ops = make_pod_patch(before, after)
+    assert jsonpatch.apply_patch(before, ops) == after
+    assert before == snapshot
+    assert "$ferry" not in json.dumps(ops)
+
+
+def test_stand_ins_never_leak_into_a_patch() -> None:
+    from webhook.patch import Pruner
+
+    pruner = Pruner()
+    pruner.prune([A], [B, A])
+    assert pruner.restore([{"op": "add", "path": "/0", "value": {"$ferry-new-item": 0}}]) == [
+        {"op": "add", "path": "/0", "value": B}
+    ]
+    assert pruner.restore([{"op": "replace", "path": "/0", "value": {"x": {"$ferry-shared-item": 0}}}]) is None
+
+
+def test_a_remembered_diff_is_the_same_patch_and_a_copy_of_its_own() -> None:
+    """Pods of one shape share a remembered diff; each caller gets the same ops, free to change them."""
+    from webhook import memo
+
+    memo.clear_caches()
+    first_before, first_after = _pod_with([A], [B]), _pod_with([C, A], [B])
+    # Another pod of the same shape: other images and env, the same containers gaining the same things.
+    second_before = _pod_with([dict(A, image="other")], [dict(B, image="other")])
+    second_after = _pod_with([C, second_before["spec"]["initContainers"][0]], second_before["spec"]["containers"])
+    first = make_pod_patch(first_before, first_after)
+    second = make_pod_patch(second_before, second_after)
+    hits, _, _ = memo.cache_stats()["diffs"]
+    assert hits >= 1
+    assert jsonpatch.apply_patch(first_before, first) == first_after
+    assert jsonpatch.apply_patch(second_before, second) == second_after
+    again = make_pod_patch(first_before, first_after)
+    assert again == first
+    again[0]["path"] = "/changed"
+    for op in again:
+        if isinstance(op.get("value"), dict):
+            op["value"].clear()
+    assert make_pod_patch(first_before, first_after) == first

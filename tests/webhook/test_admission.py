@@ -1,4 +1,4 @@
-"""The injected pod: layout, sidecar modes, Job handling, idempotency, reinvocation, patch by diff."""
+"""The admission policy for one pod: layout, sidecar modes, Job handling, idempotency, reinvocation, denials."""
 
 from __future__ import annotations
 
@@ -133,13 +133,6 @@ def test_job_pods_get_no_regular_sidecar_and_a_warning(
     # With native sidecars a Job completes anyway, so it gets one.
     native = admit(pod, native=True)
     assert native.reason == "sidecar-native" and native.warnings == ()
-
-
-def test_bare_pods_that_exit_are_run_to_completion(pod_factory: PodFactory) -> None:
-    assert is_run_to_completion(pod_factory(restartPolicy="OnFailure"))
-    assert is_run_to_completion(pod_factory(restartPolicy="Never"))
-    assert not is_run_to_completion(pod_factory(restartPolicy="Always"))
-    assert not is_run_to_completion(pod_factory())
 
 
 def test_selected_containers_only(pod_factory: PodFactory, patched_pod: Validate) -> None:
@@ -298,81 +291,3 @@ def test_patch_handles_pods_without_init_containers_or_annotations(patched_pod: 
     )
     assert admission.outcome == "injected"
     check_patch(pod, admission.pod, patched_pod)
-
-
-def _pod_with(init: list[Any], containers: list[Any]) -> dict[str, Any]:
-    return {"metadata": {"name": "p"}, "spec": {"initContainers": init, "containers": containers}}
-
-
-A = {"name": "a", "image": "i", "volumeMounts": [{"name": "v", "mountPath": "/v"}]}
-B = {"name": "b", "image": "i"}
-C = {"name": "c", "image": "i", "env": [{"name": "X", "value": "1"}]}
-
-
-@pytest.mark.parametrize(
-    ("before", "after"),
-    [
-        (_pod_with([A], [B]), _pod_with([C, A], [B])),  # insert in front, share the rest
-        (_pod_with([A], [B]), _pod_with([A, C], [B, dict(C, name="d")])),  # append
-        (_pod_with([A, B], []), _pod_with([B, A], [])),  # reorder shared items
-        (_pod_with([A, B], [C]), _pod_with([B], [C, A])),  # move an item between lists
-        (_pod_with([A], [B]), _pod_with([dict(A, image="j")], [B])),  # change in place
-        (_pod_with([A], [B]), _pod_with([], [])),  # remove everything
-        (_pod_with([A, B], [C]), _pod_with([dict(C, name="x"), dict(A), B], [C])),  # equal copies, not shared
-    ],
-)
-def test_make_pod_patch_is_exact_for_any_change(before: dict[str, Any], after: dict[str, Any]) -> None:
-    snapshot = copy.deepcopy(before)
-    ops = make_pod_patch(before, after)
-    assert jsonpatch.apply_patch(before, ops) == after
-    assert before == snapshot
-    assert "$ferry" not in json.dumps(ops)
-
-
-def test_stand_ins_never_leak_into_a_patch() -> None:
-    from webhook.patch import Pruner
-
-    pruner = Pruner()
-    pruner.prune([A], [B, A])
-    assert pruner.restore([{"op": "add", "path": "/0", "value": {"$ferry-new-item": 0}}]) == [
-        {"op": "add", "path": "/0", "value": B}
-    ]
-    assert pruner.restore([{"op": "replace", "path": "/0", "value": {"x": {"$ferry-shared-item": 0}}}]) is None
-
-
-def test_a_remembered_diff_is_the_same_patch_and_a_copy_of_its_own() -> None:
-    """Pods of one shape share a remembered diff; each caller gets the same ops, free to change them."""
-    from webhook import memo
-
-    memo.clear_caches()
-    first_before, first_after = _pod_with([A], [B]), _pod_with([C, A], [B])
-    # Another pod of the same shape: other images and env, the same containers gaining the same things.
-    second_before = _pod_with([dict(A, image="other")], [dict(B, image="other")])
-    second_after = _pod_with([C, second_before["spec"]["initContainers"][0]], second_before["spec"]["containers"])
-    first = make_pod_patch(first_before, first_after)
-    second = make_pod_patch(second_before, second_after)
-    hits, _, _ = memo.cache_stats()["diffs"]
-    assert hits >= 1
-    assert jsonpatch.apply_patch(first_before, first) == first_after
-    assert jsonpatch.apply_patch(second_before, second) == second_after
-    again = make_pod_patch(first_before, first_after)
-    assert again == first
-    again[0]["path"] = "/changed"
-    for op in again:
-        if isinstance(op.get("value"), dict):
-            op["value"].clear()
-    assert make_pod_patch(first_before, first_after) == first
-
-
-@pytest.mark.parametrize(
-    "pod",
-    [
-        {"metadata": [], "spec": []},
-        {"metadata": {"ownerReferences": 5, "labels": ["job-name"]}, "spec": None},
-        {"metadata": {"ownerReferences": ["Job", None], "labels": "job-name"}},
-        {},
-    ],
-)
-def test_is_run_to_completion_never_raises_on_malformed_pods(pod: dict[str, Any]) -> None:
-    """The admission memo keys every pod on it, before anything else has looked at the pod."""
-    assert is_run_to_completion(pod) is False

@@ -1,0 +1,69 @@
+"""Whether a pod is injected: pod over namespace, opt-in, exclusions, and denials that say what to fix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.webhook.test_resolve import SM_OBJECTS, namespace
+from webhook.decide import Denial, Skip, decide_injection
+from webhook.settings import Settings
+
+PodFactory = Callable[..., dict[str, Any]]
+
+
+def test_pod_annotation_wins_over_namespace(pod_factory: PodFactory, settings: Settings) -> None:
+    ns_on = namespace("team-b", **{"ferry.dev/inject": "true"})
+    ns_off = namespace("team-b", **{"ferry.dev/inject": "false"})
+    opted_out = pod_factory({"ferry.dev/inject": "false"})
+    opted_in = pod_factory({"ferry.dev/inject": "true", "ferry.dev/objects": SM_OBJECTS})
+    assert decide_injection(opted_out, "team-b", ns_on, settings) == Skip("opted-out")
+    assert decide_injection(opted_in, "team-b", ns_off, settings) is None
+
+
+def test_namespace_opt_in_applies_to_pods_that_name_secrets(pod_factory: PodFactory, settings: Settings) -> None:
+    ns_on = namespace("team-b", **{"ferry.dev/inject": "true"})
+    assert decide_injection(pod_factory({"ferry.dev/objects": SM_OBJECTS}), "team-b", ns_on, settings) is None
+    # Nothing named by the pod or the namespace: the pod did not ask for anything.
+    assert decide_injection(pod_factory(), "team-b", ns_on, settings) == Skip("nothing-named")
+    ns_with_spc = namespace("team-b", **{"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "db"})
+    assert decide_injection(pod_factory(), "team-b", ns_with_spc, settings) is None
+
+
+def test_not_requested(pod_factory: PodFactory, settings: Settings) -> None:
+    assert decide_injection(pod_factory(), "team-b", None, settings) == Skip("not-requested")
+    skip = decide_injection(pod_factory({"ferry.dev/objects": SM_OBJECTS}), "team-b", None, settings)
+    assert isinstance(skip, Skip) and skip.reason == "not-requested"
+    assert "ferry.dev/objects set but ferry.dev/inject is not" in skip.warnings[0]
+
+
+@pytest.mark.parametrize("ns", ["kube-system", "kube-public", "ferry-system", "monitoring"])
+def test_excluded_namespaces_are_never_injected(pod_factory: PodFactory, ns: str) -> None:
+    settings = Settings(excluded_namespaces=frozenset({"monitoring"}))
+    pod = pod_factory({"ferry.dev/inject": "true", "ferry.dev/objects": SM_OBJECTS}, namespace=ns)
+    skip = decide_injection(pod, ns, namespace(ns, **{"ferry.dev/inject": "true"}), settings)
+    assert isinstance(skip, Skip) and skip.reason == "excluded-namespace"
+    assert f"never injects in namespace {ns}" in skip.warnings[0]
+
+
+def test_invalid_inject_values_are_denied(pod_factory: PodFactory, settings: Settings) -> None:
+    denial = decide_injection(pod_factory({"ferry.dev/inject": "yes"}), "team-b", None, settings)
+    assert denial == Denial("invalid-annotation", 'ferry.dev/inject: \'yes\' must be "true" or "false"')
+    denial = decide_injection(pod_factory(), "team-b", namespace("team-b", **{"ferry.dev/inject": "on"}), settings)
+    assert isinstance(denial, Denial)
+    assert denial.message.startswith("namespace team-b annotation ferry.dev/inject: 'on'")
+    assert decide_injection(pod_factory({"ferry.dev/inject": "True"}), "team-b", None, settings) is None
+
+
+def test_unknown_ferry_annotations_are_denied_with_a_suggestion(pod_factory: PodFactory, settings: Settings) -> None:
+    pod = pod_factory({"ferry.dev/inject": "true", "ferry.dev/refresh-intervall": "1m", "ferry.dev/zzz": "1"})
+    denial = decide_injection(pod, "team-b", None, settings)
+    assert isinstance(denial, Denial) and denial.reason == "unknown-annotation"
+    assert "ferry.dev/refresh-intervall: is not a Ferry annotation; did you mean ferry.dev/refresh-interval?" in (
+        denial.message
+    )
+    assert "ferry.dev/zzz: is not a Ferry annotation; known keys:" in denial.message
+    # Even a pod that did not opt in is told: a typo must never silently skip injection.
+    assert isinstance(decide_injection(pod_factory({"ferry.dev/injct": "true"}), "team-b", None, settings), Denial)

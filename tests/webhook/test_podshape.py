@@ -1,0 +1,33 @@
+"""Checks on the pod's own shape: run-to-completion, never raising on malformed pods."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from webhook.podshape import is_run_to_completion
+
+PodFactory = Callable[..., dict[str, Any]]
+
+
+def test_bare_pods_that_exit_are_run_to_completion(pod_factory: PodFactory) -> None:
+    assert is_run_to_completion(pod_factory(restartPolicy="OnFailure"))
+    assert is_run_to_completion(pod_factory(restartPolicy="Never"))
+    assert not is_run_to_completion(pod_factory(restartPolicy="Always"))
+    assert not is_run_to_completion(pod_factory())
+
+
+@pytest.mark.parametrize(
+    "pod",
+    [
+        {"metadata": [], "spec": []},
+        {"metadata": {"ownerReferences": 5, "labels": ["job-name"]}, "spec": None},
+        {"metadata": {"ownerReferences": ["Job", None], "labels": "job-name"}},
+        {},
+    ],
+)
+def test_is_run_to_completion_never_raises_on_malformed_pods(pod: dict[str, Any]) -> None:
+    """The admission memo keys every pod on it, before anything else has looked at the pod."""
+    assert is_run_to_completion(pod) is False
