@@ -721,10 +721,10 @@ def kube_calls(admissions: int, warmup: int) -> dict[str, Any]:
     import httpx
     from kubeapi import FakeKubeAPI
 
+    from tests.support.tlsserver import TLSServer
     from webhook.app import create_app
     from webhook.certs import generate_bundle, write_bundle
     from webhook.kube import WatchCache
-    from webhook.server import TLSServer
     from webhook.settings import Settings
 
     template = (benchlib.FIXTURES / "admission" / "review-1-ferry-first-call.json").read_text()

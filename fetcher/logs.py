@@ -4,8 +4,10 @@ Why it exists: cluster log pipelines parse JSON lines, and a fetcher log line
 must be safe to ship anywhere. So every line carries only names, versions,
 regions, counts and error codes; callers never pass a value, and this module
 accepts only plain scalars as fields so a bytes payload cannot slip in by
-accident. The webhook can reuse `JsonFormatter` with the standard logging
-module to get the same shape.
+accident. `JsonFormatter` gives the standard logging module the same shape;
+for the webhook to adopt it, it must move into `fetcher.spec` or the webhook
+(the webhook may import only `fetcher.spec`, the one fetcher package its image
+copies).
 """
 
 from __future__ import annotations

@@ -194,7 +194,7 @@ def _load_namespace_annotations(path: str | None) -> dict[str, dict[str, str]]:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from kubernetes.client.exceptions import ApiException
 
-    from webhook import certs, kube, server
+    from webhook import certs, certstore, kube, server
     from webhook.app import create_app
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(message)s", stream=sys.stderr)
@@ -230,11 +230,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
                 bundle = certs.generate_bundle([*dns_names, "localhost"], ip_addresses=("127.0.0.1",))
             else:
                 try:
-                    bundle = certs.ensure_cluster_bundle(
+                    bundle = certstore.ensure_cluster_bundle(
                         api_client, settings.namespace, settings.tls_secret_name, dns_names
                     )
-                    certs.patch_ca_bundle(api_client, settings.webhook_config_name, bundle.ca_pem)
-                except certs.CertStoreError as exc:
+                    certstore.patch_ca_bundle(api_client, settings.webhook_config_name, bundle.ca_pem)
+                except certstore.CertStoreError as exc:
                     print(f"error: {exc}", file=sys.stderr)
                     return 1
                 except ApiException as exc:

@@ -15,8 +15,8 @@ certificate would drop admissions, so the server re-reads the files in place:
   certificate and the key being replaced. New handshakes get the new
   certificate; open connections keep theirs.
 - SIGTERM and SIGINT make uvicorn stop accepting, finish in-flight requests,
-  and exit (`serve`); `TLSServer` runs the same server in a thread for tests,
-  benchmarks and the demo.
+  and exit (`serve`). Tests and benchmarks run the same `ReloadingServer` in a
+  thread (`tests.support.tlsserver.TLSServer`).
 
 Access logs are off by default: one line per admission is noise at fleet scale,
 and the app's own metrics and denial logs say what matters.
@@ -33,16 +33,14 @@ import socket
 import ssl
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
-__all__ = ["MINIMUM_TLS_VERSION", "CertReloader", "TLSServer", "serve"]
+__all__ = ["MINIMUM_TLS_VERSION", "CertReloader", "ReloadingServer", "run_server", "serve", "server_config"]
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +121,7 @@ class CertReloader:
                 log.exception("TLS certificate reload failed; keeping the current certificate")
 
 
-class _Server(uvicorn.Server):
+class ReloadingServer(uvicorn.Server):
     """uvicorn's server plus our certificate reloader, run in the server's own event loop."""
 
     def __init__(self, config: uvicorn.Config, cert_file: Path, key_file: Path, reload_interval: float) -> None:
@@ -157,7 +155,7 @@ def _tls_context_factory(config: uvicorn.Config, default: Callable[[], ssl.SSLCo
     return context
 
 
-def _config(
+def server_config(
     app: Any,
     *,
     host: str,
@@ -184,7 +182,7 @@ def _config(
     )
 
 
-def _run(server: _Server, sockets: list[socket.socket] | None = None) -> None:
+def run_server(server: ReloadingServer, sockets: list[socket.socket] | None = None) -> None:
     with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
         runner.run(server.serve(sockets=sockets))
 
@@ -209,7 +207,7 @@ def serve(
     accepting and waits up to `timeout_graceful_shutdown` seconds for requests
     in flight. ``log_config=None`` leaves logging as the caller configured it.
     """
-    config = _config(
+    config = server_config(
         app,
         host=host,
         port=port,
@@ -220,9 +218,9 @@ def serve(
         log_config=log_config,
         timeout_graceful_shutdown=timeout_graceful_shutdown,
     )
-    server = _Server(config, Path(cert_file), Path(key_file), reload_interval)
+    server = ReloadingServer(config, Path(cert_file), Path(key_file), reload_interval)
     with _absorb_stop_signals():
-        _run(server)
+        run_server(server)
 
 
 @contextlib.contextmanager
@@ -243,127 +241,3 @@ def _absorb_stop_signals() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-class TLSServer:
-    """`serve` in a background thread, as a context manager (tests, benchmarks, the demo).
-
-    ``with TLSServer(app, cert, key) as server:`` returns once the server
-    accepts connections; ``server.url`` is ``https://127.0.0.1:PORT``. Port 0
-    picks a free port. Leaving the block shuts the server down gracefully and
-    joins its thread.
-    """
-
-    def __init__(
-        self,
-        app: Any,
-        cert_file: Path,
-        key_file: Path,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        reload_interval: float = 30.0,
-        log_level: str = "warning",
-        access_log: bool = False,
-        startup_timeout: float = 10.0,
-    ) -> None:
-        self.host = host
-        self.cert_file = Path(cert_file)
-        self.key_file = Path(key_file)
-        self.startup_timeout = startup_timeout
-        self._requested_port = port
-        self._config = _config(
-            app,
-            host=host,
-            port=port,
-            cert_file=self.cert_file,
-            key_file=self.key_file,
-            log_level=log_level,
-            access_log=access_log,
-            log_config=None,  # a library must not reconfigure the host process's logging
-            timeout_graceful_shutdown=5,
-        )
-        self._server = _Server(self._config, self.cert_file, self.key_file, reload_interval)
-        self._socket: socket.socket | None = None
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-
-    @property
-    def port(self) -> int:
-        if self._socket is None:
-            raise RuntimeError("TLSServer is not running")
-        return int(self._socket.getsockname()[1])
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"https://{host}:{self.port}"
-
-    @property
-    def ssl_context(self) -> ssl.SSLContext:
-        """The live server-side context (after start)."""
-        assert self._config.ssl is not None
-        return self._config.ssl
-
-    @property
-    def reloads(self) -> int:
-        """How many times the certificate was reloaded from changed files."""
-        return self._server.reloader.reloads if self._server.reloader else 0
-
-    def reload_now(self, timeout: float = 10.0) -> bool:
-        """Check the certificate files now, in the server's loop; True if the certificate was reloaded."""
-        reloader, loop = self._server.reloader, self._server.loop
-        if reloader is None or loop is None:
-            raise RuntimeError("TLSServer is not running")
-
-        async def check() -> bool:
-            return reloader.check()
-
-        return asyncio.run_coroutine_threadsafe(check(), loop).result(timeout)
-
-    def start(self) -> TLSServer:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.host, self._requested_port))
-        except OSError:
-            sock.close()
-            raise
-        sock.set_inheritable(True)
-        self._socket = sock
-        self._thread = threading.Thread(target=self._thread_main, name=f"ferry-tls-server-{self.port}", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + self.startup_timeout
-        while not self._server.started:
-            if self._error is not None or not self._thread.is_alive():
-                self.stop()
-                raise RuntimeError(f"TLS server failed to start: {self._error!r}") from self._error
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"TLS server did not start within {self.startup_timeout}s")
-            time.sleep(0.01)
-        return self
-
-    def _thread_main(self) -> None:
-        try:
-            _run(self._server, sockets=[self._socket] if self._socket else None)
-        except BaseException as exc:  # reported by start()/stop(), not lost in a thread
-            self._error = exc
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
-
-    def __enter__(self) -> TLSServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -155,19 +155,6 @@ def _not_found_path() -> dict[str, Any]:
     return _status(404, "NotFound", "the server could not find the requested resource", {})
 
 
-def _merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = _merge_patch(result.get(key), value)
-    return result
-
-
 def _strategic_merge_patch(target: Any, patch: Any) -> Any:
     """A strategic merge patch, simplified: lists of objects with a `name` merge by name."""
     if isinstance(patch, list) and isinstance(target, list):
@@ -239,9 +226,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_PATCH(self) -> None:
         self._dispatch("PATCH")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
 
     def _dispatch(self, method: str) -> None:
         parts = urlsplit(self.path)
@@ -436,7 +420,7 @@ class FakeKubeAPI:
 
     @property
     def writes(self) -> list[RecordedRequest]:
-        """Every POST, PUT, PATCH and DELETE so far."""
+        """Every POST, PUT and PATCH so far."""
         return [r for r in self.requests if r.method != "GET"]
 
     def request_count(self, path_prefix: str | None = None, *, method: str | None = None) -> int:
@@ -822,10 +806,6 @@ class FakeKubeAPI:
             return
         if method == "GET":
             handler._send_json(200, current)
-        elif method == "DELETE":
-            with self._cond:
-                self._stored.pop(path, None)
-            handler._send_json(200, _status(200, "", "", details) | {"status": "Success"})
         elif method == "PUT":
             body = request.body or {}
             sent_rv = body.get("metadata", {}).get("resourceVersion")
@@ -927,9 +907,6 @@ class FakeKubeAPI:
             except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
                 return f"the server rejected our request due to an error in our request: {exc}"
             return patched
-        if content_type == "application/merge-patch+json":
-            merged: dict[str, Any] = _merge_patch(current, request.body)
-            return merged
         if content_type == "application/strategic-merge-patch+json":
             strategic: dict[str, Any] = _strategic_merge_patch(current, request.body)
             return strategic

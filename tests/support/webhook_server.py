@@ -21,11 +21,11 @@ import httpx
 import jsonpatch
 
 from tests.support.reviews import decode_patch, pod_create_review
+from tests.support.tlsserver import TLSServer
 from webhook.app import create_app
 from webhook.certs import generate_bundle, write_bundle
 from webhook.kube import StaticView
 from webhook.metrics import AdmissionMetrics
-from webhook.server import TLSServer
 from webhook.settings import Settings
 
 NAMESPACE = "apps"
@@ -63,8 +63,8 @@ def pod(
     }
 
 
-def review(obj: Any, uid: str | None = None, **request: Any) -> dict[str, Any]:
-    return pod_create_review(obj, namespace=NAMESPACE, uid=uid, **request)
+def review(obj: Any, uid: str | None = None, namespace: str = NAMESPACE, **request: Any) -> dict[str, Any]:
+    return pod_create_review(obj, namespace=namespace, uid=uid, **request)
 
 
 def apply_patch(obj: Mapping[str, Any], response: Mapping[str, Any]) -> dict[str, Any]:

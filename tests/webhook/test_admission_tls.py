@@ -21,10 +21,10 @@ import pytest
 
 from tests.support.kubeapi import FakeKubeAPI
 from tests.support.reviews import decode_patch
+from tests.support.tlsserver import TLSServer
 from webhook.app import create_app
 from webhook.certs import generate_bundle, write_bundle
 from webhook.kube import WatchCache
-from webhook.server import TLSServer
 from webhook.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -21,18 +21,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tests.support.kubeapi import FIXTURES, FakeKubeAPI
+from tests.support.tlsserver import TLSServer
 from webhook.certs import (
     CertBundle,
-    CertStoreError,
-    ensure_cluster_bundle,
     generate_bundle,
     load_bundle,
-    patch_ca_bundle,
     rotation_reasons,
     service_dns_names,
     write_bundle,
 )
-from webhook.server import TLSServer
+from webhook.certstore import CertStoreError, ensure_cluster_bundle, patch_ca_bundle
 
 NAMESPACE = "ferry-system"
 SECRET = "ferry-webhook-tls"

@@ -22,8 +22,8 @@ import pytest
 from cryptography import x509
 
 from tests.support.paths import REPO_ROOT
+from tests.support.tlsserver import TLSServer
 from webhook.certs import CertBundle, generate_bundle, write_bundle
-from webhook.server import TLSServer
 
 NAMES = ["localhost"]
 
