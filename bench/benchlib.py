@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tests.support.paths import FIXTURES as FIXTURES  # re-exported: the scripts read the recorded fixtures
 from tests.support.paths import REPO_ROOT
 
 BENCH_DIR = Path(__file__).resolve().parent

@@ -19,6 +19,7 @@ Every decision is made once per pod. Replicas are answered from the memo
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -64,7 +65,6 @@ class Decision:
     namespace: str
     # The log line's fields (outcome, reason, source, counts); never a value.
     log_fields: Mapping[str, Any]
-    patch: tuple[dict[str, Any], ...] = ()
     warnings: tuple[str, ...] = ()
     # The denial's message; None unless denied.
     message: str | None = None
@@ -75,6 +75,14 @@ class Decision:
     def encode(self, uid: str) -> bytes:
         """The AdmissionReview response for the request with this uid, as JSON bytes."""
         return self.head + json.dumps(uid).encode() + self.tail
+
+    def patch(self) -> list[dict[str, Any]]:
+        """The JSONPatch ops, read back from the encoded answer: a remembered Decision holds only bytes."""
+        response = json.loads(self.encode(""))["response"]
+        if "patch" not in response:
+            return []
+        ops: list[dict[str, Any]] = json.loads(base64.b64decode(response["patch"]))
+        return ops
 
 
 def admit(
@@ -190,7 +198,6 @@ def _encoded(admission: Admission, pod: Mapping[str, Any] | None, namespace: str
         admission.reason,
         namespace,
         fields,
-        tuple(patch),
         admission.warnings,
         admission.message if admission.outcome == "denied" else None,
         encoded[:split],

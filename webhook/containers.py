@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fetcher.spec import SPEC_ENV_VAR, FetchSpec
-from webhook import memo
 from webhook.identity import Identity, apply_identity
 from webhook.podshape import INIT_CONTAINER_NAME, OWN_CONTAINER_NAMES, SIDECAR_NAME
 from webhook.settings import Settings
@@ -40,8 +39,9 @@ def build_fetcher_container(
     run_as_user: int,
     identity: Identity | None = None,
     native_sidecar: bool = False,
+    spec_json: str = "",
 ) -> dict[str, Any]:
-    """The fetcher in `mode`; the spec travels as one env var of canonical JSON."""
+    """The fetcher in `mode`; the spec travels as one env var of canonical JSON (`spec_json` when known)."""
     container: dict[str, Any] = {
         "name": INIT_CONTAINER_NAME if mode == "init" else SIDECAR_NAME,
         "image": settings.fetcher_image,
@@ -49,7 +49,7 @@ def build_fetcher_container(
         "command": ["python", "-m", "fetcher"],
         "args": [mode, "--dir", mount_path],
         "env": [
-            {"name": SPEC_ENV_VAR, "value": memo.spec_json(spec)},
+            {"name": SPEC_ENV_VAR, "value": spec_json or spec.to_json()},
             # Read-only root filesystem: no .pyc writes; unbuffered so logs are never lost on exit.
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
@@ -69,11 +69,17 @@ def build_fetcher_container(
 
 
 def build_init_container(
-    spec: FetchSpec, settings: Settings, *, mount_path: str, run_as_user: int, identity: Identity | None = None
+    spec: FetchSpec,
+    settings: Settings,
+    *,
+    mount_path: str,
+    run_as_user: int,
+    identity: Identity | None = None,
+    spec_json: str = "",
 ) -> dict[str, Any]:
     """Runs before every other init container and exits non-zero unless every file was written."""
     return build_fetcher_container(
-        "init", spec, settings, mount_path=mount_path, run_as_user=run_as_user, identity=identity
+        "init", spec, settings, mount_path=mount_path, run_as_user=run_as_user, identity=identity, spec_json=spec_json
     )
 
 
@@ -85,6 +91,7 @@ def build_sidecar(
     run_as_user: int,
     identity: Identity | None = None,
     native: bool,
+    spec_json: str = "",
 ) -> dict[str, Any]:
     """Keeps the files fresh; `native` makes it an init container with restartPolicy Always."""
     return build_fetcher_container(
@@ -95,6 +102,7 @@ def build_sidecar(
         run_as_user=run_as_user,
         identity=identity,
         native_sidecar=native,
+        spec_json=spec_json,
     )
 
 

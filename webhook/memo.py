@@ -2,8 +2,8 @@
 
 Why it exists: admission is about a millisecond of CPU on the event loop, and
 most of it repeats. A Deployment's replicas arrive as identical pods; an SPC or
-an `objects` annotation is the same text for every replica; the same spec is
-serialized into every pod; pods of the same shape prune to the same diff. Each
+an `objects` annotation is the same text for every replica, so the spec and its
+JSON are built once; pods of the same shape prune to the same diff. Each
 of those is remembered here, keyed by content, bounded, and cleared together by
 `clear_caches()`. Nothing is keyed by `id()`: a key is the content itself (or
 marshal bytes of it), so a freed object's address can never answer for another.
@@ -72,11 +72,22 @@ class BoundedCache(Generic[K, V]):
         self.hits = self.misses = 0
 
 
+@dataclass(frozen=True)
+class BuiltSpec:
+    """A valid spec and its canonical JSON, serialized once: the same spec goes into every replica."""
+
+    spec: FetchSpec
+    json: str
+
+    @classmethod
+    def of(cls, spec: FetchSpec) -> BuiltSpec:
+        return cls(spec, spec.to_json())
+
+
 # A built spec, or its problems (a tuple, not the exception: cached tracebacks would pin frames).
-SpecResult = FetchSpec | tuple[Problem, ...]
+SpecResult = BuiltSpec | tuple[Problem, ...]
 
 _SPECS: BoundedCache[Hashable, SpecResult] = BoundedCache(MAX_SPECS)
-_SPEC_JSON: BoundedCache[FetchSpec, str] = BoundedCache(MAX_SPECS)
 _DIFFS: BoundedCache[bytes, bytes] = BoundedCache(MAX_DIFFS)
 
 
@@ -86,11 +97,6 @@ def remembered_spec(key: Hashable, build: Callable[[], SpecResult]) -> SpecResul
     `key` must hold every input `build` reads; `content_key` makes one from JSON-like values.
     """
     return _SPECS.get_or_compute(key, build)
-
-
-def spec_json(spec: FetchSpec) -> str:
-    """`spec.to_json()`, once per distinct spec (the same spec goes into every replica)."""
-    return _SPEC_JSON.get_or_compute(spec, spec.to_json)
 
 
 def remembered_diff(before: Any, after: Any, diff: Callable[[Any, Any], list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -125,16 +131,13 @@ def content_key(value: Any) -> Hashable:
 
 def clear_caches() -> None:
     """Forget every content cache (tests and benchmarks; never needed for correctness)."""
-    for cache in (_SPECS, _SPEC_JSON, _DIFFS):
+    for cache in (_SPECS, _DIFFS):
         cache.clear()
 
 
 def cache_stats() -> dict[str, tuple[int, int, int]]:
     """(hits, misses, size) of each content cache, for tests and benchmarks."""
-    return {
-        name: (cache.hits, cache.misses, len(cache))
-        for name, cache in (("specs", _SPECS), ("spec_json", _SPEC_JSON), ("diffs", _DIFFS))
-    }
+    return {name: (cache.hits, cache.misses, len(cache)) for name, cache in (("specs", _SPECS), ("diffs", _DIFFS))}
 
 
 # --- The whole-answer memo. --------------------------------------------------

@@ -67,6 +67,7 @@ def mutate_pod(
         "mount_path": resolved.mount_path,
         "run_as_user": resolved.run_as_user,
         "identity": identity,
+        "spec_json": resolved.spec_json,
     }
     own_init = [build_init_container(resolved.spec, settings, **build_args)]
     if mode == "native":

@@ -150,7 +150,7 @@ class Pruner:
         """The ops with real items for new stand-ins; None if a stand-in shows up anywhere else."""
         restored = []
         for op in ops:
-            if any(_STAND_IN_PREFIX in str(op.get(key, "")) for key in ("path", "from")):
+            if _STAND_IN_PREFIX in op["path"] or _STAND_IN_PREFIX in op.get("from", ""):
                 return None  # an edit inside a stand-in (e.g. two items of one name): only the plain diff is exact
             value = op.get("value")
             if op.get("op") == "add" and isinstance(value, dict) and list(value) == [_NEW]:

@@ -69,6 +69,8 @@ class ResolvedRequest:
     """A valid request: everything the pod builders need."""
 
     spec: FetchSpec
+    # The spec's canonical JSON (FERRY_SPEC), serialized once per distinct spec.
+    spec_json: str
     mount_path: str
     # Names of the app's containers and init containers that get the read-only mount.
     containers: tuple[str, ...]
@@ -167,6 +169,7 @@ def resolve_spec(
     pod_translation = pod_ann.get(ANNOTATION_PATH_TRANSLATION)
 
     spec: FetchSpec | None = None
+    spec_json = ""
     if pod_objects is not None:
         source = ANNOTATION_OBJECTS
         region, region_label = _first(pod_region, ns_region, default_region)
@@ -179,8 +182,8 @@ def resolve_spec(
             **labels,
         }
         built = _inline_spec(pod_objects, region, failover, pod_translation, options, names)
-        if isinstance(built, FetchSpec):
-            spec = built
+        if isinstance(built, memo.BuiltSpec):
+            spec, spec_json = built.spec, built.json
         else:
             problems.extend(str(problem) for problem in built)
     else:
@@ -219,8 +222,8 @@ def resolve_spec(
             overrides["pathTranslation"] = pod_translation
             names["pathTranslation"] = ANNOTATION_PATH_TRANSLATION
         built = _spc_spec(_trimmed_spc(manifest, ns, spc_name, overrides), options, names)
-        if isinstance(built, FetchSpec):
-            spec = built
+        if isinstance(built, memo.BuiltSpec):
+            spec, spec_json = built.spec, built.json
         else:
             problems.extend(str(problem) for problem in built)
 
@@ -233,6 +236,7 @@ def resolve_spec(
         )
     return ResolvedRequest(
         spec=spec,
+        spec_json=spec_json,
         mount_path=mount_path or DEFAULT_MOUNT_PATH,
         containers=containers,
         run_as_user=run_as_user,
@@ -275,13 +279,15 @@ def _inline_spec(
 ) -> memo.SpecResult:
     def build() -> memo.SpecResult:
         try:
-            return build_spec(
-                objects=objects,
-                region=region,
-                failover_region=failover,
-                path_translation=translation,
-                field_names=names,
-                **options.as_arguments(),
+            return memo.BuiltSpec.of(
+                build_spec(
+                    objects=objects,
+                    region=region,
+                    failover_region=failover,
+                    path_translation=translation,
+                    field_names=names,
+                    **options.as_arguments(),
+                )
             )
         except SpecError as exc:
             return exc.problems
@@ -315,7 +321,9 @@ def _trimmed_spc(
 def _spc_spec(trimmed: Mapping[str, Any], options: _SpecOptions, names: Mapping[str, str]) -> memo.SpecResult:
     def build() -> memo.SpecResult:
         try:
-            return spec_from_secret_provider_class(trimmed, field_names=names, **options.as_arguments())
+            return memo.BuiltSpec.of(
+                spec_from_secret_provider_class(trimmed, field_names=names, **options.as_arguments())
+            )
         except SpecError as exc:
             return exc.problems
 

@@ -16,6 +16,7 @@ refreshes their identity env, as on any reinvocation.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -86,10 +87,13 @@ def inject_manifest(
                 {"apiVersion": "batch/v1", "kind": "Job", "name": meta.get("name", ""), "uid": ""}
             ]
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": template.get("spec") or {}}
+    # As the API server would see it: JSON. PyYAML reads an unquoted 2024-01-01 as a date; kubectl sends a string.
+    pod = json.loads(json.dumps(pod, default=str))
     decision = admit(_pod_create(pod, ns), view, settings, native_sidecars=native_sidecars)
     if decision.outcome == "denied":
         raise InjectionDenied(where, decision.message or "denied")
-    admitted = jsonpatch.apply_patch(pod, list(decision.patch)) if decision.patch else pod
+    patch = decision.patch()
+    admitted = jsonpatch.apply_patch(pod, patch) if patch else pod
     if kind == "Pod":
         return ManifestResult(admitted, decision)
     template = _dig(result, TEMPLATE_PATHS[str(kind)])
