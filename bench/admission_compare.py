@@ -98,8 +98,8 @@ asyncio.run(main())
 """
 
 
-def make_job(calls: int, warmup: int, pool: int) -> dict[str, Any]:
-    bodies = request_bodies(realistic_review("inline"), pool)
+def make_job(calls: int, warmup: int, pool: int, source: str) -> dict[str, Any]:
+    bodies = request_bodies(realistic_review(source), pool)
     namespaces = json.loads((benchlib.FIXTURES / "namespaces-list.json").read_text())["items"]
     return {
         "cases": list(CASES),
@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=2000, help="timed calls per case per measurement")
     parser.add_argument("--warmup", type=int, default=300, help="untimed calls per case first")
     parser.add_argument("--pool", type=int, default=2048, help="distinct pods in the unique case (> memo size)")
+    parser.add_argument("--source", choices=("inline", "spc"), default="inline", help="objects inline or via an SPC")
     parser.add_argument("--out-dir", type=Path, default=None, help="results directory (default bench/results)")
     args = parser.parse_args(argv)
     machine = benchlib.machine_info()
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict[str, dict[str, float]]]] = {"before": [], "after": []}
     with tempfile.TemporaryDirectory(prefix="ferry-compare-") as workdir:
         job_file = Path(workdir) / "job.json"
-        job_file.write_text(json.dumps(make_job(args.calls, args.warmup, args.pool)))
+        job_file.write_text(json.dumps(make_job(args.calls, args.warmup, args.pool, args.source)))
         for round_number in range(args.rounds):
             order = ("before", "after") if round_number % 2 == 0 else ("after", "before")
             for name in order:
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             f"after/before = {summary[case]['ratio_after_before']:.3f}"
         )
     summary["runs"] = runs
-    path = benchlib.write_results("admission_compare", summary, args.out_dir)
+    path = benchlib.write_results(f"admission_compare_{args.source}", summary, args.out_dir)
     print(f"results: {path}")
     return 0
 

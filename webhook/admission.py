@@ -22,8 +22,8 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
 
 from fetcher.spec import ANNOTATION_STATUS, STATUS_INJECTED
 from webhook.decide import Denial, Skip, decide_injection, status_of
@@ -56,9 +56,11 @@ class Admission:
     source: str | None = None
 
 
-@dataclass(frozen=True)
-class Decision:
-    """The finished answer to one AdmissionRequest, without its uid: what the memo keeps for identical pods."""
+class Decision(NamedTuple):
+    """The finished answer to one AdmissionRequest, without its uid: what the memo keeps for identical pods.
+
+    A NamedTuple rather than a frozen dataclass: as immutable, and made once per admission at a third of the cost.
+    """
 
     outcome: Outcome
     reason: str
@@ -69,8 +71,8 @@ class Decision:
     # The denial's message; None unless denied.
     message: str | None = None
     # The encoded AdmissionReview, split where the uid goes: a remembered answer is not encoded again.
-    head: bytes = field(default=b"", repr=False)
-    tail: bytes = field(default=b"", repr=False)
+    head: bytes = b""
+    tail: bytes = b""
 
     def encode(self, uid: str) -> bytes:
         """The AdmissionReview response for the request with this uid, as JSON bytes."""

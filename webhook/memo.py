@@ -26,7 +26,7 @@ import marshal
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from fetcher.spec import FetchSpec, Problem
 from webhook.podshape import is_run_to_completion
@@ -116,11 +116,21 @@ def remembered_diff(before: Any, after: Any, diff: Callable[[Any, Any], list[dic
 
 
 def content_key(value: Any) -> Hashable:
-    """A hashable stand-in for a JSON-like value: equal content, equal key (in the same key order)."""
+    """A hashable stand-in for a JSON-like value: equal content, equal key (in the same key order).
+
+    marshal's bytes where it can write the value (C speed, and bytes keep their hash); else a nested tuple.
+    """
+    try:
+        return marshal.dumps(value, 2)
+    except ValueError:  # e.g. a date PyYAML read from an SPC file
+        return _frozen(value)
+
+
+def _frozen(value: Any) -> Hashable:
     if isinstance(value, Mapping):
-        return ("{", tuple((key, content_key(item)) for key, item in value.items()))
+        return ("{", tuple((key, _frozen(item)) for key, item in value.items()))
     if isinstance(value, list | tuple):
-        return ("[", tuple(content_key(item) for item in value))
+        return ("[", tuple(_frozen(item) for item in value))
     try:
         hash(value)
     except TypeError:
@@ -186,8 +196,7 @@ def pod_key(namespace: str, pod: Mapping[str, Any]) -> bytes:
     return hashlib.blake2b(marshal.dumps(parts, 2), digest_size=20).digest()
 
 
-@dataclass(frozen=True)
-class _Seen:
+class _Seen(NamedTuple):
     """An object read from the cluster view: the object itself (the view replaces, never edits) and its version."""
 
     obj: Mapping[str, Any] | None
@@ -200,14 +209,17 @@ class _Seen:
         return cls(obj, version if isinstance(version, str) else None)
 
     def still(self, obj: Mapping[str, Any] | None) -> bool:
-        return obj is self.obj and _Seen.of(obj).version == self.version
+        if obj is not self.obj:
+            return False
+        meta = obj.get("metadata") if obj is not None else None
+        version = meta.get("resourceVersion") if isinstance(meta, Mapping) else None
+        return (version if isinstance(version, str) else None) == self.version
 
 
-@dataclass(frozen=True)
-class Remembered(Generic[V]):
+class Remembered(NamedTuple):
     """An answer, and what it was computed from."""
 
-    answer: V
+    answer: Any
     namespace: _Seen
     # (namespace, name) of each SecretProviderClass looked up, and what the lookup returned.
     spcs: tuple[tuple[tuple[str, str], _Seen], ...]
@@ -217,7 +229,7 @@ class AdmissionMemo(Generic[V]):
     """A bounded LRU of answers, each valid while its inputs are unchanged."""
 
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
-        self._entries: OrderedDict[bytes, Remembered[V]] = OrderedDict()
+        self._entries: OrderedDict[bytes, Remembered] = OrderedDict()
         self._max_entries = max_entries
         self.hits = 0
         self.misses = 0
@@ -238,7 +250,8 @@ class AdmissionMemo(Generic[V]):
                 return None
         self._entries.move_to_end(key)
         self.hits += 1
-        return entry.answer
+        answer: V = entry.answer
+        return answer
 
     def remember(
         self,

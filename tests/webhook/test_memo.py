@@ -333,3 +333,17 @@ def test_every_part_of_a_pod_that_admission_reads_is_in_the_memo_key(
     keyed = set(KEYED_POD_PARTS)
     outside = {path for path in reads if path[:2] not in keyed and path[:1] not in {("spec",)} and path not in keyed}
     assert not outside, f"admission reads {sorted(outside)}, which the memo key does not hold"
+
+
+def test_content_keys_follow_content_even_for_values_marshal_cannot_write() -> None:
+    import datetime
+
+    from webhook.memo import content_key
+
+    spc = {"spec": {"parameters": {"objects": "- objectName: a", "region": "eu-west-1"}}}
+    assert content_key(spc) == content_key(copy.deepcopy(spc))
+    assert content_key(spc) != content_key({"spec": {"parameters": {"objects": "- objectName: b"}}})
+    dated = {"spec": {"parameters": {"objects": [datetime.date(2024, 1, 1)]}}}
+    assert content_key(dated) == content_key(copy.deepcopy(dated))
+    assert content_key(dated) != content_key({"spec": {"parameters": {"objects": [datetime.date(2024, 1, 2)]}}})
+    hash(content_key(dated))
