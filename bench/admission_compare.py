@@ -21,7 +21,6 @@ settings are made here once and handed to both trees.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -130,7 +129,7 @@ def measure(tree: Path, job_file: Path) -> dict[str, dict[str, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchlib.argument_parser(__doc__, quiet=False)
     parser.add_argument("--before", type=Path, required=True, help="the source tree to compare against")
     parser.add_argument("--after", type=Path, default=benchlib.REPO_ROOT, help="the new tree (default: this one)")
     parser.add_argument("--rounds", type=int, default=7, help="measurements per tree, alternating (default 7)")
@@ -138,10 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=300, help="untimed calls per case first")
     parser.add_argument("--pool", type=int, default=2048, help="distinct pods in the unique case (> memo size)")
     parser.add_argument("--source", choices=("inline", "spc"), default="inline", help="objects inline or via an SPC")
-    parser.add_argument("--out-dir", type=Path, default=None, help="results directory (default bench/results)")
     args = parser.parse_args(argv)
-    machine = benchlib.machine_info()
-    print(f"machine: {benchlib.describe_machine(machine)}")
+    machine = benchlib.announce_machine()
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
     runs: dict[str, list[dict[str, dict[str, float]]]] = {"before": [], "after": []}
     with tempfile.TemporaryDirectory(prefix="ferry-compare-") as workdir:

@@ -11,6 +11,7 @@ Not a test helper: nothing here asserts; benchmarks report and compare.
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import json
 import os
@@ -114,6 +115,22 @@ def describe_machine(info: Mapping[str, Any]) -> str:
 
 QUIET_LOAD = 1.5  # 1-minute load average below which a stage starts at once
 QUIET_WAIT_SECONDS = 300.0  # the longest a stage waits for that
+
+
+def argument_parser(doc: str | None, *, quiet: bool = True) -> argparse.ArgumentParser:
+    """Every script's start: the docstring's first paragraph as description, --out-dir, and the quiet wait."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--out-dir", type=Path, default=None, help="results directory (default bench/results)")
+    if quiet:
+        add_quiet_arguments(parser)
+    return parser
+
+
+def announce_machine(note: str = "") -> dict[str, Any]:
+    """Print what the numbers depend on (cores, CPU, memory, load) and return it for the results file."""
+    machine = machine_info()
+    print(f"machine: {describe_machine(machine)}{note}", flush=True)
+    return machine
 
 
 def add_quiet_arguments(parser: Any) -> None:

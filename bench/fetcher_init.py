@@ -25,16 +25,15 @@ instrumented subprocess, and the heaviest imports from ``-X importtime``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from bench import benchlib
+from tests.support.fetch import timed_run
 
 BUDGET_RATIO = 1.3
 FLOOR_CODE = "import boto3; s=boto3.session.Session(); s.client('secretsmanager'); s.client('ssm')"
@@ -67,25 +66,22 @@ print(json.dumps({"import_boto3": t1 - t0, "import_fetcher": t2 - t1, "parse_spe
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchlib.argument_parser(__doc__)
     parser.add_argument("--runs", type=int, default=21, help="timed runs of each command (default 21)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs of each first (default 2)")
     parser.add_argument("--secrets", type=int, default=10)
     parser.add_argument("--parameters", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds one run may take before it is an error")
     parser.add_argument("--no-pin", action="store_true", help="do not pin moto and the children to separate CPUs")
-    parser.add_argument("--out-dir", type=Path, default=None, help="results directory (default bench/results)")
-    benchlib.add_quiet_arguments(parser)
     args = parser.parse_args(argv)
     if args.runs < 1 or args.warmup < 0:
         parser.error("--runs must be >= 1 and --warmup >= 0")
 
-    machine = benchlib.machine_info()
+    machine = benchlib.announce_machine()
     server_cpus, child_cpus, pinned = benchlib.cpu_plan()
     pinned = pinned and not args.no_pin
     if pinned:
         benchlib.pin_self(server_cpus)
-    print(f"machine: {benchlib.describe_machine(machine)}")
     where = f"moto on CPU {sorted(server_cpus)}, timed children on CPU {sorted(child_cpus)}"
     print(f"pinning: {where if pinned else 'off'}")
 
@@ -214,18 +210,7 @@ def main(argv: list[str] | None = None) -> int:
 def _timed(
     cmd: list[str], env: dict[str, str], timeout: float, label: str, preexec: Callable[[], None] | None
 ) -> tuple[float, str]:
-    start = time.perf_counter()
-    proc = subprocess.run(
-        cmd,
-        env=env,
-        cwd=benchlib.REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        preexec_fn=preexec,
-    )
-    elapsed = time.perf_counter() - start
+    elapsed, proc = timed_run(cmd, env, timeout, preexec)
     if proc.returncode != 0:
         raise RuntimeError(f"{label} exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
     return elapsed, proc.stderr

@@ -22,7 +22,6 @@ kills landed inside swaps). Exit status: 1 if any check failed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -215,14 +214,12 @@ def inspect_sidecar_dir(target: Path) -> tuple[int | None, list[str], list[str]]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchlib.argument_parser(__doc__, quiet=False)
     parser.add_argument("--writer-kills", type=int, default=500)
     parser.add_argument("--sidecar-kills", type=int, default=200)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--out-dir", type=Path, default=None)
     args = parser.parse_args(argv)
-    machine = benchlib.machine_info()
-    print(f"machine: {benchlib.describe_machine(machine)}", flush=True)
+    machine = benchlib.announce_machine()
     writer = writer_kills(args.writer_kills, args.seed) if args.writer_kills else {"kills": 0, "ok": True}
     print(f"writer: {json.dumps(writer)}", flush=True)
     sidecar = sidecar_kills(args.sidecar_kills, args.seed) if args.sidecar_kills else {"kills": 0, "ok": True}

@@ -78,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
 
-    machine = benchlib.machine_info()
-    print(f"machine: {benchlib.describe_machine(machine)}")
+    machine = benchlib.announce_machine()
     failures: list[str] = []
     durations: dict[str, float] = {}
     run_dirs = (

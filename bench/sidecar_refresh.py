@@ -28,7 +28,6 @@ same sidecar does pick up a change (one GetSecretValue, one swap).
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -44,7 +43,7 @@ PINNED = 3
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchlib.argument_parser(__doc__)
     parser.add_argument("--cycles", type=int, default=1000, help="refresh cycles to run (default 1000)")
     parser.add_argument("--interval", type=float, default=0.02, help="refreshSeconds in the spec (default 0.02)")
     parser.add_argument("--secrets", type=int, default=10)
@@ -52,19 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-every", type=int, default=100, help="RSS sample every N cycles (default 100)")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="give up after this long (default 300)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin moto and the sidecar to separate CPUs")
-    parser.add_argument("--out-dir", type=Path, default=None, help="results directory (default bench/results)")
-    benchlib.add_quiet_arguments(parser)
     args = parser.parse_args(argv)
     if args.cycles < 1 or args.interval < 0:
         parser.error("--cycles must be >= 1 and --interval >= 0")
     import psutil
 
-    machine = benchlib.machine_info()
+    machine = benchlib.announce_machine()
     moto_cpus, child_cpus, pinned = benchlib.cpu_plan()
     pinned = pinned and not args.no_pin
     if pinned:
         benchlib.pin_self(moto_cpus)
-    print(f"machine: {benchlib.describe_machine(machine)}")
     where = f"moto on CPU {sorted(moto_cpus)}, sidecar on CPU {sorted(child_cpus)}"
     print(f"pinning: {where if pinned else 'off'}")
 

@@ -21,7 +21,6 @@ log, or the sidecar died.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -42,7 +41,7 @@ sys.path.insert(0, str(benchlib.REPO_ROOT))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchlib.argument_parser(__doc__, quiet=False)
     parser.add_argument("--cycles", type=int, default=10_000)
     parser.add_argument("--warmup", type=int, default=500, help="cycles before the first measurement")
     parser.add_argument("--interval", type=float, default=0.005, help="refreshSeconds in FERRY_SPEC")
@@ -51,12 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rss-growth-mb", type=float, default=4.0)
     parser.add_argument("--max-fd-growth", type=int, default=2)
     parser.add_argument("--max-seconds", type=float, default=1800.0)
-    parser.add_argument("--out-dir", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    machine = benchlib.machine_info()
     sidecar_cpus, own_cpus, pinned = benchlib.cpu_plan()
-    print(f"machine: {benchlib.describe_machine(machine)}; pinned: {pinned}", flush=True)
+    machine = benchlib.announce_machine(f"; pinned: {pinned}")
     if pinned:
         benchlib.pin_self(own_cpus)
     stored: set[str] = set()

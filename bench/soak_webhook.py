@@ -29,7 +29,6 @@ latency is reported, never judged here (bench/webhook_latency.py judges it).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -297,7 +296,7 @@ async def drive(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchlib.argument_parser(__doc__, quiet=False)
     parser.add_argument("--duration", type=float, default=300.0, help="measured seconds (default 300)")
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=200.0, help="admissions per second (default 200)")
@@ -307,14 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--unique-fraction", type=float, default=0.3, help="share of pods that are one of a kind (default 0.3)"
     )
-    parser.add_argument(
-        "--out-dir", type=Path, default=None, help="where soak_webhook.json goes (default bench/results)"
-    )
     args = parser.parse_args(argv)
 
-    machine = benchlib.machine_info()
     server_cpus, generator_cpus, pinned = benchlib.cpu_plan()
-    print(f"machine: {benchlib.describe_machine(machine)}; pinned: {pinned}", flush=True)
+    machine = benchlib.announce_machine(f"; pinned: {pinned}")
     with tempfile.TemporaryDirectory(prefix="ferry-soak-webhook-") as tmp:
         server = Server(Path(tmp), server_cpus if pinned else None)
         if pinned:

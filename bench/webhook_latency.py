@@ -956,7 +956,7 @@ def profile_unique(bodies: dict[str, list[bytes]], admissions: int, top: int = 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchlib.argument_parser(__doc__)
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {', '.join(STAGES)}")
     parser.add_argument("--source", choices=("inline", "spc"), default="inline", help="objects inline or via an SPC")
     parser.add_argument("--rate", type=float, default=200.0, help="(a) requests/s to each endpoint (default 200)")
@@ -983,8 +983,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-log-level", default="info", help="FERRY_LOG_LEVEL of the server (default info)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds one request may take")
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and generator to separate CPUs")
-    parser.add_argument("--out-dir", type=Path, default=None, help="results directory (default bench/results)")
-    benchlib.add_quiet_arguments(parser)
     args = parser.parse_args(argv)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = set(stages) - set(STAGES)
@@ -999,10 +997,9 @@ def main(argv: list[str] | None = None) -> int:
             print("note: wrk not found (apt-get install -y wrk); using the Python load generator for (b)")
     unique_pool = args.unique_pool or unique_pool_default()
 
-    machine = benchlib.machine_info()
+    machine = benchlib.announce_machine()
     server_cpus, generator_cpus, pinned = benchlib.cpu_plan()
     pinned = pinned and not args.no_pin
-    print(f"machine: {benchlib.describe_machine(machine)}")
     if pinned:
         benchlib.pin_self(generator_cpus)
         how = "taskset" if benchlib.taskset_prefix(server_cpus) else "sched_setaffinity"

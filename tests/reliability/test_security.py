@@ -17,7 +17,7 @@ evidence from the real code paths:
   the end of the run.
 
 RBAC and "the webhook holds no AWS credentials" are asserted on the rendered
-manifests by tests/test_manifests.py (see docs/reliability.md); not repeated here.
+manifests by tests/manifests/ (see docs/reliability.md); not repeated here.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,17 +120,27 @@ class InitRun:
     elapsed: float
 
 
-def run_init(env: dict[str, str], target: Path, termination_log: Path, timeout: float = 120) -> InitRun:
-    began = time.monotonic()
+def timed_run(
+    command: list[str], env: dict[str, str], timeout: float, preexec: Callable[[], None] | None = None
+) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """Run a command from the repository root, output captured; (wall seconds, the finished process)."""
+    began = time.perf_counter()
     done = subprocess.run(
-        [*FETCHER, "init", "--dir", str(target), "--termination-log", str(termination_log)],
+        command,
         env=env,
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,
+        check=False,
+        preexec_fn=preexec,
     )
-    elapsed = time.monotonic() - began
+    return time.perf_counter() - began, done
+
+
+def run_init(env: dict[str, str], target: Path, termination_log: Path, timeout: float = 120) -> InitRun:
+    command = [*FETCHER, "init", "--dir", str(target), "--termination-log", str(termination_log)]
+    elapsed, done = timed_run(command, env, timeout)
     termination = termination_log.read_text() if termination_log.exists() else ""
     return InitRun(done.returncode, done.stderr + done.stdout, termination, elapsed)
 
