@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tests.support.net import free_port as free_port  # re-exported for the scripts
 from tests.support.paths import FIXTURES as FIXTURES  # re-exported: the scripts read the recorded fixtures
 from tests.support.paths import REPO_ROOT
 
@@ -296,11 +297,6 @@ def _cell(value: Any) -> str:
 
 # --- Network helpers -------------------------------------------------------------
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_port(port: int, timeout: float, process: subprocess.Popen[Any] | None = None) -> None:

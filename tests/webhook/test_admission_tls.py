@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import httpx
 import pytest
 
 from tests.support.kubeapi import FakeKubeAPI
+from tests.support.net import free_port
 from tests.support.reviews import decode_patch
 from tests.support.tlsserver import TLSServer
 from webhook.app import create_app
@@ -100,16 +100,11 @@ def _trust(ca: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 def _serve(
     tmp_path: Path, env_updates: dict[str, str], *extra: str, sni: str | None = None
 ) -> tuple[subprocess.Popen[str], int, Path]:
-    port = _free_port()
+    port = free_port()
     ca = tmp_path / "ca.crt"
     env = {k: v for k, v in os.environ.items() if k not in ("KUBERNETES_SERVICE_HOST", "KUBECONFIG")}
     env.update(env_updates)

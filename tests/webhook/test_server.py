@@ -21,6 +21,7 @@ import httpx
 import pytest
 from cryptography import x509
 
+from tests.support.net import free_port
 from tests.support.paths import REPO_ROOT
 from tests.support.tlsserver import TLSServer
 from webhook.certs import CertBundle, generate_bundle, write_bundle
@@ -213,11 +214,6 @@ SERVE_SCRIPT = textwrap.dedent(
     """
 )
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_serve_finishes_in_flight_requests_on_sigterm(tls_dir: Path, bundle: CertBundle) -> None:
