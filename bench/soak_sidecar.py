@@ -37,8 +37,6 @@ import psutil
 
 from bench import benchlib
 
-sys.path.insert(0, str(benchlib.REPO_ROOT))
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = benchlib.argument_parser(__doc__, quiet=False)

@@ -47,8 +47,6 @@ import psutil
 from bench import benchlib
 from tests.support.reviews import pod_create_review
 
-sys.path.insert(0, str(benchlib.REPO_ROOT))
-
 NAMESPACE = "apps"
 OBJECTS = "\n".join(
     f"- objectName: soak/app/secret-{i}\n  objectType: {'secretsmanager' if i < 6 else 'ssmparameter'}\n"

@@ -49,7 +49,7 @@ How:
   CPU before the server does; otherwise a Python asyncio client is used, and
   the report says whether the generator or the server was the bottleneck.
 - (c) runs the app in this process with the real `WatchCache` and the real
-  `kubernetes` client against tests/kubeapi.py's FakeKubeAPI (recorded
+  `kubernetes` client against tests/support/kubeapi.py's FakeKubeAPI (recorded
   kube-apiserver v1.28 JSON), warms up, sends 1,000 admissions of the recorded
   pod that names SecretProviderClass team-a/db-credentials (memo hits), then
   1,000 admissions of distinct variants of it (memo misses, each looking the
@@ -719,8 +719,8 @@ def _ms_summary(seconds: list[float]) -> dict[str, float]:
 def kube_calls(admissions: int, warmup: int) -> dict[str, Any]:
     """The app in-process with the real WatchCache against the fake API server; count requests per admission."""
     import httpx
-    from kubeapi import FakeKubeAPI
 
+    from tests.support.kubeapi import FakeKubeAPI
     from tests.support.tlsserver import TLSServer
     from webhook.app import create_app
     from webhook.certs import generate_bundle, write_bundle

@@ -24,15 +24,15 @@ order requests (e.g. to make two writers race).
 
 Usage::
 
-    from kubeapi import FakeKubeAPI  # tests/ is on sys.path (rootdir conftest)
+    from tests.support.kubeapi import FakeKubeAPI
 
     with FakeKubeAPI() as kube, kube.api_client() as api:
         CoreV1Api(api).list_namespace()
         kube.play_events("namespaces")          # release the recorded watch events
         assert kube.request_count("/api/v1/namespaces") == 1
 
-From a bench script, put ``tests/`` on ``sys.path`` first (or run from the repo
-root and ``from tests.kubeapi import FakeKubeAPI``).
+Benchmarks import it the same way (run them as ``python -m bench.<name>`` from
+the repository root).
 """
 
 from __future__ import annotations
