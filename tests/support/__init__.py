@@ -7,7 +7,7 @@ one copy here means a fix lands everywhere. `bench` imports it as
 `tests.support` (run the benchmarks with ``python -m bench.<name>`` from the
 repository root).
 
-- `paths`: the repository root and the recorded kube-apiserver fixtures;
+- `paths`: the repository root and the recorded kube-apiserver fixtures; `net`: a free loopback port;
 - `kubeapi`: `FakeKubeAPI`, a kube-apiserver on loopback serving recorded responses;
 - `aws`: moto seeding, local HTTP stubs, fetcher clients, specs and the fetcher command;
 - `fetch`, `swap`: running the fetcher and the atomic swap in subprocesses;
