@@ -1,0 +1,71 @@
+"""Fixtures of the API-server suite: one control plane and one Ferry install per session.
+
+Why it exists: starting etcd, kube-apiserver and kube-controller-manager costs
+seconds, so the whole suite shares one (session scope), and every test works in
+namespaces of its own. The suite follows the envtest convention: it runs when
+``KUBEBUILDER_ASSETS`` names the folder of the binaries, and is skipped with one
+line saying how to enable it otherwise. With the variable set, a control plane
+that does not start is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.cluster import ControlPlane, start_control_plane
+from tests.e2e.ferrylib import Ferry, new_workdir
+
+ENABLE_HINT = "API-server suite off: export KUBEBUILDER_ASSETS=$(../shared/envtest/setup.sh) to run tests/e2e"
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    return f"API-server suite: KUBEBUILDER_ASSETS={assets}" if assets else ENABLE_HINT
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    mine = [item for item in items if HERE in Path(str(item.path)).parents]
+    for item in mine:
+        item.add_marker(pytest.mark.e2e)
+    if not os.environ.get("KUBEBUILDER_ASSETS"):
+        skip = pytest.mark.skip(reason=ENABLE_HINT)
+        for item in mine:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[ControlPlane]:
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if not assets:  # only reachable if a test outside this package asks for it
+        pytest.skip(ENABLE_HINT)
+    plane = start_control_plane(assets)
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def ferry(control_plane: ControlPlane) -> Iterator[Ferry]:
+    """Ferry installed from the project's manifests, one replica serving."""
+    install = Ferry(control_plane, new_workdir())
+    install.install()
+    install.start_replica()
+    try:
+        yield install
+    finally:
+        install.stop_all()
+
+
+@pytest.fixture
+def serving_ferry(ferry: Ferry) -> Ferry:
+    """Ferry with at least one replica serving (a test before may have stopped them)."""
+    if not ferry.replicas:
+        ferry.refresh_token()
+        ferry.start_replica()
+    return ferry
