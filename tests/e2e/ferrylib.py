@@ -305,5 +305,37 @@ def inline_objects(*names: str) -> str:
     return yaml.safe_dump([{"objectName": name, "objectType": "secretsmanager"} for name in names])
 
 
+def opted_pod(
+    name: str, *names: str, region: str = "us-east-1", extra: Mapping[str, str] | None = None, **spec: Any
+) -> dict[str, Any]:
+    """A pod that asks for these secrets inline (`ferry.dev/inject: "true"`)."""
+    values = {
+        "ferry.dev/inject": "true",
+        "ferry.dev/region": region,
+        "ferry.dev/objects": inline_objects(*names or ("db",)),
+    }
+    values.update(extra or {})
+    return pod(name, annotations=values, **spec)
+
+
+def spc(name: str, *names: str, region: str = "us-east-1") -> dict[str, Any]:
+    """A SecretProviderClass (provider aws) naming these Secrets Manager secrets."""
+    return {
+        "apiVersion": "secrets-store.csi.x-k8s.io/v1",
+        "kind": "SecretProviderClass",
+        "metadata": {"name": name},
+        "spec": {"provider": "aws", "parameters": {"region": region, "objects": inline_objects(*names)}},
+    }
+
+
+def container_names(stored: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    spec = stored["spec"]
+    return [c["name"] for c in spec.get("initContainers") or []], [c["name"] for c in spec["containers"]]
+
+
+def is_injected(stored: Mapping[str, Any]) -> bool:
+    return "ferry-init" in container_names(stored)[0]
+
+
 def new_workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="ferry-e2e-webhook-"))
