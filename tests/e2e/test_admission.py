@@ -142,7 +142,8 @@ BAD_INPUT = [
     (
         "both-versions",
         {
-            "ferry.dev/objects": '- objectName: s\n  objectType: ssmparameter\n  objectVersion: "1"\n  objectVersionLabel: prod\n'
+            "ferry.dev/objects": "- objectName: s\n  objectType: ssmparameter\n"
+            '  objectVersion: "1"\n  objectVersionLabel: prod\n'
         },
         ["objectVersion"],
     ),
@@ -159,7 +160,8 @@ BAD_INPUT = [
     (
         "duplicate-files",
         {
-            "ferry.dev/objects": "- objectName: a/b\n  objectType: secretsmanager\n- objectName: a_b\n  objectType: secretsmanager\n"
+            "ferry.dev/objects": "- objectName: a/b\n  objectType: secretsmanager\n"
+            "- objectName: a_b\n  objectType: secretsmanager\n"
         },
         ["a_b"],
     ),
