@@ -192,9 +192,10 @@ class ControlPlane:
             self.proxy.close()
 
     def restart_apiserver(self, timeout: float = 120.0) -> None:
-        """Stop kube-apiserver and start it again on the same port, keys and certificate."""
+        """Kill kube-apiserver (as a crash would) and start it again on the same port, keys and certificate."""
         proc = self._procs.pop("kube-apiserver")
-        _terminate(proc)
+        proc.kill()
+        proc.wait(timeout=30)
         self.start_apiserver(timeout)
 
     def _write_keys(self) -> None:
