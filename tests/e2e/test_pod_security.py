@@ -10,6 +10,7 @@ so the two can never silently disagree.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -97,3 +98,21 @@ def test_checker_and_api_server_agree_on_each_violation(serving_ferry: Ferry, ex
         assert '"reason":"Invalid"' in message, message
     else:
         assert 'violates PodSecurity \\"restricted:latest\\"' in message, message
+
+
+def test_ferrys_own_webhook_pod_is_admitted_in_its_restricted_namespace(serving_ferry: Ferry) -> None:
+    """The manifests' Deployment template, as a pod in ferry-system (enforce: restricted), dry run."""
+    deployment = next(doc for doc in serving_ferry.objects if doc["kind"] == "Deployment")
+    template = deployment["spec"]["template"]
+    webhook_pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "ferry-webhook-probe", **template["metadata"]},
+        "spec": template["spec"],
+    }
+    labels = json.loads(serving_ferry.plane.kubectl("get", "ns", serving_ferry.namespace, "-o", "json").stdout)[
+        "metadata"
+    ]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert _admitted(serving_ferry, serving_ferry.namespace, webhook_pod) == (True, "")
+    assert pss.check_pod(webhook_pod) == []

@@ -10,9 +10,14 @@ denial is visible.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from typing import Any
 
-from tests.e2e.ferrylib import Ferry, opted_pod, wait_for
+import yaml
+
+from tests.e2e.ferrylib import REPO_ROOT, Ferry, opted_pod, wait_for
 
 
 def _template(name: str, annotations: dict[str, str]) -> dict[str, Any]:
@@ -96,3 +101,23 @@ def test_denied_job_shows_ferrys_message_in_the_job_events(serving_ferry: Ferry)
     serving_ferry.apply(ns, [job("broken", {"ferry.dev/refresh-interval": "1s"})], check=True)
     events = wait_for(lambda: _events(serving_ferry, ns, "Job", "FailedCreate"), 90, what="a FailedCreate event")
     assert "floor" in events[0]["message"]
+
+
+def test_a_deployment_injected_offline_is_accepted_and_not_injected_twice(serving_ferry: Ferry) -> None:
+    """`python -m webhook inject` output (GitOps) applied to the cluster: one set of Ferry's containers."""
+    ns = serving_ferry.create_namespace("preview")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "AWS_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "webhook", "inject", "-f", "-", "--namespace", ns],
+        input=yaml.safe_dump(deployment("gitops", {"ferry.dev/refresh-interval": "5m"})),
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=60,
+        check=True,
+    )
+    serving_ferry.apply(ns, [yaml.safe_load(result.stdout)], check=True)
+    pods = wait_for(lambda: _pods(serving_ferry, ns, "app=gitops"), 90, what="the Deployment's pod")
+    names = [c["name"] for c in pods[0]["spec"]["initContainers"]]
+    assert names.count("ferry-init") == 1 and names.count("ferry-sidecar") == 1, names
