@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -154,6 +155,8 @@ def main() -> int:
     finally:
         ferry.stop_all()
         plane.stop()
+        shutil.rmtree(plane.workdir, ignore_errors=True)
+        shutil.rmtree(ferry.workdir, ignore_errors=True)
     print(describe_machine(info))
     print(
         f"{METRIC}{{name=pods.ferry.dev,type=admit}}: {webhook['calls']:.0f} calls for {args.pods} pods "

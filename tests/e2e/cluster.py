@@ -234,11 +234,10 @@ class ControlPlane:
         (self.workdir / "egress.yaml").write_text(yaml.safe_dump(config))
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
-        proc = subprocess.Popen(
-            [str(self.assets / name), *args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-        log.close()
+        with open(self.workdir / f"{name}.log", "ab") as log:  # the child keeps its own descriptor
+            proc = subprocess.Popen(
+                [str(self.assets / name), *args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         self._procs[name] = proc
         return proc
 
@@ -414,6 +413,14 @@ def _terminate(proc: subprocess.Popen[bytes]) -> None:
 
 
 def start_control_plane(assets: str) -> ControlPlane:
+    missing = [
+        name for name in ("etcd", "kube-apiserver", "kube-controller-manager") if not (Path(assets) / name).is_file()
+    ]
+    if missing:
+        raise ControlPlaneError(
+            f"KUBEBUILDER_ASSETS={assets} lacks {', '.join(missing)}: point it at the folder of etcd, "
+            "kube-apiserver and kube-controller-manager (the envtest layout), or unset it to skip tests/e2e"
+        )
     workdir = Path(tempfile.mkdtemp(prefix="ferry-e2e-"))
     plane = ControlPlane(assets=Path(assets), workdir=workdir)
     try:

@@ -11,6 +11,7 @@ that does not start is a failure, never a skip.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,18 +50,20 @@ def control_plane() -> Iterator[ControlPlane]:
         yield plane
     finally:
         plane.stop()
+        shutil.rmtree(plane.workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def ferry(control_plane: ControlPlane) -> Iterator[Ferry]:
     """Ferry installed from the project's manifests, one replica serving."""
     install = Ferry(control_plane, new_workdir())
-    install.install()
-    install.start_replica()
     try:
+        install.install()
+        install.start_replica()
         yield install
     finally:
         install.stop_all()
+        shutil.rmtree(install.workdir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -94,11 +94,12 @@ class MutatingServer:
         self.calls = 0
         bundle = generate_bundle(["localhost"], ip_addresses=("127.0.0.1",))
         self.ca_pem = bundle.ca_pem
-        folder = Path(tempfile.mkdtemp(prefix="ferry-e2e-idwebhook-"))
-        (folder / "tls.crt").write_bytes(bundle.cert_pem)
-        (folder / "tls.key").write_bytes(bundle.key_pem)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(folder / "tls.crt", folder / "tls.key")
+        with tempfile.TemporaryDirectory(prefix="ferry-e2e-idwebhook-") as name:
+            folder = Path(name)
+            (folder / "tls.crt").write_bytes(bundle.cert_pem)
+            (folder / "tls.key").write_bytes(bundle.key_pem)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(folder / "tls.crt", folder / "tls.key")
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
