@@ -261,3 +261,18 @@ def test_user_set_status_never_lets_a_pod_start_without_secrets(serving_ferry: F
         assert 'admission webhook "pods.ferry.dev" denied the request' in outcome
     else:
         assert "ferry-init" in container_names(outcome)[0], "started without its secrets"
+
+
+# --- found by this suite ---------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 8 part 3 (found by the suite): a pod that names secrets but does not opt in is never sent to "
+    "Ferry, so the webhook's 'starts without secrets' warning never reaches the user",
+)
+def test_pod_naming_secrets_without_opting_in_is_warned(serving_ferry: Ferry) -> None:
+    ns = serving_ferry.create_namespace("no-opt-in")
+    manifest = pod("forgot", annotations={"ferry.dev/objects": inline_objects("db"), "ferry.dev/region": "us-east-1"})
+    result = serving_ferry.apply(ns, [manifest], check=True)
+    assert "starts without secrets" in result.stderr, "kubectl showed no warning"
