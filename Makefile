@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-slow lint bench clean
+.PHONY: demo test test-slow test-e2e lint bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ lint: $(VENV)/.installed
 test: lint
 	$(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+# Only the API-server suite (a real kube-apiserver; KUBEBUILDER_ASSETS names its binaries).
+test-e2e: $(VENV)/.installed
+	@test -n "$$KUBEBUILDER_ASSETS" || { echo "set KUBEBUILDER_ASSETS to the folder of etcd, kube-apiserver, kube-controller-manager (see .ci/run)" >&2; exit 1; }
+	$(PY) -m pytest tests/e2e
 
 # The long-running reliability parts (soaks, kill loops, big fuzz runs).
 test-slow: $(VENV)/.installed

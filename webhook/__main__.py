@@ -71,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--namespace-annotations",
             metavar="FILE",
-            help="YAML: {namespace: {annotation: value}} or Namespace manifests; stands in for the cluster's",
+            help="YAML: {namespace: {annotation: value}} or Namespace manifests; stands in for the cluster's "
+            "(namespace-wide opt-in needs a Namespace manifest with the label ferry.dev/inject=enabled)",
         )
         sub.add_argument(
             "--native-sidecars",
@@ -167,11 +168,22 @@ def _static_view(spc_files: Sequence[str], namespace_file: str | None) -> Any:
     return StaticView.from_files(list(spc_files), _load_namespace_annotations(namespace_file))
 
 
+# The namespace label that routes a namespace's pods to Ferry (manifests/mutatingwebhookconfiguration.yaml).
+NAMESPACE_OPT_IN_LABEL = ("ferry.dev/inject", "enabled")
+
+
 def _load_namespace_annotations(path: str | None) -> dict[str, dict[str, str]]:
-    """{namespace: annotations} from a plain mapping or from Namespace manifests."""
+    """{namespace: annotations} from a plain mapping or from Namespace manifests.
+
+    A namespace-wide opt-in counts only as it does in a cluster: the API server sends a namespace's
+    pods to Ferry only when the namespace carries the label ferry.dev/inject=enabled, so without it
+    the namespace's ferry.dev/inject annotation is dropped here, with a warning. The plain mapping
+    holds no labels: namespace-wide opt-in needs a Namespace manifest.
+    """
     if not path:
         return {}
     result: dict[str, dict[str, str]] = {}
+    labels: dict[str, Mapping[str, Any]] = {}
     for index, doc in enumerate(yaml.safe_load_all(Path(path).read_text()), start=1):
         if doc is None:
             continue
@@ -180,11 +192,21 @@ def _load_namespace_annotations(path: str | None) -> dict[str, dict[str, str]]:
         if doc.get("kind") == "Namespace":
             meta = doc.get("metadata") or {}
             result[str(meta.get("name"))] = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
+            labels[str(meta.get("name"))] = meta.get("labels") or {}
             continue
         for name, values in doc.items():
             if not isinstance(values, Mapping):
                 raise ValueError(f"{path}: namespace {name!r} must map to annotations (a mapping of strings)")
             result[str(name)] = {str(k): str(v) for k, v in values.items()}
+    key, value = NAMESPACE_OPT_IN_LABEL
+    for name, values_of_ns in result.items():
+        if key in values_of_ns and (labels.get(name) or {}).get(key) != value:
+            del values_of_ns[key]
+            print(
+                f"warning: namespace {name}: annotation {key} ignored: without the label {key}={value} a "
+                "cluster never sends its pods to Ferry (a Namespace manifest with that label previews the opt-in)",
+                file=sys.stderr,
+            )
     return result
 
 

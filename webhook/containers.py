@@ -55,7 +55,7 @@ def build_fetcher_container(
             {"name": "PYTHONUNBUFFERED", "value": "1"},
         ],
         "resources": settings.fetcher_resources(),
-        "securityContext": build_security_context(run_as_user),
+        "securityContext": build_security_context(run_as_user, spec.file_gid),
         "volumeMounts": [build_fetcher_mount(mount_path)],
         "terminationMessagePath": "/dev/termination-log",
         # The fetcher writes its error (object, AWS error code, region) there; logs are the fallback.
@@ -106,9 +106,15 @@ def build_sidecar(
     )
 
 
-def build_security_context(run_as_user: int) -> dict[str, Any]:
-    """Pod Security Standard "restricted", and a read-only root filesystem."""
-    return {
+def build_security_context(run_as_user: int, run_as_group: int | None = None) -> dict[str, Any]:
+    """Pod Security Standard "restricted", and a read-only root filesystem.
+
+    `run_as_group` is the group the files must belong to (the spec's fileGid): the fetcher runs with
+    it as its primary group, because without CAP_CHOWN it can only give files a group it is in. With
+    a pod-level fsGroup that group is also a supplementary one, but a runAsGroup set only on the app
+    container reaches no other container, so the fetcher must be given it here.
+    """
+    context: dict[str, Any] = {
         "runAsNonRoot": True,
         "runAsUser": run_as_user,
         "allowPrivilegeEscalation": False,
@@ -117,3 +123,6 @@ def build_security_context(run_as_user: int) -> dict[str, Any]:
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+    if run_as_group is not None:
+        context["runAsGroup"] = run_as_group
+    return context

@@ -53,13 +53,21 @@ _CEL_TOKEN = re.compile(
 Node = tuple[Any, ...]
 
 
+# CEL's strings extension (on in Kubernetes): only the methods Ferry's conditions use. CEL's
+# trim() removes Unicode white space and lowerAscii() lowers A-Z only.
+_CEL_STRING_METHODS: dict[str, Any] = {
+    "trim": str.strip,
+    "lowerAscii": lambda text: "".join(chr(ord(c) + 32) if "A" <= c <= "Z" else c for c in text),
+}
+
+
 class MiniCel:
     """Parser and evaluator for the CEL subset used in Ferry's matchConditions.
 
     Grammar: or := and ('||' and)* ; and := unary ('&&' unary)* ;
     unary := '!' unary | operand (('==' | '!=' | 'in') operand)? ;
     operand := 'string' | '(' or ')' | 'has' '(' select ')' | select ;
-    select := ident ('.' ident | '[' or ']')*
+    select := ident ('.' ident | '.' method '(' ')' | '[' or ']')*   (method: trim, lowerAscii)
     Anything else is rejected, so a new construct in the manifest fails loudly.
     """
 
@@ -134,7 +142,15 @@ class MiniCel:
         steps: list[tuple[str, Any]] = []
         while self._peek() in (".", "["):
             if self._take() == ".":
-                steps.append(("field", self._take()))
+                field = self._take()
+                if self._peek() == "(":  # a string method of the strings extension: x.trim(), x.lowerAscii()
+                    self._take("(")
+                    self._take(")")
+                    if field not in _CEL_STRING_METHODS:
+                        raise ValueError(f"unsupported CEL method {field!r}")
+                    steps.append(("call", field))
+                    continue
+                steps.append(("field", field))
             else:
                 steps.append(("index", self._or()))
                 self._take("]")
@@ -187,6 +203,11 @@ class MiniCel:
             raise CelError(f"undeclared reference to {name!r}")
         value = env[name]
         for kind, key in steps:
+            if kind == "call":
+                if not isinstance(value, str):
+                    raise CelError(f"no such overload: {key} on {type(value).__name__}")
+                value = _CEL_STRING_METHODS[key](value)
+                continue
             if kind == "index":
                 key = self._eval(key, env)
             if not isinstance(value, dict) or key not in value:

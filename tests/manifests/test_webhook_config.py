@@ -97,7 +97,12 @@ SCOPING_CASES = [
     ("team-b", None, {}, []),
     ("team-b", None, {"ferry.dev/inject": "true"}, [POD_ENTRY]),
     ("team-b", None, {"ferry.dev/inject": "false"}, []),
-    ("team-b", None, {"ferry.dev/inject": "True"}, []),  # CEL compares exactly: lowercase "true"
+    # Any value but "false" reaches Ferry, which reads "True" as true and refuses "yes" with a message.
+    ("team-b", None, {"ferry.dev/inject": "True"}, [POD_ENTRY]),
+    ("team-b", None, {"ferry.dev/inject": " TRUE "}, [POD_ENTRY]),
+    ("team-b", None, {"ferry.dev/inject": "yes"}, [POD_ENTRY]),
+    ("team-b", None, {"ferry.dev/inject": "False"}, []),
+    ("team-a", OPTED_IN, {"ferry.dev/inject": "FALSE"}, []),
     ("team-b", None, {"ferry.dev/secret-provider-class": "db"}, []),  # naming an SPC is not opting in
     ("team-a", OPTED_IN, None, [NAMESPACE_ENTRY]),
     ("team-a", OPTED_IN, {"other": "x"}, [NAMESPACE_ENTRY]),

@@ -192,3 +192,18 @@ def test_identity_copies_are_independent() -> None:
     identity = find_identity([container("app", env, [IRSA_MOUNT])])
     env[3]["value"] = "changed"
     assert {e["name"]: e["value"] for e in identity.env}["AWS_ROLE_ARN"] == "arn:aws:iam::123456789012:role/app"
+
+
+def test_fetcher_runs_with_the_files_group_so_it_can_set_it() -> None:
+    """Without CAP_CHOWN the fetcher can only give files a group it is in: the spec's fileGid is its runAsGroup."""
+    for container in (
+        build_init_container(SPEC, Settings(), mount_path="/m", run_as_user=1000),
+        build_sidecar(SPEC, Settings(), mount_path="/m", run_as_user=1000, native=True),
+    ):
+        assert container["securityContext"]["runAsGroup"] == SPEC.file_gid == 2000
+    no_group = build_spec(objects="- objectName: a\n  objectType: secretsmanager\n", region="eu-west-1")
+    assert no_group.file_gid is None
+    assert (
+        "runAsGroup"
+        not in build_init_container(no_group, Settings(), mount_path="/m", run_as_user=1000)["securityContext"]
+    )

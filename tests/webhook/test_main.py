@@ -228,3 +228,33 @@ def test_in_process_pass_through_and_list() -> None:
     again = inject_manifest(result.document, **kwargs)
     assert again.document == result.document and again.decision is not None
     assert again.decision.outcome == "reinvoked"
+
+@pytest.mark.parametrize(("labels", "injected"), [({}, False), ({"ferry.dev/inject": "enabled"}, True)])
+def test_namespace_opt_in_counts_only_with_the_label_as_in_a_cluster(
+    tmp_path: Path, labels: dict[str, str], injected: bool
+) -> None:
+    namespace = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "team-d", "labels": labels, "annotations": {"ferry.dev/inject": "true"}},
+    }
+    (tmp_path / "ns.yaml").write_text(yaml.safe_dump(namespace))
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "p",
+            "namespace": "team-d",
+            "annotations": {
+                "ferry.dev/region": "us-east-1",
+                "ferry.dev/objects": "- objectName: a\n  objectType: secretsmanager\n",
+            },
+        },
+        "spec": {"containers": [{"name": "c", "image": "i"}]},
+    }
+    (tmp_path / "pod.yaml").write_text(yaml.safe_dump(pod))
+    result = run_inject("-f", str(tmp_path / "pod.yaml"), "--namespace-annotations", str(tmp_path / "ns.yaml"))
+    assert result.returncode == 0, result.stderr
+    (document,) = yaml.safe_load_all(result.stdout)
+    assert ("initContainers" in document["spec"]) is injected
+    assert ("ferry.dev/inject=enabled" in result.stderr) is not injected  # the warning names the missing label
