@@ -23,7 +23,10 @@ def _obj(properties: Schema, required: tuple[str, ...] = ()) -> Schema:
 
 
 _STR = {"type": "string"}
-_DURATION = {"type": "string", "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"}
+_DURATION = {
+    "type": "string",
+    "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$",
+}
 _GO_DURATION = {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"}
 _STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 _LABEL_SELECTOR = _obj(
@@ -31,7 +34,9 @@ _LABEL_SELECTOR = _obj(
         "matchLabels": _STR_MAP,
         "matchExpressions": {
             "type": "array",
-            "items": _obj({"key": _STR, "operator": _STR, "values": {"type": "array", "items": _STR}}, ("key", "operator")),
+            "items": _obj(
+                {"key": _STR, "operator": _STR, "values": {"type": "array", "items": _STR}}, ("key", "operator")
+            ),
         },
     }
 )
@@ -97,7 +102,11 @@ SCHEMAS: dict[tuple[str, str], Schema] = {
                     "type": "array",
                     "minItems": 1,
                     "items": _obj(
-                        {"name": _STR, "interval": _DURATION, "rules": {"type": "array", "minItems": 1, "items": _RULE}},
+                        {
+                            "name": _STR,
+                            "interval": _DURATION,
+                            "rules": {"type": "array", "minItems": 1, "items": _RULE},
+                        },
                         ("name", "rules"),
                     ),
                 }

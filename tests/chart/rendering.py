@@ -36,7 +36,9 @@ def tool(name: str) -> str:
         return str(beside_python)
     found = shutil.which(name)
     if found is None:
-        pytest.fail(f"{name} is not installed: run scripts/install-helm.sh (make does it) to put helm and kubectl in .venv/bin")
+        pytest.fail(
+            f"{name} is not installed: run scripts/install-helm.sh (make does it) to put helm and kubectl in .venv/bin"
+        )
     return found
 
 

@@ -44,7 +44,11 @@ K8S_VERSIONS = [LATEST_K8S] + ([OLDEST_K8S] if OLDEST_K8S in kv_utils.all_versio
 VERSION = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 ALL_ADDONS = {
-    "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}, "dashboard": {"enabled": True}},
+    "metrics": {
+        "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True},
+        "dashboard": {"enabled": True},
+    },
     "networkPolicy": {"enabled": True},
     "secretProviderClassCRD": {"install": True},
 }
@@ -367,7 +371,10 @@ def test_selectors_are_added_to_the_built_in_exclusions(renders: dict[str, list[
         selector = entry["namespaceSelector"]
         assert selector["matchLabels"] == {"team": "payments"}
         built_in = defaults[name]["namespaceSelector"]["matchExpressions"]
-        assert selector["matchExpressions"] == [*built_in, {"key": "env", "operator": "In", "values": ["prod", "staging"]}]
+        assert selector["matchExpressions"] == [
+            *built_in,
+            {"key": "env", "operator": "In", "values": ["prod", "staging"]},
+        ]
         assert entry["objectSelector"] == {"matchExpressions": [{"key": "ferry.dev/skip", "operator": "DoesNotExist"}]}
         assert entry["matchConditions"] == defaults[name]["matchConditions"]
         assert "objectSelector" not in defaults[name]
@@ -412,7 +419,10 @@ def test_operations_values(renders: dict[str, list[Obj]]) -> None:
     assert container["image"] == "registry.example.com/ferry/webhook:0.1.0-patched"
     assert container["imagePullPolicy"] == "Always"
     # Helm merges maps with the defaults: the default CPU limit stays unless set to null.
-    assert container["resources"] == {"requests": {"cpu": "200m", "memory": "192Mi"}, "limits": {"cpu": "1", "memory": "384Mi"}}
+    assert container["resources"] == {
+        "requests": {"cpu": "200m", "memory": "192Mi"},
+        "limits": {"cpu": "1", "memory": "384Mi"},
+    }
     assert only(objects, "PodDisruptionBudget")["spec"]["minAvailable"] == "50%"
 
 
