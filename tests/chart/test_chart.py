@@ -538,3 +538,17 @@ def test_install_docs_lead_with_helm() -> None:
     section = re.search(r"^## Install\n(.*?)(?=^## )", readme, re.S | re.M)
     assert section, "README has an Install section"
     assert section.group(1).index("helm install") < section.group(1).index("kubectl apply -k")
+
+
+def test_spc_crd_component_is_the_recorded_crd() -> None:
+    """The optional CRD is the one a real cluster served (tests/fixtures), plus Ferry's labels."""
+    recorded = yaml.safe_load(
+        (REPO_ROOT / "tests/fixtures/kube-apiserver-v1.28/secretproviderclass-crd.yaml").read_text()
+    )
+    for path in (
+        REPO_ROOT / "manifests/components/secretproviderclass-crd/secretproviderclass-crd.yaml",
+        CHART / "files/secretproviderclass-crd.yaml",
+    ):
+        shipped = yaml.safe_load(path.read_text())
+        assert shipped["spec"] == recorded["spec"], path
+        assert shipped["metadata"]["name"] == recorded["metadata"]["name"], path
