@@ -56,7 +56,7 @@ ALL_ADDONS = {
 # Real sets of values, as users would write them.
 VALUE_SETS: dict[str, Obj] = {
     "defaults": {},
-    "namespace": {"namespace": {"create": True}},
+    "no-namespace": {"namespace": {"create": False}},
     "cert-manager": {"certificates": {"mode": "cert-manager"}},
     "cert-manager-own-issuer": {
         "certificates": {
@@ -229,18 +229,15 @@ def assert_same_objects(chart: list[Obj], kustomized: list[Obj]) -> None:
         assert normalise(ours[key]) == normalise(theirs[key]), key
 
 
-def test_default_render_is_the_kustomize_install_but_the_namespace(
-    renders: dict[str, list[Obj]], tmp_path: Path
-) -> None:
-    """Defaults give the kustomize base; only the Namespace is left to `helm install --create-namespace`.
+def test_default_render_is_the_kustomize_install(renders: dict[str, list[Obj]], tmp_path: Path) -> None:
+    assert_same_objects(renders["defaults"], kustomize([], tmp_path))
 
-    Helm stores its release in the namespace before it creates any object, and
-    refuses to take over a namespace it did not create, so a chart that always
-    rendered the Namespace could not be installed with --create-namespace.
-    `namespace.create: true` renders it (next test).
-    """
-    kustomized = kustomize([], tmp_path)
-    assert_same_objects(renders["defaults"], [o for o in kustomized if o["kind"] != "Namespace"])
+
+def test_namespace_can_be_left_to_the_user(renders: dict[str, list[Obj]]) -> None:
+    """namespace.create=false (a namespace managed elsewhere, or Helm 3): everything but the Namespace."""
+    assert [o for o in renders["defaults"] if o["kind"] == "Namespace"]
+    without = by_id(renders["no-namespace"])
+    assert sorted(without) == sorted(key for key in by_id(renders["defaults"]) if not key.startswith("Namespace/"))
 
 
 COMPONENT_CASES = {
@@ -262,7 +259,6 @@ COMPONENT_CASES = {
 @pytest.mark.parametrize("case", sorted(COMPONENT_CASES))
 def test_chart_toggles_render_the_kustomize_components(case: str, tmp_path: Path) -> None:
     values, components = COMPONENT_CASES[case]
-    values = {"namespace": {"create": True}, **values}
     assert_same_objects(render(values, tmp_path), kustomize(components, tmp_path))
 
 
@@ -274,7 +270,7 @@ def test_every_component_has_a_chart_toggle() -> None:
 
 def test_comparison_notices_a_difference(renders: dict[str, list[Obj]], tmp_path: Path) -> None:
     """The equality check bites: one changed field in one object fails it."""
-    kustomized = [o for o in kustomize([], tmp_path) if o["kind"] != "Namespace"]
+    kustomized = kustomize([], tmp_path)
     changed = copy.deepcopy(renders["defaults"])
     webhook_container(changed)  # sanity: the object is there
     only(changed, "Deployment", "ferry-webhook")["spec"]["template"]["spec"]["containers"][0]["args"].append("-v")
@@ -382,6 +378,7 @@ def test_selectors_are_added_to_the_built_in_exclusions(renders: dict[str, list[
 
 def test_release_namespace_is_never_injected(tmp_path: Path) -> None:
     objects = render({}, tmp_path, namespace="secrets-infra")
+    assert only(objects, "Namespace")["metadata"]["name"] == "secrets-infra"
     for entry in webhooks(objects).values():
         names = [e for e in entry["namespaceSelector"]["matchExpressions"] if e["key"] == "kubernetes.io/metadata.name"]
         assert names == [{"key": "kubernetes.io/metadata.name", "operator": "NotIn",
@@ -465,11 +462,7 @@ def test_one_version_everywhere(source: str, tmp_path: Path) -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert chart["version"] == chart["appVersion"] == VERSION
     everything = COMPONENT_CASES["everything"]
-    objects = (
-        render({"namespace": {"create": True}, **everything[0]}, tmp_path)
-        if source == "chart"
-        else kustomize(everything[1], tmp_path)
-    )
+    objects = render(everything[0], tmp_path) if source == "chart" else kustomize(everything[1], tmp_path)
     for obj in objects:
         assert obj["metadata"]["labels"]["app.kubernetes.io/version"] == VERSION, obj["kind"]
     container = webhook_container(objects)
