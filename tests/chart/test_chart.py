@@ -482,6 +482,10 @@ TYPOS = {
     "metrics on the admission port": ({"metrics": {"port": 8443}}, "/metrics/port"),
     "plain-http webhook url": ({"webhook": {"url": "http://example.com/mutate"}}, "/webhook/url"),
     "region typo": ({"fetcher": {"defaultRegion": "euwest1"}}, "/fetcher/defaultRegion"),
+    "ServiceMonitor without metrics": (
+        {"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}},
+        "metrics.serviceMonitor.enabled=true needs metrics.enabled=true",
+    ),
 }
 
 
