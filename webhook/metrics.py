@@ -6,7 +6,9 @@ API server's timeout, and whether the Kubernetes cache is stale. A registry per
 app (not the global default) keeps tests and several apps in one process apart.
 Labels are bounded: outcomes and reasons are fixed strings; namespaces must be
 valid names and at most MAX_NAMESPACE_LABELS distinct ones get a label of their
-own; no pod names and never a secret's name or value.
+own; no pod names and never a secret's name or value. The serving certificate's
+expiry is read from its file at scrape time, so a certificate that cert-manager
+renewed (or that failed to renew) shows up without any hook in the reloader.
 """
 
 from __future__ import annotations
@@ -14,10 +16,15 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+CERTIFICATE_EXPIRY_METRIC = "ferry_serving_certificate_expiry_timestamp_seconds"
+# A PEM serving certificate (leaf plus chain) is a few KiB; read no more than this at a scrape.
+_MAX_CERT_FILE_BYTES = 1024 * 1024
 
 # A namespace name is a DNS-1123 label; anything else a client sends is "invalid".
 _NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -59,6 +66,8 @@ class AdmissionMetrics:
         )
         self._freshness = _FreshnessCollector()
         self.registry.register(self._freshness)
+        self._certificate = _CertificateExpiryCollector()
+        self.registry.register(self._certificate)
 
     def _namespace_label(self, namespace: str) -> str:
         """The namespace as a label value, bounded: anyone who reaches the Service can post reviews.
@@ -78,6 +87,10 @@ class AdmissionMetrics:
     def track_cache_freshness(self, read: Callable[[], Mapping[str, float]]) -> None:
         """Read the cache's freshness (seconds per resource) at scrape time, never on the admission path."""
         self._freshness.read = read
+
+    def track_serving_certificate(self, cert_file: Path) -> None:
+        """Export the expiry of the certificate in `cert_file` (read at scrape time, so renewals show)."""
+        self._certificate.cert_file = cert_file
 
     def record(self, outcome: str, namespace: str, *, dry_run: bool, reason: str | None = None) -> None:
         self.admissions.labels(outcome, self._namespace_label(namespace), "true" if dry_run else "false").inc()
@@ -106,3 +119,32 @@ class _FreshnessCollector(Collector):
             for resource, seconds in sorted(values.items()):
                 family.add_metric((resource,), seconds if not math.isnan(seconds) else math.inf)
         yield family
+
+
+class _CertificateExpiryCollector(Collector):
+    """ferry_serving_certificate_expiry_timestamp_seconds: notAfter of the served certificate, Unix time."""
+
+    def __init__(self) -> None:
+        self.cert_file: Path | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            CERTIFICATE_EXPIRY_METRIC,
+            "Unix time at which the webhook's TLS serving certificate expires "
+            "(absent until a certificate is served or while its file cannot be read).",
+        )
+        not_after = _certificate_not_after(self.cert_file) if self.cert_file is not None else None
+        if not_after is not None:
+            family.add_metric((), not_after)
+        yield family
+
+
+def _certificate_not_after(cert_file: Path) -> float | None:
+    from cryptography import x509
+
+    try:
+        with cert_file.open("rb") as handle:
+            pem = handle.read(_MAX_CERT_FILE_BYTES)
+        return x509.load_pem_x509_certificate(pem).not_valid_after_utc.timestamp()
+    except (OSError, ValueError):  # mid-rotation or unreadable: no sample rather than a failed scrape
+        return None
