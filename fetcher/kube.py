@@ -39,7 +39,7 @@ import json
 import re
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -58,6 +58,8 @@ MAX_TOKEN_BYTES = 64 * 1024
 # How much of the API server's own message is quoted in ours.
 MAX_SERVER_MESSAGE_CHARS = 300
 APPLY_PATCH_CONTENT_TYPE = "application/apply-patch+yaml"
+# What RBAC checks for a server-side apply: create when the object does not exist yet, patch always.
+APPLY_VERBS = ("create", "patch")
 
 _VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 _PATH = re.compile(r"^/(?:api/v1|apis/[^/]+/[^/]+)/(?:namespaces/([^/]+)/)?([^/?]+)(?:/([^/?]+))?(?:/([^/?]+))?")
@@ -112,8 +114,12 @@ def scrub_server_message(message: str) -> str:
     return text if len(text) <= MAX_SERVER_MESSAGE_CHARS else text[: MAX_SERVER_MESSAGE_CHARS - 1] + "…"
 
 
-def forbidden_message(target: KubeTarget, user: str) -> str:
-    """The termination message for a 403: who may not do what, and the two commands that allow it."""
+def forbidden_message(target: KubeTarget, user: str, fix_verbs: Sequence[str] = ()) -> str:
+    """The termination message for a 403: who may not do what, and the two commands that allow it.
+
+    `fix_verbs` are the verbs the suggested Role grants (default: the denied one), e.g. an apply needs
+    create and patch even when only one of them was denied this time.
+    """
     who = f"ServiceAccount {user}" if user else "the pod's ServiceAccount"
     what = f'{target.verb} {target.resource} "{target.name}"' if target.name else f"{target.verb} {target.resource}"
     where = f" in namespace {target.namespace}" if target.namespace else ""
@@ -122,9 +128,10 @@ def forbidden_message(target: KubeTarget, user: str) -> str:
         namespace, account = user.split(":")[2:4]
         resource = target.resource.split("/")[0]
         name_flag = f" --resource-name={target.name}" if target.name else ""
+        verbs = ",".join(fix_verbs or [target.verb])
         text += (
             f" Fix: grant it with a Role and a RoleBinding, e.g. `kubectl -n {namespace} create role ferry-{account}"
-            f" --verb={target.verb} --resource={resource}{name_flag}` and `kubectl -n {namespace} create rolebinding"
+            f" --verb={verbs} --resource={resource}{name_flag}` and `kubectl -n {namespace} create rolebinding"
             f" ferry-{account} --role=ferry-{account} --serviceaccount={namespace}:{account}`"
             " (or apply the Role Ferry prints for this SecretProviderClass)."
         )
@@ -194,8 +201,12 @@ class KubeClient:
         *,
         content_type: str = "application/json",
         query: Mapping[str, str] | None = None,
+        fix_verbs: Sequence[str] = (),
     ) -> dict[str, Any]:
-        """Send one request; return the decoded JSON object of a 2xx answer, raise KubeAPIError otherwise."""
+        """Send one request; return the decoded JSON object of a 2xx answer, raise KubeAPIError otherwise.
+
+        `fix_verbs`: the verbs a 403's suggested Role should grant (default: the one denied).
+        """
         target = describe_request(method, path)
         token = self.read_token()
         url = quote(path, safe="/:@-._~") + ("?" + urlencode(dict(query)) if query else "")
@@ -222,14 +233,16 @@ class KubeClient:
         decoded = _decode(payload)
         if 200 <= status < 300:
             return decoded
-        raise self._error(status, decoded, target, token)
+        raise self._error(status, decoded, target, token, fix_verbs)
 
     def apply(self, path: str, manifest: Mapping[str, Any], *, field_manager: str, force: bool) -> dict[str, Any]:
         """Server-side apply of `manifest` at `path` (JSON is YAML, so the body is plain JSON)."""
         query = {"fieldManager": field_manager}
         if force:
             query["force"] = "true"
-        return self.request("PATCH", path, manifest, content_type=APPLY_PATCH_CONTENT_TYPE, query=query)
+        return self.request(
+            "PATCH", path, manifest, content_type=APPLY_PATCH_CONTENT_TYPE, query=query, fix_verbs=APPLY_VERBS
+        )
 
     def _read_bounded(self, response: http.client.HTTPResponse, deadline: float, target: KubeTarget) -> bytes:
         chunks: list[bytes] = []
@@ -252,7 +265,9 @@ class KubeClient:
                 )
             chunks.append(chunk)
 
-    def _error(self, status: int, decoded: dict[str, Any], target: KubeTarget, token: str) -> KubeAPIError:
+    def _error(
+        self, status: int, decoded: dict[str, Any], target: KubeTarget, token: str, fix_verbs: Sequence[str]
+    ) -> KubeAPIError:
         raw_message = decoded.get("message")
         message = scrub_server_message(raw_message) if isinstance(raw_message, str) else ""
         reason = decoded.get("reason") if isinstance(decoded.get("reason"), str) else ""
@@ -262,7 +277,7 @@ class KubeClient:
             if match:
                 target = KubeTarget(match.group(2), target.resource, target.name, target.namespace)
             return KubeForbiddenError(
-                forbidden_message(target, user),
+                forbidden_message(target, user, fix_verbs),
                 verb=target.verb,
                 resource=target.resource,
                 name=target.name,
@@ -274,6 +289,8 @@ class KubeClient:
         text = f"could not {what}{where}: HTTP {status} {reason or 'error'}"
         if message:
             text += f": {message}"
+        if "field is immutable" in message:
+            text += " (delete the existing object, or write to another name)"
         if status == 401:
             text += " (the ServiceAccount token was refused; it may have expired or been revoked)"
         return KubeAPIError(text, status=status, reason=str(reason))

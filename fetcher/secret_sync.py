@@ -56,6 +56,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from fetcher.kube import KubeClient
 
+# Kept equal to fetcher.kube.APPLY_VERBS (a test checks); not imported, so this module stays free of botocore.
+APPLY_VERBS = ("create", "patch")
+
 MANAGED_LABEL = "secrets-store.csi.k8s.io/managed"
 # Downward API env vars the webhook injects into Ferry's containers (fieldRef metadata.name / uid / namespace).
 POD_NAME_ENV_VAR = "FERRY_POD_NAME"
@@ -66,7 +69,7 @@ CONTENT_FIELD_MANAGER = "ferry"
 # Prefix of the per-pod field manager that owns only that pod's ownerReference.
 OWNER_FIELD_MANAGER_PREFIX = "ferry-pod-"
 # The verbs server-side apply needs: create (when the Secret does not exist yet) and patch.
-SECRET_SYNC_VERBS = ("create", "patch")
+SECRET_SYNC_VERBS = APPLY_VERBS
 
 SERVICE_ACCOUNT_NAME_ANNOTATION = "kubernetes.io/service-account.name"
 TLS_CERT_KEY = "tls.crt"

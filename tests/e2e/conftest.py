@@ -137,9 +137,9 @@ class ControlPlane:
             request.add_header("Content-Type", content_type)
         try:
             with urllib.request.urlopen(request, context=self.ssl_context(), timeout=30) as response:
-                return response.status, json.loads(response.read() or b"null")
+                return response.status, _decode(response.read())
         except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
+            return exc.code, _decode(exc.read())
 
     def new_namespace(self, prefix: str = "t") -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
@@ -171,6 +171,13 @@ class ControlPlane:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
+
+
+def _decode(payload: bytes) -> Any:
+    try:
+        return json.loads(payload or b"null")
+    except ValueError:
+        return payload.decode(errors="replace")
 
 
 def _wait_ready(plane: ControlPlane, path: str, deadline: float) -> None:
