@@ -221,6 +221,13 @@ class KubeClient:
             response = connection.getresponse()
             payload = self._read_bounded(response, deadline, target)
             status = response.status
+        except ssl.SSLCertVerificationError as exc:
+            raise KubeAPIError(
+                f"could not {target.verb} {target.resource} {target.name!r} in namespace {target.namespace}: "
+                f"the Kubernetes API at {self.host}:{self.port} presented a certificate the pod's CA does not "
+                "verify; check the ServiceAccount CA (ca.crt) and KUBERNETES_SERVICE_HOST",
+                status=0,
+            ) from exc
         except (OSError, http.client.HTTPException) as exc:
             raise KubeAPIError(
                 f"could not {target.verb} {target.resource} {target.name!r} in namespace {target.namespace}: "

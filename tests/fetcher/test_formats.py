@@ -46,7 +46,7 @@ def source_in_shell(shell: str, document: bytes, keys: list[str], folder: Path) 
     """Source the document with ``set -a`` and return what a child process sees in its environment."""
     path = folder / "values.env"
     path.write_bytes(document)
-    script = 'set -a; . ./values.env; exec env -0'
+    script = "set -a; . ./values.env; exec env -0"
     completed = subprocess.run(
         [shell, "-c", script],
         cwd=folder,
