@@ -51,10 +51,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from fetcher.kube import KubeClient
+from typing import Any, Protocol
 
 # Kept equal to fetcher.kube.APPLY_VERBS (a test checks); not imported, so this module stays free of botocore.
 APPLY_VERBS = ("create", "patch")
@@ -411,7 +408,13 @@ def secret_path(namespace: str, name: str) -> str:
 # --- The I/O edge. -----------------------------------------------------------------------------------------------
 
 
-def sync_secrets(client: KubeClient, manifests: Sequence[Mapping[str, Any]], owner: PodOwner) -> list[str]:
+class SecretApplier(Protocol):
+    """What `sync_secrets` needs of a client: server-side apply (`fetcher.kube.KubeClient.apply`)."""
+
+    def apply(self, path: str, manifest: Mapping[str, Any], *, field_manager: str, force: bool) -> dict[str, Any]: ...
+
+
+def sync_secrets(client: SecretApplier, manifests: Sequence[Mapping[str, Any]], owner: PodOwner) -> list[str]:
     """Apply every manifest (content as ``ferry``, then this pod's ownerReference as its own manager).
 
     Returns the names written. Errors (KubeAPIError, KubeForbiddenError) leave at the first failing Secret.
