@@ -3,7 +3,7 @@
 Why it exists: whether two field managers really keep every replica's
 ownerReference, whether the garbage collector deletes the Secret with the last
 pod, and which RBAC verbs an apply needs are the API server's answers, so they
-are asked of a real one (see conftest.py). Pods stay Pending (no kubelet): the
+are asked of a real one (the shared control_plane fixture). Pods stay Pending (no kubelet): the
 fetcher's part is called in-process with the pod's ServiceAccount token, as
 the init container would.
 """
@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ControlPlane
 
 from fetcher.errors import KubeAPIError, KubeForbiddenError
 from fetcher.kube import KubeClient
@@ -31,6 +30,8 @@ from fetcher.secret_sync import (
     secret_sync_rbac,
     sync_secrets,
 )
+from tests.e2e.cluster import ControlPlane
+from tests.e2e.secretlib import AdminApi
 
 SECRET_OBJECTS = [
     {
@@ -45,7 +46,18 @@ PASSWORD = b's3cr3t-"quoted"-$HOME\n'
 GC_TIMEOUT_SECONDS = 120
 
 
-def _create_pod(plane: ControlPlane, namespace: str, name: str, service_account: str = "app") -> PodOwner:
+@pytest.fixture
+def api(control_plane: ControlPlane) -> AdminApi:
+    return AdminApi(control_plane)
+
+
+@pytest.fixture
+def namespace(api: AdminApi) -> str:
+    """A fresh namespace for one test."""
+    return api.new_namespace()
+
+
+def _create_pod(plane: AdminApi, namespace: str, name: str, service_account: str = "app") -> PodOwner:
     pod = plane.admin(
         "POST",
         f"/api/v1/namespaces/{namespace}/pods",
@@ -59,24 +71,24 @@ def _create_pod(plane: ControlPlane, namespace: str, name: str, service_account:
     return PodOwner(name=name, uid=pod["metadata"]["uid"], namespace=namespace)
 
 
-def _delete_pod(plane: ControlPlane, namespace: str, name: str) -> None:
+def _delete_pod(plane: AdminApi, namespace: str, name: str) -> None:
     plane.admin("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}?gracePeriodSeconds=0")
 
 
-def _client(plane: ControlPlane, token: str, tmp_path: Path, name: str = "token") -> KubeClient:
+def _client(plane: AdminApi, token: str, tmp_path: Path, name: str = "token") -> KubeClient:
     token_file = tmp_path / name
     token_file.write_text(token)
     return KubeClient(plane.host, plane.port, plane.ssl_context(), str(token_file))
 
 
-def _grant(plane: ControlPlane, namespace: str, names: list[str], verbs: tuple[str, ...] = SECRET_SYNC_VERBS) -> None:
+def _grant(plane: AdminApi, namespace: str, names: list[str], verbs: tuple[str, ...] = SECRET_SYNC_VERBS) -> None:
     role, binding = secret_sync_rbac(namespace, "app", names)
     role["rules"][0]["verbs"] = list(verbs)
     plane.admin("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles", role)
     plane.admin("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings", binding)
 
 
-def _secret(plane: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
+def _secret(plane: AdminApi, namespace: str, name: str) -> dict[str, Any]:
     return dict(plane.admin("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}"))
 
 
@@ -107,16 +119,16 @@ def _wait_for(condition: Any, what: str) -> None:
 
 
 def test_the_secret_is_created_with_data_type_labels_and_the_pod_as_owner(
-    control_plane: ControlPlane, namespace: str, tmp_path: Path
+    api: AdminApi, namespace: str, tmp_path: Path
 ) -> None:
-    token = control_plane.service_account_token(namespace, "app")
-    _grant(control_plane, namespace, ["db"])
-    owner = _create_pod(control_plane, namespace, "web-1")
+    token = api.service_account_token(namespace, "app")
+    _grant(api, namespace, ["db"])
+    owner = _create_pod(api, namespace, "web-1")
 
-    written = _sync(_client(control_plane, token, tmp_path), owner, {"db-password": PASSWORD, "db-user": b"admin"})
+    written = _sync(_client(api, token, tmp_path), owner, {"db-password": PASSWORD, "db-user": b"admin"})
 
     assert written == ["db"]
-    secret = _secret(control_plane, namespace, "db")
+    secret = _secret(api, namespace, "db")
     assert _decoded(secret) == {"password": PASSWORD, "username": b"admin"}
     assert secret["type"] == "Opaque"
     assert secret["metadata"]["labels"] == {"app": "shop", MANAGED_LABEL: "true"}
@@ -127,34 +139,34 @@ def test_the_secret_is_created_with_data_type_labels_and_the_pod_as_owner(
 
 
 def test_a_rotation_updates_the_secret_and_a_removed_key_goes_away(
-    control_plane: ControlPlane, namespace: str, tmp_path: Path
+    api: AdminApi, namespace: str, tmp_path: Path
 ) -> None:
-    token = control_plane.service_account_token(namespace, "app")
-    _grant(control_plane, namespace, ["db"])
-    owner = _create_pod(control_plane, namespace, "web-1")
-    client = _client(control_plane, token, tmp_path)
+    token = api.service_account_token(namespace, "app")
+    _grant(api, namespace, ["db"])
+    owner = _create_pod(api, namespace, "web-1")
+    client = _client(api, token, tmp_path)
     _sync(client, owner, {"db-password": b"old", "db-user": b"admin"})
 
     _sync(client, owner, {"db-password": b"new", "db-user": b"admin"})
-    assert _decoded(_secret(control_plane, namespace, "db")) == {"password": b"new", "username": b"admin"}
+    assert _decoded(_secret(api, namespace, "db")) == {"password": b"new", "username": b"admin"}
 
     only_password = [dict(SECRET_OBJECTS[0], data=[{"objectName": "db-password", "key": "password"}])]
     _sync(client, owner, {"db-password": b"newer"}, only_password)
-    assert _decoded(_secret(control_plane, namespace, "db")) == {"password": b"newer"}
+    assert _decoded(_secret(api, namespace, "db")) == {"password": b"newer"}
 
 
 def test_ten_replicas_starting_at_once_all_own_the_secret_without_errors(
-    control_plane: ControlPlane, namespace: str, tmp_path: Path
+    api: AdminApi, namespace: str, tmp_path: Path
 ) -> None:
-    token = control_plane.service_account_token(namespace, "app")
-    _grant(control_plane, namespace, ["db"])
-    owners = [_create_pod(control_plane, namespace, f"web-{index}") for index in range(10)]
+    token = api.service_account_token(namespace, "app")
+    _grant(api, namespace, ["db"])
+    owners = [_create_pod(api, namespace, f"web-{index}") for index in range(10)]
     files = {"db-password": PASSWORD, "db-user": b"admin"}
     barrier = threading.Barrier(len(owners))
     errors: list[BaseException] = []
 
     def replica(owner: PodOwner) -> None:
-        client = _client(control_plane, token, tmp_path, f"token-{owner.name}")
+        client = _client(api, token, tmp_path, f"token-{owner.name}")
         barrier.wait()
         try:
             _sync(client, owner, files)
@@ -168,50 +180,50 @@ def test_ten_replicas_starting_at_once_all_own_the_secret_without_errors(
         thread.join()
 
     assert errors == []
-    secret = _secret(control_plane, namespace, "db")
+    secret = _secret(api, namespace, "db")
     assert _owner_uids(secret) == {owner.uid for owner in owners}
     assert _decoded(secret) == {"password": PASSWORD, "username": b"admin"}
     assert _managers(secret) == {CONTENT_FIELD_MANAGER} | {owner.field_manager for owner in owners}
     # A replica that writes again (its sidecar) keeps every other replica's ownerReference.
-    _sync(_client(control_plane, token, tmp_path), owners[0], {"db-password": b"rotated", "db-user": b"admin"})
-    assert _owner_uids(_secret(control_plane, namespace, "db")) == {owner.uid for owner in owners}
+    _sync(_client(api, token, tmp_path), owners[0], {"db-password": b"rotated", "db-user": b"admin"})
+    assert _owner_uids(_secret(api, namespace, "db")) == {owner.uid for owner in owners}
 
 
 def test_deleting_the_pods_deletes_the_secret_with_the_last_of_them(
-    control_plane: ControlPlane, namespace: str, tmp_path: Path
+    api: AdminApi, namespace: str, tmp_path: Path
 ) -> None:
-    token = control_plane.service_account_token(namespace, "app")
-    _grant(control_plane, namespace, ["db"])
-    owners = [_create_pod(control_plane, namespace, f"web-{index}") for index in range(3)]
-    client = _client(control_plane, token, tmp_path)
+    token = api.service_account_token(namespace, "app")
+    _grant(api, namespace, ["db"])
+    owners = [_create_pod(api, namespace, f"web-{index}") for index in range(3)]
+    client = _client(api, token, tmp_path)
     for owner in owners:
         _sync(client, owner, {"db-password": PASSWORD, "db-user": b"admin"})
 
     for owner in owners[:2]:
-        _delete_pod(control_plane, namespace, owner.name)
+        _delete_pod(api, namespace, owner.name)
     survivor = owners[2]
 
     def only_survivor_left() -> bool:
-        secret = _secret(control_plane, namespace, "db")
+        secret = _secret(api, namespace, "db")
         return _owner_uids(secret) == {survivor.uid}
 
     _wait_for(only_survivor_left, "the garbage collector to drop the deleted pods' ownerReferences")
-    managers = _managers(_secret(control_plane, namespace, "db"))
+    managers = _managers(_secret(api, namespace, "db"))
     assert not {owner.field_manager for owner in owners[:2]} & managers
 
-    _delete_pod(control_plane, namespace, survivor.name)
+    _delete_pod(api, namespace, survivor.name)
     path = f"/api/v1/namespaces/{namespace}/secrets/db"
-    _wait_for(lambda: control_plane.admin_status("GET", path)[0] == 404, "the Secret to be deleted with its last owner")
+    _wait_for(lambda: api.admin_status("GET", path)[0] == 404, "the Secret to be deleted with its last owner")
 
 
 def test_a_missing_role_fails_naming_the_verb_the_resource_and_the_service_account(
-    control_plane: ControlPlane, namespace: str, tmp_path: Path
+    api: AdminApi, namespace: str, tmp_path: Path
 ) -> None:
-    token = control_plane.service_account_token(namespace, "app")
-    owner = _create_pod(control_plane, namespace, "web-1")
+    token = api.service_account_token(namespace, "app")
+    owner = _create_pod(api, namespace, "web-1")
 
     with pytest.raises(KubeForbiddenError) as caught:
-        _sync(_client(control_plane, token, tmp_path), owner, {"db-password": PASSWORD, "db-user": b"admin"})
+        _sync(_client(api, token, tmp_path), owner, {"db-password": PASSWORD, "db-user": b"admin"})
 
     message = str(caught.value)
     assert f"system:serviceaccount:{namespace}:app" in message
@@ -223,43 +235,39 @@ def test_a_missing_role_fails_naming_the_verb_the_resource_and_the_service_accou
 
 
 @pytest.mark.parametrize("missing", SECRET_SYNC_VERBS)
-def test_every_verb_of_the_printed_role_is_needed(
-    control_plane: ControlPlane, namespace: str, tmp_path: Path, missing: str
-) -> None:
-    token = control_plane.service_account_token(namespace, "app")
-    _grant(control_plane, namespace, ["db"], tuple(verb for verb in SECRET_SYNC_VERBS if verb != missing))
-    owner = _create_pod(control_plane, namespace, "web-1")
+def test_every_verb_of_the_printed_role_is_needed(api: AdminApi, namespace: str, tmp_path: Path, missing: str) -> None:
+    token = api.service_account_token(namespace, "app")
+    _grant(api, namespace, ["db"], tuple(verb for verb in SECRET_SYNC_VERBS if verb != missing))
+    owner = _create_pod(api, namespace, "web-1")
     if missing == "patch":
         # Without patch nothing can be applied, even a Secret that exists already.
-        control_plane.admin(
+        api.admin(
             "POST",
             f"/api/v1/namespaces/{namespace}/secrets",
             {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"}, "type": "Opaque"},
         )
 
     with pytest.raises(KubeForbiddenError) as caught:
-        _sync(_client(control_plane, token, tmp_path), owner, {"db-password": PASSWORD, "db-user": b"admin"})
+        _sync(_client(api, token, tmp_path), owner, {"db-password": PASSWORD, "db-user": b"admin"})
     assert caught.value.verb == missing
 
 
-def test_the_role_allows_only_the_named_secrets(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> None:
-    token = control_plane.service_account_token(namespace, "app")
-    _grant(control_plane, namespace, ["db"])
-    owner = _create_pod(control_plane, namespace, "web-1")
+def test_the_role_allows_only_the_named_secrets(api: AdminApi, namespace: str, tmp_path: Path) -> None:
+    token = api.service_account_token(namespace, "app")
+    _grant(api, namespace, ["db"])
+    owner = _create_pod(api, namespace, "web-1")
     other = [dict(SECRET_OBJECTS[0], secretName="not-granted")]
 
     with pytest.raises(KubeForbiddenError) as caught:
-        _sync(_client(control_plane, token, tmp_path), owner, {"db-password": PASSWORD, "db-user": b"admin"}, other)
+        _sync(_client(api, token, tmp_path), owner, {"db-password": PASSWORD, "db-user": b"admin"}, other)
     assert '"not-granted"' in str(caught.value)
 
 
-def test_a_secret_of_another_type_is_reported_without_its_values(
-    control_plane: ControlPlane, namespace: str, tmp_path: Path
-) -> None:
-    token = control_plane.service_account_token(namespace, "app")
-    _grant(control_plane, namespace, ["db"])
-    owner = _create_pod(control_plane, namespace, "web-1")
-    control_plane.admin(
+def test_a_secret_of_another_type_is_reported_without_its_values(api: AdminApi, namespace: str, tmp_path: Path) -> None:
+    token = api.service_account_token(namespace, "app")
+    _grant(api, namespace, ["db"])
+    owner = _create_pod(api, namespace, "web-1")
+    api.admin(
         "POST",
         f"/api/v1/namespaces/{namespace}/secrets",
         {
@@ -272,7 +280,7 @@ def test_a_secret_of_another_type_is_reported_without_its_values(
     )
 
     with pytest.raises(KubeAPIError) as caught:
-        _sync(_client(control_plane, token, tmp_path), owner, {"db-password": PASSWORD, "db-user": b"admin"})
+        _sync(_client(api, token, tmp_path), owner, {"db-password": PASSWORD, "db-user": b"admin"})
     message = str(caught.value)
     assert caught.value.status == 422 and "immutable" in message
     assert "s3cr3t" not in message and "admin" not in message.replace("ferry-test-admin", "")

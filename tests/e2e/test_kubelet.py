@@ -1,0 +1,148 @@
+"""The kubelet step: run what Ferry injected, as stored by the API server, against moto.
+
+Why it exists: a pod the API server accepts can still never start, if the
+injected container cannot do its job with the identity and volume it is given
+(the container-level runAsGroup bug was of that kind). Here the init container
+and the sidecar of stored pods run as local processes with their own command,
+args, env, uid, gid and groups; the files, their modes and owners are checked,
+and the sidecar goes through one rotation.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.conftest import MotoEndpoint
+from tests.e2e.ferrylib import Ferry, opted_pod, wait_for
+from tests.e2e.kubelet import identity_of, make_empty_dir, run_container, start_container
+
+OBJECTS = """
+- objectName: e2e/db
+  objectType: secretsmanager
+  jmesPath:
+    - {path: username, objectAlias: db-user}
+    - {path: password, objectAlias: db-password}
+- objectName: /e2e/flags
+  objectType: ssmparameter
+  objectAlias: flags
+"""
+
+
+@pytest.fixture
+def node(moto_server: MotoEndpoint) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A folder that every uid can enter, and the node's AWS stand-in (moto), with secrets in it."""
+    moto_server.reset()
+    env = moto_server.env()
+    session = boto3.session.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
+    session.client("secretsmanager", endpoint_url=moto_server.url).create_secret(
+        Name="e2e/db", SecretString='{"username": "app", "password": "first-password"}'
+    )
+    session.client("ssm", endpoint_url=moto_server.url).put_parameter(Name="/e2e/flags", Value="on", Type="String")
+    folder = Path(tempfile.mkdtemp(prefix="ferry-e2e-node-"))
+    os.chmod(folder, 0o755)
+    try:
+        yield folder, {**env, "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _stored(
+    ferry: Ferry, security: dict[str, Any], container_security: dict[str, Any] | None = None, **extra: str
+) -> dict[str, Any]:
+    ns = ferry.create_namespace("kubelet")
+    manifest = opted_pod("app", extra={"ferry.dev/objects": OBJECTS, **extra})
+    manifest["spec"]["securityContext"] = security
+    if container_security:
+        manifest["spec"]["containers"][0]["securityContext"].update(container_security)
+    return ferry.create_pod(ns, manifest)
+
+
+def _read(volume: Path, name: str) -> str:
+    return (volume / name).read_text()
+
+
+def test_init_container_writes_the_files_with_modes_and_owners(
+    serving_ferry: Ferry, node: tuple[Path, dict[str, str]]
+) -> None:
+    folder, node_env = node
+    stored = _stored(
+        serving_ferry,
+        {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 2000, "seccompProfile": {"type": "RuntimeDefault"}},
+    )
+    volume = make_empty_dir(folder / "ferry-secrets", stored)
+    result = run_container(stored, "ferry-init", {"ferry-secrets": volume}, node_env, folder)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in volume.iterdir() if not p.name.startswith("..")) == [
+        "db-password",
+        "db-user",
+        "e2e_db",
+        "flags",
+    ]
+    assert _read(volume, "db-password") == "first-password"
+    assert _read(volume, "flags") == "on"
+    assert (volume / "..data").is_symlink()
+    for name in ("db-password", "db-user", "e2e_db", "flags"):
+        info = (volume / name).stat()
+        assert stat.S_IMODE(info.st_mode) == 0o644, name
+        assert (info.st_uid, info.st_gid) == (1000, 2000), name
+    # The process really ran as the pod's user, not as root.
+    assert (
+        identity_of(stored, next(c for c in stored["spec"]["initContainers"] if c["name"] == "ferry-init")).uid == 1000
+    )
+    assert "first-password" not in result.stdout + result.stderr
+
+
+def test_sidecar_rotates_the_files_once(
+    serving_ferry: Ferry, node: tuple[Path, dict[str, str]], moto_server: MotoEndpoint
+) -> None:
+    folder, node_env = node
+    stored = _stored(
+        serving_ferry,
+        {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 2000, "seccompProfile": {"type": "RuntimeDefault"}},
+        **{"ferry.dev/refresh-interval": "10s"},
+    )
+    volume = make_empty_dir(folder / "ferry-secrets", stored)
+    assert run_container(stored, "ferry-init", {"ferry-secrets": volume}, node_env, folder).returncode == 0
+    generation = os.readlink(volume / "..data")
+    sidecar = start_container(stored, "ferry-sidecar", {"ferry-secrets": volume}, node_env, folder)
+    try:
+        time.sleep(0.5)
+        assert sidecar.poll() is None, sidecar.communicate()
+        boto3.client(
+            "secretsmanager",
+            endpoint_url=moto_server.url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        ).put_secret_value(SecretId="e2e/db", SecretString='{"username": "app", "password": "second-password"}')
+        wait_for(
+            lambda: _read(volume, "db-password") == "second-password", 60, what="the sidecar's rotation", interval=0.5
+        )
+        assert os.readlink(volume / "..data") != generation
+        assert _read(volume, "flags") == "on"
+        assert (volume / "db-password").stat().st_gid == 2000
+    finally:
+        sidecar.send_signal(signal.SIGTERM)
+        try:
+            out, err = sidecar.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            sidecar.kill()
+            out, err = sidecar.communicate()
+    assert sidecar.returncode == 0, err
+    assert "second-password" not in out + err and "first-password" not in out + err
