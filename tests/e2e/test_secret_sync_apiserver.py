@@ -284,3 +284,33 @@ def test_a_secret_of_another_type_is_reported_without_its_values(api: AdminApi, 
     message = str(caught.value)
     assert caught.value.status == 422 and "immutable" in message
     assert "s3cr3t" not in message and "admin" not in message.replace("ferry-test-admin", "")
+
+
+def test_replicas_racing_with_old_and_new_values_end_with_one_of_them_and_every_owner(
+    api: AdminApi, namespace: str, tmp_path: Path
+) -> None:
+    token = api.service_account_token(namespace, "app")
+    _grant(api, namespace, ["db"])
+    owners = [_create_pod(api, namespace, f"web-{index}") for index in range(10)]
+    barrier = threading.Barrier(len(owners))
+    errors: list[BaseException] = []
+
+    def replica(index: int, owner: PodOwner) -> None:
+        client = _client(api, token, tmp_path, f"token-{owner.name}")
+        password = b"old" if index % 2 else b"new"
+        barrier.wait()
+        try:
+            _sync(client, owner, {"db-password": password, "db-user": b"admin"})
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=replica, args=item) for item in enumerate(owners)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    secret = _secret(api, namespace, "db")
+    assert _decoded(secret)["password"] in (b"old", b"new")
+    assert _owner_uids(secret) == {owner.uid for owner in owners}
