@@ -20,6 +20,8 @@ request is the webhook's business as much as ours, and its image has no botocore
     │   └── RenderError               the value does not fit the spec (jmesPath on non-JSON, not a string)
     ├── ObjectErrors                  several ObjectErrors from one run, reported together
     ├── WriteError                    the volume could not be written (permissions, ownership, space)
+    ├── KubeAPIError                  the Kubernetes API refused a request or could not be reached (secretObjects)
+    │   └── KubeForbiddenError        403: names the verb, the resource and the ServiceAccount, and the fix
     └── ConfigError                   the fetcher's own settings (missing FERRY_SPEC, bad env values)
 """
 
@@ -170,6 +172,27 @@ class WriteError(FerryError):
 
 class ConfigError(FerryError):
     """The fetcher's own configuration is missing or wrong."""
+
+
+class KubeAPIError(FerryError):
+    """The Kubernetes API answered a request with an error, or could not be reached (status 0)."""
+
+    def __init__(self, message: str, *, status: int, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class KubeForbiddenError(KubeAPIError):
+    """RBAC denied the pod's ServiceAccount: the message says which verb on which resource, and how to allow it."""
+
+    def __init__(self, message: str, *, verb: str, resource: str, name: str, namespace: str, user: str) -> None:
+        super().__init__(message, status=403, reason="Forbidden")
+        self.verb = verb
+        self.resource = resource
+        self.name = name
+        self.namespace = namespace
+        self.user = user
 
 
 # --- The one translation from botocore to Ferry errors. -----------------------

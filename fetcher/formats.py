@@ -1,0 +1,199 @@
+"""Extra output formats on the volume: a dotenv file a POSIX shell can source, and one JSON document.
+
+Why it exists: some apps want their values as environment variables, or as
+one document, and cannot have a Kubernetes Secret. Both formats are built from
+the rendered file set (file name -> bytes) and added to it, so they are
+written by the same atomic swap as the files and can never disagree with them.
+Pure functions, no I/O.
+
+Keys of the dotenv file, from file names (``env_key``):
+
+- upper-cased;
+- every character other than ``A-Z``, ``0-9`` and ``_`` becomes ``_``
+  (so ``db-password`` -> ``DB_PASSWORD``, ``app/db.url`` -> ``APP_DB_URL``);
+- a leading digit gets a ``_`` in front (``1st`` -> ``_1ST``).
+
+Two files that give the same key are refused, naming both: give one an
+``objectAlias``. So are keys the shell itself depends on (``PATH``, ``IFS``,
+``HOME``, ``_``, ``BASH*``, ...; see `RESERVED_ENV_KEYS`): sourcing them would change how the
+app's own command is found or parsed.
+
+Values are written in single quotes, with each ``'`` written as ``'\\''``.
+Inside single quotes a POSIX shell takes every byte literally (``$``,
+backslashes, double quotes, newlines, trailing newlines), so
+``set -a; . FILE`` gives each variable exactly the file's bytes. The JSON
+document maps each file name to its value as a string.
+
+What cannot be represented is refused at fetch time, never mangled: a value
+that is not UTF-8 text (SecretBinary, say) for either format, and a NUL byte
+for dotenv (no shell variable can hold one). The error names the files, never
+the value.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+
+DOTENV_FORMAT = "dotenv"
+JSON_FORMAT = "json"
+FORMATS = (DOTENV_FORMAT, JSON_FORMAT)
+MAX_NAMES_LISTED = 8
+
+# Variables a shell (dash, bash) or the dynamic loader acts on, or that bash keeps read-only or rewrites itself
+# (`_`, RANDOM, UID, ...): sourcing them would fail or not give back the value. Every BASH* name is refused too.
+RESERVED_ENV_KEYS = frozenset(
+    {
+        "_",
+        "CDPATH",
+        "DIRSTACK",
+        "EPOCHREALTIME",
+        "EPOCHSECONDS",
+        "EUID",
+        "FUNCNAME",
+        "GROUPS",
+        "HISTCMD",
+        "PIPESTATUS",
+        "POSIXLY_CORRECT",
+        "PS3",
+        "RANDOM",
+        "SECONDS",
+        "SHLVL",
+        "SRANDOM",
+        "UID",
+        "ENV",
+        "HOME",
+        "IFS",
+        "LD_LIBRARY_PATH",
+        "LD_PRELOAD",
+        "LINENO",
+        "OLDPWD",
+        "OPTARG",
+        "OPTIND",
+        "PATH",
+        "PPID",
+        "PS1",
+        "PS2",
+        "PS4",
+        "PWD",
+        "SHELL",
+        "SHELLOPTS",
+    }
+)
+
+RESERVED_ENV_PREFIX = "BASH"
+
+_NOT_KEY_CHARACTER = re.compile(r"[^A-Z0-9_]", re.ASCII)
+
+
+class FormatError(ValueError):
+    """The file set cannot be written in a requested format; the message names the files and the fix."""
+
+
+def env_key(file_name: str) -> str:
+    """The variable name for a file: upper-case, other characters -> ``_``, ``_`` before a leading digit."""
+    key = _NOT_KEY_CHARACTER.sub("_", file_name.upper())
+    return "_" + key if key[:1].isdigit() else key
+
+
+def env_keys(file_names: Iterable[str]) -> dict[str, str]:
+    """Variable name -> file name for every file; raises FormatError on collisions and reserved names."""
+    keys: dict[str, str] = {}
+    problems: list[str] = []
+    for name in sorted(file_names):
+        key = env_key(name)
+        if key in RESERVED_ENV_KEYS or key.startswith(RESERVED_ENV_PREFIX):
+            problems.append(f"file {_show(name)} would set the shell variable {key}; give it an objectAlias")
+        elif key in keys:
+            problems.append(
+                f"files {_show(keys[key])} and {_show(name)} both give the variable {key}; "
+                "give one of them an objectAlias"
+            )
+        else:
+            keys[key] = name
+    if problems:
+        raise FormatError("dotenv: " + _join(problems))
+    return keys
+
+
+def dotenv_document(files: Mapping[str, bytes]) -> bytes:
+    """``KEY='value'`` lines, sorted by key, that ``set -a; . FILE`` turns into exactly these values."""
+    texts = _texts(files, DOTENV_FORMAT, refuse_nul=True)
+    lines = []
+    for key, name in sorted(env_keys(files).items()):
+        lines.append(f"{key}='" + texts[name].replace("'", "'\\''") + "'\n")
+    return "".join(lines).encode("utf-8")
+
+
+def json_document(files: Mapping[str, bytes]) -> bytes:
+    """One JSON object: file name -> value as a string, keys sorted, UTF-8, ending in a newline."""
+    texts = _texts(files, JSON_FORMAT, refuse_nul=False)
+    return (json.dumps(texts, ensure_ascii=False, sort_keys=True, indent=2) + "\n").encode("utf-8")
+
+
+def add_formats(
+    files: Mapping[str, tuple[bytes, int]], formats: Mapping[str, str], mode: int
+) -> dict[str, tuple[bytes, int]]:
+    """The file set plus one document per requested format (format -> file name), all with `mode`.
+
+    The documents are built from the files alone, so they land in the same swap as the files.
+    """
+    values = {name: content for name, (content, _) in files.items()}
+    result = dict(files)
+    for fmt, target in sorted(formats.items()):
+        if fmt not in FORMATS:
+            raise FormatError(f"unknown output format {_show(fmt)}; use {' or '.join(FORMATS)}")
+        if target in result:
+            raise FormatError(f"{fmt}: the file name {_show(target)} is already used; choose another name for it")
+        builder = dotenv_document if fmt == DOTENV_FORMAT else json_document
+        result[target] = (builder(values), mode)
+    return result
+
+
+def _texts(files: Mapping[str, bytes], fmt: str, *, refuse_nul: bool) -> dict[str, str]:
+    texts: dict[str, str] = {}
+    binary: list[str] = []
+    with_nul: list[str] = []
+    for name, content in sorted(files.items()):
+        try:
+            text = content.decode("utf-8")
+        except UnicodeDecodeError:
+            binary.append(name)
+            continue
+        if refuse_nul and "\0" in text:
+            with_nul.append(name)
+            continue
+        texts[name] = text
+    problems = []
+    if binary:
+        problems.append(
+            f"{_names(binary)} {'is' if len(binary) == 1 else 'are'} not UTF-8 text and cannot be written as {fmt} "
+            "without changing the bytes; read such values from their files"
+        )
+    if with_nul:
+        problems.append(
+            f"{_names(with_nul)} {'holds' if len(with_nul) == 1 else 'hold'} a NUL byte, which no shell variable can "
+            "hold; read such values from their files"
+        )
+    if problems:
+        raise FormatError(f"{fmt}: " + _join(problems))
+    return texts
+
+
+def _show(name: str) -> str:
+    text = repr(name)
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(_show(name) for name in names[:MAX_NAMES_LISTED])
+    extra = len(names) - MAX_NAMES_LISTED
+    prefix = "file " if len(names) == 1 else "files "
+    return prefix + shown + (f" and {extra} more" if extra > 0 else "")
+
+
+def _join(problems: list[str]) -> str:
+    shown = "; ".join(problems[:MAX_NAMES_LISTED])
+    extra = len(problems) - MAX_NAMES_LISTED
+    return shown + (f"; and {extra} more" if extra > 0 else "")
