@@ -27,6 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
+from fetcher.regions import region_problem
+
 # --- Annotation keys (the contract in DESIGN.md). -----------------------------
 ANNOTATION_PREFIX = "ferry.dev/"
 # "true"/"false": inject into this pod (pod value wins over the namespace's).
@@ -524,6 +526,9 @@ def _check_region(value: Any, name: str, problems: list[Problem], *, required: b
         return None
     if not isinstance(value, str) or not _REGION_RE.match(value):
         problems.append(Problem(name, f"{_show(value)} is not an AWS region; write it like us-east-1"))
+        return None
+    if (unknown := region_problem(value)) is not None:
+        problems.append(Problem(name, unknown))
         return None
     return value
 
