@@ -255,7 +255,12 @@ def test_the_pod_spec_holds_names_never_secret_values(pod_factory: PodFactory) -
     assert [o["objectName"] for o in wire["objects"]] == ["prod/db", "/prod/flags"]
     assert "SecretString" not in text and "secretValue" not in text.lower()
     for own in new["spec"]["initContainers"][:2]:
-        assert {e["name"] for e in own["env"]} == {"FERRY_SPEC", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"}
+        assert {e["name"] for e in own["env"]} == {
+            "FERRY_SPEC",
+            "PYTHONDONTWRITEBYTECODE",
+            "PYTHONUNBUFFERED",
+            "AWS_EC2_METADATA_DISABLED",
+        }
 
 
 def test_patch_is_short_and_readable(pod_factory: PodFactory) -> None:
