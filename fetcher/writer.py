@@ -31,7 +31,9 @@ volume. Whatever sits in Ferry's hidden ``..`` names and is not Ferry's (a
 stray file, directory or FIFO) is removed, so a planted entry cannot make every
 later swap fail. A user-visible name in the way that is not Ferry's symlink is
 never overwritten: that is a clear WriteError (``once`` may point at a
-directory holding someone's files).
+directory holding someone's files), raised before anything is written. A swap
+that fails later (a full volume, a signal) puts ``..data`` and every link back
+as they were and removes what it created (the target directory itself stays).
 
 Ownership: group via ``fchown(fd, -1, gid)`` (allowed for a group we are in,
 e.g. the pod's fsGroup); the owner only when it differs from our own uid, which
@@ -83,8 +85,6 @@ def swap_directory(
     try:
         with _open_root(root, create=True) as root_fd:
             swapped, generation = _swap(root_fd, root, files, uid, gid)
-    except WriteError:
-        raise
     except OSError as exc:
         raise WriteError(f"could not write the files into {root}: {_describe_os_error(exc)}") from exc
     if swapped:
@@ -96,21 +96,63 @@ def _swap(root_fd: int, root: Path, files: Files, uid: int | None, gid: int | No
     names = _top_level_names(files)
     _remove_leftovers(root_fd)
     previous = _current_generation(root_fd)
+    _refuse_foreign_entries(root_fd, root, names)  # before anything is written: a failure changes nothing
     if previous is not None and _generation_matches(root_fd, previous, files):
-        _link_entries(root_fd, root, names)
+        _link_entries(root_fd, root, names, replaced=[])
         return False, previous
     generation = _write_generation(root_fd, files, uid, gid)
+    replaced: list[tuple[str, str | None]] = []
     try:
-        _remove_any(root_fd, DATA_LINK_TMP)
-        os.symlink(generation, DATA_LINK_TMP, dir_fd=root_fd)
-        os.replace(DATA_LINK_TMP, DATA_LINK, src_dir_fd=root_fd, dst_dir_fd=root_fd)
+        _point_data_at(root_fd, generation)
+        _link_entries(root_fd, root, names, replaced)
     except BaseException:
+        # Put back what was there: the previous generation (still on disk) and every link as it was.
+        for name, old_target in reversed(replaced):
+            _restore_link(root_fd, name, old_target)
+        if previous is not None:
+            _point_data_at(root_fd, previous)
+        else:
+            _remove_any(root_fd, DATA_LINK)
         _remove_any(root_fd, DATA_LINK_TMP)
         _remove_tree(root_fd, generation)
         raise
-    _link_entries(root_fd, root, names)
     _remove_leftovers(root_fd, keep_links=names, keep_generation=previous)
     return True, generation
+
+
+def _point_data_at(root_fd: int, generation: str) -> None:
+    _remove_any(root_fd, DATA_LINK_TMP)
+    os.symlink(generation, DATA_LINK_TMP, dir_fd=root_fd)
+    os.replace(DATA_LINK_TMP, DATA_LINK, src_dir_fd=root_fd, dst_dir_fd=root_fd)
+
+
+def _restore_link(root_fd: int, name: str, old_target: str | None) -> None:
+    try:
+        if old_target is None:
+            os.unlink(name, dir_fd=root_fd)
+            return
+        tmp_link = f"{DATA_LINK_TMP}.{name}"
+        _remove_any(root_fd, tmp_link)
+        os.symlink(old_target, tmp_link, dir_fd=root_fd)
+        os.replace(tmp_link, name, src_dir_fd=root_fd, dst_dir_fd=root_fd)
+    except OSError:
+        pass  # best effort: the next swap's cleanup removes what is left
+
+
+def _refuse_foreign_entries(root_fd: int, root: Path, names: set[str]) -> None:
+    """A WriteError if a name of the set is taken by something that is not a symlink (someone's file)."""
+    for name in sorted(names):
+        try:
+            status = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise WriteError(f"could not inspect {root / name}: {_describe_os_error(exc)}") from exc
+        if not stat.S_ISLNK(status.st_mode):
+            raise WriteError(
+                f"{root / name} exists and is not Ferry's symlink; the target directory must be Ferry's own "
+                "volume (remove it, or choose another directory)"
+            )
 
 
 def read_current(target: str | os.PathLike[str]) -> dict[str, tuple[bytes, int]] | None:
@@ -134,6 +176,15 @@ def read_current(target: str | os.PathLike[str]) -> dict[str, tuple[bytes, int]]
             return current
     except (OSError, _Differs):
         return None
+
+
+def has_current_set(target: str | os.PathLike[str]) -> bool:
+    """Whether `target` serves a set now (``..data`` leads to a generation directory in it)."""
+    try:
+        with _open_root(Path(target), create=False) as root_fd:
+            return _current_generation(root_fd) is not None
+    except OSError:
+        return False
 
 
 def remove_leftovers(
@@ -358,12 +409,17 @@ def _top_level_names(files: Files) -> set[str]:
     return {relative.split("/", 1)[0] for relative in files}
 
 
-def _link_entries(root_fd: int, root: Path, names: set[str]) -> None:
-    """Make every top-level name a relative symlink through ..data (kept when already right)."""
+def _link_entries(root_fd: int, root: Path, names: set[str], replaced: list[tuple[str, str | None]]) -> None:
+    """Make every top-level name a relative symlink through ..data (kept when already right).
+
+    Appends (name, previous symlink target or None) to `replaced` before changing a name, for a rollback.
+    """
     for name in sorted(names):
         wanted = f"{DATA_LINK}/{name}"
+        old_target: str | None = None
         try:
-            if os.readlink(name, dir_fd=root_fd) == wanted:
+            old_target = os.readlink(name, dir_fd=root_fd)
+            if old_target == wanted:
                 continue
         except FileNotFoundError:
             pass
@@ -375,6 +431,7 @@ def _link_entries(root_fd: int, root: Path, names: set[str]) -> None:
                 "volume (remove it, or choose another directory)"
             ) from exc
         tmp_link = f"{DATA_LINK_TMP}.{name}"
+        replaced.append((name, old_target))
         try:
             _remove_any(root_fd, tmp_link)
             os.symlink(wanted, tmp_link, dir_fd=root_fd)
