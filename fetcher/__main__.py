@@ -216,7 +216,8 @@ def write_termination_message(path: str, message: str, *, create: bool) -> bool:
     """Write the message where the kubelet reads it. The default path is used only if it exists (in a pod)."""
     if not create and not os.path.exists(path):
         return False
-    data = message.encode("utf-8")
+    # backslashreplace: a path given in bytes that are not UTF-8 (surrogates) must not end the report in a crash.
+    data = message.encode("utf-8", "backslashreplace")
     if len(data) > MAX_TERMINATION_MESSAGE_BYTES:
         data = data[: MAX_TERMINATION_MESSAGE_BYTES - 3].decode("utf-8", "ignore").encode("utf-8") + b"..."
     try:

@@ -122,3 +122,23 @@ def test_once_without_a_region_says_where_one_can_come_from(tmp_path: Path) -> N
     message = termination.read_text()
     assert "--region" in message and "AWS_REGION" in message
     assert not (tmp_path / "out").exists()
+
+
+def test_a_path_that_is_not_utf8_is_reported_not_crashed_on(tmp_path: Path) -> None:
+    termination = tmp_path / "term"
+    strange = os.fsdecode(os.fsencode(str(tmp_path)) + b"/spc-\xff.yaml")  # a lone surrogate once decoded
+    code = main(
+        [
+            "once",
+            "--secret-provider-class",
+            strange,
+            "--dir",
+            str(tmp_path / "out"),
+            "--termination-log",
+            str(termination),
+        ],
+        {},
+    )
+    assert code == 2
+    assert "cannot read" in termination.read_text()
+    assert "spc-\\udcff.yaml" in termination.read_text()
