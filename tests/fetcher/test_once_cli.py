@@ -1,4 +1,4 @@
-"""`python -m fetcher once`: a failed run leaves the target as it found it; help and region messages that do not mislead.
+"""`python -m fetcher once`: a failed run leaves the target as it was; help and region messages that do not mislead.
 
 Why it exists: `once` is what a team runs by hand to check a migration from
 the CSI driver, often into a directory that already holds something. A failure
