@@ -106,18 +106,28 @@ def _swap(root_fd: int, root: Path, files: Files, uid: int | None, gid: int | No
         _point_data_at(root_fd, generation)
         _link_entries(root_fd, root, names, replaced)
     except BaseException:
-        # Put back what was there: the previous generation (still on disk) and every link as it was.
-        for name, old_target in reversed(replaced):
-            _restore_link(root_fd, name, old_target)
+        _roll_back(root_fd, previous, generation, replaced)
+        raise
+    _remove_leftovers(root_fd, keep_links=names, keep_generation=previous)
+    return True, generation
+
+
+def _roll_back(root_fd: int, previous: str | None, generation: str, replaced: list[tuple[str, str | None]]) -> None:
+    """Put back what was there: every link as it was and ..data on the previous generation (still on disk).
+
+    Best effort: an error here must not hide the one that caused the rollback; the next swap cleans up.
+    """
+    for name, old_target in reversed(replaced):
+        _restore_link(root_fd, name, old_target)
+    try:
         if previous is not None:
             _point_data_at(root_fd, previous)
         else:
             _remove_any(root_fd, DATA_LINK)
         _remove_any(root_fd, DATA_LINK_TMP)
         _remove_tree(root_fd, generation)
-        raise
-    _remove_leftovers(root_fd, keep_links=names, keep_generation=previous)
-    return True, generation
+    except OSError:
+        pass
 
 
 def _point_data_at(root_fd: int, generation: str) -> None:

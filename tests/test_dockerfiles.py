@@ -220,7 +220,7 @@ def test_fetcher_image_copies_only_the_fetcher() -> None:
 
 def test_webhook_image_copies_the_webhook_and_only_the_spec_model() -> None:
     sources = _copied_sources(WEBHOOK)
-    assert sources == {"constraints.txt", "webhook/", "fetcher/__init__.py", "fetcher/spec.py"}
+    assert sources == {"constraints.txt", "webhook/", "fetcher/__init__.py", "fetcher/spec.py", "fetcher/regions.py"}
 
 
 def _copied_sources(dockerfile: str) -> set[str]:
