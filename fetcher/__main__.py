@@ -15,7 +15,14 @@ termination message that tells an app team why their pod did not start.
   SecretProviderClass manifest, to check a migration from the CSI driver.
 
 Exit codes: 0 success; 1 an object could not be fetched, rendered or written;
-2 the spec or the fetcher's own configuration is wrong.
+2 the spec or the fetcher's own configuration is wrong; 130 / 143 stopped by
+SIGINT / SIGTERM (the sidecar exits 0 on SIGTERM: that is how the kubelet
+stops it).
+
+Signals: SIGINT and SIGTERM interrupt whatever runs, even an AWS call hanging
+on the network. A swap under way rolls back, calls still hanging in worker
+threads are abandoned (the process exits without waiting for them), and the
+exit is one log line, never a traceback.
 """
 
 from __future__ import annotations
@@ -53,6 +60,41 @@ MAX_TERMINATION_MESSAGE_BYTES = 4096
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_CONFIG = 2
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived. A BaseException, so no `except Exception` on the way up swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _SignalHandlers:
+    """While installed: the first SIGINT/SIGTERM sets `stop` and raises Interrupted in the main thread."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _SignalHandlers:
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._interrupt)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _interrupt(self, signum: int, _frame: FrameType | None) -> None:
+        # No logging here: the interrupted code may hold the log's lock. A second signal only repeats the first.
+        if self.stop.is_set():
+            return
+        self.stop.set()
+        raise Interrupted(signum)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -63,11 +105,19 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     termination_log = args.termination_log or env.get(TERMINATION_LOG_ENV_VAR) or DEFAULT_TERMINATION_LOG
     explicit_log = bool(args.termination_log or env.get(TERMINATION_LOG_ENV_VAR))
     try:
-        if args.command == "init":
-            return run_init(env, args.dir)
-        if args.command == "sidecar":
-            return run_sidecar_command(env, args.dir)
-        return run_once(env, args.secret_provider_class, args.dir, args.region)
+        with _SignalHandlers() as handlers:
+            if args.command == "init":
+                return run_init(env, args.dir)
+            if args.command == "sidecar":
+                return run_sidecar_command(env, args.dir, handlers.stop)
+            return run_once(env, args.secret_provider_class, args.dir, args.region)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        if args.command == "sidecar" and signum == signal.SIGTERM:
+            log.info("sidecar stopped", signal=signal.Signals(signum).name)
+            return EXIT_OK
+        log.info(f"{args.command} interrupted", signal=signal.Signals(signum).name)
+        return EXIT_INTERRUPTED if signum == signal.SIGINT else EXIT_TERMINATED
     except (SpecError, ConfigError) as exc:
         return _fail(args.command, str(exc), EXIT_BAD_CONFIG, termination_log, explicit_log)
     except FerryError as exc:
@@ -96,7 +146,7 @@ def run_init(env: Mapping[str, str], target_dir: str) -> int:
     return EXIT_OK
 
 
-def run_sidecar_command(env: Mapping[str, str], target_dir: str) -> int:
+def run_sidecar_command(env: Mapping[str, str], target_dir: str, stop: threading.Event) -> int:
     spec = load_spec(env)
 
     from fetcher.aws import AwsClients
@@ -107,14 +157,6 @@ def run_sidecar_command(env: Mapping[str, str], target_dir: str) -> int:
             f"the spec in {SPEC_ENV_VAR} has no refresh interval, so the sidecar has nothing to do; "
             "set ferry.dev/refresh-interval or do not run the sidecar"
         )
-    stop = threading.Event()
-
-    def request_stop(_signum: int, _frame: FrameType | None) -> None:
-        # Only set the event: logging here could deadlock on the log lock held by the interrupted code.
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
     state = RefreshState(spec=spec, clients=AwsClients.from_env(env), target_dir=Path(target_dir))
     return run_sidecar(state, stop)
 
@@ -124,9 +166,14 @@ def run_once(env: Mapping[str, str], manifest_path: str, target_dir: str, region
     from fetcher.loop import deliver
 
     manifest = load_secret_provider_class(manifest_path)
-    spec = spec_from_secret_provider_class(
-        manifest, region=region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-    )
+    region = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    parameters = manifest.get("spec", {}).get("parameters") if isinstance(manifest.get("spec"), Mapping) else None
+    if not region and not (isinstance(parameters, Mapping) and parameters.get("region")):
+        raise ConfigError(
+            f"no AWS region: {manifest_path} sets no spec.parameters.region; "
+            "pass --region (e.g. --region us-east-1) or set AWS_REGION"
+        )
+    spec = spec_from_secret_provider_class(manifest, region=region)
     clients = AwsClients.from_env(env)
     delivery = deliver(spec, clients, target_dir)
     log.info(
@@ -167,7 +214,8 @@ def write_termination_message(path: str, message: str, *, create: bool) -> bool:
     """Write the message where the kubelet reads it. The default path is used only if it exists (in a pod)."""
     if not create and not os.path.exists(path):
         return False
-    data = message.encode("utf-8")
+    # backslashreplace: a path given in bytes that are not UTF-8 (surrogates) must not end the report in a crash.
+    data = message.encode("utf-8", "backslashreplace")
     if len(data) > MAX_TERMINATION_MESSAGE_BYTES:
         data = data[: MAX_TERMINATION_MESSAGE_BYTES - 3].decode("utf-8", "ignore").encode("utf-8") + b"..."
     try:
@@ -188,7 +236,8 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
             "--dir",
             required=dir_required,
             default=None if dir_required else default_dir,
-            help=f"directory to write into (default ${TARGET_DIR_ENV_VAR} or {DEFAULT_MOUNT_PATH})",
+            help="directory to write into"
+            + ("" if dir_required else f" (default ${TARGET_DIR_ENV_VAR} or {DEFAULT_MOUNT_PATH})"),
         )
         sub.add_argument(
             "--termination-log",
@@ -201,9 +250,20 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     once = commands.add_parser("once", help="fetch from a SecretProviderClass manifest file (migration checks)")
     common(once, dir_required=True)
     once.add_argument("--secret-provider-class", required=True, metavar="FILE", help="SecretProviderClass YAML")
-    once.add_argument("--region", default=None, help="region when the SPC names none (default $AWS_REGION)")
+    once.add_argument(
+        "--region", default=None, help="region when the SPC names none (else $AWS_REGION or $AWS_DEFAULT_REGION)"
+    )
     return parser
 
 
+def _exit(code: int) -> None:
+    """Exit with `code`, without waiting for worker threads an interrupt left hanging on the network."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if threading.active_count() > 1:
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit(main())

@@ -3,7 +3,10 @@
 Why it exists: the fetcher starts in every injected pod, so client setup is
 both a latency and a correctness concern. One session means one credential
 resolution (IRSA web identity or EKS Pod Identity, found by boto3's default
-chain; token files are re-read by botocore, never cached here). Each client
+chain; token files are re-read by botocore, never cached here). The chain
+stops before the node's instance role: a pod without IRSA or Pod Identity
+must fail with "no usable AWS identity", never fetch with the node's role
+through IMDS (the webhook also sets ``AWS_EC2_METADATA_DISABLED=true``). Each client
 gets an explicit retry mode (`standard`; the installed default is `legacy`)
 and explicit timeouts, so a dead endpoint costs seconds, not minutes.
 
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import boto3
+import botocore.session
 from botocore.config import Config
 
 from fetcher.errors import ConfigError
@@ -42,6 +46,8 @@ MAX_ATTEMPTS_ENV_VAR = "FERRY_AWS_MAX_ATTEMPTS"
 CONNECT_TIMEOUT_ENV_VAR = "FERRY_AWS_CONNECT_TIMEOUT"
 READ_TIMEOUT_ENV_VAR = "FERRY_AWS_READ_TIMEOUT"
 USER_AGENT_EXTRA = "ferry-fetcher/0.1"
+# botocore's name for the provider that asks IMDS for the node's instance role.
+NODE_ROLE_PROVIDER = "iam-role"
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,13 @@ def _number(environ: Mapping[str, str], key: str, default: float, *, minimum: fl
     if value < minimum:
         raise ConfigError(f"{key}={raw!r} must be at least {minimum:g}")
     return value
+
+
+def pod_identity_session() -> Any:
+    """A boto3 Session whose credential chain never reaches the node's instance role."""
+    core = botocore.session.Session()
+    core.get_component("credential_provider").remove(NODE_ROLE_PROVIDER)
+    return boto3.session.Session(botocore_session=core)
 
 
 class ApiCallCounter:
@@ -151,7 +164,7 @@ class AwsClients:
     def __init__(self, settings: AwsSettings | None = None, session: Any = None) -> None:
         self.settings = settings or AwsSettings()
         self.calls = ApiCallCounter()
-        self.session: Any = session or boto3.session.Session()
+        self.session: Any = session or pod_identity_session()
         self.session.events.register("before-call", self._count_call)
         self.session.events.register("request-created", self._count_attempt)
         self._config = self.settings.client_config()

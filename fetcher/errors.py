@@ -63,7 +63,13 @@ THROTTLING_CODES = frozenset(
 )
 ACCESS_DENIED_CODES = frozenset({"AccessDeniedException", "AccessDenied"})
 # AWS's own message is quoted in ours up to this length (a termination message keeps 4096 bytes).
-MAX_AWS_MESSAGE_CHARS = 400
+MAX_AWS_MESSAGE_CHARS = 300
+# An error code is a short identifier; anything longer or stranger is cut (it is quoted as-is otherwise).
+MAX_AWS_CODE_CHARS = 64
+_PLAIN_CODE = re.compile(r"[A-Za-z0-9_.:#-]+")
+# Names listed by one ParametersNotFoundError (AWS echoes them back; a broken endpoint could send thousands).
+MAX_LISTED_NAMES = 10
+MAX_NAME_CHARS = 120
 _RESOURCE_IN_MESSAGE = re.compile(r"on resource: (\S+)")
 
 
@@ -127,8 +133,11 @@ class ParametersNotFoundError(AwsRejectedError):
 
     def __init__(self, *, names: Sequence[str], region: str) -> None:
         self.names = tuple(names)
+        listed = ", ".join(_short(name, MAX_NAME_CHARS) for name in self.names[:MAX_LISTED_NAMES])
+        if len(self.names) > MAX_LISTED_NAMES:
+            listed += f" and {len(self.names) - MAX_LISTED_NAMES} more"
         super().__init__(
-            object_name=", ".join(self.names),
+            object_name=listed,
             region=region,
             code="InvalidParameters",
             operation="GetParameters",
@@ -244,7 +253,7 @@ def translating_aws_errors(*, object_name: str, region: str, service: str, opera
 
 def _from_client_error(exc: ClientError, object_name: str, region: str, service: str, operation: str) -> FetchError:
     error = exc.response.get("Error", {})
-    code = str(error.get("Code") or "Unknown")
+    code = _aws_code(error.get("Code"))
     aws_message = _short(str(error.get("Message") or ""))
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
     failed_operation = getattr(exc, "operation_name", "") or operation
@@ -296,7 +305,10 @@ def _hint_for(code: str, aws_message: str, service: str, operation: str, object_
         return "the secret may be scheduled for deletion or disabled; restore it or point at another secret"
     if code in THROTTLING_CODES:
         return "AWS throttled the request; spread refreshes out (longer interval) or raise the quota"
-    return "see AWS's message in parentheses"
+    if aws_message:
+        return "see AWS's message in parentheses"
+    api = {"secretsmanager": "Secrets Manager", "ssm": "Systems Manager"}.get(service, service)
+    return f"AWS sent no message with this error; look up {code} in the {api} API reference"
 
 
 def _guess_arn(service: str, object_name: str, region: str) -> str:
@@ -311,6 +323,17 @@ def _kind(service: str) -> str:
     return {"secretsmanager": "secret", "ssm": "SSM parameter"}.get(service, "object")
 
 
-def _short(text: str) -> str:
+def _short(text: str, limit: int = MAX_AWS_MESSAGE_CHARS) -> str:
+    """`text` on one line, printable characters only, at most `limit` characters."""
+    text = text[: limit * 4]  # bound the work before splitting a reply of any size
+    text = "".join(char if char.isprintable() else " " for char in text)
     text = " ".join(text.split())
-    return text if len(text) <= MAX_AWS_MESSAGE_CHARS else text[: MAX_AWS_MESSAGE_CHARS - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _aws_code(raw: object) -> str:
+    """AWS's error code, as sent when it looks like one; otherwise cut and made printable."""
+    code = str(raw or "") or "Unknown"
+    if len(code) <= MAX_AWS_CODE_CHARS and _PLAIN_CODE.fullmatch(code):
+        return code
+    return _short(code, MAX_AWS_CODE_CHARS) or "Unknown"

@@ -28,7 +28,7 @@ from fetcher.notify import notify_app
 from fetcher.render import RenderedFiles, render
 from fetcher.sources import FetchedValue, FetchResult, VersionProbe, check_versions, fetch_all
 from fetcher.spec import FetchSpec
-from fetcher.writer import swap_directory
+from fetcher.writer import has_current_set, swap_directory
 
 # Each wait is the interval times a factor in [1 - JITTER_FRACTION, 1 + JITTER_FRACTION].
 JITTER_FRACTION = 0.1
@@ -152,7 +152,9 @@ def run_sidecar(
             failures += 1
             wait = failure_backoff(interval, failures, rng, max_backoff)
             log.error(
-                "refresh failed; keeping the last good files",
+                "refresh failed; keeping the last good files"
+                if has_current_set(state.target_dir)
+                else "refresh failed; no files written yet",
                 error=str(exc),
                 codes=_codes(exc),
                 failures=failures,

@@ -5,11 +5,15 @@ in a rotated set, it can POST to a reload endpoint on localhost (the spec only
 admits localhost URLs) and/or send a signal to processes with a given name,
 which works only when the pod sets ``shareProcessNamespace: true``. A failed
 notification is logged and never fatal: the files are already right, and the
-next rotation tries again.
+next rotation tries again. That includes an answer that is not HTTP at all.
+
+Redirects are never followed: the spec admits only localhost URLs, and a
+redirect would let whatever answers there send the POST anywhere else.
 """
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import urllib.error
@@ -22,18 +26,28 @@ from fetcher.spec import Notify
 NOTIFY_TIMEOUT_SECONDS = 2.0
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A 3xx answer stays an answer (logged as refused); the request never goes where it points."""
+
+    def redirect_request(self, *_: object, **__: object) -> None:
+        return None
+
+
 def notify_app(notify: Notify, *, proc_root: str = "/proc", timeout: float = NOTIFY_TIMEOUT_SECONDS) -> None:
     """Send whatever notifications the spec asks for; log, never raise, on failure."""
     if notify.url:
         post_reload(notify.url, timeout=timeout)
     if notify.signal and notify.process:
-        signal_processes(notify.process, notify.signal, proc_root=proc_root)
+        try:
+            signal_processes(notify.process, notify.signal, proc_root=proc_root)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("signal notification failed", process=notify.process, error=type(exc).__name__)
 
 
 def post_reload(url: str, *, timeout: float = NOTIFY_TIMEOUT_SECONDS) -> bool:
     """POST an empty body to `url`; True on a 2xx answer."""
     # No proxies: HTTP(S)_PROXY in the pod must not send a localhost call elsewhere.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects())
     request = urllib.request.Request(url, data=b"", method="POST", headers={"User-Agent": "ferry-fetcher"})
     try:
         with opener.open(request, timeout=timeout) as response:
@@ -42,7 +56,8 @@ def post_reload(url: str, *, timeout: float = NOTIFY_TIMEOUT_SECONDS) -> bool:
         exc.close()
         log.warning("reload notification refused", url=url, status=exc.code)
         return False
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        # HTTPException: the answer was not HTTP (BadStatusLine, a header line too long, ...).
         log.warning("reload notification failed", url=url, error=type(exc).__name__, reason=str(exc)[:200])
         return False
     log.info("reload notification sent", url=url, status=status)

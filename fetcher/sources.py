@@ -420,10 +420,16 @@ def _run_units(units: Sequence[Callable[[], T]], max_workers: int) -> list[T]:
         for position, unit in enumerate(units):
             collect(position, unit)
     else:
-        with ThreadPoolExecutor(max_workers=min(max_workers, len(units)), thread_name_prefix="ferry-fetch") as pool:
+        pool = ThreadPoolExecutor(max_workers=min(max_workers, len(units)), thread_name_prefix="ferry-fetch")
+        try:
             futures = [pool.submit(collect, position, unit) for position, unit in enumerate(units)]
             for future in futures:
                 future.result()  # re-raises anything that is not an ObjectError: a bug, not an AWS failure
+        except BaseException:
+            # An interrupt (SIGINT/SIGTERM) must not wait for calls still hanging on the network.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     if errors:
         raise ObjectErrors([error for _, error in sorted(errors, key=lambda pair: pair[0])])
     return outcomes

@@ -18,21 +18,38 @@ generations, a dangling ``..data_tmp`` and stale symlinks (left by a crash or
 by a set that shrank) are removed. Unlike the kubelet, the generation just
 replaced is kept until the next swap starts: a reader that resolved ``..data``
 a moment before the swap can still open its files, instead of racing the
-deletion (one extra copy of a few small files on the volume). Ownership: group via ``os.chown(path, -1,
-gid)`` (allowed for a group we are in, e.g. the pod's fsGroup); the owner only
-when it differs from our own uid, which needs CAP_CHOWN and fails with a
-clear WriteError otherwise. Only paths under the target directory are touched.
+deletion (one extra copy of a few small files on the volume).
+
+The volume is shared with the app's containers, so nothing found in it is
+trusted. The target directory is opened once and every later call is relative
+to that descriptor (``dir_fd``), never following a symlink (``O_NOFOLLOW``);
+anything opened gets ``O_NONBLOCK`` and is checked with ``fstat``, and only
+regular files are read, never more bytes than the set being compared holds.
+So a FIFO cannot hang a swap, a symlink to ``/dev/zero`` cannot be read, and a
+planted symlinked subdirectory cannot send a write or a ``chmod`` outside the
+volume. Whatever sits in Ferry's hidden ``..`` names and is not Ferry's (a
+stray file, directory or FIFO) is removed, so a planted entry cannot make every
+later swap fail. A user-visible name in the way that is not Ferry's symlink is
+never overwritten: that is a clear WriteError (``once`` may point at a
+directory holding someone's files), raised before anything is written. A swap
+that fails later (a full volume, a signal) puts ``..data`` and every link back
+as they were and removes what it created (the target directory itself stays).
+
+Ownership: group via ``fchown(fd, -1, gid)`` (allowed for a group we are in,
+e.g. the pod's fsGroup); the owner only when it differs from our own uid, which
+needs CAP_CHOWN and fails with a clear WriteError otherwise.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import secrets
 import shutil
 import stat
-import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from fetcher.errors import WriteError
@@ -41,178 +58,412 @@ from fetcher.logs import log
 DATA_LINK = "..data"
 DATA_LINK_TMP = "..data_tmp"
 DIR_MODE = 0o755
+# read_current() reads at most this much in all: it only serves checks of a set Ferry wrote.
+MAX_READ_BYTES = 64 * 1024 * 1024
+# Deeper than any set Ferry writes (a file path has at most a few components): a planted tree, not ours.
+MAX_DEPTH = 32
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+Files = Mapping[str, tuple[bytes, int]]
+
+
+class _Differs(Exception):
+    """The set on disk is not the one compared with (or is not a set Ferry could have written)."""
 
 
 def swap_directory(
     target: str | os.PathLike[str],
-    files: Mapping[str, tuple[bytes, int]],
+    files: Files,
     uid: int | None = None,
     gid: int | None = None,
 ) -> bool:
     """Make `files` the current set in `target`; return False (and touch nothing) when it already is."""
     root = Path(target)
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        remove_leftovers(root)
-        if read_current(root) == dict(files):
-            _link_entries(root, _top_level_names(files))
-            return False
-        previous = _current_generation(root)
-        generation = _write_generation(root, files, uid, gid)
-        tmp_link = root / DATA_LINK_TMP
-        os.symlink(generation.name, tmp_link)
-        os.replace(tmp_link, root / DATA_LINK)
-    except WriteError:
-        raise
+        with _open_root(root, create=True) as root_fd:
+            swapped, generation = _swap(root_fd, root, files, uid, gid)
     except OSError as exc:
         raise WriteError(f"could not write the files into {root}: {_describe_os_error(exc)}") from exc
+    if swapped:
+        log.info("swapped files", dir=str(root), generation=generation, files=len(files))
+    return swapped
+
+
+def _swap(root_fd: int, root: Path, files: Files, uid: int | None, gid: int | None) -> tuple[bool, str | None]:
     names = _top_level_names(files)
-    _link_entries(root, names)
-    remove_leftovers(root, keep_links=names, keep_generation=previous)
-    log.info("swapped files", dir=str(root), generation=generation.name, files=len(files))
-    return True
+    _remove_leftovers(root_fd)
+    previous = _current_generation(root_fd)
+    _refuse_foreign_entries(root_fd, root, names)  # before anything is written: a failure changes nothing
+    if previous is not None and _generation_matches(root_fd, previous, files):
+        _link_entries(root_fd, root, names, replaced=[])
+        return False, previous
+    generation = _write_generation(root_fd, files, uid, gid)
+    replaced: list[tuple[str, str | None]] = []
+    try:
+        _point_data_at(root_fd, generation)
+        _link_entries(root_fd, root, names, replaced)
+    except BaseException:
+        _roll_back(root_fd, previous, generation, replaced)
+        raise
+    _remove_leftovers(root_fd, keep_links=names, keep_generation=previous)
+    return True, generation
+
+
+def _roll_back(root_fd: int, previous: str | None, generation: str, replaced: list[tuple[str, str | None]]) -> None:
+    """Put back what was there: every link as it was and ..data on the previous generation (still on disk).
+
+    Best effort: an error here must not hide the one that caused the rollback; the next swap cleans up.
+    """
+    for name, old_target in reversed(replaced):
+        _restore_link(root_fd, name, old_target)
+    try:
+        if previous is not None:
+            _point_data_at(root_fd, previous)
+        else:
+            _remove_any(root_fd, DATA_LINK)
+        _remove_any(root_fd, DATA_LINK_TMP)
+        _remove_tree(root_fd, generation)
+    except OSError:
+        pass
+
+
+def _point_data_at(root_fd: int, generation: str) -> None:
+    _remove_any(root_fd, DATA_LINK_TMP)
+    os.symlink(generation, DATA_LINK_TMP, dir_fd=root_fd)
+    os.replace(DATA_LINK_TMP, DATA_LINK, src_dir_fd=root_fd, dst_dir_fd=root_fd)
+
+
+def _restore_link(root_fd: int, name: str, old_target: str | None) -> None:
+    try:
+        if old_target is None:
+            os.unlink(name, dir_fd=root_fd)
+            return
+        tmp_link = f"{DATA_LINK_TMP}.{name}"
+        _remove_any(root_fd, tmp_link)
+        os.symlink(old_target, tmp_link, dir_fd=root_fd)
+        os.replace(tmp_link, name, src_dir_fd=root_fd, dst_dir_fd=root_fd)
+    except OSError:
+        pass  # best effort: the next swap's cleanup removes what is left
+
+
+def _refuse_foreign_entries(root_fd: int, root: Path, names: set[str]) -> None:
+    """A WriteError if a name of the set is taken by something that is not a symlink (someone's file)."""
+    for name in sorted(names):
+        try:
+            status = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise WriteError(f"could not inspect {root / name}: {_describe_os_error(exc)}") from exc
+        if not stat.S_ISLNK(status.st_mode):
+            raise WriteError(
+                f"{root / name} exists and is not Ferry's symlink; the target directory must be Ferry's own "
+                "volume (remove it, or choose another directory)"
+            )
 
 
 def read_current(target: str | os.PathLike[str]) -> dict[str, tuple[bytes, int]] | None:
-    """The set `..data` points at now (relative path -> (bytes, mode)), or None if there is none."""
-    root = Path(target)
+    """The set `..data` points at now (relative path -> (bytes, mode)), or None if there is none.
+
+    None too when the set holds anything but directories and regular files, or more than MAX_READ_BYTES.
+    """
     try:
-        generation = root / os.readlink(root / DATA_LINK)
-    except OSError:
+        with _open_root(Path(target), create=False) as root_fd:
+            generation = _current_generation(root_fd)
+            if generation is None:
+                return None
+            budget = MAX_READ_BYTES
+            current: dict[str, tuple[bytes, int]] = {}
+            with _opened_dir(root_fd, generation) as generation_fd:
+                for relative, fd, status in _walk_files(generation_fd, ""):
+                    if status.st_size > budget:
+                        return None
+                    budget -= status.st_size
+                    current[relative] = (_read_exactly(fd, status.st_size), stat.S_IMODE(status.st_mode))
+            return current
+    except (OSError, _Differs):
         return None
-    current: dict[str, tuple[bytes, int]] = {}
+
+
+def has_current_set(target: str | os.PathLike[str]) -> bool:
+    """Whether `target` serves a set now (``..data`` leads to a generation directory in it)."""
     try:
-        for directory, _, names in os.walk(generation):
-            for name in names:
-                path = Path(directory, name)
-                with open(path, "rb") as handle:
-                    mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
-                    current[path.relative_to(generation).as_posix()] = (handle.read(), mode)
+        with _open_root(Path(target), create=False) as root_fd:
+            return _current_generation(root_fd) is not None
     except OSError:
-        return None
-    return current
+        return False
 
 
 def remove_leftovers(
     target: str | os.PathLike[str], keep_links: set[str] | None = None, keep_generation: str | None = None
 ) -> None:
-    """Remove what a crash or an older set left: ..data_tmp, old generations, stale ..data symlinks.
+    """Remove what a crash, a shrinking set or a stranger left: see `_remove_leftovers`."""
+    try:
+        with _open_root(Path(target), create=False) as root_fd:
+            _remove_leftovers(root_fd, keep_links, keep_generation)
+    except OSError as exc:
+        raise WriteError(f"could not clean up {target}: {_describe_os_error(exc)}") from exc
+
+
+def _remove_leftovers(root_fd: int, keep_links: set[str] | None = None, keep_generation: str | None = None) -> None:
+    """Remove ..data_tmp*, old generations, anything else in Ferry's hidden names, and stale ..data symlinks.
 
     `keep_links`: the top-level names of the current set; other symlinks into ``..data`` go.
     With None, only symlinks whose target no longer exists are removed.
     `keep_generation`: one retired generation to keep (the one a swap just replaced).
+    ``..data`` itself goes when it is not a symlink to a generation directory.
     """
-    root = Path(target)
-    keep = {DATA_LINK, _current_generation(root), keep_generation}
-    for entry in os.scandir(root):
+    current = _current_generation(root_fd)
+    if current is None:
+        _remove_any(root_fd, DATA_LINK)
+    keep = {current, keep_generation}
+    for name in os.listdir(root_fd):
         try:
-            if entry.name.startswith(DATA_LINK_TMP):
-                os.unlink(entry.path)
-            elif entry.name.startswith("..") and entry.name not in keep and _is_real_dir(entry):
-                shutil.rmtree(entry.path, ignore_errors=True)
-            elif entry.is_symlink() and os.readlink(entry.path).startswith(DATA_LINK + "/"):
-                stale = not os.path.exists(entry.path) if keep_links is None else entry.name not in keep_links
-                if stale:
-                    os.unlink(entry.path)
+            if name.startswith(".."):
+                ours = name == DATA_LINK or (name in keep and _is_real_dir(root_fd, name))
+                if not ours:
+                    _remove_any(root_fd, name)
+                continue
+            target = _readlink(root_fd, name)
+            if target is None or not target.startswith(DATA_LINK + "/"):
+                continue  # not Ferry's: never touched
+            stale = not _exists(root_fd, name) if keep_links is None else name not in keep_links
+            if stale:
+                os.unlink(name, dir_fd=root_fd)
         except FileNotFoundError:
             continue
 
 
-def _current_generation(root: Path) -> str | None:
+@contextmanager
+def _open_root(root: Path, *, create: bool) -> Iterator[int]:
+    if create:
+        root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root, _DIR_FLAGS)
     try:
-        return os.readlink(root / DATA_LINK)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _opened_dir(parent_fd: int, name: str) -> Iterator[int]:
+    fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _current_generation(root_fd: int) -> str | None:
+    """The name ..data points at, if it is a symlink to a generation directory right in the volume."""
+    target = _readlink(root_fd, DATA_LINK)
+    if target is None or not _is_generation_name(target) or not _is_real_dir(root_fd, target):
+        return None
+    return target
+
+
+def _is_generation_name(name: str) -> bool:
+    return name.startswith("..") and "/" not in name and name not in ("..", DATA_LINK) and DATA_LINK_TMP not in name
+
+
+def _readlink(dir_fd: int, name: str) -> str | None:
+    try:
+        return os.readlink(name, dir_fd=dir_fd)
     except OSError:
         return None
 
 
-def _is_real_dir(entry: os.DirEntry[str]) -> bool:
-    return entry.is_dir(follow_symlinks=False)
+def _is_real_dir(dir_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
 
 
-def _write_generation(root: Path, files: Mapping[str, tuple[bytes, int]], uid: int | None, gid: int | None) -> Path:
+def _exists(dir_fd: int, name: str) -> bool:
+    """Whether `name` (one of our relative symlinks) resolves; following it only to stat, never to open."""
+    try:
+        os.stat(name, dir_fd=dir_fd)
+    except OSError:
+        return False
+    return True
+
+
+def _walk_files(dir_fd: int, prefix: str, depth: int = 0) -> Iterator[tuple[str, int, os.stat_result]]:
+    """(relative path, open fd, fstat) of every regular file below `dir_fd`; raises _Differs on anything else."""
+    if depth > MAX_DEPTH:
+        raise _Differs(prefix)
+    for name in sorted(os.listdir(dir_fd)):
+        try:
+            fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+        except OSError as exc:  # ELOOP: a symlink; anything else: not a set Ferry wrote
+            raise _Differs(name) from exc
+        try:
+            status = os.fstat(fd)
+            relative = prefix + name
+            if stat.S_ISDIR(status.st_mode):
+                yield from _walk_files(fd, relative + "/", depth + 1)
+            elif stat.S_ISREG(status.st_mode):
+                yield relative, fd, status
+            else:
+                raise _Differs(relative)
+        finally:
+            os.close(fd)
+
+
+def _generation_matches(root_fd: int, generation: str, files: Files) -> bool:
+    """Whether `generation` holds exactly `files`, reading no more bytes than `files` holds."""
+    seen = 0
+    try:
+        with _opened_dir(root_fd, generation) as generation_fd:
+            for relative, fd, status in _walk_files(generation_fd, ""):
+                expected = files.get(relative)
+                if expected is None or status.st_size != len(expected[0]):
+                    return False
+                if stat.S_IMODE(status.st_mode) != expected[1] or _read_exactly(fd, status.st_size) != expected[0]:
+                    return False
+                seen += 1
+    except (OSError, _Differs):
+        return False
+    return seen == len(files)
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    """`size` bytes from `fd`; _Differs if the file holds fewer or more (it changed under us)."""
+    chunks: list[bytes] = []
+    left = size
+    while left > 0:
+        chunk = os.read(fd, min(left, 1024 * 1024))
+        if not chunk:
+            raise _Differs("shorter than its size")
+        chunks.append(chunk)
+        left -= len(chunk)
+    if os.read(fd, 1):
+        raise _Differs("longer than its size")
+    return b"".join(chunks)
+
+
+def _write_generation(root_fd: int, files: Files, uid: int | None, gid: int | None) -> str:
     now_us = time.time_ns() // 1000
     stamp = time.strftime("%Y_%m_%d_%H_%M_%S", time.gmtime(now_us // 1_000_000)) + f".{now_us % 1_000_000:06d}_"
-    generation = Path(tempfile.mkdtemp(prefix=f"..{stamp}", dir=root))
+    while True:
+        generation = f"..{stamp}{secrets.token_hex(4)}"
+        try:
+            os.mkdir(generation, 0o700, dir_fd=root_fd)
+            break
+        except FileExistsError:
+            continue
     try:
-        os.chmod(generation, DIR_MODE)
-        _set_owner(generation, uid, gid)
-        for relative, (content, mode) in sorted(files.items()):
-            path = generation / relative
-            if not path.parent.exists():
-                _make_dirs(generation, path.parent, uid, gid)
-            _write_file(path, content, mode, uid, gid)
+        with _opened_dir(root_fd, generation) as generation_fd:
+            _set_mode_and_owner(generation_fd, DIR_MODE, uid, gid)
+            directories: dict[str, int] = {"": generation_fd}
+            try:
+                for relative, (content, mode) in sorted(files.items()):
+                    parent, _, name = relative.rpartition("/")
+                    parent_fd = _make_dirs(directories, parent, uid, gid)
+                    _write_file(parent_fd, name, content, mode, uid, gid)
+            finally:
+                for path, fd in directories.items():
+                    if path:
+                        os.close(fd)
     except BaseException:
-        shutil.rmtree(generation, ignore_errors=True)
+        _remove_tree(root_fd, generation)
         raise
     return generation
 
 
-def _make_dirs(generation: Path, directory: Path, uid: int | None, gid: int | None) -> None:
-    missing: list[Path] = []
-    while not directory.exists() and directory != generation:
-        missing.append(directory)
-        directory = directory.parent
-    for path in reversed(missing):
-        os.mkdir(path, DIR_MODE)
-        os.chmod(path, DIR_MODE)
-        _set_owner(path, uid, gid)
+def _make_dirs(directories: dict[str, int], path: str, uid: int | None, gid: int | None) -> int:
+    """The fd of `path` inside the generation, creating what is missing (fds cached in `directories`)."""
+    if path in directories:
+        return directories[path]
+    parent, _, name = path.rpartition("/")
+    parent_fd = _make_dirs(directories, parent, uid, gid)
+    os.mkdir(name, 0o700, dir_fd=parent_fd)
+    fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    directories[path] = fd
+    _set_mode_and_owner(fd, DIR_MODE, uid, gid)
+    return fd
 
 
-def _write_file(path: Path, content: bytes, mode: int, uid: int | None, gid: int | None) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+def _write_file(dir_fd: int, name: str, content: bytes, mode: int, uid: int | None, gid: int | None) -> None:
+    descriptor = os.open(name, _CREATE_FLAGS, 0o600, dir_fd=dir_fd)
     try:
         view = memoryview(content)
         while view:
             written = os.write(descriptor, view)
             view = view[written:]
-        _set_owner(descriptor, uid, gid)
-        os.fchmod(descriptor, mode)  # after chown, which may clear setuid/setgid bits; not subject to umask
+        _set_mode_and_owner(descriptor, mode, uid, gid)
     finally:
         os.close(descriptor)
 
 
-def _set_owner(path: Path | int, uid: int | None, gid: int | None) -> None:
+def _set_mode_and_owner(fd: int, mode: int, uid: int | None, gid: int | None) -> None:
+    """Owner first, then mode: chown may clear setuid/setgid bits; fchmod is not subject to umask."""
     change_uid = uid is not None and uid != os.geteuid()
-    if not change_uid and gid is None:
-        return
-    try:
-        os.chown(path, uid if change_uid and uid is not None else -1, -1 if gid is None else gid)
-    except PermissionError as exc:
-        raise WriteError(
-            f"cannot give the files owner uid={uid} gid={gid}: the fetcher runs as uid {os.geteuid()} "
-            f"(groups {sorted(os.getgroups())}) without CAP_CHOWN. Run the fetcher as uid {uid}, "
-            "or make the gid one of its groups (the pod's fsGroup)"
-        ) from exc
+    if change_uid or gid is not None:
+        try:
+            os.chown(fd, uid if change_uid and uid is not None else -1, -1 if gid is None else gid)
+        except PermissionError as exc:
+            raise WriteError(
+                f"cannot give the files owner uid={uid} gid={gid}: the fetcher runs as uid {os.geteuid()} "
+                f"(groups {sorted(os.getgroups())}) without CAP_CHOWN. Run the fetcher as uid {uid}, "
+                "or make the gid one of its groups (the pod's fsGroup)"
+            ) from exc
+    os.fchmod(fd, mode)
 
 
-def _top_level_names(files: Mapping[str, tuple[bytes, int]]) -> set[str]:
+def _top_level_names(files: Files) -> set[str]:
     return {relative.split("/", 1)[0] for relative in files}
 
 
-def _link_entries(root: Path, names: set[str]) -> None:
-    """Make every top-level name a relative symlink through ..data (kept when already right)."""
+def _link_entries(root_fd: int, root: Path, names: set[str], replaced: list[tuple[str, str | None]]) -> None:
+    """Make every top-level name a relative symlink through ..data (kept when already right).
+
+    Appends (name, previous symlink target or None) to `replaced` before changing a name, for a rollback.
+    """
     for name in sorted(names):
-        link = root / name
         wanted = f"{DATA_LINK}/{name}"
+        old_target: str | None = None
         try:
-            if os.readlink(link) == wanted:
+            old_target = os.readlink(name, dir_fd=root_fd)
+            if old_target == wanted:
                 continue
         except FileNotFoundError:
             pass
         except OSError as exc:
             if exc.errno != errno.EINVAL:  # EINVAL: exists but is not a symlink
-                raise WriteError(f"could not inspect {link}: {_describe_os_error(exc)}") from exc
+                raise WriteError(f"could not inspect {root / name}: {_describe_os_error(exc)}") from exc
             raise WriteError(
-                f"{link} exists and is not Ferry's symlink; the target directory must be Ferry's own volume"
+                f"{root / name} exists and is not Ferry's symlink; the target directory must be Ferry's own "
+                "volume (remove it, or choose another directory)"
             ) from exc
-        tmp_link = root / f"{DATA_LINK_TMP}.{name}"
+        tmp_link = f"{DATA_LINK_TMP}.{name}"
+        replaced.append((name, old_target))
         try:
-            if os.path.lexists(tmp_link):
-                os.unlink(tmp_link)
-            os.symlink(wanted, tmp_link)
-            os.replace(tmp_link, link)
+            _remove_any(root_fd, tmp_link)
+            os.symlink(wanted, tmp_link, dir_fd=root_fd)
+            os.replace(tmp_link, name, src_dir_fd=root_fd, dst_dir_fd=root_fd)
         except OSError as exc:
-            raise WriteError(f"could not link {link}: {_describe_os_error(exc)}") from exc
+            raise WriteError(f"could not link {root / name}: {_describe_os_error(exc)}") from exc
+
+
+def _remove_any(dir_fd: int, name: str) -> None:
+    """Remove `name` whatever it is (file, symlink, FIFO, directory tree); missing is fine."""
+    if _is_real_dir(dir_fd, name):
+        _remove_tree(dir_fd, name)
+        return
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+
+
+def _remove_tree(dir_fd: int, name: str) -> None:
+    # shutil.rmtree with dir_fd walks by descriptor and never follows a symlink out of the tree.
+    shutil.rmtree(name, dir_fd=dir_fd, ignore_errors=True)
 
 
 def _describe_os_error(exc: OSError) -> str:
@@ -222,4 +473,6 @@ def _describe_os_error(exc: OSError) -> str:
         reason += "; the fetcher must run as a user that can write the volume (the pod's fsGroup)"
     elif exc.errno == errno.ENOSPC:
         reason += "; the volume is full (raise the emptyDir sizeLimit)"
+    elif exc.errno == errno.ELOOP:
+        reason += "; a symlink stands where Ferry expects a directory of its own"
     return reason + where

@@ -53,6 +53,8 @@ def build_fetcher_container(
             # Read-only root filesystem: no .pyc writes; unbuffered so logs are never lost on exit.
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
+            # The pod's own identity or none: boto3 must never fall through to the node's role via IMDS.
+            {"name": "AWS_EC2_METADATA_DISABLED", "value": "true"},
         ],
         "resources": settings.fetcher_resources(),
         "securityContext": build_security_context(run_as_user, spec.file_gid),

@@ -27,6 +27,7 @@ from fetcher.spec.model import (
 from fetcher.spec.objects import check_objects
 from fetcher.spec.paths import check_file_names
 from fetcher.spec.problems import Problem, SpecError, kind_of, quote
+from fetcher.spec.regions import region_problem
 
 _DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _SIGNALS = (
@@ -206,6 +207,9 @@ def _check_region(value: Any, name: str, problems: list[Problem], *, required: b
         return None
     if not isinstance(value, str) or not REGION_RE.match(value):
         problems.append(Problem(name, f"{quote(value)} is not an AWS region; write it like us-east-1"))
+        return None
+    if (unknown := region_problem(value)) is not None:
+        problems.append(Problem(name, unknown))
         return None
     return value
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -193,19 +194,23 @@ def scrape(metrics: AdmissionMetrics) -> dict[str, Any]:
     }
 
 
+def _not_after(cert_pem: bytes) -> datetime:
+    return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
+
+
 def test_certificate_expiry_metric_follows_the_file(tmp_path: Path) -> None:
     metrics = AdmissionMetrics()
     assert CERTIFICATE_EXPIRY_METRIC not in scrape(metrics), "no sample before a certificate is served"
     first = certs.generate_bundle(["ferry-webhook.ferry-system.svc"])
     cert_file, _, _ = certs.write_bundle(first, tmp_path)
     metrics.track_serving_certificate(Path(cert_file))
-    expected = certs.cert_not_after(first.cert_pem).timestamp()
+    expected = _not_after(first.cert_pem).timestamp()
     assert scrape(metrics)[CERTIFICATE_EXPIRY_METRIC] == expected
     assert expected > datetime.now(UTC).timestamp()
 
     renewed = certs.generate_bundle(["ferry-webhook.ferry-system.svc"], now=datetime(2031, 1, 1, tzinfo=UTC))
     certs.write_bundle(renewed, tmp_path)
-    assert scrape(metrics)[CERTIFICATE_EXPIRY_METRIC] == certs.cert_not_after(renewed.cert_pem).timestamp()
+    assert scrape(metrics)[CERTIFICATE_EXPIRY_METRIC] == _not_after(renewed.cert_pem).timestamp()
 
     Path(cert_file).write_text("not a certificate")
     assert CERTIFICATE_EXPIRY_METRIC not in scrape(metrics), "an unreadable file gives no sample, not a failed scrape"

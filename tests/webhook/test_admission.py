@@ -36,6 +36,9 @@ IRSA_VOLUME = {
     "projected": {"sources": [{"serviceAccountToken": {"audience": "sts.amazonaws.com", "path": "token"}}]},
 }
 
+# Ferry sets it in its own containers (never the node role); not part of the copied identity.
+IMDS_OFF = "AWS_EC2_METADATA_DISABLED"
+
 
 def admit(pod: dict[str, Any], *, native: bool = True, settings: Settings = SETTINGS) -> Admission:
     return admit_pod(
@@ -179,7 +182,7 @@ def test_identity_present_before_ferry_is_copied(pod_factory: PodFactory, patche
     pod["spec"]["volumes"] = [IRSA_VOLUME]
     new = admit(pod).pod
     for own in new["spec"]["initContainers"][:2]:
-        assert [e for e in own["env"] if e["name"].startswith("AWS_")] == IRSA_ENV
+        assert [e for e in own["env"] if e["name"].startswith("AWS_") and e["name"] != IMDS_OFF] == IRSA_ENV
         assert own["volumeMounts"][-1] == IRSA_MOUNT
     check_patch(pod, new, patched_pod)
 
@@ -214,7 +217,7 @@ def test_reinvocation_after_an_identity_webhook_updates_only_ferrys_containers(
             assert any(op["path"].startswith(prefix + "/") for prefix in own_paths), op
         for own in again.pod["spec"]["initContainers"] + again.pod["spec"]["containers"]:
             if own["name"].startswith("ferry-"):
-                assert [e for e in own["env"] if e["name"].startswith("AWS_")] == IRSA_ENV
+                assert [e for e in own["env"] if e["name"].startswith("AWS_") and e["name"] != IMDS_OFF] == IRSA_ENV
                 assert IRSA_MOUNT in own["volumeMounts"]
         # And a third call changes nothing more.
         final = jsonpatch.apply_patch(after_identity, ops)
@@ -250,7 +253,12 @@ def test_the_pod_spec_holds_names_never_secret_values(pod_factory: PodFactory) -
     assert [o["objectName"] for o in wire["objects"]] == ["prod/db", "/prod/flags"]
     assert "SecretString" not in text and "secretValue" not in text.lower()
     for own in new["spec"]["initContainers"][:2]:
-        assert {e["name"] for e in own["env"]} == {"FERRY_SPEC", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"}
+        assert {e["name"] for e in own["env"]} == {
+            "FERRY_SPEC",
+            "PYTHONDONTWRITEBYTECODE",
+            "PYTHONUNBUFFERED",
+            "AWS_EC2_METADATA_DISABLED",
+        }
 
 
 def test_patch_is_short_and_readable(pod_factory: PodFactory) -> None:
