@@ -13,6 +13,9 @@ termination message that tells an app team why their pod did not start.
   SIGTERM (exit 0).
 - ``once --secret-provider-class FILE``: the same fetch from a
   SecretProviderClass manifest, to check a migration from the CSI driver.
+- ``status --unhealthy-after SECONDS``: the sidecar's liveness probe; prints
+  one line and exits 1 once the refreshes have failed without a break for that
+  long (`fetcher.status`), else 0. It reads one small file and imports no AWS code.
 
 Exit codes: 0 success; 1 an object could not be fetched, rendered or written;
 2 the spec or the fetcher's own configuration is wrong; 130 / 143 stopped by
@@ -102,6 +105,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     args = _parser(env).parse_args(argv)
     level = env.get(LOG_LEVEL_ENV_VAR, "info").lower()
     log.set_level(level if level in LEVELS else "info")
+    if args.command == "status":  # a probe: never touches the termination message
+        return run_status(args.dir, args.unhealthy_after)
     termination_log = args.termination_log or env.get(TERMINATION_LOG_ENV_VAR) or DEFAULT_TERMINATION_LOG
     explicit_log = bool(args.termination_log or env.get(TERMINATION_LOG_ENV_VAR))
     try:
@@ -159,6 +164,15 @@ def run_sidecar_command(env: Mapping[str, str], target_dir: str, stop: threading
         )
     state = RefreshState(spec=spec, clients=AwsClients.from_env(env), target_dir=Path(target_dir))
     return run_sidecar(state, stop)
+
+
+def run_status(target_dir: str, unhealthy_after: float) -> int:
+    """The liveness probe: one line on stdout (the kubelet puts it in the probe's event), exit 0 or 1."""
+    from fetcher.status import check
+
+    healthy, line = check(target_dir, unhealthy_after)
+    print(line, flush=True)
+    return EXIT_OK if healthy else EXIT_FAILED
 
 
 def run_once(env: Mapping[str, str], manifest_path: str, target_dir: str, region: str | None) -> int:
@@ -247,6 +261,19 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
 
     common(commands.add_parser("init", help=f"fetch the spec in ${SPEC_ENV_VAR} once and write the files"))
     common(commands.add_parser("sidecar", help="write the files, then keep them fresh until SIGTERM"))
+    status = commands.add_parser("status", help="the sidecar's liveness probe: exit 1 when refreshes keep failing")
+    status.add_argument(
+        "--dir",
+        default=default_dir,
+        help=f"the sidecar's directory (default ${TARGET_DIR_ENV_VAR} or {DEFAULT_MOUNT_PATH})",
+    )
+    status.add_argument(
+        "--unhealthy-after",
+        type=_seconds,
+        required=True,
+        metavar="SECONDS",
+        help="how long refreshes may fail without a break before the probe fails (0: never)",
+    )
     once = commands.add_parser("once", help="fetch from a SecretProviderClass manifest file (migration checks)")
     common(once, dir_required=True)
     once.add_argument("--secret-provider-class", required=True, metavar="FILE", help="SecretProviderClass YAML")
@@ -254,6 +281,16 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "--region", default=None, help="region when the SPC names none (else $AWS_REGION or $AWS_DEFAULT_REGION)"
     )
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds (0 or more)")
+    return value
 
 
 def _exit(code: int) -> None:

@@ -10,13 +10,15 @@ version moved, and swaps only when the rendered bytes or modes differ.
 When AWS fails, nothing is written: the last good files stay, the error is
 logged, and the next try backs off (interval x 2^failures, capped, jittered)
 until AWS answers again. Every wait is jittered so a fleet started by one
-rollout does not refresh in lockstep.
+rollout does not refresh in lockstep. Each cycle's outcome is recorded beside
+the files (`fetcher.status`) for the sidecar's liveness probe.
 """
 
 from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ from fetcher.notify import notify_app
 from fetcher.render import RenderedFiles, render
 from fetcher.sources import FetchedValue, FetchResult, VersionProbe, check_versions, fetch_all
 from fetcher.spec import FetchSpec
+from fetcher.status import SidecarStatus, read_status, record_failure, record_success, write_status
 from fetcher.writer import has_current_set, swap_directory
 
 # Each wait is the interval times a factor in [1 - JITTER_FRACTION, 1 + JITTER_FRACTION].
@@ -138,12 +141,18 @@ def run_sidecar(
     rng: random.Random | None = None,
     max_backoff: float = MAX_BACKOFF_SECONDS,
     notify: Callable[[FetchSpec], None] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> int:
-    """Refresh until `stop` is set; return the exit code (0). AWS failures never end the loop."""
+    """Refresh until `stop` is set; return the exit code (0). AWS failures never end the loop.
+
+    A failure run recorded by an earlier run of the sidecar (before a restart) goes on: the
+    probe judges how long the refreshes have failed, not how long this process has lived.
+    """
     rng = rng or random.Random()
     interval = state.spec.refresh_seconds
     send_notification = notify or (lambda spec: notify_app(spec.notify))
-    failures = 0
+    status = read_status(state.target_dir)
+    failures = status.failures if status is not None and not status.ok else 0
     log.info("sidecar started", interval_seconds=interval, objects=len(state.spec.objects))
     while not stop.is_set():
         try:
@@ -151,6 +160,7 @@ def run_sidecar(
         except FerryError as exc:
             failures += 1
             wait = failure_backoff(interval, failures, rng, max_backoff)
+            status = _record(state.target_dir, record_failure(status, clock(), str(exc)))
             log.error(
                 "refresh failed; keeping the last good files"
                 if has_current_set(state.target_dir)
@@ -165,12 +175,22 @@ def run_sidecar(
                 log.info("refresh recovered", failures=failures)
             failures = 0
             wait = next_wait(interval, rng)
+            status = _record(state.target_dir, record_success(status, clock()))
             if outcome.swapped:
                 send_notification(state.spec)
             log.debug("refresh done", changed=list(outcome.changed), swapped=outcome.swapped)
         stop.wait(wait)
     log.info("sidecar stopped")
     return 0
+
+
+def _record(target_dir: Path, status: SidecarStatus) -> SidecarStatus:
+    """Write the status entry; a failure to write it is logged, never fatal (the files matter more)."""
+    try:
+        write_status(target_dir, status)
+    except OSError as exc:
+        log.warning("could not write the status entry", dir=str(target_dir), error=exc.strerror or type(exc).__name__)
+    return status
 
 
 def _codes(exc: FerryError) -> list[str]:

@@ -8,6 +8,7 @@ renaming one symlink over another (rename is atomic)::
     <dir>/..2026_11_23_08_17_00.123456_k3j9x/   the files (subdirectories when pathTranslation is off)
     <dir>/..data -> ..2026_11_23_08_17_00.123456_k3j9x
     <dir>/db-password -> ..data/db-password     one relative symlink per top-level entry
+    <dir>/..ferry-status                        the refresh sidecar's health (fetcher.status), kept
 
 A reader that opens ``<dir>/name`` always gets a complete file of one
 generation; a reader that wants several files of one generation resolves
@@ -54,6 +55,7 @@ from pathlib import Path
 
 from fetcher.errors import WriteError
 from fetcher.logs import log
+from fetcher.status import STATUS_NAME
 
 DATA_LINK = "..data"
 DATA_LINK_TMP = "..data_tmp"
@@ -223,7 +225,7 @@ def _remove_leftovers(root_fd: int, keep_links: set[str] | None = None, keep_gen
     for name in os.listdir(root_fd):
         try:
             if name.startswith(".."):
-                ours = name == DATA_LINK or (name in keep and _is_real_dir(root_fd, name))
+                ours = name in (DATA_LINK, STATUS_NAME) or (name in keep and _is_real_dir(root_fd, name))
                 if not ours:
                     _remove_any(root_fd, name)
                 continue

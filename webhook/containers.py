@@ -23,6 +23,7 @@ __all__ = [
     "SIDECAR_NAME",
     "build_fetcher_container",
     "build_init_container",
+    "build_liveness_probe",
     "build_security_context",
     "build_sidecar",
 ]
@@ -94,9 +95,15 @@ def build_sidecar(
     identity: Identity | None = None,
     native: bool,
     spec_json: str = "",
+    unhealthy_after: float = 0.0,
 ) -> dict[str, Any]:
-    """Keeps the files fresh; `native` makes it an init container with restartPolicy Always."""
-    return build_fetcher_container(
+    """Keeps the files fresh; `native` makes it an init container with restartPolicy Always.
+
+    With `unhealthy_after` (seconds), a liveness probe fails once refreshes have failed for that long
+    without a break: the kubelet restarts the sidecar, so its restarts and the probe's reason show in
+    `kubectl get/describe pod`. Never a readiness probe: the app keeps serving from the last good files.
+    """
+    container = build_fetcher_container(
         "sidecar",
         spec,
         settings,
@@ -106,6 +113,25 @@ def build_sidecar(
         native_sidecar=native,
         spec_json=spec_json,
     )
+    if unhealthy_after > 0:
+        container["livenessProbe"] = build_liveness_probe(mount_path, unhealthy_after)
+    return container
+
+
+def build_liveness_probe(mount_path: str, unhealthy_after: float) -> dict[str, Any]:
+    """`python -m fetcher status`: reads the sidecar's status entry in the volume, imports no AWS code."""
+    return {
+        "exec": {
+            "command": [
+                *("python", "-m", "fetcher", "status"),
+                *("--dir", mount_path, "--unhealthy-after", str(int(unhealthy_after))),
+            ]
+        },
+        # Once a minute: a probe is a short Python start, and a failure run lasts minutes anyway.
+        "periodSeconds": 60,
+        "timeoutSeconds": 10,
+        "failureThreshold": 1,
+    }
 
 
 def build_security_context(run_as_user: int, run_as_group: int | None = None) -> dict[str, Any]:

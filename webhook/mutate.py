@@ -69,14 +69,15 @@ def mutate_pod(
         "identity": identity,
         "spec_json": resolved.spec_json,
     }
+    sidecar_args = {**build_args, "unhealthy_after": resolved.sidecar_unhealthy_after}
     own_init = [build_init_container(resolved.spec, settings, **build_args)]
     if mode == "native":
-        own_init.append(build_sidecar(resolved.spec, settings, native=True, **build_args))
+        own_init.append(build_sidecar(resolved.spec, settings, native=True, **sidecar_args))
     spec["initContainers"] = [*own_init, *(spec.get("initContainers") or [])]
     if mode == "regular":
         spec["containers"] = [
             *(spec.get("containers") or []),
-            build_sidecar(resolved.spec, settings, native=False, **build_args),
+            build_sidecar(resolved.spec, settings, native=False, **sidecar_args),
         ]
     return new
 

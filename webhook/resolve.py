@@ -39,11 +39,13 @@ from fetcher.spec import (
     ANNOTATION_REFRESH_INTERVAL,
     ANNOTATION_REGION,
     ANNOTATION_SECRET_PROVIDER_CLASS,
+    ANNOTATION_SIDECAR_UNHEALTHY_AFTER,
     DEFAULT_MOUNT_PATH,
     SPC_FIELD_NAMES,
     FetchSpec,
     SpecError,
     build_spec,
+    parse_duration,
     spec_from_secret_provider_class,
 )
 from webhook import memo
@@ -79,6 +81,8 @@ class ResolvedRequest:
     # Where the objects came from, for logs: "SecretProviderClass ns/name" or the annotation.
     source: str
     warnings: tuple[str, ...] = ()
+    # The refresh sidecar's liveness probe fails after this long of refreshes failing in a row (0: no probe).
+    sidecar_unhealthy_after: float = 0.0
 
 
 def resolve_spec(
@@ -136,6 +140,7 @@ def resolve_spec(
             f"can see it; set it, or use {ANNOTATION_NOTIFY_URL} instead"
         )
     notify_url = value_of(pod_ann, ANNOTATION_NOTIFY_URL)
+    unhealthy_after = _unhealthy_after(value_of(pod_ann, ANNOTATION_SIDECAR_UNHEALTHY_AFTER), settings, problems)
     uid, gid = file_owner(spec_body, containers)
     run_as_user = uid if uid else settings.default_user_id
 
@@ -234,6 +239,11 @@ def resolve_spec(
             f"{ANNOTATION_NOTIFY_URL if notify_url else ANNOTATION_NOTIFY_SIGNAL} has no effect without "
             f"{ANNOTATION_REFRESH_INTERVAL}: files are fetched once, before the app starts"
         )
+    if value_of(pod_ann, ANNOTATION_SIDECAR_UNHEALTHY_AFTER) and not spec.refresh_seconds:
+        warnings.append(
+            f"{ANNOTATION_SIDECAR_UNHEALTHY_AFTER} has no effect without {ANNOTATION_REFRESH_INTERVAL}: "
+            "there is no refresh sidecar to probe"
+        )
     return ResolvedRequest(
         spec=spec,
         spec_json=spec_json,
@@ -242,7 +252,26 @@ def resolve_spec(
         run_as_user=run_as_user,
         source=source,
         warnings=tuple(warnings),
+        sidecar_unhealthy_after=unhealthy_after,
     )
+
+
+def _unhealthy_after(value: str | None, settings: Settings, problems: list[str]) -> float:
+    """The annotation in seconds (or the webhook's default): 0, or from the refresh floor to 7 days."""
+    if value is None:
+        return settings.sidecar_unhealthy_after_seconds
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        problems.append(f"{ANNOTATION_SIDECAR_UNHEALTHY_AFTER}: {exc}, or 0 for no liveness probe")
+        return 0.0
+    floor = settings.min_refresh_seconds
+    if seconds and not floor <= seconds <= 7 * 24 * 3600:
+        problems.append(
+            f"{ANNOTATION_SIDECAR_UNHEALTHY_AFTER}: {int(seconds)}s is outside {int(floor)}s..7 days; "
+            "use a few refresh intervals (for example 10m), or 0 for no liveness probe"
+        )
+    return seconds
 
 
 # --- Spec building, once per distinct input (see webhook.memo). ------------------

@@ -58,6 +58,9 @@ class Settings:
     default_region: str | None = None
     volume_size_limit: str = "16Mi"
     min_refresh_seconds: float = DEFAULT_MIN_REFRESH_SECONDS
+    # Default of ferry.dev/sidecar-unhealthy-after: the sidecar's liveness probe fails after this long
+    # of refreshes failing without a break (0: no probe).
+    sidecar_unhealthy_after_seconds: float = 600.0
     native_sidecars: NativeSidecars = "auto"
     # uid of the injected containers when neither the pod nor its containers set one.
     default_user_id: int = 65532
@@ -101,6 +104,7 @@ class Settings:
             default_region=reader.optional_matching("FERRY_DEFAULT_REGION", _REGION_RE, "an AWS region like us-east-1"),
             volume_size_limit=reader.quantity("FERRY_VOLUME_SIZE_LIMIT", cls.volume_size_limit),
             min_refresh_seconds=reader.duration("FERRY_MIN_REFRESH_INTERVAL", "10s"),
+            sidecar_unhealthy_after_seconds=reader.duration("FERRY_SIDECAR_UNHEALTHY_AFTER", "10m"),
             native_sidecars=reader.choice("FERRY_NATIVE_SIDECARS", cls.native_sidecars, ("auto", "true", "false")),
             default_user_id=reader.user_id("FERRY_DEFAULT_USER_ID", cls.default_user_id),
             excluded_namespaces=reader.namespaces("FERRY_EXCLUDED_NAMESPACES", "kube-system,kube-public"),

@@ -27,6 +27,8 @@ ANNOTATION_MOUNT_PATH = "ferry.dev/mount-path"
 ANNOTATION_CONTAINERS = "ferry.dev/containers"
 # Refresh interval of the sidecar ("30s", "5m"); absent or "0": init only.
 ANNOTATION_REFRESH_INTERVAL = "ferry.dev/refresh-interval"
+# How long the sidecar's refreshes may fail without a break before its liveness probe fails ("10m"; "0": no probe).
+ANNOTATION_SIDECAR_UNHEALTHY_AFTER = "ferry.dev/sidecar-unhealthy-after"
 # Localhost URL the sidecar POSTs to after it swapped in new files.
 ANNOTATION_NOTIFY_URL = "ferry.dev/notify-url"
 # "SIGNAL:process-name": signal sent after a swap (needs shareProcessNamespace).
@@ -46,6 +48,7 @@ ANNOTATION_KEYS: tuple[str, ...] = (
     ANNOTATION_MOUNT_PATH,
     ANNOTATION_CONTAINERS,
     ANNOTATION_REFRESH_INTERVAL,
+    ANNOTATION_SIDECAR_UNHEALTHY_AFTER,
     ANNOTATION_NOTIFY_URL,
     ANNOTATION_NOTIFY_SIGNAL,
     ANNOTATION_STATUS,

@@ -1,0 +1,175 @@
+"""The refresh sidecar's health, kept beside the secrets and judged by its liveness probe.
+
+Why it exists: a sidecar that keeps failing still serves the last good files,
+so the app runs on and nobody notices until the old credentials stop working.
+The failure must be visible without reading logs, on Fargate (no node agent, no
+DaemonSet, no host paths) and under the restricted profile (read-only root
+filesystem). The one place the sidecar can write is the pod's own in-memory
+volume, so it records each cycle's outcome there in a hidden entry,
+``..ferry-status``, that the writer leaves alone. The kubelet then runs
+``python -m fetcher status`` as the sidecar's liveness probe: it fails once the
+refreshes have failed without a break for longer than the allowed time, so the
+sidecar is restarted, its RESTARTS count climbs in ``kubectl get pod``, and
+``kubectl describe pod`` shows the probe's one-line reason in its events.
+
+The entry holds names, AWS error codes, regions and times, never a value: the
+app can read it too (it is in the app's volume), and the probe prints from it.
+Judging is a pure function (`verdict`); only `read_status` and `write_status`
+touch the disk.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TypeVar
+
+_T = TypeVar("_T")
+
+STATUS_NAME = "..ferry-status"
+_STATUS_TMP_NAME = STATUS_NAME + ".tmp"
+# The entry is a few hundred bytes; a bigger one is not ours, and is never read whole.
+MAX_STATUS_BYTES = 8192
+# The last error kept in the entry and printed by the probe: bounded whatever AWS said.
+MAX_ERROR_CHARS = 400
+
+
+@dataclass(frozen=True)
+class SidecarStatus:
+    """What the last refresh cycle found, and since when the refreshes have been failing."""
+
+    ok: bool
+    # Failed cycles in a row (0 when ok).
+    failures: int = 0
+    # Unix time of the first failure of the current run of failures (None when ok).
+    failing_since: float | None = None
+    last_success: float | None = None
+    last_error: str = ""
+    updated: float = 0.0
+
+
+def record_success(previous: SidecarStatus | None, now: float) -> SidecarStatus:
+    """The status after a successful cycle: healthy, the failure run ended."""
+    del previous  # a success clears everything a failure run recorded
+    return SidecarStatus(ok=True, last_success=now, updated=now)
+
+
+def record_failure(previous: SidecarStatus | None, now: float, error: str) -> SidecarStatus:
+    """The status after a failed cycle: the failure run goes on (or starts now)."""
+    failing = previous is not None and not previous.ok
+    since = previous.failing_since if failing and previous and previous.failing_since is not None else now
+    return SidecarStatus(
+        ok=False,
+        failures=(previous.failures if failing and previous else 0) + 1,
+        failing_since=since,
+        last_success=previous.last_success if previous else None,
+        last_error=bound_error(error),
+        updated=now,
+    )
+
+
+def verdict(status: SidecarStatus | None, now: float, unhealthy_after: float) -> tuple[bool, str]:
+    """(healthy, one line for the probe's output). Unhealthy once failing for `unhealthy_after` seconds."""
+    if status is None:
+        return True, "no refresh has finished yet"
+    if status.ok:
+        return True, f"last refresh succeeded {_ago(now - status.updated)}"
+    failing_for = max(0.0, now - (status.failing_since if status.failing_since is not None else now))
+    line = (
+        f"refresh failing for {_duration(failing_for)} ({status.failures} tries in a row); "
+        f"last good files kept; last error: {status.last_error}"
+    )
+    if unhealthy_after > 0 and failing_for >= unhealthy_after:
+        return False, f"unhealthy: {line} (allowed: {_duration(unhealthy_after)})"
+    return True, line
+
+
+def bound_error(error: str) -> str:
+    """One line of at most MAX_ERROR_CHARS characters, cut at a word boundary when it is longer."""
+    flat = " ".join(error.split())
+    if len(flat) <= MAX_ERROR_CHARS:
+        return flat
+    cut = flat[: MAX_ERROR_CHARS - 4]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > MAX_ERROR_CHARS // 2 else cut) + " ..."
+
+
+def write_status(target_dir: str | Path, status: SidecarStatus) -> None:
+    """Replace the entry atomically (write a temporary file, then rename). Raises OSError."""
+    target = Path(target_dir)
+    data = json.dumps(asdict(status), separators=(",", ":")).encode()
+    tmp = target / _STATUS_TMP_NAME
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, 0o644)
+    finally:
+        os.close(fd)
+    os.replace(tmp, target / STATUS_NAME)
+
+
+def read_status(target_dir: str | Path) -> SidecarStatus | None:
+    """The entry, or None when it is absent, too big or not one Ferry wrote."""
+    try:
+        fd = os.open(Path(target_dir) / STATUS_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        raw = os.read(fd, MAX_STATUS_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_STATUS_BYTES:
+        return None
+    try:
+        data = json.loads(raw)
+        status = SidecarStatus(
+            ok=_typed(data["ok"], bool),
+            failures=_typed(data.get("failures", 0), int),
+            failing_since=_time(data.get("failing_since")),
+            last_success=_time(data.get("last_success")),
+            last_error=bound_error(_typed(data.get("last_error", ""), str)),
+            updated=_time(data.get("updated")) or 0.0,
+        )
+    except (ValueError, TypeError, KeyError):
+        return None
+    return status
+
+
+def check(target_dir: str | Path, unhealthy_after: float, now: float | None = None) -> tuple[bool, str]:
+    """The probe: read the entry and judge it."""
+    return verdict(read_status(target_dir), time.time() if now is None else now, unhealthy_after)
+
+
+def _typed(value: object, kind: type[_T]) -> _T:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError(kind.__name__)
+    return value
+
+
+def _time(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise TypeError("time")
+    return float(value)
+
+
+def _duration(seconds: float) -> str:
+    whole = int(seconds)
+    if whole < 120:
+        return f"{whole}s"
+    minutes, rest = divmod(whole, 60)
+    if minutes < 120:
+        return f"{minutes}m{rest}s" if rest else f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes}m" if minutes else f"{hours}h"
+
+
+def _ago(seconds: float) -> str:
+    return f"{_duration(max(0.0, seconds))} ago"

@@ -1,0 +1,105 @@
+"""The refresh sidecar's liveness probe: its knob (annotation, webhook default), its command, its absence."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from fetcher.spec import build_spec
+from webhook.containers import build_init_container, build_liveness_probe, build_sidecar
+from webhook.decide import Denial
+from webhook.mutate import mutate_pod, plan_sidecar
+from webhook.resolve import ResolvedRequest, resolve_spec
+from webhook.settings import Settings, SettingsError
+
+PodFactory = Callable[..., dict[str, Any]]
+OBJECTS = '- objectName: "prod/db"\n  objectType: secretsmanager\n'
+SPEC = build_spec(objects=[{"objectName": "db", "objectType": "secretsmanager"}], region="us-east-1")
+
+
+def resolve(pod_factory: PodFactory, settings: Settings, **annotations: str) -> ResolvedRequest | Denial:
+    pod = pod_factory({"ferry.dev/objects": OBJECTS, **annotations})
+    return resolve_spec(pod, None, lambda ns, name: None, settings)
+
+
+def sidecar_of(pod_factory: PodFactory, settings: Settings, **annotations: str) -> dict[str, Any]:
+    pod = pod_factory({"ferry.dev/objects": OBJECTS, **annotations})
+    resolved = resolve_spec(pod, None, lambda ns, name: None, settings)
+    assert isinstance(resolved, ResolvedRequest), resolved
+    mode, _ = plan_sidecar(pod, resolved, native_sidecars=True)
+    mutated = mutate_pod(pod, resolved, settings, mode)
+    init, sidecar = mutated["spec"]["initContainers"][:2]
+    assert "livenessProbe" not in init  # the init container runs once: nothing to probe
+    kubernetes_validate.validate(mutated, kubernetes_validate.latest_version(), strict=True)
+    assert sidecar["name"] == "ferry-sidecar"
+    return sidecar
+
+
+def probe_after(sidecar: dict[str, Any]) -> int:
+    command = sidecar["livenessProbe"]["exec"]["command"]
+    assert command[:4] == ["python", "-m", "fetcher", "status"]
+    assert command[command.index("--dir") + 1] == "/mnt/secrets-store"
+    return int(command[command.index("--unhealthy-after") + 1])
+
+
+def test_the_webhook_default_is_ten_minutes(pod_factory: PodFactory) -> None:
+    settings = Settings(default_region="us-east-1")
+    assert probe_after(sidecar_of(pod_factory, settings, **{"ferry.dev/refresh-interval": "1m"})) == 600
+
+
+def test_the_webhook_default_comes_from_its_env() -> None:
+    settings = Settings.from_env({"FERRY_SIDECAR_UNHEALTHY_AFTER": "15m"})
+    assert settings.sidecar_unhealthy_after_seconds == 900
+    with pytest.raises(SettingsError, match="FERRY_SIDECAR_UNHEALTHY_AFTER"):
+        Settings.from_env({"FERRY_SIDECAR_UNHEALTHY_AFTER": "soon"})
+
+
+def test_the_pod_annotation_wins_and_zero_means_no_probe(pod_factory: PodFactory) -> None:
+    settings = Settings(default_region="us-east-1", sidecar_unhealthy_after_seconds=60)
+    refresh = {"ferry.dev/refresh-interval": "1m"}
+    after = {"ferry.dev/sidecar-unhealthy-after": "1h30m"}
+    assert probe_after(sidecar_of(pod_factory, settings, **refresh, **after)) == 5400
+    off = sidecar_of(pod_factory, settings, **refresh, **{"ferry.dev/sidecar-unhealthy-after": "0"})
+    assert "livenessProbe" not in off
+    assert "livenessProbe" not in sidecar_of(
+        pod_factory, Settings(default_region="us-east-1", sidecar_unhealthy_after_seconds=0), **refresh
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ("soon", "is not a duration"),
+        ("-5m", "is not a duration"),
+        ("3s", "outside 10s..7 days"),
+        ("8760h", "outside 10s..7 days"),
+    ],
+)
+def test_a_bad_value_is_denied_naming_the_annotation(pod_factory: PodFactory, value: str, needle: str) -> None:
+    result = resolve(
+        pod_factory,
+        Settings(default_region="us-east-1"),
+        **{"ferry.dev/refresh-interval": "1m", "ferry.dev/sidecar-unhealthy-after": value},
+    )
+    assert isinstance(result, Denial)
+    assert result.message.startswith("ferry.dev/sidecar-unhealthy-after: ") and needle in result.message
+    assert len(result.message) < 300
+
+
+def test_without_a_refresh_the_annotation_only_warns(pod_factory: PodFactory) -> None:
+    result = resolve(pod_factory, Settings(default_region="us-east-1"), **{"ferry.dev/sidecar-unhealthy-after": "5m"})
+    assert isinstance(result, ResolvedRequest)
+    assert any("sidecar-unhealthy-after has no effect" in warning for warning in result.warnings)
+
+
+def test_the_regular_sidecar_gets_the_same_probe() -> None:
+    native = build_sidecar(SPEC, Settings(), mount_path="/m", run_as_user=1, native=True, unhealthy_after=120)
+    regular = build_sidecar(SPEC, Settings(), mount_path="/m", run_as_user=1, native=False, unhealthy_after=120)
+    assert native["livenessProbe"] == regular["livenessProbe"] == build_liveness_probe("/m", 120)
+    assert "livenessProbe" not in build_init_container(SPEC, Settings(), mount_path="/m", run_as_user=1)
+    probe = native["livenessProbe"]
+    assert probe["failureThreshold"] == 1 and probe["timeoutSeconds"] >= 5
+    assert "readinessProbe" not in native  # the app keeps serving from the last good files
