@@ -141,3 +141,18 @@ def start_container(
     os.chmod(termination_log, 0o666)
     argv, env = command_for(pod, name, volumes, node_env, termination_log)
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+
+
+def run_liveness_probe(
+    pod: Mapping[str, Any], name: str, volumes: Mapping[str, Path], node_env: Mapping[str, str], workdir: Path
+) -> subprocess.CompletedProcess[str]:
+    """Container `name`'s exec liveness probe, run as the kubelet runs it: in the container, as its user."""
+    container = container_of(pod, name)
+    command = container["livenessProbe"]["exec"]["command"]
+    probed = {
+        **pod,
+        "spec": {**pod["spec"], "initContainers": [], "containers": [{**container, "command": command, "args": []}]},
+    }
+    argv, env = command_for(probed, name, volumes, node_env, workdir / f"{name}.probe-termination-log")
+    timeout = float(container["livenessProbe"].get("timeoutSeconds", 1)) * 6  # a busy test machine, not a node
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, cwd="/")

@@ -26,7 +26,7 @@ import pytest
 
 from tests.conftest import MotoEndpoint
 from tests.e2e.ferrylib import Ferry, opted_pod, wait_for
-from tests.e2e.kubelet import identity_of, make_empty_dir, run_container, start_container
+from tests.e2e.kubelet import identity_of, make_empty_dir, run_container, run_liveness_probe, start_container
 
 OBJECTS = """
 - objectName: e2e/db
@@ -146,3 +146,60 @@ def test_sidecar_rotates_the_files_once(
             out, err = sidecar.communicate()
     assert sidecar.returncode == 0, err
     assert "second-password" not in out + err and "first-password" not in out + err
+
+
+def test_a_failing_sidecar_fails_its_liveness_probe(
+    serving_ferry: Ferry, node: tuple[Path, dict[str, str]], moto_server: MotoEndpoint
+) -> None:
+    """The secret is deleted after the pod started: the sidecar keeps the files, and its probe fails after N."""
+    folder, node_env = node
+    stored = _stored(
+        serving_ferry,
+        {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 2000, "seccompProfile": {"type": "RuntimeDefault"}},
+        **{"ferry.dev/refresh-interval": "10s", "ferry.dev/sidecar-unhealthy-after": "10s"},
+    )
+    probe = next(c for c in stored["spec"]["initContainers"] if c["name"] == "ferry-sidecar")["livenessProbe"]
+    assert probe["exec"]["command"][-2:] == ["--unhealthy-after", "10"]  # as the API server stored it
+    volume = make_empty_dir(folder / "ferry-secrets", stored)
+    volumes = {"ferry-secrets": volume}
+    assert run_container(stored, "ferry-init", volumes, node_env, folder).returncode == 0
+    boto3.client(
+        "secretsmanager",
+        endpoint_url=moto_server.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    ).delete_secret(SecretId="e2e/db", ForceDeleteWithoutRecovery=True)
+    sidecar = start_container(stored, "ferry-sidecar", volumes, node_env, folder)
+    try:
+        first = wait_for(
+            lambda: (
+                (r := run_liveness_probe(stored, "ferry-sidecar", volumes, node_env, folder)).stdout.startswith(
+                    "refresh failing"
+                )
+                and r
+            ),
+            60,
+            what="the sidecar's first failed refresh",
+            interval=0.5,
+        )
+        assert first.returncode == 0  # failing, but not for 10 s yet
+        failed = wait_for(
+            lambda: (r := run_liveness_probe(stored, "ferry-sidecar", volumes, node_env, folder)).returncode == 1 and r,
+            60,
+            what="the liveness probe to fail",
+            interval=1.0,
+        )
+        assert failed.stdout.startswith("unhealthy: refresh failing for ")
+        assert "e2e/db" in failed.stdout and "ResourceNotFoundException" in failed.stdout
+        assert "us-east-1" in failed.stdout
+        assert _read(volume, "db-password") == "first-password"  # the last good files stay
+        assert "first-password" not in failed.stdout + failed.stderr
+        assert (volume / "..ferry-status").stat().st_uid == 1000  # written by the sidecar, as the pod's user
+    finally:
+        sidecar.send_signal(signal.SIGTERM)
+        try:
+            sidecar.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            sidecar.kill()
+            sidecar.communicate()
