@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bench.benchlib import describe_machine, machine_info, summarize, table, write_results
-from tests.e2e.cluster import start_control_plane
+from devcluster.controlplane import start_control_plane
 from tests.e2e.ferrylib import Ferry, new_workdir, opted_pod, pod
 
 METRIC = "apiserver_admission_webhook_admission_duration_seconds"

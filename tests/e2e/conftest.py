@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import ControlPlane, start_control_plane
+from devcluster.controlplane import ControlPlane, start_control_plane
 from tests.e2e.ferrylib import Ferry, new_workdir
 
 ENABLE_HINT = "API-server suite off: export KUBEBUILDER_ASSETS=$(../shared/envtest/setup.sh) to run tests/e2e"

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from tests.e2e.cluster import ControlPlane, free_port
+from devcluster.controlplane import ControlPlane, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO_ROOT / "tests" / "fixtures" / "kube-apiserver-v1.28" / "secretproviderclass-crd.yaml"

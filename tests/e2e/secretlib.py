@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tests.e2e.cluster import ControlPlane
+from devcluster.controlplane import ControlPlane
 
 
 class AdminApi:

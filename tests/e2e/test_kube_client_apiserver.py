@@ -9,7 +9,7 @@ import pytest
 from fetcher.errors import KubeAPIError, KubeForbiddenError
 from fetcher.kube import KubeClient
 from fetcher.secret_sync import secret_sync_rbac
-from tests.e2e.cluster import ControlPlane
+from devcluster.controlplane import ControlPlane
 from tests.e2e.secretlib import AdminApi
 
 

@@ -30,7 +30,7 @@ from fetcher.secret_sync import (
     secret_sync_rbac,
     sync_secrets,
 )
-from tests.e2e.cluster import ControlPlane
+from devcluster.controlplane import ControlPlane
 from tests.e2e.secretlib import AdminApi
 
 SECRET_OBJECTS = [

@@ -14,6 +14,9 @@ port (``route``) and passes every other loopback address through. So Ferry's
 MutatingWebhookConfiguration keeps its production ``clientConfig.service``,
 and the API server checks Ferry's certificate against the Service DNS name,
 exactly as in a cluster.
+
+The same control plane backs `make demo` when ``KUBEBUILDER_ASSETS`` is set, so
+a newcomer sees real kubectl output rather than text the demo wrote.
 """
 
 from __future__ import annotations
@@ -412,17 +415,18 @@ def _terminate(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=15)
 
 
-def start_control_plane(assets: str) -> ControlPlane:
+def start_control_plane(assets: str, workdir: Path | None = None) -> ControlPlane:
+    """Start etcd, kube-apiserver and kube-controller-manager; their files go in `workdir` (default: a new one)."""
     missing = [
         name for name in ("etcd", "kube-apiserver", "kube-controller-manager") if not (Path(assets) / name).is_file()
     ]
     if missing:
         raise ControlPlaneError(
             f"KUBEBUILDER_ASSETS={assets} lacks {', '.join(missing)}: point it at the folder of etcd, "
-            "kube-apiserver and kube-controller-manager (the envtest layout), or unset it to skip tests/e2e"
+            "kube-apiserver and kube-controller-manager (the envtest layout), or unset it (tests/e2e are then "
+            "skipped and the demo runs without a cluster)"
         )
-    workdir = Path(tempfile.mkdtemp(prefix="ferry-e2e-"))
-    plane = ControlPlane(assets=Path(assets), workdir=workdir)
+    plane = ControlPlane(assets=Path(assets), workdir=workdir or Path(tempfile.mkdtemp(prefix="ferry-e2e-")))
     try:
         plane.start()
     except BaseException:
