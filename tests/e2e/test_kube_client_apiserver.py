@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from devcluster.controlplane import ControlPlane
 from fetcher.errors import KubeAPIError, KubeForbiddenError
 from fetcher.kube import KubeClient
 from fetcher.secret_sync import secret_sync_rbac
-from devcluster.controlplane import ControlPlane
 from tests.e2e.secretlib import AdminApi
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from devcluster.controlplane import ControlPlane
 from fetcher.errors import KubeAPIError, KubeForbiddenError
 from fetcher.kube import KubeClient
 from fetcher.secret_sync import (
@@ -30,7 +31,6 @@ from fetcher.secret_sync import (
     secret_sync_rbac,
     sync_secrets,
 )
-from devcluster.controlplane import ControlPlane
 from tests.e2e.secretlib import AdminApi
 
 SECRET_OBJECTS = [
