@@ -7,7 +7,7 @@ per secret, one per batch of parameters), so `fetch_all` can run every unit of
 both services in one bounded thread pool and report every failure at once.
 
 Why one GetSecretValue per secret and not BatchGetSecretValue (quotas per
-account and region, from DESIGN.md: GetSecretValue 10,000 rps;
+account and region, as AWS publishes them: GetSecretValue 10,000 rps;
 BatchGetSecretValue 100 rps, not adjustable, at most 20 secrets per call).
 Take a fleet rollout of 5,000 pods with 5 secrets each, all starting at once:
 
