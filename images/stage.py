@@ -5,7 +5,10 @@ nodes have no image cache, so each byte in it is paid again and again. About
 nine tenths of botocore is its API models, one per AWS service; the fetcher
 calls three services. Likewise the kubernetes client ships a second, asyncio
 copy of itself (kubernetes.aio, and aiohttp under it) that the webhook never
-imports: over a third of the webhook image. And the images copy Ferry's code rather than pip
+imports: over a third of the webhook image. In the fetcher, PyYAML's libyaml
+extension (2.6 MB, the largest single file) only speeds up `once`, the one
+command that reads YAML; PyYAML falls back to its pure-Python SafeLoader,
+which parses the same documents. And the images copy Ferry's code rather than pip
 installing the project (that would bring boto3 into the webhook image), so
 `importlib.metadata.version("ferry")` needs a small dist-info written from
 pyproject.toml, the one place the version is defined.
@@ -16,6 +19,7 @@ unit tests run them on a temporary tree.
 
     python3 images/stage.py prune-botocore SITE_PACKAGES
     python3 images/stage.py prune-kubernetes-aio SITE_PACKAGES
+    python3 images/stage.py prune-libyaml SITE_PACKAGES
     python3 images/stage.py write-metadata PYPROJECT SITE_PACKAGES
 """
 
@@ -106,6 +110,14 @@ def prune_kubernetes_aio(site_packages: Path) -> int:
     return removed
 
 
+def prune_libyaml(site_packages: Path) -> int:
+    """Delete PyYAML's compiled libyaml binding (yaml/_yaml*.so); return bytes removed."""
+    package = site_packages / "yaml"
+    if not (package / "__init__.py").is_file():
+        raise SystemExit(f"prune-libyaml: no PyYAML in {site_packages}; install it first")
+    return sum(_remove(path) for path in sorted(package.glob("_yaml*.so")))
+
+
 def _remove(path: Path) -> int:
     if path.is_dir() and not path.is_symlink():
         size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
@@ -142,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     prune.add_argument("site_packages", type=Path)
     aio = commands.add_parser("prune-kubernetes-aio", help="drop the kubernetes client's unused asyncio copy")
     aio.add_argument("site_packages", type=Path)
+    libyaml = commands.add_parser("prune-libyaml", help="drop PyYAML's C extension (pure-Python loader stays)")
+    libyaml.add_argument("site_packages", type=Path)
     meta = commands.add_parser("write-metadata", help="write the project's dist-info from pyproject.toml")
     meta.add_argument("pyproject", type=Path)
     meta.add_argument("site_packages", type=Path)
@@ -149,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "prune-botocore":
         removed = prune_botocore(args.site_packages)
         print(f"prune-botocore: removed {removed} bytes")
+    elif args.command == "prune-libyaml":
+        print(f"prune-libyaml: removed {prune_libyaml(args.site_packages)} bytes")
     elif args.command == "prune-kubernetes-aio":
         print(f"prune-kubernetes-aio: removed {prune_kubernetes_aio(args.site_packages)} bytes")
     else:

@@ -348,8 +348,13 @@ def run_in_image(
 IMAGES = {"fetcher": "Dockerfile.fetcher", "webhook": "Dockerfile.webhook"}
 
 
-def local_tag(name: str) -> str:
-    return f"localhost/ferry-{name}:test"
+def local_tag(name: str, suffix: str = "local") -> str:
+    """The tag a local build gets; tests pass a suffix of their own so parallel runs never share a tag."""
+    return f"localhost/ferry-{name}:{suffix}"
+
+
+def remove_image(image: str) -> None:
+    buildah("rmi", image)
 
 
 def main() -> int:

@@ -107,3 +107,13 @@ def test_write_metadata_makes_the_version_findable(tmp_path: Path) -> None:
     (dist_info,) = site.glob("ferry-*.dist-info")
     assert PathDistribution(dist_info).version == version
     assert PathDistribution(dist_info).metadata["Name"] == "ferry"
+
+
+def test_prune_libyaml_leaves_the_pure_python_loader(tmp_path: Path) -> None:
+    package = tmp_path / "site-packages" / "yaml"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "loader.py").write_text("")
+    (package / "_yaml.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\0" * 64)
+    assert stage.prune_libyaml(tmp_path / "site-packages") == 64
+    assert sorted(p.name for p in package.iterdir()) == ["__init__.py", "loader.py"]

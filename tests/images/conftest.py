@@ -12,6 +12,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -52,20 +53,27 @@ class BuiltImage:
     config: object  # build_images.ImageConfig
 
 
-def _build(tools: ModuleType, name: str) -> BuiltImage:
-    tag = tools.local_tag(name)
+@contextmanager
+def _built(tools: ModuleType, name: str) -> Iterator[BuiltImage]:
+    """Build the image under a tag of this test session's own, and remove it afterwards."""
+    tag = tools.local_tag(name, suffix=f"test-{os.getpid()}")
     tools.build_image(tools.IMAGES[name], tag)
-    return BuiltImage(tag, tools.image_config(tag))
+    try:
+        yield BuiltImage(tag, tools.image_config(tag))
+    finally:
+        tools.remove_image(tag)
 
 
 @pytest.fixture(scope="session")
-def fetcher_image(image_tools: ModuleType) -> BuiltImage:
-    return _build(image_tools, "fetcher")
+def fetcher_image(image_tools: ModuleType) -> Iterator[BuiltImage]:
+    with _built(image_tools, "fetcher") as image:
+        yield image
 
 
 @pytest.fixture(scope="session")
-def webhook_image(image_tools: ModuleType) -> BuiltImage:
-    return _build(image_tools, "webhook")
+def webhook_image(image_tools: ModuleType) -> Iterator[BuiltImage]:
+    with _built(image_tools, "webhook") as image:
+        yield image
 
 
 @pytest.fixture

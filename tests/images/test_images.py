@@ -226,6 +226,18 @@ def test_fetcher_image_carries_botocore_data_for_three_services_only(fetcher_roo
                          "urllib3", "ferry"}  # fmt: skip
 
 
+def test_fetcher_image_parses_yaml_without_libyaml(fetcher_image: BuiltImage, fetcher_rootfs: Path) -> None:
+    """The libyaml binding is gone and PyYAML's own SafeLoader reads an SPC (the `once` test reads one too)."""
+    site = fetcher_rootfs / "opt" / "ferry" / "site-packages"
+    assert not list((site / "yaml").glob("_yaml*.so"))
+    interpreter = dataclasses.replace(fetcher_image.config, entrypoint=["python3"])  # type: ignore[type-var]
+    result = builder.run_in_image(
+        fetcher_rootfs, interpreter, ["-c", "import yaml; print(yaml.__with_libyaml__, yaml.safe_load('a: [1]'))"]
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "False {'a': [1]}"
+
+
 def test_webhook_image_has_no_aws_sdk_and_no_asyncio_kubernetes_copy(webhook_rootfs: Path) -> None:
     site = webhook_rootfs / "opt" / "ferry" / "site-packages"
     assert (site / "kubernetes" / "client").is_dir()
