@@ -193,7 +193,7 @@ def ensure_base(base: Base) -> str:
         return base.image
     tarball = cache_dir() / f"{base.name}-{base.tarball_key}.tar"
     if not tarball.is_file():
-        partial = tarball.with_suffix(".partial.tar")
+        partial = tarball.with_suffix(f".{os.getpid()}.partial.tar")  # parallel runs each write their own
         command = [
             "mmdebstrap",
             "--quiet",
