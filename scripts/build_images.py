@@ -205,6 +205,7 @@ def ensure_base(base: Base) -> str:
         ]
         _run(command)
         partial.rename(tarball)
+    _remove_older(base)
     container = buildah("from", "scratch").strip()
     try:
         mount = Path(buildah("mount", container).strip())
@@ -216,6 +217,21 @@ def ensure_base(base: Base) -> str:
     finally:
         buildah("rm", container)
     return base.image
+
+
+def _remove_older(base: Base) -> None:
+    """Delete images and tarballs of this base made by an earlier version of this file (else the cache grows)."""
+    reference = f"reference=localhost/{base.name}"
+    listing = buildah("images", "--format", "{{.Name}}:{{.Tag}}", "--filter", reference).split()
+    for image in listing:
+        if image != base.image:
+            try:
+                buildah("rmi", image)
+            except ImageBuildError:
+                pass  # still used by an image built on it, or being removed by a parallel run
+    for tarball in cache_dir().glob(f"{base.name}-*.tar"):
+        if tarball.name != f"{base.name}-{base.tarball_key}.tar" and ".partial." not in tarball.name:
+            tarball.unlink(missing_ok=True)
 
 
 def build_image(dockerfile: str, tag: str) -> float:
@@ -363,11 +379,14 @@ def main() -> int:
         print(f"missing tools: {', '.join(missing)} (apt-get install buildah mmdebstrap)", file=sys.stderr)
         return 2
     report: dict[str, object] = {}
+    buildah("rmi", "--prune")  # untagged images left by earlier runs (the tests remove their own)
     started = time.monotonic()
     for base in bases():
         ensure_base(base)
     report["bases_seconds"] = round(time.monotonic() - started, 1)
     for name, dockerfile in IMAGES.items():
+        if image_exists(local_tag(name)):
+            remove_image(local_tag(name))  # not left behind untagged when the new build takes the tag
         seconds = build_image(dockerfile, local_tag(name))
         with mounted(local_tag(name)) as rootfs:
             app = du(rootfs / "opt" / "ferry")

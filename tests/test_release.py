@@ -139,8 +139,7 @@ def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
     """The lint test is not vacuous: the binary runs and reports a real mistake."""
     broken = tmp_path / "broken.yml"
     broken.write_text(
-        "on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    steps:\n"
-        "      - run: echo ${{ matrix.nothing }}\n"
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    steps:\n      - run: echo ${{ matrix.nothing }}\n"
     )
     result = subprocess.run([_actionlint(), "-no-color", str(broken)], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "matrix" in result.stdout
