@@ -293,6 +293,7 @@ class WebhookServer:
             str(ns_file),
             "--write-ca",
             str(self.ca_file),
+            "--noop-endpoint",  # the baseline this benchmark compares /mutate with
         ]
         self.env = benchlib.clean_env({"FERRY_LOG_LEVEL": log_level, "KUBECONFIG": str(workdir / "no-kubeconfig")})
         self.process: subprocess.Popen[bytes] | None = None
