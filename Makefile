@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-slow test-e2e lint bench clean helm
+.PHONY: demo test test-slow test-e2e lint bench clean helm locks images
 
 $(VENV)/.installed: pyproject.toml constraints.txt scripts/install-helm.sh
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,18 @@ test-e2e: $(VENV)/.installed
 # The long-running reliability parts (soaks, kill loops, big fuzz runs).
 test-slow: $(VENV)/.installed
 	$(PY) -m pytest -m slow
+
+# The images' hashed lock files, from requirements/*.in and constraints.txt (PyPI's hashes only).
+locks: $(VENV)/.installed
+	for side in fetcher webhook; do \
+	  PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= $(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe \
+	    --strip-extras --no-emit-index-url --index-url https://pypi.org/simple \
+	    --output-file requirements/$$side.txt requirements/$$side.in || exit 1; \
+	done
+
+# Build both images with buildah on bases made by mmdebstrap (root; apt-get install buildah mmdebstrap).
+images: $(VENV)/.installed
+	$(PY) scripts/build_images.py
 
 bench: $(VENV)/.installed
 	$(PY) -m bench.run_all

@@ -1,7 +1,7 @@
 """Fetcher init time: process start to files on disk, as a ratio to the boto3 floor.
 
 Why it exists: the init container runs before every injected pod's app starts,
-so its wall time is added to every pod start. DESIGN.md budgets it at 1.3x the
+so its wall time is added to every pod start. its budget is 1.3x the
 unavoidable floor, ``python -c "import boto3; two clients"`` (interpreter start,
 boto3 import, loading two service models). Measured on one busy machine the
 absolute numbers drift from run to run, so the two commands are run

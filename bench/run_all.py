@@ -1,6 +1,6 @@
 """Run every performance benchmark in sequence (what `make bench` runs) and print one summary.
 
-Why it exists: the budgets in DESIGN.md are judged by benchmark scripts, never
+Why it exists: Ferry's performance budgets are judged by benchmark scripts, never
 by timed tests, and a reviewer should be able to re-measure all of them with
 one command in well under ten minutes on the 2-core reference machine. Each
 benchmark runs as its own process (so one cannot skew the next through a warm

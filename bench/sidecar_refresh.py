@@ -1,7 +1,7 @@
 """Refresh sidecar: AWS API calls per unchanged refresh, file rewrites, and RSS over 1,000 refresh cycles.
 
 Why it exists: the sidecar lives as long as the pod, in every pod that asked
-for rotation, and polls AWS forever. DESIGN.md budgets it:
+for rotation, and polls AWS forever. Ferry's budget for it:
 
 - an unchanged refresh costs only version checks (DescribeSecret per secret
   that follows a label, nothing for a pinned version, GetParameters per 10 SSM

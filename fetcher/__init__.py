@@ -2,10 +2,44 @@
 
 Why it exists as a package: the webhook imports `fetcher.spec` (the one spec
 model), and the injected containers run ``python -m fetcher``. So this file
-imports nothing: importing the spec model must not pull in boto3.
+imports nothing at import time: importing the spec model must not pull in
+boto3. It holds `version()`, which both command lines' ``--version`` print
+(the webhook image carries this file beside the spec model).
 
 In-process entry points (tests, benchmarks): `fetcher.sources.fetch_all`,
 `fetcher.render.render`, `fetcher.writer.swap_directory`,
 `fetcher.loop.deliver` / `refresh_once` / `run_sidecar`, and the API call
 counter on `fetcher.aws.AwsClients.calls`.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
+
+DISTRIBUTION = "ferry"
+
+
+def version() -> str:
+    """Ferry's version: pyproject.toml's, read from the installed metadata (the images write it too)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed_version
+
+    try:
+        return installed_version(DISTRIBUTION)
+    except PackageNotFoundError:
+        return "unknown (ferry is not installed)"
+
+
+def add_version_option(parser: argparse.ArgumentParser) -> None:
+    """`--version` on a command line; the metadata is read only when the option is given."""
+    import argparse
+
+    class _Version(argparse.Action):
+        def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+            print(f"{DISTRIBUTION} {version()}")
+            parser.exit()
+
+    parser.add_argument("--version", action=_Version, nargs=0, default=argparse.SUPPRESS, help="print the version")

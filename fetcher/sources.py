@@ -4,10 +4,10 @@ Why it exists: this is the only module that knows the shape of Secrets
 Manager's and SSM's replies. Both services sit behind one small `Source`
 protocol that turns the spec's objects into independent units of work (one
 per secret, one per batch of parameters), so `fetch_all` can run every unit of
-both services in one bounded thread pool and report every failure at once.
+both services in one bounded thread pool (fanout.py) and report every failure at once.
 
 Why one GetSecretValue per secret and not BatchGetSecretValue (quotas per
-account and region, from DESIGN.md: GetSecretValue 10,000 rps;
+account and region, as AWS publishes them: GetSecretValue 10,000 rps;
 BatchGetSecretValue 100 rps, not adjustable, at most 20 secrets per call).
 Take a fleet rollout of 5,000 pods with 5 secrets each, all starting at once:
 
@@ -44,7 +44,6 @@ the same ARN with the region replaced (how Secrets Manager names replicas).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, TypeAlias, TypeVar
@@ -53,13 +52,10 @@ from fetcher.aws import AwsClients
 from fetcher.errors import (
     ACCESS_DENIED_CODES,
     AwsRejectedError,
-    AwsUnavailableError,
-    FetchError,
-    ObjectError,
-    ObjectErrors,
     ParametersNotFoundError,
     translating_aws_errors,
 )
+from fetcher.fanout import Target, ask_with_failover, failover_target, primary_target, run_units
 from fetcher.logs import log
 from fetcher.spec import FetchSpec, ObjectSpec, ObjectType, parse_arn
 
@@ -108,16 +104,6 @@ class VersionProbe:
     value: FetchedValue | None = None
 
 
-@dataclass(frozen=True)
-class Target:
-    """What to ask one region for."""
-
-    region: str
-    name: str
-    version: str | None
-    label: str | None
-
-
 IndexedObject: TypeAlias = tuple[int, ObjectSpec]
 
 
@@ -145,7 +131,7 @@ def fetch_all(
     for object_type, items in _by_type(chosen).items():
         units.extend(source_for(object_type, spec, clients).fetch_units(items))
     results: FetchResult = {}
-    for part in _run_units(units, max_workers):
+    for part in run_units(units, max_workers):
         results.update(part)
     return results
 
@@ -160,7 +146,7 @@ def check_versions(
     units: list[Callable[[], list[VersionProbe]]] = []
     for object_type, items in _by_type(_select(spec, None)).items():
         units.extend(source_for(object_type, spec, clients).probe_units(items))
-    return [probe for part in _run_units(units, max_workers) for probe in part]
+    return [probe for part in run_units(units, max_workers) for probe in part]
 
 
 def source_for(object_type: ObjectType, spec: FetchSpec, clients: AwsClients) -> Source:
@@ -363,76 +349,7 @@ def _match_parameters(
     return results
 
 
-# --- Shared plumbing. ----------------------------------------------------------
-
-
-def primary_target(obj: ObjectSpec, region: str) -> Target:
-    return Target(region=region, name=obj.object_name, version=obj.object_version, label=obj.object_version_label)
-
-
-def failover_target(obj: ObjectSpec, failover_region: str | None) -> Target | None:
-    """What to ask the failover region for, or None without a failover region."""
-    if not failover_region:
-        return None
-    version, label = obj.failover_version()
-    name = obj.failover_name()
-    if obj.failover_object is None and name.startswith("arn:"):
-        parts = name.split(":", 5)
-        parts[3] = failover_region
-        name = ":".join(parts)
-    return Target(region=failover_region, name=name, version=version, label=label)
-
-
-def ask_with_failover(primary: Callable[[], T], failover: Callable[[], T] | None) -> T:
-    """Ask the primary; only when it could not answer (AwsUnavailableError) ask the failover."""
-    try:
-        return primary()
-    except AwsUnavailableError as primary_error:
-        if failover is None:
-            raise
-        log.warning(
-            "primary region unavailable; asking the failover region",
-            object=primary_error.object_name,
-            region=primary_error.region,
-            code=primary_error.code,
-        )
-        try:
-            return failover()
-        except FetchError as failover_error:
-            failover_error.after_primary(primary_error)
-            raise
-
-
-def _run_units(units: Sequence[Callable[[], T]], max_workers: int) -> list[T]:
-    """Run units concurrently (bounded); collect every ObjectError and raise them together, in unit order."""
-    outcomes: list[T] = []
-    errors: list[tuple[int, ObjectError]] = []
-
-    def collect(position: int, unit: Callable[[], T]) -> None:
-        try:
-            outcomes.append(unit())
-        except ObjectErrors as exc:
-            errors.extend((position, error) for error in exc.errors)
-        except ObjectError as exc:
-            errors.append((position, exc))
-
-    if len(units) <= 1 or max_workers <= 1:
-        for position, unit in enumerate(units):
-            collect(position, unit)
-    else:
-        pool = ThreadPoolExecutor(max_workers=min(max_workers, len(units)), thread_name_prefix="ferry-fetch")
-        try:
-            futures = [pool.submit(collect, position, unit) for position, unit in enumerate(units)]
-            for future in futures:
-                future.result()  # re-raises anything that is not an ObjectError: a bug, not an AWS failure
-        except BaseException:
-            # An interrupt (SIGINT/SIGTERM) must not wait for calls still hanging on the network.
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown()
-    if errors:
-        raise ObjectErrors([error for _, error in sorted(errors, key=lambda pair: pair[0])])
-    return outcomes
+# --- Grouping the spec's objects. ------------------------------------------------
 
 
 def _select(spec: FetchSpec, indices: Iterable[int] | None) -> list[IndexedObject]:

@@ -38,7 +38,8 @@ as they were and removes what it created (the target directory itself stays).
 
 Ownership: group via ``fchown(fd, -1, gid)`` (allowed for a group we are in,
 e.g. the pod's fsGroup); the owner only when it differs from our own uid, which
-needs CAP_CHOWN and fails with a clear WriteError otherwise.
+needs CAP_CHOWN and fails with a clear WriteError otherwise. The descriptor-relative
+primitives live in dirfd.py.
 """
 
 from __future__ import annotations
@@ -46,13 +47,26 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-import shutil
 import stat
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 
+from fetcher.dirfd import (
+    CREATE_FLAGS,
+    DIR_FLAGS,
+    Unexpected,
+    describe_os_error,
+    exists,
+    is_real_dir,
+    open_root,
+    opened_dir,
+    read_exactly,
+    readlink,
+    remove_any,
+    remove_tree,
+    walk_files,
+)
 from fetcher.errors import WriteError
 from fetcher.logs import log
 from fetcher.status import STATUS_NAME
@@ -62,18 +76,9 @@ DATA_LINK_TMP = "..data_tmp"
 DIR_MODE = 0o755
 # read_current() reads at most this much in all: it only serves checks of a set Ferry wrote.
 MAX_READ_BYTES = 64 * 1024 * 1024
-# Deeper than any set Ferry writes (a file path has at most a few components): a planted tree, not ours.
-MAX_DEPTH = 32
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
-_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 Files = Mapping[str, tuple[bytes, int]]
-
-
-class _Differs(Exception):
-    """The set on disk is not the one compared with (or is not a set Ferry could have written)."""
 
 
 def swap_directory(
@@ -85,10 +90,10 @@ def swap_directory(
     """Make `files` the current set in `target`; return False (and touch nothing) when it already is."""
     root = Path(target)
     try:
-        with _open_root(root, create=True) as root_fd:
+        with open_root(root, create=True) as root_fd:
             swapped, generation = _swap(root_fd, root, files, uid, gid)
     except OSError as exc:
-        raise WriteError(f"could not write the files into {root}: {_describe_os_error(exc)}") from exc
+        raise WriteError(f"could not write the files into {root}: {describe_os_error(exc)}") from exc
     if swapped:
         log.info("swapped files", dir=str(root), generation=generation, files=len(files))
     return swapped
@@ -125,15 +130,15 @@ def _roll_back(root_fd: int, previous: str | None, generation: str, replaced: li
         if previous is not None:
             _point_data_at(root_fd, previous)
         else:
-            _remove_any(root_fd, DATA_LINK)
-        _remove_any(root_fd, DATA_LINK_TMP)
-        _remove_tree(root_fd, generation)
+            remove_any(root_fd, DATA_LINK)
+        remove_any(root_fd, DATA_LINK_TMP)
+        remove_tree(root_fd, generation)
     except OSError:
         pass
 
 
 def _point_data_at(root_fd: int, generation: str) -> None:
-    _remove_any(root_fd, DATA_LINK_TMP)
+    remove_any(root_fd, DATA_LINK_TMP)
     os.symlink(generation, DATA_LINK_TMP, dir_fd=root_fd)
     os.replace(DATA_LINK_TMP, DATA_LINK, src_dir_fd=root_fd, dst_dir_fd=root_fd)
 
@@ -144,7 +149,7 @@ def _restore_link(root_fd: int, name: str, old_target: str | None) -> None:
             os.unlink(name, dir_fd=root_fd)
             return
         tmp_link = f"{DATA_LINK_TMP}.{name}"
-        _remove_any(root_fd, tmp_link)
+        remove_any(root_fd, tmp_link)
         os.symlink(old_target, tmp_link, dir_fd=root_fd)
         os.replace(tmp_link, name, src_dir_fd=root_fd, dst_dir_fd=root_fd)
     except OSError:
@@ -159,7 +164,7 @@ def _refuse_foreign_entries(root_fd: int, root: Path, names: set[str]) -> None:
         except FileNotFoundError:
             continue
         except OSError as exc:
-            raise WriteError(f"could not inspect {root / name}: {_describe_os_error(exc)}") from exc
+            raise WriteError(f"could not inspect {root / name}: {describe_os_error(exc)}") from exc
         if not stat.S_ISLNK(status.st_mode):
             raise WriteError(
                 f"{root / name} exists and is not Ferry's symlink; the target directory must be Ferry's own "
@@ -173,27 +178,27 @@ def read_current(target: str | os.PathLike[str]) -> dict[str, tuple[bytes, int]]
     None too when the set holds anything but directories and regular files, or more than MAX_READ_BYTES.
     """
     try:
-        with _open_root(Path(target), create=False) as root_fd:
+        with open_root(Path(target), create=False) as root_fd:
             generation = _current_generation(root_fd)
             if generation is None:
                 return None
             budget = MAX_READ_BYTES
             current: dict[str, tuple[bytes, int]] = {}
-            with _opened_dir(root_fd, generation) as generation_fd:
-                for relative, fd, status in _walk_files(generation_fd, ""):
+            with opened_dir(root_fd, generation) as generation_fd:
+                for relative, fd, status in walk_files(generation_fd, ""):
                     if status.st_size > budget:
                         return None
                     budget -= status.st_size
-                    current[relative] = (_read_exactly(fd, status.st_size), stat.S_IMODE(status.st_mode))
+                    current[relative] = (read_exactly(fd, status.st_size), stat.S_IMODE(status.st_mode))
             return current
-    except (OSError, _Differs):
+    except (OSError, Unexpected):
         return None
 
 
 def has_current_set(target: str | os.PathLike[str]) -> bool:
     """Whether `target` serves a set now (``..data`` leads to a generation directory in it)."""
     try:
-        with _open_root(Path(target), create=False) as root_fd:
+        with open_root(Path(target), create=False) as root_fd:
             return _current_generation(root_fd) is not None
     except OSError:
         return False
@@ -204,10 +209,10 @@ def remove_leftovers(
 ) -> None:
     """Remove what a crash, a shrinking set or a stranger left: see `_remove_leftovers`."""
     try:
-        with _open_root(Path(target), create=False) as root_fd:
+        with open_root(Path(target), create=False) as root_fd:
             _remove_leftovers(root_fd, keep_links, keep_generation)
     except OSError as exc:
-        raise WriteError(f"could not clean up {target}: {_describe_os_error(exc)}") from exc
+        raise WriteError(f"could not clean up {target}: {describe_os_error(exc)}") from exc
 
 
 def _remove_leftovers(root_fd: int, keep_links: set[str] | None = None, keep_generation: str | None = None) -> None:
@@ -220,49 +225,29 @@ def _remove_leftovers(root_fd: int, keep_links: set[str] | None = None, keep_gen
     """
     current = _current_generation(root_fd)
     if current is None:
-        _remove_any(root_fd, DATA_LINK)
+        remove_any(root_fd, DATA_LINK)
     keep = {current, keep_generation}
     for name in os.listdir(root_fd):
         try:
             if name.startswith(".."):
-                ours = name in (DATA_LINK, STATUS_NAME) or (name in keep and _is_real_dir(root_fd, name))
+                ours = name in (DATA_LINK, STATUS_NAME) or (name in keep and is_real_dir(root_fd, name))
                 if not ours:
-                    _remove_any(root_fd, name)
+                    remove_any(root_fd, name)
                 continue
-            target = _readlink(root_fd, name)
+            target = readlink(root_fd, name)
             if target is None or not target.startswith(DATA_LINK + "/"):
                 continue  # not Ferry's: never touched
-            stale = not _exists(root_fd, name) if keep_links is None else name not in keep_links
+            stale = not exists(root_fd, name) if keep_links is None else name not in keep_links
             if stale:
                 os.unlink(name, dir_fd=root_fd)
         except FileNotFoundError:
             continue
 
 
-@contextmanager
-def _open_root(root: Path, *, create: bool) -> Iterator[int]:
-    if create:
-        root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root, _DIR_FLAGS)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def _opened_dir(parent_fd: int, name: str) -> Iterator[int]:
-    fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
 def _current_generation(root_fd: int) -> str | None:
     """The name ..data points at, if it is a symlink to a generation directory right in the volume."""
-    target = _readlink(root_fd, DATA_LINK)
-    if target is None or not _is_generation_name(target) or not _is_real_dir(root_fd, target):
+    target = readlink(root_fd, DATA_LINK)
+    if target is None or not _is_generation_name(target) or not is_real_dir(root_fd, target):
         return None
     return target
 
@@ -271,81 +256,21 @@ def _is_generation_name(name: str) -> bool:
     return name.startswith("..") and "/" not in name and name not in ("..", DATA_LINK) and DATA_LINK_TMP not in name
 
 
-def _readlink(dir_fd: int, name: str) -> str | None:
-    try:
-        return os.readlink(name, dir_fd=dir_fd)
-    except OSError:
-        return None
-
-
-def _is_real_dir(dir_fd: int, name: str) -> bool:
-    try:
-        return stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
-    except OSError:
-        return False
-
-
-def _exists(dir_fd: int, name: str) -> bool:
-    """Whether `name` (one of our relative symlinks) resolves; following it only to stat, never to open."""
-    try:
-        os.stat(name, dir_fd=dir_fd)
-    except OSError:
-        return False
-    return True
-
-
-def _walk_files(dir_fd: int, prefix: str, depth: int = 0) -> Iterator[tuple[str, int, os.stat_result]]:
-    """(relative path, open fd, fstat) of every regular file below `dir_fd`; raises _Differs on anything else."""
-    if depth > MAX_DEPTH:
-        raise _Differs(prefix)
-    for name in sorted(os.listdir(dir_fd)):
-        try:
-            fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
-        except OSError as exc:  # ELOOP: a symlink; anything else: not a set Ferry wrote
-            raise _Differs(name) from exc
-        try:
-            status = os.fstat(fd)
-            relative = prefix + name
-            if stat.S_ISDIR(status.st_mode):
-                yield from _walk_files(fd, relative + "/", depth + 1)
-            elif stat.S_ISREG(status.st_mode):
-                yield relative, fd, status
-            else:
-                raise _Differs(relative)
-        finally:
-            os.close(fd)
-
-
 def _generation_matches(root_fd: int, generation: str, files: Files) -> bool:
     """Whether `generation` holds exactly `files`, reading no more bytes than `files` holds."""
     seen = 0
     try:
-        with _opened_dir(root_fd, generation) as generation_fd:
-            for relative, fd, status in _walk_files(generation_fd, ""):
+        with opened_dir(root_fd, generation) as generation_fd:
+            for relative, fd, status in walk_files(generation_fd, ""):
                 expected = files.get(relative)
                 if expected is None or status.st_size != len(expected[0]):
                     return False
-                if stat.S_IMODE(status.st_mode) != expected[1] or _read_exactly(fd, status.st_size) != expected[0]:
+                if stat.S_IMODE(status.st_mode) != expected[1] or read_exactly(fd, status.st_size) != expected[0]:
                     return False
                 seen += 1
-    except (OSError, _Differs):
+    except (OSError, Unexpected):
         return False
     return seen == len(files)
-
-
-def _read_exactly(fd: int, size: int) -> bytes:
-    """`size` bytes from `fd`; _Differs if the file holds fewer or more (it changed under us)."""
-    chunks: list[bytes] = []
-    left = size
-    while left > 0:
-        chunk = os.read(fd, min(left, 1024 * 1024))
-        if not chunk:
-            raise _Differs("shorter than its size")
-        chunks.append(chunk)
-        left -= len(chunk)
-    if os.read(fd, 1):
-        raise _Differs("longer than its size")
-    return b"".join(chunks)
 
 
 def _write_generation(root_fd: int, files: Files, uid: int | None, gid: int | None) -> str:
@@ -359,7 +284,7 @@ def _write_generation(root_fd: int, files: Files, uid: int | None, gid: int | No
         except FileExistsError:
             continue
     try:
-        with _opened_dir(root_fd, generation) as generation_fd:
+        with opened_dir(root_fd, generation) as generation_fd:
             _set_mode_and_owner(generation_fd, DIR_MODE, uid, gid)
             directories: dict[str, int] = {"": generation_fd}
             try:
@@ -372,7 +297,7 @@ def _write_generation(root_fd: int, files: Files, uid: int | None, gid: int | No
                     if path:
                         os.close(fd)
     except BaseException:
-        _remove_tree(root_fd, generation)
+        remove_tree(root_fd, generation)
         raise
     return generation
 
@@ -384,14 +309,14 @@ def _make_dirs(directories: dict[str, int], path: str, uid: int | None, gid: int
     parent, _, name = path.rpartition("/")
     parent_fd = _make_dirs(directories, parent, uid, gid)
     os.mkdir(name, 0o700, dir_fd=parent_fd)
-    fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    fd = os.open(name, DIR_FLAGS, dir_fd=parent_fd)
     directories[path] = fd
     _set_mode_and_owner(fd, DIR_MODE, uid, gid)
     return fd
 
 
 def _write_file(dir_fd: int, name: str, content: bytes, mode: int, uid: int | None, gid: int | None) -> None:
-    descriptor = os.open(name, _CREATE_FLAGS, 0o600, dir_fd=dir_fd)
+    descriptor = os.open(name, CREATE_FLAGS, 0o600, dir_fd=dir_fd)
     try:
         view = memoryview(content)
         while view:
@@ -437,7 +362,7 @@ def _link_entries(root_fd: int, root: Path, names: set[str], replaced: list[tupl
             pass
         except OSError as exc:
             if exc.errno != errno.EINVAL:  # EINVAL: exists but is not a symlink
-                raise WriteError(f"could not inspect {root / name}: {_describe_os_error(exc)}") from exc
+                raise WriteError(f"could not inspect {root / name}: {describe_os_error(exc)}") from exc
             raise WriteError(
                 f"{root / name} exists and is not Ferry's symlink; the target directory must be Ferry's own "
                 "volume (remove it, or choose another directory)"
@@ -445,36 +370,8 @@ def _link_entries(root_fd: int, root: Path, names: set[str], replaced: list[tupl
         tmp_link = f"{DATA_LINK_TMP}.{name}"
         replaced.append((name, old_target))
         try:
-            _remove_any(root_fd, tmp_link)
+            remove_any(root_fd, tmp_link)
             os.symlink(wanted, tmp_link, dir_fd=root_fd)
             os.replace(tmp_link, name, src_dir_fd=root_fd, dst_dir_fd=root_fd)
         except OSError as exc:
-            raise WriteError(f"could not link {root / name}: {_describe_os_error(exc)}") from exc
-
-
-def _remove_any(dir_fd: int, name: str) -> None:
-    """Remove `name` whatever it is (file, symlink, FIFO, directory tree); missing is fine."""
-    if _is_real_dir(dir_fd, name):
-        _remove_tree(dir_fd, name)
-        return
-    try:
-        os.unlink(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass
-
-
-def _remove_tree(dir_fd: int, name: str) -> None:
-    # shutil.rmtree with dir_fd walks by descriptor and never follows a symlink out of the tree.
-    shutil.rmtree(name, dir_fd=dir_fd, ignore_errors=True)
-
-
-def _describe_os_error(exc: OSError) -> str:
-    reason = os.strerror(exc.errno) if exc.errno else str(exc)
-    where = f" ({exc.filename})" if exc.filename else ""
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        reason += "; the fetcher must run as a user that can write the volume (the pod's fsGroup)"
-    elif exc.errno == errno.ENOSPC:
-        reason += "; the volume is full (raise the emptyDir sizeLimit)"
-    elif exc.errno == errno.ELOOP:
-        reason += "; a symlink stands where Ferry expects a directory of its own"
-    return reason + where
+            raise WriteError(f"could not link {root / name}: {describe_os_error(exc)}") from exc

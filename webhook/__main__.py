@@ -34,6 +34,7 @@ from typing import Any, TextIO
 
 import yaml
 
+from fetcher import add_version_option
 from webhook.settings import Settings, SettingsError
 
 log = logging.getLogger("ferry.webhook")
@@ -58,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m webhook", description="Ferry's mutating admission webhook.")
+    add_version_option(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
     def add_cluster_files(sub: argparse.ArgumentParser) -> None:
@@ -86,6 +88,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert-file", help="serving certificate (PEM); default FERRY_TLS_CERT_FILE or self-managed")
     serve.add_argument("--tls-key-file", help="private key (PEM) of --tls-cert-file")
     serve.add_argument("--write-ca", metavar="FILE", help="write the CA of a self-generated pair to FILE")
+    serve.add_argument(
+        "--noop-endpoint",
+        action="store_true",
+        help="also serve POST /noop (parse and allow; a benchmark baseline, off in production)",
+    )
     add_cluster_files(serve)
 
     inject = commands.add_parser("inject", help="print mutated manifests, with no cluster")
@@ -279,6 +286,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             cluster,
             native_sidecars=native,
             ready_check=lambda: all(path.is_file() for path in cert_paths),
+            noop_endpoint=args.noop_endpoint,
         )
         app.state.metrics.track_serving_certificate(Path(cert_file))
         mode = "static" if api_client is None else "cluster"

@@ -6,7 +6,10 @@ mounted files; Ferry's own rotation rewrites them). A restart to pick up a new
 certificate would drop admissions, so the server re-reads the files in place:
 
 - uvicorn builds its ``ssl.SSLContext`` through our factory, which raises the
-  minimum protocol to TLS 1.2 (older protocols are refused at the handshake);
+  minimum protocol to TLS 1.2 (older protocols are refused at the handshake)
+  and, for TLS 1.2, offers only ECDHE key exchange with AEAD ciphers (AES-GCM,
+  ChaCha20-Poly1305): no CBC, no static RSA. TLS 1.3 suites are all AEAD,
+  and the API server's Go client offers both kinds;
 - a reloader polls the certificate and key files (inode, size, mtime). On a
   change it loads a snapshot of both into a scratch context first, so a
   half-renewed pair (new cert, old key) is skipped and retried on the next
@@ -40,11 +43,21 @@ from typing import Any
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
-__all__ = ["MINIMUM_TLS_VERSION", "CertReloader", "ReloadingServer", "run_server", "serve", "server_config"]
+__all__ = [
+    "MINIMUM_TLS_VERSION",
+    "TLS12_CIPHERS",
+    "CertReloader",
+    "ReloadingServer",
+    "run_server",
+    "serve",
+    "server_config",
+]
 
 log = logging.getLogger(__name__)
 
 MINIMUM_TLS_VERSION = ssl.TLSVersion.TLSv1_2
+# OpenSSL cipher string for TLS 1.2: forward secrecy and authenticated encryption only.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
 _FileState = tuple[int, int, int, int]  # (device, inode, size, mtime_ns)
 
@@ -152,6 +165,7 @@ class ReloadingServer(uvicorn.Server):
 def _tls_context_factory(config: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
     context = default()
     context.minimum_version = MINIMUM_TLS_VERSION
+    context.set_ciphers(TLS12_CIPHERS)
     return context
 
 

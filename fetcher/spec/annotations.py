@@ -1,4 +1,4 @@
-"""The pod annotation keys Ferry reads and writes (the contract in DESIGN.md).
+"""The pod annotation keys Ferry reads and writes (the public contract: README, "Annotations").
 
 Why it exists: the keys are a public interface, named in docs, manifests and
 error messages; one explicit list keeps them from drifting apart.
@@ -37,7 +37,7 @@ ANNOTATION_NOTIFY_SIGNAL = "ferry.dev/notify-signal"
 ANNOTATION_STATUS = "ferry.dev/status"
 STATUS_INJECTED = "injected"
 
-# Every key Ferry reads or writes, in the order DESIGN.md lists them.
+# Every key Ferry reads or writes, in the order the README's annotation table lists them.
 ANNOTATION_KEYS: tuple[str, ...] = (
     ANNOTATION_INJECT,
     ANNOTATION_SECRET_PROVIDER_CLASS,

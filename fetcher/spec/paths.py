@@ -102,7 +102,7 @@ def unsafe_path_reason(path: str) -> str | None:
 def check_file_component(alias: str, where: str, problems: list[Problem]) -> None:
     """An alias names one file directly in the volume: no directories, nothing that climbs out.
 
-    ASCP would translate a "/" in an alias; Ferry denies it (DESIGN.md), because an
+    ASCP would translate a "/" in an alias; Ferry denies it (its own rule, stricter than ASCP), because an
     alias is the user's chosen file name and a slash in it is almost always a
     path mistake or an attempt to escape the volume.
     """

@@ -1,6 +1,6 @@
 """Pod Security "restricted", enforced by the real PodSecurity admission plugin.
 
-Why it exists: DESIGN promises that the containers Ferry injects meet the
+Why it exists: Ferry promises that the containers Ferry injects meet the
 restricted profile. The hand-written checker in tests/reliability/pss.py
 judges that in fast tests; here the API server's own plugin judges the stored
 pods, and every example the checker is tested with goes through the plugin too,

@@ -112,7 +112,7 @@ def test_path_translation_off_keeps_subdirectories_and_strips_the_leading_slash(
 
 @pytest.mark.parametrize("alias", ["config/db", "a/b/c", "db/"])
 def test_an_alias_with_a_slash_is_denied(alias: str) -> None:
-    # Stricter than ASCP (which translates it): DESIGN.md denies "/" in an alias outright.
+    # Stricter than ASCP (which translates it): Ferry denies "/" in an alias outright.
     problem = problems([sm("db", objectAlias=alias)])
     assert "objects[0].objectAlias" in problem and "contains a slash" in problem
 

@@ -1,6 +1,6 @@
 """Every case of the attack corpus is denied over TLS, with a message naming what to fix.
 
-Why it exists: DESIGN.md says bad input is denied at admission with a message
+Why it exists: Ferry promises that bad input is denied at admission with a message
 that says what to fix; the corpus (corpus.py) is the list of ways app teams'
 input can hurt the cluster or the app. Each case gets its own test id so a
 regression names the attack. The outcome of every case (denied or not, which

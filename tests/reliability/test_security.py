@@ -1,6 +1,6 @@
 """Security properties of what Ferry puts into pods and onto the wire.
 
-Why it exists: three promises of DESIGN.md are about security, and each needs
+Why it exists: three of Ferry's promises are about security, and each needs
 evidence from the real code paths:
 
 - every container Ferry injects meets the Pod Security Standard "restricted"

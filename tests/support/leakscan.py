@@ -1,6 +1,6 @@
 """A ledger of every secret value the reliability tests store, and a scanner for where they must never appear.
 
-Why it exists: DESIGN.md says secret values never appear in logs, events,
+Why it exists: Ferry promises that secret values never appear in logs, events,
 metrics, env vars, termination messages or the pod spec. Checking that in one
 test proves little, because a leak usually hides in an error path (a JSON parse
 error quoting the value, a debug log of a response body). So every test in this

@@ -1,6 +1,6 @@
 """A checker for the Kubernetes Pod Security Standard "restricted" profile.
 
-Why it exists: DESIGN.md promises that every container Ferry injects meets
+Why it exists: Ferry promises that every container Ferry injects meets
 "restricted", and a cluster that enforces it (``pod-security.kubernetes.io/
 enforce: restricted``) would otherwise reject every opted-in pod at creation,
 long after the webhook said yes. No kube-apiserver runs here, so the policy is
