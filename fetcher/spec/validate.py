@@ -30,7 +30,13 @@ from fetcher.spec.objects import check_objects
 from fetcher.spec.paths import check_file_names
 from fetcher.spec.problems import Problem, SpecError, kind_of, quote
 from fetcher.spec.regions import region_problem
-from fetcher.spec.secret_objects import SecretObject, SecretObjectsError, listed, parse_secret_objects
+from fetcher.spec.secret_objects import (
+    MAX_PROBLEMS_SHOWN,
+    SecretObject,
+    SecretObjectsError,
+    listed,
+    parse_secret_objects,
+)
 
 _DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _SIGNALS = (
@@ -156,7 +162,10 @@ def _check_secret_objects(raw: Any, name: str, problems: list[Problem]) -> tuple
     try:
         return parse_secret_objects(raw, name)
     except SecretObjectsError as exc:
-        problems.extend(Problem("", problem) for problem in exc.problems)
+        shown = exc.problems[:MAX_PROBLEMS_SHOWN]
+        problems.extend(Problem("", problem) for problem in shown)
+        if len(exc.problems) > len(shown):
+            problems.append(Problem(name, f"and {len(exc.problems) - len(shown)} more problems"))
         return ()
 
 
@@ -181,16 +190,22 @@ def _check_synced_files(
 ) -> None:
     """Every data[].objectName must be a file the spec writes (the name after alias and path translation)."""
     known = set(files)
-    for index, obj in enumerate(objects):
-        for position, item in enumerate(obj.data):
-            if item.object_name not in known:
-                problems.append(
-                    Problem(
-                        f"{name}[{index}].data[{position}].objectName",
-                        f"no file is named {quote(item.object_name)}; objectName is the file name after objectAlias "
-                        f"and path translation, one of {listed(sorted(known))}",
-                    )
-                )
+    unknown = [
+        (index, position, item.object_name)
+        for index, obj in enumerate(objects)
+        for position, item in enumerate(obj.data)
+        if item.object_name not in known
+    ]
+    for index, position, object_name in unknown[:MAX_PROBLEMS_SHOWN]:
+        problems.append(
+            Problem(
+                f"{name}[{index}].data[{position}].objectName",
+                f"no file is named {quote(object_name)}; objectName is the file name after objectAlias "
+                f"and path translation, one of {listed(sorted(known))}",
+            )
+        )
+    if len(unknown) > MAX_PROBLEMS_SHOWN:
+        problems.append(Problem(name, f"and {len(unknown) - MAX_PROBLEMS_SHOWN} more unknown objectNames"))
 
 
 def parse_objects_yaml(
