@@ -3,10 +3,12 @@
 Why it exists: many SecretProviderClasses sync values into a Kubernetes Secret
 so that ``env.valueFrom.secretKeyRef`` and ``envFrom`` work. The init container
 writes those Secrets before the app starts, with the pod's own ServiceAccount,
-and the sidecar keeps them current. Everything here but `sync_secrets` is pure:
-plain data in (the parsed ``secretObjects`` entries and the rendered files,
-file name -> bytes), Secret manifests out, so the webhook can check the same
-rules at admission and the fetcher can build the Secrets without a cluster.
+and the sidecar keeps them current (`file_syncer` is what they call after each
+swap). The entries themselves are parsed and checked in the spec model
+(`fetcher.spec.secret_objects`), so the webhook denies a bad entry at
+admission; this module takes the checked entries and the rendered files (file
+name -> bytes) and builds the Secret manifests (pure), then applies them (the
+I/O edge, `sync_secrets`).
 
 The CSI driver's rules, kept: ``data[].objectName`` is a *file name* after
 alias and path translation; the types are the driver's eight; for
