@@ -17,6 +17,7 @@ from webhook.decide import Denial
 from webhook.mutate import mutate_pod
 from webhook.resolve import ResolvedRequest, resolve_spec
 from webhook.settings import Settings
+from webhook.view import secret_provider_classes_in
 from webhook.volumes import KUBE_API_VOLUME_NAME, SERVICE_ACCOUNT_MOUNT_PATH
 
 PodFactory = Callable[..., dict[str, Any]]
@@ -231,3 +232,12 @@ def test_inject_reads_secret_provider_classes_from_the_same_stream() -> None:
     assert "usePodIdentity is ignored" in result.stderr
     missing = run_inject("-f", "-", stdin=yaml.safe_dump(workload))
     assert missing.returncode == 1 and "SecretProviderClass 'db' was not found" in missing.stderr
+
+
+def test_classes_are_found_at_the_top_level_and_in_lists_only_when_named() -> None:
+    named = spc()
+    unnamed = {**spc(), "metadata": {}}
+    other = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "db"}}
+    wrong_group = {**spc(), "apiVersion": "example.com/v1"}
+    documents = [None, other, named, {"apiVersion": "v1", "kind": "List", "items": [named, unnamed, wrong_group]}]
+    assert secret_provider_classes_in(documents) == [named, named]
