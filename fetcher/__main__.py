@@ -16,6 +16,14 @@ termination message that tells an app team why their pod did not start.
 - ``status --unhealthy-after SECONDS``: the sidecar's liveness probe; prints
   one line and exits 1 once the refreshes have failed without a break for that
   long (`fetcher.status`), else 0. It reads one small file and imports no AWS code.
+- ``role --secret-provider-class FILE --service-account NAME``: print the
+  Role and RoleBinding a pod's ServiceAccount needs for the class's
+  ``secretObjects`` (no cluster, no AWS).
+
+When the spec has ``secretObjects``, ``init`` and ``sidecar`` also write those
+Kubernetes Secrets after each swap, with the pod's ServiceAccount token
+(`fetcher.secret_sync`); a denied request ends ``init`` with a termination
+message naming the verb, the resource and the ServiceAccount.
 
 Exit codes: 0 success; 1 an object could not be fetched, rendered or written;
 2 the spec or the fetcher's own configuration is wrong; 130 / 143 stopped by
@@ -36,7 +44,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -51,12 +59,15 @@ from fetcher.spec import (
     ManifestError,
     SpecError,
     load_manifests,
+    needs_kube_api,
     pick_secret_provider_class,
     spec_from_secret_provider_class,
 )
 
 TARGET_DIR_ENV_VAR = "FERRY_TARGET_DIR"
 TERMINATION_LOG_ENV_VAR = "FERRY_TERMINATION_LOG"
+# Where the ServiceAccount token and CA are, for running outside a pod (tests, a laptop); in a pod, the default.
+SERVICE_ACCOUNT_DIR_ENV_VAR = "FERRY_SERVICE_ACCOUNT_DIR"
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 # The kubelet keeps at most 4096 bytes of a termination message.
 MAX_TERMINATION_MESSAGE_BYTES = 4096
@@ -116,6 +127,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 return run_init(env, args.dir)
             if args.command == "sidecar":
                 return run_sidecar_command(env, args.dir, handlers.stop)
+            if args.command == "role":
+                return run_role(args.secret_provider_class, args.service_account, args.namespace)
             return run_once(env, args.secret_provider_class, args.dir, args.region)
     except (Interrupted, KeyboardInterrupt) as exc:
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
@@ -138,11 +151,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 def run_init(env: Mapping[str, str], target_dir: str) -> int:
     spec = load_spec(env)  # before importing boto3: a bad spec fails fast
 
+    on_files = secret_sync_hook(spec, env)  # before AWS too: a pod that cannot sync fails fast
+
     from fetcher.aws import AwsClients
     from fetcher.loop import deliver
 
     clients = AwsClients.from_env(env)
-    delivery = deliver(spec, clients, target_dir)
+    delivery = deliver(spec, clients, target_dir, on_files)
     log.info(
         "files written" if delivery.swapped else "files already current",
         dir=target_dir,
@@ -163,7 +178,12 @@ def run_sidecar_command(env: Mapping[str, str], target_dir: str, stop: threading
             f"the spec in {SPEC_ENV_VAR} has no refresh interval, so the sidecar has nothing to do; "
             "set ferry.dev/refresh-interval or do not run the sidecar"
         )
-    state = RefreshState(spec=spec, clients=AwsClients.from_env(env), target_dir=Path(target_dir))
+    state = RefreshState(
+        spec=spec,
+        clients=AwsClients.from_env(env),
+        target_dir=Path(target_dir),
+        on_files=secret_sync_hook(spec, env),
+    )
     return run_sidecar(state, stop)
 
 
@@ -197,6 +217,52 @@ def run_once(env: Mapping[str, str], manifest_path: str, target_dir: str, region
         files=sorted(delivery.files),
         region=spec.region,
     )
+    return EXIT_OK
+
+
+def secret_sync_hook(spec: FetchSpec, env: Mapping[str, str]) -> Callable[[Mapping[str, Any]], None] | None:
+    """The Kubernetes Secrets sync to run after each swap, or None when the spec has no secretObjects."""
+    if not needs_kube_api(spec):
+        return None
+    from fetcher.kube import CA_PATH, TOKEN_PATH, KubeClient
+    from fetcher.secret_sync import SecretObjectsError, file_syncer, pod_owner_from_env
+
+    try:
+        owner = pod_owner_from_env(env)
+    except SecretObjectsError as exc:
+        raise ConfigError(str(exc)) from None
+    account_dir = env.get(SERVICE_ACCOUNT_DIR_ENV_VAR)
+    token_file, ca_file = (f"{account_dir}/token", f"{account_dir}/ca.crt") if account_dir else (TOKEN_PATH, CA_PATH)
+    client = KubeClient.in_cluster(env, token_file=token_file, ca_file=ca_file)
+    sync = file_syncer(spec.secret_objects, client, owner)
+
+    def hook(files: Mapping[str, Any]) -> None:
+        names = sync(files)
+        log.info("kubernetes secrets synced", secrets=names, namespace=owner.namespace)
+
+    return hook
+
+
+def run_role(manifest_path: str, service_account: str, namespace: str | None) -> int:
+    """Print the Role and RoleBinding that let `service_account` write the class's secretObjects."""
+    from fetcher.secret_sync import SecretObjectsError, parse_secret_objects, secret_sync_rbac_yaml
+
+    manifest = load_secret_provider_class(manifest_path)
+    spec = manifest.get("spec") if isinstance(manifest.get("spec"), Mapping) else {}
+    meta = manifest.get("metadata") if isinstance(manifest.get("metadata"), Mapping) else {}
+    assert isinstance(spec, Mapping) and isinstance(meta, Mapping)
+    try:
+        objects = parse_secret_objects(spec.get("secretObjects"), "spec.secretObjects")
+    except SecretObjectsError as exc:
+        raise ConfigError(f"{manifest_path}: {exc}") from None
+    if not objects:
+        raise ConfigError(
+            f"{manifest_path} has no spec.secretObjects: its pods write no Kubernetes Secret and need no Role"
+        )
+    target = namespace or meta.get("namespace")
+    if not isinstance(target, str) or not target:
+        raise ConfigError(f"{manifest_path} names no metadata.namespace; pass --namespace (the pods' namespace)")
+    sys.stdout.write(secret_sync_rbac_yaml(target, service_account, objects))
     return EXIT_OK
 
 
@@ -282,6 +348,13 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     once.add_argument(
         "--region", default=None, help="region when the SPC names none (else $AWS_REGION or $AWS_DEFAULT_REGION)"
     )
+    role = commands.add_parser(
+        "role", help="print the Role and RoleBinding a pod's ServiceAccount needs for an SPC's secretObjects"
+    )
+    role.add_argument("--secret-provider-class", required=True, metavar="FILE", help="SecretProviderClass YAML")
+    role.add_argument("--service-account", required=True, metavar="NAME", help="the pods' ServiceAccount")
+    role.add_argument("--namespace", default=None, help="the pods' namespace (default: the class's)")
+    role.add_argument("--termination-log", default=None, help=argparse.SUPPRESS)
     return parser
 
 

@@ -19,6 +19,7 @@ request is the webhook's business as much as ours, and its image has no botocore
     │   │   └── AwsUnavailableError   5xx, throttling, timeouts, no connection: try the failover region
     │   └── RenderError               the value does not fit the spec (jmesPath on non-JSON, not a string)
     ├── ObjectErrors                  several ObjectErrors from one run, reported together
+    ├── OutputFormatError             a value cannot be written as dotenv or JSON (binary, NUL, key clash)
     ├── WriteError                    the volume could not be written (permissions, ownership, space)
     ├── KubeAPIError                  the Kubernetes API refused a request or could not be reached (secretObjects)
     │   └── KubeForbiddenError        403: names the verb, the resource and the ServiceAccount, and the fix
@@ -173,6 +174,10 @@ class ObjectErrors(FerryError):
         else:
             text = f"{len(self.errors)} objects failed: " + "; ".join(str(error) for error in self.errors)
         super().__init__(text)
+
+
+class OutputFormatError(FerryError):
+    """The files cannot be written as a requested dotenv or JSON document; names the files, never a value."""
 
 
 class WriteError(FerryError):

@@ -48,11 +48,19 @@ class Delivery:
     swapped: bool
 
 
-def deliver(spec: FetchSpec, clients: AwsClients, target_dir: str | Path) -> Delivery:
+# Called with the rendered files after each swap (or no-op swap): the Kubernetes Secrets sync (secretObjects).
+FilesHook = Callable[[RenderedFiles], None]
+
+
+def deliver(
+    spec: FetchSpec, clients: AwsClients, target_dir: str | Path, on_files: FilesHook | None = None
+) -> Delivery:
     """Fetch every object, render every file, then swap them in at once. Nothing is written on failure."""
     values = fetch_all(spec, clients)
     files = render(spec, values)
     swapped = swap_directory(target_dir, files, spec.file_uid, spec.file_gid)
+    if on_files is not None:
+        on_files(files)
     return Delivery(values=values, files=files, swapped=swapped)
 
 
@@ -64,6 +72,8 @@ class RefreshState:
     clients: AwsClients
     target_dir: Path
     values: FetchResult = field(default_factory=dict)
+    # Runs after every swap; if it fails, `values` stay old so the next cycle renders and calls it again.
+    on_files: FilesHook | None = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +91,7 @@ def refresh_once(state: RefreshState) -> RefreshOutcome:
     """
     spec = state.spec
     if not state.values:
-        delivery = deliver(spec, state.clients, state.target_dir)
+        delivery = deliver(spec, state.clients, state.target_dir, state.on_files)
         state.values = delivery.values
         return RefreshOutcome(tuple(obj.object_name for obj in spec.objects), delivery.swapped)
     probes = check_versions(spec, state.clients)
@@ -93,6 +103,8 @@ def refresh_once(state: RefreshState) -> RefreshOutcome:
     values = {**state.values, **fresh}
     files = render(spec, values)
     swapped = swap_directory(state.target_dir, files, spec.file_uid, spec.file_gid)
+    if state.on_files is not None:
+        state.on_files(files)
     state.values = values
     changed = tuple(spec.objects[index].object_name for index in sorted(fresh))
     log.info("new versions fetched", objects=list(changed), swapped=swapped)

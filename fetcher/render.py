@@ -8,21 +8,26 @@ without AWS or a filesystem.
 
 File names and modes come from the spec's `output_files()` (alias or name,
 pathTranslation, filePermission), so there is one naming rule in the project.
+The dotenv and JSON documents a spec asks for (`fetcher.spec.formats`) are
+added to the same set, so they are swapped in with the files they copy.
 A whole-object file holds the value as AWS returned it: SecretString or an SSM
 value as UTF-8 text, SecretBinary as its raw bytes.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping
+import operator
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, TypeAlias
 
 import jmespath
 import jmespath.exceptions
 
-from fetcher.errors import ObjectErrors, RenderError
+from fetcher.errors import ObjectErrors, OutputFormatError, RenderError
 from fetcher.spec import FetchSpec
+from fetcher.spec.formats import FormatError, add_formats
 
 if TYPE_CHECKING:
     from fetcher.sources import FetchedValue
@@ -63,7 +68,21 @@ def render(spec: FetchSpec, fetched: Mapping[int, FetchedValue]) -> RenderedFile
         files[out.name] = (text.encode("utf-8"), out.mode)
     if errors:
         raise ObjectErrors(errors)
+    if spec.output_formats:
+        files = with_documents(files, spec.output_formats)
     return files
+
+
+def with_documents(files: RenderedFiles, formats: Sequence[tuple[str, str]]) -> RenderedFiles:
+    """The files plus the dotenv / JSON documents, so one swap writes them all.
+
+    A document holds every value, so its mode is no more open than any file's: the AND of their modes.
+    """
+    mode = functools.reduce(operator.and_, (file_mode for _, file_mode in files.values()), 0o777)
+    try:
+        return add_formats(files, dict(formats), mode)
+    except FormatError as exc:
+        raise OutputFormatError(str(exc)) from None
 
 
 def parse_json_value(object_name: str, value: FetchedValue) -> object:

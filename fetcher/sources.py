@@ -290,7 +290,7 @@ class ParameterStoreSource:
 
     def _get_parameters(self, targets: Sequence[tuple[int, Target]]) -> FetchResult:
         region = targets[0][1].region
-        requested = {_selector_name(target): (index, target) for index, target in targets}
+        requested = dict.fromkeys(_selector_name(target) for _, target in targets)
         names = ", ".join(target.name for _, target in targets)
         client = self._clients.client("ssm", region)
         with translating_aws_errors(object_name=names, region=region, service="ssm", operation="GetParameters"):
@@ -298,7 +298,8 @@ class ParameterStoreSource:
         invalid = [str(name) for name in reply.get("InvalidParameters") or []]
         if invalid:
             raise ParametersNotFoundError(names=invalid, region=region)
-        results = _match_parameters(reply.get("Parameters") or [], list(requested.values()), region)
+        # Every target, not one per selector: one parameter may be listed twice under different aliases.
+        results = _match_parameters(reply.get("Parameters") or [], targets, region)
         missing = [target.name for index, target in targets if index not in results]
         if missing:
             raise ParametersNotFoundError(names=missing, region=region)

@@ -111,12 +111,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _inject(args: argparse.Namespace, settings: Settings) -> int:
+    from webhook.view import secret_provider_classes_in
     from webhook.workloads import InjectionDenied, inject_manifest
 
     try:
-        view = _static_view(args.secret_provider_class, args.namespace_annotations)
         text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
         documents = list(yaml.safe_load_all(text))
+        # SecretProviderClasses in the same stream as the workloads count, as `kubectl apply -f` would create them.
+        view = _static_view(
+            args.secret_provider_class, args.namespace_annotations, secret_provider_classes_in(documents)
+        )
     except (OSError, ValueError, yaml.YAMLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -169,10 +173,12 @@ def _dump(documents: list[Any], stream: TextIO) -> None:
     )
 
 
-def _static_view(spc_files: Sequence[str], namespace_file: str | None) -> Any:
+def _static_view(
+    spc_files: Sequence[str], namespace_file: str | None, extra_classes: Sequence[Mapping[str, Any]] = ()
+) -> Any:
     from webhook.kube import StaticView
 
-    return StaticView.from_files(list(spc_files), _load_namespace_annotations(namespace_file))
+    return StaticView.from_files(list(spc_files), _load_namespace_annotations(namespace_file), extra_classes)
 
 
 # The namespace label that routes a namespace's pods to Ferry (manifests/mutatingwebhookconfiguration.yaml).

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fetcher.spec import SPEC_ENV_VAR, FetchSpec
+from fetcher.spec import SPEC_ENV_VAR, FetchSpec, needs_kube_api
+from fetcher.spec.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR, POD_UID_ENV_VAR
 from webhook.identity import Identity, apply_identity
 from webhook.podshape import INIT_CONTAINER_NAME, OWN_CONTAINER_NAMES, SIDECAR_NAME
 from webhook.settings import Settings
-from webhook.volumes import build_fetcher_mount
+from webhook.volumes import build_fetcher_mount, build_kube_api_mount
 
 __all__ = [
     "INIT_CONTAINER_NAME",
@@ -64,6 +65,17 @@ def build_fetcher_container(
         # The fetcher writes its error (object, AWS error code, region) there; logs are the fallback.
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    if needs_kube_api(spec):
+        # secretObjects: the pod that writes (and owns) the Secrets, and the token it writes with.
+        container["env"] += [
+            {"name": env_name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": field_path}}}
+            for env_name, field_path in (
+                (POD_NAME_ENV_VAR, "metadata.name"),
+                (POD_UID_ENV_VAR, "metadata.uid"),
+                (POD_NAMESPACE_ENV_VAR, "metadata.namespace"),
+            )
+        ]
+        container["volumeMounts"].append(build_kube_api_mount())
     if mode == "sidecar" and native_sidecar:
         container["restartPolicy"] = "Always"
     if identity:

@@ -10,7 +10,8 @@ Layout of an injected pod:
 
     initContainers: [ferry-init, ferry-sidecar (native, when refreshing), <app init containers>...]
     containers:     [<app containers>..., ferry-sidecar (regular, when refreshing without native sidecars)]
-    volumes:        [..., ferry-secrets (emptyDir, medium Memory)]
+    volumes:        [..., ferry-secrets (emptyDir, medium Memory),
+                     ferry-kube-api-access (projected token, only when secretObjects are synced)]
 
 Run-to-completion pods (owned by a Job, or restartPolicy Never/OnFailure) get
 no regular sidecar, which would keep them running forever; native sidecars do
@@ -22,13 +23,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
-from fetcher.spec import ANNOTATION_REFRESH_INTERVAL, ANNOTATION_STATUS, STATUS_INJECTED
+from fetcher.spec import ANNOTATION_REFRESH_INTERVAL, ANNOTATION_STATUS, STATUS_INJECTED, needs_kube_api
 from webhook.containers import OWN_CONTAINER_NAMES, build_init_container, build_sidecar
 from webhook.identity import Identity, apply_identity, find_identity
 from webhook.podshape import is_run_to_completion
 from webhook.resolve import ResolvedRequest
 from webhook.settings import Settings
-from webhook.volumes import build_app_mount, build_volume
+from webhook.volumes import build_app_mount, build_kube_api_volume, build_volume
 
 SidecarMode = Literal["none", "native", "regular"]
 
@@ -53,6 +54,8 @@ def mutate_pod(
     identity = find_identity(_app_containers(spec))
 
     spec["volumes"] = [*(spec.get("volumes") or []), build_volume(settings)]
+    if needs_kube_api(resolved.spec):
+        spec["volumes"].append(build_kube_api_volume())
     selected = frozenset(resolved.containers)
     for group in ("initContainers", "containers"):
         if group in spec:

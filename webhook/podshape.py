@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fetcher.spec import ANNOTATION_CONTAINERS, ANNOTATION_MOUNT_PATH, DEFAULT_MOUNT_PATH
-from webhook.volumes import VOLUME_NAME
+from webhook.volumes import KUBE_API_VOLUME_NAME, VOLUME_NAME
 
 # Containers plus init containers in a pod Ferry injects into: far above any real pod, and a bound on the
 # work (one mount per container, one patch op each) that a hostile or broken manifest can make admission do.
@@ -24,6 +24,8 @@ MAX_POD_CONTAINERS = 256
 INIT_CONTAINER_NAME = "ferry-init"
 SIDECAR_NAME = "ferry-sidecar"
 OWN_CONTAINER_NAMES = frozenset({INIT_CONTAINER_NAME, SIDECAR_NAME})
+# The Secrets Store CSI driver's name in a pod's csi volume.
+CSI_DRIVER = "secrets-store.csi.k8s.io"
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 
 # The mount path may be neither one of these nor below one: system directories
@@ -126,20 +128,39 @@ def check_reserved_names(spec: Mapping[str, Any], problems: list[str]) -> None:
                     "rename that container"
                 )
     for volume in spec.get("volumes") or []:
-        if isinstance(volume, Mapping) and volume.get("name") == VOLUME_NAME:
-            problems.append(f"spec.volumes: the name {VOLUME_NAME!r} is reserved for Ferry's volume; rename it")
+        if isinstance(volume, Mapping) and volume.get("name") in (VOLUME_NAME, KUBE_API_VOLUME_NAME):
+            problems.append(f"spec.volumes: the name {volume.get('name')!r} is reserved for Ferry's volumes; rename it")
+
+
+def csi_secret_volumes(spec: Mapping[str, Any]) -> list[str]:
+    """Names of the pod's Secrets Store CSI driver volumes (left over from before the move to Ferry)."""
+    return [
+        str(volume.get("name"))
+        for volume in spec.get("volumes") or []
+        if isinstance(volume, Mapping)
+        and isinstance(volume.get("csi"), Mapping)
+        and volume["csi"].get("driver") == CSI_DRIVER
+    ]
 
 
 def check_mount_conflicts(
     spec: Mapping[str, Any], containers: Sequence[str], mount_path: str, problems: list[str]
 ) -> None:
     wanted = frozenset(containers)
+    csi = frozenset(csi_secret_volumes(spec))
     for group in ("initContainers", "containers"):
         for container in spec.get(group) or []:
             if not isinstance(container, Mapping) or container.get("name") not in wanted:
                 continue
             for mount in container.get("volumeMounts") or []:
                 if isinstance(mount, Mapping) and posixpath.normpath(str(mount.get("mountPath", ""))) == mount_path:
+                    if mount.get("name") in csi:
+                        problems.append(
+                            f"container {container.get('name')!r} still mounts the Secrets Store CSI volume "
+                            f"{mount.get('name')!r} at {mount_path}: remove that volume from spec.volumes and its "
+                            "volumeMounts; Ferry writes the same files at the same path"
+                        )
+                        continue
                     problems.append(
                         f"{ANNOTATION_MOUNT_PATH}: container {container.get('name')!r} already mounts volume "
                         f"{mount.get('name')!r} at {mount_path}; choose another path"

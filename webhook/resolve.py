@@ -14,6 +14,11 @@ the spec model what to call each field, so every problem names what to edit:
     refresh interval:         pod annotation > namespace annotation (floor: FERRY_MIN_REFRESH_INTERVAL)
     secret source:            pod's SPC xor pod's objects (both: denied) > namespace's SPC
     path translation:         pod annotation > SecretProviderClass > "_"
+    output formats:           pod annotation > SecretProviderClass parameter outputFormats > namespace annotation
+    secretObjects:            the SecretProviderClass's, or the pod's ferry.dev/secret-objects with inline objects
+
+Whatever a SecretProviderClass holds that Ferry does not act on becomes an
+admission warning naming it (`fetcher.spec.secret_provider_class_warnings`).
 
 A spec is built once per distinct input (parsing the objects YAML dominates
 admission); the cache is `webhook.memo`'s.
@@ -34,10 +39,12 @@ from fetcher.spec import (
     ANNOTATION_NOTIFY_SIGNAL,
     ANNOTATION_NOTIFY_URL,
     ANNOTATION_OBJECTS,
+    ANNOTATION_OUTPUT_FORMATS,
     ANNOTATION_PATH_TRANSLATION,
     ANNOTATION_PREFIX,
     ANNOTATION_REFRESH_INTERVAL,
     ANNOTATION_REGION,
+    ANNOTATION_SECRET_OBJECTS,
     ANNOTATION_SECRET_PROVIDER_CLASS,
     ANNOTATION_SIDECAR_UNHEALTHY_AFTER,
     DEFAULT_MOUNT_PATH,
@@ -46,6 +53,7 @@ from fetcher.spec import (
     SpecError,
     build_spec,
     parse_duration,
+    secret_provider_class_warnings,
     spec_from_secret_provider_class,
 )
 from webhook import memo
@@ -55,6 +63,7 @@ from webhook.podshape import (
     check_mount_conflicts,
     check_mount_path,
     check_reserved_names,
+    csi_secret_volumes,
     file_owner,
     select_containers,
 )
@@ -113,6 +122,7 @@ def resolve_spec(
 
     pod_spc = value_of(pod_ann, ANNOTATION_SECRET_PROVIDER_CLASS)
     pod_objects = pod_ann.get(ANNOTATION_OBJECTS)
+    pod_secret_objects = pod_ann.get(ANNOTATION_SECRET_OBJECTS)
     ns_spc = value_of(ns_ann, ANNOTATION_SECRET_PROVIDER_CLASS)
     if pod_spc and pod_objects is not None:
         return Denial(
@@ -127,12 +137,25 @@ def resolve_spec(
             f"SecretProviderClass in namespace {ns}, or {ANNOTATION_OBJECTS} to ASCP objects YAML",
         )
 
+    if pod_secret_objects is not None and pod_objects is None:
+        return Denial(
+            "conflicting-sources",
+            f"{ANNOTATION_SECRET_OBJECTS} goes with {ANNOTATION_OBJECTS}; with a SecretProviderClass, write the "
+            "secretObjects in the class's spec.secretObjects (as for the CSI driver) and remove "
+            f"{ANNOTATION_SECRET_OBJECTS}",
+        )
+
     problems: list[str] = []
     mount_path = check_mount_path(pod_ann.get(ANNOTATION_MOUNT_PATH), problems)
     containers = select_containers(spec_body, pod_ann.get(ANNOTATION_CONTAINERS), problems)
     check_reserved_names(spec_body, problems)
     if mount_path and containers:
         check_mount_conflicts(spec_body, containers, mount_path, problems)
+    warnings.extend(
+        f"spec.volumes: {name!r} still uses the Secrets Store CSI driver; remove the CSI volume and its "
+        "volumeMounts, Ferry writes the same files"
+        for name in csi_secret_volumes(spec_body)[:4]
+    )
     notify_signal = value_of(pod_ann, ANNOTATION_NOTIFY_SIGNAL)
     if notify_signal and spec_body.get("shareProcessNamespace") is not True:
         problems.append(
@@ -163,6 +186,10 @@ def resolve_spec(
         "fileUid": "spec.securityContext.runAsUser",
         "fileGid": "spec.securityContext.fsGroup",
     }
+    formats, formats_label = _first(
+        (value_of(pod_ann, ANNOTATION_OUTPUT_FORMATS), ANNOTATION_OUTPUT_FORMATS),
+        (value_of(ns_ann, ANNOTATION_OUTPUT_FORMATS), f"namespace {ns} annotation {ANNOTATION_OUTPUT_FORMATS}"),
+    )
     ns_region = (value_of(ns_ann, ANNOTATION_REGION), f"namespace {ns} annotation {ANNOTATION_REGION}")
     ns_failover = (
         value_of(ns_ann, ANNOTATION_FAILOVER_REGION),
@@ -184,9 +211,13 @@ def resolve_spec(
             "region": region_label or ANNOTATION_REGION,
             "failoverRegion": failover_label or ANNOTATION_FAILOVER_REGION,
             "pathTranslation": ANNOTATION_PATH_TRANSLATION,
+            "secretObjects": ANNOTATION_SECRET_OBJECTS,
+            "outputFormats": formats_label or ANNOTATION_OUTPUT_FORMATS,
             **labels,
         }
-        built = _inline_spec(pod_objects, region, failover, pod_translation, options, names)
+        built = _inline_spec(
+            pod_objects, region, failover, pod_translation, options, names, pod_secret_objects, formats
+        )
         if isinstance(built, memo.BuiltSpec):
             spec, spec_json = built.spec, built.json
         else:
@@ -226,6 +257,12 @@ def resolve_spec(
         if pod_translation is not None:
             overrides["pathTranslation"] = pod_translation
             names["pathTranslation"] = ANNOTATION_PATH_TRANSLATION
+        pod_formats = value_of(pod_ann, ANNOTATION_OUTPUT_FORMATS)
+        if pod_formats or (formats and not value_of(params, "outputFormats")):
+            # The pod's annotation wins over the class's parameter, which wins over the namespace's.
+            overrides["outputFormats"] = formats
+            names["outputFormats"] = formats_label or ANNOTATION_OUTPUT_FORMATS
+        warnings.extend(secret_provider_class_warnings(manifest, f"{source}: "))
         built = _spc_spec(_trimmed_spc(manifest, ns, spc_name, overrides), options, names)
         if isinstance(built, memo.BuiltSpec):
             spec, spec_json = built.spec, built.json
@@ -305,6 +342,8 @@ def _inline_spec(
     translation: str | None,
     options: _SpecOptions,
     names: Mapping[str, str],
+    secret_objects: str | None = None,
+    output_formats: str | None = None,
 ) -> memo.SpecResult:
     def build() -> memo.SpecResult:
         try:
@@ -315,13 +354,25 @@ def _inline_spec(
                     failover_region=failover,
                     path_translation=translation,
                     field_names=names,
+                    secret_objects=secret_objects,
+                    output_formats=output_formats,
                     **options.as_arguments(),
                 )
             )
         except SpecError as exc:
             return exc.problems
 
-    key = ("inline", objects, region, failover, translation, options, tuple(names.items()))
+    key = (
+        "inline",
+        objects,
+        region,
+        failover,
+        translation,
+        options,
+        tuple(names.items()),
+        secret_objects,
+        output_formats,
+    )
     return memo.remembered_spec(key, build)
 
 

@@ -71,12 +71,15 @@ class StaticView(ClusterView):
         cls,
         spc_files: Sequence[str | Path],
         namespace_annotations: Mapping[str, Mapping[str, str]] | None = None,
+        extra_classes: Iterable[Mapping[str, Any]] = (),
     ) -> StaticView:
         """SecretProviderClasses from YAML files (multi-document, or a List); raises ValueError naming the
-        file and document for anything that is not a SecretProviderClass."""
-        spcs: list[dict[str, Any]] = []
+        file and document for anything that is not a SecretProviderClass. `extra_classes` (e.g. those found
+        among the workloads being injected) come last, so they win over a file's class of the same name."""
+        spcs: list[Mapping[str, Any]] = []
         for file in spc_files:
             spcs.extend(load_secret_provider_classes(Path(file)))
+        spcs.extend(extra_classes)
         namespaces = [
             {
                 "apiVersion": "v1",
@@ -95,6 +98,23 @@ class StaticView(ClusterView):
 
     def is_ready(self) -> bool:
         return True
+
+
+def secret_provider_classes_in(documents: Iterable[Any]) -> list[Mapping[str, Any]]:
+    """The SecretProviderClasses among manifests (top level or in a List), named ones only; others are skipped."""
+    found: list[Mapping[str, Any]] = []
+    for doc in documents:
+        items = doc.get("items") if isinstance(doc, Mapping) and str(doc.get("kind", "")).endswith("List") else [doc]
+        for item in items if isinstance(items, list) else []:
+            if (
+                isinstance(item, Mapping)
+                and item.get("kind") == SPC_KIND
+                and str(item.get("apiVersion", "")).startswith(f"{SPC_GROUP}/")
+                and isinstance(item.get("metadata"), Mapping)
+                and item["metadata"].get("name")
+            ):
+                found.append(item)
+    return found
 
 
 def load_secret_provider_classes(path: Path) -> list[dict[str, Any]]:

@@ -20,7 +20,9 @@ Where things are:
 - `validate`: `build_spec` and the request-wide checks; `objects` and `paths`
   check the objects list and the file names it gives;
 - `wire`: the canonical JSON in ``FERRY_SPEC``, both directions;
-- `spc`: SecretProviderClass objects and manifest files.
+- `spc`: SecretProviderClass objects and manifest files, and warnings for what Ferry ignores in them;
+- `secret_objects`: the CSI driver's ``secretObjects`` (Kubernetes Secrets synced from the files), checked;
+- `formats`: the dotenv and JSON documents written beside the files.
 
 This package must not import boto3 or botocore (the webhook image has neither);
 an import-linter contract in pyproject.toml enforces it.
@@ -35,10 +37,12 @@ from fetcher.spec.annotations import (
     ANNOTATION_NOTIFY_SIGNAL,
     ANNOTATION_NOTIFY_URL,
     ANNOTATION_OBJECTS,
+    ANNOTATION_OUTPUT_FORMATS,
     ANNOTATION_PATH_TRANSLATION,
     ANNOTATION_PREFIX,
     ANNOTATION_REFRESH_INTERVAL,
     ANNOTATION_REGION,
+    ANNOTATION_SECRET_OBJECTS,
     ANNOTATION_SECRET_PROVIDER_CLASS,
     ANNOTATION_SIDECAR_UNHEALTHY_AFTER,
     ANNOTATION_STATUS,
@@ -66,7 +70,9 @@ from fetcher.spec.model import (
     ObjectSpec,
     ObjectType,
     OutputFile,
+    file_names,
     list_output_files,
+    needs_kube_api,
     translate_path,
 )
 from fetcher.spec.objects import parse_arn
@@ -77,6 +83,7 @@ from fetcher.spec.spc import (
     ManifestError,
     load_manifests,
     pick_secret_provider_class,
+    secret_provider_class_warnings,
     spec_from_secret_provider_class,
 )
 from fetcher.spec.validate import build_spec, parse_duration, parse_objects_yaml
@@ -90,11 +97,13 @@ __all__ = [
     "ANNOTATION_NOTIFY_SIGNAL",
     "ANNOTATION_NOTIFY_URL",
     "ANNOTATION_OBJECTS",
+    "ANNOTATION_OUTPUT_FORMATS",
     "ANNOTATION_PATH_TRANSLATION",
     "ANNOTATION_PREFIX",
     "ANNOTATION_REFRESH_INTERVAL",
     "ANNOTATION_SIDECAR_UNHEALTHY_AFTER",
     "ANNOTATION_REGION",
+    "ANNOTATION_SECRET_OBJECTS",
     "ANNOTATION_SECRET_PROVIDER_CLASS",
     "ANNOTATION_STATUS",
     "DEFAULT_FILE_PERMISSION",
@@ -126,12 +135,15 @@ __all__ = [
     "SpecError",
     "build_spec",
     "iter_annotation_keys",
+    "file_names",
     "list_output_files",
+    "needs_kube_api",
     "load_manifests",
     "parse_arn",
     "parse_duration",
     "parse_objects_yaml",
     "pick_secret_provider_class",
+    "secret_provider_class_warnings",
     "spec_from_secret_provider_class",
     "translate_path",
 ]

@@ -15,6 +15,10 @@ ANNOTATION_INJECT = "ferry.dev/inject"
 ANNOTATION_SECRET_PROVIDER_CLASS = "ferry.dev/secret-provider-class"
 # ASCP `objects` YAML, inline on the pod.
 ANNOTATION_OBJECTS = "ferry.dev/objects"
+# The CSI driver's secretObjects as YAML, inline on the pod (with ferry.dev/objects; an SPC has its own).
+ANNOTATION_SECRET_OBJECTS = "ferry.dev/secret-objects"
+# Extra documents on the volume: "dotenv", "json" or both, comma-separated; each may be "format=file-name".
+ANNOTATION_OUTPUT_FORMATS = "ferry.dev/output-formats"
 # Primary AWS region.
 ANNOTATION_REGION = "ferry.dev/region"
 # Region asked when the primary fails with a 5xx, throttling or a network error.
@@ -42,6 +46,8 @@ ANNOTATION_KEYS: tuple[str, ...] = (
     ANNOTATION_INJECT,
     ANNOTATION_SECRET_PROVIDER_CLASS,
     ANNOTATION_OBJECTS,
+    ANNOTATION_SECRET_OBJECTS,
+    ANNOTATION_OUTPUT_FORMATS,
     ANNOTATION_REGION,
     ANNOTATION_FAILOVER_REGION,
     ANNOTATION_PATH_TRANSLATION,

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from fetcher.spec.secret_objects import SecretObject
+
 # Env var that carries the canonical JSON spec into the injected containers.
 SPEC_ENV_VAR = "FERRY_SPEC"
 SPEC_VERSION = 1
@@ -119,6 +121,10 @@ class FetchSpec:
     file_uid: int | None = None
     file_gid: int | None = None
     notify: Notify = field(default_factory=Notify)
+    # The CSI driver's secretObjects: Kubernetes Secrets written from the files, with the pod's ServiceAccount.
+    secret_objects: tuple[SecretObject, ...] = ()
+    # Extra documents on the same swap: (format, file name), e.g. ("dotenv", "secrets.env"), sorted by format.
+    output_formats: tuple[tuple[str, str], ...] = ()
 
     def output_files(self) -> tuple[OutputFile, ...]:
         """Every file this spec writes, in object order."""
@@ -136,6 +142,20 @@ class FetchSpec:
         from fetcher.spec.wire import from_json
 
         return from_json(text)
+
+
+def needs_kube_api(spec: FetchSpec) -> bool:
+    """Whether Ferry's containers talk to the Kubernetes API (and so get the pod's ServiceAccount token).
+
+    The one place this is decided: only a spec that syncs Kubernetes Secrets needs the API; every other pod's
+    Ferry containers run without a token.
+    """
+    return bool(spec.secret_objects)
+
+
+def file_names(spec: FetchSpec) -> tuple[str, ...]:
+    """Every file name on the volume: the objects' files, then the output-format documents."""
+    return (*(out.name for out in spec.output_files()), *(name for _, name in spec.output_formats))
 
 
 def list_output_files(objects: Sequence[ObjectSpec], path_translation: str | None) -> tuple[OutputFile, ...]:

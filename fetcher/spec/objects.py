@@ -72,24 +72,14 @@ def check_objects(
     if len(raw) > MAX_OBJECTS:
         problems.append(Problem(name, f"has {len(raw)} objects; the limit is {MAX_OBJECTS}"))
         return []
+    # Like ASCP, the same object may be listed more than once (AWSCURRENT and AWSPREVIOUS side by side): the
+    # rule is on file names, which `fetcher.spec.paths.check_file_names` keeps unique after path translation.
     parsed: list[tuple[int, ObjectSpec]] = []
-    seen: dict[tuple[str, str], int] = {}
     for index, entry in enumerate(raw):
         where = f"{name}[{index}]"
         obj = _check_object(entry, where, region, failover_region, problems)
         if obj is None:
             continue
-        key = (obj.object_type, obj.object_name)
-        if key in seen:
-            problems.append(
-                Problem(
-                    f"{where}.objectName",
-                    f"{quote(obj.object_name)} is already listed at {name}[{seen[key]}]; list each object once "
-                    "(use jmesPath to write several files from one secret)",
-                )
-            )
-        else:
-            seen[key] = index
         parsed.append((index, obj))
     return parsed
 

@@ -26,7 +26,24 @@ SPC_FIELD_NAMES = {
     "region": "spec.parameters.region",
     "failoverRegion": "spec.parameters.failoverRegion",
     "pathTranslation": "spec.parameters.pathTranslation",
+    "secretObjects": "spec.secretObjects",
+    "outputFormats": "spec.parameters.outputFormats",
 }
+# What Ferry acts on; anything else in a class gets an admission warning (`secret_provider_class_warnings`).
+KNOWN_SPC_FIELDS = ("provider", "parameters", "secretObjects")
+KNOWN_SPC_PARAMETERS = ("objects", "region", "failoverRegion", "pathTranslation", "outputFormats")
+# ASCP parameters Ferry reads but does not act on, and what it does instead.
+IGNORED_SPC_PARAMETERS = {
+    "usePodIdentity": (
+        "Ferry uses whichever AWS identity the pod has (EKS Pod Identity or IRSA), found by the AWS SDK's default "
+        "credential chain, so there is nothing to choose"
+    ),
+    "preferredAddressType": (
+        "Ferry's containers reach the EKS Pod Identity agent at the address its webhook sets in the pod "
+        "(AWS_CONTAINER_CREDENTIALS_FULL_URI), as every AWS SDK does"
+    ),
+}
+MAX_WARNED_NAMES = 8
 
 
 class ManifestError(ValueError):
@@ -83,10 +100,49 @@ def spec_from_secret_provider_class(
             failover_region=params.get("failoverRegion") or failover_region,
             path_translation=params.get("pathTranslation"),
             field_names=names,
+            secret_objects=spec.get("secretObjects"),
+            output_formats=params.get("outputFormats"),
             **options,
         )
     except SpecError as exc:
         raise exc.with_source(where) from None
+
+
+def secret_provider_class_warnings(manifest: Mapping[str, Any], where: str = "") -> tuple[str, ...]:
+    """One warning per field or parameter of the class that Ferry does not act on, saying what it does instead.
+
+    Nothing in a class is dropped silently; a warning names the field, so it can be removed. `where` prefixes
+    each warning (e.g. "SecretProviderClass ns/name: "). Bounded: at most `MAX_WARNED_NAMES` names are listed.
+    """
+    spec = manifest.get("spec")
+    spec = spec if isinstance(spec, Mapping) else {}
+    params = spec.get("parameters")
+    params = params if isinstance(params, Mapping) else {}
+    warnings: list[str] = []
+    for key, instead in IGNORED_SPC_PARAMETERS.items():
+        if key in params:
+            warnings.append(f"{where}spec.parameters.{key} is ignored: {instead}")
+    unknown_params = sorted(
+        str(key) for key in params if key not in KNOWN_SPC_PARAMETERS and key not in IGNORED_SPC_PARAMETERS
+    )
+    if unknown_params:
+        warnings.append(
+            f"{where}spec.parameters {_listed(unknown_params)} {'is' if len(unknown_params) == 1 else 'are'} not "
+            f"known to Ferry and ignored; Ferry reads {', '.join(KNOWN_SPC_PARAMETERS)}"
+        )
+    unknown_fields = sorted(str(key) for key in spec if key not in KNOWN_SPC_FIELDS)
+    if unknown_fields:
+        warnings.append(
+            f"{where}spec {_listed(unknown_fields)} {'is' if len(unknown_fields) == 1 else 'are'} not known to Ferry "
+            f"and ignored; Ferry reads spec.{', spec.'.join(KNOWN_SPC_FIELDS)}"
+        )
+    return tuple(warnings)
+
+
+def _listed(names: list[str]) -> str:
+    shown = ", ".join(quote(name, 60) for name in names[:MAX_WARNED_NAMES])
+    extra = len(names) - MAX_WARNED_NAMES
+    return shown + (f" and {extra} more" if extra > 0 else "")
 
 
 def load_manifests(raw: bytes | str, origin: str) -> list[Any]:

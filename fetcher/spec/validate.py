@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from fetcher.spec.formats import DOTENV_FORMAT, FormatError, env_keys, parse_output_formats
 from fetcher.spec.model import (
     DEFAULT_MIN_REFRESH_SECONDS,
     DEFAULT_PATH_TRANSLATION,
@@ -23,11 +24,19 @@ from fetcher.spec.model import (
     REGION_RE,
     FetchSpec,
     Notify,
+    list_output_files,
 )
 from fetcher.spec.objects import check_objects
 from fetcher.spec.paths import check_file_names
 from fetcher.spec.problems import Problem, SpecError, kind_of, quote
 from fetcher.spec.regions import region_problem
+from fetcher.spec.secret_objects import (
+    MAX_PROBLEMS_SHOWN,
+    SecretObject,
+    SecretObjectsError,
+    listed,
+    parse_secret_objects,
+)
 
 _DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _SIGNALS = (
@@ -54,6 +63,8 @@ def build_spec(
     notify_signal: str | None = None,
     min_refresh_seconds: float = DEFAULT_MIN_REFRESH_SECONDS,
     field_names: Mapping[str, str] | None = None,
+    secret_objects: str | Sequence[Any] | None = None,
+    output_formats: str | Mapping[str, str] | None = None,
 ) -> FetchSpec:
     """Validate raw inputs (strings as they appear in annotations or an SPC) into a FetchSpec.
 
@@ -73,6 +84,8 @@ def build_spec(
         "notifySignal": "notifySignal",
         "fileUid": "fileUid",
         "fileGid": "fileGid",
+        "secretObjects": "secretObjects",
+        "outputFormats": "outputFormats",
         **(field_names or {}),
     }
     problems: list[Problem] = []
@@ -105,6 +118,12 @@ def build_spec(
     parsed = [obj for _, obj in positioned]
     if parsed:
         check_file_names(parsed, [index for index, _ in positioned], translation, names["objects"], problems)
+    formats = _check_output_formats(output_formats, names["outputFormats"], problems)
+    synced = _check_secret_objects(secret_objects, names["secretObjects"], problems)
+    if parsed and not problems:
+        files = [out.name for out in list_output_files(parsed, translation)]
+        _check_documents(files, formats, names["outputFormats"], problems)
+        _check_synced_files(synced, [*files, *(name for _, name in formats)], names["secretObjects"], problems)
 
     if problems:
         raise SpecError(problems)
@@ -118,10 +137,80 @@ def build_spec(
         file_uid=file_uid,
         file_gid=file_gid,
         notify=notify,
+        secret_objects=synced,
+        output_formats=formats,
     )
 
 
-def parse_objects_yaml(text: str, field_name: str = "objects") -> list[Any]:
+def _check_output_formats(raw: Any, name: str, problems: list[Problem]) -> tuple[tuple[str, str], ...]:
+    try:
+        return parse_output_formats(raw)
+    except FormatError as exc:
+        problems.append(Problem(name, str(exc)))
+        return ()
+
+
+def _check_secret_objects(raw: Any, name: str, problems: list[Problem]) -> tuple[SecretObject, ...]:
+    if raw is None or raw == "":
+        return ()
+    if isinstance(raw, str):
+        try:
+            raw = parse_objects_yaml(raw, name, what="secretObjects entries (start each with '- secretName:')")
+        except SpecError as exc:
+            problems.extend(exc.problems)
+            return ()
+    try:
+        return parse_secret_objects(raw, name)
+    except SecretObjectsError as exc:
+        shown = exc.problems[:MAX_PROBLEMS_SHOWN]
+        problems.extend(Problem("", problem) for problem in shown)
+        if len(exc.problems) > len(shown):
+            problems.append(Problem(name, f"and {len(exc.problems) - len(shown)} more problems"))
+        return ()
+
+
+def _check_documents(
+    files: Sequence[str], formats: Sequence[tuple[str, str]], name: str, problems: list[Problem]
+) -> None:
+    """The documents' names must be free, and dotenv's keys unique: both are known before anything is fetched."""
+    for fmt, target in formats:
+        if target in files:
+            problems.append(
+                Problem(name, f"{fmt} would be written to {quote(target)}, a file of the objects; name it {fmt}=OTHER")
+            )
+    if any(fmt == DOTENV_FORMAT for fmt, _ in formats):
+        try:
+            env_keys(files)
+        except FormatError as exc:
+            problems.append(Problem(name, str(exc)))
+
+
+def _check_synced_files(
+    objects: Sequence[SecretObject], files: Sequence[str], name: str, problems: list[Problem]
+) -> None:
+    """Every data[].objectName must be a file the spec writes (the name after alias and path translation)."""
+    known = set(files)
+    unknown = [
+        (index, position, item.object_name)
+        for index, obj in enumerate(objects)
+        for position, item in enumerate(obj.data)
+        if item.object_name not in known
+    ]
+    for index, position, object_name in unknown[:MAX_PROBLEMS_SHOWN]:
+        problems.append(
+            Problem(
+                f"{name}[{index}].data[{position}].objectName",
+                f"no file is named {quote(object_name)}; objectName is the file name after objectAlias "
+                f"and path translation, one of {listed(sorted(known))}",
+            )
+        )
+    if len(unknown) > MAX_PROBLEMS_SHOWN:
+        problems.append(Problem(name, f"and {len(unknown) - MAX_PROBLEMS_SHOWN} more unknown objectNames"))
+
+
+def parse_objects_yaml(
+    text: str, field_name: str = "objects", what: str = "objects (start each with '- objectName:')"
+) -> list[Any]:
     """Parse ASCP's `objects` YAML safely: size, depth and anchor limits first."""
     if not isinstance(text, str):
         raise SpecError([Problem(field_name, "must be a YAML string (a list of objects)")])
@@ -175,7 +264,7 @@ def parse_objects_yaml(text: str, field_name: str = "objects") -> list[Any]:
             [
                 Problem(
                     field_name,
-                    f"must be a YAML list of objects (start each with '- objectName:'), got {kind_of(loaded)}",
+                    f"must be a YAML list of {what}, got {kind_of(loaded)}",
                 )
             ]
         )

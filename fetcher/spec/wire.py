@@ -23,6 +23,7 @@ from fetcher.spec.model import (
     ObjectSpec,
 )
 from fetcher.spec.problems import Problem, SpecError, kind_of, quote
+from fetcher.spec.secret_objects import secret_object_to_wire
 from fetcher.spec.validate import build_spec
 
 # What each of build_spec's logical fields is called in the JSON, for messages.
@@ -36,6 +37,8 @@ _WIRE_FIELDS = {
     "notifySignal": f"{SPEC_ENV_VAR}.notify",
     "fileUid": f"{SPEC_ENV_VAR}.fileUid",
     "fileGid": f"{SPEC_ENV_VAR}.fileGid",
+    "secretObjects": f"{SPEC_ENV_VAR}.secretObjects",
+    "outputFormats": f"{SPEC_ENV_VAR}.outputFormats",
 }
 _NOTIFY_KEYS = ("url", "signal", "process")
 
@@ -85,6 +88,8 @@ def from_json(text: str) -> FetchSpec:
             notify_signal=notify_signal,
             min_refresh_seconds=0.0,
             field_names=_WIRE_FIELDS,
+            secret_objects=wire.get("secretObjects"),
+            output_formats=wire.get("outputFormats"),
         )
     except SpecError as exc:
         raise SpecError([*problems, *exc.problems]) from None
@@ -173,4 +178,8 @@ def _spec_to_wire(spec: FetchSpec) -> dict[str, Any]:
     }
     if notify:
         wire["notify"] = notify
+    if spec.secret_objects:
+        wire["secretObjects"] = [secret_object_to_wire(obj) for obj in spec.secret_objects]
+    if spec.output_formats:
+        wire["outputFormats"] = dict(spec.output_formats)
     return wire

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fetcher.formats import (
+from fetcher.spec.formats import (
     FormatError,
     add_formats,
     dotenv_document,

@@ -235,7 +235,7 @@ def test_the_env_var_is_validated_again_when_parsed() -> None:
             "objects[0].objectVersionLabel",
             "takes objectVersion or objectVersionLabel, not both",
         ),
-        ([sm("db"), sm("db")], "objects[1].objectName", "already listed at objects[0]"),
+        ([sm("db"), sm("db")], "objects[1].objectName", "which objects[0].objectName already gives"),
         ([sm("a", objectAlias="x"), sm("b", objectAlias="x")], "objects[1].objectAlias", "already gives"),
         ([sm("a/b"), sm("a_b")], "objects[1].objectName", "already gives after path translation"),
         (
@@ -530,5 +530,5 @@ def test_the_annotation_keys_are_listed_explicitly() -> None:
     from fetcher.spec import ANNOTATION_KEYS, ANNOTATION_STATUS, iter_annotation_keys
 
     assert tuple(iter_annotation_keys()) == ANNOTATION_KEYS
-    assert len(set(ANNOTATION_KEYS)) == len(ANNOTATION_KEYS) == 13
+    assert len(set(ANNOTATION_KEYS)) == len(ANNOTATION_KEYS) == 15
     assert ANNOTATION_STATUS in ANNOTATION_KEYS and all(key.startswith("ferry.dev/") for key in ANNOTATION_KEYS)

@@ -150,9 +150,9 @@ DUPLICATES = [
     ),
     Case(
         "duplicate files",
-        "same object listed twice",
-        {OBJECTS: _yaml(_object("one"), _object("two"))},
-        (OBJECTS, "objects[1].objectName", "already listed"),
+        "same object listed twice, one file name",  # with distinct aliases it is allowed, as in ASCP
+        {OBJECTS: _yaml(_object(objectVersionLabel="AWSCURRENT"), _object(objectVersionLabel="AWSPREVIOUS"))},
+        (OBJECTS, "objects[1].objectName", "already gives"),
     ),
 ]
 

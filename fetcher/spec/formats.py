@@ -40,6 +40,9 @@ DOTENV_FORMAT = "dotenv"
 JSON_FORMAT = "json"
 FORMATS = (DOTENV_FORMAT, JSON_FORMAT)
 MAX_NAMES_LISTED = 8
+# The file each format is written to unless the request names another ("dotenv=app.env").
+DEFAULT_FORMAT_FILES = {DOTENV_FORMAT: "secrets.env", JSON_FORMAT: "secrets.json"}
+MAX_OUTPUT_FORMATS_CHARS = 1024
 
 # Variables a shell (dash, bash) or the dynamic loader acts on, or that bash keeps read-only or rewrites itself
 # (`_`, RANDOM, UID, ...): sourcing them would fail or not give back the value. Every BASH* name is refused too.
@@ -89,6 +92,43 @@ _NOT_KEY_CHARACTER = re.compile(r"[^A-Z0-9_]", re.ASCII)
 
 class FormatError(ValueError):
     """The file set cannot be written in a requested format; the message names the files and the fix."""
+
+
+def parse_output_formats(raw: object) -> tuple[tuple[str, str], ...]:
+    """``"dotenv,json"`` or ``"dotenv=app.env"`` (annotation, SPC parameter) or ``{format: file}`` (the spec's JSON).
+
+    Returns (format, file name) pairs sorted by format; raises FormatError saying what to write instead.
+    """
+    if raw is None or raw == "":
+        return ()
+    pairs: list[tuple[str, str]] = []
+    if isinstance(raw, Mapping):
+        pairs = [(str(fmt), str(name)) for fmt, name in raw.items()]
+    elif isinstance(raw, str):
+        if len(raw) > MAX_OUTPUT_FORMATS_CHARS:
+            raise FormatError(f"is longer than {MAX_OUTPUT_FORMATS_CHARS} characters; write e.g. dotenv,json")
+        for item in raw.split(","):
+            fmt, sep, name = item.strip().partition("=")
+            fmt = fmt.strip().lower()
+            if not fmt:
+                continue
+            pairs.append((fmt, name.strip() if sep else DEFAULT_FORMAT_FILES.get(fmt, "")))
+    else:
+        raise FormatError("must be a comma-separated string such as dotenv,json")
+    chosen: dict[str, str] = {}
+    for fmt, name in pairs:
+        if fmt not in FORMATS:
+            raise FormatError(f"{_show(fmt)} is not an output format; use {' or '.join(FORMATS)} (e.g. dotenv,json)")
+        if fmt in chosen:
+            raise FormatError(f"{fmt} is listed twice; list each format once")
+        if not name or "/" in name or name in (".", "..") or len(name.encode("utf-8", "surrogatepass")) > 255:
+            raise FormatError(
+                f"{fmt}={_show(name)}: the file name must be a plain name (no '/'), e.g. {DEFAULT_FORMAT_FILES[fmt]}"
+            )
+        chosen[fmt] = name
+    if len(set(chosen.values())) < len(chosen):
+        raise FormatError("dotenv and json must be written to different files")
+    return tuple(sorted(chosen.items()))
 
 
 def env_key(file_name: str) -> str:
