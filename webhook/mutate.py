@@ -12,6 +12,11 @@ Layout of an injected pod:
     containers:     [<app containers>..., ferry-sidecar (regular, when refreshing without native sidecars)]
     volumes:        [..., ferry-secrets (emptyDir, medium Memory)]
 
+Ferry's containers get no Kubernetes API token (the pod's
+automountServiceAccountToken is switched off once the app's containers have
+theirs), and a pod with pod-level resources has them grown by what Ferry's
+containers add (`webhook.resources`).
+
 Run-to-completion pods (owned by a Job, or restartPolicy Never/OnFailure) get
 no regular sidecar, which would keep them running forever; native sidecars do
 not have that problem.
@@ -22,15 +27,18 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
-from fetcher.spec import ANNOTATION_REFRESH_INTERVAL, ANNOTATION_STATUS, STATUS_INJECTED
+from fetcher.spec import ANNOTATION_REFRESH_INTERVAL, ANNOTATION_STATUS, STATUS_INJECTED, FetchSpec
 from webhook.containers import OWN_CONTAINER_NAMES, build_init_container, build_sidecar
 from webhook.identity import Identity, apply_identity, find_identity
 from webhook.podshape import is_run_to_completion
 from webhook.resolve import ResolvedRequest
+from webhook.resources import account_pod_resources
 from webhook.settings import Settings
 from webhook.volumes import build_app_mount, build_volume
 
 SidecarMode = Literal["none", "native", "regular"]
+# Where the ServiceAccount admission plugin mounts the Kubernetes API token into each container.
+API_TOKEN_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 def mutate_pod(
@@ -72,13 +80,43 @@ def mutate_pod(
     own_init = [build_init_container(resolved.spec, settings, **build_args)]
     if mode == "native":
         own_init.append(build_sidecar(resolved.spec, settings, native=True, **build_args))
+    own_regular = [build_sidecar(resolved.spec, settings, native=False, **build_args)] if mode == "regular" else []
+    token_mount = api_token_mount(spec) if needs_api_token(resolved.spec) else None
+    if token_mount is not None:
+        for container in [*own_init, *own_regular]:
+            container["volumeMounts"].append(dict(token_mount))
+    elif spec.get("automountServiceAccountToken") is not False:
+        # Ferry's containers never call the Kubernetes API. The ServiceAccount admission plugin ran before
+        # this webhook and mounted the token into the app's containers, which keep it; switched off, it adds
+        # none to Ferry's when it runs again after this webhook (so Ferry is not called a second time either).
+        spec["automountServiceAccountToken"] = False
     spec["initContainers"] = [*own_init, *(spec.get("initContainers") or [])]
-    if mode == "regular":
-        spec["containers"] = [
-            *(spec.get("containers") or []),
-            build_sidecar(resolved.spec, settings, native=False, **build_args),
-        ]
+    if own_regular:
+        spec["containers"] = [*(spec.get("containers") or []), *own_regular]
+    pod_resources = spec.get("resources")
+    if isinstance(pod_resources, Mapping):
+        accounted = account_pod_resources(pod_resources, settings, sidecar=mode != "none")
+        if accounted is not None:
+            spec["resources"] = accounted
     return new
+
+
+def needs_api_token(spec: FetchSpec) -> bool:
+    """Whether Ferry's containers call the Kubernetes API: only to sync secretObjects into Secrets.
+
+    The seam for that sync: a spec with secretObjects keeps the API token in Ferry's containers (the
+    app's own token mount, copied), and the pod's automountServiceAccountToken is left alone.
+    """
+    return bool(getattr(spec, "secret_objects", ()))
+
+
+def api_token_mount(spec: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The API token mount the ServiceAccount plugin gave the app's containers, or None."""
+    for container in _app_containers(spec):
+        for mount in container.get("volumeMounts") or []:
+            if isinstance(mount, Mapping) and mount.get("mountPath") == API_TOKEN_MOUNT_PATH:
+                return dict(mount)
+    return None
 
 
 def refresh_own_identity(pod: Mapping[str, Any]) -> dict[str, Any]:
@@ -124,19 +162,13 @@ def plan_sidecar(pod: Mapping[str, Any], resolved: ResolvedRequest, native_sidec
     return "regular", ""
 
 
-def reinvoked_pod(pod: dict[str, Any]) -> tuple[str, dict[str, Any], tuple[str, ...]]:
-    """(reason, pod, warnings) for a pod Ferry already injected: its identity refreshed, nothing else."""
-    spec = pod.get("spec") or {}
-    if not any(True for _ in _own_containers(spec)):
-        return (
-            "no-own-containers",
-            pod,
-            (
-                f"{ANNOTATION_STATUS} is {STATUS_INJECTED!r} but the pod has no Ferry containers; "
-                "it was not injected by Ferry and starts without secrets",
-            ),
-        )
-    return "identity-refreshed", refresh_own_identity(pod), ()
+def has_own_containers(pod: Mapping[str, Any]) -> bool:
+    """True when Ferry's init container or sidecar is in the pod: the sign of a pod Ferry injected.
+
+    The status annotation alone proves nothing: anyone can write it on a new pod.
+    """
+    spec = pod.get("spec")
+    return isinstance(spec, Mapping) and any(True for _ in _own_containers(spec))
 
 
 def _app_containers(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
