@@ -353,3 +353,14 @@ def test_patch_handles_pods_without_init_containers_or_annotations(patched_pod: 
     )
     assert admission.outcome == "injected"
     check_patch(pod, admission.pod, patched_pod)
+
+
+def test_pod_level_resources_grow_by_ferrys_sidecar(pod_factory: PodFactory) -> None:
+    pod = app_pod(pod_factory, **{"ferry.dev/refresh-interval": "5m"})
+    pod["spec"]["resources"] = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}
+    injected = admit(pod).pod
+    assert injected["spec"]["resources"] == {
+        "requests": {"cpu": "150m", "memory": "192Mi"},
+        "limits": {"memory": "384Mi"},
+    }
+    assert pod["spec"]["resources"]["requests"]["cpu"] == "100m", "the pod as sent is not modified"
