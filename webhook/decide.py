@@ -1,7 +1,9 @@
 """Should this pod be injected? The first question of every admission, answered once.
 
 Why it exists: opting in is spread over the pod's and its namespace's
-`ferry.dev/inject` annotations and the webhook's excluded namespaces, and a
+`ferry.dev/inject` annotations (the namespace's counts only with the label that
+routes its pods here, as the API server decides) and the webhook's excluded
+namespaces, and a
 mistyped Ferry annotation must be refused before anything else reads it. The
 answer is `None` (inject), a `Skip` (allowed unchanged, maybe with a warning)
 or a `Denial` whose message names what to edit. Pure: dicts in, values out.
