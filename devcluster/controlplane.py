@@ -286,14 +286,23 @@ class ControlPlane:
         self._wait("kube-apiserver", self._apiserver_ready, timeout)
 
     def _apiserver_ready(self) -> bool:
-        if not Path(self.ca_file).exists():
-            return False
-        context = ssl.create_default_context(cafile=self.ca_file)
-        request = urllib.request.Request(f"{self.url}/readyz", headers={"Authorization": f"Bearer {self.admin_token}"})
+        """True once the API server answers /readyz over TLS it can prove with its own certificate.
+
+        kube-apiserver writes apiserver.crt while it starts: the file may be missing, empty or cut
+        short when this polls. Any of those (and a refused or reset connection) means "not yet",
+        never an error: only a complete certificate is loaded, inside the same guard as the request.
+        """
         try:
+            pem = Path(self.ca_file).read_text()
+            if "-----END CERTIFICATE-----" not in pem:
+                return False
+            context = ssl.create_default_context(cadata=pem)
+            request = urllib.request.Request(
+                f"{self.url}/readyz", headers={"Authorization": f"Bearer {self.admin_token}"}
+            )
             with urllib.request.urlopen(request, context=context, timeout=5) as response:
                 return bool(response.status == 200)
-        except OSError:
+        except (OSError, ValueError):  # ssl.SSLError and urllib's errors are OSErrors; bad PEM text a ValueError
             return False
 
     def _start_controller_manager(self) -> None:

@@ -35,6 +35,7 @@ from typing import Any, TextIO
 import yaml
 
 from fetcher import add_version_option
+from webhook.decide import NAMESPACE_OPT_IN_LABEL
 from webhook.settings import Settings, SettingsError
 
 log = logging.getLogger("ferry.webhook")
@@ -178,15 +179,12 @@ def _static_view(
 ) -> Any:
     from webhook.kube import StaticView
 
-    return StaticView.from_files(list(spc_files), _load_namespace_annotations(namespace_file), extra_classes)
+    annotations, labels = _load_namespaces(namespace_file)
+    return StaticView.from_files(list(spc_files), annotations, extra_classes, labels)
 
 
-# The namespace label that routes a namespace's pods to Ferry (manifests/mutatingwebhookconfiguration.yaml).
-NAMESPACE_OPT_IN_LABEL = ("ferry.dev/inject", "enabled")
-
-
-def _load_namespace_annotations(path: str | None) -> dict[str, dict[str, str]]:
-    """{namespace: annotations} from a plain mapping or from Namespace manifests.
+def _load_namespaces(path: str | None) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+    """({namespace: annotations}, {namespace: labels}) from a plain mapping or from Namespace manifests.
 
     A namespace-wide opt-in counts only as it does in a cluster: the API server sends a namespace's
     pods to Ferry only when the namespace carries the label ferry.dev/inject=enabled, so without it
@@ -194,9 +192,9 @@ def _load_namespace_annotations(path: str | None) -> dict[str, dict[str, str]]:
     holds no labels: namespace-wide opt-in needs a Namespace manifest.
     """
     if not path:
-        return {}
+        return {}, {}
     result: dict[str, dict[str, str]] = {}
-    labels: dict[str, Mapping[str, Any]] = {}
+    labels: dict[str, dict[str, str]] = {}
     for index, doc in enumerate(yaml.safe_load_all(Path(path).read_text()), start=1):
         if doc is None:
             continue
@@ -205,7 +203,7 @@ def _load_namespace_annotations(path: str | None) -> dict[str, dict[str, str]]:
         if doc.get("kind") == "Namespace":
             meta = doc.get("metadata") or {}
             result[str(meta.get("name"))] = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
-            labels[str(meta.get("name"))] = meta.get("labels") or {}
+            labels[str(meta.get("name"))] = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
             continue
         for name, values in doc.items():
             if not isinstance(values, Mapping):
@@ -220,7 +218,7 @@ def _load_namespace_annotations(path: str | None) -> dict[str, dict[str, str]]:
                 "cluster never sends its pods to Ferry (a Namespace manifest with that label previews the opt-in)",
                 file=sys.stderr,
             )
-    return result
+    return result, labels
 
 
 # --- serve ---------------------------------------------------------------------

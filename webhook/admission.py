@@ -7,7 +7,8 @@ once:
 
     admit ─ decide.decide_injection   inject? (annotations, namespace, exclusions)
           ─ resolve.resolve_spec      pod ∪ SecretProviderClass ∪ namespace ∪ defaults → FetchSpec
-                                      (podshape: mount path, containers, reserved names, file owner)
+                                      (podshape: OS, mount path, containers, reserved names, file owner)
+          ─ resources.check_limit_ranges  Ferry's containers inside the namespace's LimitRanges
           ─ mutate.plan_sidecar       which sidecar, once
           ─ mutate.mutate_pod         the injected pod (containers.py builds Ferry's containers)
           ─ patch.make_pod_patch      the JSONPatch from the pod as sent
@@ -21,16 +22,17 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from fetcher.spec import ANNOTATION_STATUS, STATUS_INJECTED
 from webhook.decide import Denial, Skip, decide_injection, status_of
 from webhook.memo import AdmissionMemo, RecordingLookup, pod_key
-from webhook.mutate import mutate_pod, plan_sidecar, reinvoked_pod
+from webhook.mutate import has_own_containers, mutate_pod, plan_sidecar, refresh_own_identity
 from webhook.patch import make_pod_patch
 from webhook.resolve import SpcLookup, resolve_spec
+from webhook.resources import check_limit_ranges
 from webhook.review import AdmissionRequest, MalformedReview, build_response
 from webhook.settings import Settings
 from webhook.view import ClusterView
@@ -111,9 +113,10 @@ def admit(
     meta = pod.get("metadata") or {}
     namespace = request.get("namespace") or meta.get("namespace") or "default"
     namespace_obj = view.namespace(namespace)
+    limit_ranges = view.limit_ranges(namespace)
     key = pod_key(namespace, pod) if memo is not None else b""
     if memo is not None:
-        remembered = memo.recall(key, namespace_obj, view.secret_provider_class)
+        remembered = memo.recall(key, namespace_obj, view.secret_provider_class, limit_ranges)
         if remembered is not None:
             return remembered
     lookup = RecordingLookup(view.secret_provider_class)
@@ -124,6 +127,7 @@ def admit(
         spc_lookup=lookup,
         settings=settings,
         native_sidecars=native_sidecars,
+        limit_ranges=limit_ranges,
     )
     ready = view.is_ready()
     if admission.outcome in ("injected", "denied") and not ready:
@@ -132,7 +136,7 @@ def admit(
         admission = Admission("denied", "not-ready", pod, message=NOT_READY_MESSAGE)
     decision = _encoded(admission, pod, namespace)
     if memo is not None and ready:
-        memo.remember(key, decision, namespace_obj, lookup.read)
+        memo.remember(key, decision, namespace_obj, lookup.read, limit_ranges)
     return decision
 
 
@@ -144,6 +148,7 @@ def admit_pod(
     spc_lookup: SpcLookup,
     settings: Settings,
     native_sidecars: bool,
+    limit_ranges: Sequence[Mapping[str, Any]] = (),
 ) -> Admission:
     """The policy for one pod (a CREATE in `namespace`): each question asked once, in order."""
     original = pod if isinstance(pod, dict) else dict(pod)
@@ -157,8 +162,10 @@ def admit_pod(
                 original,
                 message=f"{ANNOTATION_STATUS}: {status!r} is written by Ferry (only {STATUS_INJECTED!r}); remove it",
             )
-        reason, refreshed, warnings = reinvoked_pod(original)
-        return Admission("reinvoked", reason, refreshed, warnings=warnings)
+        if has_own_containers(pod):
+            return Admission("reinvoked", "identity-refreshed", refresh_own_identity(original))
+        # Written by hand on a pod Ferry never saw (copied from an injected pod, say): it proves nothing, so
+        # the pod is decided like any other; if it asked for secrets, it gets them or is refused.
     decision = decide_injection(pod, namespace, namespace_obj, settings)
     if isinstance(decision, Skip):
         return Admission("skipped", decision.reason, original, warnings=decision.warnings)
@@ -167,6 +174,9 @@ def admit_pod(
     resolved = resolve_spec(pod, namespace_obj, spc_lookup, settings, namespace=namespace)
     if isinstance(resolved, Denial):
         return Admission("denied", resolved.reason, original, message=resolved.message)
+    outside_limits = check_limit_ranges(limit_ranges, settings, namespace)
+    if outside_limits:
+        return Admission("denied", "limit-range", original, message=outside_limits)
     mode, sidecar_warning = plan_sidecar(pod, resolved, native_sidecars)
     return Admission(
         "injected",

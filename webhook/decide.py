@@ -1,7 +1,9 @@
 """Should this pod be injected? The first question of every admission, answered once.
 
 Why it exists: opting in is spread over the pod's and its namespace's
-`ferry.dev/inject` annotations and the webhook's excluded namespaces, and a
+`ferry.dev/inject` annotations (the namespace's counts only with the label that
+routes its pods here, as the API server decides) and the webhook's excluded
+namespaces, and a
 mistyped Ferry annotation must be refused before anything else reads it. The
 answer is `None` (inject), a `Skip` (allowed unchanged, maybe with a warning)
 or a `Denial` whose message names what to edit. Pure: dicts in, values out.
@@ -40,6 +42,11 @@ NAMESPACE_ANNOTATIONS = frozenset(
     }
 )
 POD_ANNOTATIONS = frozenset(ANNOTATION_KEYS)
+# The namespace label that routes a namespace's pods to Ferry (the ns.pods.ferry.dev entry of the
+# MutatingWebhookConfiguration). A namespace's ferry.dev/inject annotation counts only with it: the API
+# server never sends Ferry the pods of a namespace without it, so the webhook must not read the annotation
+# as an opt-in either, or the offline preview and a pod routed for another reason would disagree with it.
+NAMESPACE_OPT_IN_LABEL = (ANNOTATION_INJECT, "enabled")
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,7 @@ def decide_injection(
                 f'{ANNOTATION_INJECT}: {pod_value!r} must be "true" or "false"',
             )
         return None if decision else Skip("opted-out")
-    ns_value = annotations_of(namespace_obj).get(ANNOTATION_INJECT)
+    ns_value = annotations_of(namespace_obj).get(ANNOTATION_INJECT) if is_opted_in_namespace(namespace_obj) else None
     if ns_value is not None:
         decision = parse_bool(ns_value)
         if decision is None:
@@ -109,14 +116,29 @@ def decide_injection(
             return None
     leftovers = sorted(key for key in pod_annotations if key.startswith(ANNOTATION_PREFIX))
     if leftovers:
+        label_key, label_value = NAMESPACE_OPT_IN_LABEL
+        hint = (
+            f"; namespace {namespace} has the annotation but not the label {label_key}={label_value}, "
+            "which a namespace-wide opt-in needs"
+            if ANNOTATION_INJECT in annotations_of(namespace_obj)
+            else ""
+        )
         return Skip(
             "not-requested",
             (
-                f'{", ".join(leftovers)} set but {ANNOTATION_INJECT} is not "true" on the pod or its namespace; '
-                "this pod starts without secrets",
+                f'{", ".join(leftovers)} set but {ANNOTATION_INJECT} is not "true" on the pod or its namespace'
+                f"{hint}; this pod starts without secrets",
             ),
         )
     return Skip("not-requested")
+
+
+def is_opted_in_namespace(namespace_obj: Mapping[str, Any] | None) -> bool:
+    """True when the namespace carries the label that routes its pods to Ferry."""
+    meta = (namespace_obj or {}).get("metadata")
+    labels = meta.get("labels") if isinstance(meta, Mapping) else None
+    key, value = NAMESPACE_OPT_IN_LABEL
+    return isinstance(labels, Mapping) and labels.get(key) == value
 
 
 def status_of(pod: Mapping[str, Any]) -> str | None:

@@ -1,11 +1,12 @@
-"""The webhook's view of the cluster: namespaces and SecretProviderClasses.
+"""The webhook's view of the cluster: namespaces, SecretProviderClasses and LimitRanges.
 
 Why it exists: the API server waits for an admission answer (``timeoutSeconds``)
 and every pod creation in scope passes through Ferry, so an admission must not
-call the API server. `WatchCache` lists and then watches the only two things
-the webhook reads, in background threads, and serves lookups from memory: after
-warm-up an admission makes zero API calls. It follows the informer pattern of
-client-go, written for the two resources we need rather than as a framework:
+call the API server. `WatchCache` lists and then watches the only three things
+the webhook reads (LimitRanges slimmed to their Container limits), in
+background threads, and serves lookups from memory: after warm-up an admission
+makes zero API calls. It follows the informer pattern of client-go, written for
+the resources we need rather than as a framework:
 
 - a list gives the state and a resourceVersion; a watch from that version
   applies ADDED/MODIFIED/DELETED/BOOKMARK events;
@@ -42,6 +43,7 @@ import kubernetes.watch
 import yaml
 
 from webhook.reflector import Reflector
+from webhook.resources import slim_limit_range
 from webhook.view import (
     SPC_GROUP,
     SPC_KIND,
@@ -72,6 +74,7 @@ log = logging.getLogger(__name__)
 
 
 NAMESPACES = "namespaces"
+LIMIT_RANGES = "limitranges"
 
 
 class KubeConfigError(RuntimeError):
@@ -79,10 +82,10 @@ class KubeConfigError(RuntimeError):
 
 
 class WatchCache(ClusterView):
-    """Namespaces and SecretProviderClasses (``secrets-store.csi.x-k8s.io/v1``) from list+watch.
+    """Namespaces, SecretProviderClasses (``secrets-store.csi.x-k8s.io/v1``) and LimitRanges from list+watch.
 
-    ``start()`` begins listing in two background threads; ``wait_ready()``
-    blocks until both have listed once (an absent SPC CRD counts as listed).
+    ``start()`` begins listing in three background threads; ``wait_ready()``
+    blocks until all have listed once (an absent SPC CRD counts as listed).
     Lookups never call the API server.
     """
 
@@ -116,7 +119,17 @@ class WatchCache(ClusterView):
         self._spcs = Reflector(
             SPC_PLURAL, SPC_KIND, f"{SPC_GROUP}/{SPC_VERSION}", list_spcs, namespaced_key, optional=True, **common
         )
-        self._reflectors = (self._namespaces, self._spcs)
+        self._limit_ranges = Reflector(
+            LIMIT_RANGES,
+            "LimitRange",
+            "v1",
+            core.list_limit_range_for_all_namespaces,
+            namespaced_key,
+            optional=False,
+            slim=slim_limit_range,
+            **common,
+        )
+        self._reflectors = (self._namespaces, self._spcs, self._limit_ranges)
 
     def start(self) -> None:
         if self._started:
@@ -126,7 +139,7 @@ class WatchCache(ClusterView):
             reflector.thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop both threads; an in-flight watch is interrupted, a list finishes first."""
+        """Stop the threads; an in-flight watch is interrupted, a list finishes first."""
         self._stop.set()
         for reflector in self._reflectors:
             reflector.interrupt()
@@ -160,6 +173,10 @@ class WatchCache(ClusterView):
 
     def secret_provider_class(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self._spcs.items.get((namespace, name))
+
+    def limit_ranges(self, namespace: str) -> tuple[Mapping[str, Any], ...]:
+        # A copy of the items first: the watch thread may add or drop one meanwhile.
+        return tuple(obj for (ns, _), obj in list(self._limit_ranges.items.items()) if ns == namespace)
 
     def spc_crd_installed(self) -> bool | None:
         """False while the SPC API answers 404; None before the first list."""

@@ -12,10 +12,11 @@ The whole-answer memo (`AdmissionMemo`) keys a pod by `pod_key`: the parts of
 the pod that `webhook.admission.admit` reads or its patch touches. Everything
 else differs between replicas without changing the answer (the review's uid,
 the `managedFields` timestamps, the `pod-template-hash` label, the owning
-ReplicaSet). An entry also records the namespace object and every
-SecretProviderClass that was looked up, and is used only while the view still
-returns those very objects with the same resourceVersion, so an edited SPC or
-namespace annotation takes effect on the very next admission. Settings and the
+ReplicaSet). An entry also records the namespace object, every
+SecretProviderClass that was looked up and the namespace's LimitRanges, and is
+used only while the view still returns those very objects with the same
+resourceVersion, so an edited SPC, LimitRange or namespace annotation takes
+effect on the very next admission. Settings and the
 sidecar mode are fixed for the life of the app, so they are not part of the key.
 """
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import marshal
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -223,6 +224,8 @@ class Remembered(NamedTuple):
     namespace: _Seen
     # (namespace, name) of each SecretProviderClass looked up, and what the lookup returned.
     spcs: tuple[tuple[tuple[str, str], _Seen], ...]
+    # The namespace's LimitRanges, in the view's order.
+    limit_ranges: tuple[_Seen, ...] = ()
 
 
 class AdmissionMemo(Generic[V]):
@@ -239,9 +242,15 @@ class AdmissionMemo(Generic[V]):
         key: bytes,
         namespace_obj: Mapping[str, Any] | None,
         spc_lookup: Callable[[str, str], Mapping[str, Any] | None],
+        limit_ranges: Sequence[Mapping[str, Any]] = (),
     ) -> V | None:
         entry = self._entries.get(key)
-        if entry is None or not entry.namespace.still(namespace_obj):
+        if (
+            entry is None
+            or not entry.namespace.still(namespace_obj)
+            or len(entry.limit_ranges) != len(limit_ranges)
+            or not all(seen.still(obj) for seen, obj in zip(entry.limit_ranges, limit_ranges, strict=True))
+        ):
             self.misses += 1
             return None
         for (namespace, name), seen in entry.spcs:
@@ -259,9 +268,13 @@ class AdmissionMemo(Generic[V]):
         answer: V,
         namespace_obj: Mapping[str, Any] | None,
         spcs_read: Mapping[tuple[str, str], Mapping[str, Any] | None],
+        limit_ranges: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         self._entries[key] = Remembered(
-            answer, _Seen.of(namespace_obj), tuple((ref, _Seen.of(obj)) for ref, obj in spcs_read.items())
+            answer,
+            _Seen.of(namespace_obj),
+            tuple((ref, _Seen.of(obj)) for ref, obj in spcs_read.items()),
+            tuple(_Seen.of(obj) for obj in limit_ranges),
         )
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:

@@ -13,6 +13,12 @@ Layout of an injected pod:
     volumes:        [..., ferry-secrets (emptyDir, medium Memory),
                      ferry-kube-api-access (projected token, only when secretObjects are synced)]
 
+Ferry's containers get no Kubernetes API token of the ServiceAccount plugin's
+(the pod's automountServiceAccountToken is switched off once the app's
+containers have theirs; secretObjects sync brings its own projected token),
+and a pod with pod-level resources has them grown by what Ferry's containers
+add (`webhook.resources`).
+
 Run-to-completion pods (owned by a Job, or restartPolicy Never/OnFailure) get
 no regular sidecar, which would keep them running forever; native sidecars do
 not have that problem.
@@ -28,6 +34,7 @@ from webhook.containers import OWN_CONTAINER_NAMES, build_init_container, build_
 from webhook.identity import Identity, apply_identity, find_identity
 from webhook.podshape import is_run_to_completion
 from webhook.resolve import ResolvedRequest
+from webhook.resources import account_pod_resources
 from webhook.settings import Settings
 from webhook.volumes import build_app_mount, build_kube_api_volume, build_volume
 
@@ -76,12 +83,21 @@ def mutate_pod(
     own_init = [build_init_container(resolved.spec, settings, **build_args)]
     if mode == "native":
         own_init.append(build_sidecar(resolved.spec, settings, native=True, **sidecar_args))
+    own_regular = [build_sidecar(resolved.spec, settings, native=False, **sidecar_args)] if mode == "regular" else []
+    if spec.get("automountServiceAccountToken") is not False:
+        # The ServiceAccount admission plugin ran before this webhook and mounted the API token into the
+        # app's containers, which keep it; switched off, it adds none to Ferry's when it runs again after
+        # this webhook (so Ferry is not called a second time either). Ferry's containers call the API only
+        # to sync secretObjects, and then carry their own projected token (ferry-kube-api-access).
+        spec["automountServiceAccountToken"] = False
     spec["initContainers"] = [*own_init, *(spec.get("initContainers") or [])]
-    if mode == "regular":
-        spec["containers"] = [
-            *(spec.get("containers") or []),
-            build_sidecar(resolved.spec, settings, native=False, **sidecar_args),
-        ]
+    if own_regular:
+        spec["containers"] = [*(spec.get("containers") or []), *own_regular]
+    pod_resources = spec.get("resources")
+    if isinstance(pod_resources, Mapping):
+        accounted = account_pod_resources(pod_resources, settings, sidecar=mode != "none")
+        if accounted is not None:
+            spec["resources"] = accounted
     return new
 
 
@@ -128,19 +144,13 @@ def plan_sidecar(pod: Mapping[str, Any], resolved: ResolvedRequest, native_sidec
     return "regular", ""
 
 
-def reinvoked_pod(pod: dict[str, Any]) -> tuple[str, dict[str, Any], tuple[str, ...]]:
-    """(reason, pod, warnings) for a pod Ferry already injected: its identity refreshed, nothing else."""
-    spec = pod.get("spec") or {}
-    if not any(True for _ in _own_containers(spec)):
-        return (
-            "no-own-containers",
-            pod,
-            (
-                f"{ANNOTATION_STATUS} is {STATUS_INJECTED!r} but the pod has no Ferry containers; "
-                "it was not injected by Ferry and starts without secrets",
-            ),
-        )
-    return "identity-refreshed", refresh_own_identity(pod), ()
+def has_own_containers(pod: Mapping[str, Any]) -> bool:
+    """True when Ferry's init container or sidecar is in the pod: the sign of a pod Ferry injected.
+
+    The status annotation alone proves nothing: anyone can write it on a new pod.
+    """
+    spec = pod.get("spec")
+    return isinstance(spec, Mapping) and any(True for _ in _own_containers(spec))
 
 
 def _app_containers(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:

@@ -1,7 +1,7 @@
 """Checks on the pod's own shape: where the volume goes, which containers get it, who owns the files.
 
 Why it exists: before Ferry adds its volume and containers, the pod must have
-room for them: a mount path that hides nothing the image or kubelet needs, the
+room for them: a Linux pod (Ferry's image is Linux), a mount path that hides nothing the image or kubelet needs, the
 containers the user named, no name Ferry reserves, no mount already at the
 path, and a bounded number of containers. These checks read only the pod, so
 they are apart from the precedence merge in `webhook.resolve`. Pure.
@@ -14,7 +14,7 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fetcher.spec import ANNOTATION_CONTAINERS, ANNOTATION_MOUNT_PATH, DEFAULT_MOUNT_PATH
+from fetcher.spec import ANNOTATION_CONTAINERS, ANNOTATION_INJECT, ANNOTATION_MOUNT_PATH, DEFAULT_MOUNT_PATH
 from webhook.volumes import KUBE_API_VOLUME_NAME, VOLUME_NAME
 
 # Containers plus init containers in a pod Ferry injects into: far above any real pod, and a bound on the
@@ -60,6 +60,24 @@ def check_container_count(spec: Mapping[str, Any]) -> str | None:
     return (
         f"spec: the pod has {count} containers and init containers; Ferry injects into pods with at most "
         f"{MAX_POD_CONTAINERS}, so that admission stays well inside the API server's timeout. Split the pod"
+    )
+
+
+def check_os(spec: Mapping[str, Any]) -> str | None:
+    """Why Ferry cannot inject into a pod for another OS than Linux, or None.
+
+    Ferry's image is Linux-only, and its containers carry Linux-only securityContext fields that
+    the API server rejects in a Windows pod, with a message that names none of what the user wrote.
+    """
+    pod_os = spec.get("os")
+    name = pod_os.get("name") if isinstance(pod_os, Mapping) else None
+    if name is None or name == "linux":
+        return None
+    shown = name if isinstance(name, str) and len(name) <= 32 and name.isprintable() else "not linux"
+    return (
+        f"spec.os.name: {shown!r}: Ferry's fetcher image is Linux-only and cannot run in this pod; "
+        f'remove {ANNOTATION_INJECT} (or annotate the pod {ANNOTATION_INJECT}: "false") and deliver '
+        "its secrets another way, or run it on Linux"
     )
 
 

@@ -63,12 +63,15 @@ class Reflector:
         backoff_max: float,
         watch_timeout: float,
         request_timeout: float,
+        slim: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.resource = resource
         self.kind = kind
         self.api_version = api_version
         self._list_fn = list_fn
         self._key_fn = key_fn
+        # What of each object is kept, beyond dropping managedFields (None: all of it).
+        self._slim_fn = slim
         self._optional = optional
         self._stop = stop
         self._backoff_initial = backoff_initial
@@ -146,7 +149,7 @@ class Reflector:
         while True:
             body = self._call(self._list_fn, **kwargs)
             for obj in body.get("items") or []:
-                obj = _slim(obj, self.kind, self.api_version)
+                obj = self._slimmed(obj)
                 items[self._key_fn(obj)] = obj
             metadata = body.get("metadata") or {}
             token = metadata.get("continue")
@@ -161,6 +164,10 @@ class Reflector:
         self.last_activity = time.monotonic()
         self.synced.set()
         log.debug("listed %d %s at resourceVersion %s", len(items), self.resource, self.resource_version)
+
+    def _slimmed(self, obj: dict[str, Any]) -> dict[str, Any]:
+        obj = _slim(obj, self.kind, self.api_version)
+        return self._slim_fn(obj) if self._slim_fn is not None else obj
 
     def _call(self, fn: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
         response = fn(_preload_content=False, _request_timeout=self._request_timeout, **kwargs)
@@ -208,7 +215,7 @@ class Reflector:
             raise ApiException(status=int(obj.get("code") or 500), reason=str(obj.get("message")))
         rv = (obj.get("metadata") or {}).get("resourceVersion")
         if event_type in ("ADDED", "MODIFIED"):
-            obj = _slim(obj, self.kind, self.api_version)
+            obj = self._slimmed(obj)
             self.items[self._key_fn(obj)] = obj
         elif event_type == "DELETED":
             self.items.pop(self._key_fn(obj), None)

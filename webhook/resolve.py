@@ -62,6 +62,7 @@ from webhook.podshape import (
     check_container_count,
     check_mount_conflicts,
     check_mount_path,
+    check_os,
     check_reserved_names,
     csi_secret_volumes,
     file_owner,
@@ -119,6 +120,9 @@ def resolve_spec(
     too_many = check_container_count(spec_body)
     if too_many:
         return Denial("too-many-containers", too_many)
+    not_linux = check_os(spec_body)
+    if not_linux:
+        return Denial("not-linux", not_linux)
 
     pod_spc = value_of(pod_ann, ANNOTATION_SECRET_PROVIDER_CLASS)
     pod_objects = pod_ann.get(ANNOTATION_OBJECTS)

@@ -1,7 +1,7 @@
 """What admission reads from the cluster, and a cluster that is only files.
 
-Why it exists: the policy needs two lookups (a namespace, a
-SecretProviderClass) and a readiness flag, nothing of the Kubernetes client.
+Why it exists: the policy needs three lookups (a namespace, a
+SecretProviderClass, a namespace's LimitRanges) and a readiness flag, nothing of the Kubernetes client.
 `ClusterView` is that contract; `webhook.kube.WatchCache` serves it from
 list+watch in the server, and `StaticView` from YAML files for
 `python -m webhook inject` and tests. Keeping both here lets the admission path
@@ -34,6 +34,10 @@ class ClusterView(Protocol):
         """The SecretProviderClass as API JSON; None if there is none by that name."""
         ...
 
+    def limit_ranges(self, namespace: str) -> Sequence[Mapping[str, Any]]:
+        """The namespace's LimitRanges as API JSON (slimmed to ``spec.limits``); empty if none."""
+        ...
+
     def is_ready(self) -> bool:
         """True once lookups reflect the cluster (for /readyz)."""
         ...
@@ -51,6 +55,7 @@ def namespaced_key(obj: Mapping[str, Any]) -> tuple[str, str]:
 class StaticView(ClusterView):
     """A cluster view with no cluster: fixed SecretProviderClasses and namespaces.
 
+    It knows no LimitRanges: a preview checks what Ferry adds, not the namespace's quotas.
     A SecretProviderClass without ``metadata.namespace`` matches a lookup in
     any namespace (kustomize bases often leave the namespace to the overlay);
     one with a namespace matches only there, and wins over a namespace-less one.
@@ -72,6 +77,7 @@ class StaticView(ClusterView):
         spc_files: Sequence[str | Path],
         namespace_annotations: Mapping[str, Mapping[str, str]] | None = None,
         extra_classes: Iterable[Mapping[str, Any]] = (),
+        namespace_labels: Mapping[str, Mapping[str, str]] | None = None,
     ) -> StaticView:
         """SecretProviderClasses from YAML files (multi-document, or a List); raises ValueError naming the
         file and document for anything that is not a SecretProviderClass. `extra_classes` (e.g. those found
@@ -84,7 +90,11 @@ class StaticView(ClusterView):
             {
                 "apiVersion": "v1",
                 "kind": "Namespace",
-                "metadata": {"name": name, "labels": {}, "annotations": dict(annotations)},
+                "metadata": {
+                    "name": name,
+                    "labels": dict((namespace_labels or {}).get(name) or {}),
+                    "annotations": dict(annotations),
+                },
             }
             for name, annotations in (namespace_annotations or {}).items()
         ]
@@ -95,6 +105,9 @@ class StaticView(ClusterView):
 
     def secret_provider_class(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self._spcs.get((namespace, name)) or self._spcs.get(("", name))
+
+    def limit_ranges(self, namespace: str) -> Sequence[Mapping[str, Any]]:
+        return ()
 
     def is_ready(self) -> bool:
         return True

@@ -3,8 +3,8 @@
 Why it exists: each of these pods passed every test that Ferry had before the
 API-server suite, and each failed in a real cluster: rejected by the API server
 with a message that does not name Ferry, started without its secrets, or never
-started. A bug not fixed yet is marked xfail(strict=True), so its test fails
-loudly the day it is fixed and the mark must go.
+started. Each is fixed now, and its test keeps it fixed; the unit tests beside
+the fixes (tests/webhook) check the same rules without a control plane.
 """
 
 from __future__ import annotations
@@ -81,7 +81,6 @@ def test_container_level_identity_without_pod_security_context_can_write_its_fil
 # --- Windows pods ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 part 3: Windows pods are injected, then rejected by the API server")
 def test_windows_pod_is_denied_by_ferry_saying_its_image_is_linux(serving_ferry: Ferry) -> None:
     ns = serving_ferry.create_namespace("windows")
     manifest = opted_pod("win", "db", os={"name": "windows"})
@@ -96,7 +95,6 @@ def test_windows_pod_is_denied_by_ferry_saying_its_image_is_linux(serving_ferry:
 # --- pod-level resources -------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 part 3: pod-level resources are exceeded by the sidecar's requests")
 def test_pod_level_resources_account_for_ferrys_containers(serving_ferry: Ferry) -> None:
     ns = serving_ferry.create_namespace("pod-resources")
     manifest = opted_pod("sized", "db", extra={"ferry.dev/refresh-interval": "5m"})
@@ -113,9 +111,6 @@ def test_pod_level_resources_account_for_ferrys_containers(serving_ferry: Ferry)
 # --- LimitRange ------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 8 part 3: a LimitRange maximum below Ferry's limits rejects the pod without naming Ferry"
-)
 def test_limit_range_is_respected_or_named(serving_ferry: Ferry) -> None:
     ns = serving_ferry.create_namespace("limitrange")
     limit_range = {
@@ -138,9 +133,6 @@ def test_limit_range_is_respected_or_named(serving_ferry: Ferry) -> None:
 # --- the ServiceAccount plugin's token mount ------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 8 part 3: the API token is mounted into Ferry's containers; two webhook calls"
-)
 def test_one_webhook_call_per_pod_and_no_api_token_in_ferrys_containers(serving_ferry: Ferry) -> None:
     ns = serving_ferry.create_namespace("sa-token")
     stored = serving_ferry.create_pod(ns, opted_pod("app", "db"))
@@ -250,9 +242,6 @@ def test_cluster_and_preview_agree_on_what_opts_in(
 # --- a user-set status annotation ------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 8 part 3: a user-set ferry.dev/status: injected lets a new pod start without secrets"
-)
 def test_user_set_status_never_lets_a_pod_start_without_secrets(serving_ferry: Ferry) -> None:
     ns = serving_ferry.create_namespace("status")
     manifest = opted_pod("app", "db", extra={"ferry.dev/status": "injected"})
@@ -266,11 +255,6 @@ def test_user_set_status_never_lets_a_pod_start_without_secrets(serving_ferry: F
 # --- found by this suite ---------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 8 part 3 (found by the suite): a pod that names secrets but does not opt in is never sent to "
-    "Ferry, so the webhook's 'starts without secrets' warning never reaches the user",
-)
 def test_pod_naming_secrets_without_opting_in_is_warned(serving_ferry: Ferry) -> None:
     ns = serving_ferry.create_namespace("no-opt-in")
     manifest = pod("forgot", annotations={"ferry.dev/objects": inline_objects("db"), "ferry.dev/region": "us-east-1"})

@@ -103,7 +103,11 @@ SCOPING_CASES = [
     ("team-b", None, {"ferry.dev/inject": "yes"}, [POD_ENTRY]),
     ("team-b", None, {"ferry.dev/inject": "False"}, []),
     ("team-a", OPTED_IN, {"ferry.dev/inject": "FALSE"}, []),
-    ("team-b", None, {"ferry.dev/secret-provider-class": "db"}, []),  # naming an SPC is not opting in
+    # Naming secrets is not opting in, but reaches Ferry, which warns that the pod starts without them.
+    ("team-b", None, {"ferry.dev/secret-provider-class": "db"}, [POD_ENTRY]),
+    ("team-b", None, {"ferry.dev/objects": "- objectName: db"}, [POD_ENTRY]),
+    ("team-b", None, {"ferry.dev/objects": "- objectName: db", "ferry.dev/inject": "false"}, []),
+    ("team-b", None, {"ferry.dev/region": "us-east-1"}, []),
     ("team-a", OPTED_IN, None, [NAMESPACE_ENTRY]),
     ("team-a", OPTED_IN, {"other": "x"}, [NAMESPACE_ENTRY]),
     ("team-a", OPTED_IN, {"ferry.dev/inject": "true"}, [NAMESPACE_ENTRY]),

@@ -8,7 +8,7 @@ threaded stdlib HTTP server on 127.0.0.1, with the API server behaviour the
 client relies on:
 
 - ``GET /version`` and SecretProviderClass discovery;
-- namespaces and SecretProviderClasses: list, get, the recorded 404 Status,
+- namespaces and SecretProviderClasses (and LimitRanges, none recorded): list, get, the recorded 404 Status,
   and watch streams (chunked JSON lines, resourceVersion, bookmarks,
   ``timeoutSeconds``, and a 410 ``Expired`` ERROR event for a too-old version);
 - Secrets and MutatingWebhookConfigurations: get, create (409 AlreadyExists),
@@ -65,6 +65,8 @@ if TYPE_CHECKING:
 
 NAMESPACES = "namespaces"
 SECRET_PROVIDER_CLASSES = "secretproviderclasses"
+# None recorded: the collection starts empty, and tests `emit` the LimitRanges they need.
+LIMIT_RANGES = "limitranges"
 SPC_GROUP_VERSION = "secrets-store.csi.x-k8s.io/v1"
 SECRETS = "secrets"
 MUTATING_WEBHOOK_CONFIGURATIONS = "mutatingwebhookconfigurations"
@@ -312,7 +314,7 @@ class FakeKubeAPI:
         self._requests: list[RecordedRequest] = []
         self._failures: list[_InjectedFailure] = []
         self._request_hook: RequestHook | None = None
-        self._open_watches: dict[str, int] = {NAMESPACES: 0, SECRET_PROVIDER_CLASSES: 0}
+        self._open_watches: dict[str, int] = {NAMESPACES: 0, SECRET_PROVIDER_CLASSES: 0, LIMIT_RANGES: 0}
         self._stored: dict[str, dict[str, Any]] = {}  # object path -> object (Secrets, MWCs)
         self._write_rv = _WRITE_RV_START
         self._stopping = False
@@ -332,6 +334,7 @@ class FakeKubeAPI:
                 spc_list["items"],
                 int(spc_list["metadata"]["resourceVersion"]),
             ),
+            LIMIT_RANGES: _Collection("LimitRange", "v1", [], int(ns_list["metadata"]["resourceVersion"])),
         }
         self._collections[NAMESPACES].pending.extend(self._load_jsonl("namespaces-watch.jsonl"))
         self._collections[SECRET_PROVIDER_CLASSES].pending.extend(self._load_jsonl("spc-watch.jsonl"))
@@ -601,6 +604,8 @@ class FakeKubeAPI:
         parts = path.rstrip("/").split("/")
         if path.rstrip("/") == "/api/v1/namespaces":
             return NAMESPACES
+        if path.rstrip("/") == "/api/v1/limitranges":
+            return LIMIT_RANGES
         if path.startswith(_SPC_PREFIX) and parts[-1] == SECRET_PROVIDER_CLASSES:
             return SECRET_PROVIDER_CLASSES
         return None
@@ -615,6 +620,9 @@ class FakeKubeAPI:
             return
         if path == "/api/v1/namespaces" and method == "GET":
             self._serve_collection(handler, request, NAMESPACES, namespace=None)
+            return
+        if path == "/api/v1/limitranges" and method == "GET":
+            self._serve_collection(handler, request, LIMIT_RANGES, namespace=None)
             return
         if len(parts) == 4 and parts[:3] == ["api", "v1", "namespaces"] and method == "GET":
             self._serve_object(handler, NAMESPACES, ("", parts[3]), None)
@@ -682,12 +690,12 @@ class FakeKubeAPI:
             coll = self._collections[resource]
             items = [copy.deepcopy(obj) for key, obj in sorted(coll.objects.items()) if namespace in (None, key[0])]
             rv = coll.rv
-        if resource == NAMESPACES:  # core lists carry no per-item kind/apiVersion
+        if resource in (NAMESPACES, LIMIT_RANGES):  # core lists carry no per-item kind/apiVersion
             for item in items:
                 item.pop("kind", None)
                 item.pop("apiVersion", None)
             body = {
-                "kind": "NamespaceList",
+                "kind": "NamespaceList" if resource == NAMESPACES else "LimitRangeList",
                 "apiVersion": "v1",
                 "metadata": {"resourceVersion": str(rv)},
                 "items": items,

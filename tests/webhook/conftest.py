@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -66,6 +66,10 @@ class CountingView:
     def secret_provider_class(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         self.lookups += 1
         return self.view.secret_provider_class(namespace, name)
+
+    def limit_ranges(self, namespace: str) -> Sequence[Mapping[str, Any]]:
+        self.lookups += 1
+        return self.view.limit_ranges(namespace)
 
     def is_ready(self) -> bool:
         return self.ready

@@ -224,11 +224,63 @@ def test_reinvocation_after_an_identity_webhook_updates_only_ferrys_containers(
         assert make_pod_patch(final, admit(final, native=native).pod) == []
 
 
-def test_marked_injected_without_ferry_containers_is_left_alone_with_a_warning(pod_factory: PodFactory) -> None:
+def test_a_user_set_status_on_a_pod_without_ferry_containers_is_ignored(pod_factory: PodFactory) -> None:
+    # Anyone can write the annotation; only Ferry's containers show Ferry injected the pod.
     pod = app_pod(pod_factory, **{"ferry.dev/status": "injected"})
     admission = admit(pod)
-    assert admission.outcome == "reinvoked" and admission.pod is pod
-    assert "has no Ferry containers" in admission.warnings[0]
+    assert admission.outcome == "injected"
+    assert [c["name"] for c in admission.pod["spec"]["initContainers"]][0] == "ferry-init"
+    opted_out = pod_factory({"ferry.dev/inject": "false", "ferry.dev/status": "injected"})
+    assert admit(opted_out).outcome == "skipped"
+
+
+def test_a_user_set_status_cannot_let_a_pod_that_names_bad_secrets_start(pod_factory: PodFactory) -> None:
+    pod = app_pod(pod_factory, **{"ferry.dev/status": "injected", "ferry.dev/objects": "- objectName: [oops"})
+    assert admit(pod).outcome == "denied"
+
+
+def test_windows_pods_are_denied_saying_the_image_is_linux(pod_factory: PodFactory) -> None:
+    pod = app_pod(pod_factory)
+    pod["spec"]["os"] = {"name": "windows"}
+    admission = admit(pod)
+    assert admission.outcome == "denied" and admission.reason == "not-linux"
+    assert admission.message is not None and "Linux-only" in admission.message and "'windows'" in admission.message
+    pod["spec"]["os"] = {"name": "linux"}
+    assert admit(pod).outcome == "injected"
+
+
+def test_ferry_containers_get_no_api_token_and_the_app_keeps_its_own(pod_factory: PodFactory) -> None:
+    token_mount = {"name": "kube-api-access-x", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}
+    pod = app_pod(pod_factory)
+    for container in pod["spec"]["containers"] + pod["spec"]["initContainers"]:
+        container["volumeMounts"] = [*container.get("volumeMounts", []), dict(token_mount)]
+    injected = admit(pod).pod
+    assert injected["spec"]["automountServiceAccountToken"] is False
+    for container in injected["spec"]["initContainers"] + injected["spec"]["containers"]:
+        has_token = token_mount in container.get("volumeMounts", [])
+        assert has_token == (not container["name"].startswith("ferry-")), container["name"]
+
+
+def test_a_limit_range_below_ferrys_limits_denies_naming_it_and_the_setting(pod_factory: PodFactory) -> None:
+    small = {
+        "metadata": {"name": "small", "namespace": "team-b"},
+        "spec": {
+            "limits": [{"type": "Pod", "max": {"memory": "1Mi"}}, {"type": "Container", "max": {"memory": "64Mi"}}]
+        },
+    }
+    admission = admit_pod(
+        app_pod(pod_factory),
+        namespace="team-b",
+        namespace_obj=None,
+        spc_lookup=lambda ns, name: None,
+        settings=SETTINGS,
+        native_sidecars=True,
+        limit_ranges=[small],
+    )
+    assert admission.outcome == "denied" and admission.reason == "limit-range"
+    assert admission.message is not None
+    assert "LimitRange small in namespace team-b: spec.limits[1].max.memory is 64Mi" in admission.message
+    assert "FERRY_FETCHER_MEMORY_LIMIT" in admission.message
 
 
 def test_foreign_status_values_are_denied(pod_factory: PodFactory) -> None:
@@ -267,6 +319,7 @@ def test_patch_is_short_and_readable(pod_factory: PodFactory) -> None:
     assert [(op["op"], op["path"]) for op in ops] == [
         ("add", "/metadata/annotations/ferry.dev~1status"),
         ("add", "/spec/volumes"),
+        ("add", "/spec/automountServiceAccountToken"),
         ("add", "/spec/containers/0/volumeMounts"),
         ("add", "/spec/containers/1/volumeMounts"),
         ("add", "/spec/initContainers/0/volumeMounts"),
@@ -285,6 +338,7 @@ def test_patch_handles_pods_without_init_containers_or_annotations(patched_pod: 
     ns = {
         "metadata": {
             "name": "team-b",
+            "labels": {"ferry.dev/inject": "enabled"},
             "annotations": {"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "s"},
         }
     }
@@ -299,3 +353,14 @@ def test_patch_handles_pods_without_init_containers_or_annotations(patched_pod: 
     )
     assert admission.outcome == "injected"
     check_patch(pod, admission.pod, patched_pod)
+
+
+def test_pod_level_resources_grow_by_ferrys_sidecar(pod_factory: PodFactory) -> None:
+    pod = app_pod(pod_factory, **{"ferry.dev/refresh-interval": "5m"})
+    pod["spec"]["resources"] = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}
+    injected = admit(pod).pod
+    assert injected["spec"]["resources"] == {
+        "requests": {"cpu": "150m", "memory": "192Mi"},
+        "limits": {"memory": "384Mi"},
+    }
+    assert pod["spec"]["resources"]["requests"]["cpu"] == "100m", "the pod as sent is not modified"

@@ -100,7 +100,6 @@ def _trust(ca: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca))
 
 
-
 def _serve(
     tmp_path: Path, env_updates: dict[str, str], *extra: str, sni: str | None = None
 ) -> tuple[subprocess.Popen[str], int, Path]:

@@ -86,10 +86,12 @@ def test_resending_the_patched_pod_yields_no_patch(client: Any, review: Review, 
 
 
 def test_reinvocation_as_recorded(client: Any, review: Review) -> None:
-    """review-3 as recorded: the stand-in only marked the pod, so there are no Ferry containers to update."""
+    """review-3 as recorded: the stand-in only marked the pod, without Ferry's containers. The mark alone
+    proves nothing (anyone can write it), so the pod is decided afresh, and injected."""
     response = post(client, review("review-3"))
-    assert response["allowed"] is True and "patch" not in response
-    assert "has no Ferry containers" in response["warnings"][0]
+    assert response["allowed"] is True
+    paths = [op["path"] for op in decode_patch(response)]
+    assert "/spec/initContainers/0" in paths or "/spec/initContainers" in paths
 
 
 def test_reinvocation_after_the_identity_webhook_updates_ferrys_containers(
@@ -126,10 +128,14 @@ def test_dry_run_behaves_the_same(client: Any, review: Review, patched_pod: Vali
     live_ops, dry_ops = decode_patch(live), decode_patch(dry)
     assert [(op["op"], op["path"]) for op in dry_ops] == [(op["op"], op["path"]) for op in live_ops]
     patched_pod(review("review-4")["request"]["object"], dry_ops)
+    # Recorded with a stand-in that only marked the pod: without Ferry's containers the mark proves
+    # nothing, so a dry run of these is injected too, like the live one.
     for name in ("review-5", "review-6"):
-        assert "patch" not in post(client, review(name))
+        assert [(op["op"], op["path"]) for op in decode_patch(post(client, review(name)))] == [
+            (op["op"], op["path"]) for op in live_ops if op["path"] != "/metadata/annotations/ferry.dev~1status"
+        ]
     metrics = client.get("/metrics").text
-    assert 'ferry_admissions_total{dry_run="true",namespace="team-a",outcome="injected"} 1.0' in metrics
+    assert 'ferry_admissions_total{dry_run="true",namespace="team-a",outcome="injected"} 3.0' in metrics
     assert 'ferry_admissions_total{dry_run="false",namespace="team-a",outcome="injected"} 1.0' in metrics
 
 
@@ -216,6 +222,9 @@ def test_internal_errors_fail_closed_without_5xx(
         def secret_provider_class(self, namespace: str, name: str) -> Any:
             return None
 
+        def limit_ranges(self, namespace: str) -> Any:
+            return ()
+
         def is_ready(self) -> bool:
             return True
 
@@ -249,7 +258,7 @@ def test_one_json_log_line_per_admission(client: Any, review: Review, caplog: py
         "outcome": "injected",
         "reason": "sidecar-native",
         "source": "SecretProviderClass team-a/db-credentials",
-        "patchOps": 7,
+        "patchOps": 8,
     }
     assert lines[1]["dryRun"] is True
     assert "FERRY_SPEC" not in caplog.text and "prod/db/credentials" not in caplog.text
@@ -309,7 +318,7 @@ def test_noop_baseline(client: Any, review: Review, asgi_client: Callable[[Any],
 
 def test_admission_reads_only_the_in_memory_view(client: Any, cluster: Any, review: Review) -> None:
     post(client, review("review-1"))
-    assert cluster.lookups == 2  # one namespace, one SecretProviderClass: no I/O behind them
+    assert cluster.lookups == 3  # one namespace, its LimitRanges, one SecretProviderClass: no I/O behind them
 
 
 @pytest.mark.parametrize(

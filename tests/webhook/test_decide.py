@@ -67,3 +67,16 @@ def test_unknown_ferry_annotations_are_denied_with_a_suggestion(pod_factory: Pod
     assert "ferry.dev/zzz: is not a Ferry annotation; known keys:" in denial.message
     # Even a pod that did not opt in is told: a typo must never silently skip injection.
     assert isinstance(decide_injection(pod_factory({"ferry.dev/injct": "true"}), "team-b", None, settings), Denial)
+
+
+def test_a_namespace_annotation_opts_in_only_with_the_routing_label(
+    pod_factory: PodFactory, settings: Settings
+) -> None:
+    # The API server sends Ferry a namespace's pods only with the label; the webhook reads the annotation the same way.
+    pod = pod_factory({"ferry.dev/objects": SM_OBJECTS})
+    unlabelled = namespace("team-b", **{"ferry.dev/inject": "true"})
+    del unlabelled["metadata"]["labels"]
+    skip = decide_injection(pod, "team-b", unlabelled, settings)
+    assert isinstance(skip, Skip) and skip.reason == "not-requested"
+    assert "not the label ferry.dev/inject=enabled" in skip.warnings[0]
+    assert decide_injection(pod, "team-b", namespace("team-b", **{"ferry.dev/inject": "true"}), settings) is None

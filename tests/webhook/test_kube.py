@@ -9,7 +9,7 @@ from pathlib import Path
 import kubernetes.client
 import pytest
 
-from tests.support.kubeapi import FIXTURES, NAMESPACES, SECRET_PROVIDER_CLASSES, FakeKubeAPI
+from tests.support.kubeapi import FIXTURES, LIMIT_RANGES, NAMESPACES, SECRET_PROVIDER_CLASSES, FakeKubeAPI
 from webhook.kube import KubeConfigError, StaticView, WatchCache, load_api_client, server_version
 
 SPC_PATH = "/apis/secrets-store.csi.x-k8s.io/v1/secretproviderclasses"
@@ -209,16 +209,17 @@ def test_spc_list_forbidden_keeps_cache_not_ready(fake: FakeKubeAPI, api: kubern
 
 def test_freshness_and_stop(api: kubernetes.client.ApiClient, fake: FakeKubeAPI) -> None:
     cache = WatchCache(api)
-    assert cache.freshness_seconds() == {NAMESPACES: float("inf"), SECRET_PROVIDER_CLASSES: float("inf")}
+    resources = (NAMESPACES, SECRET_PROVIDER_CLASSES, LIMIT_RANGES)
+    assert cache.freshness_seconds() == dict.fromkeys(resources, float("inf"))
     cache.start()
     assert cache.wait_ready(10)
-    assert fake.wait_for_watches(NAMESPACES) and fake.wait_for_watches(SECRET_PROVIDER_CLASSES)
+    assert all(fake.wait_for_watches(resource) for resource in resources)
     freshness = cache.freshness_seconds()
-    assert set(freshness) == {NAMESPACES, SECRET_PROVIDER_CLASSES}
+    assert set(freshness) == set(resources)
     assert all(0 <= value < 60 for value in freshness.values())
     cache.stop()
-    assert not any(t.is_alive() for t in (cache._namespaces.thread, cache._spcs.thread))
-    assert eventually(lambda: fake.open_watches(NAMESPACES) == 0 and fake.open_watches(SECRET_PROVIDER_CLASSES) == 0)
+    assert not any(t.is_alive() for t in (cache._namespaces.thread, cache._spcs.thread, cache._limit_ranges.thread))
+    assert eventually(lambda: all(fake.open_watches(resource) == 0 for resource in resources))
 
 
 def test_server_version_parses_recorded_and_provider_versions(
@@ -284,3 +285,25 @@ def test_load_api_client_from_kubeconfig(fake: FakeKubeAPI, tmp_path: Path, monk
     broken.write_text("apiVersion: v1\nkind: Config\ncurrent-context: nowhere\n")
     with pytest.raises(KubeConfigError, match="broken"):
         load_api_client(kubeconfig=broken)
+
+
+def test_limit_ranges_are_watched_slimmed_and_looked_up_by_namespace(cache: WatchCache, fake: FakeKubeAPI) -> None:
+    assert fake.wait_for_watches(LIMIT_RANGES)
+    assert cache.limit_ranges("team-a") == ()
+    limit_range = {
+        "metadata": {"name": "small", "namespace": "team-a", "annotations": {"big": "x" * 1000}},
+        "spec": {
+            "limits": [
+                {"type": "PersistentVolumeClaim", "max": {"storage": "1Gi"}},
+                {"type": "Container", "max": {"memory": "64Mi"}},
+            ]
+        },
+    }
+    fake.emit(LIMIT_RANGES, "ADDED", limit_range)
+    assert eventually(lambda: len(cache.limit_ranges("team-a")) == 1)
+    kept = cache.limit_ranges("team-a")[0]
+    assert kept["metadata"]["name"] == "small" and "annotations" not in kept["metadata"]
+    assert kept["spec"]["limits"] == [{}, {"type": "Container", "max": {"memory": "64Mi"}}]
+    assert cache.limit_ranges("team-b") == ()
+    fake.emit(LIMIT_RANGES, "DELETED", limit_range)
+    assert eventually(lambda: cache.limit_ranges("team-a") == ())

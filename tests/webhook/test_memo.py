@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tests.support.reviews import pod_create_review
@@ -35,12 +35,16 @@ class MutableView:
     def __init__(self) -> None:
         self.spcs: dict[tuple[str, str], Mapping[str, Any]] = {("apps", "db"): copy.deepcopy(SPC)}
         self.namespaces: dict[str, Mapping[str, Any]] = {"apps": copy.deepcopy(NAMESPACE)}
+        self.limit_range_lists: dict[str, list[Mapping[str, Any]]] = {}
 
     def namespace(self, name: str) -> Mapping[str, Any] | None:
         return self.namespaces.get(name)
 
     def secret_provider_class(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self.spcs.get((namespace, name))
+
+    def limit_ranges(self, namespace: str) -> Sequence[Mapping[str, Any]]:
+        return tuple(self.limit_range_lists.get(namespace, ()))
 
     def is_ready(self) -> bool:
         return True
@@ -108,6 +112,7 @@ def test_a_changed_namespace_is_used_on_the_next_admission(
     opted_in = copy.deepcopy(NAMESPACE)
     opted_in["metadata"]["resourceVersion"] = "8"
     opted_in["metadata"]["annotations"] = {"ferry.dev/inject": "true"}
+    opted_in["metadata"]["labels"] = {"ferry.dev/inject": "enabled"}
     view.namespaces["apps"] = opted_in
     assert "patch" in post(client, replica_review(pod))
 
@@ -310,7 +315,10 @@ def test_every_part_of_a_pod_that_admission_reads_is_in_the_memo_key(
         _replica(base, ownerReferences=[{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "u"}]),
         _replica(base, annotations={"ferry.dev/inject": "false"}),
         _replica(base, annotations={"ferry.dev/inject": "true", "ferry.dev/objects": "- objectName: a"}),
-        _replica(base, annotations={"ferry.dev/status": "injected"}),
+        _with_spec(
+            _replica(base, annotations={"ferry.dev/status": "injected"}),
+            initContainers=[{"name": "ferry-init", "image": "ferry"}],
+        ),
         _replica(base, annotations={"ferry.dev/injct": "true"}),
         _with_spec(base, restartPolicy="Never"),
     ]
@@ -347,3 +355,24 @@ def test_content_keys_follow_content_even_for_values_marshal_cannot_write() -> N
     assert content_key(dated) == content_key(copy.deepcopy(dated))
     assert content_key(dated) != content_key({"spec": {"parameters": {"objects": [datetime.date(2024, 1, 2)]}}})
     hash(content_key(dated))
+
+
+def test_a_changed_limit_range_is_used_on_the_next_admission(
+    asgi_client: Callable[[Any], Any], pod_factory: Callable[..., dict[str, Any]]
+) -> None:
+    view = MutableView()
+    client = asgi_client(create_app(Settings(), view, native_sidecars=True))
+    pod = pod_factory({"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "db"}, namespace="apps")
+    assert "patch" in post(client, replica_review(pod))
+    small = {
+        "metadata": {"name": "small", "namespace": "apps", "resourceVersion": "1"},
+        "spec": {"limits": [{"type": "Container", "max": {"memory": "64Mi"}}]},
+    }
+    view.limit_range_lists["apps"] = [small]
+    denied = post(client, replica_review(pod))
+    assert not denied["allowed"] and "LimitRange small" in denied["status"]["message"]
+    roomy = copy.deepcopy(small)
+    roomy["metadata"]["resourceVersion"] = "2"
+    roomy["spec"]["limits"][0]["max"]["memory"] = "1Gi"
+    view.limit_range_lists["apps"] = [roomy]
+    assert "patch" in post(client, replica_review(pod))

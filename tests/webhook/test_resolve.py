@@ -18,7 +18,12 @@ SM_OBJECTS = '- objectName: "prod/db"\n  objectType: secretsmanager\n'
 
 
 def namespace(name: str, **annotations: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "annotations": annotations}}
+    """A Namespace labelled for namespace-wide opt-in (the label the MutatingWebhookConfiguration routes by)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": {"ferry.dev/inject": "enabled"}, "annotations": annotations},
+    }
 
 
 def spc(name: str, ns: str = "team-b", objects: str = SM_OBJECTS, **params: str) -> dict[str, Any]:

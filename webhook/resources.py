@@ -1,0 +1,211 @@
+"""Ferry's containers' CPU and memory against the budgets a pod already lives in.
+
+Why it exists: Ferry adds containers that request and limit CPU and memory,
+and two budgets written before Ferry came along must still hold, or the API
+server rejects the pod with a message that never names Ferry:
+
+- pod-level resources (``spec.resources``): the pod's requests must cover its
+  containers', and no container may have a limit above the pod's. Ferry grows
+  the pod's values by what its containers add (`account_pod_resources`);
+- a namespace LimitRange: a container outside its min/max or its
+  limit-to-request ratio is rejected. Ferry does not shrink its containers to
+  fit (below its configured limits the fetcher can be OOM-killed, and the pod
+  then never starts, for a reason far from the cause); it denies the pod,
+  naming the LimitRange and the setting to change (`check_limit_ranges`).
+
+Pure: dicts and settings in, dicts or messages out. Quantities are exact
+(`fractions.Fraction`), as the API server compares them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
+from typing import Any
+
+from webhook.settings import Settings
+
+_SUFFIXES: dict[str, Fraction] = {
+    "": Fraction(1),
+    "m": Fraction(1, 1000),
+    "k": Fraction(10**3),
+    "M": Fraction(10**6),
+    "G": Fraction(10**9),
+    "T": Fraction(10**12),
+    "P": Fraction(10**15),
+    "E": Fraction(10**18),
+    "Ki": Fraction(2**10),
+    "Mi": Fraction(2**20),
+    "Gi": Fraction(2**30),
+    "Ti": Fraction(2**40),
+    "Pi": Fraction(2**50),
+    "Ei": Fraction(2**60),
+}
+_QUANTITY_RE = re.compile(
+    r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(?:[eE]([+-]?[0-9]{1,3})|(Ki|Mi|Gi|Ti|Pi|Ei|[mkMGTPE]))?$"
+)
+_BINARY = (("Ei", 2**60), ("Pi", 2**50), ("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10))
+# A LimitRange is written by a namespace's admin, not a tenant; still, a denial names at most this many problems.
+MAX_PROBLEMS = 3
+# The resources Ferry's containers set (FERRY_FETCHER_{CPU,MEMORY}_{REQUEST,LIMIT}).
+_SETTING = {
+    ("requests", "cpu"): "FERRY_FETCHER_CPU_REQUEST",
+    ("requests", "memory"): "FERRY_FETCHER_MEMORY_REQUEST",
+    ("limits", "cpu"): "FERRY_FETCHER_CPU_LIMIT",
+    ("limits", "memory"): "FERRY_FETCHER_MEMORY_LIMIT",
+}
+
+
+def parse_quantity(value: object) -> Fraction | None:
+    """The exact value of a Kubernetes quantity ("50m", "64Mi", "1e3"); None when it is not one."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    match = _QUANTITY_RE.match(str(value).strip())
+    if match is None:
+        return None
+    number = Fraction(match.group(1))
+    if match.group(2) is not None:
+        return number * Fraction(10) ** int(match.group(2))
+    return number * _SUFFIXES[match.group(3) or ""]
+
+
+def format_quantity(value: Fraction) -> str:
+    """A canonical quantity for `value`: binary suffixes for whole numbers, millis otherwise (rounded up)."""
+    if value.denominator == 1:
+        whole = int(value)
+        for suffix, factor in _BINARY:
+            if whole and whole % factor == 0:
+                return f"{whole // factor}{suffix}"
+        return str(whole)
+    return f"{math.ceil(value * 1000)}m"
+
+
+def account_pod_resources(
+    pod_resources: Mapping[str, Any], settings: Settings, *, sidecar: bool
+) -> dict[str, Any] | None:
+    """The pod-level ``spec.resources`` grown by Ferry's containers; None when nothing needs to change.
+
+    With a sidecar, Ferry's container runs beside the app all along: its requests and limits are added.
+    Without one, only the init container runs, alone and first: the pod's values need only cover it.
+    Only resources the pod already sets at pod level are touched; a quantity that cannot be read is
+    left as it is (the API server will say what is wrong with it).
+    """
+    own = settings.fetcher_resources()
+    changed = False
+    result: dict[str, Any] = dict(pod_resources)
+    for kind in ("requests", "limits"):
+        values = pod_resources.get(kind)
+        if not isinstance(values, Mapping):
+            continue
+        updated = dict(values)
+        for name, own_value in own.get(kind, {}).items():
+            current = parse_quantity(values.get(name)) if name in values else None
+            extra = parse_quantity(own_value)
+            if current is None or extra is None:
+                continue
+            wanted = current + extra if sidecar else max(current, extra)
+            if wanted != current:
+                updated[name] = format_quantity(wanted)
+                changed = True
+        result[kind] = updated
+    return result if changed else None
+
+
+def check_limit_ranges(limit_ranges: Sequence[Mapping[str, Any]], settings: Settings, namespace: str) -> str | None:
+    """Why Ferry's containers break a LimitRange of `namespace` (a denial message), or None.
+
+    Only ``type: Container`` limits bind a single container. Ferry sets its CPU and memory requests and
+    limits itself, so a LimitRange's ``default``/``defaultRequest`` never apply to those two; for any
+    other resource with a ``max`` or ``min`` and no default, the LimitRanger would reject Ferry's
+    container for not setting it, so that is named too.
+    """
+    own = settings.fetcher_resources()
+    problems: list[str] = []
+    for limit_range in limit_ranges:
+        meta = limit_range.get("metadata")
+        name = str(meta.get("name")) if isinstance(meta, Mapping) else "?"
+        spec = limit_range.get("spec")
+        items = spec.get("limits") if isinstance(spec, Mapping) else None
+        for index, item in enumerate(items if isinstance(items, list) else []):
+            if not isinstance(item, Mapping) or item.get("type") != "Container":
+                continue
+            where = f"LimitRange {name} in namespace {namespace}: spec.limits[{index}]"
+            problems.extend(_container_problems(item, own, where))
+    if not problems:
+        return None
+    shown = problems[:MAX_PROBLEMS]
+    more = f" (and {len(problems) - len(shown)} more)" if len(problems) > len(shown) else ""
+    return (
+        "Ferry's containers would break this namespace's LimitRange, and the API server would reject the pod: "
+        + "; ".join(shown)
+        + more
+    )
+
+
+def _container_problems(item: Mapping[str, Any], own: Mapping[str, Mapping[str, str]], where: str) -> list[str]:
+    problems: list[str] = []
+    requests = {name: parse_quantity(value) for name, value in own.get("requests", {}).items()}
+    limits = {name: parse_quantity(value) for name, value in own.get("limits", {}).items()}
+    for bound, kind_checked in (("max", "limits"), ("min", "requests")):
+        values = item.get(bound)
+        if not isinstance(values, Mapping):
+            continue
+        for resource, raw in values.items():
+            allowed = parse_quantity(raw)
+            if allowed is None:
+                continue
+            ours = (limits if kind_checked == "limits" else requests).get(resource)
+            if ours is None:
+                default_key = "default" if kind_checked == "limits" else "defaultRequest"
+                defaults = item.get(default_key)
+                if not (isinstance(defaults, Mapping) and resource in defaults):
+                    problems.append(
+                        f"{where}.{bound}.{resource} is set without {default_key}.{resource}, and Ferry's "
+                        f"containers set no {resource}; add {default_key}.{resource} to the LimitRange"
+                    )
+                continue
+            if (bound == "max" and ours > allowed) or (bound == "min" and ours < allowed):
+                setting = _SETTING.get((kind_checked, resource), "")
+                problems.append(
+                    f"{where}.{bound}.{resource} is {format_quantity(allowed)} but Ferry's containers "
+                    f"{'limit' if bound == 'max' else 'request'} {format_quantity(ours)}; "
+                    f"{'raise' if bound == 'max' else 'lower'} it to {format_quantity(ours)}"
+                    + (f", or have Ferry's operator set {setting} within it" if setting else "")
+                )
+    ratios = item.get("maxLimitRequestRatio")
+    if isinstance(ratios, Mapping):
+        for resource, raw in ratios.items():
+            allowed = parse_quantity(raw)
+            request, limit = requests.get(resource), limits.get(resource)
+            if allowed is None or not request or limit is None:
+                continue
+            ratio = limit / request
+            if ratio > allowed:
+                problems.append(
+                    f"{where}.maxLimitRequestRatio.{resource} is {format_quantity(allowed)} but Ferry's containers "
+                    f"limit {resource} to {format_quantity(ratio)} times their request; raise it to "
+                    f"{format_quantity(ratio)}, or have Ferry's operator bring FERRY_FETCHER_{resource.upper()}_LIMIT "
+                    f"and FERRY_FETCHER_{resource.upper()}_REQUEST closer"
+                )
+    return problems
+
+
+def slim_limit_range(obj: dict[str, Any]) -> dict[str, Any]:
+    """A LimitRange as the watch cache keeps it: its name, version and ``type: Container`` limits only."""
+    meta = obj.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    spec = obj.get("spec")
+    limits = spec.get("limits") if isinstance(spec, Mapping) else None
+    kept = [
+        item if isinstance(item, Mapping) and item.get("type") == "Container" else {}
+        for item in (limits if isinstance(limits, list) else [])
+    ]
+    return {
+        "apiVersion": obj.get("apiVersion", "v1"),
+        "kind": obj.get("kind", "LimitRange"),
+        "metadata": {key: meta[key] for key in ("name", "namespace", "resourceVersion") if key in meta},
+        # Other types become {} so that spec.limits[i] in a message still points at the right entry.
+        "spec": {"limits": kept},
+    }
