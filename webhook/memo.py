@@ -36,6 +36,10 @@ V = TypeVar("V")
 
 # Distinct pods remembered; each entry is a patch of a few KB.
 MAX_ENTRIES = 512
+# And at most this many bytes of encoded answers in all, none larger than MAX_ENTRY_BYTES: a few huge pods
+# (a 3 MiB body can make a patch as large) must not pin hundreds of MB.
+MAX_MEMO_BYTES = 16 * 1024 * 1024
+MAX_ENTRY_BYTES = 256 * 1024
 # Distinct specs, serialized specs and pruned diffs remembered.
 MAX_SPECS = 512
 MAX_DIFFS = 256
@@ -220,17 +224,28 @@ class Remembered(NamedTuple):
     """An answer, and what it was computed from."""
 
     answer: Any
+    # Bytes the answer holds, counted against the memo's byte bound.
+    size: int
     namespace: _Seen
     # (namespace, name) of each SecretProviderClass looked up, and what the lookup returned.
     spcs: tuple[tuple[tuple[str, str], _Seen], ...]
 
 
 class AdmissionMemo(Generic[V]):
-    """A bounded LRU of answers, each valid while its inputs are unchanged."""
+    """An LRU of answers bounded in entries and in bytes, each valid while its inputs are unchanged."""
 
-    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+    def __init__(
+        self,
+        max_entries: int = MAX_ENTRIES,
+        *,
+        max_bytes: int = MAX_MEMO_BYTES,
+        max_entry_bytes: int = MAX_ENTRY_BYTES,
+    ) -> None:
         self._entries: OrderedDict[bytes, Remembered] = OrderedDict()
         self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._max_entry_bytes = max_entry_bytes
+        self.bytes = 0
         self.hits = 0
         self.misses = 0
 
@@ -259,13 +274,28 @@ class AdmissionMemo(Generic[V]):
         answer: V,
         namespace_obj: Mapping[str, Any] | None,
         spcs_read: Mapping[tuple[str, str], Mapping[str, Any] | None],
+        *,
+        size: int = 0,
     ) -> None:
+        """Keep `answer` (of `size` bytes) for `key`; an answer over the per-entry bound is not kept."""
+        self.forget(key)
+        if size > self._max_entry_bytes:
+            return
         self._entries[key] = Remembered(
-            answer, _Seen.of(namespace_obj), tuple((ref, _Seen.of(obj)) for ref, obj in spcs_read.items())
+            answer, size, _Seen.of(namespace_obj), tuple((ref, _Seen.of(obj)) for ref, obj in spcs_read.items())
         )
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+        self.bytes += size
+        while len(self._entries) > self._max_entries or self.bytes > self._max_bytes:
+            _, evicted = self._entries.popitem(last=False)
+            self.bytes -= evicted.size
+
+    def forget(self, key: bytes) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry.size
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 class RecordingLookup:
