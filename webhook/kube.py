@@ -21,7 +21,12 @@ The read interface (`ClusterView`) and its file-backed twin (`StaticView`, for
 `webhook.view`, which imports no Kubernetes client; they are re-exported here.
 
 Objects are plain API JSON dicts (camelCase keys, as the API server sent
-them), without ``metadata.managedFields``. Callers must not mutate them.
+them), cut down to what admission reads (`slim_namespace`,
+`slim_secret_provider_class`): any tenant may create SecretProviderClasses, and
+whole objects of a megabyte each once grew every replica by hundreds of MB.
+Each kept class is bounded, and so are all of them together; one past either
+bound is kept as "too large", so pods naming it get a denial that says so.
+Lists are paginated in small pages. Callers must not mutate the objects.
 """
 
 from __future__ import annotations
