@@ -112,8 +112,8 @@ def parse_review(body: bytes | str | Any) -> AdmissionRequest:
         raise MalformedReview("the body must be a JSON object (an AdmissionReview)")
     if review.get("kind") != KIND or review.get("apiVersion") != API_VERSION:
         raise MalformedReview(
-            f"expected kind {KIND} in apiVersion {API_VERSION}, got kind {review.get('kind')!r} "
-            f"in {review.get('apiVersion')!r}; list only v1 in the webhook's admissionReviewVersions"
+            f"expected kind {KIND} in apiVersion {API_VERSION}, got kind {quote(review.get('kind'))} "
+            f"in {quote(review.get('apiVersion'))}; list only v1 in the webhook's admissionReviewVersions"
         )
     request = review.get("request")
     if not isinstance(request, dict):
@@ -129,7 +129,9 @@ def parse_review(body: bytes | str | Any) -> AdmissionRequest:
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise MalformedReview(f"request.{key} is missing or not a group/version object")
     if request.get("operation") not in _OPERATIONS:
-        raise MalformedReview(f"request.operation {request.get('operation')!r} is not one of {', '.join(_OPERATIONS)}")
+        raise MalformedReview(
+            f"request.operation {quote(request.get('operation'))} is not one of {', '.join(_OPERATIONS)}"
+        )
     for key in ("object", "oldObject", "options"):
         if request.get(key) is not None and not isinstance(request.get(key), dict):
             raise MalformedReview(f"request.{key} must be an object or null")

@@ -269,3 +269,11 @@ def test_a_huge_pod_name_gives_a_short_log_line(caplog: pytest.LogCaptureFixture
         status, _, _ = ask(handler(), body)
     assert status == 200
     assert caplog.records and all(len(record.getMessage()) < FEW_KIB for record in caplog.records)
+
+
+@pytest.mark.parametrize("field", ["kind", "apiVersion", "operation"])
+def test_a_malformed_envelope_is_not_echoed_whole(field: str) -> None:
+    review = pod_create_review(pod({}), namespace="team-a")
+    (review if field != "operation" else review["request"])[field] = "w" * 1_000_000
+    status, payload = handler().handle(json.dumps(review).encode())
+    assert status == 400 and len(payload) < FEW_KIB
