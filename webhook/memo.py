@@ -54,12 +54,15 @@ class BoundedCache(Generic[K, V]):
         self.hits = 0
         self.misses = 0
 
-    def get_or_compute(self, key: K, compute: Callable[[], V]) -> V:
+    def get_or_compute(self, key: K, compute: Callable[[], V], keep: Callable[[V], bool] | None = None) -> V:
+        """The value for `key`, computed on a miss and kept unless `keep` says otherwise."""
         try:
             value = self._entries[key]
         except KeyError:
             self.misses += 1
             value = compute()
+            if keep is not None and not keep(value):
+                return value
             self._entries[key] = value
             if len(self._entries) > self._max_entries:
                 self._entries.popitem(last=False)
@@ -100,7 +103,8 @@ def remembered_spec(key: Hashable, build: Callable[[], SpecResult]) -> SpecResul
 
     `key` must hold every input `build` reads; `content_key` makes one from JSON-like values.
     """
-    return _SPECS.get_or_compute(key, build)
+    # Only valid specs are kept: problems belong to a denial, and denials are never remembered.
+    return _SPECS.get_or_compute(key, build, keep=lambda result: isinstance(result, BuiltSpec))
 
 
 def remembered_diff(before: Any, after: Any, diff: Callable[[Any, Any], list[dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -277,3 +277,15 @@ def test_a_malformed_envelope_is_not_echoed_whole(field: str) -> None:
     (review if field != "operation" else review["request"])[field] = "w" * 1_000_000
     status, payload = handler().handle(json.dumps(review).encode())
     assert status == 400 and len(payload) < FEW_KIB
+
+
+def test_invalid_specs_are_not_remembered() -> None:
+    from webhook.memo import cache_stats
+
+    h = handler()
+    for i in range(20):
+        objects = f"- objectName: 'bad name {i} '\n  objectType: nonsense\n" + "#" * 60_000
+        denial(h, pod({"ferry.dev/inject": "true", "ferry.dev/objects": objects}))
+    assert cache_stats()["specs"][2] == 0
+    status, answer, _ = ask(h, pod({"ferry.dev/inject": "true", "ferry.dev/objects": OBJECTS}))
+    assert answer["response"]["allowed"] is True and cache_stats()["specs"][2] == 1
