@@ -35,6 +35,7 @@ from typing import Any, TextIO
 import yaml
 
 from fetcher import add_version_option
+from fetcher.spec import load_manifests
 from webhook.decide import NAMESPACE_OPT_IN_LABEL
 from webhook.settings import Settings, SettingsError
 
@@ -110,6 +111,9 @@ def _parser() -> argparse.ArgumentParser:
 
 # --- inject --------------------------------------------------------------------
 
+# The manifests `inject` reads at once: a whole kustomize build of a large app fits.
+MAX_INJECT_BYTES = 16 * 1024 * 1024
+
 
 def _inject(args: argparse.Namespace, settings: Settings) -> int:
     from webhook.view import secret_provider_classes_in
@@ -117,12 +121,13 @@ def _inject(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
-        documents = list(yaml.safe_load_all(text))
+        origin = "standard input" if args.filename == "-" else args.filename
+        documents = load_manifests(text, origin, max_bytes=MAX_INJECT_BYTES)
         # SecretProviderClasses in the same stream as the workloads count, as `kubectl apply -f` would create them.
         view = _static_view(
             args.secret_provider_class, args.namespace_annotations, secret_provider_classes_in(documents)
         )
-    except (OSError, ValueError, yaml.YAMLError) as exc:
+    except (OSError, ValueError) as exc:  # ManifestError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     native = (args.native_sidecars or settings.native_sidecars) != "false"
@@ -195,7 +200,7 @@ def _load_namespaces(path: str | None) -> tuple[dict[str, dict[str, str]], dict[
         return {}, {}
     result: dict[str, dict[str, str]] = {}
     labels: dict[str, dict[str, str]] = {}
-    for index, doc in enumerate(yaml.safe_load_all(Path(path).read_text()), start=1):
+    for index, doc in enumerate(load_manifests(Path(path).read_bytes(), path), start=1):
         if doc is None:
             continue
         if not isinstance(doc, Mapping):

@@ -166,7 +166,9 @@ class AdmissionHandler:
         is_pod = decision.reason != NOT_A_POD_CREATE
         if is_pod:
             meta = (request.get("object") or {}).get("metadata") or {}
-            entry["pod"] = meta.get("name") or meta.get("generateName")
+            name = meta.get("name") or meta.get("generateName")
+            # A name the API server would refuse can still reach /mutate: the log line stays short.
+            entry["pod"] = name[:253] if isinstance(name, str) else None
         entry.update(decision.log_fields)
         if dry_run and is_pod:
             entry["dryRun"] = True

@@ -252,9 +252,9 @@ def test_the_sync_hook_is_made_only_for_secret_objects_and_needs_the_owner_env()
 def test_the_role_command_prints_a_role_for_exactly_the_class_secrets(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    manifest = spc(
-        parameters={"objects": "[]"}, secretObjects=SECRET_OBJECTS + [{**SECRET_OBJECTS[0], "secretName": "tls"}]
-    )
+    # A JSON round trip: no part shared between the two entries, so the YAML holds no alias.
+    secret_objects = json.loads(json.dumps(SECRET_OBJECTS + [{**SECRET_OBJECTS[0], "secretName": "tls"}]))
+    manifest = spc(parameters={"objects": "[]"}, secretObjects=secret_objects)
     path = tmp_path / "spc.yaml"
     path.write_text(yaml.safe_dump_all([{"kind": "Namespace"}, manifest]))
     assert main(["role", "--secret-provider-class", str(path), "--service-account", "shop-api"]) == 0
