@@ -21,7 +21,7 @@ Whatever a SecretProviderClass holds that Ferry does not act on becomes an
 admission warning naming it (`fetcher.spec.secret_provider_class_warnings`).
 
 A spec is built once per distinct input (parsing the objects YAML dominates
-admission); the cache is `webhook.memo`'s.
+admission): `webhook.specbuild` builds it, and the cache is `webhook.memo`'s.
 """
 
 from __future__ import annotations
@@ -51,13 +51,10 @@ from fetcher.spec import (
     DEFAULT_MOUNT_PATH,
     SPC_FIELD_NAMES,
     FetchSpec,
-    SpecError,
-    build_spec,
     join_problems,
     parse_duration,
     quote,
     secret_provider_class_warnings,
-    spec_from_secret_provider_class,
 )
 from webhook import memo
 from webhook.decide import (
@@ -81,6 +78,7 @@ from webhook.podshape import (
     select_containers,
 )
 from webhook.settings import Settings
+from webhook.specbuild import SpecOptions, inline_spec, spc_spec, trimmed_spc
 from webhook.view import SPC_TOO_LARGE
 
 # (namespace, name) -> SecretProviderClass API JSON, or None when it does not exist.
@@ -190,7 +188,7 @@ def resolve_spec(
         (value_of(pod_ann, ANNOTATION_REFRESH_INTERVAL), ANNOTATION_REFRESH_INTERVAL),
         (value_of(ns_ann, ANNOTATION_REFRESH_INTERVAL), f"namespace {ns} annotation {ANNOTATION_REFRESH_INTERVAL}"),
     )
-    options = _SpecOptions(
+    options = SpecOptions(
         refresh=refresh,
         file_uid=uid,
         file_gid=gid,
@@ -234,9 +232,7 @@ def resolve_spec(
             "outputFormats": formats_label or ANNOTATION_OUTPUT_FORMATS,
             **labels,
         }
-        built = _inline_spec(
-            pod_objects, region, failover, pod_translation, options, names, pod_secret_objects, formats
-        )
+        built = inline_spec(pod_objects, region, failover, pod_translation, options, names, pod_secret_objects, formats)
         if isinstance(built, memo.BuiltSpec):
             spec, spec_json = built.spec, built.json
         else:
@@ -285,7 +281,7 @@ def resolve_spec(
             overrides["outputFormats"] = formats
             names["outputFormats"] = formats_label or ANNOTATION_OUTPUT_FORMATS
         warnings.extend(secret_provider_class_warnings(manifest, f"{source}: "))
-        built = _spc_spec(_trimmed_spc(manifest, ns, spc_name, overrides), options, names)
+        built = spc_spec(trimmed_spc(manifest, ns, spc_name, overrides), options, names)
         if isinstance(built, memo.BuiltSpec):
             spec, spec_json = built.spec, built.json
         else:
@@ -331,106 +327,6 @@ def _unhealthy_after(value: str | None, settings: Settings, problems: list[str])
             "use a few refresh intervals (for example 10m), or 0 for no liveness probe"
         )
     return seconds
-
-
-# --- Spec building, once per distinct input (see webhook.memo). ------------------
-# Content, not resourceVersion, is the key: files given with --secret-provider-class have no resourceVersion.
-
-
-@dataclass(frozen=True)
-class _SpecOptions:
-    refresh: str | None
-    file_uid: int | None
-    file_gid: int | None
-    notify_url: str | None
-    notify_signal: str | None
-    min_refresh_seconds: float
-
-    def as_arguments(self) -> dict[str, Any]:
-        return {
-            "refresh_interval": self.refresh,
-            "file_uid": self.file_uid,
-            "file_gid": self.file_gid,
-            "notify_url": self.notify_url,
-            "notify_signal": self.notify_signal,
-            "min_refresh_seconds": self.min_refresh_seconds,
-        }
-
-
-def _inline_spec(
-    objects: str,
-    region: str | None,
-    failover: str | None,
-    translation: str | None,
-    options: _SpecOptions,
-    names: Mapping[str, str],
-    secret_objects: str | None = None,
-    output_formats: str | None = None,
-) -> memo.SpecResult:
-    def build() -> memo.SpecResult:
-        try:
-            return memo.BuiltSpec.of(
-                build_spec(
-                    objects=objects,
-                    region=region,
-                    failover_region=failover,
-                    path_translation=translation,
-                    field_names=names,
-                    secret_objects=secret_objects,
-                    output_formats=output_formats,
-                    **options.as_arguments(),
-                )
-            )
-        except SpecError as exc:
-            return exc.problems
-
-    key = (
-        "inline",
-        objects,
-        region,
-        failover,
-        translation,
-        options,
-        tuple(names.items()),
-        secret_objects,
-        output_formats,
-    )
-    return memo.remembered_spec(key, build)
-
-
-def _trimmed_spc(
-    manifest: Mapping[str, Any], namespace: str, name: str, overrides: Mapping[str, str | None]
-) -> dict[str, Any]:
-    """The SPC as the spec model should see it: only what matters, with the pod's overrides merged in."""
-    spec = manifest.get("spec")
-    body = dict(spec) if isinstance(spec, Mapping) else {}
-    params = body.get("parameters")
-    merged = dict(params) if isinstance(params, Mapping) else {}
-    for key, value in overrides.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = value
-    body["parameters"] = merged
-    return {
-        "apiVersion": manifest.get("apiVersion"),
-        "kind": manifest.get("kind"),
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": body,
-    }
-
-
-def _spc_spec(trimmed: Mapping[str, Any], options: _SpecOptions, names: Mapping[str, str]) -> memo.SpecResult:
-    def build() -> memo.SpecResult:
-        try:
-            return memo.BuiltSpec.of(
-                spec_from_secret_provider_class(trimmed, field_names=names, **options.as_arguments())
-            )
-        except SpecError as exc:
-            return exc.problems
-
-    key = ("spc", memo.content_key(trimmed), options, tuple(names.items()))
-    return memo.remembered_spec(key, build)
 
 
 def _too_large_message(via: str, source: str, too_large: Mapping[str, Any]) -> str:
