@@ -275,8 +275,10 @@ def test_sidecar_process_keeps_last_good_files_through_a_fault_window_then_refre
 
 
 def _in_process_sidecar(
-    proxy: FaultProxy, target: Path, interval: float, max_backoff: float, read_timeout: float = 0.3
+    proxy: FaultProxy, target: Path, interval: float, max_backoff: float, read_timeout: float = 2.0
 ) -> tuple[threading.Event, threading.Thread, AwsClients]:
+    # The read timeout stays well below the timeout fault's hold (5 s), and well above what a loaded 2-core
+    # machine can add to a healthy reply: a spurious timeout would count as one more failure.
     spec = app_spec(refresh_seconds=interval, with_parameter=False)
     clients = AwsClients(AwsSettings(max_attempts=1, connect_timeout=0.3, read_timeout=read_timeout))
     state = RefreshState(spec=spec, clients=clients, target_dir=target)
