@@ -59,7 +59,6 @@ LIBRARIES = (
 )
 
 
-
 # --- Machine ---------------------------------------------------------------------
 
 
@@ -296,7 +295,6 @@ def _cell(value: Any) -> str:
 
 
 # --- Network helpers -------------------------------------------------------------
-
 
 
 def wait_for_port(port: int, timeout: float, process: subprocess.Popen[Any] | None = None) -> None:
