@@ -59,6 +59,7 @@ LIBRARIES = (
 )
 
 
+
 # --- Machine ---------------------------------------------------------------------
 
 
@@ -295,6 +296,7 @@ def _cell(value: Any) -> str:
 
 
 # --- Network helpers -------------------------------------------------------------
+
 
 
 def wait_for_port(port: int, timeout: float, process: subprocess.Popen[Any] | None = None) -> None:

@@ -44,7 +44,9 @@ def test_a_huge_error_code_and_message_stay_a_few_hundred_characters(
     assert message.startswith("secret 'db' in us-east-1: OddOdd")
 
 
-def test_control_characters_from_aws_never_reach_the_message(http_stub: StubFactory, moto: Any, tmp_path: Path) -> None:
+def test_control_characters_from_aws_never_reach_the_message(
+    http_stub: StubFactory, moto: Any, tmp_path: Path
+) -> None:
     stub = http_stub(lambda request: aws_json_error(400, "ValidationException", "line one\nline\x1b[31m two\r\x00"))
     message = init_against(stub, moto, tmp_path, [{"objectName": "db", "objectType": "secretsmanager"}])
     assert "(line one line [31m two)" in message

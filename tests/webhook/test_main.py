@@ -229,7 +229,6 @@ def test_in_process_pass_through_and_list() -> None:
     assert again.document == result.document and again.decision is not None
     assert again.decision.outcome == "reinvoked"
 
-
 @pytest.mark.parametrize(("labels", "injected"), [({}, False), ({"ferry.dev/inject": "enabled"}, True)])
 def test_namespace_opt_in_counts_only_with_the_label_as_in_a_cluster(
     tmp_path: Path, labels: dict[str, str], injected: bool

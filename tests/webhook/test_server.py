@@ -215,6 +215,7 @@ SERVE_SCRIPT = textwrap.dedent(
 )
 
 
+
 def test_serve_finishes_in_flight_requests_on_sigterm(tls_dir: Path, bundle: CertBundle) -> None:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
