@@ -33,6 +33,7 @@ from typing import Any, TextIO
 
 import yaml
 
+from fetcher.spec import load_manifests
 from webhook.settings import Settings, SettingsError
 
 log = logging.getLogger("ferry.webhook")
@@ -101,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
 
 # --- inject --------------------------------------------------------------------
 
+# The manifests `inject` reads at once: a whole kustomize build of a large app fits.
+MAX_INJECT_BYTES = 16 * 1024 * 1024
+
 
 def _inject(args: argparse.Namespace, settings: Settings) -> int:
     from webhook.workloads import InjectionDenied, inject_manifest
@@ -108,8 +112,9 @@ def _inject(args: argparse.Namespace, settings: Settings) -> int:
     try:
         view = _static_view(args.secret_provider_class, args.namespace_annotations)
         text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
-        documents = list(yaml.safe_load_all(text))
-    except (OSError, ValueError, yaml.YAMLError) as exc:
+        origin = "standard input" if args.filename == "-" else args.filename
+        documents = load_manifests(text, origin, max_bytes=MAX_INJECT_BYTES)
+    except (OSError, ValueError) as exc:  # ManifestError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     native = (args.native_sidecars or settings.native_sidecars) != "false"
@@ -183,7 +188,7 @@ def _load_namespace_annotations(path: str | None) -> dict[str, dict[str, str]]:
         return {}
     result: dict[str, dict[str, str]] = {}
     labels: dict[str, Mapping[str, Any]] = {}
-    for index, doc in enumerate(yaml.safe_load_all(Path(path).read_text()), start=1):
+    for index, doc in enumerate(load_manifests(Path(path).read_bytes(), path), start=1):
         if doc is None:
             continue
         if not isinstance(doc, Mapping):

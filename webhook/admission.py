@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-from fetcher.spec import ANNOTATION_STATUS, STATUS_INJECTED
+from fetcher.spec import ANNOTATION_STATUS, STATUS_INJECTED, bounded, quote
 from webhook.decide import Denial, Skip, decide_injection, status_of
 from webhook.memo import AdmissionMemo, RecordingLookup, pod_key
 from webhook.mutate import mutate_pod, plan_sidecar, reinvoked_pod
@@ -108,8 +108,11 @@ def admit(
     pod = request.get("object")
     if not isinstance(pod, dict):
         raise MalformedReview("request.object is missing for a pod CREATE")
-    meta = pod.get("metadata") or {}
-    namespace = request.get("namespace") or meta.get("namespace") or "default"
+    namespace = request.get("namespace")
+    if not namespace:
+        # The API server always names the namespace of a pod CREATE. Falling back to the pod's own
+        # metadata.namespace would let any caller of /mutate pick a namespace and read its classes back.
+        raise MalformedReview("request.namespace is missing for a pod CREATE; the API server always sends it")
     namespace_obj = view.namespace(namespace)
     key = pod_key(namespace, pod) if memo is not None else b""
     if memo is not None:
@@ -131,8 +134,10 @@ def admit(
         # keeps traffic away then; this covers a request that arrives anyway.
         admission = Admission("denied", "not-ready", pod, message=NOT_READY_MESSAGE)
     decision = _encoded(admission, pod, namespace)
-    if memo is not None and ready:
-        memo.remember(key, decision, namespace_obj, lookup.read)
+    if memo is not None and ready and decision.outcome != "denied":
+        # Denials are not remembered: they are rare, cheap to make again, and a hostile pod's denial must
+        # not stay resident. What is remembered is bounded in bytes by the memo.
+        memo.remember(key, decision, namespace_obj, lookup.read, size=len(decision.head) + len(decision.tail))
     return decision
 
 
@@ -155,7 +160,8 @@ def admit_pod(
                 "denied",
                 "invalid-annotation",
                 original,
-                message=f"{ANNOTATION_STATUS}: {status!r} is written by Ferry (only {STATUS_INJECTED!r}); remove it",
+                message=f"{ANNOTATION_STATUS}: {quote(status)} is written by Ferry "
+                f"(only {STATUS_INJECTED!r}); remove it",
             )
         reason, refreshed, warnings = reinvoked_pod(original)
         return Admission("reinvoked", reason, refreshed, warnings=warnings)
@@ -186,7 +192,9 @@ def _encoded(admission: Admission, pod: Mapping[str, Any] | None, namespace: str
         fields["warnings"] = len(admission.warnings)
     patch: list[dict[str, Any]] = []
     if admission.outcome == "denied":
-        response = build_response("", allowed=False, code=403, reason="Forbidden", message=admission.message)
+        response = build_response(
+            "", allowed=False, code=403, reason="Forbidden", message=bounded(admission.message or "")
+        )
     else:
         if pod is not None:
             patch = make_pod_patch(pod, admission.pod) if admission.pod is not pod else []
@@ -201,7 +209,7 @@ def _encoded(admission: Admission, pod: Mapping[str, Any] | None, namespace: str
         namespace,
         fields,
         admission.warnings,
-        admission.message if admission.outcome == "denied" else None,
+        bounded(admission.message or "") if admission.outcome == "denied" else None,
         encoded[:split],
         encoded[split + 2 :],
     )

@@ -249,7 +249,8 @@ class AdmissionHandler:
         if is_pod:
             meta = (request.get("object") or {}).get("metadata") or {}
             name = meta.get("name") or meta.get("generateName")
-            entry["pod"] = bounded(str(name), LOG_TEXT_LIMIT) if name is not None else None
+            # A name the API server would refuse can still reach /mutate: the log line stays short.
+            entry["pod"] = bounded(name, LOG_TEXT_LIMIT) if isinstance(name, str) else None
         entry.update(decision.log_fields)
         if decision.outcome == "denied" and decision.message:
             entry["message"] = bounded(decision.message, LOG_TEXT_LIMIT)

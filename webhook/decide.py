@@ -10,6 +10,7 @@ or a `Denial` whose message names what to edit. Pure: dicts in, values out.
 from __future__ import annotations
 
 import difflib
+import heapq
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -105,12 +106,15 @@ def decide_injection(
                 # Namespace-wide opt-in, but nothing to fetch: this pod did not ask for secrets.
                 return Skip("nothing-named")
             return None
-    leftovers = sorted(key for key in pod_annotations if key.startswith(ANNOTATION_PREFIX))
+    leftovers = [key for key in pod_annotations if key.startswith(ANNOTATION_PREFIX)]
     if leftovers:
+        listed = ", ".join(short(key) for key in heapq.nsmallest(MAX_REPORTED_KEYS, leftovers))
+        if len(leftovers) > MAX_REPORTED_KEYS:
+            listed += f" and {len(leftovers) - MAX_REPORTED_KEYS} more"
         return Skip(
             "not-requested",
             (
-                f'{", ".join(leftovers)} set but {ANNOTATION_INJECT} is not "true" on the pod or its namespace; '
+                f'{listed} set but {ANNOTATION_INJECT} is not "true" on the pod or its namespace; '
                 "this pod starts without secrets",
             ),
         )
@@ -121,15 +125,35 @@ def status_of(pod: Mapping[str, Any]) -> str | None:
     return annotations_of(pod).get(ANNOTATION_STATUS)
 
 
+# Unknown ferry.dev/ keys named in a denial, each with a suggestion; past that they are only counted, so a pod
+# with 90,000 of them costs a count, not 90,000 fuzzy searches.
+MAX_REPORTED_KEYS = 5
+# An annotation key is a qualified name: a 253-character prefix, a slash and a 63-character name.
+MAX_ANNOTATION_KEY_CHARS = 317
+
+
 def unknown_keys(annotations: Mapping[str, str], known: frozenset[str]) -> str:
-    """One message for every ``ferry.dev/`` key that is not in `known`, with the closest known key."""
+    """One message for the ``ferry.dev/`` keys that are not in `known`, with the closest known key for the first few."""
+    unknown = [key for key in annotations if key.startswith(ANNOTATION_PREFIX) and key not in known]
+    if not unknown:
+        return ""
+    shown = heapq.nsmallest(MAX_REPORTED_KEYS, unknown)
+    known_sorted = sorted(known)
     problems = []
-    for key in sorted(annotations):
-        if key.startswith(ANNOTATION_PREFIX) and key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.7)
-            hint = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(sorted(known))}"
-            problems.append(f"{key}: is not a Ferry annotation; {hint}")
+    for key in shown:
+        fits = len(key) <= MAX_ANNOTATION_KEY_CHARS
+        close = difflib.get_close_matches(key, known_sorted, n=1, cutoff=0.7) if fits else []
+        hint = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(known_sorted)}"
+        problems.append(f"{short(key)}: is not a Ferry annotation; {hint}")
+    if len(unknown) > MAX_REPORTED_KEYS:
+        more = len(unknown) - MAX_REPORTED_KEYS
+        problems.append(f"and {more} more {ANNOTATION_PREFIX} keys that Ferry does not know")
     return "; ".join(problems)
+
+
+def short(text: str, limit: int = 100) -> str:
+    """A user's key or name, cut to `limit` characters, for a message."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def names_secrets(annotations: Mapping[str, str]) -> bool:

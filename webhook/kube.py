@@ -21,11 +21,17 @@ The read interface (`ClusterView`) and its file-backed twin (`StaticView`, for
 `webhook.view`, which imports no Kubernetes client; they are re-exported here.
 
 Objects are plain API JSON dicts (camelCase keys, as the API server sent
-them), without ``metadata.managedFields``. Callers must not mutate them.
+them), cut down to what admission reads (`slim_namespace`,
+`slim_secret_provider_class`): any tenant may create SecretProviderClasses, and
+whole objects of a megabyte each once grew every replica by hundreds of MB.
+Each kept class is bounded, and so are all of them together; one past either
+bound is kept as "too large", so pods naming it get a denial that says so.
+Lists are paginated in small pages. Callers must not mutate the objects.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -41,11 +47,14 @@ import kubernetes.config
 import kubernetes.watch
 import yaml
 
+from fetcher.spec import ANNOTATION_KEYS
 from webhook.reflector import Reflector
 from webhook.view import (
+    MAX_SPC_BYTES,
     SPC_GROUP,
     SPC_KIND,
     SPC_PLURAL,
+    SPC_TOO_LARGE,
     SPC_VERSION,
     ClusterView,
     StaticView,
@@ -73,6 +82,81 @@ log = logging.getLogger(__name__)
 
 NAMESPACES = "namespaces"
 
+# What all kept SecretProviderClasses may count for, in bytes of the fields Ferry reads. Past it, a class is
+# remembered only as "too large", and pods naming it are denied with that message.
+MAX_SPC_CACHE_BYTES = 64 * 1024 * 1024
+# Objects per list page: a page is parsed whole before it is slimmed, so pages of classes (up to 1.5 MB each
+# in etcd) are small; namespaces carry at most 256 KiB of annotations.
+SPC_PAGE_SIZE = 10
+NAMESPACE_PAGE_SIZE = 100
+# A namespace's Ferry annotations kept: the known keys, and a few unknown ones (named in a warning, values
+# dropped); each value cut to this many characters, far above any valid value, so a cut one still fails
+# validation with a message that names the annotation.
+MAX_NAMESPACE_VALUE_CHARS = 1024
+MAX_UNKNOWN_NAMESPACE_KEYS = 5
+_FERRY_PREFIX = "ferry.dev/"
+
+
+_KNOWN_KEYS = frozenset(ANNOTATION_KEYS)
+
+
+def slim_namespace(obj: dict[str, Any], left: int) -> tuple[dict[str, Any], int]:
+    """A Namespace as the cache keeps it: name, resourceVersion and bounded Ferry annotations."""
+    del left  # a kept namespace is a few KiB at most; namespaces are not created by tenants
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    assert isinstance(meta, dict)
+    raw = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
+    assert isinstance(raw, dict)
+    annotations: dict[str, str] = {}
+    unknown = 0
+    for key, value in raw.items():
+        if not isinstance(key, str) or not key.startswith(_FERRY_PREFIX):
+            continue
+        if key in _KNOWN_KEYS:
+            annotations[key] = str(value)[:MAX_NAMESPACE_VALUE_CHARS]
+        elif unknown < MAX_UNKNOWN_NAMESPACE_KEYS:
+            unknown += 1
+            annotations[key[:MAX_NAMESPACE_VALUE_CHARS]] = ""
+    kept = {
+        "apiVersion": obj.get("apiVersion", "v1"),
+        "kind": obj.get("kind", "Namespace"),
+        "metadata": {
+            "name": meta.get("name"),
+            "resourceVersion": meta.get("resourceVersion"),
+            "annotations": annotations,
+        },
+    }
+    return kept, sum(len(key) + len(value) for key, value in annotations.items()) + 200
+
+
+def slim_secret_provider_class(obj: dict[str, Any], left: int) -> tuple[dict[str, Any], int]:
+    """A SecretProviderClass as the cache keeps it: the identity and the fields Ferry reads, bounded.
+
+    Over MAX_SPC_BYTES, or past what the cache may still spend (`left`), only the identity and the
+    SPC_TOO_LARGE marker are kept.
+    """
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    assert isinstance(meta, dict)
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    assert isinstance(spec, dict)
+    kept: dict[str, Any] = {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+    }
+    read = {field: spec[field] for field in ("provider", "parameters", "secretObjects") if field in spec}
+    size = len(json.dumps(read, separators=(",", ":")))
+    limit = min(MAX_SPC_BYTES, left)
+    if size > limit:
+        kept[SPC_TOO_LARGE] = {"bytes": size, "limit": limit, "cacheFull": size <= MAX_SPC_BYTES}
+        return kept, 300
+    kept["spec"] = read
+    return kept, size + 300
+
 
 class KubeConfigError(RuntimeError):
     """A kubeconfig exists but cannot be used (bad file, unknown context)."""
@@ -94,6 +178,7 @@ class WatchCache(ClusterView):
         backoff_initial: float = 0.5,
         watch_timeout_seconds: float = 300.0,
         request_timeout: float = 30.0,
+        max_spc_bytes: int = MAX_SPC_CACHE_BYTES,
     ) -> None:
         self._stop = threading.Event()
         self._started = False
@@ -111,10 +196,27 @@ class WatchCache(ClusterView):
             "request_timeout": request_timeout,
         }
         self._namespaces = Reflector(
-            NAMESPACES, "Namespace", "v1", core.list_namespace, name_key, optional=False, **common
+            NAMESPACES,
+            "Namespace",
+            "v1",
+            core.list_namespace,
+            name_key,
+            optional=False,
+            slimmer=slim_namespace,
+            page_size=NAMESPACE_PAGE_SIZE,
+            **common,
         )
         self._spcs = Reflector(
-            SPC_PLURAL, SPC_KIND, f"{SPC_GROUP}/{SPC_VERSION}", list_spcs, namespaced_key, optional=True, **common
+            SPC_PLURAL,
+            SPC_KIND,
+            f"{SPC_GROUP}/{SPC_VERSION}",
+            list_spcs,
+            namespaced_key,
+            optional=True,
+            slimmer=slim_secret_provider_class,
+            page_size=SPC_PAGE_SIZE,
+            max_total_bytes=max_spc_bytes,
+            **common,
         )
         self._reflectors = (self._namespaces, self._spcs)
 

@@ -36,6 +36,10 @@ V = TypeVar("V")
 
 # Distinct pods remembered; each entry is a patch of a few KB.
 MAX_ENTRIES = 512
+# And at most this many bytes of encoded answers in all, none larger than MAX_ENTRY_BYTES: a few huge pods
+# (a 3 MiB body can make a patch as large) must not pin hundreds of MB.
+MAX_MEMO_BYTES = 16 * 1024 * 1024
+MAX_ENTRY_BYTES = 256 * 1024
 # Distinct specs, serialized specs and pruned diffs remembered.
 MAX_SPECS = 512
 MAX_DIFFS = 256
@@ -50,12 +54,15 @@ class BoundedCache(Generic[K, V]):
         self.hits = 0
         self.misses = 0
 
-    def get_or_compute(self, key: K, compute: Callable[[], V]) -> V:
+    def get_or_compute(self, key: K, compute: Callable[[], V], keep: Callable[[V], bool] | None = None) -> V:
+        """The value for `key`, computed on a miss and kept unless `keep` says otherwise."""
         try:
             value = self._entries[key]
         except KeyError:
             self.misses += 1
             value = compute()
+            if keep is not None and not keep(value):
+                return value
             self._entries[key] = value
             if len(self._entries) > self._max_entries:
                 self._entries.popitem(last=False)
@@ -96,7 +103,8 @@ def remembered_spec(key: Hashable, build: Callable[[], SpecResult]) -> SpecResul
 
     `key` must hold every input `build` reads; `content_key` makes one from JSON-like values.
     """
-    return _SPECS.get_or_compute(key, build)
+    # Only valid specs are kept: problems belong to a denial, and denials are never remembered.
+    return _SPECS.get_or_compute(key, build, keep=lambda result: isinstance(result, BuiltSpec))
 
 
 def remembered_diff(before: Any, after: Any, diff: Callable[[Any, Any], list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -220,17 +228,28 @@ class Remembered(NamedTuple):
     """An answer, and what it was computed from."""
 
     answer: Any
+    # Bytes the answer holds, counted against the memo's byte bound.
+    size: int
     namespace: _Seen
     # (namespace, name) of each SecretProviderClass looked up, and what the lookup returned.
     spcs: tuple[tuple[tuple[str, str], _Seen], ...]
 
 
 class AdmissionMemo(Generic[V]):
-    """A bounded LRU of answers, each valid while its inputs are unchanged."""
+    """An LRU of answers bounded in entries and in bytes, each valid while its inputs are unchanged."""
 
-    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+    def __init__(
+        self,
+        max_entries: int = MAX_ENTRIES,
+        *,
+        max_bytes: int = MAX_MEMO_BYTES,
+        max_entry_bytes: int = MAX_ENTRY_BYTES,
+    ) -> None:
         self._entries: OrderedDict[bytes, Remembered] = OrderedDict()
         self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._max_entry_bytes = max_entry_bytes
+        self.bytes = 0
         self.hits = 0
         self.misses = 0
 
@@ -259,13 +278,28 @@ class AdmissionMemo(Generic[V]):
         answer: V,
         namespace_obj: Mapping[str, Any] | None,
         spcs_read: Mapping[tuple[str, str], Mapping[str, Any] | None],
+        *,
+        size: int = 0,
     ) -> None:
+        """Keep `answer` (of `size` bytes) for `key`; an answer over the per-entry bound is not kept."""
+        self.forget(key)
+        if size > self._max_entry_bytes:
+            return
         self._entries[key] = Remembered(
-            answer, _Seen.of(namespace_obj), tuple((ref, _Seen.of(obj)) for ref, obj in spcs_read.items())
+            answer, size, _Seen.of(namespace_obj), tuple((ref, _Seen.of(obj)) for ref, obj in spcs_read.items())
         )
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+        self.bytes += size
+        while len(self._entries) > self._max_entries or self.bytes > self._max_bytes:
+            _, evicted = self._entries.popitem(last=False)
+            self.bytes -= evicted.size
+
+    def forget(self, key: bytes) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry.size
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 class RecordingLookup:

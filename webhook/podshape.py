@@ -14,7 +14,7 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fetcher.spec import ANNOTATION_CONTAINERS, ANNOTATION_MOUNT_PATH, DEFAULT_MOUNT_PATH
+from fetcher.spec import ANNOTATION_CONTAINERS, ANNOTATION_MOUNT_PATH, DEFAULT_MOUNT_PATH, quote
 from webhook.volumes import VOLUME_NAME
 
 # Containers plus init containers in a pod Ferry injects into: far above any real pod, and a bound on the
@@ -48,6 +48,12 @@ FORBIDDEN_MOUNT_TREES = (
 # whole directory, e.g. the app's writable /tmp.
 FORBIDDEN_MOUNT_PATHS = frozenset({"/", "/tmp", "/var", "/var/run", "/run", "/home", "/opt", "/srv", "/root"})
 MAX_MOUNT_PATH_CHARS = 512
+# A container name is a DNS label (63 characters); a longer one in ferry.dev/containers names nothing.
+MAX_CONTAINER_NAME_CHARS = 63
+# A denial names at most this many unknown containers, and lists at most this many of the pod's: the answer
+# stays a few KiB whatever the pod holds, and the suggestion search (difflib) runs a bounded number of times.
+MAX_REPORTED_NAMES = 5
+MAX_LISTED_NAMES = 20
 
 
 def check_container_count(spec: Mapping[str, Any]) -> str | None:
@@ -67,10 +73,10 @@ def check_mount_path(raw: str | None, problems: list[str]) -> str | None:
     path = raw.strip()
     label = ANNOTATION_MOUNT_PATH
     if not path.startswith("/"):
-        problems.append(f"{label}: {raw!r} must be an absolute path like {DEFAULT_MOUNT_PATH}")
+        problems.append(f"{label}: {quote(raw)} must be an absolute path like {DEFAULT_MOUNT_PATH}")
         return None
     if len(path) > MAX_MOUNT_PATH_CHARS or any(not ch.isprintable() for ch in path):
-        problems.append(f"{label}: {raw!r} must be a printable path of at most {MAX_MOUNT_PATH_CHARS} characters")
+        problems.append(f"{label}: {quote(raw)} must be a printable path of at most {MAX_MOUNT_PATH_CHARS} characters")
         return None
     normalized = posixpath.normpath(path)
     if normalized.startswith("//"):
@@ -106,15 +112,44 @@ def select_containers(spec: Mapping[str, Any], raw: str | None, problems: list[s
         return ()
     chosen: list[str] = []
     known_set = frozenset(known)
+    unknown = 0
+    listed = False
     for name in names:
         if name in known_set:
             if name not in chosen:
                 chosen.append(name)
             continue
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]}?" if close else f"this pod has: {', '.join(known) or 'no containers'}"
-        problems.append(f"{ANNOTATION_CONTAINERS}: no container named {name!r} in this pod; {hint}")
+        unknown += 1
+        if unknown > MAX_REPORTED_NAMES:
+            continue
+        problem = f"{ANNOTATION_CONTAINERS}: no container named {quote(name)} in this pod"
+        close = _closest(name, known)
+        if close:
+            problem += f"; did you mean {close}?"
+        elif not listed:
+            # The pod's names are listed once per denial, however many names are unknown.
+            problem += f"; this pod has: {list_names(known) or 'no containers'}"
+            listed = True
+        problems.append(problem)
+    if unknown > MAX_REPORTED_NAMES:
+        problems.append(
+            f"{ANNOTATION_CONTAINERS}: {unknown - MAX_REPORTED_NAMES} more names match no container in this pod"
+        )
     return tuple(chosen)
+
+
+def _closest(name: str, known: Sequence[str]) -> str | None:
+    """The container name closest to `name`, if any is close; no search for a name no container can have."""
+    if len(name) > MAX_CONTAINER_NAME_CHARS:
+        return None
+    close = difflib.get_close_matches(name, known[:MAX_POD_CONTAINERS], n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def list_names(names: Sequence[str], limit: int = MAX_LISTED_NAMES) -> str:
+    """Up to `limit` names, each cut short, and how many more there are: a bounded echo of a user's list."""
+    shown = ", ".join(name if len(name) <= 64 else name[:61] + "..." for name in names[:limit])
+    return f"{shown} and {len(names) - limit} more" if len(names) > limit else shown
 
 
 def check_reserved_names(spec: Mapping[str, Any], problems: list[str]) -> None:
@@ -130,6 +165,34 @@ def check_reserved_names(spec: Mapping[str, Any], problems: list[str]) -> None:
             problems.append(f"spec.volumes: the name {VOLUME_NAME!r} is reserved for Ferry's volume; rename it")
 
 
+def check_own_volume_mounts(spec: Mapping[str, Any], problems: list[str]) -> None:
+    """Deny any container that mounts Ferry's volume itself.
+
+    The pod does not declare the volume (check_reserved_names), so such a mount would dangle and the API
+    server would refuse it; but Ferry adds the volume, and then the mount becomes valid, writable, and
+    reaches containers that ferry.dev/containers leaves out. Forcing readOnly would still hand secrets to an
+    excluded container and silently change what the user wrote, so the pod is refused: Ferry alone mounts
+    its volume, read-only, into the selected containers.
+    """
+    offenders: list[str] = []
+    for group in ("initContainers", "containers"):
+        for container in spec.get(group) or []:
+            if not isinstance(container, Mapping):
+                continue
+            mounts = container.get("volumeMounts") or []
+            if isinstance(mounts, list) and any(
+                isinstance(mount, Mapping) and mount.get("name") == VOLUME_NAME for mount in mounts
+            ):
+                name = container.get("name")
+                offenders.append(f"spec.{group}[{quote(name) if isinstance(name, str) else '?'}]")
+    if offenders:
+        problems.append(
+            f"{list_names(offenders, MAX_REPORTED_NAMES)} mount the volume {VOLUME_NAME!r}, which is Ferry's: remove "
+            f"those volumeMounts. Ferry mounts it read-only at {ANNOTATION_MOUNT_PATH} into the containers that "
+            f"{ANNOTATION_CONTAINERS} selects (all of them by default)"
+        )
+
+
 def check_mount_conflicts(
     spec: Mapping[str, Any], containers: Sequence[str], mount_path: str, problems: list[str]
 ) -> None:
@@ -141,8 +204,8 @@ def check_mount_conflicts(
             for mount in container.get("volumeMounts") or []:
                 if isinstance(mount, Mapping) and posixpath.normpath(str(mount.get("mountPath", ""))) == mount_path:
                     problems.append(
-                        f"{ANNOTATION_MOUNT_PATH}: container {container.get('name')!r} already mounts volume "
-                        f"{mount.get('name')!r} at {mount_path}; choose another path"
+                        f"{ANNOTATION_MOUNT_PATH}: container {quote(container.get('name'))} already mounts volume "
+                        f"{quote(mount.get('name'))} at {mount_path}; choose another path"
                     )
 
 

@@ -4,7 +4,8 @@ Why it exists: the informer pattern of client-go (list for the state and a
 resourceVersion, watch from there, re-list on 410 Expired, back off on other
 errors, treat a missing CRD as "none yet") is the subtle part of the watch
 cache; it lives here apart from the cache's public face and the client setup.
-Objects are kept as plain API JSON without ``metadata.managedFields``.
+Objects are kept as plain API JSON without ``metadata.managedFields``, cut
+further by the resource's slimmer and counted against its byte budget.
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ from kubernetes.client.exceptions import ApiException
 # The watch cache's logger: its messages read the same whichever module sends them.
 log = logging.getLogger("webhook.kube")
 
-_LIST_PAGE_SIZE = 500
 _HTTP_GONE = 410
 _HTTP_NOT_FOUND = 404
+
+# Turns an object as the API server sent it into what the cache keeps, given the bytes the cache may still
+# spend; returns the kept object and the bytes it counts for.
+Slimmer = Callable[[dict[str, Any], int], tuple[dict[str, Any], int]]
 
 
 def _slim(obj: dict[str, Any], kind: str, api_version: str) -> dict[str, Any]:
@@ -59,6 +63,9 @@ class Reflector:
         *,
         optional: bool,
         stop: threading.Event,
+        slimmer: Slimmer | None = None,
+        page_size: int = 500,
+        max_total_bytes: int = 0,
         backoff_initial: float,
         backoff_max: float,
         watch_timeout: float,
@@ -70,6 +77,12 @@ class Reflector:
         self._list_fn = list_fn
         self._key_fn = key_fn
         self._optional = optional
+        self._slimmer = slimmer
+        self._page_size = page_size
+        # The bytes all kept objects may count for (0: no bound); `bytes_kept` is what they count for now.
+        self._max_total_bytes = max_total_bytes
+        self.bytes_kept = 0
+        self._sizes: dict[Any, int] = {}
         self._stop = stop
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
@@ -140,16 +153,32 @@ class Reflector:
         self.last_activity = time.monotonic()
         self.synced.set()
 
+    def _keep(self, obj: dict[str, Any], items: dict[Any, dict[str, Any]], sizes: dict[Any, int], spent: int) -> int:
+        """Put the object, slimmed and within the byte budget, into `items`; returns the bytes now spent."""
+        obj = _slim(obj, self.kind, self.api_version)
+        key = self._key_fn(obj)
+        if self._slimmer is not None:
+            spent -= sizes.get(key, 0)
+            left = self._max_total_bytes - spent if self._max_total_bytes else 1 << 62
+            obj, size = self._slimmer(obj, left)
+            sizes[key] = size
+            spent += size
+        items[key] = obj
+        return spent
+
     def _list(self) -> None:
+        """A paginated list: pages of `page_size` objects, each slimmed as it arrives, so the peak is one page."""
         items: dict[Any, dict[str, Any]] = {}
-        kwargs: dict[str, Any] = {"limit": _LIST_PAGE_SIZE}
+        sizes: dict[Any, int] = {}
+        spent = 0
+        kwargs: dict[str, Any] = {"limit": self._page_size}
         while True:
             body = self._call(self._list_fn, **kwargs)
-            for obj in body.get("items") or []:
-                obj = _slim(obj, self.kind, self.api_version)
-                items[self._key_fn(obj)] = obj
+            for obj in body.pop("items", None) or []:
+                spent = self._keep(obj, items, sizes, spent)
             metadata = body.get("metadata") or {}
             token = metadata.get("continue")
+            del body
             if not token:
                 break
             kwargs["_continue"] = token
@@ -157,6 +186,8 @@ class Reflector:
             log.info("the %s API is served now", self.resource)
         self.absent = False
         self.items = items
+        self._sizes = sizes
+        self.bytes_kept = spent
         self.resource_version = metadata.get("resourceVersion")
         self.last_activity = time.monotonic()
         self.synced.set()
@@ -208,10 +239,11 @@ class Reflector:
             raise ApiException(status=int(obj.get("code") or 500), reason=str(obj.get("message")))
         rv = (obj.get("metadata") or {}).get("resourceVersion")
         if event_type in ("ADDED", "MODIFIED"):
-            obj = _slim(obj, self.kind, self.api_version)
-            self.items[self._key_fn(obj)] = obj
+            self.bytes_kept = self._keep(obj, self.items, self._sizes, self.bytes_kept)
         elif event_type == "DELETED":
-            self.items.pop(self._key_fn(obj), None)
+            key = self._key_fn(obj)
+            self.items.pop(key, None)
+            self.bytes_kept -= self._sizes.pop(key, 0)
         elif event_type != "BOOKMARK":
             log.debug("ignoring %s watch event of type %r", self.resource, event_type)
         if rv:

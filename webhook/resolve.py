@@ -21,6 +21,7 @@ admission); the cache is `webhook.memo`'s.
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -44,19 +45,31 @@ from fetcher.spec import (
     FetchSpec,
     SpecError,
     build_spec,
+    join_problems,
+    quote,
     spec_from_secret_provider_class,
 )
 from webhook import memo
-from webhook.decide import NAMESPACE_ANNOTATIONS, POD_ANNOTATIONS, Denial, annotations_of, value_of
+from webhook.decide import (
+    MAX_REPORTED_KEYS,
+    NAMESPACE_ANNOTATIONS,
+    POD_ANNOTATIONS,
+    Denial,
+    annotations_of,
+    short,
+    value_of,
+)
 from webhook.podshape import (
     check_container_count,
     check_mount_conflicts,
     check_mount_path,
+    check_own_volume_mounts,
     check_reserved_names,
     file_owner,
     select_containers,
 )
 from webhook.settings import Settings
+from webhook.view import SPC_TOO_LARGE
 
 # (namespace, name) -> SecretProviderClass API JSON, or None when it does not exist.
 SpcLookup = Callable[[str, str], Mapping[str, Any] | None]
@@ -96,11 +109,12 @@ def resolve_spec(
     ns = namespace or (pod.get("metadata") or {}).get("namespace") or _name_of(namespace_obj) or "default"
     pod_ann = annotations_of(pod)
     ns_ann = annotations_of(namespace_obj)
+    # At most MAX_WARNINGS travel anyway (webhook.review); none of the others is even formatted.
+    ignored = [key for key in ns_ann if key.startswith(ANNOTATION_PREFIX) and key not in NAMESPACE_ANNOTATIONS]
     warnings: list[str] = [
-        f"namespace {ns} annotation {key} is {'not a Ferry annotation' if key not in POD_ANNOTATIONS else 'pod-only'}"
-        " and is ignored"
-        for key in sorted(ns_ann)
-        if key.startswith(ANNOTATION_PREFIX) and key not in NAMESPACE_ANNOTATIONS
+        f"namespace {ns} annotation {short(key)} is "
+        f"{'not a Ferry annotation' if key not in POD_ANNOTATIONS else 'pod-only'} and is ignored"
+        for key in heapq.nsmallest(MAX_REPORTED_KEYS, ignored)
     ]
     spec_body: Mapping[str, Any] = pod.get("spec") or {}
     too_many = check_container_count(spec_body)
@@ -113,7 +127,7 @@ def resolve_spec(
     if pod_spc and pod_objects is not None:
         return Denial(
             "conflicting-sources",
-            f"both {ANNOTATION_SECRET_PROVIDER_CLASS} ({pod_spc}) and {ANNOTATION_OBJECTS} are set; "
+            f"both {ANNOTATION_SECRET_PROVIDER_CLASS} ({short(pod_spc)}) and {ANNOTATION_OBJECTS} are set; "
             "Ferry never guesses which one you meant: remove one of them",
         )
     if pod_objects is None and not pod_spc and not ns_spc:
@@ -127,6 +141,7 @@ def resolve_spec(
     mount_path = check_mount_path(pod_ann.get(ANNOTATION_MOUNT_PATH), problems)
     containers = select_containers(spec_body, pod_ann.get(ANNOTATION_CONTAINERS), problems)
     check_reserved_names(spec_body, problems)
+    check_own_volume_mounts(spec_body, problems)
     if mount_path and containers:
         check_mount_conflicts(spec_body, containers, mount_path, problems)
     notify_signal = value_of(pod_ann, ANNOTATION_NOTIFY_SIGNAL)
@@ -200,12 +215,15 @@ def resolve_spec(
         manifest = spc_lookup(ns, spc_name) if _DNS_SUBDOMAIN_RE.match(spc_name) else None
         if manifest is None:
             problems.append(
-                f"{via}: SecretProviderClass {spc_name!r} was not found in namespace {ns}; create it there "
+                f"{via}: SecretProviderClass {quote(spc_name)} was not found in namespace {ns}; create it there "
                 "(Ferry reads it from the pod's own namespace) or correct the name"
                 if _DNS_SUBDOMAIN_RE.match(spc_name)
-                else f"{via}: {spc_name!r} is not a valid SecretProviderClass name"
+                else f"{via}: {quote(spc_name)} is not a valid SecretProviderClass name"
             )
-            return Denial("missing-secret-provider-class", "; ".join(problems))
+            return Denial("missing-secret-provider-class", join_problems(problems))
+        too_large = manifest.get(SPC_TOO_LARGE)
+        if isinstance(too_large, Mapping):
+            return Denial("secret-provider-class-too-large", _too_large_message(via, source, too_large))
         params = _spc_parameters(manifest)
         spc_region = (value_of(params, "region"), source)
         spc_failover = (value_of(params, "failoverRegion"), source)
@@ -228,7 +246,7 @@ def resolve_spec(
             problems.extend(str(problem) for problem in built)
 
     if problems or spec is None:
-        return Denial("invalid-spec", "; ".join(problems))
+        return Denial("invalid-spec", join_problems(problems))
     if (notify_url or notify_signal) and not spec.refresh_seconds:
         warnings.append(
             f"{ANNOTATION_NOTIFY_URL if notify_url else ANNOTATION_NOTIFY_SIGNAL} has no effect without "
@@ -329,6 +347,19 @@ def _spc_spec(trimmed: Mapping[str, Any], options: _SpecOptions, names: Mapping[
 
     key = ("spc", memo.content_key(trimmed), options, tuple(names.items()))
     return memo.remembered_spec(key, build)
+
+
+def _too_large_message(via: str, source: str, too_large: Mapping[str, Any]) -> str:
+    if too_large.get("cacheFull"):
+        return (
+            f"{via}: {source} could not be read: the SecretProviderClasses in this cluster exceed what Ferry keeps "
+            "in memory; delete unused classes or shorten their objects, then create the pod again"
+        )
+    return (
+        f"{via}: {source} is {too_large.get('bytes')} bytes in spec.provider, spec.parameters and "
+        f"spec.secretObjects; Ferry reads classes of at most {too_large.get('limit')} bytes. Shorten it, or split "
+        "it into several classes"
+    )
 
 
 def _first(*candidates: tuple[str | None, str]) -> tuple[str | None, str | None]:

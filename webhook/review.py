@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Sequence
 from typing import Any, Literal, NotRequired, TypedDict
+
+from fetcher.spec import bounded, quote
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
@@ -24,6 +27,9 @@ _OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
 # The API server truncates warnings over 256 characters; they travel as HTTP Warning headers.
 MAX_WARNING_CHARS = 256
 MAX_WARNINGS = 10
+# The API server's request uid is a UUID (36 characters).
+MAX_UID_CHARS = 128
+_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 class GroupVersionKind(TypedDict):
@@ -98,15 +104,16 @@ def parse_review(body: bytes | str | Any) -> AdmissionRequest:
         try:
             review = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise MalformedReview(f"the body is not JSON: {exc}") from None
+            raise MalformedReview(f"the body is not JSON: {str(exc)[:200]}") from None
+        _refuse_lone_surrogates(body, review)
     else:
         review = body
     if not isinstance(review, dict):
         raise MalformedReview("the body must be a JSON object (an AdmissionReview)")
     if review.get("kind") != KIND or review.get("apiVersion") != API_VERSION:
         raise MalformedReview(
-            f"expected kind {KIND} in apiVersion {API_VERSION}, got kind {review.get('kind')!r} "
-            f"in {review.get('apiVersion')!r}; list only v1 in the webhook's admissionReviewVersions"
+            f"expected kind {KIND} in apiVersion {API_VERSION}, got kind {quote(review.get('kind'))} "
+            f"in {quote(review.get('apiVersion'))}; list only v1 in the webhook's admissionReviewVersions"
         )
     request = review.get("request")
     if not isinstance(request, dict):
@@ -114,21 +121,54 @@ def parse_review(body: bytes | str | Any) -> AdmissionRequest:
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid:
         raise MalformedReview("request.uid is missing or not a string")
+    if len(uid) > MAX_UID_CHARS:
+        # The uid is echoed in the answer and the log line: a long one would amplify both.
+        raise MalformedReview(f"request.uid is {len(uid)} characters; the API server sends a UUID")
     for key in ("kind", "resource"):
         value = request.get(key)
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise MalformedReview(f"request.{key} is missing or not a group/version object")
     if request.get("operation") not in _OPERATIONS:
-        raise MalformedReview(f"request.operation {request.get('operation')!r} is not one of {', '.join(_OPERATIONS)}")
+        raise MalformedReview(
+            f"request.operation {quote(request.get('operation'))} is not one of {', '.join(_OPERATIONS)}"
+        )
     for key in ("object", "oldObject", "options"):
         if request.get(key) is not None and not isinstance(request.get(key), dict):
             raise MalformedReview(f"request.{key} must be an object or null")
     for key in ("namespace", "name", "subResource"):
         if request.get(key) is not None and not isinstance(request.get(key), str):
             raise MalformedReview(f"request.{key} must be a string")
+    namespace = request.get("namespace")
+    if namespace and not _DNS_LABEL_RE.match(namespace):
+        # Logged and counted per namespace: only a real namespace name goes that far.
+        raise MalformedReview(f"request.namespace {quote(namespace)} is not a namespace name")
     if request.get("dryRun") is not None and not isinstance(request.get("dryRun"), bool):
         raise MalformedReview("request.dryRun must be a boolean")
     return request  # type: ignore[return-value]  # checked above
+
+
+# A JSON escape of a UTF-16 surrogate (\\ud800-\\udfff); a pair of them is one character, a lone one is none.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _refuse_lone_surrogates(body: bytes | str, review: Any) -> None:
+    """Refuse a body whose strings hold a lone surrogate: JSON can escape one, but it is not text.
+
+    Python keeps it in the decoded str and fails later, wherever the text is first encoded (a spec, a
+    log line, the answer). The API server never sends one (Go writes U+FFFD instead), so it is a
+    malformed review. The search runs over the raw body and is a no-op without any surrogate escape.
+    """
+    found = _SURROGATE_ESCAPE_BYTES.search(body) if isinstance(body, bytes) else _SURROGATE_ESCAPE.search(body)
+    if found is None:
+        return
+    try:
+        json.dumps(review, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedReview(
+            "a string in the body holds a lone UTF-16 surrogate escape (\\ud800 to \\udfff), which is not "
+            "valid Unicode; send the text as UTF-8"
+        ) from None
 
 
 def build_response(
@@ -144,12 +184,12 @@ def build_response(
     """An AdmissionReview answer; a non-empty `patch` is a JSONPatch op list."""
     response: AdmissionResponse = {"uid": uid, "allowed": allowed}
     if not allowed:
-        status: Status = {"code": code or 403, "message": message or "denied by Ferry"}
+        status: Status = {"code": code or 403, "message": bounded(message or "denied by Ferry")}
         if reason:
             status["reason"] = reason
         response["status"] = status
     elif message:
-        response["status"] = {"code": code or 200, "message": message}
+        response["status"] = {"code": code or 200, "message": bounded(message)}
     if patch and allowed:
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(json.dumps(list(patch), separators=(",", ":")).encode()).decode()

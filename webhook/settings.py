@@ -14,9 +14,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from typing import Any, Literal
 
-from fetcher.spec import DEFAULT_MIN_REFRESH_SECONDS, parse_duration
+from fetcher.spec import DEFAULT_MIN_REFRESH_SECONDS, parse_duration, quote
 
 NativeSidecars = Literal["auto", "true", "false"]
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
@@ -25,8 +26,9 @@ PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 # own pods must not depend on Ferry being up.
 ALWAYS_EXCLUDED_NAMESPACES = frozenset({"kube-system", "kube-public"})
 
-# A Kubernetes resource quantity ("50m", "64Mi", "1.5", "1e3").
-_QUANTITY_RE = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+# Kubernetes' quantity syntax ("50m", "64Mi", "1.5", "1e3"); Decimal, under the client's parser, also takes
+# "64 Mi", "1_000" and "Infinity", which the API server refuses.
+_QUANTITY_RE = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$")
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -110,6 +112,14 @@ class Settings:
             log_level=reader.choice("FERRY_LOG_LEVEL", cls.log_level, _LOG_LEVELS),
             metrics_port=reader.port("FERRY_METRICS_PORT", cls.metrics_port),
         )
+        for kind in ("CPU", "MEMORY"):
+            request, limit = f"FERRY_FETCHER_{kind}_REQUEST", f"FERRY_FETCHER_{kind}_LIMIT"
+            if reader.quantities[request] > reader.quantities[limit]:
+                raise SettingsError(
+                    f"{request}={reader.quantities_text[request]!r} is above {limit}="
+                    f"{reader.quantities_text[limit]!r}; the API server refuses such a container. Lower the "
+                    "request or raise the limit"
+                )
         return settings
 
     def with_overrides(self, **changes: Any) -> Settings:
@@ -136,6 +146,9 @@ class _Reader:
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
+        # Each quantity read, by variable: its value as a number and as written.
+        self.quantities: dict[str, Decimal] = {}
+        self.quantities_text: dict[str, str] = {}
 
     def _raw(self, name: str) -> str | None:
         value = self._environ.get(name)
@@ -171,9 +184,20 @@ class _Reader:
         return value
 
     def quantity(self, name: str, default: str) -> str:
+        """A quantity as Kubernetes reads it (the client's own parser), positive; written into every pod."""
+        # The client's own parser, imported here: admission imports these settings and stays client-free.
+        from kubernetes.utils.quantity import parse_quantity
+
         value = self._raw(name) or default
-        if not _QUANTITY_RE.match(value):
-            raise SettingsError(f"{name}={value!r} is not a Kubernetes quantity like 50m, 64Mi or 1")
+        try:
+            well_formed = len(value) <= 64 and _QUANTITY_RE.match(value)
+            number = parse_quantity(value) if well_formed else None  # type: ignore[no-untyped-call]
+        except (ValueError, ArithmeticError):
+            number = None
+        if number is None or not number.is_finite() or number <= 0:
+            raise SettingsError(f"{name}={quote(value)} is not a positive Kubernetes quantity like 50m, 64Mi or 1")
+        self.quantities[name] = number
+        self.quantities_text[name] = value
         return value
 
     def duration(self, name: str, default: str) -> float:

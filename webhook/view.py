@@ -22,6 +22,13 @@ SPC_VERSION = "v1"
 SPC_PLURAL = "secretproviderclasses"
 SPC_KIND = "SecretProviderClass"
 
+# Set by the watch cache, in place of `spec`, on a SecretProviderClass it would not keep: {"bytes": its size
+# in the fields Ferry reads, "limit": the bound it broke}. Admission denies pods that name it, saying so.
+SPC_TOO_LARGE = "ferryTooLarge"
+# The fields Ferry reads of one class (provider, parameters, secretObjects), as JSON: the objects YAML is at
+# most 64 KiB, so four times that is far above any real class.
+MAX_SPC_BYTES = 256 * 1024
+
 
 class ClusterView(Protocol):
     """What the admission logic reads from the cluster."""

@@ -69,7 +69,15 @@ from fetcher.spec.model import (
     translate_path,
 )
 from fetcher.spec.objects import parse_arn
-from fetcher.spec.problems import FerryError, Problem, SpecError
+from fetcher.spec.problems import (
+    MAX_MESSAGE_CHARS,
+    FerryError,
+    Problem,
+    SpecError,
+    bounded,
+    join_problems,
+    quote,
+)
 from fetcher.spec.spc import (
     MAX_MANIFEST_BYTES,
     SPC_FIELD_NAMES,
@@ -120,7 +128,11 @@ __all__ = [
     "ObjectSpec",
     "ObjectType",
     "OutputFile",
+    "MAX_MESSAGE_CHARS",
     "Problem",
+    "bounded",
+    "join_problems",
+    "quote",
     "SpecError",
     "build_spec",
     "iter_annotation_keys",

@@ -13,6 +13,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+# A message reports at most this many problems and is at most this long: one edit can fix many problems, but
+# an input with thousands of them must not get an answer that grows with it (webhook denials, pod events and
+# termination messages all carry it).
+MAX_REPORTED_PROBLEMS = 20
+MAX_MESSAGE_CHARS = 4096
+
 
 class FerryError(Exception):
     """Base of every failure Ferry reports on purpose."""
@@ -33,8 +39,8 @@ class SpecError(FerryError, ValueError):
 
     @property
     def message(self) -> str:
-        text = "; ".join(str(problem) for problem in self.problems)
-        return f"{self.source}: {text}" if self.source else text
+        text = join_problems([str(problem) for problem in self.problems])
+        return bounded(f"{self.source}: {text}" if self.source else text)
 
     def with_source(self, source: str) -> SpecError:
         return SpecError(self.problems, source)
@@ -49,6 +55,22 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}" if self.field else self.message
+
+
+def join_problems(problems: Sequence[str], limit: int = MAX_REPORTED_PROBLEMS) -> str:
+    """The first `limit` problems joined with "; ", and how many more there are."""
+    text = "; ".join(problems[:limit])
+    if len(problems) > limit:
+        text += f"; and {len(problems) - limit} more problems: fix these and submit again to see them"
+    return text
+
+
+def bounded(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` cut to at most `limit` characters, saying that it was cut."""
+    if len(text) <= limit:
+        return text
+    suffix = f"... ({len(text) - limit} more characters cut)"
+    return text[: max(0, limit - len(suffix))] + suffix
 
 
 def quote(value: Any, limit: int = 80) -> str:

@@ -17,6 +17,8 @@ from fetcher.spec.validate import build_spec
 
 # A manifest file larger than this is not a SecretProviderClass someone wrote.
 MAX_MANIFEST_BYTES = 1024 * 1024
+# Far deeper than any manifest (a pod template in a CronJob is about 12 levels), far shallower than a bomb.
+MAX_MANIFEST_DEPTH = 64
 # How each field the class can get wrong is spelled inside it (build_spec's logical names, and the envelope's).
 SPC_FIELD_NAMES = {
     "kind": "kind",
@@ -89,18 +91,38 @@ def spec_from_secret_provider_class(
         raise exc.with_source(where) from None
 
 
-def load_manifests(raw: bytes | str, origin: str) -> list[Any]:
-    """Every YAML document in a manifest file (None for an empty one), bounded in size; `origin` names the file."""
+def load_manifests(raw: bytes | str, origin: str, *, max_bytes: int = MAX_MANIFEST_BYTES) -> list[Any]:
+    """Every YAML document in a manifest file (None for an empty one), bounded; `origin` names the file.
+
+    The same guards as the `objects` YAML: a size bound, no anchors or aliases (562 bytes of nested aliases
+    expand to gigabytes), and a nesting bound, all checked on the event stream before anything is built.
+    """
     size = len(raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw)
-    if size > MAX_MANIFEST_BYTES:
-        raise ManifestError(f"{origin} is larger than {MAX_MANIFEST_BYTES} bytes; is it the right file?")
+    if size > max_bytes:
+        raise ManifestError(f"{origin} is {size} bytes, larger than {max_bytes}; is it the right file?")
     import yaml  # only the file-reading commands need YAML here; the fetcher's init starts faster without it
 
     loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
+        depth = 0
+        for event in yaml.parse(raw, Loader=loader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                mark = event.start_mark
+                line = f": line {mark.line + 1}" if mark is not None else ""
+                raise ManifestError(
+                    f"{origin}{line} uses a YAML anchor or alias (& or *); Kubernetes manifests "
+                    "never need them: write each object out in full (kubectl kustomize or helm template does)"
+                )
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_MANIFEST_DEPTH:
+                    raise ManifestError(f"{origin} is nested deeper than {MAX_MANIFEST_DEPTH} levels")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
         return list(yaml.load_all(raw, Loader=loader))  # noqa: S506 - a SafeLoader (libyaml's when available)
     except yaml.YAMLError as exc:
-        raise ManifestError(f"{origin} is not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+        problem = str(getattr(exc, "problem", None) or exc)
+        raise ManifestError(f"{origin} is not valid YAML: {problem[:200]}") from None
 
 
 def pick_secret_provider_class(documents: list[Any], origin: str) -> Mapping[str, Any]:

@@ -532,3 +532,29 @@ def test_the_annotation_keys_are_listed_explicitly() -> None:
     assert tuple(iter_annotation_keys()) == ANNOTATION_KEYS
     assert len(set(ANNOTATION_KEYS)) == len(ANNOTATION_KEYS) == 12
     assert ANNOTATION_STATUS in ANNOTATION_KEYS and all(key.startswith("ferry.dev/") for key in ANNOTATION_KEYS)
+
+
+def test_a_spec_with_thousands_of_problems_gets_a_bounded_message() -> None:
+    from fetcher.spec import MAX_MESSAGE_CHARS
+
+    objects = "".join(f"- objectName: 'bad name {i} ' \n  objectType: nonsense\n" for i in range(200))
+    with pytest.raises(SpecError) as raised:
+        build_spec(objects=objects, region="eu-west-1")
+    message = raised.value.message
+    assert len(message) <= MAX_MESSAGE_CHARS
+    assert message.startswith("objects[0]")
+    assert "more problems: fix these and submit again" in message
+    # Every problem is still there for a caller that wants them all.
+    assert len(raised.value.problems) >= 200
+
+
+def test_manifests_refuse_yaml_aliases_before_expanding_them() -> None:
+    from fetcher.spec import ManifestError, load_manifests
+
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 6)]
+    with pytest.raises(ManifestError, match="anchor or alias"):
+        load_manifests("\n".join(levels), "bomb.yaml")
+    with pytest.raises(ManifestError, match="nested deeper"):
+        load_manifests("a: " + "[" * 100 + "]" * 100, "deep.yaml")
+    assert load_manifests("kind: SecretProviderClass\n---\n", "ok.yaml") == [{"kind": "SecretProviderClass"}, None]

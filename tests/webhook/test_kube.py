@@ -47,10 +47,9 @@ def annotations(cache: WatchCache, name: str) -> dict[str, str]:
     return dict(ns["metadata"].get("annotations") or {})
 
 
-def labels(cache: WatchCache, name: str) -> dict[str, str]:
+def version(cache: WatchCache, name: str) -> str | None:
     ns = cache.namespace(name)
-    assert ns is not None, name
-    return dict(ns["metadata"].get("labels") or {})
+    return None if ns is None else ns["metadata"].get("resourceVersion")
 
 
 def test_initial_list_gives_recorded_namespaces(cache: WatchCache) -> None:
@@ -60,39 +59,35 @@ def test_initial_list_gives_recorded_namespaces(cache: WatchCache) -> None:
         "ferry.dev/refresh-interval": "5m",
         "ferry.dev/region": "eu-west-1",
     }
-    assert labels(cache, "team-a")["ferry.dev/inject"] == "enabled"
     assert annotations(cache, "team-b") == {}
-    assert "ferry.dev/inject" not in labels(cache, "team-b")
     assert cache.namespace("team-c") is None
     team_a = cache.namespace("team-a")
     assert team_a is not None
     assert type(team_a) is dict  # plain API JSON, not a client model
     assert team_a["kind"] == "Namespace" and team_a["apiVersion"] == "v1"
-    assert "managedFields" not in team_a["metadata"]
+    # Only what admission reads is kept: no labels, status, managedFields or other annotations.
+    assert set(team_a) == {"apiVersion", "kind", "metadata"}
+    assert set(team_a["metadata"]) == {"name", "resourceVersion", "annotations"}
 
 
 def test_namespace_watch_events_apply_in_order(cache: WatchCache, fake: FakeKubeAPI) -> None:
     fake.play_events(NAMESPACES, 1)  # team-b annotated
     assert eventually(lambda: annotations(cache, "team-b").get("ferry.dev/region") == "us-east-2")
     assert annotations(cache, "team-b")["ferry.dev/inject"] == "true"
-    assert "ferry.dev/inject" not in labels(cache, "team-b")
 
-    fake.play_events(NAMESPACES, 1)  # team-b labelled
-    assert eventually(lambda: labels(cache, "team-b").get("ferry.dev/inject") == "enabled")
+    fake.play_events(NAMESPACES, 1)  # team-b labelled (labels are not kept; the version moves on)
+    assert eventually(lambda: version(cache, "team-b") == "204")
 
     fake.play_events(NAMESPACES, 1)  # team-c created
     assert eventually(lambda: cache.namespace("team-c") is not None)
-    team_c = cache.namespace("team-c")
-    assert team_c is not None and team_c["status"]["phase"] == "Active"
+    assert version(cache, "team-c") == "205"
 
     fake.play_events(NAMESPACES, 1)  # team-a's refresh annotation removed
     assert eventually(lambda: "ferry.dev/refresh-interval" not in annotations(cache, "team-a"))
     assert annotations(cache, "team-a") == {"ferry.dev/inject": "true", "ferry.dev/region": "eu-west-1"}
 
     fake.play_events(NAMESPACES, 1)  # team-c deleted: Terminating, still there (no namespace controller ran)
-    assert eventually(lambda: (cache.namespace("team-c") or {}).get("status", {}).get("phase") == "Terminating")
-    team_c = cache.namespace("team-c")
-    assert team_c is not None and team_c["metadata"]["deletionTimestamp"] == "2026-11-23T08:01:27Z"
+    assert eventually(lambda: version(cache, "team-c") == "207")
     assert cache.resource_versions()[NAMESPACES] == "207"
     assert fake.pending_events(NAMESPACES) == 0
 
@@ -137,8 +132,9 @@ def test_expired_watch_triggers_a_relist(cache: WatchCache, fake: FakeKubeAPI) -
     assert eventually(lambda: fake.list_count(NAMESPACES) == 2 and fake.open_watches(NAMESPACES) == 1)
     assert cache.resource_versions()[NAMESPACES] == fake.resource_version(NAMESPACES)
     # The new watch starts from the new list's version and still sees later events.
+    before = version(cache, "team-b")
     fake.play_events(NAMESPACES, 1)
-    assert eventually(lambda: labels(cache, "team-b").get("ferry.dev/inject") == "enabled")
+    assert eventually(lambda: version(cache, "team-b") != before)
     assert fake.list_count(NAMESPACES) == 2
     assert fake.list_count(SECRET_PROVIDER_CLASSES) == 1  # the other resource was not disturbed
 
@@ -284,3 +280,79 @@ def test_load_api_client_from_kubeconfig(fake: FakeKubeAPI, tmp_path: Path, monk
     broken.write_text("apiVersion: v1\nkind: Config\ncurrent-context: nowhere\n")
     with pytest.raises(KubeConfigError, match="broken"):
         load_api_client(kubeconfig=broken)
+
+
+# --- Bounded memory: only the fields Ferry reads, per object and in total (issue 10, item 5). ---------------
+
+
+def _spc(name: str, objects: str, namespace: str = "team-b") -> dict[str, object]:
+    return {
+        "apiVersion": "secrets-store.csi.x-k8s.io/v1",
+        "kind": "SecretProviderClass",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"team": "b"},
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "x" * 100_000},
+        },
+        "spec": {"provider": "aws", "parameters": {"objects": objects, "region": "eu-west-1"}},
+    }
+
+
+def _admit_from(cache: WatchCache, spc_name: str) -> str:
+    from tests.support.reviews import pod_create_review
+    from webhook.admission import admit
+    from webhook.settings import Settings
+
+    annotations = {"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": spc_name}
+    pod = {
+        "metadata": {"name": "p", "annotations": annotations},
+        "spec": {"containers": [{"name": "app", "image": "i"}]},
+    }
+    request = pod_create_review(pod, namespace="team-b")["request"]
+    decision = admit(request, cache, Settings(), native_sidecars=True)  # type: ignore[arg-type]
+    return decision.message or decision.outcome
+
+
+def test_only_the_fields_ferry_reads_are_kept(cache: WatchCache, fake: FakeKubeAPI) -> None:
+    fake.emit(SECRET_PROVIDER_CLASSES, "ADDED", _spc("slim", '- objectName: "a/b"\n  objectType: secretsmanager\n'))
+    assert eventually(lambda: cache.secret_provider_class("team-b", "slim") is not None)
+    kept = cache.secret_provider_class("team-b", "slim")
+    assert kept is not None
+    assert set(kept["metadata"]) == {"name", "namespace", "resourceVersion"}  # no 100 KB annotation, no labels
+    assert set(kept["spec"]) == {"provider", "parameters"}
+    assert _admit_from(cache, "slim") == "injected"
+    # Lists are paginated in small pages: a page of classes is parsed whole before it is slimmed.
+    lists = [r for r in fake.requests if r.path.startswith(SPC_PATH) and not r.is_watch]
+    assert lists and all(0 < int(r.query.get("limit", "0")) <= 10 for r in lists)
+
+
+def test_an_over_large_class_is_remembered_as_too_large(cache: WatchCache, fake: FakeKubeAPI) -> None:
+    huge = "".join(f'- objectName: "team-b/secret-{i:06d}"\n  objectType: secretsmanager\n' for i in range(6_000))
+    fake.emit(SECRET_PROVIDER_CLASSES, "ADDED", _spc("huge", huge))
+    assert eventually(lambda: cache.secret_provider_class("team-b", "huge") is not None)
+    kept = cache.secret_provider_class("team-b", "huge")
+    assert kept is not None and "spec" not in kept
+    assert len(str(kept)) < 1_000
+    message = _admit_from(cache, "huge")
+    assert "SecretProviderClass team-b/huge is" in message and "at most 262144 bytes" in message
+    # Deleting it forgets it.
+    fake.emit(SECRET_PROVIDER_CLASSES, "DELETED", _spc("huge", huge))
+    assert eventually(lambda: cache.secret_provider_class("team-b", "huge") is None)
+
+
+def test_the_cache_is_bounded_in_total(api: kubernetes.client.ApiClient, fake: FakeKubeAPI) -> None:
+    cache = WatchCache(api, backoff_initial=0.01, resync_backoff_max=0.2, max_spc_bytes=40_000)
+    cache.start()
+    try:
+        assert cache.wait_ready(10) and fake.wait_for_watches(SECRET_PROVIDER_CLASSES)
+        objects = "".join(f'- objectName: "team-b/s-{i:04d}"\n  objectType: secretsmanager\n' for i in range(200))
+        for i in range(5):
+            fake.emit(SECRET_PROVIDER_CLASSES, "ADDED", _spc(f"c{i}", objects))
+        assert eventually(lambda: cache.secret_provider_class("team-b", "c4") is not None)
+        kept = [cache.secret_provider_class("team-b", f"c{i}") for i in range(5)]
+        assert "spec" in (kept[0] or {})
+        assert "spec" not in (kept[4] or {})
+        assert "exceed what Ferry keeps in memory" in _admit_from(cache, "c4")
+    finally:
+        cache.stop()

@@ -229,6 +229,7 @@ def test_in_process_pass_through_and_list() -> None:
     assert again.document == result.document and again.decision is not None
     assert again.decision.outcome == "reinvoked"
 
+
 @pytest.mark.parametrize(("labels", "injected"), [({}, False), ({"ferry.dev/inject": "enabled"}, True)])
 def test_namespace_opt_in_counts_only_with_the_label_as_in_a_cluster(
     tmp_path: Path, labels: dict[str, str], injected: bool
@@ -258,3 +259,24 @@ def test_namespace_opt_in_counts_only_with_the_label_as_in_a_cluster(
     (document,) = yaml.safe_load_all(result.stdout)
     assert ("initContainers" in document["spec"]) is injected
     assert ("ferry.dev/inject=enabled" in result.stderr) is not injected  # the warning names the missing label
+
+
+def test_inject_refuses_yaml_aliases_before_expanding_them(tmp_path: Path) -> None:
+    # Each level refers to the one above nine times: small here, gigabytes a few levels further on.
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 6)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(levels) + "\n")
+    result = run_inject("-f", str(bomb))
+    assert result.returncode == 2, result
+    assert "anchor or alias" in result.stderr and result.stdout == ""
+
+
+def test_inject_namespaces_file_gets_the_same_guards(tmp_path: Path) -> None:
+    pod = tmp_path / "pod.yaml"
+    pod.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: a, image: i}]}\n")
+    namespaces = tmp_path / "namespaces.yaml"
+    namespaces.write_text("a: &a {x: y}\nb: *a\n")
+    result = run_inject("-f", str(pod), "--namespace-annotations", str(namespaces))
+    assert result.returncode == 2, result
+    assert "anchor or alias" in result.stderr

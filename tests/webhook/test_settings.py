@@ -113,3 +113,57 @@ def test_settings_are_frozen_and_overridable() -> None:
     with pytest.raises(AttributeError):
         settings.namespace = "x"  # type: ignore[misc]
     assert settings.with_overrides(native_sidecars="true").native_sidecars == "true"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("FERRY_FETCHER_CPU_REQUEST", "1.2.3"),
+        ("FERRY_VOLUME_SIZE_LIMIT", "."),
+        ("FERRY_FETCHER_MEMORY_REQUEST", "Infinity"),
+        ("FERRY_FETCHER_MEMORY_REQUEST", "1_000"),
+        ("FERRY_FETCHER_CPU_LIMIT", "0"),
+        ("FERRY_VOLUME_SIZE_LIMIT", "-16Mi"),
+        ("FERRY_FETCHER_CPU_LIMIT", "5ki"),
+    ],
+)
+def test_quantities_are_parsed_as_kubernetes_parses_them(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name) as raised:
+        Settings.from_env({name: value})
+    assert "quantity" in str(raised.value)
+
+
+def test_valid_quantities_in_every_form_are_kept_as_written() -> None:
+    settings = Settings.from_env(
+        {
+            "FERRY_FETCHER_CPU_REQUEST": "0.1",
+            "FERRY_FETCHER_CPU_LIMIT": "1",
+            "FERRY_FETCHER_MEMORY_REQUEST": "64e6",
+            "FERRY_FETCHER_MEMORY_LIMIT": "1Gi",
+            "FERRY_VOLUME_SIZE_LIMIT": ".5Mi",
+        }
+    )
+    assert settings.fetcher_resources() == {
+        "requests": {"cpu": "0.1", "memory": "64e6"},
+        "limits": {"cpu": "1", "memory": "1Gi"},
+    }
+    assert settings.volume_size_limit == ".5Mi"
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"FERRY_FETCHER_CPU_REQUEST": "2"}, ("FERRY_FETCHER_CPU_REQUEST", "FERRY_FETCHER_CPU_LIMIT")),
+        (
+            {"FERRY_FETCHER_MEMORY_REQUEST": "1Gi", "FERRY_FETCHER_MEMORY_LIMIT": "512Mi"},
+            ("FERRY_FETCHER_MEMORY_REQUEST", "FERRY_FETCHER_MEMORY_LIMIT"),
+        ),
+    ],
+)
+def test_a_request_above_its_limit_is_refused_at_start_up(env: dict[str, str], names: tuple[str, str]) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(env)
+    assert all(name in str(raised.value) for name in names)
+    assert "above" in str(raised.value)
+    # Equal is fine (a Guaranteed container).
+    Settings.from_env({"FERRY_FETCHER_CPU_REQUEST": "500m", "FERRY_FETCHER_CPU_LIMIT": "0.5"})
