@@ -32,6 +32,14 @@ flood of large bodies (a hostile client, which `webhook.server`'s read
 deadline also throws out) can spend it, and a real large pod then fails
 fast under failurePolicy instead of the replica running out of memory.
 
+Large bodies (past SMALL_BODY_BYTES) are admitted on one worker thread, one at
+a time, and without the memo (which only the event loop touches): the worst
+body under the cap costs tens of milliseconds of CPU, and on the loop it would
+stall every request behind it. On the thread it shares the interpreter with the
+loop, which takes its turn every few milliseconds, so ordinary pods keep their
+latency while a tenant sends the worst bodies it can. Real pods that large are
+rare, so skipping the memo for them costs little.
+
 Log lines are one JSON shape (`fetcher.spec.logline`). What a client chose
 (pod name, namespace, a denial's message) is cut to a few hundred characters;
 Ferry never sees a secret's value, but a message can quote annotation text.
@@ -39,10 +47,13 @@ Ferry never sees a secret's value, but a message can quote annotation text.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -70,7 +81,7 @@ INTERNAL_ERROR_MESSAGE = (
 # hundred KiB (docs/reliability.md measures a 256-container pod).
 SMALL_BODY_BYTES = 64 * 1024
 # Bytes past SMALL_BODY_BYTES that all bodies still arriving may hold together.
-SHARED_BODY_BYTES = 16 * 1024 * 1024
+SHARED_BODY_BYTES = 8 * 1024 * 1024
 # Longest text a client chose that goes into a log line (pod name, namespace, a denial's message).
 LOG_TEXT_LIMIT = 300
 
@@ -123,24 +134,36 @@ def create_app(
     app.state.memo = handler.memo
     budget = body_budget or BodyBudget()
     app.state.body_budget = budget
+    large_bodies = _LargeBodyWorker()
 
     @app.post("/mutate")
     async def mutate(request: Request) -> Response:
         started = time.perf_counter()
         try:
-            body = await _read_body(request, settings.max_request_bytes, budget)
+            body, held = await _read_body(request, settings.max_request_bytes, budget)
         except _OverBudget:
             stats.over_budget.inc()
-            return _json(503, {"message": "too many large requests at once; retry"})
+            return _json(503, {"message": "too many large requests at once; retry"}, close=True)
         except _TooLarge:
             stats.malformed.inc()
             return _json(
                 413,
                 {"message": f"the request body is larger than FERRY_MAX_REQUEST_BYTES ({settings.max_request_bytes})"},
+                close=True,
             )
         except ClientDisconnect:
             return _json(400, {"message": "the client disconnected before sending the whole body"})
-        status, payload = handler.handle(body)
+        try:
+            if len(body) <= budget.small_bytes:
+                status, payload = handler.handle(body)
+            else:
+                # Off the event loop, one at a time, without the memo (see the module docstring); the budget
+                # stays held until then, so large bodies waiting their turn stay bounded in bytes.
+                status, payload = await asyncio.get_running_loop().run_in_executor(
+                    large_bodies.executor(), functools.partial(handler.handle, body, memoize=False)
+                )
+        finally:
+            budget.give_back(held)
         stats.latency.observe(time.perf_counter() - started)
         return Response(content=payload, status_code=status, media_type="application/json")
 
@@ -149,7 +172,9 @@ def create_app(
         @app.post("/noop")
         async def noop(request: Request) -> Response:
             try:
-                review = json.loads(await _read_body(request, settings.max_request_bytes, budget))
+                body, held = await _read_body(request, settings.max_request_bytes, budget)
+                budget.give_back(held)
+                review = json.loads(body)
                 uid = str(review["request"]["uid"])
             except Exception:  # a baseline: any unreadable body is a 400
                 return _json(400, {"message": "not an AdmissionReview"})
@@ -196,7 +221,8 @@ class AdmissionHandler:
         self.metrics = metrics
         self.memo: AdmissionMemo[Decision] = AdmissionMemo()
 
-    def handle(self, body: bytes) -> tuple[int, bytes]:
+    def handle(self, body: bytes, *, memoize: bool = True) -> tuple[int, bytes]:
+        """`memoize=False`: neither read nor fill the memo (so another thread may run this)."""
         try:
             request = parse_review(body)
         except MalformedReview as exc:
@@ -208,7 +234,7 @@ class AdmissionHandler:
             _log({"outcome": "malformed", "error": type(exc).__name__})
             return 400, _dumps({"message": "the body could not be parsed as an AdmissionReview"})
         try:
-            return 200, self.answer(request)
+            return 200, self.answer(request, memoize=memoize)
         except MalformedReview as exc:
             self.metrics.malformed.inc()
             return 400, _dumps({"message": f"not an AdmissionReview v1 request: {exc}"})
@@ -229,9 +255,10 @@ class AdmissionHandler:
             )
             return 200, _dumps(response)
 
-    def answer(self, request: AdmissionRequest) -> bytes:
+    def answer(self, request: AdmissionRequest, *, memoize: bool = True) -> bytes:
         """The encoded AdmissionReview answer to a parsed request; metrics and the log line recorded."""
-        decision = admit(request, self.cluster, self.settings, native_sidecars=self.native_sidecars, memo=self.memo)
+        memo = self.memo if memoize else None
+        decision = admit(request, self.cluster, self.settings, native_sidecars=self.native_sidecars, memo=memo)
         uid = request["uid"]
         dry_run = bool(request.get("dryRun"))
         self.metrics.record(
@@ -267,7 +294,20 @@ class AdmissionHandler:
             return False
 
 
-async def _read_body(request: Request, limit: int, budget: BodyBudget) -> bytes:
+class _LargeBodyWorker:
+    """One thread, started on first use, that admits the large bodies one at a time."""
+
+    def __init__(self) -> None:
+        self._executor: ThreadPoolExecutor | None = None
+
+    def executor(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferry-large-body")
+        return self._executor
+
+
+async def _read_body(request: Request, limit: int, budget: BodyBudget) -> tuple[bytes, int]:
+    """The body, and the bytes of the shared budget it holds (give them back once it is handled)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise _TooLarge
@@ -285,10 +325,10 @@ async def _read_body(request: Request, limit: int, budget: BodyBudget) -> bytes:
                     raise _OverBudget
                 taken += over
             chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        # The joined body is handled synchronously right after, before any other request runs.
+    except BaseException:
         budget.give_back(taken)
+        raise
+    return b"".join(chunks), taken
 
 
 def _safe(check: Callable[[], bool]) -> bool:
@@ -302,8 +342,10 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-def _json(status: int, value: Any) -> Response:
-    return Response(content=_dumps(value), status_code=status, media_type="application/json")
+def _json(status: int, value: Any, *, close: bool = False) -> Response:
+    """`close`: the body was not read to its end, so end the connection rather than read (and decrypt) the rest."""
+    headers = {"connection": "close"} if close else None
+    return Response(content=_dumps(value), status_code=status, media_type="application/json", headers=headers)
 
 
 def _log(entry: Mapping[str, Any]) -> None:

@@ -327,6 +327,7 @@ def server_config(
         ssl_keyfile=str(key_file),
         ssl_context_factory=_tls_context_factory,
         http=guarded_protocol(read_deadline, max_connections_per_client),
+        loop="asyncio",
         limit_concurrency=max_connections,
         log_level=log_level,
         access_log=access_log,

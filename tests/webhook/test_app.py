@@ -333,7 +333,8 @@ def test_noop_baseline(client: Any, review: Review, asgi_client: Callable[[Any],
 
 def test_admission_reads_only_the_in_memory_view(client: Any, cluster: Any, review: Review) -> None:
     post(client, review("review-1"))
-    assert cluster.lookups == 2  # one namespace, one SecretProviderClass: no I/O behind them
+    # The namespace (for the policy, then for the metrics label) and one SecretProviderClass: no I/O behind them.
+    assert cluster.lookups == 3
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -153,3 +154,29 @@ def test_bodies_past_the_shared_budget_get_503_and_small_ones_never_do(asgi_clie
     large = client.post("/mutate", content=b" " * (512 * 1024))
     assert large.status_code == 400  # read whole, then found not to be a review
     assert budget.in_use == 0  # given back after reading
+
+
+def test_large_bodies_are_admitted_off_the_event_loop_without_the_memo(
+    asgi_client: Any, cluster: Any, review: Any
+) -> None:
+    """A body past SMALL_BODY_BYTES is answered the same, on the worker thread, and never memoized."""
+    threads: list[str] = []
+    lookup = cluster.namespace
+
+    def recording(name: str) -> Any:
+        threads.append(threading.current_thread().name)
+        return lookup(name)
+
+    cluster.namespace = recording
+    budget = BodyBudget(shared_bytes=8 * MiB, small_bytes=1024)
+    app = create_app(Settings(), cluster, native_sidecars=True, body_budget=budget)
+    client = asgi_client(app)
+    answer = client.post("/mutate", content=json.dumps(review("review-1")))
+    assert answer.status_code == 200 and decode_patch(answer.json()["response"])
+    assert threads and all(name.startswith("ferry-large-body") for name in threads)
+    assert len(app.state.memo) == 0 and budget.in_use == 0
+    small = create_app(Settings(), cluster, native_sidecars=True)
+    threads.clear()
+    assert asgi_client(small).post("/mutate", content=json.dumps(review("review-1"))).status_code == 200
+    assert threads and not any(name.startswith("ferry-large-body") for name in threads)
+    assert len(small.state.memo) == 1
