@@ -44,7 +44,9 @@ connection) are bounded at the connection, before the app runs:
   limit; the bytes of request bodies are bounded in `webhook.app`.
 
 The TLS handshake itself is bounded by asyncio's default of 60 s; a connection
-stalled there holds no request buffers.
+stalled there holds no request buffers. uvicorn runs on asyncio's own loop and
+TLS, not uvloop: the guards subclass its h11 protocol, and stalled TLS
+connections held less memory there (docs/reliability.md).
 
 Metrics have their own plain-HTTP listener (`metrics_app`, `metrics_port`) in
 the same event loop, with the same guards and a smaller connection limit.
