@@ -4,51 +4,26 @@ Why it exists: cluster log pipelines parse JSON lines, and a fetcher log line
 must be safe to ship anywhere. So every line carries only names, versions,
 regions, counts and error codes; callers never pass a value, and this module
 accepts only plain scalars as fields so a bytes payload cannot slip in by
-accident. `JsonFormatter` gives the standard logging module the same shape;
-for the webhook to adopt it, it must move into `fetcher.spec` or the webhook
-(the webhook may import only `fetcher.spec`, the one fetcher package its image
-copies).
+accident. The line shape itself and `JsonFormatter` (the same shape for the
+standard logging module) live in `fetcher.spec.logline`, shared with the
+webhook, which may import only `fetcher.spec`.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import sys
 import threading
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TextIO
+
+from fetcher.spec.logline import JsonFormatter, format_line
+
+__all__ = ["LEVELS", "LOG_LEVEL_ENV_VAR", "JsonFormatter", "JsonLogger", "format_line", "log"]
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 LOG_LEVEL_ENV_VAR = "FERRY_LOG_LEVEL"
 
 FieldValue = str | int | float | bool | None | Sequence[str]
-
-
-def _timestamp(seconds: float) -> str:
-    whole = time.gmtime(seconds)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", whole) + f".{int(seconds % 1 * 1000):03d}Z"
-
-
-def _safe(value: object) -> object:
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_safe(item) for item in value]
-    if isinstance(value, bytes | bytearray):
-        # Raw bytes here are almost certainly a fetched value: never print them.
-        return f"<{len(value)} bytes>"
-    return str(value)
-
-
-def format_line(level: str, msg: str, fields: Mapping[str, object], now: float | None = None) -> str:
-    """The JSON line for one event: ts, level, msg, then the fields in the order given."""
-    record: dict[str, object] = {"ts": _timestamp(time.time() if now is None else now), "level": level, "msg": msg}
-    for key, value in fields.items():
-        if key not in record:
-            record[key] = _safe(value)
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
 
 class JsonLogger:
@@ -96,17 +71,3 @@ class JsonLogger:
 
 # The fetcher's process-wide logger: a plain object, cheap to build, configured by __main__.
 log = JsonLogger()
-
-
-class JsonFormatter(logging.Formatter):
-    """The same line shape for the standard logging module; fields come from ``extra={"fields": {...}}``."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        fields: dict[str, object] = {"logger": record.name}
-        extra = getattr(record, "fields", None)
-        if isinstance(extra, Mapping):
-            fields.update(extra)
-        if record.exc_info and record.exc_info[0] is not None:
-            fields["exc_type"] = record.exc_info[0].__name__
-        level = record.levelname.lower()
-        return format_line("warning" if level == "warn" else level, record.getMessage(), fields, now=record.created)

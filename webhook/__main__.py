@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import logging
 import os
 import sys
@@ -233,22 +232,25 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from kubernetes.client.exceptions import ApiException
 
     from webhook import certs, certstore, kube, server
-    from webhook.app import create_app
+    from webhook.app import create_app, metrics_app
 
-    logging.basicConfig(level=settings.log_level.upper(), format="%(message)s", stream=sys.stderr)
-    # Lines are the message alone, so records need not look up the thread and process (the logging
-    # HOWTO's "Optimization"): one fewer cost on every admission.
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    _configure_json_logging(settings.log_level)
     cert_file = args.tls_cert_file or settings.tls_cert_file
     key_file = args.tls_key_file or settings.tls_key_file
     if bool(cert_file) != bool(key_file):
-        print("error: --tls-cert-file and --tls-key-file go together", file=sys.stderr)
+        log.error("--tls-cert-file and --tls-key-file go together")
+        return 2
+    if settings.metrics_port and settings.metrics_port == args.port:
+        log.error(
+            "FERRY_METRICS_PORT=%d is the admission port: metrics need a port of their own (or 0 for none)",
+            settings.metrics_port,
+        )
         return 2
     static = bool(args.secret_provider_class or args.namespace_annotations)
     try:
         api_client = None if static else kube.load_api_client()
     except kube.KubeConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 2
     native_choice = args.native_sidecars or settings.native_sidecars
     cache = None
@@ -273,13 +275,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
                     )
                     certstore.patch_ca_bundle(api_client, settings.webhook_config_name, bundle.ca_pem)
                 except certstore.CertStoreError as exc:
-                    print(f"error: {exc}", file=sys.stderr)
+                    log.error("%s", exc)
                     return 1
                 except ApiException as exc:
-                    print(
-                        f"error: cannot set the caBundle of MutatingWebhookConfiguration "
-                        f"{settings.webhook_config_name}: {exc.status} {exc.reason}",
-                        file=sys.stderr,
+                    log.error(
+                        "cannot set the caBundle of MutatingWebhookConfiguration %s: %s %s",
+                        settings.webhook_config_name,
+                        exc.status,
+                        exc.reason,
                     )
                     return 1
             cert_path, key_path, ca_path = certs.write_bundle(bundle, Path(workdir.name))
@@ -299,7 +302,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         )
         app.state.metrics.track_serving_certificate(Path(cert_file))
         mode = "static" if api_client is None else "cluster"
-        log.info("%s", json.dumps({"event": "start", "mode": mode, "nativeSidecars": native}))
+        log.info(
+            "start",
+            extra={"fields": {"mode": mode, "nativeSidecars": native, "metricsPort": settings.metrics_port or None}},
+        )
         # What exists now (modules, the app, the cluster view) lives as long as the process. Frozen, it is
         # never walked again by the collector, whose full collections would otherwise stall admissions.
         gc.freeze()
@@ -311,12 +317,34 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             key_file=Path(key_file),
             log_level=settings.log_level,
             log_config=None,  # configured above: one JSON line per admission on stderr
+            metrics_app=metrics_app(app.state.metrics) if settings.metrics_port else None,
+            metrics_port=settings.metrics_port,
         )
     finally:
         if cache is not None:
             cache.stop()
         workdir.cleanup()
     return 0
+
+
+def _configure_json_logging(level: str) -> None:
+    """Every line on stderr in the one JSON shape, uvicorn's own (error and access) included."""
+    from fetcher.spec.logline import JsonFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    # Lines need no thread or process fields, so records need not look them up (the logging HOWTO's
+    # "Optimization"): one fewer cost on every admission.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
 
 
 def _detect_native(choice: str, api_client: Any, kube: Any) -> bool:

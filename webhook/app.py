@@ -1,8 +1,9 @@
-"""The HTTP face of the webhook: POST /mutate, health, readiness and metrics.
+"""The HTTP face of the webhook: POST /mutate, health and readiness; and the metrics app.
 
 Why it exists: this is the only module that speaks HTTP. It turns bytes into an
 AdmissionRequest (review.py), asks `webhook.admission.admit` for the finished
-answer, writes it back, and records metrics and one log line. It never answers 5xx: a body that is
+answer, writes it back, and records metrics and one log line. It answers 5xx
+only with the 503 of a spent body budget (below): a body that is
 not an AdmissionReview gets 400 (413 when too large); any other failure becomes
 `allowed: false` with a generic message, because a pod that reached Ferry asked
 for secrets (the webhook is scoped by matchConditions) and must not start
@@ -17,20 +18,50 @@ Deployment's replicas) are answered from the app's `AdmissionMemo` after the fir
 benchmark's baseline for the cost of the server itself. It is harmless in
 production (nothing points a webhook at it); `create_app(..., noop_endpoint=False)`
 removes it.
+
+Metrics are not served here but by `metrics_app`, on a listener of their own
+(plain HTTP, `FERRY_METRICS_PORT`): the admission port is for the API server.
+
+Request bodies are bounded in bytes twice. Each is cut at
+FERRY_MAX_REQUEST_BYTES (413). And the bytes held by bodies still arriving are
+bounded in all (`BodyBudget`): the first `SMALL_BODY_BYTES` of each body are
+free, since every ordinary pod fits there and the connection limits of
+`webhook.server` bound how many there can be; bytes past that come from one
+shared budget. A body that finds the budget spent gets 503 at once: only a
+flood of large bodies (a hostile client, which `webhook.server`'s read
+deadline also throws out) can spend it, and a real large pod then fails
+fast under failurePolicy instead of the replica running out of memory.
+
+Large bodies (past SMALL_BODY_BYTES) are admitted on one worker thread, one at
+a time, and without the memo (which only the event loop touches): the worst
+body under the cap costs tens of milliseconds of CPU, and on the loop it would
+stall every request behind it. On the thread it shares the interpreter with the
+loop, which takes its turn every few milliseconds, so ordinary pods keep their
+latency while a tenant sends the worst bodies it can. Real pods that large are
+rare, so skipping the memo for them costs little.
+
+Log lines are one JSON shape (`fetcher.spec.logline`). What a client chose
+(pod name, namespace, a denial's message) is cut to a few hundred characters;
+Ferry never sees a secret's value, but a message can quote annotation text.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
 
+from fetcher.spec.logline import bounded
 from webhook.admission import NOT_A_POD_CREATE, Decision, admit
 from webhook.memo import AdmissionMemo
 from webhook.metrics import AdmissionMetrics
@@ -46,8 +77,39 @@ INTERNAL_ERROR_MESSAGE = (
 )
 
 
+# Bytes of each body that never count against the shared budget: a real pod's review is a few to a few
+# hundred KiB (docs/reliability.md measures a 256-container pod).
+SMALL_BODY_BYTES = 64 * 1024
+# Bytes past SMALL_BODY_BYTES that all bodies still arriving may hold together.
+SHARED_BODY_BYTES = 8 * 1024 * 1024
+# Longest text a client chose that goes into a log line (pod name, namespace, a denial's message).
+LOG_TEXT_LIMIT = 300
+
+
 class _TooLarge(Exception):
     pass
+
+
+class _OverBudget(Exception):
+    pass
+
+
+class BodyBudget:
+    """Bytes held by request bodies still arriving, past each one's free SMALL_BODY_BYTES, bounded in all."""
+
+    def __init__(self, shared_bytes: int = SHARED_BODY_BYTES, small_bytes: int = SMALL_BODY_BYTES) -> None:
+        self.shared_bytes = shared_bytes
+        self.small_bytes = small_bytes
+        self.in_use = 0  # read by tests and the bench
+
+    def take(self, count: int) -> bool:
+        if self.in_use + count > self.shared_bytes:
+            return False
+        self.in_use += count
+        return True
+
+    def give_back(self, count: int) -> None:
+        self.in_use -= count
 
 
 def create_app(
@@ -58,6 +120,7 @@ def create_app(
     ready_check: Callable[[], bool] = lambda: True,
     metrics: AdmissionMetrics | None = None,
     noop_endpoint: bool = True,
+    body_budget: BodyBudget | None = None,
 ) -> FastAPI:
     """The ASGI app. `ready_check` reports whether certificates are loaded (for /readyz)."""
     app = FastAPI(title="ferry-webhook", docs_url=None, redoc_url=None, openapi_url=None)
@@ -69,21 +132,38 @@ def create_app(
     app.state.metrics = stats
     app.state.settings = settings
     app.state.memo = handler.memo
+    budget = body_budget or BodyBudget()
+    app.state.body_budget = budget
+    large_bodies = _LargeBodyWorker()
 
     @app.post("/mutate")
     async def mutate(request: Request) -> Response:
         started = time.perf_counter()
         try:
-            body = await _read_body(request, settings.max_request_bytes)
+            body, held = await _read_body(request, settings.max_request_bytes, budget)
+        except _OverBudget:
+            stats.over_budget.inc()
+            return _json(503, {"message": "too many large requests at once; retry"}, close=True)
         except _TooLarge:
             stats.malformed.inc()
             return _json(
                 413,
                 {"message": f"the request body is larger than FERRY_MAX_REQUEST_BYTES ({settings.max_request_bytes})"},
+                close=True,
             )
         except ClientDisconnect:
             return _json(400, {"message": "the client disconnected before sending the whole body"})
-        status, payload = handler.handle(body)
+        try:
+            if len(body) <= budget.small_bytes:
+                status, payload = handler.handle(body)
+            else:
+                # Off the event loop, one at a time, without the memo (see the module docstring); the budget
+                # stays held until then, so large bodies waiting their turn stay bounded in bytes.
+                status, payload = await asyncio.get_running_loop().run_in_executor(
+                    large_bodies.executor(), functools.partial(handler.handle, body, memoize=False)
+                )
+        finally:
+            budget.give_back(held)
         stats.latency.observe(time.perf_counter() - started)
         return Response(content=payload, status_code=status, media_type="application/json")
 
@@ -92,7 +172,9 @@ def create_app(
         @app.post("/noop")
         async def noop(request: Request) -> Response:
             try:
-                review = json.loads(await _read_body(request, settings.max_request_bytes))
+                body, held = await _read_body(request, settings.max_request_bytes, budget)
+                budget.give_back(held)
+                review = json.loads(body)
                 uid = str(review["request"]["uid"])
             except Exception:  # a baseline: any unreadable body is a 400
                 return _json(400, {"message": "not an AdmissionReview"})
@@ -107,9 +189,22 @@ def create_app(
         checks = {"cluster": _safe(cluster.is_ready), "certificates": _safe(ready_check)}
         return _json(200 if all(checks.values()) else 503, {"ready": all(checks.values()), "checks": checks})
 
-    @app.get("/metrics")
-    async def metrics_endpoint() -> Response:
-        return Response(content=generate_latest(stats.registry), media_type=CONTENT_TYPE_LATEST)
+    return app
+
+
+def metrics_app(metrics: AdmissionMetrics) -> Callable[[Scope, Receive, Send], Any]:
+    """The plain-HTTP metrics listener's ASGI app: GET /metrics in Prometheus text format, 404 otherwise."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] != "/metrics":
+            status, body, media = 404, b"not found: metrics are at GET /metrics\n", "text/plain"
+        elif scope["method"] not in ("GET", "HEAD"):
+            status, body, media = 405, b"method not allowed: use GET /metrics\n", "text/plain"
+        else:
+            status, body, media = 200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST
+        await Response(content=body, status_code=status, media_type=media)(scope, receive, send)
 
     return app
 
@@ -126,68 +221,114 @@ class AdmissionHandler:
         self.metrics = metrics
         self.memo: AdmissionMemo[Decision] = AdmissionMemo()
 
-    def handle(self, body: bytes) -> tuple[int, bytes]:
+    def handle(self, body: bytes, *, memoize: bool = True) -> tuple[int, bytes]:
+        """`memoize=False`: neither read nor fill the memo (so another thread may run this)."""
         try:
             request = parse_review(body)
         except MalformedReview as exc:
             self.metrics.malformed.inc()
-            _log({"outcome": "malformed", "reason": str(exc)[:200]})
+            _log({"outcome": "malformed", "reason": bounded(str(exc), LOG_TEXT_LIMIT)})
             return 400, _dumps({"message": f"not an AdmissionReview v1 request: {exc}"})
         except Exception as exc:  # e.g. RecursionError on absurdly nested JSON
             self.metrics.malformed.inc()
             _log({"outcome": "malformed", "error": type(exc).__name__})
             return 400, _dumps({"message": "the body could not be parsed as an AdmissionReview"})
         try:
-            return 200, self.answer(request)
+            return 200, self.answer(request, memoize=memoize)
         except MalformedReview as exc:
             self.metrics.malformed.inc()
             return 400, _dumps({"message": f"not an AdmissionReview v1 request: {exc}"})
         except Exception as exc:  # fail closed, never 5xx
-            namespace = request.get("namespace") or ""
-            self.metrics.record("error", namespace, dry_run=bool(request.get("dryRun")))
-            log.error(
-                "%s",
-                json.dumps(
-                    {"uid": request["uid"], "namespace": namespace, "outcome": "error", "error": type(exc).__name__}
-                ),
+            namespace = str(request.get("namespace") or "")
+            self.metrics.record(
+                "error", namespace, dry_run=bool(request.get("dryRun")), known=self._known_namespace(namespace)
             )
+            fields = {
+                "uid": bounded(str(request["uid"]), LOG_TEXT_LIMIT),
+                "namespace": bounded(namespace, LOG_TEXT_LIMIT),
+                "outcome": "error",
+                "error": type(exc).__name__,
+            }
+            log.error("admission", extra={"fields": fields})
             response = build_response(
                 request["uid"], allowed=False, code=500, message=INTERNAL_ERROR_MESSAGE.format(uid=request["uid"])
             )
             return 200, _dumps(response)
 
-    def answer(self, request: AdmissionRequest) -> bytes:
+    def answer(self, request: AdmissionRequest, *, memoize: bool = True) -> bytes:
         """The encoded AdmissionReview answer to a parsed request; metrics and the log line recorded."""
-        decision = admit(request, self.cluster, self.settings, native_sidecars=self.native_sidecars, memo=self.memo)
+        memo = self.memo if memoize else None
+        decision = admit(request, self.cluster, self.settings, native_sidecars=self.native_sidecars, memo=memo)
         uid = request["uid"]
         dry_run = bool(request.get("dryRun"))
-        self.metrics.record(decision.outcome, decision.namespace, dry_run=dry_run, reason=decision.reason)
-        entry: dict[str, Any] = {"uid": uid, "namespace": decision.namespace}
+        self.metrics.record(
+            decision.outcome,
+            decision.namespace,
+            dry_run=dry_run,
+            reason=decision.reason,
+            known=self._known_namespace(decision.namespace),
+        )
+        entry: dict[str, Any] = {
+            "uid": bounded(str(uid), LOG_TEXT_LIMIT),
+            "namespace": bounded(str(decision.namespace), LOG_TEXT_LIMIT),
+        }
         is_pod = decision.reason != NOT_A_POD_CREATE
         if is_pod:
             meta = (request.get("object") or {}).get("metadata") or {}
             name = meta.get("name") or meta.get("generateName")
             # A name the API server would refuse can still reach /mutate: the log line stays short.
-            entry["pod"] = name[:253] if isinstance(name, str) else None
+            entry["pod"] = bounded(name, LOG_TEXT_LIMIT) if isinstance(name, str) else None
         entry.update(decision.log_fields)
+        if decision.outcome == "denied" and decision.message:
+            entry["message"] = bounded(decision.message, LOG_TEXT_LIMIT)
         if dry_run and is_pod:
             entry["dryRun"] = True
         _log(entry)
         return decision.encode(uid)
 
+    def _known_namespace(self, namespace: str) -> bool:
+        """Whether the cluster view knows this namespace: a forged review can name any string."""
+        try:
+            return bool(namespace) and self.cluster.namespace(namespace) is not None
+        except Exception:  # a view that cannot answer knows nothing
+            return False
 
-async def _read_body(request: Request, limit: int) -> bytes:
+
+class _LargeBodyWorker:
+    """One thread, started on first use, that admits the large bodies one at a time."""
+
+    def __init__(self) -> None:
+        self._executor: ThreadPoolExecutor | None = None
+
+    def executor(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferry-large-body")
+        return self._executor
+
+
+async def _read_body(request: Request, limit: int, budget: BodyBudget) -> tuple[bytes, int]:
+    """The body, and the bytes of the shared budget it holds (give them back once it is handled)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise _TooLarge
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
+    taken = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            over = size - budget.small_bytes - taken
+            if over > 0:
+                if not budget.take(over):
+                    raise _OverBudget
+                taken += over
+            chunks.append(chunk)
+    except BaseException:
+        budget.give_back(taken)
+        raise
+    return b"".join(chunks), taken
 
 
 def _safe(check: Callable[[], bool]) -> bool:
@@ -201,13 +342,14 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-def _json(status: int, value: Any) -> Response:
-    return Response(content=_dumps(value), status_code=status, media_type="application/json")
+def _json(status: int, value: Any, *, close: bool = False) -> Response:
+    """`close`: the body was not read to its end, so end the connection rather than read (and decrypt) the rest."""
+    headers = {"connection": "close"} if close else None
+    return Response(content=_dumps(value), status_code=status, media_type="application/json", headers=headers)
 
 
 def _log(entry: Mapping[str, Any]) -> None:
     if log.isEnabledFor(logging.INFO):
         # What log.info does, less its walk up the stack for the caller's file and line, which this one
         # JSON line per admission never prints: that walk was a third of the cost of logging.
-        line = json.dumps(entry, separators=(",", ":"))
-        log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, line, (), None))
+        log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "admission", (), None, extra={"fields": entry}))

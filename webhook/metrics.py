@@ -4,9 +4,18 @@ Why it exists: operators need to see at a glance whether pods are being
 injected, skipped or denied (and why), how long admission takes against the
 API server's timeout, and whether the Kubernetes cache is stale. A registry per
 app (not the global default) keeps tests and several apps in one process apart.
-Labels are bounded: outcomes and reasons are fixed strings; namespaces must be
-valid names and at most MAX_NAMESPACE_LABELS distinct ones get a label of their
-own; no pod names and never a secret's name or value. The serving certificate's
+They are served on their own plain-HTTP listener (`webhook.app.metrics_app`).
+
+Labels are bounded, and count only what the API server can have sent. /mutate
+has no client authentication (see docs/reliability.md), so a forged review can
+name any namespace: a namespace gets a label of its own only if the watch cache
+knows it (`known=True`); any other name counts as "unknown", so forgeries can
+neither invent series nor use up the budget that real namespaces need. Of the
+known ones, only the first MAX_NAMESPACE_LABELS distinct namespaces get their
+own series, the rest count as "other": the series stay bounded on a cluster
+with thousands of namespaces, and a scrape does not list every tenant.
+Outcomes and reasons are fixed strings; no pod names and never a secret's name
+or value. The serving certificate's
 expiry is read from its file at scrape time, so a certificate that cert-manager
 renewed (or that failed to renew) shows up without any hook in the reloader.
 """
@@ -26,10 +35,12 @@ CERTIFICATE_EXPIRY_METRIC = "ferry_serving_certificate_expiry_timestamp_seconds"
 # A PEM serving certificate (leaf plus chain) is a few KiB; read no more than this at a scrape.
 _MAX_CERT_FILE_BYTES = 1024 * 1024
 
-# A namespace name is a DNS-1123 label; anything else a client sends is "invalid".
+# A namespace name is a DNS-1123 label; anything else is "unknown" whatever the view says.
 _NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-# Distinct namespaces with a label of their own; more than a large cluster has, far less than unbounded.
-MAX_NAMESPACE_LABELS = 2000
+# Distinct known namespaces with a series of their own (the dashboard shows the top 10); the rest are "other".
+MAX_NAMESPACE_LABELS = 100
+UNKNOWN_NAMESPACE = "unknown"
+OTHER_NAMESPACES = "other"
 OUTCOMES = ("injected", "skipped", "denied", "reinvoked", "error")
 # Admission must finish well inside the API server's timeoutSeconds (a few seconds).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -53,6 +64,11 @@ class AdmissionMetrics:
             ("reason",),
             registry=self.registry,
         )
+        self.over_budget = Counter(
+            "ferry_request_body_budget_exhausted",
+            "Requests answered 503 because request bodies in flight held all of the shared body budget.",
+            registry=self.registry,
+        )
         self.malformed = Counter(
             "ferry_malformed_reviews",
             "Request bodies that were not an AdmissionReview (answered with HTTP 400 or 413).",
@@ -69,18 +85,19 @@ class AdmissionMetrics:
         self._certificate = _CertificateExpiryCollector()
         self.registry.register(self._certificate)
 
-    def _namespace_label(self, namespace: str) -> str:
+    def _namespace_label(self, namespace: str, known: bool) -> str:
         """The namespace as a label value, bounded: anyone who reaches the Service can post reviews.
 
-        Only valid namespace names (DNS-1123 labels) become labels, and only the
-        first MAX_NAMESPACE_LABELS distinct ones; the rest count under "other".
+        Only namespaces the watch cache knows (and that are valid names) become
+        labels, and only the first MAX_NAMESPACE_LABELS distinct ones; others
+        count under "unknown", the rest of the known ones under "other".
         """
-        if not namespace or not _NAMESPACE_RE.match(namespace):
-            return "invalid"
+        if not known or not namespace or not _NAMESPACE_RE.match(namespace):
+            return UNKNOWN_NAMESPACE
         if namespace in self._namespaces_seen:
             return namespace
         if len(self._namespaces_seen) >= MAX_NAMESPACE_LABELS:
-            return "other"
+            return OTHER_NAMESPACES
         self._namespaces_seen.add(namespace)
         return namespace
 
@@ -92,8 +109,10 @@ class AdmissionMetrics:
         """Export the expiry of the certificate in `cert_file` (read at scrape time, so renewals show)."""
         self._certificate.cert_file = cert_file
 
-    def record(self, outcome: str, namespace: str, *, dry_run: bool, reason: str | None = None) -> None:
-        self.admissions.labels(outcome, self._namespace_label(namespace), "true" if dry_run else "false").inc()
+    def record(self, outcome: str, namespace: str, *, dry_run: bool, known: bool, reason: str | None = None) -> None:
+        """Count one admission; `known`: the watch cache knows `namespace` (else it counts as "unknown")."""
+        label = self._namespace_label(namespace, known)
+        self.admissions.labels(outcome, label, "true" if dry_run else "false").inc()
         if outcome == "denied" and reason:
             self.denials.labels(reason).inc()
 

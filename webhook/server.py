@@ -23,6 +23,36 @@ certificate would drop admissions, so the server re-reads the files in place:
 
 Access logs are off by default: one line per admission is noise at fleet scale,
 and the app's own metrics and denial logs say what matters.
+
+Slow and greedy clients (anyone who can reach the Service can open a
+connection) are bounded at the connection, before the app runs:
+
+- a read deadline (`REQUEST_READ_DEADLINE`, 3 s): from the connection's start,
+  or a later request's first byte, the whole request (headers and body) must
+  have arrived, else the connection is dropped. The API server writes its
+  request at once, and gives up itself after the webhook's timeoutSeconds (5 s
+  in the manifests), so a slower request can never be a real one. uvicorn alone
+  has only a keep-alive timeout: a stalled header or body would hold its
+  connection and buffers forever.
+- at most `MAX_CONNECTIONS_PER_CLIENT` (128) open connections per client
+  address; more are dropped at once. The API server's own pool stays far below,
+  so a tenant that floods the port from its pod's address exhausts only its
+  own share, never the API server's.
+- at most `MAX_CONNECTIONS` (512) open connections in all (uvicorn's
+  `limit_concurrency`): past it a request gets an immediate 503. A fast 503
+  rather than a queue: the API server applies failurePolicy to a 503 at once
+  (the user sees an error and a controller retries), while a queued request
+  would hold the API server's own request for the whole timeout. This is the
+  last guard against running out of file descriptors and memory, not a rate
+  limit; the bytes of request bodies are bounded in `webhook.app`.
+
+The TLS handshake itself is bounded by asyncio's default of 60 s; a connection
+stalled there holds no request buffers. uvicorn runs on asyncio's own loop and
+TLS, not uvloop: the guards subclass its h11 protocol, and stalled TLS
+connections held less memory there (docs/reliability.md).
+
+Metrics have their own plain-HTTP listener (`metrics_app`, `metrics_port`) in
+the same event loop, with the same guards and a smaller connection limit.
 """
 
 from __future__ import annotations
@@ -40,13 +70,22 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import h11
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 __all__ = [
+    "MAX_CONNECTIONS",
+    "MAX_METRICS_CONNECTIONS",
+    "MAX_CONNECTIONS_PER_CLIENT",
     "MINIMUM_TLS_VERSION",
+    "REQUEST_READ_DEADLINE",
     "TLS12_CIPHERS",
     "CertReloader",
+    "GuardedH11Protocol",
+    "guarded_protocol",
+    "metrics_config",
     "ReloadingServer",
     "run_server",
     "serve",
@@ -58,6 +97,13 @@ log = logging.getLogger(__name__)
 MINIMUM_TLS_VERSION = ssl.TLSVersion.TLSv1_2
 # OpenSSL cipher string for TLS 1.2: forward secrecy and authenticated encryption only.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+# Seconds for a whole request (headers and body) to arrive; see the module docstring.
+REQUEST_READ_DEADLINE = 3.0
+# Open connections, in all and per client address; see the module docstring.
+MAX_CONNECTIONS = 512
+MAX_CONNECTIONS_PER_CLIENT = 128
+# The metrics listener serves one scraper or two.
+MAX_METRICS_CONNECTIONS = 16
 
 _FileState = tuple[int, int, int, int]  # (device, inode, size, mtime_ns)
 
@@ -134,16 +180,96 @@ class CertReloader:
                 log.exception("TLS certificate reload failed; keeping the current certificate")
 
 
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol plus a whole-request read deadline and a per-client connection cap.
+
+    `server_config` binds the limits with `guarded_protocol`; the class itself keeps the defaults.
+    """
+
+    read_deadline: float = REQUEST_READ_DEADLINE
+    max_per_client: int = MAX_CONNECTIONS_PER_CLIENT
+    # Open connections per client host, shared by every connection of one server (set by guarded_protocol).
+    per_client: dict[str, int] = {}  # noqa: RUF012 - replaced per server by guarded_protocol
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._client_host: str | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        host = self.client[0] if self.client else ""
+        if self.per_client.get(host, 0) >= self.max_per_client:
+            log.warning("dropped a connection: client already has %d open", self.max_per_client)
+            transport.abort()
+            return
+        self._client_host = host
+        self.per_client[host] = self.per_client.get(host, 0) + 1
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        host, self._client_host = self._client_host, None
+        if host is not None:
+            left = self.per_client.get(host, 1) - 1
+            if left > 0:
+                self.per_client[host] = left
+            else:
+                self.per_client.pop(host, None)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._deadline is None and self.conn.their_state is h11.IDLE:
+            self._arm()  # the first bytes of a request after keep-alive
+        super().data_received(data)
+        if self.conn.their_state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR):
+            self._disarm()  # the whole request is in (or the connection is done for)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(self.read_deadline, self._read_deadline_passed)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _read_deadline_passed(self) -> None:
+        self._deadline = None
+        if self.transport is not None and not self.transport.is_closing():
+            log.warning("dropped a connection: no whole request within %.1f s", self.read_deadline)
+            self.transport.abort()
+
+
+def guarded_protocol(read_deadline: float, max_per_client: int) -> type[GuardedH11Protocol]:
+    """A GuardedH11Protocol class with these limits and its own per-client table (one per server)."""
+    return type(
+        "GuardedH11Protocol",
+        (GuardedH11Protocol,),
+        {"read_deadline": read_deadline, "max_per_client": max_per_client, "per_client": {}},
+    )
+
+
 class ReloadingServer(uvicorn.Server):
     """uvicorn's server plus our certificate reloader, run in the server's own event loop."""
 
-    def __init__(self, config: uvicorn.Config, cert_file: Path, key_file: Path, reload_interval: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        cert_file: Path,
+        key_file: Path,
+        reload_interval: float,
+        *,
+        metrics: uvicorn.Config | None = None,
+    ) -> None:
+        """`metrics`: the config of the plain-HTTP metrics listener (`metrics_config`), run alongside."""
         super().__init__(config)
         self.cert_file = cert_file
         self.key_file = key_file
         self.reload_interval = reload_interval
         self.reloader: CertReloader | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.metrics_server = uvicorn.Server(metrics) if metrics is not None else None
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         # Taken before the context reads the files, so a change in between is not missed.
@@ -154,12 +280,29 @@ class ReloadingServer(uvicorn.Server):
         self.reloader = CertReloader(self.config.ssl, self.cert_file, self.key_file, loaded_state=before)
         self.loop = asyncio.get_running_loop()
         task = asyncio.create_task(self.reloader.reload_loop(self.reload_interval), name="ferry-cert-reloader")
+        metrics = self.metrics_server
         try:
+            if metrics is not None:
+                metrics.config.load()
+                metrics.lifespan = metrics.config.lifespan_class(metrics.config)
+                await metrics.startup()
             await super().serve(sockets=sockets)
         finally:
+            if metrics is not None and metrics.started:
+                metrics.force_exit = True  # a scrape in flight is not worth waiting for
+                await metrics.shutdown()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The metrics listener's bound port (after start), for callers that asked for port 0."""
+        servers = getattr(self.metrics_server, "servers", None) or []
+        for listener in servers:
+            for sock in listener.sockets:
+                return int(sock.getsockname()[1])
+        return None
 
 
 def _tls_context_factory(config: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
@@ -180,7 +323,11 @@ def server_config(
     access_log: bool,
     log_config: dict[str, Any] | None,
     timeout_graceful_shutdown: int | None,
+    read_deadline: float = REQUEST_READ_DEADLINE,
+    max_connections: int = MAX_CONNECTIONS,
+    max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT,
 ) -> uvicorn.Config:
+    """The admission listener's config: TLS 1.2+, h11 with the guards of the module docstring."""
     return uvicorn.Config(
         app,
         host=host,
@@ -188,11 +335,30 @@ def server_config(
         ssl_certfile=str(cert_file),
         ssl_keyfile=str(key_file),
         ssl_context_factory=_tls_context_factory,
+        http=guarded_protocol(read_deadline, max_connections_per_client),
+        loop="asyncio",
+        limit_concurrency=max_connections,
         log_level=log_level,
         access_log=access_log,
         log_config=log_config,
         server_header=False,
         timeout_graceful_shutdown=timeout_graceful_shutdown,
+    )
+
+
+def metrics_config(app: Any, *, host: str, port: int, read_deadline: float = REQUEST_READ_DEADLINE) -> uvicorn.Config:
+    """The plain-HTTP metrics listener's config: same guards, a few connections, no lifespan, no access log."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=guarded_protocol(read_deadline, MAX_METRICS_CONNECTIONS),
+        limit_concurrency=MAX_METRICS_CONNECTIONS,
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=1,
     )
 
 
@@ -213,6 +379,8 @@ def serve(
     access_log: bool = False,
     log_config: dict[str, Any] | None = LOGGING_CONFIG,
     timeout_graceful_shutdown: int | None = 20,
+    metrics_app: Any = None,
+    metrics_port: int = 0,
 ) -> None:
     """Serve `app` over TLS 1.2+ until SIGTERM/SIGINT, then return (blocking; call from the main thread).
 
@@ -220,6 +388,8 @@ def serve(
     (checked every `reload_interval` seconds). On SIGTERM the server stops
     accepting and waits up to `timeout_graceful_shutdown` seconds for requests
     in flight. ``log_config=None`` leaves logging as the caller configured it.
+    With `metrics_app` and a `metrics_port` other than 0, that app is served
+    over plain HTTP on `host`:`metrics_port` too.
     """
     config = server_config(
         app,
@@ -232,7 +402,10 @@ def serve(
         log_config=log_config,
         timeout_graceful_shutdown=timeout_graceful_shutdown,
     )
-    server = ReloadingServer(config, Path(cert_file), Path(key_file), reload_interval)
+    metrics = (
+        metrics_config(metrics_app, host=host, port=metrics_port) if metrics_app is not None and metrics_port else None
+    )
+    server = ReloadingServer(config, Path(cert_file), Path(key_file), reload_interval, metrics=metrics)
     with _absorb_stop_signals():
         run_server(server)
 

@@ -69,6 +69,8 @@ class Settings:
     excluded_namespaces: frozenset[str] = field(default_factory=lambda: ALWAYS_EXCLUDED_NAMESPACES)
     max_request_bytes: int = 3 * 1024 * 1024
     log_level: str = "info"
+    # The plain-HTTP metrics listener's port; 0: no listener.
+    metrics_port: int = 9090
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -112,6 +114,7 @@ class Settings:
             excluded_namespaces=reader.namespaces("FERRY_EXCLUDED_NAMESPACES", "kube-system,kube-public"),
             max_request_bytes=reader.positive_int("FERRY_MAX_REQUEST_BYTES", cls.max_request_bytes),
             log_level=reader.choice("FERRY_LOG_LEVEL", cls.log_level, _LOG_LEVELS),
+            metrics_port=reader.port("FERRY_METRICS_PORT", cls.metrics_port),
         )
         for kind in ("CPU", "MEMORY"):
             request, limit = f"FERRY_FETCHER_{kind}_REQUEST", f"FERRY_FETCHER_{kind}_LIMIT"
@@ -222,6 +225,14 @@ class _Reader:
             return default
         if not value.isdigit() or int(value) <= 0:
             raise SettingsError(f"{name}={value!r} must be a positive whole number")
+        return int(value)
+
+    def port(self, name: str, default: int) -> int:
+        value = self._raw(name)
+        if value is None:
+            return default
+        if not value.isdigit() or int(value) > 65535:
+            raise SettingsError(f"{name}={value!r} must be a TCP port from 1 to 65535, or 0 to turn it off")
         return int(value)
 
     def namespaces(self, name: str, default: str) -> frozenset[str]:

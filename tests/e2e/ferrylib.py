@@ -63,6 +63,7 @@ class Replica:
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    metrics_port: int
 
     def log_lines(self) -> list[str]:
         return self.log_path.read_text(errors="replace").splitlines()
@@ -137,6 +138,9 @@ class Ferry:
         env.update(self.deployment_env())
         env.update(self.extra_env)
         env["KUBECONFIG"] = self.kubeconfig
+        # Each local replica needs its own metrics port (in a cluster every pod has its own 9090).
+        metrics_port = free_port()
+        env["FERRY_METRICS_PORT"] = str(metrics_port)
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -146,7 +150,7 @@ class Ferry:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        replica = Replica(port, process, log_path)
+        replica = Replica(port, process, log_path, metrics_port)
         self.replicas.append(replica)
         self._route()
         if wait:
@@ -214,7 +218,10 @@ class Ferry:
         wait_for(lambda: self._ready(replica), timeout, what=f"webhook replica on port {replica.port} to be ready")
 
     def metrics(self, replica: Replica) -> str:
-        return self.get(replica, "/metrics")[1]
+        """GET /metrics from the replica's plain-HTTP metrics listener."""
+        url = f"http://127.0.0.1:{replica.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return str(response.read().decode())
 
     def admission_entries(self) -> list[dict[str, Any]]:
         return [entry for replica in self.replicas for entry in replica.admission_entries()]

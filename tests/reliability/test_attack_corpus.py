@@ -90,4 +90,4 @@ def _excerpt(message: str) -> str:
 def _scan_metrics_at_end(webhook: WebhookUnderTest, ledger: SecretLedger) -> Iterator[None]:
     yield
     assert webhook.client is not None
-    ledger.expose("metrics:corpus", webhook.client.get("/metrics").text)
+    ledger.expose("metrics:corpus", webhook.metrics_text())

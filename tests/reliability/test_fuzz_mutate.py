@@ -56,7 +56,7 @@ def webhook(tmp_path_factory: pytest.TempPathFactory, ledger: SecretLedger) -> I
     server = WebhookUnderTest(tmp_path_factory.mktemp("fuzz-tls")).start()
     yield server
     assert server.client is not None
-    ledger.expose("metrics:fuzz", server.client.get("/metrics").text)
+    ledger.expose("metrics:fuzz", server.metrics_text())
     for strategy, statuses in _STATS.items():
         record_result("fuzz", strategy, {str(k): v for k, v in sorted(statuses.items())})
     server.stop()
@@ -424,11 +424,11 @@ def test_request_fields_cannot_grow_metrics_without_bound(webhook: WebhookUnderT
     namespace, must not add megabytes to /metrics (which are never freed).
     """
     assert webhook.client is not None
-    before = len(webhook.client.get("/metrics").content)
+    before = len(webhook.metrics_text().encode())
     for index in range(20):
         sent = review(pod({}), namespace=f"ns{index}-" + "n" * 100_000)
         _check_answer(sent["request"]["uid"], webhook.post(_encode(sent)))
-    grown = len(webhook.client.get("/metrics").content) - before
+    grown = len(webhook.metrics_text().encode()) - before
     record_result("fuzz", "metrics growth after 20 hostile namespaces (bytes)", {"grown": grown})
     assert grown < 100_000, f"/metrics grew by {grown} bytes from 20 requests"
 

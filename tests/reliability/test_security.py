@@ -60,7 +60,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory, ledger: SecretLedger) -> I
     yield started
     for server in started.values():
         assert server.client is not None
-        ledger.expose("metrics:security", server.client.get("/metrics").text)
+        ledger.expose("metrics:security", server.metrics_text())
         server.stop()
     record_result("security", "restricted profile on injected containers", dict(_PSS_STATS))
 

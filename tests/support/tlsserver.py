@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from webhook.server import ReloadingServer, run_server, server_config
+from webhook.server import ReloadingServer, metrics_config, run_server, server_config
 
 
 class TLSServer:
@@ -41,12 +41,24 @@ class TLSServer:
         log_level: str = "warning",
         access_log: bool = False,
         startup_timeout: float = 10.0,
+        metrics_app: Any = None,
+        read_deadline: float | None = None,
+        max_connections_per_client: int | None = None,
     ) -> None:
+        """`metrics_app`: also serve it over plain HTTP on a free port (`metrics_url`).
+
+        `read_deadline` and `max_connections_per_client` override the server's guards (tests of them).
+        """
         self.host = host
         self.cert_file = Path(cert_file)
         self.key_file = Path(key_file)
         self.startup_timeout = startup_timeout
         self._requested_port = port
+        guards: dict[str, Any] = {}
+        if read_deadline is not None:
+            guards["read_deadline"] = read_deadline
+        if max_connections_per_client is not None:
+            guards["max_connections_per_client"] = max_connections_per_client
         self._config = server_config(
             app,
             host=host,
@@ -57,8 +69,10 @@ class TLSServer:
             access_log=access_log,
             log_config=None,  # a library must not reconfigure the host process's logging
             timeout_graceful_shutdown=5,
+            **guards,
         )
-        self._server = ReloadingServer(self._config, self.cert_file, self.key_file, reload_interval)
+        metrics = metrics_config(metrics_app, host=host, port=0) if metrics_app is not None else None
+        self._server = ReloadingServer(self._config, self.cert_file, self.key_file, reload_interval, metrics=metrics)
         self._socket: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -73,6 +87,15 @@ class TLSServer:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"https://{host}:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """``http://127.0.0.1:PORT/metrics`` of the plain-HTTP metrics listener (after start)."""
+        port = self._server.metrics_port
+        if port is None:
+            raise RuntimeError("TLSServer runs no metrics listener")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{port}/metrics"
 
     @property
     def ssl_context(self) -> ssl.SSLContext:

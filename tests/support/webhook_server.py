@@ -22,7 +22,7 @@ import jsonpatch
 
 from tests.support.reviews import decode_patch, pod_create_review
 from tests.support.tlsserver import TLSServer
-from webhook.app import create_app
+from webhook.app import create_app, metrics_app
 from webhook.certs import generate_bundle, write_bundle
 from webhook.kube import StaticView
 from webhook.metrics import AdmissionMetrics
@@ -89,7 +89,7 @@ class WebhookUnderTest:
         self.metrics = AdmissionMetrics()
         view = StaticView(self.spcs, [namespace(NAMESPACE), namespace("plain")])
         app = create_app(self.settings, view, native_sidecars=self.native_sidecars, metrics=self.metrics)
-        self.server = TLSServer(app, cert, key)
+        self.server = TLSServer(app, cert, key, metrics_app=metrics_app(self.metrics))
         self.client: httpx.Client | None = None
 
     def start(self) -> WebhookUnderTest:
@@ -115,6 +115,12 @@ class WebhookUnderTest:
     @property
     def url(self) -> str:
         return self.server.url
+
+    def metrics_text(self) -> str:
+        """GET /metrics from the plain-HTTP metrics listener."""
+        response = httpx.get(self.server.metrics_url, timeout=20.0)
+        assert response.status_code == 200, response.text
+        return response.text
 
     def post(self, body: bytes, content_type: str | None = "application/json", **kwargs: Any) -> httpx.Response:
         assert self.client is not None

@@ -22,7 +22,7 @@ from tests.support.kubeapi import FakeKubeAPI
 from tests.support.net import free_port
 from tests.support.reviews import decode_patch
 from tests.support.tlsserver import TLSServer
-from webhook.app import create_app
+from webhook.app import create_app, metrics_app
 from webhook.certs import generate_bundle, write_bundle
 from webhook.kube import WatchCache
 from webhook.settings import Settings
@@ -81,7 +81,11 @@ def test_no_kubernetes_api_calls_per_admission_after_warm_up(
         try:
             assert cache.wait_ready(10)
             app = create_app(Settings(), cache, native_sidecars=True)
-            with TLSServer(app, cert, key) as server, httpx.Client(verify=_trust(ca), timeout=10) as client:
+            scraped = metrics_app(app.state.metrics)
+            with (
+                TLSServer(app, cert, key, metrics_app=scraped) as server,
+                httpx.Client(verify=_trust(ca), timeout=10) as client,
+            ):
                 assert client.get(f"{server.url}/readyz").status_code == 200
                 before = kube.request_count()
                 for _ in range(20):
@@ -89,7 +93,8 @@ def test_no_kubernetes_api_calls_per_admission_after_warm_up(
                     answer = client.post(f"{server.url}/mutate", content=json.dumps(body), headers=HEADERS).json()
                     assert decode_patch(answer["response"])
                 assert kube.request_count() == before
-                metrics = client.get(f"{server.url}/metrics").text
+                assert client.get(f"{server.url}/metrics").status_code == 404  # only on the metrics listener
+                metrics = httpx.get(server.metrics_url, timeout=10).text
                 assert 'ferry_cache_freshness_seconds{resource="namespaces"}' in metrics
         finally:
             cache.stop()
@@ -106,6 +111,7 @@ def _serve(
     port = free_port()
     ca = tmp_path / "ca.crt"
     env = {k: v for k, v in os.environ.items() if k not in ("KUBERNETES_SERVICE_HOST", "KUBECONFIG")}
+    env["FERRY_METRICS_PORT"] = str(free_port())  # never the shared default 9090
     env.update(env_updates)
     command = [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port)]
     process = subprocess.Popen(
@@ -134,15 +140,24 @@ def _serve(
 
 
 def _stop(process: subprocess.Popen[str]) -> list[dict[str, Any]]:
-    """SIGTERM, a clean exit, and the JSON log lines it wrote."""
+    """SIGTERM, a clean exit, and the log lines it wrote: every line on stdout and stderr must be JSON."""
     process.send_signal(signal.SIGTERM)
     try:
-        _, stderr = process.communicate(timeout=20)
+        stdout, stderr = process.communicate(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
-        _, stderr = process.communicate()
+        stdout, stderr = process.communicate()
     assert process.returncode == 0, stderr
-    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in (stdout + stderr).splitlines()]
+    for line in lines:
+        assert isinstance(line, dict) and {"ts", "level", "msg"} <= line.keys(), line
+        assert line["level"] in ("debug", "info", "warning", "error", "critical"), line
+    return lines
+
+
+def _start_line(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    (start,) = [line for line in lines if line["msg"] == "start"]
+    return {key: start.get(key) for key in ("mode", "nativeSidecars")}
 
 
 def _sni(name: str | None) -> dict[str, Any]:
@@ -176,8 +191,36 @@ def test_serve_command_outside_a_cluster(tmp_path: Path, review: Review, patched
         assert [c["name"] for c in pod["spec"]["initContainers"]] == ["ferry-init", "ferry-sidecar", "migrate"]
     finally:
         lines = _stop(process)
-    assert {"event": "start", "mode": "static", "nativeSidecars": True} in lines
+    assert _start_line(lines) == {"mode": "static", "nativeSidecars": True}
     assert any(line.get("outcome") == "injected" and line.get("pod") == "api" for line in lines)
+
+
+def test_serve_logs_json_only_and_serves_metrics_on_their_own_port(tmp_path: Path, review: Review) -> None:
+    """uvicorn's lines, admissions and denials: one JSON shape; /metrics on plain HTTP, not the TLS port."""
+    metrics_port = free_port()
+    process, port, ca = _serve(
+        tmp_path,
+        {"KUBECONFIG": str(tmp_path / "no-kubeconfig"), "FERRY_METRICS_PORT": str(metrics_port)},
+        "--secret-provider-class",
+        str(FIXTURES / "secretproviderclasses.yaml"),
+    )
+    try:
+        body = review("review-1")
+        annotations = body["request"]["object"]["metadata"]["annotations"]
+        annotations["ferry.dev/mount-path"] = "/etc/" + "x" * 50_000  # denied; the message quotes it
+        assert _mutate(port, ca, body)["allowed"] is False
+        with httpx.Client(verify=_trust(ca), timeout=10) as client:
+            assert client.get(f"https://127.0.0.1:{port}/metrics").status_code == 404
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+        assert scraped.status_code == 200
+        assert 'ferry_admission_denials_total{reason="invalid-spec"} 1.0' in scraped.text
+        assert httpx.get(f"http://127.0.0.1:{metrics_port}/healthz", timeout=10).status_code == 404
+    finally:
+        lines = _stop(process)
+    assert any(line.get("logger") == "uvicorn.error" for line in lines)  # uvicorn's own lines, same shape
+    (denial,) = [line for line in lines if line.get("outcome") == "denied"]
+    assert denial["reason"] == "invalid-spec" and "mount-path" in denial["message"]
+    assert len(json.dumps(denial)) < 2_000  # the 50 KB annotation is not echoed
 
 
 def test_serve_command_in_a_cluster(tmp_path: Path, review: Review, patched_pod: Validate) -> None:
@@ -217,7 +260,7 @@ def test_serve_command_in_a_cluster(tmp_path: Path, review: Review, patched_pod:
         webhook = kube.get_mutating_webhook_configuration("ferry")
         assert webhook is not None and webhook["webhooks"][0]["clientConfig"]["caBundle"]
         assert base64.b64decode(webhook["webhooks"][0]["clientConfig"]["caBundle"]) == ca.read_bytes()
-    assert {"event": "start", "mode": "cluster", "nativeSidecars": False} in lines
+    assert _start_line(lines) == {"mode": "cluster", "nativeSidecars": False}
 
 
 def test_certs_command(tmp_path: Path) -> None:

@@ -16,8 +16,9 @@ import jsonpatch
 import pytest
 
 from fetcher.spec import FetchSpec
+from fetcher.spec.logline import JsonFormatter
 from tests.support.reviews import decode_patch
-from webhook.app import create_app
+from webhook.app import create_app, metrics_app
 from webhook.settings import Settings
 
 Review = Callable[[str], dict[str, Any]]
@@ -25,8 +26,20 @@ Validate = Callable[[dict[str, Any], list[dict[str, Any]]], dict[str, Any]]
 
 
 @pytest.fixture
-def client(asgi_client: Callable[[Any], Any], cluster: Any, settings: Settings) -> Any:
-    return asgi_client(create_app(settings, cluster, native_sidecars=True))
+def app(cluster: Any, settings: Settings) -> Any:
+    return create_app(settings, cluster, native_sidecars=True)
+
+
+@pytest.fixture
+def client(asgi_client: Callable[[Any], Any], app: Any) -> Any:
+    return asgi_client(app)
+
+
+@pytest.fixture
+def scrape(asgi_client: Callable[[Any], Any], app: Any) -> Callable[[], Any]:
+    """GET /metrics from the metrics app of `app` (in production: its own plain-HTTP listener)."""
+    metrics_client = asgi_client(metrics_app(app.state.metrics))
+    return lambda: metrics_client.get("/metrics")
 
 
 def post(client: Any, body: Any, url: str = "/mutate?timeout=5s") -> dict[str, Any]:
@@ -123,7 +136,9 @@ def test_reinvocation_after_the_identity_webhook_updates_ferrys_containers(
     assert "patch" not in post(client, with_object(review("review-3"), final))
 
 
-def test_dry_run_behaves_the_same(client: Any, review: Review, patched_pod: Validate) -> None:
+def test_dry_run_behaves_the_same(
+    client: Any, scrape: Callable[[], Any], review: Review, patched_pod: Validate
+) -> None:
     live, dry = post(client, review("review-1")), post(client, review("review-4"))
     live_ops, dry_ops = decode_patch(live), decode_patch(dry)
     assert [(op["op"], op["path"]) for op in dry_ops] == [(op["op"], op["path"]) for op in live_ops]
@@ -134,7 +149,7 @@ def test_dry_run_behaves_the_same(client: Any, review: Review, patched_pod: Vali
         assert [(op["op"], op["path"]) for op in decode_patch(post(client, review(name)))] == [
             (op["op"], op["path"]) for op in live_ops if op["path"] != "/metadata/annotations/ferry.dev~1status"
         ]
-    metrics = client.get("/metrics").text
+    metrics = scrape().text
     assert 'ferry_admissions_total{dry_run="true",namespace="team-a",outcome="injected"} 3.0' in metrics
     assert 'ferry_admissions_total{dry_run="false",namespace="team-a",outcome="injected"} 1.0' in metrics
 
@@ -228,7 +243,8 @@ def test_internal_errors_fail_closed_without_5xx(
         def is_ready(self) -> bool:
             return True
 
-    client = asgi_client(create_app(Settings(), BrokenCluster(), native_sidecars=True))
+    client_app = create_app(Settings(), BrokenCluster(), native_sidecars=True)
+    client = asgi_client(client_app)
     with caplog.at_level(logging.INFO, logger="ferry.webhook"):
         response = client.post("/mutate", content=json.dumps(review("review-1")))
     assert response.status_code == 200
@@ -238,20 +254,27 @@ def test_internal_errors_fail_closed_without_5xx(
         "internal error" in answer["status"]["message"]
         and review("review-1")["request"]["uid"] in answer["status"]["message"]
     )
-    logged = " ".join(record.getMessage() for record in caplog.records)
-    assert "KeyError" in logged and "secret-ish detail" not in logged
-    assert (
-        'ferry_admissions_total{dry_run="false",namespace="team-a",outcome="error"} 1.0' in client.get("/metrics").text
-    )
+    logged = " ".join(JsonFormatter().format(record) for record in caplog.records)
+    assert '"error":"KeyError"' in logged and "secret-ish detail" not in logged
+    # The broken view cannot vouch for the namespace, so it is counted as "unknown".
+    scraped = asgi_client(metrics_app(client_app.state.metrics)).get("/metrics").text
+    assert 'ferry_admissions_total{dry_run="false",namespace="unknown",outcome="error"} 1.0' in scraped
 
 
 def test_one_json_log_line_per_admission(client: Any, review: Review, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="ferry.webhook"):
         post(client, review("review-1"))
         post(client, review("review-4"))
-    lines = [json.loads(record.getMessage()) for record in caplog.records if record.name == "ferry.webhook"]
+    formatter = JsonFormatter()
+    lines = [json.loads(formatter.format(record)) for record in caplog.records if record.name == "ferry.webhook"]
     assert len(lines) == 2
+    assert {"ts", "level", "msg", "logger"} <= lines[0].keys() and lines[0]["level"] == "info"
+    for line in lines:
+        del line["ts"]
     assert lines[0] == {
+        "level": "info",
+        "msg": "admission",
+        "logger": "ferry.webhook",
         "uid": review("review-1")["request"]["uid"],
         "namespace": "team-a",
         "pod": "api",
@@ -264,14 +287,15 @@ def test_one_json_log_line_per_admission(client: Any, review: Review, caplog: py
     assert "FERRY_SPEC" not in caplog.text and "prod/db/credentials" not in caplog.text
 
 
-def test_metrics(client: Any, review: Review) -> None:
+def test_metrics(client: Any, scrape: Callable[[], Any], review: Review) -> None:
     post(client, review("review-1"))
     post(client, review("review-7"))
     body = review("review-1")
     body["request"]["object"]["metadata"]["annotations"]["ferry.dev/mount-path"] = "/etc"
     post(client, body)
     client.post("/mutate", content=b"nope")
-    response = client.get("/metrics")
+    assert client.get("/metrics").status_code == 404  # not on the admission port
+    response = scrape()
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     text = response.text
     for line in (
@@ -288,8 +312,8 @@ def test_metrics(client: Any, review: Review) -> None:
 
 def test_cache_freshness_is_read_at_scrape_time(asgi_client: Callable[[Any], Any], cluster: Any) -> None:
     cluster.freshness_seconds = lambda: {"namespaces": 1.5, "secretproviderclasses": float("inf")}
-    client = asgi_client(create_app(Settings(), cluster, native_sidecars=True))
-    text = client.get("/metrics").text
+    app = create_app(Settings(), cluster, native_sidecars=True)
+    text = asgi_client(metrics_app(app.state.metrics)).get("/metrics").text
     assert 'ferry_cache_freshness_seconds{resource="namespaces"} 1.5' in text
     assert 'ferry_cache_freshness_seconds{resource="secretproviderclasses"} +Inf' in text
 
@@ -318,7 +342,9 @@ def test_noop_baseline(client: Any, review: Review, asgi_client: Callable[[Any],
 
 def test_admission_reads_only_the_in_memory_view(client: Any, cluster: Any, review: Review) -> None:
     post(client, review("review-1"))
-    assert cluster.lookups == 3  # one namespace, its LimitRanges, one SecretProviderClass: no I/O behind them
+    # The namespace (for the policy, then for the metrics label), its LimitRanges and one SecretProviderClass:
+    # no I/O behind any of them.
+    assert cluster.lookups == 4
 
 
 @pytest.mark.parametrize(
