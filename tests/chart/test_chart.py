@@ -125,7 +125,7 @@ VALUE_SETS: dict[str, Obj] = {
             "resources": {"requests": {"cpu": "20m", "memory": "48Mi"}, "limits": {"cpu": "250m", "memory": "96Mi"}},
             "volumeSizeLimit": "8Mi",
             "defaultRegion": "eu-west-1",
-            "refresh": {"minInterval": "30s", "nativeSidecars": "true"},
+            "refresh": {"minInterval": "30s", "nativeSidecars": "true", "unhealthyAfter": "5m"},
         },
     },
     "metrics-off": {"metrics": {"enabled": False}, "networkPolicy": {"enabled": True}},
@@ -549,3 +549,16 @@ def test_spc_crd_component_is_the_recorded_crd() -> None:
         shipped = yaml.safe_load(path.read_text())
         assert shipped["spec"] == recorded["spec"], path
         assert shipped["metadata"]["name"] == recorded["metadata"]["name"], path
+
+
+def test_fetcher_settings_reach_the_webhook_as_it_reads_them(renders: dict[str, list[Obj]]) -> None:
+    """The chart's fetcher values become the env the webhook's own Settings parse (no typo in a name)."""
+    from webhook.settings import Settings
+
+    (deployment,) = [o for o in renders["operations"] if o["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
+    settings = Settings.from_env(env)
+    assert settings.sidecar_unhealthy_after_seconds == 300.0
+    assert settings.min_refresh_seconds == 30.0
+    assert settings.default_region == "eu-west-1"
