@@ -27,17 +27,8 @@ and the app's own metrics and denial logs say what matters.
 Slow and greedy clients (anyone who can reach the Service can open a
 connection) are bounded at the connection, before the app runs:
 
-- a read deadline (`REQUEST_READ_DEADLINE`, 3 s): from the connection's start,
-  or a later request's first byte, the whole request (headers and body) must
-  have arrived, else the connection is dropped. The API server writes its
-  request at once, and gives up itself after the webhook's timeoutSeconds (5 s
-  in the manifests), so a slower request can never be a real one. uvicorn alone
-  has only a keep-alive timeout: a stalled header or body would hold its
-  connection and buffers forever.
-- at most `MAX_CONNECTIONS_PER_CLIENT` (128) open connections per client
-  address; more are dropped at once. The API server's own pool stays far below,
-  so a tenant that floods the port from its pod's address exhausts only its
-  own share, never the API server's.
+- a whole-request read deadline and a per-client connection cap: the
+  protocol class in `webhook.connguard`;
 - at most `MAX_CONNECTIONS` (512) open connections in all (uvicorn's
   `limit_concurrency`): past it a request gets an immediate 503. A fast 503
   rather than a queue: the API server applies failurePolicy to a 503 at once
@@ -70,10 +61,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import h11
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
-from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from webhook.connguard import (
+    MAX_CONNECTIONS_PER_CLIENT,
+    REQUEST_READ_DEADLINE,
+    GuardedH11Protocol,
+    guarded_protocol,
+)
 
 __all__ = [
     "MAX_CONNECTIONS",
@@ -97,11 +93,8 @@ log = logging.getLogger(__name__)
 MINIMUM_TLS_VERSION = ssl.TLSVersion.TLSv1_2
 # OpenSSL cipher string for TLS 1.2: forward secrecy and authenticated encryption only.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
-# Seconds for a whole request (headers and body) to arrive; see the module docstring.
-REQUEST_READ_DEADLINE = 3.0
-# Open connections, in all and per client address; see the module docstring.
+# Open connections in all (uvicorn's limit_concurrency); see the module docstring.
 MAX_CONNECTIONS = 512
-MAX_CONNECTIONS_PER_CLIENT = 128
 # The metrics listener serves one scraper or two.
 MAX_METRICS_CONNECTIONS = 16
 
@@ -178,76 +171,6 @@ class CertReloader:
                 self.check()
             except Exception:  # never let a reload bug take the server down
                 log.exception("TLS certificate reload failed; keeping the current certificate")
-
-
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol plus a whole-request read deadline and a per-client connection cap.
-
-    `server_config` binds the limits with `guarded_protocol`; the class itself keeps the defaults.
-    """
-
-    read_deadline: float = REQUEST_READ_DEADLINE
-    max_per_client: int = MAX_CONNECTIONS_PER_CLIENT
-    # Open connections per client host, shared by every connection of one server (set by guarded_protocol).
-    per_client: dict[str, int] = {}  # noqa: RUF012 - replaced per server by guarded_protocol
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._deadline: asyncio.TimerHandle | None = None
-        self._client_host: str | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        host = self.client[0] if self.client else ""
-        if self.per_client.get(host, 0) >= self.max_per_client:
-            log.warning("dropped a connection: client already has %d open", self.max_per_client)
-            transport.abort()
-            return
-        self._client_host = host
-        self.per_client[host] = self.per_client.get(host, 0) + 1
-        self._arm()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        host, self._client_host = self._client_host, None
-        if host is not None:
-            left = self.per_client.get(host, 1) - 1
-            if left > 0:
-                self.per_client[host] = left
-            else:
-                self.per_client.pop(host, None)
-        super().connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        if self._deadline is None and self.conn.their_state is h11.IDLE:
-            self._arm()  # the first bytes of a request after keep-alive
-        super().data_received(data)
-        if self.conn.their_state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR):
-            self._disarm()  # the whole request is in (or the connection is done for)
-
-    def _arm(self) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(self.read_deadline, self._read_deadline_passed)
-
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _read_deadline_passed(self) -> None:
-        self._deadline = None
-        if self.transport is not None and not self.transport.is_closing():
-            log.warning("dropped a connection: no whole request within %.1f s", self.read_deadline)
-            self.transport.abort()
-
-
-def guarded_protocol(read_deadline: float, max_per_client: int) -> type[GuardedH11Protocol]:
-    """A GuardedH11Protocol class with these limits and its own per-client table (one per server)."""
-    return type(
-        "GuardedH11Protocol",
-        (GuardedH11Protocol,),
-        {"read_deadline": read_deadline, "max_per_client": max_per_client, "per_client": {}},
-    )
 
 
 class ReloadingServer(uvicorn.Server):
