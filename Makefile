@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# helm and kubectl (v1.36) live in the venv (scripts/install-helm.sh): found first by tests and the demo.
+WITH_VENV_TOOLS := PATH="$(abspath $(VENV))/bin:$$PATH"
 
 .PHONY: demo test test-slow test-e2e lint bench clean helm locks images
 
@@ -17,7 +19,7 @@ helm: $(VENV)/.installed
 	scripts/install-helm.sh $(VENV)
 
 demo: $(VENV)/.installed
-	$(PY) scripts/demo.py
+	$(WITH_VENV_TOOLS) $(PY) scripts/demo.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -27,13 +29,13 @@ lint: $(VENV)/.installed
 
 # pytest exit code 5 means "no tests collected": a failure here, never a pass.
 test: lint
-	$(PY) -m pytest; rc=$$?; \
+	$(WITH_VENV_TOOLS) $(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 # Only the API-server suite (a real kube-apiserver; KUBEBUILDER_ASSETS names its binaries).
 test-e2e: $(VENV)/.installed
 	@test -n "$$KUBEBUILDER_ASSETS" || { echo "set KUBEBUILDER_ASSETS to the folder of etcd, kube-apiserver, kube-controller-manager (see .ci/run)" >&2; exit 1; }
-	$(PY) -m pytest tests/e2e
+	$(WITH_VENV_TOOLS) $(PY) -m pytest tests/e2e
 
 # The long-running reliability parts (soaks, kill loops, big fuzz runs).
 test-slow: $(VENV)/.installed
