@@ -98,7 +98,10 @@ def test_service_reaches_the_webhook_port(base: list[dict[str, Any]]) -> None:
     service = only(base, "Service", WEBHOOK_NAME)
     pod_labels = webhook_deployment(base)["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
-    assert service["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": 8443, "protocol": "TCP"}]
+    assert service["spec"]["ports"] == [
+        {"name": "https", "port": 443, "targetPort": 8443, "protocol": "TCP"},
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"},
+    ]
 
 
 def test_namespace_enforces_restricted_pod_security(base: list[dict[str, Any]]) -> None:
