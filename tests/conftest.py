@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -45,6 +46,18 @@ class MotoEndpoint:
             "AWS_REGION": region,
             "AWS_EC2_METADATA_DISABLED": "true",
         }
+
+    def client(self, service: str = "secretsmanager", region: str = "us-east-1") -> Any:
+        """A boto3 client of moto, to seed or rotate what the fetcher will read."""
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name=region,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
 
 
 @pytest.fixture(scope="session")

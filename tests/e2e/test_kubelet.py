@@ -124,13 +124,8 @@ def test_sidecar_rotates_the_files_once(
     try:
         time.sleep(0.5)
         assert sidecar.poll() is None, sidecar.communicate()
-        boto3.client(
-            "secretsmanager",
-            endpoint_url=moto_server.url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        ).put_secret_value(SecretId="e2e/db", SecretString='{"username": "app", "password": "second-password"}')
+        rotated = '{"username": "app", "password": "second-password"}'
+        moto_server.client().put_secret_value(SecretId="e2e/db", SecretString=rotated)
         wait_for(
             lambda: _read(volume, "db-password") == "second-password", 60, what="the sidecar's rotation", interval=0.5
         )
@@ -163,13 +158,7 @@ def test_a_failing_sidecar_fails_its_liveness_probe(
     volume = make_empty_dir(folder / "ferry-secrets", stored)
     volumes = {"ferry-secrets": volume}
     assert run_container(stored, "ferry-init", volumes, node_env, folder).returncode == 0
-    boto3.client(
-        "secretsmanager",
-        endpoint_url=moto_server.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    ).delete_secret(SecretId="e2e/db", ForceDeleteWithoutRecovery=True)
+    moto_server.client().delete_secret(SecretId="e2e/db", ForceDeleteWithoutRecovery=True)
     sidecar = start_container(stored, "ferry-sidecar", volumes, node_env, folder)
     try:
         first = wait_for(

@@ -18,7 +18,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
@@ -51,13 +50,7 @@ def test_container_level_identity_without_pod_security_context_can_write_its_fil
 ) -> None:
     moto_server.reset()
     env = moto_server.env()
-    boto3.client(
-        "secretsmanager",
-        endpoint_url=moto_server.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    ).create_secret(Name="db", SecretString="s3cr3t-value")
+    moto_server.client().create_secret(Name="db", SecretString="s3cr3t-value")
     ns = serving_ferry.create_namespace("container-level")
     manifest = opted_pod("app", "db")
     del manifest["spec"]["securityContext"]

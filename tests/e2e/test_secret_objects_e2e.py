@@ -27,7 +27,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import yaml
 
@@ -90,13 +89,7 @@ def node(moto_server: MotoEndpoint) -> Iterator[tuple[Path, dict[str, str]]]:
     """A folder every uid can enter, and the node's stand-ins: moto as AWS, the control plane as the API."""
     moto_server.reset()
     env = moto_server.env()
-    boto3.client(
-        "secretsmanager",
-        endpoint_url=moto_server.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    ).create_secret(Name="shop/db", SecretString=json.dumps({"password": PASSWORD}))
+    moto_server.client().create_secret(Name="shop/db", SecretString=json.dumps({"password": PASSWORD}))
     folder = Path(tempfile.mkdtemp(prefix="ferry-e2e-node-"))
     os.chmod(folder, 0o755)
     try:
@@ -193,13 +186,7 @@ def test_the_secret_is_written_before_the_app_starts_rotates_and_goes_with_the_p
     # A rotation through the sidecar reaches the Secret.
     sidecar = start_container(stored, "ferry-sidecar", {"ferry-secrets": volume}, env, folder)
     try:
-        boto3.client(
-            "secretsmanager",
-            endpoint_url=moto_server.url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        ).put_secret_value(SecretId="shop/db", SecretString='{"password": "second-password"}')
+        moto_server.client().put_secret_value(SecretId="shop/db", SecretString='{"password": "second-password"}')
         wait_for(
             lambda: _value(api, ns, "password") == b"second-password",
             90,
