@@ -12,7 +12,6 @@ import base64
 import json
 import socket
 import ssl
-import uuid
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from tests.e2e.ferrylib import WEBHOOK_CONFIG, Ferry, Replica, is_injected, opted_pod, pod, spc, wait_for
+from tests.support.reviews import pod_create_review
 
 
 def test_webhook_down_refuses_opted_in_pods_and_creates_all_others(serving_ferry: Ferry) -> None:
@@ -63,27 +63,10 @@ def test_two_replicas_starting_together_share_one_certificate(serving_ferry: Fer
     # The API server keeps one connection open, so it may only ever talk to one replica: ask each
     # directly, trusting only the patched caBundle and checking the Service's DNS name.
     for replica in (first, second):
-        review = admission_review(ns, opted_pod(f"direct-{replica.port}"))
+        review = pod_create_review(opted_pod(f"direct-{replica.port}"), namespace=ns, dryRun=True)
         answer = post_review(serving_ferry, replica, review)
         assert answer["response"]["allowed"] is True and answer["response"]["patchType"] == "JSONPatch"
     serving_ferry.stop_replica(second)
-
-
-def admission_review(namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": str(uuid.uuid4()),
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": namespace,
-            "operation": "CREATE",
-            "object": manifest,
-            "userInfo": {"username": "e2e"},
-            "dryRun": True,
-        },
-    }
 
 
 def post_review(ferry: Ferry, replica: Replica, review: dict[str, Any]) -> dict[str, Any]:

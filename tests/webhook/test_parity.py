@@ -12,8 +12,8 @@ import yaml
 
 from fetcher.spec import FetchSpec
 from fetcher.spec.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR, POD_UID_ENV_VAR
+from tests.support.resolving import denied, lookup, resolved
 from tests.webhook.test_main import run_inject
-from webhook.decide import Denial
 from webhook.mutate import mutate_pod
 from webhook.resolve import ResolvedRequest, resolve_spec
 from webhook.settings import Settings
@@ -36,21 +36,6 @@ def spc(secret_objects: Any = None, **params: Any) -> dict[str, Any]:
         "metadata": {"name": "db", "namespace": "team-b"},
         "spec": body,
     }
-
-
-def lookup(*classes: Mapping[str, Any]) -> Callable[[str, str], Mapping[str, Any] | None]:
-    table = {(c["metadata"]["namespace"], c["metadata"]["name"]): c for c in classes}
-    return lambda ns, name: table.get((ns, name))
-
-
-def resolved(result: ResolvedRequest | Denial) -> ResolvedRequest:
-    assert isinstance(result, ResolvedRequest), result
-    return result
-
-
-def denied(result: ResolvedRequest | Denial) -> Denial:
-    assert isinstance(result, Denial), result
-    return result
 
 
 def injected(pod: dict[str, Any], request: ResolvedRequest, settings: Settings) -> dict[str, Any]:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from fetcher.spec import DEFAULT_MOUNT_PATH, FetchSpec
-from webhook.decide import Denial
-from webhook.resolve import ResolvedRequest, resolve_spec
+from tests.support.resolving import denied, lookup, resolved
+from webhook.resolve import resolve_spec
 from webhook.settings import Settings
 
 PodFactory = Callable[..., dict[str, Any]]
@@ -33,21 +33,6 @@ def spc(name: str, ns: str = "team-b", objects: str = SM_OBJECTS, **params: str)
         "metadata": {"name": name, "namespace": ns},
         "spec": {"provider": "aws", "parameters": {"objects": objects, **params}},
     }
-
-
-def lookup(*spcs: dict[str, Any]) -> Callable[[str, str], Mapping[str, Any] | None]:
-    table = {(s["metadata"]["namespace"], s["metadata"]["name"]): s for s in spcs}
-    return lambda ns, name: table.get((ns, name))
-
-
-def resolved(result: ResolvedRequest | Denial) -> ResolvedRequest:
-    assert isinstance(result, ResolvedRequest), result
-    return result
-
-
-def denied(result: ResolvedRequest | Denial) -> Denial:
-    assert isinstance(result, Denial), result
-    return result
 
 
 # --- decide_injection ---------------------------------------------------------
