@@ -36,7 +36,9 @@ MiB = 1024 * 1024
 ATTACKERS = 60
 # Well past the read deadline, far short of "still open a minute later".
 CLOSE_WITHIN = REQUEST_READ_DEADLINE + 12.0
-RSS_LIMIT = 150 * MiB
+# What 60 stalled 3 MiB bodies may add to the server's RSS: held whole, they would add 180 MiB and more
+# (220 MB was measured before the guards); bounded, only the shared body budget and buffers remain.
+RSS_GROWTH_LIMIT = 96 * MiB
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +85,7 @@ def _still_admits(served: ServedWebhook, review: Any) -> None:
 def test_stalled_bodies_are_dropped_and_memory_stays_bounded(served: ServedWebhook, review: Any) -> None:
     """60 connections announce 3 MiB, send all but one byte, and stall: all dropped, RSS bounded."""
     assert served.process is not None
+    baseline = _rss(served.process.pid)
     sockets, peak = _attack(served, send=3 * MiB - 1)
     with ThreadPoolExecutor(max_workers=len(sockets) or 1) as pool:
         closed = list(pool.map(lambda s: closed_by_server(s, CLOSE_WITHIN), sockets))
@@ -90,7 +93,8 @@ def test_stalled_bodies_are_dropped_and_memory_stays_bounded(served: ServedWebho
             peak = max(peak, _rss(served.process.pid))
             sock.close()
     assert all(closed), f"{closed.count(False)} of {len(sockets)} stalled connections still open"
-    assert peak <= RSS_LIMIT, f"server RSS peaked at {peak / MiB:.0f} MiB"
+    growth = peak - baseline
+    assert growth <= RSS_GROWTH_LIMIT, f"server RSS grew by {growth / MiB:.0f} MiB (from {baseline / MiB:.0f} MiB)"
     assert served.process.poll() is None
     _still_admits(served, review)
 
