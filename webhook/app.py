@@ -23,7 +23,10 @@ Metrics are not served here but by `metrics_app`, on a listener of their own
 (plain HTTP, `FERRY_METRICS_PORT`): the admission port is for the API server.
 
 Request bodies are bounded in bytes twice. Each is cut at
-FERRY_MAX_REQUEST_BYTES (413). And the bytes held by bodies still arriving are
+FERRY_MAX_REQUEST_BYTES (413; a body only a little over is still read to its
+end, `DRAIN_BYTES`, so the 413 reaches the client rather than being lost to
+the reset that closing with unread bytes causes; a larger one gets its
+connection closed). And the bytes held by bodies still arriving are
 bounded in all (`BodyBudget`): the first `SMALL_BODY_BYTES` of each body are
 free, since every ordinary pod fits there and the connection limits of
 `webhook.server` bound how many there can be; bytes past that come from one
@@ -70,6 +73,8 @@ from webhook.settings import Settings
 from webhook.view import ClusterView
 
 log = logging.getLogger("ferry.webhook")
+# A body refused as too large is still read (and dropped) up to this many more bytes, so its 413 arrives.
+DRAIN_BYTES = 256 * 1024
 
 INTERNAL_ERROR_MESSAGE = (
     "Ferry could not process this pod because of an internal error; the pod asked for secrets, so it was not "
@@ -87,7 +92,10 @@ LOG_TEXT_LIMIT = 300
 
 
 class _TooLarge(Exception):
-    pass
+    def __init__(self, *, ended: bool) -> None:
+        super().__init__()
+        # Whether the body was read to its end anyway (nothing left that closing would cut off).
+        self.ended = ended
 
 
 class _OverBudget(Exception):
@@ -144,12 +152,12 @@ def create_app(
         except _OverBudget:
             stats.over_budget.inc()
             return _json(503, {"message": "too many large requests at once; retry"}, close=True)
-        except _TooLarge:
+        except _TooLarge as exc:
             stats.malformed.inc()
             return _json(
                 413,
                 {"message": f"the request body is larger than FERRY_MAX_REQUEST_BYTES ({settings.max_request_bytes})"},
-                close=True,
+                close=not (exc.ended or await _drain_refused(request, settings.max_request_bytes)),
             )
         except ClientDisconnect:
             return _json(400, {"message": "the client disconnected before sending the whole body"})
@@ -306,25 +314,64 @@ class _LargeBodyWorker:
         return self._executor
 
 
+async def _drain_refused(request: Request, max_request_bytes: int) -> bool:
+    """Drain a body refused as too large when it is only a little too large; True when it was read to its end.
+
+    With a Content-Length nothing was read yet: a body of at most max + DRAIN_BYTES is read whole (no more
+    work than an accepted body of the largest size). Without one, the body was read past the cap and at
+    most DRAIN_BYTES more are read.
+    """
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit():
+        size = int(declared)
+        return size <= max_request_bytes + DRAIN_BYTES and await _discard_rest(request, size)
+    return await _discard_rest(request, DRAIN_BYTES)
+
+
+async def _discard_rest(request: Request, limit: int) -> bool:
+    """Read and drop what is left of a refused body, up to `limit` bytes; True when it ended within that.
+
+    Closing a connection that still has unread bytes resets it, and the client can lose the answer with
+    them; a body just over the cap is read to its end so its 413 arrives. A larger one is not: the
+    connection is closed instead (connguard's read deadline bounds the time either way).
+    """
+    seen = 0
+    while seen <= limit:
+        message = await request.receive()
+        if message["type"] != "http.request":
+            return False
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return True
+    return False
+
+
 async def _read_body(request: Request, limit: int, budget: BodyBudget) -> tuple[bytes, int]:
     """The body, and the bytes of the shared budget it holds (give them back once it is handled)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
+        raise _TooLarge(ended=False)
     chunks: list[bytes] = []
     size = 0
     taken = 0
     try:
-        async for chunk in request.stream():
+        while True:
+            message = await request.receive()
+            if message["type"] != "http.request":
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
+            more = bool(message.get("more_body", False))
             size += len(chunk)
             if size > limit:
-                raise _TooLarge
+                raise _TooLarge(ended=not more)
             over = size - budget.small_bytes - taken
             if over > 0:
                 if not budget.take(over):
                     raise _OverBudget
                 taken += over
             chunks.append(chunk)
+            if not more:
+                break
     except BaseException:
         budget.give_back(taken)
         raise
