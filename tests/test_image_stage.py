@@ -7,31 +7,17 @@ the botocore the project pins; tests/images/ then runs the trimmed image.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import tomllib
 import typing
 from pathlib import Path
-from types import ModuleType
 
 import botocore
 import pytest
 
 from fetcher import aws
+from tests.support.paths import REPO_ROOT, load_script
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _stage() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("image_stage", REPO_ROOT / "images" / "stage.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["image_stage"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-stage = _stage()
+stage = load_script("images/stage.py", "image_stage")
 
 
 def _site(tmp_path: Path, services: tuple[str, ...] = ("secretsmanager", "ssm", "sts", "s3", "ec2")) -> Path:

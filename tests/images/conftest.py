@@ -8,9 +8,7 @@ and chroot. Where they are missing the tests are skipped, except in CI
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,19 +17,9 @@ from types import ModuleType
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.support.paths import load_script
 
-
-def _load_builder() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("build_images", REPO_ROOT / "scripts" / "build_images.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["build_images"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-builder = _load_builder()
+builder = load_script("scripts/build_images.py", "build_images")
 
 
 @pytest.fixture(scope="session")

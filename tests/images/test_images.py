@@ -28,7 +28,8 @@ import pytest
 import yaml
 
 from tests.conftest import MotoEndpoint, free_port
-from tests.images.conftest import REPO_ROOT, BuiltImage, builder
+from tests.images.conftest import BuiltImage, builder
+from tests.support.paths import REPO_ROOT
 
 pytestmark = pytest.mark.images
 
