@@ -13,6 +13,7 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from urllib.parse import quote
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -74,7 +75,9 @@ def sign(
     return out
 
 
+@lru_cache(maxsize=16)
 def signing_key(secret_key: str, day: str, region: str, service: str) -> bytes:
+    """Derived once per day, region and service (four HMACs), as the SDKs cache it."""
     key = hmac.new(f"AWS4{secret_key}".encode(), day.encode(), hashlib.sha256).digest()
     for part in (region, service, "aws4_request"):
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
