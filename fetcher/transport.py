@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import random
 import select
 import socket
@@ -290,7 +291,7 @@ class HttpClient:
 
     def _context(self) -> ssl.SSLContext:
         if self._tls is None:
-            self._tls = ssl.create_default_context(cafile=self.settings.ca_bundle or None)
+            self._tls = tls_context(self.settings.ca_bundle)
         return self._tls
 
     def _take(self, key: tuple[str, str, int]) -> _Connection | None:
@@ -310,6 +311,34 @@ class HttpClient:
                 idle.append(connection)
                 return
         connection.close()
+
+
+def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """Verifying TLS 1.2+; the system's CAs looked up on demand where the store is a hashed directory.
+
+    Loading the whole bundle file (what create_default_context does) keeps ~150 parsed CA
+    certificates in memory, about 2.4 MB of a 25 MB sidecar; a hashed directory (c_rehash, as
+    Debian's ca-certificates ships it) lets OpenSSL read only the CA a server's chain names.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # checks the certificate and the hostname
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_bundle:
+        context.load_verify_locations(cafile=ca_bundle)
+        return context
+    capath = ssl.get_default_verify_paths().capath
+    if capath and _hashed_directory(capath):
+        context.load_verify_locations(capath=capath)
+    else:
+        context.load_default_certs()
+    return context
+
+
+def _hashed_directory(path: str) -> bool:
+    try:
+        with os.scandir(path) as entries:
+            return any(len(entry.name) == 10 and entry.name.endswith(".0") for entry in entries)
+    except OSError:
+        return False
 
 
 def _read_reply(reader: Any, limit: int) -> tuple[Reply, bool]:

@@ -8,6 +8,7 @@ retries run against moto or a loopback stub over HTTP.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -378,3 +379,29 @@ def test_a_refused_container_uri_is_a_clear_identity_error(tmp_path: Path) -> No
     message = str(caught.value)
     assert "CredentialRetrievalError" in message and "the pod has no usable AWS identity" in message
     assert "never-sent" not in message
+
+
+def test_system_cas_in_a_hashed_directory_are_read_on_demand(
+    tls_aws: TlsStub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No AWS_CA_BUNDLE: the trust store is a c_rehash directory (as Debian ships it), looked up lazily."""
+    store = tmp_path / "certs"
+    store.mkdir()
+    subject_hash = subprocess.run(
+        ["openssl", "x509", "-hash", "-noout", "-in", str(tls_aws.ca_file)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    (store / f"{subject_hash}.0").symlink_to(tls_aws.ca_file)
+    monkeypatch.setenv("SSL_CERT_DIR", str(store))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "no-bundle-file"))
+    env = bare_env(AWS_ENDPOINT_URL=f"https://localhost:{tls_aws.port}")
+    clients = AwsClients(AwsSettings(max_attempts=1), env)
+    try:
+        assert fetch_all(secret_spec(), clients)[0].data == b"over tls"
+    finally:
+        clients.close()
+    (store / f"{subject_hash}.0").unlink()  # without the CA in the store, the same call fails verification
+    clients = AwsClients(AwsSettings(max_attempts=1), env)
+    with pytest.raises(ObjectErrors) as caught:
+        fetch_all(secret_spec(), clients)
+    clients.close()
+    assert caught.value.errors[0].code == "SSLError"
