@@ -203,6 +203,8 @@ def run_sidecar(
 def _notify_app(spec: FetchSpec) -> None:
     # Imported on first use: urllib.request (and the email package under it) is 2 MB of a sidecar
     # that, for most pods, never notifies anyone.
+    if not spec.notify.url and not (spec.notify.signal and spec.notify.process):
+        return
     from fetcher.notify import notify_app
 
     notify_app(spec.notify)
