@@ -209,7 +209,9 @@ def run_once(env: Mapping[str, str], manifest_path: str, target_dir: str, region
             "pass --region (e.g. --region us-east-1) or set AWS_REGION"
         )
     spec = spec_from_secret_provider_class(manifest, region=region)
-    clients = AwsClients.from_env(env)
+    from fetcher.laptop import profile_credentials  # a person's ~/.aws profile, when botocore is installed
+
+    clients = AwsClients.from_env(env, profile_credentials(env))
     delivery = deliver(spec, clients, target_dir)
     log.info(
         "files written" if delivery.swapped else "files already current",

@@ -36,7 +36,7 @@ from fetcher.awscreds import CallRecorder, CredentialCache, choose_source
 from fetcher.awsendpoints import EndpointRules
 from fetcher.awswire import is_retryable, json_error
 from fetcher.errors import ConfigError
-from fetcher.sigv4 import sign
+from fetcher.sigv4 import Credentials, sign
 from fetcher.transport import Backoff, HttpClient, HttpSettings, Proxies, with_retries
 
 Service = Literal["secretsmanager", "ssm"]
@@ -220,7 +220,13 @@ def _decode_binary(reply: dict[str, Any]) -> dict[str, Any]:
 class AwsClients:
     """The process's credentials, connections and clients, one per (service, region), created on first use."""
 
-    def __init__(self, settings: AwsSettings | None = None, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: AwsSettings | None = None,
+        environ: Mapping[str, str] | None = None,
+        credentials: Callable[[str], Credentials] | None = None,
+    ) -> None:
+        """`credentials`: a source to use instead of the environment's chain (`once` with a profile)."""
         environ = os.environ if environ is None else environ
         self.settings = settings or AwsSettings()
         self.calls = ApiCallCounter()
@@ -242,15 +248,18 @@ class AwsClients:
         )
         self.backoff = self.settings.backoff()
         recorder: CallRecorder = self.calls
-        self.credentials = CredentialCache(choose_source(environ, self.http, self.endpoints, self.backoff, recorder))
+        source = credentials or choose_source(environ, self.http, self.endpoints, self.backoff, recorder)
+        self.credentials = CredentialCache(source)
         # Called with (operation, signed headers) before each attempt is sent; tests observe signing with it.
         self.on_send: list[SendHook] = []
         self._clients: dict[tuple[str, str], AwsJsonClient] = {}
         self._lock = threading.Lock()
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> AwsClients:
-        return cls(AwsSettings.from_env(environ), environ)
+    def from_env(
+        cls, environ: Mapping[str, str], credentials: Callable[[str], Credentials] | None = None
+    ) -> AwsClients:
+        return cls(AwsSettings.from_env(environ), environ, credentials)
 
     def client(self, service: Service, region: str) -> AwsJsonClient:
         key = (service, region)
