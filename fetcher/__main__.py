@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
 
 def run_init(env: Mapping[str, str], target_dir: str) -> int:
-    spec = load_spec(env)  # before importing boto3: a bad spec fails fast
+    spec = load_spec(env)  # before importing the AWS client: a bad spec fails fast
 
     on_files = secret_sync_hook(spec, env)  # before AWS too: a pod that cannot sync fails fast
 
