@@ -155,9 +155,11 @@ def run_init(env: Mapping[str, str], target_dir: str) -> int:
 
     from fetcher.aws import AwsClients
     from fetcher.loop import deliver
+    from fetcher.startup import deadline_from_env, within_deadline
 
+    deadline = deadline_from_env(env)
     clients = AwsClients.from_env(env)
-    delivery = deliver(spec, clients, target_dir, on_files)
+    delivery = within_deadline(lambda: deliver(spec, clients, target_dir, on_files), deadline)
     log.info(
         "files written" if delivery.swapped else "files already current",
         dir=target_dir,

@@ -122,6 +122,25 @@ def check_versions(
     return [probe for part in run_units(units, max_workers) for probe in part]
 
 
+# The call each fetch unit makes, per object type: (service, operation).
+FETCH_CALLS: dict[ObjectType, tuple[str, str]] = {
+    "secretsmanager": ("secretsmanager", "GetSecretValue"),
+    "ssmparameter": ("ssm", "GetParameters"),
+}
+
+
+def planned_calls(spec: FetchSpec, clients: AwsClients) -> list[tuple[str, str]]:
+    """(service, operation) of every unit `fetch_all` runs for this spec, from the same units (no call made).
+
+    The fleet simulator (bench/fleet_sim.py) and the docs' cost tables count with this.
+    """
+    plan: list[tuple[str, str]] = []
+    for object_type, items in _by_type(_select(spec, None)).items():
+        units = source_for(object_type, spec, clients).fetch_units(items)
+        plan.extend([FETCH_CALLS[object_type]] * len(units))
+    return plan
+
+
 def source_for(object_type: ObjectType, spec: FetchSpec, clients: AwsClients) -> Source:
     if object_type == "secretsmanager":
         return SecretsManagerSource(clients, spec.region, spec.failover_region)

@@ -454,10 +454,24 @@ def with_retries(
         try:
             return attempt()
         except Exception as exc:
-            if number >= backoff.max_attempts or not retryable(exc):
-                raise
-            delay = backoff.delay(number - 1, rng)
-            if clock() - started + delay > backoff.budget:
+            delay = next_retry(backoff, number, clock() - started, retryable(exc), rng)
+            if delay is None:
                 raise
             sleep(delay)
             number += 1
+
+
+def next_retry(
+    backoff: Backoff, attempts: int, elapsed: float, retryable: bool, rng: Callable[[], float] = random.random
+) -> float | None:
+    """The policy itself, pure: how long to wait before the next try, or None to give up.
+
+    `attempts` tries have failed so far, `elapsed` seconds after the first began. The fleet simulator
+    (bench/fleet_sim.py) drives this same function on a simulated clock.
+    """
+    if attempts >= backoff.max_attempts or not retryable:
+        return None
+    delay = backoff.delay(attempts - 1, rng)
+    if elapsed + delay > backoff.budget:
+        return None
+    return delay
