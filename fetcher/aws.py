@@ -22,6 +22,7 @@ and "calls per unchanged refresh". Retries show in ``attempts``.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import os
 import threading
@@ -34,6 +35,7 @@ from urllib.parse import urlsplit
 
 from fetcher.awscreds import CallRecorder, CredentialCache, choose_source
 from fetcher.awsendpoints import EndpointRules
+from fetcher.awsroles import RoleSessions
 from fetcher.awswire import is_retryable, json_error
 from fetcher.errors import ConfigError
 from fetcher.sigv4 import Credentials, sign
@@ -254,6 +256,17 @@ class AwsClients:
         self.on_send: list[SendHook] = []
         self._clients: dict[tuple[str, str], AwsJsonClient] = {}
         self._lock = threading.Lock()
+
+        # A role per object (awsroles.py): one client view per role, sharing connections and counters.
+        self.roles = RoleSessions(self, environ)
+
+    def with_credentials(self, credentials: CredentialCache) -> AwsClients:
+        """This client set, signing with other credentials: connections, counters and hooks are shared."""
+        view = copy.copy(self)
+        view.credentials = credentials
+        view._clients = {}
+        view._lock = threading.Lock()
+        return view
 
     @classmethod
     def from_env(

@@ -283,6 +283,13 @@ def _from_client_error(exc: AwsServiceError, object_name: str, region: str, serv
 
 
 def _hint_for(code: str, aws_message: str, service: str, operation: str, object_name: str, region: str) -> str:
+    if operation == "AssumeRole":
+        return (
+            "the role named above did not let the pod's identity assume it: its trust policy must allow "
+            "sts:AssumeRole, sts:TagSession and sts:SetSourceIdentity to the pod's IAM role (with the "
+            "object's externalId as sts:ExternalId if set), and the pod's role must be allowed sts:AssumeRole "
+            "on it (docs/configuration.md, a role per object)"
+        )
     if operation.startswith("AssumeRole"):
         return (
             "STS refused the pod's web identity token (IRSA): check the role ARN on the service account "

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, TypeAlias
 import jmespath
 import jmespath.exceptions
 
-from fetcher.errors import ObjectErrors, OutputFormatError, RenderError
+from fetcher.errors import ObjectError, ObjectErrors, OutputFormatError, RenderError
+from fetcher.expand import dynamic_files
 from fetcher.spec import FetchSpec
 from fetcher.spec.formats import FormatError, add_formats
 
@@ -41,7 +42,7 @@ _QUOTE_HINT = 'a key containing "-" must be quoted in JMESPath, e.g. path: \'"db
 def render(spec: FetchSpec, fetched: Mapping[int, FetchedValue]) -> RenderedFiles:
     """Every output file of the spec; raises ObjectErrors listing every object that does not fit."""
     files: RenderedFiles = {}
-    errors: list[RenderError] = []
+    errors: list[ObjectError] = []
     documents: dict[int, object] = {}
     broken: set[int] = set()
     for out in spec.output_files():
@@ -51,6 +52,8 @@ def render(spec: FetchSpec, fetched: Mapping[int, FetchedValue]) -> RenderedFile
             errors.append(RenderError("was not fetched", object_name=obj.object_name))
             broken.add(out.object_index)
             continue
+        if out.expands:
+            continue  # its files come from fetcher.expand, below
         if out.jmes_index is None or out.jmes_path is None:
             files[out.name] = (value.data, out.mode)
             continue
@@ -66,6 +69,10 @@ def render(spec: FetchSpec, fetched: Mapping[int, FetchedValue]) -> RenderedFile
                 broken.add(out.object_index)  # one "not JSON" per object, not one per path
             continue
         files[out.name] = (text.encode("utf-8"), out.mode)
+    if any(obj.expand_json or obj.discover is not None for obj in spec.objects):
+        dynamic, dynamic_errors = dynamic_files(spec, fetched, files)
+        files.update(dynamic)
+        errors.extend(dynamic_errors)
     if errors:
         raise ObjectErrors(errors)
     if spec.output_formats:

@@ -56,6 +56,8 @@ class FetchedValue:
     region: str
     # True for a SecretBinary; jmesPath applies only to text.
     binary: bool = False
+    # A discovery's objects: (full name, bytes) each, sorted by name (`data` is then empty).
+    members: tuple[tuple[str, bytes], ...] | None = None
 
     def __repr__(self) -> str:  # never show the value, even in a debugger or a test failure
         return f"FetchedValue(<{len(self.data)} bytes>, version={self.version!r}, region={self.region!r})"
@@ -99,10 +101,12 @@ def fetch_all(
     max_workers: int = DEFAULT_MAX_WORKERS,
 ) -> FetchResult:
     """Fetch every object of the spec (or only `indices`); raise ObjectErrors naming every failure."""
+    from fetcher.callplan import sources_of  # callplan builds on this module
+
     chosen = _select(spec, indices)
     units: list[Callable[[], FetchResult]] = []
-    for object_type, items in _by_type(chosen).items():
-        units.extend(source_for(object_type, spec, clients).fetch_units(items))
+    for source, items in sources_of(spec, clients, chosen):
+        units.extend(source.fetch_units(items))
     results: FetchResult = {}
     for part in run_units(units, max_workers):
         results.update(part)
@@ -116,29 +120,12 @@ def check_versions(
     max_workers: int = DEFAULT_MAX_WORKERS,
 ) -> list[VersionProbe]:
     """Cheap version checks for every object not pinned to a version (pinned ones cost no call)."""
+    from fetcher.callplan import sources_of
+
     units: list[Callable[[], list[VersionProbe]]] = []
-    for object_type, items in _by_type(_select(spec, None)).items():
-        units.extend(source_for(object_type, spec, clients).probe_units(items))
+    for source, items in sources_of(spec, clients, _select(spec, None)):
+        units.extend(source.probe_units(items))
     return [probe for part in run_units(units, max_workers) for probe in part]
-
-
-# The call each fetch unit makes, per object type: (service, operation).
-FETCH_CALLS: dict[ObjectType, tuple[str, str]] = {
-    "secretsmanager": ("secretsmanager", "GetSecretValue"),
-    "ssmparameter": ("ssm", "GetParameters"),
-}
-
-
-def planned_calls(spec: FetchSpec, clients: AwsClients) -> list[tuple[str, str]]:
-    """(service, operation) of every unit `fetch_all` runs for this spec, from the same units (no call made).
-
-    The fleet simulator (bench/fleet_sim.py) and the docs' cost tables count with this.
-    """
-    plan: list[tuple[str, str]] = []
-    for object_type, items in _by_type(_select(spec, None)).items():
-        units = source_for(object_type, spec, clients).fetch_units(items)
-        plan.extend([FETCH_CALLS[object_type]] * len(units))
-    return plan
 
 
 def source_for(object_type: ObjectType, spec: FetchSpec, clients: AwsClients) -> Source:
@@ -405,13 +392,6 @@ def _select(spec: FetchSpec, indices: Iterable[int] | None) -> list[IndexedObjec
         return list(enumerate(spec.objects))
     wanted = set(indices)
     return [(index, obj) for index, obj in enumerate(spec.objects) if index in wanted]
-
-
-def _by_type(items: Sequence[IndexedObject]) -> dict[ObjectType, list[IndexedObject]]:
-    grouped: dict[ObjectType, list[IndexedObject]] = {}
-    for index, obj in items:
-        grouped.setdefault(obj.object_type, []).append((index, obj))
-    return grouped
 
 
 def _batches(items: Sequence[T], size: int) -> list[list[T]]:

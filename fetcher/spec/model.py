@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from fetcher.spec.object_options import AssumeRole, Discovery
 from fetcher.spec.secret_objects import SecretObject
 
 # Env var that carries the canonical JSON spec into the injected containers.
@@ -69,6 +70,10 @@ class ObjectSpec:
     file_permission: int = DEFAULT_FILE_PERMISSION
     jmes_path: tuple[JmesPathEntry, ...] = ()
     failover_object: FailoverObject | None = None
+    # Issue 18 (fetcher.spec.object_options): a role to assume, one file per JSON key, many objects by path.
+    role: AssumeRole | None = None
+    expand_json: bool = False
+    discover: Discovery | None = None
 
     def file_name(self, path_translation: str | None) -> str:
         """The file's path below the volume, as ASCP names it."""
@@ -97,6 +102,8 @@ class OutputFile:
     jmes_index: int | None
     jmes_path: str | None
     mode: int
+    # A directory of files known only at fetch time (expandJson keys, discovered objects) rather than one file.
+    expands: bool = False
 
 
 @dataclass(frozen=True)
@@ -162,7 +169,10 @@ def list_output_files(objects: Sequence[ObjectSpec], path_translation: str | Non
     """The files ASCP would write for these objects: the whole value, then one per jmesPath entry."""
     files: list[OutputFile] = []
     for index, obj in enumerate(objects):
-        files.append(OutputFile(obj.file_name(path_translation), index, None, None, obj.file_permission))
+        if obj.discover is not None and not obj.object_alias:
+            continue  # discovered objects land at the volume's root, under names known at fetch time
+        dynamic = obj.expand_json or obj.discover is not None
+        files.append(OutputFile(obj.file_name(path_translation), index, None, None, obj.file_permission, dynamic))
         for position, entry in enumerate(obj.jmes_path):
             mode = obj.file_permission if entry.file_permission is None else entry.file_permission
             name = translate_path(entry.object_alias, path_translation)

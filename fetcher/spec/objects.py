@@ -24,6 +24,7 @@ from fetcher.spec.model import (
     ObjectSpec,
     ObjectType,
 )
+from fetcher.spec.object_options import OPTION_KEYS, check_discovery, check_expand_json, check_role
 from fetcher.spec.paths import check_file_component
 from fetcher.spec.problems import Problem, kind_of, quote
 
@@ -39,6 +40,7 @@ _OBJECT_KEYS = (
     "filePermission",
     "jmesPath",
     "failoverObject",
+    *OPTION_KEYS,
 )
 _JMES_KEYS = ("path", "objectAlias", "filePermission")
 _FAILOVER_KEYS = ("objectName", "objectVersion", "objectVersionLabel")
@@ -118,6 +120,9 @@ def _check_object(
     failover = _check_failover(
         entry.get("failoverObject"), where, object_type, alias, version, failover_region, problems
     )
+    role = check_role(entry, where, region, problems)
+    expand_json = check_expand_json(entry, where, problems)
+    discover = check_discovery(entry, where, object_type, problems) if "discover" in entry else None
     if len(problems) > before or object_type is None:
         return None
     return ObjectSpec(
@@ -129,6 +134,9 @@ def _check_object(
         file_permission=DEFAULT_FILE_PERMISSION if mode is None else mode,
         jmes_path=jmes,
         failover_object=failover,
+        role=role,
+        expand_json=expand_json,
+        discover=discover,
     )
 
 

@@ -22,6 +22,7 @@ from fetcher.spec.model import (
     FetchSpec,
     ObjectSpec,
 )
+from fetcher.spec.object_options import object_options_to_wire
 from fetcher.spec.problems import Problem, SpecError, kind_of, quote
 from fetcher.spec.secret_objects import secret_object_to_wire
 from fetcher.spec.validate import build_spec
@@ -139,6 +140,7 @@ def _object_to_wire(obj: ObjectSpec) -> dict[str, Any]:
             | ({"filePermission": f"{e.file_permission:04o}"} if e.file_permission is not None else {})
             for e in obj.jmes_path
         ]
+    wire.update(object_options_to_wire(obj.role, obj.expand_json, obj.discover))
     if obj.failover_object:
         fo = obj.failover_object
         wire["failoverObject"] = {"objectName": fo.object_name} | {

@@ -1,0 +1,150 @@
+"""Discovery: the SSM parameters under a path, or the secrets with a name prefix and tags, as one object.
+
+Why it exists: users want "everything under /shop/" without listing each name. One discovery is one
+unit of work: GetParametersByPath (10 per page) or BatchGetSecretValue with filters (20 per page),
+paginated, stopped past the object's `maxObjects` with an error that says so. Its value is the set
+(name, bytes) with a version that digests every name and version, so a refresh re-lists, and only a
+set that changed is rendered and swapped (fetcher/expand.py names the files). Quotas and what a
+refresh costs: docs/aws-api-economics.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from fetcher.errors import AwsRejectedError, translating_aws_errors
+from fetcher.logs import log
+from fetcher.spec import ObjectSpec
+
+if TYPE_CHECKING:
+    from fetcher.aws import AwsClients
+    from fetcher.sources import FetchResult, IndexedObject, VersionProbe
+
+SSM_PAGE = 10
+SECRETS_PAGE = 20
+Members = list[tuple[str, bytes, str]]
+
+
+class DiscoverySource:
+    """Every discovery object of one type, each one unit; the probe is the same listing."""
+
+    def __init__(self, clients: AwsClients, region: str, object_type: str) -> None:
+        self._clients = clients
+        self._region = region
+        self._ssm = object_type == "ssmparameter"
+
+    def fetch_units(self, items: Sequence[IndexedObject]) -> list[Callable[[], FetchResult]]:
+        return [partial(self._discover, index, obj) for index, obj in items]
+
+    def probe_units(self, items: Sequence[IndexedObject]) -> list[Callable[[], list[VersionProbe]]]:
+        return [partial(self._probe, index, obj) for index, obj in items]
+
+    def _probe(self, index: int, obj: ObjectSpec) -> list[VersionProbe]:
+        from fetcher.sources import VersionProbe
+
+        value = self._discover(index, obj)[index]
+        return [VersionProbe(index=index, region=value.region, version=value.version, value=value)]
+
+    def _discover(self, index: int, obj: ObjectSpec) -> FetchResult:
+        from fetcher.sources import FetchedValue
+
+        members = self._parameters(obj) if self._ssm else self._secrets(obj)
+        members.sort()
+        digest = hashlib.sha256()
+        for name, _, version in members:
+            digest.update(f"{len(name)}:{name}:{version};".encode())
+        log.info("discovered", object=obj.object_name, count=len(members), region=self._region)
+        value = FetchedValue(
+            b"",
+            digest.hexdigest()[:32],
+            self._region,
+            members=tuple((name, data) for name, data, _ in members),
+        )
+        return {index: value}
+
+    def _parameters(self, obj: ObjectSpec) -> Members:
+        assert obj.discover is not None
+        path = obj.object_name.rstrip("/") or "/"
+        params: dict[str, Any] = {
+            "Path": path,
+            "Recursive": obj.discover.recursive,
+            "WithDecryption": True,
+            "MaxResults": SSM_PAGE,
+        }
+        found: Members = []
+        for reply in self._pages("ssm", "GetParametersByPath", obj, params):
+            for parameter in reply.get("Parameters") or []:
+                name = str(parameter.get("Name", ""))
+                found.append((name, str(parameter.get("Value", "")).encode(), str(parameter.get("Version", ""))))
+            self._bounded(obj, len(found))
+        return found
+
+    def _secrets(self, obj: ObjectSpec) -> Members:
+        assert obj.discover is not None
+        filters: list[dict[str, Any]] = [{"Key": "name", "Values": [obj.object_name]}]
+        for key, value in obj.discover.tags:
+            filters += [{"Key": "tag-key", "Values": [key]}, {"Key": "tag-value", "Values": [value]}]
+        params: dict[str, Any] = {"Filters": filters, "MaxResults": SECRETS_PAGE}
+        found: Members = []
+        for reply in self._pages("secretsmanager", "BatchGetSecretValue", obj, params):
+            errors = reply.get("Errors") or []
+            if errors:
+                first = errors[0] if isinstance(errors[0], dict) else {}
+                raise self._rejected(
+                    obj,
+                    str(first.get("ErrorCode") or "SecretError"),
+                    "BatchGetSecretValue",
+                    f"{len(errors)} selected secret(s) could not be read, e.g. {str(first.get('SecretId'))[:120]}; "
+                    "grant secretsmanager:GetSecretValue on them or narrow the selection",
+                )
+            for secret in reply.get("SecretValues") or []:
+                name = str(secret.get("Name", ""))
+                if not name.startswith(obj.object_name):
+                    continue  # AWS's name filter is a prefix match that ignores case; Ferry's is exact
+                if secret.get("SecretString") is not None:
+                    data = str(secret["SecretString"]).encode()
+                else:
+                    data = bytes(secret.get("SecretBinary") or b"")
+                found.append((name, data, str(secret.get("VersionId", ""))))
+            self._bounded(obj, len(found))
+        return found
+
+    def _pages(self, service: str, operation: str, obj: ObjectSpec, params: dict[str, Any]) -> Any:
+        """Each page's reply; stops when AWS gives no NextToken (or the bound is passed, by `_bounded`)."""
+        assert obj.discover is not None
+        client = self._clients.client("ssm" if service == "ssm" else "secretsmanager", self._region)
+        token: str | None = None
+        while True:
+            page = dict(params, NextToken=token) if token else params
+            with translating_aws_errors(
+                object_name=obj.object_name, region=self._region, service=service, operation=operation
+            ):
+                reply = client.call(operation, page)
+            yield reply
+            token = reply.get("NextToken") or None
+            if not token:
+                return
+
+    def _bounded(self, obj: ObjectSpec, count: int) -> None:
+        assert obj.discover is not None
+        if count > obj.discover.max_objects:
+            raise self._rejected(
+                obj,
+                "TooManyObjects",
+                "discover",
+                f"the selection holds more than {obj.discover.max_objects} objects (discover.maxObjects); "
+                "narrow the path, prefix or tags, or raise maxObjects (at most 200)",
+            )
+
+    def _rejected(self, obj: ObjectSpec, code: str, operation: str, hint: str) -> AwsRejectedError:
+        return AwsRejectedError(
+            object_name=obj.object_name,
+            region=self._region,
+            code=code,
+            operation=operation,
+            hint=hint,
+            kind="parameter" if self._ssm else "secret",
+        )

@@ -1,0 +1,126 @@
+"""Files whose names are known only at fetch time: a JSON secret's keys (expandJson) and discovered objects.
+
+Why it exists: admission checks every file name it can see, but it cannot see a secret's keys or the
+parameters under a path. This module applies the same rules (path translation, then
+`fetcher.spec.paths.unsafe_path_reason`, then uniqueness against every other file) to those names once
+they are known, and fails naming the object and the key, never the value. Pure, no I/O: the result joins
+the rest of the file set, so a key or an object that appears or disappears is one atomic swap.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from fetcher.errors import RenderError
+from fetcher.spec import FetchSpec, ObjectSpec, quote, translate_path
+from fetcher.spec.paths import unsafe_path_reason
+
+if TYPE_CHECKING:
+    from fetcher.sources import FetchedValue
+
+Files = dict[str, tuple[bytes, int]]
+MAX_KEY_CHARS_QUOTED = 80
+
+
+def dynamic_files(
+    spec: FetchSpec, fetched: Mapping[int, FetchedValue], taken: Mapping[str, object]
+) -> tuple[Files, list[RenderError]]:
+    """The files of every expandJson and discover object; `taken` are the names already in the set."""
+    files: Files = {}
+    errors: list[RenderError] = []
+    owners: dict[str, str] = {}
+    for index, obj in enumerate(spec.objects):
+        if not obj.expand_json and obj.discover is None:
+            continue
+        value = fetched.get(index)
+        if value is None:
+            errors.append(RenderError("was not fetched", object_name=obj.object_name))
+            continue
+        try:
+            members = json_members(obj, value) if obj.expand_json else discovered_members(obj, value)
+        except RenderError as exc:
+            errors.append(exc)
+            continue
+        base = obj.file_name(spec.path_translation) if (obj.expand_json or obj.object_alias) else ""
+        for key, data in members:
+            translated = translate_path(key, spec.path_translation)
+            path = f"{base}/{translated}" if base else translated
+            problem = _name_problem(path, key, taken, owners)
+            if problem:
+                errors.append(RenderError(problem, object_name=obj.object_name))
+                continue
+            owners[path] = f"{obj.object_name}'s key {_quoted(key)}"
+            files[path] = (data, obj.file_permission)
+    return files, errors
+
+
+def _name_problem(path: str, key: str, taken: Mapping[str, object], owners: Mapping[str, str]) -> str | None:
+    reason = unsafe_path_reason(path)
+    if reason:
+        return f"key {_quoted(key)} gives the file name {_quoted(path)}, which {reason}; rename the key"
+    if path in taken or path in owners:
+        other = owners.get(path, "another object")
+        return f"key {_quoted(key)} gives the file name {_quoted(path)}, which {other} already gives; rename one"
+    parts = path.split("/")
+    for depth in range(1, len(parts)):
+        prefix = "/".join(parts[:depth])
+        if prefix in taken or prefix in owners:
+            return f"key {_quoted(key)} writes below {_quoted(prefix)}, which is already a file; rename one"
+    if any(name.startswith(path + "/") for name in (*taken, *owners)):
+        return f"key {_quoted(key)} gives {_quoted(path)}, which is already a directory; rename one"
+    return None
+
+
+def json_members(obj: ObjectSpec, value: FetchedValue) -> list[tuple[str, bytes]]:
+    """(key, bytes) per top-level key: a string as its text, anything else as compact JSON."""
+    if value.binary:
+        raise RenderError(
+            "expandJson needs a JSON SecretString, but this secret holds SecretBinary; remove expandJson",
+            object_name=obj.object_name,
+        )
+    try:
+        document = json.loads(value.data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise RenderError(
+            "expandJson needs a JSON object, but the value is not JSON; store a JSON object or remove expandJson",
+            object_name=obj.object_name,
+        ) from None
+    if not isinstance(document, dict):
+        raise RenderError(
+            f"expandJson needs a JSON object, but the value is {_kind(document)}; store an object of keys",
+            object_name=obj.object_name,
+        )
+    members: list[tuple[str, bytes]] = []
+    for key, item in document.items():
+        text = item if isinstance(item, str) else json.dumps(item, separators=(",", ":"), sort_keys=True)
+        members.append((str(key), text.encode("utf-8")))
+    return members
+
+
+def discovered_members(obj: ObjectSpec, value: FetchedValue) -> Sequence[tuple[str, bytes]]:
+    """(name relative to the prefix, bytes) per discovered object."""
+    prefix = obj.object_name
+    members: list[tuple[str, bytes]] = []
+    for name, data in value.members or ():
+        relative = name[len(prefix) :] if name.startswith(prefix) else name
+        relative = relative.lstrip("/") or name.rstrip("/").rpartition("/")[2]
+        members.append((relative, data))
+    return members
+
+
+def _quoted(text: str) -> str:
+    return quote(text[:MAX_KEY_CHARS_QUOTED] + ("..." if len(text) > MAX_KEY_CHARS_QUOTED else ""))
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if value is None:
+        return "null"
+    return "a string"
