@@ -1,0 +1,186 @@
+"""Discovery (SSM parameters under a path, secrets by name prefix and tags) and expandJson, against moto.
+
+Both write files whose names are known only at fetch time: the tests check the names (relative to the
+prefix, translated, kept inside the volume), the bound, the paging, and that a refresh adds and removes
+files in one swap and writes nothing when nothing changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fetcher.aws import AwsClients
+from fetcher.errors import ObjectErrors
+from fetcher.loop import RefreshState, deliver, refresh_once
+from fetcher.render import render
+from fetcher.sources import FetchedValue
+from fetcher.spec import SpecError
+from fetcher.writer import DATA_LINK
+from tests.support.aws import Seeder, make_spec
+
+
+def files_under(target: Path) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    for root, _, names in os.walk(target / DATA_LINK, followlinks=True):
+        for name in names:
+            path = Path(root) / name
+            found[str(path.relative_to(target / DATA_LINK))] = path.read_bytes()
+    return found
+
+
+def discover_ssm(path: str, **discover: Any) -> dict[str, Any]:
+    return {"objectName": path, "objectType": "ssmparameter", "discover": discover or True}
+
+
+def test_ssm_parameters_under_a_path_recursive_or_not(seed: Seeder, clients: AwsClients, target: Path) -> None:
+    seed.parameter("/shop/config/db/url", "postgres://db")
+    seed.parameter("/shop/config/db/user", "shop")
+    seed.parameter("/shop/config/flag", "on", secure=False)
+    seed.parameter("/other/x", "not mine")
+    deliver(make_spec([discover_ssm("/shop/config", recursive=True)]), clients, target)
+    assert files_under(target) == {"db_url": b"postgres://db", "db_user": b"shop", "flag": b"on"}
+    flat = target.parent / "flat"
+    deliver(make_spec([discover_ssm("/shop/config/")]), clients, flat)
+    assert files_under(flat) == {"flag": b"on"}
+
+
+def test_a_discovery_pages_and_is_bounded(seed: Seeder, clients: AwsClients, target: Path) -> None:
+    for number in range(25):
+        seed.parameter(f"/fleet/p{number:02d}", str(number))
+    deliver(make_spec([{**discover_ssm("/fleet"), "objectAlias": "fleet"}]), clients, target)
+    assert len(files_under(target)) == 25 and files_under(target)["fleet/p07"] == b"7"
+    assert clients.calls.count("GetParametersByPath") == 3  # 10 per page
+    with pytest.raises(ObjectErrors, match=r"more than 12 objects \(discover.maxObjects\)") as caught:
+        deliver(make_spec([discover_ssm("/fleet", maxObjects=12)]), clients, target.parent / "bounded")
+    assert "TooManyObjects" in str(caught.value)
+
+
+def test_secrets_by_name_prefix_and_tags(seed: Seeder, clients: AwsClients, target: Path) -> None:
+    sm = seed.sm()
+    sm.create_secret(Name="shop/db", SecretString="db", Tags=[{"Key": "team", "Value": "shop"}])
+    sm.create_secret(Name="shop/api/key", SecretString="key", Tags=[{"Key": "team", "Value": "shop"}])
+    sm.create_secret(Name="shop/legacy", SecretString="old", Tags=[{"Key": "team", "Value": "ops"}])
+    sm.create_secret(Name="billing/db", SecretString="not mine", Tags=[{"Key": "team", "Value": "shop"}])
+    spec = make_spec([{"objectName": "shop/", "objectType": "secretsmanager", "discover": {"tags": {"team": "shop"}}}])
+    deliver(spec, clients, target)
+    assert files_under(target) == {"db": b"db", "api_key": b"key"}
+    assert clients.calls.by_operation() == {"secretsmanager.BatchGetSecretValue": 1}
+
+
+def test_many_secrets_take_twenty_per_call(seed: Seeder, clients: AwsClients, target: Path) -> None:
+    for number in range(25):
+        seed.secret(f"bulk/s{number:02d}", str(number))
+    spec = make_spec([{"objectName": "bulk/", "objectType": "secretsmanager", "discover": {"maxObjects": 30}}])
+    deliver(spec, clients, target)
+    assert len(files_under(target)) == 25
+    assert clients.calls.count("BatchGetSecretValue") == 2
+
+
+def test_a_refresh_adds_and_removes_in_one_swap_and_writes_nothing_unchanged(
+    seed: Seeder, clients: AwsClients, target: Path
+) -> None:
+    seed.parameter("/app/a", "1")
+    seed.parameter("/app/b", "2")
+    state = RefreshState(
+        spec=make_spec([discover_ssm("/app")], refresh_interval=60), clients=clients, target_dir=target
+    )
+    refresh_once(state)
+    generation = os.readlink(target / DATA_LINK)
+    assert refresh_once(state).swapped is False
+    assert os.readlink(target / DATA_LINK) == generation
+    seed.ssm().delete_parameter(Name="/app/a")
+    seed.parameter("/app/c", "3")
+    assert refresh_once(state).swapped is True
+    assert files_under(target) == {"b": b"2", "c": b"3"}
+    assert os.readlink(target / DATA_LINK) != generation
+
+
+def test_a_discovered_name_that_climbs_out_fails_naming_the_key(
+    seed: Seeder, clients: AwsClients, target: Path
+) -> None:
+    seed.secret("esc/x/../../etc", "top secret value")
+    spec = make_spec(
+        [{"objectName": "esc/", "objectType": "secretsmanager", "discover": True}], path_translation="False"
+    )
+    with pytest.raises(ObjectErrors) as caught:
+        deliver(spec, clients, target)
+    message = str(caught.value)
+    assert "x/../../etc" in message and "esc/" in message and "top secret value" not in message
+    assert not (target / DATA_LINK).exists()
+
+
+@pytest.mark.parametrize(
+    ("entry", "field"),
+    [
+        ({"objectName": "shop", "objectType": "ssmparameter", "discover": True}, "objectName"),
+        ({"objectName": "/shop", "objectType": "ssmparameter", "discover": {"tags": {"a": "b"}}}, "discover.tags"),
+        (
+            {"objectName": "shop/", "objectType": "secretsmanager", "discover": {"recursive": True}},
+            "discover.recursive",
+        ),
+        ({"objectName": "shop/", "objectType": "secretsmanager", "discover": {"maxObjects": 500}}, "maxObjects"),
+        ({"objectName": "shop/", "objectType": "secretsmanager", "discover": {"bogus": 1}}, "discover.bogus"),
+        ({"objectName": "/a", "objectType": "ssmparameter", "discover": True, "objectVersion": "3"}, "objectVersion"),
+        ({"objectName": "db", "objectType": "secretsmanager", "expandJson": "yes"}, "expandJson"),
+        (
+            {
+                "objectName": "db",
+                "objectType": "secretsmanager",
+                "expandJson": True,
+                "jmesPath": [{"path": "a", "objectAlias": "a"}],
+            },
+            "expandJson",
+        ),
+    ],
+)
+def test_admission_checks_the_options(entry: dict[str, Any], field: str) -> None:
+    with pytest.raises(SpecError, match=field):
+        make_spec([entry])
+
+
+# --- expandJson -----------------------------------------------------------------------------------
+
+
+def expand(name: str, **extra: Any) -> dict[str, Any]:
+    return {"objectName": name, "objectType": "secretsmanager", "expandJson": True, **extra}
+
+
+def test_a_json_secret_becomes_one_file_per_key(seed: Seeder, clients: AwsClients, target: Path) -> None:
+    seed.secret("shop/db", json.dumps({"user": "u", "password": "p", "port": 5432, "tls": {"on": True}}))
+    deliver(make_spec([expand("shop/db", objectAlias="db")]), clients, target)
+    assert files_under(target) == {"db/user": b"u", "db/password": b"p", "db/port": b"5432", "db/tls": b'{"on":true}'}
+
+
+def test_a_refresh_that_adds_or_removes_a_key_swaps_atomically(seed: Seeder, clients: AwsClients, target: Path) -> None:
+    seed.secret("cfg", json.dumps({"a": "1", "b": "2"}))
+    state = RefreshState(spec=make_spec([expand("cfg")], refresh_interval=60), clients=clients, target_dir=target)
+    refresh_once(state)
+    assert files_under(target) == {"cfg/a": b"1", "cfg/b": b"2"}
+    assert refresh_once(state).swapped is False
+    seed.sm().put_secret_value(SecretId="cfg", SecretString=json.dumps({"b": "2", "c": "3"}))
+    assert refresh_once(state).swapped is True
+    assert files_under(target) == {"cfg/b": b"2", "cfg/c": b"3"}
+
+
+def value(data: str) -> dict[int, FetchedValue]:
+    return {0: FetchedValue(data.encode(), "v1", "us-east-1")}
+
+
+def test_non_objects_and_collisions_fail_naming_the_object_and_key_never_the_value() -> None:
+    spec = make_spec([expand("cfg")])
+    with pytest.raises(ObjectErrors, match="'cfg'.*a list") as listed:
+        render(spec, value('["hunter2"]'))
+    assert "hunter2" not in str(listed.value)
+    with pytest.raises(ObjectErrors) as clash:
+        render(spec, value(json.dumps({"a/b": "hunter2", "a_b": "hunter3"})))
+    message = str(clash.value)
+    assert "a_b" in message and "'cfg'" in message and "hunter" not in message
+    with pytest.raises(ObjectErrors, match="not JSON"):
+        render(spec, value("hunter2"))
+    with pytest.raises(ObjectErrors, match=r"\.\."):
+        render(make_spec([expand("cfg")], path_translation="False"), value(json.dumps({"../up": "x"})))

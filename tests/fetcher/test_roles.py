@@ -1,0 +1,195 @@
+"""A role per object: AssumeRole from the pod's identity, against moto's STS over HTTP.
+
+moto's AssumeRole returns keys but ignores session tags and SourceIdentity, so what Ferry SENDS is
+checked on a loopback capture that forwards each request to moto and records it on the way.
+"""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from fetcher import awsroles
+from fetcher.__main__ import main
+from fetcher.awsroles import PodIdentity, bounded_session_text
+from fetcher.sources import fetch_all
+from fetcher.spec import SpecError
+from tests.support.aws import LocalHttpStub, RecordedRequest, Reply, Seeder, fetcher_env, make_clients, make_spec
+
+StubFactory = Callable[[Callable[[RecordedRequest], Reply]], LocalHttpStub]
+ROLE = "arn:aws:iam::222233334444:role/shop-reader"
+OTHER_ROLE = "arn:aws:iam::222233334444:role/billing-reader"
+POD_ENV = {
+    "FERRY_POD_NAMESPACE": "shop",
+    "FERRY_POD_SERVICE_ACCOUNT": "api",
+    "FERRY_POD_NAME": "api-7d9f8-x2x4q",
+}
+
+
+def forwarding_sts(moto_url: str) -> Callable[[RecordedRequest], Reply]:
+    """A loopback STS that records each request (the stub does) and answers with moto's reply."""
+    target = urlsplit(moto_url)
+
+    def forward(request: RecordedRequest) -> Reply:
+        connection = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port, timeout=10)
+        try:
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+            connection.request(request.method, request.path, body=request.body, headers=headers)
+            reply = connection.getresponse()
+            return reply.status, {"Content-Type": reply.getheader("Content-Type") or "text/xml"}, reply.read()
+        finally:
+            connection.close()
+
+    return forward
+
+
+def seed_in_account(moto_url: str, role: str, name: str, value: str) -> None:
+    """Create a secret in the role's account: moto keeps one store per account, as AWS does."""
+    import boto3
+
+    plain = {"region_name": "us-east-1", "endpoint_url": moto_url}
+    sts = boto3.client("sts", aws_access_key_id="testing", aws_secret_access_key="testing", **plain)
+    keys = sts.assume_role(RoleArn=role, RoleSessionName="seed")["Credentials"]
+    boto3.client(
+        "secretsmanager",
+        aws_access_key_id=keys["AccessKeyId"],
+        aws_secret_access_key=keys["SecretAccessKey"],
+        aws_session_token=keys["SessionToken"],
+        **plain,
+    ).create_secret(Name=name, SecretString=value)
+
+
+def form(request: RecordedRequest) -> dict[str, str]:
+    return {key: values[0] for key, values in parse_qs(request.body.decode()).items()}
+
+
+def signing_keys(clients: Any) -> list[tuple[str, str]]:
+    seen: list[tuple[str, str]] = []
+    clients.on_send.append(
+        lambda operation, headers: seen.append(
+            (operation, headers["authorization"].split("Credential=", 1)[1].split("/", 1)[0])
+        )
+    )
+    return seen
+
+
+def test_an_object_is_read_with_its_role_and_the_request_names_the_pod(
+    moto: Any, seed: Seeder, monkeypatch: pytest.MonkeyPatch, http_stub: StubFactory
+) -> None:
+    seed_in_account(moto.url, ROLE, "shared/db", "from the other account")
+    seed.secret("own", "from the pod's own account")
+    sts = http_stub(forwarding_sts(moto.url))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", sts.url)
+    for key, value in POD_ENV.items():
+        monkeypatch.setenv(key, value)
+    spec = make_spec(
+        [
+            {"objectName": "shared/db", "objectType": "secretsmanager", "roleArn": ROLE, "externalId": "shop-42"},
+            {"objectName": "own", "objectType": "secretsmanager"},
+        ]
+    )
+    clients = make_clients()
+    keys = signing_keys(clients)
+    try:
+        values = fetch_all(spec, clients)
+    finally:
+        clients.close()
+    assert values[0].data == b"from the other account"
+    assert values[1].data == b"from the pod's own account"
+    [assume] = sts.requests
+    sent = form(assume)
+    assert sent["Action"] == "AssumeRole" and sent["RoleArn"] == ROLE and sent["ExternalId"] == "shop-42"
+    assert sent["RoleSessionName"] == "ferry.shop.api-7d9f8-x2x4q"
+    assert sent["SourceIdentity"] == "api@shop"
+    tags = {sent[f"Tags.member.{n}.Key"]: sent[f"Tags.member.{n}.Value"] for n in (1, 2, 3)}
+    assert tags == {
+        "kubernetes-namespace": "shop",
+        "kubernetes-service-account": "api",
+        "kubernetes-pod-name": POD_ENV["FERRY_POD_NAME"],
+    }
+    by_operation = dict(keys)
+    assert by_operation["AssumeRole"] == "testing"  # signed with the pod's own (base) keys
+    role_reads = [key for operation, key in keys if operation == "GetSecretValue"]
+    assert "testing" in role_reads and any(key.startswith("ASIA") for key in role_reads)
+
+
+def test_sessions_are_cached_per_role_and_bounded(moto: Any, seed: Seeder, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("a", "b"):
+        seed_in_account(moto.url, ROLE, name, name)
+    seed_in_account(moto.url, OTHER_ROLE, "c", "c")
+    spec = make_spec(
+        [
+            {"objectName": "a", "objectType": "secretsmanager", "roleArn": ROLE},
+            {"objectName": "b", "objectType": "secretsmanager", "roleArn": ROLE},
+            {"objectName": "c", "objectType": "secretsmanager", "roleArn": OTHER_ROLE},
+        ]
+    )
+    clients = make_clients()
+    try:
+        fetch_all(spec, clients)
+        fetch_all(spec, clients)
+        assert clients.calls.count("AssumeRole", service="sts") == 2  # one per role, reused on the second fetch
+        monkeypatch.setattr(awsroles, "MAX_ROLE_SESSIONS", 1)
+        fetch_all(spec, clients)
+        assert len(clients.roles) == 1
+    finally:
+        clients.close()
+
+
+def test_a_denied_assume_role_fails_naming_the_role_the_reason_and_the_fix(
+    moto: Any, seed: Seeder, tmp_path: Path, http_stub: StubFactory
+) -> None:
+    seed.secret("shared/db", "never read")
+    denial = (
+        b"<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>User: "
+        b"arn:aws:sts::111122223333:assumed-role/shop-api/x is not authorized to perform: sts:AssumeRole on "
+        b"resource: arn:aws:iam::222233334444:role/shop-reader</Message></Error></ErrorResponse>"
+    )
+    sts = http_stub(lambda request: (403, {"Content-Type": "text/xml"}, denial))
+    spec = make_spec([{"objectName": "shared/db", "objectType": "secretsmanager", "roleArn": ROLE}])
+    env = fetcher_env(moto.url, FERRY_SPEC=spec.to_json(), AWS_ENDPOINT_URL_STS=sts.url, **POD_ENV)
+    code = main(["init", "--dir", str(tmp_path / "out"), "--termination-log", str(tmp_path / "t")], env)
+    message = (tmp_path / "t").read_text()
+    assert code == 1
+    assert ROLE in message and "AccessDenied" in message
+    assert "trust policy" in message and "sts:TagSession" in message
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_session_names_keep_to_stss_rules() -> None:
+    long_pod = PodIdentity({"FERRY_POD_NAMESPACE": "n" * 63, "FERRY_POD_NAME": "p" * 253})
+    name = long_pod.session_name()
+    assert len(name) == 64
+    other = PodIdentity({"FERRY_POD_NAMESPACE": "n" * 63, "FERRY_POD_NAME": "p" * 252 + "q"}).session_name()
+    assert other != name  # the hash of the whole keeps them apart
+    assert bounded_session_text("a b/c:d") == "a-b-c-d"
+    assert bounded_session_text("x") == "x-"
+
+
+@pytest.mark.parametrize(
+    ("role", "region", "field"),
+    [
+        ("arn:aws:iam::12345:role/short-account", "us-east-1", "roleArn"),
+        ("arn:aws:iam::123456789012:user/not-a-role", "us-east-1", "roleArn"),
+        ("arn:aws-cn:iam::123456789012:role/china", "us-east-1", "roleArn"),
+        ("arn:aws:iam::123456789012:role/commercial", "cn-north-1", "roleArn"),
+    ],
+)
+def test_admission_checks_the_role_arn_and_its_partition(role: str, region: str, field: str) -> None:
+    with pytest.raises(SpecError, match=field):
+        make_spec([{"objectName": "db", "objectType": "secretsmanager", "roleArn": role}], region=region)
+
+
+def test_external_id_needs_a_role_and_stss_charset() -> None:
+    with pytest.raises(SpecError, match="externalId"):
+        make_spec([{"objectName": "db", "objectType": "secretsmanager", "externalId": "abc"}])
+    with pytest.raises(SpecError, match="externalId"):
+        make_spec([{"objectName": "db", "objectType": "secretsmanager", "roleArn": ROLE, "externalId": "a b"}])
+    ok = make_spec([{"objectName": "db", "objectType": "secretsmanager", "roleArn": ROLE, "externalId": "ok-1"}])
+    assert ok.objects[0].role is not None and ok.objects[0].role.external_id == "ok-1"
+    assert type(ok).from_json(ok.to_json()) == ok
