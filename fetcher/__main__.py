@@ -158,7 +158,7 @@ def run_init(env: Mapping[str, str], target_dir: str) -> int:
     from fetcher.startup import deadline_from_env, within_deadline
 
     deadline = deadline_from_env(env)
-    clients = AwsClients.from_env(env)
+    clients = AwsClients.from_env(env, pinned=pinned_endpoints(spec))
     delivery = within_deadline(lambda: deliver(spec, clients, target_dir, on_files), deadline)
     log.info(
         "files written" if delivery.swapped else "files already current",
@@ -182,7 +182,7 @@ def run_sidecar_command(env: Mapping[str, str], target_dir: str, stop: threading
         )
     state = RefreshState(
         spec=spec,
-        clients=AwsClients.from_env(env),
+        clients=AwsClients.from_env(env, pinned=pinned_endpoints(spec)),
         target_dir=Path(target_dir),
         on_files=secret_sync_hook(spec, env),
     )
@@ -213,7 +213,7 @@ def run_once(env: Mapping[str, str], manifest_path: str, target_dir: str, region
     spec = spec_from_secret_provider_class(manifest, region=region)
     from fetcher.laptop import profile_credentials  # a person's ~/.aws profile, when botocore is installed
 
-    clients = AwsClients.from_env(env, profile_credentials(env))
+    clients = AwsClients.from_env(env, profile_credentials(env), pinned_endpoints(spec))
     delivery = deliver(spec, clients, target_dir)
     log.info(
         "files written" if delivery.swapped else "files already current",
@@ -268,6 +268,11 @@ def run_role(manifest_path: str, service_account: str, namespace: str | None) ->
         raise ConfigError(f"{manifest_path} names no metadata.namespace; pass --namespace (the pods' namespace)")
     sys.stdout.write(secret_sync_rbac_yaml(target, service_account, objects))
     return EXIT_OK
+
+
+def pinned_endpoints(spec: FetchSpec) -> dict[tuple[str, str], str]:
+    """The pod's own endpoints (ferry.dev/aws-endpoints) apply in its primary region."""
+    return {(service, spec.region): url for service, url in spec.endpoints}
 
 
 def load_spec(env: Mapping[str, str]) -> FetchSpec:

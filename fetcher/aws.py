@@ -227,8 +227,12 @@ class AwsClients:
         settings: AwsSettings | None = None,
         environ: Mapping[str, str] | None = None,
         credentials: Callable[[str], Credentials] | None = None,
+        pinned: Mapping[tuple[str, str], str] | None = None,
     ) -> None:
-        """`credentials`: a source to use instead of the environment's chain (`once` with a profile)."""
+        """`credentials`: a source to use instead of the environment's chain (`once` with a profile).
+
+        `pinned`: (service, region) -> URL, the pod's own endpoints from its spec (awsendpoints.py).
+        """
         environ = os.environ if environ is None else environ
         self.settings = settings or AwsSettings()
         self.calls = ApiCallCounter()
@@ -238,6 +242,7 @@ class AwsClients:
             dualstack=rules.dualstack,
             region_overrides=self.settings.endpoint_overrides,
             configured=rules.configured,
+            pinned=pinned,
         )
         self.http = HttpClient(
             HttpSettings(
@@ -270,9 +275,12 @@ class AwsClients:
 
     @classmethod
     def from_env(
-        cls, environ: Mapping[str, str], credentials: Callable[[str], Credentials] | None = None
+        cls,
+        environ: Mapping[str, str],
+        credentials: Callable[[str], Credentials] | None = None,
+        pinned: Mapping[tuple[str, str], str] | None = None,
     ) -> AwsClients:
-        return cls(AwsSettings.from_env(environ), environ, credentials)
+        return cls(AwsSettings.from_env(environ), environ, credentials, pinned)
 
     def client(self, service: Service, region: str) -> AwsJsonClient:
         key = (service, region)

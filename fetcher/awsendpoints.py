@@ -6,7 +6,8 @@ tests compare it with botocore's resolver for every known region. Private DNS
 for VPC endpoints needs nothing here: the standard names resolve to the
 endpoint's addresses inside the VPC.
 
-Order, first match wins: Ferry's per-region ``FERRY_ENDPOINT_URL_<REGION>``,
+Order, first match wins: the pod's own endpoints in its region
+(``ferry.dev/aws-endpoints``), Ferry's per-region ``FERRY_ENDPOINT_URL_<REGION>``,
 ``AWS_ENDPOINT_URL_<SERVICE>``, ``AWS_ENDPOINT_URL`` (both ignored when
 ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true``), then the standard name.
 """
@@ -50,6 +51,8 @@ class EndpointRules:
     region_overrides: Mapping[str, str] | None = None
     # service -> URL (AWS_ENDPOINT_URL_<SERVICE>), and "" -> URL (AWS_ENDPOINT_URL)
     configured: Mapping[str, str] | None = None
+    # (service, region) -> URL: the pod's own endpoints (ferry.dev/aws-endpoints), first of all.
+    pinned: Mapping[tuple[str, str], str] | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> EndpointRules:
@@ -74,6 +77,9 @@ class EndpointRules:
 
     def url(self, service: str, region: str) -> str:
         """The endpoint URL for `service` in `region` (no trailing slash)."""
+        pinned = (self.pinned or {}).get((service, region))
+        if pinned:
+            return pinned.rstrip("/")
         override = (self.region_overrides or {}).get(region)
         if override:
             return override.rstrip("/")

@@ -21,14 +21,13 @@ from urllib.parse import urlencode, urlsplit
 from fetcher.awscreds import STS_API_VERSION, CredentialCache, _epoch, _xml_value
 from fetcher.awswire import AwsServiceError, CredentialRetrievalError, is_retryable, xml_error
 from fetcher.sigv4 import Credentials, sign
-from fetcher.spec.object_options import AssumeRole
+from fetcher.spec.object_options import POD_SERVICE_ACCOUNT_ENV_VAR, AssumeRole
 from fetcher.spec.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR
 from fetcher.transport import Reply, with_retries
 
 if TYPE_CHECKING:
     from fetcher.aws import AwsClients
 
-POD_SERVICE_ACCOUNT_ENV_VAR = "FERRY_POD_SERVICE_ACCOUNT"
 # Role sessions one process keeps; past it the least recently used is dropped (and assumed again if needed).
 MAX_ROLE_SESSIONS = 32
 SESSION_SECONDS = 3600

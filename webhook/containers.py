@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fetcher.spec import SPEC_ENV_VAR, FetchSpec, needs_kube_api
+from fetcher.spec.object_options import POD_SERVICE_ACCOUNT_ENV_VAR
 from fetcher.spec.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR, POD_UID_ENV_VAR
 from webhook.identity import Identity, apply_identity
 from webhook.podshape import INIT_CONTAINER_NAME, OWN_CONTAINER_NAMES, SIDECAR_NAME
@@ -76,6 +77,18 @@ def build_fetcher_container(
             )
         ]
         container["volumeMounts"].append(build_kube_api_mount())
+    if any(obj.role is not None for obj in spec.objects):
+        # A role per object: AssumeRole's session tags and name say which pod asks (fetcher/awsroles.py).
+        present = {entry["name"] for entry in container["env"]}
+        container["env"] += [
+            {"name": env_name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": field_path}}}
+            for env_name, field_path in (
+                (POD_NAME_ENV_VAR, "metadata.name"),
+                (POD_NAMESPACE_ENV_VAR, "metadata.namespace"),
+                (POD_SERVICE_ACCOUNT_ENV_VAR, "spec.serviceAccountName"),
+            )
+            if env_name not in present
+        ]
     if mode == "sidecar" and native_sidecar:
         container["restartPolicy"] = "Always"
     if identity:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fetcher.spec import (
+    ANNOTATION_AWS_ENDPOINTS,
     ANNOTATION_FAILOVER_REGION,
     ANNOTATION_INJECT,
     ANNOTATION_KEYS,
@@ -40,6 +41,7 @@ NAMESPACE_ANNOTATIONS = frozenset(
         ANNOTATION_FAILOVER_REGION,
         ANNOTATION_REFRESH_INTERVAL,
         ANNOTATION_OUTPUT_FORMATS,
+        ANNOTATION_AWS_ENDPOINTS,
     }
 )
 POD_ANNOTATIONS = frozenset(ANNOTATION_KEYS)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fetcher.spec import (
+    ANNOTATION_AWS_ENDPOINTS,
     ANNOTATION_CONTAINERS,
     ANNOTATION_FAILOVER_REGION,
     ANNOTATION_INJECT,
@@ -56,6 +57,7 @@ from fetcher.spec import (
     quote,
     secret_provider_class_warnings,
 )
+from fetcher.spec.endpoints import EndpointRequest
 from webhook import memo
 from webhook.decide import (
     MAX_REPORTED_KEYS,
@@ -188,7 +190,12 @@ def resolve_spec(
         (value_of(pod_ann, ANNOTATION_REFRESH_INTERVAL), ANNOTATION_REFRESH_INTERVAL),
         (value_of(ns_ann, ANNOTATION_REFRESH_INTERVAL), f"namespace {ns} annotation {ANNOTATION_REFRESH_INTERVAL}"),
     )
+    endpoints, endpoints_label = _first(
+        (value_of(pod_ann, ANNOTATION_AWS_ENDPOINTS), ANNOTATION_AWS_ENDPOINTS),
+        (value_of(ns_ann, ANNOTATION_AWS_ENDPOINTS), f"namespace {ns} annotation {ANNOTATION_AWS_ENDPOINTS}"),
+    )
     options = SpecOptions(
+        endpoints=EndpointRequest(endpoints, settings.endpoint_policy) if endpoints else None,
         refresh=refresh,
         file_uid=uid,
         file_gid=gid,
@@ -202,6 +209,7 @@ def resolve_spec(
         "notifySignal": ANNOTATION_NOTIFY_SIGNAL,
         "fileUid": "spec.securityContext.runAsUser",
         "fileGid": "spec.securityContext.fsGroup",
+        "endpoints": endpoints_label or ANNOTATION_AWS_ENDPOINTS,
     }
     formats, formats_label = _first(
         (value_of(pod_ann, ANNOTATION_OUTPUT_FORMATS), ANNOTATION_OUTPUT_FORMATS),

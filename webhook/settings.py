@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from fetcher.spec import DEFAULT_MIN_REFRESH_SECONDS, parse_duration, quote
+from fetcher.spec.endpoints import ALLOW_HTTP_ENV_VAR, ALLOWED_HOSTS_ENV_VAR, EndpointPolicy, policy_from_settings
 
 NativeSidecars = Literal["auto", "true", "false"]
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
@@ -73,6 +74,8 @@ class Settings:
     log_level: str = "info"
     # The plain-HTTP metrics listener's port; 0: no listener.
     metrics_port: int = 9090
+    # Which hosts ferry.dev/aws-endpoints may name, and whether http is allowed (fetcher.spec.endpoints).
+    endpoint_policy: EndpointPolicy = field(default_factory=EndpointPolicy)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -117,6 +120,7 @@ class Settings:
             max_request_bytes=reader.positive_int("FERRY_MAX_REQUEST_BYTES", cls.max_request_bytes),
             log_level=reader.choice("FERRY_LOG_LEVEL", cls.log_level, _LOG_LEVELS),
             metrics_port=reader.port("FERRY_METRICS_PORT", cls.metrics_port),
+            endpoint_policy=_endpoint_policy(environ),
         )
         for kind in ("CPU", "MEMORY"):
             request, limit = f"FERRY_FETCHER_{kind}_REQUEST", f"FERRY_FETCHER_{kind}_LIMIT"
@@ -145,6 +149,13 @@ class Settings:
             "requests": {"cpu": self.fetcher_cpu_request, "memory": self.fetcher_memory_request},
             "limits": {"cpu": self.fetcher_cpu_limit, "memory": self.fetcher_memory_limit},
         }
+
+
+def _endpoint_policy(environ: Mapping[str, str]) -> EndpointPolicy:
+    try:
+        return policy_from_settings(environ.get(ALLOWED_HOSTS_ENV_VAR), environ.get(ALLOW_HTTP_ENV_VAR))
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 class _Reader:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fetcher.spec import SpecError, build_spec, spec_from_secret_provider_class
+from fetcher.spec.endpoints import EndpointRequest
 from webhook import memo
 
 
@@ -26,9 +27,12 @@ class SpecOptions:
     notify_url: str | None
     notify_signal: str | None
     min_refresh_seconds: float
+    # ferry.dev/aws-endpoints and the webhook's policy for it (issue 18).
+    endpoints: EndpointRequest | None = None
 
     def as_arguments(self) -> dict[str, Any]:
         return {
+            "endpoints": self.endpoints,
             "refresh_interval": self.refresh,
             "file_uid": self.file_uid,
             "file_gid": self.file_gid,

@@ -29,6 +29,7 @@ an import-linter contract in pyproject.toml enforces it.
 """
 
 from fetcher.spec.annotations import (
+    ANNOTATION_AWS_ENDPOINTS,
     ANNOTATION_CONTAINERS,
     ANNOTATION_FAILOVER_REGION,
     ANNOTATION_INJECT,
@@ -97,6 +98,7 @@ from fetcher.spec.spc import (
 from fetcher.spec.validate import build_spec, parse_duration, parse_objects_yaml
 
 __all__ = [
+    "ANNOTATION_AWS_ENDPOINTS",
     "ANNOTATION_CONTAINERS",
     "ANNOTATION_FAILOVER_REGION",
     "ANNOTATION_INJECT",

@@ -37,6 +37,9 @@ ANNOTATION_SIDECAR_UNHEALTHY_AFTER = "ferry.dev/sidecar-unhealthy-after"
 ANNOTATION_NOTIFY_URL = "ferry.dev/notify-url"
 # "SIGNAL:process-name": signal sent after a swap (needs shareProcessNamespace).
 ANNOTATION_NOTIFY_SIGNAL = "ferry.dev/notify-signal"
+# The pod's own AWS endpoints in its region: "secretsmanager=https://...,ssm=https://...,sts=https://..."
+# (pod wins over namespace), each host within the webhook's FERRY_ENDPOINT_ALLOWED_HOSTS.
+ANNOTATION_AWS_ENDPOINTS = "ferry.dev/aws-endpoints"
 # Written by the webhook: "injected", so a pod is never injected twice.
 ANNOTATION_STATUS = "ferry.dev/status"
 STATUS_INJECTED = "injected"
@@ -57,6 +60,7 @@ ANNOTATION_KEYS: tuple[str, ...] = (
     ANNOTATION_SIDECAR_UNHEALTHY_AFTER,
     ANNOTATION_NOTIFY_URL,
     ANNOTATION_NOTIFY_SIGNAL,
+    ANNOTATION_AWS_ENDPOINTS,
     ANNOTATION_STATUS,
 )
 

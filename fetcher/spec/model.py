@@ -132,6 +132,8 @@ class FetchSpec:
     secret_objects: tuple[SecretObject, ...] = ()
     # Extra documents on the same swap: (format, file name), e.g. ("dotenv", "secrets.env"), sorted by format.
     output_formats: tuple[tuple[str, str], ...] = ()
+    # The pod's own endpoints in its region: (service, URL), sorted (fetcher.spec.endpoints).
+    endpoints: tuple[tuple[str, str], ...] = ()
 
     def output_files(self) -> tuple[OutputFile, ...]:
         """Every file this spec writes, in object order."""

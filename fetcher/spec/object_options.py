@@ -24,6 +24,8 @@ DEFAULT_MAX_DISCOVERED = 50
 MAX_DISCOVERED = 200
 MAX_DISCOVERY_TAGS = 5
 TAG_TEXT_RE = re.compile(r"^[\w .:/=+@-]{1,256}$")
+# The ServiceAccount's name, for AssumeRole's session tags (the webhook sets it with the downward API).
+POD_SERVICE_ACCOUNT_ENV_VAR = "FERRY_POD_SERVICE_ACCOUNT"
 OPTION_KEYS = ("roleArn", "externalId", "expandJson", "discover")
 _DISCOVER_KEYS = ("recursive", "tags", "maxObjects")
 

@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from fetcher.spec.endpoints import EndpointRequest, check_endpoints
 from fetcher.spec.formats import DOTENV_FORMAT, FormatError, env_keys, parse_output_formats
 from fetcher.spec.model import (
     DEFAULT_MIN_REFRESH_SECONDS,
@@ -65,6 +66,7 @@ def build_spec(
     field_names: Mapping[str, str] | None = None,
     secret_objects: str | Sequence[Any] | None = None,
     output_formats: str | Mapping[str, str] | None = None,
+    endpoints: EndpointRequest | None = None,
 ) -> FetchSpec:
     """Validate raw inputs (strings as they appear in annotations or an SPC) into a FetchSpec.
 
@@ -120,6 +122,7 @@ def build_spec(
         check_file_names(parsed, [index for index, _ in positioned], translation, names["objects"], problems)
     formats = _check_output_formats(output_formats, names["outputFormats"], problems)
     synced = _check_secret_objects(secret_objects, names["secretObjects"], problems)
+    pod_endpoints = check_endpoints(endpoints, names.get("endpoints", "endpoints"), problems)
     if parsed and not problems:
         files = [out.name for out in list_output_files(parsed, translation)]
         _check_documents(files, formats, names["outputFormats"], problems)
@@ -139,6 +142,7 @@ def build_spec(
         notify=notify,
         secret_objects=synced,
         output_formats=formats,
+        endpoints=pod_endpoints,
     )
 
 

@@ -14,6 +14,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from fetcher.spec.endpoints import ANY_ENDPOINT, EndpointRequest, endpoints_to_wire
 from fetcher.spec.model import (
     DEFAULT_FILE_PERMISSION,
     DEFAULT_PATH_TRANSLATION,
@@ -40,6 +41,7 @@ _WIRE_FIELDS = {
     "fileGid": f"{SPEC_ENV_VAR}.fileGid",
     "secretObjects": f"{SPEC_ENV_VAR}.secretObjects",
     "outputFormats": f"{SPEC_ENV_VAR}.outputFormats",
+    "endpoints": f"{SPEC_ENV_VAR}.endpoints",
 }
 _NOTIFY_KEYS = ("url", "signal", "process")
 
@@ -91,6 +93,8 @@ def from_json(text: str) -> FetchSpec:
             field_names=_WIRE_FIELDS,
             secret_objects=wire.get("secretObjects"),
             output_formats=wire.get("outputFormats"),
+            # The webhook applied its allow-list at admission; here only the shape is checked again.
+            endpoints=EndpointRequest(wire.get("endpoints"), ANY_ENDPOINT),
         )
     except SpecError as exc:
         raise SpecError([*problems, *exc.problems]) from None
@@ -184,4 +188,5 @@ def _spec_to_wire(spec: FetchSpec) -> dict[str, Any]:
         wire["secretObjects"] = [secret_object_to_wire(obj) for obj in spec.secret_objects]
     if spec.output_formats:
         wire["outputFormats"] = dict(spec.output_formats)
+    wire.update(endpoints_to_wire(spec.endpoints))
     return wire

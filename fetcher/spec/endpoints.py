@@ -1,0 +1,162 @@
+"""A pod's own AWS endpoints (Secrets Manager, SSM, STS), checked against the webhook's allow-list.
+
+Why it exists: the fetcher signs every request with the pod's credentials. A signed request sent to a
+host that is not AWS hands that host a signature it can replay to AWS for minutes (SigV4 allows
+5 minutes of clock skew), so a tenant must not be able to point a pod at an arbitrary host. The
+webhook's settings say which hosts a pod may name (AWS's own domains by default) and whether plain
+http is allowed at all; the value is checked here at admission. docs/configuration.md explains it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from fetcher.spec.problems import Problem, kind_of, quote
+
+ENDPOINT_SERVICES = ("secretsmanager", "ssm", "sts")
+MAX_ENDPOINTS_CHARS = 2048
+MAX_URL_CHARS = 512
+# The DNS suffixes of AWS's partitions: standard, FIPS, dual-stack and VPC endpoint names all end so.
+DEFAULT_ALLOWED_HOSTS = (
+    "*.amazonaws.com",
+    "*.amazonaws.com.cn",
+    "*.api.aws",
+    "*.api.amazonwebservices.com.cn",
+    "*.c2s.ic.gov",
+    "*.sc2s.sgov.gov",
+    "*.cloud.adc-e.uk",
+    "*.csp.hci.ic.gov",
+    "*.amazonaws.eu",
+    "*.api.amazonwebservices.eu",
+)
+_HOST_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+
+
+@dataclass(frozen=True)
+class EndpointPolicy:
+    """What the webhook lets a pod name: hosts (shell patterns, "*" for any) and whether http is allowed."""
+
+    allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
+    allow_http: bool = False
+
+
+# The fetcher re-reads a spec the webhook already checked: only the shape is checked again.
+ANY_ENDPOINT = EndpointPolicy(allowed_hosts=("*",), allow_http=True)
+
+
+@dataclass(frozen=True)
+class EndpointRequest:
+    """What a pod asked for (annotation text or the spec's mapping), and the policy that judges it."""
+
+    raw: str | Mapping[str, Any] | None
+    policy: EndpointPolicy = EndpointPolicy()
+
+
+def check_endpoints(request: EndpointRequest | None, name: str, problems: list[Problem]) -> tuple[tuple[str, str], ...]:
+    """ "secretsmanager=https://...,sts=https://..." (or a mapping) -> sorted (service, URL) pairs."""
+    raw = request.raw if request is not None else None
+    if request is None or raw is None or raw == "":
+        return ()
+    policy = request.policy
+    pairs: list[tuple[str, Any]]
+    if isinstance(raw, str):
+        if len(raw) > MAX_ENDPOINTS_CHARS:
+            problems.append(Problem(name, f"is longer than {MAX_ENDPOINTS_CHARS} characters"))
+            return ()
+        pairs = []
+        for item in raw.split(","):
+            service, sep, url = item.strip().partition("=")
+            if not sep:
+                problems.append(Problem(name, f"{quote(item.strip()[:60])} is not service=URL (e.g. sts=https://...)"))
+                return ()
+            pairs.append((service.strip(), url.strip()))
+    elif isinstance(raw, Mapping):
+        pairs = [(str(key), value) for key, value in raw.items()]
+    else:
+        problems.append(Problem(name, f"must be service=URL pairs, got {kind_of(raw)}"))
+        return ()
+    chosen: dict[str, str] = {}
+    for service, url in pairs:
+        if service not in ENDPOINT_SERVICES:
+            problems.append(Problem(name, f"{quote(service[:40])} is not one of {', '.join(ENDPOINT_SERVICES)}"))
+            continue
+        if service in chosen:
+            problems.append(Problem(name, f"names {service} twice; keep one"))
+            continue
+        reason = url_problem(url, policy)
+        if reason:
+            problems.append(Problem(f"{name}: {service}", reason))
+            continue
+        chosen[service] = str(url).rstrip("/")
+    return tuple(sorted(chosen.items()))
+
+
+def url_problem(url: Any, policy: EndpointPolicy) -> str | None:
+    """None when the fetcher may send the pod's signed requests to `url`; otherwise why not, and the fix."""
+    if not isinstance(url, str) or not url or len(url) > MAX_URL_CHARS:
+        return f"must be a URL of at most {MAX_URL_CHARS} characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return f"{quote(url[:80])} is not a valid URL"
+    if parts.scheme not in ("https", "http"):
+        return f"{quote(url[:80])} must start with https://"
+    if parts.scheme == "http" and not policy.allow_http:
+        return "plain http is refused (requests carry the pod's signed credentials); use https"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry a user name or password"
+    if parts.query or parts.fragment or parts.path not in ("", "/"):
+        return "must be scheme://host[:port] only, without a path, query or fragment"
+    host = (parts.hostname or "").lower()
+    if not host or not (_HOST_RE.match(host) or _is_ip(host)):
+        return f"{quote(url[:80])} has no valid host name"
+    if port is not None and not 0 < port < 65536:
+        return "has an invalid port"
+    if not any(fnmatch.fnmatchcase(host, pattern) for pattern in policy.allowed_hosts):
+        shown = ", ".join(policy.allowed_hosts[:4]) + (", ..." if len(policy.allowed_hosts) > 4 else "")
+        return (
+            f"the host {quote(host[:80])} is not allowed by the webhook (allowed: {shown}); ask the cluster "
+            "administrator to add it to FERRY_ENDPOINT_ALLOWED_HOSTS"
+        )
+    return None
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def endpoints_to_wire(endpoints: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    return {"endpoints": dict(endpoints)} if endpoints else {}
+
+
+ALLOWED_HOSTS_ENV_VAR = "FERRY_ENDPOINT_ALLOWED_HOSTS"
+ALLOW_HTTP_ENV_VAR = "FERRY_ENDPOINT_ALLOW_HTTP"
+_PATTERN_RE = re.compile(r"^(\*|(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?)$")
+
+
+def policy_from_settings(hosts: str | None, allow_http: str | None) -> EndpointPolicy:
+    """The webhook's policy from its env vars; ValueError names the variable and the fix."""
+    patterns: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
+    if hosts and hosts.strip():
+        patterns = tuple(item.strip().lower() for item in hosts.split(",") if item.strip())
+        bad = [item for item in patterns if not _PATTERN_RE.match(item)]
+        if bad or len(patterns) > 64:
+            raise ValueError(
+                f"{ALLOWED_HOSTS_ENV_VAR}: {quote(bad[0][:60]) if bad else 'more than 64 patterns'} is not a host, "
+                "*.domain or *; separate patterns with commas"
+            )
+    flag = (allow_http or "false").strip().lower()
+    if flag not in ("true", "false"):
+        raise ValueError(f"{ALLOW_HTTP_ENV_VAR} must be true or false, got {quote(flag[:20])}")
+    return EndpointPolicy(allowed_hosts=patterns, allow_http=flag == "true")
