@@ -77,6 +77,9 @@ def build_fetcher_container(
             )
         ]
         container["volumeMounts"].append(build_kube_api_mount())
+    if mode == "init" and settings.startup_deadline_seconds is not None:
+        # How long the first delivery waits out throttling and slow credentials (fetcher/startup.py).
+        container["env"].append({"name": "FERRY_STARTUP_DEADLINE", "value": f"{settings.startup_deadline_seconds:g}"})
     if any(obj.role is not None for obj in spec.objects):
         # A role per object: AssumeRole's session tags and name say which pod asks (fetcher/awsroles.py).
         present = {entry["name"] for entry in container["env"]}

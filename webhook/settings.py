@@ -76,6 +76,8 @@ class Settings:
     metrics_port: int = 9090
     # Which hosts ferry.dev/aws-endpoints may name, and whether http is allowed (fetcher.spec.endpoints).
     endpoint_policy: EndpointPolicy = field(default_factory=EndpointPolicy)
+    # FERRY_STARTUP_DEADLINE for the init container (seconds); None: the fetcher's default (fetcher/startup.py).
+    startup_deadline_seconds: float | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -121,6 +123,9 @@ class Settings:
             log_level=reader.choice("FERRY_LOG_LEVEL", cls.log_level, _LOG_LEVELS),
             metrics_port=reader.port("FERRY_METRICS_PORT", cls.metrics_port),
             endpoint_policy=_endpoint_policy(environ),
+            startup_deadline_seconds=(
+                reader.duration("FERRY_STARTUP_DEADLINE", "0") if environ.get("FERRY_STARTUP_DEADLINE") else None
+            ),
         )
         for kind in ("CPU", "MEMORY"):
             request, limit = f"FERRY_FETCHER_{kind}_REQUEST", f"FERRY_FETCHER_{kind}_LIMIT"
