@@ -82,6 +82,9 @@ class Reply:
     headers: Mapping[str, str]  # names lower-cased
     body: bytes
 
+    def __repr__(self) -> str:  # the body may be a secret: never shown, even in a traceback
+        return f"Reply(status={self.status}, <{len(self.body)} bytes>)"
+
     def json(self) -> Any:
         """The body as JSON, or {} when it is empty or not JSON (errors still carry their status)."""
         try:
