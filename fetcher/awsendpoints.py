@@ -6,7 +6,7 @@ tests compare it with botocore's resolver for every known region. Private DNS
 for VPC endpoints needs nothing here: the standard names resolve to the
 endpoint's addresses inside the VPC.
 
-Order, first match wins: Ferry's per-region ``FERRY_ENDPOINT_URL_<REGION>``,
+Order, first match wins: Ferry's per-region ``FERRY_ENDPOINT_URL_<REGION>`` (Secrets Manager and SSM),
 ``AWS_ENDPOINT_URL_<SERVICE>``, ``AWS_ENDPOINT_URL`` (both ignored when
 ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true``), then the standard name.
 """
@@ -74,8 +74,8 @@ class EndpointRules:
 
     def url(self, service: str, region: str) -> str:
         """The endpoint URL for `service` in `region` (no trailing slash)."""
-        override = (self.region_overrides or {}).get(region)
-        if override:
+        override = (self.region_overrides or {}).get(region) if service != "sts" else None
+        if override:  # Ferry's override points one region's secrets elsewhere; STS stays where AWS says
             return override.rstrip("/")
         configured = self.configured or {}
         chosen = configured.get(service) or configured.get("")

@@ -135,6 +135,7 @@ def test_endpoint_settings_in_order_of_precedence() -> None:
     assert rules.url("ssm", "us-east-1") == "http://all:1"
     assert rules.url("sts", "us-east-1") == "http://sts:3"
     assert rules.url("ssm", "eu-west-1") == "http://ferry:4"  # Ferry's per-region override wins
+    assert rules.url("sts", "eu-west-1") == "http://sts:3"  # ... for the secrets' services only
     ignored = EndpointRules.from_env({**env, "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "true"})
     assert ignored.url("ssm", "us-east-1") == "https://ssm-fips.us-east-1.amazonaws.com"
     assert ignored.url("sts", "cn-north-1") == "https://sts-fips.cn-north-1.amazonaws.com.cn"
