@@ -3,7 +3,7 @@
 Why it exists: issue 18 part 5 asks what a fleet that starts at once costs, and a real test cannot
 start 5,000 pods. This event simulation drives Ferry's OWN pieces, not copies of them: the call plan
 (`fetcher.callplan.planned_calls`, from the same fetch units `fetch_all` runs), the client's retry policy
-(`fetcher.transport.next_retry` with `AwsSettings().backoff()`) and the init container's start-up policy
+(`fetcher.retry.next_retry` with `AwsSettings().backoff()`) and the init container's start-up policy
 (`fetcher.startup.startup_backoff`, `DEFAULT_STARTUP_DEADLINE`). Only AWS is modelled: a token bucket per
 quota (burst = one second's worth), a fixed round trip, and a throttle answered at once.
 
@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 
 from fetcher.aws import AwsClients, AwsSettings
 from fetcher.callplan import planned_calls
+from fetcher.retry import Backoff, next_retry
 from fetcher.spec import FetchSpec, build_spec
 from fetcher.startup import DEFAULT_STARTUP_DEADLINE, startup_backoff
-from fetcher.transport import Backoff, next_retry
 
 ROUND_TRIP = 0.030  # seconds, a call that succeeds
 THROTTLE_REPLY = 0.010  # seconds, a throttled call

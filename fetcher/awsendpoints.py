@@ -6,8 +6,8 @@ tests compare it with botocore's resolver for every known region. Private DNS
 for VPC endpoints needs nothing here: the standard names resolve to the
 endpoint's addresses inside the VPC.
 
-Order, first match wins: the pod's own endpoints in its region
-(``ferry.dev/aws-endpoints``), Ferry's per-region ``FERRY_ENDPOINT_URL_<REGION>``,
+Order, first match wins: the pod's own endpoints in its region (``ferry.dev/aws-endpoints``),
+Ferry's per-region ``FERRY_ENDPOINT_URL_<REGION>`` (Secrets Manager and SSM),
 ``AWS_ENDPOINT_URL_<SERVICE>``, ``AWS_ENDPOINT_URL`` (both ignored when
 ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true``), then the standard name.
 """
@@ -80,8 +80,8 @@ class EndpointRules:
         pinned = (self.pinned or {}).get((service, region))
         if pinned:
             return pinned.rstrip("/")
-        override = (self.region_overrides or {}).get(region)
-        if override:
+        override = (self.region_overrides or {}).get(region) if service != "sts" else None
+        if override:  # Ferry's override points one region's secrets elsewhere; STS stays where AWS says
             return override.rstrip("/")
         configured = self.configured or {}
         chosen = configured.get(service) or configured.get("")

@@ -5,7 +5,7 @@ first delivery can meet throttling, 5xx, a Pod Identity agent that is not
 answering yet or an IRSA token file the kubelet has not mounted yet. Each of
 those passes on its own; failing the init container turns it into a pod
 restart (CrashLoopBackOff, 10 s and more per round). So the whole delivery is
-retried with the client's own full-jitter policy (`transport.with_retries`),
+retried with the client's own full-jitter policy (`retry.with_retries`),
 bounded by ``FERRY_STARTUP_DEADLINE``; past it, the error is today's message.
 An answer that will not change by waiting (AccessDenied, NotFound, a bad value)
 fails at once.
@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from fetcher.errors import AwsRejectedError, AwsUnavailableError, ConfigError, FerryError, ObjectErrors
 from fetcher.logs import log
-from fetcher.transport import Backoff, with_retries
+from fetcher.retry import Backoff, with_retries
 
 T = TypeVar("T")
 

@@ -1,94 +1,38 @@
-"""HTTP(S) calls for the cloud sources: pooled connections, proxies, a CA bundle, bounded replies, retries.
+"""HTTP(S) calls for the cloud sources: pooled keep-alive connections, proxies, TLS, a CA bundle.
 
 Why it exists: the fetcher makes a handful of small JSON calls, and an SDK's
 transport costs more memory and start-up time than the whole rest of the
-fetcher (docs/aws-client.md). This module is the standard library's
-sockets and ssl with the rules a pod needs: explicit timeouts, a bounded
-reply size, CONNECT tunnelling through HTTPS_PROXY (NO_PROXY honoured), and
-exponential backoff with full jitter bounded in attempts and in total time.
-It knows nothing of AWS, so the Google source can use it as it is.
+fetcher (docs/aws-client.md). This module is the standard library's sockets
+and ssl with the rules a pod needs: explicit timeouts, CONNECT tunnelling
+through HTTPS_PROXY (NO_PROXY honoured) and on-demand system CAs. Replies are
+read, bounded, by httpwire.py; retries are retry.py's. It knows nothing of
+AWS, so the Google source can use all three as they are.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import os
-import random
 import select
 import socket
 import ssl
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-T = TypeVar("T")
-
-# A secret is at most 64 KiB; a batch of 20 with metadata stays far below this.
-DEFAULT_MAX_REPLY_BYTES = 4 * 1024 * 1024
-
-
-# --- Errors: named as botocore names them, so termination messages read as before. ---------
-
-
-class TransportError(Exception):
-    """The request got no HTTP answer. `retryable`: another attempt may succeed."""
-
-    retryable = True
-
-    @property
-    def code(self) -> str:
-        return type(self).__name__
-
-
-class EndpointConnectionError(TransportError):
-    """Nothing answered: connection refused, no route, or the name does not resolve."""
-
-
-class ConnectTimeoutError(TransportError):
-    """The TCP connection or TLS handshake did not finish within the connect timeout."""
-
-
-class ReadTimeoutError(TransportError):
-    """The endpoint accepted the request but sent no reply within the read timeout."""
-
-
-class ConnectionClosedError(TransportError):
-    """The connection was reset or closed before a whole reply arrived."""
-
-
-class ProxyConnectionError(TransportError):
-    """The proxy refused the CONNECT tunnel or could not be reached."""
-
-
-class SSLError(TransportError):
-    """TLS failed: most often a certificate the CA bundle does not trust (AWS_CA_BUNDLE)."""
-
-    retryable = False
-
-
-class ReplyTooLargeError(TransportError):
-    """The reply exceeded the size bound: a broken or hostile endpoint, not a secret."""
-
-    retryable = False
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: Mapping[str, str]  # names lower-cased
-    body: bytes
-
-    def json(self) -> Any:
-        """The body as JSON, or {} when it is empty or not JSON (errors still carry their status)."""
-        try:
-            return json.loads(self.body) if self.body else {}
-        except ValueError:
-            return {}
-
+from fetcher.httpwire import DEFAULT_MAX_REPLY_BYTES, MAX_LINE_BYTES, read_reply
+from fetcher.httpwire import ConnectionClosedError as ConnectionClosedError
+from fetcher.httpwire import ConnectTimeoutError as ConnectTimeoutError
+from fetcher.httpwire import EndpointConnectionError as EndpointConnectionError
+from fetcher.httpwire import InvalidHeaderError as InvalidHeaderError
+from fetcher.httpwire import ProxyConnectionError as ProxyConnectionError
+from fetcher.httpwire import ReadTimeoutError as ReadTimeoutError
+from fetcher.httpwire import Reply as Reply
+from fetcher.httpwire import SSLError as SSLError
+from fetcher.httpwire import TransportError as TransportError
+from fetcher.retry import Backoff as Backoff
+from fetcher.retry import with_retries as with_retries
 
 # --- Proxies. ------------------------------------------------------------------------
 
@@ -154,16 +98,6 @@ class HttpSettings:
     proxies: Proxies = field(default_factory=Proxies)
 
 
-MAX_LINE_BYTES = 16 * 1024
-MAX_HEADERS = 100
-
-
-class InvalidHeaderError(TransportError):
-    """A header to send holds a line break: never sent, never retried."""
-
-    retryable = False
-
-
 class _Connection:
     """One socket (TLS or plain) and its buffered reader."""
 
@@ -212,7 +146,7 @@ class HttpClient:
         connection = self._take(key) or self._connect(scheme, host, port)
         try:
             connection.sock.sendall(wire)
-            reply, keep = _read_reply(connection.reader, self.settings.max_reply_bytes)
+            reply, keep = read_reply(connection.reader, self.settings.max_reply_bytes)
         except TransportError:
             connection.close()
             raise
@@ -341,77 +275,6 @@ def _hashed_directory(path: str) -> bool:
         return False
 
 
-def _read_reply(reader: Any, limit: int) -> tuple[Reply, bool]:
-    """Status line, headers and body of one reply, each bounded; and whether the connection stays open."""
-    while True:
-        status_line = _line(reader)
-        if not status_line:
-            raise ConnectionClosedError("the connection closed before a reply")
-        version, _, rest = status_line.partition(b" ")
-        code = rest[:3]
-        if not version.startswith(b"HTTP/1.") or not code.isdigit():
-            raise ConnectionClosedError("the reply is not HTTP/1.x")
-        headers: dict[str, str] = {}
-        for _ in range(MAX_HEADERS + 1):
-            line = _line(reader)
-            if line in (b"\r\n", b"\n", b""):
-                break
-            name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        else:
-            raise ConnectionClosedError(f"the reply has more than {MAX_HEADERS} headers")
-        status = int(code)
-        if status >= 200 or status == 101:
-            break  # 1xx (100 Continue) precede the real reply
-    connection = headers.get("connection", "").lower()
-    keep = version == b"HTTP/1.1" and "close" not in connection or "keep-alive" in connection
-    if status in (204, 304):
-        return Reply(status, headers, b""), keep
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        return Reply(status, headers, _chunked(reader, limit)), keep
-    length = headers.get("content-length")
-    if length is not None:
-        if not length.isdigit():
-            raise ConnectionClosedError("the reply's Content-Length is not a number")
-        if int(length) > limit:
-            raise ReplyTooLargeError(f"reply of {length} bytes exceeds {limit}")
-        body = reader.read(int(length))
-        if len(body) < int(length):
-            raise ConnectionClosedError(f"the reply ended after {len(body)} of {length} bytes")
-        return Reply(status, headers, body), keep
-    body = reader.read(limit + 1)  # no length: the body ends when the connection closes
-    if len(body) > limit:
-        raise ReplyTooLargeError(f"reply exceeds {limit} bytes")
-    return Reply(status, headers, body), False
-
-
-def _chunked(reader: Any, limit: int) -> bytes:
-    body = bytearray()
-    while True:
-        size_line = _line(reader).split(b";", 1)[0].strip()
-        try:
-            size = int(size_line, 16)
-        except ValueError:
-            raise ConnectionClosedError("a malformed chunk in the reply") from None
-        if size == 0:
-            while _line(reader) not in (b"\r\n", b"\n", b""):
-                pass  # trailers
-            return bytes(body)
-        if len(body) + size > limit:
-            raise ReplyTooLargeError(f"reply exceeds {limit} bytes")
-        chunk = reader.read(size + 2)
-        if len(chunk) < size + 2:
-            raise ConnectionClosedError("the reply ended inside a chunk")
-        body += chunk[:size]
-
-
-def _line(reader: Any) -> bytes:
-    line: bytes = reader.readline(MAX_LINE_BYTES + 1)
-    if len(line) > MAX_LINE_BYTES:
-        raise ConnectionClosedError(f"a reply line is longer than {MAX_LINE_BYTES} bytes")
-    return line
-
-
 def _still_open(sock: socket.socket) -> bool:
     """An idle keep-alive socket that is readable has been closed by the server (or sent garbage)."""
     try:
@@ -419,59 +282,3 @@ def _still_open(sock: socket.socket) -> bool:
     except (OSError, ValueError):
         return False
     return not readable
-
-
-# --- Retries. ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff with full jitter, bounded in attempts and in total time."""
-
-    max_attempts: int = 5
-    base: float = 0.25
-    cap: float = 8.0
-    # No retry starts once the call has taken this long, sleeps included.
-    budget: float = 30.0
-
-    def delay(self, retry: int, rng: Callable[[], float] = random.random) -> float:
-        return float(rng() * min(self.cap, self.base * 2.0**retry))
-
-
-def with_retries(
-    attempt: Callable[[], T],
-    retryable: Callable[[BaseException], bool],
-    backoff: Backoff,
-    *,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-    rng: Callable[[], float] = random.random,
-) -> T:
-    """Call `attempt` until it returns, its error is not retryable, or the attempts or the budget run out."""
-    started = clock()
-    number = 1
-    while True:
-        try:
-            return attempt()
-        except Exception as exc:
-            delay = next_retry(backoff, number, clock() - started, retryable(exc), rng)
-            if delay is None:
-                raise
-            sleep(delay)
-            number += 1
-
-
-def next_retry(
-    backoff: Backoff, attempts: int, elapsed: float, retryable: bool, rng: Callable[[], float] = random.random
-) -> float | None:
-    """The policy itself, pure: how long to wait before the next try, or None to give up.
-
-    `attempts` tries have failed so far, `elapsed` seconds after the first began. The fleet simulator
-    (bench/fleet_sim.py) drives this same function on a simulated clock.
-    """
-    if attempts >= backoff.max_attempts or not retryable:
-        return None
-    delay = backoff.delay(attempts - 1, rng)
-    if elapsed + delay > backoff.budget:
-        return None
-    return delay

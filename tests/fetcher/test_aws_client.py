@@ -8,7 +8,9 @@ retries run against moto or a loopback stub over HTTP.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -133,6 +135,7 @@ def test_endpoint_settings_in_order_of_precedence() -> None:
     assert rules.url("ssm", "us-east-1") == "http://all:1"
     assert rules.url("sts", "us-east-1") == "http://sts:3"
     assert rules.url("ssm", "eu-west-1") == "http://ferry:4"  # Ferry's per-region override wins
+    assert rules.url("sts", "eu-west-1") == "http://sts:3"  # ... for the secrets' services only
     ignored = EndpointRules.from_env({**env, "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "true"})
     assert ignored.url("ssm", "us-east-1") == "https://ssm-fips.us-east-1.amazonaws.com"
     assert ignored.url("sts", "cn-north-1") == "https://sts-fips.cn-north-1.amazonaws.com.cn"
@@ -405,3 +408,67 @@ def test_system_cas_in_a_hashed_directory_are_read_on_demand(
         fetch_all(secret_spec(), clients)
     clients.close()
     assert caught.value.errors[0].code == "SSLError"
+
+
+# --- A hostile or broken endpoint. ---------------------------------------------------------------------
+
+
+class RawServer:
+    """Answers every connection with the same raw bytes, then closes: replies no HTTP library would send."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            with connection:
+                connection.settimeout(2)
+                try:
+                    connection.recv(65536)
+                    connection.sendall(self.answer)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\n{}", "ReplyTooLargeError"),
+        (b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 100_000 + b"\r\n\r\n", "ConnectionClosedError"),
+        (b"HTTP/1.1 200 OK\r\n" + b"X-Many: 1\r\n" * 5000 + b"\r\n", "ConnectionClosedError"),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"ffffff\r\n" + b"a" * 70_000,
+            "ReplyTooLargeError",
+        ),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nabc", "ConnectionClosedError"),
+        (b"SSH-2.0-OpenSSH_9.6\r\n", "ConnectionClosedError"),
+        (b"", "ConnectionClosedError"),
+    ],
+    ids=["huge-length", "long-line", "many-headers", "huge-chunk", "short-chunk", "not-http", "nothing"],
+)
+def test_a_broken_endpoint_gets_a_bounded_error_not_a_hang_or_a_crash(answer: bytes, code: str) -> None:
+    server = RawServer(answer)
+    clients = AwsClients(
+        AwsSettings(max_attempts=1, read_timeout=2, endpoint_overrides={PRIMARY: server.url}), bare_env()
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises(ObjectErrors) as caught:
+            fetch_all(secret_spec(), clients)
+    finally:
+        clients.close()
+        server.close()
+    (error,) = caught.value.errors
+    assert error.code == code and time.monotonic() - started < 10
+    assert len(str(error)) < 800
