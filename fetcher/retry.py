@@ -25,6 +25,9 @@ class Backoff:
     cap: float = 8.0
     # No retry starts once the call has taken this long, sleeps included.
     budget: float = 30.0
+    # True: a wait that would pass the budget is shortened to end at it (one last try at the deadline),
+    # for a deadline that is a promise (the init container's start-up deadline), not a cost bound.
+    fill_budget: bool = False
 
     def delay(self, retry: int, rng: Callable[[], float] = random.random) -> float:
         return float(rng() * min(self.cap, self.base * 2.0**retry))
@@ -65,5 +68,6 @@ def next_retry(
         return None
     delay = backoff.delay(attempts - 1, rng)
     if elapsed + delay > backoff.budget:
-        return None
+        remaining = backoff.budget - elapsed
+        return remaining if backoff.fill_budget and remaining > 0 else None
     return delay

@@ -38,7 +38,9 @@ TRANSIENT_CREDENTIAL_CODES = frozenset({"CredentialRetrievalError"})
 
 def startup_backoff(deadline: float) -> Backoff:
     """The start-up policy: the client's Backoff, bounded by the deadline instead of a number of tries."""
-    return Backoff(max_attempts=1_000_000, base=STARTUP_BACKOFF_BASE, cap=STARTUP_BACKOFF_CAP, budget=deadline)
+    return Backoff(
+        max_attempts=1_000_000, base=STARTUP_BACKOFF_BASE, cap=STARTUP_BACKOFF_CAP, budget=deadline, fill_budget=True
+    )
 
 
 def deadline_from_env(environ: Mapping[str, str]) -> float:
