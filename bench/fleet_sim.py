@@ -183,10 +183,11 @@ class AscpMount:
         self.sim.call(self.plan[position], now, done)
 
 
-def ferry_plan(objects: int, object_type: str) -> list[str]:
-    spec: FetchSpec = build_spec(
-        objects=[{"objectName": f"app/{n}", "objectType": object_type} for n in range(objects)], region="us-east-1"
-    )
+def ferry_plan(objects: int, object_type: str, discover: bool = False) -> list[str]:
+    """Ferry's own plan for a pod: `objects` named objects, or one discovery that finds them (one page)."""
+    named = [{"objectName": f"/app/{n}", "objectType": object_type} for n in range(objects)]
+    found = [{"objectName": "/app/", "objectType": object_type, "discover": True}]
+    spec: FetchSpec = build_spec(objects=found if discover else named, region="us-east-1")
     clients = AwsClients(environ={"AWS_ACCESS_KEY_ID": "simulated", "AWS_SECRET_ACCESS_KEY": "simulated"})
     try:
         return [operation for _, operation in planned_calls(spec, clients)]
@@ -236,15 +237,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     scenarios = [
-        ("Secrets Manager, 10,000 TPS", "secretsmanager", QUOTAS),
-        ("SSM, 40 TPS (default)", "ssmparameter", QUOTAS),
-        ("SSM, higher throughput", "ssmparameter", {**QUOTAS, "ssm": SSM_HIGH_THROUGHPUT}),
+        ("Secrets Manager, 10,000 TPS", "secretsmanager", QUOTAS, False),
+        ("SSM, 40 TPS (default)", "ssmparameter", QUOTAS, False),
+        ("SSM, higher throughput", "ssmparameter", {**QUOTAS, "ssm": SSM_HIGH_THROUGHPUT}, False),
+        ("Secrets Manager discovery, BatchGetSecretValue 100 TPS", "secretsmanager", QUOTAS, True),
+        ("SSM discovery, 40 TPS (default)", "ssmparameter", QUOTAS, True),
     ]
     print(f"{args.pods} pods x {args.objects} objects, starting over {args.ramp:g} s, seed {args.seed}\n")
     print("| quota | who | all ready | p50 | p90 | p99 | calls | throttled | failed inits / mounts |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for label, object_type, quotas in scenarios:
-        plans = {"Ferry": ferry_plan(args.objects, object_type), "ASCP": ascp_plan(args.objects, object_type)}
+    for label, object_type, quotas, discover in scenarios:
+        plans = {"Ferry": ferry_plan(args.objects, object_type, discover)}
+        if not discover:  # ASCP has no discovery
+            plans["ASCP"] = ascp_plan(args.objects, object_type)
         for who, plan in plans.items():
             outcome, _ = simulate(who, args.pods, plan, quotas, args.ramp, args.seed)
             print(row(label, who, outcome, args.pods), flush=True)
