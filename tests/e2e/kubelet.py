@@ -70,9 +70,8 @@ def _env(pod: Mapping[str, Any], container: Mapping[str, Any]) -> dict[str, str]
             env[entry["name"]] = entry["value"]
         elif (ref := (entry.get("valueFrom") or {}).get("fieldRef")) is not None:
             path = ref["fieldPath"]
-            env[entry["name"]] = (
-                str(pod["metadata"].get(path.split(".", 1)[1], "")) if path.startswith("metadata.") else ""
-            )
+            section, _, key = path.partition(".")
+            env[entry["name"]] = str(pod.get(section, {}).get(key, "")) if section in ("metadata", "spec") else ""
     return env
 
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import boto3
 import pytest
@@ -192,3 +193,67 @@ def test_a_failing_sidecar_fails_its_liveness_probe(
         except subprocess.TimeoutExpired:
             sidecar.kill()
             sidecar.communicate()
+
+
+ROLE = "arn:aws:iam::222233334444:role/e2e-reader"
+SECURE = {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 2000, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _stored_with(ferry: Ferry, objects: str) -> dict[str, Any]:
+    ns = ferry.create_namespace("kubelet")
+    manifest = opted_pod("app", extra={"ferry.dev/objects": objects})
+    manifest["spec"]["securityContext"] = SECURE
+    return ferry.create_pod(ns, manifest)
+
+
+def test_a_role_per_object_pod_reads_another_accounts_secret_and_names_itself(
+    serving_ferry: Ferry, node: tuple[Path, dict[str, str]], moto_server: MotoEndpoint
+) -> None:
+    from tests.support.aws import LocalHttpStub, forwarding_sts, seed_in_account
+
+    folder, node_env = node
+    seed_in_account(moto_server.url, ROLE, "shared/db", "from account 2222")
+    objects = f"- objectName: shared/db\n  objectType: secretsmanager\n  roleArn: {ROLE}\n  externalId: e2e-42\n"
+    stored = _stored_with(serving_ferry, objects)
+    sts = LocalHttpStub(forwarding_sts(moto_server.url)).start()
+    try:
+        volume = make_empty_dir(folder / "ferry-secrets", stored)
+        env = {**node_env, "AWS_ENDPOINT_URL_STS": sts.url}
+        result = run_container(stored, "ferry-init", {"ferry-secrets": volume}, env, folder)
+    finally:
+        sts.stop()
+    assert result.returncode == 0, result.stderr
+    assert _read(volume, "shared_db") == "from account 2222"
+    [assume] = sts.requests
+    sent = {key: values[0] for key, values in parse_qs(assume.body.decode()).items()}
+    namespace, pod_name = stored["metadata"]["namespace"], stored["metadata"]["name"]
+    assert sent["RoleArn"] == ROLE and sent["ExternalId"] == "e2e-42"
+    assert sent["RoleSessionName"] == f"ferry.{namespace}.{pod_name}"
+    assert sent["SourceIdentity"] == f"default@{namespace}"
+    tags = {sent[f"Tags.member.{n}.Key"]: sent[f"Tags.member.{n}.Value"] for n in (1, 2, 3)}
+    assert tags == {
+        "kubernetes-namespace": namespace,
+        "kubernetes-service-account": "default",
+        "kubernetes-pod-name": pod_name,
+    }
+
+
+def test_a_discovery_pod_writes_what_it_finds_and_a_json_secret_key_by_key(
+    serving_ferry: Ferry, node: tuple[Path, dict[str, str]], moto_server: MotoEndpoint
+) -> None:
+    folder, node_env = node
+    ssm = moto_server.client("ssm")
+    for name, value in (("/e2e/conf/a", "1"), ("/e2e/conf/deep/b", "2")):
+        ssm.put_parameter(Name=name, Value=value, Type="SecureString")
+    objects = (
+        "- objectName: /e2e/conf\n  objectType: ssmparameter\n  objectAlias: conf\n  discover: {recursive: true}\n"
+        "- objectName: e2e/db\n  objectType: secretsmanager\n  objectAlias: db\n  expandJson: true\n"
+    )
+    stored = _stored_with(serving_ferry, objects)
+    volume = make_empty_dir(folder / "ferry-secrets", stored)
+    result = run_container(stored, "ferry-init", {"ferry-secrets": volume}, node_env, folder)
+    assert result.returncode == 0, result.stderr
+    assert _read(volume, "conf/a") == "1" and _read(volume, "conf/deep_b") == "2"
+    assert _read(volume, "db/username") == "app" and _read(volume, "db/password") == "first-password"
+    assert (volume / "db" / "password").stat().st_uid == 1000
+    assert "first-password" not in result.stdout + result.stderr

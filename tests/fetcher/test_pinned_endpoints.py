@@ -12,10 +12,20 @@ from typing import Any
 
 from fetcher.__main__ import main
 from fetcher.spec.endpoints import EndpointPolicy, EndpointRequest
-from tests.fetcher.test_roles import ROLE, forwarding_sts, seed_in_account
-from tests.support.aws import LocalHttpStub, RecordedRequest, Reply, Seeder, aws_json_error, fetcher_env, make_spec
+from tests.support.aws import (
+    LocalHttpStub,
+    RecordedRequest,
+    Reply,
+    Seeder,
+    aws_json_error,
+    fetcher_env,
+    forwarding_sts,
+    make_spec,
+    seed_in_account,
+)
 
 StubFactory = Callable[[Callable[[RecordedRequest], Reply]], LocalHttpStub]
+ROLE = "arn:aws:iam::222233334444:role/shop-reader"
 LOOPBACK = EndpointPolicy(allowed_hosts=("127.0.0.1",), allow_http=True)
 
 

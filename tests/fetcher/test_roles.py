@@ -6,11 +6,10 @@ checked on a loopback capture that forwards each request to moto and records it 
 
 from __future__ import annotations
 
-import http.client
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -19,7 +18,17 @@ from fetcher.__main__ import main
 from fetcher.awsroles import PodIdentity, bounded_session_text
 from fetcher.sources import fetch_all
 from fetcher.spec import SpecError
-from tests.support.aws import LocalHttpStub, RecordedRequest, Reply, Seeder, fetcher_env, make_clients, make_spec
+from tests.support.aws import (
+    LocalHttpStub,
+    RecordedRequest,
+    Reply,
+    Seeder,
+    fetcher_env,
+    forwarding_sts,
+    make_clients,
+    make_spec,
+    seed_in_account,
+)
 
 StubFactory = Callable[[Callable[[RecordedRequest], Reply]], LocalHttpStub]
 ROLE = "arn:aws:iam::222233334444:role/shop-reader"
@@ -29,39 +38,6 @@ POD_ENV = {
     "FERRY_POD_SERVICE_ACCOUNT": "api",
     "FERRY_POD_NAME": "api-7d9f8-x2x4q",
 }
-
-
-def forwarding_sts(moto_url: str) -> Callable[[RecordedRequest], Reply]:
-    """A loopback STS that records each request (the stub does) and answers with moto's reply."""
-    target = urlsplit(moto_url)
-
-    def forward(request: RecordedRequest) -> Reply:
-        connection = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port, timeout=10)
-        try:
-            headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-            connection.request(request.method, request.path, body=request.body, headers=headers)
-            reply = connection.getresponse()
-            return reply.status, {"Content-Type": reply.getheader("Content-Type") or "text/xml"}, reply.read()
-        finally:
-            connection.close()
-
-    return forward
-
-
-def seed_in_account(moto_url: str, role: str, name: str, value: str) -> None:
-    """Create a secret in the role's account: moto keeps one store per account, as AWS does."""
-    import boto3
-
-    plain = {"region_name": "us-east-1", "endpoint_url": moto_url}
-    sts = boto3.client("sts", aws_access_key_id="testing", aws_secret_access_key="testing", **plain)
-    keys = sts.assume_role(RoleArn=role, RoleSessionName="seed")["Credentials"]
-    boto3.client(
-        "secretsmanager",
-        aws_access_key_id=keys["AccessKeyId"],
-        aws_secret_access_key=keys["SecretAccessKey"],
-        aws_session_token=keys["SessionToken"],
-        **plain,
-    ).create_secret(Name=name, SecretString=value)
 
 
 def form(request: RecordedRequest) -> dict[str, str]:

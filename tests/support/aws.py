@@ -8,6 +8,7 @@ real responses. The fixtures that use these live in conftest.py beside this file
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import sys
@@ -16,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import botocore.session
@@ -203,3 +205,36 @@ def fetcher_env(moto_url: str, **extra: str) -> dict[str, str]:
 
 
 FETCHER_COMMAND = [sys.executable, "-m", "fetcher"]
+
+
+def forwarding_sts(moto_url: str) -> Responder:
+    """A loopback STS that records each request (the stub does) and answers with moto's reply."""
+    target = urlsplit(moto_url)
+
+    def forward(request: RecordedRequest) -> Reply:
+        connection = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port, timeout=10)
+        try:
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+            connection.request(request.method, request.path, body=request.body, headers=headers)
+            reply = connection.getresponse()
+            return reply.status, {"Content-Type": reply.getheader("Content-Type") or "text/xml"}, reply.read()
+        finally:
+            connection.close()
+
+    return forward
+
+
+def seed_in_account(moto_url: str, role: str, name: str, value: str) -> None:
+    """Create a secret in the role's account: moto keeps one store per account, as AWS does."""
+    import boto3
+
+    plain = {"region_name": "us-east-1", "endpoint_url": moto_url}
+    sts = boto3.client("sts", aws_access_key_id="testing", aws_secret_access_key="testing", **plain)
+    keys = sts.assume_role(RoleArn=role, RoleSessionName="seed")["Credentials"]
+    boto3.client(
+        "secretsmanager",
+        aws_access_key_id=keys["AccessKeyId"],
+        aws_secret_access_key=keys["SecretAccessKey"],
+        aws_session_token=keys["SessionToken"],
+        **plain,
+    ).create_secret(Name=name, SecretString=value)
