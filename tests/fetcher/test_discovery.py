@@ -184,3 +184,35 @@ def test_non_objects_and_collisions_fail_naming_the_object_and_key_never_the_val
         render(spec, value("hunter2"))
     with pytest.raises(ObjectErrors, match=r"\.\."):
         render(make_spec([expand("cfg")], path_translation="False"), value(json.dumps({"../up": "x"})))
+
+
+def test_the_simulators_call_plan_is_what_a_fetch_really_calls(seed: Seeder, clients: AwsClients) -> None:
+    """bench/fleet_sim.py counts with `planned_calls`; here it is checked against the calls moto saw."""
+    from fetcher.callplan import planned_calls
+    from fetcher.sources import fetch_all
+
+    for number in range(12):
+        seed.parameter(f"/plan/p{number}", str(number))
+    for number in range(3):
+        seed.secret(f"plan/s{number}", str(number))
+    spec = make_spec(
+        [
+            *({"objectName": f"plan/s{n}", "objectType": "secretsmanager"} for n in range(3)),
+            *({"objectName": f"/plan/p{n}", "objectType": "ssmparameter"} for n in range(12)),
+            {"objectName": "plan/", "objectType": "secretsmanager", "discover": True},
+        ]
+    )
+    planned: dict[str, int] = {}
+    for service, operation in planned_calls(spec, clients):
+        planned[f"{service}.{operation}"] = planned.get(f"{service}.{operation}", 0) + 1
+    assert clients.calls.by_operation() == {}  # planning made no call
+    fetch_all(spec, clients)
+    assert (
+        clients.calls.by_operation()
+        == planned
+        == {
+            "secretsmanager.BatchGetSecretValue": 1,
+            "secretsmanager.GetSecretValue": 3,
+            "ssm.GetParameters": 2,
+        }
+    )

@@ -150,3 +150,46 @@ def test_refresh_and_error_paths_never_log_a_value(
     everything = "\n".join([stream.getvalue(), captured.out, captured.err, *errors])
     assert "refresh" in stream.getvalue() or "fetched secret" in stream.getvalue()
     assert secrets_in(everything) == []
+
+
+def test_discovery_expand_json_and_role_paths_never_print_a_value(moto: Any, seed: Seeder, tmp_path: Path) -> None:
+    """Issue 18's paths at debug level: a discovery, expandJson (good, not an object, colliding keys), a role."""
+    seed_canaries(seed)
+    seed.parameter("/found/one", PARAMETER)
+    seed.secret("app/clash", json.dumps({"a/b": USER, "a_b": PASSWORD}))
+    seed.secret("app/list", json.dumps([PASSWORD]))
+    role = "arn:aws:iam::222233334444:role/reader"
+    runs = (
+        (
+            "good",
+            [
+                {"objectName": "/found", "objectType": "ssmparameter", "discover": True, "objectAlias": "found"},
+                {"objectName": "app/json", "objectType": "secretsmanager", "expandJson": True},
+                {"objectName": "app/plain", "objectType": "secretsmanager", "roleArn": role, "externalId": "x-1"},
+            ],
+            0,
+        ),
+        ("clash", [{"objectName": "app/clash", "objectType": "secretsmanager", "expandJson": True}], 1),
+        ("list", [{"objectName": "app/list", "objectType": "secretsmanager", "expandJson": True}], 1),
+    )
+    from tests.support.aws import seed_in_account
+
+    seed_in_account(moto.url, role, "app/plain", PLAIN)
+    printed: list[str] = []
+    for name, objects, expected_code in runs:
+        termination = tmp_path / f"{name}-termination"
+        env = fetcher_env(
+            moto.url,
+            FERRY_SPEC=make_spec(objects).to_json(),
+            FERRY_TERMINATION_LOG=str(termination),
+            FERRY_LOG_LEVEL="debug",
+            FERRY_STARTUP_DEADLINE="0",
+        )
+        code = main(["init", "--dir", str(tmp_path / name)], env)
+        assert code == expected_code, termination.read_text() if termination.exists() else ""
+        printed.append(termination.read_text() if termination.exists() else "")
+    assert (tmp_path / "good" / "found" / "one").read_text() == PARAMETER
+    assert (tmp_path / "good" / "app_json" / "password").read_text() == PASSWORD
+    assert (tmp_path / "good" / "app_plain").read_text() == PLAIN
+    assert "a_b" in printed[1] and "a list" in printed[2]
+    assert secrets_in("\n".join(printed)) == []

@@ -169,3 +169,20 @@ def test_external_id_needs_a_role_and_stss_charset() -> None:
     ok = make_spec([{"objectName": "db", "objectType": "secretsmanager", "roleArn": ROLE, "externalId": "ok-1"}])
     assert ok.objects[0].role is not None and ok.objects[0].role.external_id == "ok-1"
     assert type(ok).from_json(ok.to_json()) == ok
+
+
+def test_a_session_is_renewed_before_it_expires(moto: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fetcher import awscreds
+
+    seed_in_account(moto.url, ROLE, "a", "a")
+    spec = make_spec([{"objectName": "a", "objectType": "secretsmanager", "roleArn": ROLE}])
+    clients = make_clients()
+    try:
+        fetch_all(spec, clients)
+        fetch_all(spec, clients)
+        assert clients.calls.count("AssumeRole") == 1  # an hour of life left: reused
+        monkeypatch.setattr(awscreds, "REFRESH_BEFORE_SECONDS", 2 * 3600)  # now "about to expire"
+        fetch_all(spec, clients)
+        assert clients.calls.count("AssumeRole") == 2
+    finally:
+        clients.close()
