@@ -186,3 +186,15 @@ def test_a_session_is_renewed_before_it_expires(moto: Any, monkeypatch: pytest.M
         assert clients.calls.count("AssumeRole") == 2
     finally:
         clients.close()
+
+
+def test_a_discovery_lists_with_its_role(moto: Any, seed: Seeder) -> None:
+    seed_in_account(moto.url, ROLE, "team/a", "a from account 2222")
+    seed.secret("team/b", "the pod's own account: not listed")
+    spec = make_spec([{"objectName": "team/", "objectType": "secretsmanager", "discover": True, "roleArn": ROLE}])
+    clients = make_clients()
+    try:
+        [value] = fetch_all(spec, clients).values()
+    finally:
+        clients.close()
+    assert value.members == (("team/a", b"a from account 2222"),)
