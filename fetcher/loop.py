@@ -39,8 +39,8 @@ MAX_BACKOFF_SECONDS = 300.0
 
 # Version checks of one refresh run one after another, on one keep-alive connection. A refresh is
 # not latency bound (it runs every few minutes): one connection costs one TLS handshake per
-# refresh instead of one per check, and no thread is started (bench/lean_fetcher.py: 11% less CPU
-# than two workers, 14% less than ten). Initial delivery and re-fetches stay concurrent.
+# refresh instead of one per check, and no thread is started (docs/benchmarks.md, section 7).
+# Initial delivery and re-fetches stay concurrent.
 PROBE_WORKERS = 1
 
 
