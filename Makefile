@@ -41,11 +41,13 @@ test-e2e: $(VENV)/.installed
 test-slow: $(VENV)/.installed
 	$(PY) -m pytest -m slow
 
-# The images' hashed lock files, from requirements/*.in and constraints.txt (PyPI's hashes only).
+# The images' hashed lock files, from requirements/*.in and constraints.txt. pip-compile asks the
+# index pip is configured with (pip.conf, PIP_INDEX_URL); the files name none (--no-emit-index-url),
+# and the hashes are of the files that index serves. Find-links are off: local wheels have other hashes.
 locks: $(VENV)/.installed
 	for side in fetcher webhook; do \
-	  PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= $(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe \
-	    --strip-extras --no-emit-index-url --index-url https://pypi.org/simple \
+	  PIP_FIND_LINKS= $(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe \
+	    --strip-extras --no-emit-index-url --no-emit-find-links \
 	    --output-file requirements/$$side.txt requirements/$$side.in || exit 1; \
 	done
 

@@ -43,3 +43,15 @@ def add_version_option(parser: argparse.ArgumentParser) -> None:
             parser.exit()
 
     parser.add_argument("--version", action=_Version, nargs=0, default=argparse.SUPPRESS, help="print the version")
+
+
+def command_name(package: str, argv0: str | None = None) -> str:
+    """The name the user typed: the console script's (`ferry-fetcher`), or `python -m <package>`.
+
+    argparse's default is the basename of argv[0], which under `python -m` is `__main__.py`.
+    """
+    import os
+    import sys
+
+    name = os.path.basename(sys.argv[0] if argv0 is None else argv0)
+    return f"python -m {package}" if name in ("", "__main__.py", "-c") else name

@@ -49,7 +49,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from fetcher import add_version_option
+from fetcher import add_version_option, command_name
 from fetcher.errors import ConfigError, FerryError
 from fetcher.logs import LEVELS, LOG_LEVEL_ENV_VAR, log
 from fetcher.spec import (
@@ -308,7 +308,7 @@ def write_termination_message(path: str, message: str, *, create: bool) -> bool:
 
 
 def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fetcher", description="Ferry's in-pod secrets fetcher.")
+    parser = argparse.ArgumentParser(prog=command_name("fetcher"), description="Ferry's in-pod secrets fetcher.")
     add_version_option(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     default_dir = env.get(TARGET_DIR_ENV_VAR) or DEFAULT_MOUNT_PATH

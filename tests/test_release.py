@@ -113,7 +113,8 @@ def test_changelog_starts_at_this_release() -> None:
 
 
 def test_licence_is_the_one_pyproject_names() -> None:
-    assert PROJECT["license"] == {"text": "Apache-2.0"}
+    assert PROJECT["license"] == "Apache-2.0"  # an SPDX expression (a table is deprecated and warns)
+    assert PROJECT["license-files"] == ["LICENSE"]
     text = (REPO_ROOT / "LICENSE").read_text()
     assert "Apache License" in text and "Version 2.0, January 2004" in text
     assert "END OF TERMS AND CONDITIONS" in text  # the full text, not a pointer to it

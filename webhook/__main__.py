@@ -33,7 +33,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from fetcher import add_version_option
+from fetcher import add_version_option, command_name
 from fetcher.spec import load_manifests
 from webhook.decide import NAMESPACE_OPT_IN_LABEL
 from webhook.settings import Settings, SettingsError
@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m webhook", description="Ferry's mutating admission webhook.")
+    parser = argparse.ArgumentParser(prog=command_name("webhook"), description="Ferry's mutating admission webhook.")
     add_version_option(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -84,8 +84,10 @@ def _parser() -> argparse.ArgumentParser:
         )
 
     serve = commands.add_parser("serve", help="serve /mutate over TLS")
-    serve.add_argument("--host", default="0.0.0.0")
-    serve.add_argument("--port", type=int, default=8443)
+    serve.add_argument(
+        "--host", default="0.0.0.0", help="address to listen on (default: %(default)s, every IPv4 address)"
+    )
+    serve.add_argument("--port", type=int, default=8443, help="TLS port of /mutate (default: %(default)s)")
     serve.add_argument("--tls-cert-file", help="serving certificate (PEM); default FERRY_TLS_CERT_FILE or self-managed")
     serve.add_argument("--tls-key-file", help="private key (PEM) of --tls-cert-file")
     serve.add_argument("--write-ca", metavar="FILE", help="write the CA of a self-generated pair to FILE")
@@ -104,7 +106,12 @@ def _parser() -> argparse.ArgumentParser:
     certs = commands.add_parser("certs", help="write a self-signed CA and serving certificate")
     certs.add_argument("--dns-name", action="append", default=[], help="DNS name (repeatable)")
     certs.add_argument("--ip", action="append", default=[], help="IP address (repeatable)")
-    certs.add_argument("--out-dir", required=True)
+    certs.add_argument(
+        "--out-dir",
+        default=".",
+        metavar="DIR",
+        help="where to write tls.crt, tls.key and ca.crt, created if missing (default: %(default)s, this directory)",
+    )
     return parser
 
 
