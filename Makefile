@@ -10,6 +10,8 @@ WITH_VENV_TOOLS := PATH="$(abspath $(VENV))/bin:$$PATH"
 $(VENV)/.installed: pyproject.toml constraints.txt scripts/install-helm.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	# The distribution was called "ferry" before (a name another project holds on the index).
+	$(PY) -m pip uninstall -q -y ferry 2>/dev/null || true
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	scripts/install-helm.sh $(VENV)
 	touch $@

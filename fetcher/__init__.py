@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import argparse
 
-DISTRIBUTION = "ferry"
+PRODUCT = "ferry"
+DISTRIBUTION = "ferry-secrets"  # the name on the package index (pyproject.toml)
 
 
 def version() -> str:
@@ -39,7 +40,7 @@ def add_version_option(parser: argparse.ArgumentParser) -> None:
 
     class _Version(argparse.Action):
         def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
-            print(f"{DISTRIBUTION} {version()}")
+            print(f"{PRODUCT} {version()}")
             parser.exit()
 
     parser.add_argument("--version", action=_Version, nargs=0, default=argparse.SUPPRESS, help="print the version")

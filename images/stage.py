@@ -140,7 +140,8 @@ def project_version(pyproject: Path) -> tuple[str, str]:
 def write_metadata(pyproject: Path, site_packages: Path) -> Path:
     """Write `<name>-<version>.dist-info/METADATA` so importlib.metadata finds the project."""
     name, version = project_version(pyproject)
-    dist_info = site_packages / f"{name}-{version}.dist-info"
+    # The directory name escapes "-" as "_" (as wheels do), else importlib.metadata reads the name wrong.
+    dist_info = site_packages / f"{name.replace('-', '_')}-{version}.dist-info"
     dist_info.mkdir(parents=True, exist_ok=True)
     metadata = dist_info / "METADATA"
     metadata.write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", encoding="utf-8")

@@ -78,7 +78,7 @@ def notes(version: str, repos: dict[str, str], digests: dict[str, str], chart_di
         "",
         "```sh",
         f"helm install ferry {CHART_REPOSITORY}/ferry --version {version} --namespace ferry-system --create-namespace",
-        f"pipx install 'ferry[webhook]=={version}'   # ferry-webhook inject, ferry-fetcher",
+        f"pipx install 'ferry-secrets[webhook]=={version}'   # ferry-webhook inject, ferry-fetcher",
         *(
             f"cosign verify {repos[name]}@{digests[name]} \\\n"
             f"  --certificate-identity-regexp '/.github/workflows/release.yml@refs/tags/v{version}$' \\\n"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import venv
@@ -40,7 +41,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (wheel,) = out.glob("ferry-*.whl")
+    (wheel,) = out.glob("ferry_secrets-*.whl")
     return wheel, result.stdout + result.stderr
 
 
@@ -48,7 +49,7 @@ def _venv(where: Path, wheel: Path, extra: str = "") -> Path:
     """A fresh virtualenv holding the wheel (with `extra`) and its dependencies, pinned by constraints.txt."""
     venv.create(where, with_pip=False)
     python = where / "bin" / "python"
-    requirement = f"ferry{extra} @ {wheel.as_uri()}"
+    requirement = f"ferry-secrets{extra} @ {wheel.as_uri()}"
     result = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "-c", "constraints.txt", requirement],
         cwd=REPO_ROOT,
@@ -85,13 +86,13 @@ def test_wheel_metadata_names_the_licence_and_the_two_commands(built: tuple[Path
     assert "ferry-fetcher = fetcher.__main__:main" in entry_points
     assert "ferry-webhook = webhook.__main__:main" in entry_points
     # Only the product: no tests, bench or scripts in what users install.
-    assert {n.split("/", 1)[0] for n in names if not n.startswith("ferry-")} == {"fetcher", "webhook"}
+    assert {n.split("/", 1)[0] for n in names if not n.startswith("ferry_secrets-")} == {"fetcher", "webhook"}
 
 
 def test_plain_package_gives_a_working_fetcher_once(
     built: tuple[Path, str], tmp_path: Path, moto: MotoEndpoint
 ) -> None:
-    """`pip install ferry` (no extra) is enough for `ferry-fetcher once`, as docs/install.md says."""
+    """`pip install ferry-secrets` (no extra) is enough for `ferry-fetcher once`, as docs/install.md says."""
     wheel, _ = built
     bin_dir = _venv(tmp_path / "venv", wheel)
     help_text = subprocess.run(
@@ -124,7 +125,7 @@ def test_plain_package_gives_a_working_fetcher_once(
 
 
 def test_webhook_extra_gives_a_working_inject_preview(built: tuple[Path, str], tmp_path: Path) -> None:
-    """`pip install 'ferry[webhook]'` is enough for `ferry-webhook inject`, with no cluster."""
+    """`pip install 'ferry-secrets[webhook]'` is enough for `ferry-webhook inject`, with no cluster."""
     wheel, _ = built
     bin_dir = _venv(tmp_path / "venv", wheel, "[webhook]")
     example = REPO_ROOT / "manifests" / "examples" / "secretproviderclass-deployment.yaml"
@@ -225,3 +226,18 @@ def test_locks_and_their_recipe_name_no_index() -> None:
         assert "://" not in text and "--index-url=" not in text and "PIP_CONFIG_FILE" not in text
     for path in sorted((REPO_ROOT / "requirements").glob("*.txt")):
         assert "--hash=sha256:" in path.read_text()  # still hashed locks
+
+
+def test_install_commands_in_the_docs_name_this_distribution() -> None:
+    """`ferry` on the package index is another project: every documented pip/pipx install names ours."""
+    import tomllib
+
+    name = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["name"]
+    assert name == "ferry-secrets"
+    texts = [REPO_ROOT / "README.md", REPO_ROOT / "docs" / "install.md", REPO_ROOT / "scripts" / "release_digests.py"]
+    found = []
+    for path in texts:
+        for match in re.finditer(r"\b(?:pipx|pip) install '?([A-Za-z0-9_.-]+)", path.read_text()):
+            if match.group(1) not in ("-q", "-e", "-c", "--user", "."):
+                found.append((path.name, match.group(1)))
+    assert found and all(package == name for _, package in found), found

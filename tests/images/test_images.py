@@ -224,7 +224,7 @@ def test_fetcher_image_carries_botocore_data_for_three_services_only(fetcher_roo
     site = fetcher_rootfs / "opt" / "ferry" / "site-packages"
     installed = {p.name.split("-")[0].lower() for p in site.glob("*.dist-info")}
     assert installed == {"boto3", "botocore", "jmespath", "python_dateutil", "pyyaml", "s3transfer", "six",
-                         "urllib3", "ferry"}  # fmt: skip
+                         "urllib3", "ferry_secrets"}  # fmt: skip
 
 
 def test_fetcher_image_parses_yaml_without_libyaml(fetcher_image: BuiltImage, fetcher_rootfs: Path) -> None:
