@@ -10,7 +10,7 @@ extension (2.6 MB, the largest single file) only speeds up `once`, the one
 command that reads YAML; PyYAML falls back to its pure-Python SafeLoader,
 which parses the same documents. And the images copy Ferry's code rather than pip
 installing the project (that would bring boto3 into the webhook image), so
-`importlib.metadata.version("ferry")` needs a small dist-info written from
+`importlib.metadata.version("ferry-secrets")` needs a small dist-info written from
 pyproject.toml, the one place the version is defined.
 
 Standard library only: it runs with the build stage's Python before anything

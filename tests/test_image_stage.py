@@ -7,7 +7,6 @@ the botocore the project pins; tests/images/ then runs the trimmed image.
 
 from __future__ import annotations
 
-import sys
 import tomllib
 import typing
 from pathlib import Path
