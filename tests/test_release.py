@@ -539,3 +539,19 @@ def test_release_archive_must_exist_when_named(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv(builder.ARCHIVE_DIR_ENV, str(tmp_path))
     with pytest.raises(builder.ImageBuildError, match="has no ferry-fetcher.tar"):
         builder.release_archive("fetcher")
+
+
+def test_the_documented_kustomize_overlay_pins_both_digests(tmp_path: Path) -> None:
+    """docs/release.md's overlay, built on the base: both images by digest, the fetcher through the setting."""
+    doc = (REPO_ROOT / "docs" / "release.md").read_text()
+    match = re.search(r"```yaml\n(resources: \[\.\./manifests\].*?)```", doc, flags=re.DOTALL)
+    assert match, "no kustomize overlay in docs/release.md"
+    body = match.group(1).replace("sha256:<webhook digest>", WEBHOOK_DIGEST)
+    body = body.replace("sha256:<fetcher digest>", FETCHER_DIGEST)
+    shutil.copytree(REPO_ROOT / "manifests", tmp_path / "manifests")
+    (tmp_path / "overlay").mkdir()
+    (tmp_path / "overlay" / "kustomization.yaml").write_text(body)
+    assert _images(_kustomize(tmp_path / "overlay")) == (
+        f"{REGISTRY}/ferry-webhook@{WEBHOOK_DIGEST}",
+        f"{REGISTRY}/ferry-fetcher@{FETCHER_DIGEST}",
+    )
