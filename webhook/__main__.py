@@ -100,7 +100,9 @@ def _parser() -> argparse.ArgumentParser:
 
     inject = commands.add_parser("inject", help="print mutated manifests, with no cluster")
     inject.add_argument("-f", "--filename", required=True, metavar="FILE", help="manifest file, or - for stdin")
-    inject.add_argument("--namespace", default="default", help="namespace of manifests that name none")
+    inject.add_argument(
+        "--namespace", default="default", help="namespace of manifests that name none (default: %(default)s)"
+    )
     add_cluster_files(inject)
 
     certs = commands.add_parser("certs", help="write a self-signed CA and serving certificate")
