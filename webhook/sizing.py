@@ -1,0 +1,368 @@
+"""What Ferry's containers add to the bill of a pod on EKS Fargate and GKE Autopilot, kept at nothing or said.
+
+Why it exists: both platforms size (and bill) a pod from its requests, so a
+sidecar that idles at a few millicores can push a pod into the next Fargate
+size or make Autopilot rewrite Ferry's containers. This module takes the pod
+as Ferry is about to admit it and returns it with Ferry's requests fitted,
+plus a warning or a denial that names both sizes and the fix. It also refuses
+a pod whose native sidecar another webhook turned into a plain init container.
+Pure: dicts and settings in, dicts and messages out. The rules and worked
+tables are in docs/fargate.md and docs/autopilot.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from webhook.podshape import INIT_CONTAINER_NAME, OWN_CONTAINER_NAMES, SIDECAR_NAME
+from webhook.resources import format_quantity, parse_quantity
+from webhook.settings import Settings
+
+# What the EKS Fargate profile webhook writes into every pod that a Fargate profile selects.
+FARGATE_SCHEDULER = "fargate-scheduler"
+# Fargate adds this to the pod's memory for the kubelet, kube-proxy and containerd.
+FARGATE_OVERHEAD = Fraction(256 * 2**20)
+_MIB = 2**20
+_GIB = 2**30
+
+
+def _tier(vcpu: Fraction, first_gib: int, last_gib: int, step_gib: int) -> list[tuple[Fraction, Fraction]]:
+    return [(vcpu, Fraction(gib * _GIB)) for gib in range(first_gib, last_gib + 1, step_gib)]
+
+
+# Fargate's vCPU and memory combinations, cheapest first (memory in bytes; Fargate's "GB" is GiB).
+FARGATE_SIZES: tuple[tuple[Fraction, Fraction], ...] = (
+    (Fraction(1, 4), Fraction(_GIB, 2)),
+    (Fraction(1, 4), Fraction(_GIB)),
+    (Fraction(1, 4), Fraction(2 * _GIB)),
+    *_tier(Fraction(1, 2), 1, 4, 1),
+    *_tier(Fraction(1), 2, 8, 1),
+    *_tier(Fraction(2), 4, 16, 1),
+    *_tier(Fraction(4), 8, 30, 1),
+    *_tier(Fraction(8), 16, 60, 4),
+    *_tier(Fraction(16), 32, 120, 8),
+)
+# Autopilot's CPU-to-memory band: 1 GiB to 6.5 GiB of memory for each vCPU.
+AUTOPILOT_MIN_GIB_PER_CPU = Fraction(1)
+AUTOPILOT_MAX_GIB_PER_CPU = Fraction(13, 2)
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """The pod with Ferry's requests fitted, and what to say about it (a warning, or a denial's message)."""
+
+    pod: dict[str, Any]
+    warnings: tuple[str, ...] = ()
+    denial: str | None = None
+
+
+# --- Kubernetes' arithmetic ---------------------------------------------------------------------------------
+
+
+def container_request(container: Mapping[str, Any], resource: str) -> Fraction:
+    """A container's request for `resource` as the API server defaults it (its limit when only that is set)."""
+    resources = container.get("resources")
+    if not isinstance(resources, Mapping):
+        return Fraction(0)
+    for kind in ("requests", "limits"):
+        values = resources.get(kind)
+        if isinstance(values, Mapping) and resource in values:
+            return parse_quantity(values[resource]) or Fraction(0)
+    return Fraction(0)
+
+
+def _terms(spec: Mapping[str, Any], resource: str, *, own_unknown: bool = True) -> list[tuple[Fraction, int]]:
+    """The pod's request for `resource` as max(terms); a term is (app part, how many of Ferry's containers in it).
+
+    Kubernetes' rule with native sidecars: each init container counts with the restartable init containers
+    before it; the app containers count with all of them. Ferry's containers are left out as unknowns, so
+    the pod's request with Ferry's containers at x each is max(app + count * x); with `own_unknown` False
+    they count as they are, like any other container.
+    """
+    terms: list[tuple[Fraction, int]] = []
+    restartable = (Fraction(0), 0)
+    for container in _containers(spec, "initContainers"):
+        own = 1 if own_unknown and container.get("name") in OWN_CONTAINER_NAMES else 0
+        app = Fraction(0) if own else container_request(container, resource)
+        if container.get("restartPolicy") == "Always":
+            restartable = (restartable[0] + app, restartable[1] + own)
+            terms.append(restartable)
+        else:
+            terms.append((restartable[0] + app, restartable[1] + own))
+    app_sum, own_count = restartable
+    for container in _containers(spec, "containers"):
+        if own_unknown and container.get("name") in OWN_CONTAINER_NAMES:
+            own_count += 1
+        else:
+            app_sum += container_request(container, resource)
+    terms.append((app_sum, own_count))
+    return terms
+
+
+def pod_request(spec: Mapping[str, Any], resource: str, own: Fraction | None = None) -> Fraction:
+    """The pod's effective request for `resource`, with each of Ferry's containers requesting `own`.
+
+    `own` None: Ferry's containers count with the requests they have; 0: as if they were not there.
+    """
+    if own is None:
+        return max(app for app, _ in _terms(spec, resource, own_unknown=False))
+    return max(app + count * own for app, count in _terms(spec, resource))
+
+
+def _largest_own(spec: Mapping[str, Any], resource: str, cap: Fraction) -> Fraction:
+    """The largest request each of Ferry's containers can have while the pod's request stays within `cap`."""
+    room = [(cap - app) / count for app, count in _terms(spec, resource) if count]
+    return min(room) if room else cap
+
+
+# --- Fargate ------------------------------------------------------------------------------------------------
+
+
+def fargate_size(cpu: Fraction, memory: Fraction) -> tuple[Fraction, Fraction] | None:
+    """The Fargate size of a pod whose requests are `cpu` (vCPU) and `memory` (bytes); None when none is big enough."""
+    wanted_memory = memory + FARGATE_OVERHEAD
+    for size in FARGATE_SIZES:
+        if size[0] >= cpu and size[1] >= wanted_memory:
+            return size
+    return None
+
+
+def describe_size(size: tuple[Fraction, Fraction] | None) -> str:
+    if size is None:
+        return "more than Fargate's largest size"
+    vcpu, memory = size
+    return f"{float(vcpu):g} vCPU / {float(memory / _GIB):g} GB"
+
+
+def fit_fargate(pod: Mapping[str, Any], settings: Settings, floors: Mapping[str, Fraction]) -> Sizing:
+    """Lower Ferry's requests into the headroom of the Fargate size the pod has without Ferry, or say why not."""
+    spec = _spec(pod)
+    if not _own_containers(spec) or _has_pod_level_requests(spec):
+        return Sizing(dict(pod))
+    configured = _configured_requests(settings)
+    without = fargate_size(pod_request(spec, "cpu", Fraction(0)), pod_request(spec, "memory", Fraction(0)))
+    current = fargate_size(*(pod_request(spec, r, configured[r]) for r in ("cpu", "memory")))
+    if current == without or without is None:
+        return Sizing(dict(pod))
+    caps = {"cpu": without[0], "memory": without[1] - FARGATE_OVERHEAD}
+    fitted: dict[str, Fraction] = {}
+    for resource in ("cpu", "memory"):
+        room = _round_down(_largest_own(spec, resource, caps[resource]), resource)
+        floor = min(floors[resource], configured[resource])
+        fitted[resource] = max(floor, min(configured[resource], room))
+    changed = {r: format_quantity(v) for r, v in fitted.items() if v != configured[r]}
+    new_pod = with_own_requests(pod, changed) if changed else dict(pod)
+    reached = fargate_size(*(pod_request(spec, r, fitted[r]) for r in ("cpu", "memory")))
+    if reached == without:
+        return Sizing(new_pod)
+    message = (
+        f"Fargate: this pod takes {describe_size(without)} without Ferry, but {describe_size(reached)} with "
+        f"Ferry's containers even at their least requests ({_describe(fitted)}; configured {_describe(configured)}): "
+        f"{_short_of(spec, caps, fitted)}. Fix: raise the app's requests to fill {describe_size(without)} less "
+        "Ferry's share, or size the pod for the larger Fargate size, or lower "
+        "FERRY_FETCHER_CPU_REQUEST_FLOOR / FERRY_FETCHER_MEMORY_REQUEST_FLOOR, or leave out "
+        "ferry.dev/refresh-interval (no sidecar)"
+    )
+    if settings.fargate_oversize == "deny":
+        return Sizing(dict(pod), denial=message)
+    return Sizing(new_pod, warnings=(message,))
+
+
+def _short_of(spec: Mapping[str, Any], caps: Mapping[str, Fraction], fitted: Mapping[str, Fraction]) -> str:
+    parts = []
+    for resource in ("cpu", "memory"):
+        need = pod_request(spec, resource, fitted[resource])
+        if need > caps[resource]:
+            unit = "vCPU" if resource == "cpu" else "memory (with Fargate's 256Mi)"
+            parts.append(
+                f"the pod's {resource} request would be {format_quantity(need)}, above the "
+                f"{format_quantity(caps[resource])} of {unit} that size leaves"
+            )
+    return "; ".join(parts) or "the sizes differ"
+
+
+# --- GKE Autopilot -------------------------------------------------------------------------------------------
+
+
+def autopilot_resources(resources: Mapping[str, Any], mode: str) -> dict[str, dict[str, str]]:
+    """Ferry's container resources as Autopilot accepts them unchanged.
+
+    The CPU-to-memory ratio is kept within 1:1 to 1:6.5 (vCPU:GiB) by raising the smaller side, as
+    Autopilot would. Without bursting, limits equal requests: the memory request is raised to the
+    configured limit first, so the fetcher gets the memory it was meant to have and is not OOM-killed.
+    """
+    requests = {r: _quantity(resources, "requests", r) for r in ("cpu", "memory")}
+    limits = {r: _quantity(resources, "limits", r) for r in ("cpu", "memory")}
+    if mode == "no-bursting":
+        requests["memory"] = max(requests["memory"], limits["memory"])
+    least_cpu = _round_up(requests["memory"] / _GIB / AUTOPILOT_MAX_GIB_PER_CPU, "cpu")
+    requests["cpu"] = max(requests["cpu"], least_cpu)
+    least_memory = _round_up(requests["cpu"] * AUTOPILOT_MIN_GIB_PER_CPU * _GIB, "memory")
+    requests["memory"] = max(requests["memory"], least_memory)
+    if mode == "no-bursting":
+        limits = dict(requests)
+    else:
+        limits = {r: max(limits[r], requests[r]) for r in limits}
+    return {
+        "requests": {r: format_quantity(v) for r, v in requests.items()},
+        "limits": {r: format_quantity(v) for r, v in limits.items()},
+    }
+
+
+def fit_autopilot(pod: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
+    """The pod with Ferry's containers' resources as `autopilot_resources` makes them."""
+    spec = _spec(pod)
+    own = _own_containers(spec)
+    if not own:
+        return dict(pod)
+    wanted = autopilot_resources(settings.fetcher_resources(), settings.autopilot)
+    return _with_own(pod, lambda c: {**c, "resources": {k: dict(v) for k, v in wanted.items()}})
+
+
+# --- native sidecars -----------------------------------------------------------------------------------------
+
+
+def stripped_native_sidecar(pod: Mapping[str, Any]) -> str | None:
+    """A denial's message when Ferry's sidecar sits among the init containers without restartPolicy Always.
+
+    Another webhook removed it. As a plain init container the sidecar never exits: the pod would stay in
+    Init forever, and a Job would never complete.
+    """
+    for container in _containers(_spec(pod), "initContainers"):
+        if container.get("name") == SIDECAR_NAME and container.get("restartPolicy") != "Always":
+            return (
+                f"another mutating webhook removed restartPolicy: Always from Ferry's native sidecar "
+                f"{SIDECAR_NAME}; as a plain init container it would never exit, so the pod would stay in Init "
+                "forever (a Job would never complete). Fix: exclude Ferry's containers (ferry-init, "
+                f"{SIDECAR_NAME}) from that webhook, or leave out ferry.dev/refresh-interval on this pod, or "
+                "have Ferry's operator set FERRY_NATIVE_SIDECARS=false (a regular sidecar; none in Jobs)"
+            )
+    return None
+
+
+# --- the one entry point -------------------------------------------------------------------------------------
+
+
+def size_for_platform(
+    pod: Mapping[str, Any], settings: Settings, limit_ranges: Sequence[Mapping[str, Any]] = ()
+) -> Sizing:
+    """Ferry's containers in `pod` (as Ferry would admit it) fitted to Autopilot or Fargate; or a denial."""
+    stripped = stripped_native_sidecar(pod)
+    if stripped:
+        return Sizing(dict(pod), denial=stripped)
+    sized = fit_autopilot(pod, settings) if settings.autopilot != "off" else dict(pod)
+    if settings.fargate_sizing == "auto" and _spec(sized).get("schedulerName") == FARGATE_SCHEDULER:
+        return fit_fargate(sized, settings, request_floors(settings, limit_ranges))
+    return Sizing(sized)
+
+
+def request_floors(settings: Settings, limit_ranges: Sequence[Mapping[str, Any]]) -> dict[str, Fraction]:
+    """The least requests Ferry lowers to: its settings, raised to any LimitRange's per-container minimum."""
+    memory_floor = settings.fetcher_memory_request_floor or settings.fetcher_memory_request
+    floors = {
+        "cpu": parse_quantity(settings.fetcher_cpu_request_floor) or Fraction(0),
+        "memory": parse_quantity(memory_floor) or Fraction(0),
+    }
+    for item in _limit_items(limit_ranges):
+        minimum = item.get("min")
+        if isinstance(minimum, Mapping):
+            for resource in floors:
+                value = parse_quantity(minimum.get(resource)) if resource in minimum else None
+                if value is not None:
+                    floors[resource] = max(floors[resource], value)
+    return floors
+
+
+# --- small helpers -------------------------------------------------------------------------------------------
+
+
+def with_own_requests(pod: Mapping[str, Any], requests: Mapping[str, str]) -> dict[str, Any]:
+    """A copy of `pod` whose Ferry containers request `requests` (other resources unchanged); copy-on-write."""
+
+    def update(container: Mapping[str, Any]) -> dict[str, Any]:
+        resources = dict(container.get("resources") or {})
+        resources["requests"] = {**(resources.get("requests") or {}), **requests}
+        return {**container, "resources": resources}
+
+    return _with_own(pod, update)
+
+
+def _with_own(pod: Mapping[str, Any], update: Any) -> dict[str, Any]:
+    new = dict(pod)
+    spec = dict(_spec(pod))
+    for group in ("initContainers", "containers"):
+        if group in spec:
+            spec[group] = [
+                update(c) if isinstance(c, Mapping) and c.get("name") in OWN_CONTAINER_NAMES else c
+                for c in spec[group] or []
+            ]
+    new["spec"] = spec
+    return new
+
+
+def _spec(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    spec = pod.get("spec")
+    return spec if isinstance(spec, Mapping) else {}
+
+
+def _containers(spec: Mapping[str, Any], group: str) -> Iterable[Mapping[str, Any]]:
+    items = spec.get(group)
+    return [c for c in items if isinstance(c, Mapping)] if isinstance(items, list) else []
+
+
+def _own_containers(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    own = [
+        c
+        for group in ("initContainers", "containers")
+        for c in _containers(spec, group)
+        if c.get("name") in OWN_CONTAINER_NAMES
+    ]
+    # The init container first: its requests are the configured ones on a first pass and a reinvocation alike.
+    return sorted(own, key=lambda c: c.get("name") != INIT_CONTAINER_NAME)
+
+
+def _configured_requests(settings: Settings) -> dict[str, Fraction]:
+    """Ferry's requests before any fitting (Autopilot's adjustment included): a reinvocation starts over."""
+    resources = settings.fetcher_resources()
+    if settings.autopilot != "off":
+        resources = autopilot_resources(resources, settings.autopilot)
+    return {resource: _quantity(resources, "requests", resource) for resource in ("cpu", "memory")}
+
+
+def _has_pod_level_requests(spec: Mapping[str, Any]) -> bool:
+    # Pod-level resources are the pod's figure; resources.account_pod_resources already grew them for Ferry.
+    resources = spec.get("resources")
+    return isinstance(resources, Mapping) and bool(resources.get("requests"))
+
+
+def _limit_items(limit_ranges: Sequence[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
+    for limit_range in limit_ranges:
+        spec = limit_range.get("spec")
+        items = spec.get("limits") if isinstance(spec, Mapping) else None
+        for item in items if isinstance(items, list) else []:
+            if isinstance(item, Mapping) and item.get("type") == "Container":
+                yield item
+
+
+def _quantity(resources: Mapping[str, Any], kind: str, resource: str) -> Fraction:
+    values = resources.get(kind)
+    raw = values.get(resource) if isinstance(values, Mapping) else None
+    return parse_quantity(raw) or Fraction(0)
+
+
+def _round_down(value: Fraction, resource: str) -> Fraction:
+    unit = Fraction(1, 1000) if resource == "cpu" else Fraction(_MIB)
+    return Fraction(max(0, math.floor(value / unit))) * unit
+
+
+def _round_up(value: Fraction, resource: str) -> Fraction:
+    unit = Fraction(1, 1000) if resource == "cpu" else Fraction(_MIB)
+    return Fraction(math.ceil(value / unit)) * unit
+
+
+def _describe(values: Mapping[str, Fraction]) -> str:
+    return f"{format_quantity(values['cpu'])} CPU, {format_quantity(values['memory'])} memory"
