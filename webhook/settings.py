@@ -69,6 +69,9 @@ class Settings:
     fargate_oversize: OversizeAction = "warn"
     # GKE Autopilot: Ferry's containers are sized so that Autopilot never adjusts them.
     autopilot: Autopilot = "off"
+    # Ferry's containers' ephemeral-storage request on Autopilot (else Autopilot's default applies); their
+    # logs are all they keep on disk, and the kubelet rotates them well below this.
+    autopilot_ephemeral_storage: str = "100Mi"
     # Last fallback for the AWS region (after pod, SecretProviderClass, namespace).
     default_region: str | None = None
     volume_size_limit: str = "16Mi"
@@ -125,6 +128,9 @@ class Settings:
             fargate_sizing=reader.choice("FERRY_FARGATE_SIZING", cls.fargate_sizing, ("auto", "off")),
             fargate_oversize=reader.choice("FERRY_FARGATE_OVERSIZE", cls.fargate_oversize, ("warn", "deny")),
             autopilot=reader.choice("FERRY_AUTOPILOT", cls.autopilot, ("off", "bursting", "no-bursting")),
+            autopilot_ephemeral_storage=reader.quantity(
+                "FERRY_AUTOPILOT_EPHEMERAL_STORAGE", cls.autopilot_ephemeral_storage
+            ),
             default_region=reader.optional_matching("FERRY_DEFAULT_REGION", _REGION_RE, "an AWS region like us-east-1"),
             volume_size_limit=reader.quantity("FERRY_VOLUME_SIZE_LIMIT", cls.volume_size_limit),
             min_refresh_seconds=reader.duration("FERRY_MIN_REFRESH_INTERVAL", "10s"),

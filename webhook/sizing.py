@@ -188,12 +188,15 @@ def _short_of(spec: Mapping[str, Any], caps: Mapping[str, Fraction], fitted: Map
 # --- GKE Autopilot -------------------------------------------------------------------------------------------
 
 
-def autopilot_resources(resources: Mapping[str, Any], mode: str) -> dict[str, dict[str, str]]:
+def autopilot_resources(
+    resources: Mapping[str, Any], mode: str, ephemeral_storage: str | None = None
+) -> dict[str, dict[str, str]]:
     """Ferry's container resources as Autopilot accepts them unchanged.
 
     The CPU-to-memory ratio is kept within 1:1 to 1:6.5 (vCPU:GiB) by raising the smaller side, as
     Autopilot would. Without bursting, limits equal requests: the memory request is raised to the
     configured limit first, so the fetcher gets the memory it was meant to have and is not OOM-killed.
+    An explicit `ephemeral_storage` request keeps Autopilot from applying its default.
     """
     requests = {r: _quantity(resources, "requests", r) for r in ("cpu", "memory")}
     limits = {r: _quantity(resources, "limits", r) for r in ("cpu", "memory")}
@@ -207,10 +210,15 @@ def autopilot_resources(resources: Mapping[str, Any], mode: str) -> dict[str, di
         limits = dict(requests)
     else:
         limits = {r: max(limits[r], requests[r]) for r in limits}
-    return {
+    result = {
         "requests": {r: format_quantity(v) for r, v in requests.items()},
         "limits": {r: format_quantity(v) for r, v in limits.items()},
     }
+    if ephemeral_storage:
+        result["requests"]["ephemeral-storage"] = ephemeral_storage
+        if mode == "no-bursting":
+            result["limits"]["ephemeral-storage"] = ephemeral_storage
+    return result
 
 
 def fit_autopilot(pod: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
@@ -219,7 +227,7 @@ def fit_autopilot(pod: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
     own = _own_containers(spec)
     if not own:
         return dict(pod)
-    wanted = autopilot_resources(settings.fetcher_resources(), settings.autopilot)
+    wanted = autopilot_resources(settings.fetcher_resources(), settings.autopilot, settings.autopilot_ephemeral_storage)
     return _with_own(pod, lambda c: {**c, "resources": {k: dict(v) for k, v in wanted.items()}})
 
 

@@ -55,12 +55,14 @@ def test_sizing_values_reach_the_webhook_as_settings_it_accepts(tmp_path: Path) 
         "fargate": "off",
         "fargateOversize": "deny",
         "autopilot": "no-bursting",
+        "autopilotEphemeralStorage": "50Mi",
     }
     env = env_of(webhook_container(render({"fetcher": {"sizing": sizing}}, tmp_path)))
     values = {name: entry["value"] for name, entry in env.items() if "value" in entry}
     settings = Settings.from_env(values)
     assert settings.fetcher_cpu_request_floor == "5m" and settings.fetcher_memory_request_floor == "48Mi"
     assert (settings.fargate_sizing, settings.fargate_oversize, settings.autopilot) == ("off", "deny", "no-bursting")
+    assert settings.autopilot_ephemeral_storage == "50Mi"
     defaults = env_of(webhook_container(render(None, tmp_path)))
     assert not {"FERRY_FARGATE_SIZING", "FERRY_AUTOPILOT", "FERRY_FETCHER_CPU_REQUEST_FLOOR"} & set(defaults)
 

@@ -248,9 +248,14 @@ def test_autopilot_setting_reaches_both_containers() -> None:
     pod = admit(app_pod("500m", "1Gi", fargate=False), settings).pod
     for name in ("ferry-init", "ferry-sidecar"):
         assert own(pod, name)["resources"] == {
-            "requests": {"cpu": "50m", "memory": "128Mi"},
-            "limits": {"cpu": "50m", "memory": "128Mi"},
+            "requests": {"cpu": "50m", "memory": "128Mi", "ephemeral-storage": "100Mi"},
+            "limits": {"cpu": "50m", "memory": "128Mi", "ephemeral-storage": "100Mi"},
         }
+    bursting = admit(app_pod("500m", "1Gi", fargate=False), Settings(default_region="eu-west-1", autopilot="bursting"))
+    assert own(bursting.pod, "ferry-sidecar")["resources"] == {
+        "requests": {"cpu": "50m", "memory": "64Mi", "ephemeral-storage": "100Mi"},
+        "limits": {"cpu": "500m", "memory": "128Mi"},
+    }
 
 
 # --- native sidecars stripped by another webhook ---
@@ -292,10 +297,12 @@ def test_settings_read_the_new_variables() -> None:
             "FERRY_FARGATE_SIZING": "off",
             "FERRY_FARGATE_OVERSIZE": "deny",
             "FERRY_AUTOPILOT": "no-bursting",
+            "FERRY_AUTOPILOT_EPHEMERAL_STORAGE": "50Mi",
         }
     )
     assert (settings.fetcher_cpu_request_floor, settings.fetcher_memory_request_floor) == ("5m", "32Mi")
     assert (settings.fargate_sizing, settings.fargate_oversize, settings.autopilot) == ("off", "deny", "no-bursting")
+    assert settings.autopilot_ephemeral_storage == "50Mi"
     assert Settings.from_env({}).fetcher_cpu_request_floor == "0"
 
 
