@@ -162,27 +162,33 @@ def fit_fargate(pod: Mapping[str, Any], settings: Settings, floors: Mapping[str,
     message = (
         f"Fargate: this pod takes {describe_size(without)} without Ferry, but {describe_size(reached)} with "
         f"Ferry's containers even at their least requests ({_describe(fitted)}; configured {_describe(configured)}): "
-        f"{_short_of(spec, caps, fitted)}. Fix: raise the app's requests to fill {describe_size(without)} less "
-        "Ferry's share, or size the pod for the larger Fargate size, or lower "
-        "FERRY_FETCHER_CPU_REQUEST_FLOOR / FERRY_FETCHER_MEMORY_REQUEST_FLOOR, or leave out "
-        "ferry.dev/refresh-interval (no sidecar)"
+        f"{_short_of(spec, caps, fitted, without)}. Fix: lower the app's requests by that much, or size the app for "
+        f"{describe_size(reached)} on purpose, or have Ferry's operator lower FERRY_FETCHER_CPU_REQUEST_FLOOR / "
+        "FERRY_FETCHER_MEMORY_REQUEST_FLOOR"
+        + (", or leave out ferry.dev/refresh-interval (no sidecar beside the app)" if _has_sidecar(spec) else "")
     )
     if settings.fargate_oversize == "deny":
         return Sizing(dict(pod), denial=message)
     return Sizing(new_pod, warnings=(message,))
 
 
-def _short_of(spec: Mapping[str, Any], caps: Mapping[str, Fraction], fitted: Mapping[str, Fraction]) -> str:
+def _short_of(
+    spec: Mapping[str, Any],
+    caps: Mapping[str, Fraction],
+    fitted: Mapping[str, Fraction],
+    without: tuple[Fraction, Fraction],
+) -> str:
     parts = []
     for resource in ("cpu", "memory"):
-        need = pod_request(spec, resource, fitted[resource])
-        if need > caps[resource]:
-            unit = "vCPU" if resource == "cpu" else "memory (with Fargate's 256Mi)"
-            parts.append(
-                f"the pod's {resource} request would be {format_quantity(need)}, above the "
-                f"{format_quantity(caps[resource])} of {unit} that size leaves"
-            )
-    return "; ".join(parts) or "the sizes differ"
+        excess = pod_request(spec, resource, fitted[resource]) - caps[resource]
+        if excess > 0:
+            room = " (after Fargate's 256Mi)" if resource == "memory" else ""
+            parts.append(f"{format_quantity(excess)} more {resource} than {describe_size(without)} holds{room}")
+    return "; ".join(parts)
+
+
+def _has_sidecar(spec: Mapping[str, Any]) -> bool:
+    return any(c.get("name") == SIDECAR_NAME for c in _own_containers(spec))
 
 
 # --- GKE Autopilot -------------------------------------------------------------------------------------------

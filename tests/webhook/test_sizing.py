@@ -322,3 +322,40 @@ def test_bad_values_name_the_variable(name: str, value: str) -> None:
 
 def test_memory_is_in_mebibytes() -> None:
     assert MiB * 1024 == GiB
+
+
+# --- hostile input: a tenant writes the pod, its requests and its schedulerName ---
+
+
+@pytest.mark.parametrize(
+    ("cpu", "memory"),
+    [("1e999", "1e999"), ("-5", "-5Mi"), ("lots", "[]"), ("0.0000001", "1"), ("999", "999Ti")],
+)
+def test_absurd_requests_never_break_admission(cpu: str, memory: str) -> None:
+    admission = admit(app_pod(cpu, memory))
+    assert admission.outcome in ("injected", "denied")
+    for warning in admission.warnings:
+        assert len(warning) < 2000
+
+
+def test_a_tenant_claiming_fargate_only_changes_its_own_pod() -> None:
+    # schedulerName is the tenant's to write; the only effect is on Ferry's requests in this pod.
+    claimed = admit(app_pod("250m", "512Mi", fargate=True)).pod
+    other = admit(app_pod("250m", "512Mi", fargate=False)).pod
+    assert own(claimed, "ferry-sidecar")["resources"]["requests"]["cpu"] == "0"
+    assert own(other, "ferry-sidecar")["resources"]["requests"]["cpu"] == "50m"
+    assert own(claimed, "ferry-sidecar")["resources"]["limits"] == own(other, "ferry-sidecar")["resources"]["limits"]
+
+
+def test_many_containers_are_sized_in_one_pass() -> None:
+    pod = app_pod("10m", "16Mi")
+    pod["spec"]["containers"] = [
+        {"name": f"c{i}", "image": "app:1", "resources": {"requests": {"cpu": "1m", "memory": "1Mi"}}}
+        for i in range(200)
+    ]
+    admission = admit(pod)
+    assert admission.outcome == "injected"
+    # 200m and 200Mi + 256Mi: 0.5 GB leaves 56Mi, below the sidecar's 64Mi; the CPU still fits (50m).
+    (warning,) = admission.warnings
+    assert "0.25 vCPU / 0.5 GB without Ferry" in warning and "memory" in warning
+    assert own(admission.pod, "ferry-sidecar")["resources"]["requests"] == {"cpu": "50m", "memory": "64Mi"}
