@@ -36,7 +36,7 @@ from webhook.resolve import SpcLookup, resolve_spec
 from webhook.resources import check_limit_ranges
 from webhook.review import AdmissionRequest, MalformedReview, build_response
 from webhook.settings import Settings
-from webhook.sizing import size_for_platform
+from webhook.sizing import platform_settings, size_for_platform
 from webhook.view import ClusterView
 
 Outcome = Literal["injected", "skipped", "denied", "reinvoked"]
@@ -161,6 +161,7 @@ def admit_pod(
 ) -> Admission:
     """The policy for one pod (a CREATE in `namespace`): each question asked once, in order."""
     original = pod if isinstance(pod, dict) else dict(pod)
+    settings = platform_settings(settings)  # Ferry's requests as Autopilot takes them, when configured
     excluded = settings.is_excluded_namespace(namespace)
     status = None if excluded else status_of(pod)
     if status is not None:

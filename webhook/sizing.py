@@ -12,6 +12,7 @@ tables are in docs/fargate.md and docs/autopilot.md.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -194,15 +195,12 @@ def _has_sidecar(spec: Mapping[str, Any]) -> bool:
 # --- GKE Autopilot -------------------------------------------------------------------------------------------
 
 
-def autopilot_resources(
-    resources: Mapping[str, Any], mode: str, ephemeral_storage: str | None = None
-) -> dict[str, dict[str, str]]:
+def autopilot_resources(resources: Mapping[str, Any], mode: str) -> dict[str, dict[str, str]]:
     """Ferry's container resources as Autopilot accepts them unchanged.
 
     The CPU-to-memory ratio is kept within 1:1 to 1:6.5 (vCPU:GiB) by raising the smaller side, as
     Autopilot would. Without bursting, limits equal requests: the memory request is raised to the
     configured limit first, so the fetcher gets the memory it was meant to have and is not OOM-killed.
-    An explicit `ephemeral_storage` request keeps Autopilot from applying its default.
     """
     requests = {r: _quantity(resources, "requests", r) for r in ("cpu", "memory")}
     limits = {r: _quantity(resources, "limits", r) for r in ("cpu", "memory")}
@@ -216,25 +214,44 @@ def autopilot_resources(
         limits = dict(requests)
     else:
         limits = {r: max(limits[r], requests[r]) for r in limits}
-    result = {
+    return {
         "requests": {r: format_quantity(v) for r, v in requests.items()},
         "limits": {r: format_quantity(v) for r, v in limits.items()},
     }
-    if ephemeral_storage:
-        result["requests"]["ephemeral-storage"] = ephemeral_storage
-        if mode == "no-bursting":
-            result["limits"]["ephemeral-storage"] = ephemeral_storage
-    return result
+
+
+@functools.lru_cache(maxsize=8)
+def platform_settings(settings: Settings) -> Settings:
+    """`settings` with Ferry's requests and limits as Autopilot accepts them (the same object when it is off).
+
+    Applied before Ferry's containers are built, so that the containers, the pod-level resources Ferry grows
+    and the LimitRange check all see the same figures. Cached: settings are made once per process.
+    """
+    if settings.autopilot == "off":
+        return settings
+    wanted = autopilot_resources(settings.fetcher_resources(), settings.autopilot)
+    return settings.with_overrides(
+        fetcher_cpu_request=wanted["requests"]["cpu"],
+        fetcher_memory_request=wanted["requests"]["memory"],
+        fetcher_cpu_limit=wanted["limits"]["cpu"],
+        fetcher_memory_limit=wanted["limits"]["memory"],
+    )
 
 
 def fit_autopilot(pod: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
-    """The pod with Ferry's containers' resources as `autopilot_resources` makes them."""
-    spec = _spec(pod)
-    own = _own_containers(spec)
-    if not own:
+    """The pod with Ferry's containers' ephemeral-storage set (their CPU and memory come from `platform_settings`)."""
+    if not _own_containers(_spec(pod)):
         return dict(pod)
-    wanted = autopilot_resources(settings.fetcher_resources(), settings.autopilot, settings.autopilot_ephemeral_storage)
-    return _with_own(pod, lambda c: {**c, "resources": {k: dict(v) for k, v in wanted.items()}})
+    storage = settings.autopilot_ephemeral_storage
+    kinds = ("requests", "limits") if settings.autopilot == "no-bursting" else ("requests",)
+
+    def update(container: Mapping[str, Any]) -> dict[str, Any]:
+        resources = dict(container.get("resources") or {})
+        for kind in kinds:
+            resources[kind] = {**(resources.get(kind) or {}), "ephemeral-storage": storage}
+        return {**container, "resources": resources}
+
+    return _with_own(pod, update)
 
 
 # --- native sidecars -----------------------------------------------------------------------------------------
@@ -264,7 +281,10 @@ def stripped_native_sidecar(pod: Mapping[str, Any]) -> str | None:
 def size_for_platform(
     pod: Mapping[str, Any], settings: Settings, limit_ranges: Sequence[Mapping[str, Any]] = ()
 ) -> Sizing:
-    """Ferry's containers in `pod` (as Ferry would admit it) fitted to Autopilot or Fargate; or a denial."""
+    """Ferry's containers in `pod` (as Ferry would admit it) fitted to Autopilot or Fargate; or a denial.
+
+    `settings` are `platform_settings(...)`'s, as the containers were built with.
+    """
     stripped = stripped_native_sidecar(pod)
     if stripped:
         return Sizing(dict(pod), denial=stripped)
@@ -340,10 +360,8 @@ def _own_containers(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 
 def _configured_requests(settings: Settings) -> dict[str, Fraction]:
-    """Ferry's requests before any fitting (Autopilot's adjustment included): a reinvocation starts over."""
+    """Ferry's requests before any fitting (after `platform_settings`): a reinvocation starts over from them."""
     resources = settings.fetcher_resources()
-    if settings.autopilot != "off":
-        resources = autopilot_resources(resources, settings.autopilot)
     return {resource: _quantity(resources, "requests", resource) for resource in ("cpu", "memory")}
 
 

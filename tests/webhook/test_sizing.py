@@ -359,3 +359,23 @@ def test_many_containers_are_sized_in_one_pass() -> None:
     (warning,) = admission.warnings
     assert "0.25 vCPU / 0.5 GB without Ferry" in warning and "memory" in warning
     assert own(admission.pod, "ferry-sidecar")["resources"]["requests"] == {"cpu": "50m", "memory": "64Mi"}
+
+
+def test_autopilot_figures_reach_pod_level_resources_and_limit_ranges() -> None:
+    settings = Settings(default_region="eu-west-1", autopilot="no-bursting")
+    pod = app_pod("500m", "1Gi", fargate=False, resources={"requests": {"cpu": "500m", "memory": "1Gi"}})
+    admitted = admit(pod, settings).pod
+    # The sidecar runs beside the app: the pod's own requests grow by what Autopilot gets, 128Mi (not 64Mi).
+    assert admitted["spec"]["resources"]["requests"] == {"cpu": "550m", "memory": "1152Mi"}
+    limit_range = {"metadata": {"name": "lr"}, "spec": {"limits": [{"type": "Container", "max": {"cpu": "100m"}}]}}
+    checked = admit_pod(
+        app_pod("500m", "1Gi", fargate=False),
+        namespace="team-a",
+        namespace_obj=None,
+        spc_lookup=lambda ns, name: None,
+        settings=settings,
+        native_sidecars=True,
+        limit_ranges=[limit_range],
+    )
+    # Without Autopilot the 500m limit breaks max 100m; with no-bursting the limit is the 50m request.
+    assert checked.outcome == "injected"
