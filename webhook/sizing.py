@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from webhook.podshape import INIT_CONTAINER_NAME, OWN_CONTAINER_NAMES, SIDECAR_NAME
+from webhook.podshape import OWN_CONTAINER_NAMES, SIDECAR_NAME
 from webhook.resources import format_quantity, parse_quantity
 from webhook.settings import Settings
 
@@ -59,9 +59,6 @@ class Sizing:
     pod: dict[str, Any]
     warnings: tuple[str, ...] = ()
     denial: str | None = None
-
-
-# --- Kubernetes' arithmetic ---------------------------------------------------------------------------------
 
 
 def container_request(container: Mapping[str, Any], resource: str) -> Fraction:
@@ -120,9 +117,6 @@ def _largest_own(spec: Mapping[str, Any], resource: str, cap: Fraction) -> Fract
     return min(room) if room else cap
 
 
-# --- Fargate ------------------------------------------------------------------------------------------------
-
-
 def fargate_size(cpu: Fraction, memory: Fraction) -> tuple[Fraction, Fraction] | None:
     """The Fargate size of a pod whose requests are `cpu` (vCPU) and `memory` (bytes); None when none is big enough."""
     wanted_memory = memory + FARGATE_OVERHEAD
@@ -142,20 +136,19 @@ def describe_size(size: tuple[Fraction, Fraction] | None) -> str:
 def fit_fargate(pod: Mapping[str, Any], settings: Settings, floors: Mapping[str, Fraction]) -> Sizing:
     """Lower Ferry's requests into the headroom of the Fargate size the pod has without Ferry, or say why not."""
     spec = _spec(pod)
-    if not _own_containers(spec) or _has_pod_level_requests(spec):
-        return Sizing(dict(pod))
-    configured = _configured_requests(settings)
+    own = _own_containers(spec)
     without = fargate_size(pod_request(spec, "cpu", Fraction(0)), pod_request(spec, "memory", Fraction(0)))
-    current = fargate_size(*(pod_request(spec, r, configured[r]) for r in ("cpu", "memory")))
-    if current == without or without is None:
+    if not own or _has_pod_level_requests(spec) or without is None:
         return Sizing(dict(pod))
+    # From the configured requests every time: a reinvocation decides afresh, whatever an earlier pass wrote.
+    configured = _configured_requests(settings)
     caps = {"cpu": without[0], "memory": without[1] - FARGATE_OVERHEAD}
     fitted: dict[str, Fraction] = {}
     for resource in ("cpu", "memory"):
         room = _round_down(_largest_own(spec, resource, caps[resource]), resource)
         floor = min(floors[resource], configured[resource])
         fitted[resource] = max(floor, min(configured[resource], room))
-    changed = {r: format_quantity(v) for r, v in fitted.items() if v != configured[r]}
+    changed = {r: format_quantity(v) for r, v in fitted.items() if any(container_request(c, r) != v for c in own)}
     new_pod = with_own_requests(pod, changed) if changed else dict(pod)
     reached = fargate_size(*(pod_request(spec, r, fitted[r]) for r in ("cpu", "memory")))
     if reached == without:
@@ -190,9 +183,6 @@ def _short_of(
 
 def _has_sidecar(spec: Mapping[str, Any]) -> bool:
     return any(c.get("name") == SIDECAR_NAME for c in _own_containers(spec))
-
-
-# --- GKE Autopilot -------------------------------------------------------------------------------------------
 
 
 def autopilot_resources(resources: Mapping[str, Any], mode: str) -> dict[str, dict[str, str]]:
@@ -254,9 +244,6 @@ def fit_autopilot(pod: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
     return _with_own(pod, update)
 
 
-# --- native sidecars -----------------------------------------------------------------------------------------
-
-
 def stripped_native_sidecar(pod: Mapping[str, Any]) -> str | None:
     """A denial's message when Ferry's sidecar sits among the init containers without restartPolicy Always.
 
@@ -273,9 +260,6 @@ def stripped_native_sidecar(pod: Mapping[str, Any]) -> str | None:
                 "have Ferry's operator set FERRY_NATIVE_SIDECARS=false (a regular sidecar; none in Jobs)"
             )
     return None
-
-
-# --- the one entry point -------------------------------------------------------------------------------------
 
 
 def size_for_platform(
@@ -309,9 +293,6 @@ def request_floors(settings: Settings, limit_ranges: Sequence[Mapping[str, Any]]
                 if value is not None:
                     floors[resource] = max(floors[resource], value)
     return floors
-
-
-# --- small helpers -------------------------------------------------------------------------------------------
 
 
 def with_own_requests(pod: Mapping[str, Any], requests: Mapping[str, str]) -> dict[str, Any]:
@@ -349,14 +330,8 @@ def _containers(spec: Mapping[str, Any], group: str) -> Iterable[Mapping[str, An
 
 
 def _own_containers(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    own = [
-        c
-        for group in ("initContainers", "containers")
-        for c in _containers(spec, group)
-        if c.get("name") in OWN_CONTAINER_NAMES
-    ]
-    # The init container first: its requests are the configured ones on a first pass and a reinvocation alike.
-    return sorted(own, key=lambda c: c.get("name") != INIT_CONTAINER_NAME)
+    groups = ("initContainers", "containers")
+    return [c for group in groups for c in _containers(spec, group) if c.get("name") in OWN_CONTAINER_NAMES]
 
 
 def _configured_requests(settings: Settings) -> dict[str, Fraction]:

@@ -64,8 +64,10 @@ def _requests(stored: dict[str, Any], name: str) -> dict[str, str]:
 def test_ferry_never_moves_a_fargate_pod_to_a_bigger_size(serving_ferry: Ferry, fargate_namespace: str) -> None:
     manifest = _app("small", "250m", "512Mi")
     wait_for(
-        lambda: serving_ferry.create_pod(fargate_namespace, manifest, dry_run=True)["spec"].get("schedulerName")
-        == FARGATE_SCHEDULER,
+        lambda: (
+            serving_ferry.create_pod(fargate_namespace, manifest, dry_run=True)["spec"].get("schedulerName")
+            == FARGATE_SCHEDULER
+        ),
         30,
         what="the Fargate stand-in to be called",
     )
@@ -80,8 +82,10 @@ def test_ferry_never_moves_a_fargate_pod_to_a_bigger_size(serving_ferry: Ferry, 
 def test_a_pod_that_cannot_fit_gets_a_warning_with_both_sizes(serving_ferry: Ferry, fargate_namespace: str) -> None:
     manifest = _app("full", "250m", "1792Mi")  # fills 0.25 vCPU / 2 GB with Fargate's 256Mi
     wait_for(
-        lambda: serving_ferry.create_pod(fargate_namespace, manifest, dry_run=True)["spec"].get("schedulerName")
-        == FARGATE_SCHEDULER,
+        lambda: (
+            serving_ferry.create_pod(fargate_namespace, manifest, dry_run=True)["spec"].get("schedulerName")
+            == FARGATE_SCHEDULER
+        ),
         30,
         what="the Fargate stand-in to be called",
     )
