@@ -25,27 +25,29 @@ from webhook.settings import Settings
 
 # What the EKS Fargate profile webhook writes into every pod that a Fargate profile selects.
 FARGATE_SCHEDULER = "fargate-scheduler"
-# Fargate adds this to the pod's memory for the kubelet, kube-proxy and containerd.
-FARGATE_OVERHEAD = Fraction(256 * 2**20)
 _MIB = 2**20
 _GIB = 2**30
+# Fargate adds this to the pod's memory for the kubelet, kube-proxy and containerd.
+FARGATE_OVERHEAD = 256 * _MIB
+# Amounts are whole numbers, as the scheduler counts them: CPU in millicores, memory in bytes.
+RESOURCES = ("cpu", "memory")
 
 
-def _tier(vcpu: Fraction, first_gib: int, last_gib: int, step_gib: int) -> list[tuple[Fraction, Fraction]]:
-    return [(vcpu, Fraction(gib * _GIB)) for gib in range(first_gib, last_gib + 1, step_gib)]
+def _tier(millicores: int, first_gib: int, last_gib: int, step_gib: int) -> list[tuple[int, int]]:
+    return [(millicores, gib * _GIB) for gib in range(first_gib, last_gib + 1, step_gib)]
 
 
-# Fargate's vCPU and memory combinations, cheapest first (memory in bytes; Fargate's "GB" is GiB).
-FARGATE_SIZES: tuple[tuple[Fraction, Fraction], ...] = (
-    (Fraction(1, 4), Fraction(_GIB, 2)),
-    (Fraction(1, 4), Fraction(_GIB)),
-    (Fraction(1, 4), Fraction(2 * _GIB)),
-    *_tier(Fraction(1, 2), 1, 4, 1),
-    *_tier(Fraction(1), 2, 8, 1),
-    *_tier(Fraction(2), 4, 16, 1),
-    *_tier(Fraction(4), 8, 30, 1),
-    *_tier(Fraction(8), 16, 60, 4),
-    *_tier(Fraction(16), 32, 120, 8),
+# Fargate's vCPU and memory combinations, cheapest first (Fargate's "GB" is GiB: 0.5 GB is 512 MiB).
+FARGATE_SIZES: tuple[tuple[int, int], ...] = (
+    (250, _GIB // 2),
+    (250, _GIB),
+    (250, 2 * _GIB),
+    *_tier(500, 1, 4, 1),
+    *_tier(1000, 2, 8, 1),
+    *_tier(2000, 4, 16, 1),
+    *_tier(4000, 8, 30, 1),
+    *_tier(8000, 16, 60, 4),
+    *_tier(16000, 32, 120, 8),
 )
 # Autopilot's CPU-to-memory band: 1 GiB to 6.5 GiB of memory for each vCPU.
 AUTOPILOT_MIN_GIB_PER_CPU = Fraction(1)
@@ -61,19 +63,40 @@ class Sizing:
     denial: str | None = None
 
 
-def container_request(container: Mapping[str, Any], resource: str) -> Fraction:
+def amount(value: object, resource: str) -> int:
+    """A quantity as a whole amount, rounded up: millicores of CPU, bytes of memory (0 when unreadable)."""
+    return _amount_of_text(value, resource) if isinstance(value, str) and len(value) <= 64 else _amount(value, resource)
+
+
+# Pods repeat a few quantities ("50m", "64Mi", the app's); bounded, so a tenant's churn costs only misses.
+@functools.lru_cache(maxsize=1024)
+def _amount_of_text(value: str, resource: str) -> int:
+    return _amount(value, resource)
+
+
+def _amount(value: object, resource: str) -> int:
+    number = parse_quantity(value)
+    if number is None:
+        return 0
+    return math.ceil(number * 1000) if resource == "cpu" else math.ceil(number)
+
+
+def container_request(container: Mapping[str, Any], resource: str) -> int:
     """A container's request for `resource` as the API server defaults it (its limit when only that is set)."""
     resources = container.get("resources")
     if not isinstance(resources, Mapping):
-        return Fraction(0)
+        return 0
     for kind in ("requests", "limits"):
         values = resources.get(kind)
         if isinstance(values, Mapping) and resource in values:
-            return parse_quantity(values[resource]) or Fraction(0)
-    return Fraction(0)
+            return amount(values[resource], resource)
+    return 0
 
 
-def _terms(spec: Mapping[str, Any], resource: str, *, own_unknown: bool = True) -> list[tuple[Fraction, int]]:
+Terms = list[tuple[int, int]]
+
+
+def pod_terms(spec: Mapping[str, Any], resource: str, *, own_unknown: bool = True) -> Terms:
     """The pod's request for `resource` as max(terms); a term is (app part, how many of Ferry's containers in it).
 
     Kubernetes' rule with native sidecars: each init container counts with the restartable init containers
@@ -81,11 +104,11 @@ def _terms(spec: Mapping[str, Any], resource: str, *, own_unknown: bool = True) 
     the pod's request with Ferry's containers at x each is max(app + count * x); with `own_unknown` False
     they count as they are, like any other container.
     """
-    terms: list[tuple[Fraction, int]] = []
-    restartable = (Fraction(0), 0)
+    terms: Terms = []
+    restartable = (0, 0)
     for container in _containers(spec, "initContainers"):
         own = 1 if own_unknown and container.get("name") in OWN_CONTAINER_NAMES else 0
-        app = Fraction(0) if own else container_request(container, resource)
+        app = 0 if own else container_request(container, resource)
         if container.get("restartPolicy") == "Always":
             restartable = (restartable[0] + app, restartable[1] + own)
             terms.append(restartable)
@@ -101,24 +124,28 @@ def _terms(spec: Mapping[str, Any], resource: str, *, own_unknown: bool = True) 
     return terms
 
 
-def pod_request(spec: Mapping[str, Any], resource: str, own: Fraction | None = None) -> Fraction:
+def pod_request(spec: Mapping[str, Any], resource: str, own: int | None = None) -> int:
     """The pod's effective request for `resource`, with each of Ferry's containers requesting `own`.
 
     `own` None: Ferry's containers count with the requests they have; 0: as if they were not there.
     """
     if own is None:
-        return max(app for app, _ in _terms(spec, resource, own_unknown=False))
-    return max(app + count * own for app, count in _terms(spec, resource))
+        return max(app for app, _ in pod_terms(spec, resource, own_unknown=False))
+    return _with_own_at(pod_terms(spec, resource), own)
 
 
-def _largest_own(spec: Mapping[str, Any], resource: str, cap: Fraction) -> Fraction:
+def _with_own_at(terms: Terms, own: int) -> int:
+    return max(app + count * own for app, count in terms)
+
+
+def _largest_own(terms: Terms, cap: int) -> int:
     """The largest request each of Ferry's containers can have while the pod's request stays within `cap`."""
-    room = [(cap - app) / count for app, count in _terms(spec, resource) if count]
-    return min(room) if room else cap
+    room = [(cap - app) // count for app, count in terms if count]
+    return max(0, min(room)) if room else cap
 
 
-def fargate_size(cpu: Fraction, memory: Fraction) -> tuple[Fraction, Fraction] | None:
-    """The Fargate size of a pod whose requests are `cpu` (vCPU) and `memory` (bytes); None when none is big enough."""
+def fargate_size(cpu: int, memory: int) -> tuple[int, int] | None:
+    """The Fargate size of a pod requesting `cpu` millicores and `memory` bytes; None when none is big enough."""
     wanted_memory = memory + FARGATE_OVERHEAD
     for size in FARGATE_SIZES:
         if size[0] >= cpu and size[1] >= wanted_memory:
@@ -126,37 +153,44 @@ def fargate_size(cpu: Fraction, memory: Fraction) -> tuple[Fraction, Fraction] |
     return None
 
 
-def describe_size(size: tuple[Fraction, Fraction] | None) -> str:
+def describe_size(size: tuple[int, int] | None) -> str:
     if size is None:
         return "more than Fargate's largest size"
-    vcpu, memory = size
-    return f"{float(vcpu):g} vCPU / {float(memory / _GIB):g} GB"
+    return f"{size[0] / 1000:g} vCPU / {size[1] / _GIB:g} GB"
 
 
-def fit_fargate(pod: Mapping[str, Any], settings: Settings, floors: Mapping[str, Fraction]) -> Sizing:
+def fit_fargate(pod: Mapping[str, Any], settings: Settings, floors: Mapping[str, int]) -> Sizing:
     """Lower Ferry's requests into the headroom of the Fargate size the pod has without Ferry, or say why not."""
     spec = _spec(pod)
     own = _own_containers(spec)
-    without = fargate_size(pod_request(spec, "cpu", Fraction(0)), pod_request(spec, "memory", Fraction(0)))
+    terms = {r: pod_terms(spec, r) for r in RESOURCES}
+    without = fargate_size(_with_own_at(terms["cpu"], 0), _with_own_at(terms["memory"], 0))
     if not own or _has_pod_level_requests(spec) or without is None:
         return Sizing(dict(pod))
     # From the configured requests every time: a reinvocation decides afresh, whatever an earlier pass wrote.
     configured = _configured_requests(settings)
     caps = {"cpu": without[0], "memory": without[1] - FARGATE_OVERHEAD}
-    fitted: dict[str, Fraction] = {}
-    for resource in ("cpu", "memory"):
-        room = _round_down(_largest_own(spec, resource, caps[resource]), resource)
-        floor = min(floors[resource], configured[resource])
-        fitted[resource] = max(floor, min(configured[resource], room))
-    changed = {r: format_quantity(v) for r, v in fitted.items() if any(container_request(c, r) != v for c in own)}
+    fitted: dict[str, int] = {}
+    for resource in RESOURCES:
+        room = _largest_own(terms[resource], caps[resource])
+        room = room if resource == "cpu" else room // _MIB * _MIB  # whole MiB
+        fitted[resource] = max(min(floors[resource], configured[resource]), min(configured[resource], room))
+    changed = {r: _format(v, r) for r, v in fitted.items() if any(container_request(c, r) != v for c in own)}
     new_pod = with_own_requests(pod, changed) if changed else dict(pod)
-    reached = fargate_size(*(pod_request(spec, r, fitted[r]) for r in ("cpu", "memory")))
+    need = {r: _with_own_at(terms[r], fitted[r]) for r in RESOURCES}
+    reached = fargate_size(need["cpu"], need["memory"])
     if reached == without:
         return Sizing(new_pod)
+    over = "; ".join(
+        f"{_format(need[r] - caps[r], r)} more {r} than {describe_size(without)} holds"
+        + (" (after Fargate's 256Mi)" if r == "memory" else "")
+        for r in RESOURCES
+        if need[r] > caps[r]
+    )
     message = (
         f"Fargate: this pod takes {describe_size(without)} without Ferry, but {describe_size(reached)} with "
         f"Ferry's containers even at their least requests ({_describe(fitted)}; configured {_describe(configured)}): "
-        f"{_short_of(spec, caps, fitted, without)}. Fix: lower the app's requests by that much, or size the app for "
+        f"{over}. Fix: lower the app's requests by that much, or size the app for "
         f"{describe_size(reached)} on purpose, or have Ferry's operator lower FERRY_FETCHER_CPU_REQUEST_FLOOR / "
         "FERRY_FETCHER_MEMORY_REQUEST_FLOOR"
         + (", or leave out ferry.dev/refresh-interval (no sidecar beside the app)" if _has_sidecar(spec) else "")
@@ -164,21 +198,6 @@ def fit_fargate(pod: Mapping[str, Any], settings: Settings, floors: Mapping[str,
     if settings.fargate_oversize == "deny":
         return Sizing(dict(pod), denial=message)
     return Sizing(new_pod, warnings=(message,))
-
-
-def _short_of(
-    spec: Mapping[str, Any],
-    caps: Mapping[str, Fraction],
-    fitted: Mapping[str, Fraction],
-    without: tuple[Fraction, Fraction],
-) -> str:
-    parts = []
-    for resource in ("cpu", "memory"):
-        excess = pod_request(spec, resource, fitted[resource]) - caps[resource]
-        if excess > 0:
-            room = " (after Fargate's 256Mi)" if resource == "memory" else ""
-            parts.append(f"{format_quantity(excess)} more {resource} than {describe_size(without)} holds{room}")
-    return "; ".join(parts)
 
 
 def _has_sidecar(spec: Mapping[str, Any]) -> bool:
@@ -278,20 +297,16 @@ def size_for_platform(
     return Sizing(sized)
 
 
-def request_floors(settings: Settings, limit_ranges: Sequence[Mapping[str, Any]]) -> dict[str, Fraction]:
+def request_floors(settings: Settings, limit_ranges: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     """The least requests Ferry lowers to: its settings, raised to any LimitRange's per-container minimum."""
     memory_floor = settings.fetcher_memory_request_floor or settings.fetcher_memory_request
-    floors = {
-        "cpu": parse_quantity(settings.fetcher_cpu_request_floor) or Fraction(0),
-        "memory": parse_quantity(memory_floor) or Fraction(0),
-    }
+    floors = {"cpu": amount(settings.fetcher_cpu_request_floor, "cpu"), "memory": amount(memory_floor, "memory")}
     for item in _limit_items(limit_ranges):
         minimum = item.get("min")
         if isinstance(minimum, Mapping):
             for resource in floors:
-                value = parse_quantity(minimum.get(resource)) if resource in minimum else None
-                if value is not None:
-                    floors[resource] = max(floors[resource], value)
+                if resource in minimum:
+                    floors[resource] = max(floors[resource], amount(minimum[resource], resource))
     return floors
 
 
@@ -334,10 +349,10 @@ def _own_containers(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [c for group in groups for c in _containers(spec, group) if c.get("name") in OWN_CONTAINER_NAMES]
 
 
-def _configured_requests(settings: Settings) -> dict[str, Fraction]:
+def _configured_requests(settings: Settings) -> dict[str, int]:
     """Ferry's requests before any fitting (after `platform_settings`): a reinvocation starts over from them."""
-    resources = settings.fetcher_resources()
-    return {resource: _quantity(resources, "requests", resource) for resource in ("cpu", "memory")}
+    requests = settings.fetcher_resources()["requests"]
+    return {resource: amount(requests[resource], resource) for resource in RESOURCES}
 
 
 def _has_pod_level_requests(spec: Mapping[str, Any]) -> bool:
@@ -361,15 +376,14 @@ def _quantity(resources: Mapping[str, Any], kind: str, resource: str) -> Fractio
     return parse_quantity(raw) or Fraction(0)
 
 
-def _round_down(value: Fraction, resource: str) -> Fraction:
-    unit = Fraction(1, 1000) if resource == "cpu" else Fraction(_MIB)
-    return Fraction(max(0, math.floor(value / unit))) * unit
-
-
 def _round_up(value: Fraction, resource: str) -> Fraction:
     unit = Fraction(1, 1000) if resource == "cpu" else Fraction(_MIB)
     return Fraction(math.ceil(value / unit)) * unit
 
 
-def _describe(values: Mapping[str, Fraction]) -> str:
-    return f"{format_quantity(values['cpu'])} CPU, {format_quantity(values['memory'])} memory"
+def _format(value: int, resource: str) -> str:
+    return format_quantity(Fraction(value, 1000) if resource == "cpu" else Fraction(value))
+
+
+def _describe(values: Mapping[str, int]) -> str:
+    return f"{_format(values['cpu'], 'cpu')} CPU, {_format(values['memory'], 'memory')} memory"

@@ -12,6 +12,7 @@ from webhook.resources import parse_quantity
 from webhook.settings import Settings, SettingsError
 from webhook.sizing import (
     FARGATE_SCHEDULER,
+    amount,
     autopilot_resources,
     describe_size,
     fargate_size,
@@ -92,7 +93,7 @@ def size_of(pod: dict[str, Any]) -> str:
     ],
 )
 def test_fargate_rounds_up_to_its_table(cpu: str, memory: str, size: str) -> None:
-    assert describe_size(fargate_size(q(cpu), q(memory))) == size
+    assert describe_size(fargate_size(amount(cpu, "cpu"), amount(memory, "memory"))) == size
 
 
 def test_native_sidecars_count_as_kubernetes_counts_them() -> None:
@@ -104,9 +105,9 @@ def test_native_sidecars_count_as_kubernetes_counts_them() -> None:
         ],
         "containers": [{"name": "app", "resources": {"limits": {"cpu": "250m"}}}],  # request defaults to limit
     }
-    assert pod_request(spec, "cpu") == q("500m")
+    assert pod_request(spec, "cpu") == 500  # millicores
     spec["containers"][0]["resources"] = {"requests": {"cpu": "400m"}}
-    assert pod_request(spec, "cpu") == q("600m")  # 400m + the sidecar's 200m
+    assert pod_request(spec, "cpu") == 600  # 400m + the sidecar's 200m
 
 
 # --- Fargate: the worked table of docs/fargate.md ---
