@@ -229,15 +229,17 @@ def autopilot_resources(resources: Mapping[str, Any], mode: str) -> dict[str, di
     }
 
 
-@functools.lru_cache(maxsize=8)
 def platform_settings(settings: Settings) -> Settings:
     """`settings` with Ferry's requests and limits as Autopilot accepts them (the same object when it is off).
 
     Applied before Ferry's containers are built, so that the containers, the pod-level resources Ferry grows
-    and the LimitRange check all see the same figures. Cached: settings are made once per process.
+    and the LimitRange check all see the same figures.
     """
-    if settings.autopilot == "off":
-        return settings
+    return settings if settings.autopilot == "off" else _autopilot_settings(settings)
+
+
+@functools.lru_cache(maxsize=8)  # settings are made once per process
+def _autopilot_settings(settings: Settings) -> Settings:
     wanted = autopilot_resources(settings.fetcher_resources(), settings.autopilot)
     return settings.with_overrides(
         fetcher_cpu_request=wanted["requests"]["cpu"],
