@@ -84,11 +84,11 @@ def _amount(value: object, resource: str) -> int:
 def container_request(container: Mapping[str, Any], resource: str) -> int:
     """A container's request for `resource` as the API server defaults it (its limit when only that is set)."""
     resources = container.get("resources")
-    if not isinstance(resources, Mapping):
+    if not isinstance(resources, dict):
         return 0
     for kind in ("requests", "limits"):
         values = resources.get(kind)
-        if isinstance(values, Mapping) and resource in values:
+        if isinstance(values, dict) and resource in values:
             return amount(values[resource], resource)
     return 0
 
@@ -329,7 +329,7 @@ def _with_own(pod: Mapping[str, Any], update: Any) -> dict[str, Any]:
     for group in ("initContainers", "containers"):
         if group in spec:
             spec[group] = [
-                update(c) if isinstance(c, Mapping) and c.get("name") in OWN_CONTAINER_NAMES else c
+                update(c) if isinstance(c, dict) and c.get("name") in OWN_CONTAINER_NAMES else c
                 for c in spec[group] or []
             ]
     new["spec"] = spec
@@ -338,12 +338,13 @@ def _with_own(pod: Mapping[str, Any], update: Any) -> dict[str, Any]:
 
 def _spec(pod: Mapping[str, Any]) -> Mapping[str, Any]:
     spec = pod.get("spec")
-    return spec if isinstance(spec, Mapping) else {}
+    return spec if isinstance(spec, dict) else {}
 
 
 def _containers(spec: Mapping[str, Any], group: str) -> Iterable[Mapping[str, Any]]:
     items = spec.get(group)
-    return [c for c in items if isinstance(c, Mapping)] if isinstance(items, list) else []
+    # Pods arrive as JSON, so dict: isinstance(x, dict) is several times cheaper than against Mapping.
+    return [c for c in items if isinstance(c, dict)] if isinstance(items, list) else []
 
 
 def _own_containers(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
