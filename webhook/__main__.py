@@ -36,6 +36,7 @@ import yaml
 from fetcher import add_version_option
 from fetcher.spec import load_manifests
 from webhook.decide import NAMESPACE_OPT_IN_LABEL
+from webhook.ownerevents import OwnerEvents, kubernetes_poster
 from webhook.settings import Settings, SettingsError
 
 log = logging.getLogger("ferry.webhook")
@@ -254,6 +255,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     native_choice = args.native_sidecars or settings.native_sidecars
     cache = None
+    owner_events: OwnerEvents | None = None
     workdir = tempfile.TemporaryDirectory(prefix="ferry-webhook-")
     try:
         if api_client is None:
@@ -264,6 +266,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             cache.start()
             cluster = cache
             native = _detect_native(native_choice, api_client, kube)
+            watched = cache
+            owner_events = OwnerEvents(
+                kubernetes_poster(api_client), known_namespace=lambda ns: watched.namespace(ns) is not None
+            )
+            owner_events.start()
         dns_names = certs.service_dns_names(settings.service_name, settings.namespace)
         if not cert_file:
             if api_client is None:
@@ -299,6 +306,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             native_sidecars=native,
             ready_check=lambda: all(path.is_file() for path in cert_paths),
             noop_endpoint=args.noop_endpoint,
+            owner_events=owner_events,
         )
         app.state.metrics.track_serving_certificate(Path(cert_file))
         mode = "static" if api_client is None else "cluster"
@@ -321,6 +329,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             metrics_port=settings.metrics_port,
         )
     finally:
+        if owner_events is not None:
+            owner_events.stop()
         if cache is not None:
             cache.stop()
         workdir.cleanup()
