@@ -116,6 +116,7 @@ MAX_INJECT_BYTES = 16 * 1024 * 1024
 
 
 def _inject(args: argparse.Namespace, settings: Settings) -> int:
+    from webhook.preview import HEADER, NOTES, as_preview
     from webhook.view import secret_provider_classes_in
     from webhook.workloads import InjectionDenied, inject_manifest
 
@@ -132,7 +133,7 @@ def _inject(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     native = (args.native_sidecars or settings.native_sidecars) != "false"
     output: list[Any] = []
-    failed = False
+    failed = previewed = False
     for document in documents:
         if document is None:
             continue
@@ -154,11 +155,16 @@ def _inject(args: argparse.Namespace, settings: Settings) -> int:
             if result.decision is not None:
                 for warning in result.decision.warnings:
                     print(f"warning: {warning}", file=sys.stderr)
-            results.append(result.document)
+            results.append(as_preview(result.document, item))
+            previewed = previewed or (result.decision is not None and result.decision.outcome == "injected")
         output.append({**document, "items": results} if isinstance(items, list) else results[0] if results else None)
     if failed:
         return 1
+    for note in NOTES if previewed else ():
+        print(note, file=sys.stderr)
     try:
+        if previewed:
+            sys.stdout.write(HEADER)
         _dump(output, sys.stdout)
         sys.stdout.flush()
     except BrokenPipeError:  # e.g. piped into `head`

@@ -178,7 +178,8 @@ def check_reserved_names(spec: Mapping[str, Any], problems: list[str]) -> None:
             if isinstance(container, Mapping) and container.get("name") in OWN_CONTAINER_NAMES:
                 problems.append(
                     f"spec.{group}: the name {container.get('name')!r} is reserved for Ferry's own containers; "
-                    "rename that container"
+                    "rename that container (a committed `ferry-webhook inject` preview? apply the original "
+                    "manifest: Ferry injects at admission)"
                 )
     for volume in spec.get("volumes") or []:
         if isinstance(volume, Mapping) and volume.get("name") in (VOLUME_NAME, KUBE_API_VOLUME_NAME):
