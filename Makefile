@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # helm and kubectl (v1.36) live in the venv (scripts/install-helm.sh): found first by tests and the demo.
 WITH_VENV_TOOLS := PATH="$(abspath $(VENV))/bin:$$PATH"
 
-.PHONY: demo test test-slow test-e2e lint bench clean helm locks images
+.PHONY: demo cluster test test-slow test-e2e lint bench clean helm locks images
 
 $(VENV)/.installed: pyproject.toml constraints.txt scripts/install-helm.sh
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ helm: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(WITH_VENV_TOOLS) $(PY) scripts/demo.py
+
+# A local control plane with Ferry's chart installed; prints a KUBECONFIG (docs/local-cluster.md).
+cluster: $(VENV)/.installed
+	$(WITH_VENV_TOOLS) $(PY) -m devcluster up
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
