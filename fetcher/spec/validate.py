@@ -272,7 +272,7 @@ def parse_objects_yaml(
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in "90" (a bare number is seconds), "30s", "5m", "1h30m", "1d". Raises ValueError with a readable reason."""
+    """Seconds in "90" (bare: seconds), "30s", "5m", "1h30m", "1d". Raises ValueError with a readable reason."""
     value = text.strip()
     if value.isdigit():
         return float(value)
