@@ -38,7 +38,7 @@ test: lint
 
 # Only the API-server suite (a real kube-apiserver; KUBEBUILDER_ASSETS names its binaries).
 test-e2e: $(VENV)/.installed
-	@test -n "$$KUBEBUILDER_ASSETS" || { echo "set KUBEBUILDER_ASSETS to the folder of etcd, kube-apiserver, kube-controller-manager (see .ci/run)" >&2; exit 1; }
+	@test -n "$$KUBEBUILDER_ASSETS" || { echo "set KUBEBUILDER_ASSETS to the folder of etcd, kube-apiserver, kube-controller-manager (docs/local-cluster.md says how to get them)" >&2; exit 1; }
 	$(WITH_VENV_TOOLS) $(PY) -m pytest tests/e2e
 
 # The long-running reliability parts (soaks, kill loops, big fuzz runs).
