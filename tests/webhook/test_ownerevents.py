@@ -125,3 +125,14 @@ def test_unknown_namespaces_get_no_events() -> None:
     events.offer(request("team-a"), "denied", (), "m")
     events.drain()
     assert [body["metadata"]["namespace"] for body in posted] == ["team-a"]
+
+
+def test_nothing_but_ferrys_message_and_the_owner_reaches_the_event() -> None:
+    """The pod's env values, labels and other annotations never travel into an Event."""
+    req = request()
+    req["object"]["metadata"]["annotations"] = {"team.example/token": "hunter2-annotation"}
+    req["object"]["spec"] = {"containers": [{"name": "a", "env": [{"name": "PASSWORD", "value": "hunter2-env"}]}]}
+    event = owner_event(req, "skipped", ("a warning about names only",), None)
+    assert event is not None
+    text = repr(event.body(datetime.datetime(2026, 12, 6)))
+    assert "hunter2" not in text
