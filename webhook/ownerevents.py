@@ -91,44 +91,71 @@ class OwnerEvent:
         }
 
 
-def _text(value: Any, limit: int) -> str | None:
-    return value if isinstance(value, str) and 0 < len(value) <= limit else None
+Owner = tuple[str, str, str, str, str]  # namespace, apiVersion, kind, name, uid
+
+
+def owner_of(request: Mapping[str, Any]) -> Owner | None:
+    """The pod's controlling owner (else its first owner), if every field is a sane string; None for a bare pod.
+
+    Parsed JSON holds plain dicts and lists, so the checks are on those concrete types: the ABC checks
+    (`Mapping`) cost more than the rest of this function on the admission path.
+    """
+    pod = request.get("object")
+    meta = pod.get("metadata") if isinstance(pod, dict) else None
+    refs = meta.get("ownerReferences") if isinstance(meta, dict) else None
+    if not isinstance(refs, list):
+        return None  # a bare pod: the API server shows its warnings or denial to whoever created it
+    owner: dict[str, Any] | None = None
+    for ref in refs[:16]:
+        if isinstance(ref, dict):
+            if ref.get("controller") is True:
+                owner = ref
+                break
+            owner = owner or ref
+    if owner is None:
+        return None
+    fields = (
+        request.get("namespace"),
+        owner.get("apiVersion"),
+        owner.get("kind"),
+        owner.get("name"),
+        owner.get("uid"),
+    )
+    for value, limit in zip(fields, _OWNER_FIELD_LIMITS, strict=True):
+        if not isinstance(value, str) or not 0 < len(value) <= limit:
+            return None
+    return fields  # type: ignore[return-value]
+
+
+# Longest namespace, apiVersion, kind, name and uid taken from an ownerReference; anything longer is not real.
+_OWNER_FIELD_LIMITS = (63, 253, 63, 253, 64)
+
+
+def event_for(owner: Owner, outcome: str, warnings: tuple[str, ...], message: str | None) -> OwnerEvent:
+    namespace, api_version, kind, name, uid = owner
+    if outcome == "denied":
+        text = f"Ferry denied this {kind}'s pod: {message or 'no reason given'}"
+        reason = REASON_DENIED
+    else:
+        shown = warnings[:MAX_WARNINGS_IN_ONE_EVENT]
+        more = f" (and {len(warnings) - len(shown)} more)" if len(warnings) > len(shown) else ""
+        text = f"Ferry admitted this {kind}'s pod with warnings: {'; '.join(shown)}{more}"
+        reason = REASON_WARNING
+    return OwnerEvent(namespace, api_version, kind, name, uid, "Warning", reason, bounded(text, MAX_MESSAGE_CHARS))
+
+
+def _worth_an_event(request: Mapping[str, Any], outcome: str, warnings: tuple[str, ...]) -> bool:
+    return not request.get("dryRun") and (outcome == "denied" or bool(warnings))
 
 
 def owner_event(
     request: Mapping[str, Any], outcome: str, warnings: tuple[str, ...], message: str | None
 ) -> OwnerEvent | None:
     """The Event for this admission, or None: nothing to say, a dry run, or a pod no controller owns."""
-    if request.get("dryRun") or (outcome != "denied" and not warnings):
+    if not _worth_an_event(request, outcome, warnings):
         return None
-    pod = request.get("object")
-    meta = pod.get("metadata") if isinstance(pod, Mapping) else None
-    refs = meta.get("ownerReferences") if isinstance(meta, Mapping) else None
-    if not isinstance(refs, list):
-        return None  # a bare pod: the API server shows its warnings or denial to whoever created it
-    refs = [ref for ref in refs[:16] if isinstance(ref, Mapping)]
-    owner = next((ref for ref in refs if ref.get("controller") is True), refs[0] if refs else None)
-    namespace = _text(request.get("namespace"), 63)
-    if owner is None or namespace is None:
-        return None
-    fields = (
-        _text(owner.get("apiVersion"), 253),
-        _text(owner.get("kind"), 63),
-        _text(owner.get("name"), 253),
-        _text(owner.get("uid"), 64),
-    )
-    if None in fields:
-        return None
-    api_version, kind, name, uid = (str(field) for field in fields)
-    if outcome == "denied":
-        text = f"Ferry denied this {kind}'s pod: {message or 'no reason given'}"
-        event_type, reason = "Warning", REASON_DENIED
-    else:
-        shown = warnings[:MAX_WARNINGS_IN_ONE_EVENT]
-        more = f" (and {len(warnings) - len(shown)} more)" if len(warnings) > len(shown) else ""
-        text = f"Ferry admitted this {kind}'s pod with warnings: {'; '.join(shown)}{more}"
-        event_type, reason = "Warning", REASON_WARNING
-    return OwnerEvent(namespace, api_version, kind, name, uid, event_type, reason, bounded(text, MAX_MESSAGE_CHARS))
+    owner = owner_of(request)
+    return None if owner is None else event_for(owner, outcome, warnings, message)
 
 
 class _Bucket:
@@ -161,7 +188,7 @@ class OwnerEvents:
         self._clock = clock
         self._known_namespace = known_namespace
         self._lock = threading.Lock()
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._seen: OrderedDict[int, float] = OrderedDict()
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
         self._global = _Bucket(GLOBAL_BURST, clock())
         self._queue: queue.Queue[OwnerEvent | None] = queue.Queue(QUEUE_SIZE)
@@ -169,44 +196,56 @@ class OwnerEvents:
         self.counts = {"queued": 0, "duplicate": 0, "limited": 0, "dropped": 0, "posted": 0, "failed": 0}
 
     def offer(self, request: Mapping[str, Any], outcome: str, warnings: tuple[str, ...], message: str | None) -> None:
-        """Called on the admission path: no I/O, a few dictionary operations, never raises."""
-        try:
-            event = owner_event(request, outcome, warnings, message)
-            if event is not None and self._known_namespace(event.namespace):
-                self._admit(event)
-        except Exception:  # an Event is a courtesy; admission never fails because of one
-            log.exception("owner event dropped")
+        """Called on the admission path: no I/O, a few dictionary operations, never raises.
 
-    def _admit(self, event: OwnerEvent) -> None:
-        now = self._clock()
-        key = event.key
-        with self._lock:
-            seen = self._seen.get(key)
-            if seen is not None and now - seen < DEDUP_SECONDS:
-                self.counts["duplicate"] += 1
+        A repeat (a Deployment's replicas) costs the owner lookup and one hash: the message is built only for
+        an Event that passed the limits.
+        """
+        try:
+            if not _worth_an_event(request, outcome, warnings):
                 return
-            bucket = self._buckets.get(event.namespace)
-            if bucket is None:
-                bucket = self._buckets[event.namespace] = _Bucket(NAMESPACE_BURST, now)
-                if len(self._buckets) > MAX_NAMESPACES:
-                    self._buckets.popitem(last=False)
-            else:
-                self._buckets.move_to_end(event.namespace)
-            if not bucket.take(now, NAMESPACE_BURST, NAMESPACE_REFILL_SECONDS) or not self._global.take(
-                now, GLOBAL_BURST, GLOBAL_REFILL_SECONDS
-            ):
-                self.counts["limited"] += 1
+            owner = owner_of(request)
+            if owner is None:
                 return
-            self._seen[key] = now
-            self._seen.move_to_end(key)
-            if len(self._seen) > MAX_REMEMBERED:
-                self._seen.popitem(last=False)
+            # Only the hash is kept, so remembered keys cost the same whatever the messages' length.
+            key = hash((owner[0], owner[4], outcome, warnings, message))
+            if not self._admit(owner[0], key):
+                return
             try:
-                self._queue.put_nowait(event)
+                self._queue.put_nowait(event_for(owner, outcome, warnings, message))
             except queue.Full:
                 self.counts["dropped"] += 1
                 return
             self.counts["queued"] += 1
+        except Exception:  # an Event is a courtesy; admission never fails because of one
+            log.exception("owner event dropped")
+
+    def _admit(self, namespace: str, key: int) -> bool:
+        now = self._clock()
+        with self._lock:
+            seen = self._seen.get(key)
+            if seen is not None and now - seen < DEDUP_SECONDS:
+                self.counts["duplicate"] += 1
+                return False
+            if not self._known_namespace(namespace):
+                return False
+            bucket = self._buckets.get(namespace)
+            if bucket is None:
+                bucket = self._buckets[namespace] = _Bucket(NAMESPACE_BURST, now)
+                if len(self._buckets) > MAX_NAMESPACES:
+                    self._buckets.popitem(last=False)
+            else:
+                self._buckets.move_to_end(namespace)
+            if not bucket.take(now, NAMESPACE_BURST, NAMESPACE_REFILL_SECONDS) or not self._global.take(
+                now, GLOBAL_BURST, GLOBAL_REFILL_SECONDS
+            ):
+                self.counts["limited"] += 1
+                return False
+            self._seen[key] = now
+            self._seen.move_to_end(key)
+            if len(self._seen) > MAX_REMEMBERED:
+                self._seen.popitem(last=False)
+            return True
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="owner-events", daemon=True)
