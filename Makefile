@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # helm and kubectl (v1.36) live in the venv (scripts/install-helm.sh): found first by tests and the demo.
 WITH_VENV_TOOLS := PATH="$(abspath $(VENV))/bin:$$PATH"
 
-.PHONY: demo test test-slow test-e2e lint bench clean helm locks images
+.PHONY: demo cluster test test-slow test-e2e lint bench clean helm locks images
 
 $(VENV)/.installed: pyproject.toml constraints.txt scripts/install-helm.sh
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ helm: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(WITH_VENV_TOOLS) $(PY) scripts/demo.py
 
+# A local control plane with Ferry's chart installed; prints a KUBECONFIG (docs/local-cluster.md).
+cluster: $(VENV)/.installed
+	$(WITH_VENV_TOOLS) $(PY) -m devcluster up
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check fetcher webhook
@@ -36,7 +40,7 @@ test: lint
 
 # Only the API-server suite (a real kube-apiserver; KUBEBUILDER_ASSETS names its binaries).
 test-e2e: $(VENV)/.installed
-	@test -n "$$KUBEBUILDER_ASSETS" || { echo "set KUBEBUILDER_ASSETS to the folder of etcd, kube-apiserver, kube-controller-manager (see .ci/run)" >&2; exit 1; }
+	@test -n "$$KUBEBUILDER_ASSETS" || { echo "set KUBEBUILDER_ASSETS to the folder of etcd, kube-apiserver, kube-controller-manager (docs/local-cluster.md says how to get them)" >&2; exit 1; }
 	$(WITH_VENV_TOOLS) $(PY) -m pytest tests/e2e
 
 # The long-running reliability parts (soaks, kill loops, big fuzz runs).

@@ -36,6 +36,7 @@ import yaml
 from fetcher import add_version_option, command_name
 from fetcher.spec import load_manifests
 from webhook.decide import NAMESPACE_OPT_IN_LABEL
+from webhook.ownerevents import OwnerEvents, kubernetes_poster
 from webhook.settings import Settings, SettingsError
 
 log = logging.getLogger("ferry.webhook")
@@ -124,6 +125,7 @@ MAX_INJECT_BYTES = 16 * 1024 * 1024
 
 
 def _inject(args: argparse.Namespace, settings: Settings) -> int:
+    from webhook.preview import HEADER, NOTES, as_preview
     from webhook.view import secret_provider_classes_in
     from webhook.workloads import InjectionDenied, inject_manifest
 
@@ -140,7 +142,7 @@ def _inject(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     native = (args.native_sidecars or settings.native_sidecars) != "false"
     output: list[Any] = []
-    failed = False
+    failed = previewed = False
     for document in documents:
         if document is None:
             continue
@@ -162,11 +164,16 @@ def _inject(args: argparse.Namespace, settings: Settings) -> int:
             if result.decision is not None:
                 for warning in result.decision.warnings:
                     print(f"warning: {warning}", file=sys.stderr)
-            results.append(result.document)
+            results.append(as_preview(result.document, item))
+            previewed = previewed or (result.decision is not None and result.decision.outcome == "injected")
         output.append({**document, "items": results} if isinstance(items, list) else results[0] if results else None)
     if failed:
         return 1
+    for note in NOTES if previewed else ():
+        print(note, file=sys.stderr)
     try:
+        if previewed:
+            sys.stdout.write(HEADER)
         _dump(output, sys.stdout)
         sys.stdout.flush()
     except BrokenPipeError:  # e.g. piped into `head`
@@ -263,6 +270,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     native_choice = args.native_sidecars or settings.native_sidecars
     cache = None
+    owner_events: OwnerEvents | None = None
     workdir = tempfile.TemporaryDirectory(prefix="ferry-webhook-")
     try:
         if api_client is None:
@@ -273,6 +281,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             cache.start()
             cluster = cache
             native = _detect_native(native_choice, api_client, kube)
+            watched = cache
+            owner_events = OwnerEvents(
+                kubernetes_poster(api_client), known_namespace=lambda ns: watched.namespace(ns) is not None
+            )
+            owner_events.start()
         dns_names = certs.service_dns_names(settings.service_name, settings.namespace)
         if not cert_file:
             if api_client is None:
@@ -308,6 +321,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             native_sidecars=native,
             ready_check=lambda: all(path.is_file() for path in cert_paths),
             noop_endpoint=args.noop_endpoint,
+            owner_events=owner_events,
         )
         app.state.metrics.track_serving_certificate(Path(cert_file))
         mode = "static" if api_client is None else "cluster"
@@ -330,6 +344,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             metrics_port=settings.metrics_port,
         )
     finally:
+        if owner_events is not None:
+            owner_events.stop()
         if cache is not None:
             cache.stop()
         workdir.cleanup()

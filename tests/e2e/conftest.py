@@ -21,7 +21,10 @@ import pytest
 from devcluster.controlplane import ControlPlane, start_control_plane
 from tests.e2e.ferrylib import Ferry, new_workdir
 
-ENABLE_HINT = "API-server suite off: export KUBEBUILDER_ASSETS=$(../shared/envtest/setup.sh) to run tests/e2e"
+ENABLE_HINT = (
+    "API-server suite off: set KUBEBUILDER_ASSETS to a folder holding etcd, kube-apiserver and "
+    "kube-controller-manager to run tests/e2e (docs/local-cluster.md, 'The binaries', says how to get them)"
+)
 HERE = Path(__file__).resolve().parent
 
 
