@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from fetcher.spec import gcp as gcp_spec
 from fetcher.spec.formats import DOTENV_FORMAT, FormatError, env_keys, parse_output_formats
 from fetcher.spec.model import (
     DEFAULT_MIN_REFRESH_SECONDS,
@@ -65,6 +66,8 @@ def build_spec(
     field_names: Mapping[str, str] | None = None,
     secret_objects: str | Sequence[Any] | None = None,
     output_formats: str | Mapping[str, str] | None = None,
+    provider: str | None = None,
+    gcp_identity: Mapping[str, Any] | None = None,
 ) -> FetchSpec:
     """Validate raw inputs (strings as they appear in annotations or an SPC) into a FetchSpec.
 
@@ -89,9 +92,12 @@ def build_spec(
         **(field_names or {}),
     }
     problems: list[Problem] = []
+    gcp = provider == gcp_spec.PROVIDER_GCP
+    if provider not in (None, "", *gcp_spec.PROVIDERS):
+        problems.append(Problem(names.get("provider", "provider"), f"{quote(provider)} is not aws or gcp"))
 
-    primary = _check_region(region, names["region"], problems, required=True)
-    failover = _check_region(failover_region, names["failoverRegion"], problems, required=False)
+    primary = None if gcp else _check_region(region, names["region"], problems, required=True)
+    failover = None if gcp else _check_region(failover_region, names["failoverRegion"], problems, required=False)
     if primary and failover and primary == failover:
         problems.append(
             Problem(
@@ -99,7 +105,8 @@ def build_spec(
                 f"is the same as the region ({primary}); name a different region, or remove it to use no failover",
             )
         )
-    translation = _check_path_translation(path_translation, names["pathTranslation"], problems)
+    # The GCP provider writes each secret at its path as given: no translation.
+    translation = None if gcp else _check_path_translation(path_translation, names["pathTranslation"], problems)
     refresh = _check_refresh(refresh_interval, names["refreshInterval"], min_refresh_seconds, problems)
     notify = _check_notify(notify_url, notify_signal, names, problems)
     for label, value in (("fileUid", file_uid), ("fileGid", file_gid)):
@@ -109,14 +116,19 @@ def build_spec(
     raw_objects: Sequence[Any] | None
     if isinstance(objects, str):
         try:
-            raw_objects = parse_objects_yaml(objects, names["objects"])
+            what = "secrets (start each with '- resourceName:')" if gcp else "objects (start each with '- objectName:')"
+            raw_objects = parse_objects_yaml(objects, names["objects"], what)
         except SpecError as exc:
             raise SpecError([*problems, *exc.problems]) from None
     else:
         raw_objects = objects
-    positioned = check_objects(raw_objects, names["objects"], primary, failover, problems)
+    identity = gcp_spec.check_identity(gcp_identity, names, problems) if gcp else None
+    if gcp:
+        positioned = gcp_spec.check_secrets(raw_objects, names["objects"], problems)
+    else:
+        positioned = check_objects(raw_objects, names["objects"], primary, failover, problems)
     parsed = [obj for _, obj in positioned]
-    if parsed:
+    if parsed and not gcp:
         check_file_names(parsed, [index for index, _ in positioned], translation, names["objects"], problems)
     formats = _check_output_formats(output_formats, names["outputFormats"], problems)
     synced = _check_secret_objects(secret_objects, names["secretObjects"], problems)
@@ -127,10 +139,10 @@ def build_spec(
 
     if problems:
         raise SpecError(problems)
-    assert primary is not None
+    assert primary is not None or gcp
     return FetchSpec(
         objects=tuple(parsed),
-        region=primary,
+        region=primary or "",
         failover_region=failover,
         path_translation=translation,
         refresh_seconds=refresh,
@@ -139,6 +151,8 @@ def build_spec(
         notify=notify,
         secret_objects=synced,
         output_formats=formats,
+        provider="gcp" if gcp else "aws",
+        gcp=identity,
     )
 
 
