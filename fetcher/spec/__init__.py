@@ -22,7 +22,8 @@ Where things are:
 - `wire`: the canonical JSON in ``FERRY_SPEC``, both directions;
 - `spc`: SecretProviderClass objects and manifest files, and warnings for what Ferry ignores in them;
 - `secret_objects`: the CSI driver's ``secretObjects`` (Kubernetes Secrets synced from the files), checked;
-- `formats`: the dotenv and JSON documents written beside the files.
+- `formats`: the dotenv and JSON documents written beside the files;
+- `gcp`: the GCP provider's `secrets` list and the Workload Identity settings (provider: gcp).
 
 This package must not import boto3 or botocore (the webhook image has neither);
 an import-linter contract in pyproject.toml enforces it.
@@ -65,6 +66,7 @@ from fetcher.spec.model import (
     SPEC_VERSION,
     FailoverObject,
     FetchSpec,
+    GcpIdentity,
     JmesPathEntry,
     Notify,
     ObjectSpec,
@@ -133,6 +135,7 @@ __all__ = [
     "FailoverObject",
     "FerryError",
     "FetchSpec",
+    "GcpIdentity",
     "JmesPathEntry",
     "ManifestError",
     "Notify",

@@ -100,7 +100,9 @@ def check_secrets(raw: Sequence[Any] | None, name: str, problems: list[Problem])
         path = obj.object_alias or ""
         if path in owners:
             problems.append(
-                Problem(path_field, f"{quote(path)} is already written by {owners[path]}; give each secret its own path")
+                Problem(
+                    path_field, f"{quote(path)} is already written by {owners[path]}; give each secret its own path"
+                )
             )
             continue
         owners[path] = path_field
@@ -109,7 +111,9 @@ def check_secrets(raw: Sequence[Any] | None, name: str, problems: list[Problem])
         parts = path.split("/")
         for depth in range(1, len(parts)):
             if (prefix := "/".join(parts[:depth])) in owners:
-                problems.append(Problem(origin, f"writes below {quote(prefix)}, which {owners[prefix]} writes as a file"))
+                problems.append(
+                    Problem(origin, f"writes below {quote(prefix)}, which {owners[prefix]} writes as a file")
+                )
     return parsed
 
 
@@ -179,7 +183,9 @@ def _mode(value: Any, where: str, problems: list[Problem]) -> int | None:
         return int(value.replace("o", ""), 8)
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o777:
         return value
-    problems.append(Problem(where, f"{quote(value)} is not a file mode; write an octal mode from 0000 to 0777, like 0440"))
+    problems.append(
+        Problem(where, f"{quote(value)} is not a file mode; write an octal mode from 0000 to 0777, like 0440")
+    )
     return None
 
 
