@@ -35,6 +35,9 @@ from typing import Any
 from fetcher.spec import (
     ANNOTATION_CONTAINERS,
     ANNOTATION_FAILOVER_REGION,
+    ANNOTATION_GCP_IDENTITY_PROVIDER,
+    ANNOTATION_GCP_SERVICE_ACCOUNT,
+    ANNOTATION_GCP_WORKLOAD_POOL,
     ANNOTATION_INJECT,
     ANNOTATION_MOUNT_PATH,
     ANNOTATION_NOTIFY_SIGNAL,
@@ -43,6 +46,7 @@ from fetcher.spec import (
     ANNOTATION_OUTPUT_FORMATS,
     ANNOTATION_PATH_TRANSLATION,
     ANNOTATION_PREFIX,
+    ANNOTATION_PROVIDER,
     ANNOTATION_REFRESH_INTERVAL,
     ANNOTATION_REGION,
     ANNOTATION_SECRET_OBJECTS,
@@ -188,6 +192,7 @@ def resolve_spec(
         (value_of(pod_ann, ANNOTATION_REFRESH_INTERVAL), ANNOTATION_REFRESH_INTERVAL),
         (value_of(ns_ann, ANNOTATION_REFRESH_INTERVAL), f"namespace {ns} annotation {ANNOTATION_REFRESH_INTERVAL}"),
     )
+    gcp_identity, gcp_labels = _gcp_identity(pod_ann, ns_ann, ns, settings)
     options = SpecOptions(
         refresh=refresh,
         file_uid=uid,
@@ -195,8 +200,10 @@ def resolve_spec(
         notify_url=notify_url,
         notify_signal=notify_signal,
         min_refresh_seconds=settings.min_refresh_seconds,
+        gcp_identity=gcp_identity,
     )
     labels = {
+        **gcp_labels,
         "refreshInterval": refresh_label or ANNOTATION_REFRESH_INTERVAL,
         "notifyUrl": ANNOTATION_NOTIFY_URL,
         "notifySignal": ANNOTATION_NOTIFY_SIGNAL,
@@ -230,9 +237,13 @@ def resolve_spec(
             "pathTranslation": ANNOTATION_PATH_TRANSLATION,
             "secretObjects": ANNOTATION_SECRET_OBJECTS,
             "outputFormats": formats_label or ANNOTATION_OUTPUT_FORMATS,
+            "provider": ANNOTATION_PROVIDER,
             **labels,
         }
-        built = inline_spec(pod_objects, region, failover, pod_translation, options, names, pod_secret_objects, formats)
+        provider = value_of(pod_ann, ANNOTATION_PROVIDER)
+        built = inline_spec(
+            pod_objects, region, failover, pod_translation, options, names, pod_secret_objects, formats, provider
+        )
         if isinstance(built, memo.BuiltSpec):
             spec, spec_json = built.spec, built.json
         else:
@@ -309,6 +320,35 @@ def resolve_spec(
         warnings=tuple(warnings),
         sidecar_unhealthy_after=unhealthy_after,
     )
+
+
+def _gcp_identity(
+    pod_ann: Mapping[str, str], ns_ann: Mapping[str, str], ns: str, settings: Settings
+) -> tuple[tuple[tuple[str, str | None], ...], dict[str, str]]:
+    """GKE Workload Identity: pool and provider from the namespace over the webhook's settings (never the pod's);
+    the Google service account from the pod, then the namespace. Each with the label a problem should name."""
+    identity = settings.gcp_identity()
+    labels = {
+        "gcpSettings": (
+            "the webhook's FERRY_GCP_PROJECT, FERRY_GCP_LOCATION and FERRY_GCP_CLUSTER (chart values gcp.*), or "
+            f"namespace annotations {ANNOTATION_GCP_WORKLOAD_POOL} and {ANNOTATION_GCP_IDENTITY_PROVIDER}"
+        ),
+        "workloadPool": "FERRY_GCP_WORKLOAD_POOL (a webhook setting)",
+        "identityProvider": "FERRY_GCP_IDENTITY_PROVIDER (a webhook setting)",
+        "serviceAccount": ANNOTATION_GCP_SERVICE_ACCOUNT,
+    }
+    for key, annotation in (
+        ("workloadPool", ANNOTATION_GCP_WORKLOAD_POOL),
+        ("identityProvider", ANNOTATION_GCP_IDENTITY_PROVIDER),
+    ):
+        if value := value_of(ns_ann, annotation):
+            identity[key] = value
+            labels[key] = f"namespace {ns} annotation {annotation}"
+    account = value_of(pod_ann, ANNOTATION_GCP_SERVICE_ACCOUNT)
+    if not account and (account := value_of(ns_ann, ANNOTATION_GCP_SERVICE_ACCOUNT)):
+        labels["serviceAccount"] = f"namespace {ns} annotation {ANNOTATION_GCP_SERVICE_ACCOUNT}"
+    identity["serviceAccount"] = account
+    return tuple(sorted(identity.items())), labels
 
 
 def _unhealthy_after(value: str | None, settings: Settings, problems: list[str]) -> float:

@@ -19,8 +19,9 @@ from fetcher.gcp import GcpClients, GcpIdentityError, Https
 from fetcher.gcp_source import check_versions, crc32c, fetch_all
 from fetcher.loop import RefreshState, refresh_once
 from fetcher.spec import FetchSpec, spec_from_secret_provider_class
-from tests.support.fetch import REPO_ROOT, run_init
+from tests.support.fetch import run_init
 from tests.support.gcpfake import POOL, PROVIDER, GcpFake, ksa_token
+from tests.support.paths import REPO_ROOT
 
 PROJECT = "ferry-test"
 IDENTITY = {"workloadPool": POOL, "identityProvider": PROVIDER}
