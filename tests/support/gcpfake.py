@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import ssl
 import tempfile
@@ -88,6 +89,8 @@ class GcpFake:
         self._dir = Path(tempfile.mkdtemp(prefix="gcpfake-"))
         self.ca_file = self._dir / "ca.pem"
         self.ca_file.write_bytes(bundle.ca_pem)
+        os.chmod(self._dir, 0o755)  # the kubelet step runs the fetcher as the pod's uid: it must read the CA
+        os.chmod(self.ca_file, 0o644)
         (self._dir / "cert.pem").write_bytes(bundle.cert_pem + bundle.ca_pem)
         (self._dir / "key.pem").write_bytes(bundle.key_pem)
         self._server: ThreadingHTTPServer | None = None
