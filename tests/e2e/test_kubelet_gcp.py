@@ -98,7 +98,7 @@ def _volumes(ferry: Ferry, ns: str, stored: dict[str, Any], folder: Path) -> tup
 
 def _node_env(google: GcpFake, token_dir: Path) -> dict[str, str]:
     # The image's path /var/run/secrets/ferry.dev/gcp/token is the mapped folder here, as the kubelet mounts it.
-    return {k: v for k, v in google.env(token_dir / "token").items()}
+    return google.env(token_dir / "token")
 
 
 def test_a_gcp_spc_from_the_providers_examples_works_unchanged(
