@@ -117,7 +117,8 @@ def test_namespace_annotations_override_the_pool_and_a_pod_cannot(pod_factory: P
 def test_without_workload_identity_settings_the_pod_is_denied_saying_what_to_set(pod_factory: PodFactory) -> None:
     admission = admit(gcp_pod(pod_factory), settings=Settings())
     assert admission.outcome == "denied"
-    assert "GKE Workload Identity is not configured" in admission.message and "FERRY_GCP_PROJECT" in admission.message
+    message = admission.message or ""
+    assert "GKE Workload Identity is not configured" in message and "FERRY_GCP_PROJECT" in message
 
 
 def test_bad_entries_are_denied_naming_each_field(pod_factory: PodFactory) -> None:
@@ -139,7 +140,7 @@ def test_bad_entries_are_denied_naming_each_field(pod_factory: PodFactory) -> No
 """
     admission = admit(gcp_pod(pod_factory, **{"ferry.dev/objects": bad}))
     assert admission.outcome == "denied"
-    message = admission.message
+    message = admission.message or ""
     for expected in (
         "ferry.dev/objects: objects[0].path",
         "objects[0].mode",
@@ -158,7 +159,7 @@ def test_shared_identities_are_denied(pod_factory: PodFactory) -> None:
     admission = admit_pod(
         pod, namespace="team-b", namespace_obj=None, spc_lookup=lookup(spc), settings=GKE, native_sidecars=True
     )
-    assert admission.outcome == "denied" and "shared by every pod on the node" in admission.message
+    assert admission.outcome == "denied" and "shared by every pod on the node" in (admission.message or "")
 
 
 def test_a_tenant_cannot_redirect_ferrys_google_endpoints(pod_factory: PodFactory) -> None:
