@@ -4,7 +4,7 @@ Why it exists: teams bring SecretProviderClasses written for the GCP provider of
 Driver (v1.15). This module reads that format (resourceName, path or the legacy fileName, mode,
 extractJSONKey / extractYAMLKey) into `ObjectSpec`s, stricter than the provider: names are matched by
 anchored patterns, unknown keys, bad modes, traversal and duplicate paths are denied at admission with a
-message naming the entry's field. Details: docs/gke.md.
+message naming the entry's field. Details: docs/gke.md. Imported only for provider: gcp, so an AWS pod never loads it.
 """
 
 from __future__ import annotations
@@ -18,16 +18,11 @@ from fetcher.spec.model import DEFAULT_FILE_PERMISSION, MAX_OBJECTS, GcpIdentity
 from fetcher.spec.paths import unsafe_path_reason
 from fetcher.spec.problems import Problem, kind_of, quote
 
-PROVIDER_AWS = "aws"
-PROVIDER_GCP = "gcp"
-PROVIDERS = (PROVIDER_AWS, PROVIDER_GCP)
 # Where Ferry's containers find the projected ServiceAccount token whose audience is the workload pool.
 GCP_TOKEN_DIR = "/var/run/secrets/ferry.dev/gcp"
 GCP_TOKEN_PATH = f"{GCP_TOKEN_DIR}/token"
 
 SECRET_KEYS = ("resourceName", "path", "fileName", "mode", "extractJSONKey", "extractYAMLKey")
-# The SPC parameters Ferry reads for provider: gcp.
-GCP_SPC_PARAMETERS = ("secrets", "auth")
 # `auth` values: the pod's own identity is the only one Ferry uses.
 POD_AUTH = ("", "pod-adc")
 MAX_EXTRACT_KEY_CHARS = 256

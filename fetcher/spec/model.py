@@ -37,6 +37,9 @@ ObjectType = Literal["secretsmanager", "ssmparameter", "gcpsecret", "gcpparamete
 # The objectType values of ASCP's objects list (GCP objects come from the GCP provider's format: fetcher.spec.gcp).
 OBJECT_TYPES: tuple[ObjectType, ...] = ("secretsmanager", "ssmparameter")
 Provider = Literal["aws", "gcp"]
+PROVIDER_AWS: Provider = "aws"
+PROVIDER_GCP: Provider = "gcp"
+PROVIDERS: tuple[Provider, ...] = (PROVIDER_AWS, PROVIDER_GCP)
 REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fetcher.spec.gcp import GCP_SPC_PARAMETERS, PROVIDER_GCP, PROVIDERS, check_auth
-from fetcher.spec.model import FetchSpec
+from fetcher.spec.model import PROVIDER_GCP, PROVIDERS, FetchSpec
 from fetcher.spec.problems import Problem, SpecError, quote
 from fetcher.spec.validate import build_spec
 
@@ -37,6 +36,8 @@ SPC_FIELD_NAMES = {
 # What Ferry acts on; anything else in a class gets an admission warning (`secret_provider_class_warnings`).
 KNOWN_SPC_FIELDS = ("provider", "parameters", "secretObjects")
 KNOWN_SPC_PARAMETERS = ("objects", "region", "failoverRegion", "pathTranslation", "outputFormats")
+# What Ferry reads of a provider: gcp class's parameters (the GCP provider's, fetcher.spec.gcp).
+GCP_SPC_PARAMETERS = ("secrets", "auth")
 # ASCP parameters Ferry reads but does not act on, and what it does instead.
 IGNORED_SPC_PARAMETERS = {
     "usePodIdentity": (
@@ -92,6 +93,8 @@ def spec_from_secret_provider_class(
     params = spec.get("parameters") if isinstance(spec.get("parameters"), Mapping) else {}
     assert isinstance(params, Mapping)
     if provider == PROVIDER_GCP:
+        from fetcher.spec.gcp import check_auth
+
         check_auth(params.get("auth"), names["auth"], problems)
         if problems:
             raise SpecError(problems, where)

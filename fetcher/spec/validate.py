@@ -14,7 +14,6 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fetcher.spec import gcp as gcp_spec
 from fetcher.spec.formats import DOTENV_FORMAT, FormatError, env_keys, parse_output_formats
 from fetcher.spec.model import (
     DEFAULT_MIN_REFRESH_SECONDS,
@@ -22,6 +21,8 @@ from fetcher.spec.model import (
     MAX_OBJECTS_YAML_BYTES,
     MAX_REFRESH_SECONDS,
     MAX_YAML_DEPTH,
+    PROVIDER_GCP,
+    PROVIDERS,
     REGION_RE,
     FetchSpec,
     Notify,
@@ -92,8 +93,10 @@ def build_spec(
         **(field_names or {}),
     }
     problems: list[Problem] = []
-    gcp = provider == gcp_spec.PROVIDER_GCP
-    if provider not in (None, "", *gcp_spec.PROVIDERS):
+    gcp = provider == PROVIDER_GCP
+    if gcp:
+        from fetcher.spec import gcp as gcp_spec  # only GCP specs load the GCP provider's format
+    if provider not in (None, "", *PROVIDERS):
         problems.append(Problem(names.get("provider", "provider"), f"{quote(provider)} is not aws or gcp"))
 
     primary = None if gcp else _check_region(region, names["region"], problems, required=True)

@@ -14,10 +14,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from fetcher.spec.gcp import PROVIDER_GCP, identity_to_wire, secret_to_wire
 from fetcher.spec.model import (
     DEFAULT_FILE_PERMISSION,
     DEFAULT_PATH_TRANSLATION,
+    PROVIDER_GCP,
     SPEC_ENV_VAR,
     SPEC_VERSION,
     FetchSpec,
@@ -167,6 +167,8 @@ def _spec_to_wire(spec: FetchSpec) -> dict[str, Any]:
         "pathTranslation": spec.path_translation,
     }
     if spec.provider == PROVIDER_GCP:
+        from fetcher.spec.gcp import identity_to_wire, secret_to_wire
+
         wire.update(provider=PROVIDER_GCP, objects=[secret_to_wire(obj) for obj in spec.objects])
         if spec.gcp is not None:
             wire["gcp"] = identity_to_wire(spec.gcp)

@@ -18,8 +18,9 @@ from fetcher.errors import ObjectErrors
 from fetcher.gcp import GcpClients, GcpIdentityError, Https
 from fetcher.gcp_source import check_versions, crc32c, fetch_all
 from fetcher.loop import RefreshState, refresh_once
-from fetcher.spec import FetchSpec, spec_from_secret_provider_class
-from tests.support.fetch import run_init
+from fetcher.render import render
+from fetcher.spec import FetchSpec, build_spec, spec_from_secret_provider_class
+from tests.support.fetch import fetcher_env, run_init
 from tests.support.gcpfake import POOL, PROVIDER, GcpFake, ksa_token
 from tests.support.paths import REPO_ROOT
 
@@ -278,3 +279,43 @@ def test_init_in_a_process_loads_nothing_of_aws_and_leaks_no_value(
     assert [m for m in loaded if m.startswith(("boto3", "botocore"))] == []
     assert "s3cr3t-value" not in done.stderr
     assert '"version": "1"' in done.stderr or "version=1" in done.stderr or '"version":"1"' in done.stderr
+
+
+def test_an_aws_init_loads_nothing_of_gcp(moto_server: Any, tmp_path: Path) -> None:
+    moto_server.reset()
+    moto_server.client().create_secret(Name="app/db", SecretString='{"username": "u", "password": "p"}')
+    spec = build_spec(objects=[{"objectName": "app/db", "objectType": "secretsmanager"}], region="us-east-1")
+    env = fetcher_env(moto_server.url, spec)
+    probe = (
+        "import json, sys; from fetcher.__main__ import main; code = main(['init', '--dir', sys.argv[1]]); "
+        "print(json.dumps([code, sorted(m for m in sys.modules if 'gcp' in m)]))"
+    )
+    (tmp_path / "out").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=60
+    )
+    code, loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert code == 0, done.stderr
+    assert loaded == [], loaded  # not fetcher.gcp, fetcher.gcp_source, nor fetcher.spec.gcp's callers beyond the model
+
+
+def test_provider_agnostic_features_apply_to_gcp_specs(fake: GcpFake, token_file: Path, tmp_path: Path) -> None:
+    fake.add_version(PROJECT, "db", "pass-1")
+    fake.add_version(PROJECT, "user", "app")
+    manifest = yaml.safe_load(PROVIDER_EXAMPLE)
+    manifest["spec"]["parameters"]["secrets"] = yaml.safe_dump(
+        [
+            {"resourceName": f"projects/{PROJECT}/secrets/db/versions/latest", "path": "db-password", "mode": 0o440},
+            {"resourceName": f"projects/{PROJECT}/secrets/user/versions/1", "path": "db-user"},
+        ]
+    )
+    manifest["spec"]["parameters"]["outputFormats"] = "dotenv"
+    manifest["spec"]["secretObjects"] = [
+        {"secretName": "db", "type": "Opaque", "data": [{"objectName": "db-password", "key": "password"}]}
+    ]
+    spec = spec_from_secret_provider_class(manifest, gcp_identity=IDENTITY, file_uid=1000, file_gid=2000)
+    assert spec.secret_objects[0].data[0].object_name == "db-password"
+    assert FetchSpec.from_json(spec.to_json()) == spec
+    files = render(spec, fetch_all(spec, clients_for(fake, spec, token_file)))
+    assert files["db-password"] == (b"pass-1", 0o440)
+    assert b"DB_PASSWORD" in files["secrets.env"][0] or b"db_password" in files["secrets.env"][0].lower()
