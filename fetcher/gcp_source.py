@@ -144,7 +144,7 @@ class SecretManagerSource:
         data = _payload_bytes({"data": rendered}, name, "RenderParameterVersion", _location(name))
         # References inside a parameter can move, so its version is what it renders to.
         version = f"{reply.body.get('parameterVersion') or name}#{crc32c(data)}"
-        return FetchedValue(data, version, _location(name))
+        return _extracted(obj, FetchedValue(data, version, _location(name)))
 
     def _get(self, name: str, operation: str, suffix: str) -> Reply:
         host, location = _host(name), _location(name)

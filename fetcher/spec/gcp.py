@@ -143,8 +143,6 @@ def _check_entry(entry: Any, where: str, problems: list[Problem]) -> ObjectSpec 
     for key, value in (("extractJSONKey", json_key), ("extractYAMLKey", yaml_key)):
         if value is not None and len(value) > MAX_EXTRACT_KEY_CHARS:
             problems.append(Problem(f"{where}.{key}", f"is longer than {MAX_EXTRACT_KEY_CHARS} characters"))
-    if parsed is not None and parsed[0] == "gcpparameter" and (json_key or yaml_key):
-        problems.append(Problem(where, "extract keys apply to Secret Manager secrets; a parameter renders as is"))
     if len(problems) > before or parsed is None or resource is None or path is None:
         return None
     return ObjectSpec(

@@ -319,3 +319,19 @@ def test_provider_agnostic_features_apply_to_gcp_specs(fake: GcpFake, token_file
     files = render(spec, fetch_all(spec, clients_for(fake, spec, token_file)))
     assert files["db-password"] == (b"pass-1", 0o440)
     assert b"DB_PASSWORD" in files["secrets.env"][0] or b"db_password" in files["secrets.env"][0].lower()
+
+
+def test_parameter_manager_versions_render_and_a_moved_reference_is_a_new_version(
+    fake: GcpFake, token_file: Path
+) -> None:
+    key = (PROJECT, "us-central1", "app-config", "v1")
+    fake.parameters[key] = b'{"db": "host-a"}'
+    name = f"projects/{PROJECT}/locations/us-central1/parameters/app-config/versions/v1"
+    spec = spec_of([{"resourceName": name, "path": "db-host", "extractJSONKey": "db"}])
+    clients = clients_for(fake, spec, token_file)
+    first = fetch_all(spec, clients)[0]
+    assert first.data == b"host-a"
+    assert fake.calls["parametermanager.us-central1.rep.googleapis.com RenderParameterVersion"] == 1
+    fake.parameters[key] = b'{"db": "host-b"}'  # a __REF__ inside it now renders to another secret version
+    probe = check_versions(spec, clients)[0]
+    assert probe.value is not None and probe.value.data == b"host-b" and probe.version != first.version
