@@ -201,6 +201,11 @@ def run_once(env: Mapping[str, str], manifest_path: str, target_dir: str, region
     from fetcher.loop import deliver
 
     manifest = load_secret_provider_class(manifest_path)
+    if isinstance(manifest.get("spec"), Mapping) and manifest["spec"].get("provider") == "gcp":
+        raise ConfigError(
+            f"{manifest_path} is a provider: gcp class; `once` fetches from AWS only (a laptop has no pod token "
+            "for Workload Identity). Check the class with `python -m webhook inject`, and fetch from a pod"
+        )
     region = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     parameters = manifest.get("spec", {}).get("parameters") if isinstance(manifest.get("spec"), Mapping) else None
     if not region and not (isinstance(parameters, Mapping) and parameters.get("region")):

@@ -35,9 +35,6 @@ from typing import Any
 from fetcher.spec import (
     ANNOTATION_CONTAINERS,
     ANNOTATION_FAILOVER_REGION,
-    ANNOTATION_GCP_IDENTITY_PROVIDER,
-    ANNOTATION_GCP_SERVICE_ACCOUNT,
-    ANNOTATION_GCP_WORKLOAD_POOL,
     ANNOTATION_INJECT,
     ANNOTATION_MOUNT_PATH,
     ANNOTATION_NOTIFY_SIGNAL,
@@ -60,6 +57,7 @@ from fetcher.spec import (
     quote,
     secret_provider_class_warnings,
 )
+from fetcher.spec.gcp import workload_identity
 from webhook import memo
 from webhook.decide import (
     MAX_REPORTED_KEYS,
@@ -192,7 +190,8 @@ def resolve_spec(
         (value_of(pod_ann, ANNOTATION_REFRESH_INTERVAL), ANNOTATION_REFRESH_INTERVAL),
         (value_of(ns_ann, ANNOTATION_REFRESH_INTERVAL), f"namespace {ns} annotation {ANNOTATION_REFRESH_INTERVAL}"),
     )
-    gcp_identity, gcp_labels = _gcp_identity(pod_ann, ns_ann, ns, settings)
+    gcp_identity, gcp_labels, gcp_warnings = workload_identity(pod_ann, ns_ann, ns, settings.gcp_identity())
+    warnings.extend(gcp_warnings)
     options = SpecOptions(
         refresh=refresh,
         file_uid=uid,
@@ -320,35 +319,6 @@ def resolve_spec(
         warnings=tuple(warnings),
         sidecar_unhealthy_after=unhealthy_after,
     )
-
-
-def _gcp_identity(
-    pod_ann: Mapping[str, str], ns_ann: Mapping[str, str], ns: str, settings: Settings
-) -> tuple[tuple[tuple[str, str | None], ...], dict[str, str]]:
-    """GKE Workload Identity: pool and provider from the namespace over the webhook's settings (never the pod's);
-    the Google service account from the pod, then the namespace. Each with the label a problem should name."""
-    identity = settings.gcp_identity()
-    labels = {
-        "gcpSettings": (
-            "the webhook's FERRY_GCP_PROJECT, FERRY_GCP_LOCATION and FERRY_GCP_CLUSTER (chart values gcp.*), or "
-            f"namespace annotations {ANNOTATION_GCP_WORKLOAD_POOL} and {ANNOTATION_GCP_IDENTITY_PROVIDER}"
-        ),
-        "workloadPool": "FERRY_GCP_WORKLOAD_POOL (a webhook setting)",
-        "identityProvider": "FERRY_GCP_IDENTITY_PROVIDER (a webhook setting)",
-        "serviceAccount": ANNOTATION_GCP_SERVICE_ACCOUNT,
-    }
-    for key, annotation in (
-        ("workloadPool", ANNOTATION_GCP_WORKLOAD_POOL),
-        ("identityProvider", ANNOTATION_GCP_IDENTITY_PROVIDER),
-    ):
-        if value := value_of(ns_ann, annotation):
-            identity[key] = value
-            labels[key] = f"namespace {ns} annotation {annotation}"
-    account = value_of(pod_ann, ANNOTATION_GCP_SERVICE_ACCOUNT)
-    if not account and (account := value_of(ns_ann, ANNOTATION_GCP_SERVICE_ACCOUNT)):
-        labels["serviceAccount"] = f"namespace {ns} annotation {ANNOTATION_GCP_SERVICE_ACCOUNT}"
-    identity["serviceAccount"] = account
-    return tuple(sorted(identity.items())), labels
 
 
 def _unhealthy_after(value: str | None, settings: Settings, problems: list[str]) -> float:

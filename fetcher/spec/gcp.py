@@ -14,6 +14,11 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from fetcher.spec.annotations import (
+    ANNOTATION_GCP_IDENTITY_PROVIDER,
+    ANNOTATION_GCP_SERVICE_ACCOUNT,
+    ANNOTATION_GCP_WORKLOAD_POOL,
+)
 from fetcher.spec.model import DEFAULT_FILE_PERMISSION, MAX_OBJECTS, GcpIdentity, ObjectSpec, ObjectType
 from fetcher.spec.paths import unsafe_path_reason
 from fetcher.spec.problems import Problem, kind_of, quote
@@ -68,6 +73,13 @@ def is_pinned(obj: ObjectSpec) -> bool:
     """A numbered secret version never changes its bytes; latest and aliases can move."""
     parsed = parse_resource_name(obj.object_name)
     return parsed is not None and parsed[0] == "gcpsecret" and parsed[4].isdigit()
+
+
+def check_request(
+    raw: Sequence[Any] | None, identity: Mapping[str, Any] | None, names: Mapping[str, str], problems: list[Problem]
+) -> tuple[list[tuple[int, ObjectSpec]], GcpIdentity]:
+    """The objects (with their indices) and the Workload Identity of a provider: gcp request."""
+    return check_secrets(raw, names["objects"], problems), check_identity(identity, names, problems)
 
 
 def check_secrets(raw: Sequence[Any] | None, name: str, problems: list[Problem]) -> list[tuple[int, ObjectSpec]]:
@@ -243,3 +255,43 @@ def identity_to_wire(identity: GcpIdentity) -> dict[str, str]:
     if identity.service_account:
         wire["serviceAccount"] = identity.service_account
     return wire
+
+
+def workload_identity(
+    pod_annotations: Mapping[str, str],
+    namespace_annotations: Mapping[str, str],
+    namespace: str,
+    defaults: Mapping[str, str | None],
+) -> tuple[tuple[tuple[str, str | None], ...], dict[str, str], list[str]]:
+    """(settings, field labels, warnings) of a pod's Workload Identity, for the webhook's resolve stage.
+
+    Pool and provider: the namespace's annotations over the webhook's settings (`defaults`), never the pod's
+    (a pod's value gets a warning). The Google service account: the pod's, then the namespace's.
+    """
+    identity = dict(defaults)
+    labels = {
+        "gcpSettings": (
+            "the webhook's FERRY_GCP_PROJECT, FERRY_GCP_LOCATION and FERRY_GCP_CLUSTER (chart values fetcher.gcp.*), "
+            f"or namespace annotations {ANNOTATION_GCP_WORKLOAD_POOL} and {ANNOTATION_GCP_IDENTITY_PROVIDER}"
+        ),
+        "workloadPool": "FERRY_GCP_WORKLOAD_POOL (a webhook setting)",
+        "identityProvider": "FERRY_GCP_IDENTITY_PROVIDER (a webhook setting)",
+        "serviceAccount": ANNOTATION_GCP_SERVICE_ACCOUNT,
+    }
+    warnings: list[str] = []
+    for key, annotation in (
+        ("workloadPool", ANNOTATION_GCP_WORKLOAD_POOL),
+        ("identityProvider", ANNOTATION_GCP_IDENTITY_PROVIDER),
+    ):
+        if value := namespace_annotations.get(annotation):
+            identity[key] = value
+            labels[key] = f"namespace {namespace} annotation {annotation}"
+        if annotation in pod_annotations:
+            warnings.append(
+                f"{annotation} is a namespace annotation (the cluster's Workload Identity); ignored on a pod"
+            )
+    account = pod_annotations.get(ANNOTATION_GCP_SERVICE_ACCOUNT)
+    if not account and (account := namespace_annotations.get(ANNOTATION_GCP_SERVICE_ACCOUNT)):
+        labels["serviceAccount"] = f"namespace {namespace} annotation {ANNOTATION_GCP_SERVICE_ACCOUNT}"
+    identity["serviceAccount"] = account or None
+    return tuple(sorted(identity.items())), labels, warnings

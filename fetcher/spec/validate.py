@@ -21,7 +21,6 @@ from fetcher.spec.model import (
     MAX_OBJECTS_YAML_BYTES,
     MAX_REFRESH_SECONDS,
     MAX_YAML_DEPTH,
-    PROVIDER_GCP,
     PROVIDERS,
     REGION_RE,
     FetchSpec,
@@ -41,15 +40,7 @@ from fetcher.spec.secret_objects import (
 )
 
 _DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_SIGNALS = (
-    "SIGHUP",
-    "SIGINT",
-    "SIGQUIT",
-    "SIGUSR1",
-    "SIGUSR2",
-    "SIGTERM",
-    "SIGWINCH",
-)
+_SIGNALS = ("SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGTERM", "SIGWINCH")
 
 
 def build_spec(
@@ -93,12 +84,9 @@ def build_spec(
         **(field_names or {}),
     }
     problems: list[Problem] = []
-    gcp = provider == PROVIDER_GCP
-    if gcp:
-        from fetcher.spec import gcp as gcp_spec  # only GCP specs load the GCP provider's format
+    gcp = provider == "gcp"
     if provider not in (None, "", *PROVIDERS):
         problems.append(Problem(names.get("provider", "provider"), f"{quote(provider)} is not aws or gcp"))
-
     primary = None if gcp else _check_region(region, names["region"], problems, required=True)
     failover = None if gcp else _check_region(failover_region, names["failoverRegion"], problems, required=False)
     if primary and failover and primary == failover:
@@ -108,7 +96,6 @@ def build_spec(
                 f"is the same as the region ({primary}); name a different region, or remove it to use no failover",
             )
         )
-    # The GCP provider writes each secret at its path as given: no translation.
     translation = None if gcp else _check_path_translation(path_translation, names["pathTranslation"], problems)
     refresh = _check_refresh(refresh_interval, names["refreshInterval"], min_refresh_seconds, problems)
     notify = _check_notify(notify_url, notify_signal, names, problems)
@@ -125,11 +112,12 @@ def build_spec(
             raise SpecError([*problems, *exc.problems]) from None
     else:
         raw_objects = objects
-    identity = gcp_spec.check_identity(gcp_identity, names, problems) if gcp else None
-    if gcp:
-        positioned = gcp_spec.check_secrets(raw_objects, names["objects"], problems)
+    if gcp:  # the GCP provider's format (loaded only for it); its paths are file names as given
+        from fetcher.spec.gcp import check_request
+
+        positioned, identity = check_request(raw_objects, gcp_identity, names, problems)
     else:
-        positioned = check_objects(raw_objects, names["objects"], primary, failover, problems)
+        positioned, identity = check_objects(raw_objects, names["objects"], primary, failover, problems), None
     parsed = [obj for _, obj in positioned]
     if parsed and not gcp:
         check_file_names(parsed, [index for index, _ in positioned], translation, names["objects"], problems)
@@ -142,7 +130,6 @@ def build_spec(
 
     if problems:
         raise SpecError(problems)
-    assert primary is not None or gcp
     return FetchSpec(
         objects=tuple(parsed),
         region=primary or "",

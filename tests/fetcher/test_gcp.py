@@ -335,3 +335,24 @@ def test_parameter_manager_versions_render_and_a_moved_reference_is_a_new_versio
     fake.parameters[key] = b'{"db": "host-b"}'  # a __REF__ inside it now renders to another secret version
     probe = check_versions(spec, clients)[0]
     assert probe.value is not None and probe.value.data == b"host-b" and probe.version != first.version
+
+
+def test_once_explains_that_it_reads_aws_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from fetcher.__main__ import main
+
+    manifest = tmp_path / "spc.yaml"
+    manifest.write_text(PROVIDER_EXAMPLE)
+    code = main(
+        [
+            "once",
+            "--secret-provider-class",
+            str(manifest),
+            "--dir",
+            str(tmp_path / "out"),
+            "--termination-log",
+            str(tmp_path / "log"),
+        ],
+        {},
+    )
+    assert code == 2
+    assert "provider: gcp class; `once` fetches from AWS only" in (tmp_path / "log").read_text()

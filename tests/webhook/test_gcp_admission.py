@@ -110,8 +110,10 @@ def test_namespace_annotations_override_the_pool_and_a_pod_cannot(pod_factory: P
     spec = spec_of(admit(gcp_pod(pod_factory), namespace_obj=namespace))
     assert spec.gcp is not None and spec.gcp.workload_pool == "other-proj.svc.id.goog"
     pod = gcp_pod(pod_factory, **{"ferry.dev/gcp-workload-pool": "attacker-proj.svc.id.goog"})
-    spec = spec_of(admit(pod))
+    admission = admit(pod)
+    spec = spec_of(admission)
     assert spec.gcp is not None and spec.gcp.workload_pool == "my-project.svc.id.goog"
+    assert any("ferry.dev/gcp-workload-pool is a namespace annotation" in w for w in admission.warnings)
 
 
 def test_without_workload_identity_settings_the_pod_is_denied_saying_what_to_set(pod_factory: PodFactory) -> None:
