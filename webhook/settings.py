@@ -35,9 +35,9 @@ _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-_GCP_ID_RE = re.compile(r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")
-_GCP_POOL_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]\.svc\.id\.goog$")
-_GCP_PROVIDER_RE = re.compile(r"^https://[a-z.]+\.googleapis\.com/[A-Za-z0-9/_.-]{1,200}$")
+_GCP_ID_RE = re.compile(r"^[a-z][a-z0-9-]{0,61}[a-z0-9]\Z")
+_GCP_POOL_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]\.svc\.id\.goog\Z")
+_GCP_PROVIDER_RE = re.compile(r"^https://[a-z.]+\.googleapis\.com/[A-Za-z0-9/_.-]{1,200}\Z")
 
 
 class SettingsError(ValueError):

@@ -37,20 +37,20 @@ _LOCATION = r"[a-z][a-z0-9-]{1,29}"
 _SECRET_ID = r"[A-Za-z0-9_-]{1,255}"
 _VERSION = r"[1-9][0-9]{0,18}|latest|[A-Za-z][A-Za-z0-9_-]{0,62}"
 _PARAMETER_ID = r"[A-Za-z0-9_-]{1,63}"
-GLOBAL_SECRET_RE = re.compile(rf"^projects/({_PROJECT})/secrets/({_SECRET_ID})/versions/({_VERSION})$")
+GLOBAL_SECRET_RE = re.compile(rf"^projects/({_PROJECT})/secrets/({_SECRET_ID})/versions/({_VERSION})\Z")
 REGIONAL_SECRET_RE = re.compile(
-    rf"^projects/({_PROJECT})/locations/({_LOCATION})/secrets/({_SECRET_ID})/versions/({_VERSION})$"
+    rf"^projects/({_PROJECT})/locations/({_LOCATION})/secrets/({_SECRET_ID})/versions/({_VERSION})\Z"
 )
 PARAMETER_RE = re.compile(
-    rf"^projects/({_PROJECT})/locations/({_LOCATION})/parameters/({_PARAMETER_ID})/versions/({_PARAMETER_ID})$"
+    rf"^projects/({_PROJECT})/locations/({_LOCATION})/parameters/({_PARAMETER_ID})/versions/({_PARAMETER_ID})\Z"
 )
-_WORKLOAD_POOL_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]\.svc\.id\.goog$")
+_WORKLOAD_POOL_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]\.svc\.id\.goog\Z")
 _IDENTITY_PROVIDER_RE = re.compile(
     r"^https://(?:container\.googleapis\.com/v1/projects/[a-z0-9-]{1,63}/locations/[a-z0-9-]{1,40}/clusters/"
     r"[a-z0-9-]{1,63}|gkehub\.googleapis\.com/projects/[a-z0-9-]{1,63}/locations/global/memberships/"
-    r"[a-z0-9-]{1,63})$"
+    r"[a-z0-9-]{1,63})\Z"
 )
-_SERVICE_ACCOUNT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}@[a-z0-9][a-z0-9.-]{0,99}\.gserviceaccount\.com$")
+_SERVICE_ACCOUNT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}@[a-z0-9][a-z0-9.-]{0,99}\.gserviceaccount\.com\Z")
 _NAME_HELP = (
     "write projects/PROJECT/secrets/SECRET/versions/VERSION, projects/PROJECT/locations/LOCATION/secrets/"
     "SECRET/versions/VERSION, or a Parameter Manager projects/PROJECT/locations/LOCATION/parameters/NAME/"

@@ -194,3 +194,53 @@ def test_the_wire_form_of_gcp_objects_is_the_providers_format(pod_factory: PodFa
 
     wire = json.loads(spec.to_json())
     assert wire["objects"] == yaml.safe_load(SECRETS.replace("mode: 0400", "mode: 256"))
+
+
+def test_hostile_names_are_denied_with_a_bounded_message(pod_factory: PodFactory) -> None:
+    hostile = [
+        "projects/my-project/locations/evil.example.com#/secrets/s/versions/1",  # a location that would pick the host
+        "projects/my-project/locations/us-central1/secrets/s/versions/1/../../../other",
+        "https://secretmanager.googleapis.com/v1/projects/my-project/secrets/s/versions/1",
+        "projects/my-project/secrets/s/versions/1:access",
+        "projects/my-project/locations/global/secrets/s/versions/1",  # a global secret named as regional
+        "projects/" + "a" * 100_000 + "/secrets/s/versions/1",
+    ]
+    entries = [{"resourceName": name, "path": f"f{i}"} for i, name in enumerate(hostile)]
+    entries += [{"resourceName": "projects/my-project/secrets/s/versions/x" * 3, "path": f"g{i}"} for i in range(300)]
+    admission = admit(gcp_pod(pod_factory, **{"ferry.dev/objects": yaml.safe_dump(entries)[:60_000]}))
+    assert admission.outcome == "denied"
+    message = admission.message or ""
+    for index in range(len(hostile)):
+        assert f"objects[{index}].resourceName" in message or "limit is 200" in message, index
+    assert len(message) < 4096
+
+
+def test_each_hostile_name_alone_does_not_parse() -> None:
+    from fetcher.spec.gcp import parse_resource_name
+
+    for name in (
+        "projects/my-project/locations/evil.example.com#/secrets/s/versions/1",
+        "projects/my-project/locations/us-central1/secrets/s/versions/1/../../../other",
+        "projects/my-project/secrets/s/versions/1:access",
+        "projects/my-project/locations/global/secrets/s/versions/1",
+        "projects/my-project/secrets/s/versions/01",
+        "projects/my-project/secrets/s/versions/latest\n",
+        "projects/my-project/secrets/s/versions/",
+    ):
+        assert parse_resource_name(name) is None, name
+    assert parse_resource_name("projects/my-project/locations/global/parameters/p/versions/v1") is not None
+    assert parse_resource_name("projects/123456789012/secrets/s_1-x/versions/my-alias") is not None
+
+
+def test_gke_settings_are_checked_at_start_up() -> None:
+    import pytest
+
+    from webhook.settings import SettingsError
+
+    for bad in (
+        {"FERRY_GCP_PROJECT": "My_Project", "FERRY_GCP_LOCATION": "us-central1", "FERRY_GCP_CLUSTER": "prod"},
+        {"FERRY_GCP_PROJECT": "my-project"},  # without location and cluster
+        {"FERRY_GCP_WORKLOAD_POOL": "my-project.svc.id.goog"},  # without its provider
+    ):
+        with pytest.raises(SettingsError, match="FERRY_GCP"):
+            Settings.from_env(bad)
