@@ -122,9 +122,12 @@ class Https:
     def _send(self, method: str, netloc: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
         conn = self._take(netloc)
         try:
+            if conn.sock is None:  # a new connection: CONNECT_TIMEOUT to connect, READ_TIMEOUT for each read
+                conn.connect()
+                sock: Any = conn.sock
+                sock.settimeout(READ_TIMEOUT)
             conn.request(method, path, body=body or None, headers={"User-Agent": "ferry-fetcher", **headers})
             response = conn.getresponse()
-            conn.sock.settimeout(READ_TIMEOUT) if conn.sock else None
             length = response.getheader("Content-Length")
             if length is not None and (not length.isdigit() or int(length) > MAX_REPLY_BYTES):
                 raise TransportError(f"reply of {length[:20]} bytes is over {MAX_REPLY_BYTES}")
