@@ -356,3 +356,20 @@ def test_once_explains_that_it_reads_aws_only(tmp_path: Path, capsys: pytest.Cap
     )
     assert code == 2
     assert "provider: gcp class; `once` fetches from AWS only" in (tmp_path / "log").read_text()
+
+
+def test_an_unreachable_endpoint_fails_within_bounds_naming_the_host(token_file: Path) -> None:
+    import socket
+    import time
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    spec = spec_of([{"resourceName": f"projects/{PROJECT}/secrets/db/versions/1", "path": "db"}])
+    assert spec.gcp is not None
+    clients = GcpClients(spec.gcp, Https(f"https://127.0.0.1:{port}", ssl.create_default_context()), str(token_file))
+    _opened.append(clients)
+    began = time.monotonic()
+    with pytest.raises(GcpIdentityError, match="could not reach sts.googleapis.com"):
+        fetch_all(spec, clients)
+    assert time.monotonic() - began < 15  # four tries with jittered back-off, never a hang
