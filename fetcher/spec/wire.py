@@ -170,6 +170,7 @@ def _spec_to_wire(spec: FetchSpec) -> dict[str, Any]:
         from fetcher.spec.gcp import identity_to_wire, secret_to_wire
 
         wire.update(provider=PROVIDER_GCP, objects=[secret_to_wire(obj) for obj in spec.objects])
+        del wire["region"], wire["pathTranslation"]  # a GCP name carries its location; paths are not translated
         if spec.gcp is not None:
             wire["gcp"] = identity_to_wire(spec.gcp)
     if spec.failover_region:
