@@ -64,6 +64,10 @@ class TransportError(Exception):
     """No answer: connection refused or reset, timeout, TLS failure, or a reply over the size bound."""
 
 
+class StaleConnection(TransportError):
+    """A pooled keep-alive connection failed: the server closed it while idle (retried at once, uncounted)."""
+
+
 class CallCounter:
     """Thread-safe count of Google API calls by (service, operation, location), like AwsClients.calls."""
 
@@ -107,22 +111,27 @@ class Https:
     def request(self, method: str, host: str, path: str, headers: Mapping[str, str], body: bytes = b"") -> Reply:
         """Send with retries on 429, 5xx and transport failures; the last answer (or TransportError) stands."""
         netloc, full_path = self.url(host, path)
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        attempt = 0
+        while True:
             try:
                 reply = self._send(method, netloc, full_path, headers, body)
+            except StaleConnection:
+                continue  # a kept-alive connection the server had closed: a new one at once, not an attempt
             except TransportError:
-                if attempt == MAX_ATTEMPTS:
+                attempt += 1
+                if attempt >= MAX_ATTEMPTS:
                     raise
             else:
-                if reply.status not in RETRIED_STATUSES or attempt == MAX_ATTEMPTS:
+                attempt += 1
+                if reply.status not in RETRIED_STATUSES or attempt >= MAX_ATTEMPTS:
                     return reply
             time.sleep(min(2.0, 0.1 * 2**attempt) * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not crypto
-        raise AssertionError("unreachable")
 
     def _send(self, method: str, netloc: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
         conn = self._take(netloc)
+        reused = conn.sock is not None
         try:
-            if conn.sock is None:  # a new connection: CONNECT_TIMEOUT to connect, READ_TIMEOUT for each read
+            if not reused:  # a new connection: CONNECT_TIMEOUT to connect, READ_TIMEOUT for each read
                 conn.connect()
                 sock: Any = conn.sock
                 sock.settimeout(READ_TIMEOUT)
@@ -136,7 +145,7 @@ class Https:
                 raise TransportError(f"reply over {MAX_REPLY_BYTES} bytes")
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
-            raise TransportError(type(exc).__name__) from exc
+            raise (StaleConnection if reused else TransportError)(type(exc).__name__) from exc
         except TransportError:
             conn.close()
             raise

@@ -373,3 +373,25 @@ def test_an_unreachable_endpoint_fails_within_bounds_naming_the_host(token_file:
     with pytest.raises(GcpIdentityError, match="could not reach sts.googleapis.com"):
         fetch_all(spec, clients)
     assert time.monotonic() - began < 15  # four tries with jittered back-off, never a hang
+
+
+def test_a_kept_alive_connection_the_server_closed_is_replaced_at_once(
+    fake: GcpFake, token_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    import fetcher.gcp
+
+    fake.add_version(PROJECT, "db", "one")
+    spec = spec_of([{"resourceName": f"projects/{PROJECT}/secrets/db/versions/latest", "path": "db"}])
+    clients = clients_for(fake, spec, token_file)
+    fetch_all(spec, clients)
+    for conns in clients.https._idle.values():  # what an idle timeout on Google's side does to the pool
+        for conn in conns:
+            assert conn.sock is not None
+            conn.sock.shutdown(socket.SHUT_RDWR)
+    backoffs: list[float] = []
+    monkeypatch.setattr(fetcher.gcp.time, "sleep", backoffs.append)
+    assert check_versions(spec, clients)[0].version == "1"
+    assert backoffs == []  # not an attempt: no back-off, and the retry budget is intact
+    assert fake.count("GetSecretVersion") == 1
