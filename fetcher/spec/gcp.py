@@ -133,6 +133,8 @@ def _check_entry(entry: Any, where: str, problems: list[Problem]) -> ObjectSpec 
         if key not in SECRET_KEYS:
             close = difflib.get_close_matches(str(key), SECRET_KEYS, n=1, cutoff=0.6)
             hint = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(SECRET_KEYS)}"
+            if key in ("objectName", "objectType"):  # an AWS (ASCP) entry in a GCP list
+                hint = "it is an AWS key; this list is in the GCP provider's format (resourceName, path)"
             problems.append(Problem(f"{where}.{quote(key, 40)}", f"is not a known key; {hint}"))
     resource = _text(entry, "resourceName", where, problems)
     parsed = parse_resource_name(resource) if resource else None

@@ -244,3 +244,10 @@ def test_gke_settings_are_checked_at_start_up() -> None:
     ):
         with pytest.raises(SettingsError, match="FERRY_GCP"):
             Settings.from_env(bad)
+
+
+def test_aws_objects_under_provider_gcp_say_which_format_is_expected(pod_factory: PodFactory) -> None:
+    pod = gcp_pod(pod_factory, **{"ferry.dev/objects": "- objectName: prod/db\n  objectType: secretsmanager\n"})
+    message = admit(pod).message or ""
+    assert "objects[0].'objectName': is not a known key; it is an AWS key" in message
+    assert "objects[0].resourceName: is missing" in message
