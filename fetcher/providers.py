@@ -7,8 +7,9 @@ here, when its spec asks for it, so an AWS pod never loads GCP's code and a GCP 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
+from fetcher.errors import ConfigError
 from fetcher.spec import FetchSpec
 from fetcher.values import FetchResult, VersionProbe
 
@@ -58,3 +59,14 @@ def check_versions(spec: FetchSpec, clients: Clients) -> list[VersionProbe]:
 
     assert isinstance(clients, AwsClients)
     return check_aws(spec, clients)
+
+
+def refuse_outside_a_pod(manifest: Mapping[str, Any], origin: str) -> Mapping[str, Any]:
+    """The class, if `once` can fetch it on a laptop: a gcp class needs a pod's Workload Identity token."""
+    spec = manifest.get("spec")
+    if isinstance(spec, Mapping) and spec.get("provider") == "gcp":
+        raise ConfigError(
+            f"{origin} is a provider: gcp class; `once` fetches from AWS only (a laptop has no pod token for "
+            "Workload Identity). Check the class with `python -m webhook inject`, and fetch from a pod"
+        )
+    return manifest

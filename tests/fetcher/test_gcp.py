@@ -355,7 +355,7 @@ def test_once_explains_that_it_reads_aws_only(tmp_path: Path, capsys: pytest.Cap
         {},
     )
     assert code == 2
-    assert "provider: gcp class; `once` fetches from AWS only" in (tmp_path / "log").read_text()
+    assert "is a provider: gcp class; `once` fetches from AWS only" in (tmp_path / "log").read_text()
 
 
 def test_an_unreachable_endpoint_fails_within_bounds_naming_the_host(token_file: Path) -> None:
