@@ -27,23 +27,28 @@ and the app's own metrics and denial logs say what matters.
 Slow and greedy clients (anyone who can reach the Service can open a
 connection) are bounded at the connection, before the app runs:
 
-- a whole-request read deadline and a per-client connection cap: the
-  protocol class in `webhook.connguard`;
-- at most `MAX_CONNECTIONS` (512) open connections in all (uvicorn's
-  `limit_concurrency`): past it a request gets an immediate 503. A fast 503
-  rather than a queue: the API server applies failurePolicy to a 503 at once
-  (the user sees an error and a controller retries), while a queued request
-  would hold the API server's own request for the whole timeout. This is the
-  last guard against running out of file descriptors and memory, not a rate
-  limit; the bytes of request bodies are bounded in `webhook.app`.
+- `webhook.gate` accepts connections itself: each is counted from accept,
+  held as a bare socket until its first bytes arrive (within
+  `HANDSHAKE_DEADLINE`), then given TLS with a small read buffer; a full table
+  closes the oldest idle connection to make room, never an API server's
+  connection while another is idle (`FERRY_API_SERVER_ADDRESSES`);
+- a whole-request read deadline: the protocol class in `webhook.connguard`;
+- at most `MAX_CONNECTIONS` (512) connections served (uvicorn's
+  `limit_concurrency`): past it, and up to the gate's overflow, a request gets
+  an immediate 503. A fast 503 rather than a queue or a reset: the API server
+  applies failurePolicy to a 503 at once (the user sees an error and a
+  controller retries), while a queued request would hold the API server's own
+  request for the whole timeout. The bytes of request bodies are bounded in
+  `webhook.app`.
 
-The TLS handshake itself is bounded by asyncio's default of 60 s; a connection
-stalled there holds no request buffers. uvicorn runs on asyncio's own loop and
-TLS, not uvloop: the guards subclass its h11 protocol, and stalled TLS
-connections held less memory there (docs/reliability.md).
+`serve` raises the soft RLIMIT_NOFILE to the hard limit, so a flood of
+connections cannot stop accept() before the caps do. uvicorn runs on asyncio's
+own loop and TLS, not uvloop: the guards subclass its h11 protocol.
 
 Metrics have their own plain-HTTP listener (`metrics_app`, `metrics_port`) in
-the same event loop, with the same guards and a smaller connection limit.
+the same event loop, with the same guards and a smaller connection limit,
+bound to `metrics_host` (loopback unless configured) and open only to
+`metrics_allowed` sources when that is set.
 """
 
 from __future__ import annotations
@@ -52,9 +57,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import socket
 import ssl
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -64,21 +71,19 @@ from typing import Any
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
-from webhook.connguard import (
-    MAX_CONNECTIONS_PER_CLIENT,
-    REQUEST_READ_DEADLINE,
-    GuardedH11Protocol,
-    guarded_protocol,
-)
+from webhook.connguard import REQUEST_READ_DEADLINE, GuardedH11Protocol, guarded_protocol
+from webhook.gate import HANDSHAKE_DEADLINE, MAX_PENDING_CONNECTIONS, Gate, GateLimits, Networks
 
 __all__ = [
     "MAX_CONNECTIONS",
     "MAX_METRICS_CONNECTIONS",
-    "MAX_CONNECTIONS_PER_CLIENT",
+    "HANDSHAKE_DEADLINE",
+    "MAX_PENDING_CONNECTIONS",
     "MINIMUM_TLS_VERSION",
     "REQUEST_READ_DEADLINE",
     "TLS12_CIPHERS",
     "CertReloader",
+    "GatedServer",
     "GuardedH11Protocol",
     "guarded_protocol",
     "metrics_config",
@@ -97,6 +102,9 @@ TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 MAX_CONNECTIONS = 512
 # The metrics listener serves one scraper or two.
 MAX_METRICS_CONNECTIONS = 16
+MAX_METRICS_PENDING = 64
+# The soft limit on open files is raised to the hard limit, up to this.
+OPEN_FILES_WANTED = 65536
 
 _FileState = tuple[int, int, int, int]  # (device, inode, size, mtime_ns)
 
@@ -173,7 +181,42 @@ class CertReloader:
                 log.exception("TLS certificate reload failed; keeping the current certificate")
 
 
-class ReloadingServer(uvicorn.Server):
+class GatedServer(uvicorn.Server):
+    """uvicorn's server, its listening sockets served by `webhook.gate.Gate` instead of asyncio's server."""
+
+    def __init__(self, config: uvicorn.Config, limits: GateLimits) -> None:
+        super().__init__(config)
+        self.limits = limits
+        self.gates: list[Gate] = []
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            sys.exit(3)  # uvicorn's STARTUP_FAILURE
+        config = self.config
+
+        def create_protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state
+            )
+
+        if sockets is None:
+            host = config.host or "0.0.0.0"
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            try:
+                sockets = [socket.create_server((host, config.port), family=family, backlog=config.backlog)]
+            except OSError as exc:
+                log.error("cannot listen on %s:%d: %s", host, config.port, exc)
+                await self.lifespan.shutdown()
+                sys.exit(3)
+        self.gates = [Gate(sock, create_protocol, self.limits, config.ssl, config.backlog) for sock in sockets]
+        self.servers = self.gates  # type: ignore[assignment]  # close() and wait_closed(), as uvicorn needs
+        name = sockets[0].getsockname()
+        log.info("listening on %s:%d (%s)", name[0], name[1], "TLS" if config.ssl else "plain HTTP")
+        self.started = True
+
+
+class ReloadingServer(GatedServer):
     """uvicorn's server plus our certificate reloader, run in the server's own event loop."""
 
     def __init__(
@@ -184,15 +227,19 @@ class ReloadingServer(uvicorn.Server):
         reload_interval: float,
         *,
         metrics: uvicorn.Config | None = None,
+        limits: GateLimits | None = None,
+        metrics_limits: GateLimits | None = None,
     ) -> None:
         """`metrics`: the config of the plain-HTTP metrics listener (`metrics_config`), run alongside."""
-        super().__init__(config)
+        super().__init__(config, limits or GateLimits(max_connections=MAX_CONNECTIONS))
         self.cert_file = cert_file
         self.key_file = key_file
         self.reload_interval = reload_interval
         self.reloader: CertReloader | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.metrics_server = uvicorn.Server(metrics) if metrics is not None else None
+        self.metrics_server = (
+            GatedServer(metrics, metrics_limits or metrics_gate_limits()) if metrics is not None else None
+        )
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         # Taken before the context reads the files, so a change in between is not missed.
@@ -248,7 +295,6 @@ def server_config(
     timeout_graceful_shutdown: int | None,
     read_deadline: float = REQUEST_READ_DEADLINE,
     max_connections: int = MAX_CONNECTIONS,
-    max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT,
 ) -> uvicorn.Config:
     """The admission listener's config: TLS 1.2+, h11 with the guards of the module docstring."""
     return uvicorn.Config(
@@ -258,7 +304,7 @@ def server_config(
         ssl_certfile=str(cert_file),
         ssl_keyfile=str(key_file),
         ssl_context_factory=_tls_context_factory,
-        http=guarded_protocol(read_deadline, max_connections_per_client),
+        http=guarded_protocol(read_deadline),
         loop="asyncio",
         limit_concurrency=max_connections,
         log_level=log_level,
@@ -275,7 +321,7 @@ def metrics_config(app: Any, *, host: str, port: int, read_deadline: float = REQ
         app,
         host=host,
         port=port,
-        http=guarded_protocol(read_deadline, MAX_METRICS_CONNECTIONS),
+        http=guarded_protocol(read_deadline),
         limit_concurrency=MAX_METRICS_CONNECTIONS,
         lifespan="off",
         access_log=False,
@@ -283,6 +329,33 @@ def metrics_config(app: Any, *, host: str, port: int, read_deadline: float = REQ
         server_header=False,
         timeout_graceful_shutdown=1,
     )
+
+
+def admission_gate_limits(api_server_addresses: Networks = ()) -> GateLimits:
+    """The admission listener's gate: MAX_CONNECTIONS served, the API server's addresses protected."""
+    return GateLimits(max_connections=MAX_CONNECTIONS, protected=api_server_addresses)
+
+
+def metrics_gate_limits(allowed: Networks = ()) -> GateLimits:
+    """The metrics listener's gate: a few connections, a few pending, only `allowed` sources when set."""
+    return GateLimits(
+        max_connections=MAX_METRICS_CONNECTIONS, max_pending=MAX_METRICS_PENDING, overflow=4, allowed=allowed
+    )
+
+
+def raise_open_file_limit(wanted: int = OPEN_FILES_WANTED) -> int:
+    """Raise the soft RLIMIT_NOFILE toward the hard limit (at most `wanted`); the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit from %d to %d: %s", soft, target, exc)
+    if soft != resource.RLIM_INFINITY and soft < MAX_CONNECTIONS + MAX_PENDING_CONNECTIONS + 256:
+        log.warning("only %d open files allowed; a connection flood may stop accept() before the caps do", soft)
+    return int(soft)
 
 
 def run_server(server: ReloadingServer, sockets: list[socket.socket] | None = None) -> None:
@@ -304,6 +377,9 @@ def serve(
     timeout_graceful_shutdown: int | None = 20,
     metrics_app: Any = None,
     metrics_port: int = 0,
+    metrics_host: str = "127.0.0.1",
+    metrics_allowed: Networks = (),
+    api_server_addresses: Networks = (),
 ) -> None:
     """Serve `app` over TLS 1.2+ until SIGTERM/SIGINT, then return (blocking; call from the main thread).
 
@@ -312,8 +388,10 @@ def serve(
     accepting and waits up to `timeout_graceful_shutdown` seconds for requests
     in flight. ``log_config=None`` leaves logging as the caller configured it.
     With `metrics_app` and a `metrics_port` other than 0, that app is served
-    over plain HTTP on `host`:`metrics_port` too.
+    over plain HTTP on `metrics_host`:`metrics_port` too, to `metrics_allowed` sources only when set.
+    Connections from `api_server_addresses` are the last ever closed to make room (`webhook.gate`).
     """
+    raise_open_file_limit()
     config = server_config(
         app,
         host=host,
@@ -326,9 +404,19 @@ def serve(
         timeout_graceful_shutdown=timeout_graceful_shutdown,
     )
     metrics = (
-        metrics_config(metrics_app, host=host, port=metrics_port) if metrics_app is not None and metrics_port else None
+        metrics_config(metrics_app, host=metrics_host, port=metrics_port)
+        if metrics_app is not None and metrics_port
+        else None
     )
-    server = ReloadingServer(config, Path(cert_file), Path(key_file), reload_interval, metrics=metrics)
+    server = ReloadingServer(
+        config,
+        Path(cert_file),
+        Path(key_file),
+        reload_interval,
+        metrics=metrics,
+        limits=admission_gate_limits(api_server_addresses),
+        metrics_limits=metrics_gate_limits(metrics_allowed),
+    )
     with _absorb_stop_signals():
         run_server(server)
 

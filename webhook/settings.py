@@ -11,6 +11,7 @@ process environment.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -33,6 +34,14 @@ _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 class SettingsError(ValueError):
@@ -71,6 +80,12 @@ class Settings:
     log_level: str = "info"
     # The plain-HTTP metrics listener's port; 0: no listener.
     metrics_port: int = 9090
+    # Where the metrics listener binds (loopback unless the chart exposes it to a scraper).
+    metrics_host: str = "127.0.0.1"
+    # Sources the metrics listener admits, as CIDRs; empty: any that reaches it.
+    metrics_allowed_sources: tuple[str, ...] = ()
+    # The API server's source addresses, as CIDRs: their connections are the last closed to make room.
+    api_server_addresses: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -115,6 +130,9 @@ class Settings:
             max_request_bytes=reader.positive_int("FERRY_MAX_REQUEST_BYTES", cls.max_request_bytes),
             log_level=reader.choice("FERRY_LOG_LEVEL", cls.log_level, _LOG_LEVELS),
             metrics_port=reader.port("FERRY_METRICS_PORT", cls.metrics_port),
+            metrics_host=reader.address("FERRY_METRICS_HOST", cls.metrics_host),
+            metrics_allowed_sources=reader.networks("FERRY_METRICS_ALLOWED_SOURCES"),
+            api_server_addresses=reader.networks("FERRY_API_SERVER_ADDRESSES"),
         )
         for kind in ("CPU", "MEMORY"):
             request, limit = f"FERRY_FETCHER_{kind}_REQUEST", f"FERRY_FETCHER_{kind}_LIMIT"
@@ -234,6 +252,30 @@ class _Reader:
         if not value.isdigit() or int(value) > 65535:
             raise SettingsError(f"{name}={value!r} must be a TCP port from 1 to 65535, or 0 to turn it off")
         return int(value)
+
+    def address(self, name: str, default: str) -> str:
+        value = self._raw(name) or default
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise SettingsError(
+                f"{name}={quote(value)} must be an IP address to bind, like 0.0.0.0 or 127.0.0.1"
+            ) from None
+        return value
+
+    def networks(self, name: str) -> tuple[str, ...]:
+        """Comma-separated IP addresses or CIDRs, normalized (10.0.0.7 becomes 10.0.0.7/32)."""
+        value = self._raw(name) or ""
+        items = [part.strip() for part in value.split(",") if part.strip()]
+        if len(items) > 64:
+            raise SettingsError(f"{name} lists {len(items)} entries; the limit is 64 (use wider CIDRs)")
+        try:
+            return tuple(str(ipaddress.ip_network(item, strict=False)) for item in items)
+        except ValueError:
+            bad = next(item for item in items if not _is_network(item))
+            raise SettingsError(
+                f"{name}: {quote(bad)} is not an IP address or CIDR like 10.0.0.0/16 (comma-separated list expected)"
+            ) from None
 
     def namespaces(self, name: str, default: str) -> frozenset[str]:
         value = self._environ.get(name)
