@@ -295,6 +295,7 @@ def server_config(
     timeout_graceful_shutdown: int | None,
     read_deadline: float = REQUEST_READ_DEADLINE,
     max_connections: int = MAX_CONNECTIONS,
+    keep_alive: int = 5,
 ) -> uvicorn.Config:
     """The admission listener's config: TLS 1.2+, h11 with the guards of the module docstring."""
     return uvicorn.Config(
@@ -306,7 +307,10 @@ def server_config(
         ssl_context_factory=_tls_context_factory,
         http=guarded_protocol(read_deadline),
         loop="asyncio",
-        limit_concurrency=max_connections,
+        # uvicorn counts the asking connection too: one more, so that MAX_CONNECTIONS are all served and only
+        # the gate's overflow gets the 503.
+        limit_concurrency=max_connections + 1,
+        timeout_keep_alive=keep_alive,
         log_level=log_level,
         access_log=access_log,
         log_config=log_config,
@@ -322,7 +326,7 @@ def metrics_config(app: Any, *, host: str, port: int, read_deadline: float = REQ
         host=host,
         port=port,
         http=guarded_protocol(read_deadline),
-        limit_concurrency=MAX_METRICS_CONNECTIONS,
+        limit_concurrency=MAX_METRICS_CONNECTIONS + 1,
         lifespan="off",
         access_log=False,
         log_config=None,

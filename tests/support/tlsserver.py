@@ -46,10 +46,12 @@ class TLSServer:
         read_deadline: float | None = None,
         limits: GateLimits | None = None,
         metrics_limits: GateLimits | None = None,
+        keep_alive: int | None = None,
     ) -> None:
         """`metrics_app`: also serve it over plain HTTP on a free port (`metrics_url`).
 
-        `read_deadline`, `limits` and `metrics_limits` override the server's guards (defaults: production's).
+        `read_deadline`, `limits`, `metrics_limits` and `keep_alive` (seconds an idle connection is kept)
+        override the server's guards (defaults: production's).
         """
         self.host = host
         self.cert_file = Path(cert_file)
@@ -59,6 +61,8 @@ class TLSServer:
         guards: dict[str, Any] = {}
         if read_deadline is not None:
             guards["read_deadline"] = read_deadline
+        if keep_alive is not None:
+            guards["keep_alive"] = keep_alive
         self._config = server_config(
             app,
             host=host,
