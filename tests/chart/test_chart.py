@@ -361,7 +361,7 @@ def test_network_policy(renders: dict[str, list[Obj]]) -> None:
 
 def test_selectors_are_added_to_the_built_in_exclusions(renders: dict[str, list[Obj]]) -> None:
     defaults, custom = webhooks(renders["defaults"]), webhooks(renders["selectors"])
-    assert set(custom) == {"pods.ferry.dev", "ns.pods.ferry.dev"}
+    assert set(custom) == {"pods.ferry.dev", "ns.pods.ferry.dev", "warn.pods.ferry.dev"}
     for name, entry in custom.items():
         assert entry["failurePolicy"] == "Ignore" and entry["timeoutSeconds"] == 3
         selector = entry["namespaceSelector"]

@@ -167,8 +167,8 @@ def test_pre_tls_connections_cost_little_are_closed_and_admission_goes_on(tmp_pa
         idle = [_raw(webhook.port, "127.0.0.3") for _ in range(1000)]
         assert _eventually(lambda: len(server.net_connections()) >= 1000, 10)
         growth = server.memory_info().rss - baseline
-        with _tls(webhook.port, webhook.client_context(), LOOPBACK) as sock:
-            assert _request(sock, _review_bytes(1)) == "HTTP/1.1 200 OK"
+        with _tls(webhook.port, webhook.client_context(), LOOPBACK) as tls:
+            assert _request(tls, _review_bytes(1)) == "HTTP/1.1 200 OK"
         assert growth <= 40 * MiB, f"1,000 idle connections grew the server by {growth / MiB:.0f} MiB"
         assert _eventually(lambda: not any(_still_open(s) for s in idle)), "pre-TLS connections still open"
         for sock in idle:
@@ -184,8 +184,8 @@ def test_pending_connections_are_capped_oldest_closed_first(tls_files: tuple[Pat
         assert server.gate.pending == PENDING and server.gate.evicted == 76
         assert _eventually(lambda: not any(_still_open(s) for s in socks[:76]))
         assert all(_still_open(s) for s in socks[76:])
-        with _tls(server.port, _context(tls_files), LOOPBACK) as sock:
-            assert _request(sock, _review_bytes(1)) == "HTTP/1.1 200 OK"
+        with _tls(server.port, _context(tls_files), LOOPBACK) as tls:
+            assert _request(tls, _review_bytes(1)) == "HTTP/1.1 200 OK"
         for sock in socks:
             sock.close()
 
