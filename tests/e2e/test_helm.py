@@ -110,7 +110,11 @@ def test_install_admit_upgrade_uninstall(plane: ControlPlane) -> None:
     assert status["info"]["status"] == "deployed"
     plane.kubectl("wait", "--for=condition=Established", "crd/secretproviderclasses.secrets-store.csi.x-k8s.io")
     before = webhook_configuration(plane)
-    assert [hook["name"] for hook in before["webhooks"]] == ["pods.ferry.dev", "warn.pods.ferry.dev", "ns.pods.ferry.dev"]
+    assert [hook["name"] for hook in before["webhooks"]] == [
+        "pods.ferry.dev",
+        "warn.pods.ferry.dev",
+        "ns.pods.ferry.dev",
+    ]
     assert all(hook["timeoutSeconds"] == 5 for hook in before["webhooks"])
 
     ferry = serve_release(plane)
