@@ -8,6 +8,7 @@ that applies it rather than through an override.
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from tests.support.paths import REPO_ROOT
 from tests.support.reviews import pod_create_review
 from webhook.app import BodyBudget, create_app
 from webhook.connguard import GuardedH11Protocol
-from webhook.kube import StaticView, slim_namespace
+from webhook.kube import StaticView, WatchCache, slim_namespace
 from webhook.memo import BuiltSpec, cache_stats, clear_caches, remembered_spec
 from webhook.review import build_response
 from webhook.server import server_config
@@ -130,3 +131,10 @@ def test_a_denial_reports_at_most_20_problems(asgi_client: Callable[[Any], Any])
     message = answer["response"]["status"]["message"]
     assert len(message) < 4096 and message.count("objectAlias") == 20, message
     assert "and 5 more problems" in message
+
+
+def test_the_spc_cache_defaults_to_64_mib() -> None:
+    """The default the watch cache runs with (its enforcement is in test_kube.py, with a small override:
+    filling 64 MiB through a fake API server costs more than it proves)."""
+    default = inspect.signature(WatchCache.__init__).parameters["max_spc_bytes"].default
+    assert default <= 64 * MiB
