@@ -237,6 +237,8 @@ class Gate:
 
     def _first_bytes(self, pending: _Pending) -> None:
         fd = pending.sock.fileno()
+        if fd < 0 or self._pending.get(fd) is not pending:
+            return  # dropped in this same turn of the loop
         del self._pending[fd]
         self._loop.remove_reader(fd)
         if pending.timer is not None:
@@ -255,7 +257,15 @@ class Gate:
         if self._ssl is not None:
             remaining = max(0.5, self.limits.handshake_deadline - (time.monotonic() - pending.accepted))
             protocol = _SmallBufferSSLProtocol(
-                slot, self._loop, app, self._ssl, None, server_side=True, ssl_handshake_timeout=remaining
+                slot,
+                self._loop,
+                app,
+                self._ssl,
+                None,
+                server_side=True,
+                ssl_handshake_timeout=remaining,
+                # A peer that never answers close_notify must not hold its slot for asyncio's default 30 s.
+                ssl_shutdown_timeout=self.limits.handshake_deadline,
             )
         task = self._loop.create_task(self._loop.connect_accepted_socket(lambda: protocol, pending.sock))
         task.add_done_callback(lambda done: self._started(done, slot, pending.sock))

@@ -57,11 +57,9 @@ import asyncio
 import contextlib
 import logging
 import os
-import resource
 import signal
 import socket
 import ssl
-import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -72,10 +70,21 @@ import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
 from webhook.connguard import REQUEST_READ_DEADLINE, GuardedH11Protocol, guarded_protocol
-from webhook.gate import HANDSHAKE_DEADLINE, MAX_PENDING_CONNECTIONS, Gate, GateLimits, Networks
+from webhook.gate import HANDSHAKE_DEADLINE, MAX_PENDING_CONNECTIONS, GateLimits, Networks
+from webhook.gatedserver import (
+    MAX_CONNECTIONS,
+    MAX_METRICS_CONNECTIONS,
+    GatedServer,
+    admission_gate_limits,
+    metrics_gate_limits,
+    raise_open_file_limit,
+)
 
 __all__ = [
     "MAX_CONNECTIONS",
+    "admission_gate_limits",
+    "metrics_gate_limits",
+    "raise_open_file_limit",
     "MAX_METRICS_CONNECTIONS",
     "HANDSHAKE_DEADLINE",
     "MAX_PENDING_CONNECTIONS",
@@ -98,14 +107,6 @@ log = logging.getLogger(__name__)
 MINIMUM_TLS_VERSION = ssl.TLSVersion.TLSv1_2
 # OpenSSL cipher string for TLS 1.2: forward secrecy and authenticated encryption only.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
-# Open connections in all (uvicorn's limit_concurrency); see the module docstring.
-MAX_CONNECTIONS = 512
-# The metrics listener serves one scraper or two.
-MAX_METRICS_CONNECTIONS = 16
-MAX_METRICS_PENDING = 64
-# The soft limit on open files is raised to the hard limit, up to this.
-OPEN_FILES_WANTED = 65536
-
 _FileState = tuple[int, int, int, int]  # (device, inode, size, mtime_ns)
 
 
@@ -179,41 +180,6 @@ class CertReloader:
                 self.check()
             except Exception:  # never let a reload bug take the server down
                 log.exception("TLS certificate reload failed; keeping the current certificate")
-
-
-class GatedServer(uvicorn.Server):
-    """uvicorn's server, its listening sockets served by `webhook.gate.Gate` instead of asyncio's server."""
-
-    def __init__(self, config: uvicorn.Config, limits: GateLimits) -> None:
-        super().__init__(config)
-        self.limits = limits
-        self.gates: list[Gate] = []
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await self.lifespan.startup()
-        if self.lifespan.should_exit:
-            sys.exit(3)  # uvicorn's STARTUP_FAILURE
-        config = self.config
-
-        def create_protocol() -> asyncio.Protocol:
-            return config.http_protocol_class(  # type: ignore[call-arg]
-                config=config, server_state=self.server_state, app_state=self.lifespan.state
-            )
-
-        if sockets is None:
-            host = config.host or "0.0.0.0"
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            try:
-                sockets = [socket.create_server((host, config.port), family=family, backlog=config.backlog)]
-            except OSError as exc:
-                log.error("cannot listen on %s:%d: %s", host, config.port, exc)
-                await self.lifespan.shutdown()
-                sys.exit(3)
-        self.gates = [Gate(sock, create_protocol, self.limits, config.ssl, config.backlog) for sock in sockets]
-        self.servers = self.gates  # type: ignore[assignment]  # close() and wait_closed(), as uvicorn needs
-        name = sockets[0].getsockname()
-        log.info("listening on %s:%d (%s)", name[0], name[1], "TLS" if config.ssl else "plain HTTP")
-        self.started = True
 
 
 class ReloadingServer(GatedServer):
@@ -333,33 +299,6 @@ def metrics_config(app: Any, *, host: str, port: int, read_deadline: float = REQ
         server_header=False,
         timeout_graceful_shutdown=1,
     )
-
-
-def admission_gate_limits(api_server_addresses: Networks = ()) -> GateLimits:
-    """The admission listener's gate: MAX_CONNECTIONS served, the API server's addresses protected."""
-    return GateLimits(max_connections=MAX_CONNECTIONS, protected=api_server_addresses)
-
-
-def metrics_gate_limits(allowed: Networks = ()) -> GateLimits:
-    """The metrics listener's gate: a few connections, a few pending, only `allowed` sources when set."""
-    return GateLimits(
-        max_connections=MAX_METRICS_CONNECTIONS, max_pending=MAX_METRICS_PENDING, overflow=4, allowed=allowed
-    )
-
-
-def raise_open_file_limit(wanted: int = OPEN_FILES_WANTED) -> int:
-    """Raise the soft RLIMIT_NOFILE toward the hard limit (at most `wanted`); the soft limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError) as exc:
-            log.warning("cannot raise the open-files limit from %d to %d: %s", soft, target, exc)
-    if soft != resource.RLIM_INFINITY and soft < MAX_CONNECTIONS + MAX_PENDING_CONNECTIONS + 256:
-        log.warning("only %d open files allowed; a connection flood may stop accept() before the caps do", soft)
-    return int(soft)
 
 
 def run_server(server: ReloadingServer, sockets: list[socket.socket] | None = None) -> None:
