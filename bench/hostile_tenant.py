@@ -343,8 +343,8 @@ def _legit(webhook: ServedWebhook, rate: float, duration: float) -> dict[str, An
     }
 
 
-def _bursts(webhook: ServedWebhook, stop: threading.Event, tally: dict[str, int]) -> None:
-    """Every BURST_EVERY seconds, BURST concurrent admissions from the API server's address, one connection each."""
+def _bursts(webhook: ServedWebhook, stop: threading.Event, tally: dict[str, int], every: float) -> None:
+    """Every `every` seconds, BURST concurrent admissions from the API server's address, one connection each."""
     context = webhook.client_context()
     serial = 10_000_000
 
@@ -358,14 +358,14 @@ def _bursts(webhook: ServedWebhook, stop: threading.Event, tally: dict[str, int]
             return type(exc).__name__
 
     with ThreadPoolExecutor(max_workers=BURST) as pool:
-        while not stop.wait(BURST_EVERY / 2):
+        while not stop.wait(every / 2):
             answers = list(pool.map(one, range(serial, serial + BURST)))
             serial += BURST
             for answer in answers:
                 tally[answer] = tally.get(answer, 0) + 1
                 if answer != "HTTP 200":
                     tally["errors"] = tally.get("errors", 0) + 1
-            stop.wait(BURST_EVERY / 2)
+            stop.wait(every / 2)
 
 
 def _scrapes(webhook: ServedWebhook, stop: threading.Event, tally: dict[str, int]) -> None:
@@ -379,7 +379,7 @@ def _scrapes(webhook: ServedWebhook, stop: threading.Event, tally: dict[str, int
         tally["answered" if ok else "failed"] = tally.get("answered" if ok else "failed", 0) + 1
 
 
-def run(rate: float, duration: float, warmup: float) -> dict[str, Any]:
+def run(rate: float, duration: float, warmup: float, burst_every: float = BURST_EVERY) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ferry-hostile-") as tmp:
         # The legitimate client stands for the API server; the webhook knows its address (older code ignores it).
         webhook = ServedWebhook(Path(tmp), env={"FERRY_API_SERVER_ADDRESSES": f"{LOOPBACK}/32"})
@@ -427,9 +427,10 @@ def run(rate: float, duration: float, warmup: float) -> dict[str, Any]:
         bursts: dict[str, int] = {}
         scrapes: dict[str, int] = {}
         side = [
-            threading.Thread(target=_bursts, args=(webhook, burst_stop, bursts), daemon=True),
             threading.Thread(target=_scrapes, args=(webhook, burst_stop, scrapes), daemon=True),
         ]
+        if burst_every > 0:
+            side.append(threading.Thread(target=_bursts, args=(webhook, burst_stop, bursts, burst_every), daemon=True))
         for thread in side:
             thread.start()
         attacked = _legit(webhook, rate, duration)
@@ -460,6 +461,7 @@ def run(rate: float, duration: float, warmup: float) -> dict[str, Any]:
         "server_exit_code": exit_code,
         "attack": attack,
         "api_server_bursts": bursts,
+        "burst_every_s": burst_every,
         "scrapes": scrapes,
         "denials_logged": len(denial_lines),
         "longest_log_line_bytes": longest_log_line,
@@ -481,10 +483,13 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=50.0, help="legitimate admissions per second")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of attack")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds of legitimate traffic alone first")
+    parser.add_argument(
+        "--burst-every", type=float, default=BURST_EVERY, help="seconds between API-server bursts (0: none)"
+    )
     args = parser.parse_args()
     machine = benchlib.announce_machine(" (hostile tenant)")
     load = benchlib.wait_for_quiet(args.quiet_load, args.quiet_wait, "hostile tenant")
-    result = run(args.rate, args.duration, args.warmup)
+    result = run(args.rate, args.duration, args.warmup, args.burst_every)
     result["machine"] = machine
     result["load"] = benchlib.end_load(load)
     result["command"] = "python -m bench.hostile_tenant " + " ".join(sys.argv[1:])

@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 
 # Seconds from accept for a connection's first bytes to arrive, and again for its TLS handshake to finish.
 HANDSHAKE_DEADLINE = 3.0
-# Read buffer of each TLS connection (asyncio's default is 256 KiB); a TLS record is at most 16 KiB plus a little.
-TLS_READ_BUFFER = 32 * 1024
+# Read buffer of each TLS connection (asyncio's default is 256 KiB): reads go through it in chunks of this size.
+TLS_READ_BUFFER = 16 * 1024
 # Accepted connections that have sent nothing yet, held as bare sockets (no TLS state, no HTTP parser).
 MAX_PENDING_CONNECTIONS = 1024
 # Connections beyond a full table that are still served, only to answer 503 (uvicorn's limit_concurrency).
