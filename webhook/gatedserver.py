@@ -8,7 +8,9 @@ listener runs with, live here so that module stays about TLS and reloading.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import os
 import resource
 import socket
 import sys
@@ -88,3 +90,19 @@ def raise_open_file_limit(wanted: int = OPEN_FILES_WANTED) -> int:
     if soft != resource.RLIM_INFINITY and soft < MAX_CONNECTIONS + MAX_PENDING_CONNECTIONS + 256:
         log.warning("only %d open files allowed; a connection flood may stop accept() before the caps do", soft)
     return int(soft)
+
+
+# glibc's mallopt parameter for the number of malloc arenas.
+_M_ARENA_MAX = -8
+
+
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """Cap glibc's malloc arenas (the worker thread that admits large bodies gets its own otherwise, which keeps
+    tens of MB of freed memory); as MALLOC_ARENA_MAX does. False where that is not glibc, or already set."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(_M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):
+        return False

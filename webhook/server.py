@@ -42,7 +42,9 @@ connection) are bounded at the connection, before the app runs:
   `webhook.app`.
 
 `serve` raises the soft RLIMIT_NOFILE to the hard limit, so a flood of
-connections cannot stop accept() before the caps do. uvicorn runs on asyncio's
+connections cannot stop accept() before the caps do, and caps glibc's malloc
+arenas at two (docs/reliability.md: the large-body thread's own arena kept
+freed memory). uvicorn runs on asyncio's
 own loop and TLS, not uvloop: the guards subclass its h11 protocol.
 
 Metrics have their own plain-HTTP listener (`metrics_app`, `metrics_port`) in
@@ -76,6 +78,7 @@ from webhook.gatedserver import (
     MAX_METRICS_CONNECTIONS,
     GatedServer,
     admission_gate_limits,
+    limit_malloc_arenas,
     metrics_gate_limits,
     raise_open_file_limit,
 )
@@ -335,6 +338,7 @@ def serve(
     Connections from `api_server_addresses` are the last ever closed to make room (`webhook.gate`).
     """
     raise_open_file_limit()
+    limit_malloc_arenas()
     config = server_config(
         app,
         host=host,
