@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import generate_latest
 
 from tests.support.reviews import pod_create_review
 from webhook.app import create_app, metrics_app
+from webhook.certs import generate_bundle
 from webhook.kube import StaticView
 from webhook.metrics import AdmissionMetrics
 from webhook.settings import Settings
@@ -62,3 +64,37 @@ def test_metrics_app_answers_only_get(asgi_client: Callable[[Any], Any]) -> None
     metrics = AdmissionMetrics()
     assert asgi_client(metrics_app(metrics)).post("/metrics").status_code == 405
     assert asgi_client(metrics_app(metrics)).get("/other").status_code == 404
+
+
+def test_only_denials_count_by_reason() -> None:
+    metrics = AdmissionMetrics()
+    metrics.record("injected", dry_run=False, reason="sidecar-native")
+    metrics.record("denied", dry_run=False, reason="invalid-spec")
+    text = generate_latest(metrics.registry).decode()
+    assert 'ferry_admission_denials_total{reason="invalid-spec"} 1.0' in text
+    assert "sidecar-native" not in text
+
+
+def test_a_cache_that_never_heard_from_the_api_server_reads_as_infinitely_stale() -> None:
+    metrics = AdmissionMetrics()
+    metrics.track_cache_freshness(lambda: {"namespaces": float("nan"), "secretproviderclasses": 2.0})
+    text = generate_latest(metrics.registry).decode()
+    assert 'ferry_cache_freshness_seconds{resource="namespaces"} +Inf' in text
+    assert 'ferry_cache_freshness_seconds{resource="secretproviderclasses"} 2.0' in text
+
+
+def test_the_certificate_file_is_read_only_up_to_1_mib(tmp_path: Path) -> None:
+    """A certificate past 1 MiB of leading junk is not looked for: the scrape reads a bounded prefix."""
+    bundle = generate_bundle(["localhost"])
+    good, padded = tmp_path / "good.crt", tmp_path / "padded.crt"
+    good.write_bytes(bundle.cert_pem)
+    padded.write_bytes(b"#" * (1024 * 1024 + 1) + b"\n" + bundle.cert_pem)
+    for path, present in ((good, True), (padded, False)):
+        metrics = AdmissionMetrics()
+        metrics.track_serving_certificate(path)
+        samples = [
+            line
+            for line in generate_latest(metrics.registry).decode().splitlines()
+            if line.startswith("ferry_serving_certificate_expiry_timestamp_seconds ")
+        ]
+        assert bool(samples) == present, path.name
