@@ -292,6 +292,9 @@ def test_idle_connections_to_the_metrics_port_never_stop_a_scrape(tls_files: tup
         assert server.metrics_gate.connections <= METRICS_CONNECTIONS
         for sock in idle:
             sock.close()
+        # Every closed connection gives its slot back (plain HTTP: no TLS layer to do it).
+        assert _eventually(lambda: server.metrics_gate.connections == 0)
+        assert _eventually(lambda: server.gate.connections == 0)
 
 
 def test_the_metrics_port_admits_only_its_allowed_sources(tls_files: tuple[Path, Path, Path]) -> None:
