@@ -249,6 +249,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from webhook import certs, certstore, kube, server
     from webhook.app import create_app, metrics_app
+    from webhook.gate import parse_networks
 
     _configure_json_logging(settings.log_level)
     cert_file = args.tls_cert_file or settings.tls_cert_file
@@ -342,6 +343,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             log_config=None,  # configured above: one JSON line per admission on stderr
             metrics_app=metrics_app(app.state.metrics) if settings.metrics_port else None,
             metrics_port=settings.metrics_port,
+            metrics_host=settings.metrics_host,
+            metrics_allowed=parse_networks(settings.metrics_allowed_sources),
+            api_server_addresses=parse_networks(settings.api_server_addresses),
         )
     finally:
         if owner_events is not None:

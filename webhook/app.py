@@ -258,9 +258,7 @@ class AdmissionHandler:
             return 400, _dumps({"message": f"not an AdmissionReview v1 request: {exc}"})
         except Exception as exc:  # fail closed, never 5xx
             namespace = str(request.get("namespace") or "")
-            self.metrics.record(
-                "error", namespace, dry_run=bool(request.get("dryRun")), known=self._known_namespace(namespace)
-            )
+            self.metrics.record("error", dry_run=bool(request.get("dryRun")))
             fields = {
                 "uid": bounded(str(request["uid"]), LOG_TEXT_LIMIT),
                 "namespace": bounded(namespace, LOG_TEXT_LIMIT),
@@ -279,13 +277,7 @@ class AdmissionHandler:
         decision = admit(request, self.cluster, self.settings, native_sidecars=self.native_sidecars, memo=memo)
         uid = request["uid"]
         dry_run = bool(request.get("dryRun"))
-        self.metrics.record(
-            decision.outcome,
-            decision.namespace,
-            dry_run=dry_run,
-            reason=decision.reason,
-            known=self._known_namespace(decision.namespace),
-        )
+        self.metrics.record(decision.outcome, dry_run=dry_run, reason=decision.reason)
         entry: dict[str, Any] = {
             "uid": bounded(str(uid), LOG_TEXT_LIMIT),
             "namespace": bounded(str(decision.namespace), LOG_TEXT_LIMIT),
@@ -308,13 +300,6 @@ class AdmissionHandler:
             # Queued for a background thread (webhook.ownerevents): no API call on the admission path.
             self.owner_events.offer(request, decision.outcome, decision.warnings, decision.message)
         return decision.encode(uid)
-
-    def _known_namespace(self, namespace: str) -> bool:
-        """Whether the cluster view knows this namespace: a forged review can name any string."""
-        try:
-            return bool(namespace) and self.cluster.namespace(namespace) is not None
-        except Exception:  # a view that cannot answer knows nothing
-            return False
 
 
 class _LargeBodyWorker:

@@ -1,18 +1,19 @@
-"""Slow and greedy clients, bounded per connection before the app runs.
+"""Slow clients, bounded per connection before the app runs; each connection's state told to its gate.
 
 Why it exists: anyone who can reach the webhook's Service can open a
 connection, and uvicorn alone has only a keep-alive timeout: a stalled header
 or body would hold its connection and buffers forever. This protocol class,
-uvicorn's h11 protocol plus two guards, is what `webhook.server` serves with:
+uvicorn's h11 protocol plus a read deadline, is what `webhook.server` serves
+with:
 
-- a read deadline (`REQUEST_READ_DEADLINE`, 3 s): from the connection's start,
-  or a later request's first byte, the whole request (headers and body) must
-  have arrived, else the connection is dropped. The API server writes its
-  request at once and gives up itself after the webhook's timeoutSeconds, so a
-  slower request can never be a real one;
-- at most `MAX_CONNECTIONS_PER_CLIENT` (128) open connections per client
-  address; more are dropped at once, so a tenant flooding the port from its
-  pod's address exhausts only its own share, never the API server's.
+- a read deadline (`REQUEST_READ_DEADLINE`, 3 s): from the end of the TLS
+  handshake, or a later request's first byte, the whole request (headers and
+  body) must have arrived, else the connection is dropped. The API server
+  writes its request at once and gives up itself after the webhook's
+  timeoutSeconds, so a slower request can never be a real one;
+- it tells the connection's `webhook.gate.Slot` whether it is idle between
+  requests, reading one, or answering one: the gate closes idle connections
+  first when its table is full.
 """
 
 from __future__ import annotations
@@ -24,58 +25,58 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from webhook.gate import BUSY, IDLE, READING, Slot
+
 log = logging.getLogger(__name__)
 
 # Seconds for a whole request (headers and body) to arrive.
 REQUEST_READ_DEADLINE = 3.0
-# Open connections per client address.
-MAX_CONNECTIONS_PER_CLIENT = 128
+
+_FINISHED = (h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR)
 
 
 class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol plus a whole-request read deadline and a per-client connection cap.
+    """uvicorn's h11 protocol plus a whole-request read deadline; reports its state to the gate's slot.
 
-    `server_config` binds the limits with `guarded_protocol`; the class itself keeps the defaults.
+    `server_config` binds the deadline with `guarded_protocol`; the class itself keeps the default.
     """
 
     read_deadline: float = REQUEST_READ_DEADLINE
-    max_per_client: int = MAX_CONNECTIONS_PER_CLIENT
-    # Open connections per client host, shared by every connection of one server (set by guarded_protocol).
-    per_client: dict[str, int] = {}  # noqa: RUF012 - replaced per server by guarded_protocol
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
-        self._client_host: str | None = None
+        self.gate_slot: Slot | None = None  # set by webhook.gate before the connection is made
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        host = self.client[0] if self.client else ""
-        if self.per_client.get(host, 0) >= self.max_per_client:
-            log.warning("dropped a connection: client already has %d open", self.max_per_client)
-            transport.abort()
-            return
-        self._client_host = host
-        self.per_client[host] = self.per_client.get(host, 0) + 1
+        self._mark(READING)
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        host, self._client_host = self._client_host, None
-        if host is not None:
-            left = self.per_client.get(host, 1) - 1
-            if left > 0:
-                self.per_client[host] = left
-            else:
-                self.per_client.pop(host, None)
+        if self.gate_slot is not None:
+            self.gate_slot.release()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._deadline is None and self.conn.their_state is h11.IDLE:
-            self._arm()  # the first bytes of a request after keep-alive
+        if self.conn.their_state is h11.IDLE:
+            self._mark(READING)
+            if self._deadline is None:
+                self._arm()  # the first bytes of a request after keep-alive
         super().data_received(data)
-        if self.conn.their_state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR):
+        if self.conn.their_state in _FINISHED:
             self._disarm()  # the whole request is in (or the connection is done for)
+            self._mark(BUSY)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.conn.our_state is h11.IDLE and self.conn.their_state is h11.IDLE:
+            self._mark(IDLE)
+
+    def _mark(self, state: str) -> None:
+        if self.gate_slot is not None:
+            self.gate_slot.mark(state)
 
     def _arm(self) -> None:
         self._disarm()
@@ -93,10 +94,6 @@ class GuardedH11Protocol(H11Protocol):
             self.transport.abort()
 
 
-def guarded_protocol(read_deadline: float, max_per_client: int) -> type[GuardedH11Protocol]:
-    """A GuardedH11Protocol class with these limits and its own per-client table (one per server)."""
-    return type(
-        "GuardedH11Protocol",
-        (GuardedH11Protocol,),
-        {"read_deadline": read_deadline, "max_per_client": max_per_client, "per_client": {}},
-    )
+def guarded_protocol(read_deadline: float) -> type[GuardedH11Protocol]:
+    """A GuardedH11Protocol class with this read deadline (one per server)."""
+    return type("GuardedH11Protocol", (GuardedH11Protocol,), {"read_deadline": read_deadline})

@@ -6,24 +6,21 @@ API server's timeout, and whether the Kubernetes cache is stale. A registry per
 app (not the global default) keeps tests and several apps in one process apart.
 They are served on their own plain-HTTP listener (`webhook.app.metrics_app`).
 
-Labels are bounded, and count only what the API server can have sent. /mutate
-has no client authentication (see docs/reliability.md), so a forged review can
-name any namespace: a namespace gets a label of its own only if the watch cache
-knows it (`known=True`); any other name counts as "unknown", so forgeries can
-neither invent series nor use up the budget that real namespaces need. Of the
-known ones, only the first MAX_NAMESPACE_LABELS distinct namespaces get their
-own series, the rest count as "other": the series stay bounded on a cluster
-with thousands of namespaces, and a scrape does not list every tenant.
+Labels never name a namespace. /mutate has no client authentication (see
+docs/reliability.md), so anyone who reaches the Service can post a review
+naming any namespace: a per-namespace series would let a caller learn which
+namespaces exist (its forgery got a series of its own) and inflate another
+team's figures. Per-namespace figures come from the log lines, which the API
+server's own requests dominate and which carry the request's uid.
 Outcomes and reasons are fixed strings; no pod names and never a secret's name
-or value. The serving certificate's
-expiry is read from its file at scrape time, so a certificate that cert-manager
-renewed (or that failed to renew) shows up without any hook in the reloader.
+or value. The serving certificate's expiry is read from its file at scrape
+time, so a certificate that cert-manager renewed (or that failed to renew)
+shows up without any hook in the reloader.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -35,12 +32,6 @@ CERTIFICATE_EXPIRY_METRIC = "ferry_serving_certificate_expiry_timestamp_seconds"
 # A PEM serving certificate (leaf plus chain) is a few KiB; read no more than this at a scrape.
 _MAX_CERT_FILE_BYTES = 1024 * 1024
 
-# A namespace name is a DNS-1123 label; anything else is "unknown" whatever the view says.
-_NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-# Distinct known namespaces with a series of their own (the dashboard shows the top 10); the rest are "other".
-MAX_NAMESPACE_LABELS = 100
-UNKNOWN_NAMESPACE = "unknown"
-OTHER_NAMESPACES = "other"
 OUTCOMES = ("injected", "skipped", "denied", "reinvoked", "error")
 # Admission must finish well inside the API server's timeoutSeconds (a few seconds).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -50,12 +41,11 @@ class AdmissionMetrics:
     """The counters, histogram and gauge behind GET /metrics."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self._namespaces_seen: set[str] = set()
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self.admissions = Counter(
             "ferry_admissions",
-            "Pod admissions by outcome (injected, skipped, denied, reinvoked, error), namespace and dry-run.",
-            ("outcome", "namespace", "dry_run"),
+            "Pod admissions by outcome (injected, skipped, denied, reinvoked, error) and dry-run.",
+            ("outcome", "dry_run"),
             registry=self.registry,
         )
         self.denials = Counter(
@@ -85,22 +75,6 @@ class AdmissionMetrics:
         self._certificate = _CertificateExpiryCollector()
         self.registry.register(self._certificate)
 
-    def _namespace_label(self, namespace: str, known: bool) -> str:
-        """The namespace as a label value, bounded: anyone who reaches the Service can post reviews.
-
-        Only namespaces the watch cache knows (and that are valid names) become
-        labels, and only the first MAX_NAMESPACE_LABELS distinct ones; others
-        count under "unknown", the rest of the known ones under "other".
-        """
-        if not known or not namespace or not _NAMESPACE_RE.match(namespace):
-            return UNKNOWN_NAMESPACE
-        if namespace in self._namespaces_seen:
-            return namespace
-        if len(self._namespaces_seen) >= MAX_NAMESPACE_LABELS:
-            return OTHER_NAMESPACES
-        self._namespaces_seen.add(namespace)
-        return namespace
-
     def track_cache_freshness(self, read: Callable[[], Mapping[str, float]]) -> None:
         """Read the cache's freshness (seconds per resource) at scrape time, never on the admission path."""
         self._freshness.read = read
@@ -109,10 +83,11 @@ class AdmissionMetrics:
         """Export the expiry of the certificate in `cert_file` (read at scrape time, so renewals show)."""
         self._certificate.cert_file = cert_file
 
-    def record(self, outcome: str, namespace: str, *, dry_run: bool, known: bool, reason: str | None = None) -> None:
-        """Count one admission; `known`: the watch cache knows `namespace` (else it counts as "unknown")."""
-        label = self._namespace_label(namespace, known)
-        self.admissions.labels(outcome, label, "true" if dry_run else "false").inc()
+    def record(self, outcome: str, *, dry_run: bool, reason: str | None = None) -> None:
+        """Count one admission (never by namespace: see the module docstring)."""
+        if outcome not in OUTCOMES:
+            outcome = "error"
+        self.admissions.labels(outcome, "true" if dry_run else "false").inc()
         if outcome == "denied" and reason:
             self.denials.labels(reason).inc()
 

@@ -27,23 +27,30 @@ and the app's own metrics and denial logs say what matters.
 Slow and greedy clients (anyone who can reach the Service can open a
 connection) are bounded at the connection, before the app runs:
 
-- a whole-request read deadline and a per-client connection cap: the
-  protocol class in `webhook.connguard`;
-- at most `MAX_CONNECTIONS` (512) open connections in all (uvicorn's
-  `limit_concurrency`): past it a request gets an immediate 503. A fast 503
-  rather than a queue: the API server applies failurePolicy to a 503 at once
-  (the user sees an error and a controller retries), while a queued request
-  would hold the API server's own request for the whole timeout. This is the
-  last guard against running out of file descriptors and memory, not a rate
-  limit; the bytes of request bodies are bounded in `webhook.app`.
+- `webhook.gate` accepts connections itself: each is counted from accept,
+  held as a bare socket until its first bytes arrive (within
+  `HANDSHAKE_DEADLINE`), then given TLS with a small read buffer; a full table
+  closes the oldest idle connection to make room, never an API server's
+  connection while another is idle (`FERRY_API_SERVER_ADDRESSES`);
+- a whole-request read deadline: the protocol class in `webhook.connguard`;
+- at most `MAX_CONNECTIONS` (512) connections served (uvicorn's
+  `limit_concurrency`): past it, and up to the gate's overflow, a request gets
+  an immediate 503. A fast 503 rather than a queue or a reset: the API server
+  applies failurePolicy to a 503 at once (the user sees an error and a
+  controller retries), while a queued request would hold the API server's own
+  request for the whole timeout. The bytes of request bodies are bounded in
+  `webhook.app`.
 
-The TLS handshake itself is bounded by asyncio's default of 60 s; a connection
-stalled there holds no request buffers. uvicorn runs on asyncio's own loop and
-TLS, not uvloop: the guards subclass its h11 protocol, and stalled TLS
-connections held less memory there (docs/reliability.md).
+`serve` raises the soft RLIMIT_NOFILE to the hard limit, so a flood of
+connections cannot stop accept() before the caps do, and caps glibc's malloc
+arenas at two (docs/reliability.md: the large-body thread's own arena kept
+freed memory). uvicorn runs on asyncio's
+own loop and TLS, not uvloop: the guards subclass its h11 protocol.
 
 Metrics have their own plain-HTTP listener (`metrics_app`, `metrics_port`) in
-the same event loop, with the same guards and a smaller connection limit.
+the same event loop, with the same guards and a smaller connection limit,
+bound to `metrics_host` (loopback unless configured) and open only to
+`metrics_allowed` sources when that is set.
 """
 
 from __future__ import annotations
@@ -64,21 +71,31 @@ from typing import Any
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
-from webhook.connguard import (
-    MAX_CONNECTIONS_PER_CLIENT,
-    REQUEST_READ_DEADLINE,
-    GuardedH11Protocol,
-    guarded_protocol,
+from webhook.connguard import REQUEST_READ_DEADLINE, GuardedH11Protocol, guarded_protocol
+from webhook.gate import HANDSHAKE_DEADLINE, MAX_PENDING_CONNECTIONS, GateLimits, Networks
+from webhook.gatedserver import (
+    MAX_CONNECTIONS,
+    MAX_METRICS_CONNECTIONS,
+    GatedServer,
+    admission_gate_limits,
+    limit_malloc_arenas,
+    metrics_gate_limits,
+    raise_open_file_limit,
 )
 
 __all__ = [
     "MAX_CONNECTIONS",
+    "admission_gate_limits",
+    "metrics_gate_limits",
+    "raise_open_file_limit",
     "MAX_METRICS_CONNECTIONS",
-    "MAX_CONNECTIONS_PER_CLIENT",
+    "HANDSHAKE_DEADLINE",
+    "MAX_PENDING_CONNECTIONS",
     "MINIMUM_TLS_VERSION",
     "REQUEST_READ_DEADLINE",
     "TLS12_CIPHERS",
     "CertReloader",
+    "GatedServer",
     "GuardedH11Protocol",
     "guarded_protocol",
     "metrics_config",
@@ -93,11 +110,6 @@ log = logging.getLogger(__name__)
 MINIMUM_TLS_VERSION = ssl.TLSVersion.TLSv1_2
 # OpenSSL cipher string for TLS 1.2: forward secrecy and authenticated encryption only.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
-# Open connections in all (uvicorn's limit_concurrency); see the module docstring.
-MAX_CONNECTIONS = 512
-# The metrics listener serves one scraper or two.
-MAX_METRICS_CONNECTIONS = 16
-
 _FileState = tuple[int, int, int, int]  # (device, inode, size, mtime_ns)
 
 
@@ -173,7 +185,7 @@ class CertReloader:
                 log.exception("TLS certificate reload failed; keeping the current certificate")
 
 
-class ReloadingServer(uvicorn.Server):
+class ReloadingServer(GatedServer):
     """uvicorn's server plus our certificate reloader, run in the server's own event loop."""
 
     def __init__(
@@ -184,15 +196,19 @@ class ReloadingServer(uvicorn.Server):
         reload_interval: float,
         *,
         metrics: uvicorn.Config | None = None,
+        limits: GateLimits | None = None,
+        metrics_limits: GateLimits | None = None,
     ) -> None:
         """`metrics`: the config of the plain-HTTP metrics listener (`metrics_config`), run alongside."""
-        super().__init__(config)
+        super().__init__(config, limits or GateLimits(max_connections=MAX_CONNECTIONS))
         self.cert_file = cert_file
         self.key_file = key_file
         self.reload_interval = reload_interval
         self.reloader: CertReloader | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.metrics_server = uvicorn.Server(metrics) if metrics is not None else None
+        self.metrics_server = (
+            GatedServer(metrics, metrics_limits or metrics_gate_limits()) if metrics is not None else None
+        )
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         # Taken before the context reads the files, so a change in between is not missed.
@@ -248,7 +264,7 @@ def server_config(
     timeout_graceful_shutdown: int | None,
     read_deadline: float = REQUEST_READ_DEADLINE,
     max_connections: int = MAX_CONNECTIONS,
-    max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT,
+    keep_alive: int = 5,
 ) -> uvicorn.Config:
     """The admission listener's config: TLS 1.2+, h11 with the guards of the module docstring."""
     return uvicorn.Config(
@@ -258,9 +274,12 @@ def server_config(
         ssl_certfile=str(cert_file),
         ssl_keyfile=str(key_file),
         ssl_context_factory=_tls_context_factory,
-        http=guarded_protocol(read_deadline, max_connections_per_client),
+        http=guarded_protocol(read_deadline),
         loop="asyncio",
-        limit_concurrency=max_connections,
+        # uvicorn counts the asking connection too: one more, so that MAX_CONNECTIONS are all served and only
+        # the gate's overflow gets the 503.
+        limit_concurrency=max_connections + 1,
+        timeout_keep_alive=keep_alive,
         log_level=log_level,
         access_log=access_log,
         log_config=log_config,
@@ -275,8 +294,8 @@ def metrics_config(app: Any, *, host: str, port: int, read_deadline: float = REQ
         app,
         host=host,
         port=port,
-        http=guarded_protocol(read_deadline, MAX_METRICS_CONNECTIONS),
-        limit_concurrency=MAX_METRICS_CONNECTIONS,
+        http=guarded_protocol(read_deadline),
+        limit_concurrency=MAX_METRICS_CONNECTIONS + 1,
         lifespan="off",
         access_log=False,
         log_config=None,
@@ -304,6 +323,9 @@ def serve(
     timeout_graceful_shutdown: int | None = 20,
     metrics_app: Any = None,
     metrics_port: int = 0,
+    metrics_host: str = "127.0.0.1",
+    metrics_allowed: Networks = (),
+    api_server_addresses: Networks = (),
 ) -> None:
     """Serve `app` over TLS 1.2+ until SIGTERM/SIGINT, then return (blocking; call from the main thread).
 
@@ -312,8 +334,11 @@ def serve(
     accepting and waits up to `timeout_graceful_shutdown` seconds for requests
     in flight. ``log_config=None`` leaves logging as the caller configured it.
     With `metrics_app` and a `metrics_port` other than 0, that app is served
-    over plain HTTP on `host`:`metrics_port` too.
+    over plain HTTP on `metrics_host`:`metrics_port` too, to `metrics_allowed` sources only when set.
+    Connections from `api_server_addresses` are the last ever closed to make room (`webhook.gate`).
     """
+    raise_open_file_limit()
+    limit_malloc_arenas()
     config = server_config(
         app,
         host=host,
@@ -326,9 +351,19 @@ def serve(
         timeout_graceful_shutdown=timeout_graceful_shutdown,
     )
     metrics = (
-        metrics_config(metrics_app, host=host, port=metrics_port) if metrics_app is not None and metrics_port else None
+        metrics_config(metrics_app, host=metrics_host, port=metrics_port)
+        if metrics_app is not None and metrics_port
+        else None
     )
-    server = ReloadingServer(config, Path(cert_file), Path(key_file), reload_interval, metrics=metrics)
+    server = ReloadingServer(
+        config,
+        Path(cert_file),
+        Path(key_file),
+        reload_interval,
+        metrics=metrics,
+        limits=admission_gate_limits(api_server_addresses),
+        metrics_limits=metrics_gate_limits(metrics_allowed),
+    )
     with _absorb_stop_signals():
         run_server(server)
 

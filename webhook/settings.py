@@ -11,6 +11,7 @@ process environment.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -41,6 +42,14 @@ _LOG_LEVELS = ("debug", "info", "warning", "error")
 _GCP_ID_RE = re.compile(r"^[a-z][a-z0-9-]{0,61}[a-z0-9]\Z")
 _GCP_POOL_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]\.svc\.id\.goog\Z")
 _GCP_PROVIDER_RE = re.compile(r"^https://[a-z.]+\.googleapis\.com/[A-Za-z0-9/_.-]{1,200}\Z")
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 class SettingsError(ValueError):
@@ -96,6 +105,12 @@ class Settings:
     # the cluster as that pool knows it. From FERRY_GCP_PROJECT/_LOCATION/_CLUSTER, or set in full.
     gcp_workload_pool: str | None = None
     gcp_identity_provider: str | None = None
+    # Where the metrics listener binds (loopback unless the chart exposes it to a scraper).
+    metrics_host: str = "127.0.0.1"
+    # Sources the metrics listener admits, as CIDRs; empty: any that reaches it.
+    metrics_allowed_sources: tuple[str, ...] = ()
+    # The API server's source addresses, as CIDRs: their connections are the last closed to make room.
+    api_server_addresses: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -151,6 +166,9 @@ class Settings:
             log_level=reader.choice("FERRY_LOG_LEVEL", cls.log_level, _LOG_LEVELS),
             metrics_port=reader.port("FERRY_METRICS_PORT", cls.metrics_port),
             **_gcp_settings(reader),
+            metrics_host=reader.address("FERRY_METRICS_HOST", cls.metrics_host),
+            metrics_allowed_sources=reader.networks("FERRY_METRICS_ALLOWED_SOURCES"),
+            api_server_addresses=reader.networks("FERRY_API_SERVER_ADDRESSES"),
         )
         for kind in ("CPU", "MEMORY"):
             request, limit = f"FERRY_FETCHER_{kind}_REQUEST", f"FERRY_FETCHER_{kind}_LIMIT"
@@ -279,6 +297,30 @@ class _Reader:
         if not value.isdigit() or int(value) > 65535:
             raise SettingsError(f"{name}={value!r} must be a TCP port from 1 to 65535, or 0 to turn it off")
         return int(value)
+
+    def address(self, name: str, default: str) -> str:
+        value = self._raw(name) or default
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise SettingsError(
+                f"{name}={quote(value)} must be an IP address to bind, like 0.0.0.0 or 127.0.0.1"
+            ) from None
+        return value
+
+    def networks(self, name: str) -> tuple[str, ...]:
+        """Comma-separated IP addresses or CIDRs, normalized (10.0.0.7 becomes 10.0.0.7/32)."""
+        value = self._raw(name) or ""
+        items = [part.strip() for part in value.split(",") if part.strip()]
+        if len(items) > 64:
+            raise SettingsError(f"{name} lists {len(items)} entries; the limit is 64 (use wider CIDRs)")
+        try:
+            return tuple(str(ipaddress.ip_network(item, strict=False)) for item in items)
+        except ValueError:
+            bad = next(item for item in items if not _is_network(item))
+            raise SettingsError(
+                f"{name}: {quote(bad)} is not an IP address or CIDR like 10.0.0.0/16 (comma-separated list expected)"
+            ) from None
 
     def namespaces(self, name: str, default: str) -> frozenset[str]:
         value = self._environ.get(name)

@@ -59,7 +59,7 @@ def exported_series() -> dict[str, set[str]]:
     """Every series name Ferry's registry exposes, with its labels, from a real scrape."""
     metrics = AdmissionMetrics()
     for outcome in ("injected", "skipped", "denied", "reinvoked", "error"):
-        metrics.record(outcome, "team-a", dry_run=False, known=True, reason="invalid-spec")
+        metrics.record(outcome, dry_run=False, reason="invalid-spec")
     metrics.malformed.inc()
     metrics.latency.observe(0.003)
     metrics.track_cache_freshness(lambda: {"namespaces": 1.0, "secretproviderclasses": 2.0})

@@ -66,12 +66,24 @@ def _handshake(port: int, context: ssl.SSLContext) -> tuple[str, str | None]:
 
 
 def test_server_context_offers_only_aead_with_forward_secrecy_on_tls12(tls_server: tuple[TLSServer, bytes]) -> None:
+    """Every suite TLS 1.2 can negotiate: OpenSSL labels CBC suites SSLv3 or TLSv1.0, not TLSv1.2."""
     server, _ = tls_server
-    tls12 = [c for c in server.ssl_context.get_ciphers() if c["protocol"] == "TLSv1.2"]
-    assert tls12, "no TLS 1.2 suite at all: old API servers could not connect"
-    for cipher in tls12:
+    below13 = [c for c in server.ssl_context.get_ciphers() if c["protocol"] != "TLSv1.3"]
+    assert any(c["protocol"] == "TLSv1.2" for c in below13), (
+        "no TLS 1.2 suite at all: old API servers could not connect"
+    )
+    for cipher in below13:
         assert cipher["aead"] is True, cipher["name"]
         assert cipher["kea"] == "kx-ecdhe", cipher["name"]
+        assert "CBC" not in cipher["description"] and "SHA1" not in cipher["description"], cipher["description"]
+
+
+@pytest.mark.parametrize("suite", ["ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA", "ECDHE-ECDSA-AES128-SHA256"])
+def test_tls12_handshake_with_one_cbc_suite_is_refused(tls_server: tuple[TLSServer, bytes], suite: str) -> None:
+    """One CBC suite at a time (OpenSSL labels the first two TLSv1.0); the served key is ECDSA."""
+    server, ca_pem = tls_server
+    with pytest.raises(ssl.SSLError):
+        _handshake(server.port, _tls12_client(ca_pem, suite))
 
 
 def test_tls12_handshake_with_an_aead_suite_succeeds(tls_server: tuple[TLSServer, bytes]) -> None:
