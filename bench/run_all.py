@@ -332,7 +332,7 @@ def _lines(name: str, data: dict[str, Any]) -> list[tuple[str, str, bool]]:
     elif name == "fetcher_init":
         lines.append(
             (
-                "init <= 1.3x boto3 floor",
+                "init <= 2.5x stdlib TLS floor",
                 f"{data['ratio_of_medians']:.2f}x ({data['fetcher_ms']['p50']:.0f} vs {data['floor_ms']['p50']:.0f} "
                 f"ms medians); calls {data['api_calls_per_init']}",
                 bool(data["budget_met"]),
@@ -344,7 +344,7 @@ def _lines(name: str, data: dict[str, Any]) -> list[tuple[str, str, bool]]:
         measured = {
             "unchanged refresh costs only version checks": f"per cycle: {per_cycle}",
             "unchanged refresh rewrites no file": f"files unchanged: {data['files_unchanged']}",
-            "steady RSS <= 60 MB": f"peak {data['rss_peak_mb']:.1f} MB",
+            "steady RSS <= 25 MB": f"peak {data['rss_peak_mb']:.1f} MB",
             "RSS flat over the cycles": f"{data['rss_delta_mb']:+.2f} MB over {data['cycles_measured']} cycles",
         }
         for budget, met in budgets.items():

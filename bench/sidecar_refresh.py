@@ -6,7 +6,8 @@ for rotation, and polls AWS forever. Ferry's budget for it:
 - an unchanged refresh costs only version checks (DescribeSecret per secret
   that follows a label, nothing for a pinned version, GetParameters per 10 SSM
   parameters, which carries versions and values) and rewrites no file;
-- steady RSS <= 60 MB, and flat over 1,000 refresh cycles (no leak).
+- steady RSS <= 25 MB, and flat over 1,000 refresh cycles (no leak);
+- at most 3 ms of CPU per unchanged refresh (bench/lean_fetcher.py compares it with the tree before).
 
 How: the real `python -m fetcher sidecar` runs as a subprocess against moto's
 server mode on 127.0.0.1 (HTTP), seeded with 10 secrets (3 pinned to a
@@ -37,7 +38,9 @@ from typing import Any
 
 from bench import benchlib
 
-RSS_BUDGET_MB = 60.0
+RSS_BUDGET_MB = 25.0
+# Issue 16: CPU time of the sidecar per unchanged refresh (7 DescribeSecret + 1 GetParameters).
+CPU_BUDGET_MS = 3.0
 FLAT_TOLERANCE_MB = 1.0
 PINNED = 3
 
@@ -207,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         "unchanged refresh rewrites no file": unchanged,
         f"steady RSS <= {RSS_BUDGET_MB:g} MB": rss_ok,
         "RSS flat over the cycles": flat,
+        f"CPU <= {CPU_BUDGET_MS:g} ms per unchanged refresh": cpu_ms_per_cycle <= CPU_BUDGET_MS,
     }
     path = benchlib.write_results(
         "sidecar_refresh",

@@ -3,7 +3,7 @@
 Why it exists as a package: the webhook imports `fetcher.spec` (the one spec
 model), and the injected containers run ``python -m fetcher``. So this file
 imports nothing at import time: importing the spec model must not pull in
-boto3. It holds `version()`, which both command lines' ``--version`` print
+the AWS client. It holds `version()`, which both command lines' ``--version`` print
 (the webhook image carries this file beside the spec model).
 
 In-process entry points (tests, benchmarks): `fetcher.sources.fetch_all`,

@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
 
 def run_init(env: Mapping[str, str], target_dir: str) -> int:
-    spec = load_spec(env)  # before importing boto3: a bad spec fails fast
+    spec = load_spec(env)  # before importing the AWS client: a bad spec fails fast
 
     on_files = secret_sync_hook(spec, env)  # before AWS too: a pod that cannot sync fails fast
 
@@ -218,10 +218,17 @@ def run_once(env: Mapping[str, str], manifest_path: str, target_dir: str, region
             "pass --region (e.g. --region us-east-1) or set AWS_REGION"
         )
     spec = spec_from_secret_provider_class(manifest, region=region)
-    clients = AwsClients.from_env(env)
-    if clients.session.get_credentials() is None:
+    from fetcher.awswire import NoCredentialsError
+    from fetcher.laptop import profile_credentials  # a person's ~/.aws profile, when botocore is installed
+
+    clients = AwsClients.from_env(env, profile_credentials(env))
+    try:
+        clients.credentials.get(spec.region)  # cached: the fetch below reuses it
+    except NoCredentialsError:
         # Said once, before any object, and for a laptop: `once` runs with the user's identity, not a pod's.
-        raise ConfigError(LAPTOP_CREDENTIALS_HINT)
+        raise ConfigError(LAPTOP_CREDENTIALS_HINT) from None
+    except Exception:  # noqa: BLE001 - any other identity failure is reported by the fetch, with its code
+        pass
     delivery = deliver(spec, clients, target_dir)
     log.info(
         "files written" if delivery.swapped else "files already current",

@@ -1,43 +1,43 @@
-"""One boto3 Session per process, and clients configured the same way everywhere.
+"""The fetcher's AWS client: four JSON-protocol calls, signed with the pod's identity, over the standard library.
 
-Why it exists: the fetcher starts in every injected pod, so client setup is
-both a latency and a correctness concern. One session means one credential
-resolution (IRSA web identity or EKS Pod Identity, found by boto3's default
-chain; token files are re-read by botocore, never cached here). The chain
-stops before the node's instance role: a pod without IRSA or Pod Identity
-must fail with "no usable AWS identity", never fetch with the node's role
-through IMDS (the webhook also sets ``AWS_EC2_METADATA_DISABLED=true``). Each client
-gets an explicit retry mode (`standard`; the installed default is `legacy`)
-and explicit timeouts, so a dead endpoint costs seconds, not minutes.
+Why it exists: botocore costs a pod about 30 MB of memory and 200 ms of start-up
+for the four calls Ferry makes (docs/aws-client.md has the measurements and
+why neither botocore nor awscrt was kept). This module is those calls:
+GetSecretValue, BatchGetSecretValue, DescribeSecret and GetParameters, as AWS
+JSON 1.1 POSTs signed with SigV4 (sigv4.py) and sent by transport.py.
+Credentials come from awscreds.py (never IMDS); endpoints from
+awsendpoints.py, where ``FERRY_ENDPOINT_URL_<REGION>`` points one region
+somewhere else (a test's fault stub as the primary, moto as the failover).
 
-Endpoints: boto3 already honours ``AWS_ENDPOINT_URL`` (and the per-service
-``AWS_ENDPOINT_URL_SECRETS_MANAGER`` / ``AWS_ENDPOINT_URL_SSM``), but those
-apply to every region. To point one region somewhere else (a test's
-fault-injecting stub as the primary with moto as the failover, or a demo), set
-``FERRY_ENDPOINT_URL_<REGION>`` with the region upper-cased and dashes as
-underscores, e.g. ``FERRY_ENDPOINT_URL_US_EAST_1=http://127.0.0.1:4566``. It
-wins over ``AWS_ENDPOINT_URL`` for that region only.
+Each client method returns the reply's JSON as a dict (the shape boto3
+returns, SecretBinary decoded to bytes) and raises awswire's errors, which
+errors.py turns into Ferry's messages. Retries: throttling, 5xx and calls that
+got no answer, with full-jitter backoff bounded in attempts and in time.
 
-Counting: every API call made through the session (including the STS
-web-identity exchange) is counted per service, operation and region by a
-botocore ``before-call`` hook, so tests and benchmarks can assert "calls per
-init" and "calls per unchanged refresh". Retries of one call are not counted
-again; they show in ``attempts``.
+Counting: every API call (the STS exchange included) is counted per service,
+operation and region, so tests and benchmarks can assert "calls per init"
+and "calls per unchanged refresh". Retries show in ``attempts``.
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-import boto3
-import botocore.session
-from botocore.config import Config
-
+from fetcher.awscreds import CallRecorder, CredentialCache, choose_source
+from fetcher.awsendpoints import EndpointRules
+from fetcher.awswire import is_retryable, json_error
 from fetcher.errors import ConfigError
+from fetcher.sigv4 import Credentials, sign
+from fetcher.transport import Backoff, HttpClient, HttpSettings, Proxies, with_retries
 
 Service = Literal["secretsmanager", "ssm"]
 
@@ -45,16 +45,18 @@ ENDPOINT_OVERRIDE_PREFIX = "FERRY_ENDPOINT_URL_"
 MAX_ATTEMPTS_ENV_VAR = "FERRY_AWS_MAX_ATTEMPTS"
 CONNECT_TIMEOUT_ENV_VAR = "FERRY_AWS_CONNECT_TIMEOUT"
 READ_TIMEOUT_ENV_VAR = "FERRY_AWS_READ_TIMEOUT"
-USER_AGENT_EXTRA = "ferry-fetcher/0.1"
-# botocore's name for the provider that asks IMDS for the node's instance role.
-NODE_ROLE_PROVIDER = "iam-role"
+USER_AGENT = "ferry-fetcher/0.1"
+# The JSON protocol's target prefix per service.
+TARGET_PREFIX = {"secretsmanager": "secretsmanager", "ssm": "AmazonSSM"}
+
+SendHook = Callable[[str, Mapping[str, str]], None]
 
 
 @dataclass(frozen=True)
 class AwsSettings:
     """How the fetcher talks to AWS. Defaults suit a pod; tests shorten them."""
 
-    # Total tries per call, first one included (botocore "standard" retry mode).
+    # Total tries per call, first one included.
     max_attempts: int = 5
     connect_timeout: float = 2.0
     read_timeout: float = 5.0
@@ -62,30 +64,21 @@ class AwsSettings:
     max_pool_connections: int = 10
     # region -> endpoint URL, from FERRY_ENDPOINT_URL_<REGION>.
     endpoint_overrides: Mapping[str, str] = field(default_factory=dict)
+    # No retry starts once one call has taken this long (seconds, backoff sleeps included).
+    retry_budget: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> AwsSettings:
-        overrides = {
-            key[len(ENDPOINT_OVERRIDE_PREFIX) :].lower().replace("_", "-"): value
-            for key, value in environ.items()
-            if key.startswith(ENDPOINT_OVERRIDE_PREFIX) and value
-        }
         defaults = cls()
         return cls(
             max_attempts=int(_number(environ, MAX_ATTEMPTS_ENV_VAR, defaults.max_attempts, minimum=1)),
             connect_timeout=_number(environ, CONNECT_TIMEOUT_ENV_VAR, defaults.connect_timeout, minimum=0.1),
             read_timeout=_number(environ, READ_TIMEOUT_ENV_VAR, defaults.read_timeout, minimum=0.1),
-            endpoint_overrides=overrides,
+            endpoint_overrides=EndpointRules.from_env(environ).region_overrides or {},
         )
 
-    def client_config(self) -> Config:
-        return Config(
-            retries={"mode": "standard", "total_max_attempts": self.max_attempts},
-            connect_timeout=self.connect_timeout,
-            read_timeout=self.read_timeout,
-            max_pool_connections=self.max_pool_connections,
-            user_agent_extra=USER_AGENT_EXTRA,
-        )
+    def backoff(self) -> Backoff:
+        return Backoff(max_attempts=self.max_attempts, budget=self.retry_budget)
 
 
 def _number(environ: Mapping[str, str], key: str, default: float, *, minimum: float) -> float:
@@ -99,13 +92,6 @@ def _number(environ: Mapping[str, str], key: str, default: float, *, minimum: fl
     if value < minimum:
         raise ConfigError(f"{key}={raw!r} must be at least {minimum:g}")
     return value
-
-
-def pod_identity_session() -> Any:
-    """A boto3 Session whose credential chain never reaches the node's instance role."""
-    core = botocore.session.Session()
-    core.get_component("credential_provider").remove(NODE_ROLE_PROVIDER)
-    return boto3.session.Session(botocore_session=core)
 
 
 class ApiCallCounter:
@@ -158,55 +144,132 @@ class ApiCallCounter:
             )
 
 
-class AwsClients:
-    """The process's session and its clients, one per (service, region), created on first use."""
+@dataclass(frozen=True)
+class ClientMeta:
+    endpoint_url: str
+    region_name: str
 
-    def __init__(self, settings: AwsSettings | None = None, session: Any = None) -> None:
+
+class AwsJsonClient:
+    """One service in one region: the few operations Ferry calls, as boto3-shaped dicts."""
+
+    def __init__(self, service: Service, region: str, endpoint_url: str, owner: AwsClients) -> None:
+        self.service = service
+        self.region = region
+        self.meta = ClientMeta(endpoint_url, region)
+        self._owner = owner
+
+    def get_secret_value(self, **params: str) -> dict[str, Any]:
+        return _decode_binary(self.call("GetSecretValue", params))
+
+    def batch_get_secret_value(self, **params: Any) -> dict[str, Any]:
+        reply = self.call("BatchGetSecretValue", params)
+        reply["SecretValues"] = [_decode_binary(item) for item in reply.get("SecretValues") or []]
+        return reply
+
+    def describe_secret(self, **params: str) -> dict[str, Any]:
+        return self.call("DescribeSecret", params)
+
+    def get_parameters(self, **params: Any) -> dict[str, Any]:
+        return self.call("GetParameters", params)
+
+    def call(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        owner = self._owner
+        owner.calls.record_call(self.service, operation, self.region)
+        body = json.dumps(params, separators=(",", ":")).encode()
+        url = self.meta.endpoint_url + "/"
+        parts = urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]
+        base = {
+            "content-type": "application/x-amz-json-1.1",
+            "x-amz-target": f"{TARGET_PREFIX[self.service]}.{operation}",
+            "user-agent": USER_AGENT,
+        }
+
+        def attempt() -> dict[str, Any]:
+            owner.calls.record_attempt(self.service, operation, self.region)
+            credentials = owner.credentials.get(self.region)
+            headers = sign(
+                method="POST",
+                host=host,
+                path=parts.path or "/",
+                headers=base,
+                body=body,
+                credentials=credentials,
+                region=self.region,
+                service=self.service,
+                now=datetime.now(UTC),
+            )
+            for hook in owner.on_send:
+                hook(operation, headers)
+            reply = owner.http.request("POST", url, headers, body)
+            if reply.status != 200:
+                raise json_error(reply, operation)
+            parsed = reply.json()
+            return parsed if isinstance(parsed, dict) else {}
+
+        return with_retries(attempt, is_retryable, owner.backoff)
+
+
+def _decode_binary(reply: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(reply.get("SecretBinary"), str):
+        reply["SecretBinary"] = base64.b64decode(reply["SecretBinary"])
+    return reply
+
+
+class AwsClients:
+    """The process's credentials, connections and clients, one per (service, region), created on first use."""
+
+    def __init__(
+        self,
+        settings: AwsSettings | None = None,
+        environ: Mapping[str, str] | None = None,
+        credentials: Callable[[str], Credentials] | None = None,
+    ) -> None:
+        """`credentials`: a source to use instead of the environment's chain (`once` with a profile)."""
+        environ = os.environ if environ is None else environ
         self.settings = settings or AwsSettings()
         self.calls = ApiCallCounter()
-        self.session: Any = session or pod_identity_session()
-        self.session.events.register("before-call", self._count_call)
-        self.session.events.register("request-created", self._count_attempt)
-        self._config = self.settings.client_config()
-        self._clients: dict[tuple[str, str], Any] = {}
-        # botocore sessions are not safe for concurrent client creation.
+        rules = EndpointRules.from_env(environ)
+        self.endpoints = EndpointRules(
+            fips=rules.fips,
+            dualstack=rules.dualstack,
+            region_overrides=self.settings.endpoint_overrides,
+            configured=rules.configured,
+        )
+        self.http = HttpClient(
+            HttpSettings(
+                connect_timeout=self.settings.connect_timeout,
+                read_timeout=self.settings.read_timeout,
+                pool_size=self.settings.max_pool_connections,
+                ca_bundle=environ.get("AWS_CA_BUNDLE") or None,
+                proxies=Proxies.from_env(environ),
+            )
+        )
+        self.backoff = self.settings.backoff()
+        recorder: CallRecorder = self.calls
+        source = credentials or choose_source(environ, self.http, self.endpoints, self.backoff, recorder)
+        self.credentials = CredentialCache(source)
+        # Called with (operation, signed headers) before each attempt is sent; tests observe signing with it.
+        self.on_send: list[SendHook] = []
+        self._clients: dict[tuple[str, str], AwsJsonClient] = {}
         self._lock = threading.Lock()
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> AwsClients:
-        return cls(AwsSettings.from_env(environ))
+    def from_env(
+        cls, environ: Mapping[str, str], credentials: Callable[[str], Credentials] | None = None
+    ) -> AwsClients:
+        return cls(AwsSettings.from_env(environ), environ, credentials)
 
-    def client(self, service: Service, region: str) -> Any:
+    def client(self, service: Service, region: str) -> AwsJsonClient:
         key = (service, region)
-        existing = self._clients.get(key)
-        if existing is not None:
-            return existing
         with self._lock:
             existing = self._clients.get(key)
             if existing is None:
-                endpoint = self.settings.endpoint_overrides.get(region)
-                existing = self.session.client(
-                    service,
-                    region_name=region,
-                    config=self._config,
-                    **({"endpoint_url": endpoint} if endpoint else {}),
-                )
+                existing = AwsJsonClient(service, region, self.endpoints.url(service, region), self)
                 self._clients[key] = existing
             return existing
 
     def close(self) -> None:
-        """Close every client's connection pool (tests and benchmarks create many)."""
-        with self._lock:
-            clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            client.close()
-
-    def _count_call(self, model: Any, request_signer: Any = None, **_: Any) -> None:
-        region = getattr(request_signer, "region_name", None) or "?"
-        self.calls.record_call(model.service_model.service_name, model.name, region)
-
-    def _count_attempt(self, request: Any, operation_name: str = "?", event_name: str = "", **_: Any) -> None:
-        # request-created fires once per HTTP attempt; its name is "request-created.<service-id>.<operation>".
-        service = event_name.split(".")[1].replace("-", "") if event_name.count(".") >= 2 else "?"
-        region = str((getattr(request, "context", None) or {}).get("client_region") or "?")
-        self.calls.record_attempt(service, operation_name, region)
+        """Close every pooled connection (tests and benchmarks create many clients)."""
+        self.http.close()

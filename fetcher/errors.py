@@ -3,12 +3,12 @@
 Why it exists: when an init container fails, the pod's termination message is
 all an app team sees. It must name the object, the region, the AWS error code
 and what to do about it, and it must never carry a secret value. Keeping the
-translation from botocore's exceptions in one function (`translating_aws_errors`)
+translation from the AWS client's raw errors (awswire.py, transport.py) in one function (`translating_aws_errors`)
 means every AWS call site gets the same wording, the same hint, and the same
 decision about whether the failover region may be asked.
 
 The tree (``FerryError`` and ``SpecError`` live in ``fetcher.spec``: a bad
-request is the webhook's business as much as ours, and its image has no botocore)::
+request is the webhook's business as much as ours, and its image has no AWS client)::
 
     FerryError                        anything Ferry raises on purpose
     ├── SpecError                     the request itself is invalid; names each field
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from fetcher.spec.problems import FerryError as FerryError  # re-exported: the root of this tree
 
 if TYPE_CHECKING:
-    from botocore.exceptions import ClientError
+    from fetcher.awswire import AwsServiceError
 
 # Error codes that mean "AWS is overloaded", whatever the HTTP status says.
 THROTTLING_CODES = frozenset(
@@ -55,6 +55,7 @@ THROTTLING_CODES = frozenset(
         "RequestTimeoutException",
     }
 )
+
 ACCESS_DENIED_CODES = frozenset({"AccessDeniedException", "AccessDenied"})
 # AWS's own message is quoted in ours up to this length (a termination message keeps 4096 bytes).
 MAX_AWS_MESSAGE_CHARS = 300
@@ -202,33 +203,26 @@ class KubeForbiddenError(KubeAPIError):
         self.user = user
 
 
-# --- The one translation from botocore to Ferry errors. -----------------------
+# --- The one translation from the AWS client's raw errors to Ferry errors. -----------------------
 
 
 @contextmanager
 def translating_aws_errors(*, object_name: str, region: str, service: str, operation: str) -> Iterator[None]:
     """Run one AWS call; any SDK failure leaves as a FetchError naming object, region, code and hint."""
-    # Imported here, not at the top: a pod that reads only GCP never loads botocore.
-    from botocore.exceptions import (
-        BotoCoreError,
-        ClientError,
-        CredentialRetrievalError,
-        HTTPClientError,
-        IncompleteReadError,
-        NoCredentialsError,
-        PartialCredentialsError,
-    )
-    from botocore.exceptions import ConnectionError as BotoConnectionError
+    # Imported here: `fetcher status` (the probe) imports this module and must stay free of ssl and http.
+    from fetcher.awsendpoints import EndpointError
+    from fetcher.awswire import AwsServiceError, CredentialError
+    from fetcher.transport import TransportError
 
     try:
         yield
-    except ClientError as exc:
+    except AwsServiceError as exc:
         raise _from_client_error(exc, object_name, region, service, operation) from exc
-    except (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError) as exc:
+    except CredentialError as exc:
         raise AwsRejectedError(
             object_name=object_name,
             region=region,
-            code=type(exc).__name__,
+            code=exc.code,
             operation=operation,
             hint=(
                 "the pod has no usable AWS identity: annotate its service account with "
@@ -238,35 +232,36 @@ def translating_aws_errors(*, object_name: str, region: str, service: str, opera
             detail=_short(str(exc)),
             kind=_kind(service),
         ) from exc
-    except (BotoConnectionError, HTTPClientError, IncompleteReadError) as exc:
+    except TransportError as exc:
         raise AwsUnavailableError(
             object_name=object_name,
             region=region,
-            code=type(exc).__name__,
+            code=exc.code,
             operation=operation,
-            hint="could not reach the AWS endpoint; check the pod's egress (VPC endpoint, NAT, proxy) and DNS",
+            hint=(
+                "could not reach the AWS endpoint; check the pod's egress (VPC endpoint, NAT, proxy, "
+                "AWS_CA_BUNDLE) and DNS"
+            ),
             detail=_short(str(exc)),
             kind=_kind(service),
         ) from exc
-    except BotoCoreError as exc:
-        # Anything else the SDK rejects before sending (e.g. a parameter it cannot encode).
+    except EndpointError as exc:
         raise AwsRejectedError(
             object_name=object_name,
             region=region,
-            code=type(exc).__name__,
+            code=exc.code,
             operation=operation,
-            hint="the request could not be built; check the object's name and version fields",
+            hint="the endpoint settings name no endpoint; check AWS_USE_FIPS_ENDPOINT and AWS_USE_DUALSTACK_ENDPOINT",
             detail=_short(str(exc)),
             kind=_kind(service),
         ) from exc
 
 
-def _from_client_error(exc: ClientError, object_name: str, region: str, service: str, operation: str) -> FetchError:
-    error = exc.response.get("Error", {})
-    code = _aws_code(error.get("Code"))
-    aws_message = _short(str(error.get("Message") or ""))
-    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-    failed_operation = getattr(exc, "operation_name", "") or operation
+def _from_client_error(exc: AwsServiceError, object_name: str, region: str, service: str, operation: str) -> FetchError:
+    code = _aws_code(exc.code)
+    aws_message = _short(exc.message)
+    status = exc.status
+    failed_operation = exc.operation or operation
     transient = code in THROTTLING_CODES or status >= 500 or status == 429
     if transient and code not in THROTTLING_CODES:
         hint = (

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 
 from fetcher.errors import FerryError, FetchError, ObjectErrors
 from fetcher.logs import log
-from fetcher.notify import notify_app
 from fetcher.providers import check_versions, fetch_all
 from fetcher.render import RenderedFiles, render
 from fetcher.spec import FetchSpec
@@ -41,6 +40,12 @@ if TYPE_CHECKING:
 JITTER_FRACTION = 0.1
 # Backoff after failures grows to this, or to the interval if that is longer.
 MAX_BACKOFF_SECONDS = 300.0
+
+# Version checks of one refresh run one after another, on one keep-alive connection. A refresh is
+# not latency bound (it runs every few minutes): one connection costs one TLS handshake per
+# refresh instead of one per check, and no thread is started (docs/benchmarks.md, section 10).
+# Initial delivery and re-fetches stay concurrent.
+PROBE_WORKERS = 1
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,7 @@ def refresh_once(state: RefreshState) -> RefreshOutcome:
         delivery = deliver(spec, state.clients, state.target_dir, state.on_files)
         state.values = delivery.values
         return RefreshOutcome(tuple(obj.object_name for obj in spec.objects), delivery.swapped)
-    probes = check_versions(spec, state.clients)
+    probes = check_versions(spec, state.clients, max_workers=PROBE_WORKERS)
     stale, fresh = plan_refresh(probes, state.values)
     if stale:
         fresh.update(fetch_all(spec, state.clients, stale))
@@ -164,7 +169,7 @@ def run_sidecar(
     """
     rng = rng or random.Random()
     interval = state.spec.refresh_seconds
-    send_notification = notify or (lambda spec: notify_app(spec.notify))
+    send_notification = notify or _notify_app
     status = read_status(state.target_dir)
     failures = status.failures if status is not None and not status.ok else 0
     log.info("sidecar started", interval_seconds=interval, objects=len(state.spec.objects))
@@ -196,6 +201,16 @@ def run_sidecar(
         stop.wait(wait)
     log.info("sidecar stopped")
     return 0
+
+
+def _notify_app(spec: FetchSpec) -> None:
+    # Imported on first use: urllib.request (and the email package under it) is 2 MB of a sidecar
+    # that, for most pods, never notifies anyone.
+    if not spec.notify.url and not (spec.notify.signal and spec.notify.process):
+        return
+    from fetcher.notify import notify_app
+
+    notify_app(spec.notify)
 
 
 def _record(target_dir: Path, status: SidecarStatus) -> SidecarStatus:

@@ -46,19 +46,19 @@ def fetch_all(spec: FetchSpec, clients: Clients, indices: Iterable[int] | None =
     return fetch_aws(spec, clients, indices)
 
 
-def check_versions(spec: FetchSpec, clients: Clients) -> list[VersionProbe]:
+def check_versions(spec: FetchSpec, clients: Clients, *, max_workers: int) -> list[VersionProbe]:
     """The cheap version checks of the sidecar's refresh, from the spec's cloud."""
     if spec.provider == "gcp":
         from fetcher.gcp import GcpClients
         from fetcher.gcp_source import check_versions as check_gcp
 
         assert isinstance(clients, GcpClients)
-        return check_gcp(spec, clients)
+        return check_gcp(spec, clients, max_workers=max_workers)
     from fetcher.aws import AwsClients
     from fetcher.sources import check_versions as check_aws
 
     assert isinstance(clients, AwsClients)
-    return check_aws(spec, clients)
+    return check_aws(spec, clients, max_workers=max_workers)
 
 
 def refuse_outside_a_pod(manifest: Mapping[str, Any], origin: str) -> Mapping[str, Any]:

@@ -1,51 +1,24 @@
 """Reading secrets and parameters from AWS: concurrently, by version, with a failover region.
 
 Why it exists: this is the only module that knows the shape of Secrets
-Manager's and SSM's replies. Both services sit behind one small `Source`
+Manager's and SSM's replies. Each object kind sits behind one small `Source`
 protocol that turns the spec's objects into independent units of work (one
-per secret, one per batch of parameters), so `fetch_all` can run every unit of
-both services in one bounded thread pool (fanout.py) and report every failure at once.
+GetSecretValue per secret, one GetParameters per batch of ten parameters), so
+`fetch_all` runs every unit in one bounded pool (fanout.py) and reports every
+failure at once. Why one call per secret but batches for SSM, and why
+DescribeSecret is the version check: docs/aws-api-economics.md (quotas).
 
-Why one GetSecretValue per secret and not BatchGetSecretValue (quotas per
-account and region, as AWS publishes them: GetSecretValue 10,000 rps;
-BatchGetSecretValue 100 rps, not adjustable, at most 20 secrets per call).
-Take a fleet rollout of 5,000 pods with 5 secrets each, all starting at once:
-
-- GetSecretValue: 5,000 x 5 = 25,000 calls / 10,000 rps = 2.5 s of the
-  account's quota.
-- BatchGetSecretValue: each pod has its own identity and fetches only its own
-  secrets, so a call can never carry another pod's secrets: one call per pod,
-  5,000 calls / 100 rps = 50 s of throttling. Even with impossible perfect
-  packing across pods (25,000 / 20 = 1,250 calls) it would be 1,250 / 100 rps
-  = 12.5 s, still 5x the GetSecretValue figure, and that 100 rps is shared
-  with everything else in the account and cannot be raised.
-- For one pod the latency is the same either way: its 5 calls run in
-  parallel, so they cost about one round trip, like one batch call.
-- BatchGetSecretValue also needs an extra IAM action
-  (secretsmanager:BatchGetSecretValue) that existing ASCP policies lack.
-
-So: one GetSecretValue per secret, run concurrently (at most
-`DEFAULT_MAX_WORKERS` at a time). SSM is the opposite case: GetParameter and
-GetParameters share one quota, 40 TPS by default (3,000 with higher
-throughput). The same rollout with 5 parameters per pod is 25,000 GetParameter
-calls / 40 TPS = 625 s, or 5,000 GetParameters calls / 40 TPS = 125 s (1.7 s
-at 3,000 TPS): batching by 10 is the only sane choice there. The sidecar's
-version check uses DescribeSecret (40,000 rps) rather than GetSecretValue.
-
-Failover: the primary region is always asked first. If it answers with an
-error (4xx: not found, access denied) that answer stands, because another
-region would only hide it. Only a 5xx, throttling, a timeout or a connection
-failure (`AwsUnavailableError`) sends the same request, with the
-`failoverObject`'s name and version, to the failover region. When an object
-is named by ARN and has no failoverObject, the failover region is asked for
-the same ARN with the region replaced (how Secrets Manager names replicas).
+Failover: only a 5xx, throttling, a timeout or a connection failure
+(`AwsUnavailableError`) sends the same request, with the `failoverObject`'s
+name and version (or the ARN with its region replaced), to the failover
+region; a 4xx answer stands, because another region would only hide it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from fetcher.aws import AwsClients
 from fetcher.errors import (
@@ -286,27 +259,82 @@ def _reply_keys(name: str) -> set[str]:
     return keys
 
 
+Entry: TypeAlias = tuple[int, Mapping[str, Any]]
+Picker: TypeAlias = Callable[[list[Entry], Target, str], Entry | None]
+
+
 def _match_parameters(
     parameters: Sequence[Mapping[str, Any]], targets: Sequence[tuple[int, Target]], region: str
 ) -> FetchResult:
-    """Map GetParameters' replies (in any order) back to the objects that asked."""
-    by_key: dict[str, list[tuple[int, Target]]] = {}
+    """Map GetParameters' replies (in any order) back to the objects that asked, the same way every time.
+
+    Each distinct selector gets exactly one reply. Replies that carry a Selector (AWS) are matched by it;
+    without one (moto), a version is matched by its number, latest takes the highest version left,
+    and a label takes what remains, so the file for latest never gets an older version.
+    """
+    by_selector: dict[str, list[tuple[int, Target]]] = {}
     for index, target in targets:
-        for key in _reply_keys(target.name):
-            by_key.setdefault(key, []).append((index, target))
+        by_selector.setdefault(_selector_name(target), []).append((index, target))
+    entries = [(position, parameter) for position, parameter in enumerate(parameters)]
+    taken: set[int] = set()
+    chosen: dict[str, Mapping[str, Any]] = {}
+
+    def candidates(selector: str) -> list[Entry]:
+        target = by_selector[selector][0][1]
+        keys = _reply_keys(target.name)
+        found = [
+            (position, parameter)
+            for position, parameter in entries
+            if position not in taken and (str(parameter.get("Name")) in keys or str(parameter.get("ARN")) in keys)
+        ]
+        return sorted(found, key=lambda pair: (_version_number(pair[1]), pair[0]))
+
+    def take(selector: str, pick: Picker) -> None:
+        if selector not in chosen:
+            found = pick(candidates(selector), by_selector[selector][0][1], selector)
+            if found is not None:
+                taken.add(found[0])
+                chosen[selector] = found[1]
+
+    for pick in (_by_selector, _by_version, _latest, _label):
+        for selector in by_selector:
+            take(selector, pick)
     results: FetchResult = {}
-    for parameter in parameters:
-        candidates = by_key.get(str(parameter.get("Name")), []) or by_key.get(str(parameter.get("ARN")), [])
-        for index, target in candidates:
-            version = str(parameter.get("Version", ""))
-            selector = parameter.get("Selector")
-            if target.version and version != target.version:
-                continue
-            if selector and selector != _selector_name(target)[len(target.name) :]:
-                continue
-            value = FetchedValue(str(parameter.get("Value", "")).encode("utf-8"), version, region)
-            results.setdefault(index, value)
+    for selector, parameter in chosen.items():
+        value = FetchedValue(str(parameter.get("Value", "")).encode("utf-8"), str(parameter.get("Version", "")), region)
+        for index, _ in by_selector[selector]:
+            results[index] = value
     return results
+
+
+def _by_selector(found: list[Entry], target: Target, selector: str) -> Entry | None:
+    """1. What AWS marks with its Selector (":3", ":label")."""
+    suffix = selector[len(target.name) :]
+    return next((entry for entry in found if suffix and entry[1].get("Selector") == suffix), None)
+
+
+def _by_version(found: list[Entry], target: Target, selector: str) -> Entry | None:
+    """2. A version by its number."""
+    return next((entry for entry in found if target.version and str(entry[1].get("Version")) == target.version), None)
+
+
+def _latest(found: list[Entry], target: Target, selector: str) -> Entry | None:
+    """3. Latest: the highest version among replies without a Selector (`found` is sorted by version)."""
+    plain = [entry for entry in found if not entry[1].get("Selector")]
+    return plain[-1] if plain and not target.version and not target.label else None
+
+
+def _label(found: list[Entry], target: Target, selector: str) -> Entry | None:
+    """4. A label without a Selector in the reply: what remains."""
+    plain = [entry for entry in found if not entry[1].get("Selector")]
+    return plain[0] if plain and target.label else None
+
+
+def _version_number(parameter: Mapping[str, Any]) -> int:
+    try:
+        return int(parameter.get("Version") or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 # --- Grouping the spec's objects. ------------------------------------------------

@@ -30,8 +30,8 @@ CONSTRAINTS = REPO_ROOT / "constraints.txt"
 
 FETCHER = "Dockerfile.fetcher"
 WEBHOOK = "Dockerfile.webhook"
-FETCHER_RUNTIME_DEPS = {"boto3", "jmespath", "pyyaml"}
-AWS_SDK = {"boto3", "botocore", "s3transfer", "aioboto3", "aiobotocore"}
+FETCHER_RUNTIME_DEPS = {"jmespath", "pyyaml"}
+AWS_SDK = {"boto3", "botocore", "s3transfer", "aioboto3", "aiobotocore", "awscrt"}
 
 
 @dataclass(frozen=True)
@@ -251,6 +251,7 @@ def test_fetcher_image_installs_only_the_fetcher_runtime() -> None:
     lock = lock_of(FETCHER)
     assert lock_inputs(lock) == FETCHER_RUNTIME_DEPS
     assert not set(lock_pins(lock)) & set(_extra("webhook"))
+    assert not set(lock_pins(lock)) & AWS_SDK, "the fetcher calls AWS with the standard library (issue 16)"
 
 
 def test_fetcher_lock_matches_the_project_dependencies() -> None:
@@ -333,7 +334,7 @@ def test_dockerignore_keeps_the_context_small() -> None:
 # Imports that must be impossible inside each image (its Dockerfile does not install them).
 FORBIDDEN_IMPORTS = {
     FETCHER: ["webhook", "fastapi", "uvicorn", "starlette", "kubernetes", "jsonpatch", "cryptography",
-              "prometheus_client"],
+              "prometheus_client", "boto3", "botocore", "awscrt"],
     WEBHOOK: ["boto3", "botocore", "s3transfer"],
 }  # fmt: skip
 

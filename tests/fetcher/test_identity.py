@@ -1,10 +1,10 @@
-"""Both pod identities work through boto3's real credential providers, with no keys in the environment.
+"""Both pod identities work through the fetcher's credential sources, with no keys in the environment.
 
-IRSA: AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE; botocore calls STS
+IRSA: AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE; the fetcher calls STS
 AssumeRoleWithWebIdentity (moto, reached through AWS_ENDPOINT_URL) and signs
 with the temporary keys it returns. EKS Pod Identity:
 AWS_CONTAINER_CREDENTIALS_FULL_URI + AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE;
-botocore's container provider GETs the URI with the token as Authorization
+the container source GETs the URI with the token as Authorization
 (here a local stub standing in for the Pod Identity Agent).
 """
 
@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -30,13 +29,10 @@ def signing_keys(clients: AwsClients) -> list[str]:
     """Collects the access key id of every signed request the fetcher sends."""
     keys: list[str] = []
 
-    def record(request: Any, **_: Any) -> None:
-        auth = request.headers.get("Authorization")
-        if auth:
-            text = auth.decode() if isinstance(auth, bytes) else auth
-            keys.append(text.split("Credential=", 1)[1].split("/", 1)[0])
+    def record(operation: str, headers: Mapping[str, str]) -> None:
+        keys.append(headers["authorization"].split("Credential=", 1)[1].split("/", 1)[0])
 
-    clients.session.events.register("before-send", record)
+    clients.on_send.append(record)
     return keys
 
 
@@ -53,11 +49,6 @@ def test_irsa_web_identity_through_sts(seed: Seeder, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("AWS_ROLE_ARN", ROLE_ARN)
     monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(token))
     clients = make_clients()
-    issued: list[str] = []
-    clients.session.events.register(
-        "after-call.sts.AssumeRoleWithWebIdentity",
-        lambda parsed, **_: issued.append(parsed["Credentials"]["AccessKeyId"]),
-    )
     keys = signing_keys(clients)
     try:
         values = fetch_all(make_spec([{"objectName": "db", "objectType": "secretsmanager"}]), clients)
@@ -65,7 +56,8 @@ def test_irsa_web_identity_through_sts(seed: Seeder, monkeypatch: pytest.MonkeyP
         clients.close()
     assert values[0].data == b"via irsa"
     assert clients.calls.count("AssumeRoleWithWebIdentity", service="sts") == 1
-    assert len(issued) == 1 and keys == issued  # the secret was read with the role's temporary keys
+    (issued,) = set(keys)
+    assert issued.startswith("ASIA")  # the secret was read with the role's temporary keys, not "testing"
 
 
 def test_eks_pod_identity_through_the_container_provider(

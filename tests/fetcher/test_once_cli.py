@@ -185,3 +185,34 @@ def test_missing_credentials_get_laptop_advice_once_not_pod_advice_per_object(
     err = capsys.readouterr().err
     assert err.count("no AWS credentials") == 1  # once, not once per object (the class has two)
     assert "app/a" not in message
+def test_once_on_a_laptop_reads_a_profile_through_botocore(
+    moto: Any, seed: Seeder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No keys in the environment, only AWS_PROFILE: `once` signs with the profile's keys (botocore's chain)."""
+    seed.secret("app/a", "from the profile")
+    seed.secret("app/b", "b")
+    credentials = tmp_path / "credentials"
+    credentials.write_text("[workload]\naws_access_key_id = AKIAPROFILE0000000\naws_secret_access_key = s\n")
+    env = {key: value for key, value in fetcher_env(moto.url).items() if not key.startswith("AWS_ACCESS_KEY_ID")}
+    env.pop("AWS_SECRET_ACCESS_KEY")
+    env.update({"AWS_PROFILE": "workload", "AWS_SHARED_CREDENTIALS_FILE": str(credentials)})
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        if key.startswith("AWS_"):
+            monkeypatch.setenv(key, value)  # botocore reads the process environment
+    manifest = tmp_path / "spc.yaml"
+    manifest.write_text(SPC_YAML)
+    out = tmp_path / "out"
+    code = main(["once", "--secret-provider-class", str(manifest), "--dir", str(out), "--region", "us-east-1"], env)
+    assert code == 0
+    assert (out / "a").read_bytes() == b"from the profile"
+    monkeypatch.setenv("AWS_PROFILE", "nobody")  # a profile that does not exist: a clear identity error
+    env["AWS_PROFILE"] = "nobody"
+    capsys.readouterr()
+    assert (
+        main(["once", "--secret-provider-class", str(manifest), "--dir", str(out), "--region", "us-east-1"], env) == 1
+    )
+    stderr = capsys.readouterr().err
+    assert "ProfileNotFound" in stderr and "the pod has no usable AWS identity" in stderr
+    assert "Traceback" not in stderr

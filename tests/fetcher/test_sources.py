@@ -82,7 +82,7 @@ def test_a_missing_secret_names_the_object_the_region_and_the_code(seed: Seeder,
     assert (error.object_name, error.region, error.code) == ("absent", PRIMARY, "ResourceNotFoundException")
     assert str(error).startswith("secret 'absent' in us-east-1: ResourceNotFoundException from GetSecretValue")
     assert "Hint: it does not exist in us-east-1" in str(error)
-    assert type(error.__cause__).__name__ == "ResourceNotFoundException"  # translated with `raise ... from`
+    assert getattr(error.__cause__, "code", None) == "ResourceNotFoundException"  # translated with `raise ... from`
 
 
 def test_every_failed_object_is_reported(seed: Seeder, clients: AwsClients) -> None:
@@ -236,3 +236,39 @@ def test_no_credentials_at_all_is_explained(seed: Seeder, monkeypatch: pytest.Mo
     finally:
         clients.close()
     assert "NoCredentialsError" in str(error) and "eks.amazonaws.com/role-arn (IRSA)" in str(error)
+
+
+@pytest.mark.parametrize("reply_order", ["as-sent", "reversed"])
+def test_one_parameter_at_a_version_and_at_latest_maps_each_reply_to_its_object(
+    seed: Seeder, http_stub: StubFactory, reply_order: str
+) -> None:
+    """moto (and a reply without Selector) must not give the latest file the old version, whatever the order."""
+    seed.parameter("/p", "old")
+    seed.parameter("/p", "new")
+    spec = make_spec([ssm("/p", objectVersion="1", objectAlias="p-old"), ssm("/p", objectAlias="p-new")])
+    clients = make_clients()
+    try:
+        values = fetch_all(spec, clients)  # moto's reply, as moto orders it
+    finally:
+        clients.close()
+    assert (values[0].data, values[0].version) == (b"old", "1")
+    assert (values[1].data, values[1].version) == (b"new", "2")
+
+    def replies(request: RecordedRequest) -> Reply:
+        parameters = [
+            {"Name": "/p", "Type": "String", "Value": "old", "Version": 1},
+            {"Name": "/p", "Type": "String", "Value": "new", "Version": 2},
+        ]
+        if reply_order == "reversed":
+            parameters.reverse()
+        body = json.dumps({"Parameters": parameters, "InvalidParameters": []}).encode()
+        return 200, {"Content-Type": "application/x-amz-json-1.1"}, body
+
+    stub = http_stub(replies)
+    clients = make_clients(endpoint_overrides={PRIMARY: stub.url})
+    try:
+        values = fetch_all(spec, clients)
+    finally:
+        clients.close()
+    assert (values[0].data, values[0].version) == (b"old", "1")
+    assert (values[1].data, values[1].version) == (b"new", "2")

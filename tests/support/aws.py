@@ -2,8 +2,8 @@
 
 Why it exists: what moto cannot do (an AWS endpoint that answers 5xx or
 AccessDenied on demand, an EKS Pod Identity credentials endpoint) is served by
-`LocalHttpStub`, a real HTTP server on loopback, so botocore parses real
-responses. The fixtures that use these live in conftest.py beside this file.
+`LocalHttpStub`, a real HTTP server on loopback, so the fetcher's client parses
+real responses. The fixtures that use these live in conftest.py beside this file.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def fast_session(**credentials: str) -> Any:
 def make_clients(**settings: Any) -> AwsClients:
     """Fetcher clients with test-friendly settings (one attempt, short timeouts) unless overridden."""
     defaults: dict[str, Any] = {"max_attempts": 1, "connect_timeout": 1.0, "read_timeout": 5.0}
-    return AwsClients(AwsSettings(**{**defaults, **settings}), session=fast_session())
+    return AwsClients(AwsSettings(**{**defaults, **settings}))
 
 
 def make_spec(objects: list[dict[str, Any]] | str, **options: Any) -> FetchSpec:

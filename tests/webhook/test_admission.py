@@ -265,7 +265,7 @@ def test_a_limit_range_below_ferrys_limits_denies_naming_it_and_the_setting(pod_
     small = {
         "metadata": {"name": "small", "namespace": "team-b"},
         "spec": {
-            "limits": [{"type": "Pod", "max": {"memory": "1Mi"}}, {"type": "Container", "max": {"memory": "64Mi"}}]
+            "limits": [{"type": "Pod", "max": {"memory": "1Mi"}}, {"type": "Container", "max": {"memory": "48Mi"}}]
         },
     }
     admission = admit_pod(
@@ -279,7 +279,7 @@ def test_a_limit_range_below_ferrys_limits_denies_naming_it_and_the_setting(pod_
     )
     assert admission.outcome == "denied" and admission.reason == "limit-range"
     assert admission.message is not None
-    assert "LimitRange small in namespace team-b: spec.limits[1].max.memory is 64Mi" in admission.message
+    assert "LimitRange small in namespace team-b: spec.limits[1].max.memory is 48Mi" in admission.message
     assert "FERRY_FETCHER_MEMORY_LIMIT" in admission.message
 
 
@@ -359,8 +359,8 @@ def test_pod_level_resources_grow_by_ferrys_sidecar(pod_factory: PodFactory) -> 
     pod = app_pod(pod_factory, **{"ferry.dev/refresh-interval": "5m"})
     pod["spec"]["resources"] = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}
     injected = admit(pod).pod
-    assert injected["spec"]["resources"] == {
-        "requests": {"cpu": "150m", "memory": "192Mi"},
-        "limits": {"memory": "384Mi"},
+    assert injected["spec"]["resources"] == {  # the sidecar's requests and limits (10m / 32Mi, 64Mi) added
+        "requests": {"cpu": "110m", "memory": "160Mi"},
+        "limits": {"memory": "320Mi"},
     }
     assert pod["spec"]["resources"]["requests"]["cpu"] == "100m", "the pod as sent is not modified"

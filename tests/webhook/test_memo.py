@@ -366,7 +366,7 @@ def test_a_changed_limit_range_is_used_on_the_next_admission(
     assert "patch" in post(client, replica_review(pod))
     small = {
         "metadata": {"name": "small", "namespace": "apps", "resourceVersion": "1"},
-        "spec": {"limits": [{"type": "Container", "max": {"memory": "64Mi"}}]},
+        "spec": {"limits": [{"type": "Container", "max": {"memory": "48Mi"}}]},
     }
     view.limit_range_lists["apps"] = [small]
     denied = post(client, replica_review(pod))

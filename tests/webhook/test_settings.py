@@ -18,8 +18,8 @@ def test_defaults_match_the_documented_contract() -> None:
     assert settings.fetcher_image == "ghcr.io/ferry-dev/ferry-fetcher:0.1.0"
     assert settings.fetcher_pull_policy == "IfNotPresent"
     assert settings.fetcher_resources() == {
-        "requests": {"cpu": "50m", "memory": "64Mi"},
-        "limits": {"cpu": "500m", "memory": "128Mi"},
+        "requests": {"cpu": "10m", "memory": "32Mi"},
+        "limits": {"cpu": "500m", "memory": "64Mi"},
     }
     assert settings.default_region is None
     assert settings.volume_size_limit == "16Mi"
