@@ -7,7 +7,7 @@ session, alternating which tree goes first each round, so machine drift lands
 on both sides alike; the ratio of their medians is the answer.
 
 Each measurement is a fresh interpreter started in one tree (its own `webhook`
-package on sys.path) that builds the app with `webhook.app.create_app`, the
+package on sys.path) that builds the app with `webhook.edge.app.create_app`, the
 public entry point both trees have, and calls it as an ASGI server would
 (POST /mutate, no sockets, no TLS), after a warm-up. Two cases, as in
 `bench.webhook_latency`: "replicas" (the same pod again, a fresh uid each time:
@@ -48,8 +48,8 @@ CASES = ("replicas", "unique")
 WORKER = r"""
 import asyncio, gc, json, sys, time, uuid
 job = json.loads(open(sys.argv[1]).read())
-from webhook.app import create_app
-from webhook.kube import StaticView
+from webhook.edge.app import create_app
+from webhook.cluster.kube import StaticView
 from webhook.settings import Settings
 
 app = create_app(Settings(), StaticView(job["spcs"], job["namespaces"]), native_sidecars=True, noop_endpoint=False)

@@ -14,7 +14,7 @@ server's own `POST /noop` (parse the JSON, answer "allowed") in the same run,
 alternating in blocks, and reported side by side with the ratio.
 
 /mutate is measured in two cases, side by side in the same run, because the
-webhook remembers its answer for identical pods (webhook/memo.py):
+webhook remembers its answer for identical pods (webhook/policy/memo.py):
 
 - "replicas": every request carries the same pod (a Deployment's replicas)
   with a fresh uid and, as the API server writes it, the current second in
@@ -188,7 +188,7 @@ def request_head(path: str, port: int, length: int) -> bytes:
 def unique_pool_default() -> int:
     """4x the memo's capacity: with LRU eviction and the bodies used in rotation, every request is a miss."""
     try:
-        from webhook.memo import MAX_ENTRIES
+        from webhook.policy.memo import MAX_ENTRIES
     except ImportError:  # no memo: any pool size gives misses
         return 2048
     return 4 * int(MAX_ENTRIES)
@@ -239,7 +239,7 @@ class Payloads:
 def memo_rotation_check(bodies: dict[str, list[bytes]], requests: int) -> dict[str, Any]:
     """Feed each case's rotation, with fresh uids, through the webhook's own memo: replicas hit, unique pods miss."""
     try:
-        from webhook.memo import MAX_ENTRIES, AdmissionMemo, pod_key
+        from webhook.policy.memo import MAX_ENTRIES, AdmissionMemo, pod_key
     except ImportError as exc:
         return {"available": False, "error": f"{type(exc).__name__}: {exc}"}
     result: dict[str, Any] = {"available": True, "memo_max_entries": MAX_ENTRIES, "requests": requests}
@@ -723,10 +723,10 @@ def kube_calls(admissions: int, warmup: int) -> dict[str, Any]:
 
     from tests.support.kubeapi import FakeKubeAPI
     from tests.support.tlsserver import TLSServer
-    from webhook.app import create_app
-    from webhook.certs import generate_bundle, write_bundle
-    from webhook.kube import WatchCache
+    from webhook.cluster.kube import WatchCache
+    from webhook.edge.app import create_app
     from webhook.settings import Settings
+    from webhook.tls.certs import generate_bundle, write_bundle
 
     template = (benchlib.FIXTURES / "admission" / "review-1-ferry-first-call.json").read_text()
     original_uid = json.loads(template)["request"]["uid"]
@@ -828,12 +828,12 @@ def admission_breakdown(bodies: dict[str, list[bytes]], iterations: int) -> dict
     failing.
     """
     body = instance(bodies["replicas"][0])
-    from webhook.admission import admit_pod
-    from webhook.memo import clear_caches
-    from webhook.patch import make_pod_patch
-    from webhook.review import build_response, parse_review
+    from webhook.policy.admission import admit_pod
+    from webhook.policy.memo import clear_caches
+    from webhook.policy.patch import make_pod_patch
+    from webhook.policy.review import build_response, parse_review
+    from webhook.policy.view import StaticView
     from webhook.settings import Settings
-    from webhook.view import StaticView
 
     namespaces = json.loads((benchlib.FIXTURES / "namespaces-list.json").read_text())["items"]
     view = StaticView([bench_spc()], namespaces)
@@ -898,8 +898,8 @@ def admission_breakdown(bodies: dict[str, list[bytes]], iterations: int) -> dict
 
 def _handler(view: Any, settings: Any) -> Any:
     """The app's own admission handler (bytes in, status and bytes out), with its memo, outside any server."""
-    from webhook.app import AdmissionHandler
-    from webhook.metrics import AdmissionMetrics
+    from webhook.edge.app import AdmissionHandler
+    from webhook.edge.metrics import AdmissionMetrics
 
     return AdmissionHandler(settings, view, True, AdmissionMetrics())
 
@@ -912,8 +912,8 @@ def profile_unique(bodies: dict[str, list[bytes]], admissions: int, top: int = 1
     import cProfile
     import pstats
 
+    from webhook.policy.view import StaticView
     from webhook.settings import Settings
-    from webhook.view import StaticView
 
     namespaces = json.loads((benchlib.FIXTURES / "namespaces-list.json").read_text())["items"]
     handler = _handler(StaticView([bench_spc()], namespaces), Settings())
@@ -1036,7 +1036,7 @@ def main(argv: list[str] | None = None) -> int:
         if not rotation["ok"]:
             raise RuntimeError(f"the request rotation does not give the intended memo hits and misses: {rotation}")
     else:
-        print(f"memo check: webhook.memo unavailable ({rotation['error']}); every admission does the full work")
+        print(f"memo check: webhook.policy.memo unavailable ({rotation['error']}); every admission does the full work")
 
     # One wait for a quiet machine, before the first timed stage; each stage records the load around it.
     quiet = benchlib.wait_for_quiet(args.quiet_load, args.quiet_wait, "webhook benchmark")

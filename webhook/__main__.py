@@ -35,7 +35,7 @@ import yaml
 
 from fetcher import add_version_option
 from fetcher.spec import load_manifests
-from webhook.decide import NAMESPACE_OPT_IN_LABEL
+from webhook.policy.decide import NAMESPACE_OPT_IN_LABEL
 from webhook.settings import Settings, SettingsError
 
 log = logging.getLogger("ferry.webhook")
@@ -115,8 +115,8 @@ MAX_INJECT_BYTES = 16 * 1024 * 1024
 
 
 def _inject(args: argparse.Namespace, settings: Settings) -> int:
-    from webhook.view import secret_provider_classes_in
-    from webhook.workloads import InjectionDenied, inject_manifest
+    from webhook.policy.view import secret_provider_classes_in
+    from webhook.policy.workloads import InjectionDenied, inject_manifest
 
     try:
         text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
@@ -181,7 +181,7 @@ def _dump(documents: list[Any], stream: TextIO) -> None:
 def _static_view(
     spc_files: Sequence[str], namespace_file: str | None, extra_classes: Sequence[Mapping[str, Any]] = ()
 ) -> Any:
-    from webhook.kube import StaticView
+    from webhook.cluster.kube import StaticView
 
     annotations, labels = _load_namespaces(namespace_file)
     return StaticView.from_files(list(spc_files), annotations, extra_classes, labels)
@@ -231,8 +231,10 @@ def _load_namespaces(path: str | None) -> tuple[dict[str, dict[str, str]], dict[
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from kubernetes.client.exceptions import ApiException
 
-    from webhook import certs, certstore, kube, server
-    from webhook.app import create_app, metrics_app
+    from webhook.cluster import kube
+    from webhook.edge import server
+    from webhook.edge.app import create_app, metrics_app
+    from webhook.tls import certs, certstore
 
     _configure_json_logging(settings.log_level)
     cert_file = args.tls_cert_file or settings.tls_cert_file
@@ -362,7 +364,7 @@ def _detect_native(choice: str, api_client: Any, kube: Any) -> bool:
 
 
 def _certs(args: argparse.Namespace) -> int:
-    from webhook import certs
+    from webhook.tls import certs
 
     if not args.dns_name and not args.ip:
         print("error: give at least one --dns-name or --ip", file=sys.stderr)

@@ -1,12 +1,12 @@
-"""Helpers for tests of `webhook.resolve`: an SPC lookup over given classes, and result unwrapping."""
+"""Helpers for tests of `webhook.policy.resolve`: an SPC lookup over given classes, and result unwrapping."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from webhook.decide import Denial
-from webhook.resolve import ResolvedRequest
+from webhook.policy.decide import Denial
+from webhook.policy.resolve import ResolvedRequest
 
 
 def lookup(*classes: Mapping[str, Any]) -> Callable[[str, str], Mapping[str, Any] | None]:

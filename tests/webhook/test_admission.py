@@ -10,9 +10,9 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from webhook.admission import Admission, admit_pod
-from webhook.patch import make_pod_patch
-from webhook.podshape import is_run_to_completion
+from webhook.policy.admission import Admission, admit_pod
+from webhook.policy.patch import make_pod_patch
+from webhook.policy.podshape import is_run_to_completion
 from webhook.settings import Settings
 
 PodFactory = Callable[..., dict[str, Any]]

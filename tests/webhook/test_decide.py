@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.webhook.test_resolve import SM_OBJECTS, namespace
-from webhook.decide import Denial, Skip, decide_injection
+from webhook.policy.decide import Denial, Skip, decide_injection
 from webhook.settings import Settings
 
 PodFactory = Callable[..., dict[str, Any]]

@@ -13,8 +13,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from webhook.policy.workloads import InjectionDenied, inject_manifest
 from webhook.settings import Settings
-from webhook.workloads import InjectionDenied, inject_manifest
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kube-apiserver-v1.28"
 REPO = Path(__file__).resolve().parents[2]
@@ -196,7 +196,7 @@ def test_unreadable_input_exits_2(tmp_path: Path) -> None:
 
 def _server_message(document: dict[str, Any]) -> str:
     """What POST /mutate says for this template's pod (same code path, asserted here)."""
-    from webhook.kube import StaticView
+    from webhook.cluster.kube import StaticView
 
     view = StaticView.from_files([FIXTURES / "secretproviderclasses.yaml"])
     with pytest.raises(InjectionDenied) as denied:
@@ -211,7 +211,7 @@ def _server_message(document: dict[str, Any]) -> str:
 
 
 def test_in_process_pass_through_and_list() -> None:
-    from webhook.kube import StaticView
+    from webhook.cluster.kube import StaticView
 
     view = StaticView.from_files([FIXTURES / "secretproviderclasses.yaml"])
     kwargs: dict[str, Any] = {

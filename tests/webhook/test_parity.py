@@ -14,11 +14,11 @@ from fetcher.spec import FetchSpec
 from fetcher.spec.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR, POD_UID_ENV_VAR
 from tests.support.resolving import denied, lookup, resolved
 from tests.webhook.test_main import run_inject
-from webhook.mutate import mutate_pod
-from webhook.resolve import ResolvedRequest, resolve_spec
+from webhook.policy.mutate import mutate_pod
+from webhook.policy.resolve import ResolvedRequest, resolve_spec
+from webhook.policy.view import secret_provider_classes_in
+from webhook.policy.volumes import KUBE_API_VOLUME_NAME, SERVICE_ACCOUNT_MOUNT_PATH
 from webhook.settings import Settings
-from webhook.view import secret_provider_classes_in
-from webhook.volumes import KUBE_API_VOLUME_NAME, SERVICE_ACCOUNT_MOUNT_PATH
 
 PodFactory = Callable[..., dict[str, Any]]
 K8S_VERSION = kubernetes_validate.latest_version()

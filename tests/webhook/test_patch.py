@@ -1,4 +1,4 @@
-"""webhook.patch against plain `jsonpatch.make_patch`: the same document results, whatever the edit.
+"""webhook.policy.patch against plain `jsonpatch.make_patch`: the same document results, whatever the edit.
 
 The pruner shares unchanged parts by identity, turns lists into stand-ins and
 remembers diffs; none of that may change what the patch does. Hypothesis
@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from webhook import memo
-from webhook.patch import make_pod_patch
+from webhook.policy import memo
+from webhook.policy.patch import make_pod_patch
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.text(max_size=4))
 values = st.recursive(
@@ -133,7 +133,7 @@ def test_make_pod_patch_is_exact_for_any_change(before: dict[str, Any], after: d
 
 
 def test_stand_ins_never_leak_into_a_patch() -> None:
-    from webhook.patch import Pruner
+    from webhook.policy.patch import Pruner
 
     pruner = Pruner()
     pruner.prune([A], [B, A])
@@ -145,7 +145,7 @@ def test_stand_ins_never_leak_into_a_patch() -> None:
 
 def test_a_remembered_diff_is_the_same_patch_and_a_copy_of_its_own() -> None:
     """Pods of one shape share a remembered diff; each caller gets the same ops, free to change them."""
-    from webhook import memo
+    from webhook.policy import memo
 
     memo.clear_caches()
     first_before, first_after = _pod_with([A], [B]), _pod_with([C, A], [B])

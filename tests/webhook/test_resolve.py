@@ -9,7 +9,7 @@ import pytest
 
 from fetcher.spec import DEFAULT_MOUNT_PATH, FetchSpec
 from tests.support.resolving import denied, lookup, resolved
-from webhook.resolve import resolve_spec
+from webhook.policy.resolve import resolve_spec
 from webhook.settings import Settings
 
 PodFactory = Callable[..., dict[str, Any]]

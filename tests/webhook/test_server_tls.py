@@ -22,8 +22,8 @@ import yaml
 
 from tests.support.paths import REPO_ROOT
 from tests.support.tlsserver import TLSServer
-from webhook.certs import generate_bundle, write_bundle
-from webhook.server import TLS12_CIPHERS
+from webhook.edge.server import TLS12_CIPHERS
+from webhook.tls.certs import generate_bundle, write_bundle
 
 # TLS 1.2 suites without AEAD (CBC with HMAC) or without forward secrecy (static RSA key exchange).
 LEGACY_TLS12 = (

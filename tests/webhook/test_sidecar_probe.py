@@ -9,10 +9,10 @@ import kubernetes_validate
 import pytest
 
 from fetcher.spec import build_spec
-from webhook.containers import build_init_container, build_liveness_probe, build_sidecar
-from webhook.decide import Denial
-from webhook.mutate import mutate_pod, plan_sidecar
-from webhook.resolve import ResolvedRequest, resolve_spec
+from webhook.policy.containers import build_init_container, build_liveness_probe, build_sidecar
+from webhook.policy.decide import Denial
+from webhook.policy.mutate import mutate_pod, plan_sidecar
+from webhook.policy.resolve import ResolvedRequest, resolve_spec
 from webhook.settings import Settings, SettingsError
 
 PodFactory = Callable[..., dict[str, Any]]

@@ -15,7 +15,7 @@ once:
           → Decision                  outcome, reason, patch, warnings or denial, encoded once
 
 Every decision is made once per pod. Replicas are answered from the memo
-(`webhook.memo.AdmissionMemo`) when one is given.
+(`webhook.policy.memo.AdmissionMemo`) when one is given.
 """
 
 from __future__ import annotations
@@ -27,15 +27,15 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from fetcher.spec import ANNOTATION_STATUS, STATUS_INJECTED, bounded, quote
-from webhook.decide import Denial, Skip, decide_injection, status_of
-from webhook.memo import AdmissionMemo, RecordingLookup, pod_key
-from webhook.mutate import has_own_containers, mutate_pod, plan_sidecar, refresh_own_identity
-from webhook.patch import make_pod_patch
-from webhook.resolve import SpcLookup, resolve_spec
-from webhook.resources import check_limit_ranges
-from webhook.review import AdmissionRequest, MalformedReview, build_response
+from webhook.policy.decide import Denial, Skip, decide_injection, status_of
+from webhook.policy.memo import AdmissionMemo, RecordingLookup, pod_key
+from webhook.policy.mutate import has_own_containers, mutate_pod, plan_sidecar, refresh_own_identity
+from webhook.policy.patch import make_pod_patch
+from webhook.policy.resolve import SpcLookup, resolve_spec
+from webhook.policy.resources import check_limit_ranges
+from webhook.policy.review import AdmissionRequest, MalformedReview, build_response
+from webhook.policy.view import ClusterView
 from webhook.settings import Settings
-from webhook.view import ClusterView
 
 Outcome = Literal["injected", "skipped", "denied", "reinvoked"]
 

@@ -4,7 +4,7 @@ Why it exists: parsing and validating the objects YAML dominates an admission,
 and a Deployment's replicas (or many pods naming one class) ask for the same
 spec again and again. `resolve_spec` decides which values win; this module
 turns the winners into a spec through the one spec model (`fetcher.spec`) and
-remembers the result in `webhook.memo`'s spec cache. The key is content, not
+remembers the result in `webhook.policy.memo`'s spec cache. The key is content, not
 resourceVersion: files given to `inject --secret-provider-class` have none.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fetcher.spec import SpecError, build_spec, spec_from_secret_provider_class
-from webhook import memo
+from webhook.policy import memo
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ SecretProviderClass, its namespace's annotations and the webhook's defaults.
 Merging them is policy, and policy must be pure and testable without a server,
 so this module takes plain dicts and a lookup function and returns either a
 `ResolvedRequest` or a `Denial` whose message names what to edit. Whether to
-inject at all is `webhook.decide`'s question, asked before this one; checks on
-the pod's own shape are in `webhook.podshape`; field validation is the spec
+inject at all is `webhook.policy.decide`'s question, asked before this one; checks on
+the pod's own shape are in `webhook.policy.podshape`; field validation is the spec
 model's (`fetcher.spec`). This module only decides which value wins and tells
 the spec model what to call each field, so every problem names what to edit:
 
@@ -21,7 +21,7 @@ Whatever a SecretProviderClass holds that Ferry does not act on becomes an
 admission warning naming it (`fetcher.spec.secret_provider_class_warnings`).
 
 A spec is built once per distinct input (parsing the objects YAML dominates
-admission): `webhook.specbuild` builds it, and the cache is `webhook.memo`'s.
+admission): `webhook.policy.specbuild` builds it, and the cache is `webhook.policy.memo`'s.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ from fetcher.spec import (
     quote,
     secret_provider_class_warnings,
 )
-from webhook import memo
-from webhook.decide import (
+from webhook.policy import memo
+from webhook.policy.decide import (
     MAX_REPORTED_KEYS,
     NAMESPACE_ANNOTATIONS,
     POD_ANNOTATIONS,
@@ -66,7 +66,7 @@ from webhook.decide import (
     short,
     value_of,
 )
-from webhook.podshape import (
+from webhook.policy.podshape import (
     check_container_count,
     check_mount_conflicts,
     check_mount_path,
@@ -77,9 +77,9 @@ from webhook.podshape import (
     file_owner,
     select_containers,
 )
+from webhook.policy.specbuild import SpecOptions, inline_spec, spc_spec, trimmed_spc
+from webhook.policy.view import SPC_TOO_LARGE
 from webhook.settings import Settings
-from webhook.specbuild import SpecOptions, inline_spec, spc_spec, trimmed_spc
-from webhook.view import SPC_TOO_LARGE
 
 # (namespace, name) -> SecretProviderClass API JSON, or None when it does not exist.
 SpcLookup = Callable[[str, str], Mapping[str, Any] | None]
@@ -121,7 +121,7 @@ def resolve_spec(
     ns = namespace or (pod.get("metadata") or {}).get("namespace") or _name_of(namespace_obj) or "default"
     pod_ann = annotations_of(pod)
     ns_ann = annotations_of(namespace_obj)
-    # At most MAX_WARNINGS travel anyway (webhook.review); none of the others is even formatted.
+    # At most MAX_WARNINGS travel anyway (webhook.policy.review); none of the others is even formatted.
     ignored = [key for key in ns_ann if key.startswith(ANNOTATION_PREFIX) and key not in NAMESPACE_ANNOTATIONS]
     warnings: list[str] = [
         f"namespace {ns} annotation {short(key)} is "

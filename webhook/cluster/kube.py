@@ -19,7 +19,7 @@ the resources we need rather than as a framework:
 
 The read interface (`ClusterView`) and its file-backed twin (`StaticView`, for
 ``python -m webhook inject`` and a webhook started outside a cluster) live in
-`webhook.view`, which imports no Kubernetes client; they are re-exported here.
+`webhook.policy.view`, which imports no Kubernetes client; they are re-exported here.
 
 Objects are plain API JSON dicts (camelCase keys, as the API server sent
 them), cut down to what admission reads (`slim_namespace`,
@@ -49,10 +49,10 @@ import kubernetes.watch
 import yaml
 
 from fetcher.spec import ANNOTATION_KEYS
-from webhook.decide import NAMESPACE_OPT_IN_LABEL
-from webhook.reflector import Reflector
-from webhook.resources import slim_limit_range
-from webhook.view import (
+from webhook.cluster.reflector import Reflector
+from webhook.policy.decide import NAMESPACE_OPT_IN_LABEL
+from webhook.policy.resources import slim_limit_range
+from webhook.policy.view import (
     MAX_SPC_BYTES,
     SPC_GROUP,
     SPC_KIND,

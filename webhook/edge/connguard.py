@@ -3,7 +3,7 @@
 Why it exists: anyone who can reach the webhook's Service can open a
 connection, and uvicorn alone has only a keep-alive timeout: a stalled header
 or body would hold its connection and buffers forever. This protocol class,
-uvicorn's h11 protocol plus two guards, is what `webhook.server` serves with:
+uvicorn's h11 protocol plus two guards, is what `webhook.edge.server` serves with:
 
 - a read deadline (`REQUEST_READ_DEADLINE`, 3 s): from the connection's start,
   or a later request's first byte, the whole request (headers and body) must

@@ -4,7 +4,7 @@ Why it exists: before Ferry adds its volume and containers, the pod must have
 room for them: a Linux pod (Ferry's image is Linux), a mount path that hides nothing the image or kubelet needs, the
 containers the user named, no name Ferry reserves, no mount already at the
 path, and a bounded number of containers. These checks read only the pod, so
-they are apart from the precedence merge in `webhook.resolve`. Pure.
+they are apart from the precedence merge in `webhook.policy.resolve`. Pure.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fetcher.spec import ANNOTATION_CONTAINERS, ANNOTATION_INJECT, ANNOTATION_MOUNT_PATH, DEFAULT_MOUNT_PATH, quote
-from webhook.volumes import KUBE_API_VOLUME_NAME, VOLUME_NAME
+from webhook.policy.volumes import KUBE_API_VOLUME_NAME, VOLUME_NAME
 
 # Containers plus init containers in a pod Ferry injects into: far above any real pod, and a bound on the
 # work (one mount per container, one patch op each) that a hostile or broken manifest can make admission do.

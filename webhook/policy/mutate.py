@@ -1,8 +1,8 @@
 """Build the injected pod: Ferry's volume, containers, mounts, identity and status.
 
 Why it exists: where a pod is built must be one place, apart from the decision
-to build it (`webhook.admission`) and from the patch that describes it
-(`webhook.patch`). This module is pure: dicts in, dicts out. It copies the pod
+to build it (`webhook.policy.admission`) and from the patch that describes it
+(`webhook.policy.patch`). This module is pure: dicts in, dicts out. It copies the pod
 (copy-on-write) and edits the copy; the patch is a diff of before and after,
 never operations assembled by hand.
 
@@ -17,7 +17,7 @@ Ferry's containers get no Kubernetes API token of the ServiceAccount plugin's
 (the pod's automountServiceAccountToken is switched off once the app's
 containers have theirs; secretObjects sync brings its own projected token),
 and a pod with pod-level resources has them grown by what Ferry's containers
-add (`webhook.resources`).
+add (`webhook.policy.resources`).
 
 Run-to-completion pods (owned by a Job, or restartPolicy Never/OnFailure) get
 no regular sidecar, which would keep them running forever; native sidecars do
@@ -30,13 +30,13 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 from fetcher.spec import ANNOTATION_REFRESH_INTERVAL, ANNOTATION_STATUS, STATUS_INJECTED, needs_kube_api
-from webhook.containers import OWN_CONTAINER_NAMES, build_init_container, build_sidecar
-from webhook.identity import Identity, apply_identity, find_identity
-from webhook.podshape import is_run_to_completion
-from webhook.resolve import ResolvedRequest
-from webhook.resources import account_pod_resources
+from webhook.policy.containers import OWN_CONTAINER_NAMES, build_init_container, build_sidecar
+from webhook.policy.identity import Identity, apply_identity, find_identity
+from webhook.policy.podshape import is_run_to_completion
+from webhook.policy.resolve import ResolvedRequest
+from webhook.policy.resources import account_pod_resources
+from webhook.policy.volumes import build_app_mount, build_kube_api_volume, build_volume
 from webhook.settings import Settings
-from webhook.volumes import build_app_mount, build_kube_api_volume, build_volume
 
 SidecarMode = Literal["none", "native", "regular"]
 
@@ -50,7 +50,7 @@ def mutate_pod(
 
     Copy-on-write: every dict or list on the path to a change is new, everything
     else is shared with `pod` and never modified. That keeps admission cheap
-    (no deep copy of managedFields) and lets `webhook.patch` skip shared parts.
+    (no deep copy of managedFields) and lets `webhook.policy.patch` skip shared parts.
     """
     new = dict(pod)
     meta = dict(new.get("metadata") or {})

@@ -9,7 +9,7 @@ of those is remembered here, keyed by content, bounded, and cleared together by
 marshal bytes of it), so a freed object's address can never answer for another.
 
 The whole-answer memo (`AdmissionMemo`) keys a pod by `pod_key`: the parts of
-the pod that `webhook.admission.admit` reads or its patch touches. Everything
+the pod that `webhook.policy.admission.admit` reads or its patch touches. Everything
 else differs between replicas without changing the answer (the review's uid,
 the `managedFields` timestamps, the `pod-template-hash` label, the owning
 ReplicaSet). An entry also records the namespace object, every
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from fetcher.spec import FetchSpec, Problem
-from webhook.podshape import is_run_to_completion
+from webhook.policy.podshape import is_run_to_completion
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -178,7 +178,7 @@ def pod_key(namespace: str, pod: Mapping[str, Any]) -> bytes:
     """A digest of everything about `pod` that its admission answer depends on.
 
     That is the namespace, the whole `spec`, the annotations, whether the pod
-    runs to completion (`webhook.podshape.is_run_to_completion`, which reads
+    runs to completion (`webhook.policy.podshape.is_run_to_completion`, which reads
     the owner references and the Job labels), and whether `metadata`,
     `annotations` and `spec` are present at all (the patch adds a missing map
     but replaces a null one). The patch only touches `metadata.annotations`

@@ -6,7 +6,7 @@ two whole pods is exact but slow (it serializes the pod several times) and
 reads badly (an app container shifted by Ferry's init container shows as a
 rewrite). This module makes the same patch from smaller documents: the
 `Pruner` drops what is shared and puts stand-ins for whole list items, the
-diff of the pruned pair is remembered (`webhook.memo`), and anything the
+diff of the pruned pair is remembered (`webhook.policy.memo`), and anything the
 pruning could get wrong falls back to the plain diff. A property test checks
 the result against `jsonpatch.make_patch` on arbitrary documents.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import jsonpatch
 
-from webhook import memo
+from webhook.policy import memo
 
 
 def make_pod_patch(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -57,7 +57,7 @@ def _diff(before: Any, after: Any) -> list[dict[str, Any]]:
 
 
 def _diff_pruned(before: Any, after: Any) -> list[dict[str, Any]]:
-    """`_diff` of two pruned documents, remembered by their content (`webhook.memo`).
+    """`_diff` of two pruned documents, remembered by their content (`webhook.policy.memo`).
 
     Pruned documents hold only what changed, with stand-ins for whole
     containers, so pods of the same shape (the same containers gaining the

@@ -28,14 +28,14 @@ Slow and greedy clients (anyone who can reach the Service can open a
 connection) are bounded at the connection, before the app runs:
 
 - a whole-request read deadline and a per-client connection cap: the
-  protocol class in `webhook.connguard`;
+  protocol class in `webhook.edge.connguard`;
 - at most `MAX_CONNECTIONS` (512) open connections in all (uvicorn's
   `limit_concurrency`): past it a request gets an immediate 503. A fast 503
   rather than a queue: the API server applies failurePolicy to a 503 at once
   (the user sees an error and a controller retries), while a queued request
   would hold the API server's own request for the whole timeout. This is the
   last guard against running out of file descriptors and memory, not a rate
-  limit; the bytes of request bodies are bounded in `webhook.app`.
+  limit; the bytes of request bodies are bounded in `webhook.edge.app`.
 
 The TLS handshake itself is bounded by asyncio's default of 60 s; a connection
 stalled there holds no request buffers. uvicorn runs on asyncio's own loop and
@@ -64,7 +64,7 @@ from typing import Any
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
-from webhook.connguard import (
+from webhook.edge.connguard import (
     MAX_CONNECTIONS_PER_CLIENT,
     REQUEST_READ_DEADLINE,
     GuardedH11Protocol,

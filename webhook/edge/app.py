@@ -1,7 +1,7 @@
 """The HTTP face of the webhook: POST /mutate, health and readiness; and the metrics app.
 
 Why it exists: this is the only module that speaks HTTP. It turns bytes into an
-AdmissionRequest (review.py), asks `webhook.admission.admit` for the finished
+AdmissionRequest (review.py), asks `webhook.policy.admission.admit` for the finished
 answer, writes it back, and records metrics and one log line. It answers 5xx
 only with the 503 of a spent body budget (below): a body that is
 not an AdmissionReview gets 400 (413 when too large); any other failure becomes
@@ -29,9 +29,9 @@ the reset that closing with unread bytes causes; a larger one gets its
 connection closed). And the bytes held by bodies still arriving are
 bounded in all (`BodyBudget`): the first `SMALL_BODY_BYTES` of each body are
 free, since every ordinary pod fits there and the connection limits of
-`webhook.server` bound how many there can be; bytes past that come from one
+`webhook.edge.server` bound how many there can be; bytes past that come from one
 shared budget. A body that finds the budget spent gets 503 at once: only a
-flood of large bodies (a hostile client, which `webhook.server`'s read
+flood of large bodies (a hostile client, which `webhook.edge.server`'s read
 deadline also throws out) can spend it, and a real large pod then fails
 fast under failurePolicy instead of the replica running out of memory.
 
@@ -65,12 +65,12 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from fetcher.spec.logline import bounded
-from webhook.admission import NOT_A_POD_CREATE, Decision, admit
-from webhook.memo import AdmissionMemo
-from webhook.metrics import AdmissionMetrics
-from webhook.review import AdmissionRequest, MalformedReview, build_response, parse_review
+from webhook.edge.metrics import AdmissionMetrics
+from webhook.policy.admission import NOT_A_POD_CREATE, Decision, admit
+from webhook.policy.memo import AdmissionMemo
+from webhook.policy.review import AdmissionRequest, MalformedReview, build_response, parse_review
+from webhook.policy.view import ClusterView
 from webhook.settings import Settings
-from webhook.view import ClusterView
 
 log = logging.getLogger("ferry.webhook")
 # A body refused as too large is still read (and dropped) up to this many more bytes, so its 413 arrives.

@@ -19,10 +19,10 @@ in one Secret in Ferry's namespace:
   serving the old leaf are trusted during the hand-over.
 
 cert-manager users bring their own files instead (`load_bundle`); the server
-reloads those when they change (see ``webhook/server.py``).
+reloads those when they change (see ``webhook/edge/server.py``).
 
 All keys are ECDSA P-256: small, fast handshakes, accepted by every API server.
-The Secret and the caBundle are written by `webhook.certstore`; this module
+The Secret and the caBundle are written by `webhook.tls.certstore`; this module
 only makes, checks and stores the PEM files.
 """
 
