@@ -35,7 +35,7 @@ import yaml
 
 from fetcher import add_version_option
 from fetcher.spec import load_manifests
-from webhook.policy.decide import NAMESPACE_OPT_IN_LABEL
+from webhook.policy.request import NAMESPACE_OPT_IN_LABEL
 from webhook.settings import Settings, SettingsError
 
 log = logging.getLogger("ferry.webhook")

@@ -12,7 +12,7 @@ import pytest
 
 from webhook.policy.admission import Admission, admit_pod
 from webhook.policy.patch import make_pod_patch
-from webhook.policy.podshape import is_run_to_completion
+from webhook.policy.request import is_run_to_completion
 from webhook.settings import Settings
 
 PodFactory = Callable[..., dict[str, Any]]

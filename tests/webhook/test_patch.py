@@ -92,13 +92,13 @@ C = {"name": "c", "image": "i", "env": [{"name": "X", "value": "1"}]}
 def test_the_patch_does_what_a_plain_diff_does(pair: tuple[dict[str, Any], dict[str, Any]]) -> None:
     before, after = pair
     snapshot = copy.deepcopy(before)
-    ours = make_pod_patch(before, after)
+    ours = make_pod_patch(before, after, diff=memo.cached_diff)
     plain = jsonpatch.make_patch(before, after)
     assert jsonpatch.apply_patch(before, ours) == jsonpatch.apply_patch(before, plain) == after
     assert before == snapshot, "diffing must not change the pod"
     assert "$ferry" not in json.dumps(ours), "a stand-in leaked into the patch"
     # Asked again (the diff is remembered now), the same patch, and a copy the caller may change.
-    again = make_pod_patch(before, after)
+    again = make_pod_patch(before, after, diff=memo.cached_diff)
     assert again == ours and (not again or again[0] is not ours[0])
 
 
@@ -106,8 +106,8 @@ def test_the_remembered_diff_is_used_and_bounded() -> None:
     memo.clear_caches()
     before = {"spec": {"containers": [{"name": "a"}]}}
     after = {"spec": {"containers": [{"name": "ferry-init"}, before["spec"]["containers"][0]]}}
-    first = make_pod_patch(before, after)
-    second = make_pod_patch(before, after)
+    first = make_pod_patch(before, after, diff=memo.cached_diff)
+    second = make_pod_patch(before, after, diff=memo.cached_diff)
     hits, misses, size = memo.cache_stats()["diffs"]
     assert first == second and hits >= 1 and misses >= 1 and 1 <= size <= memo.MAX_DIFFS
 
@@ -152,16 +152,16 @@ def test_a_remembered_diff_is_the_same_patch_and_a_copy_of_its_own() -> None:
     # Another pod of the same shape: other images and env, the same containers gaining the same things.
     second_before = _pod_with([dict(A, image="other")], [dict(B, image="other")])
     second_after = _pod_with([C, second_before["spec"]["initContainers"][0]], second_before["spec"]["containers"])
-    first = make_pod_patch(first_before, first_after)
-    second = make_pod_patch(second_before, second_after)
+    first = make_pod_patch(first_before, first_after, diff=memo.cached_diff)
+    second = make_pod_patch(second_before, second_after, diff=memo.cached_diff)
     hits, _, _ = memo.cache_stats()["diffs"]
     assert hits >= 1
     assert jsonpatch.apply_patch(first_before, first) == first_after
     assert jsonpatch.apply_patch(second_before, second) == second_after
-    again = make_pod_patch(first_before, first_after)
+    again = make_pod_patch(first_before, first_after, diff=memo.cached_diff)
     assert again == first
     again[0]["path"] = "/changed"
     for op in again:
         if isinstance(op.get("value"), dict):
             op["value"].clear()
-    assert make_pod_patch(first_before, first_after) == first
+    assert make_pod_patch(first_before, first_after, diff=memo.cached_diff) == first

@@ -50,7 +50,7 @@ import yaml
 
 from fetcher.spec import ANNOTATION_KEYS
 from webhook.cluster.reflector import Reflector
-from webhook.policy.decide import NAMESPACE_OPT_IN_LABEL
+from webhook.policy.request import NAMESPACE_OPT_IN_LABEL
 from webhook.policy.resources import slim_limit_range
 from webhook.policy.view import (
     MAX_SPC_BYTES,

@@ -1,21 +1,7 @@
-"""One admission, start to finish: an AdmissionRequest and the cluster view in, the finished answer out.
+"""The admission pipeline: an AdmissionRequest in, its encoded answer out, each stage called once, in order.
 
-Why it exists: `/mutate` and `python -m webhook inject` must give the same
-answer for the same pod, so both call `admit`; the HTTP layer only moves bytes,
-records metrics and logs. Following one request goes down the layers and back
-once:
-
-    admit ─ decide.decide_injection   inject? (annotations, namespace, exclusions)
-          ─ resolve.resolve_spec      pod ∪ SecretProviderClass ∪ namespace ∪ defaults → FetchSpec
-                                      (podshape: OS, mount path, containers, reserved names, file owner)
-          ─ resources.check_limit_ranges  Ferry's containers inside the namespace's LimitRanges
-          ─ mutate.plan_sidecar       which sidecar, once
-          ─ mutate.mutate_pod         the injected pod (containers.py builds Ferry's containers)
-          ─ patch.make_pod_patch      the JSONPatch from the pod as sent
-          → Decision                  outcome, reason, patch, warnings or denial, encoded once
-
-Every decision is made once per pod. Replicas are answered from the memo
-(`webhook.policy.memo.AdmissionMemo`) when one is given.
+`/mutate` and `python -m webhook inject` both call `admit`, so they answer alike. The stages are pure and
+share typed values; the caches around them (`webhook.policy.memo`) are applied here and nowhere else.
 """
 
 from __future__ import annotations
@@ -23,17 +9,21 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
-from fetcher.spec import ANNOTATION_STATUS, STATUS_INJECTED, bounded, quote
-from webhook.policy.decide import Denial, Skip, decide_injection, status_of
+from fetcher.spec import bounded
+from webhook.policy import memo as caches
+from webhook.policy.decide import Denial, Reinvocation, Skip, decide_injection
 from webhook.policy.memo import AdmissionMemo, RecordingLookup, pod_key
-from webhook.policy.mutate import has_own_containers, mutate_pod, plan_sidecar, refresh_own_identity
-from webhook.policy.patch import make_pod_patch
+from webhook.policy.mutate import mutate_pod, refresh_own_identity
+from webhook.policy.patch import Differ, diff_documents, make_pod_patch
+from webhook.policy.podshape import check_pod_shape
+from webhook.policy.request import PodRequest
 from webhook.policy.resolve import SpcLookup, resolve_spec
 from webhook.policy.resources import check_limit_ranges
 from webhook.policy.review import AdmissionRequest, MalformedReview, build_response
+from webhook.policy.specbuild import SpecMaker, build_request, make_spec
 from webhook.policy.view import ClusterView
 from webhook.settings import Settings
 
@@ -51,11 +41,13 @@ class Admission:
     # Short label for logs and metrics: the skip or denial reason, or the sidecar mode.
     reason: str
     # The pod to admit; the input itself when nothing changes.
-    pod: dict[str, Any]
+    pod: Mapping[str, Any]
     message: str | None = None
     warnings: tuple[str, ...] = ()
     # Where the objects came from (a SecretProviderClass or the annotation); never a value.
     source: str | None = None
+    # The JSONPatch from the pod as sent to `pod`.
+    patch: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Decision(NamedTuple):
@@ -75,6 +67,8 @@ class Decision(NamedTuple):
     # The encoded AdmissionReview, split where the uid goes: a remembered answer is not encoded again.
     head: bytes = b""
     tail: bytes = b""
+    # The cluster view knows the namespace (metrics label every other one "unknown": a forged review names any).
+    known_namespace: bool = False
 
     def encode(self, uid: str) -> bytes:
         """The AdmissionReview response for the request with this uid, as JSON bytes."""
@@ -97,8 +91,12 @@ def admit(
     native_sidecars: bool,
     memo: AdmissionMemo[Decision] | None = None,
 ) -> Decision:
-    """Skip, deny, inject or refresh the pod in `request`; raises MalformedReview for a pod CREATE without a pod."""
+    """Skip, deny, inject or refresh the pod in `request`; raises MalformedReview for a pod CREATE without a pod.
+
+    The caches sit around the pipeline here: the whole answer (`memo`, for identical pods) and the spec.
+    """
     kind = request["kind"]
+    namespace = request.get("namespace") or ""
     if (
         kind.get("group") != ""
         or kind.get("kind") != "Pod"
@@ -106,11 +104,11 @@ def admit(
         or request.get("subResource")
     ):
         # Only pod CREATE is configured; anything else is passed through untouched.
-        return _encoded(Admission("skipped", NOT_A_POD_CREATE, {}), None, request.get("namespace") or "")
+        skipped = Admission("skipped", NOT_A_POD_CREATE, {})
+        return _encoded(skipped, None, namespace, known=_knows(view, namespace))
     pod = request.get("object")
     if not isinstance(pod, dict):
         raise MalformedReview("request.object is missing for a pod CREATE")
-    namespace = request.get("namespace")
     if not namespace:
         # The API server always names the namespace of a pod CREATE. Falling back to the pod's own
         # metadata.namespace would let any caller of /mutate pick a namespace and read its classes back.
@@ -131,13 +129,15 @@ def admit(
         settings=settings,
         native_sidecars=native_sidecars,
         limit_ranges=limit_ranges,
+        spec_maker=caches.cached_spec,
+        differ=caches.cached_diff,
     )
     ready = view.is_ready()
     if admission.outcome in ("injected", "denied") and not ready:
         # Before the first list the view is empty: an SPC "not found" would be a lie. Readiness
         # keeps traffic away then; this covers a request that arrives anyway.
         admission = Admission("denied", "not-ready", pod, message=NOT_READY_MESSAGE)
-    decision = _encoded(admission, pod, namespace)
+    decision = _encoded(admission, pod, namespace, known=namespace_obj is not None)
     if memo is not None and ready and decision.outcome != "denied":
         # Denials are not remembered: they are rare, cheap to make again, and a hostile pod's denial must
         # not stay resident. What is remembered is bounded in bytes by the memo.
@@ -156,62 +156,70 @@ def admit_pod(
     settings: Settings,
     native_sidecars: bool,
     limit_ranges: Sequence[Mapping[str, Any]] = (),
+    spec_maker: SpecMaker = make_spec,
+    differ: Differ = diff_documents,
 ) -> Admission:
-    """The policy for one pod (a CREATE in `namespace`): each question asked once, in order."""
-    original = pod if isinstance(pod, dict) else dict(pod)
-    excluded = settings.is_excluded_namespace(namespace)
-    status = None if excluded else status_of(pod)
-    if status is not None:
-        if status != STATUS_INJECTED:
-            return Admission(
-                "denied",
-                "invalid-annotation",
-                original,
-                message=f"{ANNOTATION_STATUS}: {quote(status)} is written by Ferry "
-                f"(only {STATUS_INJECTED!r}); remove it",
-            )
-        if has_own_containers(pod):
-            return Admission("reinvoked", "identity-refreshed", refresh_own_identity(original))
-        # Written by hand on a pod Ferry never saw (copied from an injected pod, say): it proves nothing, so
-        # the pod is decided like any other; if it asked for secrets, it gets them or is refused.
-    decision = decide_injection(pod, namespace, namespace_obj, settings)
-    if isinstance(decision, Skip):
-        return Admission("skipped", decision.reason, original, warnings=decision.warnings)
-    if isinstance(decision, Denial):
-        return Admission("denied", decision.reason, original, message=decision.message)
-    resolved = resolve_spec(pod, namespace_obj, spc_lookup, settings, namespace=namespace)
+    """The policy for one pod (a CREATE in `namespace`): read once, then each stage once, in order."""
+    request = PodRequest.read(pod, namespace, namespace_obj)
+    verdict = decide_injection(request, settings)  # 1. inject at all?
+    if verdict is not None:
+        return _not_injected(request, verdict, differ)
+    shape = check_pod_shape(request, settings)  # 2. room for Ferry in this pod?
+    if isinstance(shape, Denial):
+        return _denied(request, shape)
+    resolution = resolve_spec(request, shape, spc_lookup, settings)  # 3. which values win
+    if isinstance(resolution, Denial):
+        return _denied(request, resolution)
+    resolved = build_request(request, shape, resolution, spec_maker)  # 4. the spec, validated
     if isinstance(resolved, Denial):
-        return Admission("denied", resolved.reason, original, message=resolved.message)
-    outside_limits = check_limit_ranges(limit_ranges, settings, namespace)
+        return _denied(request, resolved)
+    outside_limits = check_limit_ranges(limit_ranges, settings, namespace)  # 5. inside the LimitRanges?
     if outside_limits:
-        return Admission("denied", "limit-range", original, message=outside_limits)
-    mode, sidecar_warning = plan_sidecar(pod, resolved, native_sidecars)
+        return _denied(request, Denial("limit-range", outside_limits))
+    mutation = mutate_pod(request, resolved, settings, native_sidecars=native_sidecars)  # 6. the injected pod
+    patch = make_pod_patch(pod, mutation.pod, mutation.ops, diff=differ)  # 7. the JSONPatch
     return Admission(
-        "injected",
-        f"sidecar-{mode}",
-        mutate_pod(pod, resolved, settings, mode),
-        warnings=resolved.warnings + ((sidecar_warning,) if sidecar_warning else ()),
-        source=resolved.source,
+        "injected", f"sidecar-{mutation.mode}", mutation.pod, None, mutation.warnings, resolved.source, patch
     )
 
 
-def _encoded(admission: Admission, pod: Mapping[str, Any] | None, namespace: str) -> Decision:
+def _not_injected(request: PodRequest, verdict: Skip | Denial | Reinvocation, differ: Differ) -> Admission:
+    if isinstance(verdict, Reinvocation):
+        refreshed = refresh_own_identity(request.pod)
+        patch = make_pod_patch(request.pod, refreshed, diff=differ)
+        return Admission("reinvoked", "identity-refreshed", refreshed, patch=patch)
+    if isinstance(verdict, Skip):
+        return Admission("skipped", verdict.reason, request.pod, warnings=verdict.warnings)
+    return _denied(request, verdict)
+
+
+def _denied(request: PodRequest, denial: Denial) -> Admission:
+    return Admission("denied", denial.reason, request.pod, message=denial.message)
+
+
+def _knows(view: ClusterView, namespace: str) -> bool:
+    """Whether the view knows this namespace; a view that cannot answer knows nothing."""
+    try:
+        return bool(namespace) and view.namespace(namespace) is not None
+    except Exception:
+        return False
+
+
+def _encoded(admission: Admission, pod: Mapping[str, Any] | None, namespace: str, *, known: bool) -> Decision:
     """The Decision for an Admission of `pod` (None: not a pod CREATE): the patch made once, encoded once."""
     fields: dict[str, Any] = {"outcome": admission.outcome, "reason": admission.reason}
     if admission.source:
         fields["source"] = admission.source
     if admission.warnings:
         fields["warnings"] = len(admission.warnings)
-    patch: list[dict[str, Any]] = []
     if admission.outcome == "denied":
         response = build_response(
             "", allowed=False, code=403, reason="Forbidden", message=bounded(admission.message or "")
         )
     else:
         if pod is not None:
-            patch = make_pod_patch(pod, admission.pod) if admission.pod is not pod else []
-            fields["patchOps"] = len(patch)
-        response = build_response("", patch=patch, warnings=admission.warnings)
+            fields["patchOps"] = len(admission.patch)
+        response = build_response("", patch=admission.patch, warnings=admission.warnings)
     encoded = json.dumps(response, separators=(",", ":")).encode()
     # "uid" is the first key of "response", and any other `"uid":""` in a message would be escaped.
     split = encoded.index(_EMPTY_UID) + len(_EMPTY_UID) - 2
@@ -224,6 +232,7 @@ def _encoded(admission: Admission, pod: Mapping[str, Any] | None, namespace: str
         bounded(admission.message or "") if admission.outcome == "denied" else None,
         encoded[:split],
         encoded[split + 2 :],
+        known,
     )
 
 

@@ -1,76 +1,88 @@
-"""Build the injected pod: Ferry's volume, containers, mounts, identity and status.
+"""Stage 6: the injected pod (Ferry's volume, containers, mounts, identity, status) and the patch ops that add them.
 
-Why it exists: where a pod is built must be one place, apart from the decision
-to build it (`webhook.policy.admission`) and from the patch that describes it
-(`webhook.policy.patch`). This module is pure: dicts in, dicts out. It copies the pod
-(copy-on-write) and edits the copy; the patch is a diff of before and after,
-never operations assembled by hand.
-
-Layout of an injected pod:
-
-    initContainers: [ferry-init, ferry-sidecar (native, when refreshing), <app init containers>...]
-    containers:     [<app containers>..., ferry-sidecar (regular, when refreshing without native sidecars)]
-    volumes:        [..., ferry-secrets (emptyDir, medium Memory),
-                     ferry-kube-api-access (projected token, only when secretObjects are synced)]
-
-Ferry's containers get no Kubernetes API token of the ServiceAccount plugin's
-(the pod's automountServiceAccountToken is switched off once the app's
-containers have theirs; secretObjects sync brings its own projected token),
-and a pod with pod-level resources has them grown by what Ferry's containers
-add (`webhook.policy.resources`).
-
-Run-to-completion pods (owned by a Job, or restartPolicy Never/OnFailure) get
-no regular sidecar, which would keep them running forever; native sidecars do
-not have that problem.
+Layout of an injected pod, and why Ferry's containers get no API token of their own, are in docs/architecture.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from fetcher.spec import ANNOTATION_REFRESH_INTERVAL, ANNOTATION_STATUS, STATUS_INJECTED, needs_kube_api
-from webhook.policy.containers import OWN_CONTAINER_NAMES, build_init_container, build_sidecar
+from webhook.policy.containers import build_init_container, build_sidecar
 from webhook.policy.identity import Identity, apply_identity, find_identity
-from webhook.policy.podshape import is_run_to_completion
-from webhook.policy.resolve import ResolvedRequest
+from webhook.policy.request import OWN_CONTAINER_NAMES, PodRequest
 from webhook.policy.resources import account_pod_resources
+from webhook.policy.specbuild import ResolvedRequest
 from webhook.policy.volumes import build_app_mount, build_kube_api_volume, build_volume
 from webhook.settings import Settings
 
 SidecarMode = Literal["none", "native", "regular"]
+_STATUS_POINTER = "/metadata/annotations/" + ANNOTATION_STATUS.replace("~", "~0").replace("/", "~1")
+
+
+@dataclass(frozen=True, slots=True)
+class Mutation:
+    """The injected pod, and the JSONPatch from the pod as sent (None: stage 7 diffs, for an unusual pod)."""
+
+    pod: dict[str, Any]
+    ops: list[dict[str, Any]] | None
+    # Which sidecar was added, for logs and metrics.
+    mode: SidecarMode
+    warnings: tuple[str, ...]
 
 
 def mutate_pod(
-    pod: Mapping[str, Any], resolved: ResolvedRequest, settings: Settings, mode: SidecarMode
-) -> dict[str, Any]:
-    """A copy of `pod` with Ferry's volume, containers, mounts, identity and status added.
-
-    `mode` is `plan_sidecar`'s answer, decided once by the caller.
+    request: PodRequest, resolved: ResolvedRequest, settings: Settings, *, native_sidecars: bool
+) -> Mutation:
+    """A copy of the pod with Ferry's volume, containers, mounts, identity and status added, and the ops that add them.
 
     Copy-on-write: every dict or list on the path to a change is new, everything
-    else is shared with `pod` and never modified. That keeps admission cheap
-    (no deep copy of managedFields) and lets `webhook.policy.patch` skip shared parts.
+    else is shared with the pod as sent and never modified. Each edit records its
+    patch op as it is made; a pod whose shape the ops cannot describe exactly (a
+    null where a list belongs) gets `ops=None`, and stage 7 diffs it instead.
     """
-    new = dict(pod)
-    meta = dict(new.get("metadata") or {})
-    meta["annotations"] = {**(meta.get("annotations") or {}), ANNOTATION_STATUS: STATUS_INJECTED}
+    mode, sidecar_warning = plan_sidecar(request.run_to_completion, resolved, native_sidecars)
+    warnings = resolved.warnings + ((sidecar_warning,) if sidecar_warning else ())
+    ops = _Ops()
+    new = dict(request.pod)
+    old_meta = new.get("metadata")
+    meta = dict(old_meta or {})
+    old_annotations = meta.get("annotations")
+    meta["annotations"] = {**(old_annotations or {}), ANNOTATION_STATUS: STATUS_INJECTED}
     new["metadata"] = meta
-    spec = dict(new.get("spec") or {})
+    if not isinstance(old_meta, dict):
+        ops.spoil()
+    elif "annotations" not in old_meta:
+        ops.add("/metadata/annotations", meta["annotations"])
+    elif not isinstance(old_annotations, dict):
+        ops.spoil()
+    elif old_annotations.get(ANNOTATION_STATUS) != STATUS_INJECTED:
+        ops.add(_STATUS_POINTER, STATUS_INJECTED)
+    old_spec = new.get("spec")
+    if not isinstance(old_spec, dict):
+        ops.spoil()
+        old_spec = {}
+    spec = dict(old_spec)
     new["spec"] = spec
     identity = find_identity(_app_containers(spec))
 
-    spec["volumes"] = [*(spec.get("volumes") or []), build_volume(settings)]
+    volumes = [build_volume(settings)]
     if needs_kube_api(resolved.spec):
-        spec["volumes"].append(build_kube_api_volume())
+        volumes.append(build_kube_api_volume())
+    spec["volumes"] = ops.append(spec, "volumes", volumes, "/spec/volumes")
     selected = frozenset(resolved.containers)
+    mount = build_app_mount(resolved.mount_path)
     for group in ("initContainers", "containers"):
         if group in spec:
+            if type(spec[group]) is not list:
+                ops.spoil()
             spec[group] = [
-                {**c, "volumeMounts": [*(c.get("volumeMounts") or []), build_app_mount(resolved.mount_path)]}
+                {**c, "volumeMounts": ops.append(c, "volumeMounts", [mount], f"/spec/{group}/{index}/volumeMounts")}
                 if isinstance(c, Mapping) and c.get("name") in selected
                 else c
-                for c in spec.get(group) or []
+                for index, c in enumerate(spec.get(group) or [])
             ]
 
     build_args: dict[str, Any] = {
@@ -89,28 +101,70 @@ def mutate_pod(
         # app's containers, which keep it; switched off, it adds none to Ferry's when it runs again after
         # this webhook (so Ferry is not called a second time either). Ferry's containers call the API only
         # to sync secretObjects, and then carry their own projected token (ferry-kube-api-access).
+        ops.add(
+            "/spec/automountServiceAccountToken", False, "replace" if "automountServiceAccountToken" in spec else "add"
+        )
         spec["automountServiceAccountToken"] = False
-    spec["initContainers"] = [*own_init, *(spec.get("initContainers") or [])]
+    spec["initContainers"] = ops.prepend(spec, "initContainers", own_init, "/spec/initContainers")
     if own_regular:
-        spec["containers"] = [*(spec.get("containers") or []), *own_regular]
+        spec["containers"] = ops.append(spec, "containers", own_regular, "/spec/containers")
     pod_resources = spec.get("resources")
     if isinstance(pod_resources, Mapping):
         accounted = account_pod_resources(pod_resources, settings, sidecar=mode != "none")
         if accounted is not None:
             spec["resources"] = accounted
-    return new
+            ops.add("/spec/resources", accounted, "replace")
+    return Mutation(new, ops.ops, mode, warnings)
 
 
-def refresh_own_identity(pod: Mapping[str, Any]) -> dict[str, Any]:
+class _Ops:
+    """The JSONPatch ops of the edits, recorded as they are made; None once an edit cannot be described exactly."""
+
+    def __init__(self) -> None:
+        self.ops: list[dict[str, Any]] | None = []
+
+    def spoil(self) -> None:
+        self.ops = None
+
+    def add(self, path: str, value: Any, op: str = "add") -> None:
+        if self.ops is not None:
+            self.ops.append({"op": op, "path": path, "value": value})
+
+    def append(self, parent: Mapping[str, Any], key: str, items: list[Any], pointer: str) -> list[Any]:
+        """`parent[key]` with `items` at its end."""
+        old = parent.get(key)
+        if key not in parent:
+            self.add(pointer, items)
+        elif type(old) is list:
+            for offset, item in enumerate(items):
+                self.add(f"{pointer}/{len(old) + offset}", item)
+        else:
+            self.spoil()
+        return [*(old or []), *items]
+
+    def prepend(self, parent: Mapping[str, Any], key: str, items: list[Any], pointer: str) -> list[Any]:
+        """`items`, then `parent[key]`."""
+        old = parent.get(key)
+        if key not in parent:
+            self.add(pointer, items)
+        elif type(old) is list:
+            for index, item in enumerate(items):
+                self.add(f"{pointer}/{index}", item)
+        else:
+            self.spoil()
+        return [*items, *(old or [])]
+
+
+def refresh_own_identity(pod: Mapping[str, Any]) -> Mapping[str, Any]:
     """On reinvocation: bring Ferry's containers' identity env and token mounts up to date, nothing else.
 
-    Copy-on-write like `mutate_pod`: only Ferry's own containers are copied.
+    Copy-on-write like `mutate_pod`: only Ferry's own containers are copied; without an identity, `pod` itself.
     """
     new = dict(pod)
     spec = dict(new.get("spec") or {})
     identity = find_identity(_app_containers(spec))
     if not identity:
-        return new
+        return pod
     for group in ("initContainers", "containers"):
         if group in spec:
             spec[group] = [
@@ -130,27 +184,18 @@ def _with_identity(container: Mapping[str, Any], identity: Identity) -> dict[str
     return copied
 
 
-def plan_sidecar(pod: Mapping[str, Any], resolved: ResolvedRequest, native_sidecars: bool) -> tuple[SidecarMode, str]:
+def plan_sidecar(run_to_completion: bool, resolved: ResolvedRequest, native_sidecars: bool) -> tuple[SidecarMode, str]:
     """Which sidecar to add, and a warning when one was asked for but cannot be given."""
     if not resolved.spec.refresh_seconds:
         return "none", ""
     if native_sidecars:
         return "native", ""
-    if is_run_to_completion(pod):
+    if run_to_completion:
         return "none", (
             f"{ANNOTATION_REFRESH_INTERVAL}: no refresh sidecar in this run-to-completion pod (Job, or "
             "restartPolicy Never/OnFailure) without native sidecars (Kubernetes < 1.29); files are fetched once"
         )
     return "regular", ""
-
-
-def has_own_containers(pod: Mapping[str, Any]) -> bool:
-    """True when Ferry's init container or sidecar is in the pod: the sign of a pod Ferry injected.
-
-    The status annotation alone proves nothing: anyone can write it on a new pod.
-    """
-    spec = pod.get("spec")
-    return isinstance(spec, Mapping) and any(True for _ in _own_containers(spec))
 
 
 def _app_containers(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -161,10 +206,3 @@ def _app_containers(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
         for container in spec.get(group) or []
         if isinstance(container, Mapping) and container.get("name") not in OWN_CONTAINER_NAMES
     ]
-
-
-def _own_containers(spec: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    for group in ("initContainers", "containers"):
-        for container in spec.get(group) or []:
-            if isinstance(container, dict) and container.get("name") in OWN_CONTAINER_NAMES:
-                yield container

@@ -1,114 +1,125 @@
-"""FetchSpecs built from inline objects or a SecretProviderClass, once per distinct input.
-
-Why it exists: parsing and validating the objects YAML dominates an admission,
-and a Deployment's replicas (or many pods naming one class) ask for the same
-spec again and again. `resolve_spec` decides which values win; this module
-turns the winners into a spec through the one spec model (`fetcher.spec`) and
-remembers the result in `webhook.policy.memo`'s spec cache. The key is content, not
-resourceVersion: files given to `inject --secret-provider-class` have none.
-"""
+"""Stage 4: the FetchSpec, built by the one spec model (`fetcher.spec`) from stage 3's inputs."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fetcher.spec import SpecError, build_spec, spec_from_secret_provider_class
-from webhook.policy import memo
+from fetcher.spec import (
+    ANNOTATION_NOTIFY_SIGNAL,
+    ANNOTATION_NOTIFY_URL,
+    ANNOTATION_REFRESH_INTERVAL,
+    ANNOTATION_SIDECAR_UNHEALTHY_AFTER,
+    DEFAULT_MOUNT_PATH,
+    FetchSpec,
+    Problem,
+    SpecError,
+    build_spec,
+    join_problems,
+    spec_from_secret_provider_class,
+)
+from webhook.policy.decide import Denial
+from webhook.policy.podshape import PodShape
+from webhook.policy.request import PodRequest
+from webhook.policy.resolve import InlineSpecInputs, Resolution, SpecInputs, SpecOptions
 
 
-@dataclass(frozen=True)
-class SpecOptions:
-    refresh: str | None
-    file_uid: int | None
-    file_gid: int | None
-    notify_url: str | None
-    notify_signal: str | None
-    min_refresh_seconds: float
+@dataclass(frozen=True, slots=True)
+class BuiltSpec:
+    """A valid spec and its canonical JSON (FERRY_SPEC), serialized once: the same spec goes into every replica."""
 
-    def as_arguments(self) -> dict[str, Any]:
-        return {
-            "refresh_interval": self.refresh,
-            "file_uid": self.file_uid,
-            "file_gid": self.file_gid,
-            "notify_url": self.notify_url,
-            "notify_signal": self.notify_signal,
-            "min_refresh_seconds": self.min_refresh_seconds,
-        }
+    spec: FetchSpec
+    json: str
 
 
-def inline_spec(
-    objects: str,
-    region: str | None,
-    failover: str | None,
-    translation: str | None,
-    options: SpecOptions,
-    names: Mapping[str, str],
-    secret_objects: str | None = None,
-    output_formats: str | None = None,
-) -> memo.SpecResult:
-    def build() -> memo.SpecResult:
-        try:
-            return memo.BuiltSpec.of(
-                build_spec(
-                    objects=objects,
-                    region=region,
-                    failover_region=failover,
-                    path_translation=translation,
-                    field_names=names,
-                    secret_objects=secret_objects,
-                    output_formats=output_formats,
-                    **options.as_arguments(),
-                )
+# A built spec, or its problems (a tuple, not the exception: a cached traceback would pin frames).
+SpecResult = BuiltSpec | tuple[Problem, ...]
+SpecMaker = Callable[[SpecInputs], SpecResult]
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedRequest:
+    """A valid request: everything the pod builders need."""
+
+    spec: FetchSpec
+    spec_json: str
+    mount_path: str
+    # Names of the app's containers and init containers that get the read-only mount.
+    containers: tuple[str, ...]
+    # uid Ferry's containers run as (the app's, else FERRY_DEFAULT_USER_ID).
+    run_as_user: int
+    # Where the objects came from, for logs: "SecretProviderClass ns/name" or the annotation.
+    source: str
+    warnings: tuple[str, ...] = ()
+    # The refresh sidecar's liveness probe fails after this long of refreshes failing in a row (0: no probe).
+    sidecar_unhealthy_after: float = 0.0
+
+
+def make_spec(inputs: SpecInputs) -> SpecResult:
+    """The spec for these inputs, or the spec model's problems with them. Pure: the caller may cache it."""
+    try:
+        if isinstance(inputs, InlineSpecInputs):
+            spec = build_spec(
+                objects=inputs.objects,
+                region=inputs.region,
+                failover_region=inputs.failover,
+                path_translation=inputs.translation,
+                field_names=dict(inputs.names),
+                secret_objects=inputs.secret_objects,
+                output_formats=inputs.output_formats,
+                **_arguments(inputs.options),
             )
-        except SpecError as exc:
-            return exc.problems
-
-    key = (
-        "inline",
-        objects,
-        region,
-        failover,
-        translation,
-        options,
-        tuple(names.items()),
-        secret_objects,
-        output_formats,
-    )
-    return memo.remembered_spec(key, build)
-
-
-def trimmed_spc(
-    manifest: Mapping[str, Any], namespace: str, name: str, overrides: Mapping[str, str | None]
-) -> dict[str, Any]:
-    """The SPC as the spec model should see it: only what matters, with the pod's overrides merged in."""
-    spec = manifest.get("spec")
-    body = dict(spec) if isinstance(spec, Mapping) else {}
-    params = body.get("parameters")
-    merged = dict(params) if isinstance(params, Mapping) else {}
-    for key, value in overrides.items():
-        if value is None:
-            merged.pop(key, None)
         else:
-            merged[key] = value
-    body["parameters"] = merged
-    return {
-        "apiVersion": manifest.get("apiVersion"),
-        "kind": manifest.get("kind"),
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": body,
-    }
-
-
-def spc_spec(trimmed: Mapping[str, Any], options: SpecOptions, names: Mapping[str, str]) -> memo.SpecResult:
-    def build() -> memo.SpecResult:
-        try:
-            return memo.BuiltSpec.of(
-                spec_from_secret_provider_class(trimmed, field_names=names, **options.as_arguments())
+            spec = spec_from_secret_provider_class(
+                inputs.trimmed, field_names=dict(inputs.names), **_arguments(inputs.options)
             )
-        except SpecError as exc:
-            return exc.problems
+    except SpecError as exc:
+        return exc.problems
+    return BuiltSpec(spec, spec.to_json())
 
-    key = ("spc", memo.content_key(trimmed), options, tuple(names.items()))
-    return memo.remembered_spec(key, build)
+
+def build_request(
+    request: PodRequest, shape: PodShape, resolution: Resolution, spec_maker: SpecMaker = make_spec
+) -> ResolvedRequest | Denial:
+    """The spec (from `spec_maker`, the cached `make_spec` on the admission path) with everything the builders need.
+
+    Every problem found so far is reported in one message, so one edit fixes them all.
+    """
+    built = spec_maker(resolution.inputs)
+    if isinstance(built, tuple) or resolution.problems:
+        spec_problems = [str(problem) for problem in built] if isinstance(built, tuple) else []
+        return Denial("invalid-spec", join_problems([*resolution.problems, *spec_problems]))
+    spec, annotations = built.spec, request.annotations
+    warnings = list(resolution.warnings)
+    if (annotations.notify_url or annotations.notify_signal) and not spec.refresh_seconds:
+        warnings.append(
+            f"{ANNOTATION_NOTIFY_URL if annotations.notify_url else ANNOTATION_NOTIFY_SIGNAL} has no effect without "
+            f"{ANNOTATION_REFRESH_INTERVAL}: files are fetched once, before the app starts"
+        )
+    if annotations.sidecar_unhealthy_after and not spec.refresh_seconds:
+        warnings.append(
+            f"{ANNOTATION_SIDECAR_UNHEALTHY_AFTER} has no effect without {ANNOTATION_REFRESH_INTERVAL}: "
+            "there is no refresh sidecar to probe"
+        )
+    return ResolvedRequest(
+        spec=spec,
+        spec_json=built.json,
+        mount_path=shape.mount_path or DEFAULT_MOUNT_PATH,
+        containers=shape.containers,
+        run_as_user=shape.run_as_user,
+        source=resolution.source,
+        warnings=tuple(warnings),
+        sidecar_unhealthy_after=resolution.sidecar_unhealthy_after,
+    )
+
+
+def _arguments(options: SpecOptions) -> dict[str, Any]:
+    return {
+        "refresh_interval": options.refresh,
+        "file_uid": options.file_uid,
+        "file_gid": options.file_gid,
+        "notify_url": options.notify_url,
+        "notify_signal": options.notify_signal,
+        "min_refresh_seconds": options.min_refresh_seconds,
+    }
