@@ -240,6 +240,7 @@ def memo_rotation_check(bodies: dict[str, list[bytes]], requests: int) -> dict[s
     """Feed each case's rotation, with fresh uids, through the webhook's own memo: replicas hit, unique pods miss."""
     try:
         from webhook.policy.memo import MAX_ENTRIES, AdmissionMemo, pod_key
+        from webhook.policy.request import PodRequest
     except ImportError as exc:
         return {"available": False, "error": f"{type(exc).__name__}: {exc}"}
     result: dict[str, Any] = {"available": True, "memo_max_entries": MAX_ENTRIES, "requests": requests}
@@ -248,7 +249,7 @@ def memo_rotation_check(bodies: dict[str, list[bytes]], requests: int) -> dict[s
         pool = bodies[case]
         for i in range(requests):
             request = json.loads(instance(pool[i % len(pool)], second=i))["request"]
-            key = pod_key(request["namespace"], request["object"])
+            key = pod_key(PodRequest.read(request["object"], request["namespace"], None))
             if memo.recall(key, None, lambda namespace, name: None) is None:
                 memo.remember(key, True, None, {})
         result[case] = {"pool": len(pool), "hits": memo.hits, "misses": memo.misses}
@@ -828,9 +829,10 @@ def admission_breakdown(bodies: dict[str, list[bytes]], iterations: int) -> dict
     failing.
     """
     body = instance(bodies["replicas"][0])
-    from webhook.policy.admission import admit_pod
     from webhook.policy.memo import clear_caches
     from webhook.policy.patch import make_pod_patch
+    from webhook.policy.pipeline import admit_pod
+    from webhook.policy.request import PodRequest
     from webhook.policy.review import build_response, parse_review
     from webhook.policy.view import StaticView
     from webhook.settings import Settings
@@ -841,9 +843,7 @@ def admission_breakdown(bodies: dict[str, list[bytes]], iterations: int) -> dict
 
     def admit(request: dict[str, Any]) -> Any:
         return admit_pod(
-            request["object"],
-            namespace=NAMESPACE,
-            namespace_obj=view.namespace(NAMESPACE),
+            PodRequest.read(request["object"], NAMESPACE, view.namespace(NAMESPACE)),
             spc_lookup=view.secret_provider_class,
             settings=settings,
             native_sidecars=True,
@@ -851,7 +851,7 @@ def admission_breakdown(bodies: dict[str, list[bytes]], iterations: int) -> dict
 
     request = parse_review(body)
     admission = admit(request)
-    patch = make_pod_patch(request["object"], admission.pod)
+    patch = admission.patch
     response = build_response(request["uid"], patch=patch)
 
     def cold_admit() -> Any:
@@ -870,7 +870,9 @@ def admission_breakdown(bodies: dict[str, list[bytes]], iterations: int) -> dict
         "parse_review": lambda: parse_review(body),
         "admit_pod (spec cache warm)": lambda: admit(parse_review(body)),
         "admit_pod (spec cache cold)": cold_admit,
-        "make_pod_patch": lambda: make_pod_patch(request["object"], admission.pod),
+        "make_pod_patch (the diff, for pods whose ops are not recorded)": lambda: make_pod_patch(
+            request["object"], admission.pod
+        ),
         "build_response + dumps": lambda: json.dumps(
             build_response(request["uid"], patch=patch), separators=(",", ":")
         ).encode(),

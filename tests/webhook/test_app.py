@@ -342,9 +342,9 @@ def test_noop_baseline(client: Any, review: Review, asgi_client: Callable[[Any],
 
 def test_admission_reads_only_the_in_memory_view(client: Any, cluster: Any, review: Review) -> None:
     post(client, review("review-1"))
-    # The namespace (for the policy, then for the metrics label), its LimitRanges and one SecretProviderClass:
+    # The namespace (once: the metrics label reuses it), its LimitRanges and one SecretProviderClass:
     # no I/O behind any of them.
-    assert cluster.lookups == 4
+    assert cluster.lookups == 3
 
 
 @pytest.mark.parametrize(

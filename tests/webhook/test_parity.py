@@ -40,7 +40,7 @@ def spc(secret_objects: Any = None, **params: Any) -> dict[str, Any]:
 
 
 def injected(pod: dict[str, Any], request: ResolvedRequest, settings: Settings) -> dict[str, Any]:
-    new = mutate_pod(PodRequest.read(pod, "team-b", None), request, settings, native_sidecars=True).pod
+    new = mutate_pod(PodRequest.read(pod, "team-b", None), request, None, settings).pod
     kubernetes_validate.validate(new, K8S_VERSION, strict=True)
     return new
 

@@ -165,3 +165,62 @@ def test_a_remembered_diff_is_the_same_patch_and_a_copy_of_its_own() -> None:
         if isinstance(op.get("value"), dict):
             op["value"].clear()
     assert make_pod_patch(first_before, first_after, diff=memo.cached_diff) == first
+
+
+# --- The ops stage 6 records, against the diff ------------------------------------------------------------------------
+
+_ABSENT = object()
+_OBJECTS = '- objectName: "prod/db"\n  objectType: secretsmanager\n'
+
+
+def _maybe(strategy: Any) -> Any:
+    """A value, a null, or the key left out."""
+    return st.one_of(st.just(_ABSENT), st.none(), strategy)
+
+
+@st.composite
+def injectable_pods(draw: Any) -> dict[str, Any]:
+    annotations = {"ferry.dev/inject": "true", "ferry.dev/objects": _OBJECTS, "ferry.dev/region": "eu-west-1"}
+    if draw(st.booleans()):
+        annotations["ferry.dev/refresh-interval"] = "5m"
+    if draw(st.booleans()):
+        annotations["ferry.dev/containers"] = "app"
+    containers = []
+    for name in ["app", *draw(st.lists(st.sampled_from(["web", "worker"]), max_size=2, unique=True))]:
+        container: dict[str, Any] = {"name": name, "image": "i"}
+        mounts = draw(_maybe(st.lists(st.fixed_dictionaries({"name": st.just("v"), "mountPath": st.just("/v")}))))
+        if mounts is not _ABSENT:
+            container["volumeMounts"] = mounts
+        containers.append(container)
+    spec: dict[str, Any] = {"containers": containers}
+    for key, strategy in (
+        ("initContainers", st.lists(st.fixed_dictionaries({"name": st.just("setup"), "image": st.just("i")}))),
+        ("volumes", st.lists(st.fixed_dictionaries({"name": st.just("v"), "emptyDir": st.just({})}))),
+        ("automountServiceAccountToken", st.booleans()),
+        ("restartPolicy", st.sampled_from(["Always", "Never"])),
+        ("resources", st.just({"requests": {"cpu": "100m"}, "limits": {"memory": "256Mi"}})),
+    ):
+        value = draw(_maybe(strategy))
+        if value is not _ABSENT:
+            spec[key] = value
+    meta: dict[str, Any] = {"name": "p", "namespace": "team-b", "annotations": annotations}
+    if draw(st.booleans()):
+        meta["annotations"] = {**annotations, "ferry.dev/status": "injected"}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pod=injectable_pods(), native=st.booleans())
+def test_the_ops_of_an_injection_do_what_a_plain_diff_does(pod: dict[str, Any], native: bool) -> None:
+    """Stage 6 records its ops instead of diffing: applied to the pod as sent, they give exactly the injected pod."""
+    from webhook.policy.pipeline import admit_pod
+    from webhook.policy.request import PodRequest
+    from webhook.settings import Settings
+
+    snapshot = copy.deepcopy(pod)
+    request = PodRequest.read(pod, "team-b", None)
+    admission = admit_pod(request, spc_lookup=lambda ns, name: None, settings=Settings(), native_sidecars=native)
+    assert admission.outcome == "injected", admission.message
+    plain = jsonpatch.make_patch(snapshot, admission.pod)
+    assert jsonpatch.apply_patch(snapshot, admission.patch) == jsonpatch.apply_patch(snapshot, plain) == admission.pod
+    assert pod == snapshot, "injecting must not change the pod as sent"

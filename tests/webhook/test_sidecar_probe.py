@@ -31,7 +31,7 @@ def sidecar_of(pod_factory: PodFactory, settings: Settings, **annotations: str) 
     pod = pod_factory({"ferry.dev/objects": OBJECTS, **annotations})
     resolved = resolve_pod(pod, None, lambda ns, name: None, settings)
     assert isinstance(resolved, ResolvedRequest), resolved
-    mutated = mutate_pod(PodRequest.read(pod, "team-b", None), resolved, settings, native_sidecars=True).pod
+    mutated = mutate_pod(PodRequest.read(pod, "team-b", None), resolved, None, settings).pod
     init, sidecar = mutated["spec"]["initContainers"][:2]
     assert "livenessProbe" not in init  # the init container runs once: nothing to probe
     kubernetes_validate.validate(mutated, kubernetes_validate.latest_version(), strict=True)

@@ -68,7 +68,7 @@ from fetcher.spec.logline import bounded
 from webhook.edge.metrics import AdmissionMetrics
 from webhook.policy.admission import NOT_A_POD_CREATE, Decision, admit
 from webhook.policy.memo import AdmissionMemo
-from webhook.policy.review import AdmissionRequest, MalformedReview, build_response, parse_review
+from webhook.policy.review import MalformedReview, build_response, parse_review
 from webhook.policy.view import ClusterView
 from webhook.settings import Settings
 
@@ -242,7 +242,13 @@ class AdmissionHandler:
             _log({"outcome": "malformed", "error": type(exc).__name__})
             return 400, _dumps({"message": "the body could not be parsed as an AdmissionReview"})
         try:
-            return 200, self.answer(request, memoize=memoize)
+            decision = admit(
+                request,
+                self.cluster,
+                self.settings,
+                native_sidecars=self.native_sidecars,
+                memo=self.memo if memoize else None,
+            )
         except MalformedReview as exc:
             self.metrics.malformed.inc()
             return 400, _dumps({"message": f"not an AdmissionReview v1 request: {exc}"})
@@ -262,11 +268,6 @@ class AdmissionHandler:
                 request["uid"], allowed=False, code=500, message=INTERNAL_ERROR_MESSAGE.format(uid=request["uid"])
             )
             return 200, _dumps(response)
-
-    def answer(self, request: AdmissionRequest, *, memoize: bool = True) -> bytes:
-        """The encoded AdmissionReview answer to a parsed request; metrics and the log line recorded."""
-        memo = self.memo if memoize else None
-        decision = admit(request, self.cluster, self.settings, native_sidecars=self.native_sidecars, memo=memo)
         uid = request["uid"]
         dry_run = bool(request.get("dryRun"))
         self.metrics.record(
@@ -274,7 +275,7 @@ class AdmissionHandler:
             decision.namespace,
             dry_run=dry_run,
             reason=decision.reason,
-            known=self._known_namespace(decision.namespace),
+            known=decision.known_namespace,
         )
         entry: dict[str, Any] = {
             "uid": bounded(str(uid), LOG_TEXT_LIMIT),
@@ -292,7 +293,7 @@ class AdmissionHandler:
         if dry_run and is_pod:
             entry["dryRun"] = True
         _log(entry)
-        return decision.encode(uid)
+        return 200, decision.encode(uid)
 
     def _known_namespace(self, namespace: str) -> bool:
         """Whether the cluster view knows this namespace: a forged review can name any string."""

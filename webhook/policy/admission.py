@@ -1,53 +1,26 @@
-"""The admission pipeline: an AdmissionRequest in, its encoded answer out, each stage called once, in order.
+"""One admission: an AdmissionRequest in, its encoded answer out, with the caches around the pipeline.
 
-`/mutate` and `python -m webhook inject` both call `admit`, so they answer alike. The stages are pure and
-share typed values; the caches around them (`webhook.policy.memo`) are applied here and nowhere else.
+`/mutate` and `python -m webhook inject` both call `admit`, so they answer alike.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 from fetcher.spec import bounded
 from webhook.policy import memo as caches
-from webhook.policy.decide import Denial, Reinvocation, Skip, decide_injection
 from webhook.policy.memo import AdmissionMemo, RecordingLookup, pod_key
-from webhook.policy.mutate import mutate_pod, refresh_own_identity
-from webhook.policy.patch import Differ, diff_documents, make_pod_patch
-from webhook.policy.podshape import check_pod_shape
+from webhook.policy.pipeline import Admission, Outcome, admit_pod
 from webhook.policy.request import PodRequest
-from webhook.policy.resolve import SpcLookup, resolve_spec
-from webhook.policy.resources import check_limit_ranges
 from webhook.policy.review import AdmissionRequest, MalformedReview, build_response
-from webhook.policy.specbuild import SpecMaker, build_request, make_spec
 from webhook.policy.view import ClusterView
 from webhook.settings import Settings
 
-Outcome = Literal["injected", "skipped", "denied", "reinvoked"]
-
 NOT_A_POD_CREATE = "not-a-pod-create"
 NOT_READY_MESSAGE = "Ferry has not finished reading namespaces and SecretProviderClasses yet; retry shortly"
-
-
-@dataclass(frozen=True)
-class Admission:
-    """What the policy decided for one pod, before it is encoded."""
-
-    outcome: Outcome
-    # Short label for logs and metrics: the skip or denial reason, or the sidecar mode.
-    reason: str
-    # The pod to admit; the input itself when nothing changes.
-    pod: Mapping[str, Any]
-    message: str | None = None
-    warnings: tuple[str, ...] = ()
-    # Where the objects came from (a SecretProviderClass or the annotation); never a value.
-    source: str | None = None
-    # The JSONPatch from the pod as sent to `pod`.
-    patch: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Decision(NamedTuple):
@@ -93,7 +66,7 @@ def admit(
 ) -> Decision:
     """Skip, deny, inject or refresh the pod in `request`; raises MalformedReview for a pod CREATE without a pod.
 
-    The caches sit around the pipeline here: the whole answer (`memo`, for identical pods) and the spec.
+    Around the pipeline: the whole-answer memo for identical pods, and the spec and diff caches.
     """
     kind = request["kind"]
     namespace = request.get("namespace") or ""
@@ -104,8 +77,11 @@ def admit(
         or request.get("subResource")
     ):
         # Only pod CREATE is configured; anything else is passed through untouched.
-        skipped = Admission("skipped", NOT_A_POD_CREATE, {})
-        return _encoded(skipped, None, namespace, known=_knows(view, namespace))
+        try:
+            known = bool(namespace) and view.namespace(namespace) is not None
+        except Exception:  # a view that cannot answer knows nothing
+            known = False
+        return _NOT_A_POD_CREATE._replace(namespace=namespace, known_namespace=known)
     pod = request.get("object")
     if not isinstance(pod, dict):
         raise MalformedReview("request.object is missing for a pod CREATE")
@@ -115,16 +91,16 @@ def admit(
         raise MalformedReview("request.namespace is missing for a pod CREATE; the API server always sends it")
     namespace_obj = view.namespace(namespace)
     limit_ranges = view.limit_ranges(namespace)
-    key = pod_key(namespace, pod) if memo is not None else b""
+    pod_request = PodRequest.read(pod, namespace, namespace_obj)
+    key = b""
     if memo is not None:
+        key = pod_key(pod_request)
         remembered = memo.recall(key, namespace_obj, view.secret_provider_class, limit_ranges)
         if remembered is not None:
             return remembered
     lookup = RecordingLookup(view.secret_provider_class)
     admission = admit_pod(
-        pod,
-        namespace=namespace,
-        namespace_obj=namespace_obj,
+        pod_request,
         spc_lookup=lookup,
         settings=settings,
         native_sidecars=native_sidecars,
@@ -137,7 +113,7 @@ def admit(
         # Before the first list the view is empty: an SPC "not found" would be a lie. Readiness
         # keeps traffic away then; this covers a request that arrives anyway.
         admission = Admission("denied", "not-ready", pod, message=NOT_READY_MESSAGE)
-    decision = _encoded(admission, pod, namespace, known=namespace_obj is not None)
+    decision = _encoded(admission, namespace, known=namespace_obj is not None)
     if memo is not None and ready and decision.outcome != "denied":
         # Denials are not remembered: they are rare, cheap to make again, and a hostile pod's denial must
         # not stay resident. What is remembered is bounded in bytes by the memo.
@@ -147,66 +123,8 @@ def admit(
     return decision
 
 
-def admit_pod(
-    pod: Mapping[str, Any],
-    *,
-    namespace: str,
-    namespace_obj: Mapping[str, Any] | None,
-    spc_lookup: SpcLookup,
-    settings: Settings,
-    native_sidecars: bool,
-    limit_ranges: Sequence[Mapping[str, Any]] = (),
-    spec_maker: SpecMaker = make_spec,
-    differ: Differ = diff_documents,
-) -> Admission:
-    """The policy for one pod (a CREATE in `namespace`): read once, then each stage once, in order."""
-    request = PodRequest.read(pod, namespace, namespace_obj)
-    verdict = decide_injection(request, settings)  # 1. inject at all?
-    if verdict is not None:
-        return _not_injected(request, verdict, differ)
-    shape = check_pod_shape(request, settings)  # 2. room for Ferry in this pod?
-    if isinstance(shape, Denial):
-        return _denied(request, shape)
-    resolution = resolve_spec(request, shape, spc_lookup, settings)  # 3. which values win
-    if isinstance(resolution, Denial):
-        return _denied(request, resolution)
-    resolved = build_request(request, shape, resolution, spec_maker)  # 4. the spec, validated
-    if isinstance(resolved, Denial):
-        return _denied(request, resolved)
-    outside_limits = check_limit_ranges(limit_ranges, settings, namespace)  # 5. inside the LimitRanges?
-    if outside_limits:
-        return _denied(request, Denial("limit-range", outside_limits))
-    mutation = mutate_pod(request, resolved, settings, native_sidecars=native_sidecars)  # 6. the injected pod
-    patch = make_pod_patch(pod, mutation.pod, mutation.ops, diff=differ)  # 7. the JSONPatch
-    return Admission(
-        "injected", f"sidecar-{mutation.mode}", mutation.pod, None, mutation.warnings, resolved.source, patch
-    )
-
-
-def _not_injected(request: PodRequest, verdict: Skip | Denial | Reinvocation, differ: Differ) -> Admission:
-    if isinstance(verdict, Reinvocation):
-        refreshed = refresh_own_identity(request.pod)
-        patch = make_pod_patch(request.pod, refreshed, diff=differ)
-        return Admission("reinvoked", "identity-refreshed", refreshed, patch=patch)
-    if isinstance(verdict, Skip):
-        return Admission("skipped", verdict.reason, request.pod, warnings=verdict.warnings)
-    return _denied(request, verdict)
-
-
-def _denied(request: PodRequest, denial: Denial) -> Admission:
-    return Admission("denied", denial.reason, request.pod, message=denial.message)
-
-
-def _knows(view: ClusterView, namespace: str) -> bool:
-    """Whether the view knows this namespace; a view that cannot answer knows nothing."""
-    try:
-        return bool(namespace) and view.namespace(namespace) is not None
-    except Exception:
-        return False
-
-
-def _encoded(admission: Admission, pod: Mapping[str, Any] | None, namespace: str, *, known: bool) -> Decision:
-    """The Decision for an Admission of `pod` (None: not a pod CREATE): the patch made once, encoded once."""
+def _encoded(admission: Admission, namespace: str, *, known: bool, is_pod: bool = True) -> Decision:
+    """The Decision for an Admission (`is_pod`: of a pod CREATE), encoded once."""
     fields: dict[str, Any] = {"outcome": admission.outcome, "reason": admission.reason}
     if admission.source:
         fields["source"] = admission.source
@@ -217,7 +135,7 @@ def _encoded(admission: Admission, pod: Mapping[str, Any] | None, namespace: str
             "", allowed=False, code=403, reason="Forbidden", message=bounded(admission.message or "")
         )
     else:
-        if pod is not None:
+        if is_pod:
             fields["patchOps"] = len(admission.patch)
         response = build_response("", patch=admission.patch, warnings=admission.warnings)
     encoded = json.dumps(response, separators=(",", ":")).encode()
@@ -237,3 +155,4 @@ def _encoded(admission: Admission, pod: Mapping[str, Any] | None, namespace: str
 
 
 _EMPTY_UID = b'"uid":""'
+_NOT_A_POD_CREATE = _encoded(Admission("skipped", NOT_A_POD_CREATE, {}), "", known=False, is_pod=False)

@@ -18,6 +18,7 @@ from fetcher.spec import (
     ANNOTATION_SECRET_PROVIDER_CLASS,
     ANNOTATION_STATUS,
     STATUS_INJECTED,
+    bounded,
     quote,
 )
 from webhook.policy.request import NAMESPACE_OPT_IN_LABEL, PodRequest
@@ -105,7 +106,8 @@ def decide_injection(request: PodRequest, settings: Settings) -> Skip | Denial |
                 return Skip("nothing-named")
             return None
     if pod.keys:
-        listed = ", ".join(short(key) for key in heapq.nsmallest(MAX_REPORTED_KEYS, pod.keys))
+        shown = heapq.nsmallest(MAX_REPORTED_KEYS, pod.keys)
+        listed = ", ".join(bounded(key, MAX_KEY_CHARS_SHOWN) for key in shown)
         if len(pod.keys) > MAX_REPORTED_KEYS:
             listed += f" and {len(pod.keys) - MAX_REPORTED_KEYS} more"
         label_key, label_value = NAMESPACE_OPT_IN_LABEL
@@ -128,6 +130,8 @@ def decide_injection(request: PodRequest, settings: Settings) -> Skip | Denial |
 # Unknown ferry.dev/ keys named in a denial, each with a suggestion; past that they are only counted, so a pod
 # with 90,000 of them costs a count, not 90,000 fuzzy searches.
 MAX_REPORTED_KEYS = 5
+# A key is echoed in a message up to this many characters.
+MAX_KEY_CHARS_SHOWN = 100
 # An annotation key is a qualified name: a 253-character prefix, a slash and a 63-character name.
 MAX_ANNOTATION_KEY_CHARS = 317
 
@@ -144,16 +148,11 @@ def unknown_keys(keys: Iterable[str], known: frozenset[str]) -> str:
         fits = len(key) <= MAX_ANNOTATION_KEY_CHARS
         close = difflib.get_close_matches(key, known_sorted, n=1, cutoff=0.7) if fits else []
         hint = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(known_sorted)}"
-        problems.append(f"{short(key)}: is not a Ferry annotation; {hint}")
+        problems.append(f"{bounded(key, MAX_KEY_CHARS_SHOWN)}: is not a Ferry annotation; {hint}")
     if len(unknown) > MAX_REPORTED_KEYS:
         more = len(unknown) - MAX_REPORTED_KEYS
         problems.append(f"and {more} more {ANNOTATION_PREFIX} keys that Ferry does not know")
     return "; ".join(problems)
-
-
-def short(text: str, limit: int = 100) -> str:
-    """A user's key or name, cut to `limit` characters, for a message."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def parse_bool(value: str | None) -> bool | None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from webhook.policy.patch import diff_documents
-from webhook.policy.request import is_run_to_completion
+from webhook.policy.request import PodRequest
 from webhook.policy.resolve import InlineSpecInputs, SpecInputs
 from webhook.policy.specbuild import BuiltSpec, SpecResult, make_spec
 
@@ -150,11 +150,11 @@ KEYED_POD_PARTS: tuple[tuple[str, ...], ...] = (
 )
 
 
-def pod_key(namespace: str, pod: Mapping[str, Any]) -> bytes:
+def pod_key(request: PodRequest) -> bytes:
     """A digest of everything about `pod` that its admission answer depends on.
 
     That is the namespace, the whole `spec`, the annotations, whether the pod
-    runs to completion (`webhook.policy.podshape.is_run_to_completion`, which reads
+    runs to completion (`PodRequest.run_to_completion`, which reads
     the owner references and the Job labels), and whether `metadata`,
     `annotations` and `spec` are present at all (the patch adds a missing map
     but replaces a null one). The patch only touches `metadata.annotations`
@@ -167,14 +167,15 @@ def pod_key(namespace: str, pod: Mapping[str, Any]) -> bytes:
     back-references): three times faster than JSON, and equal bytes mean equal
     values. marshal nests 2,000 deep, twice as deep as json.loads goes.
     """
+    pod = request.pod
     meta = pod.get("metadata")
     meta = meta if isinstance(meta, Mapping) else {}
     parts = (
-        namespace,
+        request.namespace,
         "metadata" in pod,
         "annotations" in meta,
         meta.get("annotations"),
-        is_run_to_completion(pod),
+        request.run_to_completion,
         "spec" in pod,
         pod.get("spec"),
     )

@@ -7,18 +7,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from fetcher.spec import ANNOTATION_REFRESH_INTERVAL, ANNOTATION_STATUS, STATUS_INJECTED, needs_kube_api
+from fetcher.spec import ANNOTATION_STATUS, STATUS_INJECTED, needs_kube_api
 from webhook.policy.containers import build_init_container, build_sidecar
 from webhook.policy.identity import Identity, apply_identity, find_identity
 from webhook.policy.request import OWN_CONTAINER_NAMES, PodRequest
-from webhook.policy.resources import account_pod_resources
-from webhook.policy.specbuild import ResolvedRequest
+from webhook.policy.resources import ResourceFit
+from webhook.policy.specbuild import ResolvedRequest, SidecarMode
 from webhook.policy.volumes import build_app_mount, build_kube_api_volume, build_volume
 from webhook.settings import Settings
 
-SidecarMode = Literal["none", "native", "regular"]
 _STATUS_POINTER = "/metadata/annotations/" + ANNOTATION_STATUS.replace("~", "~0").replace("/", "~1")
 
 
@@ -26,7 +25,7 @@ _STATUS_POINTER = "/metadata/annotations/" + ANNOTATION_STATUS.replace("~", "~0"
 class Mutation:
     """The injected pod, and the JSONPatch from the pod as sent (None: stage 7 diffs, for an unusual pod)."""
 
-    pod: dict[str, Any]
+    pod: Mapping[str, Any]
     ops: list[dict[str, Any]] | None
     # Which sidecar was added, for logs and metrics.
     mode: SidecarMode
@@ -34,7 +33,7 @@ class Mutation:
 
 
 def mutate_pod(
-    request: PodRequest, resolved: ResolvedRequest, settings: Settings, *, native_sidecars: bool
+    request: PodRequest, resolved: ResolvedRequest | None, fit: ResourceFit | None, settings: Settings
 ) -> Mutation:
     """A copy of the pod with Ferry's volume, containers, mounts, identity and status added, and the ops that add them.
 
@@ -43,8 +42,10 @@ def mutate_pod(
     patch op as it is made; a pod whose shape the ops cannot describe exactly (a
     null where a list belongs) gets `ops=None`, and stage 7 diffs it instead.
     """
-    mode, sidecar_warning = plan_sidecar(request.run_to_completion, resolved, native_sidecars)
-    warnings = resolved.warnings + ((sidecar_warning,) if sidecar_warning else ())
+    if resolved is None:
+        # A reinvocation: the pod is Ferry's already.
+        return Mutation(refresh_own_identity(request.pod), None, "none", ())
+    mode = resolved.sidecar
     ops = _Ops()
     new = dict(request.pod)
     old_meta = new.get("metadata")
@@ -55,11 +56,11 @@ def mutate_pod(
     if not isinstance(old_meta, dict):
         ops.spoil()
     elif "annotations" not in old_meta:
-        ops.add("/metadata/annotations", meta["annotations"])
+        ops.record("/metadata/annotations", meta["annotations"])
     elif not isinstance(old_annotations, dict):
         ops.spoil()
     elif old_annotations.get(ANNOTATION_STATUS) != STATUS_INJECTED:
-        ops.add(_STATUS_POINTER, STATUS_INJECTED)
+        ops.record(_STATUS_POINTER, STATUS_INJECTED)
     old_spec = new.get("spec")
     if not isinstance(old_spec, dict):
         ops.spoil()
@@ -71,7 +72,7 @@ def mutate_pod(
     volumes = [build_volume(settings)]
     if needs_kube_api(resolved.spec):
         volumes.append(build_kube_api_volume())
-    spec["volumes"] = ops.append(spec, "volumes", volumes, "/spec/volumes")
+    spec["volumes"] = ops.appended(spec, "volumes", volumes, "/spec/volumes")
     selected = frozenset(resolved.containers)
     mount = build_app_mount(resolved.mount_path)
     for group in ("initContainers", "containers"):
@@ -79,7 +80,7 @@ def mutate_pod(
             if type(spec[group]) is not list:
                 ops.spoil()
             spec[group] = [
-                {**c, "volumeMounts": ops.append(c, "volumeMounts", [mount], f"/spec/{group}/{index}/volumeMounts")}
+                {**c, "volumeMounts": ops.appended(c, "volumeMounts", [mount], f"/spec/{group}/{index}/volumeMounts")}
                 if isinstance(c, Mapping) and c.get("name") in selected
                 else c
                 for index, c in enumerate(spec.get(group) or [])
@@ -101,20 +102,17 @@ def mutate_pod(
         # app's containers, which keep it; switched off, it adds none to Ferry's when it runs again after
         # this webhook (so Ferry is not called a second time either). Ferry's containers call the API only
         # to sync secretObjects, and then carry their own projected token (ferry-kube-api-access).
-        ops.add(
+        ops.record(
             "/spec/automountServiceAccountToken", False, "replace" if "automountServiceAccountToken" in spec else "add"
         )
         spec["automountServiceAccountToken"] = False
-    spec["initContainers"] = ops.prepend(spec, "initContainers", own_init, "/spec/initContainers")
+    spec["initContainers"] = ops.prepended(spec, "initContainers", own_init, "/spec/initContainers")
     if own_regular:
-        spec["containers"] = ops.append(spec, "containers", own_regular, "/spec/containers")
-    pod_resources = spec.get("resources")
-    if isinstance(pod_resources, Mapping):
-        accounted = account_pod_resources(pod_resources, settings, sidecar=mode != "none")
-        if accounted is not None:
-            spec["resources"] = accounted
-            ops.add("/spec/resources", accounted, "replace")
-    return Mutation(new, ops.ops, mode, warnings)
+        spec["containers"] = ops.appended(spec, "containers", own_regular, "/spec/containers")
+    if fit is not None and fit.pod_resources is not None:
+        spec["resources"] = fit.pod_resources
+        ops.record("/spec/resources", fit.pod_resources, "replace")
+    return Mutation(new, ops.ops, mode, resolved.warnings)
 
 
 class _Ops:
@@ -126,30 +124,30 @@ class _Ops:
     def spoil(self) -> None:
         self.ops = None
 
-    def add(self, path: str, value: Any, op: str = "add") -> None:
+    def record(self, path: str, value: Any, op: str = "add") -> None:
         if self.ops is not None:
             self.ops.append({"op": op, "path": path, "value": value})
 
-    def append(self, parent: Mapping[str, Any], key: str, items: list[Any], pointer: str) -> list[Any]:
+    def appended(self, parent: Mapping[str, Any], key: str, items: list[Any], pointer: str) -> list[Any]:
         """`parent[key]` with `items` at its end."""
         old = parent.get(key)
         if key not in parent:
-            self.add(pointer, items)
+            self.record(pointer, items)
         elif type(old) is list:
             for offset, item in enumerate(items):
-                self.add(f"{pointer}/{len(old) + offset}", item)
+                self.record(f"{pointer}/{len(old) + offset}", item)
         else:
             self.spoil()
         return [*(old or []), *items]
 
-    def prepend(self, parent: Mapping[str, Any], key: str, items: list[Any], pointer: str) -> list[Any]:
+    def prepended(self, parent: Mapping[str, Any], key: str, items: list[Any], pointer: str) -> list[Any]:
         """`items`, then `parent[key]`."""
         old = parent.get(key)
         if key not in parent:
-            self.add(pointer, items)
+            self.record(pointer, items)
         elif type(old) is list:
             for index, item in enumerate(items):
-                self.add(f"{pointer}/{index}", item)
+                self.record(f"{pointer}/{index}", item)
         else:
             self.spoil()
         return [*items, *(old or [])]
@@ -182,20 +180,6 @@ def _with_identity(container: Mapping[str, Any], identity: Identity) -> dict[str
             copied[key] = list(copied[key] or [])
     apply_identity(copied, identity)
     return copied
-
-
-def plan_sidecar(run_to_completion: bool, resolved: ResolvedRequest, native_sidecars: bool) -> tuple[SidecarMode, str]:
-    """Which sidecar to add, and a warning when one was asked for but cannot be given."""
-    if not resolved.spec.refresh_seconds:
-        return "none", ""
-    if native_sidecars:
-        return "native", ""
-    if run_to_completion:
-        return "none", (
-            f"{ANNOTATION_REFRESH_INTERVAL}: no refresh sidecar in this run-to-completion pod (Job, or "
-            "restartPolicy Never/OnFailure) without native sidecars (Kubernetes < 1.29); files are fetched once"
-        )
-    return "regular", ""
 
 
 def _app_containers(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:

@@ -25,12 +25,13 @@ from fetcher.spec import (
     ANNOTATION_SECRET_PROVIDER_CLASS,
     ANNOTATION_SIDECAR_UNHEALTHY_AFTER,
     SPC_FIELD_NAMES,
+    bounded,
     join_problems,
     parse_duration,
     quote,
     secret_provider_class_warnings,
 )
-from webhook.policy.decide import MAX_REPORTED_KEYS, NAMESPACE_ANNOTATIONS, POD_ANNOTATIONS, Denial, short
+from webhook.policy.decide import MAX_KEY_CHARS_SHOWN, MAX_REPORTED_KEYS, NAMESPACE_ANNOTATIONS, POD_ANNOTATIONS, Denial
 from webhook.policy.podshape import PodShape
 from webhook.policy.request import PodRequest
 from webhook.policy.view import SPC_TOO_LARGE
@@ -104,15 +105,15 @@ def resolve_spec(
     # At most MAX_WARNINGS travel anyway (webhook.policy.review); none of the others is even formatted.
     ignored = [key for key in ns_ann.keys if key not in NAMESPACE_ANNOTATIONS]
     warnings: list[str] = [
-        f"namespace {ns} annotation {short(key)} is "
+        f"namespace {ns} annotation {bounded(key, MAX_KEY_CHARS_SHOWN)} is "
         f"{'not a Ferry annotation' if key not in POD_ANNOTATIONS else 'pod-only'} and is ignored"
         for key in heapq.nsmallest(MAX_REPORTED_KEYS, ignored)
     ]
     if pod.secret_provider_class and pod.objects is not None:
         return Denial(
             "conflicting-sources",
-            f"both {ANNOTATION_SECRET_PROVIDER_CLASS} ({short(pod.secret_provider_class)}) and {ANNOTATION_OBJECTS} "
-            "are set; Ferry never guesses which one you meant: remove one of them",
+            f"both {ANNOTATION_SECRET_PROVIDER_CLASS} ({bounded(pod.secret_provider_class, MAX_KEY_CHARS_SHOWN)}) "
+            f"and {ANNOTATION_OBJECTS} are set; Ferry never guesses which one you meant: remove one of them",
         )
     if pod.objects is None and not pod.secret_provider_class and not ns_ann.secret_provider_class:
         return Denial(

@@ -22,9 +22,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from webhook.policy.decide import Denial
+from webhook.policy.request import PodRequest
+from webhook.policy.specbuild import ResolvedRequest
 from webhook.settings import Settings
 
 _SUFFIXES: dict[str, Fraction] = {
@@ -80,6 +84,26 @@ def format_quantity(value: Fraction) -> str:
                 return f"{whole // factor}{suffix}"
         return str(whole)
     return f"{math.ceil(value * 1000)}m"
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceFit:
+    """Stage 5's answer for a pod that fits: its pod-level resources grown by Ferry's containers (None: unchanged)."""
+
+    pod_resources: dict[str, Any] | None
+
+
+def fit_resources(
+    request: PodRequest, resolved: ResolvedRequest, settings: Settings, limit_ranges: Sequence[Mapping[str, Any]]
+) -> ResourceFit | Denial:
+    """Stage 5: Ferry's containers inside the namespace's LimitRanges, and the pod-level budget grown to hold them."""
+    outside_limits = check_limit_ranges(limit_ranges, settings, request.namespace)
+    if outside_limits:
+        return Denial("limit-range", outside_limits)
+    pod_resources = request.spec.get("resources")
+    if not isinstance(pod_resources, Mapping):
+        return ResourceFit(None)
+    return ResourceFit(account_pod_resources(pod_resources, settings, sidecar=resolved.sidecar != "none"))
 
 
 def account_pod_resources(

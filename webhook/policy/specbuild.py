@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from fetcher.spec import (
     ANNOTATION_NOTIFY_SIGNAL,
@@ -33,6 +33,7 @@ class BuiltSpec:
     json: str
 
 
+SidecarMode = Literal["none", "native", "regular"]
 # A built spec, or its problems (a tuple, not the exception: a cached traceback would pin frames).
 SpecResult = BuiltSpec | tuple[Problem, ...]
 SpecMaker = Callable[[SpecInputs], SpecResult]
@@ -54,6 +55,8 @@ class ResolvedRequest:
     warnings: tuple[str, ...] = ()
     # The refresh sidecar's liveness probe fails after this long of refreshes failing in a row (0: no probe).
     sidecar_unhealthy_after: float = 0.0
+    # Which refresh sidecar Ferry adds.
+    sidecar: SidecarMode = "none"
 
 
 def make_spec(inputs: SpecInputs) -> SpecResult:
@@ -80,7 +83,12 @@ def make_spec(inputs: SpecInputs) -> SpecResult:
 
 
 def build_request(
-    request: PodRequest, shape: PodShape, resolution: Resolution, spec_maker: SpecMaker = make_spec
+    request: PodRequest,
+    shape: PodShape,
+    resolution: Resolution,
+    spec_maker: SpecMaker = make_spec,
+    *,
+    native_sidecars: bool = True,
 ) -> ResolvedRequest | Denial:
     """The spec (from `spec_maker`, the cached `make_spec` on the admission path) with everything the builders need.
 
@@ -102,6 +110,9 @@ def build_request(
             f"{ANNOTATION_SIDECAR_UNHEALTHY_AFTER} has no effect without {ANNOTATION_REFRESH_INTERVAL}: "
             "there is no refresh sidecar to probe"
         )
+    sidecar, sidecar_warning = plan_sidecar(request.run_to_completion, spec, native_sidecars)
+    if sidecar_warning:
+        warnings.append(sidecar_warning)
     return ResolvedRequest(
         spec=spec,
         spec_json=built.json,
@@ -111,7 +122,22 @@ def build_request(
         source=resolution.source,
         warnings=tuple(warnings),
         sidecar_unhealthy_after=resolution.sidecar_unhealthy_after,
+        sidecar=sidecar,
     )
+
+
+def plan_sidecar(run_to_completion: bool, spec: FetchSpec, native_sidecars: bool) -> tuple[SidecarMode, str]:
+    """Which sidecar to add, and a warning when one was asked for but cannot be given."""
+    if not spec.refresh_seconds:
+        return "none", ""
+    if native_sidecars:
+        return "native", ""
+    if run_to_completion:
+        return "none", (
+            f"{ANNOTATION_REFRESH_INTERVAL}: no refresh sidecar in this run-to-completion pod (Job, or "
+            "restartPolicy Never/OnFailure) without native sidecars (Kubernetes < 1.29); files are fetched once"
+        )
+    return "regular", ""
 
 
 def _arguments(options: SpecOptions) -> dict[str, Any]:

@@ -1,0 +1,79 @@
+"""The pipeline: each admission stage called once, in order, on one screen. Pure: typed values in and out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from webhook.policy.decide import Denial, Reinvocation, Skip, decide_injection
+from webhook.policy.mutate import mutate_pod
+from webhook.policy.patch import Differ, diff_documents, make_pod_patch
+from webhook.policy.podshape import check_pod_shape
+from webhook.policy.request import PodRequest
+from webhook.policy.resolve import SpcLookup, resolve_spec
+from webhook.policy.resources import ResourceFit, fit_resources
+from webhook.policy.specbuild import ResolvedRequest, SpecMaker, build_request, make_spec
+from webhook.settings import Settings
+
+Outcome = Literal["injected", "skipped", "denied", "reinvoked"]
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What the policy decided for one pod, before it is encoded."""
+
+    outcome: Outcome
+    # Short label for logs and metrics: the skip or denial reason, or the sidecar mode.
+    reason: str
+    # The pod to admit; the input itself when nothing changes.
+    pod: Mapping[str, Any]
+    message: str | None = None
+    warnings: tuple[str, ...] = ()
+    # Where the objects came from (a SecretProviderClass or the annotation); never a value.
+    source: str | None = None
+    # The JSONPatch from the pod as sent to `pod`.
+    patch: list[dict[str, Any]] = field(default_factory=list)
+
+
+def admit_pod(
+    request: PodRequest,
+    *,
+    spc_lookup: SpcLookup,
+    settings: Settings,
+    native_sidecars: bool,
+    limit_ranges: Sequence[Mapping[str, Any]] = (),
+    spec_maker: SpecMaker = make_spec,
+    differ: Differ = diff_documents,
+) -> Admission:
+    """The policy for one pod CREATE, read once into `request`: each stage once, in order."""
+    pod = request.pod
+    verdict = decide_injection(request, settings)  # 1. inject at all?
+    if isinstance(verdict, Skip):
+        return Admission("skipped", verdict.reason, pod, warnings=verdict.warnings)
+    if isinstance(verdict, Denial):
+        return Admission("denied", verdict.reason, pod, message=verdict.message)
+    # Both stay None for a reinvocation: only the identity is refreshed.
+    resolved: ResolvedRequest | None = None
+    fit: ResourceFit | None = None
+    if not isinstance(verdict, Reinvocation):
+        shape = check_pod_shape(request, settings)  # 2. room for Ferry in this pod?
+        if isinstance(shape, Denial):
+            return Admission("denied", shape.reason, pod, message=shape.message)
+        resolution = resolve_spec(request, shape, spc_lookup, settings)  # 3. which values win
+        if isinstance(resolution, Denial):
+            return Admission("denied", resolution.reason, pod, message=resolution.message)
+        built = build_request(request, shape, resolution, spec_maker, native_sidecars=native_sidecars)  # 4. the spec
+        if isinstance(built, Denial):
+            return Admission("denied", built.reason, pod, message=built.message)
+        fitted = fit_resources(request, built, settings, limit_ranges)  # 5. LimitRanges, pod-level resources
+        if isinstance(fitted, Denial):
+            return Admission("denied", fitted.reason, pod, message=fitted.message)
+        resolved, fit = built, fitted
+    mutation = mutate_pod(request, resolved, fit, settings)  # 6. the injected pod, and its ops
+    patch = make_pod_patch(pod, mutation.pod, mutation.ops, diff=differ)  # 7. the JSONPatch
+    if resolved is None:
+        return Admission("reinvoked", "identity-refreshed", mutation.pod, patch=patch)
+    return Admission(
+        "injected", f"sidecar-{mutation.mode}", mutation.pod, None, mutation.warnings, resolved.source, patch
+    )
