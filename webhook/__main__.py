@@ -181,7 +181,7 @@ def _dump(documents: list[Any], stream: TextIO) -> None:
 def _static_view(
     spc_files: Sequence[str], namespace_file: str | None, extra_classes: Sequence[Mapping[str, Any]] = ()
 ) -> Any:
-    from webhook.cluster.kube import StaticView
+    from webhook.policy.view import StaticView
 
     annotations, labels = _load_namespaces(namespace_file)
     return StaticView.from_files(list(spc_files), annotations, extra_classes, labels)

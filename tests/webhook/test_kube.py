@@ -10,7 +10,8 @@ import kubernetes.client
 import pytest
 
 from tests.support.kubeapi import FIXTURES, LIMIT_RANGES, NAMESPACES, SECRET_PROVIDER_CLASSES, FakeKubeAPI
-from webhook.cluster.kube import KubeConfigError, StaticView, WatchCache, load_api_client, server_version
+from webhook.cluster.kube import KubeConfigError, WatchCache, load_api_client, server_version
+from webhook.policy.view import StaticView
 
 SPC_PATH = "/apis/secrets-store.csi.x-k8s.io/v1/secretproviderclasses"
 

@@ -9,9 +9,9 @@ from typing import Any
 from prometheus_client import generate_latest
 
 from tests.support.reviews import pod_create_review
-from webhook.cluster.kube import StaticView
 from webhook.edge.app import create_app, metrics_app
 from webhook.edge.metrics import MAX_NAMESPACE_LABELS, AdmissionMetrics
+from webhook.policy.view import StaticView
 from webhook.settings import Settings
 
 

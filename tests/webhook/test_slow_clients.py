@@ -26,9 +26,9 @@ import pytest
 from tests.support.reviews import decode_patch
 from tests.support.served import ServedWebhook, closed_by_server, stalled_request
 from tests.support.tlsserver import TLSServer
-from webhook.cluster.kube import StaticView
 from webhook.edge.app import BodyBudget, create_app
 from webhook.edge.server import REQUEST_READ_DEADLINE
+from webhook.policy.view import StaticView
 from webhook.settings import Settings
 from webhook.tls.certs import generate_bundle, write_bundle
 

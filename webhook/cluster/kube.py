@@ -19,7 +19,7 @@ the resources we need rather than as a framework:
 
 The read interface (`ClusterView`) and its file-backed twin (`StaticView`, for
 ``python -m webhook inject`` and a webhook started outside a cluster) live in
-`webhook.policy.view`, which imports no Kubernetes client; they are re-exported here.
+`webhook.policy.view`, which imports no Kubernetes client.
 
 Objects are plain API JSON dicts (camelCase keys, as the API server sent
 them), cut down to what admission reads (`slim_namespace`,
@@ -60,25 +60,9 @@ from webhook.policy.view import (
     SPC_TOO_LARGE,
     SPC_VERSION,
     ClusterView,
-    StaticView,
-    load_secret_provider_classes,
     name_key,
     namespaced_key,
 )
-
-__all__ = [
-    "SPC_GROUP",
-    "SPC_KIND",
-    "SPC_PLURAL",
-    "SPC_VERSION",
-    "ClusterView",
-    "KubeConfigError",
-    "StaticView",
-    "WatchCache",
-    "load_api_client",
-    "load_secret_provider_classes",
-    "server_version",
-]
 
 log = logging.getLogger(__name__)
 

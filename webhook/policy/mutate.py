@@ -6,8 +6,7 @@ Layout of an injected pod, and why Ferry's containers get no API token of their 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from fetcher.spec import ANNOTATION_STATUS, STATUS_INJECTED, needs_kube_api
 from webhook.policy.containers import build_init_container, build_sidecar
@@ -21,8 +20,7 @@ from webhook.settings import Settings
 _STATUS_POINTER = "/metadata/annotations/" + ANNOTATION_STATUS.replace("~", "~0").replace("/", "~1")
 
 
-@dataclass(frozen=True, slots=True)
-class Mutation:
+class Mutation(NamedTuple):
     """The injected pod, and the JSONPatch from the pod as sent (None: stage 7 diffs, for an unusual pod)."""
 
     pod: Mapping[str, Any]

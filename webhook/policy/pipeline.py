@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from webhook.policy.decide import Denial, Reinvocation, Skip, decide_injection
 from webhook.policy.mutate import mutate_pod
@@ -19,8 +18,7 @@ from webhook.settings import Settings
 Outcome = Literal["injected", "skipped", "denied", "reinvoked"]
 
 
-@dataclass(frozen=True)
-class Admission:
+class Admission(NamedTuple):
     """What the policy decided for one pod, before it is encoded."""
 
     outcome: Outcome
@@ -33,7 +31,7 @@ class Admission:
     # Where the objects came from (a SecretProviderClass or the annotation); never a value.
     source: str | None = None
     # The JSONPatch from the pod as sent to `pod`.
-    patch: list[dict[str, Any]] = field(default_factory=list)
+    patch: Sequence[dict[str, Any]] = ()
 
 
 def admit_pod(

@@ -5,8 +5,7 @@ from __future__ import annotations
 import difflib
 import posixpath
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from fetcher.spec import (
     ANNOTATION_CONTAINERS,
@@ -58,8 +57,7 @@ MAX_REPORTED_NAMES = 5
 MAX_LISTED_NAMES = 20
 
 
-@dataclass(frozen=True, slots=True)
-class PodShape:
+class PodShape(NamedTuple):
     """Where Ferry's volume goes, which containers get it, who owns its files; and what is wrong with the pod."""
 
     # None when the annotation is invalid (then `problems` says why).

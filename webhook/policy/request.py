@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from fetcher.spec import (
     ANNOTATION_CONTAINERS,
@@ -37,8 +36,7 @@ SIDECAR_NAME = "ferry-sidecar"
 OWN_CONTAINER_NAMES = frozenset({INIT_CONTAINER_NAME, SIDECAR_NAME})
 
 
-@dataclass(frozen=True, slots=True)
-class FerryAnnotations:
+class FerryAnnotations(NamedTuple):
     """Ferry's annotations on one object. Text the spec model parses stays as written; a value is stripped
     (None when blank)."""
 
@@ -84,8 +82,7 @@ class FerryAnnotations:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class PodRequest:
+class PodRequest(NamedTuple):
     """One pod CREATE as the stages see it; none of them reads the pod's metadata again."""
 
     # The pod as sent (never modified) and its spec.

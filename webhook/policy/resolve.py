@@ -8,8 +8,7 @@ from __future__ import annotations
 import heapq
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from fetcher.spec import (
     ANNOTATION_FAILOVER_REGION,
@@ -43,8 +42,7 @@ SpcLookup = Callable[[str, str], Mapping[str, Any] | None]
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
-@dataclass(frozen=True, slots=True)
-class SpecOptions:
+class SpecOptions(NamedTuple):
     """The spec's fields that come from the pod whatever the source of its objects."""
 
     refresh: str | None
@@ -55,8 +53,7 @@ class SpecOptions:
     min_refresh_seconds: float
 
 
-@dataclass(frozen=True, slots=True)
-class InlineSpecInputs:
+class InlineSpecInputs(NamedTuple):
     """A spec from the pod's own ferry.dev/objects: every input is a string, so the value is its own key."""
 
     objects: str
@@ -70,8 +67,7 @@ class InlineSpecInputs:
     output_formats: str | None
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class SpcSpecInputs:
+class SpcSpecInputs(NamedTuple):
     """A spec from a SecretProviderClass, trimmed to what the spec model reads, the pod's overrides merged in."""
 
     trimmed: Mapping[str, Any]
@@ -82,8 +78,7 @@ class SpcSpecInputs:
 SpecInputs = InlineSpecInputs | SpcSpecInputs
 
 
-@dataclass(frozen=True, slots=True)
-class Resolution:
+class Resolution(NamedTuple):
     """What stage 4 builds the spec from, and what stage 3 found on the way."""
 
     inputs: SpecInputs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from fetcher.spec import (
     ANNOTATION_NOTIFY_SIGNAL,
@@ -39,8 +39,7 @@ SpecResult = BuiltSpec | tuple[Problem, ...]
 SpecMaker = Callable[[SpecInputs], SpecResult]
 
 
-@dataclass(frozen=True, slots=True)
-class ResolvedRequest:
+class ResolvedRequest(NamedTuple):
     """A valid request: everything the pod builders need."""
 
     spec: FetchSpec
