@@ -41,7 +41,6 @@ _NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 MAX_NAMESPACE_LABELS = 100
 UNKNOWN_NAMESPACE = "unknown"
 OTHER_NAMESPACES = "other"
-OUTCOMES = ("injected", "skipped", "denied", "reinvoked", "error")
 # Admission must finish well inside the API server's timeoutSeconds (a few seconds).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 

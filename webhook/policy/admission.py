@@ -137,10 +137,15 @@ def _encoded(admission: Admission, namespace: str, *, known: bool, is_pod: bool 
     else:
         if is_pod:
             fields["patchOps"] = len(admission.patch)
-        response = build_response("", patch=admission.patch, warnings=admission.warnings)
+        response = build_response("", warnings=admission.warnings)
     encoded = json.dumps(response, separators=(",", ":")).encode()
     # "uid" is the first key of "response", and any other `"uid":""` in a message would be escaped.
     split = encoded.index(_EMPTY_UID) + len(_EMPTY_UID) - 2
+    if admission.outcome != "denied" and admission.patch:
+        # The patch is encoded once: its base64 needs no JSON escaping, so it goes in as bytes, after "allowed".
+        patch = base64.b64encode(json.dumps(list(admission.patch), separators=(",", ":")).encode())
+        allowed = encoded.index(_ALLOWED, split) + len(_ALLOWED)
+        encoded = encoded[:allowed] + b',"patchType":"JSONPatch","patch":"' + patch + b'"' + encoded[allowed:]
     return Decision(
         admission.outcome,
         admission.reason,
@@ -155,4 +160,5 @@ def _encoded(admission: Admission, namespace: str, *, known: bool, is_pod: bool 
 
 
 _EMPTY_UID = b'"uid":""'
+_ALLOWED = b'"allowed":true'
 _NOT_A_POD_CREATE = _encoded(Admission("skipped", NOT_A_POD_CREATE, {}), "", known=False, is_pod=False)
