@@ -32,8 +32,8 @@ The three endpoints ("replicas", "unique", "noop") alternate in ABCCBA order,
 so each sees the same machine on average.
 
 How:
-- The server is the real `python -m webhook serve` (uvicorn, uvloop, httptools,
-  TLS with a self-generated certificate, one JSON log line per admission as in
+- The server is the real `python -m webhook serve` (uvicorn with Ferry's guarded
+  h11 protocol on asyncio, TLS with a self-generated certificate, one JSON log line per admission as in
   production) in a subprocess pinned to one CPU with `taskset`; this script,
   the load generator, pins itself to the other CPU.
 - Before timing the script waits (up to --quiet-wait seconds) for the 1-minute

@@ -1,6 +1,6 @@
 """Stage 6: the injected pod (Ferry's volume, containers, mounts, identity, status) and the patch ops that add them.
 
-Layout of an injected pod, and why Ferry's containers get no API token of their own, are in docs/architecture.md.
+Layout of an injected pod, and why Ferry's containers get no API token of their own: docs/admission.md.
 """
 
 from __future__ import annotations

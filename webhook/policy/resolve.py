@@ -1,6 +1,6 @@
 """Stage 3: which value wins. Pod ∪ SecretProviderClass ∪ namespace ∪ defaults, merged into the spec's inputs.
 
-Precedence and where each problem points are in docs/architecture.md ("Admission pipeline").
+Precedence and where each problem points are in docs/admission.md ("Which value wins").
 """
 
 from __future__ import annotations
