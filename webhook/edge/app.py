@@ -242,13 +242,8 @@ class AdmissionHandler:
             _log({"outcome": "malformed", "error": type(exc).__name__})
             return 400, _dumps({"message": "the body could not be parsed as an AdmissionReview"})
         try:
-            decision = admit(
-                request,
-                self.cluster,
-                self.settings,
-                native_sidecars=self.native_sidecars,
-                memo=self.memo if memoize else None,
-            )
+            memo = self.memo if memoize else None
+            decision = admit(request, self.cluster, self.settings, native_sidecars=self.native_sidecars, memo=memo)
         except MalformedReview as exc:
             self.metrics.malformed.inc()
             return 400, _dumps({"message": f"not an AdmissionReview v1 request: {exc}"})
@@ -270,13 +265,8 @@ class AdmissionHandler:
             return 200, _dumps(response)
         uid = request["uid"]
         dry_run = bool(request.get("dryRun"))
-        self.metrics.record(
-            decision.outcome,
-            decision.namespace,
-            dry_run=dry_run,
-            reason=decision.reason,
-            known=decision.known_namespace,
-        )
+        outcome, namespace, known = decision.outcome, decision.namespace, decision.known_namespace
+        self.metrics.record(outcome, namespace, dry_run=dry_run, reason=decision.reason, known=known)
         entry: dict[str, Any] = {
             "uid": bounded(str(uid), LOG_TEXT_LIMIT),
             "namespace": bounded(str(decision.namespace), LOG_TEXT_LIMIT),

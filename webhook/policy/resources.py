@@ -1,20 +1,7 @@
-"""Ferry's containers' CPU and memory against the budgets a pod already lives in.
+"""Stage 5: Ferry's containers inside the budgets the pod already lives in (its LimitRanges, its pod-level resources).
 
-Why it exists: Ferry adds containers that request and limit CPU and memory,
-and two budgets written before Ferry came along must still hold, or the API
-server rejects the pod with a message that never names Ferry:
-
-- pod-level resources (``spec.resources``): the pod's requests must cover its
-  containers', and no container may have a limit above the pod's. Ferry grows
-  the pod's values by what its containers add (`account_pod_resources`);
-- a namespace LimitRange: a container outside its min/max or its
-  limit-to-request ratio is rejected. Ferry does not shrink its containers to
-  fit (below its configured limits the fetcher can be OOM-killed, and the pod
-  then never starts, for a reason far from the cause); it denies the pod,
-  naming the LimitRange and the setting to change (`check_limit_ranges`).
-
-Pure: dicts and settings in, dicts or messages out. Quantities are exact
-(`fractions.Fraction`), as the API server compares them.
+Ferry never shrinks its containers to fit a LimitRange (an OOM-killed fetcher fails far from the cause): it denies the
+pod and names the setting to change.
 """
 
 from __future__ import annotations
