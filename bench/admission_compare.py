@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import benchlib
-from bench.webhook_latency import (
+from bench.webhook_requests import (
     RECORDED_AT,
     TIME_PLACEHOLDER,
     UID_PLACEHOLDER,
