@@ -49,7 +49,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from fetcher import add_version_option
+from fetcher import add_version_option, command_name
 from fetcher.errors import ConfigError, FerryError
 from fetcher.logs import LEVELS, LOG_LEVEL_ENV_VAR, log
 from fetcher.spec import (
@@ -153,10 +153,10 @@ def run_init(env: Mapping[str, str], target_dir: str) -> int:
 
     on_files = secret_sync_hook(spec, env)  # before AWS too: a pod that cannot sync fails fast
 
-    from fetcher.aws import AwsClients
     from fetcher.loop import deliver
+    from fetcher.providers import clients_from_env
 
-    clients = AwsClients.from_env(env)
+    clients = clients_from_env(spec, env)
     delivery = deliver(spec, clients, target_dir, on_files)
     log.info(
         "files written" if delivery.swapped else "files already current",
@@ -170,8 +170,8 @@ def run_init(env: Mapping[str, str], target_dir: str) -> int:
 def run_sidecar_command(env: Mapping[str, str], target_dir: str, stop: threading.Event) -> int:
     spec = load_spec(env)
 
-    from fetcher.aws import AwsClients
     from fetcher.loop import RefreshState, run_sidecar
+    from fetcher.providers import clients_from_env
 
     if spec.refresh_seconds <= 0:
         raise ConfigError(
@@ -180,7 +180,7 @@ def run_sidecar_command(env: Mapping[str, str], target_dir: str, stop: threading
         )
     state = RefreshState(
         spec=spec,
-        clients=AwsClients.from_env(env),
+        clients=clients_from_env(spec, env),
         target_dir=Path(target_dir),
         on_files=secret_sync_hook(spec, env),
     )
@@ -199,8 +199,17 @@ def run_status(target_dir: str, unhealthy_after: float) -> int:
 def run_once(env: Mapping[str, str], manifest_path: str, target_dir: str, region: str | None) -> int:
     from fetcher.aws import AwsClients
     from fetcher.loop import deliver
+    from fetcher.providers import refuse_outside_a_pod
 
-    manifest = load_secret_provider_class(manifest_path)
+    manifest = refuse_outside_a_pod(load_secret_provider_class(manifest_path), manifest_path)
+    kind = manifest.get("kind")
+    if kind != "SecretProviderClass":
+        # Before the region: a workload passed by mistake is the first thing to fix, not the last.
+        named = f"a {str(kind)[:63]}" if isinstance(kind, str) and kind else "no kind"
+        raise ConfigError(
+            f"{manifest_path} holds {named}, not a SecretProviderClass: pass the class's own file "
+            "(kind: SecretProviderClass); to preview a workload, use `python -m webhook inject -f`"
+        )
     region = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     parameters = manifest.get("spec", {}).get("parameters") if isinstance(manifest.get("spec"), Mapping) else None
     if not region and not (isinstance(parameters, Mapping) and parameters.get("region")):
@@ -210,6 +219,9 @@ def run_once(env: Mapping[str, str], manifest_path: str, target_dir: str, region
         )
     spec = spec_from_secret_provider_class(manifest, region=region)
     clients = AwsClients.from_env(env)
+    if clients.session.get_credentials() is None:
+        # Said once, before any object, and for a laptop: `once` runs with the user's identity, not a pod's.
+        raise ConfigError(LAPTOP_CREDENTIALS_HINT)
     delivery = deliver(spec, clients, target_dir)
     log.info(
         "files written" if delivery.swapped else "files already current",
@@ -218,6 +230,13 @@ def run_once(env: Mapping[str, str], manifest_path: str, target_dir: str, region
         region=spec.region,
     )
     return EXIT_OK
+
+
+LAPTOP_CREDENTIALS_HINT = (
+    "no AWS credentials found: `once` fetches with your own AWS identity. Log in first (`aws sso login "
+    "--profile NAME`, then AWS_PROFILE=NAME), or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; that identity "
+    "must be allowed to read the class's objects (secretsmanager:GetSecretValue, ssm:GetParameters)"
+)
 
 
 def secret_sync_hook(spec: FetchSpec, env: Mapping[str, str]) -> Callable[[Mapping[str, Any]], None] | None:
@@ -308,7 +327,7 @@ def write_termination_message(path: str, message: str, *, create: bool) -> bool:
 
 
 def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fetcher", description="Ferry's in-pod secrets fetcher.")
+    parser = argparse.ArgumentParser(prog=command_name("fetcher"), description="Ferry's in-pod secrets fetcher.")
     add_version_option(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     default_dir = env.get(TARGET_DIR_ENV_VAR) or DEFAULT_MOUNT_PATH

@@ -21,6 +21,9 @@ from fetcher.spec import DEFAULT_MIN_REFRESH_SECONDS, parse_duration, quote
 from webhook.quantity import parse_quantity
 
 NativeSidecars = Literal["auto", "true", "false"]
+FargateSizing = Literal["auto", "off"]
+OversizeAction = Literal["warn", "deny"]
+Autopilot = Literal["off", "bursting", "no-bursting"]
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 
 # Never injected, whatever FERRY_EXCLUDED_NAMESPACES says: the control plane's
@@ -31,6 +34,11 @@ _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+_GCP_ID_RE = re.compile(r"^[a-z][a-z0-9-]{0,61}[a-z0-9]\Z")
+_GCP_POOL_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]\.svc\.id\.goog\Z")
+_GCP_PROVIDER_RE = re.compile(r"^https://[a-z.]+\.googleapis\.com/[A-Za-z0-9/_.-]{1,200}\Z")
 
 
 class SettingsError(ValueError):
@@ -54,6 +62,19 @@ class Settings:
     fetcher_memory_request: str = "64Mi"
     fetcher_cpu_limit: str = "500m"
     fetcher_memory_limit: str = "128Mi"
+    # The least Ferry lowers its requests to when fitting a pod into its Fargate size (webhook.policy.sizing);
+    # None for memory: the memory request itself (memory is never lowered unless this is set).
+    fetcher_cpu_request_floor: str = "0"
+    fetcher_memory_request_floor: str | None = None
+    # auto: pods with schedulerName fargate-scheduler are sized for Fargate; off: never.
+    fargate_sizing: FargateSizing = "auto"
+    # When Ferry's containers cannot fit the pod's Fargate size even at their floors.
+    fargate_oversize: OversizeAction = "warn"
+    # GKE Autopilot: Ferry's containers are sized so that Autopilot never adjusts them.
+    autopilot: Autopilot = "off"
+    # Ferry's containers' ephemeral-storage request on Autopilot (else Autopilot's default applies); their
+    # logs are all they keep on disk, and the kubelet rotates them well below this.
+    autopilot_ephemeral_storage: str = "100Mi"
     # Last fallback for the AWS region (after pod, SecretProviderClass, namespace).
     default_region: str | None = None
     volume_size_limit: str = "16Mi"
@@ -69,6 +90,10 @@ class Settings:
     log_level: str = "info"
     # The plain-HTTP metrics listener's port; 0: no listener.
     metrics_port: int = 9090
+    # GKE Workload Identity for provider: gcp (namespace annotations override both): PROJECT.svc.id.goog, and
+    # the cluster as that pool knows it. From FERRY_GCP_PROJECT/_LOCATION/_CLUSTER, or set in full.
+    gcp_workload_pool: str | None = None
+    gcp_identity_provider: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -103,6 +128,16 @@ class Settings:
             fetcher_memory_request=reader.quantity("FERRY_FETCHER_MEMORY_REQUEST", cls.fetcher_memory_request),
             fetcher_cpu_limit=reader.quantity("FERRY_FETCHER_CPU_LIMIT", cls.fetcher_cpu_limit),
             fetcher_memory_limit=reader.quantity("FERRY_FETCHER_MEMORY_LIMIT", cls.fetcher_memory_limit),
+            fetcher_cpu_request_floor=reader.quantity(
+                "FERRY_FETCHER_CPU_REQUEST_FLOOR", cls.fetcher_cpu_request_floor, zero_allowed=True
+            ),
+            fetcher_memory_request_floor=reader.optional_quantity("FERRY_FETCHER_MEMORY_REQUEST_FLOOR"),
+            fargate_sizing=reader.choice("FERRY_FARGATE_SIZING", cls.fargate_sizing, ("auto", "off")),
+            fargate_oversize=reader.choice("FERRY_FARGATE_OVERSIZE", cls.fargate_oversize, ("warn", "deny")),
+            autopilot=reader.choice("FERRY_AUTOPILOT", cls.autopilot, ("off", "bursting", "no-bursting")),
+            autopilot_ephemeral_storage=reader.quantity(
+                "FERRY_AUTOPILOT_EPHEMERAL_STORAGE", cls.autopilot_ephemeral_storage
+            ),
             default_region=reader.optional_matching("FERRY_DEFAULT_REGION", _REGION_RE, "an AWS region like us-east-1"),
             volume_size_limit=reader.quantity("FERRY_VOLUME_SIZE_LIMIT", cls.volume_size_limit),
             min_refresh_seconds=reader.duration("FERRY_MIN_REFRESH_INTERVAL", "10s"),
@@ -113,6 +148,7 @@ class Settings:
             max_request_bytes=reader.positive_int("FERRY_MAX_REQUEST_BYTES", cls.max_request_bytes),
             log_level=reader.choice("FERRY_LOG_LEVEL", cls.log_level, _LOG_LEVELS),
             metrics_port=reader.port("FERRY_METRICS_PORT", cls.metrics_port),
+            **_gcp_settings(reader),
         )
         for kind in ("CPU", "MEMORY"):
             request, limit = f"FERRY_FETCHER_{kind}_REQUEST", f"FERRY_FETCHER_{kind}_LIMIT"
@@ -123,6 +159,10 @@ class Settings:
                     "request or raise the limit"
                 )
         return settings
+
+    def gcp_identity(self) -> dict[str, str | None]:
+        """The cluster's Workload Identity defaults, as fetcher.spec.gcp.check_identity reads them."""
+        return {"workloadPool": self.gcp_workload_pool, "identityProvider": self.gcp_identity_provider}
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields changed (command-line flags win over env vars)."""
@@ -185,12 +225,17 @@ class _Reader:
             raise SettingsError(f"{name}={value!r} must be one of {', '.join(choices)}")
         return value
 
-    def quantity(self, name: str, default: str) -> str:
-        """A quantity as Kubernetes reads it, positive; written into every pod."""
+    def optional_quantity(self, name: str) -> str | None:
+        return None if self._raw(name) is None else self.quantity(name, "", zero_allowed=True)
+
+    def quantity(self, name: str, default: str, *, zero_allowed: bool = False) -> str:
+        """A quantity as Kubernetes reads it, positive (or zero where allowed); written into every pod."""
         value = self._raw(name) or default
         number = parse_quantity(value) if len(value) <= 64 and value == value.strip() else None
-        if number is None or number <= 0:
-            raise SettingsError(f"{name}={quote(value)} is not a positive Kubernetes quantity like 50m, 64Mi or 1")
+        if number is None or number < 0 or (number == 0 and not zero_allowed):
+            what = "a Kubernetes quantity like 0, 10m or 64Mi" if zero_allowed else "a positive Kubernetes quantity"
+            what += "" if zero_allowed else " like 50m, 64Mi or 1"
+            raise SettingsError(f"{name}={quote(value)} is not {what}")
         self.quantities[name] = number
         self.quantities_text[name] = value
         return value
@@ -234,3 +279,26 @@ class _Reader:
             if not _DNS_LABEL_RE.match(item):
                 raise SettingsError(f"{name}: {item!r} is not a namespace name (comma-separated list expected)")
         return frozenset(names) | ALWAYS_EXCLUDED_NAMESPACES
+
+
+def _gcp_settings(reader: _Reader) -> dict[str, str | None]:
+    """FERRY_GCP_WORKLOAD_POOL / _IDENTITY_PROVIDER, or both built from FERRY_GCP_PROJECT, _LOCATION, _CLUSTER."""
+    project = reader.optional_matching("FERRY_GCP_PROJECT", _GCP_ID_RE, "a Google Cloud project ID like my-project")
+    location = reader.optional_matching("FERRY_GCP_LOCATION", _GCP_ID_RE, "a cluster location like us-central1")
+    cluster = reader.optional_matching("FERRY_GCP_CLUSTER", _GCP_ID_RE, "a GKE cluster name")
+    pool = reader.optional_matching("FERRY_GCP_WORKLOAD_POOL", _GCP_POOL_RE, "a workload pool like PROJECT.svc.id.goog")
+    provider = reader.optional_matching(
+        "FERRY_GCP_IDENTITY_PROVIDER",
+        _GCP_PROVIDER_RE,
+        "https://container.googleapis.com/v1/projects/P/locations/L/clusters/C",
+    )
+    if project and not pool:
+        pool = f"{project}.svc.id.goog"
+    if project and location and cluster and not provider:
+        provider = f"https://container.googleapis.com/v1/projects/{project}/locations/{location}/clusters/{cluster}"
+    if bool(pool) != bool(provider):
+        raise SettingsError(
+            "GKE Workload Identity needs FERRY_GCP_PROJECT, FERRY_GCP_LOCATION and FERRY_GCP_CLUSTER together "
+            "(or FERRY_GCP_WORKLOAD_POOL with FERRY_GCP_IDENTITY_PROVIDER); set all of them or none"
+        )
+    return {"gcp_workload_pool": pool, "gcp_identity_provider": provider}

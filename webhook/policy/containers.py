@@ -15,7 +15,7 @@ from fetcher.spec import SPEC_ENV_VAR, FetchSpec, needs_kube_api
 from fetcher.spec.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR, POD_UID_ENV_VAR
 from webhook.policy.identity import Identity, apply_identity
 from webhook.policy.request import INIT_CONTAINER_NAME, SIDECAR_NAME
-from webhook.policy.volumes import build_fetcher_mount, build_kube_api_mount
+from webhook.policy.volumes import build_fetcher_mount, build_gcp_token_mount, build_kube_api_mount
 from webhook.settings import Settings
 
 FetcherMode = Literal["init", "sidecar"]
@@ -65,6 +65,8 @@ def build_fetcher_container(
             )
         ]
         container["volumeMounts"].append(build_kube_api_mount())
+    if spec.gcp is not None:
+        container["volumeMounts"].append(build_gcp_token_mount())
     if mode == "sidecar" and native_sidecar:
         container["restartPolicy"] = "Always"
     if identity:

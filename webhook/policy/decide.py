@@ -9,6 +9,9 @@ from dataclasses import dataclass
 
 from fetcher.spec import (
     ANNOTATION_FAILOVER_REGION,
+    ANNOTATION_GCP_IDENTITY_PROVIDER,
+    ANNOTATION_GCP_SERVICE_ACCOUNT,
+    ANNOTATION_GCP_WORKLOAD_POOL,
     ANNOTATION_INJECT,
     ANNOTATION_KEYS,
     ANNOTATION_OUTPUT_FORMATS,
@@ -33,6 +36,9 @@ NAMESPACE_ANNOTATIONS = frozenset(
         ANNOTATION_FAILOVER_REGION,
         ANNOTATION_REFRESH_INTERVAL,
         ANNOTATION_OUTPUT_FORMATS,
+        ANNOTATION_GCP_SERVICE_ACCOUNT,
+        ANNOTATION_GCP_WORKLOAD_POOL,
+        ANNOTATION_GCP_IDENTITY_PROVIDER,
     }
 )
 POD_ANNOTATIONS = frozenset(ANNOTATION_KEYS)
@@ -111,12 +117,19 @@ def decide_injection(request: PodRequest, settings: Settings) -> Skip | Denial |
         if len(pod.keys) > MAX_REPORTED_KEYS:
             listed += f" and {len(pod.keys) - MAX_REPORTED_KEYS} more"
         label_key, label_value = NAMESPACE_OPT_IN_LABEL
-        hint = (
-            f"; namespace {namespace} has the annotation but not the label {label_key}={label_value}, "
-            "which a namespace-wide opt-in needs"
-            if ns.inject is not None
-            else ""
-        )
+        actual = request.namespace_inject_label
+        if actual is not None and actual != label_value:
+            hint = (
+                f"; namespace {namespace}: label `{label_key}` is {bounded(actual, 63)!r}; it must be "
+                f"{label_value!r} for a namespace-wide opt-in"
+            )
+        elif ns.inject is not None:
+            hint = (
+                f"; namespace {namespace} has the annotation but not the label {label_key}={label_value}, "
+                "which a namespace-wide opt-in needs"
+            )
+        else:
+            hint = ""
         return Skip(
             "not-requested",
             (

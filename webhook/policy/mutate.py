@@ -14,7 +14,7 @@ from webhook.policy.identity import Identity, apply_identity, find_identity
 from webhook.policy.request import OWN_CONTAINER_NAMES, PodRequest
 from webhook.policy.resources import ResourceFit
 from webhook.policy.specbuild import ResolvedRequest, SidecarMode
-from webhook.policy.volumes import build_app_mount, build_kube_api_volume, build_volume
+from webhook.policy.volumes import build_app_mount, build_gcp_token_volume, build_kube_api_volume, build_volume
 from webhook.settings import Settings
 
 _STATUS_POINTER = "/metadata/annotations/" + ANNOTATION_STATUS.replace("~", "~0").replace("/", "~1")
@@ -67,23 +67,14 @@ def mutate_pod(
     new["spec"] = spec
     identity = find_identity(_app_containers(spec))
 
+    # Everything Ferry adds is built first; then each edit is made, and its op recorded, in patch order.
     volumes = [build_volume(settings)]
     if needs_kube_api(resolved.spec):
         volumes.append(build_kube_api_volume())
-    spec["volumes"] = ops.appended(spec, "volumes", volumes, "/spec/volumes")
+    if resolved.spec.gcp is not None:
+        volumes.append(build_gcp_token_volume(resolved.spec.gcp.workload_pool))
     selected = frozenset(resolved.containers)
     mount = build_app_mount(resolved.mount_path)
-    for group in ("initContainers", "containers"):
-        if group in spec:
-            if type(spec[group]) is not list:
-                ops.spoil()
-            spec[group] = [
-                {**c, "volumeMounts": ops.appended(c, "volumeMounts", [mount], f"/spec/{group}/{index}/volumeMounts")}
-                if isinstance(c, Mapping) and c.get("name") in selected
-                else c
-                for index, c in enumerate(spec.get(group) or [])
-            ]
-
     build_args: dict[str, Any] = {
         "mount_path": resolved.mount_path,
         "run_as_user": resolved.run_as_user,
@@ -95,6 +86,18 @@ def mutate_pod(
     if mode == "native":
         own_init.append(build_sidecar(resolved.spec, settings, native=True, **sidecar_args))
     own_regular = [build_sidecar(resolved.spec, settings, native=False, **sidecar_args)] if mode == "regular" else []
+    spec["volumes"] = ops.appended(spec, "volumes", volumes, "/spec/volumes")
+    for group in ("initContainers", "containers"):
+        if group in spec:
+            if type(spec[group]) is not list:
+                ops.spoil()
+            spec[group] = [
+                {**c, "volumeMounts": ops.appended(c, "volumeMounts", [mount], f"/spec/{group}/{index}/volumeMounts")}
+                if isinstance(c, Mapping) and c.get("name") in selected
+                else c
+                for index, c in enumerate(spec.get(group) or [])
+            ]
+
     if spec.get("automountServiceAccountToken") is not False:
         # The ServiceAccount admission plugin ran before this webhook and mounted the API token into the
         # app's containers, which keep it; switched off, it adds none to Ferry's when it runs again after

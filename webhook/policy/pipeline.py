@@ -12,6 +12,7 @@ from webhook.policy.podshape import check_pod_shape
 from webhook.policy.request import PodRequest
 from webhook.policy.resolve import SpcLookup, resolve_spec
 from webhook.policy.resources import ResourceFit, fit_resources
+from webhook.policy.sizing import platform_settings, size_for_platform
 from webhook.policy.specbuild import ResolvedRequest, SpecMaker, build_request, make_spec
 from webhook.settings import Settings
 
@@ -46,6 +47,7 @@ def admit_pod(
 ) -> Admission:
     """The policy for one pod CREATE, read once into `request`: each stage once, in order."""
     pod = request.pod
+    settings = platform_settings(settings)  # Ferry's requests as Autopilot takes them, when configured
     verdict = decide_injection(request, settings)  # 1. inject at all?
     if isinstance(verdict, Skip):
         return Admission("skipped", verdict.reason, pod, warnings=verdict.warnings)
@@ -69,9 +71,14 @@ def admit_pod(
             return Admission("denied", fitted.reason, pod, message=fitted.message)
         resolved, fit = built, fitted
     mutation = mutate_pod(request, resolved, fit, settings)  # 6. the injected pod, and its ops
-    patch = make_pod_patch(pod, mutation.pod, mutation.ops, diff=differ)  # 7. the JSONPatch
+    # Also on reinvocation: after a later webhook set Fargate's schedulerName, or stripped a native sidecar.
+    sized = size_for_platform(mutation.pod, settings, limit_ranges)  # 6b. Fargate / Autopilot sizing
+    if sized.denial:
+        return Admission("denied", "platform-sizing", pod, message=sized.denial)
+    resized = sized.pod != mutation.pod  # then the ops no longer say it all, and the patch is a diff
+    admitted = sized.pod if resized else mutation.pod
+    patch = make_pod_patch(pod, admitted, None if resized else mutation.ops, diff=differ)  # 7. the JSONPatch
     if resolved is None:
-        return Admission("reinvoked", "identity-refreshed", mutation.pod, patch=patch)
-    return Admission(
-        "injected", f"sidecar-{mutation.mode}", mutation.pod, None, mutation.warnings, resolved.source, patch
-    )
+        return Admission("reinvoked", "identity-refreshed", admitted, warnings=sized.warnings, patch=patch)
+    warnings = mutation.warnings + sized.warnings
+    return Admission("injected", f"sidecar-{mutation.mode}", admitted, None, warnings, resolved.source, patch)

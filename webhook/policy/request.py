@@ -16,6 +16,7 @@ from fetcher.spec import (
     ANNOTATION_OUTPUT_FORMATS,
     ANNOTATION_PATH_TRANSLATION,
     ANNOTATION_PREFIX,
+    ANNOTATION_PROVIDER,
     ANNOTATION_REFRESH_INTERVAL,
     ANNOTATION_REGION,
     ANNOTATION_SECRET_OBJECTS,
@@ -40,6 +41,8 @@ class FerryAnnotations(NamedTuple):
     """Ferry's annotations on one object. Text the spec model parses stays as written; a value is stripped
     (None when blank)."""
 
+    # Every annotation of the object, as sent (Workload Identity's reader takes them whole).
+    all: Mapping[str, str]
     # Every ferry.dev/ key on the object, in its order: the unknown ones are denied or warned about.
     keys: tuple[str, ...]
     inject: str | None
@@ -57,12 +60,14 @@ class FerryAnnotations(NamedTuple):
     sidecar_unhealthy_after: str | None
     notify_url: str | None
     notify_signal: str | None
+    provider: str | None
 
     @classmethod
     def of(cls, obj: Mapping[str, Any] | None) -> FerryAnnotations:
         annotations = _annotations(obj)
         get = annotations.get
         return cls(
+            all=annotations,
             keys=tuple(key for key in annotations if key.startswith(ANNOTATION_PREFIX)),
             inject=get(ANNOTATION_INJECT),
             status=get(ANNOTATION_STATUS),
@@ -79,6 +84,7 @@ class FerryAnnotations(NamedTuple):
             sidecar_unhealthy_after=_value(get(ANNOTATION_SIDECAR_UNHEALTHY_AFTER)),
             notify_url=_value(get(ANNOTATION_NOTIFY_URL)),
             notify_signal=_value(get(ANNOTATION_NOTIFY_SIGNAL)),
+            provider=_value(get(ANNOTATION_PROVIDER)),
         )
 
 
@@ -92,8 +98,9 @@ class PodRequest(NamedTuple):
     namespace: str
     annotations: FerryAnnotations
     namespace_annotations: FerryAnnotations
-    # The namespace carries NAMESPACE_OPT_IN_LABEL.
+    # The namespace carries NAMESPACE_OPT_IN_LABEL; and that label's value, whatever it is.
     namespace_opted_in: bool
+    namespace_inject_label: str | None
     # Owned by a Job, or meant to exit: a regular sidecar would keep it running forever.
     run_to_completion: bool
     # Ferry's init container or sidecar is in the pod: it was injected (the status annotation alone proves nothing).
@@ -108,7 +115,8 @@ class PodRequest(NamedTuple):
             namespace=namespace,
             annotations=FerryAnnotations.of(pod),
             namespace_annotations=FerryAnnotations.of(namespace_obj),
-            namespace_opted_in=_has_opt_in_label(namespace_obj),
+            namespace_opted_in=_label(namespace_obj, NAMESPACE_OPT_IN_LABEL[0]) == NAMESPACE_OPT_IN_LABEL[1],
+            namespace_inject_label=_label(namespace_obj, NAMESPACE_OPT_IN_LABEL[0]),
             run_to_completion=is_run_to_completion(pod),
             has_own_containers=_has_own_containers(spec),
         )
@@ -148,11 +156,11 @@ def _annotations(obj: Mapping[str, Any] | None) -> Mapping[str, str]:
     return annotations if isinstance(annotations, Mapping) else {}
 
 
-def _has_opt_in_label(namespace_obj: Mapping[str, Any] | None) -> bool:
+def _label(namespace_obj: Mapping[str, Any] | None, key: str) -> str | None:
     meta = (namespace_obj or {}).get("metadata")
     labels = meta.get("labels") if isinstance(meta, Mapping) else None
-    key, value = NAMESPACE_OPT_IN_LABEL
-    return isinstance(labels, Mapping) and labels.get(key) == value
+    value = labels.get(key) if isinstance(labels, Mapping) else None
+    return str(value) if value is not None else None
 
 
 def _value(value: Any) -> str | None:

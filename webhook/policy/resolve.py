@@ -18,6 +18,7 @@ from fetcher.spec import (
     ANNOTATION_OBJECTS,
     ANNOTATION_OUTPUT_FORMATS,
     ANNOTATION_PATH_TRANSLATION,
+    ANNOTATION_PROVIDER,
     ANNOTATION_REFRESH_INTERVAL,
     ANNOTATION_REGION,
     ANNOTATION_SECRET_OBJECTS,
@@ -30,6 +31,7 @@ from fetcher.spec import (
     quote,
     secret_provider_class_warnings,
 )
+from fetcher.spec.gcp import workload_identity
 from webhook.policy.decide import MAX_KEY_CHARS_SHOWN, MAX_REPORTED_KEYS, NAMESPACE_ANNOTATIONS, POD_ANNOTATIONS, Denial
 from webhook.policy.podshape import PodShape
 from webhook.policy.request import PodRequest
@@ -51,6 +53,8 @@ class SpecOptions(NamedTuple):
     notify_url: str | None
     notify_signal: str | None
     min_refresh_seconds: float
+    # Workload Identity settings for provider: gcp, as (key, value) pairs (hashable: the spec cache's key holds them).
+    gcp_identity: tuple[tuple[str, str | None], ...] = ()
 
 
 class InlineSpecInputs(NamedTuple):
@@ -65,6 +69,7 @@ class InlineSpecInputs(NamedTuple):
     names: tuple[tuple[str, str], ...]
     secret_objects: str | None
     output_formats: str | None
+    provider: str | None = None
 
 
 class SpcSpecInputs(NamedTuple):
@@ -130,6 +135,8 @@ def resolve_spec(
         (pod.refresh_interval, ANNOTATION_REFRESH_INTERVAL),
         (ns_ann.refresh_interval, f"namespace {ns} annotation {ANNOTATION_REFRESH_INTERVAL}"),
     )
+    gcp_identity, gcp_labels, gcp_warnings = workload_identity(pod.all, ns_ann.all, ns, settings.gcp_identity())
+    warnings.extend(gcp_warnings)
     options = SpecOptions(
         refresh=refresh,
         file_uid=shape.file_uid,
@@ -137,8 +144,10 @@ def resolve_spec(
         notify_url=pod.notify_url,
         notify_signal=pod.notify_signal,
         min_refresh_seconds=settings.min_refresh_seconds,
+        gcp_identity=gcp_identity,
     )
     labels = {
+        **gcp_labels,
         "refreshInterval": refresh_label or ANNOTATION_REFRESH_INTERVAL,
         "notifyUrl": ANNOTATION_NOTIFY_URL,
         "notifySignal": ANNOTATION_NOTIFY_SIGNAL,
@@ -167,6 +176,7 @@ def resolve_spec(
             "pathTranslation": ANNOTATION_PATH_TRANSLATION,
             "secretObjects": ANNOTATION_SECRET_OBJECTS,
             "outputFormats": formats_label or ANNOTATION_OUTPUT_FORMATS,
+            "provider": ANNOTATION_PROVIDER,
             **labels,
         }
         inputs = InlineSpecInputs(
@@ -178,6 +188,7 @@ def resolve_spec(
             tuple(names.items()),
             pod.secret_objects,
             formats,
+            pod.provider,
         )
     else:
         spc_name, via = (

@@ -70,6 +70,7 @@ def make_spec(inputs: SpecInputs) -> SpecResult:
                 field_names=dict(inputs.names),
                 secret_objects=inputs.secret_objects,
                 output_formats=inputs.output_formats,
+                provider=inputs.provider,
                 **_arguments(inputs.options),
             )
         else:
@@ -141,6 +142,7 @@ def plan_sidecar(run_to_completion: bool, spec: FetchSpec, native_sidecars: bool
 
 def _arguments(options: SpecOptions) -> dict[str, Any]:
     return {
+        "gcp_identity": dict(options.gcp_identity),
         "refresh_interval": options.refresh,
         "file_uid": options.file_uid,
         "file_gid": options.file_gid,
