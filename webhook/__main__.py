@@ -1,20 +1,4 @@
-"""Command line: `python -m webhook serve|inject|certs`.
-
-Why it exists: one entry point for the three ways Ferry's admission runs.
-
-- `serve` runs the webhook over TLS. In a cluster it watches namespaces and
-  SecretProviderClasses and manages its certificate through a Secret and the
-  MutatingWebhookConfiguration's caBundle. Outside a cluster (no in-cluster
-  config, no kubeconfig), or when given `--secret-provider-class` /
-  `--namespace-annotations`, it serves from those files with a self-signed
-  pair (`--write-ca` saves the CA for a caBundle or a client).
-- `inject` prints mutated manifests with no cluster, through the same
-  admission code as the server; a denial exits 1 with the server's message.
-- `certs` writes a CA and serving certificate for the given names.
-
-Native sidecars: `auto` asks the API server's version (>= 1.29); with no
-cluster to ask, it assumes a current Kubernetes (native sidecars available);
-pass `--native-sidecars false` for older clusters.
+"""Command line: `python -m webhook serve|inject|certs` (docs/admission.md, "The command line").
 
 Exit codes: 0 success, 1 a manifest was denied, 2 bad usage or input.
 """
