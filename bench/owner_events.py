@@ -16,11 +16,11 @@ import time
 
 from bench.benchlib import announce_machine, argument_parser, write_results
 from tests.support.reviews import pod_create_review
-from webhook.app import AdmissionHandler
-from webhook.metrics import AdmissionMetrics
+from webhook.edge.app import AdmissionHandler
+from webhook.edge.metrics import AdmissionMetrics
 from webhook.ownerevents import OwnerEvents
+from webhook.policy.view import StaticView
 from webhook.settings import Settings
-from webhook.view import StaticView
 
 ROUNDS = 15
 CALLS_PER_ROUND = 2000

@@ -1,8 +1,8 @@
 """What fitting Ferry's requests to a pod's Fargate size costs an admission, measured side by side.
 
-Why it exists: the sizing stage (`webhook.sizing`) runs on every admission; on
+Why it exists: the sizing stage (`webhook.policy.sizing`) runs on every admission; on
 pods bound for Fargate it computes the pod's size with and without Ferry. This
-times `webhook.admission.admit_pod` (the policy, no HTTP, no memo) for the same
+times `webhook.policy.admission.admit_pod` (the policy, no HTTP, no memo) for the same
 Fargate-bound pod with the fitting on and off, and for a pod not bound for
 Fargate, in ABC CBA order round by round so that the shared machine's drift
 lands on all three alike; the ratio of medians is the answer.
@@ -18,9 +18,9 @@ from collections.abc import Callable
 from typing import Any
 
 from bench import benchlib
-from webhook.admission import admit_pod
+from webhook.policy.admission import admit_pod
+from webhook.policy.sizing import FARGATE_SCHEDULER
 from webhook.settings import Settings
-from webhook.sizing import FARGATE_SCHEDULER
 
 OBJECTS = "".join(f'- objectName: "prod/s{i}"\n  objectType: secretsmanager\n' for i in range(10))
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import jsonpatch
 
-from webhook.certs import generate_bundle
+from webhook.tls.certs import generate_bundle
 
 ROLE_ANNOTATION = "eks.amazonaws.com/role-arn"
 AUDIENCE = "sts.amazonaws.com"

@@ -80,7 +80,7 @@ def test_prune_kubernetes_aio_drops_the_asyncio_client_and_aiohttp(tmp_path: Pat
 
 
 def test_webhook_never_imports_the_asyncio_kubernetes_client() -> None:
-    sources = "\n".join(p.read_text() for p in (REPO_ROOT / "webhook").glob("*.py"))
+    sources = "\n".join(p.read_text() for p in (REPO_ROOT / "webhook").rglob("*.py"))
     assert "kubernetes.aio" not in sources and "aiohttp" not in sources
 
 

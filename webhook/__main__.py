@@ -1,20 +1,4 @@
-"""Command line: `python -m webhook serve|inject|certs`.
-
-Why it exists: one entry point for the three ways Ferry's admission runs.
-
-- `serve` runs the webhook over TLS. In a cluster it watches namespaces and
-  SecretProviderClasses and manages its certificate through a Secret and the
-  MutatingWebhookConfiguration's caBundle. Outside a cluster (no in-cluster
-  config, no kubeconfig), or when given `--secret-provider-class` /
-  `--namespace-annotations`, it serves from those files with a self-signed
-  pair (`--write-ca` saves the CA for a caBundle or a client).
-- `inject` prints mutated manifests with no cluster, through the same
-  admission code as the server; a denial exits 1 with the server's message.
-- `certs` writes a CA and serving certificate for the given names.
-
-Native sidecars: `auto` asks the API server's version (>= 1.29); with no
-cluster to ask, it assumes a current Kubernetes (native sidecars available);
-pass `--native-sidecars false` for older clusters.
+"""Command line: `python -m webhook serve|inject|certs` (docs/admission.md, "The command line").
 
 Exit codes: 0 success, 1 a manifest was denied, 2 bad usage or input.
 """
@@ -35,8 +19,8 @@ import yaml
 
 from fetcher import add_version_option, command_name
 from fetcher.spec import load_manifests
-from webhook.decide import NAMESPACE_OPT_IN_LABEL
 from webhook.ownerevents import OwnerEvents, kubernetes_poster
+from webhook.policy.request import NAMESPACE_OPT_IN_LABEL
 from webhook.settings import Settings, SettingsError
 
 log = logging.getLogger("ferry.webhook")
@@ -125,9 +109,9 @@ MAX_INJECT_BYTES = 16 * 1024 * 1024
 
 
 def _inject(args: argparse.Namespace, settings: Settings) -> int:
-    from webhook.preview import HEADER, NOTES, as_preview
-    from webhook.view import secret_provider_classes_in
-    from webhook.workloads import InjectionDenied, inject_manifest
+    from webhook.policy.preview import HEADER, NOTES, as_preview
+    from webhook.policy.view import secret_provider_classes_in
+    from webhook.policy.workloads import InjectionDenied, inject_manifest
 
     try:
         text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
@@ -197,7 +181,7 @@ def _dump(documents: list[Any], stream: TextIO) -> None:
 def _static_view(
     spc_files: Sequence[str], namespace_file: str | None, extra_classes: Sequence[Mapping[str, Any]] = ()
 ) -> Any:
-    from webhook.kube import StaticView
+    from webhook.policy.view import StaticView
 
     annotations, labels = _load_namespaces(namespace_file)
     return StaticView.from_files(list(spc_files), annotations, extra_classes, labels)
@@ -247,9 +231,11 @@ def _load_namespaces(path: str | None) -> tuple[dict[str, dict[str, str]], dict[
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from kubernetes.client.exceptions import ApiException
 
-    from webhook import certs, certstore, kube, server
-    from webhook.app import create_app, metrics_app
-    from webhook.gate import parse_networks
+    from webhook.cluster import kube
+    from webhook.edge import server
+    from webhook.edge.app import create_app, metrics_app
+    from webhook.edge.gate import parse_networks
+    from webhook.tls import certs, certstore
 
     _configure_json_logging(settings.log_level)
     cert_file = args.tls_cert_file or settings.tls_cert_file
@@ -391,7 +377,7 @@ def _detect_native(choice: str, api_client: Any, kube: Any) -> bool:
 
 
 def _certs(args: argparse.Namespace) -> int:
-    from webhook import certs
+    from webhook.tls import certs
 
     if not args.dns_name and not args.ip:
         print("error: give at least one --dns-name or --ip", file=sys.stderr)

@@ -15,10 +15,11 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
+from fractions import Fraction
 from typing import Any, Literal
 
 from fetcher.spec import DEFAULT_MIN_REFRESH_SECONDS, parse_duration, quote
+from webhook.quantity import parse_quantity
 
 NativeSidecars = Literal["auto", "true", "false"]
 FargateSizing = Literal["auto", "off"]
@@ -30,9 +31,6 @@ PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 # own pods must not depend on Ferry being up.
 ALWAYS_EXCLUDED_NAMESPACES = frozenset({"kube-system", "kube-public"})
 
-# Kubernetes' quantity syntax ("50m", "64Mi", "1.5", "1e3"); Decimal, under the client's parser, also takes
-# "64 Mi", "1_000" and "Infinity", which the API server refuses.
-_QUANTITY_RE = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$")
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -75,7 +73,7 @@ class Settings:
     fetcher_memory_request: str = "32Mi"
     fetcher_cpu_limit: str = "500m"
     fetcher_memory_limit: str = "64Mi"
-    # The least Ferry lowers its requests to when fitting a pod into its Fargate size (webhook.sizing);
+    # The least Ferry lowers its requests to when fitting a pod into its Fargate size (webhook.policy.sizing);
     # None for memory: the memory request itself (memory is never lowered unless this is set).
     fetcher_cpu_request_floor: str = "0"
     fetcher_memory_request_floor: str | None = None
@@ -211,7 +209,7 @@ class _Reader:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
         # Each quantity read, by variable: its value as a number and as written.
-        self.quantities: dict[str, Decimal] = {}
+        self.quantities: dict[str, Fraction] = {}
         self.quantities_text: dict[str, str] = {}
 
     def _raw(self, name: str) -> str | None:
@@ -251,17 +249,10 @@ class _Reader:
         return None if self._raw(name) is None else self.quantity(name, "", zero_allowed=True)
 
     def quantity(self, name: str, default: str, *, zero_allowed: bool = False) -> str:
-        """A quantity as Kubernetes reads it (the client's own parser), positive; written into every pod."""
-        # The client's own parser, imported here: admission imports these settings and stays client-free.
-        from kubernetes.utils.quantity import parse_quantity
-
+        """A quantity as Kubernetes reads it, positive (or zero where allowed); written into every pod."""
         value = self._raw(name) or default
-        try:
-            well_formed = len(value) <= 64 and _QUANTITY_RE.match(value)
-            number = parse_quantity(value) if well_formed else None  # type: ignore[no-untyped-call]
-        except (ValueError, ArithmeticError):
-            number = None
-        if number is None or not number.is_finite() or number < 0 or (number == 0 and not zero_allowed):
+        number = parse_quantity(value) if len(value) <= 64 and value == value.strip() else None
+        if number is None or number < 0 or (number == 0 and not zero_allowed):
             what = "a Kubernetes quantity like 0, 10m or 64Mi" if zero_allowed else "a positive Kubernetes quantity"
             what += "" if zero_allowed else " like 50m, 64Mi or 1"
             raise SettingsError(f"{name}={quote(value)} is not {what}")

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fetcher.spec.model import PROVIDER_GCP, PROVIDERS, FetchSpec
-from fetcher.spec.problems import Problem, SpecError, quote
+from fetcher.spec.problems import FerryError, Problem, SpecError, quote
 from fetcher.spec.validate import build_spec
 
 # A manifest file larger than this is not a SecretProviderClass someone wrote.
@@ -52,7 +52,7 @@ IGNORED_SPC_PARAMETERS = {
 MAX_WARNED_NAMES = 8
 
 
-class ManifestError(ValueError):
+class ManifestError(FerryError, ValueError):
     """A manifest file that cannot be read as YAML, or holds no object; the message says which."""
 
 

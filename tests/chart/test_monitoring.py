@@ -27,8 +27,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.chart.rendering import CHART
-from webhook import certs
-from webhook.metrics import CERTIFICATE_EXPIRY_METRIC, AdmissionMetrics
+from webhook.edge.metrics import CERTIFICATE_EXPIRY_METRIC, AdmissionMetrics
+from webhook.tls import certs
 
 RULES = CHART / "files" / "prometheus-rules.yaml"
 DASHBOARD = CHART / "files" / "ferry-dashboard.json"

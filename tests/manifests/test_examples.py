@@ -113,7 +113,7 @@ def test_examples_inject_into_valid_restricted_pods(examples: list[dict[str, Any
         validate_object(obj, LATEST_K8S)
     for obj, template in pod_templates(injected):
         where = f"{obj['kind']}/{obj['metadata']['name']}"
-        # A preview: no status annotation (webhook.preview), but Ferry's containers are there.
+        # A preview: no status annotation (webhook.policy.preview), but Ferry's containers are there.
         assert "ferry.dev/status" not in template["metadata"]["annotations"], where
         pod = template["spec"]
         assert pod["initContainers"][0]["name"] == "ferry-init", where

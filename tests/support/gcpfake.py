@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from fetcher.gcp_source import crc32c
-from webhook.certs import generate_bundle
+from webhook.tls.certs import generate_bundle
 
 POOL = "ferry-test.svc.id.goog"
 PROVIDER = "https://container.googleapis.com/v1/projects/ferry-test/locations/us-central1/clusters/e2e"

@@ -1,8 +1,8 @@
-"""The webhook's own TLS server (`webhook.server.ReloadingServer`) in a background thread.
+"""The webhook's own TLS server (`webhook.edge.server.ReloadingServer`) in a background thread.
 
 Why it exists: tests and benchmarks need the real server (uvicorn, TLS 1.2+,
 certificate hot reload) on a free loopback port, started and stopped around a
-block; production only ever runs `webhook.server.serve` in the main thread, so
+block; production only ever runs `webhook.edge.server.serve` in the main thread, so
 this lives with the test support, not in the webhook package.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from webhook.gate import Gate, GateLimits
-from webhook.server import ReloadingServer, metrics_config, run_server, server_config
+from webhook.edge.gate import Gate, GateLimits
+from webhook.edge.server import ReloadingServer, metrics_config, run_server, server_config
 
 
 class TLSServer:

@@ -22,10 +22,10 @@ from tests.support.kubeapi import FakeKubeAPI
 from tests.support.net import free_port
 from tests.support.reviews import decode_patch
 from tests.support.tlsserver import TLSServer
-from webhook.app import create_app, metrics_app
-from webhook.certs import generate_bundle, write_bundle
-from webhook.kube import WatchCache
+from webhook.cluster.kube import WatchCache
+from webhook.edge.app import create_app, metrics_app
 from webhook.settings import Settings
+from webhook.tls.certs import generate_bundle, write_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "kube-apiserver-v1.28"

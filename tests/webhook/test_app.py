@@ -18,7 +18,7 @@ import pytest
 from fetcher.spec import FetchSpec
 from fetcher.spec.logline import JsonFormatter
 from tests.support.reviews import decode_patch
-from webhook.app import create_app, metrics_app
+from webhook.edge.app import create_app, metrics_app
 from webhook.settings import Settings
 
 Review = Callable[[str], dict[str, Any]]

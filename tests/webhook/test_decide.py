@@ -8,10 +8,18 @@ from typing import Any
 import pytest
 
 from tests.webhook.test_resolve import SM_OBJECTS, namespace
-from webhook.decide import Denial, Skip, decide_injection
+from webhook.policy.decide import Denial, Reinvocation, Skip
+from webhook.policy.decide import decide_injection as decide
+from webhook.policy.request import PodRequest
 from webhook.settings import Settings
 
 PodFactory = Callable[..., dict[str, Any]]
+
+
+def decide_injection(
+    pod: dict[str, Any], namespace: str, namespace_obj: dict[str, Any] | None, settings: Settings
+) -> Skip | Denial | Reinvocation | None:
+    return decide(PodRequest.read(pod, namespace, namespace_obj), settings)
 
 
 def test_pod_annotation_wins_over_namespace(pod_factory: PodFactory, settings: Settings) -> None:

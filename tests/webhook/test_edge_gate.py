@@ -29,12 +29,12 @@ from tests.support.net import LOOPBACK
 from tests.support.reviews import pod_create_review
 from tests.support.served import ServedWebhook, closed_by_server
 from tests.support.tlsserver import TLSServer
-from webhook.app import create_app, metrics_app
-from webhook.certs import generate_bundle, write_bundle
-from webhook.gate import GateLimits, parse_networks
-from webhook.kube import StaticView
-from webhook.server import metrics_gate_limits
+from webhook.edge.app import create_app, metrics_app
+from webhook.edge.gate import GateLimits, parse_networks
+from webhook.edge.server import metrics_gate_limits
+from webhook.policy.view import StaticView
 from webhook.settings import Settings
+from webhook.tls.certs import generate_bundle, write_bundle
 
 MiB = 1024 * 1024
 # The documented bounds (docs/reliability.md), written out so that loosening one fails a test.

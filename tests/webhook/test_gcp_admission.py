@@ -9,7 +9,8 @@ import yaml
 
 from fetcher.spec import FetchSpec
 from tests.support.resolving import lookup
-from webhook.admission import Admission, admit_pod
+from webhook.policy.pipeline import Admission, admit_pod
+from webhook.policy.request import PodRequest
 from webhook.settings import Settings
 
 PodFactory = Callable[..., dict[str, Any]]
@@ -35,9 +36,7 @@ SPC = {
 
 def admit(pod: dict[str, Any], settings: Settings = GKE, namespace_obj: dict[str, Any] | None = None) -> Admission:
     return admit_pod(
-        pod,
-        namespace="team-b",
-        namespace_obj=namespace_obj,
+        PodRequest.read(pod, "team-b", namespace_obj),
         spc_lookup=lookup(SPC),
         settings=settings,
         native_sidecars=True,
@@ -159,7 +158,7 @@ def test_shared_identities_are_denied(pod_factory: PodFactory) -> None:
     spc = {**SPC, "spec": {"provider": "gcp", "parameters": {"secrets": SECRETS, "auth": "provider-adc"}}}
     pod = pod_factory({"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "app-secrets"})
     admission = admit_pod(
-        pod, namespace="team-b", namespace_obj=None, spc_lookup=lookup(spc), settings=GKE, native_sidecars=True
+        PodRequest.read(pod, "team-b", None), spc_lookup=lookup(spc), settings=GKE, native_sidecars=True
     )
     assert admission.outcome == "denied" and "shared by every pod on the node" in (admission.message or "")
 

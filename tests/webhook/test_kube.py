@@ -10,7 +10,8 @@ import kubernetes.client
 import pytest
 
 from tests.support.kubeapi import FIXTURES, LIMIT_RANGES, NAMESPACES, SECRET_PROVIDER_CLASSES, FakeKubeAPI
-from webhook.kube import KubeConfigError, StaticView, WatchCache, load_api_client, server_version
+from webhook.cluster.kube import KubeConfigError, WatchCache, load_api_client, server_version
+from webhook.policy.view import StaticView
 
 SPC_PATH = "/apis/secrets-store.csi.x-k8s.io/v1/secretproviderclasses"
 
@@ -328,7 +329,7 @@ def _spc(name: str, objects: str, namespace: str = "team-b") -> dict[str, object
 
 def _admit_from(cache: WatchCache, spc_name: str) -> str:
     from tests.support.reviews import pod_create_review
-    from webhook.admission import admit
+    from webhook.policy.admission import admit
     from webhook.settings import Settings
 
     annotations = {"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": spc_name}

@@ -10,11 +10,11 @@ from typing import Any
 from prometheus_client import generate_latest
 
 from tests.support.reviews import pod_create_review
-from webhook.app import create_app, metrics_app
-from webhook.certs import generate_bundle
-from webhook.kube import StaticView
-from webhook.metrics import AdmissionMetrics
+from webhook.edge.app import create_app, metrics_app
+from webhook.edge.metrics import AdmissionMetrics
+from webhook.policy.view import StaticView
 from webhook.settings import Settings
+from webhook.tls.certs import generate_bundle
 
 PLAIN = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}}
 

@@ -20,10 +20,11 @@ import httpx
 import pytest
 import yaml
 
+from tests.support.net import free_port
 from tests.support.paths import REPO_ROOT
 from tests.support.tlsserver import TLSServer
-from webhook.certs import generate_bundle, write_bundle
-from webhook.server import TLS12_CIPHERS
+from webhook.edge.server import TLS12_CIPHERS
+from webhook.tls.certs import generate_bundle, write_bundle
 
 # TLS 1.2 suites without AEAD (CBC with HMAC) or without forward secrecy (static RSA key exchange).
 LEGACY_TLS12 = (
@@ -110,20 +111,12 @@ def test_tls13_still_negotiates(tls_server: tuple[TLSServer, bytes]) -> None:
 # --- /noop is off in `serve` ------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 REVIEW = b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "u-1"}}'
 
 
 def _noop_status(tmp_path: Path, *extra: str) -> int:
     """Start `python -m webhook serve` from files, POST /noop once it is ready, stop it; the status."""
-    port = _free_port()
+    port = free_port()
     ca = tmp_path / "ca.crt"
     spc = tmp_path / "spcs.yaml"
     spc.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": []}))

@@ -7,10 +7,9 @@ from typing import Any
 
 import pytest
 
-from webhook.admission import admit_pod
-from webhook.resources import parse_quantity
-from webhook.settings import Settings, SettingsError
-from webhook.sizing import (
+from webhook.policy.pipeline import admit_pod
+from webhook.policy.request import PodRequest
+from webhook.policy.sizing import (
     FARGATE_SCHEDULER,
     amount,
     autopilot_resources,
@@ -20,6 +19,8 @@ from webhook.sizing import (
     size_for_platform,
     stripped_native_sidecar,
 )
+from webhook.quantity import parse_quantity
+from webhook.settings import Settings, SettingsError
 
 SETTINGS = Settings(default_region="eu-west-1")  # Ferry requests 50m / 64Mi, limits 500m / 128Mi
 OBJECTS = '- objectName: "prod/db"\n  objectType: secretsmanager\n'
@@ -55,9 +56,7 @@ def app_pod(cpu: str, memory: str, *, refresh: bool = True, fargate: bool = True
 
 def admit(pod: dict[str, Any], settings: Settings = SETTINGS, *, native: bool = True) -> Any:
     return admit_pod(
-        pod,
-        namespace="team-a",
-        namespace_obj=None,
+        PodRequest.read(pod, "team-a", None),
         spc_lookup=lambda ns, name: None,
         settings=settings,
         native_sidecars=native,
@@ -176,9 +175,7 @@ def test_a_memory_floor_below_the_request_lets_memory_fit() -> None:
 def test_a_limit_range_minimum_is_a_floor() -> None:
     limit_range = {"metadata": {"name": "lr"}, "spec": {"limits": [{"type": "Container", "min": {"cpu": "10m"}}]}}
     first = admit_pod(
-        app_pod("250m", "512Mi"),
-        namespace="team-a",
-        namespace_obj=None,
+        PodRequest.read(app_pod("250m", "512Mi"), "team-a", None),
         spc_lookup=lambda ns, name: None,
         settings=SETTINGS,
         native_sidecars=True,
@@ -367,9 +364,7 @@ def test_autopilot_figures_reach_pod_level_resources_and_limit_ranges() -> None:
     assert admitted["spec"]["resources"]["requests"] == {"cpu": "550m", "memory": "1152Mi"}
     limit_range = {"metadata": {"name": "lr"}, "spec": {"limits": [{"type": "Container", "max": {"cpu": "100m"}}]}}
     checked = admit_pod(
-        app_pod("500m", "1Gi", fargate=False),
-        namespace="team-a",
-        namespace_obj=None,
+        PodRequest.read(app_pod("500m", "1Gi", fargate=False), "team-a", None),
         spc_lookup=lambda ns, name: None,
         settings=settings,
         native_sidecars=True,

@@ -23,9 +23,9 @@ import pytest
 
 from tests.support.reviews import decode_patch
 from tests.support.served import ServedWebhook, closed_by_server, stalled_request
-from webhook.app import BodyBudget, create_app
-from webhook.kube import StaticView
-from webhook.server import REQUEST_READ_DEADLINE
+from webhook.edge.app import BodyBudget, create_app
+from webhook.edge.server import REQUEST_READ_DEADLINE
+from webhook.policy.view import StaticView
 from webhook.settings import Settings
 
 MiB = 1024 * 1024

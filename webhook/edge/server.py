@@ -27,19 +27,19 @@ and the app's own metrics and denial logs say what matters.
 Slow and greedy clients (anyone who can reach the Service can open a
 connection) are bounded at the connection, before the app runs:
 
-- `webhook.gate` accepts connections itself: each is counted from accept,
+- `webhook.edge.gate` accepts connections itself: each is counted from accept,
   held as a bare socket until its first bytes arrive (within
   `HANDSHAKE_DEADLINE`), then given TLS with a small read buffer; a full table
   closes the oldest idle connection to make room, never an API server's
   connection while another is idle (`FERRY_API_SERVER_ADDRESSES`);
-- a whole-request read deadline: the protocol class in `webhook.connguard`;
+- a whole-request read deadline: the protocol class in `webhook.edge.connguard`;
 - at most `MAX_CONNECTIONS` (512) connections served (uvicorn's
   `limit_concurrency`): past it, and up to the gate's overflow, a request gets
   an immediate 503. A fast 503 rather than a queue or a reset: the API server
   applies failurePolicy to a 503 at once (the user sees an error and a
   controller retries), while a queued request would hold the API server's own
   request for the whole timeout. The bytes of request bodies are bounded in
-  `webhook.app`.
+  `webhook.edge.app`.
 
 `serve` raises the soft RLIMIT_NOFILE to the hard limit, so a flood of
 connections cannot stop accept() before the caps do, and caps glibc's malloc
@@ -71,9 +71,9 @@ from typing import Any
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
-from webhook.connguard import REQUEST_READ_DEADLINE, GuardedH11Protocol, guarded_protocol
-from webhook.gate import HANDSHAKE_DEADLINE, MAX_PENDING_CONNECTIONS, GateLimits, Networks
-from webhook.gatedserver import (
+from webhook.edge.connguard import REQUEST_READ_DEADLINE, GuardedH11Protocol, guarded_protocol
+from webhook.edge.gate import HANDSHAKE_DEADLINE, MAX_PENDING_CONNECTIONS, GateLimits, Networks
+from webhook.edge.gatedserver import (
     MAX_CONNECTIONS,
     MAX_METRICS_CONNECTIONS,
     GatedServer,
@@ -335,7 +335,7 @@ def serve(
     in flight. ``log_config=None`` leaves logging as the caller configured it.
     With `metrics_app` and a `metrics_port` other than 0, that app is served
     over plain HTTP on `metrics_host`:`metrics_port` too, to `metrics_allowed` sources only when set.
-    Connections from `api_server_addresses` are the last ever closed to make room (`webhook.gate`).
+    Connections from `api_server_addresses` are the last ever closed to make room (`webhook.edge.gate`).
     """
     raise_open_file_limit()
     limit_malloc_arenas()

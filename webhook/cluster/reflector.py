@@ -1,4 +1,4 @@
-"""One resource, listed then watched, in a background thread: the engine under `webhook.kube.WatchCache`.
+"""One resource, listed then watched, in a background thread: the engine under `webhook.cluster.kube.WatchCache`.
 
 Why it exists: the informer pattern of client-go (list for the state and a
 resourceVersion, watch from there, re-list on 410 Expired, back off on other
@@ -25,7 +25,7 @@ import kubernetes.watch
 from kubernetes.client.exceptions import ApiException
 
 # The watch cache's logger: its messages read the same whichever module sends them.
-log = logging.getLogger("webhook.kube")
+log = logging.getLogger("webhook.cluster.kube")
 
 _HTTP_GONE = 410
 _HTTP_NOT_FOUND = 404

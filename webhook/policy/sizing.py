@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from webhook.podshape import OWN_CONTAINER_NAMES, SIDECAR_NAME
-from webhook.resources import format_quantity, parse_quantity
+from webhook.policy.request import OWN_CONTAINER_NAMES, SIDECAR_NAME
+from webhook.quantity import format_quantity, parse_quantity
 from webhook.settings import Settings
 
 # What the EKS Fargate profile webhook writes into every pod that a Fargate profile selects.

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fetcher.spec import ANNOTATION_STATUS
-from webhook.workloads import TEMPLATE_PATHS
+from webhook.policy.workloads import TEMPLATE_PATHS
 
 HEADER = (
     "# Preview by ferry-webhook inject: the pods Ferry would produce, for review. Apply your original\n"

@@ -1,16 +1,6 @@
-"""Carry the pod's AWS identity (IRSA or EKS Pod Identity) into Ferry's containers.
+"""The pod's AWS identity (IRSA or EKS Pod Identity), copied into Ferry's containers: the fetcher calls AWS as the pod.
 
-Why it exists: the fetcher must call AWS as the pod, not as Ferry. On EKS the
-identity arrives through another mutating webhook (the EKS pod identity webhook
-or the Pod Identity agent's), which adds env vars and a projected token mount
-to the app containers — sometimes before Ferry runs, sometimes after. So Ferry
-copies those env vars and token mounts from an app container into its own, on
-first injection and again when the API server reinvokes it
-(`reinvocationPolicy: IfNeeded`). botocore's default chain then finds them; the
-token file itself is re-read by botocore, never cached here.
-
-The merge is in place and idempotent: an entry already equal is left alone, so
-a reinvocation with nothing new yields no patch.
+Another webhook may add it before or after Ferry runs, so the merge is idempotent and runs again on reinvocation.
 """
 
 from __future__ import annotations

@@ -1,21 +1,11 @@
-"""Should this pod be injected? The first question of every admission, answered once.
-
-Why it exists: opting in is spread over the pod's and its namespace's
-`ferry.dev/inject` annotations (the namespace's counts only with the label that
-routes its pods here, as the API server decides) and the webhook's excluded
-namespaces, and a
-mistyped Ferry annotation must be refused before anything else reads it. The
-answer is `None` (inject), a `Skip` (allowed unchanged, maybe with a warning)
-or a `Denial` whose message names what to edit. Pure: dicts in, values out.
-"""
+"""Stage 1: should this pod be injected? Its answer is None (inject), a Skip (allowed unchanged) or a Denial."""
 
 from __future__ import annotations
 
 import difflib
 import heapq
-from collections.abc import Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from fetcher.spec import (
     ANNOTATION_FAILOVER_REGION,
@@ -24,14 +14,17 @@ from fetcher.spec import (
     ANNOTATION_GCP_WORKLOAD_POOL,
     ANNOTATION_INJECT,
     ANNOTATION_KEYS,
-    ANNOTATION_OBJECTS,
     ANNOTATION_OUTPUT_FORMATS,
     ANNOTATION_PREFIX,
     ANNOTATION_REFRESH_INTERVAL,
     ANNOTATION_REGION,
     ANNOTATION_SECRET_PROVIDER_CLASS,
     ANNOTATION_STATUS,
+    STATUS_INJECTED,
+    bounded,
+    quote,
 )
+from webhook.policy.request import NAMESPACE_OPT_IN_LABEL, PodRequest
 from webhook.settings import Settings
 
 # Keys a namespace may carry; the others only make sense on a pod.
@@ -49,11 +42,6 @@ NAMESPACE_ANNOTATIONS = frozenset(
     }
 )
 POD_ANNOTATIONS = frozenset(ANNOTATION_KEYS)
-# The namespace label that routes a namespace's pods to Ferry (the ns.pods.ferry.dev entry of the
-# MutatingWebhookConfiguration). A namespace's ferry.dev/inject annotation counts only with it: the API
-# server never sends Ferry the pods of a namespace without it, so the webhook must not read the annotation
-# as an opt-in either, or the offline preview and a pod routed for another reason would disagree with it.
-NAMESPACE_OPT_IN_LABEL = (ANNOTATION_INJECT, "enabled")
 
 
 @dataclass(frozen=True)
@@ -66,6 +54,11 @@ class Denial:
 
 
 @dataclass(frozen=True)
+class Reinvocation:
+    """A pod Ferry injected, seen again (reinvocationPolicy: IfNeeded): only its identity is brought up to date."""
+
+
+@dataclass(frozen=True)
 class Skip:
     """Not injected, and allowed unchanged."""
 
@@ -73,39 +66,38 @@ class Skip:
     warnings: tuple[str, ...] = ()
 
 
-def annotations_of(obj: Mapping[str, Any] | None) -> Mapping[str, str]:
-    if not obj:
-        return {}
-    meta = obj.get("metadata") or {}
-    annotations = meta.get("annotations") or {}
-    return annotations if isinstance(annotations, Mapping) else {}
-
-
-def decide_injection(
-    pod: Mapping[str, Any], namespace: str, namespace_obj: Mapping[str, Any] | None, settings: Settings
-) -> Skip | Denial | None:
+def decide_injection(request: PodRequest, settings: Settings) -> Skip | Denial | Reinvocation | None:
     """None when the pod is to be injected; else why not (a Skip) or why it is refused (a Denial)."""
-    pod_annotations = annotations_of(pod)
+    pod, ns, namespace = request.annotations, request.namespace_annotations, request.namespace
     if settings.is_excluded_namespace(namespace):
         warnings: tuple[str, ...] = ()
-        if parse_bool(pod_annotations.get(ANNOTATION_INJECT)) is True:
+        if parse_bool(pod.inject) is True:
             warnings = (
                 f"{ANNOTATION_INJECT}: Ferry never injects in namespace {namespace}; this pod starts without secrets",
             )
         return Skip("excluded-namespace", warnings)
-    unknown = unknown_keys(pod_annotations, POD_ANNOTATIONS)
+    if pod.status is not None:
+        if pod.status != STATUS_INJECTED:
+            return Denial(
+                "invalid-annotation",
+                f"{ANNOTATION_STATUS}: {quote(pod.status)} is written by Ferry (only {STATUS_INJECTED!r}); remove it",
+            )
+        if request.has_own_containers:
+            return Reinvocation()
+        # Written by hand on a pod Ferry never saw (copied from an injected pod, say): it proves nothing, so
+        # the pod is decided like any other; if it asked for secrets, it gets them or is refused.
+    unknown = unknown_keys(pod.keys, POD_ANNOTATIONS)
     if unknown:
         return Denial("unknown-annotation", unknown)
-    pod_value = pod_annotations.get(ANNOTATION_INJECT)
-    if pod_value is not None:
-        decision = parse_bool(pod_value)
+    if pod.inject is not None:
+        decision = parse_bool(pod.inject)
         if decision is None:
             return Denial(
                 "invalid-annotation",
-                f'{ANNOTATION_INJECT}: {pod_value!r} must be "true" or "false"',
+                f'{ANNOTATION_INJECT}: {pod.inject!r} must be "true" or "false"',
             )
         return None if decision else Skip("opted-out")
-    ns_value = annotations_of(namespace_obj).get(ANNOTATION_INJECT) if is_opted_in_namespace(namespace_obj) else None
+    ns_value = ns.inject if request.namespace_opted_in else None
     if ns_value is not None:
         decision = parse_bool(ns_value)
         if decision is None:
@@ -115,25 +107,23 @@ def decide_injection(
                 f"fix the namespace, or set {ANNOTATION_INJECT} on the pod",
             )
         if decision:
-            if not names_secrets(pod_annotations) and not value_of(
-                annotations_of(namespace_obj), ANNOTATION_SECRET_PROVIDER_CLASS
-            ):
+            if pod.objects is None and not pod.secret_provider_class and not ns.secret_provider_class:
                 # Namespace-wide opt-in, but nothing to fetch: this pod did not ask for secrets.
                 return Skip("nothing-named")
             return None
-    leftovers = [key for key in pod_annotations if key.startswith(ANNOTATION_PREFIX)]
-    if leftovers:
-        listed = ", ".join(short(key) for key in heapq.nsmallest(MAX_REPORTED_KEYS, leftovers))
-        if len(leftovers) > MAX_REPORTED_KEYS:
-            listed += f" and {len(leftovers) - MAX_REPORTED_KEYS} more"
+    if pod.keys:
+        shown = heapq.nsmallest(MAX_REPORTED_KEYS, pod.keys)
+        listed = ", ".join(bounded(key, MAX_KEY_CHARS_SHOWN) for key in shown)
+        if len(pod.keys) > MAX_REPORTED_KEYS:
+            listed += f" and {len(pod.keys) - MAX_REPORTED_KEYS} more"
         label_key, label_value = NAMESPACE_OPT_IN_LABEL
-        actual = namespace_label(namespace_obj, label_key)
+        actual = request.namespace_inject_label
         if actual is not None and actual != label_value:
             hint = (
-                f"; namespace {namespace}: label `{label_key}` is {short(actual, 63)!r}; it must be {label_value!r} "
-                "for a namespace-wide opt-in"
+                f"; namespace {namespace}: label `{label_key}` is {bounded(actual, 63)!r}; it must be "
+                f"{label_value!r} for a namespace-wide opt-in"
             )
-        elif ANNOTATION_INJECT in annotations_of(namespace_obj):
+        elif ns.inject is not None:
             hint = (
                 f"; namespace {namespace} has the annotation but not the label {label_key}={label_value}, "
                 "which a namespace-wide opt-in needs"
@@ -150,33 +140,18 @@ def decide_injection(
     return Skip("not-requested")
 
 
-def is_opted_in_namespace(namespace_obj: Mapping[str, Any] | None) -> bool:
-    """True when the namespace carries the label that routes its pods to Ferry."""
-    key, value = NAMESPACE_OPT_IN_LABEL
-    return namespace_label(namespace_obj, key) == value
-
-
-def namespace_label(namespace_obj: Mapping[str, Any] | None, key: str) -> str | None:
-    meta = (namespace_obj or {}).get("metadata")
-    labels = meta.get("labels") if isinstance(meta, Mapping) else None
-    value = labels.get(key) if isinstance(labels, Mapping) else None
-    return str(value) if value is not None else None
-
-
-def status_of(pod: Mapping[str, Any]) -> str | None:
-    return annotations_of(pod).get(ANNOTATION_STATUS)
-
-
 # Unknown ferry.dev/ keys named in a denial, each with a suggestion; past that they are only counted, so a pod
 # with 90,000 of them costs a count, not 90,000 fuzzy searches.
 MAX_REPORTED_KEYS = 5
+# A key is echoed in a message up to this many characters.
+MAX_KEY_CHARS_SHOWN = 100
 # An annotation key is a qualified name: a 253-character prefix, a slash and a 63-character name.
 MAX_ANNOTATION_KEY_CHARS = 317
 
 
-def unknown_keys(annotations: Mapping[str, str], known: frozenset[str]) -> str:
+def unknown_keys(keys: Iterable[str], known: frozenset[str]) -> str:
     """One message for the ``ferry.dev/`` keys that are not in `known`, with the closest known key for the first few."""
-    unknown = [key for key in annotations if key.startswith(ANNOTATION_PREFIX) and key not in known]
+    unknown = [key for key in keys if key not in known]
     if not unknown:
         return ""
     shown = heapq.nsmallest(MAX_REPORTED_KEYS, unknown)
@@ -186,20 +161,11 @@ def unknown_keys(annotations: Mapping[str, str], known: frozenset[str]) -> str:
         fits = len(key) <= MAX_ANNOTATION_KEY_CHARS
         close = difflib.get_close_matches(key, known_sorted, n=1, cutoff=0.7) if fits else []
         hint = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(known_sorted)}"
-        problems.append(f"{short(key)}: is not a Ferry annotation; {hint}")
+        problems.append(f"{bounded(key, MAX_KEY_CHARS_SHOWN)}: is not a Ferry annotation; {hint}")
     if len(unknown) > MAX_REPORTED_KEYS:
         more = len(unknown) - MAX_REPORTED_KEYS
         problems.append(f"and {more} more {ANNOTATION_PREFIX} keys that Ferry does not know")
     return "; ".join(problems)
-
-
-def short(text: str, limit: int = 100) -> str:
-    """A user's key or name, cut to `limit` characters, for a message."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def names_secrets(annotations: Mapping[str, str]) -> bool:
-    return ANNOTATION_OBJECTS in annotations or bool(value_of(annotations, ANNOTATION_SECRET_PROVIDER_CLASS))
 
 
 def parse_bool(value: str | None) -> bool | None:
@@ -207,12 +173,3 @@ def parse_bool(value: str | None) -> bool | None:
         return None
     lowered = str(value).strip().lower()
     return True if lowered == "true" else False if lowered == "false" else None
-
-
-def value_of(mapping: Mapping[str, Any], key: str) -> str | None:
-    """The annotation's value stripped of blanks; None when absent or blank."""
-    value = mapping.get(key)
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None

@@ -1,51 +1,7 @@
 """The HTTP face of the webhook: POST /mutate, health and readiness; and the metrics app.
 
-Why it exists: this is the only module that speaks HTTP. It turns bytes into an
-AdmissionRequest (review.py), asks `webhook.admission.admit` for the finished
-answer, writes it back, and records metrics and one log line. It answers 5xx
-only with the 503 of a spent body budget (below): a body that is
-not an AdmissionReview gets 400 (413 when too large); any other failure becomes
-`allowed: false` with a generic message, because a pod that reached Ferry asked
-for secrets (the webhook is scoped by matchConditions) and must not start
-without them. Pods that did not ask are kept safe by that scoping, not here.
-
-Admission is synchronous CPU work of about a millisecond, so it runs on the
-event loop; there is no I/O on the request path (namespaces and
-SecretProviderClasses come from an in-memory view). Identical pods (a
-Deployment's replicas) are answered from the app's `AdmissionMemo` after the first.
-
-`POST /noop` parses the JSON body and allows it with no other work: the
-benchmark's baseline for the cost of the server itself. It is harmless in
-production (nothing points a webhook at it); `create_app(..., noop_endpoint=False)`
-removes it.
-
-Metrics are not served here but by `metrics_app`, on a listener of their own
-(plain HTTP, `FERRY_METRICS_PORT`): the admission port is for the API server.
-
-Request bodies are bounded in bytes twice. Each is cut at
-FERRY_MAX_REQUEST_BYTES (413; a body only a little over is still read to its
-end, `DRAIN_BYTES`, so the 413 reaches the client rather than being lost to
-the reset that closing with unread bytes causes; a larger one gets its
-connection closed). And the bytes held by bodies still arriving are
-bounded in all (`BodyBudget`): the first `SMALL_BODY_BYTES` of each body are
-free, since every ordinary pod fits there and the connection limits of
-`webhook.server` bound how many there can be; bytes past that come from one
-shared budget. A body that finds the budget spent gets 503 at once: only a
-flood of large bodies (a hostile client, which `webhook.server`'s read
-deadline also throws out) can spend it, and a real large pod then fails
-fast under failurePolicy instead of the replica running out of memory.
-
-Large bodies (past SMALL_BODY_BYTES) are admitted on one worker thread, one at
-a time, and without the memo (which only the event loop touches): the worst
-body under the cap costs tens of milliseconds of CPU, and on the loop it would
-stall every request behind it. On the thread it shares the interpreter with the
-loop, which takes its turn every few milliseconds, so ordinary pods keep their
-latency while a tenant sends the worst bodies it can. Real pods that large are
-rare, so skipping the memo for them costs little.
-
-Log lines are one JSON shape (`fetcher.spec.logline`). What a client chose
-(pod name, namespace, a denial's message) is cut to a few hundred characters;
-Ferry never sees a secret's value, but a message can quote annotation text.
+The only module that speaks HTTP: bytes in, `admit`'s answer out, one log line and the metrics. How bodies
+are bounded, why failures become `allowed: false`, why large bodies run on a thread: docs/admission.md.
 """
 
 from __future__ import annotations
@@ -65,13 +21,13 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from fetcher.spec.logline import bounded
-from webhook.admission import NOT_A_POD_CREATE, Decision, admit
-from webhook.memo import AdmissionMemo
-from webhook.metrics import AdmissionMetrics
+from webhook.edge.metrics import AdmissionMetrics
 from webhook.ownerevents import OwnerEvents
-from webhook.review import AdmissionRequest, MalformedReview, build_response, parse_review
+from webhook.policy.admission import NOT_A_POD_CREATE, Decision, admit
+from webhook.policy.memo import AdmissionMemo
+from webhook.policy.review import MalformedReview, build_response, parse_review
+from webhook.policy.view import ClusterView
 from webhook.settings import Settings
-from webhook.view import ClusterView
 
 log = logging.getLogger("ferry.webhook")
 # A body refused as too large is still read (and dropped) up to this many more bytes, so its 413 arrives.
@@ -252,7 +208,8 @@ class AdmissionHandler:
             _log({"outcome": "malformed", "error": type(exc).__name__})
             return 400, _dumps({"message": "the body could not be parsed as an AdmissionReview"})
         try:
-            return 200, self.answer(request, memoize=memoize)
+            memo = self.memo if memoize else None
+            decision = admit(request, self.cluster, self.settings, native_sidecars=self.native_sidecars, memo=memo)
         except MalformedReview as exc:
             self.metrics.malformed.inc()
             return 400, _dumps({"message": f"not an AdmissionReview v1 request: {exc}"})
@@ -270,11 +227,6 @@ class AdmissionHandler:
                 request["uid"], allowed=False, code=500, message=INTERNAL_ERROR_MESSAGE.format(uid=request["uid"])
             )
             return 200, _dumps(response)
-
-    def answer(self, request: AdmissionRequest, *, memoize: bool = True) -> bytes:
-        """The encoded AdmissionReview answer to a parsed request; metrics and the log line recorded."""
-        memo = self.memo if memoize else None
-        decision = admit(request, self.cluster, self.settings, native_sidecars=self.native_sidecars, memo=memo)
         uid = request["uid"]
         dry_run = bool(request.get("dryRun"))
         self.metrics.record(decision.outcome, dry_run=dry_run, reason=decision.reason)
@@ -299,7 +251,7 @@ class AdmissionHandler:
         if self.owner_events is not None and is_pod and (decision.warnings or decision.outcome == "denied"):
             # Queued for a background thread (webhook.ownerevents): no API call on the admission path.
             self.owner_events.offer(request, decision.outcome, decision.warnings, decision.message)
-        return decision.encode(uid)
+        return 200, decision.encode(uid)
 
 
 class _LargeBodyWorker:

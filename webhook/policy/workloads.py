@@ -1,17 +1,4 @@
-"""Run admission over workload manifests offline (`python -m webhook inject`).
-
-Why it exists: GitOps reviewers and CI want to see the pod Ferry will produce
-before anything reaches a cluster. Each pod template (Deployment, StatefulSet,
-DaemonSet, ReplicaSet, ReplicationController, Job, CronJob) is lifted into a
-Pod, wrapped in the AdmissionRequest the API server would send, answered by
-the same `webhook.admission.admit` the server calls, and the answer's JSONPatch
-applied to it, so the preview is what the cluster would store; other kinds pass
-through unchanged. A denial carries the same message the server would send.
-
-A template injected here carries `ferry.dev/status: injected`, so its pods are
-not injected twice when they reach a cluster that runs Ferry: the webhook only
-refreshes their identity env, as on any reinvocation.
-"""
+"""Admission over workload manifests offline (`python -m webhook inject`): the same `admit` the server calls."""
 
 from __future__ import annotations
 
@@ -23,10 +10,10 @@ from typing import Any
 
 import jsonpatch
 
-from webhook.admission import Decision, admit
-from webhook.review import AdmissionRequest
+from webhook.policy.admission import Decision, admit
+from webhook.policy.review import AdmissionRequest
+from webhook.policy.view import ClusterView
 from webhook.settings import Settings
-from webhook.view import ClusterView
 
 # kind -> path of keys from the object to its pod template.
 TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {

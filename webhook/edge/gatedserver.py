@@ -1,6 +1,6 @@
-"""uvicorn's server with its listening sockets served by `webhook.gate`, and the bounds of both listeners.
+"""uvicorn's server with its listening sockets served by `webhook.edge.gate`, and the bounds of both listeners.
 
-Why it exists: `webhook.server` builds the admission and metrics listeners;
+Why it exists: `webhook.edge.server` builds the admission and metrics listeners;
 the part that swaps asyncio's own server for the gate, and the numbers each
 listener runs with, live here so that module stays about TLS and reloading.
 """
@@ -17,11 +17,11 @@ import sys
 
 import uvicorn
 
-from webhook.gate import MAX_PENDING_CONNECTIONS, Gate, GateLimits, Networks
+from webhook.edge.gate import MAX_PENDING_CONNECTIONS, Gate, GateLimits, Networks
 
-log = logging.getLogger("webhook.server")
+log = logging.getLogger("webhook.edge.server")
 
-# Connections served in all (uvicorn's limit_concurrency counts the asking one too); see webhook.server.
+# Connections served in all (uvicorn's limit_concurrency counts the asking one too); see webhook.edge.server.
 MAX_CONNECTIONS = 512
 # The metrics listener serves one scraper or two.
 MAX_METRICS_CONNECTIONS = 16
@@ -31,7 +31,7 @@ OPEN_FILES_WANTED = 65536
 
 
 class GatedServer(uvicorn.Server):
-    """uvicorn's server, its listening sockets served by `webhook.gate.Gate` instead of asyncio's server."""
+    """uvicorn's server, its listening sockets served by `webhook.edge.gate.Gate` instead of asyncio's server."""
 
     def __init__(self, config: uvicorn.Config, limits: GateLimits) -> None:
         super().__init__(config)

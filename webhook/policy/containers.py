@@ -13,21 +13,10 @@ from typing import Any, Literal
 
 from fetcher.spec import SPEC_ENV_VAR, FetchSpec, needs_kube_api
 from fetcher.spec.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR, POD_UID_ENV_VAR
-from webhook.identity import Identity, apply_identity
-from webhook.podshape import INIT_CONTAINER_NAME, OWN_CONTAINER_NAMES, SIDECAR_NAME
+from webhook.policy.identity import Identity, apply_identity
+from webhook.policy.request import INIT_CONTAINER_NAME, SIDECAR_NAME
+from webhook.policy.volumes import build_fetcher_mount, build_gcp_token_mount, build_kube_api_mount
 from webhook.settings import Settings
-from webhook.volumes import build_fetcher_mount, build_gcp_token_mount, build_kube_api_mount
-
-__all__ = [
-    "INIT_CONTAINER_NAME",
-    "OWN_CONTAINER_NAMES",
-    "SIDECAR_NAME",
-    "build_fetcher_container",
-    "build_init_container",
-    "build_liveness_probe",
-    "build_security_context",
-    "build_sidecar",
-]
 
 FetcherMode = Literal["init", "sidecar"]
 

@@ -1,23 +1,6 @@
-"""Every cache on the admission path, in one place: the policy modules hold no state.
+"""Every cache around the admission stages, in one module that no stage imports: the stages hold no state.
 
-Why it exists: admission is about a millisecond of CPU on the event loop, and
-most of it repeats. A Deployment's replicas arrive as identical pods; an SPC or
-an `objects` annotation is the same text for every replica, so the spec and its
-JSON are built once; pods of the same shape prune to the same diff. Each
-of those is remembered here, keyed by content, bounded, and cleared together by
-`clear_caches()`. Nothing is keyed by `id()`: a key is the content itself (or
-marshal bytes of it), so a freed object's address can never answer for another.
-
-The whole-answer memo (`AdmissionMemo`) keys a pod by `pod_key`: the parts of
-the pod that `webhook.admission.admit` reads or its patch touches. Everything
-else differs between replicas without changing the answer (the review's uid,
-the `managedFields` timestamps, the `pod-template-hash` label, the owning
-ReplicaSet). An entry also records the namespace object, every
-SecretProviderClass that was looked up and the namespace's LimitRanges, and is
-used only while the view still returns those very objects with the same
-resourceVersion, so an edited SPC, LimitRange or namespace annotation takes
-effect on the very next admission. Settings and the
-sidecar mode are fixed for the life of the app, so they are not part of the key.
+What each cache keys on, and why a remembered answer stays correct, is in docs/architecture.md ("Caches").
 """
 
 from __future__ import annotations
@@ -26,11 +9,12 @@ import hashlib
 import marshal
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from fetcher.spec import FetchSpec, Problem
-from webhook.podshape import is_run_to_completion
+from webhook.policy.patch import diff_documents
+from webhook.policy.request import PodRequest
+from webhook.policy.resolve import InlineSpecInputs, SpecInputs
+from webhook.policy.specbuild import BuiltSpec, SpecResult, make_spec
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -80,32 +64,24 @@ class BoundedCache(Generic[K, V]):
         self.hits = self.misses = 0
 
 
-@dataclass(frozen=True)
-class BuiltSpec:
-    """A valid spec and its canonical JSON, serialized once: the same spec goes into every replica."""
-
-    spec: FetchSpec
-    json: str
-
-    @classmethod
-    def of(cls, spec: FetchSpec) -> BuiltSpec:
-        return cls(spec, spec.to_json())
-
-
-# A built spec, or its problems (a tuple, not the exception: cached tracebacks would pin frames).
-SpecResult = BuiltSpec | tuple[Problem, ...]
-
 _SPECS: BoundedCache[Hashable, SpecResult] = BoundedCache(MAX_SPECS)
 _DIFFS: BoundedCache[bytes, bytes] = BoundedCache(MAX_DIFFS)
 
 
-def remembered_spec(key: Hashable, build: Callable[[], SpecResult]) -> SpecResult:
-    """The spec built from these inputs (parsing objects YAML dominates admission), built once.
+def cached_spec(inputs: SpecInputs) -> SpecResult:
+    """`make_spec(inputs)`, built once per distinct input: parsing the objects YAML dominates a miss.
 
-    `key` must hold every input `build` reads; `content_key` makes one from JSON-like values.
+    Only valid specs are kept: problems belong to a denial, and denials are never remembered.
     """
-    # Only valid specs are kept: problems belong to a denial, and denials are never remembered.
-    return _SPECS.get_or_compute(key, build, keep=lambda result: isinstance(result, BuiltSpec))
+    key = (
+        inputs if isinstance(inputs, InlineSpecInputs) else (content_key(inputs.trimmed), inputs.options, inputs.names)
+    )
+    return _SPECS.get_or_compute(key, lambda: make_spec(inputs), keep=lambda result: isinstance(result, BuiltSpec))
+
+
+def cached_diff(before: Any, after: Any) -> list[dict[str, Any]]:
+    """`diff_documents` of two pruned documents, remembered by their content (pods of one shape prune alike)."""
+    return remembered_diff(before, after, diff_documents)
 
 
 def remembered_diff(before: Any, after: Any, diff: Callable[[Any, Any], list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -174,11 +150,11 @@ KEYED_POD_PARTS: tuple[tuple[str, ...], ...] = (
 )
 
 
-def pod_key(namespace: str, pod: Mapping[str, Any]) -> bytes:
+def pod_key(request: PodRequest) -> bytes:
     """A digest of everything about `pod` that its admission answer depends on.
 
     That is the namespace, the whole `spec`, the annotations, whether the pod
-    runs to completion (`webhook.podshape.is_run_to_completion`, which reads
+    runs to completion (`PodRequest.run_to_completion`, which reads
     the owner references and the Job labels), and whether `metadata`,
     `annotations` and `spec` are present at all (the patch adds a missing map
     but replaces a null one). The patch only touches `metadata.annotations`
@@ -191,14 +167,15 @@ def pod_key(namespace: str, pod: Mapping[str, Any]) -> bytes:
     back-references): three times faster than JSON, and equal bytes mean equal
     values. marshal nests 2,000 deep, twice as deep as json.loads goes.
     """
+    pod = request.pod
     meta = pod.get("metadata")
     meta = meta if isinstance(meta, Mapping) else {}
     parts = (
-        namespace,
+        request.namespace,
         "metadata" in pod,
         "annotations" in meta,
         meta.get("annotations"),
-        is_run_to_completion(pod),
+        request.run_to_completion,
         "spec" in pod,
         pod.get("spec"),
     )

@@ -3,7 +3,7 @@
 Why it exists: anyone who can reach the webhook's Service can open a
 connection, and uvicorn alone has only a keep-alive timeout: a stalled header
 or body would hold its connection and buffers forever. This protocol class,
-uvicorn's h11 protocol plus a read deadline, is what `webhook.server` serves
+uvicorn's h11 protocol plus a read deadline, is what `webhook.edge.server` serves
 with:
 
 - a read deadline (`REQUEST_READ_DEADLINE`, 3 s): from the end of the TLS
@@ -11,7 +11,7 @@ with:
   body) must have arrived, else the connection is dropped. The API server
   writes its request at once and gives up itself after the webhook's
   timeoutSeconds, so a slower request can never be a real one;
-- it tells the connection's `webhook.gate.Slot` whether it is idle between
+- it tells the connection's `webhook.edge.gate.Slot` whether it is idle between
   requests, reading one, or answering one: the gate closes idle connections
   first when its table is full.
 """
@@ -25,7 +25,7 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from webhook.gate import BUSY, IDLE, READING, Slot
+from webhook.edge.gate import BUSY, IDLE, READING, Slot
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class GuardedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
-        self.gate_slot: Slot | None = None  # set by webhook.gate before the connection is made
+        self.gate_slot: Slot | None = None  # set by webhook.edge.gate before the connection is made
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)

@@ -2,7 +2,7 @@
 
 Why it exists: the policy needs three lookups (a namespace, a
 SecretProviderClass, a namespace's LimitRanges) and a readiness flag, nothing of the Kubernetes client.
-`ClusterView` is that contract; `webhook.kube.WatchCache` serves it from
+`ClusterView` is that contract; `webhook.cluster.kube.WatchCache` serves it from
 list+watch in the server, and `StaticView` from YAML files for
 `python -m webhook inject` and tests. Keeping both here lets the admission path
 import no Kubernetes client.

@@ -1,33 +1,7 @@
-"""The webhook's view of the cluster: namespaces, SecretProviderClasses and LimitRanges.
+"""The webhook's in-memory view of the cluster, kept by list+watch, so an admission never calls the API server.
 
-Why it exists: the API server waits for an admission answer (``timeoutSeconds``)
-and every pod creation in scope passes through Ferry, so an admission must not
-call the API server. `WatchCache` lists and then watches the only three things
-the webhook reads (LimitRanges slimmed to their Container limits), in
-background threads, and serves lookups from memory: after warm-up an admission
-makes zero API calls. It follows the informer pattern of client-go, written for
-the resources we need rather than as a framework:
-
-- a list gives the state and a resourceVersion; a watch from that version
-  applies ADDED/MODIFIED/DELETED/BOOKMARK events;
-- a 410 ``Expired`` ERROR (the API server compacted the history we were
-  watching from) triggers an immediate re-list; any other error a re-list after
-  a bounded, jittered exponential backoff;
-- the SecretProviderClass CRD may not be installed (a cluster that never ran
-  the CSI driver): its 404 counts as "no SPCs", the cache is still ready, and it
-  looks again later.
-
-The read interface (`ClusterView`) and its file-backed twin (`StaticView`, for
-``python -m webhook inject`` and a webhook started outside a cluster) live in
-`webhook.view`, which imports no Kubernetes client; they are re-exported here.
-
-Objects are plain API JSON dicts (camelCase keys, as the API server sent
-them), cut down to what admission reads (`slim_namespace`,
-`slim_secret_provider_class`): any tenant may create SecretProviderClasses, and
-whole objects of a megabyte each once grew every replica by hundreds of MB.
-Each kept class is bounded, and so are all of them together; one past either
-bound is kept as "too large", so pods naming it get a denial that says so.
-Lists are paginated in small pages. Callers must not mutate the objects.
+It keeps namespaces, SecretProviderClasses (bounded, each and together) and LimitRanges, cut to what admission
+reads; the informer pattern of client-go, for these three resources only.
 """
 
 from __future__ import annotations
@@ -49,10 +23,10 @@ import kubernetes.watch
 import yaml
 
 from fetcher.spec import ANNOTATION_KEYS
-from webhook.decide import NAMESPACE_OPT_IN_LABEL
-from webhook.reflector import Reflector
-from webhook.resources import slim_limit_range
-from webhook.view import (
+from webhook.cluster.reflector import Reflector
+from webhook.policy.request import NAMESPACE_OPT_IN_LABEL
+from webhook.policy.resources import slim_limit_range
+from webhook.policy.view import (
     MAX_SPC_BYTES,
     SPC_GROUP,
     SPC_KIND,
@@ -60,25 +34,9 @@ from webhook.view import (
     SPC_TOO_LARGE,
     SPC_VERSION,
     ClusterView,
-    StaticView,
-    load_secret_provider_classes,
     name_key,
     namespaced_key,
 )
-
-__all__ = [
-    "SPC_GROUP",
-    "SPC_KIND",
-    "SPC_PLURAL",
-    "SPC_VERSION",
-    "ClusterView",
-    "KubeConfigError",
-    "StaticView",
-    "WatchCache",
-    "load_api_client",
-    "load_secret_provider_classes",
-    "server_version",
-]
 
 log = logging.getLogger(__name__)
 

@@ -1,33 +1,32 @@
-"""Checks on the pod's own shape: where the volume goes, which containers get it, who owns the files.
-
-Why it exists: before Ferry adds its volume and containers, the pod must have
-room for them: a Linux pod (Ferry's image is Linux), a mount path that hides nothing the image or kubelet needs, the
-containers the user named, no name Ferry reserves, no mount already at the
-path, and a bounded number of containers. These checks read only the pod, so
-they are apart from the precedence merge in `webhook.resolve`. Pure.
-"""
+"""Stage 2: the pod's own shape. Is there room for Ferry's volume and containers, and who owns the files?"""
 
 from __future__ import annotations
 
 import difflib
 import posixpath
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from fetcher.spec import ANNOTATION_CONTAINERS, ANNOTATION_INJECT, ANNOTATION_MOUNT_PATH, DEFAULT_MOUNT_PATH, quote
-from webhook.volumes import GCP_TOKEN_VOLUME_NAME, KUBE_API_VOLUME_NAME, VOLUME_NAME
+from fetcher.spec import (
+    ANNOTATION_CONTAINERS,
+    ANNOTATION_INJECT,
+    ANNOTATION_MOUNT_PATH,
+    ANNOTATION_NOTIFY_SIGNAL,
+    ANNOTATION_NOTIFY_URL,
+    DEFAULT_MOUNT_PATH,
+    quote,
+)
+from webhook.policy.decide import Denial
+from webhook.policy.request import OWN_CONTAINER_NAMES, PodRequest
+from webhook.policy.volumes import GCP_TOKEN_VOLUME_NAME, KUBE_API_VOLUME_NAME, VOLUME_NAME
+from webhook.settings import Settings
 
 # Containers plus init containers in a pod Ferry injects into: far above any real pod, and a bound on the
 # work (one mount per container, one patch op each) that a hostile or broken manifest can make admission do.
 MAX_POD_CONTAINERS = 256
 _OWN_VOLUMES = (VOLUME_NAME, KUBE_API_VOLUME_NAME, GCP_TOKEN_VOLUME_NAME)
-# Names of the containers Ferry adds; reserved in every injected pod.
-INIT_CONTAINER_NAME = "ferry-init"
-SIDECAR_NAME = "ferry-sidecar"
-OWN_CONTAINER_NAMES = frozenset({INIT_CONTAINER_NAME, SIDECAR_NAME})
 # The Secrets Store CSI driver's name in a pod's csi volume.
 CSI_DRIVER = "secrets-store.csi.k8s.io"
-JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 
 # The mount path may be neither one of these nor below one: system directories
 # the image needs, and the token mounts of the service account and IRSA.
@@ -57,6 +56,64 @@ MAX_CONTAINER_NAME_CHARS = 63
 # stays a few KiB whatever the pod holds, and the suggestion search (difflib) runs a bounded number of times.
 MAX_REPORTED_NAMES = 5
 MAX_LISTED_NAMES = 20
+
+
+class PodShape(NamedTuple):
+    """Where Ferry's volume goes, which containers get it, who owns its files; and what is wrong with the pod."""
+
+    # None when the annotation is invalid (then `problems` says why).
+    mount_path: str | None
+    containers: tuple[str, ...]
+    file_uid: int | None
+    file_gid: int | None
+    # uid Ferry's containers run as (the app's, else FERRY_DEFAULT_USER_ID).
+    run_as_user: int
+    # Reported together with the spec's own problems, so one edit fixes them all.
+    problems: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+def check_pod_shape(request: PodRequest, settings: Settings) -> PodShape | Denial:
+    """The pod's shape, or a Denial when Ferry cannot inject into this pod at all."""
+    spec, annotations = request.spec, request.annotations
+    too_many = check_container_count(spec)
+    if too_many:
+        return Denial("too-many-containers", too_many)
+    not_linux = check_os(spec)
+    if not_linux:
+        return Denial("not-linux", not_linux)
+    problems: list[str] = []
+    mount_path = check_mount_path(annotations.mount_path, problems)
+    containers = select_containers(spec, annotations.containers, problems)
+    check_reserved_names(spec, problems)
+    check_own_volume_mounts(spec, problems)
+    nested: list[str] = []
+    if mount_path and containers:
+        check_mount_conflicts(spec, containers, mount_path, problems)
+        nested = nested_mount_warnings(spec, containers, mount_path)
+    warnings = (
+        *nested,
+        *(
+            f"spec.volumes: {name!r} still uses the Secrets Store CSI driver; remove the CSI volume and its "
+            "volumeMounts, Ferry writes the same files"
+            for name in csi_secret_volumes(spec)[:4]
+        ),
+    )
+    if annotations.notify_signal and spec.get("shareProcessNamespace") is not True:
+        problems.append(
+            f"{ANNOTATION_NOTIFY_SIGNAL}: signalling a process needs spec.shareProcessNamespace: true so the sidecar "
+            f"can see it; set it, or use {ANNOTATION_NOTIFY_URL} instead"
+        )
+    uid, gid = file_owner(spec, containers)
+    return PodShape(
+        mount_path=mount_path,
+        containers=containers,
+        file_uid=uid,
+        file_gid=gid,
+        run_as_user=uid if uid else settings.default_user_id,
+        problems=tuple(problems),
+        warnings=warnings,
+    )
 
 
 def check_container_count(spec: Mapping[str, Any]) -> str | None:
@@ -313,20 +370,3 @@ def file_owner(spec: Mapping[str, Any], containers: Sequence[str]) -> tuple[int 
         gid = agreed("runAsGroup")
     # Root apps read any file; Ferry's containers never run as root, so no root ownership is asked for.
     return (uid if uid else None), gid
-
-
-def is_run_to_completion(pod: Mapping[str, Any]) -> bool:
-    """Owned by a Job, or meant to exit: a regular sidecar would keep it running forever.
-
-    Never raises: the admission memo keys every pod on this, well-formed or not.
-    """
-    meta = pod.get("metadata")
-    meta = meta if isinstance(meta, Mapping) else {}
-    owners = meta.get("ownerReferences")
-    if isinstance(owners, list) and any(isinstance(o, Mapping) and o.get("kind") == "Job" for o in owners):
-        return True
-    labels = meta.get("labels")
-    if isinstance(labels, Mapping) and any(label in labels for label in JOB_NAME_LABELS):
-        return True
-    spec = pod.get("spec")
-    return isinstance(spec, Mapping) and spec.get("restartPolicy") in ("Never", "OnFailure")

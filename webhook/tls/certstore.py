@@ -6,7 +6,7 @@ that loses the create race (409) uses the winner's pair; a pair due for
 rotation is replaced with a ``resourceVersion`` precondition, so concurrent
 rotations converge on one winner. Then the MutatingWebhookConfiguration's
 ``caBundle`` is patched with a guarded JSON patch. Making and checking the
-certificates is `webhook.certs`'s job.
+certificates is `webhook.tls.certs`'s job.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
-from webhook.certs import (
+from webhook.tls.certs import (
     CA_CERT_KEY,
     CA_KEY_KEY,
     TLS_CERT_KEY,

@@ -1,52 +1,20 @@
-"""Ferry's containers' CPU and memory against the budgets a pod already lives in.
+"""Stage 5: Ferry's containers inside the budgets the pod already lives in (its LimitRanges, its pod-level resources).
 
-Why it exists: Ferry adds containers that request and limit CPU and memory,
-and two budgets written before Ferry came along must still hold, or the API
-server rejects the pod with a message that never names Ferry:
-
-- pod-level resources (``spec.resources``): the pod's requests must cover its
-  containers', and no container may have a limit above the pod's. Ferry grows
-  the pod's values by what its containers add (`account_pod_resources`);
-- a namespace LimitRange: a container outside its min/max or its
-  limit-to-request ratio is rejected. Ferry does not shrink its containers to
-  fit (below its configured limits the fetcher can be OOM-killed, and the pod
-  then never starts, for a reason far from the cause); it denies the pod,
-  naming the LimitRange and the setting to change (`check_limit_ranges`).
-
-Pure: dicts and settings in, dicts or messages out. Quantities are exact
-(`fractions.Fraction`), as the API server compares them.
+Ferry never shrinks its containers to fit a LimitRange (an OOM-killed fetcher fails far from the cause): it denies the
+pod and names the setting to change.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping, Sequence
-from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
+from webhook.policy.decide import Denial
+from webhook.policy.request import PodRequest
+from webhook.policy.specbuild import ResolvedRequest
+from webhook.quantity import format_quantity, parse_quantity
 from webhook.settings import Settings
 
-_SUFFIXES: dict[str, Fraction] = {
-    "": Fraction(1),
-    "m": Fraction(1, 1000),
-    "k": Fraction(10**3),
-    "M": Fraction(10**6),
-    "G": Fraction(10**9),
-    "T": Fraction(10**12),
-    "P": Fraction(10**15),
-    "E": Fraction(10**18),
-    "Ki": Fraction(2**10),
-    "Mi": Fraction(2**20),
-    "Gi": Fraction(2**30),
-    "Ti": Fraction(2**40),
-    "Pi": Fraction(2**50),
-    "Ei": Fraction(2**60),
-}
-_QUANTITY_RE = re.compile(
-    r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(?:[eE]([+-]?[0-9]{1,3})|(Ki|Mi|Gi|Ti|Pi|Ei|[mkMGTPE]))?$"
-)
-_BINARY = (("Ei", 2**60), ("Pi", 2**50), ("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10))
 # A LimitRange is written by a namespace's admin, not a tenant; still, a denial names at most this many problems.
 MAX_PROBLEMS = 3
 # The resources Ferry's containers set (FERRY_FETCHER_{CPU,MEMORY}_{REQUEST,LIMIT}).
@@ -58,28 +26,23 @@ _SETTING = {
 }
 
 
-def parse_quantity(value: object) -> Fraction | None:
-    """The exact value of a Kubernetes quantity ("50m", "64Mi", "1e3"); None when it is not one."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-    match = _QUANTITY_RE.match(str(value).strip())
-    if match is None:
-        return None
-    number = Fraction(match.group(1))
-    if match.group(2) is not None:
-        return number * Fraction(10) ** int(match.group(2))
-    return number * _SUFFIXES[match.group(3) or ""]
+class ResourceFit(NamedTuple):
+    """Stage 5's answer for a pod that fits: its pod-level resources grown by Ferry's containers (None: unchanged)."""
+
+    pod_resources: dict[str, Any] | None
 
 
-def format_quantity(value: Fraction) -> str:
-    """A canonical quantity for `value`: binary suffixes for whole numbers, millis otherwise (rounded up)."""
-    if value.denominator == 1:
-        whole = int(value)
-        for suffix, factor in _BINARY:
-            if whole and whole % factor == 0:
-                return f"{whole // factor}{suffix}"
-        return str(whole)
-    return f"{math.ceil(value * 1000)}m"
+def fit_resources(
+    request: PodRequest, resolved: ResolvedRequest, settings: Settings, limit_ranges: Sequence[Mapping[str, Any]]
+) -> ResourceFit | Denial:
+    """Stage 5: Ferry's containers inside the namespace's LimitRanges, and the pod-level budget grown to hold them."""
+    outside_limits = check_limit_ranges(limit_ranges, settings, request.namespace)
+    if outside_limits:
+        return Denial("limit-range", outside_limits)
+    pod_resources = request.spec.get("resources")
+    if not isinstance(pod_resources, Mapping):
+        return ResourceFit(None)
+    return ResourceFit(account_pod_resources(pod_resources, settings, sidecar=resolved.sidecar != "none"))
 
 
 def account_pod_resources(

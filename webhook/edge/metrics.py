@@ -4,7 +4,7 @@ Why it exists: operators need to see at a glance whether pods are being
 injected, skipped or denied (and why), how long admission takes against the
 API server's timeout, and whether the Kubernetes cache is stale. A registry per
 app (not the global default) keeps tests and several apps in one process apart.
-They are served on their own plain-HTTP listener (`webhook.app.metrics_app`).
+They are served on their own plain-HTTP listener (`webhook.edge.app.metrics_app`).
 
 Labels never name a namespace. /mutate has no client authentication (see
 docs/reliability.md), so anyone who reaches the Service can post a review

@@ -1,52 +1,21 @@
-"""The JSONPatch between the pod as sent and the pod Ferry admits: short, exact and cheap.
+"""Stage 7: the JSONPatch from the pod as sent to the pod Ferry admits.
 
-Why it exists: the policy edits a copy of the pod and never writes patch
-operations by hand, so the patch is a diff. A plain `jsonpatch.make_patch` of
-two whole pods is exact but slow (it serializes the pod several times) and
-reads badly (an app container shifted by Ferry's init container shows as a
-rewrite). This module makes the same patch from smaller documents: the
-`Pruner` drops what is shared and puts stand-ins for whole list items, the
-diff of the pruned pair is remembered (`webhook.memo`), and anything the
-pruning could get wrong falls back to the plain diff. A property test checks
-the result against `jsonpatch.make_patch` on arbitrary documents.
+Stage 6 records the ops of its edits, so a patch is usually known. Otherwise it is a diff of pruned documents
+(`Pruner`), checked against `jsonpatch.make_patch` by a property test.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jsonpatch
 
-from webhook import memo
+# Two JSON documents -> the JSONPatch between them.
+Differ = Callable[[Any, Any], list[dict[str, Any]]]
 
 
-def make_pod_patch(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The JSONPatch from `before` to `after`, computed by `jsonpatch.make_patch`.
-
-    Two diffs, concatenated: first `before` -> `after` without the containers
-    that are new (so each app container is compared with itself, not with the
-    container that took its index), then the insertion of the new ones. The
-    result is a short, readable patch. Both diffs run on pruned documents (see
-    `Pruner`), so admission does not serialize the whole pod several times;
-    if pruning ever leaves a trace in the patch, the plain diff of the full
-    documents is used instead.
-    """
-    middle = _without_new_containers(before, after)
-    ops: list[dict[str, Any]] = []
-    for old, new in ((before, middle), (middle, after)):
-        if old is new:
-            continue
-        pruner = Pruner()
-        pruned_old, pruned_new = pruner.prune(old, new)
-        stage = pruner.restore(_diff_pruned(pruned_old, pruned_new))
-        if stage is None:
-            return _diff(before, after)
-        ops.extend(stage)
-    return ops
-
-
-def _diff(before: Any, after: Any) -> list[dict[str, Any]]:
+def diff_documents(before: Any, after: Any) -> list[dict[str, Any]]:
     """`jsonpatch.make_patch` without its search for moves.
 
     Ferry never moves anything, so a "move" could only pair an unrelated
@@ -56,15 +25,39 @@ def _diff(before: Any, after: Any) -> list[dict[str, Any]]:
     return list(jsonpatch.JsonPatch.from_diff(before, after, optimization=False).patch)
 
 
-def _diff_pruned(before: Any, after: Any) -> list[dict[str, Any]]:
-    """`_diff` of two pruned documents, remembered by their content (`webhook.memo`).
+def make_pod_patch(
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
+    ops: list[dict[str, Any]] | None = None,
+    *,
+    diff: Differ = diff_documents,
+) -> list[dict[str, Any]]:
+    """`ops` when the stage that made `after` recorded them; else the JSONPatch from `before` to `after`.
 
-    Pruned documents hold only what changed, with stand-ins for whole
-    containers, so pods of the same shape (the same containers gaining the
-    same mounts) prune to the same pair whatever their images, env or labels,
-    and their diff is a lookup.
+    Two diffs, concatenated: first `before` -> `after` without the containers
+    that are new (so each app container is compared with itself, not with the
+    container that took its index), then the insertion of the new ones. The
+    result is a short, readable patch. Both diffs run on pruned documents (see
+    `Pruner`), so admission does not serialize the whole pod several times;
+    if pruning ever leaves a trace in the patch, the plain diff of the full
+    documents is used instead. `diff` diffs the pruned documents (the caller may cache it).
     """
-    return memo.remembered_diff(before, after, _diff)
+    if ops is not None:
+        return ops
+    if before is after:
+        return []
+    middle = _without_new_containers(before, after)
+    patch: list[dict[str, Any]] = []
+    for old, new in ((before, middle), (middle, after)):
+        if old is new:
+            continue
+        pruner = Pruner()
+        pruned_old, pruned_new = pruner.prune(old, new)
+        stage = pruner.restore(diff(pruned_old, pruned_new))
+        if stage is None:
+            return diff_documents(before, after)
+        patch.extend(stage)
+    return patch
 
 
 def _without_new_containers(before: Mapping[str, Any], after: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -113,14 +106,14 @@ class Pruner:
         self.added: list[Any] = []
 
     def prune(self, before: Any, after: Any) -> tuple[Any, Any]:
-        # Exact types, not Mapping: abc checks dominate a walk this hot. Anything else is left whole.
-        if type(before) is dict and type(after) is dict:
+        # dict and list, not Mapping: abc checks dominate a walk this hot. Anything else is left whole.
+        if isinstance(before, dict) and isinstance(after, dict):
             left = {key: value for key, value in before.items() if key not in after or after[key] is not value}
             right = {key: value for key, value in after.items() if key not in before or before[key] is not value}
             for key in [key for key in left if key in right]:  # in document order: a deterministic patch
                 left[key], right[key] = self.prune(left[key], right[key])
             return left, right
-        if type(before) is list and type(after) is list:
+        if isinstance(before, list) and isinstance(after, list):
             if len(before) == len(after) and all(_same_item(old, new) for old, new in zip(before, after, strict=True)):
                 pairs = {
                     str(index): self.prune(old, new)

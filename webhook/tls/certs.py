@@ -1,30 +1,4 @@
-"""TLS material for the webhook: a private CA, the serving certificate, and where they live.
-
-Why it exists: the API server only calls webhooks over TLS and only trusts the
-CA in the MutatingWebhookConfiguration's ``caBundle``. Ferry installs with one
-``kubectl apply -k``, so it must not require cert-manager: it generates its own
-CA and serving certificate with ``cryptography``. With two or more replicas,
-all must serve certificates the same ``caBundle`` trusts, so the pair is kept
-in one Secret in Ferry's namespace:
-
-- the first replica to start creates the Secret; a replica that loses the
-  create race (409 Conflict) reads and uses the winner's pair;
-- a pair that expires within 30 days, lacks a DNS name, or does not parse is
-  replaced with a ``resourceVersion`` precondition, so concurrent rotations
-  converge on one winner too;
-- the CA's private key is kept next to it (``ca.key``) so a routine rotation
-  re-issues only the serving certificate and the ``caBundle`` stays the same; a
-  new CA is made only when the CA itself nears expiry, and then the old CA stays
-  in ``ca.crt`` (and so in the ``caBundle``) until it expires, so replicas still
-  serving the old leaf are trusted during the hand-over.
-
-cert-manager users bring their own files instead (`load_bundle`); the server
-reloads those when they change (see ``webhook/server.py``).
-
-All keys are ECDSA P-256: small, fast handshakes, accepted by every API server.
-The Secret and the caBundle are written by `webhook.certstore`; this module
-only makes, checks and stores the PEM files.
-"""
+"""TLS material for the webhook: a private CA and the serving certificate, and where they live."""
 
 from __future__ import annotations
 
