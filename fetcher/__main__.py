@@ -1,39 +1,12 @@
-"""Command line of the fetcher: ``python -m fetcher init|sidecar|once``.
+"""Command line of the fetcher: ``python -m fetcher init|sidecar|once|status|role``.
 
-Why it exists: this is the entry point of both injected containers and of the
-migration/debug tool, so it owns the process-level concerns the library code
-must not: reading the environment, exit codes, signals, and the Kubernetes
-termination message that tells an app team why their pod did not start.
-
-- ``init``: fetch everything in ``FERRY_SPEC`` once and write it; exit 0, or
-  exit non-zero having written nothing, with the reason in the termination
-  message (``/dev/termination-log``, or ``FERRY_TERMINATION_LOG`` /
-  ``--termination-log``) and on stderr.
-- ``sidecar``: the same first delivery, then refresh every interval until
-  SIGTERM (exit 0).
-- ``once --secret-provider-class FILE``: the same fetch from a
-  SecretProviderClass manifest, to check a migration from the CSI driver.
-- ``status --unhealthy-after SECONDS``: the sidecar's liveness probe; prints
-  one line and exits 1 once the refreshes have failed without a break for that
-  long (`fetcher.status`), else 0. It reads one small file and imports no AWS code.
-- ``role --secret-provider-class FILE --service-account NAME``: print the
-  Role and RoleBinding a pod's ServiceAccount needs for the class's
-  ``secretObjects`` (no cluster, no AWS).
-
-When the spec has ``secretObjects``, ``init`` and ``sidecar`` also write those
-Kubernetes Secrets after each swap, with the pod's ServiceAccount token
-(`fetcher.secret_sync`); a denied request ends ``init`` with a termination
-message naming the verb, the resource and the ServiceAccount.
-
-Exit codes: 0 success; 1 an object could not be fetched, rendered or written;
-2 the spec or the fetcher's own configuration is wrong; 130 / 143 stopped by
-SIGINT / SIGTERM (the sidecar exits 0 on SIGTERM: that is how the kubelet
-stops it).
-
-Signals: SIGINT and SIGTERM interrupt whatever runs, even an AWS call hanging
-on the network. A swap under way rolls back, calls still hanging in worker
-threads are abandoned (the process exits without waiting for them), and the
-exit is one log line, never a traceback.
+Why it exists: it is the entry point of both injected containers and of the
+migration tool, so it owns what the library code must not: the environment,
+exit codes (0 ok; 1 an object failed; 2 bad spec or configuration; 130/143
+stopped by SIGINT/SIGTERM, the sidecar exits 0 on SIGTERM), signals (they
+interrupt even a hanging call; a swap under way rolls back; never a
+traceback), and the termination message that tells an app team why their pod
+did not start. The commands are described in docs/configuration.md.
 """
 
 from __future__ import annotations
