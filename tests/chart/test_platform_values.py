@@ -28,10 +28,10 @@ def _selectors(webhook_configuration: dict[str, Any]) -> dict[str, list[dict[str
     return {w["name"]: w["namespaceSelector"]["matchExpressions"] for w in webhook_configuration["webhooks"]}
 
 
-def test_both_entries_carry_gkes_expression_in_chart_and_manifests(tmp_path: Path) -> None:
+def test_every_entry_carries_gkes_expression_in_chart_and_manifests(tmp_path: Path) -> None:
     chart = _selectors(only(render(None, tmp_path), "MutatingWebhookConfiguration"))
     manifest = _selectors(yaml.safe_load((REPO_ROOT / "manifests/mutatingwebhookconfiguration.yaml").read_text()))
-    assert set(chart) == set(manifest) == {"pods.ferry.dev", "ns.pods.ferry.dev"}
+    assert set(chart) == set(manifest) == {"pods.ferry.dev", "warn.pods.ferry.dev", "ns.pods.ferry.dev"}
     for name in chart:
         assert chart[name].count(GKE_EXPRESSION) == 1, chart[name]
         assert manifest[name].count(GKE_EXPRESSION) == 1, manifest[name]
