@@ -385,7 +385,7 @@ def test_huge_pod_is_answered_in_bounded_time(webhook: WebhookUnderTest) -> None
 def test_a_stalled_client_does_not_block_admissions(webhook: WebhookUnderTest) -> None:
     """Slowloris: a connection that sent half a body and stopped must not hold up anyone else."""
     context = webhook.client_context()
-    host, port = "127.0.0.1", webhook.edge.server.port
+    host, port = "127.0.0.1", webhook.server.port
     stalled = []
     try:
         for _ in range(20):
@@ -441,7 +441,7 @@ def test_request_fields_cannot_grow_metrics_without_bound(webhook: WebhookUnderT
 
 def test_tls_is_required(webhook: WebhookUnderTest) -> None:
     """Plain HTTP to the TLS port gets no admission answer."""
-    with socket.create_connection(("127.0.0.1", webhook.edge.server.port), timeout=5) as raw:
+    with socket.create_connection(("127.0.0.1", webhook.server.port), timeout=5) as raw:
         raw.sendall(b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
         try:
             reply = raw.recv(4096)

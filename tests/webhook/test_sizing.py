@@ -22,7 +22,17 @@ from webhook.policy.sizing import (
 from webhook.quantity import parse_quantity
 from webhook.settings import Settings, SettingsError
 
-SETTINGS = Settings(default_region="eu-west-1")  # Ferry requests 50m / 64Mi, limits 500m / 128Mi
+def table_settings(**changes: Any) -> Settings:
+    """The worked table's settings: Ferry requests 50m / 64Mi, limits 500m / 128Mi (docs/fargate.md).
+
+    Set here, not taken from the defaults (10m / 32Mi since the lean fetcher), so each row keeps testing the
+    rule with a sidecar big enough to move a pod to the next Fargate size.
+    """
+    table = {"fetcher_cpu_request": "50m", "fetcher_memory_request": "64Mi", "fetcher_memory_limit": "128Mi"}
+    return Settings(default_region="eu-west-1", **{**table, **changes})
+
+
+SETTINGS = table_settings()
 OBJECTS = '- objectName: "prod/db"\n  objectType: secretsmanager\n'
 GiB = 2**30
 MiB = 2**20
@@ -132,7 +142,7 @@ def test_ferry_fits_in_the_size_the_app_already_pays_for(
     """The worked table of docs/fargate.md, row by row ("before": the same pod with the fitting off)."""
     pod = app_pod(cpu, memory, refresh=refresh)
     assert size_of(pod) == size
-    assert size_of(admit(pod, Settings(default_region="eu-west-1", fargate_sizing="off")).pod) == before
+    assert size_of(admit(pod, table_settings(fargate_sizing="off")).pod) == before
     admission = admit(pod)
     assert admission.outcome == "injected" and admission.warnings == ()
     assert size_of(admission.pod) == size
@@ -159,14 +169,14 @@ def test_memory_that_cannot_fit_is_said_with_both_sizes() -> None:
 
 
 def test_deny_mode_refuses_with_the_same_message() -> None:
-    settings = Settings(default_region="eu-west-1", fargate_oversize="deny")
+    settings = table_settings(fargate_oversize="deny")
     admission = admit(app_pod("250m", "1792Mi"), settings)
     assert admission.outcome == "denied" and admission.reason == "platform-sizing"
     assert admission.message is not None and "0.5 vCPU / 3 GB" in admission.message
 
 
 def test_a_memory_floor_below_the_request_lets_memory_fit() -> None:
-    settings = Settings(default_region="eu-west-1", fetcher_memory_request_floor="0")
+    settings = table_settings(fetcher_memory_request_floor="0")
     admission = admit(app_pod("250m", "1760Mi"), settings)  # 32Mi of headroom in 0.25 vCPU / 2 GB
     assert admission.warnings == ()
     assert own(admission.pod, "ferry-sidecar")["resources"]["requests"] == {"cpu": "0", "memory": "32Mi"}
@@ -239,14 +249,14 @@ def test_autopilot_never_has_to_adjust_ferrys_containers(
 
 
 def test_autopilot_setting_reaches_both_containers() -> None:
-    settings = Settings(default_region="eu-west-1", autopilot="no-bursting")
+    settings = table_settings(autopilot="no-bursting")
     pod = admit(app_pod("500m", "1Gi", fargate=False), settings).pod
     for name in ("ferry-init", "ferry-sidecar"):
         assert own(pod, name)["resources"] == {
             "requests": {"cpu": "50m", "memory": "128Mi", "ephemeral-storage": "100Mi"},
             "limits": {"cpu": "50m", "memory": "128Mi", "ephemeral-storage": "100Mi"},
         }
-    bursting = admit(app_pod("500m", "1Gi", fargate=False), Settings(default_region="eu-west-1", autopilot="bursting"))
+    bursting = admit(app_pod("500m", "1Gi", fargate=False), table_settings(autopilot="bursting"))
     assert own(bursting.pod, "ferry-sidecar")["resources"] == {
         "requests": {"cpu": "50m", "memory": "64Mi", "ephemeral-storage": "100Mi"},
         "limits": {"cpu": "500m", "memory": "128Mi"},
@@ -357,7 +367,7 @@ def test_many_containers_are_sized_in_one_pass() -> None:
 
 
 def test_autopilot_figures_reach_pod_level_resources_and_limit_ranges() -> None:
-    settings = Settings(default_region="eu-west-1", autopilot="no-bursting")
+    settings = table_settings(autopilot="no-bursting")
     pod = app_pod("500m", "1Gi", fargate=False, resources={"requests": {"cpu": "500m", "memory": "1Gi"}})
     admitted = admit(pod, settings).pod
     # The sidecar runs beside the app: the pod's own requests grow by what Autopilot gets, 128Mi (not 64Mi).
