@@ -16,6 +16,7 @@ import http.client
 import json
 import random
 import re
+import socket
 import ssl
 import threading
 import time
@@ -40,6 +41,8 @@ RENEW_BEFORE_SECONDS = 300.0
 IMPERSONATED_LIFETIME = "3600s"
 CONNECT_TIMEOUT = 2.0
 READ_TIMEOUT = 5.0
+# The whole of one request (connect, TLS, headers, body): a reply that trickles in never trips READ_TIMEOUT.
+REQUEST_DEADLINE = 15.0
 MAX_ATTEMPTS = 4
 # A secret version holds at most 64 KiB; base64 and JSON stay far below this.
 MAX_REPLY_BYTES = 1024 * 1024
@@ -130,6 +133,7 @@ class Https:
     def _send(self, method: str, netloc: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
         conn = self._take(netloc)
         reused = conn.sock is not None
+        watchdog = _Watchdog(conn, REQUEST_DEADLINE)
         try:
             if not reused:  # a new connection: CONNECT_TIMEOUT to connect, READ_TIMEOUT for each read
                 conn.connect()
@@ -145,14 +149,21 @@ class Https:
                 raise TransportError(f"reply over {MAX_REPLY_BYTES} bytes")
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
+            if watchdog.fired:
+                raise TransportError(f"no whole answer within {REQUEST_DEADLINE:g}s") from None
             raise (StaleConnection if reused else TransportError)(type(exc).__name__) from exc
         except TransportError:
             conn.close()
             raise
+        finally:
+            watchdog.cancel()
+        if watchdog.fired:  # the cut landed between the last read and the cancel: the connection is spent
+            conn.close()
+            raise TransportError(f"no whole answer within {REQUEST_DEADLINE:g}s")
         self._give_back(netloc, conn, response)
         try:
             parsed = json.loads(raw) if raw else {}
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the decoder goes
             parsed = {}
         return Reply(response.status, parsed if isinstance(parsed, dict) else {})
 
@@ -180,6 +191,36 @@ class Https:
             return
         with self._lock:
             self._idle.setdefault(netloc, []).append(conn)
+
+
+class _Watchdog:
+    """Shuts a connection's socket down once `seconds` pass, so a blocked connect, handshake or read ends."""
+
+    def __init__(self, conn: http.client.HTTPConnection, seconds: float) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._done = False
+        self.fired = False
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _cut(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.fired = True
+            sock = self._conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._done = True
+        self._timer.cancel()
 
 
 class GcpClients:
