@@ -108,6 +108,12 @@ def parse_json_value(object_name: str, value: FetchedValue) -> object:
             f"column {exc.colno}); store a JSON object or remove jmesPath",
             object_name=object_name,
         ) from None
+    except RecursionError:  # the value is the tenant's: never a crash, whatever its shape
+        raise RenderError(
+            "jmesPath needs a JSON value, but the value is not JSON (nested too deep); store a flatter JSON object "
+            "or remove jmesPath",
+            object_name=object_name,
+        ) from None
 
 
 def select_string(object_name: str, document: object, path: str) -> str:
