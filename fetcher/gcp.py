@@ -49,6 +49,7 @@ MAX_REPLY_BYTES = 1024 * 1024
 MAX_TOKEN_FILE_BYTES = 64 * 1024
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 _HOST_RE = re.compile(r"^[a-z0-9.-]{1,120}$")
+_ERROR_CODE_RE = re.compile(r"[A-Za-z0-9_.-]{1,60}")
 
 
 class GcpIdentityError(FerryError):
@@ -333,12 +334,13 @@ class GcpClients:
 
 
 def _status(reply: Reply) -> str:
+    """HTTP status and the error code of a refusal; only the code's leading token, so no line or escape gets in."""
     error = reply.body.get("error")
     text = f"HTTP {reply.status}"
-    if isinstance(error, str):  # OAuth-style {"error": "invalid_grant", "error_description": ...}
-        text += f" {error[:60]}"
-    elif isinstance(error, Mapping) and isinstance(error.get("status"), str):
-        text += f" {error['status'][:60]}"
+    code = error if isinstance(error, str) else error.get("status") if isinstance(error, Mapping) else None
+    # OAuth-style {"error": "invalid_grant", ...} or Google's {"error": {"status": "PERMISSION_DENIED", ...}}
+    if isinstance(code, str) and (token := _ERROR_CODE_RE.match(code)):
+        text += f" {token[0]}"
     return text
 
 

@@ -240,3 +240,18 @@ def test_extract_yaml_key_refuses_what_the_provider_reads_as_no_string(
     clients = serve(token_or(lambda conn: reply(conn, access_reply(document))))
     with pytest.raises(ObjectErrors, match="'k' is not a string"):
         fetch_all(spec(extractYAMLKey="k"), clients)
+
+
+@pytest.mark.parametrize("field", ["error", "status"])
+def test_an_sts_error_reply_cannot_write_lines_or_escapes_into_the_message(
+    serve: Callable[[Answer], GcpClients], field: str
+) -> None:
+    """The message becomes the termination message and a log line: Google's text is untrusted there too."""
+    forged = 'invalid_grant\n{"level":"info","msg":"fetched"}\x1b[2K\r'
+    body = {"error": forged} if field == "error" else {"error": {"status": forged, "message": "x"}}
+    clients = serve(lambda conn, _: reply(conn, json.dumps(body).encode(), "400 Bad Request"))
+    with pytest.raises(GcpIdentityError) as caught:
+        fetch_all(spec(), clients)
+    message = str(caught.value)
+    assert "HTTP 400 invalid_grant" in message
+    assert all(ch.isprintable() for ch in message), repr(message)
