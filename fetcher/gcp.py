@@ -254,6 +254,12 @@ class GcpClients:
                 self._token = self._exchange()
             return self._token[0]
 
+    def forget_token(self, token: str) -> None:
+        """Google refused `token` (401): the next call exchanges the pod's token again, whatever its expiry said."""
+        with self._lock:
+            if self._token is not None and self._token[0] == token:
+                self._token = None
+
     def _exchange(self) -> tuple[str, float]:
         subject = self._read_token_file()
         identity = self.identity

@@ -153,9 +153,11 @@ class SecretManagerSource:
     def _get(self, name: str, operation: str, suffix: str) -> Reply:
         host, location = _host(name), _location(name)
         self._clients.calls.record(host.split(".", 1)[0], operation, location)
-        headers = {"Authorization": f"Bearer {self._clients.access_token()}"}
+        token = self._clients.access_token()
         try:
-            reply = self._clients.https.request("GET", host, f"/v1/{name}{suffix}", headers)
+            reply = self._clients.https.request(
+                "GET", host, f"/v1/{name}{suffix}", {"Authorization": f"Bearer {token}"}
+            )
         except TransportError as exc:
             raise GcpUnavailableError(
                 object_name=name,
@@ -168,6 +170,8 @@ class SecretManagerSource:
             ) from None
         if reply.status == 200:
             return reply
+        if reply.status == 401:
+            self._clients.forget_token(token)
         status, message = _google_error(reply)
         code = f"{status} (HTTP {reply.status})"
         error = GcpUnavailableError if reply.status in (429, 500, 502, 503, 504) else GcpRejectedError
