@@ -255,3 +255,48 @@ def test_an_sts_error_reply_cannot_write_lines_or_escapes_into_the_message(
     message = str(caught.value)
     assert "HTTP 400 invalid_grant" in message
     assert all(ch.isprintable() for ch in message), repr(message)
+
+
+def test_a_tls_handshake_that_trickles_in_is_cut_at_the_request_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before any certificate is checked, an on-path host can feed the handshake a byte at a time.
+
+    This held before the request deadline: CPython bounds a whole handshake by the socket's timeout
+    (CONNECT_TIMEOUT), so four tries end in about ten seconds. Kept so that it stays so."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def trickle() -> None:
+        while not done.is_set():
+            listener.settimeout(0.2)
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.sendall(b"\x16\x03\x03\x40\x00")  # a handshake record of 16 KiB, its bytes to follow slowly
+            while not done.wait(0.3):
+                try:
+                    conn.sendall(b"\x00")
+                except OSError:
+                    break
+            conn.close()
+
+    threading.Thread(target=trickle, daemon=True).start()
+    monkeypatch.setattr(fetcher.gcp, "REQUEST_DEADLINE", 1.0)
+    https = Https(f"https://127.0.0.1:{listener.getsockname()[1]}", ssl.create_default_context())
+    began = time.monotonic()
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            https.request("POST", "sts.googleapis.com", "/v1/token", {})
+        except BaseException as exc:  # noqa: BLE001 - the test reports what ended the request
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    done.set()
+    listener.close()
+    assert not worker.is_alive(), "the request was still in a trickling TLS handshake after 20 s"
+    assert isinstance(outcome[0], fetcher.gcp.TransportError), outcome
+    assert time.monotonic() - began < 15
