@@ -26,7 +26,7 @@ from fetcher.gcp import GcpClients, Reply, TransportError
 from fetcher.logs import log
 from fetcher.spec import FetchSpec, ObjectSpec
 from fetcher.spec.gcp import is_pinned, parse_resource_name
-from fetcher.values import FetchedValue, FetchResult, IndexedObject, VersionProbe
+from fetcher.values import FetchedValue, FetchResult, IndexedObject, VersionProbe, text_bytes
 
 DEFAULT_MAX_WORKERS = 10
 MAX_GOOGLE_MESSAGE_CHARS = 300
@@ -201,7 +201,7 @@ def _extracted(obj: ObjectSpec, value: FetchedValue) -> FetchedValue:
     picked = document[key]
     if not isinstance(picked, str):
         raise RenderError(f"key {key[:80]!r} is not a string (extract{kind}Key)", object_name=obj.object_name)
-    return FetchedValue(picked.encode("utf-8"), value.version, value.region)
+    return FetchedValue(text_bytes(picked), value.version, value.region)
 
 
 def _safe_yaml(data: bytes) -> Any:

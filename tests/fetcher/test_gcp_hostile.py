@@ -300,3 +300,13 @@ def test_a_tls_handshake_that_trickles_in_is_cut_at_the_request_deadline(monkeyp
     assert not worker.is_alive(), "the request was still in a trickling TLS handshake after 20 s"
     assert isinstance(outcome[0], fetcher.gcp.TransportError), outcome
     assert time.monotonic() - began < 15
+
+
+def test_extract_json_key_writes_a_lone_surrogate_escape_as_the_provider_does(
+    serve: Callable[[Answer], GcpClients],
+) -> None:
+    """JSON may escape half a surrogate pair; Python keeps it and then cannot encode it (a crash that quoted the
+    character). Go's decoder, the provider's, makes it U+FFFD."""
+    value = b'{"user": "\\ud800pass\\udc00word"}'
+    clients = serve(token_or(lambda conn: reply(conn, access_reply(value))))
+    assert fetch_all(spec(extractJSONKey="user"), clients)[0].data == "\ufffdpass\ufffdword".encode()

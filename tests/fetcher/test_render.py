@@ -155,3 +155,12 @@ def test_jmes_on_json_nested_deeper_than_the_decoder_goes_is_a_render_error() ->
     )
     assert error.object_name == "db"
     assert "the value is not JSON (nested too deep)" in str(error)
+
+
+def test_jmes_on_a_lone_surrogate_escape_writes_the_replacement_character() -> None:
+    """A jmesPath result holding half a surrogate pair raised UnicodeEncodeError (quoting the character); ASCP's
+    Go decoder writes U+FFFD for it, and so does Ferry."""
+    jmes = [{"path": "k", "objectAlias": "k"}]
+    spec = make_spec([{"objectName": "db", "objectType": "secretsmanager", "jmesPath": jmes}])
+    files = render(spec, {0: value('{"k": "a\\ud800b"}')})
+    assert files["k"][0] == "a\ufffdb".encode()
