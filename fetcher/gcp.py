@@ -41,7 +41,8 @@ RENEW_BEFORE_SECONDS = 300.0
 IMPERSONATED_LIFETIME = "3600s"
 CONNECT_TIMEOUT = 2.0
 READ_TIMEOUT = 5.0
-# The whole of one request (connect, TLS, headers, body): a reply that trickles in never trips READ_TIMEOUT.
+# The whole of one request, from the send to the last byte: a reply that trickles in never trips READ_TIMEOUT.
+# (Connect and the TLS handshake are bounded by CONNECT_TIMEOUT: CPython times a whole handshake with it.)
 REQUEST_DEADLINE = 15.0
 MAX_ATTEMPTS = 4
 # A secret version holds at most 64 KiB; base64 and JSON stay far below this.
@@ -195,7 +196,7 @@ class Https:
 
 
 class _Watchdog:
-    """Shuts a connection's socket down once `seconds` pass, so a blocked connect, handshake or read ends."""
+    """Shuts a connection's socket down once `seconds` pass, so a read blocked on a trickling reply ends."""
 
     def __init__(self, conn: http.client.HTTPConnection, seconds: float) -> None:
         self._conn = conn
