@@ -16,6 +16,7 @@ import http.client
 import json
 import random
 import re
+import socket
 import ssl
 import threading
 import time
@@ -40,12 +41,16 @@ RENEW_BEFORE_SECONDS = 300.0
 IMPERSONATED_LIFETIME = "3600s"
 CONNECT_TIMEOUT = 2.0
 READ_TIMEOUT = 5.0
+# The whole of one request, from the send to the last byte: a reply that trickles in never trips READ_TIMEOUT.
+# (Connect and the TLS handshake are bounded by CONNECT_TIMEOUT: CPython times a whole handshake with it.)
+REQUEST_DEADLINE = 15.0
 MAX_ATTEMPTS = 4
 # A secret version holds at most 64 KiB; base64 and JSON stay far below this.
 MAX_REPLY_BYTES = 1024 * 1024
 MAX_TOKEN_FILE_BYTES = 64 * 1024
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 _HOST_RE = re.compile(r"^[a-z0-9.-]{1,120}$")
+_ERROR_CODE_RE = re.compile(r"[A-Za-z0-9_.-]{1,60}")
 
 
 class GcpIdentityError(FerryError):
@@ -130,6 +135,7 @@ class Https:
     def _send(self, method: str, netloc: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
         conn = self._take(netloc)
         reused = conn.sock is not None
+        watchdog = _Watchdog(conn, REQUEST_DEADLINE)
         try:
             if not reused:  # a new connection: CONNECT_TIMEOUT to connect, READ_TIMEOUT for each read
                 conn.connect()
@@ -145,14 +151,21 @@ class Https:
                 raise TransportError(f"reply over {MAX_REPLY_BYTES} bytes")
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
+            if watchdog.fired:
+                raise TransportError(f"no whole answer within {REQUEST_DEADLINE:g}s") from None
             raise (StaleConnection if reused else TransportError)(type(exc).__name__) from exc
         except TransportError:
             conn.close()
             raise
+        finally:
+            watchdog.cancel()
+        if watchdog.fired:  # the cut landed between the last read and the cancel: the connection is spent
+            conn.close()
+            raise TransportError(f"no whole answer within {REQUEST_DEADLINE:g}s")
         self._give_back(netloc, conn, response)
         try:
             parsed = json.loads(raw) if raw else {}
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the decoder goes
             parsed = {}
         return Reply(response.status, parsed if isinstance(parsed, dict) else {})
 
@@ -180,6 +193,36 @@ class Https:
             return
         with self._lock:
             self._idle.setdefault(netloc, []).append(conn)
+
+
+class _Watchdog:
+    """Shuts a connection's socket down once `seconds` pass, so a read blocked on a trickling reply ends."""
+
+    def __init__(self, conn: http.client.HTTPConnection, seconds: float) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._done = False
+        self.fired = False
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _cut(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.fired = True
+            sock = self._conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._done = True
+        self._timer.cancel()
 
 
 class GcpClients:
@@ -211,6 +254,12 @@ class GcpClients:
             if self._token is None or self._token[1] - time.monotonic() < RENEW_BEFORE_SECONDS:
                 self._token = self._exchange()
             return self._token[0]
+
+    def forget_token(self, token: str) -> None:
+        """Google refused `token` (401): the next call exchanges the pod's token again, whatever its expiry said."""
+        with self._lock:
+            if self._token is not None and self._token[0] == token:
+                self._token = None
 
     def _exchange(self) -> tuple[str, float]:
         subject = self._read_token_file()
@@ -292,12 +341,13 @@ class GcpClients:
 
 
 def _status(reply: Reply) -> str:
+    """HTTP status and the error code of a refusal; only the code's leading token, so no line or escape gets in."""
     error = reply.body.get("error")
     text = f"HTTP {reply.status}"
-    if isinstance(error, str):  # OAuth-style {"error": "invalid_grant", "error_description": ...}
-        text += f" {error[:60]}"
-    elif isinstance(error, Mapping) and isinstance(error.get("status"), str):
-        text += f" {error['status'][:60]}"
+    code = error if isinstance(error, str) else error.get("status") if isinstance(error, Mapping) else None
+    # OAuth-style {"error": "invalid_grant", ...} or Google's {"error": {"status": "PERMISSION_DENIED", ...}}
+    if isinstance(code, str) and (token := _ERROR_CODE_RE.match(code)):
+        text += f" {token[0]}"
     return text
 
 

@@ -28,6 +28,7 @@ import jmespath.exceptions
 from fetcher.errors import ObjectErrors, OutputFormatError, RenderError
 from fetcher.spec import FetchSpec
 from fetcher.spec.formats import FormatError, add_formats
+from fetcher.values import text_bytes
 
 if TYPE_CHECKING:
     from fetcher.sources import FetchedValue
@@ -65,7 +66,7 @@ def render(spec: FetchSpec, fetched: Mapping[int, FetchedValue]) -> RenderedFile
             if out.object_index not in documents:
                 broken.add(out.object_index)  # one "not JSON" per object, not one per path
             continue
-        files[out.name] = (text.encode("utf-8"), out.mode)
+        files[out.name] = (text_bytes(text), out.mode)
     if errors:
         raise ObjectErrors(errors)
     if spec.output_formats:
@@ -106,6 +107,12 @@ def parse_json_value(object_name: str, value: FetchedValue) -> object:
         raise RenderError(
             f"jmesPath needs a JSON value, but the value is not JSON ({exc.msg} at line {exc.lineno} "
             f"column {exc.colno}); store a JSON object or remove jmesPath",
+            object_name=object_name,
+        ) from None
+    except RecursionError:  # the value is the tenant's: never a crash, whatever its shape
+        raise RenderError(
+            "jmesPath needs a JSON value, but the value is not JSON (nested too deep); store a flatter JSON object "
+            "or remove jmesPath",
             object_name=object_name,
         ) from None
 

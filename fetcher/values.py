@@ -6,6 +6,7 @@ values to render and the refresh loop; keeping these types here lets a pod load 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
@@ -46,6 +47,18 @@ class VersionProbe:
 
 
 IndexedObject: TypeAlias = tuple[int, ObjectSpec]
+
+# What json.loads leaves of an escaped half surrogate pair ("\ud800"); a whole pair is one code point already.
+_LONE_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def text_bytes(text: str) -> bytes:
+    """A string picked out of a JSON or YAML value, as file bytes: UTF-8, a lone surrogate as U+FFFD.
+
+    Python's decoder keeps an escaped half pair, which UTF-8 cannot encode; Go's (ASCP's, the GCP provider's)
+    writes U+FFFD for it, and so does Ferry.
+    """
+    return _LONE_SURROGATE_RE.sub("\ufffd", text).encode("utf-8")
 
 
 class Source(Protocol):

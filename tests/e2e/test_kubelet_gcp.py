@@ -139,3 +139,22 @@ def test_the_sidecar_follows_latest_with_versions_get_only(serving_ferry: Ferry,
             _, err = sidecar.communicate()
     assert sidecar.returncode == 0, err
     assert "rotated-user" not in err and "global-user" not in err
+
+
+def test_an_app_container_cannot_mount_the_workload_pool_token(serving_ferry: Ferry) -> None:
+    """Without Ferry the API server refuses a mount of an undeclared volume; Ferry declares ferry-gcp-token, so a
+    pod that mounts it in its own container would store fine and hand the app the pool token. Ferry denies it."""
+    from kubernetes.client.exceptions import ApiException
+
+    from tests.e2e.ferrylib import app_container
+
+    ns = serving_ferry.create_namespace(
+        "gke", annotations={"ferry.dev/gcp-workload-pool": POOL, "ferry.dev/gcp-identity-provider": PROVIDER}
+    )
+    thief = {**app_container(), "volumeMounts": [{"name": "ferry-gcp-token", "mountPath": "/stolen", "readOnly": True}]}
+    objects = f"- resourceName: projects/{PROJECT}/secrets/testsecret/versions/latest\n  path: good1.txt\n"
+    annotations = {"ferry.dev/inject": "true", "ferry.dev/provider": "gcp", "ferry.dev/objects": objects}
+    manifest = pod("thief", annotations=annotations, containers=[thief])
+    with pytest.raises(ApiException) as caught:
+        serving_ferry.create_pod(ns, manifest)
+    assert "'ferry-gcp-token', which is Ferry's" in str(caught.value.body)

@@ -395,3 +395,16 @@ def test_a_kept_alive_connection_the_server_closed_is_replaced_at_once(
     assert check_versions(spec, clients)[0].version == "1"
     assert backoffs == []  # not an attempt: no back-off, and the retry budget is intact
     assert fake.count("GetSecretVersion") == 1
+
+
+def test_a_refused_access_token_is_exchanged_again_on_the_next_try(fake: GcpFake, token_file: Path) -> None:
+    """A token Google stops accepting before its stated expiry (revoked, or a lying expires_in) must not
+    fail every refresh until that expiry: the 401 drops it, and the next cycle exchanges the pod's token again."""
+    fake.add_version(PROJECT, "db", "one")
+    spec = spec_of([{"resourceName": f"projects/{PROJECT}/secrets/db/versions/1", "path": "db"}])
+    clients = clients_for(fake, spec, token_file)
+    assert fetch_all(spec, clients)[0].data == b"one"
+    fake.tokens.clear()  # what a revocation does
+    assert "UNAUTHENTICATED (HTTP 401)" in errors_of(spec, clients)
+    assert fetch_all(spec, clients)[0].data == b"one"
+    assert fake.count("ExchangeToken") == 2

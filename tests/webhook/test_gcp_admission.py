@@ -250,3 +250,31 @@ def test_aws_objects_under_provider_gcp_say_which_format_is_expected(pod_factory
     message = admit(pod).message or ""
     assert "objects[0].'objectName': is not a known key; it is an AWS key" in message
     assert "objects[0].resourceName: is missing" in message
+
+
+def test_an_app_container_cannot_mount_ferrys_gcp_token(pod_factory: PodFactory) -> None:
+    """The pod does not declare ferry-gcp-token, so a mount of it dangles until Ferry adds the volume:
+    then the app (or a container ferry.dev/containers leaves out) would read the workload-pool token."""
+    for group in ("containers", "initContainers"):
+        pod = gcp_pod(pod_factory)
+        thief = {
+            "name": "thief",
+            "image": "registry.example.com/x:1",
+            "volumeMounts": [{"name": "ferry-gcp-token", "mountPath": "/stolen"}],
+        }
+        pod["spec"].setdefault(group, []).append(thief)
+        admission = admit(pod)
+        assert admission.outcome == "denied", (group, admission.outcome)
+        assert "'ferry-gcp-token', which is Ferry's" in (admission.message or "")
+        assert "thief" in (admission.message or "")
+
+
+def test_no_container_may_mount_any_of_ferrys_token_volumes() -> None:
+    from webhook.podshape import check_own_volume_mounts
+    from webhook.volumes import GCP_TOKEN_VOLUME_NAME, KUBE_API_VOLUME_NAME
+
+    for volume in (KUBE_API_VOLUME_NAME, GCP_TOKEN_VOLUME_NAME):
+        problems: list[str] = []
+        spec = {"containers": [{"name": "app", "volumeMounts": [{"name": volume, "mountPath": "/t"}]}]}
+        check_own_volume_mounts(spec, problems)
+        assert len(problems) == 1 and f"{volume!r}, which is Ferry's" in problems[0], problems

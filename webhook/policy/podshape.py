@@ -256,30 +256,38 @@ def csi_secret_volumes(spec: Mapping[str, Any]) -> list[str]:
 
 
 def check_own_volume_mounts(spec: Mapping[str, Any], problems: list[str]) -> None:
-    """Deny any container that mounts Ferry's volume itself.
+    """Deny any container that mounts one of Ferry's volumes itself (the files, or a token volume).
 
     The pod does not declare the volume (check_reserved_names), so such a mount would dangle and the API
     server would refuse it; but Ferry adds the volume, and then the mount becomes valid, writable, and
     reaches containers that ferry.dev/containers leaves out. Forcing readOnly would still hand secrets to an
     excluded container and silently change what the user wrote, so the pod is refused: Ferry alone mounts
-    its volume, read-only, into the selected containers.
+    its volume, read-only, into the selected containers. The token volumes (the Kubernetes API's, the
+    workload pool's) go to Ferry's own containers only, so a dangling mount of one is refused the same way.
     """
-    offenders: list[str] = []
-    for group in ("initContainers", "containers"):
-        for container in spec.get(group) or []:
-            if not isinstance(container, Mapping):
-                continue
-            mounts = container.get("volumeMounts") or []
-            if isinstance(mounts, list) and any(
-                isinstance(mount, Mapping) and mount.get("name") == VOLUME_NAME for mount in mounts
-            ):
-                name = container.get("name")
-                offenders.append(f"spec.{group}[{quote(name) if isinstance(name, str) else '?'}]")
-    if offenders:
+    for volume in _OWN_VOLUMES:
+        offenders: list[str] = []
+        for group in ("initContainers", "containers"):
+            for container in spec.get(group) or []:
+                if not isinstance(container, Mapping):
+                    continue
+                mounts = container.get("volumeMounts") or []
+                if isinstance(mounts, list) and any(
+                    isinstance(mount, Mapping) and mount.get("name") == volume for mount in mounts
+                ):
+                    name = container.get("name")
+                    offenders.append(f"spec.{group}[{quote(name) if isinstance(name, str) else '?'}]")
+        if not offenders:
+            continue
+        where = (
+            f"Ferry mounts it read-only at {ANNOTATION_MOUNT_PATH} into the containers that {ANNOTATION_CONTAINERS} "
+            "selects (all of them by default)"
+            if volume == VOLUME_NAME
+            else "it holds a token for Ferry's own containers only"
+        )
         problems.append(
-            f"{list_names(offenders, MAX_REPORTED_NAMES)} mount the volume {VOLUME_NAME!r}, which is Ferry's: remove "
-            f"those volumeMounts. Ferry mounts it read-only at {ANNOTATION_MOUNT_PATH} into the containers that "
-            f"{ANNOTATION_CONTAINERS} selects (all of them by default)"
+            f"{list_names(offenders, MAX_REPORTED_NAMES)} mount the volume {volume!r}, which is Ferry's: remove "
+            f"those volumeMounts. {where}"
         )
 
 
