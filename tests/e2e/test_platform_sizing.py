@@ -73,10 +73,10 @@ def test_ferry_never_moves_a_fargate_pod_to_a_bigger_size(serving_ferry: Ferry, 
     )
     stored = serving_ferry.create_pod(fargate_namespace, manifest)
     assert stored["spec"]["schedulerName"] == FARGATE_SCHEDULER
-    # 250m + Ferry's configured 50m would be 0.5 vCPU; the sidecar's CPU request goes to the floor (0) instead.
+    # 250m + Ferry's configured 10m would be 0.5 vCPU; the sidecar's CPU request goes to the floor (0) instead.
     assert _size(stored) == "0.25 vCPU / 1 GB"
     for name in ("ferry-init", "ferry-sidecar"):
-        assert _requests(stored, name) == {"cpu": "0", "memory": "64Mi"}
+        assert _requests(stored, name) == {"cpu": "0", "memory": "32Mi"}  # memory is never lowered (the default)
 
 
 def test_a_pod_that_cannot_fit_gets_a_warning_with_both_sizes(serving_ferry: Ferry, fargate_namespace: str) -> None:

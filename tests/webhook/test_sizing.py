@@ -22,6 +22,7 @@ from webhook.policy.sizing import (
 from webhook.quantity import parse_quantity
 from webhook.settings import Settings, SettingsError
 
+
 def table_settings(**changes: Any) -> Settings:
     """The worked table's settings: Ferry requests 50m / 64Mi, limits 500m / 128Mi (docs/fargate.md).
 
