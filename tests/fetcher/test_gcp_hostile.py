@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from webhook.certs import generate_bundle
 
 import fetcher.gcp
 from fetcher.errors import ObjectErrors
@@ -21,6 +20,7 @@ from fetcher.gcp import GcpClients, GcpIdentityError, Https
 from fetcher.gcp_source import crc32c, fetch_all
 from fetcher.spec import FetchSpec, spec_from_secret_provider_class
 from tests.support.gcpfake import POOL, PROVIDER, ksa_token
+from webhook.tls.certs import generate_bundle
 
 NAME = "projects/ferry-test/secrets/db/versions/1"
 Answer = Callable[[ssl.SSLSocket, bytes], None]

@@ -270,8 +270,8 @@ def test_an_app_container_cannot_mount_ferrys_gcp_token(pod_factory: PodFactory)
 
 
 def test_no_container_may_mount_any_of_ferrys_token_volumes() -> None:
-    from webhook.podshape import check_own_volume_mounts
-    from webhook.volumes import GCP_TOKEN_VOLUME_NAME, KUBE_API_VOLUME_NAME
+    from webhook.policy.podshape import check_own_volume_mounts
+    from webhook.policy.volumes import GCP_TOKEN_VOLUME_NAME, KUBE_API_VOLUME_NAME
 
     for volume in (KUBE_API_VOLUME_NAME, GCP_TOKEN_VOLUME_NAME):
         problems: list[str] = []
