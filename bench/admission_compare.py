@@ -7,9 +7,10 @@ session, alternating which tree goes first each round, so machine drift lands
 on both sides alike; the ratio of their medians is the answer.
 
 Each measurement is a fresh interpreter started in one tree (its own `webhook`
-package on sys.path) that builds the app with `webhook.app.create_app`, the
-public entry point both trees have, and calls it as an ASGI server would
-(POST /mutate, no sockets, no TLS), after a warm-up. Two cases, as in
+package on sys.path) that builds the app with `create_app` (webhook/edge/app.py;
+webhook/app.py in a tree from before the sub-packages), the public entry point
+both trees have, and calls it as an ASGI server would (POST /mutate, no
+sockets, no TLS), after a warm-up. Two cases, as in
 `bench.webhook_latency`: "replicas" (the same pod again, a fresh uid each time:
 the memo answers) and "unique" (a different pod each time, from a pool larger
 than the memo: the full admission). The bodies, the cluster view and the
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import benchlib
-from bench.webhook_latency import (
+from bench.webhook_requests import (
     RECORDED_AT,
     TIME_PLACEHOLDER,
     UID_PLACEHOLDER,
@@ -48,8 +49,12 @@ CASES = ("replicas", "unique")
 WORKER = r"""
 import asyncio, gc, json, sys, time, uuid
 job = json.loads(open(sys.argv[1]).read())
-from webhook.app import create_app
-from webhook.kube import StaticView
+try:  # the layout since the webhook was grouped into sub-packages
+    from webhook.edge.app import create_app
+    from webhook.policy.view import StaticView
+except ImportError:  # a tree from before
+    from webhook.app import create_app
+    from webhook.kube import StaticView
 from webhook.settings import Settings
 
 app = create_app(Settings(), StaticView(job["spcs"], job["namespaces"]), native_sidecars=True, noop_endpoint=False)

@@ -25,10 +25,10 @@ from typing import Any
 
 from bench.benchlib import announce_machine, argument_parser, write_results
 from tests.support.reviews import pod_create_review
-from webhook.app import AdmissionHandler
-from webhook.metrics import AdmissionMetrics
+from webhook.edge.app import AdmissionHandler
+from webhook.edge.metrics import AdmissionMetrics
+from webhook.policy.view import StaticView
 from webhook.settings import Settings
-from webhook.view import StaticView
 
 OBJECTS = '- objectName: "prod/db"\n  objectType: secretsmanager\n'
 BODY_CAP = Settings().max_request_bytes

@@ -16,7 +16,15 @@ that legitimate admissions do not notice:
     pod with 90,000 unknown ferry.dev/* keys (the CPU hog), and bodies of
     3 MiB (the size cap) and just over it;
   * slow connections: 60 TLS connections that announce 3 MiB, send nearly
-    all of it and stall, each re-opened a second after the server drops it.
+    all of it and stall, each re-opened a second after the server drops it;
+  * 1,000 TCP connections that never start TLS (from 127.0.0.3), each
+    re-opened as soon as the server closes it;
+  * 511 idle keep-alive TLS connections from 4 addresses (127.0.0.4-7), each
+    kept alive with a request every few seconds and re-opened when closed;
+  * 15 idle keep-alive connections to the metrics port (from 127.0.0.2);
+- a burst of 300 concurrent admissions every 10 s from the API server's
+  address (127.0.0.1, the legitimate client's), each on its own connection;
+- a scrape of the metrics port every second, each on a fresh connection.
 
 The server runs alone on one core, the clients on the other (when two are
 available), the hostile process at a lower priority than the legitimate
@@ -37,6 +45,9 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import resource
+import selectors
+import socket
 import ssl
 import sys
 import tempfile
@@ -50,6 +61,7 @@ import httpx
 import psutil
 
 from bench import benchlib
+from tests.support.net import LOOPBACK
 from tests.support.reviews import pod_create_review
 from tests.support.served import ServedWebhook, closed_by_server, stalled_request
 
@@ -57,6 +69,13 @@ NAMESPACE = "team-a"
 MiB = 1024 * 1024
 HOSTILE_ADDRESS = "127.0.0.2"
 SLOW_CONNECTIONS = 60
+PRE_TLS_ADDRESS = "127.0.0.3"
+PRE_TLS_CONNECTIONS = 1000
+KEEP_ALIVE_ADDRESSES = ("127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7")
+KEEP_ALIVE_CONNECTIONS = 511
+METRICS_IDLE_CONNECTIONS = 15
+BURST = 300
+BURST_EVERY = 10.0
 BUDGET = {"p99_ms": 50.0, "errors": 0, "rss_mb": 150.0, "restarts": 0}
 OBJECTS = "\n".join(
     f"- objectName: app/secret-{i}\n  objectType: secretsmanager\n  objectAlias: file-{i}" for i in range(10)
@@ -150,13 +169,127 @@ def _slow_connections(port: int, ca_file: str, stop: Any, counts: Any) -> None:
             pool.submit(one)
 
 
-def _hostile_main(port: int, ca_file: str, stop: Any, counts: Any) -> None:
+def _bump(counts: Any, key: str, by: int = 1) -> None:
+    counts[key] = counts.get(key, 0) + by
+
+
+def _pre_tls(port: int, stop: Any, counts: Any) -> None:
+    """PRE_TLS_CONNECTIONS TCP connections that send nothing, each re-opened when the server closes it."""
+    selector = selectors.DefaultSelector()
+
+    def open_one() -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((PRE_TLS_ADDRESS, 0))
+        sock.setblocking(False)
+        sock.connect_ex((LOOPBACK, port))
+        selector.register(sock, selectors.EVENT_READ)
+        _bump(counts, "pre-tls:opened")
+
+    for _ in range(PRE_TLS_CONNECTIONS):
+        open_one()
+    while not stop.is_set():
+        for key, _ in selector.select(timeout=0.5):
+            sock = key.fileobj
+            assert isinstance(sock, socket.socket)
+            selector.unregister(sock)
+            sock.close()
+            _bump(counts, "pre-tls:closed by server")
+            if not stop.is_set():
+                open_one()
+    for key in list(selector.get_map().values()):
+        key.fileobj.close()  # type: ignore[union-attr]
+
+
+def _keep_alive_request(sock: ssl.SSLSocket, path: str) -> bool:
+    """GET `path` on a kept-alive connection and read the whole answer; False when the server closed it."""
+    try:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return False
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(
+            next((h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")), 0)
+        )
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return False
+            body += chunk
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _idle_keep_alives(
+    port: int, context: ssl.SSLContext | None, source: str, count: int, path: str, label: str, stop: Any, counts: Any
+) -> None:
+    """`count` keep-alive connections from `source`, idle but for a request every 3 s; re-opened when closed."""
+    conns: list[Any] = [None] * count
+    while not stop.is_set():
+        for i in range(count):
+            if stop.is_set():
+                break
+            if conns[i] is not None and _keep_alive_request(conns[i], path):
+                continue
+            if conns[i] is not None:
+                conns[i].close()
+                _bump(counts, f"{label}:closed by server")
+            try:
+                raw = socket.create_connection((LOOPBACK, port), timeout=5, source_address=(source, 0))
+                conns[i] = context.wrap_socket(raw, server_hostname="localhost") if context else raw
+                _bump(counts, f"{label}:opened")
+                if not _keep_alive_request(conns[i], path):
+                    _bump(counts, f"{label}:refused")
+            except OSError:
+                conns[i] = None
+                _bump(counts, f"{label}:connect failed")
+        stop.wait(3.0)
+    for conn in conns:
+        if conn is not None:
+            conn.close()
+
+
+def _hostile_main(port: int, metrics_port: int, ca_file: str, stop: Any, counts: Any) -> None:
     # The attacker runs on another node in a cluster; here it shares the client core, behind the legitimate client.
     os.nice(10)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    context = ssl.create_default_context(cafile=ca_file)
+    per_address = -(-KEEP_ALIVE_CONNECTIONS // len(KEEP_ALIVE_ADDRESSES))
+    left = KEEP_ALIVE_CONNECTIONS
     threads = [
         threading.Thread(target=_hostile_bodies, args=(port, ca_file, stop, counts), daemon=True),
         threading.Thread(target=_slow_connections, args=(port, ca_file, stop, counts), daemon=True),
+        threading.Thread(target=_pre_tls, args=(port, stop, counts), daemon=True),
+        threading.Thread(
+            target=_idle_keep_alives,
+            args=(
+                metrics_port,
+                None,
+                HOSTILE_ADDRESS,
+                METRICS_IDLE_CONNECTIONS,
+                "/metrics",
+                "metrics-idle",
+                stop,
+                counts,
+            ),
+            daemon=True,
+        ),
     ]
+    for address in KEEP_ALIVE_ADDRESSES:
+        mine = min(per_address, left)
+        left -= mine
+        threads.append(
+            threading.Thread(
+                target=_idle_keep_alives,
+                args=(port, context, address, mine, "/healthz", "keep-alive", stop, counts),
+                daemon=True,
+            )
+        )
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -210,9 +343,48 @@ def _legit(webhook: ServedWebhook, rate: float, duration: float) -> dict[str, An
     }
 
 
-def run(rate: float, duration: float, warmup: float) -> dict[str, Any]:
+def _bursts(webhook: ServedWebhook, stop: threading.Event, tally: dict[str, int], every: float) -> None:
+    """Every `every` seconds, BURST concurrent admissions from the API server's address, one connection each."""
+    context = webhook.client_context()
+    serial = 10_000_000
+
+    def one(serial: int) -> str:
+        body = pod_create_review(legit_pod(serial), namespace=NAMESPACE)
+        try:
+            with httpx.Client(verify=context, timeout=10.0) as client:
+                response = client.post(f"{webhook.url}/mutate?timeout=5s", content=json.dumps(body).encode())
+            return f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            return type(exc).__name__
+
+    with ThreadPoolExecutor(max_workers=BURST) as pool:
+        while not stop.wait(every / 2):
+            answers = list(pool.map(one, range(serial, serial + BURST)))
+            serial += BURST
+            for answer in answers:
+                tally[answer] = tally.get(answer, 0) + 1
+                if answer != "HTTP 200":
+                    tally["errors"] = tally.get("errors", 0) + 1
+            stop.wait(every / 2)
+
+
+def _scrapes(webhook: ServedWebhook, stop: threading.Event, tally: dict[str, int]) -> None:
+    """A scrape of the metrics port every second, on a fresh connection, as Prometheus does."""
+    while not stop.wait(1.0):
+        try:
+            response = httpx.get(f"http://{LOOPBACK}:{webhook.metrics_port}/metrics", timeout=5.0)
+            ok = response.status_code == 200 and b"ferry_admissions" in response.content
+        except httpx.HTTPError:
+            ok = False
+        tally["answered" if ok else "failed"] = tally.get("answered" if ok else "failed", 0) + 1
+
+
+def run(rate: float, duration: float, warmup: float, burst_every: float = BURST_EVERY) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ferry-hostile-") as tmp:
-        webhook = ServedWebhook(Path(tmp))
+        # The legitimate client stands for the API server; the webhook knows its address (older code ignores it).
+        webhook = ServedWebhook(Path(tmp), env={"FERRY_API_SERVER_ADDRESSES": f"{LOOPBACK}/32"})
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
         server_cpus, client_cpus, pinned = benchlib.cpu_plan()
         webhook.start()
         assert webhook.process is not None
@@ -246,10 +418,25 @@ def run(rate: float, duration: float, warmup: float) -> dict[str, Any]:
         baseline = _legit(webhook, rate, warmup)  # warm-up, and the latency with no attacker
         manager = multiprocessing.Manager()
         stop, counts = manager.Event(), manager.dict()
-        hostile = multiprocessing.Process(target=_hostile_main, args=(webhook.port, str(webhook.ca_file), stop, counts))
+        hostile = multiprocessing.Process(
+            target=_hostile_main, args=(webhook.port, webhook.metrics_port, str(webhook.ca_file), stop, counts)
+        )
         hostile.start()
-        time.sleep(2.0)  # let the attack build up before measuring
+        time.sleep(5.0)  # let the attack build up before measuring
+        burst_stop = threading.Event()
+        bursts: dict[str, int] = {}
+        scrapes: dict[str, int] = {}
+        side = [
+            threading.Thread(target=_scrapes, args=(webhook, burst_stop, scrapes), daemon=True),
+        ]
+        if burst_every > 0:
+            side.append(threading.Thread(target=_bursts, args=(webhook, burst_stop, bursts, burst_every), daemon=True))
+        for thread in side:
+            thread.start()
         attacked = _legit(webhook, rate, duration)
+        burst_stop.set()
+        for thread in side:
+            thread.join(timeout=60)
         stop.set()
         hostile.join(timeout=30)
         if hostile.is_alive():
@@ -273,6 +460,9 @@ def run(rate: float, duration: float, warmup: float) -> dict[str, Any]:
         "pinned": {"server": sorted(server_cpus), "clients": sorted(client_cpus)} if pinned else None,
         "server_exit_code": exit_code,
         "attack": attack,
+        "api_server_bursts": bursts,
+        "burst_every_s": burst_every,
+        "scrapes": scrapes,
         "denials_logged": len(denial_lines),
         "longest_log_line_bytes": longest_log_line,
     }
@@ -280,6 +470,8 @@ def run(rate: float, duration: float, warmup: float) -> dict[str, Any]:
     result["budget_met"] = (
         attacked["latency_ms"]["p99"] <= BUDGET["p99_ms"]
         and attacked["errors"] == 0
+        and bursts.get("errors", 0) == 0
+        and scrapes.get("failed", 0) == 0
         and peak <= BUDGET["rss_mb"]
         and restarts == 0
     )
@@ -291,10 +483,13 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=50.0, help="legitimate admissions per second")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of attack")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds of legitimate traffic alone first")
+    parser.add_argument(
+        "--burst-every", type=float, default=BURST_EVERY, help="seconds between API-server bursts (0: none)"
+    )
     args = parser.parse_args()
     machine = benchlib.announce_machine(" (hostile tenant)")
     load = benchlib.wait_for_quiet(args.quiet_load, args.quiet_wait, "hostile tenant")
-    result = run(args.rate, args.duration, args.warmup)
+    result = run(args.rate, args.duration, args.warmup, args.burst_every)
     result["machine"] = machine
     result["load"] = benchlib.end_load(load)
     result["command"] = "python -m bench.hostile_tenant " + " ".join(sys.argv[1:])
@@ -317,6 +512,7 @@ def main() -> int:
         )
     )
     print(f"restarts: {result['restarts']}; attack: {json.dumps(result['attack'], sort_keys=True)}")
+    print(f"API-server bursts: {result['api_server_bursts']}; scrapes: {result['scrapes']}")
     if a["error_samples"]:
         print("error samples:", *a["error_samples"], sep="\n  ")
     print(f"{benchlib.verdict(result['budget_met'])} (budget {BUDGET}); results in {path}")

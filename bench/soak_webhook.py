@@ -120,7 +120,7 @@ class Server:
     """`python -m webhook serve` on loopback with a static cluster view and a self-signed pair."""
 
     def __init__(self, workdir: Path, cpus: set[int] | None) -> None:
-        from webhook.certs import generate_bundle, write_bundle
+        from webhook.tls.certs import generate_bundle, write_bundle
 
         self.cert, self.key, self.ca = write_bundle(
             generate_bundle(["localhost"], ip_addresses=("127.0.0.1",)), workdir / "tls"

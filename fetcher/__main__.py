@@ -1,39 +1,12 @@
-"""Command line of the fetcher: ``python -m fetcher init|sidecar|once``.
+"""Command line of the fetcher: ``python -m fetcher init|sidecar|once|status|role``.
 
-Why it exists: this is the entry point of both injected containers and of the
-migration/debug tool, so it owns the process-level concerns the library code
-must not: reading the environment, exit codes, signals, and the Kubernetes
-termination message that tells an app team why their pod did not start.
-
-- ``init``: fetch everything in ``FERRY_SPEC`` once and write it; exit 0, or
-  exit non-zero having written nothing, with the reason in the termination
-  message (``/dev/termination-log``, or ``FERRY_TERMINATION_LOG`` /
-  ``--termination-log``) and on stderr.
-- ``sidecar``: the same first delivery, then refresh every interval until
-  SIGTERM (exit 0).
-- ``once --secret-provider-class FILE``: the same fetch from a
-  SecretProviderClass manifest, to check a migration from the CSI driver.
-- ``status --unhealthy-after SECONDS``: the sidecar's liveness probe; prints
-  one line and exits 1 once the refreshes have failed without a break for that
-  long (`fetcher.status`), else 0. It reads one small file and imports no AWS code.
-- ``role --secret-provider-class FILE --service-account NAME``: print the
-  Role and RoleBinding a pod's ServiceAccount needs for the class's
-  ``secretObjects`` (no cluster, no AWS).
-
-When the spec has ``secretObjects``, ``init`` and ``sidecar`` also write those
-Kubernetes Secrets after each swap, with the pod's ServiceAccount token
-(`fetcher.secret_sync`); a denied request ends ``init`` with a termination
-message naming the verb, the resource and the ServiceAccount.
-
-Exit codes: 0 success; 1 an object could not be fetched, rendered or written;
-2 the spec or the fetcher's own configuration is wrong; 130 / 143 stopped by
-SIGINT / SIGTERM (the sidecar exits 0 on SIGTERM: that is how the kubelet
-stops it).
-
-Signals: SIGINT and SIGTERM interrupt whatever runs, even an AWS call hanging
-on the network. A swap under way rolls back, calls still hanging in worker
-threads are abandoned (the process exits without waiting for them), and the
-exit is one log line, never a traceback.
+Why it exists: it is the entry point of both injected containers and of the
+migration tool, so it owns what the library code must not: the environment,
+exit codes (0 ok; 1 an object failed; 2 bad spec or configuration; 130/143
+stopped by SIGINT/SIGTERM, the sidecar exits 0 on SIGTERM), signals (they
+interrupt even a hanging call; a swap under way rolls back; never a
+traceback), and the termination message that tells an app team why their pod
+did not start. The commands are described in docs/configuration.md.
 """
 
 from __future__ import annotations
@@ -49,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from fetcher import add_version_option
+from fetcher import add_version_option, command_name
 from fetcher.errors import ConfigError, FerryError
 from fetcher.logs import LEVELS, LOG_LEVEL_ENV_VAR, log
 from fetcher.spec import (
@@ -153,12 +126,12 @@ def run_init(env: Mapping[str, str], target_dir: str) -> int:
 
     on_files = secret_sync_hook(spec, env)  # before AWS too: a pod that cannot sync fails fast
 
-    from fetcher.aws import AwsClients
     from fetcher.loop import deliver
+    from fetcher.providers import clients_from_env
     from fetcher.startup import deadline_from_env, within_deadline
 
     deadline = deadline_from_env(env)
-    clients = AwsClients.from_env(env, pinned=pinned_endpoints(spec))
+    clients = clients_from_env(spec, env)
     delivery = within_deadline(lambda: deliver(spec, clients, target_dir, on_files), deadline)
     log.info(
         "files written" if delivery.swapped else "files already current",
@@ -172,8 +145,8 @@ def run_init(env: Mapping[str, str], target_dir: str) -> int:
 def run_sidecar_command(env: Mapping[str, str], target_dir: str, stop: threading.Event) -> int:
     spec = load_spec(env)
 
-    from fetcher.aws import AwsClients
     from fetcher.loop import RefreshState, run_sidecar
+    from fetcher.providers import clients_from_env
 
     if spec.refresh_seconds <= 0:
         raise ConfigError(
@@ -182,7 +155,7 @@ def run_sidecar_command(env: Mapping[str, str], target_dir: str, stop: threading
         )
     state = RefreshState(
         spec=spec,
-        clients=AwsClients.from_env(env, pinned=pinned_endpoints(spec)),
+        clients=clients_from_env(spec, env),
         target_dir=Path(target_dir),
         on_files=secret_sync_hook(spec, env),
     )
@@ -201,8 +174,17 @@ def run_status(target_dir: str, unhealthy_after: float) -> int:
 def run_once(env: Mapping[str, str], manifest_path: str, target_dir: str, region: str | None) -> int:
     from fetcher.aws import AwsClients
     from fetcher.loop import deliver
+    from fetcher.providers import pinned_endpoints, refuse_outside_a_pod
 
-    manifest = load_secret_provider_class(manifest_path)
+    manifest = refuse_outside_a_pod(load_secret_provider_class(manifest_path), manifest_path)
+    kind = manifest.get("kind")
+    if kind != "SecretProviderClass":
+        # Before the region: a workload passed by mistake is the first thing to fix, not the last.
+        named = f"a {str(kind)[:63]}" if isinstance(kind, str) and kind else "no kind"
+        raise ConfigError(
+            f"{manifest_path} holds {named}, not a SecretProviderClass: pass the class's own file "
+            "(kind: SecretProviderClass); to preview a workload, use `python -m webhook inject -f`"
+        )
     region = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     parameters = manifest.get("spec", {}).get("parameters") if isinstance(manifest.get("spec"), Mapping) else None
     if not region and not (isinstance(parameters, Mapping) and parameters.get("region")):
@@ -211,9 +193,17 @@ def run_once(env: Mapping[str, str], manifest_path: str, target_dir: str, region
             "pass --region (e.g. --region us-east-1) or set AWS_REGION"
         )
     spec = spec_from_secret_provider_class(manifest, region=region)
+    from fetcher.awswire import NoCredentialsError
     from fetcher.laptop import profile_credentials  # a person's ~/.aws profile, when botocore is installed
 
     clients = AwsClients.from_env(env, profile_credentials(env), pinned_endpoints(spec))
+    try:
+        clients.credentials.get(spec.region)  # cached: the fetch below reuses it
+    except NoCredentialsError:
+        # Said once, before any object, and for a laptop: `once` runs with the user's identity, not a pod's.
+        raise ConfigError(LAPTOP_CREDENTIALS_HINT) from None
+    except Exception:  # noqa: BLE001 - any other identity failure is reported by the fetch, with its code
+        pass
     delivery = deliver(spec, clients, target_dir)
     log.info(
         "files written" if delivery.swapped else "files already current",
@@ -222,6 +212,13 @@ def run_once(env: Mapping[str, str], manifest_path: str, target_dir: str, region
         region=spec.region,
     )
     return EXIT_OK
+
+
+LAPTOP_CREDENTIALS_HINT = (
+    "no AWS credentials found: `once` fetches with your own AWS identity. Log in first (`aws sso login "
+    "--profile NAME`, then AWS_PROFILE=NAME), or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; that identity "
+    "must be allowed to read the class's objects (secretsmanager:GetSecretValue, ssm:GetParameters)"
+)
 
 
 def secret_sync_hook(spec: FetchSpec, env: Mapping[str, str]) -> Callable[[Mapping[str, Any]], None] | None:
@@ -270,11 +267,6 @@ def run_role(manifest_path: str, service_account: str, namespace: str | None) ->
     return EXIT_OK
 
 
-def pinned_endpoints(spec: FetchSpec) -> dict[tuple[str, str], str]:
-    """The pod's own endpoints (ferry.dev/aws-endpoints) apply in its primary region."""
-    return {(service, spec.region): url for service, url in spec.endpoints}
-
-
 def load_spec(env: Mapping[str, str]) -> FetchSpec:
     text = env.get(SPEC_ENV_VAR)
     if not text:
@@ -317,7 +309,7 @@ def write_termination_message(path: str, message: str, *, create: bool) -> bool:
 
 
 def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fetcher", description="Ferry's in-pod secrets fetcher.")
+    parser = argparse.ArgumentParser(prog=command_name("fetcher"), description="Ferry's in-pod secrets fetcher.")
     add_version_option(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     default_dir = env.get(TARGET_DIR_ENV_VAR) or DEFAULT_MOUNT_PATH

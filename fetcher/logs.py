@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Sequence
 from typing import TextIO
 
 from fetcher.spec.logline import JsonFormatter, format_line
@@ -22,8 +21,6 @@ __all__ = ["LEVELS", "LOG_LEVEL_ENV_VAR", "JsonFormatter", "JsonLogger", "format
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 LOG_LEVEL_ENV_VAR = "FERRY_LOG_LEVEL"
-
-FieldValue = str | int | float | bool | None | Sequence[str]
 
 
 class JsonLogger:

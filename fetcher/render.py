@@ -29,6 +29,7 @@ from fetcher.errors import ObjectError, ObjectErrors, OutputFormatError, RenderE
 from fetcher.expand import dynamic_files
 from fetcher.spec import FetchSpec
 from fetcher.spec.formats import FormatError, add_formats
+from fetcher.values import text_bytes
 
 if TYPE_CHECKING:
     from fetcher.sources import FetchedValue
@@ -68,7 +69,7 @@ def render(spec: FetchSpec, fetched: Mapping[int, FetchedValue]) -> RenderedFile
             if out.object_index not in documents:
                 broken.add(out.object_index)  # one "not JSON" per object, not one per path
             continue
-        files[out.name] = (text.encode("utf-8"), out.mode)
+        files[out.name] = (text_bytes(text), out.mode)
     if any(obj.expand_json or obj.discover is not None for obj in spec.objects):
         dynamic, dynamic_errors = dynamic_files(spec, fetched, files)
         files.update(dynamic)
@@ -113,6 +114,12 @@ def parse_json_value(object_name: str, value: FetchedValue) -> object:
         raise RenderError(
             f"jmesPath needs a JSON value, but the value is not JSON ({exc.msg} at line {exc.lineno} "
             f"column {exc.colno}); store a JSON object or remove jmesPath",
+            object_name=object_name,
+        ) from None
+    except RecursionError:  # the value is the tenant's: never a crash, whatever its shape
+        raise RenderError(
+            "jmesPath needs a JSON value, but the value is not JSON (nested too deep); store a flatter JSON object "
+            "or remove jmesPath",
             object_name=object_name,
         ) from None
 

@@ -191,7 +191,7 @@ def _type_problems(secret_type: str, data: Mapping[str, bytes], where: str) -> l
             return [need(key)]
         try:
             document = json.loads(data[key])
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the decoder goes
             document = None
         if not isinstance(document, dict):
             return [f"{where}.data: the file for key {key!r} must hold a JSON object (a Docker config); it does not"]

@@ -268,7 +268,7 @@ def test_webhook_image_has_no_aws_sdk_and_all_webhook_deps() -> None:
 
 
 def test_uvicorn_without_the_standard_extras() -> None:
-    """Plain uvicorn: the webhook serves with its own guarded h11 protocol on asyncio (webhook/server.py).
+    """Plain uvicorn: the webhook serves with its own guarded h11 protocol on asyncio (webhook/edge/server.py).
 
     So none of uvicorn[standard]'s extras would ever run: not uvloop or httptools, nor watchfiles
     (reload), websockets or python-dotenv. Neither the extra nor the image carries them.

@@ -22,7 +22,8 @@ Where things are:
 - `wire`: the canonical JSON in ``FERRY_SPEC``, both directions;
 - `spc`: SecretProviderClass objects and manifest files, and warnings for what Ferry ignores in them;
 - `secret_objects`: the CSI driver's ``secretObjects`` (Kubernetes Secrets synced from the files), checked;
-- `formats`: the dotenv and JSON documents written beside the files.
+- `formats`: the dotenv and JSON documents written beside the files;
+- `gcp`: the GCP provider's `secrets` list and the Workload Identity settings (provider: gcp).
 
 This package must not import boto3 or botocore (the webhook image has neither);
 an import-linter contract in pyproject.toml enforces it.
@@ -32,6 +33,9 @@ from fetcher.spec.annotations import (
     ANNOTATION_AWS_ENDPOINTS,
     ANNOTATION_CONTAINERS,
     ANNOTATION_FAILOVER_REGION,
+    ANNOTATION_GCP_IDENTITY_PROVIDER,
+    ANNOTATION_GCP_SERVICE_ACCOUNT,
+    ANNOTATION_GCP_WORKLOAD_POOL,
     ANNOTATION_INJECT,
     ANNOTATION_KEYS,
     ANNOTATION_MOUNT_PATH,
@@ -41,6 +45,7 @@ from fetcher.spec.annotations import (
     ANNOTATION_OUTPUT_FORMATS,
     ANNOTATION_PATH_TRANSLATION,
     ANNOTATION_PREFIX,
+    ANNOTATION_PROVIDER,
     ANNOTATION_REFRESH_INTERVAL,
     ANNOTATION_REGION,
     ANNOTATION_SECRET_OBJECTS,
@@ -66,6 +71,7 @@ from fetcher.spec.model import (
     SPEC_VERSION,
     FailoverObject,
     FetchSpec,
+    GcpIdentity,
     JmesPathEntry,
     Notify,
     ObjectSpec,
@@ -101,6 +107,10 @@ __all__ = [
     "ANNOTATION_AWS_ENDPOINTS",
     "ANNOTATION_CONTAINERS",
     "ANNOTATION_FAILOVER_REGION",
+    "ANNOTATION_GCP_IDENTITY_PROVIDER",
+    "ANNOTATION_GCP_SERVICE_ACCOUNT",
+    "ANNOTATION_GCP_WORKLOAD_POOL",
+    "ANNOTATION_PROVIDER",
     "ANNOTATION_INJECT",
     "ANNOTATION_KEYS",
     "ANNOTATION_MOUNT_PATH",
@@ -135,6 +145,7 @@ __all__ = [
     "FailoverObject",
     "FerryError",
     "FetchSpec",
+    "GcpIdentity",
     "JmesPathEntry",
     "ManifestError",
     "Notify",

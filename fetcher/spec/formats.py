@@ -36,6 +36,8 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 
+from fetcher.spec.problems import FerryError
+
 DOTENV_FORMAT = "dotenv"
 JSON_FORMAT = "json"
 FORMATS = (DOTENV_FORMAT, JSON_FORMAT)
@@ -90,7 +92,7 @@ RESERVED_ENV_PREFIX = "BASH"
 _NOT_KEY_CHARACTER = re.compile(r"[^A-Z0-9_]", re.ASCII)
 
 
-class FormatError(ValueError):
+class FormatError(FerryError, ValueError):
     """The file set cannot be written in a requested format; the message names the files and the fix."""
 
 

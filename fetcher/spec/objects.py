@@ -9,7 +9,6 @@ slashes). Each check appends a `Problem` naming the entry's field.
 from __future__ import annotations
 
 import difflib
-import functools
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
@@ -332,9 +331,12 @@ def _permission(value: Any, where: str, problems: list[Problem]) -> int | None:
     return int(value, 8)
 
 
-@functools.lru_cache(maxsize=1024)
 def _jmespath_syntax_error(path: str) -> str | None:
-    """Check JMESPath syntax without importing jmespath's evaluator at admission hot paths."""
+    """Check JMESPath syntax without importing jmespath's evaluator at admission hot paths.
+
+    Not cached here: the spec model holds no state. The webhook caches whole specs (webhook/policy/memo.py), and
+    jmespath's parser keeps its own recent expressions.
+    """
     import jmespath.exceptions
     import jmespath.parser
 

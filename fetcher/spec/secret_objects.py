@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fetcher.spec.problems import FerryError
+
 MANAGED_LABEL = "secrets-store.csi.k8s.io/managed"
 # Downward API env vars the webhook injects into Ferry's containers when secretObjects are asked for
 # (fieldRef metadata.name / metadata.uid / metadata.namespace): the pod that writes, and owns, the Secrets.
@@ -56,7 +58,7 @@ _KNOWN_ENTRY_FIELDS = frozenset({"secretName", "type", "labels", "annotations", 
 _KNOWN_DATA_FIELDS = frozenset({"objectName", "key"})
 
 
-class SecretObjectsError(ValueError):
+class SecretObjectsError(FerryError, ValueError):
     """``secretObjects`` cannot be honoured; each problem names its field and says how to fix it."""
 
     def __init__(self, problems: Sequence[str]) -> None:
@@ -64,10 +66,6 @@ class SecretObjectsError(ValueError):
         shown = "; ".join(self.problems[:MAX_PROBLEMS_SHOWN])
         extra = len(self.problems) - MAX_PROBLEMS_SHOWN
         super().__init__(shown + (f"; and {extra} more" if extra > 0 else ""))
-
-    @property
-    def message(self) -> str:
-        return str(self)
 
 
 @dataclass(frozen=True)

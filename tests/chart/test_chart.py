@@ -343,6 +343,24 @@ def test_default_metrics_contract(renders: dict[str, list[Obj]]) -> None:
     assert [rule["ports"] for rule in policy["spec"]["ingress"]] == [[{"port": 8443, "protocol": "TCP"}]]
 
 
+def test_edge_settings_bind_metrics_narrowly_unless_scraped(renders: dict[str, list[Obj]], tmp_path: Path) -> None:
+    """Metrics bind loopback (the code's default) unless a ServiceMonitor scrapes them; API-server addresses
+    come from webhook.apiServerAddresses or, failing that, networkPolicy.apiServerCIDRs."""
+    default = env_of(webhook_container(renders["defaults"]))
+    assert "FERRY_METRICS_HOST" not in default and "FERRY_API_SERVER_ADDRESSES" not in default
+    assert env_of(webhook_container(renders["monitoring"]))["FERRY_METRICS_HOST"]["value"] == "0.0.0.0"
+    policy_env = env_of(webhook_container(renders["network-policy"]))
+    assert policy_env["FERRY_API_SERVER_ADDRESSES"]["value"] == "10.0.0.0/16,fd00:10::/64"
+    values = {
+        "webhook": {"apiServerAddresses": ["192.0.2.10"]},
+        "metrics": {"bindAddress": "0.0.0.0", "allowedSources": ["192.0.2.0/24", "198.51.100.7"]},
+    }
+    env = env_of(webhook_container(render(values, tmp_path)))
+    assert env["FERRY_API_SERVER_ADDRESSES"]["value"] == "192.0.2.10"
+    assert env["FERRY_METRICS_HOST"]["value"] == "0.0.0.0"
+    assert env["FERRY_METRICS_ALLOWED_SOURCES"]["value"] == "192.0.2.0/24,198.51.100.7"
+
+
 def test_network_policy(renders: dict[str, list[Obj]]) -> None:
     policy = only(renders["network-policy"], "NetworkPolicy")
     pod_labels = only(renders["network-policy"], "Deployment")["spec"]["template"]["metadata"]["labels"]
@@ -363,7 +381,7 @@ def test_network_policy(renders: dict[str, list[Obj]]) -> None:
 
 def test_selectors_are_added_to_the_built_in_exclusions(renders: dict[str, list[Obj]]) -> None:
     defaults, custom = webhooks(renders["defaults"]), webhooks(renders["selectors"])
-    assert set(custom) == {"pods.ferry.dev", "ns.pods.ferry.dev"}
+    assert set(custom) == {"pods.ferry.dev", "ns.pods.ferry.dev", "warn.pods.ferry.dev"}
     for name, entry in custom.items():
         assert entry["failurePolicy"] == "Ignore" and entry["timeoutSeconds"] == 3
         selector = entry["namespaceSelector"]
@@ -384,7 +402,9 @@ def test_release_namespace_is_never_injected(tmp_path: Path) -> None:
     for entry in webhooks(objects).values():
         names = [e for e in entry["namespaceSelector"]["matchExpressions"] if e["key"] == "kubernetes.io/metadata.name"]
         assert names == [{"key": "kubernetes.io/metadata.name", "operator": "NotIn",
-                          "values": ["kube-system", "kube-public", "secrets-infra"]}]  # fmt: skip
+                          "values": ["kube-system", "kube-public", "secrets-infra"]},
+                         {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                          "values": ["kube-system", "gke-gmp-system", "gke-managed-cim"]}]  # fmt: skip
         assert entry["clientConfig"]["service"]["namespace"] == "secrets-infra"
     binding = only(objects, "ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ferry-webhook", "namespace": "secrets-infra"}]

@@ -27,8 +27,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.chart.rendering import CHART
-from webhook import certs
-from webhook.metrics import CERTIFICATE_EXPIRY_METRIC, AdmissionMetrics
+from webhook.edge.metrics import CERTIFICATE_EXPIRY_METRIC, AdmissionMetrics
+from webhook.tls import certs
 
 RULES = CHART / "files" / "prometheus-rules.yaml"
 DASHBOARD = CHART / "files" / "ferry-dashboard.json"
@@ -59,7 +59,7 @@ def exported_series() -> dict[str, set[str]]:
     """Every series name Ferry's registry exposes, with its labels, from a real scrape."""
     metrics = AdmissionMetrics()
     for outcome in ("injected", "skipped", "denied", "reinvoked", "error"):
-        metrics.record(outcome, "team-a", dry_run=False, known=True, reason="invalid-spec")
+        metrics.record(outcome, dry_run=False, reason="invalid-spec")
     metrics.malformed.inc()
     metrics.latency.observe(0.003)
     metrics.track_cache_freshness(lambda: {"namespaces": 1.0, "secretproviderclasses": 2.0})

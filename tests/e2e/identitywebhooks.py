@@ -23,7 +23,7 @@ from typing import Any
 
 import jsonpatch
 
-from webhook.certs import generate_bundle
+from webhook.tls.certs import generate_bundle
 
 IRSA_TOKEN_DIR = "/var/run/secrets/eks.amazonaws.com/serviceaccount"
 POD_IDENTITY_TOKEN_DIR = "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount"

@@ -35,6 +35,10 @@ def test_webhook_down_refuses_opted_in_pods_and_creates_all_others(serving_ferry
     assert not is_injected(serving_ferry.create_pod(plain_ns, pod("plain")))
     assert not is_injected(serving_ferry.create_pod(opted_ns, pod("out", annotations={"ferry.dev/inject": "false"})))
     assert not is_injected(serving_ferry.create_pod("kube-system", pod(f"sys-{plain_ns}")))
+    # A pod that names secrets without opting in reaches Ferry only to be warned (warn.pods.ferry.dev, Ignore):
+    # it is created too (before issue 15 it went through pods.ferry.dev and was refused).
+    forgot = pod("forgot", annotations={"ferry.dev/secret-provider-class": "db", "ferry.dev/region": "us-east-1"})
+    assert not is_injected(serving_ferry.create_pod(plain_ns, forgot))
     serving_ferry.plane.kubectl("delete", "pod", f"sys-{plain_ns}", "-n", "kube-system", "--wait=false")
 
 

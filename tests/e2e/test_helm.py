@@ -110,7 +110,11 @@ def test_install_admit_upgrade_uninstall(plane: ControlPlane) -> None:
     assert status["info"]["status"] == "deployed"
     plane.kubectl("wait", "--for=condition=Established", "crd/secretproviderclasses.secrets-store.csi.x-k8s.io")
     before = webhook_configuration(plane)
-    assert [hook["name"] for hook in before["webhooks"]] == ["pods.ferry.dev", "ns.pods.ferry.dev"]
+    assert [hook["name"] for hook in before["webhooks"]] == [
+        "pods.ferry.dev",
+        "warn.pods.ferry.dev",
+        "ns.pods.ferry.dev",
+    ]
     assert all(hook["timeoutSeconds"] == 5 for hook in before["webhooks"])
 
     ferry = serve_release(plane)
@@ -120,7 +124,7 @@ def test_install_admit_upgrade_uninstall(plane: ControlPlane) -> None:
         stored = admitted(ferry, namespace, "first")
         assert stored["metadata"]["annotations"]["ferry.dev/status"] == "injected"
         ca_bundle = {hook["clientConfig"].get("caBundle") for hook in webhook_configuration(plane)["webhooks"]}
-        assert len(ca_bundle) == 1 and None not in ca_bundle, "the webhook patched its CA into both entries"
+        assert len(ca_bundle) == 1 and None not in ca_bundle, "the webhook patched its CA into every entry"
 
         # --- upgrade to a changed value -------------------------------------------------------------
         helm(

@@ -9,7 +9,6 @@ AWS_ENDPOINT_URL points every other region at moto.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +28,7 @@ from tests.support.aws import (
     make_clients,
     make_spec,
 )
+from tests.support.net import free_port
 
 StubFactory = Callable[[Callable[[RecordedRequest], Reply]], LocalHttpStub]
 
@@ -38,10 +38,7 @@ def sm(name: str, **fields: Any) -> dict[str, Any]:
 
 
 def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"  # nothing listens there any more: connection refused
+    return f"http://127.0.0.1:{free_port()}"  # nothing listens there any more: connection refused
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.support.aws import FETCHER_COMMAND, REPO_ROOT, Seeder, fetcher_env, make_spec
-from webhook.containers import build_init_container, build_sidecar
+from webhook.policy.containers import build_init_container, build_sidecar
 from webhook.settings import Settings
 
 NODE_ROLE_KEY = "ASIANODEROLE0000000"

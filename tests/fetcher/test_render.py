@@ -145,3 +145,22 @@ def test_a_missing_value_is_an_error_not_an_empty_file() -> None:
 
 def test_fetched_values_never_show_their_bytes_in_repr() -> None:
     assert "hunter2" not in repr(value("hunter2")) and "7 bytes" in repr(value("hunter2"))
+
+
+def test_jmes_on_json_nested_deeper_than_the_decoder_goes_is_a_render_error() -> None:
+    """64 KB of '[' (within Secrets Manager's limit) raised RecursionError out of render: a crash, not an error."""
+    (error,) = render_errors(
+        [{"objectName": "db", "objectType": "secretsmanager", "jmesPath": [{"path": "a", "objectAlias": "a"}]}],
+        {0: value("[" * 65_000)},
+    )
+    assert error.object_name == "db"
+    assert "the value is not JSON (nested too deep)" in str(error)
+
+
+def test_jmes_on_a_lone_surrogate_escape_writes_the_replacement_character() -> None:
+    """A jmesPath result holding half a surrogate pair raised UnicodeEncodeError (quoting the character); ASCP's
+    Go decoder writes U+FFFD for it, and so does Ferry."""
+    jmes = [{"path": "k", "objectAlias": "k"}]
+    spec = make_spec([{"objectName": "db", "objectType": "secretsmanager", "jmesPath": jmes}])
+    files = render(spec, {0: value('{"k": "a\\ud800b"}')})
+    assert files["k"][0] == "a\ufffdb".encode()

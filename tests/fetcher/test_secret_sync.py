@@ -135,6 +135,12 @@ def test_an_objectname_without_a_file_lists_the_files_there_are() -> None:
             {"f": b"{not json secret-value"},
             "must hold a JSON object",
         ),
+        (  # nested deeper than the JSON decoder goes: RecursionError escaped before
+            "kubernetes.io/dockerconfigjson",
+            [{"objectName": "f", "key": ".dockerconfigjson"}],
+            {"f": b"[" * 65_000},
+            "must hold a JSON object",
+        ),
         ("kubernetes.io/dockercfg", [{"objectName": "f", "key": "cfg"}], {"f": b"{}"}, "needs the key '.dockercfg'"),
     ],
 )

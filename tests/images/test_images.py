@@ -219,7 +219,7 @@ def test_fetcher_image_carries_no_aws_sdk(fetcher_rootfs: Path) -> None:
     """The fetcher calls AWS with the standard library (issue 16): only what the pod runs is in the image."""
     site = fetcher_rootfs / "opt" / "ferry" / "site-packages"
     installed = {p.name.split("-")[0].lower() for p in site.glob("*.dist-info")}
-    assert installed == {"jmespath", "pyyaml", "ferry"}
+    assert installed == {"jmespath", "pyyaml", "ferry_secrets"}
     for name in ("boto3", "botocore", "s3transfer", "urllib3", "dateutil", "awscrt"):
         assert not (site / name).exists(), name
 
@@ -250,3 +250,26 @@ def test_fetcher_image_stays_small(fetcher_rootfs: Path) -> None:
     that brings back an AWS SDK (botocore alone is about 5 MB trimmed, 25 MB whole).
     """
     assert builder.du(fetcher_rootfs / "opt" / "ferry") < 4 * 1024 * 1024
+
+
+def test_a_release_archive_loads_as_the_image_it_holds(
+    fetcher_image: BuiltImage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The release workflow tests its own OCI archive (a multi-platform index): loading gives that very image."""
+    index = f"localhost/ferry-release-index:test-{os.getpid()}"
+    builder.buildah("manifest", "create", index)
+    try:
+        builder.buildah("manifest", "add", index, fetcher_image.tag)
+        builder.buildah("manifest", "push", "--all", "--quiet", index, f"oci-archive:{tmp_path / 'ferry-fetcher.tar'}")
+    finally:
+        builder.buildah("manifest", "rm", index)
+    monkeypatch.setenv(builder.ARCHIVE_DIR_ENV, str(tmp_path))
+    archive = builder.release_archive("fetcher")
+    assert archive == tmp_path / "ferry-fetcher.tar"
+    loaded = f"localhost/ferry-fetcher:loaded-{os.getpid()}"
+    image_id = builder.load_archive(archive, loaded)
+    try:
+        built = json.loads(builder.buildah("inspect", "--type", "image", fetcher_image.tag))
+        assert image_id == built["FromImageID"] and builder.image_config(loaded) == fetcher_image.config
+    finally:
+        builder.remove_image(loaded)

@@ -32,6 +32,7 @@ MWC_NAME = "ferry"
 TLS_SECRET = "ferry-webhook-tls"
 POD_ENTRY = "pods.ferry.dev"
 NAMESPACE_ENTRY = "ns.pods.ferry.dev"
+WARN_ENTRY = "warn.pods.ferry.dev"
 NAMESPACE_OPT_IN_LABEL = ("ferry.dev/inject", "enabled")
 NEVER_INJECTED = {"kube-system", "kube-public", NAMESPACE}
 

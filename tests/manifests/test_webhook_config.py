@@ -15,6 +15,7 @@ from tests.manifests.render import (
     NAMESPACE_OPT_IN_LABEL,
     NEVER_INJECTED,
     POD_ENTRY,
+    WARN_ENTRY,
     WEBHOOK_NAME,
     only,
 )
@@ -38,12 +39,13 @@ def webhooks(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def test_mutating_webhook_structure(base: list[dict[str, Any]]) -> None:
     entries = webhooks(base)
-    assert set(entries) == {POD_ENTRY, NAMESPACE_ENTRY}
+    assert set(entries) == {POD_ENTRY, NAMESPACE_ENTRY, WARN_ENTRY}
     service = only(base, "Service", WEBHOOK_NAME)
     for name, hook in entries.items():
-        assert hook["failurePolicy"] == "Fail", name
+        # Pods that never opted in are only warned: an outage of Ferry must not stop them.
+        assert hook["failurePolicy"] == ("Ignore" if name == WARN_ENTRY else "Fail"), name
         assert hook["sideEffects"] == "None", name
-        assert hook["reinvocationPolicy"] == "IfNeeded", name
+        assert hook["reinvocationPolicy"] == ("Never" if name == WARN_ENTRY else "IfNeeded"), name
         assert hook["admissionReviewVersions"] == ["v1"], name
         assert 1 <= hook["timeoutSeconds"] <= 10, name
         assert hook["rules"] == [
@@ -103,9 +105,12 @@ SCOPING_CASES = [
     ("team-b", None, {"ferry.dev/inject": "yes"}, [POD_ENTRY]),
     ("team-b", None, {"ferry.dev/inject": "False"}, []),
     ("team-a", OPTED_IN, {"ferry.dev/inject": "FALSE"}, []),
-    # Naming secrets is not opting in, but reaches Ferry, which warns that the pod starts without them.
-    ("team-b", None, {"ferry.dev/secret-provider-class": "db"}, [POD_ENTRY]),
-    ("team-b", None, {"ferry.dev/objects": "- objectName: db"}, [POD_ENTRY]),
+    # Naming secrets is not opting in, but reaches Ferry (through the Ignore entry), which warns that the pod
+    # starts without them.
+    ("team-b", None, {"ferry.dev/secret-provider-class": "db"}, [WARN_ENTRY]),
+    ("team-b", None, {"ferry.dev/objects": "- objectName: db"}, [WARN_ENTRY]),
+    ("team-b", None, {"ferry.dev/objects": "- objectName: db", "ferry.dev/inject": "true"}, [POD_ENTRY]),
+    ("team-a", OPTED_IN, {"ferry.dev/objects": "- objectName: db"}, [NAMESPACE_ENTRY]),
     ("team-b", None, {"ferry.dev/objects": "- objectName: db", "ferry.dev/inject": "false"}, []),
     ("team-b", None, {"ferry.dev/region": "us-east-1"}, []),
     ("team-a", OPTED_IN, None, [NAMESPACE_ENTRY]),

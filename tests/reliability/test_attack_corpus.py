@@ -91,3 +91,18 @@ def _scan_metrics_at_end(webhook: WebhookUnderTest, ledger: SecretLedger) -> Ite
     yield
     assert webhook.client is not None
     ledger.expose("metrics:corpus", webhook.metrics_text())
+
+
+def test_a_denial_with_more_to_say_than_the_cap_is_cut_to_it(webhook: WebhookUnderTest) -> None:
+    """The 4,096-character cap itself: 30 objects, each with a 200-character bad alias and a 300-character
+    unknown key, would make a denial of about 6,700 characters; it is cut to the cap and says so."""
+    objects = "\n".join(
+        f"- objectName: o{i}\n  objectType: secretsmanager\n  objectAlias: ../{'a' * 200}{i}\n  {'k' * 300}{i}: x"
+        for i in range(30)
+    )
+    allowed, message = _verdict(webhook, Case("oversized", "long denial", {OBJECTS: objects}, ()))
+    assert not allowed
+    assert len(message) <= 4096, f"a {len(message)}-character denial message"
+    cut = re.search(r"\((\d+) more characters cut\)$", message)
+    assert cut and len(message) + int(cut.group(1)) > 4096, "the input did not exceed the cap: it tests nothing"
+    assert "objectAlias" in message  # still names the field to fix

@@ -18,7 +18,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 from tests.support.aws import LocalHttpStub, Responder
-from webhook.certs import generate_bundle
+from webhook.tls.certs import generate_bundle
 
 
 class ConnectProxy:

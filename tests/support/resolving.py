@@ -1,18 +1,47 @@
-"""Helpers for tests of `webhook.resolve`: an SPC lookup over given classes, and result unwrapping."""
+"""Helpers for tests of the admission stages up to the spec: an SPC lookup over given classes, and result unwrapping."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from webhook.decide import Denial
-from webhook.resolve import ResolvedRequest
+from webhook.policy.decide import Denial
+from webhook.policy.memo import cached_spec
+from webhook.policy.podshape import check_pod_shape
+from webhook.policy.request import PodRequest
+from webhook.policy.resolve import resolve_spec
+from webhook.policy.specbuild import ResolvedRequest, build_request
+from webhook.settings import Settings
 
 
 def lookup(*classes: Mapping[str, Any]) -> Callable[[str, str], Mapping[str, Any] | None]:
     """An SpcLookup that finds exactly these SecretProviderClasses, by (namespace, name)."""
     table = {(c["metadata"]["namespace"], c["metadata"]["name"]): c for c in classes}
     return lambda ns, name: table.get((ns, name))
+
+
+def resolve_pod(
+    pod: Mapping[str, Any],
+    namespace_obj: Mapping[str, Any] | None,
+    spc_lookup: Callable[[str, str], Mapping[str, Any] | None],
+    settings: Settings,
+    *,
+    namespace: str | None = None,
+) -> ResolvedRequest | Denial:
+    """Stages 2 to 4 (pod shape, resolve, build) for a pod that is to be injected, with admission's spec cache.
+
+    The namespace is the test's: given, else the pod's or the namespace object's (the webhook takes it from the
+    AdmissionRequest alone).
+    """
+    ns = namespace or (pod.get("metadata") or {}).get("namespace") or _name_of(namespace_obj) or "default"
+    request = PodRequest.read(pod, ns, namespace_obj)
+    shape = check_pod_shape(request, settings)
+    if isinstance(shape, Denial):
+        return shape
+    resolution = resolve_spec(request, shape, spc_lookup, settings)
+    if isinstance(resolution, Denial):
+        return resolution
+    return build_request(request, shape, resolution, cached_spec)
 
 
 def resolved(result: ResolvedRequest | Denial) -> ResolvedRequest:
@@ -23,3 +52,8 @@ def resolved(result: ResolvedRequest | Denial) -> ResolvedRequest:
 def denied(result: ResolvedRequest | Denial) -> Denial:
     assert isinstance(result, Denial), result
     return result
+
+
+def _name_of(obj: Mapping[str, Any] | None) -> str | None:
+    name = ((obj or {}).get("metadata") or {}).get("name")
+    return name if isinstance(name, str) else None

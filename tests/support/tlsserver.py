@@ -1,8 +1,8 @@
-"""The webhook's own TLS server (`webhook.server.ReloadingServer`) in a background thread.
+"""The webhook's own TLS server (`webhook.edge.server.ReloadingServer`) in a background thread.
 
 Why it exists: tests and benchmarks need the real server (uvicorn, TLS 1.2+,
 certificate hot reload) on a free loopback port, started and stopped around a
-block; production only ever runs `webhook.server.serve` in the main thread, so
+block; production only ever runs `webhook.edge.server.serve` in the main thread, so
 this lives with the test support, not in the webhook package.
 """
 
@@ -17,7 +17,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from webhook.server import ReloadingServer, metrics_config, run_server, server_config
+from webhook.edge.gate import Gate, GateLimits
+from webhook.edge.server import ReloadingServer, metrics_config, run_server, server_config
 
 
 class TLSServer:
@@ -43,11 +44,14 @@ class TLSServer:
         startup_timeout: float = 10.0,
         metrics_app: Any = None,
         read_deadline: float | None = None,
-        max_connections_per_client: int | None = None,
+        limits: GateLimits | None = None,
+        metrics_limits: GateLimits | None = None,
+        keep_alive: int | None = None,
     ) -> None:
         """`metrics_app`: also serve it over plain HTTP on a free port (`metrics_url`).
 
-        `read_deadline` and `max_connections_per_client` override the server's guards (tests of them).
+        `read_deadline`, `limits`, `metrics_limits` and `keep_alive` (seconds an idle connection is kept)
+        override the server's guards (defaults: production's).
         """
         self.host = host
         self.cert_file = Path(cert_file)
@@ -57,8 +61,8 @@ class TLSServer:
         guards: dict[str, Any] = {}
         if read_deadline is not None:
             guards["read_deadline"] = read_deadline
-        if max_connections_per_client is not None:
-            guards["max_connections_per_client"] = max_connections_per_client
+        if keep_alive is not None:
+            guards["keep_alive"] = keep_alive
         self._config = server_config(
             app,
             host=host,
@@ -72,7 +76,15 @@ class TLSServer:
             **guards,
         )
         metrics = metrics_config(metrics_app, host=host, port=0) if metrics_app is not None else None
-        self._server = ReloadingServer(self._config, self.cert_file, self.key_file, reload_interval, metrics=metrics)
+        self._server = ReloadingServer(
+            self._config,
+            self.cert_file,
+            self.key_file,
+            reload_interval,
+            metrics=metrics,
+            limits=limits,
+            metrics_limits=metrics_limits,
+        )
         self._socket: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -102,6 +114,17 @@ class TLSServer:
         """The live server-side context (after start)."""
         assert self._config.ssl is not None
         return self._config.ssl
+
+    @property
+    def gate(self) -> Gate:
+        """The admission listener's gate (after start): its counts, for tests."""
+        return self._server.gates[0]
+
+    @property
+    def metrics_gate(self) -> Gate:
+        """The metrics listener's gate (after start)."""
+        assert self._server.metrics_server is not None
+        return self._server.metrics_server.gates[0]
 
     @property
     def reloads(self) -> int:

@@ -22,11 +22,11 @@ import jsonpatch
 
 from tests.support.reviews import decode_patch, pod_create_review
 from tests.support.tlsserver import TLSServer
-from webhook.app import create_app, metrics_app
-from webhook.certs import generate_bundle, write_bundle
-from webhook.kube import StaticView
-from webhook.metrics import AdmissionMetrics
+from webhook.edge.app import create_app, metrics_app
+from webhook.edge.metrics import AdmissionMetrics
+from webhook.policy.view import StaticView
 from webhook.settings import Settings
+from webhook.tls.certs import generate_bundle, write_bundle
 
 NAMESPACE = "apps"
 REGION = "us-east-1"

@@ -24,8 +24,8 @@ import yaml
 
 from tests.support.kubeapi import FakeKubeAPI
 from tests.support.paths import FIXTURES
-from webhook.kube import StaticView
-from webhook.memo import clear_caches
+from webhook.policy.memo import clear_caches
+from webhook.policy.view import StaticView
 from webhook.settings import Settings
 
 ADMISSION = FIXTURES / "admission"

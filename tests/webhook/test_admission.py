@@ -10,9 +10,9 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from webhook.admission import Admission, admit_pod
-from webhook.patch import make_pod_patch
-from webhook.podshape import is_run_to_completion
+from webhook.policy.patch import make_pod_patch
+from webhook.policy.pipeline import Admission, admit_pod
+from webhook.policy.request import PodRequest, is_run_to_completion
 from webhook.settings import Settings
 
 PodFactory = Callable[..., dict[str, Any]]
@@ -42,9 +42,7 @@ IMDS_OFF = "AWS_EC2_METADATA_DISABLED"
 
 def admit(pod: dict[str, Any], *, native: bool = True, settings: Settings = SETTINGS) -> Admission:
     return admit_pod(
-        pod,
-        namespace=pod["metadata"].get("namespace", "team-b"),
-        namespace_obj=None,
+        PodRequest.read(pod, pod["metadata"].get("namespace", "team-b"), None),
         spc_lookup=lambda ns, name: None,
         settings=settings,
         native_sidecars=native,
@@ -269,9 +267,7 @@ def test_a_limit_range_below_ferrys_limits_denies_naming_it_and_the_setting(pod_
         },
     }
     admission = admit_pod(
-        app_pod(pod_factory),
-        namespace="team-b",
-        namespace_obj=None,
+        PodRequest.read(app_pod(pod_factory), "team-b", None),
         spc_lookup=lambda ns, name: None,
         settings=SETTINGS,
         native_sidecars=True,
@@ -349,7 +345,7 @@ def test_patch_handles_pods_without_init_containers_or_annotations(patched_pod: 
         "spec": {"provider": "aws", "parameters": {"objects": OBJECTS, "region": "eu-west-1"}},
     }
     admission = admit_pod(
-        pod, namespace="team-b", namespace_obj=ns, spc_lookup=lambda n, s: spc, settings=SETTINGS, native_sidecars=True
+        PodRequest.read(pod, "team-b", ns), spc_lookup=lambda n, s: spc, settings=SETTINGS, native_sidecars=True
     )
     assert admission.outcome == "injected"
     check_patch(pod, admission.pod, patched_pod)

@@ -22,10 +22,10 @@ from tests.support.kubeapi import FakeKubeAPI
 from tests.support.net import free_port
 from tests.support.reviews import decode_patch
 from tests.support.tlsserver import TLSServer
-from webhook.app import create_app, metrics_app
-from webhook.certs import generate_bundle, write_bundle
-from webhook.kube import WatchCache
+from webhook.cluster.kube import WatchCache
+from webhook.edge.app import create_app, metrics_app
 from webhook.settings import Settings
+from webhook.tls.certs import generate_bundle, write_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "kube-apiserver-v1.28"
@@ -209,18 +209,30 @@ def test_serve_logs_json_only_and_serves_metrics_on_their_own_port(tmp_path: Pat
         annotations = body["request"]["object"]["metadata"]["annotations"]
         annotations["ferry.dev/mount-path"] = "/etc/" + "x" * 50_000  # denied; the message quotes it
         assert _mutate(port, ca, body)["allowed"] is False
+        # A denial whose own message is long (many problems, cut at 4,096 characters): the log line cuts it
+        # to 300, so only that bound keeps the line short.
+        long_body = review("review-1")
+        long_annotations = long_body["request"]["object"]["metadata"]["annotations"]
+        long_annotations.pop("ferry.dev/secret-provider-class", None)
+        long_annotations["ferry.dev/objects"] = "\n".join(
+            f"- objectName: o{i}\n  objectType: secretsmanager\n  objectAlias: ../{'a' * 200}{i}" for i in range(30)
+        )
+        long_answer = _mutate(port, ca, long_body)
+        assert long_answer["allowed"] is False and len(long_answer["status"]["message"]) > 2_000
         with httpx.Client(verify=_trust(ca), timeout=10) as client:
             assert client.get(f"https://127.0.0.1:{port}/metrics").status_code == 404
         scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
         assert scraped.status_code == 200
-        assert 'ferry_admission_denials_total{reason="invalid-spec"} 1.0' in scraped.text
+        assert 'ferry_admission_denials_total{reason="invalid-spec"} 2.0' in scraped.text
         assert httpx.get(f"http://127.0.0.1:{metrics_port}/healthz", timeout=10).status_code == 404
     finally:
         lines = _stop(process)
     assert any(line.get("logger") == "uvicorn.error" for line in lines)  # uvicorn's own lines, same shape
-    (denial,) = [line for line in lines if line.get("outcome") == "denied"]
+    denial, long_denial = [line for line in lines if line.get("outcome") == "denied"]
     assert denial["reason"] == "invalid-spec" and "mount-path" in denial["message"]
     assert len(json.dumps(denial)) < 2_000  # the 50 KB annotation is not echoed
+    assert "objectAlias" in long_denial["message"] and len(long_denial["message"]) <= 300
+    assert len(json.dumps(long_denial)) < 1_000
 
 
 def test_serve_command_in_a_cluster(tmp_path: Path, review: Review, patched_pod: Validate) -> None:

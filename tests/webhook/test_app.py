@@ -18,7 +18,7 @@ import pytest
 from fetcher.spec import FetchSpec
 from fetcher.spec.logline import JsonFormatter
 from tests.support.reviews import decode_patch
-from webhook.app import create_app, metrics_app
+from webhook.edge.app import create_app, metrics_app
 from webhook.settings import Settings
 
 Review = Callable[[str], dict[str, Any]]
@@ -150,8 +150,8 @@ def test_dry_run_behaves_the_same(
             (op["op"], op["path"]) for op in live_ops if op["path"] != "/metadata/annotations/ferry.dev~1status"
         ]
     metrics = scrape().text
-    assert 'ferry_admissions_total{dry_run="true",namespace="team-a",outcome="injected"} 3.0' in metrics
-    assert 'ferry_admissions_total{dry_run="false",namespace="team-a",outcome="injected"} 1.0' in metrics
+    assert 'ferry_admissions_total{dry_run="true",outcome="injected"} 3.0' in metrics
+    assert 'ferry_admissions_total{dry_run="false",outcome="injected"} 1.0' in metrics
 
 
 def test_unannotated_pod_is_allowed_untouched(client: Any, review: Review) -> None:
@@ -256,9 +256,8 @@ def test_internal_errors_fail_closed_without_5xx(
     )
     logged = " ".join(JsonFormatter().format(record) for record in caplog.records)
     assert '"error":"KeyError"' in logged and "secret-ish detail" not in logged
-    # The broken view cannot vouch for the namespace, so it is counted as "unknown".
     scraped = asgi_client(metrics_app(client_app.state.metrics)).get("/metrics").text
-    assert 'ferry_admissions_total{dry_run="false",namespace="unknown",outcome="error"} 1.0' in scraped
+    assert 'ferry_admissions_total{dry_run="false",outcome="error"} 1.0' in scraped
 
 
 def test_one_json_log_line_per_admission(client: Any, review: Review, caplog: pytest.LogCaptureFixture) -> None:
@@ -299,9 +298,9 @@ def test_metrics(client: Any, scrape: Callable[[], Any], review: Review) -> None
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     text = response.text
     for line in (
-        'ferry_admissions_total{dry_run="false",namespace="team-a",outcome="injected"} 1.0',
-        'ferry_admissions_total{dry_run="false",namespace="team-a",outcome="skipped"} 1.0',
-        'ferry_admissions_total{dry_run="false",namespace="team-a",outcome="denied"} 1.0',
+        'ferry_admissions_total{dry_run="false",outcome="injected"} 1.0',
+        'ferry_admissions_total{dry_run="false",outcome="skipped"} 1.0',
+        'ferry_admissions_total{dry_run="false",outcome="denied"} 1.0',
         'ferry_admission_denials_total{reason="invalid-spec"} 1.0',
         "ferry_malformed_reviews_total 1.0",
         "ferry_admission_duration_seconds_count 4.0",
@@ -342,9 +341,8 @@ def test_noop_baseline(client: Any, review: Review, asgi_client: Callable[[Any],
 
 def test_admission_reads_only_the_in_memory_view(client: Any, cluster: Any, review: Review) -> None:
     post(client, review("review-1"))
-    # The namespace (for the policy, then for the metrics label), its LimitRanges and one SecretProviderClass:
-    # no I/O behind any of them.
-    assert cluster.lookups == 4
+    # The namespace, its LimitRanges and one SecretProviderClass: no I/O behind any of them.
+    assert cluster.lookups == 3
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from fetcher.spec.endpoints import EndpointPolicy
-from tests.support.resolving import denied, lookup, resolved
-from webhook.resolve import resolve_spec
+from tests.support.resolving import denied, lookup, resolve_pod, resolved
 from webhook.settings import Settings, SettingsError
 
 PodFactory = Callable[..., dict[str, Any]]
@@ -30,7 +29,7 @@ def pod_with(pod_factory: PodFactory, endpoints: str) -> dict[str, Any]:
 
 def test_aws_hosts_are_admitted_and_travel_in_the_spec(pod_factory: PodFactory, settings: Settings) -> None:
     value = f"secretsmanager={VPCE}, sts=https://sts-fips.us-east-1.amazonaws.com/"
-    result = resolved(resolve_spec(pod_with(pod_factory, value), None, lookup(), settings))
+    result = resolved(resolve_pod(pod_with(pod_factory, value), None, lookup(), settings))
     assert result.spec.endpoints == (("secretsmanager", VPCE), ("sts", "https://sts-fips.us-east-1.amazonaws.com"))
     assert type(result.spec).from_json(result.spec.to_json()).endpoints == result.spec.endpoints
 
@@ -42,7 +41,7 @@ def test_the_namespace_annotation_applies_when_the_pod_has_none(pod_factory: Pod
         "metadata": {"name": "team-b", "annotations": {"ferry.dev/aws-endpoints": f"secretsmanager={VPCE}"}},
     }
     pod = pod_factory({"ferry.dev/objects": OBJECTS, "ferry.dev/region": "us-east-1"})
-    assert resolved(resolve_spec(pod, ns, lookup(), settings)).spec.endpoints == (("secretsmanager", VPCE),)
+    assert resolved(resolve_pod(pod, ns, lookup(), settings)).spec.endpoints == (("secretsmanager", VPCE),)
 
 
 @pytest.mark.parametrize(
@@ -62,7 +61,7 @@ def test_the_namespace_annotation_applies_when_the_pod_has_none(pod_factory: Pod
 def test_what_a_tenant_may_not_point_the_pods_credentials_at(
     pod_factory: PodFactory, settings: Settings, value: str, reason: str
 ) -> None:
-    denial = denied(resolve_spec(pod_with(pod_factory, value), None, lookup(), settings))
+    denial = denied(resolve_pod(pod_with(pod_factory, value), None, lookup(), settings))
     assert "ferry.dev/aws-endpoints" in denial.message and reason in denial.message
     assert len(denial.message) < 1000
 
@@ -72,11 +71,11 @@ def test_the_webhook_widens_or_narrows_the_allow_list(pod_factory: PodFactory) -
         {"FERRY_ENDPOINT_ALLOWED_HOSTS": "127.0.0.1,*.corp.internal", "FERRY_ENDPOINT_ALLOW_HTTP": "true"}
     )
     assert lab.endpoint_policy == EndpointPolicy(allowed_hosts=("127.0.0.1", "*.corp.internal"), allow_http=True)
-    ok = resolve_spec(
+    ok = resolve_pod(
         pod_with(pod_factory, "ssm=http://127.0.0.1:5000,sts=https://sts.corp.internal"), None, lookup(), lab
     )
     assert resolved(ok).spec.endpoints[0] == ("ssm", "http://127.0.0.1:5000")
-    denial = denied(resolve_spec(pod_with(pod_factory, f"secretsmanager={VPCE}"), None, lookup(), lab))
+    denial = denied(resolve_pod(pod_with(pod_factory, f"secretsmanager={VPCE}"), None, lookup(), lab))
     assert "FERRY_ENDPOINT_ALLOWED_HOSTS" in denial.message
 
 

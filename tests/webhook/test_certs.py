@@ -22,7 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tests.support.kubeapi import FIXTURES, FakeKubeAPI
 from tests.support.tlsserver import TLSServer
-from webhook.certs import (
+from webhook.tls.certs import (
     CertBundle,
     generate_bundle,
     load_bundle,
@@ -30,7 +30,7 @@ from webhook.certs import (
     service_dns_names,
     write_bundle,
 )
-from webhook.certstore import CertStoreError, ensure_cluster_bundle, patch_ca_bundle
+from webhook.tls.certstore import CertStoreError, ensure_cluster_bundle, patch_ca_bundle
 
 NAMESPACE = "ferry-system"
 SECRET = "ferry-webhook-tls"

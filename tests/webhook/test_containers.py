@@ -6,10 +6,10 @@ import json
 from typing import Any
 
 from fetcher.spec import SPEC_ENV_VAR, FetchSpec, build_spec
-from webhook.containers import build_init_container, build_sidecar
-from webhook.identity import Identity, apply_identity, find_identity
+from webhook.policy.containers import build_init_container, build_sidecar
+from webhook.policy.identity import Identity, apply_identity, find_identity
+from webhook.policy.volumes import VOLUME_NAME, build_app_mount, build_volume
 from webhook.settings import Settings
-from webhook.volumes import VOLUME_NAME, build_app_mount, build_volume
 
 SPEC = build_spec(
     objects='- objectName: "prod/db"\n  objectType: secretsmanager\n  jmesPath:\n    - path: password\n'

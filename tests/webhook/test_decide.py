@@ -8,10 +8,18 @@ from typing import Any
 import pytest
 
 from tests.webhook.test_resolve import SM_OBJECTS, namespace
-from webhook.decide import Denial, Skip, decide_injection
+from webhook.policy.decide import Denial, Reinvocation, Skip
+from webhook.policy.decide import decide_injection as decide
+from webhook.policy.request import PodRequest
 from webhook.settings import Settings
 
 PodFactory = Callable[..., dict[str, Any]]
+
+
+def decide_injection(
+    pod: dict[str, Any], namespace: str, namespace_obj: dict[str, Any] | None, settings: Settings
+) -> Skip | Denial | Reinvocation | None:
+    return decide(PodRequest.read(pod, namespace, namespace_obj), settings)
 
 
 def test_pod_annotation_wins_over_namespace(pod_factory: PodFactory, settings: Settings) -> None:
@@ -80,3 +88,20 @@ def test_a_namespace_annotation_opts_in_only_with_the_routing_label(
     assert isinstance(skip, Skip) and skip.reason == "not-requested"
     assert "not the label ferry.dev/inject=enabled" in skip.warnings[0]
     assert decide_injection(pod, "team-b", namespace("team-b", **{"ferry.dev/inject": "true"}), settings) is None
+
+
+def test_a_wrong_namespace_label_value_is_named_with_the_value_it_must_have(
+    pod_factory: PodFactory, settings: Settings
+) -> None:
+    # `ferry.dev/inject=true` is what people write; the API server routes only `enabled` (namespaceSelector).
+    pod = pod_factory({"ferry.dev/secret-provider-class": "db"})
+    labelled_true = namespace("team-b", **{"ferry.dev/inject": "true"})
+    labelled_true["metadata"]["labels"] = {"ferry.dev/inject": "true"}
+    skip = decide_injection(pod, "team-b", labelled_true, settings)
+    assert isinstance(skip, Skip) and skip.reason == "not-requested"
+    assert "label `ferry.dev/inject` is 'true'; it must be 'enabled'" in skip.warnings[0]
+    assert "not the label" not in skip.warnings[0]
+    # A huge label value is cut, so the message stays bounded.
+    labelled_true["metadata"]["labels"] = {"ferry.dev/inject": "x" * 5000}
+    skip = decide_injection(pod, "team-b", labelled_true, settings)
+    assert isinstance(skip, Skip) and len(skip.warnings[0]) < 600

@@ -13,11 +13,11 @@ import jsonpatch
 import pytest
 
 from tests.support.reviews import decode_patch, pod_create_review
-from webhook.app import AdmissionHandler
-from webhook.memo import AdmissionMemo
-from webhook.metrics import AdmissionMetrics
+from webhook.edge.app import AdmissionHandler
+from webhook.edge.metrics import AdmissionMetrics
+from webhook.policy.memo import AdmissionMemo
+from webhook.policy.view import StaticView
 from webhook.settings import Settings
-from webhook.view import StaticView
 
 SETTINGS = Settings(default_region="eu-west-1")
 OBJECTS = '- objectName: "prod/db"\n  objectType: secretsmanager\n'
@@ -280,7 +280,7 @@ def test_a_malformed_envelope_is_not_echoed_whole(field: str) -> None:
 
 
 def test_invalid_specs_are_not_remembered() -> None:
-    from webhook.memo import cache_stats
+    from webhook.policy.memo import cache_stats
 
     h = handler()
     for i in range(20):

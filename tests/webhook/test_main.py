@@ -13,8 +13,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from webhook.policy.workloads import InjectionDenied, inject_manifest
 from webhook.settings import Settings
-from webhook.workloads import InjectionDenied, inject_manifest
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kube-apiserver-v1.28"
 REPO = Path(__file__).resolve().parents[2]
@@ -121,7 +121,12 @@ def test_multi_document_manifest(tmp_path: Path) -> None:
     for document in documents:
         kubernetes_validate.validate(document, K8S_VERSION, strict=True)
     deploy = pod_templates(documents[0])
-    assert deploy["metadata"]["annotations"]["ferry.dev/status"] == "injected"
+    # A preview, not the stored pod: no status (a committed preview must not freeze the workload) and the
+    # app's own token choice kept; stdout says so, stderr explains both.
+    assert result.stdout.startswith("# Preview by ferry-webhook inject")
+    assert "ferry.dev/status" not in deploy["metadata"]["annotations"]
+    assert "automountServiceAccountToken" not in deploy["spec"]
+    assert "apply the original manifest" in result.stderr and "automountServiceAccountToken: false" in result.stderr
     assert "namespace" not in deploy["metadata"] and "ownerReferences" not in deploy["metadata"]
     assert [c["name"] for c in deploy["spec"]["initContainers"]] == ["ferry-init"]
     for document in documents[2:]:
@@ -196,7 +201,7 @@ def test_unreadable_input_exits_2(tmp_path: Path) -> None:
 
 def _server_message(document: dict[str, Any]) -> str:
     """What POST /mutate says for this template's pod (same code path, asserted here)."""
-    from webhook.kube import StaticView
+    from webhook.policy.view import StaticView
 
     view = StaticView.from_files([FIXTURES / "secretproviderclasses.yaml"])
     with pytest.raises(InjectionDenied) as denied:
@@ -211,7 +216,7 @@ def _server_message(document: dict[str, Any]) -> str:
 
 
 def test_in_process_pass_through_and_list() -> None:
-    from webhook.kube import StaticView
+    from webhook.policy.view import StaticView
 
     view = StaticView.from_files([FIXTURES / "secretproviderclasses.yaml"])
     kwargs: dict[str, Any] = {
@@ -280,3 +285,37 @@ def test_inject_namespaces_file_gets_the_same_guards(tmp_path: Path) -> None:
     result = run_inject("-f", str(pod), "--namespace-annotations", str(namespaces))
     assert result.returncode == 2, result
     assert "anchor or alias" in result.stderr
+
+
+def test_offline_inject_never_loads_the_kubernetes_client(tmp_path: Path) -> None:
+    """`inject` works on files: importing the Kubernetes client (seconds, and a cluster config) is not its business."""
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": "app",
+                    "annotations": {
+                        "ferry.dev/inject": "true",
+                        "ferry.dev/region": "eu-west-1",
+                        "ferry.dev/objects": '- objectName: "prod/db"\n  objectType: secretsmanager\n',
+                    },
+                },
+                "spec": {"containers": [{"name": "app", "image": "registry.example.com/app:1"}]},
+            }
+        )
+    )
+    script = (
+        "import sys\n"
+        "from webhook.__main__ import main\n"
+        f"code = main(['inject', '-f', {str(manifest)!r}])\n"
+        "loaded = sorted(name for name in sys.modules if name == 'kubernetes' or name.startswith('kubernetes.'))\n"
+        "print('LOADED', loaded, file=sys.stderr)\n"
+        "sys.exit(code or (1 if loaded else 0))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ferry-init" in result.stdout, "not vacuous: the pod was injected"
+    assert "LOADED []" in result.stderr

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tests.support.reviews import pod_create_review
-from webhook.app import create_app
+from webhook.edge.app import create_app
 from webhook.settings import Settings
 
 SPC = {
@@ -305,8 +305,9 @@ def test_every_part_of_a_pod_that_admission_reads_is_in_the_memo_key(
     pod_factory: Callable[..., dict[str, Any]],
 ) -> None:
     """Trace the reads of the whole policy over pods that take each path; each must be a keyed part."""
-    from webhook.admission import admit_pod
-    from webhook.memo import KEYED_POD_PARTS
+    from webhook.policy.memo import KEYED_POD_PARTS, pod_key
+    from webhook.policy.pipeline import admit_pod
+    from webhook.policy.request import PodRequest
 
     view = MutableView()
     base = _base_pod(pod_factory)
@@ -326,11 +327,10 @@ def test_every_part_of_a_pod_that_admission_reads_is_in_the_memo_key(
     outcomes = set()
     for pod in pods:
         for native in (True, False):
-            traced = _TracedDict(pod, (), reads)
+            request = PodRequest.read(_TracedDict(pod, (), reads), "apps", view.namespace("apps"))
+            pod_key(request)
             admission = admit_pod(
-                traced,
-                namespace="apps",
-                namespace_obj=view.namespace("apps"),
+                request,
                 spc_lookup=view.secret_provider_class,
                 settings=Settings(),
                 native_sidecars=native,
@@ -346,7 +346,7 @@ def test_every_part_of_a_pod_that_admission_reads_is_in_the_memo_key(
 def test_content_keys_follow_content_even_for_values_marshal_cannot_write() -> None:
     import datetime
 
-    from webhook.memo import content_key
+    from webhook.policy.memo import content_key
 
     spc = {"spec": {"parameters": {"objects": "- objectName: a", "region": "eu-west-1"}}}
     assert content_key(spc) == content_key(copy.deepcopy(spc))

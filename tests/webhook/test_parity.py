@@ -12,13 +12,14 @@ import yaml
 
 from fetcher.spec import FetchSpec
 from fetcher.spec.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR, POD_UID_ENV_VAR
-from tests.support.resolving import denied, lookup, resolved
+from tests.support.resolving import denied, lookup, resolve_pod, resolved
 from tests.webhook.test_main import run_inject
-from webhook.mutate import mutate_pod
-from webhook.resolve import ResolvedRequest, resolve_spec
+from webhook.policy.mutate import mutate_pod
+from webhook.policy.request import PodRequest
+from webhook.policy.specbuild import ResolvedRequest
+from webhook.policy.view import secret_provider_classes_in
+from webhook.policy.volumes import KUBE_API_VOLUME_NAME, SERVICE_ACCOUNT_MOUNT_PATH
 from webhook.settings import Settings
-from webhook.view import secret_provider_classes_in
-from webhook.volumes import KUBE_API_VOLUME_NAME, SERVICE_ACCOUNT_MOUNT_PATH
 
 PodFactory = Callable[..., dict[str, Any]]
 K8S_VERSION = kubernetes_validate.latest_version()
@@ -39,7 +40,7 @@ def spc(secret_objects: Any = None, **params: Any) -> dict[str, Any]:
 
 
 def injected(pod: dict[str, Any], request: ResolvedRequest, settings: Settings) -> dict[str, Any]:
-    new = mutate_pod(pod, request, settings, "native" if request.spec.refresh_seconds else "none")
+    new = mutate_pod(PodRequest.read(pod, "team-b", None), request, None, settings).pod
     kubernetes_validate.validate(new, K8S_VERSION, strict=True)
     return new
 
@@ -52,7 +53,7 @@ def test_an_spc_with_secret_objects_gives_ferry_alone_the_token_and_the_owner_en
     pod_factory: PodFactory, settings: Settings
 ) -> None:
     pod = pod_factory({"ferry.dev/secret-provider-class": "db", "ferry.dev/refresh-interval": "1m"})
-    request = resolved(resolve_spec(pod, None, lookup(spc(SECRET_OBJECTS)), settings))
+    request = resolved(resolve_pod(pod, None, lookup(spc(SECRET_OBJECTS)), settings))
     assert [obj.secret_name for obj in request.spec.secret_objects] == ["db"]
     new = injected(pod, request, settings)
     volumes = {v["name"]: v for v in new["spec"]["volumes"]}
@@ -84,7 +85,7 @@ def test_without_secret_objects_ferry_gets_no_token_volume_and_no_owner_env(
     pod_factory: PodFactory, settings: Settings
 ) -> None:
     pod = pod_factory({"ferry.dev/secret-provider-class": "db"})
-    new = injected(pod, resolved(resolve_spec(pod, None, lookup(spc()), settings)), settings)
+    new = injected(pod, resolved(resolve_pod(pod, None, lookup(spc()), settings)), settings)
     assert KUBE_API_VOLUME_NAME not in {v["name"] for v in new["spec"]["volumes"]}
     for container in own(new):
         assert not [e for e in container["env"] if "valueFrom" in e]
@@ -99,7 +100,7 @@ def test_inline_secret_objects_through_the_annotation(pod_factory: PodFactory, s
             "ferry.dev/secret-objects": yaml.safe_dump(SECRET_OBJECTS),
         }
     )
-    request = resolved(resolve_spec(pod, None, lookup(), settings))
+    request = resolved(resolve_pod(pod, None, lookup(), settings))
     assert request.spec.secret_objects[0].data[0].key == "password"
 
 
@@ -121,7 +122,7 @@ def test_bad_secret_objects_are_denied_at_admission_naming_the_field(
     pod_factory: PodFactory, settings: Settings, secret_objects: Any, expected: str
 ) -> None:
     pod = pod_factory({"ferry.dev/secret-provider-class": "db"})
-    denial = denied(resolve_spec(pod, None, lookup(spc(secret_objects)), settings))
+    denial = denied(resolve_pod(pod, None, lookup(spc(secret_objects)), settings))
     assert "SecretProviderClass team-b/db: spec." in denial.message
     assert expected in denial.message
     assert len(denial.message) < 1000
@@ -130,34 +131,34 @@ def test_bad_secret_objects_are_denied_at_admission_naming_the_field(
 def test_a_huge_bad_secret_objects_list_gives_a_bounded_denial(pod_factory: PodFactory, settings: Settings) -> None:
     entries = [{"secretName": f"s{i}", "type": "Nope" * 100, "data": []} for i in range(60)]
     pod = pod_factory({"ferry.dev/secret-provider-class": "db"})
-    denial = denied(resolve_spec(pod, None, lookup(spc(entries)), settings))
+    denial = denied(resolve_pod(pod, None, lookup(spc(entries)), settings))
     assert "and 110 more problems" in denial.message
     assert len(denial.message) < 4000
 
 
 def test_secret_objects_annotation_with_an_spc_is_denied(pod_factory: PodFactory, settings: Settings) -> None:
     pod = pod_factory({"ferry.dev/secret-provider-class": "db", "ferry.dev/secret-objects": "[]"})
-    denial = denied(resolve_spec(pod, None, lookup(spc()), settings))
+    denial = denied(resolve_pod(pod, None, lookup(spc()), settings))
     assert "spec.secretObjects" in denial.message and "remove ferry.dev/secret-objects" in denial.message
 
 
 def test_output_formats_pod_over_spc_over_namespace(pod_factory: PodFactory, settings: Settings) -> None:
     ns = {"metadata": {"name": "team-b", "annotations": {"ferry.dev/output-formats": "json"}}}
     plain = pod_factory({"ferry.dev/secret-provider-class": "db"})
-    assert resolved(resolve_spec(plain, ns, lookup(spc()), settings)).spec.output_formats == (("json", "secrets.json"),)
-    from_class = resolved(resolve_spec(plain, ns, lookup(spc(outputFormats="dotenv")), settings))
+    assert resolved(resolve_pod(plain, ns, lookup(spc()), settings)).spec.output_formats == (("json", "secrets.json"),)
+    from_class = resolved(resolve_pod(plain, ns, lookup(spc(outputFormats="dotenv")), settings))
     assert from_class.spec.output_formats == (("dotenv", "secrets.env"),)
     pod = pod_factory({"ferry.dev/secret-provider-class": "db", "ferry.dev/output-formats": "dotenv=app.env,json"})
-    both = resolved(resolve_spec(pod, ns, lookup(spc(outputFormats="dotenv")), settings))
+    both = resolved(resolve_pod(pod, ns, lookup(spc(outputFormats="dotenv")), settings))
     assert both.spec.output_formats == (("dotenv", "app.env"), ("json", "secrets.json"))
 
 
 def test_a_bad_output_format_is_denied_naming_where_it_came_from(pod_factory: PodFactory, settings: Settings) -> None:
     pod = pod_factory({"ferry.dev/secret-provider-class": "db", "ferry.dev/output-formats": "yaml"})
-    denial = denied(resolve_spec(pod, None, lookup(spc()), settings))
+    denial = denied(resolve_pod(pod, None, lookup(spc()), settings))
     assert "ferry.dev/output-formats: 'yaml' is not an output format; use dotenv or json" in denial.message
     clash = pod_factory({"ferry.dev/secret-provider-class": "db", "ferry.dev/output-formats": "json=db-password"})
-    denial = denied(resolve_spec(clash, None, lookup(spc()), settings))
+    denial = denied(resolve_pod(clash, None, lookup(spc()), settings))
     assert "a file of the objects" in denial.message
 
 
@@ -165,14 +166,14 @@ def test_fields_ferry_ignores_are_warned_about_by_name(pod_factory: PodFactory, 
     manifest = spc(usePodIdentity="true", preferredAddressType="ipv6", podIdentityHint="x", pathTranslation="_")
     manifest["spec"]["extraThing"] = {"a": 1}
     pod = pod_factory({"ferry.dev/secret-provider-class": "db"})
-    warnings = resolved(resolve_spec(pod, None, lookup(manifest), settings)).warnings
+    warnings = resolved(resolve_pod(pod, None, lookup(manifest), settings)).warnings
     text = "\n".join(warnings)
     assert "spec.parameters.usePodIdentity is ignored: Ferry uses whichever AWS identity the pod has" in text
     assert "spec.parameters.preferredAddressType is ignored" in text
     assert "'podIdentityHint' is not known to Ferry and ignored" in text
     assert "spec 'extraThing' is not known to Ferry" in text
     assert all(w.startswith("SecretProviderClass team-b/db: ") for w in warnings)
-    clean = resolved(resolve_spec(pod, None, lookup(spc()), settings))
+    clean = resolved(resolve_pod(pod, None, lookup(spc()), settings))
     assert clean.warnings == ()
 
 
@@ -181,12 +182,12 @@ def test_the_old_csi_volume_at_the_mount_path_says_to_remove_it(pod_factory: Pod
     mount = {"name": "secrets", "mountPath": "/mnt/secrets-store"}
     containers = [{"name": "app", "image": "x", "volumeMounts": [mount]}]
     pod = pod_factory({"ferry.dev/secret-provider-class": "db"}, containers=containers, volumes=[csi])
-    denial = denied(resolve_spec(pod, None, lookup(spc()), settings))
+    denial = denied(resolve_pod(pod, None, lookup(spc()), settings))
     assert "remove that volume from spec.volumes and its volumeMounts" in denial.message
     assert "choose another path" not in denial.message
     elsewhere = [{"name": "app", "image": "x", "volumeMounts": [{"name": "secrets", "mountPath": "/csi"}]}]
     pod = pod_factory({"ferry.dev/secret-provider-class": "db"}, containers=elsewhere, volumes=[csi])
-    warnings = resolved(resolve_spec(pod, None, lookup(spc()), settings)).warnings
+    warnings = resolved(resolve_pod(pod, None, lookup(spc()), settings)).warnings
     assert any("'secrets' still uses the Secrets Store CSI driver; remove the CSI volume" in w for w in warnings)
 
 

@@ -1,4 +1,4 @@
-"""webhook.patch against plain `jsonpatch.make_patch`: the same document results, whatever the edit.
+"""webhook.policy.patch against plain `jsonpatch.make_patch`: the same document results, whatever the edit.
 
 The pruner shares unchanged parts by identity, turns lists into stand-ins and
 remembers diffs; none of that may change what the patch does. Hypothesis
@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from webhook import memo
-from webhook.patch import make_pod_patch
+from webhook.policy import memo
+from webhook.policy.patch import make_pod_patch
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.text(max_size=4))
 values = st.recursive(
@@ -92,13 +92,13 @@ C = {"name": "c", "image": "i", "env": [{"name": "X", "value": "1"}]}
 def test_the_patch_does_what_a_plain_diff_does(pair: tuple[dict[str, Any], dict[str, Any]]) -> None:
     before, after = pair
     snapshot = copy.deepcopy(before)
-    ours = make_pod_patch(before, after)
+    ours = make_pod_patch(before, after, diff=memo.cached_diff)
     plain = jsonpatch.make_patch(before, after)
     assert jsonpatch.apply_patch(before, ours) == jsonpatch.apply_patch(before, plain) == after
     assert before == snapshot, "diffing must not change the pod"
     assert "$ferry" not in json.dumps(ours), "a stand-in leaked into the patch"
     # Asked again (the diff is remembered now), the same patch, and a copy the caller may change.
-    again = make_pod_patch(before, after)
+    again = make_pod_patch(before, after, diff=memo.cached_diff)
     assert again == ours and (not again or again[0] is not ours[0])
 
 
@@ -106,8 +106,8 @@ def test_the_remembered_diff_is_used_and_bounded() -> None:
     memo.clear_caches()
     before = {"spec": {"containers": [{"name": "a"}]}}
     after = {"spec": {"containers": [{"name": "ferry-init"}, before["spec"]["containers"][0]]}}
-    first = make_pod_patch(before, after)
-    second = make_pod_patch(before, after)
+    first = make_pod_patch(before, after, diff=memo.cached_diff)
+    second = make_pod_patch(before, after, diff=memo.cached_diff)
     hits, misses, size = memo.cache_stats()["diffs"]
     assert first == second and hits >= 1 and misses >= 1 and 1 <= size <= memo.MAX_DIFFS
 
@@ -133,7 +133,7 @@ def test_make_pod_patch_is_exact_for_any_change(before: dict[str, Any], after: d
 
 
 def test_stand_ins_never_leak_into_a_patch() -> None:
-    from webhook.patch import Pruner
+    from webhook.policy.patch import Pruner
 
     pruner = Pruner()
     pruner.prune([A], [B, A])
@@ -145,23 +145,82 @@ def test_stand_ins_never_leak_into_a_patch() -> None:
 
 def test_a_remembered_diff_is_the_same_patch_and_a_copy_of_its_own() -> None:
     """Pods of one shape share a remembered diff; each caller gets the same ops, free to change them."""
-    from webhook import memo
+    from webhook.policy import memo
 
     memo.clear_caches()
     first_before, first_after = _pod_with([A], [B]), _pod_with([C, A], [B])
     # Another pod of the same shape: other images and env, the same containers gaining the same things.
     second_before = _pod_with([dict(A, image="other")], [dict(B, image="other")])
     second_after = _pod_with([C, second_before["spec"]["initContainers"][0]], second_before["spec"]["containers"])
-    first = make_pod_patch(first_before, first_after)
-    second = make_pod_patch(second_before, second_after)
+    first = make_pod_patch(first_before, first_after, diff=memo.cached_diff)
+    second = make_pod_patch(second_before, second_after, diff=memo.cached_diff)
     hits, _, _ = memo.cache_stats()["diffs"]
     assert hits >= 1
     assert jsonpatch.apply_patch(first_before, first) == first_after
     assert jsonpatch.apply_patch(second_before, second) == second_after
-    again = make_pod_patch(first_before, first_after)
+    again = make_pod_patch(first_before, first_after, diff=memo.cached_diff)
     assert again == first
     again[0]["path"] = "/changed"
     for op in again:
         if isinstance(op.get("value"), dict):
             op["value"].clear()
-    assert make_pod_patch(first_before, first_after) == first
+    assert make_pod_patch(first_before, first_after, diff=memo.cached_diff) == first
+
+
+# --- The ops stage 6 records, against the diff ------------------------------------------------------------------------
+
+_ABSENT = object()
+_OBJECTS = '- objectName: "prod/db"\n  objectType: secretsmanager\n'
+
+
+def _maybe(strategy: Any) -> Any:
+    """A value, a null, or the key left out."""
+    return st.one_of(st.just(_ABSENT), st.none(), strategy)
+
+
+@st.composite
+def injectable_pods(draw: Any) -> dict[str, Any]:
+    annotations = {"ferry.dev/inject": "true", "ferry.dev/objects": _OBJECTS, "ferry.dev/region": "eu-west-1"}
+    if draw(st.booleans()):
+        annotations["ferry.dev/refresh-interval"] = "5m"
+    if draw(st.booleans()):
+        annotations["ferry.dev/containers"] = "app"
+    containers = []
+    for name in ["app", *draw(st.lists(st.sampled_from(["web", "worker"]), max_size=2, unique=True))]:
+        container: dict[str, Any] = {"name": name, "image": "i"}
+        mounts = draw(_maybe(st.lists(st.fixed_dictionaries({"name": st.just("v"), "mountPath": st.just("/v")}))))
+        if mounts is not _ABSENT:
+            container["volumeMounts"] = mounts
+        containers.append(container)
+    spec: dict[str, Any] = {"containers": containers}
+    for key, strategy in (
+        ("initContainers", st.lists(st.fixed_dictionaries({"name": st.just("setup"), "image": st.just("i")}))),
+        ("volumes", st.lists(st.fixed_dictionaries({"name": st.just("v"), "emptyDir": st.just({})}))),
+        ("automountServiceAccountToken", st.booleans()),
+        ("restartPolicy", st.sampled_from(["Always", "Never"])),
+        ("resources", st.just({"requests": {"cpu": "100m"}, "limits": {"memory": "256Mi"}})),
+    ):
+        value = draw(_maybe(strategy))
+        if value is not _ABSENT:
+            spec[key] = value
+    meta: dict[str, Any] = {"name": "p", "namespace": "team-b", "annotations": annotations}
+    if draw(st.booleans()):
+        meta["annotations"] = {**annotations, "ferry.dev/status": "injected"}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pod=injectable_pods(), native=st.booleans())
+def test_the_ops_of_an_injection_do_what_a_plain_diff_does(pod: dict[str, Any], native: bool) -> None:
+    """Stage 6 records its ops instead of diffing: applied to the pod as sent, they give exactly the injected pod."""
+    from webhook.policy.pipeline import admit_pod
+    from webhook.policy.request import PodRequest
+    from webhook.settings import Settings
+
+    snapshot = copy.deepcopy(pod)
+    request = PodRequest.read(pod, "team-b", None)
+    admission = admit_pod(request, spc_lookup=lambda ns, name: None, settings=Settings(), native_sidecars=native)
+    assert admission.outcome == "injected", admission.message
+    plain = jsonpatch.make_patch(snapshot, admission.pod)
+    assert jsonpatch.apply_patch(snapshot, admission.patch) == jsonpatch.apply_patch(snapshot, plain) == admission.pod
+    assert pod == snapshot, "injecting must not change the pod as sent"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from webhook.podshape import is_run_to_completion
+from webhook.policy.request import is_run_to_completion
 
 PodFactory = Callable[..., dict[str, Any]]
 

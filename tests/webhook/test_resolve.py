@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from fetcher.spec import DEFAULT_MOUNT_PATH, FetchSpec
-from tests.support.resolving import denied, lookup, resolved
-from webhook.resolve import resolve_spec
+from tests.support.resolving import denied, lookup, resolve_pod, resolved
 from webhook.settings import Settings
 
 PodFactory = Callable[..., dict[str, Any]]
@@ -43,37 +42,37 @@ def spc(name: str, ns: str = "team-b", objects: str = SM_OBJECTS, **params: str)
 
 def test_spc_and_inline_objects_together_are_denied(pod_factory: PodFactory, settings: Settings) -> None:
     pod = pod_factory({"ferry.dev/secret-provider-class": "db", "ferry.dev/objects": SM_OBJECTS})
-    denial = denied(resolve_spec(pod, None, lookup(spc("db")), settings))
+    denial = denied(resolve_pod(pod, None, lookup(spc("db")), settings))
     assert denial.reason == "conflicting-sources"
     assert "never guesses" in denial.message and "ferry.dev/secret-provider-class (db)" in denial.message
 
 
 def test_nothing_named_is_denied(pod_factory: PodFactory, settings: Settings) -> None:
-    denial = denied(resolve_spec(pod_factory({"ferry.dev/inject": "true"}), None, lookup(), settings))
+    denial = denied(resolve_pod(pod_factory({"ferry.dev/inject": "true"}), None, lookup(), settings))
     assert denial.reason == "no-objects"
     assert "set ferry.dev/secret-provider-class" in denial.message and "namespace team-b" in denial.message
 
 
 def test_missing_spc_names_it_and_its_namespace(pod_factory: PodFactory, settings: Settings) -> None:
     pod = pod_factory({"ferry.dev/secret-provider-class": "db-creds"})
-    denial = denied(resolve_spec(pod, None, lookup(spc("db-creds", ns="team-a")), settings))
+    denial = denied(resolve_pod(pod, None, lookup(spc("db-creds", ns="team-a")), settings))
     assert denial.reason == "missing-secret-provider-class"
     assert "SecretProviderClass 'db-creds' was not found in namespace team-b" in denial.message
 
 
 def test_spc_from_namespace_annotation(pod_factory: PodFactory, settings: Settings) -> None:
     ns = namespace("team-b", **{"ferry.dev/secret-provider-class": "shared", "ferry.dev/region": "eu-west-1"})
-    result = resolved(resolve_spec(pod_factory(), ns, lookup(spc("shared")), settings))
+    result = resolved(resolve_pod(pod_factory(), ns, lookup(spc("shared")), settings))
     assert result.source == "SecretProviderClass team-b/shared"
     assert [o.object_name for o in result.spec.objects] == ["prod/db"]
-    denial = denied(resolve_spec(pod_factory(), ns, lookup(), settings))
+    denial = denied(resolve_pod(pod_factory(), ns, lookup(), settings))
     assert denial.message.startswith("namespace team-b annotation ferry.dev/secret-provider-class:")
 
 
 def test_pod_objects_win_over_the_namespace_spc(pod_factory: PodFactory, settings: Settings) -> None:
     ns = namespace("team-b", **{"ferry.dev/secret-provider-class": "shared"})
     pod = pod_factory({"ferry.dev/objects": SM_OBJECTS, "ferry.dev/region": "us-east-1"})
-    assert resolved(resolve_spec(pod, ns, lookup(), settings)).source == "ferry.dev/objects"
+    assert resolved(resolve_pod(pod, ns, lookup(), settings)).source == "ferry.dev/objects"
 
 
 # --- region and failover precedence --------------------------------------------
@@ -100,17 +99,17 @@ def test_region_precedence(
     annotations = {"ferry.dev/secret-provider-class": "db"} | ({"ferry.dev/region": pod_region} if pod_region else {})
     ns = namespace("team-b", **({"ferry.dev/region": ns_region} if ns_region else {}))
     klass = spc("db", **({"region": spc_region} if spc_region else {}))
-    assert resolved(resolve_spec(pod_factory(annotations), ns, lookup(klass), settings)).spec.region == expected
+    assert resolved(resolve_pod(pod_factory(annotations), ns, lookup(klass), settings)).spec.region == expected
 
 
 def test_failover_region_precedence(pod_factory: PodFactory, settings: Settings) -> None:
     ns = namespace("team-b", **{"ferry.dev/failover-region": "eu-central-1", "ferry.dev/region": "eu-west-1"})
     klass = spc("db", failoverRegion="eu-north-1")
     base = {"ferry.dev/secret-provider-class": "db"}
-    assert resolved(resolve_spec(pod_factory(base), ns, lookup(klass), settings)).spec.failover_region == "eu-north-1"
+    assert resolved(resolve_pod(pod_factory(base), ns, lookup(klass), settings)).spec.failover_region == "eu-north-1"
     pod = pod_factory(base | {"ferry.dev/failover-region": "us-west-2"})
-    assert resolved(resolve_spec(pod, ns, lookup(klass), settings)).spec.failover_region == "us-west-2"
-    assert resolved(resolve_spec(pod_factory(base), ns, lookup(spc("db")), settings)).spec.failover_region == (
+    assert resolved(resolve_pod(pod, ns, lookup(klass), settings)).spec.failover_region == "us-west-2"
+    assert resolved(resolve_pod(pod_factory(base), ns, lookup(spc("db")), settings)).spec.failover_region == (
         "eu-central-1"
     )
 
@@ -119,22 +118,22 @@ def test_region_problems_name_where_the_region_came_from(pod_factory: PodFactory
     base = {"ferry.dev/secret-provider-class": "db"}
     # A bad pod annotation overriding the SPC is blamed on the annotation, not on the SPC.
     denial = denied(
-        resolve_spec(pod_factory(base | {"ferry.dev/region": "Ireland"}), None, lookup(spc("db")), settings)
+        resolve_pod(pod_factory(base | {"ferry.dev/region": "Ireland"}), None, lookup(spc("db")), settings)
     )
     assert denial.message.startswith("ferry.dev/region: 'Ireland' is not an AWS region")
     ns = namespace("team-b", **{"ferry.dev/region": "mars-1"})
-    denial = denied(resolve_spec(pod_factory(base), ns, lookup(spc("db")), settings))
+    denial = denied(resolve_pod(pod_factory(base), ns, lookup(spc("db")), settings))
     assert denial.message.startswith("namespace team-b annotation ferry.dev/region: 'mars-1' is not an AWS region")
-    denial = denied(resolve_spec(pod_factory(base), None, lookup(spc("db", region="nowhere")), settings))
+    denial = denied(resolve_pod(pod_factory(base), None, lookup(spc("db", region="nowhere")), settings))
     assert denial.message.startswith("SecretProviderClass team-b/db: spec.parameters.region: 'nowhere'")
-    denial = denied(resolve_spec(pod_factory(base), None, lookup(spc("db")), settings))
+    denial = denied(resolve_pod(pod_factory(base), None, lookup(spc("db")), settings))
     assert "no AWS region is set" in denial.message and "FERRY_DEFAULT_REGION" in denial.message
 
 
 def test_same_failover_and_region_is_blamed_on_the_namespace(pod_factory: PodFactory, settings: Settings) -> None:
     ns = namespace("team-b", **{"ferry.dev/failover-region": "eu-west-1"})
     klass = spc("db", region="eu-west-1")
-    denial = denied(resolve_spec(pod_factory({"ferry.dev/secret-provider-class": "db"}), ns, lookup(klass), settings))
+    denial = denied(resolve_pod(pod_factory({"ferry.dev/secret-provider-class": "db"}), ns, lookup(klass), settings))
     assert denial.message.startswith("namespace team-b annotation ferry.dev/failover-region: is the same as the region")
 
 
@@ -144,7 +143,7 @@ def test_same_failover_and_region_is_blamed_on_the_namespace(pod_factory: PodFac
 def test_inline_object_problems_are_prefixed_with_the_annotation(pod_factory: PodFactory, settings: Settings) -> None:
     objects = SM_OBJECTS + '- objectName: "s"\n  objectType: nope\n'
     pod = pod_factory({"ferry.dev/objects": objects, "ferry.dev/region": "us-east-1"})
-    denial = denied(resolve_spec(pod, None, lookup(), settings))
+    denial = denied(resolve_pod(pod, None, lookup(), settings))
     assert denial.reason == "invalid-spec"
     assert denial.message.startswith("ferry.dev/objects: objects[1].objectType: 'nope' is not secretsmanager")
 
@@ -153,7 +152,7 @@ def test_spc_object_problems_are_prefixed_with_the_spc(pod_factory: PodFactory, 
     klass = spc(
         "db", region="eu-west-1", objects='- objectName: "a"\n  objectType: secretsmanager\n  objectAlias: ../x\n'
     )
-    denial = denied(resolve_spec(pod_factory({"ferry.dev/secret-provider-class": "db"}), None, lookup(klass), settings))
+    denial = denied(resolve_pod(pod_factory({"ferry.dev/secret-provider-class": "db"}), None, lookup(klass), settings))
     assert denial.message.startswith("SecretProviderClass team-b/db: spec.parameters.objects[0].objectAlias:")
     assert "climbs out of the volume" in denial.message
 
@@ -168,7 +167,7 @@ def test_all_problems_come_in_one_message(pod_factory: PodFactory, settings: Set
             "ferry.dev/refresh-interval": "1s",
         }
     )
-    message = denied(resolve_spec(pod, None, lookup(), settings)).message
+    message = denied(resolve_pod(pod, None, lookup(), settings)).message
     for needle in (
         "ferry.dev/mount-path: 'etc/secrets' must be an absolute path",
         "ferry.dev/containers: no container named 'ap' in this pod; did you mean app?",
@@ -182,26 +181,26 @@ def test_refresh_interval_pod_then_namespace_with_a_configurable_floor(pod_facto
     settings = Settings(default_region="us-east-1", min_refresh_seconds=60)
     ns = namespace("team-b", **{"ferry.dev/refresh-interval": "5m"})
     base = {"ferry.dev/objects": SM_OBJECTS}
-    assert resolved(resolve_spec(pod_factory(base), ns, lookup(), settings)).spec.refresh_seconds == 300
+    assert resolved(resolve_pod(pod_factory(base), ns, lookup(), settings)).spec.refresh_seconds == 300
     pod = pod_factory(base | {"ferry.dev/refresh-interval": "2m"})
-    assert resolved(resolve_spec(pod, ns, lookup(), settings)).spec.refresh_seconds == 120
+    assert resolved(resolve_pod(pod, ns, lookup(), settings)).spec.refresh_seconds == 120
     pod = pod_factory(base | {"ferry.dev/refresh-interval": "0"})
-    assert resolved(resolve_spec(pod, ns, lookup(), settings)).spec.refresh_seconds == 0
+    assert resolved(resolve_pod(pod, ns, lookup(), settings)).spec.refresh_seconds == 0
     pod = pod_factory(base | {"ferry.dev/refresh-interval": "30s"})
-    assert "below the floor of 1m" in denied(resolve_spec(pod, ns, lookup(), settings)).message
+    assert "below the floor of 1m" in denied(resolve_pod(pod, ns, lookup(), settings)).message
     ns_fast = namespace("team-b", **{"ferry.dev/refresh-interval": "5s"})
-    message = denied(resolve_spec(pod_factory(base), ns_fast, lookup(), settings)).message
+    message = denied(resolve_pod(pod_factory(base), ns_fast, lookup(), settings)).message
     assert message.startswith("namespace team-b annotation ferry.dev/refresh-interval: 5s is below the floor")
 
 
 def test_path_translation_from_the_pod_overrides_the_spc(pod_factory: PodFactory, settings: Settings) -> None:
     klass = spc("db", region="eu-west-1", pathTranslation="-")
     base = {"ferry.dev/secret-provider-class": "db"}
-    assert resolved(resolve_spec(pod_factory(base), None, lookup(klass), settings)).spec.path_translation == "-"
+    assert resolved(resolve_pod(pod_factory(base), None, lookup(klass), settings)).spec.path_translation == "-"
     pod = pod_factory(base | {"ferry.dev/path-translation": "False"})
-    assert resolved(resolve_spec(pod, None, lookup(klass), settings)).spec.path_translation is None
+    assert resolved(resolve_pod(pod, None, lookup(klass), settings)).spec.path_translation is None
     pod = pod_factory(base | {"ferry.dev/path-translation": "//"})
-    assert denied(resolve_spec(pod, None, lookup(klass), settings)).message.startswith("ferry.dev/path-translation:")
+    assert denied(resolve_pod(pod, None, lookup(klass), settings)).message.startswith("ferry.dev/path-translation:")
 
 
 # --- mount path ----------------------------------------------------------------
@@ -229,7 +228,7 @@ def test_path_translation_from_the_pod_overrides_the_spc(pod_factory: PodFactory
 def test_bad_mount_paths_are_denied(pod_factory: PodFactory, path: str, needle: str) -> None:
     settings = Settings(default_region="us-east-1")
     pod = pod_factory({"ferry.dev/objects": SM_OBJECTS, "ferry.dev/mount-path": path})
-    message = denied(resolve_spec(pod, None, lookup(), settings)).message
+    message = denied(resolve_pod(pod, None, lookup(), settings)).message
     assert message.startswith("ferry.dev/mount-path:") and needle in message
 
 
@@ -237,7 +236,7 @@ def test_bad_mount_paths_are_denied(pod_factory: PodFactory, path: str, needle: 
 def test_good_mount_paths(pod_factory: PodFactory, path: str) -> None:
     settings = Settings(default_region="us-east-1")
     pod = pod_factory({"ferry.dev/objects": SM_OBJECTS, "ferry.dev/mount-path": path})
-    assert resolved(resolve_spec(pod, None, lookup(), settings)).mount_path == path
+    assert resolved(resolve_pod(pod, None, lookup(), settings)).mount_path == path
 
 
 def test_mount_path_already_used_by_a_selected_container(pod_factory: PodFactory) -> None:
@@ -247,9 +246,9 @@ def test_mount_path_already_used_by_a_selected_container(pod_factory: PodFactory
         {"name": "other", "image": "i"},
     ]
     pod = pod_factory({"ferry.dev/objects": SM_OBJECTS}, containers=containers)
-    assert "container 'app' already mounts volume 'cfg'" in denied(resolve_spec(pod, None, lookup(), settings)).message
+    assert "container 'app' already mounts volume 'cfg'" in denied(resolve_pod(pod, None, lookup(), settings)).message
     pod = pod_factory({"ferry.dev/objects": SM_OBJECTS, "ferry.dev/containers": "other"}, containers=containers)
-    assert resolved(resolve_spec(pod, None, lookup(), settings)).containers == ("other",)
+    assert resolved(resolve_pod(pod, None, lookup(), settings)).containers == ("other",)
 
 
 # --- containers, reserved names, notify, ownership ------------------------------
@@ -262,11 +261,11 @@ def test_containers_default_to_all_app_and_init_containers(pod_factory: PodFacto
         containers=[{"name": "web", "image": "i"}, {"name": "worker", "image": "i"}],
         init_containers=[{"name": "migrate", "image": "i"}],
     )
-    assert resolved(resolve_spec(pod, None, lookup(), settings)).containers == ("migrate", "web", "worker")
+    assert resolved(resolve_pod(pod, None, lookup(), settings)).containers == ("migrate", "web", "worker")
     pod["metadata"]["annotations"]["ferry.dev/containers"] = " worker , migrate,worker"
-    assert resolved(resolve_spec(pod, None, lookup(), settings)).containers == ("worker", "migrate")
+    assert resolved(resolve_pod(pod, None, lookup(), settings)).containers == ("worker", "migrate")
     pod["metadata"]["annotations"]["ferry.dev/containers"] = " , "
-    assert "names no container" in denied(resolve_spec(pod, None, lookup(), settings)).message
+    assert "names no container" in denied(resolve_pod(pod, None, lookup(), settings)).message
 
 
 def test_reserved_names_are_denied(pod_factory: PodFactory) -> None:
@@ -276,7 +275,7 @@ def test_reserved_names_are_denied(pod_factory: PodFactory) -> None:
         containers=[{"name": "ferry-sidecar", "image": "i"}],
         volumes=[{"name": "ferry-secrets", "emptyDir": {}}],
     )
-    message = denied(resolve_spec(pod, None, lookup(), settings)).message
+    message = denied(resolve_pod(pod, None, lookup(), settings)).message
     assert "'ferry-sidecar' is reserved for Ferry's own containers" in message
     assert "'ferry-secrets' is reserved for Ferry's volume" in message
 
@@ -288,12 +287,12 @@ def test_notify_signal_needs_a_shared_process_namespace(pod_factory: PodFactory)
         "ferry.dev/refresh-interval": "1m",
         "ferry.dev/notify-signal": "SIGHUP:nginx",
     }
-    message = denied(resolve_spec(pod_factory(annotations), None, lookup(), settings)).message
+    message = denied(resolve_pod(pod_factory(annotations), None, lookup(), settings)).message
     assert message.startswith("ferry.dev/notify-signal: signalling a process needs spec.shareProcessNamespace: true")
-    result = resolved(resolve_spec(pod_factory(annotations, shareProcessNamespace=True), None, lookup(), settings))
+    result = resolved(resolve_pod(pod_factory(annotations, shareProcessNamespace=True), None, lookup(), settings))
     assert (result.spec.notify.signal, result.spec.notify.process) == ("SIGHUP", "nginx")
     bad_url = {"ferry.dev/objects": SM_OBJECTS, "ferry.dev/notify-url": "http://evil.example.com/"}
-    assert denied(resolve_spec(pod_factory(bad_url), None, lookup(), settings)).message.startswith(
+    assert denied(resolve_pod(pod_factory(bad_url), None, lookup(), settings)).message.startswith(
         "ferry.dev/notify-url:"
     )
 
@@ -301,7 +300,7 @@ def test_notify_signal_needs_a_shared_process_namespace(pod_factory: PodFactory)
 def test_notify_without_refresh_warns(pod_factory: PodFactory) -> None:
     settings = Settings(default_region="us-east-1")
     pod = pod_factory({"ferry.dev/objects": SM_OBJECTS, "ferry.dev/notify-url": "http://localhost:8080/-/reload"})
-    result = resolved(resolve_spec(pod, None, lookup(), settings))
+    result = resolved(resolve_pod(pod, None, lookup(), settings))
     assert result.warnings == (
         "ferry.dev/notify-url has no effect without ferry.dev/refresh-interval: files are fetched once, "
         "before the app starts",
@@ -311,7 +310,7 @@ def test_notify_without_refresh_warns(pod_factory: PodFactory) -> None:
 def test_namespace_annotations_that_do_not_apply_warn(pod_factory: PodFactory) -> None:
     settings = Settings(default_region="us-east-1")
     ns = namespace("team-b", **{"ferry.dev/mount-path": "/x", "ferry.dev/regoin": "x"})
-    result = resolved(resolve_spec(pod_factory({"ferry.dev/objects": SM_OBJECTS}), ns, lookup(), settings))
+    result = resolved(resolve_pod(pod_factory({"ferry.dev/objects": SM_OBJECTS}), ns, lookup(), settings))
     assert result.warnings == (
         "namespace team-b annotation ferry.dev/mount-path is pod-only and is ignored",
         "namespace team-b annotation ferry.dev/regoin is not a Ferry annotation and is ignored",
@@ -341,7 +340,7 @@ def test_file_owner_follows_the_pod(
     if container_sc:
         container["securityContext"] = container_sc
     pod = pod_factory({"ferry.dev/objects": SM_OBJECTS}, containers=[container], securityContext=pod_sc)
-    result = resolved(resolve_spec(pod, None, lookup(), settings))
+    result = resolved(resolve_pod(pod, None, lookup(), settings))
     assert (result.spec.file_uid, result.spec.file_gid, result.run_as_user) == (expected_uid, expected_gid, run_as)
 
 
@@ -352,17 +351,17 @@ def test_containers_that_disagree_on_uid_leave_the_owner_to_the_group(pod_factor
         {"name": "b", "image": "i", "securityContext": {"runAsUser": 2}},
     ]
     pod = pod_factory({"ferry.dev/objects": SM_OBJECTS}, containers=containers, securityContext={"fsGroup": 9})
-    result = resolved(resolve_spec(pod, None, lookup(), settings))
+    result = resolved(resolve_pod(pod, None, lookup(), settings))
     assert (result.spec.file_uid, result.spec.file_gid, result.run_as_user) == (None, 9, 65532)
 
 
 def test_resolution_is_memoized_by_content(pod_factory: PodFactory, settings: Settings) -> None:
     klass = spc("db", region="eu-west-1")
     pod = pod_factory({"ferry.dev/secret-provider-class": "db"})
-    first = resolved(resolve_spec(pod, None, lookup(klass), settings)).spec
-    assert resolved(resolve_spec(pod, None, lookup(klass), settings)).spec is first
+    first = resolved(resolve_pod(pod, None, lookup(klass), settings)).spec
+    assert resolved(resolve_pod(pod, None, lookup(klass), settings)).spec is first
     changed = spc("db", region="eu-west-1", objects='- objectName: "prod/other"\n  objectType: secretsmanager\n')
-    second = resolved(resolve_spec(pod, None, lookup(changed), settings)).spec
+    second = resolved(resolve_pod(pod, None, lookup(changed), settings)).spec
     assert isinstance(second, FetchSpec) and second.objects[0].object_name == "prod/other"
 
 
@@ -377,10 +376,31 @@ def test_container_count_is_bounded(
         containers=[{"name": f"c{i}", "image": "x"} for i in range(app)],
         init_containers=[{"name": f"i{i}", "image": "x"} for i in range(init)],
     )
-    result = resolve_spec(pod, None, lookup(), settings)
+    result = resolve_pod(pod, None, lookup(), settings)
     if allowed:
         resolved(result)
     else:
         denial = denied(result)
         assert denial.reason == "too-many-containers"
         assert f"{app + init} containers" in denial.message and "at most 256" in denial.message
+
+
+@pytest.mark.parametrize(
+    ("own_mount", "ferry_path", "needle"),
+    [
+        ("/app", "/app/config", "inside its volume 'code' at /app"),
+        ("/app/config", "/app", "over its volume 'code' at /app/config"),
+    ],
+)
+def test_a_mount_nested_with_the_apps_own_mount_warns(
+    pod_factory: PodFactory, own_mount: str, ferry_path: str, needle: str
+) -> None:
+    settings = Settings(default_region="us-east-1")
+    containers = [{"name": "app", "image": "i", "volumeMounts": [{"name": "code", "mountPath": own_mount}]}]
+    annotations = {"ferry.dev/objects": SM_OBJECTS, "ferry.dev/mount-path": ferry_path}
+    result = resolved(resolve_pod(pod_factory(annotations, containers=containers), None, lookup(), settings))
+    assert any(needle in warning and "ferry.dev/mount-path" in warning for warning in result.warnings)
+    # Side by side is not nested: /app2 is not under /app.
+    annotations["ferry.dev/mount-path"] = own_mount + "2"
+    result = resolved(resolve_pod(pod_factory(annotations, containers=containers), None, lookup(), settings))
+    assert not any("nested" in w or "hiding" in w for w in result.warnings)

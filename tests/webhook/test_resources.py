@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from webhook.resources import (
+from webhook.policy.resources import (
     account_pod_resources,
     check_limit_ranges,
     format_quantity,

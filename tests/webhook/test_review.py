@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.support.reviews import decode_patch
-from webhook.review import MAX_WARNING_CHARS, MalformedReview, build_response, parse_review
+from webhook.policy.review import MAX_WARNING_CHARS, MalformedReview, build_response, parse_review
 
 
 def test_parses_every_recorded_review(review: Callable[[str], dict[str, Any]]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fetcher.spec import build_spec
-from webhook.containers import build_init_container, build_sidecar
+from webhook.policy.containers import build_init_container, build_sidecar
 from webhook.settings import Settings
 
 ROLE = "arn:aws:iam::222233334444:role/shop-reader"

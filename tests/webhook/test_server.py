@@ -24,7 +24,7 @@ from cryptography import x509
 from tests.support.net import free_port
 from tests.support.paths import REPO_ROOT
 from tests.support.tlsserver import TLSServer
-from webhook.certs import CertBundle, generate_bundle, write_bundle
+from webhook.tls.certs import CertBundle, generate_bundle, write_bundle
 
 NAMES = ["localhost"]
 
@@ -196,7 +196,7 @@ SERVE_SCRIPT = textwrap.dedent(
     """
     import asyncio, sys
     from pathlib import Path
-    from webhook.server import serve
+    from webhook.edge.server import serve
 
     async def app(scope, receive, send):
         if scope["type"] != "http":

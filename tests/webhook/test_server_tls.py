@@ -20,10 +20,11 @@ import httpx
 import pytest
 import yaml
 
+from tests.support.net import free_port
 from tests.support.paths import REPO_ROOT
 from tests.support.tlsserver import TLSServer
-from webhook.certs import generate_bundle, write_bundle
-from webhook.server import TLS12_CIPHERS
+from webhook.edge.server import TLS12_CIPHERS
+from webhook.tls.certs import generate_bundle, write_bundle
 
 # TLS 1.2 suites without AEAD (CBC with HMAC) or without forward secrecy (static RSA key exchange).
 LEGACY_TLS12 = (
@@ -66,12 +67,24 @@ def _handshake(port: int, context: ssl.SSLContext) -> tuple[str, str | None]:
 
 
 def test_server_context_offers_only_aead_with_forward_secrecy_on_tls12(tls_server: tuple[TLSServer, bytes]) -> None:
+    """Every suite TLS 1.2 can negotiate: OpenSSL labels CBC suites SSLv3 or TLSv1.0, not TLSv1.2."""
     server, _ = tls_server
-    tls12 = [c for c in server.ssl_context.get_ciphers() if c["protocol"] == "TLSv1.2"]
-    assert tls12, "no TLS 1.2 suite at all: old API servers could not connect"
-    for cipher in tls12:
+    below13 = [c for c in server.ssl_context.get_ciphers() if c["protocol"] != "TLSv1.3"]
+    assert any(c["protocol"] == "TLSv1.2" for c in below13), (
+        "no TLS 1.2 suite at all: old API servers could not connect"
+    )
+    for cipher in below13:
         assert cipher["aead"] is True, cipher["name"]
         assert cipher["kea"] == "kx-ecdhe", cipher["name"]
+        assert "CBC" not in cipher["description"] and "SHA1" not in cipher["description"], cipher["description"]
+
+
+@pytest.mark.parametrize("suite", ["ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA", "ECDHE-ECDSA-AES128-SHA256"])
+def test_tls12_handshake_with_one_cbc_suite_is_refused(tls_server: tuple[TLSServer, bytes], suite: str) -> None:
+    """One CBC suite at a time (OpenSSL labels the first two TLSv1.0); the served key is ECDSA."""
+    server, ca_pem = tls_server
+    with pytest.raises(ssl.SSLError):
+        _handshake(server.port, _tls12_client(ca_pem, suite))
 
 
 def test_tls12_handshake_with_an_aead_suite_succeeds(tls_server: tuple[TLSServer, bytes]) -> None:
@@ -98,20 +111,12 @@ def test_tls13_still_negotiates(tls_server: tuple[TLSServer, bytes]) -> None:
 # --- /noop is off in `serve` ------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 REVIEW = b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "u-1"}}'
 
 
 def _noop_status(tmp_path: Path, *extra: str) -> int:
     """Start `python -m webhook serve` from files, POST /noop once it is ready, stop it; the status."""
-    port = _free_port()
+    port = free_port()
     ca = tmp_path / "ca.crt"
     spc = tmp_path / "spcs.yaml"
     spc.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": []}))

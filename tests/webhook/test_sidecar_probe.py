@@ -9,10 +9,12 @@ import kubernetes_validate
 import pytest
 
 from fetcher.spec import build_spec
-from webhook.containers import build_init_container, build_liveness_probe, build_sidecar
-from webhook.decide import Denial
-from webhook.mutate import mutate_pod, plan_sidecar
-from webhook.resolve import ResolvedRequest, resolve_spec
+from tests.support.resolving import resolve_pod
+from webhook.policy.containers import build_init_container, build_liveness_probe, build_sidecar
+from webhook.policy.decide import Denial
+from webhook.policy.mutate import mutate_pod
+from webhook.policy.request import PodRequest
+from webhook.policy.specbuild import ResolvedRequest
 from webhook.settings import Settings, SettingsError
 
 PodFactory = Callable[..., dict[str, Any]]
@@ -22,15 +24,14 @@ SPEC = build_spec(objects=[{"objectName": "db", "objectType": "secretsmanager"}]
 
 def resolve(pod_factory: PodFactory, settings: Settings, **annotations: str) -> ResolvedRequest | Denial:
     pod = pod_factory({"ferry.dev/objects": OBJECTS, **annotations})
-    return resolve_spec(pod, None, lambda ns, name: None, settings)
+    return resolve_pod(pod, None, lambda ns, name: None, settings)
 
 
 def sidecar_of(pod_factory: PodFactory, settings: Settings, **annotations: str) -> dict[str, Any]:
     pod = pod_factory({"ferry.dev/objects": OBJECTS, **annotations})
-    resolved = resolve_spec(pod, None, lambda ns, name: None, settings)
+    resolved = resolve_pod(pod, None, lambda ns, name: None, settings)
     assert isinstance(resolved, ResolvedRequest), resolved
-    mode, _ = plan_sidecar(pod, resolved, native_sidecars=True)
-    mutated = mutate_pod(pod, resolved, settings, mode)
+    mutated = mutate_pod(PodRequest.read(pod, "team-b", None), resolved, None, settings).pod
     init, sidecar = mutated["spec"]["initContainers"][:2]
     assert "livenessProbe" not in init  # the init container runs once: nothing to probe
     kubernetes_validate.validate(mutated, kubernetes_validate.latest_version(), strict=True)

@@ -4,19 +4,17 @@ Anyone who can reach the Service can open TLS connections to the admission
 port. Before the guards, 60 connections that announced 3 MiB and stalled held
 220 MB and were all still open a minute later. Now every request must arrive
 whole within the server's read deadline, the bytes of bodies in flight are
-bounded, and connections per client address are capped. Each check waits a
+bounded. The connection caps are tested in test_edge_gate.py. Each check waits a
 bounded time for the server to act; none measures how fast it is.
 """
 
 from __future__ import annotations
 
 import json
-import ssl
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,11 +23,9 @@ import pytest
 
 from tests.support.reviews import decode_patch
 from tests.support.served import ServedWebhook, closed_by_server, stalled_request
-from tests.support.tlsserver import TLSServer
-from webhook.app import BodyBudget, create_app
-from webhook.certs import generate_bundle, write_bundle
-from webhook.kube import StaticView
-from webhook.server import REQUEST_READ_DEADLINE
+from webhook.edge.app import BodyBudget, create_app
+from webhook.edge.server import REQUEST_READ_DEADLINE
+from webhook.policy.view import StaticView
 from webhook.settings import Settings
 
 MiB = 1024 * 1024
@@ -121,27 +117,6 @@ def test_a_keep_alive_connection_gets_a_fresh_deadline_per_request(served: Serve
         answer = client.post(f"{served.url}/mutate?timeout=5s", content=json.dumps(review("review-1")))
         assert answer.status_code == 200
         assert client.get(f"{served.url}/healthz").status_code == 200
-
-
-def test_connections_per_client_address_are_capped(tmp_path: Path) -> None:
-    """Past the cap, a client's new connections are dropped; another address still gets in."""
-    bundle = generate_bundle(["localhost"], ip_addresses=("127.0.0.1",))
-    cert, key, ca = write_bundle(bundle, tmp_path)
-    context = ssl.create_default_context(cafile=str(ca))
-    app = create_app(Settings(), StaticView([]), native_sidecars=True)
-    with TLSServer(app, cert, key, max_connections_per_client=3, read_deadline=30.0) as server:
-        held = [stalled_request(server.port, context, announce=100, send=1) for _ in range(3)]
-        assert all(sock is not None for sock in held)
-        extra = stalled_request(server.port, context, announce=100, send=1)
-        assert extra is None or closed_by_server(extra, 10.0)
-        other = stalled_request(server.port, context, announce=2, send=0, source="127.0.0.2")
-        assert other is not None
-        other.sendall(b"{}")  # not a review, but answered (400) rather than dropped
-        other.settimeout(10)
-        assert other.recv(1024).startswith(b"HTTP/1.1 400")
-        for sock in [*held, extra, other]:
-            if sock is not None:
-                sock.close()
 
 
 def test_bodies_past_the_shared_budget_get_503_and_small_ones_never_do(asgi_client: Any, review: Any) -> None:

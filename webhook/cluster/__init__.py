@@ -1,0 +1,1 @@
+"""The cluster side: the Kubernetes API client and the watch caches the policy reads."""

@@ -1,0 +1,349 @@
+"""Accept connections ourselves, count and cap them before TLS, and start TLS only once bytes arrive.
+
+Why it exists: asyncio's own TLS server gives every accepted connection a
+256 KiB read buffer and a handshake of up to 60 s before anything counts it,
+so 1,000 idle TCP connections cost about 300 MiB. Here a connection is held
+as a bare socket until its first bytes arrive (a few hundred bytes of state),
+within a deadline, and only then gets TLS, with a small read buffer. Every
+connection is counted from accept, and a full table makes room by closing the
+oldest idle connection (API-server addresses last) rather than refusing the
+new one, so a flood of idle connections can never lock the API server out.
+docs/reliability.md describes the policy and its figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import socket
+import ssl
+import time
+from asyncio import sslproto
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Seconds from accept for a connection's first bytes to arrive, and again for its TLS handshake to finish.
+HANDSHAKE_DEADLINE = 3.0
+# Read buffer of each TLS connection (asyncio's default is 256 KiB): reads go through it in chunks of this size.
+TLS_READ_BUFFER = 16 * 1024
+# Accepted connections that have sent nothing yet, held as bare sockets (no TLS state, no HTTP parser).
+MAX_PENDING_CONNECTIONS = 1024
+# Connections beyond a full table that are still served, only to answer 503 (uvicorn's limit_concurrency).
+OVERFLOW_CONNECTIONS = 64
+# A request still arriving after this many seconds may be cut off to make room (see Gate._victim); a real
+# one arrives in one write, in milliseconds.
+READING_EVICTABLE_AFTER = 1.0
+_ACCEPTS_PER_WAKEUP = 64
+
+IDLE, BUSY, READING = "idle", "busy", "reading"
+
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+def _within(host: str, networks: Networks) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
+@dataclass(frozen=True)
+class GateLimits:
+    """The bounds of one listener; see the module docstring."""
+
+    max_connections: int
+    max_pending: int = MAX_PENDING_CONNECTIONS
+    handshake_deadline: float = HANDSHAKE_DEADLINE
+    overflow: int = OVERFLOW_CONNECTIONS
+    # Addresses whose connections are closed to make room only when no one else's can be (the API server's).
+    protected: Networks = ()
+    # When set, connections from any other address are closed at accept.
+    allowed: Networks = ()
+
+    def is_protected(self, host: str) -> bool:
+        return bool(self.protected) and _within(host, self.protected)
+
+    def is_allowed(self, host: str) -> bool:
+        return not self.allowed or _within(host, self.allowed)
+
+
+class Slot:
+    """One connection past its first bytes: its address, state and how to close it."""
+
+    __slots__ = ("gate", "host", "state", "since", "transport", "released")
+
+    def __init__(self, gate: Gate, host: str) -> None:
+        self.gate = gate
+        self.host = host
+        self.state = BUSY  # until the protocol says otherwise: a handshake in progress is never evicted
+        self.since = time.monotonic()
+        self.transport: asyncio.Transport | None = None
+        self.released = False
+
+    def mark(self, state: str) -> None:
+        """IDLE between requests, READING while a request arrives, BUSY while it is answered."""
+        if not self.released and state != self.state:
+            self.gate._move(self, state)
+
+    def release(self) -> None:
+        """The connection is gone (idempotent)."""
+        if not self.released:
+            self.released = True
+            self.gate._forget(self)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        self.release()
+
+
+class _Pending:
+    __slots__ = ("sock", "host", "accepted", "timer")
+
+    def __init__(self, sock: socket.socket, host: str, accepted: float) -> None:
+        self.sock = sock
+        self.host = host
+        self.accepted = accepted
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class _SmallBufferSSLProtocol(sslproto.SSLProtocol):
+    """asyncio's TLS protocol with a small read buffer, releasing its gate slot when the connection ends."""
+
+    max_size = TLS_READ_BUFFER
+
+    def __init__(self, slot: Slot, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ferry_slot = slot
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._ferry_slot.transport = transport
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._ferry_slot.release()
+        super().connection_lost(exc)
+
+
+class Gate:
+    """A listening socket served by hand: see the module docstring. Quacks like asyncio.Server for uvicorn."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        protocol_factory: Callable[[], asyncio.Protocol],
+        limits: GateLimits,
+        ssl_context: ssl.SSLContext | None = None,
+        backlog: int = 2048,
+    ) -> None:
+        self.sockets = [sock]
+        self._sock = sock
+        self._factory = protocol_factory
+        self.limits = limits
+        self._ssl = ssl_context
+        self._loop = asyncio.get_running_loop()
+        self._pending: OrderedDict[int, _Pending] = OrderedDict()
+        self._slots: set[Slot] = set()
+        # Idle connections and requests still arriving, oldest first.
+        self._idle: OrderedDict[Slot, None] = OrderedDict()
+        self._reading: OrderedDict[Slot, None] = OrderedDict()
+        self._per_host: dict[str, int] = {}
+        self._closed = False
+        self.evicted = 0  # connections closed to make room, for tests and logs
+        self.refused = 0  # connections closed because even the overflow was full
+        sock.setblocking(False)
+        sock.listen(backlog)
+        self._loop.add_reader(sock.fileno(), self._accept)
+
+    # -- what uvicorn calls on its servers ---------------------------------------------------------
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+        for pending in list(self._pending.values()):
+            self._drop_pending(pending)
+
+    async def wait_closed(self) -> None:
+        return None
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    @property
+    def connections(self) -> int:
+        return len(self._slots)
+
+    # -- accept and first bytes --------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        for _ in range(_ACCEPTS_PER_WAKEUP):
+            try:
+                conn, address = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("accept failed (%s); closing the oldest pending connection", exc.strerror)
+                    self._evict_pending()
+                return  # ECONNABORTED and the like: the next wakeup tries again
+            conn.setblocking(False)
+            host = str(address[0]) if isinstance(address, tuple) else ""
+            if not self.limits.is_allowed(host):
+                self.refused += 1
+                conn.close()
+                continue
+            if len(self._pending) >= self.limits.max_pending:
+                self._evict_pending()
+            pending = _Pending(conn, host, time.monotonic())
+            self._pending[conn.fileno()] = pending
+            pending.timer = self._loop.call_later(self.limits.handshake_deadline, self._drop_pending, pending)
+            self._loop.add_reader(conn.fileno(), self._first_bytes, pending)
+
+    def _evict_pending(self) -> None:
+        """Close the oldest pending connection of the address with the most pending ones."""
+        counts: dict[str, int] = {}
+        for pending in self._pending.values():
+            counts[pending.host] = counts.get(pending.host, 0) + 1
+        if not counts:
+            return
+        heaviest = max(counts, key=lambda host: (not self.limits.is_protected(host), counts[host]))
+        victim = next(p for p in self._pending.values() if p.host == heaviest)
+        self.evicted += 1
+        self._drop_pending(victim)
+
+    def _drop_pending(self, pending: _Pending) -> None:
+        fd = pending.sock.fileno()
+        if fd < 0 or self._pending.get(fd) is not pending:
+            return
+        del self._pending[fd]
+        self._loop.remove_reader(fd)
+        if pending.timer is not None:
+            pending.timer.cancel()
+        pending.sock.close()
+
+    def _first_bytes(self, pending: _Pending) -> None:
+        fd = pending.sock.fileno()
+        if fd < 0 or self._pending.get(fd) is not pending:
+            return  # dropped in this same turn of the loop
+        del self._pending[fd]
+        self._loop.remove_reader(fd)
+        if pending.timer is not None:
+            pending.timer.cancel()
+        if self._closed or not self._make_room(pending.host):
+            self.refused += 1
+            log.warning("refused a connection: %d connections open and none idle", len(self._slots))
+            pending.sock.close()
+            return
+        slot = Slot(self, pending.host)
+        self._slots.add(slot)
+        self._per_host[slot.host] = self._per_host.get(slot.host, 0) + 1
+        app = self._factory()
+        app.gate_slot = slot  # type: ignore[attr-defined]  # read by connguard's protocol
+        protocol: asyncio.BaseProtocol = app
+        if self._ssl is not None:
+            remaining = max(0.5, self.limits.handshake_deadline - (time.monotonic() - pending.accepted))
+            protocol = _SmallBufferSSLProtocol(
+                slot,
+                self._loop,
+                app,
+                self._ssl,
+                None,
+                server_side=True,
+                ssl_handshake_timeout=remaining,
+                # A peer that never answers close_notify must not hold its slot for asyncio's default 30 s.
+                ssl_shutdown_timeout=self.limits.handshake_deadline,
+            )
+        task = self._loop.create_task(self._loop.connect_accepted_socket(lambda: protocol, pending.sock))
+        task.add_done_callback(lambda done: self._started(done, slot, pending.sock))
+
+    def _started(self, done: asyncio.Future[Any], slot: Slot, sock: socket.socket) -> None:
+        if done.cancelled() or done.exception() is not None:
+            slot.release()
+            sock.close()
+            return
+        if slot.transport is None:
+            slot.transport = done.result()[0]
+
+    # -- the table of connections ------------------------------------------------------------------
+
+    def _make_room(self, newcomer: str) -> bool:
+        """True when the newcomer may have a slot: below the cap, after an eviction, or in the overflow."""
+        if len(self._slots) < self.limits.max_connections:
+            return True
+        victim = self._victim(newcomer)
+        if victim is not None:
+            self.evicted += 1
+            victim.abort()
+            return True
+        return len(self._slots) < self.limits.max_connections + self.limits.overflow
+
+    def _victim(self, newcomer: str) -> Slot | None:
+        protected = self.limits.is_protected
+        # 1. The oldest idle connection (API-server addresses only when no one else has one).
+        idle = [slot for slot in self._idle if not protected(slot.host)] or list(self._idle)
+        if idle:
+            return idle[0]
+        # 2. A request arriving for a long while, from an address over its fair share, when the newcomer is under.
+        hosts = len(self._per_host) + (newcomer not in self._per_host)
+        share = self.limits.max_connections // max(1, hosts)
+        if self._per_host.get(newcomer, 0) >= share:
+            return None
+        cutoff = time.monotonic() - READING_EVICTABLE_AFTER
+        for slot in self._reading:
+            if slot.since > cutoff:
+                break
+            if not protected(slot.host) and self._per_host.get(slot.host, 0) > share:
+                return slot
+        return None
+
+    def _move(self, slot: Slot, state: str) -> None:
+        self._unlist(slot)
+        slot.state = state
+        slot.since = time.monotonic()
+        if state == IDLE:
+            self._idle[slot] = None
+        elif state == READING:
+            self._reading[slot] = None
+
+    def _unlist(self, slot: Slot) -> None:
+        self._idle.pop(slot, None)
+        self._reading.pop(slot, None)
+
+    def _forget(self, slot: Slot) -> None:
+        if slot not in self._slots:
+            return
+        self._unlist(slot)
+        self._slots.discard(slot)
+        left = self._per_host.get(slot.host, 1) - 1
+        if left > 0:
+            self._per_host[slot.host] = left
+        else:
+            self._per_host.pop(slot.host, None)
+
+
+def parse_networks(text: str | Iterable[str]) -> Networks:
+    """Comma-separated addresses or CIDRs as networks; ValueError names the bad entry."""
+    items = [part.strip() for part in text.split(",")] if isinstance(text, str) else [p.strip() for p in text]
+    networks = []
+    for item in items:
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or CIDR like 10.0.0.0/16") from None
+    return tuple(networks)

@@ -1,0 +1,164 @@
+"""One admission: an AdmissionRequest in, its encoded answer out, with the caches around the pipeline.
+
+`/mutate` and `python -m webhook inject` both call `admit`, so they answer alike.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from fetcher.spec import bounded
+from webhook.policy import memo as caches
+from webhook.policy.memo import AdmissionMemo, RecordingLookup, pod_key
+from webhook.policy.pipeline import Admission, Outcome, admit_pod
+from webhook.policy.request import PodRequest
+from webhook.policy.review import AdmissionRequest, MalformedReview, build_response
+from webhook.policy.view import ClusterView
+from webhook.settings import Settings
+
+NOT_A_POD_CREATE = "not-a-pod-create"
+NOT_READY_MESSAGE = "Ferry has not finished reading namespaces and SecretProviderClasses yet; retry shortly"
+
+
+class Decision(NamedTuple):
+    """The finished answer to one AdmissionRequest, without its uid: what the memo keeps for identical pods.
+
+    A NamedTuple rather than a frozen dataclass: as immutable, and made once per admission at a third of the cost.
+    """
+
+    outcome: Outcome
+    reason: str
+    namespace: str
+    # The log line's fields (outcome, reason, source, counts); never a value.
+    log_fields: Mapping[str, Any]
+    warnings: tuple[str, ...] = ()
+    # The denial's message; None unless denied.
+    message: str | None = None
+    # The encoded AdmissionReview, split where the uid goes: a remembered answer is not encoded again.
+    head: bytes = b""
+    tail: bytes = b""
+    # The cluster view knows the namespace (metrics label every other one "unknown": a forged review names any).
+    known_namespace: bool = False
+
+    def encode(self, uid: str) -> bytes:
+        """The AdmissionReview response for the request with this uid, as JSON bytes."""
+        return self.head + json.dumps(uid).encode() + self.tail
+
+    def patch(self) -> list[dict[str, Any]]:
+        """The JSONPatch ops, read back from the encoded answer: a remembered Decision holds only bytes."""
+        response = json.loads(self.encode(""))["response"]
+        if "patch" not in response:
+            return []
+        ops: list[dict[str, Any]] = json.loads(base64.b64decode(response["patch"]))
+        return ops
+
+
+def admit(
+    request: AdmissionRequest,
+    view: ClusterView,
+    settings: Settings,
+    *,
+    native_sidecars: bool,
+    memo: AdmissionMemo[Decision] | None = None,
+) -> Decision:
+    """Skip, deny, inject or refresh the pod in `request`; raises MalformedReview for a pod CREATE without a pod.
+
+    Around the pipeline: the whole-answer memo for identical pods, and the spec and diff caches.
+    """
+    kind = request["kind"]
+    namespace = request.get("namespace") or ""
+    if (
+        kind.get("group") != ""
+        or kind.get("kind") != "Pod"
+        or request["operation"] != "CREATE"
+        or request.get("subResource")
+    ):
+        # Only pod CREATE is configured; anything else is passed through untouched.
+        try:
+            known = bool(namespace) and view.namespace(namespace) is not None
+        except Exception:  # a view that cannot answer knows nothing
+            known = False
+        return _NOT_A_POD_CREATE._replace(namespace=namespace, known_namespace=known)
+    pod = request.get("object")
+    if not isinstance(pod, dict):
+        raise MalformedReview("request.object is missing for a pod CREATE")
+    if not namespace:
+        # The API server always names the namespace of a pod CREATE. Falling back to the pod's own
+        # metadata.namespace would let any caller of /mutate pick a namespace and read its classes back.
+        raise MalformedReview("request.namespace is missing for a pod CREATE; the API server always sends it")
+    namespace_obj = view.namespace(namespace)
+    limit_ranges = view.limit_ranges(namespace)
+    pod_request = PodRequest.read(pod, namespace, namespace_obj)
+    key = b""
+    if memo is not None:
+        key = pod_key(pod_request)
+        remembered = memo.recall(key, namespace_obj, view.secret_provider_class, limit_ranges)
+        if remembered is not None:
+            return remembered
+    lookup = RecordingLookup(view.secret_provider_class)
+    admission = admit_pod(
+        pod_request,
+        spc_lookup=lookup,
+        settings=settings,
+        native_sidecars=native_sidecars,
+        limit_ranges=limit_ranges,
+        spec_maker=caches.cached_spec,
+        differ=caches.cached_diff,
+    )
+    ready = view.is_ready()
+    if admission.outcome in ("injected", "denied") and not ready:
+        # Before the first list the view is empty: an SPC "not found" would be a lie. Readiness
+        # keeps traffic away then; this covers a request that arrives anyway.
+        admission = Admission("denied", "not-ready", pod, message=NOT_READY_MESSAGE)
+    decision = _encoded(admission, namespace, known=namespace_obj is not None)
+    if memo is not None and ready and decision.outcome != "denied":
+        # Denials are not remembered: they are rare, cheap to make again, and a hostile pod's denial must
+        # not stay resident. What is remembered is bounded in bytes by the memo.
+        memo.remember(
+            key, decision, namespace_obj, lookup.read, limit_ranges, size=len(decision.head) + len(decision.tail)
+        )
+    return decision
+
+
+def _encoded(admission: Admission, namespace: str, *, known: bool, is_pod: bool = True) -> Decision:
+    """The Decision for an Admission (`is_pod`: of a pod CREATE), encoded once."""
+    fields: dict[str, Any] = {"outcome": admission.outcome, "reason": admission.reason}
+    if admission.source:
+        fields["source"] = admission.source
+    if admission.warnings:
+        fields["warnings"] = len(admission.warnings)
+    if admission.outcome == "denied":
+        response = build_response(
+            "", allowed=False, code=403, reason="Forbidden", message=bounded(admission.message or "")
+        )
+    else:
+        if is_pod:
+            fields["patchOps"] = len(admission.patch)
+        response = build_response("", warnings=admission.warnings)
+    encoded = json.dumps(response, separators=(",", ":")).encode()
+    # "uid" is the first key of "response", and any other `"uid":""` in a message would be escaped.
+    split = encoded.index(_EMPTY_UID) + len(_EMPTY_UID) - 2
+    if admission.outcome != "denied" and admission.patch:
+        # The patch is encoded once: its base64 needs no JSON escaping, so it goes in as bytes, after "allowed".
+        patch = base64.b64encode(json.dumps(list(admission.patch), separators=(",", ":")).encode())
+        allowed = encoded.index(_ALLOWED, split) + len(_ALLOWED)
+        encoded = encoded[:allowed] + b',"patchType":"JSONPatch","patch":"' + patch + b'"' + encoded[allowed:]
+    return Decision(
+        admission.outcome,
+        admission.reason,
+        namespace,
+        fields,
+        admission.warnings,
+        bounded(admission.message or "") if admission.outcome == "denied" else None,
+        encoded[:split],
+        encoded[split + 2 :],
+        known,
+    )
+
+
+_EMPTY_UID = b'"uid":""'
+_ALLOWED = b'"allowed":true'
+_NOT_A_POD_CREATE = _encoded(Admission("skipped", NOT_A_POD_CREATE, {}), "", known=False, is_pod=False)

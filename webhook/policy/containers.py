@@ -1,0 +1,175 @@
+"""Ferry's own containers: the init container and the refresh sidecar.
+
+Why it exists: both run the same fetcher image with the same spec and differ
+only by a mode flag (vault-k8s' "one config generator"), so one builder makes
+both and the two can never drift apart. Each returns a plain dict that knows
+nothing about patch paths. The containers meet the Pod Security Standard
+"restricted" and carry requests and limits (Fargate sizes pods from them).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fetcher.spec import SPEC_ENV_VAR, FetchSpec, needs_kube_api
+from fetcher.spec.object_options import POD_SERVICE_ACCOUNT_ENV_VAR
+from fetcher.spec.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR, POD_UID_ENV_VAR
+from webhook.policy.identity import Identity, apply_identity
+from webhook.policy.request import INIT_CONTAINER_NAME, SIDECAR_NAME
+from webhook.policy.volumes import build_fetcher_mount, build_gcp_token_mount, build_kube_api_mount
+from webhook.settings import Settings
+
+FetcherMode = Literal["init", "sidecar"]
+
+
+def build_fetcher_container(
+    mode: FetcherMode,
+    spec: FetchSpec,
+    settings: Settings,
+    *,
+    mount_path: str,
+    run_as_user: int,
+    identity: Identity | None = None,
+    native_sidecar: bool = False,
+    spec_json: str = "",
+) -> dict[str, Any]:
+    """The fetcher in `mode`; the spec travels as one env var of canonical JSON (`spec_json` when known)."""
+    container: dict[str, Any] = {
+        "name": INIT_CONTAINER_NAME if mode == "init" else SIDECAR_NAME,
+        "image": settings.fetcher_image,
+        "imagePullPolicy": settings.fetcher_pull_policy,
+        "command": ["python", "-m", "fetcher"],
+        "args": [mode, "--dir", mount_path],
+        "env": [
+            {"name": SPEC_ENV_VAR, "value": spec_json or spec.to_json()},
+            # Read-only root filesystem: no .pyc writes; unbuffered so logs are never lost on exit.
+            {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+            # The pod's own identity or none: boto3 must never fall through to the node's role via IMDS.
+            {"name": "AWS_EC2_METADATA_DISABLED", "value": "true"},
+        ],
+        "resources": settings.fetcher_resources(),
+        "securityContext": build_security_context(run_as_user, spec.file_gid),
+        "volumeMounts": [build_fetcher_mount(mount_path)],
+        "terminationMessagePath": "/dev/termination-log",
+        # The fetcher writes its error (object, AWS error code, region) there; logs are the fallback.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if needs_kube_api(spec):
+        # secretObjects: the pod that writes (and owns) the Secrets, and the token it writes with.
+        container["env"] += [
+            {"name": env_name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": field_path}}}
+            for env_name, field_path in (
+                (POD_NAME_ENV_VAR, "metadata.name"),
+                (POD_UID_ENV_VAR, "metadata.uid"),
+                (POD_NAMESPACE_ENV_VAR, "metadata.namespace"),
+            )
+        ]
+        container["volumeMounts"].append(build_kube_api_mount())
+    if mode == "init" and settings.startup_deadline_seconds is not None:
+        # How long the first delivery waits out throttling and slow credentials (fetcher/startup.py).
+        container["env"].append({"name": "FERRY_STARTUP_DEADLINE", "value": f"{settings.startup_deadline_seconds:g}"})
+    if any(obj.role is not None for obj in spec.objects):
+        # A role per object: AssumeRole's session tags and name say which pod asks (fetcher/awsroles.py).
+        present = {entry["name"] for entry in container["env"]}
+        container["env"] += [
+            {"name": env_name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": field_path}}}
+            for env_name, field_path in (
+                (POD_NAME_ENV_VAR, "metadata.name"),
+                (POD_NAMESPACE_ENV_VAR, "metadata.namespace"),
+                (POD_SERVICE_ACCOUNT_ENV_VAR, "spec.serviceAccountName"),
+            )
+            if env_name not in present
+        ]
+    if spec.gcp is not None:
+        container["volumeMounts"].append(build_gcp_token_mount())
+    if mode == "sidecar" and native_sidecar:
+        container["restartPolicy"] = "Always"
+    if identity:
+        apply_identity(container, identity)
+    return container
+
+
+def build_init_container(
+    spec: FetchSpec,
+    settings: Settings,
+    *,
+    mount_path: str,
+    run_as_user: int,
+    identity: Identity | None = None,
+    spec_json: str = "",
+) -> dict[str, Any]:
+    """Runs before every other init container and exits non-zero unless every file was written."""
+    return build_fetcher_container(
+        "init", spec, settings, mount_path=mount_path, run_as_user=run_as_user, identity=identity, spec_json=spec_json
+    )
+
+
+def build_sidecar(
+    spec: FetchSpec,
+    settings: Settings,
+    *,
+    mount_path: str,
+    run_as_user: int,
+    identity: Identity | None = None,
+    native: bool,
+    spec_json: str = "",
+    unhealthy_after: float = 0.0,
+) -> dict[str, Any]:
+    """Keeps the files fresh; `native` makes it an init container with restartPolicy Always.
+
+    With `unhealthy_after` (seconds), a liveness probe fails once refreshes have failed for that long
+    without a break: the kubelet restarts the sidecar, so its restarts and the probe's reason show in
+    `kubectl get/describe pod`. Never a readiness probe: the app keeps serving from the last good files.
+    """
+    container = build_fetcher_container(
+        "sidecar",
+        spec,
+        settings,
+        mount_path=mount_path,
+        run_as_user=run_as_user,
+        identity=identity,
+        native_sidecar=native,
+        spec_json=spec_json,
+    )
+    if unhealthy_after > 0:
+        container["livenessProbe"] = build_liveness_probe(mount_path, unhealthy_after)
+    return container
+
+
+def build_liveness_probe(mount_path: str, unhealthy_after: float) -> dict[str, Any]:
+    """`python -m fetcher status`: reads the sidecar's status entry in the volume, imports no AWS code."""
+    return {
+        "exec": {
+            "command": [
+                *("python", "-m", "fetcher", "status"),
+                *("--dir", mount_path, "--unhealthy-after", str(int(unhealthy_after))),
+            ]
+        },
+        # Once a minute: a probe is a short Python start, and a failure run lasts minutes anyway.
+        "periodSeconds": 60,
+        "timeoutSeconds": 10,
+        "failureThreshold": 1,
+    }
+
+
+def build_security_context(run_as_user: int, run_as_group: int | None = None) -> dict[str, Any]:
+    """Pod Security Standard "restricted", and a read-only root filesystem.
+
+    `run_as_group` is the group the files must belong to (the spec's fileGid): the fetcher runs with
+    it as its primary group, because without CAP_CHOWN it can only give files a group it is in. With
+    a pod-level fsGroup that group is also a supplementary one, but a runAsGroup set only on the app
+    container reaches no other container, so the fetcher must be given it here.
+    """
+    context: dict[str, Any] = {
+        "runAsNonRoot": True,
+        "runAsUser": run_as_user,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if run_as_group is not None:
+        context["runAsGroup"] = run_as_group
+    return context

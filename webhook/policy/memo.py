@@ -1,0 +1,306 @@
+"""Every cache around the admission stages, in one module that no stage imports: the stages hold no state.
+
+What each cache keys on, and why a remembered answer stays correct, is in docs/architecture.md ("Caches").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, Generic, NamedTuple, TypeVar
+
+from webhook.policy.patch import diff_documents
+from webhook.policy.request import PodRequest
+from webhook.policy.resolve import InlineSpecInputs, SpecInputs
+from webhook.policy.specbuild import BuiltSpec, SpecResult, make_spec
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+# Distinct pods remembered; each entry is a patch of a few KB.
+MAX_ENTRIES = 512
+# And at most this many bytes of encoded answers in all, none larger than MAX_ENTRY_BYTES: a few huge pods
+# (a 3 MiB body can make a patch as large) must not pin hundreds of MB.
+MAX_MEMO_BYTES = 16 * 1024 * 1024
+MAX_ENTRY_BYTES = 256 * 1024
+# Distinct specs, serialized specs and pruned diffs remembered.
+MAX_SPECS = 512
+MAX_DIFFS = 256
+
+
+class BoundedCache(Generic[K, V]):
+    """A least-recently-used map with a size bound."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._entries: OrderedDict[K, V] = OrderedDict()
+        self._max_entries = max_entries
+        self.hits = 0
+        self.misses = 0
+
+    def get_or_compute(self, key: K, compute: Callable[[], V], keep: Callable[[V], bool] | None = None) -> V:
+        """The value for `key`, computed on a miss and kept unless `keep` says otherwise."""
+        try:
+            value = self._entries[key]
+        except KeyError:
+            self.misses += 1
+            value = compute()
+            if keep is not None and not keep(value):
+                return value
+            self._entries[key] = value
+            if len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+            return value
+        self.hits += 1
+        self._entries.move_to_end(key)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.hits = self.misses = 0
+
+
+_SPECS: BoundedCache[Hashable, SpecResult] = BoundedCache(MAX_SPECS)
+_DIFFS: BoundedCache[bytes, bytes] = BoundedCache(MAX_DIFFS)
+
+
+def cached_spec(inputs: SpecInputs) -> SpecResult:
+    """`make_spec(inputs)`, built once per distinct input: parsing the objects YAML dominates a miss.
+
+    Only valid specs are kept: problems belong to a denial, and denials are never remembered.
+    """
+    key = (
+        inputs if isinstance(inputs, InlineSpecInputs) else (content_key(inputs.trimmed), inputs.options, inputs.names)
+    )
+    return _SPECS.get_or_compute(key, lambda: make_spec(inputs), keep=lambda result: isinstance(result, BuiltSpec))
+
+
+def cached_diff(before: Any, after: Any) -> list[dict[str, Any]]:
+    """`diff_documents` of two pruned documents, remembered by their content (pods of one shape prune alike)."""
+    return remembered_diff(before, after, diff_documents)
+
+
+def remembered_diff(before: Any, after: Any, diff: Callable[[Any, Any], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """`diff(before, after)` for two small documents, remembered by their content.
+
+    marshal (format 2, no back-references) writes dicts, lists and scalars
+    exactly, so equal bytes are equal documents; the ops are kept marshalled so
+    every caller gets its own copy. A document marshal cannot write (a date
+    read from YAML) is diffed without the cache.
+    """
+    try:
+        key = marshal.dumps((before, after), 2)
+    except ValueError:
+        return diff(before, after)
+    ops: list[dict[str, Any]] = marshal.loads(_DIFFS.get_or_compute(key, lambda: marshal.dumps(diff(before, after), 2)))
+    return ops
+
+
+def content_key(value: Any) -> Hashable:
+    """A hashable stand-in for a JSON-like value: equal content, equal key (in the same key order).
+
+    marshal's bytes where it can write the value (C speed, and bytes keep their hash); else a nested tuple.
+    """
+    try:
+        return marshal.dumps(value, 2)
+    except ValueError:  # e.g. a date PyYAML read from an SPC file
+        return _frozen(value)
+
+
+def _frozen(value: Any) -> Hashable:
+    if isinstance(value, Mapping):
+        return ("{", tuple((key, _frozen(item)) for key, item in value.items()))
+    if isinstance(value, list | tuple):
+        return ("[", tuple(_frozen(item) for item in value))
+    try:
+        hash(value)
+    except TypeError:
+        return ("?", repr(value))
+    hashable: Hashable = value
+    return hashable
+
+
+def clear_caches() -> None:
+    """Forget every content cache (tests and benchmarks; never needed for correctness)."""
+    for cache in (_SPECS, _DIFFS):
+        cache.clear()
+
+
+def cache_stats() -> dict[str, tuple[int, int, int]]:
+    """(hits, misses, size) of each content cache, for tests and benchmarks."""
+    return {name: (cache.hits, cache.misses, len(cache)) for name, cache in (("specs", _SPECS), ("diffs", _DIFFS))}
+
+
+# --- The whole-answer memo. --------------------------------------------------
+
+
+# Where in a pod the key looks (paths from the pod's root): `spec` whole, `metadata.annotations` whole,
+# and the owner references and labels through `is_run_to_completion`. A test traces every read admission
+# makes of a pod and fails if one falls outside these.
+KEYED_POD_PARTS: tuple[tuple[str, ...], ...] = (
+    ("metadata",),
+    ("metadata", "annotations"),
+    ("metadata", "ownerReferences"),
+    ("metadata", "labels"),
+    ("spec",),
+)
+
+
+def pod_key(request: PodRequest) -> bytes:
+    """A digest of everything about `pod` that its admission answer depends on.
+
+    That is the namespace, the whole `spec`, the annotations, whether the pod
+    runs to completion (`PodRequest.run_to_completion`, which reads
+    the owner references and the Job labels), and whether `metadata`,
+    `annotations` and `spec` are present at all (the patch adds a missing map
+    but replaces a null one). The patch only touches `metadata.annotations`
+    and `spec`, so two pods equal in these parts get the same patch. Keeping
+    this list complete is what keeps the memo honest: the memo tests change
+    each part and check the answer changes with it, and trace admission's
+    reads against `KEYED_POD_PARTS`.
+
+    The parts are serialized with `marshal` (format 2, which has no
+    back-references): three times faster than JSON, and equal bytes mean equal
+    values. marshal nests 2,000 deep, twice as deep as json.loads goes.
+    """
+    pod = request.pod
+    meta = pod.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    parts = (
+        request.namespace,
+        "metadata" in pod,
+        "annotations" in meta,
+        meta.get("annotations"),
+        request.run_to_completion,
+        "spec" in pod,
+        pod.get("spec"),
+    )
+    return hashlib.blake2b(marshal.dumps(parts, 2), digest_size=20).digest()
+
+
+class _Seen(NamedTuple):
+    """An object read from the cluster view: the object itself (the view replaces, never edits) and its version."""
+
+    obj: Mapping[str, Any] | None
+    version: str | None
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any] | None) -> _Seen:
+        meta = obj.get("metadata") if obj is not None else None
+        version = meta.get("resourceVersion") if isinstance(meta, Mapping) else None
+        return cls(obj, version if isinstance(version, str) else None)
+
+    def still(self, obj: Mapping[str, Any] | None) -> bool:
+        if obj is not self.obj:
+            return False
+        meta = obj.get("metadata") if obj is not None else None
+        version = meta.get("resourceVersion") if isinstance(meta, Mapping) else None
+        return (version if isinstance(version, str) else None) == self.version
+
+
+class Remembered(NamedTuple):
+    """An answer, and what it was computed from."""
+
+    answer: Any
+    # Bytes the answer holds, counted against the memo's byte bound.
+    size: int
+    namespace: _Seen
+    # (namespace, name) of each SecretProviderClass looked up, and what the lookup returned.
+    spcs: tuple[tuple[tuple[str, str], _Seen], ...]
+    # The namespace's LimitRanges, in the view's order.
+    limit_ranges: tuple[_Seen, ...] = ()
+
+
+class AdmissionMemo(Generic[V]):
+    """An LRU of answers bounded in entries and in bytes, each valid while its inputs are unchanged."""
+
+    def __init__(
+        self,
+        max_entries: int = MAX_ENTRIES,
+        *,
+        max_bytes: int = MAX_MEMO_BYTES,
+        max_entry_bytes: int = MAX_ENTRY_BYTES,
+    ) -> None:
+        self._entries: OrderedDict[bytes, Remembered] = OrderedDict()
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._max_entry_bytes = max_entry_bytes
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def recall(
+        self,
+        key: bytes,
+        namespace_obj: Mapping[str, Any] | None,
+        spc_lookup: Callable[[str, str], Mapping[str, Any] | None],
+        limit_ranges: Sequence[Mapping[str, Any]] = (),
+    ) -> V | None:
+        entry = self._entries.get(key)
+        if (
+            entry is None
+            or not entry.namespace.still(namespace_obj)
+            or len(entry.limit_ranges) != len(limit_ranges)
+            or not all(seen.still(obj) for seen, obj in zip(entry.limit_ranges, limit_ranges, strict=True))
+        ):
+            self.misses += 1
+            return None
+        for (namespace, name), seen in entry.spcs:
+            if not seen.still(spc_lookup(namespace, name)):
+                self.misses += 1
+                return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        answer: V = entry.answer
+        return answer
+
+    def remember(
+        self,
+        key: bytes,
+        answer: V,
+        namespace_obj: Mapping[str, Any] | None,
+        spcs_read: Mapping[tuple[str, str], Mapping[str, Any] | None],
+        limit_ranges: Sequence[Mapping[str, Any]] = (),
+        *,
+        size: int = 0,
+    ) -> None:
+        """Keep `answer` (of `size` bytes) for `key`; an answer over the per-entry bound is not kept."""
+        self.forget(key)
+        if size > self._max_entry_bytes:
+            return
+        self._entries[key] = Remembered(
+            answer,
+            size,
+            _Seen.of(namespace_obj),
+            tuple((ref, _Seen.of(obj)) for ref, obj in spcs_read.items()),
+            tuple(_Seen.of(obj) for obj in limit_ranges),
+        )
+        self.bytes += size
+        while len(self._entries) > self._max_entries or self.bytes > self._max_bytes:
+            _, evicted = self._entries.popitem(last=False)
+            self.bytes -= evicted.size
+
+    def forget(self, key: bytes) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry.size
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class RecordingLookup:
+    """Wraps a SecretProviderClass lookup and keeps what it returned, for the memo."""
+
+    def __init__(self, lookup: Callable[[str, str], Mapping[str, Any] | None]) -> None:
+        self._lookup = lookup
+        self.read: dict[tuple[str, str], Mapping[str, Any] | None] = {}
+
+    def __call__(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        obj = self._lookup(namespace, name)
+        self.read[(namespace, name)] = obj
+        return obj

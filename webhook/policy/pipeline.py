@@ -1,0 +1,84 @@
+"""The pipeline: each admission stage called once, in order, on one screen. Pure: typed values in and out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, NamedTuple
+
+from webhook.policy.decide import Denial, Reinvocation, Skip, decide_injection
+from webhook.policy.mutate import mutate_pod
+from webhook.policy.patch import Differ, diff_documents, make_pod_patch
+from webhook.policy.podshape import check_pod_shape
+from webhook.policy.request import PodRequest
+from webhook.policy.resolve import SpcLookup, resolve_spec
+from webhook.policy.resources import ResourceFit, fit_resources
+from webhook.policy.sizing import platform_settings, size_for_platform
+from webhook.policy.specbuild import ResolvedRequest, SpecMaker, build_request, make_spec
+from webhook.settings import Settings
+
+Outcome = Literal["injected", "skipped", "denied", "reinvoked"]
+
+
+class Admission(NamedTuple):
+    """What the policy decided for one pod, before it is encoded."""
+
+    outcome: Outcome
+    # Short label for logs and metrics: the skip or denial reason, or the sidecar mode.
+    reason: str
+    # The pod to admit; the input itself when nothing changes.
+    pod: Mapping[str, Any]
+    message: str | None = None
+    warnings: tuple[str, ...] = ()
+    # Where the objects came from (a SecretProviderClass or the annotation); never a value.
+    source: str | None = None
+    # The JSONPatch from the pod as sent to `pod`.
+    patch: Sequence[dict[str, Any]] = ()
+
+
+def admit_pod(
+    request: PodRequest,
+    *,
+    spc_lookup: SpcLookup,
+    settings: Settings,
+    native_sidecars: bool,
+    limit_ranges: Sequence[Mapping[str, Any]] = (),
+    spec_maker: SpecMaker = make_spec,
+    differ: Differ = diff_documents,
+) -> Admission:
+    """The policy for one pod CREATE, read once into `request`: each stage once, in order."""
+    pod = request.pod
+    settings = platform_settings(settings)  # Ferry's requests as Autopilot takes them, when configured
+    verdict = decide_injection(request, settings)  # 1. inject at all?
+    if isinstance(verdict, Skip):
+        return Admission("skipped", verdict.reason, pod, warnings=verdict.warnings)
+    if isinstance(verdict, Denial):
+        return Admission("denied", verdict.reason, pod, message=verdict.message)
+    # Both stay None for a reinvocation: only the identity is refreshed.
+    resolved: ResolvedRequest | None = None
+    fit: ResourceFit | None = None
+    if not isinstance(verdict, Reinvocation):
+        shape = check_pod_shape(request, settings)  # 2. room for Ferry in this pod?
+        if isinstance(shape, Denial):
+            return Admission("denied", shape.reason, pod, message=shape.message)
+        resolution = resolve_spec(request, shape, spc_lookup, settings)  # 3. which values win
+        if isinstance(resolution, Denial):
+            return Admission("denied", resolution.reason, pod, message=resolution.message)
+        built = build_request(request, shape, resolution, spec_maker, native_sidecars=native_sidecars)  # 4. the spec
+        if isinstance(built, Denial):
+            return Admission("denied", built.reason, pod, message=built.message)
+        fitted = fit_resources(request, built, settings, limit_ranges)  # 5. LimitRanges, pod-level resources
+        if isinstance(fitted, Denial):
+            return Admission("denied", fitted.reason, pod, message=fitted.message)
+        resolved, fit = built, fitted
+    mutation = mutate_pod(request, resolved, fit, settings)  # 6. the injected pod, and its ops
+    # Also on reinvocation: after a later webhook set Fargate's schedulerName, or stripped a native sidecar.
+    sized = size_for_platform(mutation.pod, settings, limit_ranges)  # 6b. Fargate / Autopilot sizing
+    if sized.denial:
+        return Admission("denied", "platform-sizing", pod, message=sized.denial)
+    resized = sized.pod != mutation.pod  # then the ops no longer say it all, and the patch is a diff
+    admitted = sized.pod if resized else mutation.pod
+    patch = make_pod_patch(pod, admitted, None if resized else mutation.ops, diff=differ)  # 7. the JSONPatch
+    if resolved is None:
+        return Admission("reinvoked", "identity-refreshed", admitted, warnings=sized.warnings, patch=patch)
+    warnings = mutation.warnings + sized.warnings
+    return Admission("injected", f"sidecar-{mutation.mode}", admitted, None, warnings, resolved.source, patch)

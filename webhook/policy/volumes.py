@@ -1,0 +1,90 @@
+"""The in-memory volume that carries the files, and the mounts of it.
+
+Why it exists: one builder per Kubernetes object (vault-k8s style) keeps each
+shape reviewable on its own and free of patch paths. The volume is an emptyDir
+on tmpfs (`medium: Memory`) so secret bytes never touch a node's disk, with a
+sizeLimit because tmpfs counts against the pod's memory. A pod that syncs
+Kubernetes Secrets also gets a projected ServiceAccount token volume, for
+Ferry's containers only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fetcher.spec.gcp import GCP_TOKEN_DIR
+from webhook.settings import Settings
+
+# Name of the volume Ferry adds; reserved in every injected pod.
+VOLUME_NAME = "ferry-secrets"
+# The pod's ServiceAccount token, for Ferry's own containers only, when they write Kubernetes Secrets.
+KUBE_API_VOLUME_NAME = "ferry-kube-api-access"
+SERVICE_ACCOUNT_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+# The kubelet's own choice for the token it mounts (an hour, plus 7 s so it is recognised as such).
+TOKEN_EXPIRATION_SECONDS = 3607
+
+
+def build_volume(settings: Settings) -> dict[str, Any]:
+    """The emptyDir (tmpfs) the fetcher writes into."""
+    return {"name": VOLUME_NAME, "emptyDir": {"medium": "Memory", "sizeLimit": settings.volume_size_limit}}
+
+
+def build_kube_api_volume() -> dict[str, Any]:
+    """A projected volume like the kubelet's kube-api-access one: a short-lived token, the CA, the namespace.
+
+    Added only when `fetcher.spec.needs_kube_api` says so, and mounted only into Ferry's containers, so
+    the app's own token choice (automountServiceAccountToken) is left alone.
+    """
+    return {
+        "name": KUBE_API_VOLUME_NAME,
+        "projected": {
+            "defaultMode": 0o444,
+            "sources": [
+                {"serviceAccountToken": {"expirationSeconds": TOKEN_EXPIRATION_SECONDS, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {
+                    "downwardAPI": {
+                        "items": [
+                            {"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}
+                        ]
+                    }
+                },
+            ],
+        },
+    }
+
+
+def build_kube_api_mount() -> dict[str, Any]:
+    """Where every in-cluster client looks for the token and CA."""
+    return {"name": KUBE_API_VOLUME_NAME, "mountPath": SERVICE_ACCOUNT_MOUNT_PATH, "readOnly": True}
+
+
+# provider: gcp: the pod's ServiceAccount token for the workload pool, for Ferry's containers only.
+GCP_TOKEN_VOLUME_NAME = "ferry-gcp-token"
+
+
+def build_gcp_token_volume(workload_pool: str) -> dict[str, Any]:
+    """A token whose audience is the workload pool (PROJECT.svc.id.goog): what Google's token exchange accepts.
+
+    The kubelet renews it; the fetcher re-reads it at each exchange. It is the pod's own ServiceAccount, so
+    Google sees the principal NAMESPACE/KSA, never the node.
+    """
+    token = {"audience": workload_pool, "expirationSeconds": TOKEN_EXPIRATION_SECONDS, "path": "token"}
+    return {
+        "name": GCP_TOKEN_VOLUME_NAME,
+        "projected": {"defaultMode": 0o444, "sources": [{"serviceAccountToken": token}]},
+    }
+
+
+def build_gcp_token_mount() -> dict[str, Any]:
+    return {"name": GCP_TOKEN_VOLUME_NAME, "mountPath": GCP_TOKEN_DIR, "readOnly": True}
+
+
+def build_app_mount(mount_path: str) -> dict[str, Any]:
+    """Read-only mount for app containers: they read secrets, never write them."""
+    return {"name": VOLUME_NAME, "mountPath": mount_path, "readOnly": True}
+
+
+def build_fetcher_mount(mount_path: str) -> dict[str, Any]:
+    """Writable mount for Ferry's own containers, at the same path the app sees."""
+    return {"name": VOLUME_NAME, "mountPath": mount_path}

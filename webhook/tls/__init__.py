@@ -1,0 +1,1 @@
+"""Serving certificates: issuing them, and the store that reloads them."""
