@@ -44,6 +44,13 @@ _DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _SIGNALS = ("SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGTERM", "SIGWINCH")
 
 
+# Inputs whose problems name the field as the caller spells it (`field_names`), else by these names.
+_FIELDS = (
+    "objects region failoverRegion pathTranslation refreshInterval notifyUrl notifySignal fileUid fileGid "
+    "secretObjects outputFormats provider endpoints"
+).split()
+
+
 def build_spec(
     *,
     objects: str | Sequence[Any] | None,
@@ -71,24 +78,11 @@ def build_spec(
     e.g. ``ferry.dev/region``, so messages name the annotation they must edit.
     Every problem is collected before raising, so one round trip fixes them all.
     """
-    names = {
-        "objects": "objects",
-        "region": "region",
-        "failoverRegion": "failoverRegion",
-        "pathTranslation": "pathTranslation",
-        "refreshInterval": "refreshInterval",
-        "notifyUrl": "notifyUrl",
-        "notifySignal": "notifySignal",
-        "fileUid": "fileUid",
-        "fileGid": "fileGid",
-        "secretObjects": "secretObjects",
-        "outputFormats": "outputFormats",
-        **(field_names or {}),
-    }
+    names = {**{field: field for field in _FIELDS}, **(field_names or {})}
     problems: list[Problem] = []
     gcp = provider == "gcp"
     if provider not in (None, "", *PROVIDERS):
-        problems.append(Problem(names.get("provider", "provider"), f"{quote(provider)} is not aws or gcp"))
+        problems.append(Problem(names["provider"], f"{quote(provider)} is not aws or gcp"))
     primary = None if gcp else _check_region(region, names["region"], problems, required=True)
     failover = None if gcp else _check_region(failover_region, names["failoverRegion"], problems, required=False)
     if primary and failover and primary == failover:
@@ -125,7 +119,9 @@ def build_spec(
         check_file_names(parsed, [index for index, _ in positioned], translation, names["objects"], problems)
     formats = _check_output_formats(output_formats, names["outputFormats"], problems)
     synced = _check_secret_objects(secret_objects, names["secretObjects"], problems)
-    pod_endpoints = check_endpoints(endpoints, names.get("endpoints", "endpoints"), problems)
+    pod_endpoints = check_endpoints(endpoints, names["endpoints"], problems)
+    if gcp and pod_endpoints:
+        problems.append(Problem(names["endpoints"], "names AWS endpoints, but the objects are GCP's; remove it"))
     if parsed and not problems:
         files = [out.name for out in list_output_files(parsed, translation)]
         _check_documents(files, formats, names["outputFormats"], problems)

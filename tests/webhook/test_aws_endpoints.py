@@ -90,3 +90,15 @@ def test_the_webhook_widens_or_narrows_the_allow_list(pod_factory: PodFactory) -
 def test_bad_settings_stop_the_webhook_naming_the_variable(env: dict[str, str]) -> None:
     with pytest.raises(SettingsError, match=next(iter(env))):
         Settings.from_env(env)
+
+
+def test_a_gcp_pod_naming_aws_endpoints_is_told_they_do_not_apply(pod_factory: PodFactory, settings: Settings) -> None:
+    pod = pod_factory(
+        {
+            "ferry.dev/provider": "gcp",
+            "ferry.dev/objects": "- resourceName: projects/p/secrets/db/versions/latest\n  path: db\n",
+            "ferry.dev/aws-endpoints": f"secretsmanager={VPCE}",
+        }
+    )
+    denial = denied(resolve_pod(pod, None, lookup(), settings))
+    assert "ferry.dev/aws-endpoints: names AWS endpoints, but the objects are GCP's" in denial.message
