@@ -84,7 +84,7 @@ class Slot:
     def __init__(self, gate: Gate, host: str) -> None:
         self.gate = gate
         self.host = host
-        self.state = BUSY  # until the protocol says otherwise: a handshake in progress is never evicted
+        self.state = BUSY  # until the gate marks it READING: its handshake and first request are arriving
         self.since = time.monotonic()
         self.transport: asyncio.Transport | None = None
         self.released = False
@@ -249,6 +249,8 @@ class Gate:
             pending.sock.close()
             return
         slot = Slot(self, pending.host)
+        # A handshake in progress is a request still arriving: it may be cut off for a fair share (Gate._victim).
+        slot.mark(READING)
         self._slots.add(slot)
         self._per_host[slot.host] = self._per_host.get(slot.host, 0) + 1
         app = self._factory()
@@ -277,6 +279,8 @@ class Gate:
             return
         if slot.transport is None:
             slot.transport = done.result()[0]
+        if slot.released and not slot.transport.is_closing():
+            slot.transport.abort()  # evicted before its transport existed
 
     # -- the table of connections ------------------------------------------------------------------
 
@@ -297,7 +301,11 @@ class Gate:
         idle = [slot for slot in self._idle if not protected(slot.host)] or list(self._idle)
         if idle:
             return idle[0]
-        # 2. A request arriving for a long while, from an address over its fair share, when the newcomer is under.
+        # 2. For an API-server address: the oldest handshake or request still arriving from anyone else.
+        if protected(newcomer):
+            return next((slot for slot in self._reading if not protected(slot.host)), None)
+        # 3. A handshake or request arriving for a long while, from an address over its fair share, when the
+        # newcomer is under.
         hosts = len(self._per_host) + (newcomer not in self._per_host)
         share = self.limits.max_connections // max(1, hosts)
         if self._per_host.get(newcomer, 0) >= share:

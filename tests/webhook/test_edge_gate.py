@@ -306,3 +306,43 @@ def test_the_metrics_port_admits_only_its_allowed_sources(tls_files: tuple[Path,
             assert _request(sock, _get("/metrics")) in ("closed", "reset")
         with _raw(port, LOOPBACK) as sock:
             assert _request(sock, _get("/metrics")) == "HTTP/1.1 200 OK"
+
+
+def _stalled_handshakes(port: int, source: str, count: int) -> list[socket.socket]:
+    """`count` connections that start a ClientHello record and stall mid-handshake."""
+    socks = []
+    for _ in range(count):
+        sock = _raw(port, source)
+        sock.sendall(b"\x16\x03\x01\x02\x00")
+        socks.append(sock)
+    return socks
+
+
+def test_stalled_handshakes_from_one_pod_never_lock_out_another(tls_files: tuple[Path, Path, Path]) -> None:
+    """One pod fills the table and its overflow with handshakes it never finishes: another pod is still served.
+
+    Before: a connection mid-handshake was never closed to make room, so 576 of them (renewed every 3 s)
+    refused every new connection, the API server's included.
+    """
+    limits = GateLimits(max_connections=CONNECTIONS, handshake_deadline=120.0)  # only the deadline changed
+    with _server(tls_files, limits=limits) as server:
+        held = _stalled_handshakes(server.port, "127.0.0.3", CONNECTIONS + 64)
+        assert _eventually(lambda: server.gate.connections == CONNECTIONS + 64)
+        time.sleep(1.2)  # old enough to be cut off for a fair share, as a request still arriving is
+        with _tls(server.port, _context(tls_files), LOOPBACK) as sock:
+            assert _request(sock, _review_bytes(1)) == "HTTP/1.1 200 OK"
+        assert server.gate.evicted >= 1
+        for sock in held:
+            sock.close()
+
+
+def test_stalled_handshakes_never_refuse_a_new_api_server_connection(tls_files: tuple[Path, Path, Path]) -> None:
+    """With FERRY_API_SERVER_ADDRESSES set, a new API-server connection gets in at once past any pod's handshakes."""
+    limits = GateLimits(max_connections=CONNECTIONS, handshake_deadline=120.0, protected=parse_networks(LOOPBACK))
+    with _server(tls_files, limits=limits) as server:
+        held = _stalled_handshakes(server.port, "127.0.0.3", CONNECTIONS + 64)
+        assert _eventually(lambda: server.gate.connections == CONNECTIONS + 64)
+        with _tls(server.port, _context(tls_files), LOOPBACK) as sock:
+            assert _request(sock, _review_bytes(1)) == "HTTP/1.1 200 OK"
+        for sock in held:
+            sock.close()
