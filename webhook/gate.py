@@ -21,7 +21,7 @@ import socket
 import ssl
 import time
 from asyncio import sslproto
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +40,12 @@ OVERFLOW_CONNECTIONS = 64
 # one arrives in one write, in milliseconds.
 READING_EVICTABLE_AFTER = 1.0
 _ACCEPTS_PER_WAKEUP = 64
+# TLS handshakes in progress at once; the rest wait their turn, API-server addresses first. A burst of
+# hundreds of new connections then costs the event loop a few handshakes per turn, not hundreds, so requests
+# on established connections are answered in between. A handshake gives its turn back when it finishes or
+# after HANDSHAKE_TURN seconds, whichever is first, so a peer that stalls mid-handshake delays no one.
+HANDSHAKES_AT_ONCE = 4
+HANDSHAKE_TURN = 0.1
 
 IDLE, BUSY, READING = "idle", "busy", "reading"
 
@@ -66,6 +72,7 @@ class GateLimits:
     overflow: int = OVERFLOW_CONNECTIONS
     # Addresses whose connections are closed to make room only when no one else's can be (the API server's).
     protected: Networks = ()
+    handshakes: int = HANDSHAKES_AT_ONCE
     # When set, connections from any other address are closed at accept.
     allowed: Networks = ()
 
@@ -79,7 +86,7 @@ class GateLimits:
 class Slot:
     """One connection past its first bytes: its address, state and how to close it."""
 
-    __slots__ = ("gate", "host", "state", "since", "transport", "released")
+    __slots__ = ("gate", "host", "state", "since", "transport", "released", "waiting", "turn")
 
     def __init__(self, gate: Gate, host: str) -> None:
         self.gate = gate
@@ -88,6 +95,8 @@ class Slot:
         self.since = time.monotonic()
         self.transport: asyncio.Transport | None = None
         self.released = False
+        self.waiting: _Pending | None = None  # its bare socket, while it waits for a handshake turn
+        self.turn: asyncio.TimerHandle | None = None  # while it holds a handshake turn
 
     def mark(self, state: str) -> None:
         """IDLE between requests, READING while a request arrives, BUSY while it is answered."""
@@ -103,6 +112,9 @@ class Slot:
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+        if self.waiting is not None:
+            self.waiting.sock.close()
+            self.waiting = None
         self.release()
 
 
@@ -134,6 +146,10 @@ class _SmallBufferSSLProtocol(sslproto.SSLProtocol):
         self._ferry_slot.release()
         super().connection_lost(exc)
 
+    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
+        self._ferry_slot.gate._end_turn(self._ferry_slot)
+        super()._on_handshake_complete(handshake_exc)
+
 
 class Gate:
     """A listening socket served by hand: see the module docstring. Quacks like asyncio.Server for uvicorn."""
@@ -158,6 +174,9 @@ class Gate:
         self._idle: OrderedDict[Slot, None] = OrderedDict()
         self._reading: OrderedDict[Slot, None] = OrderedDict()
         self._per_host: dict[str, int] = {}
+        # Connections waiting for a handshake turn, by address (served in turn, API-server addresses first).
+        self._turn_queue: OrderedDict[str, deque[Slot]] = OrderedDict()
+        self._turns = 0
         self._closed = False
         self.evicted = 0  # connections closed to make room, for tests and logs
         self.refused = 0  # connections closed because even the overflow was full
@@ -186,6 +205,16 @@ class Gate:
     @property
     def connections(self) -> int:
         return len(self._slots)
+
+    @property
+    def handshaking(self) -> int:
+        """Handshakes holding a turn now."""
+        return self._turns
+
+    @property
+    def waiting(self) -> int:
+        """Connections waiting for a handshake turn."""
+        return sum(len(queue) for queue in self._turn_queue.values())
 
     # -- accept and first bytes --------------------------------------------------------------------
 
@@ -253,10 +282,41 @@ class Gate:
         slot.mark(READING)
         self._slots.add(slot)
         self._per_host[slot.host] = self._per_host.get(slot.host, 0) + 1
+        if self._ssl is None or self._turns < self.limits.handshakes:
+            self._start(slot, pending)
+            return
+        slot.waiting = pending
+        self._turn_queue.setdefault(slot.host, deque()).append(slot)
+
+    def _next_turns(self) -> None:
+        while self._turns < self.limits.handshakes and not self._closed:
+            if not self._turn_queue:
+                return
+            protected = (host for host in self._turn_queue if self.limits.is_protected(host))
+            host = next(protected, None) or next(iter(self._turn_queue))
+            queue = self._turn_queue.pop(host)
+            slot = queue.popleft()
+            if queue:
+                self._turn_queue[host] = queue  # to the back: one address's queue never holds up another's
+            pending, slot.waiting = slot.waiting, None
+            if pending is not None and not slot.released:  # else closed while it waited
+                self._start(slot, pending)
+
+    def _end_turn(self, slot: Slot) -> None:
+        if slot.turn is not None:
+            slot.turn.cancel()
+            slot.turn = None
+            self._turns -= 1
+            self._next_turns()
+
+    def _start(self, slot: Slot, pending: _Pending) -> None:
+        """Give the connection its protocol (and TLS, with a handshake turn)."""
         app = self._factory()
         app.gate_slot = slot  # type: ignore[attr-defined]  # read by connguard's protocol
         protocol: asyncio.BaseProtocol = app
         if self._ssl is not None:
+            self._turns += 1
+            slot.turn = self._loop.call_later(HANDSHAKE_TURN, self._end_turn, slot)
             remaining = max(0.5, self.limits.handshake_deadline - (time.monotonic() - pending.accepted))
             protocol = _SmallBufferSSLProtocol(
                 slot,
@@ -274,6 +334,7 @@ class Gate:
 
     def _started(self, done: asyncio.Future[Any], slot: Slot, sock: socket.socket) -> None:
         if done.cancelled() or done.exception() is not None:
+            self._end_turn(slot)
             slot.release()
             sock.close()
             return
@@ -332,6 +393,7 @@ class Gate:
         self._reading.pop(slot, None)
 
     def _forget(self, slot: Slot) -> None:
+        self._end_turn(slot)
         if slot not in self._slots:
             return
         self._unlist(slot)

@@ -346,3 +346,37 @@ def test_stalled_handshakes_never_refuse_a_new_api_server_connection(tls_files: 
             assert _request(sock, _review_bytes(1)) == "HTTP/1.1 200 OK"
         for sock in held:
             sock.close()
+
+
+def _client_hello() -> bytes:
+    """A real TLS ClientHello, as a pod's client would send it first."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl.create_default_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def test_a_burst_of_handshakes_runs_a_few_at_a_time_each_address_in_turn(tls_files: tuple[Path, Path, Path]) -> None:
+    """400 ClientHellos from one pod, never finished: at most 4 handshakes at once, and another address's
+    connection is served while most of that pod's still wait (in turn per address, not first come).
+
+    Before: all 400 started at once (one turn of the event loop ran every handshake, delaying everyone's
+    requests), and no connection waited.
+    """
+    limits = GateLimits(max_connections=CONNECTIONS, handshake_deadline=120.0)  # only the deadline changed
+    hello = _client_hello()
+    with _server(tls_files, limits=limits) as server:
+        held = []
+        for _ in range(400):
+            sock = _raw(server.port, "127.0.0.3")
+            sock.sendall(hello)
+            held.append(sock)
+        assert _eventually(lambda: server.gate.connections == 400)
+        seen = [server.gate.handshaking for _ in range(200)]
+        assert max(seen) <= 4
+        with _tls(server.port, _context(tls_files), LOOPBACK) as sock:
+            assert _request(sock, _review_bytes(1)) == "HTTP/1.1 200 OK"
+        assert server.gate.waiting >= 100
+        for sock in held:
+            sock.close()
