@@ -1,30 +1,27 @@
 """Accept connections ourselves, count and cap them before TLS, and start TLS only once bytes arrive.
 
 Why it exists: asyncio's own TLS server gives every accepted connection a
-256 KiB read buffer and a handshake of up to 60 s before anything counts it,
-so 1,000 idle TCP connections cost about 300 MiB. Here a connection is held
-as a bare socket until its first bytes arrive (a few hundred bytes of state),
-within a deadline, and only then gets TLS, with a small read buffer. Every
-connection is counted from accept, and a full table makes room by closing the
-oldest idle connection (API-server addresses last) rather than refusing the
-new one, so a flood of idle connections can never lock the API server out.
-docs/reliability.md describes the policy and its figures.
+256 KiB read buffer and a 60 s handshake before anything counts it. Here a
+connection is a bare socket until its first bytes, then gets TLS with a small
+buffer and a handshake turn; a full table closes the oldest idle connection
+(API-server addresses last). docs/reliability.md gives the policy and figures.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import logging
 import socket
 import ssl
 import time
 from asyncio import sslproto
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from webhook.networks import Networks, parse_networks, within
 
 log = logging.getLogger(__name__)
 
@@ -40,26 +37,14 @@ OVERFLOW_CONNECTIONS = 64
 # one arrives in one write, in milliseconds.
 READING_EVICTABLE_AFTER = 1.0
 _ACCEPTS_PER_WAKEUP = 64
-# TLS handshakes in progress at once; the rest wait their turn, API-server addresses first. A burst of
-# hundreds of new connections then costs the event loop a few handshakes per turn, not hundreds, so requests
-# on established connections are answered in between. A handshake gives its turn back when it finishes or
-# after HANDSHAKE_TURN seconds, whichever is first, so a peer that stalls mid-handshake delays no one.
+# TLS handshakes at once (the rest wait, by address in turn, API server first), so a burst of new connections
+# never holds up requests on established ones; a turn ends with its handshake or after HANDSHAKE_TURN seconds.
 HANDSHAKES_AT_ONCE = 4
 HANDSHAKE_TURN = 0.1
 
 IDLE, BUSY, READING = "idle", "busy", "reading"
 
-Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-
-
-def _within(host: str, networks: Networks) -> bool:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in networks)
+__all__ = ["Gate", "GateLimits", "Networks", "Slot", "parse_networks"]
 
 
 @dataclass(frozen=True)
@@ -77,10 +62,10 @@ class GateLimits:
     allowed: Networks = ()
 
     def is_protected(self, host: str) -> bool:
-        return bool(self.protected) and _within(host, self.protected)
+        return bool(self.protected) and within(host, self.protected)
 
     def is_allowed(self, host: str) -> bool:
-        return not self.allowed or _within(host, self.allowed)
+        return not self.allowed or within(host, self.allowed)
 
 
 class Slot:
@@ -403,17 +388,3 @@ class Gate:
             self._per_host[slot.host] = left
         else:
             self._per_host.pop(slot.host, None)
-
-
-def parse_networks(text: str | Iterable[str]) -> Networks:
-    """Comma-separated addresses or CIDRs as networks; ValueError names the bad entry."""
-    items = [part.strip() for part in text.split(",")] if isinstance(text, str) else [p.strip() for p in text]
-    networks = []
-    for item in items:
-        if not item:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise ValueError(f"{item!r} is not an IP address or CIDR like 10.0.0.0/16") from None
-    return tuple(networks)
