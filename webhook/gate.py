@@ -215,6 +215,10 @@ class Gate:
                     self._evict_pending()
                 return  # ECONNABORTED and the like: the next wakeup tries again
             conn.setblocking(False)
+            if conn.family in (socket.AF_INET, socket.AF_INET6):
+                # asyncio sets this only on sockets whose proto is TCP (ours is 0): without it an answer
+                # written in two parts waits ~40 ms for the peer's delayed ACK.
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             host = str(address[0]) if isinstance(address, tuple) else ""
             if not self.limits.is_allowed(host):
                 self.refused += 1
