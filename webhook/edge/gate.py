@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.networks import Networks, parse_networks, within
+from webhook.edge.networks import Networks, parse_networks, within
 
 log = logging.getLogger(__name__)
 
