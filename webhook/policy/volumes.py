@@ -63,19 +63,6 @@ def build_kube_api_mount() -> dict[str, Any]:
 GCP_TOKEN_VOLUME_NAME = "ferry-gcp-token"
 
 
-def build_gcp_token_volume(workload_pool: str) -> dict[str, Any]:
-    """A token whose audience is the workload pool (PROJECT.svc.id.goog): what Google's token exchange accepts.
-
-    The kubelet renews it; the fetcher re-reads it at each exchange. It is the pod's own ServiceAccount, so
-    Google sees the principal NAMESPACE/KSA, never the node.
-    """
-    token = {"audience": workload_pool, "expirationSeconds": TOKEN_EXPIRATION_SECONDS, "path": "token"}
-    return {
-        "name": GCP_TOKEN_VOLUME_NAME,
-        "projected": {"defaultMode": 0o444, "sources": [{"serviceAccountToken": token}]},
-    }
-
-
 def build_gcp_token_mount() -> dict[str, Any]:
     return {"name": GCP_TOKEN_VOLUME_NAME, "mountPath": GCP_TOKEN_DIR, "readOnly": True}
 
