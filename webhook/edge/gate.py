@@ -179,6 +179,11 @@ class Gate:
         self._sock.close()
         for pending in list(self._pending.values()):
             self._drop_pending(pending)
+        # Sockets still waiting for a handshake turn are Ferry's to close too (a stop must not leak them).
+        for queue in list(self._turn_queue.values()):
+            for slot in list(queue):
+                slot.abort()
+        self._turn_queue.clear()
 
     async def wait_closed(self) -> None:
         return None
