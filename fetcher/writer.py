@@ -30,9 +30,13 @@ So a FIFO cannot hang a swap, a symlink to ``/dev/zero`` cannot be read, and a
 planted symlinked subdirectory cannot send a write or a ``chmod`` outside the
 volume. Whatever sits in Ferry's hidden ``..`` names and is not Ferry's (a
 stray file, directory or FIFO) is removed, so a planted entry cannot make every
-later swap fail. A user-visible name in the way that is not Ferry's symlink is
-never overwritten: that is a clear WriteError (``once`` may point at a
-directory holding someone's files), raised before anything is written. A swap
+later swap fail. Once the volume serves a set (``..data`` leads to a
+generation), it is Ferry's: whatever sits at a name of the new set (a file
+planted over a link, a FIFO, a directory) is replaced by the link, and no
+other name is touched. In a directory that serves no set yet, a name in the
+way is never overwritten: that is a clear WriteError (``once`` may point at a
+directory holding someone's files), raised before anything is written. Names
+starting with ``..`` belong to the swap and are refused as file names. A swap
 that fails later (a full volume, a signal) puts ``..data`` and every link back
 as they were and removes what it created (the target directory itself stays).
 
@@ -103,15 +107,18 @@ def _swap(root_fd: int, root: Path, files: Files, uid: int | None, gid: int | No
     names = _top_level_names(files)
     _remove_leftovers(root_fd)
     previous = _current_generation(root_fd)
-    _refuse_foreign_entries(root_fd, root, names)  # before anything is written: a failure changes nothing
+    # A volume that serves Ferry's set is Ferry's: what sits at a name of the set is healed, never refused.
+    heal = previous is not None
+    if not heal:
+        _refuse_foreign_entries(root_fd, root, names)  # before anything is written: a failure changes nothing
     if previous is not None and _generation_matches(root_fd, previous, files):
-        _link_entries(root_fd, root, names, replaced=[])
+        _link_entries(root_fd, root, names, replaced=[], heal=heal)
         return False, previous
     generation = _write_generation(root_fd, files, uid, gid)
     replaced: list[tuple[str, str | None]] = []
     try:
         _point_data_at(root_fd, generation)
-        _link_entries(root_fd, root, names, replaced)
+        _link_entries(root_fd, root, names, replaced, heal=heal)
     except BaseException:
         _roll_back(root_fd, previous, generation, replaced)
         raise
@@ -343,13 +350,24 @@ def _set_mode_and_owner(fd: int, mode: int, uid: int | None, gid: int | None) ->
 
 
 def _top_level_names(files: Files) -> set[str]:
-    return {relative.split("/", 1)[0] for relative in files}
+    """The names the set owns in the volume; the swap's own hidden names ("..*") are never among them."""
+    names = {relative.split("/", 1)[0] for relative in files}
+    reserved = sorted(name for name in names if name.startswith("..") or name in ("", "."))
+    if reserved:
+        raise WriteError(
+            f"the file name {reserved[0]!r} is reserved for the atomic swap (names starting with '..'); "
+            "choose another name"
+        )
+    return names
 
 
-def _link_entries(root_fd: int, root: Path, names: set[str], replaced: list[tuple[str, str | None]]) -> None:
+def _link_entries(
+    root_fd: int, root: Path, names: set[str], replaced: list[tuple[str, str | None]], *, heal: bool
+) -> None:
     """Make every top-level name a relative symlink through ..data (kept when already right).
 
     Appends (name, previous symlink target or None) to `replaced` before changing a name, for a rollback.
+    `heal`: the volume is Ferry's, so a file, FIFO or directory planted at one of these names is replaced.
     """
     for name in sorted(names):
         wanted = f"{DATA_LINK}/{name}"
@@ -363,10 +381,14 @@ def _link_entries(root_fd: int, root: Path, names: set[str], replaced: list[tupl
         except OSError as exc:
             if exc.errno != errno.EINVAL:  # EINVAL: exists but is not a symlink
                 raise WriteError(f"could not inspect {root / name}: {describe_os_error(exc)}") from exc
-            raise WriteError(
-                f"{root / name} exists and is not Ferry's symlink; the target directory must be Ferry's own "
-                "volume (remove it, or choose another directory)"
-            ) from exc
+            if not heal:
+                raise WriteError(
+                    f"{root / name} exists and is not Ferry's symlink; the target directory must be Ferry's own "
+                    "volume (remove it, or choose another directory)"
+                ) from exc
+            log.warning("replacing an entry planted at a name of the set", dir=str(root), name=name)
+            if is_real_dir(root_fd, name):
+                remove_tree(root_fd, name)  # a rename cannot replace a directory; never follows a link out
         tmp_link = f"{DATA_LINK_TMP}.{name}"
         replaced.append((name, old_target))
         try:
