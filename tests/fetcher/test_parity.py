@@ -130,7 +130,7 @@ def test_output_formats_parse(raw: Any, expected: tuple[tuple[str, str], ...]) -
     [
         ("yaml", "'yaml' is not an output format; use dotenv or json"),
         ("json,json", "json is listed twice"),
-        ("json=a/b", "must be a plain name"),
+        ("json=a/b", "write a plain file name"),
         ("dotenv=x,json=x", "different files"),
         ("dotenv=" + "x" * 2000, "longer than 1024 characters"),
     ],
