@@ -262,7 +262,10 @@ def run_role(manifest_path: str, service_account: str, namespace: str | None) ->
     target = namespace or meta.get("namespace")
     if not isinstance(target, str) or not target:
         raise ConfigError(f"{manifest_path} names no metadata.namespace; pass --namespace (the pods' namespace)")
-    sys.stdout.write(secret_sync_rbac_yaml(target, service_account, objects))
+    spc_name = meta.get("name")
+    if not isinstance(spc_name, str) or not spc_name:
+        raise ConfigError(f"{manifest_path} names no metadata.name; the Role is named after the class")
+    sys.stdout.write(secret_sync_rbac_yaml(target, service_account, objects, spc_name=spc_name))
     return EXIT_OK
 
 

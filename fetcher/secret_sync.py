@@ -49,6 +49,7 @@ Values never appear in messages: problems name files, keys and fields only.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -57,6 +58,9 @@ from typing import Any, Protocol
 
 from fetcher.spec.problems import FerryError
 from fetcher.spec.secret_objects import (
+    DENIED_SECRET_TYPES,
+    FERRY_LABEL,
+    FERRY_LABEL_VALUE,
     MANAGED_LABEL,
     MAX_SECRET_DATA_BYTES,
     POD_NAME_ENV_VAR,
@@ -68,12 +72,15 @@ from fetcher.spec.secret_objects import (
     SecretObject,
     SecretObjectData,
     SecretObjectsError,
+    denied_type_problem,
     listed,
     parse_secret_objects,
     shown,
 )
 
 __all__ = [
+    "FERRY_LABEL",
+    "FERRY_LABEL_VALUE",
     "MANAGED_LABEL",
     "POD_NAME_ENV_VAR",
     "POD_NAMESPACE_ENV_VAR",
@@ -92,8 +99,8 @@ APPLY_VERBS = ("create", "patch")
 CONTENT_FIELD_MANAGER = "ferry"
 # Prefix of the per-pod field manager that owns only that pod's ownerReference.
 OWNER_FIELD_MANAGER_PREFIX = "ferry-pod-"
-# The verbs server-side apply needs: create (when the Secret does not exist yet) and patch.
-SECRET_SYNC_VERBS = APPLY_VERBS
+# The verbs the sync needs: get (metadata only: whose is the Secret?), then the apply's create and patch.
+SECRET_SYNC_VERBS = ("get", *APPLY_VERBS)
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----\r?\n.*?-----END \1-----", re.DOTALL)
 
@@ -208,9 +215,12 @@ def _pem_part(content: bytes, key: str) -> bytes | None:
 
 
 def secret_manifest(obj: SecretObject, data: Mapping[str, bytes], owner: PodOwner) -> dict[str, Any]:
-    """The content apply (manager ``ferry``): type, labels (with the managed label), annotations, data, owner."""
+    """The content apply (manager ``ferry``): type, labels (with the CSI and Ferry labels), annotations, data, owner."""
+    if obj.type in DENIED_SECRET_TYPES:
+        raise SecretObjectsError([denied_type_problem(obj.type, "secretObjects")])
     labels = dict(obj.labels)
     labels[MANAGED_LABEL] = "true"
+    labels[FERRY_LABEL] = FERRY_LABEL_VALUE
     metadata: dict[str, Any] = {
         "name": obj.secret_name,
         "namespace": owner.namespace,
@@ -257,17 +267,86 @@ def secret_path(namespace: str, name: str) -> str:
     return f"/api/v1/namespaces/{namespace}/secrets/{name}"
 
 
+# --- Whose Secret is it (pure). ----------------------------------------------------------------------------------
+
+
+def is_ferrys_secret(metadata: Mapping[str, Any]) -> bool:
+    """Whether Ferry created this Secret: its label and an apply by its field manager.
+
+    Secrets an earlier Ferry created carry the CSI label instead of Ferry's, set by that same apply; they count.
+    """
+    applied = [
+        entry
+        for entry in metadata.get("managedFields") or []
+        if isinstance(entry, Mapping)
+        and entry.get("manager") == CONTENT_FIELD_MANAGER
+        and entry.get("operation") == "Apply"
+    ]
+    if not applied:
+        return False
+    labels = metadata.get("labels") or {}
+    if isinstance(labels, Mapping) and labels.get(FERRY_LABEL) == FERRY_LABEL_VALUE:
+        return True
+    return any(_applied_label(entry, MANAGED_LABEL) for entry in applied)
+
+
+def _applied_label(entry: Mapping[str, Any], label: str) -> bool:
+    fields = entry.get("fieldsV1")
+    metadata = fields.get("f:metadata") if isinstance(fields, Mapping) else None
+    labels = metadata.get("f:labels") if isinstance(metadata, Mapping) else None
+    return isinstance(labels, Mapping) and f"f:{label}" in labels
+
+
+def foreign_managers(metadata: Mapping[str, Any]) -> list[str]:
+    """Field managers that are not Ferry's (its content manager and its per-pod owner managers)."""
+    names = {
+        str(entry.get("manager"))
+        for entry in metadata.get("managedFields") or []
+        if isinstance(entry, Mapping)
+        and entry.get("manager") != CONTENT_FIELD_MANAGER
+        and not str(entry.get("manager")).startswith(OWNER_FIELD_MANAGER_PREFIX)
+    }
+    return sorted(names)
+
+
+def not_ferrys_message(name: str, namespace: str, metadata: Mapping[str, Any]) -> str:
+    """Why Ferry stops: the Secret is someone else's. Names it, never a value; says what the user can do."""
+    labels = metadata.get("labels") or {}
+    managers = foreign_managers(metadata)
+    by = f" (written by {listed(managers)})" if managers else ""
+    text = (
+        f'Secret "{name}" in namespace {namespace} exists and was not created by Ferry{by}: it lacks the label '
+        f"{FERRY_LABEL}={FERRY_LABEL_VALUE} and an apply by the field manager {CONTENT_FIELD_MANAGER!r}, so Ferry "
+        "leaves it alone. Give the secretObjects entry another secretName, or delete that Secret if nothing else "
+        "needs it; Ferry then creates its own."
+    )
+    if isinstance(labels, Mapping) and labels.get(MANAGED_LABEL) == "true":
+        text += (
+            " It carries the CSI driver's label: the Secrets Store CSI Driver created it. See 'If you use "
+            "secretObjects' in docs/migration-from-csi.md."
+        )
+    return text
+
+
 # --- The I/O edge. -----------------------------------------------------------------------------------------------
 
 
 class SecretApplier(Protocol):
-    """What `sync_secrets` needs of a client: server-side apply (`fetcher.kube.KubeClient.apply`)."""
+    """What `sync_secrets` needs of a client (`fetcher.kube.KubeClient`): a metadata-only GET and an apply."""
 
-    def apply(self, path: str, manifest: Mapping[str, Any], *, field_manager: str, force: bool) -> dict[str, Any]: ...
+    def get_metadata(self, path: str, *, fix_verbs: Sequence[str]) -> dict[str, Any] | None: ...
+
+    def apply(
+        self, path: str, manifest: Mapping[str, Any], *, field_manager: str, force: bool, fix_verbs: Sequence[str]
+    ) -> dict[str, Any]: ...
 
 
 class SecretSyncError(FerryError):
-    """The files cannot fill the Secrets ``secretObjects`` asks for (a missing file, a type's missing key)."""
+    """The Secrets ``secretObjects`` asks for cannot be written: a missing file or key, or a Secret not Ferry's."""
+
+
+# Check-then-write attempts per Secret: a Secret deleted or replaced between the two is checked again.
+MAX_SYNC_ATTEMPTS = 3
 
 
 def file_syncer(
@@ -286,29 +365,100 @@ def file_syncer(
 
 
 def sync_secrets(client: SecretApplier, manifests: Sequence[Mapping[str, Any]], owner: PodOwner) -> list[str]:
-    """Apply every manifest (content as ``ferry``, then this pod's ownerReference as its own manager).
+    """Write every Secret Ferry may write: create it if absent, else update it only if Ferry created it.
 
-    Returns the names written. Errors (KubeAPIError, KubeForbiddenError) leave at the first failing Secret.
+    Returns the names written. Raises SecretSyncError (a token type, a Secret that is not Ferry's) or
+    KubeAPIError / KubeForbiddenError, at the first Secret that fails; token types are refused before any request.
     """
+    for manifest in manifests:
+        if manifest.get("type") in DENIED_SECRET_TYPES:
+            raise SecretSyncError(denied_type_problem(str(manifest["type"]), "secretObjects"))
     written: list[str] = []
     for manifest in manifests:
-        name = str(manifest["metadata"]["name"])
-        path = secret_path(owner.namespace, name)
-        client.apply(path, manifest, field_manager=CONTENT_FIELD_MANAGER, force=True)
-        client.apply(path, owner_manifest(name, owner), field_manager=owner.field_manager, force=True)
-        written.append(name)
+        _sync_one(client, manifest, owner)
+        written.append(str(manifest["metadata"]["name"]))
     return written
+
+
+def _sync_one(client: SecretApplier, manifest: Mapping[str, Any], owner: PodOwner) -> None:
+    """Check whose the Secret is (metadata only), then write bound to what was checked.
+
+    Absent: an apply creates it, and its answer must show no other writer (one that created it meanwhile).
+    Ferry's: the apply carries the checked uid, so the API server refuses it if the Secret was replaced
+    meanwhile (422) or deleted (409); both are checked again, at most MAX_SYNC_ATTEMPTS times.
+    """
+    name = str(manifest["metadata"]["name"])
+    path = secret_path(owner.namespace, name)
+    for attempt in range(1, MAX_SYNC_ATTEMPTS + 1):
+        current = client.get_metadata(path, fix_verbs=SECRET_SYNC_VERBS)
+        if current is not None and not is_ferrys_secret(current):
+            raise SecretSyncError(not_ferrys_message(name, owner.namespace, current))
+        uid = str(current.get("uid") or "") if current is not None else ""
+        try:
+            answer = _apply(client, path, _with_uid(manifest, uid), CONTENT_FIELD_MANAGER)
+        except FerryError as exc:  # fetcher.kube's KubeAPIError (not imported: fetcher.errors imports botocore)
+            if uid and getattr(exc, "status", None) in (409, 422) and attempt < MAX_SYNC_ATTEMPTS:
+                continue  # replaced or deleted since the check: check again
+            raise
+        metadata = answer.get("metadata") if isinstance(answer.get("metadata"), Mapping) else {}
+        assert isinstance(metadata, Mapping)
+        if not uid and foreign_managers(metadata):
+            raise SecretSyncError(
+                f'Secret "{name}" in namespace {owner.namespace} was created by {listed(foreign_managers(metadata))} '
+                "while Ferry was creating it; Ferry wrote it once and stops: give the secretObjects entry another "
+                "secretName, or delete that Secret"
+            )
+        managers = {entry.get("manager") for entry in metadata.get("managedFields") or [] if isinstance(entry, Mapping)}
+        if owner.field_manager not in managers:
+            written_uid = str(metadata.get("uid") or uid)
+            _apply(client, path, _with_uid(owner_manifest(name, owner), written_uid), owner.field_manager)
+        return
+
+
+def _apply(client: SecretApplier, path: str, manifest: Mapping[str, Any], field_manager: str) -> dict[str, Any]:
+    return client.apply(path, manifest, field_manager=field_manager, force=True, fix_verbs=SECRET_SYNC_VERBS)
+
+
+def _with_uid(manifest: Mapping[str, Any], uid: str) -> Mapping[str, Any]:
+    """The manifest bound to one object: with metadata.uid, the API server applies it to that object or refuses."""
+    if not uid:
+        return manifest
+    return {**manifest, "metadata": {**manifest["metadata"], "uid": uid}}
 
 
 # --- RBAC: what the pod's ServiceAccount needs. ------------------------------------------------------------------
 
+# Kubernetes object names are at most 253 characters; longer Role names keep a readable start and a digest.
+MAX_ROLE_NAME_LENGTH = 253
+ROLE_NAME_PREFIX = "ferry-secret-sync"
+
+ROLE_WARNING = """\
+# The Role and RoleBinding Ferry's secretObjects need: get, create and patch on exactly these Secrets.
+# Review before you apply: create on Secrets is powerful. RBAC cannot restrict a Secret's type, so every
+# container that runs as this ServiceAccount with a token (the app's too, unless its pod sets
+# automountServiceAccountToken: false) could create a Secret of these names of type
+# kubernetes.io/service-account-token, which makes the cluster issue a token for any ServiceAccount in the
+# namespace. Ferry itself refuses token types and writes only Secrets it created (label ferry.dev/managed-by).
+# Bind it to a ServiceAccount used by this workload alone.
+"""
+
+
+def secret_sync_role_name(spc_name: str, service_account: str) -> str:
+    """One name per SecretProviderClass and ServiceAccount (':' never occurs in either), bounded in length."""
+    name = f"{ROLE_NAME_PREFIX}:{spc_name}:{service_account}"
+    if len(name) <= MAX_ROLE_NAME_LENGTH:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return f"{name[: MAX_ROLE_NAME_LENGTH - len(digest) - 1]}-{digest}"
+
 
 def secret_sync_rbac(
-    namespace: str, service_account: str, secret_names: Sequence[str], name: str = "ferry-secret-sync"
+    namespace: str, service_account: str, secret_names: Sequence[str], *, spc_name: str = "inline"
 ) -> list[dict[str, Any]]:
     """The Role and RoleBinding that let `service_account` write exactly these Secrets (nothing else)."""
     if not secret_names:
         return []
+    name = secret_sync_role_name(spc_name, service_account)
     role = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
@@ -332,9 +482,12 @@ def secret_sync_rbac(
     return [role, binding]
 
 
-def secret_sync_rbac_yaml(namespace: str, service_account: str, objects: Sequence[SecretObject]) -> str:
+def secret_sync_rbac_yaml(
+    namespace: str, service_account: str, objects: Sequence[SecretObject], *, spc_name: str = "inline"
+) -> str:
     """`secret_sync_rbac` for the Secrets of these entries, as a YAML stream for ``kubectl apply -f -``."""
     import yaml
 
-    documents = secret_sync_rbac(namespace, service_account, [obj.secret_name for obj in objects])
-    return yaml.safe_dump_all(documents, sort_keys=False)
+    names = [obj.secret_name for obj in objects]
+    documents = secret_sync_rbac(namespace, service_account, names, spc_name=spc_name)
+    return ROLE_WARNING + yaml.safe_dump_all(documents, sort_keys=False)

@@ -180,7 +180,11 @@ def test_the_secret_is_written_before_the_app_starts_rotates_and_goes_with_the_p
     ref = app["env"][0]["valueFrom"]["secretKeyRef"]
     assert _value(api, ns, ref["key"]) == PASSWORD.encode()
     status, secret = _secret(api, ns)
-    assert secret["metadata"]["labels"] == {"app": "shop", "secrets-store.csi.k8s.io/managed": "true"}
+    assert secret["metadata"]["labels"] == {
+        "app": "shop",
+        "secrets-store.csi.k8s.io/managed": "true",
+        "ferry.dev/managed-by": "ferry",
+    }
     assert [r["uid"] for r in secret["metadata"]["ownerReferences"]] == [stored["metadata"]["uid"]]
 
     # A rotation through the sidecar reaches the Secret.
