@@ -510,3 +510,32 @@ def test_two_teams_roles_do_not_collide_and_both_keep_their_access(
         assert _sync(
             _client(api, tokens[account], tmp_path, account), owner, {"db-password": b"x", "db-user": b"y"}, raw
         )
+
+
+# --- The token Ferry projects for secretObjects. -----------------------------------------------------------------
+
+
+def test_the_projected_token_ferry_adds_lives_an_hour_at_most_not_a_year(api: AdminApi, namespace: str) -> None:
+    """The kubelet asks for the volume's expirationSeconds bound to the pod; 3607 is extended to a year."""
+    from webhook.volumes import build_kube_api_volume
+
+    (source,) = [
+        s["serviceAccountToken"] for s in build_kube_api_volume()["projected"]["sources"] if "serviceAccountToken" in s
+    ]
+    api.service_account_token(namespace, "app")
+    owner = _create_pod(api, namespace, "web-1")
+    request = {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {
+            "audiences": [],
+            "expirationSeconds": source["expirationSeconds"],
+            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": owner.name, "uid": owner.uid},
+        },
+    }
+    answer = api.admin("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/app/token", request)
+    payload = answer["status"]["token"].split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+    assert claims["exp"] - claims["iat"] <= 3600, f"the token lives {claims['exp'] - claims['iat']} s"
+    assert claims["exp"] - claims["iat"] >= 600  # the API server's minimum; the kubelet renews at 80 %
