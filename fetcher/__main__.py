@@ -183,6 +183,7 @@ def run_sidecar_command(env: Mapping[str, str], target_dir: str, stop: threading
         clients=AwsClients.from_env(env),
         target_dir=Path(target_dir),
         on_files=secret_sync_hook(spec, env),
+        resync_seconds=secret_resync_seconds(env) if needs_kube_api(spec) else 0.0,
     )
     return run_sidecar(state, stop)
 
@@ -225,7 +226,7 @@ def secret_sync_hook(spec: FetchSpec, env: Mapping[str, str]) -> Callable[[Mappi
     if not needs_kube_api(spec):
         return None
     from fetcher.kube import CA_PATH, TOKEN_PATH, KubeClient
-    from fetcher.secret_sync import SecretObjectsError, file_syncer, pod_owner_from_env
+    from fetcher.secret_sync import SecretObjectsError, SecretSyncError, file_syncer, pod_owner_from_env
 
     try:
         owner = pod_owner_from_env(env)
@@ -237,10 +238,31 @@ def secret_sync_hook(spec: FetchSpec, env: Mapping[str, str]) -> Callable[[Mappi
     sync = file_syncer(spec.secret_objects, client, owner)
 
     def hook(files: Mapping[str, Any]) -> None:
-        names = sync(files)
+        try:
+            names = sync(files)
+        except SecretSyncError:
+            raise
+        except FerryError as exc:  # the API's answer: said to be about secretObjects, here and in the status entry
+            raise SecretSyncError(f"secretObjects not synced (the files are written): {exc}") from exc
         log.info("kubernetes secrets synced", secrets=names, namespace=owner.namespace)
 
     return hook
+
+
+def secret_resync_seconds(env: Mapping[str, str]) -> float:
+    """How often the sidecar re-applies the secretObjects Secrets when nothing changed (drift repair)."""
+    from fetcher.secret_sync import DEFAULT_RESYNC_SECONDS, RESYNC_ENV_VAR
+
+    text = env.get(RESYNC_ENV_VAR, "").strip()
+    if not text:
+        return DEFAULT_RESYNC_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ConfigError(f"{RESYNC_ENV_VAR} must be a number of seconds (0 turns the repair off), got {text[:40]!r}")
+    return value
 
 
 def run_role(manifest_path: str, service_account: str, namespace: str | None) -> int:

@@ -345,6 +345,12 @@ class SecretSyncError(FerryError):
     """The Secrets ``secretObjects`` asks for cannot be written: a missing file or key, or a Secret not Ferry's."""
 
 
+# The sidecar re-applies the Secrets this often when nothing changed, so a Secret deleted or edited by hand is
+# repaired. Each re-apply costs one metadata GET and one no-op apply per Secret, each on a new TLS connection:
+# about 2 requests and some milliseconds of CPU (docs/benchmarks.md), too much for every cycle.
+RESYNC_ENV_VAR = "FERRY_SECRET_RESYNC_SECONDS"
+DEFAULT_RESYNC_SECONDS = 300.0
+
 # Check-then-write attempts per Secret: a Secret deleted or replaced between the two is checked again.
 MAX_SYNC_ATTEMPTS = 3
 
