@@ -240,6 +240,8 @@ def test_the_sidecar_repairs_a_deleted_secret_and_its_probe_fails_while_another_
     assert run_container(stored, "ferry-init", volumes, env, folder).returncode == 0
     sidecar = start_container(stored, "ferry-sidecar", volumes, env, folder)
     try:
+        status_file = volumes["ferry-secrets"] / "..ferry-status"
+        wait_for(status_file.exists, 60, what="the sidecar's first cycle", interval=0.5)
         # Someone deletes the synced Secret: the next resync creates it again, though AWS did not change.
         api.admin("DELETE", f"/api/v1/namespaces/{ns}/secrets/shop-db")
         wait_for(lambda: _value(api, ns, "password") == PASSWORD.encode(), 90, what="the repair", interval=0.5)
@@ -259,7 +261,7 @@ def test_the_sidecar_repairs_a_deleted_secret_and_its_probe_fails_while_another_
         )
         assert failed.stdout.startswith("unhealthy: refresh failing for "), failed.stdout
         assert 'Secret "shop-db"' in failed.stdout and "not created by Ferry" in failed.stdout, failed.stdout
-        status = json.loads((volumes["ferry-secrets"] / "..ferry-status").read_text())
+        status = json.loads(status_file.read_text())
         assert status["ok"] is False and "shop-db" in status["last_error"]
         assert _value(api, ns, "k") == b"other"  # never written
         assert PASSWORD not in failed.stdout + json.dumps(status)
