@@ -251,18 +251,12 @@ def secret_sync_hook(spec: FetchSpec, env: Mapping[str, str]) -> Callable[[Mappi
 
 def secret_resync_seconds(env: Mapping[str, str]) -> float:
     """How often the sidecar re-applies the secretObjects Secrets when nothing changed (drift repair)."""
-    from fetcher.secret_sync import DEFAULT_RESYNC_SECONDS, RESYNC_ENV_VAR
+    from fetcher.secret_sync import SecretObjectsError, resync_seconds_from_env
 
-    text = env.get(RESYNC_ENV_VAR, "").strip()
-    if not text:
-        return DEFAULT_RESYNC_SECONDS
     try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise ConfigError(f"{RESYNC_ENV_VAR} must be a number of seconds (0 turns the repair off), got {text[:40]!r}")
-    return value
+        return resync_seconds_from_env(env)
+    except SecretObjectsError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def run_role(manifest_path: str, service_account: str, namespace: str | None) -> int:

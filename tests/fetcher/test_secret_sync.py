@@ -271,3 +271,18 @@ def test_the_fetcher_refuses_token_types_before_any_request(secret_type: str) ->
     manifest = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"}, "type": secret_type, "data": {}}
     with pytest.raises(SecretSyncError, match="is refused"):
         sync_secrets(_NoCalls(), [manifest], OWNER)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [(None, 300.0), ("", 300.0), ("1", 1.0), ("0", 0.0), (" 90 ", 90.0)])
+def test_the_resync_interval_comes_from_the_environment(text: str | None, seconds: float) -> None:
+    from fetcher.secret_sync import RESYNC_ENV_VAR, resync_seconds_from_env
+
+    assert resync_seconds_from_env({} if text is None else {RESYNC_ENV_VAR: text}) == seconds
+
+
+@pytest.mark.parametrize("text", ["-1", "nan", "inf", "soon", "1e400"])
+def test_a_bad_resync_interval_is_refused_naming_the_variable(text: str) -> None:
+    from fetcher.secret_sync import RESYNC_ENV_VAR, resync_seconds_from_env
+
+    with pytest.raises(SecretObjectsError, match=RESYNC_ENV_VAR):
+        resync_seconds_from_env({RESYNC_ENV_VAR: text})

@@ -174,9 +174,7 @@ def test_a_symlinked_target_directory_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["file", "fifo", "dir"])
-def test_an_entry_planted_over_a_top_level_link_is_healed_and_nothing_else_is_touched(
-    served: Path, kind: str
-) -> None:
+def test_an_entry_planted_over_a_top_level_link_is_healed_and_nothing_else_is_touched(served: Path, kind: str) -> None:
     (served / "a").unlink()
     if kind == "file":
         (served / "a").write_text("planted")
