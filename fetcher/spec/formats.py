@@ -75,6 +75,13 @@ RESERVED_ENV_KEYS = frozenset(
         "GLOBIGNORE",
         "GLOBSORT",
         "GROUPS",
+        "HISTCMD",
+        "HISTCONTROL",
+        "HISTFILE",
+        "HISTFILESIZE",
+        "HISTIGNORE",
+        "HISTSIZE",
+        "HISTTIMEFORMAT",
         "HOME",
         "HOSTFILE",
         "HOSTNAME",
@@ -139,8 +146,8 @@ RESERVED_ENV_KEYS = frozenset(
 )
 
 # Whole families: BASH_ENV, BASH_XTRACEFD, ...; every loader variable (LD_PRELOAD, LD_AUDIT, ...); glibc's
-# malloc and tunables (MALLOC_*, GLIBC_TUNABLES); bash's completion, readline and history variables.
-RESERVED_ENV_PREFIXES = ("BASH", "LD_", "MALLOC_", "GLIBC_", "COMP_", "READLINE_", "HIST")
+# malloc and tunables (MALLOC_*, GLIBC_TUNABLES); bash's completion and readline variables.
+RESERVED_ENV_PREFIXES = ("BASH", "LD_", "MALLOC_", "GLIBC_", "COMP_", "READLINE_")
 
 
 def is_reserved_env_key(key: str) -> bool:

@@ -237,6 +237,8 @@ def test_execignore_sourced_from_a_dotenv_file_would_break_the_apps_exec(tmp_pat
     assert done.returncode != 0
 
 
-@pytest.mark.parametrize("name", ["pythonpath", "node_options", "lang", "tz", "https_proxy", "db-password"])
+@pytest.mark.parametrize(
+    "name", ["pythonpath", "node_options", "lang", "tz", "https_proxy", "db-password", "history", "ldap-url", "compass"]
+)
 def test_runtime_and_app_variables_stay_the_apps_business(name: str) -> None:
     assert env_key(name) in dotenv_document({name: b"value"}).decode()
