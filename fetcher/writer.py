@@ -30,12 +30,12 @@ So a FIFO cannot hang a swap, a symlink to ``/dev/zero`` cannot be read, and a
 planted symlinked subdirectory cannot send a write or a ``chmod`` outside the
 volume. Whatever sits in Ferry's hidden ``..`` names and is not Ferry's (a
 stray file, directory or FIFO) is removed, so a planted entry cannot make every
-later swap fail. Once the volume serves a set (``..data`` leads to a
-generation), it is Ferry's: whatever sits at a name of the new set (a file
-planted over a link, a FIFO, a directory) is replaced by the link, and no
-other name is touched. In a directory that serves no set yet, a name in the
-way is never overwritten: that is a clear WriteError (``once`` may point at a
-directory holding someone's files), raised before anything is written. Names
+later swap fail. A name the served set already owns (a top-level entry of
+the generation ``..data`` leads to) is Ferry's: whatever was planted there (a
+file over the link, a FIFO, a directory) is replaced by the link. Any other
+name in the way that is not Ferry's symlink is never overwritten: that is a
+clear WriteError (``once`` may point at a directory holding someone's files),
+raised before anything is written; no other name is ever touched. Names
 starting with ``..`` belong to the swap and are refused as file names. A swap
 that fails later (a full volume, a signal) puts ``..data`` and every link back
 as they were and removes what it created (the target directory itself stays).
@@ -69,6 +69,7 @@ from fetcher.dirfd import (
     readlink,
     remove_any,
     remove_tree,
+    visible_names,
     walk_files,
 )
 from fetcher.errors import WriteError
@@ -107,10 +108,9 @@ def _swap(root_fd: int, root: Path, files: Files, uid: int | None, gid: int | No
     names = _top_level_names(files)
     _remove_leftovers(root_fd)
     previous = _current_generation(root_fd)
-    # A volume that serves Ferry's set is Ferry's: what sits at a name of the set is healed, never refused.
-    heal = previous is not None
-    if not heal:
-        _refuse_foreign_entries(root_fd, root, names)  # before anything is written: a failure changes nothing
+    # Names the served set already owns are Ferry's: whatever was planted there is replaced. Others are refused.
+    heal = names & (visible_names(root_fd, previous) if previous is not None else set())
+    _refuse_foreign_entries(root_fd, root, names - heal)  # before anything is written: a failure changes nothing
     if previous is not None and _generation_matches(root_fd, previous, files):
         _link_entries(root_fd, root, names, replaced=[], heal=heal)
         return False, previous
@@ -362,12 +362,12 @@ def _top_level_names(files: Files) -> set[str]:
 
 
 def _link_entries(
-    root_fd: int, root: Path, names: set[str], replaced: list[tuple[str, str | None]], *, heal: bool
+    root_fd: int, root: Path, names: set[str], replaced: list[tuple[str, str | None]], *, heal: set[str]
 ) -> None:
     """Make every top-level name a relative symlink through ..data (kept when already right).
 
     Appends (name, previous symlink target or None) to `replaced` before changing a name, for a rollback.
-    `heal`: the volume is Ferry's, so a file, FIFO or directory planted at one of these names is replaced.
+    `heal`: names the served set owns, where a planted file, FIFO or directory is replaced; others are refused.
     """
     for name in sorted(names):
         wanted = f"{DATA_LINK}/{name}"
@@ -381,7 +381,7 @@ def _link_entries(
         except OSError as exc:
             if exc.errno != errno.EINVAL:  # EINVAL: exists but is not a symlink
                 raise WriteError(f"could not inspect {root / name}: {describe_os_error(exc)}") from exc
-            if not heal:
+            if name not in heal:
                 raise WriteError(
                     f"{root / name} exists and is not Ferry's symlink; the target directory must be Ferry's own "
                     "volume (remove it, or choose another directory)"
