@@ -261,9 +261,15 @@ def test_the_role_command_prints_a_role_for_exactly_the_class_secrets(
     role, binding = yaml.safe_load_all(capsys.readouterr().out)
     assert role["kind"] == "Role" and role["metadata"]["namespace"] == "shop"
     assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["db", "tls"], "verbs": ["create", "patch"]}
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["db", "tls"],
+            "verbs": ["get", "create", "patch"],
+        }
     ]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "shop-api", "namespace": "shop"}]
+    assert role["metadata"]["name"] == binding["roleRef"]["name"] == "ferry-secret-sync:db:shop-api"
 
 
 def test_the_role_command_explains_a_class_without_secret_objects(tmp_path: Path) -> None:
