@@ -285,3 +285,30 @@ def test_a_token_type_in_secret_objects_is_denied_at_admission(serving_ferry: Fe
         serving_ferry.create_pod(ns, app_pod("shop", SERVICE_ACCOUNT))
     body = str(denied.value.body)
     assert "kubernetes.io/service-account-token is refused" in body and "secretObjects[0].type" in body, body
+
+
+def test_the_init_container_stops_naming_another_apps_secret_and_leaves_it_alone(
+    serving_ferry: Ferry, control_plane: Any, node: tuple[Path, dict[str, str]]
+) -> None:
+    api = AdminApi(control_plane)
+    folder, node_env = node
+    ns = _setup(serving_ferry, api, with_role=True)
+    api.admin(
+        "POST",
+        f"/api/v1/namespaces/{ns}/secrets?fieldManager=billing-app",
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "shop-db"}, "stringData": {"k": "billing"}},
+    )
+    stored = serving_ferry.create_pod(ns, app_pod("shop", SERVICE_ACCOUNT))
+    env = _kubelet_env(api, folder, ns, node_env)
+    volume = make_empty_dir(folder / "ferry-secrets", stored)
+
+    result = run_container(stored, "ferry-init", {"ferry-secrets": volume}, env, folder)
+
+    assert result.returncode == 1
+    message = (folder / "ferry-init.termination-log").read_text()
+    assert f'Secret "shop-db" in namespace {ns}' in message and "not created by Ferry" in message, message
+    assert "billing-app" in message  # who wrote it, to find its owner
+    status, secret = _secret(api, ns)
+    assert status == 200 and secret["data"] == {"k": base64.b64encode(b"billing").decode()}
+    assert not secret["metadata"].get("ownerReferences")
+    assert PASSWORD not in message + result.stdout + result.stderr
