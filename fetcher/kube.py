@@ -2,8 +2,8 @@
 
 Why it exists: when a SecretProviderClass asks for ``secretObjects``, the
 fetcher writes Kubernetes Secrets with the pod's own ServiceAccount. That needs
-a handful of calls (server-side apply of a Secret, now and then a GET), and
-nothing else from Kubernetes (a metadata-only GET to check whose a Secret is).
+a handful of calls (a metadata-only GET of a Secret, to check whose it is,
+then a server-side apply), and nothing else from Kubernetes.
 
 Why not the ``kubernetes`` package: the fetcher image is pulled for every pod
 on Fargate, where no node caches images, so its size is start-up latency for
