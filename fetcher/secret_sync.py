@@ -271,10 +271,13 @@ def _sync_one(client: SecretApplier, manifest: Mapping[str, Any], owner: PodOwne
         metadata = answer.get("metadata") if isinstance(answer.get("metadata"), Mapping) else {}
         assert isinstance(metadata, Mapping)
         if not uid and foreign_managers(metadata):
+            # Withdraw what only Ferry set (its ownerReference above all, so GC never deletes it with the pod).
+            withdrawal = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "uid": metadata.get("uid")}}
+            _apply(client, path, withdrawal, CONTENT_FIELD_MANAGER)
             raise SecretSyncError(
                 f'Secret "{name}" in namespace {owner.namespace} was created by {listed(foreign_managers(metadata))} '
-                "while Ferry was creating it; Ferry wrote it once and stops: give the secretObjects entry another "
-                "secretName, or delete that Secret"
+                "while Ferry was creating it; Ferry withdrew its owner reference and stops: give the secretObjects "
+                "entry another secretName, or delete that Secret"
             )
         managers = {entry.get("manager") for entry in metadata.get("managedFields") or [] if isinstance(entry, Mapping)}
         if owner.field_manager not in managers:
