@@ -5,11 +5,13 @@ PY := $(VENV)/bin/python
 # helm and kubectl (v1.36) live in the venv (scripts/install-helm.sh): found first by tests and the demo.
 WITH_VENV_TOOLS := PATH="$(abspath $(VENV))/bin:$$PATH"
 
-.PHONY: demo test test-slow test-e2e lint bench clean helm locks images
+.PHONY: demo cluster test test-slow test-e2e lint bench clean helm locks images
 
 $(VENV)/.installed: pyproject.toml constraints.txt scripts/install-helm.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	# The distribution was called "ferry" before (a name another project holds on the index).
+	$(PY) -m pip uninstall -q -y ferry 2>/dev/null || true
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	scripts/install-helm.sh $(VENV)
 	touch $@
@@ -20,6 +22,10 @@ helm: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(WITH_VENV_TOOLS) $(PY) scripts/demo.py
+
+# A local control plane with Ferry's chart installed; prints a KUBECONFIG (docs/local-cluster.md).
+cluster: $(VENV)/.installed
+	$(WITH_VENV_TOOLS) $(PY) -m devcluster up
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -34,18 +40,20 @@ test: lint
 
 # Only the API-server suite (a real kube-apiserver; KUBEBUILDER_ASSETS names its binaries).
 test-e2e: $(VENV)/.installed
-	@test -n "$$KUBEBUILDER_ASSETS" || { echo "set KUBEBUILDER_ASSETS to the folder of etcd, kube-apiserver, kube-controller-manager (see .ci/run)" >&2; exit 1; }
+	@test -n "$$KUBEBUILDER_ASSETS" || { echo "set KUBEBUILDER_ASSETS to the folder of etcd, kube-apiserver, kube-controller-manager (docs/local-cluster.md says how to get them)" >&2; exit 1; }
 	$(WITH_VENV_TOOLS) $(PY) -m pytest tests/e2e
 
 # The long-running reliability parts (soaks, kill loops, big fuzz runs).
 test-slow: $(VENV)/.installed
 	$(PY) -m pytest -m slow
 
-# The images' hashed lock files, from requirements/*.in and constraints.txt (PyPI's hashes only).
+# The images' hashed lock files, from requirements/*.in and constraints.txt. pip-compile asks the
+# index pip is configured with (pip.conf, PIP_INDEX_URL); the files name none (--no-emit-index-url),
+# and the hashes are of the files that index serves. Find-links are off: local wheels have other hashes.
 locks: $(VENV)/.installed
 	for side in fetcher webhook; do \
-	  PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= $(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe \
-	    --strip-extras --no-emit-index-url --index-url https://pypi.org/simple \
+	  PIP_FIND_LINKS= $(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe \
+	    --strip-extras --no-emit-index-url --no-emit-find-links \
 	    --output-file requirements/$$side.txt requirements/$$side.in || exit 1; \
 	done
 

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import argparse
 
-DISTRIBUTION = "ferry"
+PRODUCT = "ferry"
+DISTRIBUTION = "ferry-secrets"  # the name on the package index (pyproject.toml)
 
 
 def version() -> str:
@@ -39,7 +40,19 @@ def add_version_option(parser: argparse.ArgumentParser) -> None:
 
     class _Version(argparse.Action):
         def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
-            print(f"{DISTRIBUTION} {version()}")
+            print(f"{PRODUCT} {version()}")
             parser.exit()
 
     parser.add_argument("--version", action=_Version, nargs=0, default=argparse.SUPPRESS, help="print the version")
+
+
+def command_name(package: str, argv0: str | None = None) -> str:
+    """The name the user typed: the console script's (`ferry-fetcher`), or `python -m <package>`.
+
+    argparse's default is the basename of argv[0], which under `python -m` is `__main__.py`.
+    """
+    import os
+    import sys
+
+    name = os.path.basename(sys.argv[0] if argv0 is None else argv0)
+    return f"python -m {package}" if name in ("", "__main__.py", "-c") else name

@@ -49,7 +49,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from fetcher import add_version_option
+from fetcher import add_version_option, command_name
 from fetcher.errors import ConfigError, FerryError
 from fetcher.logs import LEVELS, LOG_LEVEL_ENV_VAR, log
 from fetcher.spec import (
@@ -202,6 +202,14 @@ def run_once(env: Mapping[str, str], manifest_path: str, target_dir: str, region
     from fetcher.loop import deliver
 
     manifest = load_secret_provider_class(manifest_path)
+    kind = manifest.get("kind")
+    if kind != "SecretProviderClass":
+        # Before the region: a workload passed by mistake is the first thing to fix, not the last.
+        named = f"a {str(kind)[:63]}" if isinstance(kind, str) and kind else "no kind"
+        raise ConfigError(
+            f"{manifest_path} holds {named}, not a SecretProviderClass: pass the class's own file "
+            "(kind: SecretProviderClass); to preview a workload, use `python -m webhook inject -f`"
+        )
     region = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     parameters = manifest.get("spec", {}).get("parameters") if isinstance(manifest.get("spec"), Mapping) else None
     if not region and not (isinstance(parameters, Mapping) and parameters.get("region")):
@@ -211,6 +219,9 @@ def run_once(env: Mapping[str, str], manifest_path: str, target_dir: str, region
         )
     spec = spec_from_secret_provider_class(manifest, region=region)
     clients = AwsClients.from_env(env)
+    if clients.session.get_credentials() is None:
+        # Said once, before any object, and for a laptop: `once` runs with the user's identity, not a pod's.
+        raise ConfigError(LAPTOP_CREDENTIALS_HINT)
     delivery = deliver(spec, clients, target_dir)
     log.info(
         "files written" if delivery.swapped else "files already current",
@@ -219,6 +230,13 @@ def run_once(env: Mapping[str, str], manifest_path: str, target_dir: str, region
         region=spec.region,
     )
     return EXIT_OK
+
+
+LAPTOP_CREDENTIALS_HINT = (
+    "no AWS credentials found: `once` fetches with your own AWS identity. Log in first (`aws sso login "
+    "--profile NAME`, then AWS_PROFILE=NAME), or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; that identity "
+    "must be allowed to read the class's objects (secretsmanager:GetSecretValue, ssm:GetParameters)"
+)
 
 
 def secret_sync_hook(spec: FetchSpec, env: Mapping[str, str]) -> Callable[[Mapping[str, Any]], None] | None:
@@ -327,7 +345,7 @@ def write_termination_message(path: str, message: str, *, create: bool) -> bool:
 
 
 def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fetcher", description="Ferry's in-pod secrets fetcher.")
+    parser = argparse.ArgumentParser(prog=command_name("fetcher"), description="Ferry's in-pod secrets fetcher.")
     add_version_option(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     default_dir = env.get(TARGET_DIR_ENV_VAR) or DEFAULT_MOUNT_PATH

@@ -10,7 +10,7 @@ extension (2.6 MB, the largest single file) only speeds up `once`, the one
 command that reads YAML; PyYAML falls back to its pure-Python SafeLoader,
 which parses the same documents. And the images copy Ferry's code rather than pip
 installing the project (that would bring boto3 into the webhook image), so
-`importlib.metadata.version("ferry")` needs a small dist-info written from
+`importlib.metadata.version("ferry-secrets")` needs a small dist-info written from
 pyproject.toml, the one place the version is defined.
 
 Standard library only: it runs with the build stage's Python before anything
@@ -140,7 +140,8 @@ def project_version(pyproject: Path) -> tuple[str, str]:
 def write_metadata(pyproject: Path, site_packages: Path) -> Path:
     """Write `<name>-<version>.dist-info/METADATA` so importlib.metadata finds the project."""
     name, version = project_version(pyproject)
-    dist_info = site_packages / f"{name}-{version}.dist-info"
+    # The directory name escapes "-" as "_" (as wheels do), else importlib.metadata reads the name wrong.
+    dist_info = site_packages / f"{name.replace('-', '_')}-{version}.dist-info"
     dist_info.mkdir(parents=True, exist_ok=True)
     metadata = dist_info / "METADATA"
     metadata.write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", encoding="utf-8")

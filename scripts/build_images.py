@@ -373,6 +373,30 @@ def remove_image(image: str) -> None:
     buildah("rmi", image)
 
 
+# The release workflow builds each image once, with the Dockerfile's pinned bases, into an OCI
+# archive; it runs tests/images on that archive (this machine's platform) and then pushes that
+# same archive. So what is tested is what is released, byte for byte.
+ARCHIVE_DIR_ENV = "FERRY_IMAGE_ARCHIVE_DIR"
+
+
+def release_archive(name: str) -> Path | None:
+    """The OCI archive to test instead of building `name` (`<dir>/ferry-<name>.tar`), if one is given."""
+    directory = os.environ.get(ARCHIVE_DIR_ENV)
+    if not directory:
+        return None
+    archive = Path(directory) / f"ferry-{name}.tar"
+    if not archive.is_file():
+        raise ImageBuildError(f"{ARCHIVE_DIR_ENV}={directory} has no {archive.name}: build it first, or unset it")
+    return archive
+
+
+def load_archive(archive: Path, tag: str) -> str:
+    """Load an OCI archive (a multi-platform index: this machine's platform) as `tag`; return its image id."""
+    image_id = buildah("pull", "--quiet", f"oci-archive:{archive}").strip().splitlines()[-1]
+    buildah("tag", image_id, tag)
+    return image_id
+
+
 def main() -> int:
     missing = missing_tools()
     if missing:

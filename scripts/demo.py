@@ -59,6 +59,8 @@ from moto.server import ThreadedMotoServer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `devcluster`, when run as `python scripts/demo.py`
 
+from devcluster.eksidentity import ROLE_ANNOTATION, IdentityWebhook, add_irsa, role_of  # noqa: E402
+
 logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
 
 EXAMPLES = ROOT / "scripts" / "demo"
@@ -253,8 +255,9 @@ class LocalFerry:
         env = {
             **os.environ,
             "FERRY_DEFAULT_REGION": REGION,
-            "FERRY_MIN_REFRESH_INTERVAL": "1s",
             "FERRY_NATIVE_SIDECARS": "true",
+            # No metrics listener: its default port (9090) is Prometheus's, often taken on a laptop.
+            "FERRY_METRICS_PORT": "0",
             "KUBECONFIG": str(self.workdir / "no-kubeconfig"),
         }
         spc = EXAMPLES / "secretproviderclass.yaml"
@@ -281,6 +284,7 @@ class LocalFerry:
         detail(f"serving {self.url}/mutate; TLS verified against the CA it wrote ({self.ca_file.name})")
 
     def review(self, pod: dict[str, Any]) -> dict[str, Any]:
+        pod = with_eks_identity(pod)
         review = {
             "apiVersion": "admission.k8s.io/v1",
             "kind": "AdmissionReview",
@@ -307,6 +311,7 @@ class LocalFerry:
         return response
 
     def admit(self, pod: dict[str, Any]) -> Injected:
+        pod = with_eks_identity(pod)
         response = self.review(pod)
         if not response.get("allowed"):
             raise DemoError(f"the webhook denied the pod: {response.get('status', {}).get('message')}")
@@ -318,7 +323,8 @@ class LocalFerry:
         return Injected(mutated)
 
     def create_deployment(self, deployment: dict[str, Any]) -> Injected:
-        detail("no cluster here (KUBEBUILDER_ASSETS is unset): the ReplicaSet's pod goes straight to /mutate")
+        detail("no cluster here (KUBEBUILDER_ASSETS is unset): the ReplicaSet's pod goes straight to /mutate,")
+        detail(f"after the demo adds what EKS's identity webhook adds for ServiceAccount api ({ROLE_ANNOTATION})")
         return self.admit(pod_from_template(deployment))
 
     def create_pod(self, pod: dict[str, Any]) -> Injected:
@@ -430,7 +436,6 @@ class ClusterFerry(LocalFerry):
                 env[entry["name"]] = namespace
         env.update(
             FERRY_DEFAULT_REGION=REGION,
-            FERRY_MIN_REFRESH_INTERVAL="1s",
             FERRY_METRICS_PORT="0",
             KUBECONFIG=self.plane.kubeconfig_for_token(token, "ferry-webhook"),
         )
@@ -466,9 +471,18 @@ class ClusterFerry(LocalFerry):
             f"webhook: python -m webhook serve, as ServiceAccount {namespace}/{service}; it made its own CA, "
             f"stored it in Secret {namespace}/ferry-webhook-tls and patched the MutatingWebhookConfiguration"
         )
+        identity = IdentityWebhook(self._service_account)
+        self.stack.callback(identity.close)
+        self.kubectl("apply", "-f", "-", input=json.dumps(identity.configuration()))
+        detail("EKS's pod identity webhook (a local stand-in, devcluster/eksidentity.py) is registered too: it")
+        detail(f"adds the role named by a ServiceAccount's {ROLE_ANNOTATION} annotation to the pod, as on EKS")
         self.show("create", "namespace", NAMESPACE)
-        self.show("create", "serviceaccount", "api", "-n", NAMESPACE)
+        self.show("apply", "-f", "scripts/demo/serviceaccount.yaml")
         self.show("apply", "-f", str(EXAMPLES / "secretproviderclass.yaml").replace(str(ROOT) + "/", ""))
+
+    def _service_account(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self.kubectl("get", "serviceaccount", name, "-n", namespace, "-o", "json", check=False)
+        return dict(json.loads(found.stdout)) if found.returncode == 0 else None
 
     def _token(self, namespace: str, service_account: str) -> str | None:
         try:
@@ -620,6 +634,17 @@ def init_container_section(described: str, name: str) -> list[str]:
     return ["Init Containers:", *section[:until]]
 
 
+def with_eks_identity(pod: dict[str, Any]) -> dict[str, Any]:
+    """The pod as EKS's identity webhook leaves it, for the demo's annotated ServiceAccount (no cluster here)."""
+    account = yaml.safe_load((EXAMPLES / "serviceaccount.yaml").read_text())
+    role = role_of(account)
+    if role is None or pod["spec"].get("serviceAccountName") != account["metadata"]["name"]:
+        return pod
+    changed = json.loads(json.dumps(pod))
+    add_irsa(changed, role)
+    return changed
+
+
 def pod_from_template(deployment: dict[str, Any]) -> dict[str, Any]:
     template = deployment["spec"]["template"]
     return {
@@ -652,7 +677,7 @@ def demo(ferry: LocalFerry, endpoint: str) -> None:
     for key in sorted(annotations):
         detail(f"{DIM}{key}: {annotations[key]}{RESET}")
     injected = ferry.create_deployment(deployment)
-    schema = kubernetes_validate.latest_version()
+    schema = "1.36"  # the Kubernetes version everything else here is built and tested against
     kubernetes_validate.validate(injected.pod, schema, strict=True)
     spec = injected.spec
     init, sidecar_spec = injected.container("ferry-init"), injected.container("ferry-sidecar")
@@ -678,7 +703,7 @@ def demo(ferry: LocalFerry, endpoint: str) -> None:
     target = workdir / "mnt-secrets-store"
     target.mkdir()
     env = container_env(init, target, endpoint)
-    detail(f"identity: IRSA, {env['AWS_ROLE_ARN']} (copied by the webhook from container api)")
+    detail(f"identity: IRSA, {env['AWS_ROLE_ARN']} (from ServiceAccount api's {ROLE_ANNOTATION}; Ferry copied it)")
     started = time.monotonic()
     result = run_init(ferry, injected, target, endpoint)
     elapsed = time.monotonic() - started

@@ -90,9 +90,14 @@ def test_write_metadata_makes_the_version_findable(tmp_path: Path) -> None:
     version = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
     from importlib.metadata import PathDistribution
 
-    (dist_info,) = site.glob("ferry-*.dist-info")
+    (dist_info,) = site.glob("ferry_secrets-*.dist-info")
     assert PathDistribution(dist_info).version == version
-    assert PathDistribution(dist_info).metadata["Name"] == "ferry"
+    assert PathDistribution(dist_info).metadata["Name"] == "ferry-secrets"
+    # What `--version` does in the image: find the distribution by its name (only this folder is searched).
+    from importlib.metadata import distributions
+
+    (found,) = distributions(name="ferry-secrets", path=[str(site)])
+    assert found.version == version
 
 
 def test_prune_libyaml_leaves_the_pure_python_loader(tmp_path: Path) -> None:

@@ -33,9 +33,10 @@ from typing import Any, TextIO
 
 import yaml
 
-from fetcher import add_version_option
+from fetcher import add_version_option, command_name
 from fetcher.spec import load_manifests
 from webhook.decide import NAMESPACE_OPT_IN_LABEL
+from webhook.ownerevents import OwnerEvents, kubernetes_poster
 from webhook.settings import Settings, SettingsError
 
 log = logging.getLogger("ferry.webhook")
@@ -59,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m webhook", description="Ferry's mutating admission webhook.")
+    parser = argparse.ArgumentParser(prog=command_name("webhook"), description="Ferry's mutating admission webhook.")
     add_version_option(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -84,8 +85,10 @@ def _parser() -> argparse.ArgumentParser:
         )
 
     serve = commands.add_parser("serve", help="serve /mutate over TLS")
-    serve.add_argument("--host", default="0.0.0.0")
-    serve.add_argument("--port", type=int, default=8443)
+    serve.add_argument(
+        "--host", default="0.0.0.0", help="address to listen on (default: %(default)s, every IPv4 address)"
+    )
+    serve.add_argument("--port", type=int, default=8443, help="TLS port of /mutate (default: %(default)s)")
     serve.add_argument("--tls-cert-file", help="serving certificate (PEM); default FERRY_TLS_CERT_FILE or self-managed")
     serve.add_argument("--tls-key-file", help="private key (PEM) of --tls-cert-file")
     serve.add_argument("--write-ca", metavar="FILE", help="write the CA of a self-generated pair to FILE")
@@ -98,13 +101,20 @@ def _parser() -> argparse.ArgumentParser:
 
     inject = commands.add_parser("inject", help="print mutated manifests, with no cluster")
     inject.add_argument("-f", "--filename", required=True, metavar="FILE", help="manifest file, or - for stdin")
-    inject.add_argument("--namespace", default="default", help="namespace of manifests that name none")
+    inject.add_argument(
+        "--namespace", default="default", help="namespace of manifests that name none (default: %(default)s)"
+    )
     add_cluster_files(inject)
 
     certs = commands.add_parser("certs", help="write a self-signed CA and serving certificate")
     certs.add_argument("--dns-name", action="append", default=[], help="DNS name (repeatable)")
     certs.add_argument("--ip", action="append", default=[], help="IP address (repeatable)")
-    certs.add_argument("--out-dir", required=True)
+    certs.add_argument(
+        "--out-dir",
+        default=".",
+        metavar="DIR",
+        help="where to write tls.crt, tls.key and ca.crt, created if missing (default: %(default)s, this directory)",
+    )
     return parser
 
 
@@ -115,6 +125,7 @@ MAX_INJECT_BYTES = 16 * 1024 * 1024
 
 
 def _inject(args: argparse.Namespace, settings: Settings) -> int:
+    from webhook.preview import HEADER, NOTES, as_preview
     from webhook.view import secret_provider_classes_in
     from webhook.workloads import InjectionDenied, inject_manifest
 
@@ -131,7 +142,7 @@ def _inject(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     native = (args.native_sidecars or settings.native_sidecars) != "false"
     output: list[Any] = []
-    failed = False
+    failed = previewed = False
     for document in documents:
         if document is None:
             continue
@@ -153,11 +164,16 @@ def _inject(args: argparse.Namespace, settings: Settings) -> int:
             if result.decision is not None:
                 for warning in result.decision.warnings:
                     print(f"warning: {warning}", file=sys.stderr)
-            results.append(result.document)
+            results.append(as_preview(result.document, item))
+            previewed = previewed or (result.decision is not None and result.decision.outcome == "injected")
         output.append({**document, "items": results} if isinstance(items, list) else results[0] if results else None)
     if failed:
         return 1
+    for note in NOTES if previewed else ():
+        print(note, file=sys.stderr)
     try:
+        if previewed:
+            sys.stdout.write(HEADER)
         _dump(output, sys.stdout)
         sys.stdout.flush()
     except BrokenPipeError:  # e.g. piped into `head`
@@ -254,6 +270,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     native_choice = args.native_sidecars or settings.native_sidecars
     cache = None
+    owner_events: OwnerEvents | None = None
     workdir = tempfile.TemporaryDirectory(prefix="ferry-webhook-")
     try:
         if api_client is None:
@@ -264,6 +281,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             cache.start()
             cluster = cache
             native = _detect_native(native_choice, api_client, kube)
+            watched = cache
+            owner_events = OwnerEvents(
+                kubernetes_poster(api_client), known_namespace=lambda ns: watched.namespace(ns) is not None
+            )
+            owner_events.start()
         dns_names = certs.service_dns_names(settings.service_name, settings.namespace)
         if not cert_file:
             if api_client is None:
@@ -299,6 +321,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             native_sidecars=native,
             ready_check=lambda: all(path.is_file() for path in cert_paths),
             noop_endpoint=args.noop_endpoint,
+            owner_events=owner_events,
         )
         app.state.metrics.track_serving_certificate(Path(cert_file))
         mode = "static" if api_client is None else "cluster"
@@ -321,6 +344,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             metrics_port=settings.metrics_port,
         )
     finally:
+        if owner_events is not None:
+            owner_events.stop()
         if cache is not None:
             cache.stop()
         workdir.cleanup()

@@ -11,6 +11,7 @@ once:
           ─ resources.check_limit_ranges  Ferry's containers inside the namespace's LimitRanges
           ─ mutate.plan_sidecar       which sidecar, once
           ─ mutate.mutate_pod         the injected pod (containers.py builds Ferry's containers)
+          ─ sizing.size_for_platform  Ferry's requests fitted to Fargate / Autopilot (also on reinvocation)
           ─ patch.make_pod_patch      the JSONPatch from the pod as sent
           → Decision                  outcome, reason, patch, warnings or denial, encoded once
 
@@ -35,6 +36,7 @@ from webhook.resolve import SpcLookup, resolve_spec
 from webhook.resources import check_limit_ranges
 from webhook.review import AdmissionRequest, MalformedReview, build_response
 from webhook.settings import Settings
+from webhook.sizing import platform_settings, size_for_platform
 from webhook.view import ClusterView
 
 Outcome = Literal["injected", "skipped", "denied", "reinvoked"]
@@ -159,6 +161,7 @@ def admit_pod(
 ) -> Admission:
     """The policy for one pod (a CREATE in `namespace`): each question asked once, in order."""
     original = pod if isinstance(pod, dict) else dict(pod)
+    settings = platform_settings(settings)  # Ferry's requests as Autopilot takes them, when configured
     excluded = settings.is_excluded_namespace(namespace)
     status = None if excluded else status_of(pod)
     if status is not None:
@@ -171,7 +174,11 @@ def admit_pod(
                 f"(only {STATUS_INJECTED!r}); remove it",
             )
         if has_own_containers(pod):
-            return Admission("reinvoked", "identity-refreshed", refresh_own_identity(original))
+            # Reinvoked after a later webhook: the Fargate webhook's schedulerName, or a stripped sidecar.
+            sized = size_for_platform(refresh_own_identity(original), settings, limit_ranges)
+            if sized.denial:
+                return Admission("denied", "platform-sizing", original, message=sized.denial)
+            return Admission("reinvoked", "identity-refreshed", sized.pod, warnings=sized.warnings)
         # Written by hand on a pod Ferry never saw (copied from an injected pod, say): it proves nothing, so
         # the pod is decided like any other; if it asked for secrets, it gets them or is refused.
     decision = decide_injection(pod, namespace, namespace_obj, settings)
@@ -186,11 +193,14 @@ def admit_pod(
     if outside_limits:
         return Admission("denied", "limit-range", original, message=outside_limits)
     mode, sidecar_warning = plan_sidecar(pod, resolved, native_sidecars)
+    sized = size_for_platform(mutate_pod(pod, resolved, settings, mode), settings, limit_ranges)
+    if sized.denial:
+        return Admission("denied", "platform-sizing", original, message=sized.denial)
     return Admission(
         "injected",
         f"sidecar-{mode}",
-        mutate_pod(pod, resolved, settings, mode),
-        warnings=resolved.warnings + ((sidecar_warning,) if sidecar_warning else ()),
+        sized.pod,
+        warnings=resolved.warnings + ((sidecar_warning,) if sidecar_warning else ()) + sized.warnings,
         source=resolved.source,
     )
 

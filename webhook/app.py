@@ -68,6 +68,7 @@ from fetcher.spec.logline import bounded
 from webhook.admission import NOT_A_POD_CREATE, Decision, admit
 from webhook.memo import AdmissionMemo
 from webhook.metrics import AdmissionMetrics
+from webhook.ownerevents import OwnerEvents
 from webhook.review import AdmissionRequest, MalformedReview, build_response, parse_review
 from webhook.settings import Settings
 from webhook.view import ClusterView
@@ -89,6 +90,8 @@ SMALL_BODY_BYTES = 64 * 1024
 SHARED_BODY_BYTES = 8 * 1024 * 1024
 # Longest text a client chose that goes into a log line (pod name, namespace, a denial's message).
 LOG_TEXT_LIMIT = 300
+# Warnings quoted in an admission's log line (each cut to LOG_TEXT_LIMIT); the count is logged in full.
+LOGGED_WARNINGS = 3
 
 
 class _TooLarge(Exception):
@@ -129,6 +132,7 @@ def create_app(
     metrics: AdmissionMetrics | None = None,
     noop_endpoint: bool = True,
     body_budget: BodyBudget | None = None,
+    owner_events: OwnerEvents | None = None,
 ) -> FastAPI:
     """The ASGI app. `ready_check` reports whether certificates are loaded (for /readyz)."""
     app = FastAPI(title="ferry-webhook", docs_url=None, redoc_url=None, openapi_url=None)
@@ -136,7 +140,7 @@ def create_app(
     freshness = getattr(cluster, "freshness_seconds", None)
     if callable(freshness):
         stats.track_cache_freshness(freshness)
-    handler = AdmissionHandler(settings, cluster, native_sidecars, stats)
+    handler = AdmissionHandler(settings, cluster, native_sidecars, stats, owner_events)
     app.state.metrics = stats
     app.state.settings = settings
     app.state.memo = handler.memo
@@ -221,8 +225,14 @@ class AdmissionHandler:
     """Bytes in, (HTTP status, JSON bytes) out; never raises. The /mutate endpoint without the HTTP server."""
 
     def __init__(
-        self, settings: Settings, cluster: ClusterView, native_sidecars: bool, metrics: AdmissionMetrics
+        self,
+        settings: Settings,
+        cluster: ClusterView,
+        native_sidecars: bool,
+        metrics: AdmissionMetrics,
+        owner_events: OwnerEvents | None = None,
     ) -> None:
+        self.owner_events = owner_events
         self.settings = settings
         self.cluster = cluster
         self.native_sidecars = native_sidecars
@@ -289,9 +299,14 @@ class AdmissionHandler:
         entry.update(decision.log_fields)
         if decision.outcome == "denied" and decision.message:
             entry["message"] = bounded(decision.message, LOG_TEXT_LIMIT)
+        if decision.warnings:
+            entry["warningText"] = [bounded(text, LOG_TEXT_LIMIT) for text in decision.warnings[:LOGGED_WARNINGS]]
         if dry_run and is_pod:
             entry["dryRun"] = True
         _log(entry)
+        if self.owner_events is not None and is_pod and (decision.warnings or decision.outcome == "denied"):
+            # Queued for a background thread (webhook.ownerevents): no API call on the admission path.
+            self.owner_events.offer(request, decision.outcome, decision.warnings, decision.message)
         return decision.encode(uid)
 
     def _known_namespace(self, namespace: str) -> bool:

@@ -121,12 +121,19 @@ def decide_injection(
         if len(leftovers) > MAX_REPORTED_KEYS:
             listed += f" and {len(leftovers) - MAX_REPORTED_KEYS} more"
         label_key, label_value = NAMESPACE_OPT_IN_LABEL
-        hint = (
-            f"; namespace {namespace} has the annotation but not the label {label_key}={label_value}, "
-            "which a namespace-wide opt-in needs"
-            if ANNOTATION_INJECT in annotations_of(namespace_obj)
-            else ""
-        )
+        actual = namespace_label(namespace_obj, label_key)
+        if actual is not None and actual != label_value:
+            hint = (
+                f"; namespace {namespace}: label `{label_key}` is {short(actual, 63)!r}; it must be {label_value!r} "
+                "for a namespace-wide opt-in"
+            )
+        elif ANNOTATION_INJECT in annotations_of(namespace_obj):
+            hint = (
+                f"; namespace {namespace} has the annotation but not the label {label_key}={label_value}, "
+                "which a namespace-wide opt-in needs"
+            )
+        else:
+            hint = ""
         return Skip(
             "not-requested",
             (
@@ -139,10 +146,15 @@ def decide_injection(
 
 def is_opted_in_namespace(namespace_obj: Mapping[str, Any] | None) -> bool:
     """True when the namespace carries the label that routes its pods to Ferry."""
+    key, value = NAMESPACE_OPT_IN_LABEL
+    return namespace_label(namespace_obj, key) == value
+
+
+def namespace_label(namespace_obj: Mapping[str, Any] | None, key: str) -> str | None:
     meta = (namespace_obj or {}).get("metadata")
     labels = meta.get("labels") if isinstance(meta, Mapping) else None
-    key, value = NAMESPACE_OPT_IN_LABEL
-    return isinstance(labels, Mapping) and labels.get(key) == value
+    value = labels.get(key) if isinstance(labels, Mapping) else None
+    return str(value) if value is not None else None
 
 
 def status_of(pod: Mapping[str, Any]) -> str | None:

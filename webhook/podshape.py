@@ -178,7 +178,8 @@ def check_reserved_names(spec: Mapping[str, Any], problems: list[str]) -> None:
             if isinstance(container, Mapping) and container.get("name") in OWN_CONTAINER_NAMES:
                 problems.append(
                     f"spec.{group}: the name {container.get('name')!r} is reserved for Ferry's own containers; "
-                    "rename that container"
+                    "rename that container (a committed `ferry-webhook inject` preview? apply the original "
+                    "manifest: Ferry injects at admission)"
                 )
     for volume in spec.get("volumes") or []:
         if isinstance(volume, Mapping) and volume.get("name") in (VOLUME_NAME, KUBE_API_VOLUME_NAME):
@@ -246,6 +247,40 @@ def check_mount_conflicts(
                         f"{ANNOTATION_MOUNT_PATH}: container {quote(container.get('name'))} already mounts volume "
                         f"{quote(mount.get('name'))} at {mount_path}; choose another path"
                     )
+
+
+def nested_mount_warnings(spec: Mapping[str, Any], containers: Sequence[str], mount_path: str) -> list[str]:
+    """Warn when Ferry's volume and one of the app's own mounts nest (`/app` over `/app/config`, or the reverse).
+
+    Kubernetes allows it, so it is not denied, but the outer mount hides what the image or the other volume has
+    under the inner path (a WORKDIR such as /app holding the code), which shows up later as a missing file.
+    """
+    wanted = frozenset(containers)
+    found: list[str] = []
+    for container in spec.get("containers") or []:
+        if not isinstance(container, Mapping) or container.get("name") not in wanted:
+            continue
+        for mount in container.get("volumeMounts") or []:
+            if not isinstance(mount, Mapping) or not isinstance(mount.get("mountPath"), str):
+                continue
+            other = posixpath.normpath(mount["mountPath"])
+            if other == mount_path:
+                continue  # the same path is a conflict (check_mount_conflicts), not a nesting
+            if mount_path.startswith(other.rstrip("/") + "/"):
+                volume = quote(mount.get("name"))
+                where = f"inside its volume {volume} at {other}, hiding that volume's {mount_path}"
+            elif other.startswith(mount_path.rstrip("/") + "/"):
+                volume = quote(mount.get("name"))
+                where = f"over its volume {volume} at {other}, hiding the image's files under {mount_path}"
+            else:
+                continue
+            found.append(
+                f"{ANNOTATION_MOUNT_PATH}: Ferry's volume at {mount_path} is mounted in container "
+                f"{quote(container.get('name'))} {where}; if that is not intended, choose a path of its own"
+            )
+            if len(found) >= MAX_REPORTED_NAMES:
+                return found
+    return found
 
 
 def file_owner(spec: Mapping[str, Any], containers: Sequence[str]) -> tuple[int | None, int | None]:

@@ -75,6 +75,7 @@ from webhook.podshape import (
     check_reserved_names,
     csi_secret_volumes,
     file_owner,
+    nested_mount_warnings,
     select_containers,
 )
 from webhook.settings import Settings
@@ -168,6 +169,7 @@ def resolve_spec(
     check_own_volume_mounts(spec_body, problems)
     if mount_path and containers:
         check_mount_conflicts(spec_body, containers, mount_path, problems)
+        warnings.extend(nested_mount_warnings(spec_body, containers, mount_path))
     warnings.extend(
         f"spec.volumes: {name!r} still uses the Secrets Store CSI driver; remove the CSI volume and its "
         "volumeMounts, Ferry writes the same files"

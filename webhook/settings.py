@@ -20,6 +20,9 @@ from typing import Any, Literal
 from fetcher.spec import DEFAULT_MIN_REFRESH_SECONDS, parse_duration, quote
 
 NativeSidecars = Literal["auto", "true", "false"]
+FargateSizing = Literal["auto", "off"]
+OversizeAction = Literal["warn", "deny"]
+Autopilot = Literal["off", "bursting", "no-bursting"]
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 
 # Never injected, whatever FERRY_EXCLUDED_NAMESPACES says: the control plane's
@@ -56,6 +59,19 @@ class Settings:
     fetcher_memory_request: str = "64Mi"
     fetcher_cpu_limit: str = "500m"
     fetcher_memory_limit: str = "128Mi"
+    # The least Ferry lowers its requests to when fitting a pod into its Fargate size (webhook.sizing);
+    # None for memory: the memory request itself (memory is never lowered unless this is set).
+    fetcher_cpu_request_floor: str = "0"
+    fetcher_memory_request_floor: str | None = None
+    # auto: pods with schedulerName fargate-scheduler are sized for Fargate; off: never.
+    fargate_sizing: FargateSizing = "auto"
+    # When Ferry's containers cannot fit the pod's Fargate size even at their floors.
+    fargate_oversize: OversizeAction = "warn"
+    # GKE Autopilot: Ferry's containers are sized so that Autopilot never adjusts them.
+    autopilot: Autopilot = "off"
+    # Ferry's containers' ephemeral-storage request on Autopilot (else Autopilot's default applies); their
+    # logs are all they keep on disk, and the kubelet rotates them well below this.
+    autopilot_ephemeral_storage: str = "100Mi"
     # Last fallback for the AWS region (after pod, SecretProviderClass, namespace).
     default_region: str | None = None
     volume_size_limit: str = "16Mi"
@@ -105,6 +121,16 @@ class Settings:
             fetcher_memory_request=reader.quantity("FERRY_FETCHER_MEMORY_REQUEST", cls.fetcher_memory_request),
             fetcher_cpu_limit=reader.quantity("FERRY_FETCHER_CPU_LIMIT", cls.fetcher_cpu_limit),
             fetcher_memory_limit=reader.quantity("FERRY_FETCHER_MEMORY_LIMIT", cls.fetcher_memory_limit),
+            fetcher_cpu_request_floor=reader.quantity(
+                "FERRY_FETCHER_CPU_REQUEST_FLOOR", cls.fetcher_cpu_request_floor, zero_allowed=True
+            ),
+            fetcher_memory_request_floor=reader.optional_quantity("FERRY_FETCHER_MEMORY_REQUEST_FLOOR"),
+            fargate_sizing=reader.choice("FERRY_FARGATE_SIZING", cls.fargate_sizing, ("auto", "off")),
+            fargate_oversize=reader.choice("FERRY_FARGATE_OVERSIZE", cls.fargate_oversize, ("warn", "deny")),
+            autopilot=reader.choice("FERRY_AUTOPILOT", cls.autopilot, ("off", "bursting", "no-bursting")),
+            autopilot_ephemeral_storage=reader.quantity(
+                "FERRY_AUTOPILOT_EPHEMERAL_STORAGE", cls.autopilot_ephemeral_storage
+            ),
             default_region=reader.optional_matching("FERRY_DEFAULT_REGION", _REGION_RE, "an AWS region like us-east-1"),
             volume_size_limit=reader.quantity("FERRY_VOLUME_SIZE_LIMIT", cls.volume_size_limit),
             min_refresh_seconds=reader.duration("FERRY_MIN_REFRESH_INTERVAL", "10s"),
@@ -187,7 +213,10 @@ class _Reader:
             raise SettingsError(f"{name}={value!r} must be one of {', '.join(choices)}")
         return value
 
-    def quantity(self, name: str, default: str) -> str:
+    def optional_quantity(self, name: str) -> str | None:
+        return None if self._raw(name) is None else self.quantity(name, "", zero_allowed=True)
+
+    def quantity(self, name: str, default: str, *, zero_allowed: bool = False) -> str:
         """A quantity as Kubernetes reads it (the client's own parser), positive; written into every pod."""
         # The client's own parser, imported here: admission imports these settings and stays client-free.
         from kubernetes.utils.quantity import parse_quantity
@@ -198,8 +227,10 @@ class _Reader:
             number = parse_quantity(value) if well_formed else None  # type: ignore[no-untyped-call]
         except (ValueError, ArithmeticError):
             number = None
-        if number is None or not number.is_finite() or number <= 0:
-            raise SettingsError(f"{name}={quote(value)} is not a positive Kubernetes quantity like 50m, 64Mi or 1")
+        if number is None or not number.is_finite() or number < 0 or (number == 0 and not zero_allowed):
+            what = "a Kubernetes quantity like 0, 10m or 64Mi" if zero_allowed else "a positive Kubernetes quantity"
+            what += "" if zero_allowed else " like 50m, 64Mi or 1"
+            raise SettingsError(f"{name}={quote(value)} is not {what}")
         self.quantities[name] = number
         self.quantities_text[name] = value
         return value

@@ -38,7 +38,7 @@ from fetcher.spec.secret_objects import (
     parse_secret_objects,
 )
 
-_DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _SIGNALS = (
     "SIGHUP",
     "SIGINT",
@@ -272,15 +272,15 @@ def parse_objects_yaml(
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in "90", "30s", "5m", "1h30m". Raises ValueError with a readable reason."""
+    """Seconds in "90" (bare: seconds), "30s", "5m", "1h30m", "1d". Raises ValueError with a readable reason."""
     value = text.strip()
     if value.isdigit():
         return float(value)
     match = _DURATION_RE.match(value)
     if not value or not match or not any(match.groups()):
-        raise ValueError(f"{quote(text)} is not a duration; write it like 30s, 5m or 1h30m")
-    hours, minutes, seconds = (int(part or 0) for part in match.groups())
-    return float(hours * 3600 + minutes * 60 + seconds)
+        raise ValueError(f"{quote(text)} is not a duration; write it like 30s, 5m, 1h30m or 1d")
+    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return float(days * 86400 + hours * 3600 + minutes * 60 + seconds)
 
 
 def _check_region(value: Any, name: str, problems: list[Problem], *, required: bool) -> str | None:

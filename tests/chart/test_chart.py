@@ -382,7 +382,9 @@ def test_release_namespace_is_never_injected(tmp_path: Path) -> None:
     for entry in webhooks(objects).values():
         names = [e for e in entry["namespaceSelector"]["matchExpressions"] if e["key"] == "kubernetes.io/metadata.name"]
         assert names == [{"key": "kubernetes.io/metadata.name", "operator": "NotIn",
-                          "values": ["kube-system", "kube-public", "secrets-infra"]}]  # fmt: skip
+                          "values": ["kube-system", "kube-public", "secrets-infra"]},
+                         {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                          "values": ["kube-system", "gke-gmp-system", "gke-managed-cim"]}]  # fmt: skip
         assert entry["clientConfig"]["service"]["namespace"] == "secrets-infra"
     binding = only(objects, "ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ferry-webhook", "namespace": "secrets-infra"}]

@@ -7,8 +7,11 @@ its temporary folder (a CA, fake secrets) unless asked to keep it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,10 +28,30 @@ def bare_env() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key not in ("KUBEBUILDER_ASSETS", "FERRY_DEMO_KEEP")}
 
 
+@contextlib.contextmanager
+def port_9090_taken() -> Iterator[None]:
+    """Something listening on 127.0.0.1:9090 (Prometheus's default port), as on many laptops."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", 9090))
+            sock.listen(1)
+        except OSError:
+            pass  # already taken by something else: the condition under test holds anyway
+        yield
+
+
 def test_the_demo_runs_without_a_cluster_and_cleans_up(clone: Path, tmp_path: Path) -> None:
-    result = run_demo(clone, tmp_path / "tmp", env=bare_env())
+    with port_9090_taken():
+        result = run_demo(clone, tmp_path / "tmp", env=bare_env())
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
+    # The example works as shown on a default install: no lowered refresh floor, and the identity
+    # comes from the ServiceAccount's role annotation, added as EKS's identity webhook adds it.
+    assert "FERRY_MIN_REFRESH_INTERVAL" not in (clone / "scripts" / "demo.py").read_text()
+    assert "ferry.dev/refresh-interval: 10s" in out
+    assert "eks.amazonaws.com/role-arn" in out
+    deployment = (clone / "scripts" / "demo" / "deployment.yaml").read_text()
+    assert "AWS_ROLE_ARN" not in deployment and "AWS_WEB_IDENTITY_TOKEN_FILE" not in deployment
     assert "No cluster (KUBEBUILDER_ASSETS is unset)" in out
     assert "what kubectl would print" in out
     # The failure path, as kubectl describe pod shows it: status, object, AWS error code, region.

@@ -103,8 +103,12 @@ def test_denied_job_shows_ferrys_message_in_the_job_events(serving_ferry: Ferry)
     assert "floor" in events[0]["message"]
 
 
-def test_a_deployment_injected_offline_is_accepted_and_not_injected_twice(serving_ferry: Ferry) -> None:
-    """`python -m webhook inject` output (GitOps) applied to the cluster: one set of Ferry's containers."""
+def test_a_committed_preview_is_refused_with_the_fix_never_skipped(serving_ferry: Ferry) -> None:
+    """`python -m webhook inject` output applied to the cluster is refused, saying to apply the original.
+
+    Were it admitted as already injected, a later change to the class, annotations or Ferry's image would
+    never reach its pods (and its automountServiceAccountToken: false would take the app's token away).
+    """
     ns = serving_ferry.create_namespace("preview")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "AWS_"))}
     result = subprocess.run(
@@ -118,6 +122,11 @@ def test_a_deployment_injected_offline_is_accepted_and_not_injected_twice(servin
         check=True,
     )
     serving_ferry.apply(ns, [yaml.safe_load(result.stdout)], check=True)
-    pods = wait_for(lambda: _pods(serving_ferry, ns, "app=gitops"), 90, what="the Deployment's pod")
+    events = wait_for(lambda: _events(serving_ferry, ns, "ReplicaSet", "FailedCreate"), 90, what="a FailedCreate")
+    assert "apply the original manifest" in events[0]["message"]
+    assert _pods(serving_ferry, ns, "app=gitops") == []
+    # The original manifest is injected, once.
+    serving_ferry.apply(ns, [deployment("original", {"ferry.dev/refresh-interval": "5m"})], check=True)
+    pods = wait_for(lambda: _pods(serving_ferry, ns, "app=original"), 90, what="the Deployment's pod")
     names = [c["name"] for c in pods[0]["spec"]["initContainers"]]
     assert names.count("ferry-init") == 1 and names.count("ferry-sidecar") == 1, names

@@ -142,3 +142,46 @@ def test_a_path_that_is_not_utf8_is_reported_not_crashed_on(tmp_path: Path) -> N
     assert code == 2
     assert "cannot read" in termination.read_text()
     assert "spc-\\udcff.yaml" in termination.read_text()
+
+
+DEPLOYMENT_YAML = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api}
+spec: {template: {spec: {containers: [{name: a, image: i}]}}}
+"""
+
+
+def _once(tmp_path: Path, manifest_text: str, *extra: str) -> tuple[int, str]:
+    manifest = tmp_path / "input.yaml"
+    manifest.write_text(manifest_text)
+    termination = tmp_path / "term"
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO_ROOT)}
+    args = ["once", "--secret-provider-class", str(manifest), "--dir", str(tmp_path / "out")]
+    code = main([*args, "--termination-log", str(termination), *extra], env)
+    return code, termination.read_text()
+
+
+def test_a_deployment_passed_as_the_class_gets_the_kind_error_before_the_region_error(tmp_path: Path) -> None:
+    code, message = _once(tmp_path, DEPLOYMENT_YAML)  # no region anywhere either
+    assert code == 2
+    assert "holds a Deployment, not a SecretProviderClass" in message
+    assert "region" not in message
+
+
+def test_missing_credentials_get_laptop_advice_once_not_pod_advice_per_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for key in list(os.environ):
+        if key.startswith("AWS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    code, message = _once(tmp_path, SPC_YAML, "--region", "us-east-1")
+    assert code == 2
+    assert "aws sso login" in message and "AWS_ACCESS_KEY_ID" in message
+    assert "service account" not in message and "eks.amazonaws.com" not in message  # not in-pod advice
+    err = capsys.readouterr().err
+    assert err.count("no AWS credentials") == 1  # once, not once per object (the class has two)
+    assert "app/a" not in message

@@ -558,3 +558,14 @@ def test_manifests_refuse_yaml_aliases_before_expanding_them() -> None:
     with pytest.raises(ManifestError, match="nested deeper"):
         load_manifests("a: " + "[" * 100 + "]" * 100, "deep.yaml")
     assert load_manifests("kind: SecretProviderClass\n---\n", "ok.yaml") == [{"kind": "SecretProviderClass"}, None]
+
+
+@pytest.mark.parametrize("interval", ["30d", "8d", "7d1s"])
+def test_a_refresh_interval_in_days_over_the_maximum_names_the_maximum(interval: str) -> None:
+    message = problems([sm("a")], refresh_interval=interval)
+    assert "over 7 days" in message and "not a duration" not in message
+
+
+def test_bare_numbers_are_seconds_and_days_count() -> None:
+    assert accepted([sm("a")], refresh_interval="90").refresh_seconds == 90.0
+    assert accepted([sm("a")], refresh_interval="1d").refresh_seconds == 86400.0

@@ -4,6 +4,8 @@ Why it exists: building takes a minute or two on a clean machine, so the
 images are built once and shared. Building needs root, buildah, mmdebstrap
 and chroot. Where they are missing the tests are skipped, except in CI
 (CI=true), where `.ci/run` installs them and a missing tool is a failure.
+With FERRY_IMAGE_ARCHIVE_DIR set (the release workflow), the images are the
+release's own OCI archives, loaded instead of built.
 """
 
 from __future__ import annotations
@@ -43,9 +45,13 @@ class BuiltImage:
 
 @contextmanager
 def _built(tools: ModuleType, name: str) -> Iterator[BuiltImage]:
-    """Build the image under a tag of this test session's own, and remove it afterwards."""
+    """Build the image (or load the release's archive of it) under a tag of this session's own; remove it after."""
     tag = tools.local_tag(name, suffix=f"test-{os.getpid()}")
-    tools.build_image(tools.IMAGES[name], tag)
+    archive = tools.release_archive(name)
+    if archive is not None:
+        tools.load_archive(archive, tag)
+    else:
+        tools.build_image(tools.IMAGES[name], tag)
     try:
         yield BuiltImage(tag, tools.image_config(tag))
     finally:

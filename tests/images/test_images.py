@@ -224,7 +224,7 @@ def test_fetcher_image_carries_botocore_data_for_three_services_only(fetcher_roo
     site = fetcher_rootfs / "opt" / "ferry" / "site-packages"
     installed = {p.name.split("-")[0].lower() for p in site.glob("*.dist-info")}
     assert installed == {"boto3", "botocore", "jmespath", "python_dateutil", "pyyaml", "s3transfer", "six",
-                         "urllib3", "ferry"}  # fmt: skip
+                         "urllib3", "ferry_secrets"}  # fmt: skip
 
 
 def test_fetcher_image_parses_yaml_without_libyaml(fetcher_image: BuiltImage, fetcher_rootfs: Path) -> None:
@@ -253,3 +253,26 @@ def test_fetcher_image_stays_small(fetcher_rootfs: Path) -> None:
     that brings back, say, all of botocore's service models (about 25 MB).
     """
     assert builder.du(fetcher_rootfs / "opt" / "ferry") < 16 * 1024 * 1024
+
+
+def test_a_release_archive_loads_as_the_image_it_holds(
+    fetcher_image: BuiltImage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The release workflow tests its own OCI archive (a multi-platform index): loading gives that very image."""
+    index = f"localhost/ferry-release-index:test-{os.getpid()}"
+    builder.buildah("manifest", "create", index)
+    try:
+        builder.buildah("manifest", "add", index, fetcher_image.tag)
+        builder.buildah("manifest", "push", "--all", "--quiet", index, f"oci-archive:{tmp_path / 'ferry-fetcher.tar'}")
+    finally:
+        builder.buildah("manifest", "rm", index)
+    monkeypatch.setenv(builder.ARCHIVE_DIR_ENV, str(tmp_path))
+    archive = builder.release_archive("fetcher")
+    assert archive == tmp_path / "ferry-fetcher.tar"
+    loaded = f"localhost/ferry-fetcher:loaded-{os.getpid()}"
+    image_id = builder.load_archive(archive, loaded)
+    try:
+        built = json.loads(builder.buildah("inspect", "--type", "image", fetcher_image.tag))
+        assert image_id == built["FromImageID"] and builder.image_config(loaded) == fetcher_image.config
+    finally:
+        builder.remove_image(loaded)

@@ -113,9 +113,25 @@ def test_examples_inject_into_valid_restricted_pods(examples: list[dict[str, Any
         validate_object(obj, LATEST_K8S)
     for obj, template in pod_templates(injected):
         where = f"{obj['kind']}/{obj['metadata']['name']}"
-        assert template["metadata"]["annotations"]["ferry.dev/status"] == "injected", where
+        # A preview: no status annotation (webhook.preview), but Ferry's containers are there.
+        assert "ferry.dev/status" not in template["metadata"]["annotations"], where
         pod = template["spec"]
         assert pod["initContainers"][0]["name"] == "ferry-init", where
         assert restricted_violations(pod) == [], where
         refresh = "ferry.dev/refresh-interval" in template["metadata"]["annotations"]
         assert any(c.get("restartPolicy") == "Always" for c in pod["initContainers"]) == refresh, where
+
+
+def test_each_class_and_namespace_comes_before_the_workloads_that_need_them(examples: list[dict[str, Any]]) -> None:
+    """`kubectl apply -k manifests/examples` creates objects in this order; a class after its workload left
+    the ReplicaSet's first pods denied (FailedCreate) on a first apply."""
+    seen: set[tuple[str, str]] = set()
+    for obj in examples:
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        if kind in {"Deployment", "Job", "StatefulSet", "DaemonSet"}:
+            assert ("Namespace", obj["metadata"]["namespace"]) in seen, f"{kind}/{name} before its namespace"
+            annotations = obj["spec"]["template"]["metadata"].get("annotations") or {}
+            spc = annotations.get("ferry.dev/secret-provider-class")
+            if spc:
+                assert ("SecretProviderClass", spc) in seen, f"{kind}/{name} comes before SecretProviderClass/{spc}"
+        seen.add((kind, name))

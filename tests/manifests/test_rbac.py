@@ -33,6 +33,9 @@ def test_cluster_role_grants_exactly_what_the_design_allows(base: list[dict[str,
         ("secrets-store.csi.x-k8s.io", "secretproviderclasses", "watch", None),
         ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "get", MWC_NAME),
         ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "patch", MWC_NAME),
+        # Warnings and denials as Events on the pod's owner (webhook.ownerevents): write-only, no read of events.
+        ("", "events", "create", None),
+        ("", "events", "patch", None),
     }
 
 

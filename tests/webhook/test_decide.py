@@ -80,3 +80,20 @@ def test_a_namespace_annotation_opts_in_only_with_the_routing_label(
     assert isinstance(skip, Skip) and skip.reason == "not-requested"
     assert "not the label ferry.dev/inject=enabled" in skip.warnings[0]
     assert decide_injection(pod, "team-b", namespace("team-b", **{"ferry.dev/inject": "true"}), settings) is None
+
+
+def test_a_wrong_namespace_label_value_is_named_with_the_value_it_must_have(
+    pod_factory: PodFactory, settings: Settings
+) -> None:
+    # `ferry.dev/inject=true` is what people write; the API server routes only `enabled` (namespaceSelector).
+    pod = pod_factory({"ferry.dev/secret-provider-class": "db"})
+    labelled_true = namespace("team-b", **{"ferry.dev/inject": "true"})
+    labelled_true["metadata"]["labels"] = {"ferry.dev/inject": "true"}
+    skip = decide_injection(pod, "team-b", labelled_true, settings)
+    assert isinstance(skip, Skip) and skip.reason == "not-requested"
+    assert "label `ferry.dev/inject` is 'true'; it must be 'enabled'" in skip.warnings[0]
+    assert "not the label" not in skip.warnings[0]
+    # A huge label value is cut, so the message stays bounded.
+    labelled_true["metadata"]["labels"] = {"ferry.dev/inject": "x" * 5000}
+    skip = decide_injection(pod, "team-b", labelled_true, settings)
+    assert isinstance(skip, Skip) and len(skip.warnings[0]) < 600

@@ -121,7 +121,12 @@ def test_multi_document_manifest(tmp_path: Path) -> None:
     for document in documents:
         kubernetes_validate.validate(document, K8S_VERSION, strict=True)
     deploy = pod_templates(documents[0])
-    assert deploy["metadata"]["annotations"]["ferry.dev/status"] == "injected"
+    # A preview, not the stored pod: no status (a committed preview must not freeze the workload) and the
+    # app's own token choice kept; stdout says so, stderr explains both.
+    assert result.stdout.startswith("# Preview by ferry-webhook inject")
+    assert "ferry.dev/status" not in deploy["metadata"]["annotations"]
+    assert "automountServiceAccountToken" not in deploy["spec"]
+    assert "apply the original manifest" in result.stderr and "automountServiceAccountToken: false" in result.stderr
     assert "namespace" not in deploy["metadata"] and "ownerReferences" not in deploy["metadata"]
     assert [c["name"] for c in deploy["spec"]["initContainers"]] == ["ferry-init"]
     for document in documents[2:]:

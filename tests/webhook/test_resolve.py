@@ -384,3 +384,24 @@ def test_container_count_is_bounded(
         denial = denied(result)
         assert denial.reason == "too-many-containers"
         assert f"{app + init} containers" in denial.message and "at most 256" in denial.message
+
+
+@pytest.mark.parametrize(
+    ("own_mount", "ferry_path", "needle"),
+    [
+        ("/app", "/app/config", "inside its volume 'code' at /app"),
+        ("/app/config", "/app", "over its volume 'code' at /app/config"),
+    ],
+)
+def test_a_mount_nested_with_the_apps_own_mount_warns(
+    pod_factory: PodFactory, own_mount: str, ferry_path: str, needle: str
+) -> None:
+    settings = Settings(default_region="us-east-1")
+    containers = [{"name": "app", "image": "i", "volumeMounts": [{"name": "code", "mountPath": own_mount}]}]
+    annotations = {"ferry.dev/objects": SM_OBJECTS, "ferry.dev/mount-path": ferry_path}
+    result = resolved(resolve_spec(pod_factory(annotations, containers=containers), None, lookup(), settings))
+    assert any(needle in warning and "ferry.dev/mount-path" in warning for warning in result.warnings)
+    # Side by side is not nested: /app2 is not under /app.
+    annotations["ferry.dev/mount-path"] = own_mount + "2"
+    result = resolved(resolve_spec(pod_factory(annotations, containers=containers), None, lookup(), settings))
+    assert not any("nested" in w or "hiding" in w for w in result.warnings)

@@ -1,0 +1,379 @@
+"""Ferry's requests on Fargate and Autopilot: the worked tables of docs/fargate.md and docs/autopilot.md."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any
+
+import pytest
+
+from webhook.admission import admit_pod
+from webhook.resources import parse_quantity
+from webhook.settings import Settings, SettingsError
+from webhook.sizing import (
+    FARGATE_SCHEDULER,
+    amount,
+    autopilot_resources,
+    describe_size,
+    fargate_size,
+    pod_request,
+    size_for_platform,
+    stripped_native_sidecar,
+)
+
+SETTINGS = Settings(default_region="eu-west-1")  # Ferry requests 50m / 64Mi, limits 500m / 128Mi
+OBJECTS = '- objectName: "prod/db"\n  objectType: secretsmanager\n'
+GiB = 2**30
+MiB = 2**20
+
+
+def q(text: str) -> Fraction:
+    value = parse_quantity(text)
+    assert value is not None
+    return value
+
+
+def app_pod(cpu: str, memory: str, *, refresh: bool = True, fargate: bool = True, **spec: Any) -> dict[str, Any]:
+    annotations = {"ferry.dev/inject": "true", "ferry.dev/objects": OBJECTS}
+    if refresh:
+        annotations["ferry.dev/refresh-interval"] = "5m"
+    pod: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "app", "namespace": "team-a", "annotations": annotations},
+        "spec": {
+            "containers": [
+                {"name": "app", "image": "app:1", "resources": {"requests": {"cpu": cpu, "memory": memory}}}
+            ],
+            **spec,
+        },
+    }
+    if fargate:
+        pod["spec"]["schedulerName"] = FARGATE_SCHEDULER
+    return pod
+
+
+def admit(pod: dict[str, Any], settings: Settings = SETTINGS, *, native: bool = True) -> Any:
+    return admit_pod(
+        pod,
+        namespace="team-a",
+        namespace_obj=None,
+        spc_lookup=lambda ns, name: None,
+        settings=settings,
+        native_sidecars=native,
+    )
+
+
+def own(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    spec = pod["spec"]
+    return next(c for c in spec.get("initContainers", []) + spec["containers"] if c["name"] == name)
+
+
+def size_of(pod: dict[str, Any]) -> str:
+    """The pod's Fargate size, every container (Ferry's too) counted with the requests it has."""
+    spec = pod["spec"]
+    return describe_size(fargate_size(pod_request(spec, "cpu"), pod_request(spec, "memory")))
+
+
+# --- the table and Kubernetes' arithmetic ---
+
+
+@pytest.mark.parametrize(
+    ("cpu", "memory", "size"),
+    [
+        ("0", "0", "0.25 vCPU / 0.5 GB"),  # no requests: the smallest size
+        ("250m", "256Mi", "0.25 vCPU / 0.5 GB"),  # 256Mi + 256Mi fits 0.5 GB exactly
+        ("250m", "257Mi", "0.25 vCPU / 1 GB"),
+        ("250m", "512Mi", "0.25 vCPU / 1 GB"),
+        ("251m", "512Mi", "0.5 vCPU / 1 GB"),
+        ("250m", "1793Mi", "0.5 vCPU / 3 GB"),  # past 0.25 vCPU's 2 GB: the next vCPU tier
+        ("1", "8Gi", "2 vCPU / 9 GB"),
+        ("4", "30Gi", "8 vCPU / 32 GB"),  # 8 vCPU goes in 4 GB steps from 16 GB
+        ("16", "120Gi", "more than Fargate's largest size"),
+    ],
+)
+def test_fargate_rounds_up_to_its_table(cpu: str, memory: str, size: str) -> None:
+    assert describe_size(fargate_size(amount(cpu, "cpu"), amount(memory, "memory"))) == size
+
+
+def test_native_sidecars_count_as_kubernetes_counts_them() -> None:
+    spec = {
+        "initContainers": [
+            {"name": "a", "resources": {"requests": {"cpu": "100m"}}},
+            {"name": "side", "restartPolicy": "Always", "resources": {"requests": {"cpu": "200m"}}},
+            {"name": "b", "resources": {"requests": {"cpu": "300m"}}},  # runs beside "side": 500m
+        ],
+        "containers": [{"name": "app", "resources": {"limits": {"cpu": "250m"}}}],  # request defaults to limit
+    }
+    assert pod_request(spec, "cpu") == 500  # millicores
+    spec["containers"][0]["resources"] = {"requests": {"cpu": "400m"}}
+    assert pod_request(spec, "cpu") == 600  # 400m + the sidecar's 200m
+
+
+# --- Fargate: the worked table of docs/fargate.md ---
+
+
+@pytest.mark.parametrize(
+    ("cpu", "memory", "refresh", "size", "before", "ferry_cpu", "ferry_memory"),
+    [
+        # Init container only: it never runs beside the app, so it costs nothing.
+        ("250m", "512Mi", False, "0.25 vCPU / 1 GB", "0.25 vCPU / 1 GB", "50m", "64Mi"),
+        # The issue's case: 50m lifted it to 0.5 vCPU; the sidecar's CPU request goes to 0 instead.
+        ("250m", "512Mi", True, "0.25 vCPU / 1 GB", "0.5 vCPU / 1 GB", "0", "64Mi"),
+        # Headroom below 0.25 vCPU: the sidecar keeps what fits.
+        ("220m", "512Mi", True, "0.25 vCPU / 1 GB", "0.5 vCPU / 1 GB", "30m", "64Mi"),
+        ("100m", "512Mi", True, "0.25 vCPU / 1 GB", "0.25 vCPU / 1 GB", "50m", "64Mi"),
+        ("1", "2Gi", True, "1 vCPU / 3 GB", "2 vCPU / 4 GB", "0", "64Mi"),
+        ("2", "4Gi", True, "2 vCPU / 5 GB", "4 vCPU / 8 GB", "0", "64Mi"),
+    ],
+)
+def test_ferry_fits_in_the_size_the_app_already_pays_for(
+    cpu: str, memory: str, refresh: bool, size: str, before: str, ferry_cpu: str, ferry_memory: str
+) -> None:
+    """The worked table of docs/fargate.md, row by row ("before": the same pod with the fitting off)."""
+    pod = app_pod(cpu, memory, refresh=refresh)
+    assert size_of(pod) == size
+    assert size_of(admit(pod, Settings(default_region="eu-west-1", fargate_sizing="off")).pod) == before
+    admission = admit(pod)
+    assert admission.outcome == "injected" and admission.warnings == ()
+    assert size_of(admission.pod) == size
+    for name in ("ferry-init", "ferry-sidecar") if refresh else ("ferry-init",):
+        resources = own(admission.pod, name)["resources"]
+        assert resources["requests"] == {"cpu": ferry_cpu, "memory": ferry_memory}
+        assert resources["limits"] == {"cpu": "500m", "memory": "128Mi"}, "limits are never lowered"
+
+
+def test_pods_not_bound_for_fargate_keep_the_configured_requests() -> None:
+    pod = admit(app_pod("250m", "512Mi", fargate=False)).pod
+    assert own(pod, "ferry-sidecar")["resources"]["requests"] == {"cpu": "50m", "memory": "64Mi"}
+
+
+def test_memory_that_cannot_fit_is_said_with_both_sizes() -> None:
+    # 1792Mi + 256Mi fills 0.25 vCPU / 2 GB; the sidecar's 64Mi would move it to 0.5 vCPU / 3 GB.
+    admission = admit(app_pod("250m", "1792Mi"))
+    assert admission.outcome == "injected"
+    (warning,) = admission.warnings
+    assert "0.25 vCPU / 2 GB without Ferry" in warning and "0.5 vCPU / 3 GB with" in warning
+    assert "FERRY_FETCHER_MEMORY_REQUEST_FLOOR" in warning and "Fix:" in warning
+    # The CPU was still brought down to the floor: the pod is as small as Ferry can make it.
+    assert own(admission.pod, "ferry-sidecar")["resources"]["requests"] == {"cpu": "0", "memory": "64Mi"}
+
+
+def test_deny_mode_refuses_with_the_same_message() -> None:
+    settings = Settings(default_region="eu-west-1", fargate_oversize="deny")
+    admission = admit(app_pod("250m", "1792Mi"), settings)
+    assert admission.outcome == "denied" and admission.reason == "platform-sizing"
+    assert admission.message is not None and "0.5 vCPU / 3 GB" in admission.message
+
+
+def test_a_memory_floor_below_the_request_lets_memory_fit() -> None:
+    settings = Settings(default_region="eu-west-1", fetcher_memory_request_floor="0")
+    admission = admit(app_pod("250m", "1760Mi"), settings)  # 32Mi of headroom in 0.25 vCPU / 2 GB
+    assert admission.warnings == ()
+    assert own(admission.pod, "ferry-sidecar")["resources"]["requests"] == {"cpu": "0", "memory": "32Mi"}
+
+
+def test_a_limit_range_minimum_is_a_floor() -> None:
+    limit_range = {"metadata": {"name": "lr"}, "spec": {"limits": [{"type": "Container", "min": {"cpu": "10m"}}]}}
+    first = admit_pod(
+        app_pod("250m", "512Mi"),
+        namespace="team-a",
+        namespace_obj=None,
+        spc_lookup=lambda ns, name: None,
+        settings=SETTINGS,
+        native_sidecars=True,
+        limit_ranges=[limit_range],
+    )
+    assert own(first.pod, "ferry-sidecar")["resources"]["requests"]["cpu"] == "10m"
+    assert first.warnings and "0.5 vCPU / 1 GB" in first.warnings[0]
+    again = size_for_platform(first.pod, SETTINGS, [limit_range])  # a reinvocation starts from the settings
+    assert own(again.pod, "ferry-sidecar")["resources"]["requests"]["cpu"] == "10m"
+
+
+def test_the_fargate_webhook_after_ferry_is_handled_on_reinvocation() -> None:
+    first = admit(app_pod("250m", "512Mi", fargate=False)).pod
+    assert own(first, "ferry-sidecar")["resources"]["requests"]["cpu"] == "50m"
+    after_fargate = {**first, "spec": {**first["spec"], "schedulerName": FARGATE_SCHEDULER}}
+    again = admit(after_fargate)
+    assert again.outcome == "reinvoked"
+    assert own(again.pod, "ferry-sidecar")["resources"]["requests"]["cpu"] == "0"
+    assert size_of(again.pod) == "0.25 vCPU / 1 GB"
+
+
+def test_pod_level_requests_are_left_to_the_pod() -> None:
+    pod = app_pod("250m", "512Mi", resources={"requests": {"cpu": "250m", "memory": "512Mi"}})
+    admitted = admit(pod).pod
+    assert own(admitted, "ferry-sidecar")["resources"]["requests"]["cpu"] == "50m"
+
+
+# --- Autopilot: the table of docs/autopilot.md ---
+
+
+@pytest.mark.parametrize(
+    ("mode", "requests", "limits", "expected_requests", "expected_limits"),
+    [
+        # Ferry's defaults are inside the 1:1 .. 1:6.5 band: nothing to change with bursting.
+        ("bursting", ("50m", "64Mi"), ("500m", "128Mi"), ("50m", "64Mi"), ("500m", "128Mi")),
+        # Without bursting, limits equal requests: the memory request rises to the limit, never below it.
+        ("no-bursting", ("50m", "64Mi"), ("500m", "128Mi"), ("50m", "128Mi"), ("50m", "128Mi")),
+        # Too little CPU for the memory: raised to memory / 6.5 (512Mi -> 77m).
+        ("bursting", ("10m", "512Mi"), ("500m", "512Mi"), ("77m", "512Mi"), ("500m", "512Mi")),
+        # Too little memory for the CPU: raised to 1 GiB per vCPU (250m -> 256Mi).
+        ("no-bursting", ("250m", "64Mi"), ("250m", "128Mi"), ("250m", "256Mi"), ("250m", "256Mi")),
+    ],
+)
+def test_autopilot_never_has_to_adjust_ferrys_containers(
+    mode: str,
+    requests: tuple[str, str],
+    limits: tuple[str, str],
+    expected_requests: tuple[str, str],
+    expected_limits: tuple[str, str],
+) -> None:
+    resources = {
+        "requests": dict(zip(("cpu", "memory"), requests, strict=True)),
+        "limits": dict(zip(("cpu", "memory"), limits, strict=True)),
+    }
+    result = autopilot_resources(resources, mode)
+    assert result["requests"] == dict(zip(("cpu", "memory"), expected_requests, strict=True))
+    assert result["limits"] == dict(zip(("cpu", "memory"), expected_limits, strict=True))
+    cpu, memory = q(result["requests"]["cpu"]), q(result["requests"]["memory"])
+    assert cpu * GiB <= memory <= Fraction(13, 2) * cpu * GiB, "inside Autopilot's ratio band"
+    assert q(result["requests"]["memory"]) >= min(q(limits[1]), q(expected_requests[1]))
+
+
+def test_autopilot_setting_reaches_both_containers() -> None:
+    settings = Settings(default_region="eu-west-1", autopilot="no-bursting")
+    pod = admit(app_pod("500m", "1Gi", fargate=False), settings).pod
+    for name in ("ferry-init", "ferry-sidecar"):
+        assert own(pod, name)["resources"] == {
+            "requests": {"cpu": "50m", "memory": "128Mi", "ephemeral-storage": "100Mi"},
+            "limits": {"cpu": "50m", "memory": "128Mi", "ephemeral-storage": "100Mi"},
+        }
+    bursting = admit(app_pod("500m", "1Gi", fargate=False), Settings(default_region="eu-west-1", autopilot="bursting"))
+    assert own(bursting.pod, "ferry-sidecar")["resources"] == {
+        "requests": {"cpu": "50m", "memory": "64Mi", "ephemeral-storage": "100Mi"},
+        "limits": {"cpu": "500m", "memory": "128Mi"},
+    }
+
+
+# --- native sidecars stripped by another webhook ---
+
+
+def test_a_stripped_native_sidecar_is_denied_on_reinvocation() -> None:
+    first = admit(app_pod("250m", "512Mi", fargate=False, restartPolicy="Never")).pod
+    assert own(first, "ferry-sidecar")["restartPolicy"] == "Always"
+    stripped = {
+        **first,
+        "spec": {
+            **first["spec"],
+            "initContainers": [
+                {k: v for k, v in c.items() if k != "restartPolicy"} for c in first["spec"]["initContainers"]
+            ],
+        },
+    }
+    assert stripped_native_sidecar(first) is None
+    admission = admit(stripped)
+    assert admission.outcome == "denied"
+    assert admission.message is not None
+    assert "restartPolicy: Always" in admission.message and "Fix:" in admission.message
+
+
+def test_a_regular_sidecar_is_not_taken_for_a_stripped_one() -> None:
+    pod = admit(app_pod("250m", "512Mi", fargate=False), native=False).pod
+    assert stripped_native_sidecar(pod) is None
+    assert admit(pod).outcome == "reinvoked"
+
+
+# --- settings ---
+
+
+def test_settings_read_the_new_variables() -> None:
+    settings = Settings.from_env(
+        {
+            "FERRY_FETCHER_CPU_REQUEST_FLOOR": "5m",
+            "FERRY_FETCHER_MEMORY_REQUEST_FLOOR": "32Mi",
+            "FERRY_FARGATE_SIZING": "off",
+            "FERRY_FARGATE_OVERSIZE": "deny",
+            "FERRY_AUTOPILOT": "no-bursting",
+            "FERRY_AUTOPILOT_EPHEMERAL_STORAGE": "50Mi",
+        }
+    )
+    assert (settings.fetcher_cpu_request_floor, settings.fetcher_memory_request_floor) == ("5m", "32Mi")
+    assert (settings.fargate_sizing, settings.fargate_oversize, settings.autopilot) == ("off", "deny", "no-bursting")
+    assert settings.autopilot_ephemeral_storage == "50Mi"
+    assert Settings.from_env({}).fetcher_cpu_request_floor == "0"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("FERRY_FETCHER_CPU_REQUEST_FLOOR", "-1m"),
+        ("FERRY_FETCHER_MEMORY_REQUEST_FLOOR", "lots"),
+        ("FERRY_FARGATE_OVERSIZE", "ignore"),
+        ("FERRY_AUTOPILOT", "yes"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_memory_is_in_mebibytes() -> None:
+    assert MiB * 1024 == GiB
+
+
+# --- hostile input: a tenant writes the pod, its requests and its schedulerName ---
+
+
+@pytest.mark.parametrize(
+    ("cpu", "memory"),
+    [("1e999", "1e999"), ("-5", "-5Mi"), ("lots", "[]"), ("0.0000001", "1"), ("999", "999Ti")],
+)
+def test_absurd_requests_never_break_admission(cpu: str, memory: str) -> None:
+    admission = admit(app_pod(cpu, memory))
+    assert admission.outcome in ("injected", "denied")
+    for warning in admission.warnings:
+        assert len(warning) < 2000
+
+
+def test_a_tenant_claiming_fargate_only_changes_its_own_pod() -> None:
+    # schedulerName is the tenant's to write; the only effect is on Ferry's requests in this pod.
+    claimed = admit(app_pod("250m", "512Mi", fargate=True)).pod
+    other = admit(app_pod("250m", "512Mi", fargate=False)).pod
+    assert own(claimed, "ferry-sidecar")["resources"]["requests"]["cpu"] == "0"
+    assert own(other, "ferry-sidecar")["resources"]["requests"]["cpu"] == "50m"
+    assert own(claimed, "ferry-sidecar")["resources"]["limits"] == own(other, "ferry-sidecar")["resources"]["limits"]
+
+
+def test_many_containers_are_sized_in_one_pass() -> None:
+    pod = app_pod("10m", "16Mi")
+    pod["spec"]["containers"] = [
+        {"name": f"c{i}", "image": "app:1", "resources": {"requests": {"cpu": "1m", "memory": "1Mi"}}}
+        for i in range(200)
+    ]
+    admission = admit(pod)
+    assert admission.outcome == "injected"
+    # 200m and 200Mi + 256Mi: 0.5 GB leaves 56Mi, below the sidecar's 64Mi; the CPU still fits (50m).
+    (warning,) = admission.warnings
+    assert "0.25 vCPU / 0.5 GB without Ferry" in warning and "memory" in warning
+    assert own(admission.pod, "ferry-sidecar")["resources"]["requests"] == {"cpu": "50m", "memory": "64Mi"}
+
+
+def test_autopilot_figures_reach_pod_level_resources_and_limit_ranges() -> None:
+    settings = Settings(default_region="eu-west-1", autopilot="no-bursting")
+    pod = app_pod("500m", "1Gi", fargate=False, resources={"requests": {"cpu": "500m", "memory": "1Gi"}})
+    admitted = admit(pod, settings).pod
+    # The sidecar runs beside the app: the pod's own requests grow by what Autopilot gets, 128Mi (not 64Mi).
+    assert admitted["spec"]["resources"]["requests"] == {"cpu": "550m", "memory": "1152Mi"}
+    limit_range = {"metadata": {"name": "lr"}, "spec": {"limits": [{"type": "Container", "max": {"cpu": "100m"}}]}}
+    checked = admit_pod(
+        app_pod("500m", "1Gi", fargate=False),
+        namespace="team-a",
+        namespace_obj=None,
+        spc_lookup=lambda ns, name: None,
+        settings=settings,
+        native_sidecars=True,
+        limit_ranges=[limit_range],
+    )
+    # Without Autopilot the 500m limit breaks max 100m; with no-bursting the limit is the 50m request.
+    assert checked.outcome == "injected"

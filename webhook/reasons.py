@@ -1,0 +1,24 @@
+"""Every reason Ferry gives for denying a pod, in one list.
+
+Why it exists: a denial's reason is the `reason` label of
+`ferry_admission_denied_total`, a field of the admission log line, and a
+section of docs/troubleshooting.md. The policy modules write these strings
+where they deny; this list is what the docs and the metrics can rely on, and
+tests/test_docs_reasons.py fails when code and list disagree.
+"""
+
+from __future__ import annotations
+
+DENIAL_REASONS: dict[str, str] = {
+    "unknown-annotation": "a ferry.dev/ key Ferry does not know (a typo)",
+    "invalid-annotation": "ferry.dev/inject is not true/false, or ferry.dev/status was written by hand",
+    "conflicting-sources": "a SecretProviderClass and inline objects together, or secret-objects with a class",
+    "no-objects": "opted in, but no secrets named",
+    "invalid-spec": "the objects, region, refresh interval, mount path, containers or notify settings are invalid",
+    "missing-secret-provider-class": "the named SecretProviderClass is not in the pod's namespace",
+    "secret-provider-class-too-large": "the SecretProviderClass is larger than Ferry keeps in memory",
+    "too-many-containers": "the pod has more containers than Ferry accepts",
+    "not-linux": "spec.os.name is not linux (the fetcher image is Linux-only)",
+    "limit-range": "Ferry's containers do not fit the namespace's LimitRange",
+    "not-ready": "the webhook has not finished reading namespaces and classes yet",
+}
