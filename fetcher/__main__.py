@@ -63,6 +63,7 @@ from fetcher.spec import (
     pick_secret_provider_class,
     spec_from_secret_provider_class,
 )
+from fetcher.spec.secret_objects import SecretObjectsError
 
 TARGET_DIR_ENV_VAR = "FERRY_TARGET_DIR"
 TERMINATION_LOG_ENV_VAR = "FERRY_TERMINATION_LOG"
@@ -137,7 +138,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return EXIT_OK
         log.info(f"{args.command} interrupted", signal=signal.Signals(signum).name)
         return EXIT_INTERRUPTED if signum == signal.SIGINT else EXIT_TERMINATED
-    except (SpecError, ConfigError) as exc:
+    except (SpecError, ConfigError, SecretObjectsError) as exc:
         return _fail(args.command, str(exc), EXIT_BAD_CONFIG, termination_log, explicit_log)
     except FerryError as exc:
         return _fail(args.command, str(exc), EXIT_FAILED, termination_log, explicit_log)
@@ -172,6 +173,7 @@ def run_sidecar_command(env: Mapping[str, str], target_dir: str, stop: threading
 
     from fetcher.aws import AwsClients
     from fetcher.loop import RefreshState, run_sidecar
+    from fetcher.secret_sync import resync_seconds_from_env
 
     if spec.refresh_seconds <= 0:
         raise ConfigError(
@@ -183,7 +185,7 @@ def run_sidecar_command(env: Mapping[str, str], target_dir: str, stop: threading
         clients=AwsClients.from_env(env),
         target_dir=Path(target_dir),
         on_files=secret_sync_hook(spec, env),
-        resync_seconds=secret_resync_seconds(env) if needs_kube_api(spec) else 0.0,
+        resync_seconds=resync_seconds_from_env(env) if needs_kube_api(spec) else 0.0,
     )
     return run_sidecar(state, stop)
 
@@ -267,39 +269,15 @@ def secret_sync_hook(spec: FetchSpec, env: Mapping[str, str]) -> Callable[[Mappi
     return hook
 
 
-def secret_resync_seconds(env: Mapping[str, str]) -> float:
-    """How often the sidecar re-applies the secretObjects Secrets when nothing changed (drift repair)."""
-    from fetcher.secret_sync import SecretObjectsError, resync_seconds_from_env
-
-    try:
-        return resync_seconds_from_env(env)
-    except SecretObjectsError as exc:
-        raise ConfigError(str(exc)) from None
-
-
 def run_role(manifest_path: str, service_account: str, namespace: str | None) -> int:
     """Print the Role and RoleBinding that let `service_account` write the class's secretObjects."""
-    from fetcher.secret_sync import SecretObjectsError, parse_secret_objects, secret_sync_rbac_yaml
+    from fetcher.secret_rbac import rbac_yaml_for_class
 
     manifest = load_secret_provider_class(manifest_path)
-    spec = manifest.get("spec") if isinstance(manifest.get("spec"), Mapping) else {}
-    meta = manifest.get("metadata") if isinstance(manifest.get("metadata"), Mapping) else {}
-    assert isinstance(spec, Mapping) and isinstance(meta, Mapping)
     try:
-        objects = parse_secret_objects(spec.get("secretObjects"), "spec.secretObjects")
+        sys.stdout.write(rbac_yaml_for_class(manifest, service_account, namespace))
     except SecretObjectsError as exc:
         raise ConfigError(f"{manifest_path}: {exc}") from None
-    if not objects:
-        raise ConfigError(
-            f"{manifest_path} has no spec.secretObjects: its pods write no Kubernetes Secret and need no Role"
-        )
-    target = namespace or meta.get("namespace")
-    if not isinstance(target, str) or not target:
-        raise ConfigError(f"{manifest_path} names no metadata.namespace; pass --namespace (the pods' namespace)")
-    spc_name = meta.get("name")
-    if not isinstance(spc_name, str) or not spc_name:
-        raise ConfigError(f"{manifest_path} names no metadata.name; the Role is named after the class")
-    sys.stdout.write(secret_sync_rbac_yaml(target, service_account, objects, spc_name=spc_name))
     return EXIT_OK
 
 

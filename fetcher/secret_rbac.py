@@ -9,11 +9,11 @@ printed with a plain warning about what ``create`` on Secrets allows.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fetcher.secret_manifests import SECRET_SYNC_VERBS
-from fetcher.spec.secret_objects import SecretObject
+from fetcher.spec.secret_objects import SecretObject, SecretObjectsError, parse_secret_objects
 
 # Kubernetes object names are at most 253 characters; longer Role names keep a readable start and a digest.
 MAX_ROLE_NAME_LENGTH = 253
@@ -78,3 +78,20 @@ def secret_sync_rbac_yaml(
     names = [obj.secret_name for obj in objects]
     documents = secret_sync_rbac(namespace, service_account, names, spc_name=spc_name)
     return ROLE_WARNING + yaml.safe_dump_all(documents, sort_keys=False)
+
+
+def rbac_yaml_for_class(manifest: Mapping[str, Any], service_account: str, namespace: str | None) -> str:
+    """`secret_sync_rbac_yaml` for a SecretProviderClass manifest; SecretObjectsError says what is missing."""
+    spec = manifest.get("spec") if isinstance(manifest.get("spec"), Mapping) else {}
+    meta = manifest.get("metadata") if isinstance(manifest.get("metadata"), Mapping) else {}
+    assert isinstance(spec, Mapping) and isinstance(meta, Mapping)
+    objects = parse_secret_objects(spec.get("secretObjects"), "spec.secretObjects")
+    if not objects:
+        raise SecretObjectsError(["no spec.secretObjects: its pods write no Kubernetes Secret and need no Role"])
+    target = namespace or meta.get("namespace")
+    if not isinstance(target, str) or not target:
+        raise SecretObjectsError(["no metadata.namespace; pass --namespace (the pods' namespace)"])
+    spc_name = meta.get("name")
+    if not isinstance(spc_name, str) or not spc_name:
+        raise SecretObjectsError(["no metadata.name; the Role is named after the class"])
+    return secret_sync_rbac_yaml(target, service_account, objects, spc_name=spc_name)

@@ -283,7 +283,7 @@ def test_the_role_command_explains_a_class_without_secret_objects(tmp_path: Path
         timeout=60,
     )
     assert result.returncode == 2
-    assert "has no spec.secretObjects: its pods write no Kubernetes Secret and need no Role" in result.stderr
+    assert "no spec.secretObjects: its pods write no Kubernetes Secret and need no Role" in result.stderr
     assert "Traceback" not in result.stderr
 
 
