@@ -154,10 +154,10 @@ def run_init(env: Mapping[str, str], target_dir: str) -> int:
 
     on_files = secret_sync_hook(spec, env)  # before AWS too: a pod that cannot sync fails fast
 
-    from fetcher.aws import AwsClients
     from fetcher.loop import deliver
+    from fetcher.providers import clients_from_env
 
-    clients = AwsClients.from_env(env)
+    clients = clients_from_env(spec, env)
     delivery = deliver(spec, clients, target_dir, on_files)
     log.info(
         "files written" if delivery.swapped else "files already current",
@@ -171,8 +171,8 @@ def run_init(env: Mapping[str, str], target_dir: str) -> int:
 def run_sidecar_command(env: Mapping[str, str], target_dir: str, stop: threading.Event) -> int:
     spec = load_spec(env)
 
-    from fetcher.aws import AwsClients
     from fetcher.loop import RefreshState, run_sidecar
+    from fetcher.providers import clients_from_env
     from fetcher.secret_sync import resync_seconds_from_env
 
     if spec.refresh_seconds <= 0:
@@ -182,7 +182,7 @@ def run_sidecar_command(env: Mapping[str, str], target_dir: str, stop: threading
         )
     state = RefreshState(
         spec=spec,
-        clients=AwsClients.from_env(env),
+        clients=clients_from_env(spec, env),
         target_dir=Path(target_dir),
         on_files=secret_sync_hook(spec, env),
         resync_seconds=resync_seconds_from_env(env) if needs_kube_api(spec) else 0.0,
@@ -202,8 +202,9 @@ def run_status(target_dir: str, unhealthy_after: float) -> int:
 def run_once(env: Mapping[str, str], manifest_path: str, target_dir: str, region: str | None) -> int:
     from fetcher.aws import AwsClients
     from fetcher.loop import deliver
+    from fetcher.providers import refuse_outside_a_pod
 
-    manifest = load_secret_provider_class(manifest_path)
+    manifest = refuse_outside_a_pod(load_secret_provider_class(manifest_path), manifest_path)
     kind = manifest.get("kind")
     if kind != "SecretProviderClass":
         # Before the region: a workload passed by mistake is the first thing to fix, not the last.

@@ -31,19 +31,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    CredentialRetrievalError,
-    HTTPClientError,
-    IncompleteReadError,
-    NoCredentialsError,
-    PartialCredentialsError,
-)
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from typing import TYPE_CHECKING
 
 from fetcher.spec.problems import FerryError as FerryError  # re-exported: the root of this tree
+
+if TYPE_CHECKING:
+    from botocore.exceptions import ClientError
 
 # Error codes that mean "AWS is overloaded", whatever the HTTP status says.
 THROTTLING_CODES = frozenset(
@@ -215,6 +208,18 @@ class KubeForbiddenError(KubeAPIError):
 @contextmanager
 def translating_aws_errors(*, object_name: str, region: str, service: str, operation: str) -> Iterator[None]:
     """Run one AWS call; any SDK failure leaves as a FetchError naming object, region, code and hint."""
+    # Imported here, not at the top: a pod that reads only GCP never loads botocore.
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        CredentialRetrievalError,
+        HTTPClientError,
+        IncompleteReadError,
+        NoCredentialsError,
+        PartialCredentialsError,
+    )
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
     try:
         yield
     except ClientError as exc:

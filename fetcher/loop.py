@@ -22,16 +22,20 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fetcher.aws import AwsClients
 from fetcher.errors import FerryError, FetchError, ObjectErrors
 from fetcher.logs import log
 from fetcher.notify import notify_app
+from fetcher.providers import check_versions, fetch_all
 from fetcher.render import RenderedFiles, render
-from fetcher.sources import FetchedValue, FetchResult, VersionProbe, check_versions, fetch_all
 from fetcher.spec import FetchSpec
 from fetcher.status import SidecarStatus, read_status, record_failure, record_success, write_status
+from fetcher.values import FetchedValue, FetchResult, VersionProbe
 from fetcher.writer import has_current_set, swap_directory
+
+if TYPE_CHECKING:
+    from fetcher.providers import Clients
 
 # Each wait is the interval times a factor in [1 - JITTER_FRACTION, 1 + JITTER_FRACTION].
 JITTER_FRACTION = 0.1
@@ -52,9 +56,7 @@ class Delivery:
 FilesHook = Callable[[RenderedFiles], None]
 
 
-def deliver(
-    spec: FetchSpec, clients: AwsClients, target_dir: str | Path, on_files: FilesHook | None = None
-) -> Delivery:
+def deliver(spec: FetchSpec, clients: Clients, target_dir: str | Path, on_files: FilesHook | None = None) -> Delivery:
     """Fetch every object, render every file, then swap them in at once. Nothing is written on failure."""
     values = fetch_all(spec, clients)
     files = render(spec, values)
@@ -69,7 +71,7 @@ class RefreshState:
     """What the sidecar remembers between cycles: the values behind the files on disk."""
 
     spec: FetchSpec
-    clients: AwsClients
+    clients: Clients
     target_dir: Path
     values: FetchResult = field(default_factory=dict)
     # Runs after every swap; if it fails, `values` stay old so the next cycle renders and calls it again.

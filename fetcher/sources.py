@@ -44,9 +44,8 @@ the same ARN with the region replaced (how Secrets Manager names replicas).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol, TypeAlias, TypeVar
+from typing import Any, TypeVar
 
 from fetcher.aws import AwsClients
 from fetcher.errors import (
@@ -58,6 +57,9 @@ from fetcher.errors import (
 from fetcher.fanout import Target, ask_with_failover, failover_target, primary_target, run_units
 from fetcher.logs import log
 from fetcher.spec import FetchSpec, ObjectSpec, ObjectType, parse_arn
+from fetcher.values import FetchedValue, FetchResult, IndexedObject, Source, VersionProbe
+
+__all__ = ["FetchResult", "FetchedValue", "IndexedObject", "Source", "VersionProbe", "check_versions", "fetch_all"]
 
 # Concurrent AWS calls per fetch; matches AwsSettings.max_pool_connections.
 DEFAULT_MAX_WORKERS = 10
@@ -70,49 +72,6 @@ T = TypeVar("T")
 
 # Secrets whose DescribeSecret was denied, so the fallback is logged once per process, not once per refresh.
 _describe_denied_warned: set[str] = set()
-
-
-@dataclass(frozen=True)
-class FetchedValue:
-    """One object's bytes as AWS returned them, and which version of it."""
-
-    data: bytes
-    # Secrets Manager VersionId, or the SSM parameter's version number.
-    version: str
-    # The region that answered (the failover region after a failover).
-    region: str
-    # True for a SecretBinary; jmesPath applies only to text.
-    binary: bool = False
-
-    def __repr__(self) -> str:  # never show the value, even in a debugger or a test failure
-        return f"FetchedValue(<{len(self.data)} bytes>, version={self.version!r}, region={self.region!r})"
-
-
-# Object index in spec.objects -> its value.
-FetchResult: TypeAlias = dict[int, FetchedValue]
-
-
-@dataclass(frozen=True)
-class VersionProbe:
-    """What a cheap version check found for one object."""
-
-    index: int
-    region: str
-    # None: the label points at no version (the re-fetch will report why).
-    version: str | None
-    # SSM's check is GetParameters, which returns the value too.
-    value: FetchedValue | None = None
-
-
-IndexedObject: TypeAlias = tuple[int, ObjectSpec]
-
-
-class Source(Protocol):
-    """One AWS service, as independent units of work the caller may run concurrently."""
-
-    def fetch_units(self, items: Sequence[IndexedObject]) -> list[Callable[[], FetchResult]]: ...
-
-    def probe_units(self, items: Sequence[IndexedObject]) -> list[Callable[[], list[VersionProbe]]]: ...
 
 
 # --- Public entry points. ------------------------------------------------------

@@ -16,7 +16,7 @@ from fetcher.spec.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR,
 from webhook.identity import Identity, apply_identity
 from webhook.podshape import INIT_CONTAINER_NAME, OWN_CONTAINER_NAMES, SIDECAR_NAME
 from webhook.settings import Settings
-from webhook.volumes import build_fetcher_mount, build_kube_api_mount
+from webhook.volumes import build_fetcher_mount, build_gcp_token_mount, build_kube_api_mount
 
 __all__ = [
     "INIT_CONTAINER_NAME",
@@ -76,6 +76,8 @@ def build_fetcher_container(
             )
         ]
         container["volumeMounts"].append(build_kube_api_mount())
+    if spec.gcp is not None:
+        container["volumeMounts"].append(build_gcp_token_mount())
     if mode == "sidecar" and native_sidecar:
         container["restartPolicy"] = "Always"
     if identity:

@@ -36,7 +36,7 @@ from webhook.podshape import is_run_to_completion
 from webhook.resolve import ResolvedRequest
 from webhook.resources import account_pod_resources
 from webhook.settings import Settings
-from webhook.volumes import build_app_mount, build_kube_api_volume, build_volume
+from webhook.volumes import build_app_mount, build_gcp_token_volume, build_kube_api_volume, build_volume
 
 SidecarMode = Literal["none", "native", "regular"]
 
@@ -63,6 +63,8 @@ def mutate_pod(
     spec["volumes"] = [*(spec.get("volumes") or []), build_volume(settings)]
     if needs_kube_api(resolved.spec):
         spec["volumes"].append(build_kube_api_volume())
+    if resolved.spec.gcp is not None:
+        spec["volumes"].append(build_gcp_token_volume(resolved.spec.gcp.workload_pool))
     selected = frozenset(resolved.containers)
     for group in ("initContainers", "containers"):
         if group in spec:

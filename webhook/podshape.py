@@ -15,11 +15,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fetcher.spec import ANNOTATION_CONTAINERS, ANNOTATION_INJECT, ANNOTATION_MOUNT_PATH, DEFAULT_MOUNT_PATH, quote
-from webhook.volumes import KUBE_API_VOLUME_NAME, VOLUME_NAME
+from webhook.volumes import GCP_TOKEN_VOLUME_NAME, KUBE_API_VOLUME_NAME, VOLUME_NAME
 
 # Containers plus init containers in a pod Ferry injects into: far above any real pod, and a bound on the
 # work (one mount per container, one patch op each) that a hostile or broken manifest can make admission do.
 MAX_POD_CONTAINERS = 256
+_OWN_VOLUMES = (VOLUME_NAME, KUBE_API_VOLUME_NAME, GCP_TOKEN_VOLUME_NAME)
 # Names of the containers Ferry adds; reserved in every injected pod.
 INIT_CONTAINER_NAME = "ferry-init"
 SIDECAR_NAME = "ferry-sidecar"
@@ -182,7 +183,7 @@ def check_reserved_names(spec: Mapping[str, Any], problems: list[str]) -> None:
                     "manifest: Ferry injects at admission)"
                 )
     for volume in spec.get("volumes") or []:
-        if isinstance(volume, Mapping) and volume.get("name") in (VOLUME_NAME, KUBE_API_VOLUME_NAME):
+        if isinstance(volume, Mapping) and volume.get("name") in _OWN_VOLUMES:
             problems.append(f"spec.volumes: the name {volume.get('name')!r} is reserved for Ferry's volumes; rename it")
 
 

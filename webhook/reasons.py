@@ -20,5 +20,9 @@ DENIAL_REASONS: dict[str, str] = {
     "too-many-containers": "the pod has more containers than Ferry accepts",
     "not-linux": "spec.os.name is not linux (the fetcher image is Linux-only)",
     "limit-range": "Ferry's containers do not fit the namespace's LimitRange",
+    "platform-sizing": (
+        "Ferry would raise the pod's Fargate size (with FERRY_FARGATE_OVERSIZE=deny), "
+        "or a later webhook stripped its native sidecar"
+    ),
     "not-ready": "the webhook has not finished reading namespaces and classes yet",
 }

@@ -43,6 +43,7 @@ from fetcher.spec import (
     ANNOTATION_OUTPUT_FORMATS,
     ANNOTATION_PATH_TRANSLATION,
     ANNOTATION_PREFIX,
+    ANNOTATION_PROVIDER,
     ANNOTATION_REFRESH_INTERVAL,
     ANNOTATION_REGION,
     ANNOTATION_SECRET_OBJECTS,
@@ -56,6 +57,7 @@ from fetcher.spec import (
     quote,
     secret_provider_class_warnings,
 )
+from fetcher.spec.gcp import workload_identity
 from webhook import memo
 from webhook.decide import (
     MAX_REPORTED_KEYS,
@@ -190,6 +192,8 @@ def resolve_spec(
         (value_of(pod_ann, ANNOTATION_REFRESH_INTERVAL), ANNOTATION_REFRESH_INTERVAL),
         (value_of(ns_ann, ANNOTATION_REFRESH_INTERVAL), f"namespace {ns} annotation {ANNOTATION_REFRESH_INTERVAL}"),
     )
+    gcp_identity, gcp_labels, gcp_warnings = workload_identity(pod_ann, ns_ann, ns, settings.gcp_identity())
+    warnings.extend(gcp_warnings)
     options = SpecOptions(
         refresh=refresh,
         file_uid=uid,
@@ -197,8 +201,10 @@ def resolve_spec(
         notify_url=notify_url,
         notify_signal=notify_signal,
         min_refresh_seconds=settings.min_refresh_seconds,
+        gcp_identity=gcp_identity,
     )
     labels = {
+        **gcp_labels,
         "refreshInterval": refresh_label or ANNOTATION_REFRESH_INTERVAL,
         "notifyUrl": ANNOTATION_NOTIFY_URL,
         "notifySignal": ANNOTATION_NOTIFY_SIGNAL,
@@ -232,9 +238,13 @@ def resolve_spec(
             "pathTranslation": ANNOTATION_PATH_TRANSLATION,
             "secretObjects": ANNOTATION_SECRET_OBJECTS,
             "outputFormats": formats_label or ANNOTATION_OUTPUT_FORMATS,
+            "provider": ANNOTATION_PROVIDER,
             **labels,
         }
-        built = inline_spec(pod_objects, region, failover, pod_translation, options, names, pod_secret_objects, formats)
+        provider = value_of(pod_ann, ANNOTATION_PROVIDER)
+        built = inline_spec(
+            pod_objects, region, failover, pod_translation, options, names, pod_secret_objects, formats, provider
+        )
         if isinstance(built, memo.BuiltSpec):
             spec, spec_json = built.spec, built.json
         else:

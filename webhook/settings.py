@@ -38,6 +38,11 @@ _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+_GCP_ID_RE = re.compile(r"^[a-z][a-z0-9-]{0,61}[a-z0-9]\Z")
+_GCP_POOL_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]\.svc\.id\.goog\Z")
+_GCP_PROVIDER_RE = re.compile(r"^https://[a-z.]+\.googleapis\.com/[A-Za-z0-9/_.-]{1,200}\Z")
+
+
 class SettingsError(ValueError):
     """An env var holds a value the webhook cannot run with."""
 
@@ -87,6 +92,10 @@ class Settings:
     log_level: str = "info"
     # The plain-HTTP metrics listener's port; 0: no listener.
     metrics_port: int = 9090
+    # GKE Workload Identity for provider: gcp (namespace annotations override both): PROJECT.svc.id.goog, and
+    # the cluster as that pool knows it. From FERRY_GCP_PROJECT/_LOCATION/_CLUSTER, or set in full.
+    gcp_workload_pool: str | None = None
+    gcp_identity_provider: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -141,6 +150,7 @@ class Settings:
             max_request_bytes=reader.positive_int("FERRY_MAX_REQUEST_BYTES", cls.max_request_bytes),
             log_level=reader.choice("FERRY_LOG_LEVEL", cls.log_level, _LOG_LEVELS),
             metrics_port=reader.port("FERRY_METRICS_PORT", cls.metrics_port),
+            **_gcp_settings(reader),
         )
         for kind in ("CPU", "MEMORY"):
             request, limit = f"FERRY_FETCHER_{kind}_REQUEST", f"FERRY_FETCHER_{kind}_LIMIT"
@@ -151,6 +161,10 @@ class Settings:
                     "request or raise the limit"
                 )
         return settings
+
+    def gcp_identity(self) -> dict[str, str | None]:
+        """The cluster's Workload Identity defaults, as fetcher.spec.gcp.check_identity reads them."""
+        return {"workloadPool": self.gcp_workload_pool, "identityProvider": self.gcp_identity_provider}
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields changed (command-line flags win over env vars)."""
@@ -274,3 +288,26 @@ class _Reader:
             if not _DNS_LABEL_RE.match(item):
                 raise SettingsError(f"{name}: {item!r} is not a namespace name (comma-separated list expected)")
         return frozenset(names) | ALWAYS_EXCLUDED_NAMESPACES
+
+
+def _gcp_settings(reader: _Reader) -> dict[str, str | None]:
+    """FERRY_GCP_WORKLOAD_POOL / _IDENTITY_PROVIDER, or both built from FERRY_GCP_PROJECT, _LOCATION, _CLUSTER."""
+    project = reader.optional_matching("FERRY_GCP_PROJECT", _GCP_ID_RE, "a Google Cloud project ID like my-project")
+    location = reader.optional_matching("FERRY_GCP_LOCATION", _GCP_ID_RE, "a cluster location like us-central1")
+    cluster = reader.optional_matching("FERRY_GCP_CLUSTER", _GCP_ID_RE, "a GKE cluster name")
+    pool = reader.optional_matching("FERRY_GCP_WORKLOAD_POOL", _GCP_POOL_RE, "a workload pool like PROJECT.svc.id.goog")
+    provider = reader.optional_matching(
+        "FERRY_GCP_IDENTITY_PROVIDER",
+        _GCP_PROVIDER_RE,
+        "https://container.googleapis.com/v1/projects/P/locations/L/clusters/C",
+    )
+    if project and not pool:
+        pool = f"{project}.svc.id.goog"
+    if project and location and cluster and not provider:
+        provider = f"https://container.googleapis.com/v1/projects/{project}/locations/{location}/clusters/{cluster}"
+    if bool(pool) != bool(provider):
+        raise SettingsError(
+            "GKE Workload Identity needs FERRY_GCP_PROJECT, FERRY_GCP_LOCATION and FERRY_GCP_CLUSTER together "
+            "(or FERRY_GCP_WORKLOAD_POOL with FERRY_GCP_IDENTITY_PROVIDER); set all of them or none"
+        )
+    return {"gcp_workload_pool": pool, "gcp_identity_provider": provider}

@@ -26,9 +26,12 @@ class SpecOptions:
     notify_url: str | None
     notify_signal: str | None
     min_refresh_seconds: float
+    # Workload Identity settings for provider: gcp, as (key, value) pairs (hashable: the memo key holds them).
+    gcp_identity: tuple[tuple[str, str | None], ...] = ()
 
     def as_arguments(self) -> dict[str, Any]:
         return {
+            "gcp_identity": dict(self.gcp_identity),
             "refresh_interval": self.refresh,
             "file_uid": self.file_uid,
             "file_gid": self.file_gid,
@@ -47,6 +50,7 @@ def inline_spec(
     names: Mapping[str, str],
     secret_objects: str | None = None,
     output_formats: str | None = None,
+    provider: str | None = None,
 ) -> memo.SpecResult:
     def build() -> memo.SpecResult:
         try:
@@ -59,6 +63,7 @@ def inline_spec(
                     field_names=names,
                     secret_objects=secret_objects,
                     output_formats=output_formats,
+                    provider=provider,
                     **options.as_arguments(),
                 )
             )
@@ -75,6 +80,7 @@ def inline_spec(
         tuple(names.items()),
         secret_objects,
         output_formats,
+        provider,
     )
     return memo.remembered_spec(key, build)
 

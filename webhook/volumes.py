@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fetcher.spec.gcp import GCP_TOKEN_DIR
 from webhook.settings import Settings
 
 # Name of the volume Ferry adds; reserved in every injected pod.
@@ -57,6 +58,27 @@ def build_kube_api_volume() -> dict[str, Any]:
 def build_kube_api_mount() -> dict[str, Any]:
     """Where every in-cluster client looks for the token and CA."""
     return {"name": KUBE_API_VOLUME_NAME, "mountPath": SERVICE_ACCOUNT_MOUNT_PATH, "readOnly": True}
+
+
+# provider: gcp: the pod's ServiceAccount token for the workload pool, for Ferry's containers only.
+GCP_TOKEN_VOLUME_NAME = "ferry-gcp-token"
+
+
+def build_gcp_token_volume(workload_pool: str) -> dict[str, Any]:
+    """A token whose audience is the workload pool (PROJECT.svc.id.goog): what Google's token exchange accepts.
+
+    The kubelet renews it; the fetcher re-reads it at each exchange. It is the pod's own ServiceAccount, so
+    Google sees the principal NAMESPACE/KSA, never the node.
+    """
+    token = {"audience": workload_pool, "expirationSeconds": TOKEN_EXPIRATION_SECONDS, "path": "token"}
+    return {
+        "name": GCP_TOKEN_VOLUME_NAME,
+        "projected": {"defaultMode": 0o444, "sources": [{"serviceAccountToken": token}]},
+    }
+
+
+def build_gcp_token_mount() -> dict[str, Any]:
+    return {"name": GCP_TOKEN_VOLUME_NAME, "mountPath": GCP_TOKEN_DIR, "readOnly": True}
 
 
 def build_app_mount(mount_path: str) -> dict[str, Any]:

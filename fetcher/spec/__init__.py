@@ -22,7 +22,8 @@ Where things are:
 - `wire`: the canonical JSON in ``FERRY_SPEC``, both directions;
 - `spc`: SecretProviderClass objects and manifest files, and warnings for what Ferry ignores in them;
 - `secret_objects`: the CSI driver's ``secretObjects`` (Kubernetes Secrets synced from the files), checked;
-- `formats`: the dotenv and JSON documents written beside the files.
+- `formats`: the dotenv and JSON documents written beside the files;
+- `gcp`: the GCP provider's `secrets` list and the Workload Identity settings (provider: gcp).
 
 This package must not import boto3 or botocore (the webhook image has neither);
 an import-linter contract in pyproject.toml enforces it.
@@ -31,6 +32,9 @@ an import-linter contract in pyproject.toml enforces it.
 from fetcher.spec.annotations import (
     ANNOTATION_CONTAINERS,
     ANNOTATION_FAILOVER_REGION,
+    ANNOTATION_GCP_IDENTITY_PROVIDER,
+    ANNOTATION_GCP_SERVICE_ACCOUNT,
+    ANNOTATION_GCP_WORKLOAD_POOL,
     ANNOTATION_INJECT,
     ANNOTATION_KEYS,
     ANNOTATION_MOUNT_PATH,
@@ -40,6 +44,7 @@ from fetcher.spec.annotations import (
     ANNOTATION_OUTPUT_FORMATS,
     ANNOTATION_PATH_TRANSLATION,
     ANNOTATION_PREFIX,
+    ANNOTATION_PROVIDER,
     ANNOTATION_REFRESH_INTERVAL,
     ANNOTATION_REGION,
     ANNOTATION_SECRET_OBJECTS,
@@ -65,6 +70,7 @@ from fetcher.spec.model import (
     SPEC_VERSION,
     FailoverObject,
     FetchSpec,
+    GcpIdentity,
     JmesPathEntry,
     Notify,
     ObjectSpec,
@@ -99,6 +105,10 @@ from fetcher.spec.validate import build_spec, parse_duration, parse_objects_yaml
 __all__ = [
     "ANNOTATION_CONTAINERS",
     "ANNOTATION_FAILOVER_REGION",
+    "ANNOTATION_GCP_IDENTITY_PROVIDER",
+    "ANNOTATION_GCP_SERVICE_ACCOUNT",
+    "ANNOTATION_GCP_WORKLOAD_POOL",
+    "ANNOTATION_PROVIDER",
     "ANNOTATION_INJECT",
     "ANNOTATION_KEYS",
     "ANNOTATION_MOUNT_PATH",
@@ -133,6 +143,7 @@ __all__ = [
     "FailoverObject",
     "FerryError",
     "FetchSpec",
+    "GcpIdentity",
     "JmesPathEntry",
     "ManifestError",
     "Notify",

@@ -37,6 +37,14 @@ ANNOTATION_SIDECAR_UNHEALTHY_AFTER = "ferry.dev/sidecar-unhealthy-after"
 ANNOTATION_NOTIFY_URL = "ferry.dev/notify-url"
 # "SIGNAL:process-name": signal sent after a swap (needs shareProcessNamespace).
 ANNOTATION_NOTIFY_SIGNAL = "ferry.dev/notify-signal"
+# "aws" (default) or "gcp": whose format ferry.dev/objects is in (gcp: the GCP provider's `secrets` list).
+ANNOTATION_PROVIDER = "ferry.dev/provider"
+# Google service account the pod's Workload Identity impersonates (pod, then namespace); unset: none.
+ANNOTATION_GCP_SERVICE_ACCOUNT = "ferry.dev/gcp-service-account"
+# Namespace only: the workload pool (PROJECT.svc.id.goog), over the webhook's FERRY_GCP_* settings.
+ANNOTATION_GCP_WORKLOAD_POOL = "ferry.dev/gcp-workload-pool"
+# Namespace only: the cluster's identity provider in that pool, over the webhook's FERRY_GCP_* settings.
+ANNOTATION_GCP_IDENTITY_PROVIDER = "ferry.dev/gcp-identity-provider"
 # Written by the webhook: "injected", so a pod is never injected twice.
 ANNOTATION_STATUS = "ferry.dev/status"
 STATUS_INJECTED = "injected"
@@ -57,6 +65,10 @@ ANNOTATION_KEYS: tuple[str, ...] = (
     ANNOTATION_SIDECAR_UNHEALTHY_AFTER,
     ANNOTATION_NOTIFY_URL,
     ANNOTATION_NOTIFY_SIGNAL,
+    ANNOTATION_PROVIDER,
+    ANNOTATION_GCP_SERVICE_ACCOUNT,
+    ANNOTATION_GCP_WORKLOAD_POOL,
+    ANNOTATION_GCP_IDENTITY_PROVIDER,
     ANNOTATION_STATUS,
 )
 

@@ -33,8 +33,13 @@ MAX_OBJECTS = 200
 MAX_FILE_NAME_BYTES = 255
 MAX_PATH_BYTES = 1024
 
-ObjectType = Literal["secretsmanager", "ssmparameter"]
+ObjectType = Literal["secretsmanager", "ssmparameter", "gcpsecret", "gcpparameter"]
+# The objectType values of ASCP's objects list (GCP objects come from the GCP provider's format: fetcher.spec.gcp).
 OBJECT_TYPES: tuple[ObjectType, ...] = ("secretsmanager", "ssmparameter")
+Provider = Literal["aws", "gcp"]
+PROVIDER_AWS: Provider = "aws"
+PROVIDER_GCP: Provider = "gcp"
+PROVIDERS: tuple[Provider, ...] = (PROVIDER_AWS, PROVIDER_GCP)
 REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 
 
@@ -69,6 +74,9 @@ class ObjectSpec:
     file_permission: int = DEFAULT_FILE_PERMISSION
     jmes_path: tuple[JmesPathEntry, ...] = ()
     failover_object: FailoverObject | None = None
+    # GCP provider: the file holds this top-level key of the JSON or YAML value instead of the whole value.
+    extract_json_key: str | None = None
+    extract_yaml_key: str | None = None
 
     def file_name(self, path_translation: str | None) -> str:
         """The file's path below the volume, as ASCP names it."""
@@ -109,6 +117,16 @@ class Notify:
 
 
 @dataclass(frozen=True)
+class GcpIdentity:
+    """GKE Workload Identity: what the fetcher exchanges its token for, and whom it then impersonates."""
+
+    workload_pool: str
+    # The cluster as the pool knows it; the security token endpoint's audience names it.
+    identity_provider: str
+    service_account: str | None = None
+
+
+@dataclass(frozen=True)
 class FetchSpec:
     """Everything the fetcher needs, and nothing it has to ask Kubernetes for."""
 
@@ -125,6 +143,9 @@ class FetchSpec:
     secret_objects: tuple[SecretObject, ...] = ()
     # Extra documents on the same swap: (format, file name), e.g. ("dotenv", "secrets.env"), sorted by format.
     output_formats: tuple[tuple[str, str], ...] = ()
+    # Whose API the objects are in; "gcp" specs carry their Workload Identity settings (region is unused).
+    provider: Provider = "aws"
+    gcp: GcpIdentity | None = None
 
     def output_files(self) -> tuple[OutputFile, ...]:
         """Every file this spec writes, in object order."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fetcher.spec.model import FetchSpec
+from fetcher.spec.model import PROVIDER_GCP, PROVIDERS, FetchSpec
 from fetcher.spec.problems import Problem, SpecError, quote
 from fetcher.spec.validate import build_spec
 
@@ -30,10 +30,14 @@ SPC_FIELD_NAMES = {
     "pathTranslation": "spec.parameters.pathTranslation",
     "secretObjects": "spec.secretObjects",
     "outputFormats": "spec.parameters.outputFormats",
+    "secrets": "spec.parameters.secrets",
+    "auth": "spec.parameters.auth",
 }
 # What Ferry acts on; anything else in a class gets an admission warning (`secret_provider_class_warnings`).
 KNOWN_SPC_FIELDS = ("provider", "parameters", "secretObjects")
 KNOWN_SPC_PARAMETERS = ("objects", "region", "failoverRegion", "pathTranslation", "outputFormats")
+# What Ferry reads of a provider: gcp class's parameters (the GCP provider's, fetcher.spec.gcp).
+GCP_SPC_PARAMETERS = ("secrets", "auth")
 # ASCP parameters Ferry reads but does not act on, and what it does instead.
 IGNORED_SPC_PARAMETERS = {
     "usePodIdentity": (
@@ -83,12 +87,29 @@ def spec_from_secret_provider_class(
         )
     spec = manifest.get("spec") if isinstance(manifest.get("spec"), Mapping) else {}
     assert isinstance(spec, Mapping)
-    if spec.get("provider") != "aws":
-        problems.append(
-            Problem(names["provider"], f"is {quote(spec.get('provider'))}; Ferry serves only provider: aws")
-        )
+    provider = spec.get("provider")
+    if provider not in PROVIDERS:
+        problems.append(Problem(names["provider"], f"is {quote(provider)}; Ferry serves provider: aws and gcp"))
     params = spec.get("parameters") if isinstance(spec.get("parameters"), Mapping) else {}
     assert isinstance(params, Mapping)
+    if provider == PROVIDER_GCP:
+        from fetcher.spec.gcp import check_auth
+
+        check_auth(params.get("auth"), names["auth"], problems)
+        if problems:
+            raise SpecError(problems, where)
+        try:
+            return build_spec(
+                objects=params.get("secrets"),
+                region=None,
+                field_names={**names, "objects": names["secrets"]},
+                secret_objects=spec.get("secretObjects"),
+                output_formats=params.get("outputFormats"),
+                provider=PROVIDER_GCP,
+                **options,
+            )
+        except SpecError as exc:
+            raise exc.with_source(where) from None
     if "objects" not in params:
         problems.append(Problem(names["objects"], "is missing; list the secrets to mount, as for ASCP"))
     if params.get("usePodIdentity") not in (None, "", "true", "false", True, False):
@@ -122,15 +143,16 @@ def secret_provider_class_warnings(manifest: Mapping[str, Any], where: str = "")
     params = params if isinstance(params, Mapping) else {}
     warnings: list[str] = []
     for key, instead in IGNORED_SPC_PARAMETERS.items():
-        if key in params:
+        if key in params and spec.get("provider") != PROVIDER_GCP:
             warnings.append(f"{where}spec.parameters.{key} is ignored: {instead}")
-    unknown_params = sorted(
-        str(key) for key in params if key not in KNOWN_SPC_PARAMETERS and key not in IGNORED_SPC_PARAMETERS
-    )
+    gcp = spec.get("provider") == PROVIDER_GCP
+    known = (*GCP_SPC_PARAMETERS, "outputFormats") if gcp else KNOWN_SPC_PARAMETERS
+    ignored = {} if gcp else IGNORED_SPC_PARAMETERS
+    unknown_params = sorted(str(key) for key in params if key not in known and key not in ignored)
     if unknown_params:
         warnings.append(
             f"{where}spec.parameters {_listed(unknown_params)} {'is' if len(unknown_params) == 1 else 'are'} not "
-            f"known to Ferry and ignored; Ferry reads {', '.join(KNOWN_SPC_PARAMETERS)}"
+            f"known to Ferry and ignored; Ferry reads {', '.join(known)}"
         )
     unknown_fields = sorted(str(key) for key in spec if key not in KNOWN_SPC_FIELDS)
     if unknown_fields:

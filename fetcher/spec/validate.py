@@ -21,6 +21,7 @@ from fetcher.spec.model import (
     MAX_OBJECTS_YAML_BYTES,
     MAX_REFRESH_SECONDS,
     MAX_YAML_DEPTH,
+    PROVIDERS,
     REGION_RE,
     FetchSpec,
     Notify,
@@ -39,15 +40,7 @@ from fetcher.spec.secret_objects import (
 )
 
 _DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_SIGNALS = (
-    "SIGHUP",
-    "SIGINT",
-    "SIGQUIT",
-    "SIGUSR1",
-    "SIGUSR2",
-    "SIGTERM",
-    "SIGWINCH",
-)
+_SIGNALS = ("SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGTERM", "SIGWINCH")
 
 
 def build_spec(
@@ -65,6 +58,8 @@ def build_spec(
     field_names: Mapping[str, str] | None = None,
     secret_objects: str | Sequence[Any] | None = None,
     output_formats: str | Mapping[str, str] | None = None,
+    provider: str | None = None,
+    gcp_identity: Mapping[str, Any] | None = None,
 ) -> FetchSpec:
     """Validate raw inputs (strings as they appear in annotations or an SPC) into a FetchSpec.
 
@@ -89,9 +84,11 @@ def build_spec(
         **(field_names or {}),
     }
     problems: list[Problem] = []
-
-    primary = _check_region(region, names["region"], problems, required=True)
-    failover = _check_region(failover_region, names["failoverRegion"], problems, required=False)
+    gcp = provider == "gcp"
+    if provider not in (None, "", *PROVIDERS):
+        problems.append(Problem(names.get("provider", "provider"), f"{quote(provider)} is not aws or gcp"))
+    primary = None if gcp else _check_region(region, names["region"], problems, required=True)
+    failover = None if gcp else _check_region(failover_region, names["failoverRegion"], problems, required=False)
     if primary and failover and primary == failover:
         problems.append(
             Problem(
@@ -99,7 +96,7 @@ def build_spec(
                 f"is the same as the region ({primary}); name a different region, or remove it to use no failover",
             )
         )
-    translation = _check_path_translation(path_translation, names["pathTranslation"], problems)
+    translation = None if gcp else _check_path_translation(path_translation, names["pathTranslation"], problems)
     refresh = _check_refresh(refresh_interval, names["refreshInterval"], min_refresh_seconds, problems)
     notify = _check_notify(notify_url, notify_signal, names, problems)
     for label, value in (("fileUid", file_uid), ("fileGid", file_gid)):
@@ -109,14 +106,20 @@ def build_spec(
     raw_objects: Sequence[Any] | None
     if isinstance(objects, str):
         try:
-            raw_objects = parse_objects_yaml(objects, names["objects"])
+            what = "secrets (start each with '- resourceName:')" if gcp else "objects (start each with '- objectName:')"
+            raw_objects = parse_objects_yaml(objects, names["objects"], what)
         except SpecError as exc:
             raise SpecError([*problems, *exc.problems]) from None
     else:
         raw_objects = objects
-    positioned = check_objects(raw_objects, names["objects"], primary, failover, problems)
+    if gcp:  # the GCP provider's format (loaded only for it); its paths are file names as given
+        from fetcher.spec.gcp import check_request
+
+        positioned, identity = check_request(raw_objects, gcp_identity, names, problems)
+    else:
+        positioned, identity = check_objects(raw_objects, names["objects"], primary, failover, problems), None
     parsed = [obj for _, obj in positioned]
-    if parsed:
+    if parsed and not gcp:
         check_file_names(parsed, [index for index, _ in positioned], translation, names["objects"], problems)
     formats = _check_output_formats(output_formats, names["outputFormats"], problems)
     synced = _check_secret_objects(secret_objects, names["secretObjects"], problems)
@@ -127,10 +130,9 @@ def build_spec(
 
     if problems:
         raise SpecError(problems)
-    assert primary is not None
     return FetchSpec(
         objects=tuple(parsed),
-        region=primary,
+        region=primary or "",
         failover_region=failover,
         path_translation=translation,
         refresh_seconds=refresh,
@@ -139,6 +141,8 @@ def build_spec(
         notify=notify,
         secret_objects=synced,
         output_formats=formats,
+        provider="gcp" if gcp else "aws",
+        gcp=identity,
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from fetcher.spec.model import (
     DEFAULT_FILE_PERMISSION,
     DEFAULT_PATH_TRANSLATION,
+    PROVIDER_GCP,
     SPEC_ENV_VAR,
     SPEC_VERSION,
     FetchSpec,
@@ -39,6 +40,10 @@ _WIRE_FIELDS = {
     "fileGid": f"{SPEC_ENV_VAR}.fileGid",
     "secretObjects": f"{SPEC_ENV_VAR}.secretObjects",
     "outputFormats": f"{SPEC_ENV_VAR}.outputFormats",
+    "provider": f"{SPEC_ENV_VAR}.provider",
+    "workloadPool": f"{SPEC_ENV_VAR}.gcp.workloadPool",
+    "identityProvider": f"{SPEC_ENV_VAR}.gcp.identityProvider",
+    "serviceAccount": f"{SPEC_ENV_VAR}.gcp.serviceAccount",
 }
 _NOTIFY_KEYS = ("url", "signal", "process")
 
@@ -90,6 +95,8 @@ def from_json(text: str) -> FetchSpec:
             field_names=_WIRE_FIELDS,
             secret_objects=wire.get("secretObjects"),
             output_formats=wire.get("outputFormats"),
+            provider=wire.get("provider"),
+            gcp_identity=wire.get("gcp") if isinstance(wire.get("gcp"), Mapping) else None,
         )
     except SpecError as exc:
         raise SpecError([*problems, *exc.problems]) from None
@@ -159,6 +166,13 @@ def _spec_to_wire(spec: FetchSpec) -> dict[str, Any]:
         "region": spec.region,
         "pathTranslation": spec.path_translation,
     }
+    if spec.provider == PROVIDER_GCP:
+        from fetcher.spec.gcp import identity_to_wire, secret_to_wire
+
+        wire.update(provider=PROVIDER_GCP, objects=[secret_to_wire(obj) for obj in spec.objects])
+        del wire["region"], wire["pathTranslation"]  # a GCP name carries its location; paths are not translated
+        if spec.gcp is not None:
+            wire["gcp"] = identity_to_wire(spec.gcp)
     if spec.failover_region:
         wire["failoverRegion"] = spec.failover_region
     if spec.refresh_seconds:

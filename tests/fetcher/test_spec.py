@@ -530,7 +530,7 @@ def test_the_annotation_keys_are_listed_explicitly() -> None:
     from fetcher.spec import ANNOTATION_KEYS, ANNOTATION_STATUS, iter_annotation_keys
 
     assert tuple(iter_annotation_keys()) == ANNOTATION_KEYS
-    assert len(set(ANNOTATION_KEYS)) == len(ANNOTATION_KEYS) == 15
+    assert len(set(ANNOTATION_KEYS)) == len(ANNOTATION_KEYS) == 19
     assert ANNOTATION_STATUS in ANNOTATION_KEYS and all(key.startswith("ferry.dev/") for key in ANNOTATION_KEYS)
 
 

@@ -1,0 +1,173 @@
+"""What Google Cloud support costs a pod: init time, memory and imports, GCP beside AWS, and the refresh's calls.
+
+Why it exists: issue 20 asks that one fetcher image serve both clouds without making either pod pay for the
+other, and that the choice of the REST path be stated in MB and ms. This script runs, alternately (ABAB, so
+neither always goes first), `python -m fetcher init` for 10 GCP secrets against the loopback Google fake
+(tests.support.gcpfake: TLS, token exchange, 10 accesses) and for 10 Secrets Manager secrets against moto,
+plus the floor (`import ssl, http.client, json` and one TLS context). It reports medians, each init's own
+peak RSS (VmHWM), which top-level packages each init imported, the size of the GCP code, and the Google calls of
+one init and one unchanged refresh (counted by the fake).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import benchlib
+from tests.support.gcpfake import POOL, PROVIDER, GcpFake, ksa_token
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRETS = 10
+PROJECT = "ferry-test"
+FLOOR_CODE = "import ssl, http.client, json; ssl.create_default_context()"
+# One init in a child; prints the modules it loaded and its own peak RSS (VmHWM: this process, after exec).
+MODULES_CODE = (
+    "import json, sys; from fetcher.__main__ import main; code = main(['init', '--dir', sys.argv[1]]); "
+    "hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]; "
+    "mods = {m.split('.')[0] for m in sys.modules} | {m for m in sys.modules if m.startswith('fetcher')}; "
+    "print(json.dumps([int(hwm), sorted(mods)]))"
+)
+
+
+# In a child: the sidecar's unchanged refreshes, CPU per cycle (this process only; the fake runs in the parent).
+REFRESH_CODE = r"""
+import json, os, sys, time
+from pathlib import Path
+from fetcher.loop import RefreshState, refresh_once
+from fetcher.providers import clients_from_env
+from fetcher.spec import FetchSpec
+spec = FetchSpec.from_json(os.environ["FERRY_SPEC"])
+state = RefreshState(spec=spec, clients=clients_from_env(spec, os.environ), target_dir=Path(sys.argv[1]))
+refresh_once(state)
+refresh_once(state)  # connections warm
+cpu = []
+for _ in range(int(sys.argv[2])):
+    began = time.process_time()
+    outcome = refresh_once(state)
+    cpu.append(time.process_time() - began)
+    assert not outcome.swapped
+print(json.dumps(sorted(cpu)))
+"""
+
+
+def gcp_spec_json() -> str:
+    from fetcher.spec import build_spec
+
+    secrets = [
+        {"resourceName": f"projects/{PROJECT}/secrets/s{i}/versions/latest", "path": f"s{i}"} for i in range(SECRETS)
+    ]
+    identity = {"workloadPool": POOL, "identityProvider": PROVIDER}
+    return build_spec(objects=secrets, region=None, provider="gcp", gcp_identity=identity).to_json()
+
+
+def timed(command: list[str], env: dict[str, str]) -> tuple[float, int]:
+    began = time.perf_counter()
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    elapsed = time.perf_counter() - began
+    if done.returncode != 0:
+        raise SystemExit(f"{command[:4]} failed: {done.stderr[-400:]}")
+    return elapsed, done.returncode
+
+
+def loaded(env: dict[str, str], target: str) -> tuple[float, list[str]]:
+    """(peak RSS in MiB, modules) of one init in a child."""
+    done = subprocess.run(
+        [sys.executable, "-c", MODULES_CODE, target], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    hwm_kib, modules = json.loads(done.stdout.strip().splitlines()[-1])
+    return round(hwm_kib / 1024, 1), list(modules)
+
+
+def main() -> None:
+    parser = benchlib.argument_parser(__doc__)
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args()
+    machine = benchlib.announce_machine()
+    benchlib.compile_sources("fetcher")
+    results: dict[str, Any] = {"machine": machine}
+    with GcpFake() as fake, benchlib.CountingMotoServer() as moto, benchlib.memory_tmpdir("ferry-gcp-bench-") as tmp:
+        for i in range(SECRETS):
+            fake.add_version(PROJECT, f"s{i}", f"value-{i}")
+        fake.grant("bench/app", f"projects/{PROJECT}/")
+        token = Path(tmp) / "token"
+        token.write_text(ksa_token("bench", "app"))
+        objects = benchlib.seed_objects(moto.url, SECRETS, 0)
+        gcp_env = benchlib.clean_env({**fake.env(token), "FERRY_SPEC": gcp_spec_json(), "PYTHONPATH": str(ROOT)})
+        aws_env = benchlib.clean_env(
+            {**benchlib.aws_env(moto.url), "FERRY_SPEC": benchlib.fetch_spec_json(objects), "PYTHONPATH": str(ROOT)}
+        )
+        floor_env = benchlib.clean_env()
+        commands = {
+            "gcp": ([sys.executable, "-m", "fetcher", "init", "--dir", f"{tmp}/gcp"], gcp_env),
+            "aws": ([sys.executable, "-m", "fetcher", "init", "--dir", f"{tmp}/aws"], aws_env),
+            "floor": ([sys.executable, "-c", FLOOR_CODE], floor_env),
+        }
+        for name in ("gcp", "aws"):
+            Path(f"{tmp}/{name}").mkdir()
+            timed(*commands[name])  # warm the page cache and the servers
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for run in range(args.runs):
+            order = list(commands) if run % 2 == 0 else list(reversed(commands))
+            for name in order:
+                times[name].append(timed(*commands[name])[0])
+        fake.calls.clear()
+        timed(*commands["gcp"])
+        init_calls = dict(fake.calls)
+        Path(f"{tmp}/refresh").mkdir()
+        fake.calls.clear()
+        cycles = 50
+        done = subprocess.run(
+            [sys.executable, "-c", REFRESH_CODE, f"{tmp}/refresh", str(cycles)],
+            env=gcp_env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        )
+        cpu = json.loads(done.stdout.strip().splitlines()[-1])
+        results["unchanged_refresh_cpu_ms"] = {
+            "median": round(statistics.median(cpu) * 1000, 2),
+            "max": round(cpu[-1] * 1000, 2),
+        }
+        # The child made one full delivery (1 exchange, 10 accesses), then cycles + 1 unchanged refreshes.
+        results["google_calls_per_unchanged_refresh"] = {
+            "GetSecretVersion": fake.count("GetSecretVersion") / (cycles + 1),
+            "AccessSecretVersion": (fake.count("AccessSecretVersion") - SECRETS) / (cycles + 1),
+            "ExchangeToken": (fake.count("ExchangeToken") - 1) / (cycles + 1),
+        }
+        results["init_ms_median"] = {name: round(statistics.median(v) * 1000, 1) for name, v in times.items()}
+        results["ratio_to_floor"] = {
+            name: round(statistics.median(times[name]) / statistics.median(times["floor"]), 2)
+            for name in ("gcp", "aws")
+        }
+        gcp_rss, gcp_mods = loaded(gcp_env, f"{tmp}/gcp")
+        aws_rss, aws_mods = loaded(aws_env, f"{tmp}/aws")
+        results["peak_rss_mib"] = {"gcp": gcp_rss, "aws": aws_rss}
+        results["gcp_init_loads_boto"] = [m for m in gcp_mods if m in ("boto3", "botocore", "jmespath")]
+        results["aws_init_loads_gcp"] = [m for m in aws_mods if "gcp" in m]
+        results["top_level_modules"] = {
+            name: len([m for m in mods if "." not in m]) for name, mods in (("gcp", gcp_mods), ("aws", aws_mods))
+        }
+        results["google_calls_per_init"] = init_calls
+        results["gcp_code_kib"] = round(
+            sum((ROOT / p).stat().st_size for p in ("fetcher/gcp.py", "fetcher/gcp_source.py", "fetcher/spec/gcp.py"))
+            / 1024,
+            1,
+        )
+    results["load"] = os.getloadavg()
+    results["children_cpu_s"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime, 1)
+    print(json.dumps(results, indent=2))
+    benchlib.write_results("gcp_footprint", results, args.out_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""What every source returns, whichever cloud it reads: values, version probes, and the `Source` protocol.
+
+Why it exists: the AWS sources (fetcher.sources) and the GCP one (fetcher.gcp_source) hand the same
+values to render and the refresh loop; keeping these types here lets a pod load only its own cloud's code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeAlias
+
+from fetcher.spec import ObjectSpec
+
+
+@dataclass(frozen=True)
+class FetchedValue:
+    """One object's bytes as the cloud returned them, and which version of it."""
+
+    data: bytes
+    # Secrets Manager VersionId, the SSM parameter's version number, or GCP's version number (latest resolved).
+    version: str
+    # The region that answered (the failover region after a failover); GCP: the location, or global.
+    region: str
+    # True for a SecretBinary; jmesPath applies only to text.
+    binary: bool = False
+
+    def __repr__(self) -> str:  # never show the value, even in a debugger or a test failure
+        return f"FetchedValue(<{len(self.data)} bytes>, version={self.version!r}, region={self.region!r})"
+
+
+# Object index in spec.objects -> its value.
+FetchResult: TypeAlias = dict[int, FetchedValue]
+
+
+@dataclass(frozen=True)
+class VersionProbe:
+    """What a cheap version check found for one object."""
+
+    index: int
+    region: str
+    # None: the label points at no version (the re-fetch will report why).
+    version: str | None
+    # SSM's check is GetParameters, which returns the value too.
+    value: FetchedValue | None = None
+
+
+IndexedObject: TypeAlias = tuple[int, ObjectSpec]
+
+
+class Source(Protocol):
+    """One cloud service, as independent units of work the caller may run concurrently."""
+
+    def fetch_units(self, items: Sequence[IndexedObject]) -> list[Callable[[], FetchResult]]: ...
+
+    def probe_units(self, items: Sequence[IndexedObject]) -> list[Callable[[], list[VersionProbe]]]: ...
