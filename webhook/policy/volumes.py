@@ -20,8 +20,9 @@ VOLUME_NAME = "ferry-secrets"
 # The pod's ServiceAccount token, for Ferry's own containers only, when they write Kubernetes Secrets.
 KUBE_API_VOLUME_NAME = "ferry-kube-api-access"
 SERVICE_ACCOUNT_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
-# The kubelet's own choice for the token it mounts (an hour, plus 7 s so it is recognised as such).
-TOKEN_EXPIRATION_SECONDS = 3607
+# One hour; the kubelet renews the token at 80 % of that, and the fetcher re-reads the file on every request.
+# Never 3607: the API server extends a pod-bound token asking for exactly that to a year (legacy tokens).
+TOKEN_EXPIRATION_SECONDS = 3600
 
 
 def build_volume(settings: Settings) -> dict[str, Any]:
