@@ -36,6 +36,7 @@ from fetcher.spec import (
     pick_secret_provider_class,
     spec_from_secret_provider_class,
 )
+from fetcher.spec.secret_objects import SecretObjectsError
 
 TARGET_DIR_ENV_VAR = "FERRY_TARGET_DIR"
 TERMINATION_LOG_ENV_VAR = "FERRY_TERMINATION_LOG"
@@ -110,7 +111,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return EXIT_OK
         log.info(f"{args.command} interrupted", signal=signal.Signals(signum).name)
         return EXIT_INTERRUPTED if signum == signal.SIGINT else EXIT_TERMINATED
-    except (SpecError, ConfigError) as exc:
+    except (SpecError, ConfigError, SecretObjectsError) as exc:
         return _fail(args.command, str(exc), EXIT_BAD_CONFIG, termination_log, explicit_log)
     except FerryError as exc:
         return _fail(args.command, str(exc), EXIT_FAILED, termination_log, explicit_log)
@@ -147,6 +148,7 @@ def run_sidecar_command(env: Mapping[str, str], target_dir: str, stop: threading
 
     from fetcher.loop import RefreshState, run_sidecar
     from fetcher.providers import clients_from_env
+    from fetcher.secret_sync import resync_seconds_from_env
 
     if spec.refresh_seconds <= 0:
         raise ConfigError(
@@ -158,6 +160,7 @@ def run_sidecar_command(env: Mapping[str, str], target_dir: str, stop: threading
         clients=clients_from_env(spec, env),
         target_dir=Path(target_dir),
         on_files=secret_sync_hook(spec, env),
+        resync_seconds=resync_seconds_from_env(env) if needs_kube_api(spec) else 0.0,
     )
     return run_sidecar(state, stop)
 
@@ -226,7 +229,7 @@ def secret_sync_hook(spec: FetchSpec, env: Mapping[str, str]) -> Callable[[Mappi
     if not needs_kube_api(spec):
         return None
     from fetcher.kube import CA_PATH, TOKEN_PATH, KubeClient
-    from fetcher.secret_sync import SecretObjectsError, file_syncer, pod_owner_from_env
+    from fetcher.secret_sync import SecretObjectsError, SecretSyncError, file_syncer, pod_owner_from_env
 
     try:
         owner = pod_owner_from_env(env)
@@ -238,7 +241,12 @@ def secret_sync_hook(spec: FetchSpec, env: Mapping[str, str]) -> Callable[[Mappi
     sync = file_syncer(spec.secret_objects, client, owner)
 
     def hook(files: Mapping[str, Any]) -> None:
-        names = sync(files)
+        try:
+            names = sync(files)
+        except SecretSyncError:
+            raise
+        except FerryError as exc:  # the API's answer: said to be about secretObjects, here and in the status entry
+            raise SecretSyncError(f"secretObjects not synced (the files are written): {exc}") from exc
         log.info("kubernetes secrets synced", secrets=names, namespace=owner.namespace)
 
     return hook
@@ -246,24 +254,13 @@ def secret_sync_hook(spec: FetchSpec, env: Mapping[str, str]) -> Callable[[Mappi
 
 def run_role(manifest_path: str, service_account: str, namespace: str | None) -> int:
     """Print the Role and RoleBinding that let `service_account` write the class's secretObjects."""
-    from fetcher.secret_sync import SecretObjectsError, parse_secret_objects, secret_sync_rbac_yaml
+    from fetcher.secret_rbac import rbac_yaml_for_class
 
     manifest = load_secret_provider_class(manifest_path)
-    spec = manifest.get("spec") if isinstance(manifest.get("spec"), Mapping) else {}
-    meta = manifest.get("metadata") if isinstance(manifest.get("metadata"), Mapping) else {}
-    assert isinstance(spec, Mapping) and isinstance(meta, Mapping)
     try:
-        objects = parse_secret_objects(spec.get("secretObjects"), "spec.secretObjects")
+        sys.stdout.write(rbac_yaml_for_class(manifest, service_account, namespace))
     except SecretObjectsError as exc:
         raise ConfigError(f"{manifest_path}: {exc}") from None
-    if not objects:
-        raise ConfigError(
-            f"{manifest_path} has no spec.secretObjects: its pods write no Kubernetes Secret and need no Role"
-        )
-    target = namespace or meta.get("namespace")
-    if not isinstance(target, str) or not target:
-        raise ConfigError(f"{manifest_path} names no metadata.namespace; pass --namespace (the pods' namespace)")
-    sys.stdout.write(secret_sync_rbac_yaml(target, service_account, objects))
     return EXIT_OK
 
 

@@ -72,6 +72,15 @@ def exists(dir_fd: int, name: str) -> bool:
     return True
 
 
+def visible_names(parent_fd: int, name: str) -> set[str]:
+    """The entries of directory `name` that are not hidden swap names ("..*"); none if it cannot be opened."""
+    try:
+        with opened_dir(parent_fd, name) as fd:
+            return {entry for entry in os.listdir(fd) if not entry.startswith("..")}
+    except OSError:
+        return set()
+
+
 def walk_files(dir_fd: int, prefix: str, depth: int = 0) -> Iterator[tuple[str, int, os.stat_result]]:
     """(relative path, open fd, fstat) of every regular file below `dir_fd`; raises Unexpected on anything else."""
     if depth > MAX_DEPTH:

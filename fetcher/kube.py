@@ -2,8 +2,8 @@
 
 Why it exists: when a SecretProviderClass asks for ``secretObjects``, the
 fetcher writes Kubernetes Secrets with the pod's own ServiceAccount. That needs
-a handful of calls (server-side apply of a Secret, now and then a GET), and
-nothing else from Kubernetes.
+a handful of calls (a metadata-only GET of a Secret, to check whose it is,
+then a server-side apply), and nothing else from Kubernetes.
 
 Why not the ``kubernetes`` package: the fetcher image is pulled for every pod
 on Fargate, where no node caches images, so its size is start-up latency for
@@ -58,6 +58,8 @@ MAX_TOKEN_BYTES = 64 * 1024
 # How much of the API server's own message is quoted in ours.
 MAX_SERVER_MESSAGE_CHARS = 300
 APPLY_PATCH_CONTENT_TYPE = "application/apply-patch+yaml"
+# Asks the API server for an object's metadata only (labels, managedFields, uid), never its data.
+METADATA_ONLY_ACCEPT = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 # What RBAC checks for a server-side apply: create when the object does not exist yet, patch always.
 APPLY_VERBS = ("create", "patch")
 
@@ -202,6 +204,7 @@ class KubeClient:
         content_type: str = "application/json",
         query: Mapping[str, str] | None = None,
         fix_verbs: Sequence[str] = (),
+        accept: str = "application/json",
     ) -> dict[str, Any]:
         """Send one request; return the decoded JSON object of a 2xx answer, raise KubeAPIError otherwise.
 
@@ -211,7 +214,7 @@ class KubeClient:
         token = self.read_token()
         url = quote(path, safe="/:@-._~") + ("?" + urlencode(dict(query)) if query else "")
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
-        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json", "User-Agent": "ferry-fetcher"}
+        headers = {"Authorization": f"Bearer {token}", "Accept": accept, "User-Agent": "ferry-fetcher"}
         if data is not None:
             headers["Content-Type"] = content_type
         deadline = time.monotonic() + self.timeout
@@ -242,14 +245,33 @@ class KubeClient:
             return decoded
         raise self._error(status, decoded, target, token, fix_verbs)
 
-    def apply(self, path: str, manifest: Mapping[str, Any], *, field_manager: str, force: bool) -> dict[str, Any]:
+    def apply(
+        self,
+        path: str,
+        manifest: Mapping[str, Any],
+        *,
+        field_manager: str,
+        force: bool,
+        fix_verbs: Sequence[str] = APPLY_VERBS,
+    ) -> dict[str, Any]:
         """Server-side apply of `manifest` at `path` (JSON is YAML, so the body is plain JSON)."""
         query = {"fieldManager": field_manager}
         if force:
             query["force"] = "true"
         return self.request(
-            "PATCH", path, manifest, content_type=APPLY_PATCH_CONTENT_TYPE, query=query, fix_verbs=APPLY_VERBS
+            "PATCH", path, manifest, content_type=APPLY_PATCH_CONTENT_TYPE, query=query, fix_verbs=fix_verbs
         )
+
+    def get_metadata(self, path: str, *, fix_verbs: Sequence[str] = ("get",)) -> dict[str, Any] | None:
+        """The object's metadata only (PartialObjectMetadata: never its data), or None when it does not exist."""
+        try:
+            answer = self.request("GET", path, accept=METADATA_ONLY_ACCEPT, fix_verbs=fix_verbs)
+        except KubeAPIError as exc:
+            if exc.status == 404 and not isinstance(exc, KubeForbiddenError):
+                return None
+            raise
+        metadata = answer.get("metadata")
+        return metadata if isinstance(metadata, dict) else {}
 
     def _read_bounded(self, response: http.client.HTTPResponse, deadline: float, target: KubeTarget) -> bytes:
         chunks: list[bytes] = []

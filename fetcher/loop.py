@@ -81,6 +81,10 @@ class RefreshState:
     values: FetchResult = field(default_factory=dict)
     # Runs after every swap; if it fails, `values` stay old so the next cycle renders and calls it again.
     on_files: FilesHook | None = None
+    # Also run `on_files` in a cycle with nothing new once this long has passed since it last succeeded, so
+    # what it writes elsewhere (secretObjects: Kubernetes Secrets) is repaired if edited or deleted. 0: never.
+    resync_seconds: float = 0.0
+    synced_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -99,19 +103,23 @@ def refresh_once(state: RefreshState) -> RefreshOutcome:
     spec = state.spec
     if not state.values:
         delivery = deliver(spec, state.clients, state.target_dir, state.on_files)
-        state.values = delivery.values
+        state.values, state.synced_at = delivery.values, time.monotonic()
         return RefreshOutcome(tuple(obj.object_name for obj in spec.objects), delivery.swapped)
     probes = check_versions(spec, state.clients, max_workers=PROBE_WORKERS)
     stale, fresh = plan_refresh(probes, state.values)
     if stale:
         fresh.update(fetch_all(spec, state.clients, stale))
     if not fresh:
+        if state.on_files is not None and 0 < state.resync_seconds <= time.monotonic() - state.synced_at:
+            state.on_files(render(spec, state.values))  # drift repair; a failure is this cycle's failure
+            state.synced_at = time.monotonic()
         return RefreshOutcome((), False)
     values = {**state.values, **fresh}
     files = render(spec, values)
     swapped = swap_directory(state.target_dir, files, spec.file_uid, spec.file_gid)
     if state.on_files is not None:
         state.on_files(files)
+        state.synced_at = time.monotonic()
     state.values = values
     changed = tuple(spec.objects[index].object_name for index in sorted(fresh))
     log.info("new versions fetched", objects=list(changed), swapped=swapped)

@@ -30,9 +30,13 @@ So a FIFO cannot hang a swap, a symlink to ``/dev/zero`` cannot be read, and a
 planted symlinked subdirectory cannot send a write or a ``chmod`` outside the
 volume. Whatever sits in Ferry's hidden ``..`` names and is not Ferry's (a
 stray file, directory or FIFO) is removed, so a planted entry cannot make every
-later swap fail. A user-visible name in the way that is not Ferry's symlink is
-never overwritten: that is a clear WriteError (``once`` may point at a
-directory holding someone's files), raised before anything is written. A swap
+later swap fail. A name the served set already owns (a top-level entry of
+the generation ``..data`` leads to) is Ferry's: whatever was planted there (a
+file over the link, a FIFO, a directory) is replaced by the link. Any other
+name in the way that is not Ferry's symlink is never overwritten: that is a
+clear WriteError (``once`` may point at a directory holding someone's files),
+raised before anything is written; no other name is ever touched. Names
+starting with ``..`` belong to the swap and are refused as file names. A swap
 that fails later (a full volume, a signal) puts ``..data`` and every link back
 as they were and removes what it created (the target directory itself stays).
 
@@ -65,6 +69,7 @@ from fetcher.dirfd import (
     readlink,
     remove_any,
     remove_tree,
+    visible_names,
     walk_files,
 )
 from fetcher.errors import WriteError
@@ -103,15 +108,17 @@ def _swap(root_fd: int, root: Path, files: Files, uid: int | None, gid: int | No
     names = _top_level_names(files)
     _remove_leftovers(root_fd)
     previous = _current_generation(root_fd)
-    _refuse_foreign_entries(root_fd, root, names)  # before anything is written: a failure changes nothing
+    # Names the served set already owns are Ferry's: whatever was planted there is replaced. Others are refused.
+    heal = names & (visible_names(root_fd, previous) if previous is not None else set())
+    _refuse_foreign_entries(root_fd, root, names - heal)  # before anything is written: a failure changes nothing
     if previous is not None and _generation_matches(root_fd, previous, files):
-        _link_entries(root_fd, root, names, replaced=[])
+        _link_entries(root_fd, root, names, replaced=[], heal=heal)
         return False, previous
     generation = _write_generation(root_fd, files, uid, gid)
     replaced: list[tuple[str, str | None]] = []
     try:
         _point_data_at(root_fd, generation)
-        _link_entries(root_fd, root, names, replaced)
+        _link_entries(root_fd, root, names, replaced, heal=heal)
     except BaseException:
         _roll_back(root_fd, previous, generation, replaced)
         raise
@@ -343,13 +350,24 @@ def _set_mode_and_owner(fd: int, mode: int, uid: int | None, gid: int | None) ->
 
 
 def _top_level_names(files: Files) -> set[str]:
-    return {relative.split("/", 1)[0] for relative in files}
+    """The names the set owns in the volume; the swap's own hidden names ("..*") are never among them."""
+    names = {relative.split("/", 1)[0] for relative in files}
+    reserved = sorted(name for name in names if name.startswith("..") or name in ("", "."))
+    if reserved:
+        raise WriteError(
+            f"the file name {reserved[0]!r} is reserved for the atomic swap (names starting with '..'); "
+            "choose another name"
+        )
+    return names
 
 
-def _link_entries(root_fd: int, root: Path, names: set[str], replaced: list[tuple[str, str | None]]) -> None:
+def _link_entries(
+    root_fd: int, root: Path, names: set[str], replaced: list[tuple[str, str | None]], *, heal: set[str]
+) -> None:
     """Make every top-level name a relative symlink through ..data (kept when already right).
 
     Appends (name, previous symlink target or None) to `replaced` before changing a name, for a rollback.
+    `heal`: names the served set owns, where a planted file, FIFO or directory is replaced; others are refused.
     """
     for name in sorted(names):
         wanted = f"{DATA_LINK}/{name}"
@@ -363,10 +381,14 @@ def _link_entries(root_fd: int, root: Path, names: set[str], replaced: list[tupl
         except OSError as exc:
             if exc.errno != errno.EINVAL:  # EINVAL: exists but is not a symlink
                 raise WriteError(f"could not inspect {root / name}: {describe_os_error(exc)}") from exc
-            raise WriteError(
-                f"{root / name} exists and is not Ferry's symlink; the target directory must be Ferry's own "
-                "volume (remove it, or choose another directory)"
-            ) from exc
+            if name not in heal:
+                raise WriteError(
+                    f"{root / name} exists and is not Ferry's symlink; the target directory must be Ferry's own "
+                    "volume (remove it, or choose another directory)"
+                ) from exc
+            log.warning("replacing an entry planted at a name of the set", dir=str(root), name=name)
+            if is_real_dir(root_fd, name):
+                remove_tree(root_fd, name)  # a rename cannot replace a directory; never follows a link out
         tmp_link = f"{DATA_LINK_TMP}.{name}"
         replaced.append((name, old_target))
         try:

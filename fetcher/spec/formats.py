@@ -14,9 +14,10 @@ Keys of the dotenv file, from file names (``env_key``):
 - a leading digit gets a ``_`` in front (``1st`` -> ``_1ST``).
 
 Two files that give the same key are refused, naming both: give one an
-``objectAlias``. So are keys the shell itself depends on (``PATH``, ``IFS``,
-``HOME``, ``_``, ``BASH*``, ...; see `RESERVED_ENV_KEYS`): sourcing them would change how the
-app's own command is found or parsed.
+``objectAlias``. So are keys the shell, glibc or the dynamic loader act on (``PATH``, ``IFS``,
+``EXECIGNORE``, ``GCONV_PATH``, every ``LD_*`` and ``BASH*``, ...; see
+`is_reserved_env_key`): sourcing them would change how the app's own command is
+found, parsed, linked or run.
 
 Values are written in single quotes, with each ``'`` written as ``'\\''``.
 Inside single quotes a POSIX shell takes every byte literally (``$``,
@@ -36,6 +37,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 
+from fetcher.spec.paths import unsafe_path_reason
 from fetcher.spec.problems import FerryError
 
 DOTENV_FORMAT = "dotenv"
@@ -46,48 +48,113 @@ MAX_NAMES_LISTED = 8
 DEFAULT_FORMAT_FILES = {DOTENV_FORMAT: "secrets.env", JSON_FORMAT: "secrets.json"}
 MAX_OUTPUT_FORMATS_CHARS = 1024
 
-# Variables a shell (dash, bash) or the dynamic loader acts on, or that bash keeps read-only or rewrites itself
-# (`_`, RANDOM, UID, ...): sourcing them would fail or not give back the value. Every BASH* name is refused too.
+# Variables a shell (dash, bash), glibc or the dynamic loader acts on, or that bash keeps read-only or rewrites
+# itself (`_`, RANDOM, UID, ...): sourcing them would change how the app's command is found, parsed, linked or
+# run, or would fail. Sources: bash(1) "Shell Variables", dash(1), glibc's UNSECURE_ENVVARS (unsecvars.h, the
+# names it clears for setuid programs) and ld.so(8). What a language runtime or the app reads (PYTHONPATH,
+# NODE_OPTIONS, JAVA_TOOL_OPTIONS, LANG, TZ, proxies, ...) is the app's business: see docs/configuration.md.
 RESERVED_ENV_KEYS = frozenset(
     {
+        # Shell: set or read-only in bash, or changing how commands are looked up, parsed or run.
         "_",
+        "AUTO_RESUME",
+        "BASHOPTS",
         "CDPATH",
+        "CHILD_MAX",
+        "COLUMNS",
+        "COPROC",
         "DIRSTACK",
+        "ENV",
         "EPOCHREALTIME",
         "EPOCHSECONDS",
         "EUID",
+        "EXECIGNORE",
+        "FCEDIT",
+        "FIGNORE",
         "FUNCNAME",
+        "FUNCNEST",
+        "GLOBIGNORE",
+        "GLOBSORT",
         "GROUPS",
         "HISTCMD",
-        "PIPESTATUS",
-        "POSIXLY_CORRECT",
-        "PS3",
-        "RANDOM",
-        "SECONDS",
-        "SHLVL",
-        "SRANDOM",
-        "UID",
-        "ENV",
+        "HISTCONTROL",
+        "HISTFILE",
+        "HISTFILESIZE",
+        "HISTIGNORE",
+        "HISTSIZE",
+        "HISTTIMEFORMAT",
         "HOME",
+        "HOSTFILE",
+        "HOSTNAME",
+        "HOSTTYPE",
         "IFS",
-        "LD_LIBRARY_PATH",
-        "LD_PRELOAD",
+        "IGNOREEOF",
+        "INPUTRC",
         "LINENO",
+        "LINES",
+        "MACHTYPE",
+        "MAIL",
+        "MAILCHECK",
+        "MAILPATH",
         "OLDPWD",
         "OPTARG",
+        "OPTERR",
         "OPTIND",
+        "OSTYPE",
         "PATH",
+        "PIPESTATUS",
+        "POSIXLY_CORRECT",
         "PPID",
+        "PROMPT_COMMAND",
+        "PROMPT_DIRTRIM",
+        "PS0",
         "PS1",
         "PS2",
+        "PS3",
         "PS4",
         "PWD",
+        "RANDOM",
+        "REPLY",
+        "SECONDS",
         "SHELL",
         "SHELLOPTS",
+        "SHLVL",
+        "SRANDOM",
+        "TIMEFORMAT",
+        "TMOUT",
+        "UID",
+        # glibc and the dynamic loader (LD_* below): libraries, locales, resolver and temporary files.
+        "ARGP_HELP_FMT",
+        "DATEMSK",
+        "GCONV_PATH",
+        "GETCONF_DIR",
+        "GMON_OUT_PREFIX",
+        "HESIOD_CONFIG",
+        "HES_DOMAIN",
+        "HOSTALIASES",
+        "I18NPATH",
+        "LOCALDOMAIN",
+        "LOCPATH",
+        "MSGVERB",
+        "NIS_PATH",
+        "NLSPATH",
+        "RESOLV_HOST_CONF",
+        "RES_OPTIONS",
+        "SEV_LEVEL",
+        "TMPDIR",
+        "TZDIR",
     }
 )
 
-RESERVED_ENV_PREFIX = "BASH"
+# Whole families: BASH_ENV, BASH_XTRACEFD, ...; every loader variable (LD_PRELOAD, LD_AUDIT, ...); glibc's
+# malloc and tunables (MALLOC_*, GLIBC_TUNABLES); bash's completion and readline variables.
+RESERVED_ENV_PREFIXES = ("BASH", "LD_", "MALLOC_", "GLIBC_", "COMP_", "READLINE_")
+
+
+def is_reserved_env_key(key: str) -> bool:
+    """Whether sourcing `key` would change how the shell, glibc or the loader behaves."""
+    return key in RESERVED_ENV_KEYS or key.startswith(RESERVED_ENV_PREFIXES)
+
 
 _NOT_KEY_CHARACTER = re.compile(r"[^A-Z0-9_]", re.ASCII)
 
@@ -123,14 +190,20 @@ def parse_output_formats(raw: object) -> tuple[tuple[str, str], ...]:
             raise FormatError(f"{_show(fmt)} is not an output format; use {' or '.join(FORMATS)} (e.g. dotenv,json)")
         if fmt in chosen:
             raise FormatError(f"{fmt} is listed twice; list each format once")
-        if not name or "/" in name or name in (".", "..") or len(name.encode("utf-8", "surrogatepass")) > 255:
-            raise FormatError(
-                f"{fmt}={_show(name)}: the file name must be a plain name (no '/'), e.g. {DEFAULT_FORMAT_FILES[fmt]}"
-            )
+        _check_document_name(fmt, name)
         chosen[fmt] = name
     if len(set(chosen.values())) < len(chosen):
         raise FormatError("dotenv and json must be written to different files")
     return tuple(sorted(chosen.items()))
+
+
+def _check_document_name(fmt: str, name: str) -> None:
+    """A document's name follows the rules of every file name (fetcher.spec.paths), and is one plain name."""
+    reason = "contains a '/'" if "/" in name else unsafe_path_reason(name)
+    if reason:
+        raise FormatError(
+            f"{fmt}={_show(name)}: the file name {reason}; write a plain file name, e.g. {DEFAULT_FORMAT_FILES[fmt]}"
+        )
 
 
 def env_key(file_name: str) -> str:
@@ -145,7 +218,7 @@ def env_keys(file_names: Iterable[str]) -> dict[str, str]:
     problems: list[str] = []
     for name in sorted(file_names):
         key = env_key(name)
-        if key in RESERVED_ENV_KEYS or key.startswith(RESERVED_ENV_PREFIX):
+        if is_reserved_env_key(key):
             problems.append(f"file {_show(name)} would set the shell variable {key}; give it an objectAlias")
         elif key in keys:
             problems.append(
@@ -186,6 +259,7 @@ def add_formats(
     for fmt, target in sorted(formats.items()):
         if fmt not in FORMATS:
             raise FormatError(f"unknown output format {_show(fmt)}; use {' or '.join(FORMATS)}")
+        _check_document_name(fmt, target)
         if target in result:
             raise FormatError(f"{fmt}: the file name {_show(target)} is already used; choose another name for it")
         builder = dotenv_document if fmt == DOTENV_FORMAT else json_document

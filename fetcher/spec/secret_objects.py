@@ -8,9 +8,13 @@ field. Building the Secret manifests from the rendered files and applying them
 is `fetcher.secret_sync`'s job, inside the pod.
 
 The CSI driver's rules, kept: ``data[].objectName`` is a *file name* after
-alias and path translation; the types are the driver's eight; every Secret is
-labelled ``secrets-store.csi.k8s.io/managed: "true"`` (so that label may not be
-set to anything else). Values never appear in messages.
+alias and path translation; every Secret is labelled
+``secrets-store.csi.k8s.io/managed: "true"`` (so that label may not be set to
+anything else). Ours: Ferry also labels its Secrets ``ferry.dev/managed-by:
+ferry`` (reserved too), and of the driver's eight types it refuses the two
+token types: a Secret of either makes the API server or a node issue a token,
+so writing one would let the pod act as another identity. Values never appear
+in messages.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from typing import Any
 from fetcher.spec.problems import FerryError
 
 MANAGED_LABEL = "secrets-store.csi.k8s.io/managed"
+# Ferry's own mark on the Secrets it creates; with its field manager, how it tells its Secrets from others'.
+FERRY_LABEL = "ferry.dev/managed-by"
+FERRY_LABEL_VALUE = "ferry"
 # Downward API env vars the webhook injects into Ferry's containers when secretObjects are asked for
 # (fieldRef metadata.name / metadata.uid / metadata.namespace): the pod that writes, and owns, the Secrets.
 POD_NAME_ENV_VAR = "FERRY_POD_NAME"
 POD_UID_ENV_VAR = "FERRY_POD_UID"
 POD_NAMESPACE_ENV_VAR = "FERRY_POD_NAMESPACE"
-SERVICE_ACCOUNT_NAME_ANNOTATION = "kubernetes.io/service-account.name"
 TLS_CERT_KEY = "tls.crt"
 TLS_KEY_KEY = "tls.key"
 # The API server's limit on a Secret's data, and on all annotations of one object.
@@ -39,7 +45,7 @@ MAX_DATA_ENTRIES = 256
 MAX_PROBLEMS_SHOWN = 10
 MAX_NAMES_LISTED = 8
 
-# The CSI driver's types, each with the API server's rule for its keys (checked by `_type_problems`).
+# The CSI driver's types Ferry writes, each with the API server's rule for its keys (see secret_sync).
 SECRET_TYPES = (
     "Opaque",
     "kubernetes.io/basic-auth",
@@ -47,9 +53,21 @@ SECRET_TYPES = (
     "kubernetes.io/ssh-auth",
     "kubernetes.io/dockerconfigjson",
     "kubernetes.io/dockercfg",
-    "bootstrap.kubernetes.io/token",
-    "kubernetes.io/service-account-token",
 )
+# The driver's two other types, refused: the token controller fills a service-account-token Secret with a token
+# for the ServiceAccount its annotation names (any one in the namespace), and a bootstrap token lets a node join.
+# RBAC cannot restrict a Secret's type, so the check is here, at admission, and again in the fetcher.
+DENIED_SECRET_TYPES = ("kubernetes.io/service-account-token", "bootstrap.kubernetes.io/token")
+
+
+def denied_type_problem(secret_type: str, where: str) -> str:
+    """Why a token type is refused, and what to write instead."""
+    return (
+        f"{where}.type: {secret_type} is refused: the cluster turns a Secret of this type into a token (for any "
+        "ServiceAccount it names, or for joining nodes), so writing one would let the pod act as another identity; "
+        "Ferry never writes token types. Use Opaque for key/value data"
+    )
+
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DATA_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
@@ -140,6 +158,8 @@ def _parse_entry(entry: object, where: str, problems: list[str]) -> SecretObject
     secret_type = entry.get("type")
     if secret_type is None or secret_type == "":
         problems.append(f"{where}.type: required; use Opaque for plain key/value data")
+    elif secret_type in DENIED_SECRET_TYPES:
+        problems.append(denied_type_problem(str(secret_type), where))
     elif secret_type not in SECRET_TYPES:
         problems.append(f"{where}.type: {shown(secret_type)} is not supported; use one of {', '.join(SECRET_TYPES)}")
     labels = _string_map(entry.get("labels"), f"{where}.labels", problems)
@@ -151,13 +171,6 @@ def _parse_entry(entry: object, where: str, problems: list[str]) -> SecretObject
     if sum(len(key) + len(value) for key, value in annotations) > MAX_ANNOTATIONS_BYTES:
         problems.append(f"{where}.annotations: larger than {MAX_ANNOTATIONS_BYTES} bytes in total")
     data = _parse_data(entry.get("data"), f"{where}.data", problems)
-    if secret_type == "kubernetes.io/service-account-token" and not dict(annotations).get(
-        SERVICE_ACCOUNT_NAME_ANNOTATION
-    ):
-        problems.append(
-            f"{where}.annotations: type kubernetes.io/service-account-token needs the annotation "
-            f"{SERVICE_ACCOUNT_NAME_ANNOTATION} naming a ServiceAccount"
-        )
     if len(problems) > start:
         return None
     assert isinstance(name, str) and isinstance(secret_type, str)
@@ -217,6 +230,8 @@ def _check_label(key: str, value: str, where: str, problems: list[str]) -> None:
     _check_qualified_name(key, where, problems)
     if key == MANAGED_LABEL and value != "true":
         problems.append(f'{where}: {MANAGED_LABEL} is set to "true" by Ferry, as by the CSI driver; remove it')
+    elif key == FERRY_LABEL and value != FERRY_LABEL_VALUE:
+        problems.append(f"{where}: {FERRY_LABEL} is Ferry's mark on the Secrets it creates; remove it")
     elif len(value) > 63 or (value and not _LABEL_NAME.match(value)):
         problems.append(
             f"{where}[{shown(key)}]: the value is not a valid label value (at most 63 letters, digits, '-', '_' "

@@ -32,7 +32,7 @@ import yaml
 
 from tests.conftest import MotoEndpoint
 from tests.e2e.ferrylib import REPO_ROOT, Ferry, app_container, pod, wait_for
-from tests.e2e.kubelet import make_empty_dir, run_container, start_container
+from tests.e2e.kubelet import make_empty_dir, run_container, run_liveness_probe, start_container
 from tests.e2e.secretlib import AdminApi
 
 SERVICE_ACCOUNT = "shop-api"
@@ -180,7 +180,11 @@ def test_the_secret_is_written_before_the_app_starts_rotates_and_goes_with_the_p
     ref = app["env"][0]["valueFrom"]["secretKeyRef"]
     assert _value(api, ns, ref["key"]) == PASSWORD.encode()
     status, secret = _secret(api, ns)
-    assert secret["metadata"]["labels"] == {"app": "shop", "secrets-store.csi.k8s.io/managed": "true"}
+    assert secret["metadata"]["labels"] == {
+        "app": "shop",
+        "secrets-store.csi.k8s.io/managed": "true",
+        "ferry.dev/managed-by": "ferry",
+    }
     assert [r["uid"] for r in secret["metadata"]["ownerReferences"]] == [stored["metadata"]["uid"]]
 
     # A rotation through the sidecar reaches the Secret.
@@ -219,3 +223,92 @@ def test_without_the_role_the_init_container_fails_naming_verb_resource_and_serv
     assert f"system:serviceaccount:{ns}:{SERVICE_ACCOUNT}" in message, message
     assert PASSWORD not in message + result.stdout + result.stderr
     assert _secret(api, ns)[0] == 404
+
+
+def test_the_sidecar_repairs_a_deleted_secret_and_its_probe_fails_while_another_apps_secret_holds_the_name(
+    serving_ferry: Ferry, control_plane: Any, node: tuple[Path, dict[str, str]]
+) -> None:
+    """Drift is repaired on the resync schedule; a sync that cannot succeed shows in the status entry and probe."""
+    api = AdminApi(control_plane)
+    folder, node_env = node
+    ns = _setup(serving_ferry, api, with_role=True)
+    manifest = app_pod("shop", SERVICE_ACCOUNT, refresh="10s")
+    manifest["metadata"]["annotations"]["ferry.dev/sidecar-unhealthy-after"] = "10s"
+    stored = serving_ferry.create_pod(ns, manifest)
+    env = {**_kubelet_env(api, folder, ns, node_env), "FERRY_SECRET_RESYNC_SECONDS": "1"}
+    volumes = {"ferry-secrets": make_empty_dir(folder / "ferry-secrets", stored)}
+    assert run_container(stored, "ferry-init", volumes, env, folder).returncode == 0
+    sidecar = start_container(stored, "ferry-sidecar", volumes, env, folder)
+    try:
+        status_file = volumes["ferry-secrets"] / "..ferry-status"
+        wait_for(status_file.exists, 60, what="the sidecar's first cycle", interval=0.5)
+        # Someone deletes the synced Secret: the next resync creates it again, though AWS did not change.
+        api.admin("DELETE", f"/api/v1/namespaces/{ns}/secrets/shop-db")
+        wait_for(lambda: _value(api, ns, "password") == PASSWORD.encode(), 90, what="the repair", interval=0.5)
+
+        # Another app's Secret takes the name: Ferry leaves it alone, and says so where the probe looks.
+        api.admin("DELETE", f"/api/v1/namespaces/{ns}/secrets/shop-db")
+        api.admin(
+            "POST",
+            f"/api/v1/namespaces/{ns}/secrets?fieldManager=other-app",
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "shop-db"}, "stringData": {"k": "other"}},
+        )
+        failed = wait_for(
+            lambda: (r := run_liveness_probe(stored, "ferry-sidecar", volumes, env, folder)).returncode == 1 and r,
+            120,
+            what="the liveness probe to fail",
+            interval=1.0,
+        )
+        assert failed.stdout.startswith("unhealthy: refresh failing for "), failed.stdout
+        assert 'Secret "shop-db"' in failed.stdout and "not created by Ferry" in failed.stdout, failed.stdout
+        status = json.loads(status_file.read_text())
+        assert status["ok"] is False and "shop-db" in status["last_error"]
+        assert _value(api, ns, "k") == b"other"  # never written
+        assert PASSWORD not in failed.stdout + json.dumps(status)
+    finally:
+        sidecar.send_signal(signal.SIGTERM)
+        sidecar.communicate(timeout=30)
+
+
+def test_a_token_type_in_secret_objects_is_denied_at_admission(serving_ferry: Ferry, control_plane: Any) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    api = AdminApi(control_plane)
+    ns = serving_ferry.create_namespace("sync-e2e")
+    manifest = secret_provider_class()
+    manifest["spec"]["secretObjects"][0].update(
+        type="kubernetes.io/service-account-token", annotations={"kubernetes.io/service-account.name": "ci-deployer"}
+    )
+    assert serving_ferry.apply(ns, [manifest]).returncode == 0
+    api.service_account_token(ns, SERVICE_ACCOUNT)
+    with pytest.raises(ApiException) as denied:
+        serving_ferry.create_pod(ns, app_pod("shop", SERVICE_ACCOUNT))
+    body = str(denied.value.body)
+    assert "kubernetes.io/service-account-token is refused" in body and "secretObjects[0].type" in body, body
+
+
+def test_the_init_container_stops_naming_another_apps_secret_and_leaves_it_alone(
+    serving_ferry: Ferry, control_plane: Any, node: tuple[Path, dict[str, str]]
+) -> None:
+    api = AdminApi(control_plane)
+    folder, node_env = node
+    ns = _setup(serving_ferry, api, with_role=True)
+    api.admin(
+        "POST",
+        f"/api/v1/namespaces/{ns}/secrets?fieldManager=billing-app",
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "shop-db"}, "stringData": {"k": "billing"}},
+    )
+    stored = serving_ferry.create_pod(ns, app_pod("shop", SERVICE_ACCOUNT))
+    env = _kubelet_env(api, folder, ns, node_env)
+    volume = make_empty_dir(folder / "ferry-secrets", stored)
+
+    result = run_container(stored, "ferry-init", {"ferry-secrets": volume}, env, folder)
+
+    assert result.returncode == 1
+    message = (folder / "ferry-init.termination-log").read_text()
+    assert f'Secret "shop-db" in namespace {ns}' in message and "not created by Ferry" in message, message
+    assert "billing-app" in message  # who wrote it, to find its owner
+    status, secret = _secret(api, ns)
+    assert status == 200 and secret["data"] == {"k": base64.b64encode(b"billing").decode()}
+    assert not secret["metadata"].get("ownerReferences")
+    assert PASSWORD not in message + result.stdout + result.stderr

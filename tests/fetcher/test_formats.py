@@ -164,3 +164,81 @@ def test_a_format_file_name_that_is_taken_is_refused() -> None:
         add_formats({"db-password": (b"pw", 0o644)}, {"json": "db-password"}, 0o644)
     with pytest.raises(FormatError, match=r"unknown output format 'yaml'"):
         add_formats({}, {"yaml": "x.yaml"}, 0o644)
+
+
+# --- Issue 15 part 3: document names follow the path rules; the reserved list closes shell and loader names. ---
+
+
+DB = [{"objectName": "db", "objectType": "secretsmanager"}]
+
+
+@pytest.mark.parametrize("raw", ["dotenv=..data", "json=..ferry-status", "json=..2026_01_01", "dotenv=..", "json=a/b"])
+def test_a_document_name_that_breaks_the_path_rules_is_refused_at_admission(raw: str) -> None:
+    from fetcher.spec import SpecError, build_spec
+
+    with pytest.raises(SpecError) as caught:
+        build_spec(objects=DB, region="eu-west-1", output_formats=raw)
+    assert "outputFormats" in str(caught.value) and "plain file name" in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["..data", "..ferry-status", "..", "", "a/b"])
+def test_a_document_name_that_breaks_the_path_rules_is_refused_at_fetch(name: str) -> None:
+    from fetcher.spec import FetchSpec, SpecError, build_spec
+
+    spec = build_spec(objects=[{"objectName": "db", "objectType": "secretsmanager"}], region="us-east-1")
+    wire = json.loads(spec.to_json())
+    wire["outputFormats"] = {"json": name}
+    with pytest.raises(SpecError, match="plain file name"):
+        FetchSpec.from_json(json.dumps(wire))  # what the init container does with FERRY_SPEC
+    with pytest.raises(FormatError, match="plain file name"):
+        add_formats({"db": (b"pw", 0o644)}, {"json": name}, 0o644)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "execignore",
+        "globignore",
+        "ld-preload",
+        "ld_audit",
+        "ld-anything-new",
+        "gconv_path",
+        "glibc_tunables",
+        "malloc_check_",
+        "bash_env",
+        "env",
+        "tmpdir",
+        "localdomain",
+        "res_options",
+        "nlspath",
+        "hostaliases",
+        "shellopts",
+        "tmout",
+        "prompt_command",
+        "histfile",
+    ],
+)
+def test_a_file_that_would_set_a_shell_or_loader_variable_is_refused(name: str) -> None:
+    with pytest.raises(FormatError, match="would set the shell variable"):
+        dotenv_document({name: b"*"})
+
+
+@pytest.mark.skipif("bash" not in SHELLS, reason="bash is not installed")
+def test_execignore_sourced_from_a_dotenv_file_would_break_the_apps_exec(tmp_path: Path) -> None:
+    """Why EXECIGNORE is closed: sourced before `exec`, it hides every program from the shell."""
+    (tmp_path / "values.env").write_text("EXECIGNORE='*'\n")
+    done = subprocess.run(
+        ["bash", "-c", "set -a; . ./values.env; set +a; exec true"],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+
+
+@pytest.mark.parametrize(
+    "name", ["pythonpath", "node_options", "lang", "tz", "https_proxy", "db-password", "history", "ldap-url", "compass"]
+)
+def test_runtime_and_app_variables_stay_the_apps_business(name: str) -> None:
+    assert env_key(name) in dotenv_document({name: b"value"}).decode()

@@ -264,3 +264,70 @@ def test_a_role_without_describe_secret_still_rotates(http_stub: Any, target: Pa
         clients.close()
     assert (target / "db").read_bytes() == b"two"
     assert stub.operations() == ["GetSecretValue"] + ["DescribeSecret", "GetSecretValue"] * 2
+
+
+# --- Drift repair (issue 15): the secretObjects hook runs again on a bounded schedule, never every cycle. -------
+
+
+def test_the_files_hook_runs_again_once_the_resync_interval_passed(
+    seed: Seeder, clients: AwsClients, target: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed.secret("db", "v1")
+    synced: list[dict[str, Any]] = []
+    now = [1000.0]
+    monkeypatch.setattr("fetcher.loop.time.monotonic", lambda: now[0])
+    state = RefreshState(
+        spec=make_spec([sm("db")]), clients=clients, target_dir=target, on_files=synced.append, resync_seconds=300
+    )
+    refresh_once(state)
+    assert len(synced) == 1
+
+    now[0] += 299
+    refresh_once(state)  # nothing changed, not due yet: the cycle stays cheap
+    assert len(synced) == 1
+
+    now[0] += 1
+    outcome = refresh_once(state)
+    assert len(synced) == 2 and synced[-1]["db"][0] == b"v1" and not outcome.swapped
+
+    refresh_once(state)
+    assert len(synced) == 2  # the schedule starts again from the last successful sync
+
+
+def test_a_failing_resync_is_the_cycles_failure_and_is_tried_again(
+    seed: Seeder, clients: AwsClients, target: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed.secret("db", "v1")
+    calls: list[int] = []
+    now = [1000.0]
+    monkeypatch.setattr("fetcher.loop.time.monotonic", lambda: now[0])
+
+    def hook(files: Any) -> None:
+        calls.append(1)
+        if len(calls) > 1:
+            raise FerryError('secretObjects not synced: Secret "db" exists and was not created by Ferry')
+
+    state = RefreshState(
+        spec=make_spec([sm("db")]), clients=clients, target_dir=target, on_files=hook, resync_seconds=5
+    )
+    refresh_once(state)
+    now[0] += 5
+    with pytest.raises(FerryError, match="not created by Ferry"):
+        refresh_once(state)
+    with pytest.raises(FerryError):
+        refresh_once(state)  # still due: every cycle tries again until it succeeds
+    assert len(calls) == 3
+
+
+def test_without_a_resync_interval_an_unchanged_cycle_never_calls_the_hook(
+    seed: Seeder, clients: AwsClients, target: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed.secret("db", "v1")
+    synced: list[Any] = []
+    now = [1000.0]
+    monkeypatch.setattr("fetcher.loop.time.monotonic", lambda: now[0])
+    state = RefreshState(spec=make_spec([sm("db")]), clients=clients, target_dir=target, on_files=synced.append)
+    refresh_once(state)
+    now[0] += 10**6
+    refresh_once(state)
+    assert len(synced) == 1

@@ -130,7 +130,7 @@ def test_output_formats_parse(raw: Any, expected: tuple[tuple[str, str], ...]) -
     [
         ("yaml", "'yaml' is not an output format; use dotenv or json"),
         ("json,json", "json is listed twice"),
-        ("json=a/b", "must be a plain name"),
+        ("json=a/b", "write a plain file name"),
         ("dotenv=x,json=x", "different files"),
         ("dotenv=" + "x" * 2000, "longer than 1024 characters"),
     ],
@@ -261,9 +261,15 @@ def test_the_role_command_prints_a_role_for_exactly_the_class_secrets(
     role, binding = yaml.safe_load_all(capsys.readouterr().out)
     assert role["kind"] == "Role" and role["metadata"]["namespace"] == "shop"
     assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["db", "tls"], "verbs": ["create", "patch"]}
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["db", "tls"],
+            "verbs": ["get", "create", "patch"],
+        }
     ]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "shop-api", "namespace": "shop"}]
+    assert role["metadata"]["name"] == binding["roleRef"]["name"] == "ferry-secret-sync:db:shop-api"
 
 
 def test_the_role_command_explains_a_class_without_secret_objects(tmp_path: Path) -> None:
@@ -277,7 +283,7 @@ def test_the_role_command_explains_a_class_without_secret_objects(tmp_path: Path
         timeout=60,
     )
     assert result.returncode == 2
-    assert "has no spec.secretObjects: its pods write no Kubernetes Secret and need no Role" in result.stderr
+    assert "no spec.secretObjects: its pods write no Kubernetes Secret and need no Role" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -12,6 +12,7 @@ from kubernetes_validate import validate
 
 from fetcher.kube import APPLY_VERBS
 from fetcher.secret_sync import (
+    FERRY_LABEL,
     MANAGED_LABEL,
     POD_NAME_ENV_VAR,
     POD_NAMESPACE_ENV_VAR,
@@ -20,6 +21,7 @@ from fetcher.secret_sync import (
     SECRET_TYPES,
     PodOwner,
     SecretObjectsError,
+    SecretSyncError,
     build_secret_manifests,
     owner_manifest,
     parse_secret_objects,
@@ -27,6 +29,8 @@ from fetcher.secret_sync import (
     secret_data,
     secret_sync_rbac,
     secret_sync_rbac_yaml,
+    secret_sync_role_name,
+    sync_secrets,
 )
 
 OWNER = PodOwner(name="web-1", uid="8c1c2f0e-0000-4000-8000-000000000001", namespace="shop")
@@ -61,7 +65,7 @@ def test_a_valid_entry_becomes_a_valid_secret_manifest_with_the_managed_label_an
     (manifest,) = build_secret_manifests(objects, {"pw": b"hunter2"}, OWNER)
 
     validate(manifest, KUBERNETES_VERSION, strict=True)
-    assert manifest["metadata"]["labels"] == {"app": "shop", MANAGED_LABEL: "true"}
+    assert manifest["metadata"]["labels"] == {"app": "shop", MANAGED_LABEL: "true", FERRY_LABEL: "ferry"}
     assert manifest["metadata"]["annotations"] == {"example.com/team": "payments"}
     assert manifest["metadata"]["namespace"] == "shop"
     assert manifest["metadata"]["ownerReferences"] == [
@@ -96,7 +100,7 @@ def test_a_valid_entry_becomes_a_valid_secret_manifest_with_the_managed_label_an
         ([entry(secretname="db")], "secretObjects[0]: unknown field(s) 'secretname'"),
         (
             [entry(type="kubernetes.io/service-account-token")],
-            "needs the annotation kubernetes.io/service-account.name",
+            "kubernetes.io/service-account-token is refused",
         ),
     ],
 )
@@ -174,16 +178,10 @@ def test_every_supported_type_builds_a_manifest_the_schema_accepts(secret_type: 
         "kubernetes.io/ssh-auth": {"ssh-privatekey": KEY},
         "kubernetes.io/dockerconfigjson": {".dockerconfigjson": json.dumps({"auths": {}}).encode()},
         "kubernetes.io/dockercfg": {".dockercfg": b"{}"},
-        "bootstrap.kubernetes.io/token": {"token-id": b"abcdef", "token-secret": b"0123456789abcdef"},
-        "kubernetes.io/service-account-token": {"token": b"t"},
     }.get(secret_type, {"anything": b"v"})
-    annotations = (
-        {"kubernetes.io/service-account.name": "app"} if secret_type == "kubernetes.io/service-account-token" else {}
-    )
     files = {f"file-{key.strip('.')}": value for key, value in keys.items()}
     raw = entry(
         type=secret_type,
-        annotations=annotations,
         data=[{"objectName": f"file-{key.strip('.')}", "key": key} for key in keys],
     )
 
@@ -206,17 +204,91 @@ def test_the_owner_comes_from_the_downward_api_env_vars() -> None:
         pod_owner_from_env({POD_NAME_ENV_VAR: "web-1", POD_NAMESPACE_ENV_VAR: "shop"})
 
 
-def test_the_role_grants_exactly_the_apply_verbs_on_the_named_secrets() -> None:
+def test_the_role_grants_exactly_the_sync_verbs_on_the_named_secrets() -> None:
     objects = parse_secret_objects([entry(secretName="db"), entry(secretName="api-key")])
 
-    role, binding = yaml.safe_load_all(secret_sync_rbac_yaml("shop", "web", objects))
+    printed = secret_sync_rbac_yaml("shop", "web", objects, spc_name="orders")
+    role, binding = yaml.safe_load_all(printed)
 
     for document in (role, binding):
         validate(document, KUBERNETES_VERSION, strict=True)
     assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["api-key", "db"], "verbs": ["create", "patch"]}
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["api-key", "db"],
+            "verbs": ["get", "create", "patch"],
+        }
     ]
-    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert role["metadata"]["name"] == binding["roleRef"]["name"] == "ferry-secret-sync:orders:web"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "web", "namespace": "shop"}]
-    assert SECRET_SYNC_VERBS == APPLY_VERBS
+    assert SECRET_SYNC_VERBS == ("get", *APPLY_VERBS)
     assert secret_sync_rbac("shop", "web", []) == []
+    # Said plainly, before anything is applied:
+    assert printed.startswith("#") and "create on Secrets is powerful" in printed
+    assert "kubernetes.io/service-account-token" in printed and "automountServiceAccountToken: false" in printed
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [(("orders", "web"), ("orders", "api")), (("orders", "web"), ("billing", "web")), (("a-b", "c"), ("a", "b-c"))],
+)
+def test_role_names_differ_per_class_and_service_account(first: tuple[str, str], second: tuple[str, str]) -> None:
+    assert secret_sync_role_name(*first) != secret_sync_role_name(*second)
+
+
+def test_a_role_name_from_long_names_is_bounded_and_still_distinct() -> None:
+    long_class, long_account = "c" * 253, "s" * 253
+    names = {secret_sync_role_name(long_class, long_account), secret_sync_role_name(long_class, long_account + "x")}
+    assert len(names) == 2
+    for name in names:
+        assert len(name) <= 253
+        role = secret_sync_rbac("shop", "web", ["db"])[0]
+        role["metadata"]["name"] = name
+        validate(role, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("secret_type", ["kubernetes.io/service-account-token", "bootstrap.kubernetes.io/token"])
+def test_token_types_are_refused_at_admission_naming_the_field(secret_type: str) -> None:
+    from fetcher.spec import SpecError, build_spec
+
+    with pytest.raises(SpecError) as caught:
+        build_spec(
+            objects=[{"objectName": "pw", "objectType": "secretsmanager"}],
+            region="us-east-1",
+            secret_objects=[entry(type=secret_type, annotations={"kubernetes.io/service-account.name": "ci"})],
+        )
+    assert f"secretObjects[0].type: {secret_type} is refused" in str(caught.value)
+
+
+def test_ferrys_own_label_is_reserved() -> None:
+    assert "Ferry's mark" in problems_of([entry(labels={FERRY_LABEL: "someone"})])
+
+
+class _NoCalls:
+    def get_metadata(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("no request may be made for a token type")
+
+    apply = get_metadata
+
+
+@pytest.mark.parametrize("secret_type", ["kubernetes.io/service-account-token", "bootstrap.kubernetes.io/token"])
+def test_the_fetcher_refuses_token_types_before_any_request(secret_type: str) -> None:
+    manifest = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"}, "type": secret_type, "data": {}}
+    with pytest.raises(SecretSyncError, match="is refused"):
+        sync_secrets(_NoCalls(), [manifest], OWNER)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [(None, 300.0), ("", 300.0), ("1", 1.0), ("0", 0.0), (" 90 ", 90.0)])
+def test_the_resync_interval_comes_from_the_environment(text: str | None, seconds: float) -> None:
+    from fetcher.secret_sync import RESYNC_ENV_VAR, resync_seconds_from_env
+
+    assert resync_seconds_from_env({} if text is None else {RESYNC_ENV_VAR: text}) == seconds
+
+
+@pytest.mark.parametrize("text", ["-1", "nan", "inf", "soon", "1e400"])
+def test_a_bad_resync_interval_is_refused_naming_the_variable(text: str) -> None:
+    from fetcher.secret_sync import RESYNC_ENV_VAR, resync_seconds_from_env
+
+    with pytest.raises(SecretObjectsError, match=RESYNC_ENV_VAR):
+        resync_seconds_from_env({RESYNC_ENV_VAR: text})

@@ -171,3 +171,35 @@ def test_a_symlinked_target_directory_is_refused(tmp_path: Path) -> None:
         swap_directory(tmp_path / "link", {"a": (b"1", 0o644)})
     assert "symlink" in str(caught.value)
     assert os.listdir(real) == []
+
+
+@pytest.mark.parametrize("kind", ["file", "fifo", "dir"])
+def test_an_entry_planted_over_a_top_level_link_is_healed_and_nothing_else_is_touched(served: Path, kind: str) -> None:
+    (served / "a").unlink()
+    if kind == "file":
+        (served / "a").write_text("planted")
+    elif kind == "fifo":
+        os.mkfifo(served / "a")
+    else:
+        (served / "a").mkdir()
+        (served / "a" / "inner").write_text("planted")
+    (served / "app-notes").write_text("the app's own file")
+
+    first = swap_in_child(served, {"a": "1", "b": "2"})  # same set: the no-op path heals too
+    assert first.returncode == 0, first.stderr
+    assert os.readlink(served / "a") == f"{DATA_LINK}/a"
+    assert_serves(served, {"a": "1", "b": "2"})
+
+    (served / "b").unlink()
+    (served / "b").write_text("planted")
+    second = swap_in_child(served, {"a": "new", "b": "2"})  # a new set replaces the planted entry as well
+    assert second.returncode == 0, second.stderr
+    assert_serves(served, {"a": "new", "b": "2"})
+    assert (served / "app-notes").read_text() == "the app's own file"
+
+
+@pytest.mark.parametrize("name", ["..data", "..ferry-status", "..2026_01_01", ".."])
+def test_a_file_named_like_the_swaps_own_entries_is_refused(served: Path, name: str) -> None:
+    with pytest.raises(WriteError, match="reserved for the atomic swap"):
+        swap_directory(served, {name: (b"x", 0o644), "a": (b"1", 0o644)})
+    assert_serves(served, {"a": "1", "b": "2"})

@@ -306,3 +306,93 @@ def test_the_metrics_port_admits_only_its_allowed_sources(tls_files: tuple[Path,
             assert _request(sock, _get("/metrics")) in ("closed", "reset")
         with _raw(port, LOOPBACK) as sock:
             assert _request(sock, _get("/metrics")) == "HTTP/1.1 200 OK"
+
+
+def _stalled_handshakes(port: int, source: str, count: int) -> list[socket.socket]:
+    """`count` connections that start a ClientHello record and stall mid-handshake."""
+    socks = []
+    for _ in range(count):
+        sock = _raw(port, source)
+        sock.sendall(b"\x16\x03\x01\x02\x00")
+        socks.append(sock)
+    return socks
+
+
+def test_stalled_handshakes_from_one_pod_never_lock_out_another(tls_files: tuple[Path, Path, Path]) -> None:
+    """One pod fills the table and its overflow with handshakes it never finishes: another pod is still served.
+
+    Before: a connection mid-handshake was never closed to make room, so 576 of them (renewed every 3 s)
+    refused every new connection, the API server's included.
+    """
+    limits = GateLimits(max_connections=CONNECTIONS, handshake_deadline=120.0)  # only the deadline changed
+    with _server(tls_files, limits=limits) as server:
+        held = _stalled_handshakes(server.port, "127.0.0.3", CONNECTIONS + 64)
+        assert _eventually(lambda: server.gate.connections == CONNECTIONS + 64)
+        time.sleep(1.2)  # old enough to be cut off for a fair share, as a request still arriving is
+        with _tls(server.port, _context(tls_files), LOOPBACK) as sock:
+            assert _request(sock, _review_bytes(1)) == "HTTP/1.1 200 OK"
+        assert server.gate.evicted >= 1
+        for sock in held:
+            sock.close()
+
+
+def test_stalled_handshakes_never_refuse_a_new_api_server_connection(tls_files: tuple[Path, Path, Path]) -> None:
+    """With FERRY_API_SERVER_ADDRESSES set, a new API-server connection gets in at once past any pod's handshakes."""
+    limits = GateLimits(max_connections=CONNECTIONS, handshake_deadline=120.0, protected=parse_networks(LOOPBACK))
+    with _server(tls_files, limits=limits) as server:
+        held = _stalled_handshakes(server.port, "127.0.0.3", CONNECTIONS + 64)
+        assert _eventually(lambda: server.gate.connections == CONNECTIONS + 64)
+        with _tls(server.port, _context(tls_files), LOOPBACK) as sock:
+            assert _request(sock, _review_bytes(1)) == "HTTP/1.1 200 OK"
+        for sock in held:
+            sock.close()
+
+
+def _client_hello() -> bytes:
+    """A real TLS ClientHello, as a pod's client would send it first."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl.create_default_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def test_a_burst_of_handshakes_runs_a_few_at_a_time_each_address_in_turn(tls_files: tuple[Path, Path, Path]) -> None:
+    """400 ClientHellos from one pod, never finished: at most 4 handshakes at once, and another address's
+    connection is served while most of that pod's still wait (in turn per address, not first come).
+
+    Before: all 400 started at once (one turn of the event loop ran every handshake, delaying everyone's
+    requests), and no connection waited.
+    """
+    limits = GateLimits(max_connections=CONNECTIONS, handshake_deadline=120.0)  # only the deadline changed
+    hello = _client_hello()
+    with _server(tls_files, limits=limits) as server:
+        held = []
+        for _ in range(400):
+            sock = _raw(server.port, "127.0.0.3")
+            sock.sendall(hello)
+            held.append(sock)
+        assert _eventually(lambda: server.gate.connections == 400)
+        seen = [server.gate.handshaking for _ in range(200)]
+        assert max(seen) <= 4
+        with _tls(server.port, _context(tls_files), LOOPBACK) as sock:
+            assert _request(sock, _review_bytes(1)) == "HTTP/1.1 200 OK"
+        assert server.gate.waiting >= 100
+        for sock in held:
+            sock.close()
+
+
+def test_served_connections_send_without_delay(tls_files: tuple[Path, Path, Path]) -> None:
+    """Every served connection has TCP_NODELAY, as asyncio's own server sets it.
+
+    Before: the gate's accepted sockets (proto 0) were skipped by asyncio's check, so an answer written in two
+    parts waited for the client's delayed ACK: about 44 ms per admission on loopback, even with nothing else
+    running (found by the hostile-tenant bench's "alone" phase).
+    """
+    with _server(tls_files, keep_alive=300) as server:
+        with _tls(server.port, _context(tls_files), LOOPBACK) as sock:
+            assert _request(sock, _review_bytes(1)) == "HTTP/1.1 200 OK"
+            (slot,) = server.gate._slots
+            assert slot.transport is not None
+            served = slot.transport.get_extra_info("socket")
+            assert served.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

@@ -1,30 +1,27 @@
 """Accept connections ourselves, count and cap them before TLS, and start TLS only once bytes arrive.
 
 Why it exists: asyncio's own TLS server gives every accepted connection a
-256 KiB read buffer and a handshake of up to 60 s before anything counts it,
-so 1,000 idle TCP connections cost about 300 MiB. Here a connection is held
-as a bare socket until its first bytes arrive (a few hundred bytes of state),
-within a deadline, and only then gets TLS, with a small read buffer. Every
-connection is counted from accept, and a full table makes room by closing the
-oldest idle connection (API-server addresses last) rather than refusing the
-new one, so a flood of idle connections can never lock the API server out.
-docs/reliability.md describes the policy and its figures.
+256 KiB read buffer and a 60 s handshake before anything counts it. Here a
+connection is a bare socket until its first bytes, then gets TLS with a small
+buffer and a handshake turn; a full table closes the oldest idle connection
+(API-server addresses last). docs/reliability.md gives the policy and figures.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import logging
 import socket
 import ssl
 import time
 from asyncio import sslproto
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from webhook.edge.networks import Networks, parse_networks, within
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +37,14 @@ OVERFLOW_CONNECTIONS = 64
 # one arrives in one write, in milliseconds.
 READING_EVICTABLE_AFTER = 1.0
 _ACCEPTS_PER_WAKEUP = 64
+# TLS handshakes at once (the rest wait, by address in turn, API server first), so a burst of new connections
+# never holds up requests on established ones; a turn ends with its handshake or after HANDSHAKE_TURN seconds.
+HANDSHAKES_AT_ONCE = 4
+HANDSHAKE_TURN = 0.1
 
 IDLE, BUSY, READING = "idle", "busy", "reading"
 
-Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-
-
-def _within(host: str, networks: Networks) -> bool:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in networks)
+__all__ = ["Gate", "GateLimits", "Networks", "Slot", "parse_networks"]
 
 
 @dataclass(frozen=True)
@@ -66,28 +57,31 @@ class GateLimits:
     overflow: int = OVERFLOW_CONNECTIONS
     # Addresses whose connections are closed to make room only when no one else's can be (the API server's).
     protected: Networks = ()
+    handshakes: int = HANDSHAKES_AT_ONCE
     # When set, connections from any other address are closed at accept.
     allowed: Networks = ()
 
     def is_protected(self, host: str) -> bool:
-        return bool(self.protected) and _within(host, self.protected)
+        return bool(self.protected) and within(host, self.protected)
 
     def is_allowed(self, host: str) -> bool:
-        return not self.allowed or _within(host, self.allowed)
+        return not self.allowed or within(host, self.allowed)
 
 
 class Slot:
     """One connection past its first bytes: its address, state and how to close it."""
 
-    __slots__ = ("gate", "host", "state", "since", "transport", "released")
+    __slots__ = ("gate", "host", "state", "since", "transport", "released", "waiting", "turn")
 
     def __init__(self, gate: Gate, host: str) -> None:
         self.gate = gate
         self.host = host
-        self.state = BUSY  # until the protocol says otherwise: a handshake in progress is never evicted
+        self.state = BUSY  # until the gate marks it READING: its handshake and first request are arriving
         self.since = time.monotonic()
         self.transport: asyncio.Transport | None = None
         self.released = False
+        self.waiting: _Pending | None = None  # its bare socket, while it waits for a handshake turn
+        self.turn: asyncio.TimerHandle | None = None  # while it holds a handshake turn
 
     def mark(self, state: str) -> None:
         """IDLE between requests, READING while a request arrives, BUSY while it is answered."""
@@ -103,6 +97,9 @@ class Slot:
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+        if self.waiting is not None:
+            self.waiting.sock.close()
+            self.waiting = None
         self.release()
 
 
@@ -134,6 +131,10 @@ class _SmallBufferSSLProtocol(sslproto.SSLProtocol):
         self._ferry_slot.release()
         super().connection_lost(exc)
 
+    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
+        self._ferry_slot.gate._end_turn(self._ferry_slot)
+        super()._on_handshake_complete(handshake_exc)
+
 
 class Gate:
     """A listening socket served by hand: see the module docstring. Quacks like asyncio.Server for uvicorn."""
@@ -158,6 +159,9 @@ class Gate:
         self._idle: OrderedDict[Slot, None] = OrderedDict()
         self._reading: OrderedDict[Slot, None] = OrderedDict()
         self._per_host: dict[str, int] = {}
+        # Connections waiting for a handshake turn, by address (served in turn, API-server addresses first).
+        self._turn_queue: OrderedDict[str, deque[Slot]] = OrderedDict()
+        self._turns = 0
         self._closed = False
         self.evicted = 0  # connections closed to make room, for tests and logs
         self.refused = 0  # connections closed because even the overflow was full
@@ -175,6 +179,11 @@ class Gate:
         self._sock.close()
         for pending in list(self._pending.values()):
             self._drop_pending(pending)
+        # Sockets still waiting for a handshake turn are Ferry's to close too (a stop must not leak them).
+        for queue in list(self._turn_queue.values()):
+            for slot in list(queue):
+                slot.abort()
+        self._turn_queue.clear()
 
     async def wait_closed(self) -> None:
         return None
@@ -186,6 +195,16 @@ class Gate:
     @property
     def connections(self) -> int:
         return len(self._slots)
+
+    @property
+    def handshaking(self) -> int:
+        """Handshakes holding a turn now."""
+        return self._turns
+
+    @property
+    def waiting(self) -> int:
+        """Connections waiting for a handshake turn."""
+        return sum(len(queue) for queue in self._turn_queue.values())
 
     # -- accept and first bytes --------------------------------------------------------------------
 
@@ -201,6 +220,10 @@ class Gate:
                     self._evict_pending()
                 return  # ECONNABORTED and the like: the next wakeup tries again
             conn.setblocking(False)
+            if conn.family in (socket.AF_INET, socket.AF_INET6):
+                # asyncio sets this only on sockets whose proto is TCP (ours is 0): without it an answer
+                # written in two parts waits ~40 ms for the peer's delayed ACK.
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             host = str(address[0]) if isinstance(address, tuple) else ""
             if not self.limits.is_allowed(host):
                 self.refused += 1
@@ -249,12 +272,45 @@ class Gate:
             pending.sock.close()
             return
         slot = Slot(self, pending.host)
+        # A handshake in progress is a request still arriving: it may be cut off for a fair share (Gate._victim).
+        slot.mark(READING)
         self._slots.add(slot)
         self._per_host[slot.host] = self._per_host.get(slot.host, 0) + 1
+        if self._ssl is None or self._turns < self.limits.handshakes:
+            self._start(slot, pending)
+            return
+        slot.waiting = pending
+        self._turn_queue.setdefault(slot.host, deque()).append(slot)
+
+    def _next_turns(self) -> None:
+        while self._turns < self.limits.handshakes and not self._closed:
+            if not self._turn_queue:
+                return
+            protected = (host for host in self._turn_queue if self.limits.is_protected(host))
+            host = next(protected, None) or next(iter(self._turn_queue))
+            queue = self._turn_queue.pop(host)
+            slot = queue.popleft()
+            if queue:
+                self._turn_queue[host] = queue  # to the back: one address's queue never holds up another's
+            pending, slot.waiting = slot.waiting, None
+            if pending is not None and not slot.released:  # else closed while it waited
+                self._start(slot, pending)
+
+    def _end_turn(self, slot: Slot) -> None:
+        if slot.turn is not None:
+            slot.turn.cancel()
+            slot.turn = None
+            self._turns -= 1
+            self._next_turns()
+
+    def _start(self, slot: Slot, pending: _Pending) -> None:
+        """Give the connection its protocol (and TLS, with a handshake turn)."""
         app = self._factory()
         app.gate_slot = slot  # type: ignore[attr-defined]  # read by connguard's protocol
         protocol: asyncio.BaseProtocol = app
         if self._ssl is not None:
+            self._turns += 1
+            slot.turn = self._loop.call_later(HANDSHAKE_TURN, self._end_turn, slot)
             remaining = max(0.5, self.limits.handshake_deadline - (time.monotonic() - pending.accepted))
             protocol = _SmallBufferSSLProtocol(
                 slot,
@@ -272,11 +328,14 @@ class Gate:
 
     def _started(self, done: asyncio.Future[Any], slot: Slot, sock: socket.socket) -> None:
         if done.cancelled() or done.exception() is not None:
+            self._end_turn(slot)
             slot.release()
             sock.close()
             return
         if slot.transport is None:
             slot.transport = done.result()[0]
+        if slot.released and not slot.transport.is_closing():
+            slot.transport.abort()  # evicted before its transport existed
 
     # -- the table of connections ------------------------------------------------------------------
 
@@ -297,7 +356,11 @@ class Gate:
         idle = [slot for slot in self._idle if not protected(slot.host)] or list(self._idle)
         if idle:
             return idle[0]
-        # 2. A request arriving for a long while, from an address over its fair share, when the newcomer is under.
+        # 2. For an API-server address: the oldest handshake or request still arriving from anyone else.
+        if protected(newcomer):
+            return next((slot for slot in self._reading if not protected(slot.host)), None)
+        # 3. A handshake or request arriving for a long while, from an address over its fair share, when the
+        # newcomer is under.
         hosts = len(self._per_host) + (newcomer not in self._per_host)
         share = self.limits.max_connections // max(1, hosts)
         if self._per_host.get(newcomer, 0) >= share:
@@ -324,6 +387,7 @@ class Gate:
         self._reading.pop(slot, None)
 
     def _forget(self, slot: Slot) -> None:
+        self._end_turn(slot)
         if slot not in self._slots:
             return
         self._unlist(slot)
@@ -333,17 +397,3 @@ class Gate:
             self._per_host[slot.host] = left
         else:
             self._per_host.pop(slot.host, None)
-
-
-def parse_networks(text: str | Iterable[str]) -> Networks:
-    """Comma-separated addresses or CIDRs as networks; ValueError names the bad entry."""
-    items = [part.strip() for part in text.split(",")] if isinstance(text, str) else [p.strip() for p in text]
-    networks = []
-    for item in items:
-        if not item:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise ValueError(f"{item!r} is not an IP address or CIDR like 10.0.0.0/16") from None
-    return tuple(networks)

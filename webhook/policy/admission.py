@@ -15,7 +15,7 @@ from webhook.policy import memo as caches
 from webhook.policy.memo import AdmissionMemo, RecordingLookup, pod_key
 from webhook.policy.pipeline import Admission, Outcome, admit_pod
 from webhook.policy.request import PodRequest
-from webhook.policy.review import AdmissionRequest, MalformedReview, build_response
+from webhook.policy.review import AdmissionRequest, MalformedReview, encode_answer
 from webhook.policy.view import ClusterView
 from webhook.settings import Settings
 
@@ -113,7 +113,28 @@ def admit(
         # Before the first list the view is empty: an SPC "not found" would be a lie. Readiness
         # keeps traffic away then; this covers a request that arrives anyway.
         admission = Admission("denied", "not-ready", pod, message=NOT_READY_MESSAGE)
-    decision = _encoded(admission, namespace, known=namespace_obj is not None)
+    # Encoded once, here: the log fields, and the answer split where the uid goes.
+    denied = admission.outcome == "denied"
+    message = bounded(admission.message or "") if denied else None
+    fields: dict[str, Any] = {"outcome": admission.outcome, "reason": admission.reason}
+    if admission.source:
+        fields["source"] = admission.source
+    if admission.warnings:
+        fields["warnings"] = len(admission.warnings)
+    if not denied:
+        fields["patchOps"] = len(admission.patch)
+    head, tail = encode_answer(denied=denied, message=message or "", warnings=admission.warnings, patch=admission.patch)
+    decision = Decision(
+        admission.outcome,
+        admission.reason,
+        namespace,
+        fields,
+        admission.warnings,
+        message,
+        head,
+        tail,
+        namespace_obj is not None,
+    )
     if memo is not None and ready and decision.outcome != "denied":
         # Denials are not remembered: they are rare, cheap to make again, and a hostile pod's denial must
         # not stay resident. What is remembered is bounded in bytes by the memo.
@@ -123,42 +144,12 @@ def admit(
     return decision
 
 
-def _encoded(admission: Admission, namespace: str, *, known: bool, is_pod: bool = True) -> Decision:
-    """The Decision for an Admission (`is_pod`: of a pod CREATE), encoded once."""
-    fields: dict[str, Any] = {"outcome": admission.outcome, "reason": admission.reason}
-    if admission.source:
-        fields["source"] = admission.source
-    if admission.warnings:
-        fields["warnings"] = len(admission.warnings)
-    if admission.outcome == "denied":
-        response = build_response(
-            "", allowed=False, code=403, reason="Forbidden", message=bounded(admission.message or "")
-        )
-    else:
-        if is_pod:
-            fields["patchOps"] = len(admission.patch)
-        response = build_response("", warnings=admission.warnings)
-    encoded = json.dumps(response, separators=(",", ":")).encode()
-    # "uid" is the first key of "response", and any other `"uid":""` in a message would be escaped.
-    split = encoded.index(_EMPTY_UID) + len(_EMPTY_UID) - 2
-    if admission.outcome != "denied" and admission.patch:
-        # The patch is encoded once: its base64 needs no JSON escaping, so it goes in as bytes, after "allowed".
-        patch = base64.b64encode(json.dumps(list(admission.patch), separators=(",", ":")).encode())
-        allowed = encoded.index(_ALLOWED, split) + len(_ALLOWED)
-        encoded = encoded[:allowed] + b',"patchType":"JSONPatch","patch":"' + patch + b'"' + encoded[allowed:]
-    return Decision(
-        admission.outcome,
-        admission.reason,
-        namespace,
-        fields,
-        admission.warnings,
-        bounded(admission.message or "") if admission.outcome == "denied" else None,
-        encoded[:split],
-        encoded[split + 2 :],
-        known,
-    )
-
-
-_EMPTY_UID = b'"uid":""'
-_ALLOWED = b'"allowed":true'
-_NOT_A_POD_CREATE = _encoded(Admission("skipped", NOT_A_POD_CREATE, {}), "", known=False, is_pod=False)
+_NOT_A_POD_CREATE = Decision(
+    "skipped",
+    NOT_A_POD_CREATE,
+    "",
+    {"outcome": "skipped", "reason": NOT_A_POD_CREATE},
+    (),
+    None,
+    *encode_answer(denied=False, message="", warnings=(), patch=()),
+)

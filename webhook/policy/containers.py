@@ -16,7 +16,13 @@ from fetcher.spec.object_options import POD_SERVICE_ACCOUNT_ENV_VAR
 from fetcher.spec.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR, POD_UID_ENV_VAR
 from webhook.policy.identity import Identity, apply_identity
 from webhook.policy.request import INIT_CONTAINER_NAME, SIDECAR_NAME
-from webhook.policy.volumes import build_fetcher_mount, build_gcp_token_mount, build_kube_api_mount
+from webhook.policy.volumes import (
+    GCP_TOKEN_VOLUME_NAME,
+    TOKEN_EXPIRATION_SECONDS,
+    build_fetcher_mount,
+    build_gcp_token_mount,
+    build_kube_api_mount,
+)
 from webhook.settings import Settings
 
 FetcherMode = Literal["init", "sidecar"]
@@ -173,3 +179,17 @@ def build_security_context(run_as_user: int, run_as_group: int | None = None) ->
     if run_as_group is not None:
         context["runAsGroup"] = run_as_group
     return context
+
+
+# Built beside the containers: only they mount it, and the pipeline builds Ferry's parts in one place.
+def build_gcp_token_volume(workload_pool: str) -> dict[str, Any]:
+    """A token whose audience is the workload pool (PROJECT.svc.id.goog): what Google's token exchange accepts.
+
+    The kubelet renews it; the fetcher re-reads it at each exchange. It is the pod's own ServiceAccount, so
+    Google sees the principal NAMESPACE/KSA, never the node.
+    """
+    token = {"audience": workload_pool, "expirationSeconds": TOKEN_EXPIRATION_SECONDS, "path": "token"}
+    return {
+        "name": GCP_TOKEN_VOLUME_NAME,
+        "projected": {"defaultMode": 0o444, "sources": [{"serviceAccountToken": token}]},
+    }

@@ -9,12 +9,12 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from fetcher.spec import ANNOTATION_STATUS, STATUS_INJECTED, needs_kube_api
-from webhook.policy.containers import build_init_container, build_sidecar
+from webhook.policy.containers import build_gcp_token_volume, build_init_container, build_sidecar
 from webhook.policy.identity import Identity, apply_identity, find_identity
 from webhook.policy.request import OWN_CONTAINER_NAMES, PodRequest
 from webhook.policy.resources import ResourceFit
 from webhook.policy.specbuild import ResolvedRequest, SidecarMode
-from webhook.policy.volumes import build_app_mount, build_gcp_token_volume, build_kube_api_volume, build_volume
+from webhook.policy.volumes import build_app_mount, build_kube_api_volume, build_volume
 from webhook.settings import Settings
 
 _STATUS_POINTER = "/metadata/annotations/" + ANNOTATION_STATUS.replace("~", "~0").replace("/", "~1")

@@ -200,3 +200,26 @@ def build_response(
 
 def _trim(text: str) -> str:
     return text if len(text) <= MAX_WARNING_CHARS else text[: MAX_WARNING_CHARS - 3] + "..."
+
+
+def encode_answer(
+    *, denied: bool, message: str, warnings: Sequence[str], patch: Sequence[dict[str, Any]]
+) -> tuple[bytes, bytes]:
+    """The AdmissionReview answer as JSON bytes, split where the uid goes; the patch is encoded once."""
+    if denied:
+        response = build_response("", allowed=False, code=403, reason="Forbidden", message=message)
+    else:
+        response = build_response("", warnings=warnings)
+    encoded = json.dumps(response, separators=(",", ":")).encode()
+    # "uid" is the first key of "response", and any other `"uid":""` in a message would be escaped.
+    split = encoded.index(_EMPTY_UID) + len(_EMPTY_UID) - 2
+    if not denied and patch:
+        # Its base64 needs no JSON escaping, so it goes in as bytes, after "allowed".
+        patch_b64 = base64.b64encode(json.dumps(list(patch), separators=(",", ":")).encode())
+        allowed = encoded.index(_ALLOWED, split) + len(_ALLOWED)
+        encoded = encoded[:allowed] + b',"patchType":"JSONPatch","patch":"' + patch_b64 + b'"' + encoded[allowed:]
+    return encoded[:split], encoded[split + 2 :]
+
+
+_EMPTY_UID = b'"uid":""'
+_ALLOWED = b'"allowed":true'

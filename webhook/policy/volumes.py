@@ -20,8 +20,9 @@ VOLUME_NAME = "ferry-secrets"
 # The pod's ServiceAccount token, for Ferry's own containers only, when they write Kubernetes Secrets.
 KUBE_API_VOLUME_NAME = "ferry-kube-api-access"
 SERVICE_ACCOUNT_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
-# The kubelet's own choice for the token it mounts (an hour, plus 7 s so it is recognised as such).
-TOKEN_EXPIRATION_SECONDS = 3607
+# One hour; the kubelet renews the token at 80 % of that, and the fetcher re-reads the file on every request.
+# Never 3607: the API server extends a pod-bound token asking for exactly that to a year (legacy tokens).
+TOKEN_EXPIRATION_SECONDS = 3600
 
 
 def build_volume(settings: Settings) -> dict[str, Any]:
@@ -61,19 +62,6 @@ def build_kube_api_mount() -> dict[str, Any]:
 
 # provider: gcp: the pod's ServiceAccount token for the workload pool, for Ferry's containers only.
 GCP_TOKEN_VOLUME_NAME = "ferry-gcp-token"
-
-
-def build_gcp_token_volume(workload_pool: str) -> dict[str, Any]:
-    """A token whose audience is the workload pool (PROJECT.svc.id.goog): what Google's token exchange accepts.
-
-    The kubelet renews it; the fetcher re-reads it at each exchange. It is the pod's own ServiceAccount, so
-    Google sees the principal NAMESPACE/KSA, never the node.
-    """
-    token = {"audience": workload_pool, "expirationSeconds": TOKEN_EXPIRATION_SECONDS, "path": "token"}
-    return {
-        "name": GCP_TOKEN_VOLUME_NAME,
-        "projected": {"defaultMode": 0o444, "sources": [{"serviceAccountToken": token}]},
-    }
 
 
 def build_gcp_token_mount() -> dict[str, Any]:
