@@ -44,3 +44,25 @@ def test_bytes_past_a_reply_never_answer_the_next_call() -> None:
     finally:
         client.close()
         listener.close()
+
+
+def test_conflicting_content_lengths_are_refused() -> None:
+    import io
+
+    import pytest
+
+    from fetcher.httpwire import ConnectionClosedError, read_reply
+
+    wire = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 30\r\n\r\nfirst" + SMUGGLED
+    with pytest.raises(ConnectionClosedError, match="conflicting Content-Length"):
+        read_reply(io.BufferedReader(io.BytesIO(wire)), 1 << 20)
+
+
+def test_chunked_with_content_length_is_never_reused() -> None:
+    import io
+
+    from fetcher.httpwire import read_reply
+
+    wire = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    reply, keep = read_reply(io.BufferedReader(io.BytesIO(wire)), 1 << 20)
+    assert reply.body == b"ok" and keep is False
