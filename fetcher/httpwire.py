@@ -103,7 +103,10 @@ def read_reply(reader: Any, limit: int) -> tuple[Reply, bool]:
             if line in (b"\r\n", b"\n", b""):
                 break
             name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
+            name, value = name.strip().lower(), value.strip()
+            if name == "content-length" and headers.get(name, value) != value:
+                raise ConnectionClosedError("the reply has conflicting Content-Length headers")
+            headers[name] = value
         else:
             raise ConnectionClosedError(f"the reply has more than {MAX_HEADERS} headers")
         status = int(code)
@@ -114,7 +117,8 @@ def read_reply(reader: Any, limit: int) -> tuple[Reply, bool]:
     if status in (204, 304):
         return Reply(status, headers, b""), keep
     if "chunked" in headers.get("transfer-encoding", "").lower():
-        return Reply(status, headers, _chunked(reader, limit)), keep
+        # With Content-Length as well, the reply's end is ambiguous: never reuse the connection.
+        return Reply(status, headers, _chunked(reader, limit)), keep and "content-length" not in headers
     length = headers.get("content-length")
     if length is not None:
         if not length.isdigit():

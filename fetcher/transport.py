@@ -156,7 +156,7 @@ class HttpClient:
         except (OSError, ValueError) as exc:  # resets, TLS alerts mid-stream, a malformed reply
             connection.close()
             raise ConnectionClosedError(f"connection to {host}:{port} closed: {exc.__class__.__name__}") from exc
-        if keep:
+        if keep and _drained(connection):
             self._give(key, connection)
         else:
             connection.close()
@@ -273,6 +273,21 @@ def _hashed_directory(path: str) -> bool:
             return any(len(entry.name) == 10 and entry.name.endswith(".0") for entry in entries)
     except OSError:
         return False
+
+
+def _drained(connection: _Connection) -> bool:
+    """Nothing is left after the reply: bytes past its end must never be read as the next call's answer."""
+    sock = connection.sock
+    timeout = sock.gettimeout()
+    try:
+        sock.settimeout(0.0)
+        return not connection.reader.peek(1)
+    except (ssl.SSLWantReadError, BlockingIOError):
+        return True
+    except (OSError, ValueError):
+        return False
+    finally:
+        sock.settimeout(timeout)
 
 
 def _still_open(sock: socket.socket) -> bool:
