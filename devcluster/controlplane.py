@@ -21,7 +21,7 @@ a newcomer sees real kubectl output rather than text the demo wrote.
 
 from __future__ import annotations
 
-import select
+import selectors
 import shutil
 import socket
 import ssl
@@ -148,16 +148,26 @@ class ConnectProxy:
 
 
 def _pump(a: socket.socket, b: socket.socket) -> None:
+    # A selector, not select(): a process with many sockets open (the edge tests) has descriptors past
+    # select()'s 1024, and a tunnel closed from the other side ends the pump instead of raising in its thread.
     peers = {a: b, b: a}
-    while True:
-        readable, _, _ = select.select(list(peers), [], [], 300)
-        if not readable:
+    with selectors.DefaultSelector() as selector:
+        try:
+            for sock in peers:
+                selector.register(sock, selectors.EVENT_READ)
+            while True:
+                ready = selector.select(300)
+                if not ready:
+                    return
+                for key, _ in ready:
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    peers[sock].sendall(data)
+        except (OSError, ValueError):  # either end closed under us
             return
-        for sock in readable:
-            data = sock.recv(65536)
-            if not data:
-                return
-            peers[sock].sendall(data)
 
 
 @dataclass
