@@ -231,3 +231,24 @@ def test_a_stalled_api_server_never_blocks_offer() -> None:
     finally:
         release.set()
         events.stop()
+
+
+def test_a_forwarded_for_header_cannot_pose_as_the_api_server(tmp_path: Any) -> None:
+    """The peer address decides whether a review becomes an Event: uvicorn must not take it from
+    X-Forwarded-For (its default trusts that header from 127.0.0.1, or from anyone with FORWARDED_ALLOW_IPS=*)."""
+    from fastapi import FastAPI
+
+    from webhook.edge.server import server_config
+
+    config = server_config(
+        FastAPI(),
+        host="127.0.0.1",
+        port=0,
+        cert_file=tmp_path / "c",
+        key_file=tmp_path / "k",
+        log_level="warning",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=1,
+    )
+    assert config.proxy_headers is False
