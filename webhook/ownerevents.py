@@ -312,11 +312,20 @@ class OwnerEvents:
             self._post(event.body(datetime.now(UTC)))
             self.counts["posted"] += 1
         except Exception as exc:
-            self.counts["failed"] += 1
+            failed = self.counts["failed"] = self.counts["failed"] + 1
+            if failed & (failed - 1):
+                return  # logged at the 1st, 2nd, 4th, 8th ... failure: a 403 forever is a few lines, not one each
             status = getattr(exc, "status", None)
             log.warning(
                 "owner event not posted",
-                extra={"fields": {"namespace": event.namespace, "kind": event.kind, "status": status}},
+                extra={
+                    "fields": {
+                        "namespace": event.namespace,
+                        "kind": _printable(event.kind),
+                        "status": status if isinstance(status, int) else None,
+                        "failedSoFar": failed,
+                    }
+                },
             )
 
 

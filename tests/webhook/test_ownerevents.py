@@ -252,3 +252,21 @@ def test_a_forwarded_for_header_cannot_pose_as_the_api_server(tmp_path: Any) -> 
         timeout_graceful_shutdown=1,
     )
     assert config.proxy_headers is False
+
+
+def test_an_api_server_answering_403_forever_is_logged_a_few_times_not_once_per_event(caplog: Any) -> None:
+    class Forbidden(Exception):
+        status = 403
+
+    def refuse(body: dict[str, Any]) -> None:
+        raise Forbidden()
+
+    clock = Clock()
+    events = OwnerEvents(refuse, clock=clock)
+    with caplog.at_level("WARNING", logger="ferry.webhook.events"):
+        for i in range(2000):
+            clock.now += 10
+            events.offer(request(f"ns-{i % 500}"), "denied", (), f"m{i}")
+            events.drain()
+    assert events.counts["failed"] == 2000
+    assert len(caplog.records) <= 16
