@@ -131,7 +131,21 @@ def owner_of(request: Mapping[str, Any]) -> Owner | None:
 _OWNER_FIELD_LIMITS = (63, 253, 63, 253, 64)
 
 
-def event_for(owner: Owner, outcome: str, warnings: tuple[str, ...], message: str | None) -> OwnerEvent:
+# Said first when the review may not have come from the API server (FERRY_API_SERVER_ADDRESSES is unset):
+# any pod can POST a review naming any namespace and owner, so the Event must not read as the cluster's word.
+UNVERIFIED = "(unverified: this admission review's sender was not checked) "
+
+
+def _printable(text: str) -> str:
+    """Newlines, tabs, escapes and other unprintable characters as spaces: tenant text cannot fake lines."""
+    return text if text.isprintable() else "".join(ch if ch.isprintable() else " " for ch in text)
+
+
+def event_for(
+    owner: Owner, outcome: str, warnings: tuple[str, ...], message: str | None, *, verified: bool = False
+) -> OwnerEvent:
+    """The Event; its message (tenant text: the owner's kind, annotations quoted in warnings) is bounded and
+    printable, and starts with `UNVERIFIED` unless the review came from the API server."""
     namespace, api_version, kind, name, uid = owner
     if outcome == "denied":
         text = f"Ferry denied this {kind}'s pod: {message or 'no reason given'}"
@@ -141,7 +155,8 @@ def event_for(owner: Owner, outcome: str, warnings: tuple[str, ...], message: st
         more = f" (and {len(warnings) - len(shown)} more)" if len(warnings) > len(shown) else ""
         text = f"Ferry admitted this {kind}'s pod with warnings: {'; '.join(shown)}{more}"
         reason = REASON_WARNING
-    return OwnerEvent(namespace, api_version, kind, name, uid, "Warning", reason, bounded(text, MAX_MESSAGE_CHARS))
+    text = _printable(bounded(("" if verified else UNVERIFIED) + text, MAX_MESSAGE_CHARS))
+    return OwnerEvent(namespace, api_version, kind, name, uid, "Warning", reason, text)
 
 
 def _worth_an_event(request: Mapping[str, Any], outcome: str, warnings: tuple[str, ...]) -> bool:
@@ -149,13 +164,18 @@ def _worth_an_event(request: Mapping[str, Any], outcome: str, warnings: tuple[st
 
 
 def owner_event(
-    request: Mapping[str, Any], outcome: str, warnings: tuple[str, ...], message: str | None
+    request: Mapping[str, Any],
+    outcome: str,
+    warnings: tuple[str, ...],
+    message: str | None,
+    *,
+    verified: bool = False,
 ) -> OwnerEvent | None:
     """The Event for this admission, or None: nothing to say, a dry run, or a pod no controller owns."""
     if not _worth_an_event(request, outcome, warnings):
         return None
     owner = owner_of(request)
-    return None if owner is None else event_for(owner, outcome, warnings, message)
+    return None if owner is None else event_for(owner, outcome, warnings, message, verified=verified)
 
 
 class _Bucket:
@@ -195,8 +215,18 @@ class OwnerEvents:
         self._thread: threading.Thread | None = None
         self.counts = {"queued": 0, "duplicate": 0, "limited": 0, "dropped": 0, "posted": 0, "failed": 0}
 
-    def offer(self, request: Mapping[str, Any], outcome: str, warnings: tuple[str, ...], message: str | None) -> None:
+    def offer(
+        self,
+        request: Mapping[str, Any],
+        outcome: str,
+        warnings: tuple[str, ...],
+        message: str | None,
+        *,
+        verified: bool = False,
+    ) -> None:
         """Called on the admission path: no I/O, a few dictionary operations, never raises.
+
+        `verified`: the review arrived from one of the API server's addresses; otherwise the message says so.
 
         A repeat (a Deployment's replicas) costs the owner lookup and one hash: the message is built only for
         an Event that passed the limits.
@@ -212,7 +242,7 @@ class OwnerEvents:
             if not self._admit(owner[0], key):
                 return
             try:
-                self._queue.put_nowait(event_for(owner, outcome, warnings, message))
+                self._queue.put_nowait(event_for(owner, outcome, warnings, message, verified=verified))
             except queue.Full:
                 self.counts["dropped"] += 1
                 return
@@ -282,11 +312,20 @@ class OwnerEvents:
             self._post(event.body(datetime.now(UTC)))
             self.counts["posted"] += 1
         except Exception as exc:
-            self.counts["failed"] += 1
+            failed = self.counts["failed"] = self.counts["failed"] + 1
+            if failed & (failed - 1):
+                return  # logged at the 1st, 2nd, 4th, 8th ... failure: a 403 forever is a few lines, not one each
             status = getattr(exc, "status", None)
             log.warning(
                 "owner event not posted",
-                extra={"fields": {"namespace": event.namespace, "kind": event.kind, "status": status}},
+                extra={
+                    "fields": {
+                        "namespace": event.namespace,
+                        "kind": _printable(event.kind),
+                        "status": status if isinstance(status, int) else None,
+                        "failedSoFar": failed,
+                    }
+                },
             )
 
 

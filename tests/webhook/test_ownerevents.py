@@ -136,3 +136,137 @@ def test_nothing_but_ferrys_message_and_the_owner_reaches_the_event() -> None:
     assert event is not None
     text = repr(event.body(datetime.datetime(2026, 12, 6)))
     assert "hunter2" not in text
+
+
+def _forged_review(namespace: str) -> bytes:
+    import json
+
+    from tests.support.reviews import pod_create_review
+
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": "web-",
+            "annotations": {"ferry.dev/objects": "- objectName: x\n  objectType: secretsmanager\n"},
+            "ownerReferences": [RS],
+        },
+        "spec": {"containers": [{"name": "app", "image": "registry.example.com/app:1"}]},
+    }
+    return json.dumps(pod_create_review(pod, namespace=namespace)).encode()
+
+
+def _handler(addresses: tuple[str, ...], events: OwnerEvents) -> Any:
+    from webhook.edge.app import AdmissionHandler
+    from webhook.edge.metrics import AdmissionMetrics
+    from webhook.policy.view import StaticView
+    from webhook.settings import Settings
+
+    settings = Settings(default_region="eu-west-1", api_server_addresses=addresses)
+    return AdmissionHandler(settings, StaticView(), True, AdmissionMetrics(), events)
+
+
+def test_a_review_forged_by_a_pod_writes_no_event_into_another_namespace() -> None:
+    """Any pod can POST to /mutate naming any namespace and owner: with the API server's addresses known,
+    only reviews that arrived from them become Events."""
+    posted: list[dict[str, Any]] = []
+    events = OwnerEvents(posted.append, clock=Clock())
+    handler = _handler(("10.0.0.1/32",), events)
+    status, _ = handler.handle(_forged_review("victim"), peer="10.244.3.7")  # a tenant pod
+    assert status == 200
+    handler.handle(_forged_review("victim"), peer=None)  # unknown peer: not trusted either
+    events.drain()
+    assert posted == []
+    handler.handle(_forged_review("team-a"), peer="10.0.0.1")  # the API server itself
+    events.drain()
+    assert [body["metadata"]["namespace"] for body in posted] == ["team-a"]
+
+
+def test_without_api_server_addresses_the_event_says_the_claim_is_unverified() -> None:
+    posted: list[dict[str, Any]] = []
+    events = OwnerEvents(posted.append, clock=Clock())
+    _handler((), events).handle(_forged_review("team-a"), peer="10.244.3.7")
+    events.drain()
+    assert len(posted) == 1 and "unverified" in posted[0]["message"]
+
+
+def test_tenant_text_in_an_event_has_no_control_characters_or_newlines() -> None:
+    owner = {**RS, "kind": "Replica\nSet\x1b[31m"}
+    warning = "annotation ferry.dev/x: 'line1\nFAKE: Ferry approved\r\x00\u2028\x7f'"
+    event = owner_event(request(owner=owner), "skipped", (warning,), None)
+    assert event is not None
+    assert all(ch.isprintable() for ch in event.message), repr(event.message)
+    denied = owner_event(request(), "denied", (), "bad\nvalue\t\x1b")
+    assert denied is not None and all(ch.isprintable() for ch in denied.message)
+    assert len(denied.message) <= MAX_MESSAGE_CHARS
+
+
+def test_a_flood_of_unique_owners_and_namespaces_keeps_memory_bounded() -> None:
+    clock = Clock()
+    events = OwnerEvents(lambda body: None, clock=clock)
+    for i in range(20000):
+        clock.now += 10  # refills every bucket, so every offer passes the limits and is remembered
+        events.offer(request(f"ns-{i}", owner={**RS, "uid": f"u-{i}"}), "denied", (), f"m{i}")
+    assert len(events._seen) <= ownerevents.MAX_REMEMBERED
+    assert len(events._buckets) <= ownerevents.MAX_NAMESPACES
+    assert events._queue.qsize() <= ownerevents.QUEUE_SIZE
+
+
+def test_a_stalled_api_server_never_blocks_offer() -> None:
+    release = threading.Event()
+
+    def stall(body: dict[str, Any]) -> None:
+        release.wait(10)
+
+    clock = Clock()
+    events = OwnerEvents(stall, clock=clock)
+    events.start()
+    try:
+        started = time.monotonic()
+        for i in range(2000):
+            clock.now += 10
+            events.offer(request(f"ns-{i}"), "denied", (), "m")
+        assert time.monotonic() - started < 2
+        assert events.counts["dropped"] > 0
+    finally:
+        release.set()
+        events.stop()
+
+
+def test_a_forwarded_for_header_cannot_pose_as_the_api_server(tmp_path: Any) -> None:
+    """The peer address decides whether a review becomes an Event: uvicorn must not take it from
+    X-Forwarded-For (its default trusts that header from 127.0.0.1, or from anyone with FORWARDED_ALLOW_IPS=*)."""
+    from fastapi import FastAPI
+
+    from webhook.edge.server import server_config
+
+    config = server_config(
+        FastAPI(),
+        host="127.0.0.1",
+        port=0,
+        cert_file=tmp_path / "c",
+        key_file=tmp_path / "k",
+        log_level="warning",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=1,
+    )
+    assert config.proxy_headers is False
+
+
+def test_an_api_server_answering_403_forever_is_logged_a_few_times_not_once_per_event(caplog: Any) -> None:
+    class Forbidden(Exception):
+        status = 403
+
+    def refuse(body: dict[str, Any]) -> None:
+        raise Forbidden()
+
+    clock = Clock()
+    events = OwnerEvents(refuse, clock=clock)
+    with caplog.at_level("WARNING", logger="ferry.webhook.events"):
+        for i in range(2000):
+            clock.now += 10
+            events.offer(request(f"ns-{i % 500}"), "denied", (), f"m{i}")
+            events.drain()
+    assert events.counts["failed"] == 2000
+    assert len(caplog.records) <= 16

@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from fetcher.spec.logline import bounded
 from webhook.edge.metrics import AdmissionMetrics
+from webhook.edge.networks import parse_networks, within
 from webhook.ownerevents import OwnerEvents
 from webhook.policy.admission import NOT_A_POD_CREATE, Decision, admit
 from webhook.policy.memo import AdmissionMemo
@@ -122,13 +123,14 @@ def create_app(
         except ClientDisconnect:
             return _json(400, {"message": "the client disconnected before sending the whole body"})
         try:
+            peer = request.client.host if request.client is not None else None
             if len(body) <= budget.small_bytes:
-                status, payload = handler.handle(body)
+                status, payload = handler.handle(body, peer=peer)
             else:
                 # Off the event loop, one at a time, without the memo (see the module docstring); the budget
                 # stays held until then, so large bodies waiting their turn stay bounded in bytes.
                 status, payload = await asyncio.get_running_loop().run_in_executor(
-                    large_bodies.executor(), functools.partial(handler.handle, body, memoize=False)
+                    large_bodies.executor(), functools.partial(handler.handle, body, memoize=False, peer=peer)
                 )
         finally:
             budget.give_back(held)
@@ -194,9 +196,15 @@ class AdmissionHandler:
         self.native_sidecars = native_sidecars
         self.metrics = metrics
         self.memo: AdmissionMemo[Decision] = AdmissionMemo()
+        # Any pod can reach /mutate and name any namespace and owner in a forged review: when the API server's
+        # addresses are known, only reviews from them become owner Events (else the Event says it is unverified).
+        self._event_sources = parse_networks(settings.api_server_addresses)
 
-    def handle(self, body: bytes, *, memoize: bool = True) -> tuple[int, bytes]:
-        """`memoize=False`: neither read nor fill the memo (so another thread may run this)."""
+    def handle(self, body: bytes, *, memoize: bool = True, peer: str | None = None) -> tuple[int, bytes]:
+        """`memoize=False`: neither read nor fill the memo (so another thread may run this).
+
+        `peer`: the address the request came from (None when unknown), for owner Events only.
+        """
         try:
             request = parse_review(body)
         except MalformedReview as exc:
@@ -250,7 +258,11 @@ class AdmissionHandler:
         _log(entry)
         if self.owner_events is not None and is_pod and (decision.warnings or decision.outcome == "denied"):
             # Queued for a background thread (webhook.ownerevents): no API call on the admission path.
-            self.owner_events.offer(request, decision.outcome, decision.warnings, decision.message)
+            verified = bool(self._event_sources) and peer is not None and within(peer, self._event_sources)
+            if verified or not self._event_sources:
+                self.owner_events.offer(
+                    request, decision.outcome, decision.warnings, decision.message, verified=verified
+                )
         return 200, decision.encode(uid)
 
 

@@ -285,6 +285,9 @@ def server_config(
         log_config=log_config,
         server_header=False,
         timeout_graceful_shutdown=timeout_graceful_shutdown,
+        # The TCP peer is what decides whether a review may become an owner Event (webhook.ownerevents): never
+        # an X-Forwarded-For header, which uvicorn otherwise trusts from 127.0.0.1 or FORWARDED_ALLOW_IPS.
+        proxy_headers=False,
     )
 
 
