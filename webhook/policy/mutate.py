@@ -131,27 +131,23 @@ class _Ops:
 
     def appended(self, parent: Mapping[str, Any], key: str, items: list[Any], pointer: str) -> list[Any]:
         """`parent[key]` with `items` at its end."""
-        old = parent.get(key)
-        if key not in parent:
-            self.record(pointer, items)
-        elif type(old) is list:
-            for offset, item in enumerate(items):
-                self.record(f"{pointer}/{len(old) + offset}", item)
-        else:
-            self.spoil()
-        return [*(old or []), *items]
+        return self._placed(parent, key, items, pointer, at_end=True)
 
     def prepended(self, parent: Mapping[str, Any], key: str, items: list[Any], pointer: str) -> list[Any]:
         """`items`, then `parent[key]`."""
+        return self._placed(parent, key, items, pointer, at_end=False)
+
+    def _placed(self, parent: Mapping[str, Any], key: str, items: list[Any], at: str, *, at_end: bool) -> list[Any]:
         old = parent.get(key)
         if key not in parent:
-            self.record(pointer, items)
+            self.record(at, items)
         elif type(old) is list:
-            for index, item in enumerate(items):
-                self.record(f"{pointer}/{index}", item)
+            first = len(old) if at_end else 0
+            for offset, item in enumerate(items):
+                self.record(f"{at}/{first + offset}", item)
         else:
             self.spoil()
-        return [*items, *(old or [])]
+        return [*(old or []), *items] if at_end else [*items, *(old or [])]
 
 
 def refresh_own_identity(pod: Mapping[str, Any]) -> Mapping[str, Any]:
