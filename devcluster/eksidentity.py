@@ -65,18 +65,20 @@ def role_of(service_account: Mapping[str, Any]) -> str | None:
     return str(role) if role else None
 
 
-class IdentityWebhook:
-    """The stand-in served over TLS on 127.0.0.1; `lookup(namespace, name)` returns a ServiceAccount or None."""
+class StandInWebhook:
+    """A mutating AdmissionReview server on 127.0.0.1 over TLS that applies `mutate(namespace, pod)` in place."""
 
-    def __init__(self, lookup: Callable[[str, str], Mapping[str, Any] | None]) -> None:
+    def __init__(self, mutate: Callable[[str, dict[str, Any]], None]) -> None:
+        self.calls = 0
         bundle = generate_bundle(["localhost"], ip_addresses=("127.0.0.1",))
         self.ca_pem = bundle.ca_pem
-        with tempfile.TemporaryDirectory(prefix="ferry-eks-identity-") as name:
+        with tempfile.TemporaryDirectory(prefix="ferry-stand-in-") as name:
             folder = Path(name)
             (folder / "tls.crt").write_bytes(bundle.cert_pem)
             (folder / "tls.key").write_bytes(bundle.key_pem)
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(folder / "tls.crt", folder / "tls.key")
+        outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
@@ -85,14 +87,14 @@ class IdentityWebhook:
                     self.send_error(413)
                     return
                 request = json.loads(self.rfile.read(length))["request"]
-                response: dict[str, Any] = {"uid": request["uid"], "allowed": True}
+                outer.calls += 1
                 before = request["object"]
-                account = lookup(request.get("namespace") or "", before["spec"].get("serviceAccountName") or "default")
-                role = role_of(account) if account else None
                 after = copy.deepcopy(before)
-                if role and add_irsa(after, role):
+                mutate(request.get("namespace") or "", after)
+                response: dict[str, Any] = {"uid": request["uid"], "allowed": True}
+                patch = jsonpatch.make_patch(before, after).patch
+                if patch:
                     response["patchType"] = "JSONPatch"
-                    patch = jsonpatch.make_patch(before, after).patch
                     response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
                 review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
                 body = json.dumps(review)
@@ -108,21 +110,23 @@ class IdentityWebhook:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, name="eks-identity", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="stand-in-webhook", daemon=True)
         self._thread.start()
 
-    def configuration(self) -> dict[str, Any]:
-        """Its MutatingWebhookConfiguration: every pod, as on EKS (pods without the annotation are left alone)."""
+    def registration(
+        self, name: str, webhook_name: str, failure_policy: str, selector: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A MutatingWebhookConfiguration that sends this server every pod CREATE in namespaces matching `selector`."""
         return {
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": "pod-identity-webhook"},
+            "metadata": {"name": name},
             "webhooks": [
                 {
-                    "name": "iam-for-pods.amazonaws.com",
+                    "name": webhook_name,
                     "admissionReviewVersions": ["v1"],
                     "sideEffects": "None",
-                    "failurePolicy": "Ignore",
+                    "failurePolicy": failure_policy,
                     "reinvocationPolicy": "IfNeeded",
                     "clientConfig": {
                         "url": f"https://127.0.0.1:{self.port}/mutate",
@@ -131,11 +135,7 @@ class IdentityWebhook:
                     "rules": [
                         {"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}
                     ],
-                    "namespaceSelector": {
-                        "matchExpressions": [
-                            {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system"]}
-                        ]
-                    },
+                    "namespaceSelector": selector,
                 }
             ],
         }
@@ -143,3 +143,23 @@ class IdentityWebhook:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class IdentityWebhook(StandInWebhook):
+    """EKS's IRSA webhook; `lookup(namespace, name)` returns a ServiceAccount or None."""
+
+    def __init__(self, lookup: Callable[[str, str], Mapping[str, Any] | None]) -> None:
+        def mutate(namespace: str, pod: dict[str, Any]) -> None:
+            account = lookup(namespace, pod["spec"].get("serviceAccountName") or "default")
+            role = role_of(account) if account else None
+            if role:
+                add_irsa(pod, role)
+
+        super().__init__(mutate)
+
+    def configuration(self) -> dict[str, Any]:
+        """Its MutatingWebhookConfiguration: every pod, as on EKS (pods without the annotation are left alone)."""
+        outside_kube_system = {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system"]}
+        return self.registration(
+            "pod-identity-webhook", "iam-for-pods.amazonaws.com", "Ignore", {"matchExpressions": [outside_kube_system]}
+        )
