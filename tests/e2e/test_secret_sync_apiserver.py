@@ -91,6 +91,13 @@ def _grant(plane: AdminApi, namespace: str, names: list[str], verbs: tuple[str, 
     plane.admin("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings", binding)
 
 
+def _app_with_access(plane: AdminApi, namespace: str, tmp_path: Path) -> tuple[PodOwner, KubeClient]:
+    """The usual start: pod `web-1` of ServiceAccount `app`, allowed to sync Secret `db`, and its client."""
+    token = plane.service_account_token(namespace, "app")
+    _grant(plane, namespace, ["db"])
+    return _create_pod(plane, namespace, "web-1"), _client(plane, token, tmp_path)
+
+
 def _create_as_ferry(plane: AdminApi, namespace: str, name: str, secret_type: str, data: dict[str, bytes]) -> None:
     """A Secret as Ferry creates it (its label, an apply by its field manager), made here by the admin."""
     body = {
@@ -137,11 +144,9 @@ def _wait_for(condition: Any, what: str) -> None:
 def test_the_secret_is_created_with_data_type_labels_and_the_pod_as_owner(
     api: AdminApi, namespace: str, tmp_path: Path
 ) -> None:
-    token = api.service_account_token(namespace, "app")
-    _grant(api, namespace, ["db"])
-    owner = _create_pod(api, namespace, "web-1")
+    owner, client = _app_with_access(api, namespace, tmp_path)
 
-    written = _sync(_client(api, token, tmp_path), owner, {"db-password": PASSWORD, "db-user": b"admin"})
+    written = _sync(client, owner, {"db-password": PASSWORD, "db-user": b"admin"})
 
     assert written == ["db"]
     secret = _secret(api, namespace, "db")
@@ -157,10 +162,7 @@ def test_the_secret_is_created_with_data_type_labels_and_the_pod_as_owner(
 def test_a_rotation_updates_the_secret_and_a_removed_key_goes_away(
     api: AdminApi, namespace: str, tmp_path: Path
 ) -> None:
-    token = api.service_account_token(namespace, "app")
-    _grant(api, namespace, ["db"])
-    owner = _create_pod(api, namespace, "web-1")
-    client = _client(api, token, tmp_path)
+    owner, client = _app_with_access(api, namespace, tmp_path)
     _sync(client, owner, {"db-password": b"old", "db-user": b"admin"})
 
     _sync(client, owner, {"db-password": b"new", "db-user": b"admin"})
@@ -265,24 +267,20 @@ def test_every_verb_of_the_printed_role_is_needed(api: AdminApi, namespace: str,
 
 
 def test_the_role_allows_only_the_named_secrets(api: AdminApi, namespace: str, tmp_path: Path) -> None:
-    token = api.service_account_token(namespace, "app")
-    _grant(api, namespace, ["db"])
-    owner = _create_pod(api, namespace, "web-1")
+    owner, client = _app_with_access(api, namespace, tmp_path)
     other = [dict(SECRET_OBJECTS[0], secretName="not-granted")]
 
     with pytest.raises(KubeForbiddenError) as caught:
-        _sync(_client(api, token, tmp_path), owner, {"db-password": PASSWORD, "db-user": b"admin"}, other)
+        _sync(client, owner, {"db-password": PASSWORD, "db-user": b"admin"}, other)
     assert '"not-granted"' in str(caught.value)
 
 
 def test_a_secret_of_another_type_is_reported_without_its_values(api: AdminApi, namespace: str, tmp_path: Path) -> None:
-    token = api.service_account_token(namespace, "app")
-    _grant(api, namespace, ["db"])
-    owner = _create_pod(api, namespace, "web-1")
+    owner, client = _app_with_access(api, namespace, tmp_path)
     _create_as_ferry(api, namespace, "db", "kubernetes.io/basic-auth", {"username": b"someone"})
 
     with pytest.raises(KubeAPIError) as caught:
-        _sync(_client(api, token, tmp_path), owner, {"db-password": PASSWORD, "db-user": b"admin"})
+        _sync(client, owner, {"db-password": PASSWORD, "db-user": b"admin"})
     message = str(caught.value)
     assert caught.value.status == 422 and "immutable" in message
     assert "s3cr3t" not in message and "admin" not in message.replace("ferry-test-admin", "")
@@ -390,13 +388,11 @@ def test_another_apps_secret_of_that_name_is_never_written_read_or_given_an_owne
 def test_a_secret_the_csi_driver_created_is_not_adopted_and_the_message_says_what_to_do(
     api: AdminApi, namespace: str, tmp_path: Path
 ) -> None:
-    token = api.service_account_token(namespace, "app")
-    _grant(api, namespace, ["db"])
-    owner = _create_pod(api, namespace, "web-1")
+    owner, client = _app_with_access(api, namespace, tmp_path)
     before = _create_foreign(api, namespace, "db", "secrets-store-csi-driver", {MANAGED_LABEL: "true"})
 
     with pytest.raises(FerryError) as caught:
-        _sync(_client(api, token, tmp_path), owner, {"db-password": PASSWORD, "db-user": b"admin"})
+        _sync(client, owner, {"db-password": PASSWORD, "db-user": b"admin"})
 
     message = str(caught.value)
     assert '"db"' in message and "CSI driver" in message and "migration-from-csi" in message, message
@@ -407,10 +403,7 @@ def test_a_secret_replaced_by_another_apps_between_check_and_write_is_not_overwr
     api: AdminApi, namespace: str, tmp_path: Path
 ) -> None:
     """The write is bound to the uid Ferry checked: a Secret swapped in meanwhile is never touched."""
-    token = api.service_account_token(namespace, "app")
-    _grant(api, namespace, ["db"])
-    owner = _create_pod(api, namespace, "web-1")
-    client = _client(api, token, tmp_path)
+    owner, client = _app_with_access(api, namespace, tmp_path)
     _sync(client, owner, {"db-password": PASSWORD, "db-user": b"admin"})
     swapped: list[dict[str, Any]] = []
 
@@ -429,9 +422,7 @@ def test_a_secret_replaced_by_another_apps_between_check_and_write_is_not_overwr
 
 def test_a_secret_an_earlier_ferry_created_is_still_ferrys(api: AdminApi, namespace: str, tmp_path: Path) -> None:
     """Upgrades keep working: before Ferry's own label, its Secrets carried its field manager and the CSI label."""
-    token = api.service_account_token(namespace, "app")
-    _grant(api, namespace, ["db"])
-    owner = _create_pod(api, namespace, "web-1")
+    owner, client = _app_with_access(api, namespace, tmp_path)
     legacy = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -446,15 +437,12 @@ def test_a_secret_an_earlier_ferry_created_is_still_ferrys(api: AdminApi, namesp
         content_type="application/apply-patch+yaml",
     )
 
-    _sync(_client(api, token, tmp_path), owner, {"db-password": b"new", "db-user": b"admin"})
+    _sync(client, owner, {"db-password": b"new", "db-user": b"admin"})
     assert _decoded(_secret(api, namespace, "db"))["password"] == b"new"
 
 
 def test_a_deleted_secret_is_created_again_by_the_next_sync(api: AdminApi, namespace: str, tmp_path: Path) -> None:
-    token = api.service_account_token(namespace, "app")
-    _grant(api, namespace, ["db"])
-    owner = _create_pod(api, namespace, "web-1")
-    client = _client(api, token, tmp_path)
+    owner, client = _app_with_access(api, namespace, tmp_path)
     _sync(client, owner, {"db-password": PASSWORD, "db-user": b"admin"})
     api.admin("DELETE", f"/api/v1/namespaces/{namespace}/secrets/db")
 
