@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 SSM_PAGE = 10
 SECRETS_PAGE = 20
+# Pages one listing may take beyond the full pages maxObjects needs: AWS may answer short or empty pages
+# with a next token, but a listing whose tokens never end (a repeated or endless NextToken) must stop.
+SPARE_PAGES = 10
 Members = list[tuple[str, bytes, str]]
 
 
@@ -113,18 +116,34 @@ class DiscoverySource:
         return found
 
     def _pages(self, service: str, operation: str, obj: ObjectSpec, params: dict[str, Any]) -> Any:
-        """Each page's reply; stops when AWS gives no NextToken (or the bound is passed, by `_bounded`)."""
+        """Each page's reply; stops when AWS gives no NextToken (or the bound is passed, by `_bounded`).
+
+        A token named twice, or more pages than maxObjects can need plus SPARE_PAGES, is an error: a listing ends.
+        """
         assert obj.discover is not None
         client = self._clients.client("ssm" if service == "ssm" else "secretsmanager", self._region)
+        size = SSM_PAGE if service == "ssm" else SECRETS_PAGE
+        allowed = -(-obj.discover.max_objects // size) + SPARE_PAGES
+        seen: set[str] = set()
         token: str | None = None
         while True:
+            if token in seen or len(seen) + 1 >= allowed:
+                raise self._rejected(
+                    obj,
+                    "EndlessPages",
+                    operation,
+                    f"AWS named a next page {'it had named before' if token in seen else f'past {allowed} pages'}; "
+                    "the listing stopped there. Narrow the path, prefix or tags, and try again",
+                )
+            if token:
+                seen.add(token)
             page = dict(params, NextToken=token) if token else params
             with translating_aws_errors(
                 object_name=obj.object_name, region=self._region, service=service, operation=operation
             ):
                 reply = client.call(operation, page)
             yield reply
-            token = reply.get("NextToken") or None
+            token = str(reply.get("NextToken") or "") or None
             if not token:
                 return
 

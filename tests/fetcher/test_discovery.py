@@ -7,8 +7,11 @@ files in one swap and writes nothing when nothing changed.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,7 @@ from fetcher.render import render
 from fetcher.sources import FetchedValue
 from fetcher.spec import SpecError
 from fetcher.writer import DATA_LINK
-from tests.support.aws import Seeder, make_spec
+from tests.support.aws import LocalHttpStub, RecordedRequest, Reply, Responder, Seeder, make_clients, make_spec
 
 
 def files_under(target: Path) -> dict[str, bytes]:
@@ -216,3 +219,52 @@ def test_the_simulators_call_plan_is_what_a_fetch_really_calls(seed: Seeder, cli
             "ssm.GetParameters": 2,
         }
     )
+
+
+# --- hostile listings -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fresh_tokens", [False, True])
+@pytest.mark.parametrize(
+    ("entry", "page"),
+    [
+        ({"objectName": "/loop", "objectType": "ssmparameter", "discover": True}, {"Parameters": []}),
+        ({"objectName": "loop/", "objectType": "secretsmanager", "discover": True}, {"SecretValues": []}),
+    ],
+)
+def test_a_listing_whose_pages_never_end_is_bounded(
+    http_stub: Callable[[Responder], LocalHttpStub],
+    monkeypatch: pytest.MonkeyPatch,
+    entry: dict[str, Any],
+    page: Any,
+    fresh_tokens: bool,
+) -> None:
+    """An answer that names a next page forever (the same token, or always a new one) stops, with a clear error."""
+    tokens = itertools.count()
+
+    def endless(request: RecordedRequest) -> Reply:
+        token = f"t{next(tokens)}" if fresh_tokens else "same"
+        return 200, {"Content-Type": "application/x-amz-json-1.1"}, json.dumps({**page, "NextToken": token}).encode()
+
+    stub = http_stub(endless)
+    for name, value in {"AWS_ENDPOINT_URL": stub.url, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}.items():
+        monkeypatch.setenv(name, value)
+    clients = make_clients()
+    outcome: list[BaseException | None] = []
+    worker = threading.Thread(target=lambda: outcome.append(_fails(make_spec([entry]), clients)), daemon=True)
+    worker.start()
+    worker.join(30)
+    clients.close()
+    assert not worker.is_alive(), f"still listing after {len(stub.requests)} pages"
+    assert isinstance(outcome[0], ObjectErrors) and "page" in str(outcome[0])
+    assert len(stub.requests) <= 40
+
+
+def _fails(spec: Any, clients: AwsClients) -> BaseException | None:
+    from fetcher.sources import fetch_all
+
+    try:
+        fetch_all(spec, clients)
+    except BaseException as exc:  # noqa: BLE001 - the test reports whatever ended the listing
+        return exc
+    return None
