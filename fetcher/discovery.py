@@ -10,6 +10,8 @@ refresh costs: docs/aws-api-economics.md.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -79,9 +81,11 @@ class DiscoverySource:
         }
         found: Members = []
         for reply in self._pages("ssm", "GetParametersByPath", obj, params):
-            for parameter in reply.get("Parameters") or []:
-                name = str(parameter.get("Name", ""))
-                found.append((name, str(parameter.get("Value", "")).encode(), str(parameter.get("Version", ""))))
+            for parameter in self._listed(obj, reply, "Parameters", "GetParametersByPath"):
+                value = parameter.get("Value", "")
+                if not isinstance(value, str):
+                    raise self._malformed(obj, "GetParametersByPath", "a parameter's Value is not text")
+                found.append((parameter["Name"], value.encode(), str(parameter.get("Version", ""))))
             self._bounded(obj, len(found))
         return found
 
@@ -103,15 +107,11 @@ class DiscoverySource:
                     f"{len(errors)} selected secret(s) could not be read, e.g. {str(first.get('SecretId'))[:120]}; "
                     "grant secretsmanager:GetSecretValue on them or narrow the selection",
                 )
-            for secret in reply.get("SecretValues") or []:
-                name = str(secret.get("Name", ""))
+            for secret in self._listed(obj, reply, "SecretValues", "BatchGetSecretValue"):
+                name = secret["Name"]
                 if not name.startswith(obj.object_name):
                     continue  # AWS's name filter is a prefix match that ignores case; Ferry's is exact
-                if secret.get("SecretString") is not None:
-                    data = str(secret["SecretString"]).encode()
-                else:
-                    data = bytes(secret.get("SecretBinary") or b"")
-                found.append((name, data, str(secret.get("VersionId", ""))))
+                found.append((name, self._secret_bytes(obj, secret), str(secret.get("VersionId", ""))))
             self._bounded(obj, len(found))
         return found
 
@@ -146,6 +146,31 @@ class DiscoverySource:
             token = str(reply.get("NextToken") or "") or None
             if not token:
                 return
+
+    def _listed(self, obj: ObjectSpec, reply: dict[str, Any], key: str, operation: str) -> list[dict[str, Any]]:
+        """The page's items, each a mapping with a text Name; anything else is an answer Ferry cannot read."""
+        items = reply.get(key) or []
+        if not isinstance(items, list) or not all(
+            isinstance(item, dict) and isinstance(item.get("Name"), str) for item in items
+        ):
+            raise self._malformed(obj, operation, f"{key} is not a list of named items")
+        return items
+
+    def _secret_bytes(self, obj: ObjectSpec, secret: dict[str, Any]) -> bytes:
+        text, binary = secret.get("SecretString"), secret.get("SecretBinary")
+        if isinstance(text, str):
+            return text.encode()
+        if isinstance(binary, str):  # the JSON protocol sends blobs in base64
+            try:
+                return base64.b64decode(binary, validate=True)
+            except binascii.Error:
+                pass
+        raise self._malformed(obj, "BatchGetSecretValue", "a secret holds neither SecretString nor base64 SecretBinary")
+
+    def _malformed(self, obj: ObjectSpec, operation: str, what: str) -> AwsRejectedError:
+        return self._rejected(
+            obj, "MalformedReply", operation, f"the answer could not be read ({what}); try again later"
+        )
 
     def _bounded(self, obj: ObjectSpec, count: int) -> None:
         assert obj.discover is not None

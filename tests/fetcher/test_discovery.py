@@ -268,3 +268,40 @@ def _fails(spec: Any, clients: AwsClients) -> BaseException | None:
     except BaseException as exc:  # noqa: BLE001 - the test reports whatever ended the listing
         return exc
     return None
+
+
+def test_a_binary_secret_is_discovered_as_its_bytes(seed: Seeder, clients: AwsClients, target: Path) -> None:
+    """BatchGetSecretValue sends SecretBinary in base64, as GetSecretValue does."""
+    seed.secret("bin/key", b"\x00\xffraw")
+    seed.secret("bin/text", "plain")
+    deliver(make_spec([{"objectName": "bin/", "objectType": "secretsmanager", "discover": True}]), clients, target)
+    assert files_under(target) == {"key": b"\x00\xffraw", "text": b"plain"}
+
+
+@pytest.mark.parametrize(
+    ("entry", "page"),
+    [
+        ({"objectName": "/odd", "objectType": "ssmparameter", "discover": True}, {"Parameters": "abc"}),
+        ({"objectName": "/odd", "objectType": "ssmparameter", "discover": True}, {"Parameters": [1, None]}),
+        ({"objectName": "/odd", "objectType": "ssmparameter", "discover": True}, {"Parameters": [{"Name": {"a": 1}}]}),
+        ({"objectName": "odd/", "objectType": "secretsmanager", "discover": True}, {"SecretValues": "zz"}),
+        ({"objectName": "odd/", "objectType": "secretsmanager", "discover": True}, {"SecretValues": [7]}),
+        (
+            {"objectName": "odd/", "objectType": "secretsmanager", "discover": True},
+            {"SecretValues": [{"Name": "odd/x", "SecretBinary": "!!not base64"}]},
+        ),
+    ],
+)
+def test_a_malformed_listing_fails_naming_the_object_never_crashes(
+    http_stub: Callable[[Responder], LocalHttpStub], monkeypatch: pytest.MonkeyPatch, entry: dict[str, Any], page: Any
+) -> None:
+    stub = http_stub(lambda request: (200, {"Content-Type": "application/x-amz-json-1.1"}, json.dumps(page).encode()))
+    for name, value in {"AWS_ENDPOINT_URL": stub.url, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}.items():
+        monkeypatch.setenv(name, value)
+    clients = make_clients()
+    try:
+        failure = _fails(make_spec([entry]), clients)
+    finally:
+        clients.close()
+    assert isinstance(failure, ObjectErrors), repr(failure)
+    assert entry["objectName"] in str(failure) and "MalformedReply" in str(failure)
