@@ -305,3 +305,19 @@ def test_a_malformed_listing_fails_naming_the_object_never_crashes(
         clients.close()
     assert isinstance(failure, ObjectErrors), repr(failure)
     assert entry["objectName"] in str(failure) and "MalformedReply" in str(failure)
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deep"),
+        ('{"a": ' + "[" * 5_000 + "]" * 5_000 + "}", "nested too deep"),
+        ('{"user": "hunter2", "user": "hunter3"}', "'user' appears twice"),
+        (json.dumps({f"k{number}": "v" for number in range(1001)}), "more than 1000 keys"),
+    ],
+)
+def test_a_hostile_json_secret_fails_naming_the_object_never_crashes(document: str, reason: str) -> None:
+    with pytest.raises(ObjectErrors) as caught:
+        render(make_spec([expand("cfg")]), value(document))
+    message = str(caught.value)
+    assert reason in message and "'cfg'" in message and "hunter" not in message and len(message) < 600
