@@ -48,7 +48,7 @@ _AWS_SERVICE_HOST_RE = re.compile(
     r"(?:\.[a-z]{2,4}(?:-[a-z]{1,10}){1,3}-[0-9]{1,2})?(?:\.vpce)?"
     rf"\.(?:{'|'.join(re.escape(suffix) for suffix in _AWS_SUFFIXES)})"
 )
-_HOST_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_HOST_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\Z")
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ def endpoints_to_wire(endpoints: tuple[tuple[str, str], ...]) -> dict[str, Any]:
 
 ALLOWED_HOSTS_ENV_VAR = "FERRY_ENDPOINT_ALLOWED_HOSTS"
 ALLOW_HTTP_ENV_VAR = "FERRY_ENDPOINT_ALLOW_HTTP"
-_PATTERN_RE = re.compile(r"^(\*|(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?)$")
+_PATTERN_RE = re.compile(r"^(\*|(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?)\Z")
 
 
 def policy_from_settings(hosts: str | None, allow_http: str | None) -> EndpointPolicy:

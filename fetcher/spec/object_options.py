@@ -16,14 +16,14 @@ from typing import Any
 from fetcher.spec.problems import Problem, kind_of, quote
 from fetcher.spec.regions import partition_of
 
-ROLE_ARN_RE = re.compile(r"^arn:(aws[a-z-]*):iam::(\d{12}):role/([\w+=,.@/-]{1,512})$")
+ROLE_ARN_RE = re.compile(r"^arn:(aws[a-z-]*):iam::(\d{12}):role/([\w+=,.@/-]{1,512})\Z")
 # STS: ExternalId is 2 to 1224 characters of [\w+=,.@:/-].
-EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
+EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}\Z")
 # A discovery selects at most this many objects (default), and a spec may raise it to MAX_DISCOVERED.
 DEFAULT_MAX_DISCOVERED = 50
 MAX_DISCOVERED = 200
 MAX_DISCOVERY_TAGS = 5
-TAG_TEXT_RE = re.compile(r"^[\w .:/=+@-]{1,256}$")
+TAG_TEXT_RE = re.compile(r"^[\w .:/=+@-]{1,256}\Z")
 # The ServiceAccount's name, for AssumeRole's session tags (the webhook sets it with the downward API).
 POD_SERVICE_ACCOUNT_ENV_VAR = "FERRY_POD_SERVICE_ACCOUNT"
 OPTION_KEYS = ("roleArn", "externalId", "expandJson", "discover")

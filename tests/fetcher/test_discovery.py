@@ -127,6 +127,14 @@ def test_a_discovered_name_that_climbs_out_fails_naming_the_key(
             "discover.recursive",
         ),
         ({"objectName": "shop/", "objectType": "secretsmanager", "discover": {"maxObjects": 500}}, "maxObjects"),
+        (
+            {"objectName": "shop/", "objectType": "secretsmanager", "discover": {"tags": {"team\n": "a"}}},
+            "discover.tags",
+        ),
+        (
+            {"objectName": "shop/", "objectType": "secretsmanager", "discover": {"tags": {"team": "a\n"}}},
+            "discover.tags",
+        ),
         ({"objectName": "shop/", "objectType": "secretsmanager", "discover": {"bogus": 1}}, "discover.bogus"),
         ({"objectName": "/a", "objectType": "ssmparameter", "discover": True, "objectVersion": "3"}, "objectVersion"),
         ({"objectName": "db", "objectType": "secretsmanager", "expandJson": "yes"}, "expandJson"),

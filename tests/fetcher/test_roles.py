@@ -154,6 +154,8 @@ def test_session_names_keep_to_stss_rules() -> None:
         ("arn:aws:iam::123456789012:user/not-a-role", "us-east-1", "roleArn"),
         ("arn:aws-cn:iam::123456789012:role/china", "us-east-1", "roleArn"),
         ("arn:aws:iam::123456789012:role/commercial", "cn-north-1", "roleArn"),
+        # `$` matches before a final line break: the ARN would reach STS, messages and logs with it.
+        ("arn:aws:iam::123456789012:role/newline\n", "us-east-1", "roleArn"),
     ],
 )
 def test_admission_checks_the_role_arn_and_its_partition(role: str, region: str, field: str) -> None:
@@ -166,6 +168,8 @@ def test_external_id_needs_a_role_and_stss_charset() -> None:
         make_spec([{"objectName": "db", "objectType": "secretsmanager", "externalId": "abc"}])
     with pytest.raises(SpecError, match="externalId"):
         make_spec([{"objectName": "db", "objectType": "secretsmanager", "roleArn": ROLE, "externalId": "a b"}])
+    with pytest.raises(SpecError, match="externalId"):
+        make_spec([{"objectName": "db", "objectType": "secretsmanager", "roleArn": ROLE, "externalId": "ok-1\n"}])
     ok = make_spec([{"objectName": "db", "objectType": "secretsmanager", "roleArn": ROLE, "externalId": "ok-1"}])
     assert ok.objects[0].role is not None and ok.objects[0].role.external_id == "ok-1"
     assert type(ok).from_json(ok.to_json()) == ok
