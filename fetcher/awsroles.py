@@ -24,7 +24,7 @@ from fetcher.retry import with_retries
 from fetcher.sigv4 import Credentials, sign
 from fetcher.spec.object_options import POD_SERVICE_ACCOUNT_ENV_VAR, AssumeRole
 from fetcher.spec.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR
-from fetcher.transport import Reply
+from fetcher.transport import Reply, TransportError
 
 if TYPE_CHECKING:
     from fetcher.aws import AwsClients
@@ -129,6 +129,10 @@ class RoleSession:
         except AwsServiceError as exc:
             # The role leads the message: errors.py cuts AWS's text, and the role is what to fix.
             exc.message = f"assuming {self.role.role_arn}: {exc.message}"
+            raise
+        except TransportError as exc:
+            # No answer from STS: the object's own call never started, so the message names STS and the role.
+            exc.args = (f"STS AssumeRole for {self.role.role_arn}: {exc}",)
             raise
         text = reply.body.decode("utf-8", "replace")
         fields = {name: _xml_value(text, name) for name in ("AccessKeyId", "SecretAccessKey", "SessionToken")}

@@ -137,6 +137,35 @@ def test_a_denied_assume_role_fails_naming_the_role_the_reason_and_the_fix(
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+TRANSITIVE_REFUSAL = (
+    b"<ErrorResponse><Error><Type>Sender</Type><Code>InvalidParameterValue</Code><Message>One or more keys are "
+    b"already transitively tagged: kubernetes-namespace</Message></Error></ErrorResponse>"
+)
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        # The pod's own session already carries kubernetes-namespace as a transitive tag (docs/configuration.md).
+        ((400, {"Content-Type": "text/xml"}, TRANSITIVE_REFUSAL), "InvalidParameterValue"),
+        # An STS that answers more than any reply may hold: the failure is STS's, so the message says so.
+        ((200, {"Content-Type": "text/xml"}, b"<a>" + b"z" * (5 * 1024 * 1024) + b"</a>"), "ReplyTooLargeError"),
+    ],
+)
+def test_a_failed_assume_role_names_the_role_whatever_failed(
+    moto: Any, tmp_path: Path, http_stub: StubFactory, answer: Reply, expected: str
+) -> None:
+    sts = http_stub(lambda request: answer)
+    spec = make_spec([{"objectName": "shared/db", "objectType": "secretsmanager", "roleArn": ROLE}])
+    env = fetcher_env(
+        moto.url, FERRY_SPEC=spec.to_json(), AWS_ENDPOINT_URL_STS=sts.url, FERRY_STARTUP_DEADLINE="0", **POD_ENV
+    )
+    code = main(["init", "--dir", str(tmp_path / "out"), "--termination-log", str(tmp_path / "t")], env)
+    message = (tmp_path / "t").read_text()
+    assert code == 1 and len(sts.requests) == 1
+    assert ROLE in message and expected in message and "\n" not in message and len(message) < 1200
+
+
 def test_session_names_keep_to_stss_rules() -> None:
     long_pod = PodIdentity({"FERRY_POD_NAMESPACE": "n" * 63, "FERRY_POD_NAME": "p" * 253})
     name = long_pod.session_name()
