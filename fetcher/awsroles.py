@@ -22,7 +22,7 @@ from fetcher.awscreds import STS_API_VERSION, CredentialCache, _epoch, _xml_valu
 from fetcher.awswire import AwsServiceError, CredentialRetrievalError, is_retryable, xml_error
 from fetcher.retry import with_retries
 from fetcher.sigv4 import Credentials, sign
-from fetcher.spec.object_options import POD_SERVICE_ACCOUNT_ENV_VAR, AssumeRole
+from fetcher.spec.object_options import MAX_ROLES, POD_SERVICE_ACCOUNT_ENV_VAR, AssumeRole
 from fetcher.spec.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR
 from fetcher.transport import Reply, TransportError
 
@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from fetcher.aws import AwsClients
 
 # Role sessions one process keeps; past it the least recently used is dropped (and assumed again if needed).
-MAX_ROLE_SESSIONS = 32
+# Admission allows no more distinct roles in one spec, so a refresh never evicts one it is about to use.
+MAX_ROLE_SESSIONS = MAX_ROLES
 SESSION_SECONDS = 3600
 # STS's rules: RoleSessionName and SourceIdentity are 2 to 64 characters of [\w+=,.@-].
 MAX_SESSION_NAME = 64

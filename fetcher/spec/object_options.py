@@ -19,6 +19,9 @@ from fetcher.spec.regions import partition_of
 ROLE_ARN_RE = re.compile(r"^arn:(aws[a-z-]*):iam::(\d{12}):role/([\w+=,.@/-]{1,512})\Z")
 # STS: ExternalId is 2 to 1224 characters of [\w+=,.@:/-].
 EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}\Z")
+# Distinct (roleArn, externalId) pairs one spec may name: the fetcher keeps a session for each (fetcher/awsroles.py);
+# past it, every refresh would drop and assume the roles again in turn.
+MAX_ROLES = 32
 # A discovery selects at most this many objects (default), and a spec may raise it to MAX_DISCOVERED.
 DEFAULT_MAX_DISCOVERED = 50
 MAX_DISCOVERED = 200
@@ -78,6 +81,18 @@ def check_role(entry: Mapping[str, Any], where: str, region: str | None, problem
         problems.append(Problem(f"{where}.externalId", "must be 2 to 1224 characters of letters, digits and +=,.@:/_-"))
         return None
     return AssumeRole(role_arn=raw, external_id=external)
+
+
+def check_role_count(roles: list[AssumeRole | None], name: str, problems: list[Problem]) -> None:
+    distinct = {role for role in roles if role is not None}
+    if len(distinct) > MAX_ROLES:
+        problems.append(
+            Problem(
+                name,
+                f"name {len(distinct)} different roles; at most {MAX_ROLES} (with their externalId): read objects "
+                "of one account with one role, or split the pod's secrets between classes",
+            )
+        )
 
 
 def check_expand_json(entry: Mapping[str, Any], where: str, problems: list[Problem]) -> bool:

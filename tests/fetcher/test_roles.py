@@ -192,6 +192,20 @@ def test_admission_checks_the_role_arn_and_its_partition(role: str, region: str,
         make_spec([{"objectName": "db", "objectType": "secretsmanager", "roleArn": role}], region=region)
 
 
+def test_a_spec_names_no_more_roles_than_the_fetcher_keeps_sessions_for() -> None:
+    """Past the session cache's bound, each refresh would evict and assume every role again, in turn."""
+
+    def role_objects(count: int) -> list[dict[str, Any]]:
+        return [
+            {"objectName": f"s{n}", "objectType": "secretsmanager", "roleArn": f"arn:aws:iam::222233334444:role/r{n}"}
+            for n in range(count)
+        ]
+
+    assert len({obj.role for obj in make_spec(role_objects(awsroles.MAX_ROLE_SESSIONS)).objects}) == 32
+    with pytest.raises(SpecError, match=r"objects: name 33 different roles; at most 32"):
+        make_spec(role_objects(awsroles.MAX_ROLE_SESSIONS + 1))
+
+
 def test_external_id_needs_a_role_and_stss_charset() -> None:
     with pytest.raises(SpecError, match="externalId"):
         make_spec([{"objectName": "db", "objectType": "secretsmanager", "externalId": "abc"}])
