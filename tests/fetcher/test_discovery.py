@@ -329,3 +329,14 @@ def test_a_hostile_json_secret_fails_naming_the_object_never_crashes(document: s
         render(make_spec([expand("cfg")]), value(document))
     message = str(caught.value)
     assert reason in message and "'cfg'" in message and "hunter" not in message and len(message) < 600
+
+
+@pytest.mark.parametrize("name", ["/p/app.env/x", "/p/app.env"])
+def test_a_discovered_name_meeting_an_output_document_fails_naming_the_key(name: str) -> None:
+    """A file below the dotenv document's name passed render and failed in the writer ('File exists')."""
+    spec = make_spec([discover_ssm("/p", recursive=True)], path_translation="False", output_formats="dotenv=app.env")
+    members = ((name, b"hunter2"),)
+    with pytest.raises(ObjectErrors) as caught:
+        render(spec, {0: FetchedValue(b"", "v1", "us-east-1", members=members)})
+    message = str(caught.value)
+    assert "'/p'" in message and "app.env" in message and "hunter2" not in message
