@@ -100,12 +100,13 @@ class DiscoverySource:
             errors = reply.get("Errors") or []
             if errors:
                 first = errors[0] if isinstance(errors[0], dict) else {}
+                example = str(first.get("SecretId"))[:120]
                 raise self._rejected(
                     obj,
                     str(first.get("ErrorCode") or "SecretError"),
                     "BatchGetSecretValue",
-                    f"{len(errors)} selected secret(s) could not be read, e.g. {str(first.get('SecretId'))[:120]}; "
                     "grant secretsmanager:GetSecretValue on them or narrow the selection",
+                    detail=f"{len(errors)} selected secret(s) could not be read, e.g. {example}",
                 )
             for secret in self._listed(obj, reply, "SecretValues", "BatchGetSecretValue"):
                 name = secret["Name"]
@@ -183,12 +184,13 @@ class DiscoverySource:
                 "narrow the path, prefix or tags, or raise maxObjects (at most 200)",
             )
 
-    def _rejected(self, obj: ObjectSpec, code: str, operation: str, hint: str) -> AwsRejectedError:
+    def _rejected(self, obj: ObjectSpec, code: str, operation: str, hint: str, detail: str = "") -> AwsRejectedError:
         return AwsRejectedError(
             object_name=obj.object_name,
             region=self._region,
             code=code,
             operation=operation,
             hint=hint,
+            detail=detail,
             kind="parameter" if self._ssm else "secret",
         )

@@ -340,3 +340,22 @@ def test_a_discovered_name_meeting_an_output_document_fails_naming_the_key(name:
         render(spec, {0: FetchedValue(b"", "v1", "us-east-1", members=members)})
     message = str(caught.value)
     assert "'/p'" in message and "app.env" in message and "hunter2" not in message
+
+
+def test_a_hostile_batch_error_reaches_the_message_bounded_on_one_line(
+    http_stub: Callable[[Responder], LocalHttpStub], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BatchGetSecretValue's Errors[] are the answer's text: its code and SecretId went into the message whole."""
+    error = {"ErrorCode": "Denied\nFAKE: line" + "C" * 100_000, "SecretId": "odd/x\r\nFAKE: line" + "S" * 100_000}
+    answer = json.dumps({"Errors": [error]}).encode()
+    stub = http_stub(lambda request: (200, {"Content-Type": "application/x-amz-json-1.1"}, answer))
+    for name, value in {"AWS_ENDPOINT_URL": stub.url, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}.items():
+        monkeypatch.setenv(name, value)
+    clients = make_clients()
+    try:
+        failure = _fails(make_spec([{"objectName": "odd/", "objectType": "secretsmanager", "discover": True}]), clients)
+    finally:
+        clients.close()
+    message = str(failure)
+    assert isinstance(failure, ObjectErrors) and "'odd/'" in message and "odd/x" in message
+    assert len(message) < 1000 and "\n" not in message and "\r" not in message
