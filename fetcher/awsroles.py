@@ -3,7 +3,8 @@
 Why it exists: one pod may read a secret that lives in another account. Its own identity (IRSA or
 Pod Identity) signs an AssumeRole for the object's `roleArn`, with an optional ExternalId, session
 tags naming the pod's namespace, ServiceAccount and pod (the names EKS Pod Identity uses, so one
-trust policy or ABAC rule reads both), a SourceIdentity and a session name that identify the pod.
+trust policy or ABAC rule reads both; on Pod Identity the session inherits EKS's own, which are transitive),
+a SourceIdentity and a session name that identify the pod.
 Sessions are cached per (role, ExternalId), renewed before they expire (awscreds.CredentialCache),
 and bounded in number. docs/configuration.md has the trust policy these requests need.
 """
@@ -53,6 +54,9 @@ class PodIdentity:
         self.namespace = environ.get(POD_NAMESPACE_ENV_VAR, "")
         self.service_account = environ.get(POD_SERVICE_ACCOUNT_ENV_VAR, "")
         self.pod = environ.get(POD_NAME_ENV_VAR, "")
+        # EKS Pod Identity tags the pod's own session with these keys, all transitive, and STS fails an
+        # AssumeRole that sends an inherited key again: on Pod Identity the role session inherits EKS's tags.
+        self.inherits_tags = on_pod_identity(environ)
 
     def session_name(self) -> str:
         return bounded_session_text(f"ferry.{self.namespace or 'pod'}.{self.pod or 'unknown'}")
@@ -61,8 +65,21 @@ class PodIdentity:
         return bounded_session_text(f"{self.service_account or 'default'}@{self.namespace or 'unknown'}")
 
     def tags(self) -> list[tuple[str, str]]:
+        if self.inherits_tags:
+            return []
         pairs = ((TAG_NAMESPACE, self.namespace), (TAG_SERVICE_ACCOUNT, self.service_account), (TAG_POD, self.pod))
         return [(key, _NOT_TAG_CHAR.sub("-", value)[:MAX_TAG_VALUE]) for key, value in pairs if value]
+
+
+def on_pod_identity(environ: Mapping[str, str]) -> bool:
+    """True when the pod's own keys come from EKS Pod Identity, in awscreds.choose_source's order."""
+    if environ.get("AWS_ACCESS_KEY_ID") or environ.get("AWS_SECRET_ACCESS_KEY"):
+        return False
+    if environ.get("AWS_ROLE_ARN") and environ.get("AWS_WEB_IDENTITY_TOKEN_FILE"):
+        return False
+    return bool(
+        environ.get("AWS_CONTAINER_CREDENTIALS_FULL_URI") or environ.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+    )
 
 
 def bounded_session_text(text: str) -> str:

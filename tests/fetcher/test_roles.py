@@ -6,7 +6,9 @@ checked on a loopback capture that forwards each request to moto and records it 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -92,6 +94,42 @@ def test_an_object_is_read_with_its_role_and_the_request_names_the_pod(
     assert by_operation["AssumeRole"] == "testing"  # signed with the pod's own (base) keys
     role_reads = [key for operation, key in keys if operation == "GetSecretValue"]
     assert "testing" in role_reads and any(key.startswith("ASIA") for key in role_reads)
+
+
+def test_on_pod_identity_the_pods_own_transitive_tags_are_not_sent_again(
+    moto: Any, monkeypatch: pytest.MonkeyPatch, http_stub: StubFactory
+) -> None:
+    """EKS Pod Identity's session tags are all transitive, with the same keys: STS fails an AssumeRole that repeats one.
+
+    So on Pod Identity the session inherits EKS's own kubernetes-namespace, -service-account and -pod-name
+    (set by EKS, not by the pod) and Ferry sends none; SourceIdentity and the session name still name the pod.
+    """
+    seed_in_account(moto.url, ROLE, "shared/db", "from the other account")
+    expires = datetime.now(UTC) + timedelta(hours=1)
+    keys = {"AccessKeyId": "ASIAPODIDENTITY", "SecretAccessKey": "s", "Token": "t", "Expiration": expires.isoformat()}
+    agent = http_stub(lambda request: (200, {"Content-Type": "application/json"}, json.dumps(keys).encode()))
+    sts = http_stub(forwarding_sts(moto.url))
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    for key, value in {
+        **POD_ENV,
+        "AWS_ENDPOINT_URL_STS": sts.url,
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI": f"{agent.url}/v1/credentials",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN": "projected-token",
+    }.items():
+        monkeypatch.setenv(key, value)
+    clients = make_clients()
+    try:
+        values = fetch_all(
+            make_spec([{"objectName": "shared/db", "objectType": "secretsmanager", "roleArn": ROLE}]), clients
+        )
+    finally:
+        clients.close()
+    assert values[0].data == b"from the other account"
+    [assume] = sts.requests
+    sent = form(assume)
+    assert not [key for key in sent if key.startswith("Tags.")]
+    assert sent["SourceIdentity"] == "api@shop" and sent["RoleSessionName"] == "ferry.shop.api-7d9f8-x2x4q"
 
 
 def test_sessions_are_cached_per_role_and_bounded(moto: Any, seed: Seeder, monkeypatch: pytest.MonkeyPatch) -> None:
