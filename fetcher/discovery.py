@@ -111,7 +111,7 @@ class DiscoverySource:
             for secret in self._listed(obj, reply, "SecretValues", "BatchGetSecretValue"):
                 name = secret["Name"]
                 if not name.startswith(obj.object_name):
-                    continue  # AWS's name filter is a prefix match that ignores case; Ferry's is exact
+                    continue  # AWS's name filter is a prefix match; Ferry keeps only names that start exactly so
                 found.append((name, self._secret_bytes(obj, secret), str(secret.get("VersionId", ""))))
             self._bounded(obj, len(found))
         return found

@@ -26,6 +26,8 @@ MAX_ROLES = 32
 DEFAULT_MAX_DISCOVERED = 50
 MAX_DISCOVERED = 200
 MAX_DISCOVERY_TAGS = 5
+# A Secrets Manager name (prefix): its own charset, which leaves out the filter's negation mark "!".
+SECRET_PREFIX_RE = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}\Z")
 TAG_TEXT_RE = re.compile(r"^[\w .:/=+@-]{1,256}\Z")
 # The ServiceAccount's name, for AssumeRole's session tags (the webhook sets it with the downward API).
 POD_SERVICE_ACCOUNT_ENV_VAR = "FERRY_POD_SERVICE_ACCOUNT"
@@ -141,6 +143,14 @@ def check_discovery(
         problems.append(Problem(f"{where}.objectName", "is the path or name prefix of a discovery, not an ARN"))
     elif object_type == "ssmparameter" and isinstance(name, str) and not name.startswith("/"):
         problems.append(Problem(f"{where}.objectName", f"{quote(name)} is not a parameter path; start it with '/'"))
+    elif object_type == "secretsmanager" and isinstance(name, str) and not SECRET_PREFIX_RE.match(name):
+        # AWS's name filter reads a leading "!" as "every secret NOT under this prefix".
+        problems.append(
+            Problem(
+                f"{where}.objectName",
+                f"{quote(name[:80])} is not a secret name prefix: use letters, digits and /_+=.@- only",
+            )
+        )
     return Discovery(recursive=bool(recursive), tags=tags, max_objects=limit)
 
 

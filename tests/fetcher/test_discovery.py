@@ -127,6 +127,9 @@ def test_a_discovered_name_that_climbs_out_fails_naming_the_key(
             "discover.recursive",
         ),
         ({"objectName": "shop/", "objectType": "secretsmanager", "discover": {"maxObjects": 500}}, "maxObjects"),
+        # A leading "!" makes AWS's name filter a negation: every secret NOT under the prefix.
+        ({"objectName": "!shop/", "objectType": "secretsmanager", "discover": True}, "objectName"),
+        ({"objectName": "shop/*", "objectType": "secretsmanager", "discover": True}, "objectName"),
         (
             {"objectName": "shop/", "objectType": "secretsmanager", "discover": {"tags": {"team\n": "a"}}},
             "discover.tags",
