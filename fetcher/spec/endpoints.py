@@ -69,6 +69,19 @@ class EndpointRequest:
 
     raw: str | Mapping[str, Any] | None
     policy: EndpointPolicy = EndpointPolicy()
+    # From the namespace's annotation, not the pod's: meant for the namespace's AWS pods.
+    from_namespace: bool = False
+
+
+def endpoints_for(
+    request: EndpointRequest | None, name: str, gcp: bool, problems: list[Problem]
+) -> tuple[tuple[str, str], ...]:
+    """The spec's endpoints; a GCP pod's own are refused, and a namespace's (for its AWS pods) do not apply to it."""
+    if not gcp:
+        return check_endpoints(request, name, problems)
+    if request is not None and request.raw not in (None, "") and not request.from_namespace:
+        problems.append(Problem(name, "names AWS endpoints, but the objects are GCP's; remove it"))
+    return ()
 
 
 def check_endpoints(request: EndpointRequest | None, name: str, problems: list[Problem]) -> tuple[tuple[str, str], ...]:

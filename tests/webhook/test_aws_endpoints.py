@@ -157,3 +157,22 @@ def test_a_gcp_pod_naming_aws_endpoints_is_told_they_do_not_apply(pod_factory: P
     )
     denial = denied(resolve_pod(pod, None, lookup(), settings))
     assert "ferry.dev/aws-endpoints: names AWS endpoints, but the objects are GCP's" in denial.message
+
+
+def test_a_gcp_pod_in_a_namespace_with_aws_endpoints_is_admitted(pod_factory: PodFactory, settings: Settings) -> None:
+    """The namespace's endpoints are for its AWS pods: a GCP pod cannot remove them, so they do not deny it."""
+    ns = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "team-b", "annotations": {"ferry.dev/aws-endpoints": f"secretsmanager={VPCE}"}},
+    }
+    pod = pod_factory(
+        {
+            "ferry.dev/provider": "gcp",
+            "ferry.dev/objects": "- resourceName: projects/my-project/secrets/db/versions/latest\n  path: db\n",
+        }
+    )
+    gcp_settings = Settings.from_env(
+        {"FERRY_GCP_PROJECT": "my-project", "FERRY_GCP_LOCATION": "us-central1", "FERRY_GCP_CLUSTER": "prod"}
+    )
+    assert resolved(resolve_pod(pod, ns, lookup(), gcp_settings)).spec.endpoints == ()
