@@ -176,3 +176,13 @@ def test_a_gcp_pod_in_a_namespace_with_aws_endpoints_is_admitted(pod_factory: Po
         {"FERRY_GCP_PROJECT": "my-project", "FERRY_GCP_LOCATION": "us-central1", "FERRY_GCP_CLUSTER": "prod"}
     )
     assert resolved(resolve_pod(pod, ns, lookup(), gcp_settings)).spec.endpoints == ()
+
+
+def test_aws_names_and_the_administrators_own_together(pod_factory: PodFactory) -> None:
+    """`aws` in FERRY_ENDPOINT_ALLOWED_HOSTS keeps AWS's own names beside the cluster's own patterns."""
+    both = Settings.from_env({"FERRY_ENDPOINT_ALLOWED_HOSTS": "aws, *.vpce.corp.internal"})
+    value = f"secretsmanager={VPCE},sts=https://sts.vpce.corp.internal"
+    assert len(resolved(resolve_pod(pod_with(pod_factory, value), None, lookup(), both)).spec.endpoints) == 2
+    tenant_owned = "sts=https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com"
+    denial = denied(resolve_pod(pod_with(pod_factory, tenant_owned), None, lookup(), both))
+    assert "AWS's own sts endpoint names, *.vpce.corp.internal" in denial.message
