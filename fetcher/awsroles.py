@@ -3,7 +3,8 @@
 Why it exists: one pod may read a secret that lives in another account. Its own identity (IRSA or
 Pod Identity) signs an AssumeRole for the object's `roleArn`, with an optional ExternalId, session
 tags naming the pod's namespace, ServiceAccount and pod (the names EKS Pod Identity uses, so one
-trust policy or ABAC rule reads both), a SourceIdentity and a session name that identify the pod.
+trust policy or ABAC rule reads both; on Pod Identity the session inherits EKS's own, which are transitive),
+a SourceIdentity and a session name that identify the pod.
 Sessions are cached per (role, ExternalId), renewed before they expire (awscreds.CredentialCache),
 and bounded in number. docs/configuration.md has the trust policy these requests need.
 """
@@ -22,15 +23,16 @@ from fetcher.awscreds import STS_API_VERSION, CredentialCache, _epoch, _xml_valu
 from fetcher.awswire import AwsServiceError, CredentialRetrievalError, is_retryable, xml_error
 from fetcher.retry import with_retries
 from fetcher.sigv4 import Credentials, sign
-from fetcher.spec.object_options import POD_SERVICE_ACCOUNT_ENV_VAR, AssumeRole
+from fetcher.spec.object_options import MAX_ROLES, POD_SERVICE_ACCOUNT_ENV_VAR, AssumeRole
 from fetcher.spec.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR
-from fetcher.transport import Reply
+from fetcher.transport import Reply, TransportError
 
 if TYPE_CHECKING:
     from fetcher.aws import AwsClients
 
 # Role sessions one process keeps; past it the least recently used is dropped (and assumed again if needed).
-MAX_ROLE_SESSIONS = 32
+# Admission allows no more distinct roles in one spec, so a refresh never evicts one it is about to use.
+MAX_ROLE_SESSIONS = MAX_ROLES
 SESSION_SECONDS = 3600
 # STS's rules: RoleSessionName and SourceIdentity are 2 to 64 characters of [\w+=,.@-].
 MAX_SESSION_NAME = 64
@@ -52,6 +54,9 @@ class PodIdentity:
         self.namespace = environ.get(POD_NAMESPACE_ENV_VAR, "")
         self.service_account = environ.get(POD_SERVICE_ACCOUNT_ENV_VAR, "")
         self.pod = environ.get(POD_NAME_ENV_VAR, "")
+        # EKS Pod Identity tags the pod's own session with these keys, all transitive, and STS fails an
+        # AssumeRole that sends an inherited key again: on Pod Identity the role session inherits EKS's tags.
+        self.inherits_tags = on_pod_identity(environ)
 
     def session_name(self) -> str:
         return bounded_session_text(f"ferry.{self.namespace or 'pod'}.{self.pod or 'unknown'}")
@@ -60,8 +65,21 @@ class PodIdentity:
         return bounded_session_text(f"{self.service_account or 'default'}@{self.namespace or 'unknown'}")
 
     def tags(self) -> list[tuple[str, str]]:
+        if self.inherits_tags:
+            return []
         pairs = ((TAG_NAMESPACE, self.namespace), (TAG_SERVICE_ACCOUNT, self.service_account), (TAG_POD, self.pod))
         return [(key, _NOT_TAG_CHAR.sub("-", value)[:MAX_TAG_VALUE]) for key, value in pairs if value]
+
+
+def on_pod_identity(environ: Mapping[str, str]) -> bool:
+    """True when the pod's own keys come from EKS Pod Identity, in awscreds.choose_source's order."""
+    if environ.get("AWS_ACCESS_KEY_ID") or environ.get("AWS_SECRET_ACCESS_KEY"):
+        return False
+    if environ.get("AWS_ROLE_ARN") and environ.get("AWS_WEB_IDENTITY_TOKEN_FILE"):
+        return False
+    return bool(
+        environ.get("AWS_CONTAINER_CREDENTIALS_FULL_URI") or environ.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+    )
 
 
 def bounded_session_text(text: str) -> str:
@@ -129,6 +147,10 @@ class RoleSession:
         except AwsServiceError as exc:
             # The role leads the message: errors.py cuts AWS's text, and the role is what to fix.
             exc.message = f"assuming {self.role.role_arn}: {exc.message}"
+            raise
+        except TransportError as exc:
+            # No answer from STS: the object's own call never started, so the message names STS and the role.
+            exc.args = (f"STS AssumeRole for {self.role.role_arn}: {exc}",)
             raise
         text = reply.body.decode("utf-8", "replace")
         fields = {name: _xml_value(text, name) for name in ("AccessKeyId", "SecretAccessKey", "SessionToken")}

@@ -10,6 +10,8 @@ refresh costs: docs/aws-api-economics.md.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
 
 SSM_PAGE = 10
 SECRETS_PAGE = 20
+# Pages one listing may take beyond the full pages maxObjects needs: AWS may answer short or empty pages
+# with a next token, but a listing whose tokens never end (a repeated or endless NextToken) must stop.
+SPARE_PAGES = 10
 Members = list[tuple[str, bytes, str]]
 
 
@@ -76,9 +81,11 @@ class DiscoverySource:
         }
         found: Members = []
         for reply in self._pages("ssm", "GetParametersByPath", obj, params):
-            for parameter in reply.get("Parameters") or []:
-                name = str(parameter.get("Name", ""))
-                found.append((name, str(parameter.get("Value", "")).encode(), str(parameter.get("Version", ""))))
+            for parameter in self._listed(obj, reply, "Parameters", "GetParametersByPath"):
+                value = parameter.get("Value", "")
+                if not isinstance(value, str):
+                    raise self._malformed(obj, "GetParametersByPath", "a parameter's Value is not text")
+                found.append((parameter["Name"], value.encode(), str(parameter.get("Version", ""))))
             self._bounded(obj, len(found))
         return found
 
@@ -93,40 +100,78 @@ class DiscoverySource:
             errors = reply.get("Errors") or []
             if errors:
                 first = errors[0] if isinstance(errors[0], dict) else {}
+                example = str(first.get("SecretId"))[:120]
                 raise self._rejected(
                     obj,
                     str(first.get("ErrorCode") or "SecretError"),
                     "BatchGetSecretValue",
-                    f"{len(errors)} selected secret(s) could not be read, e.g. {str(first.get('SecretId'))[:120]}; "
                     "grant secretsmanager:GetSecretValue on them or narrow the selection",
+                    detail=f"{len(errors)} selected secret(s) could not be read, e.g. {example}",
                 )
-            for secret in reply.get("SecretValues") or []:
-                name = str(secret.get("Name", ""))
+            for secret in self._listed(obj, reply, "SecretValues", "BatchGetSecretValue"):
+                name = secret["Name"]
                 if not name.startswith(obj.object_name):
-                    continue  # AWS's name filter is a prefix match that ignores case; Ferry's is exact
-                if secret.get("SecretString") is not None:
-                    data = str(secret["SecretString"]).encode()
-                else:
-                    data = bytes(secret.get("SecretBinary") or b"")
-                found.append((name, data, str(secret.get("VersionId", ""))))
+                    continue  # AWS's name filter is a prefix match; Ferry keeps only names that start exactly so
+                found.append((name, self._secret_bytes(obj, secret), str(secret.get("VersionId", ""))))
             self._bounded(obj, len(found))
         return found
 
     def _pages(self, service: str, operation: str, obj: ObjectSpec, params: dict[str, Any]) -> Any:
-        """Each page's reply; stops when AWS gives no NextToken (or the bound is passed, by `_bounded`)."""
+        """Each page's reply; stops when AWS gives no NextToken (or the bound is passed, by `_bounded`).
+
+        A token named twice, or more pages than maxObjects can need plus SPARE_PAGES, is an error: a listing ends.
+        """
         assert obj.discover is not None
         client = self._clients.client("ssm" if service == "ssm" else "secretsmanager", self._region)
+        size = SSM_PAGE if service == "ssm" else SECRETS_PAGE
+        allowed = -(-obj.discover.max_objects // size) + SPARE_PAGES
+        seen: set[str] = set()
         token: str | None = None
         while True:
+            if token in seen or len(seen) + 1 >= allowed:
+                raise self._rejected(
+                    obj,
+                    "EndlessPages",
+                    operation,
+                    f"AWS named a next page {'it had named before' if token in seen else f'past {allowed} pages'}; "
+                    "the listing stopped there. Narrow the path, prefix or tags, and try again",
+                )
+            if token:
+                seen.add(token)
             page = dict(params, NextToken=token) if token else params
             with translating_aws_errors(
                 object_name=obj.object_name, region=self._region, service=service, operation=operation
             ):
                 reply = client.call(operation, page)
             yield reply
-            token = reply.get("NextToken") or None
+            token = str(reply.get("NextToken") or "") or None
             if not token:
                 return
+
+    def _listed(self, obj: ObjectSpec, reply: dict[str, Any], key: str, operation: str) -> list[dict[str, Any]]:
+        """The page's items, each a mapping with a text Name; anything else is an answer Ferry cannot read."""
+        items = reply.get(key) or []
+        if not isinstance(items, list) or not all(
+            isinstance(item, dict) and isinstance(item.get("Name"), str) for item in items
+        ):
+            raise self._malformed(obj, operation, f"{key} is not a list of named items")
+        return items
+
+    def _secret_bytes(self, obj: ObjectSpec, secret: dict[str, Any]) -> bytes:
+        text, binary = secret.get("SecretString"), secret.get("SecretBinary")
+        if isinstance(text, str):
+            return text.encode()
+        if isinstance(binary, str):  # the JSON protocol sends blobs in base64
+            try:
+                return base64.b64decode(binary, validate=True)
+            except binascii.Error:
+                pass
+        raise self._malformed(obj, "BatchGetSecretValue", "a secret holds neither SecretString nor base64 SecretBinary")
+
+    def _malformed(self, obj: ObjectSpec, operation: str, what: str) -> AwsRejectedError:
+        return self._rejected(
+            obj, "MalformedReply", operation, f"the answer could not be read ({what}); try again later"
+        )
 
     def _bounded(self, obj: ObjectSpec, count: int) -> None:
         assert obj.discover is not None
@@ -139,12 +184,13 @@ class DiscoverySource:
                 "narrow the path, prefix or tags, or raise maxObjects (at most 200)",
             )
 
-    def _rejected(self, obj: ObjectSpec, code: str, operation: str, hint: str) -> AwsRejectedError:
+    def _rejected(self, obj: ObjectSpec, code: str, operation: str, hint: str, detail: str = "") -> AwsRejectedError:
         return AwsRejectedError(
             object_name=obj.object_name,
             region=self._region,
             code=code,
             operation=operation,
             hint=hint,
+            detail=detail,
             kind="parameter" if self._ssm else "secret",
         )

@@ -91,10 +91,11 @@ class FetchError(ObjectError):
         detail: str = "",
         kind: str = "object",
     ) -> None:
-        self.code = code
+        # The code and the detail may be an answer's text: bounded and on one line, whoever builds the error.
+        self.code = _aws_code(code)
         self.operation = operation
         self.hint = hint
-        self.detail = detail
+        self.detail = _short(detail) if detail else ""
         self.kind = kind
         self.after: FetchError | None = None
         super().__init__(self._compose(object_name, region), object_name=object_name, region=region)

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 Files = dict[str, tuple[bytes, int]]
 MAX_KEY_CHARS_QUOTED = 80
+# Files one expandJson object may write: a secret of 64 KiB holds thousands of keys, each a file and an inode.
+MAX_EXPANDED_KEYS = 1000
 
 
 def dynamic_files(
@@ -31,6 +33,8 @@ def dynamic_files(
     files: Files = {}
     errors: list[RenderError] = []
     owners: dict[str, str] = {}
+    # Every directory the names so far imply, so each new name is checked by lookups, not by a scan of all.
+    directories: set[str] = {parent for name in taken for parent in _parents(name)}
     for index, obj in enumerate(spec.objects):
         if not obj.expand_json and obj.discover is None:
             continue
@@ -47,28 +51,34 @@ def dynamic_files(
         for key, data in members:
             translated = translate_path(key, spec.path_translation)
             path = f"{base}/{translated}" if base else translated
-            problem = _name_problem(path, key, taken, owners)
+            problem = _name_problem(path, key, taken, owners, directories)
             if problem:
                 errors.append(RenderError(problem, object_name=obj.object_name))
                 continue
             owners[path] = f"{obj.object_name}'s key {_quoted(key)}"
             files[path] = (data, obj.file_permission)
+            directories.update(_parents(path))
     return files, errors
 
 
-def _name_problem(path: str, key: str, taken: Mapping[str, object], owners: Mapping[str, str]) -> str | None:
+def _parents(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[:depth]) for depth in range(1, len(parts))]
+
+
+def _name_problem(
+    path: str, key: str, taken: Mapping[str, object], owners: Mapping[str, str], directories: set[str]
+) -> str | None:
     reason = unsafe_path_reason(path)
     if reason:
         return f"key {_quoted(key)} gives the file name {_quoted(path)}, which {reason}; rename the key"
     if path in taken or path in owners:
         other = owners.get(path, "another object")
         return f"key {_quoted(key)} gives the file name {_quoted(path)}, which {other} already gives; rename one"
-    parts = path.split("/")
-    for depth in range(1, len(parts)):
-        prefix = "/".join(parts[:depth])
+    for prefix in _parents(path):
         if prefix in taken or prefix in owners:
             return f"key {_quoted(key)} writes below {_quoted(prefix)}, which is already a file; rename one"
-    if any(name.startswith(path + "/") for name in (*taken, *owners)):
+    if path in directories:
         return f"key {_quoted(key)} gives {_quoted(path)}, which is already a directory; rename one"
     return None
 
@@ -81,15 +91,50 @@ def json_members(obj: ObjectSpec, value: FetchedValue) -> list[tuple[str, bytes]
             object_name=obj.object_name,
         )
     try:
-        document = json.loads(value.data.decode("utf-8"))
+        document = json.loads(value.data.decode("utf-8"), object_pairs_hook=_KeyPairs)
+        if not isinstance(document, dict):
+            raise RenderError(
+                f"expandJson needs a JSON object, but the value is {_kind(document)}; store an object of keys",
+                object_name=obj.object_name,
+            )
+        return _members(obj, document)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise RenderError(
             "expandJson needs a JSON object, but the value is not JSON; store a JSON object or remove expandJson",
             object_name=obj.object_name,
         ) from None
-    if not isinstance(document, dict):
+    except RecursionError:  # the value is untrusted: never a crash, whatever its shape
         raise RenderError(
-            f"expandJson needs a JSON object, but the value is {_kind(document)}; store an object of keys",
+            "expandJson needs a JSON object, but the value is nested too deep to read; store a flatter object",
+            object_name=obj.object_name,
+        ) from None
+
+
+class _KeyPairs(dict[str, object]):
+    """A JSON object that remembers a key it saw twice (json.loads keeps the last one silently)."""
+
+    def __init__(self, pairs: list[tuple[str, object]]) -> None:
+        super().__init__(pairs)
+        self.repeated: str | None = None
+        if len(self) < len(pairs):
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    self.repeated = key
+                    break
+                seen.add(key)
+
+
+def _members(obj: ObjectSpec, document: dict[str, object]) -> list[tuple[str, bytes]]:
+    repeated = getattr(document, "repeated", None)
+    if repeated is not None:
+        raise RenderError(
+            f"key {_quoted(repeated)} appears twice in the JSON object; keep one", object_name=obj.object_name
+        )
+    if len(document) > MAX_EXPANDED_KEYS:
+        raise RenderError(
+            f"expandJson writes one file per key, and the object has more than {MAX_EXPANDED_KEYS} keys; "
+            "group them into fewer top-level keys or name them with jmesPath",
             object_name=obj.object_name,
         )
     members: list[tuple[str, bytes]] = []

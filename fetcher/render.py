@@ -71,7 +71,9 @@ def render(spec: FetchSpec, fetched: Mapping[int, FetchedValue]) -> RenderedFile
             continue
         files[out.name] = (text_bytes(text), out.mode)
     if any(obj.expand_json or obj.discover is not None for obj in spec.objects):
-        dynamic, dynamic_errors = dynamic_files(spec, fetched, files)
+        # The documents' names are taken too: a key may not give one, nor write below one.
+        taken = {**files, **{name: None for _, name in spec.output_formats}}
+        dynamic, dynamic_errors = dynamic_files(spec, fetched, taken)
         files.update(dynamic)
         errors.extend(dynamic_errors)
     if errors:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
+# A deadline every cost-bounded retry loop of the process keeps, as (clock, instant): the init container's start-up
+# deadline (fetcher/startup.py), so the calls of its last delivery stop waiting with it instead of 30 s later.
+_process_deadline: tuple[Callable[[], float], float] | None = None
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ def with_retries(
             return attempt()
         except Exception as exc:
             delay = next_retry(backoff, number, clock() - started, retryable(exc), rng)
-            if delay is None:
+            if delay is None or (not backoff.fill_budget and _past_process_deadline(clock, delay)):
                 raise
             sleep(delay)
             number += 1
@@ -71,3 +75,19 @@ def next_retry(
         remaining = backoff.budget - elapsed
         return remaining if backoff.fill_budget and remaining > 0 else None
     return delay
+
+
+@contextmanager
+def retries_end_at(instant: float, clock: Callable[[], float] = time.monotonic) -> Iterator[None]:
+    """Within: no retry on `clock` waits past `instant`, in any thread (a loop that fills its budget is the owner)."""
+    global _process_deadline
+    previous, _process_deadline = _process_deadline, (clock, instant)
+    try:
+        yield
+    finally:
+        _process_deadline = previous
+
+
+def _past_process_deadline(clock: Callable[[], float], delay: float) -> bool:
+    bound = _process_deadline
+    return bound is not None and bound[0] is clock and clock() + delay > bound[1]

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from fetcher.errors import AwsRejectedError, AwsUnavailableError, ConfigError, FerryError, ObjectErrors
 from fetcher.logs import log
-from fetcher.retry import Backoff, with_retries
+from fetcher.retry import Backoff, retries_end_at, with_retries
 
 T = TypeVar("T")
 
@@ -89,4 +89,7 @@ def within_deadline(
                 log.warning("first delivery failed; retrying within the start-up deadline", error=str(exc), tries=tries)
             raise
 
-    return with_retries(attempt, worth_waiting, startup_backoff(deadline), sleep=sleep, clock=clock, rng=rng)
+    if deadline <= 0:  # no start-up retries: each call keeps its own, as before the deadline existed
+        return with_retries(attempt, worth_waiting, startup_backoff(deadline), sleep=sleep, clock=clock, rng=rng)
+    with retries_end_at(clock() + deadline, clock):  # the calls of the last delivery stop waiting with the deadline
+        return with_retries(attempt, worth_waiting, startup_backoff(deadline), sleep=sleep, clock=clock, rng=rng)

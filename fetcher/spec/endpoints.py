@@ -3,7 +3,7 @@
 Why it exists: the fetcher signs every request with the pod's credentials. A signed request sent to a
 host that is not AWS hands that host a signature it can replay to AWS for minutes (SigV4 allows
 5 minutes of clock skew), so a tenant must not be able to point a pod at an arbitrary host. The
-webhook's settings say which hosts a pod may name (AWS's own domains by default) and whether plain
+webhook's settings say which hosts a pod may name (AWS's own endpoint names by default) and whether plain
 http is allowed at all; the value is checked here at admission. docs/configuration.md explains it.
 """
 
@@ -22,25 +22,38 @@ from fetcher.spec.problems import Problem, kind_of, quote
 ENDPOINT_SERVICES = ("secretsmanager", "ssm", "sts")
 MAX_ENDPOINTS_CHARS = 2048
 MAX_URL_CHARS = 512
-# The DNS suffixes of AWS's partitions: standard, FIPS, dual-stack and VPC endpoint names all end so.
-DEFAULT_ALLOWED_HOSTS = (
-    "*.amazonaws.com",
-    "*.amazonaws.com.cn",
-    "*.api.aws",
-    "*.api.amazonwebservices.com.cn",
-    "*.c2s.ic.gov",
-    "*.sc2s.sgov.gov",
-    "*.cloud.adc-e.uk",
-    "*.csp.hci.ic.gov",
-    "*.amazonaws.eu",
-    "*.api.amazonwebservices.eu",
+# The allow-list's default, and a keyword an administrator may list beside their own patterns: AWS's own
+# endpoint names for the service named, and nothing else under AWS's domains. A pattern like *.amazonaws.com
+# would admit names tenants own (API Gateway, load balancers, instances, S3 buckets), each of which sees every
+# header of a request sent to it.
+AWS_SERVICE_NAMES = "aws"
+DEFAULT_ALLOWED_HOSTS = (AWS_SERVICE_NAMES,)
+# The DNS suffixes of AWS's partitions (standard and dual-stack), as fetcher.awsendpoints names them.
+_AWS_SUFFIXES = (
+    "amazonaws.com",
+    "amazonaws.com.cn",
+    "api.aws",
+    "api.amazonwebservices.com.cn",
+    "c2s.ic.gov",
+    "sc2s.sgov.gov",
+    "cloud.adc-e.uk",
+    "csp.hci.ic.gov",
+    "amazonaws.eu",
+    "api.amazonwebservices.eu",
 )
-_HOST_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+# [vpce-ID[-ZONE].]SERVICE[-fips][.REGION][.vpce].SUFFIX: the standard, FIPS, dual-stack, global (STS) and
+# interface VPC endpoint names. The region is one label shaped like a region, so no bucket or host fits.
+_AWS_SERVICE_HOST_RE = re.compile(
+    r"(?:vpce-[a-z0-9-]{1,80}\.)?(?P<service>[a-z]+)(?:-fips)?"
+    r"(?:\.[a-z]{2,4}(?:-[a-z]{1,10}){1,3}-[0-9]{1,2})?(?:\.vpce)?"
+    rf"\.(?:{'|'.join(re.escape(suffix) for suffix in _AWS_SUFFIXES)})"
+)
+_HOST_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\Z")
 
 
 @dataclass(frozen=True)
 class EndpointPolicy:
-    """What the webhook lets a pod name: hosts (shell patterns, "*" for any) and whether http is allowed."""
+    """What the webhook lets a pod name: hosts (shell patterns, "*" for any, "aws" for AWS's own) and http or not."""
 
     allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
     allow_http: bool = False
@@ -56,6 +69,19 @@ class EndpointRequest:
 
     raw: str | Mapping[str, Any] | None
     policy: EndpointPolicy = EndpointPolicy()
+    # From the namespace's annotation, not the pod's: meant for the namespace's AWS pods.
+    from_namespace: bool = False
+
+
+def endpoints_for(
+    request: EndpointRequest | None, name: str, gcp: bool, problems: list[Problem]
+) -> tuple[tuple[str, str], ...]:
+    """The spec's endpoints; a GCP pod's own are refused, and a namespace's (for its AWS pods) do not apply to it."""
+    if not gcp:
+        return check_endpoints(request, name, problems)
+    if request is not None and request.raw not in (None, "") and not request.from_namespace:
+        problems.append(Problem(name, "names AWS endpoints, but the objects are GCP's; remove it"))
+    return ()
 
 
 def check_endpoints(request: EndpointRequest | None, name: str, problems: list[Problem]) -> tuple[tuple[str, str], ...]:
@@ -89,7 +115,7 @@ def check_endpoints(request: EndpointRequest | None, name: str, problems: list[P
         if service in chosen:
             problems.append(Problem(name, f"names {service} twice; keep one"))
             continue
-        reason = url_problem(url, policy)
+        reason = url_problem(url, policy, service)
         if reason:
             problems.append(Problem(f"{name}: {service}", reason))
             continue
@@ -97,10 +123,13 @@ def check_endpoints(request: EndpointRequest | None, name: str, problems: list[P
     return tuple(sorted(chosen.items()))
 
 
-def url_problem(url: Any, policy: EndpointPolicy) -> str | None:
-    """None when the fetcher may send the pod's signed requests to `url`; otherwise why not, and the fix."""
+def url_problem(url: Any, policy: EndpointPolicy, service: str) -> str | None:
+    """None when the fetcher may send the pod's signed `service` requests to `url`; otherwise why not, and the fix."""
     if not isinstance(url, str) or not url or len(url) > MAX_URL_CHARS:
         return f"must be a URL of at most {MAX_URL_CHARS} characters"
+    if any(char.isspace() or not char.isprintable() for char in url):
+        # urlsplit drops tabs and line breaks silently: the host checked would not be the text kept.
+        return "holds a space or control character; write the URL alone"
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -119,13 +148,24 @@ def url_problem(url: Any, policy: EndpointPolicy) -> str | None:
         return f"{quote(url[:80])} has no valid host name"
     if port is not None and not 0 < port < 65536:
         return "has an invalid port"
-    if not any(fnmatch.fnmatchcase(host, pattern) for pattern in policy.allowed_hosts):
-        shown = ", ".join(policy.allowed_hosts[:4]) + (", ..." if len(policy.allowed_hosts) > 4 else "")
+    if not any(_host_allowed(host, pattern, service) for pattern in policy.allowed_hosts):
+        names = (
+            f"AWS's own {service} endpoint names" if item == AWS_SERVICE_NAMES else item
+            for item in policy.allowed_hosts
+        )
+        shown = ", ".join(list(names)[:4]) + (", ..." if len(policy.allowed_hosts) > 4 else "")
         return (
             f"the host {quote(host[:80])} is not allowed by the webhook (allowed: {shown}); ask the cluster "
             "administrator to add it to FERRY_ENDPOINT_ALLOWED_HOSTS"
         )
     return None
+
+
+def _host_allowed(host: str, pattern: str, service: str) -> bool:
+    if pattern == AWS_SERVICE_NAMES:
+        match = _AWS_SERVICE_HOST_RE.fullmatch(host)
+        return match is not None and match.group("service") == service
+    return fnmatch.fnmatchcase(host, pattern)
 
 
 def _is_ip(host: str) -> bool:
@@ -142,7 +182,7 @@ def endpoints_to_wire(endpoints: tuple[tuple[str, str], ...]) -> dict[str, Any]:
 
 ALLOWED_HOSTS_ENV_VAR = "FERRY_ENDPOINT_ALLOWED_HOSTS"
 ALLOW_HTTP_ENV_VAR = "FERRY_ENDPOINT_ALLOW_HTTP"
-_PATTERN_RE = re.compile(r"^(\*|(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?)$")
+_PATTERN_RE = re.compile(r"^(\*|(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?)\Z")
 
 
 def policy_from_settings(hosts: str | None, allow_http: str | None) -> EndpointPolicy:

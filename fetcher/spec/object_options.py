@@ -16,14 +16,19 @@ from typing import Any
 from fetcher.spec.problems import Problem, kind_of, quote
 from fetcher.spec.regions import partition_of
 
-ROLE_ARN_RE = re.compile(r"^arn:(aws[a-z-]*):iam::(\d{12}):role/([\w+=,.@/-]{1,512})$")
+ROLE_ARN_RE = re.compile(r"^arn:(aws[a-z-]*):iam::(\d{12}):role/([\w+=,.@/-]{1,512})\Z")
 # STS: ExternalId is 2 to 1224 characters of [\w+=,.@:/-].
-EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
+EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}\Z")
+# Distinct (roleArn, externalId) pairs one spec may name: the fetcher keeps a session for each (fetcher/awsroles.py);
+# past it, every refresh would drop and assume the roles again in turn.
+MAX_ROLES = 32
 # A discovery selects at most this many objects (default), and a spec may raise it to MAX_DISCOVERED.
 DEFAULT_MAX_DISCOVERED = 50
 MAX_DISCOVERED = 200
 MAX_DISCOVERY_TAGS = 5
-TAG_TEXT_RE = re.compile(r"^[\w .:/=+@-]{1,256}$")
+# A Secrets Manager name (prefix): its own charset, which leaves out the filter's negation mark "!".
+SECRET_PREFIX_RE = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}\Z")
+TAG_TEXT_RE = re.compile(r"^[\w .:/=+@-]{1,256}\Z")
 # The ServiceAccount's name, for AssumeRole's session tags (the webhook sets it with the downward API).
 POD_SERVICE_ACCOUNT_ENV_VAR = "FERRY_POD_SERVICE_ACCOUNT"
 OPTION_KEYS = ("roleArn", "externalId", "expandJson", "discover")
@@ -80,6 +85,18 @@ def check_role(entry: Mapping[str, Any], where: str, region: str | None, problem
     return AssumeRole(role_arn=raw, external_id=external)
 
 
+def check_role_count(roles: list[AssumeRole | None], name: str, problems: list[Problem]) -> None:
+    distinct = {role for role in roles if role is not None}
+    if len(distinct) > MAX_ROLES:
+        problems.append(
+            Problem(
+                name,
+                f"name {len(distinct)} different roles; at most {MAX_ROLES} (with their externalId): read objects "
+                "of one account with one role, or split the pod's secrets between classes",
+            )
+        )
+
+
 def check_expand_json(entry: Mapping[str, Any], where: str, problems: list[Problem]) -> bool:
     raw = entry.get("expandJson")
     if raw is None or raw is False or raw == "false":
@@ -126,6 +143,14 @@ def check_discovery(
         problems.append(Problem(f"{where}.objectName", "is the path or name prefix of a discovery, not an ARN"))
     elif object_type == "ssmparameter" and isinstance(name, str) and not name.startswith("/"):
         problems.append(Problem(f"{where}.objectName", f"{quote(name)} is not a parameter path; start it with '/'"))
+    elif object_type == "secretsmanager" and isinstance(name, str) and not SECRET_PREFIX_RE.match(name):
+        # AWS's name filter reads a leading "!" as "every secret NOT under this prefix".
+        problems.append(
+            Problem(
+                f"{where}.objectName",
+                f"{quote(name[:80])} is not a secret name prefix: use letters, digits and /_+=.@- only",
+            )
+        )
     return Discovery(recursive=bool(recursive), tags=tags, max_objects=limit)
 
 

@@ -23,7 +23,7 @@ from fetcher.spec.model import (
     ObjectSpec,
     ObjectType,
 )
-from fetcher.spec.object_options import OPTION_KEYS, check_discovery, check_expand_json, check_role
+from fetcher.spec.object_options import OPTION_KEYS, check_discovery, check_expand_json, check_role, check_role_count
 from fetcher.spec.paths import check_file_component
 from fetcher.spec.problems import Problem, kind_of, quote
 
@@ -82,6 +82,7 @@ def check_objects(
         if obj is None:
             continue
         parsed.append((index, obj))
+    check_role_count([obj.role for _, obj in parsed], name, problems)
     return parsed
 
 

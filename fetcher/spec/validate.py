@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fetcher.spec.endpoints import EndpointRequest, check_endpoints
+from fetcher.spec.endpoints import EndpointRequest, endpoints_for
 from fetcher.spec.formats import DOTENV_FORMAT, FormatError, env_keys, parse_output_formats
 from fetcher.spec.model import (
     DEFAULT_MIN_REFRESH_SECONDS,
@@ -119,9 +119,7 @@ def build_spec(
         check_file_names(parsed, [index for index, _ in positioned], translation, names["objects"], problems)
     formats = _check_output_formats(output_formats, names["outputFormats"], problems)
     synced = _check_secret_objects(secret_objects, names["secretObjects"], problems)
-    pod_endpoints = check_endpoints(endpoints, names["endpoints"], problems)
-    if gcp and pod_endpoints:
-        problems.append(Problem(names["endpoints"], "names AWS endpoints, but the objects are GCP's; remove it"))
+    pod_endpoints = endpoints_for(endpoints, names["endpoints"], gcp, problems)
     if parsed and not problems:
         files = [out.name for out in list_output_files(parsed, translation)]
         _check_documents(files, formats, names["outputFormats"], problems)

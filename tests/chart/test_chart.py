@@ -126,7 +126,7 @@ VALUE_SETS: dict[str, Obj] = {
             "volumeSizeLimit": "8Mi",
             "defaultRegion": "eu-west-1",
             "startupDeadline": "3m",
-            "endpoints": {"allowedHosts": ["*.amazonaws.com", "*.corp.internal"], "allowHttp": True},
+            "endpoints": {"allowedHosts": ["aws", "*.corp.internal"], "allowHttp": True},
             "refresh": {"minInterval": "30s", "nativeSidecars": "true", "unhealthyAfter": "5m"},
         },
     },
@@ -463,7 +463,7 @@ def test_fetcher_values_are_settings_the_webhook_accepts(renders: dict[str, list
     assert settings.min_refresh_seconds == 30
     assert settings.native_sidecars == "true"
     assert settings.startup_deadline_seconds == 180
-    assert settings.endpoint_policy.allowed_hosts == ("*.amazonaws.com", "*.corp.internal")
+    assert settings.endpoint_policy.allowed_hosts == ("aws", "*.corp.internal")
     assert settings.endpoint_policy.allow_http
     assert settings.log_level == "debug"
     assert "legacy" in settings.excluded_namespaces

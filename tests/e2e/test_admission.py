@@ -132,6 +132,15 @@ _DEEP = "a:\n" + "".join("  " * i + f"- b{i}:\n" for i in range(1, 12))
 
 # (case id, annotations beside inject/region, words the denial must contain)
 BAD_INPUT = [
+    (
+        # A tenant's own API Gateway stage is under amazonaws.com, and would receive the pod's IRSA token.
+        "endpoint-api-gateway",
+        {
+            "ferry.dev/objects": inline_objects("s"),
+            "ferry.dev/aws-endpoints": "sts=https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com",
+        },
+        ["ferry.dev/aws-endpoints", "not allowed by the webhook"],
+    ),
     ("unknown-object-type", {"ferry.dev/objects": "- objectName: s\n  objectType: nope\n"}, ["objectType", "nope"]),
     ("bad-arn", {"ferry.dev/objects": "- objectName: 'arn:aws:secretsmanager:nope'\n"}, ["ARN"]),
     (
@@ -224,3 +233,31 @@ def test_multi_container_pod_mounts_only_where_asked(serving_ferry: Ferry) -> No
     mounts = {c["name"]: [m["name"] for m in c.get("volumeMounts") or []] for c in stored["spec"]["containers"]}
     assert "ferry-secrets" in mounts["web"]
     assert "ferry-secrets" not in mounts["worker"]
+
+
+def test_a_namespace_endpoint_outside_the_allow_list_is_refused_naming_the_namespace(serving_ferry: Ferry) -> None:
+    """The namespace annotation is read from Ferry's view of the namespace, and held to the same list."""
+    ns = serving_ferry.create_namespace(
+        "endpoints",
+        annotations={"ferry.dev/aws-endpoints": "secretsmanager=https://collector-1.us-east-1.elb.amazonaws.com"},
+    )
+    manifest = pod(
+        "ep",
+        annotations={
+            "ferry.dev/inject": "true",
+            "ferry.dev/region": "us-east-1",
+            "ferry.dev/objects": inline_objects("s"),
+        },
+    )
+    seen: list[str] = []
+
+    def refused_for_the_namespace() -> bool:
+        try:
+            serving_ferry.create_pod(ns, manifest, dry_run=True)
+        except ApiException as exc:
+            seen.append(str(exc.body))
+            return f"namespace {ns} annotation ferry.dev/aws-endpoints" in str(exc.body)
+        return False
+
+    wait_for(refused_for_the_namespace, 30, what="Ferry to see the namespace's annotation")
+    assert "not allowed by the webhook" in seen[-1] and len(seen[-1]) < 4096

@@ -7,8 +7,11 @@ files in one swap and writes nothing when nothing changed.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,7 @@ from fetcher.render import render
 from fetcher.sources import FetchedValue
 from fetcher.spec import SpecError
 from fetcher.writer import DATA_LINK
-from tests.support.aws import Seeder, make_spec
+from tests.support.aws import LocalHttpStub, RecordedRequest, Reply, Responder, Seeder, make_clients, make_spec
 
 
 def files_under(target: Path) -> dict[str, bytes]:
@@ -124,6 +127,17 @@ def test_a_discovered_name_that_climbs_out_fails_naming_the_key(
             "discover.recursive",
         ),
         ({"objectName": "shop/", "objectType": "secretsmanager", "discover": {"maxObjects": 500}}, "maxObjects"),
+        # A leading "!" makes AWS's name filter a negation: every secret NOT under the prefix.
+        ({"objectName": "!shop/", "objectType": "secretsmanager", "discover": True}, "objectName"),
+        ({"objectName": "shop/*", "objectType": "secretsmanager", "discover": True}, "objectName"),
+        (
+            {"objectName": "shop/", "objectType": "secretsmanager", "discover": {"tags": {"team\n": "a"}}},
+            "discover.tags",
+        ),
+        (
+            {"objectName": "shop/", "objectType": "secretsmanager", "discover": {"tags": {"team": "a\n"}}},
+            "discover.tags",
+        ),
         ({"objectName": "shop/", "objectType": "secretsmanager", "discover": {"bogus": 1}}, "discover.bogus"),
         ({"objectName": "/a", "objectType": "ssmparameter", "discover": True, "objectVersion": "3"}, "objectVersion"),
         ({"objectName": "db", "objectType": "secretsmanager", "expandJson": "yes"}, "expandJson"),
@@ -216,3 +230,135 @@ def test_the_simulators_call_plan_is_what_a_fetch_really_calls(seed: Seeder, cli
             "ssm.GetParameters": 2,
         }
     )
+
+
+# --- hostile listings -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fresh_tokens", [False, True])
+@pytest.mark.parametrize(
+    ("entry", "page"),
+    [
+        ({"objectName": "/loop", "objectType": "ssmparameter", "discover": True}, {"Parameters": []}),
+        ({"objectName": "loop/", "objectType": "secretsmanager", "discover": True}, {"SecretValues": []}),
+    ],
+)
+def test_a_listing_whose_pages_never_end_is_bounded(
+    http_stub: Callable[[Responder], LocalHttpStub],
+    monkeypatch: pytest.MonkeyPatch,
+    entry: dict[str, Any],
+    page: Any,
+    fresh_tokens: bool,
+) -> None:
+    """An answer that names a next page forever (the same token, or always a new one) stops, with a clear error."""
+    tokens = itertools.count()
+
+    def endless(request: RecordedRequest) -> Reply:
+        token = f"t{next(tokens)}" if fresh_tokens else "same"
+        return 200, {"Content-Type": "application/x-amz-json-1.1"}, json.dumps({**page, "NextToken": token}).encode()
+
+    stub = http_stub(endless)
+    for name, value in {"AWS_ENDPOINT_URL": stub.url, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}.items():
+        monkeypatch.setenv(name, value)
+    clients = make_clients()
+    outcome: list[BaseException | None] = []
+    worker = threading.Thread(target=lambda: outcome.append(_fails(make_spec([entry]), clients)), daemon=True)
+    worker.start()
+    worker.join(30)
+    clients.close()
+    assert not worker.is_alive(), f"still listing after {len(stub.requests)} pages"
+    assert isinstance(outcome[0], ObjectErrors) and "page" in str(outcome[0])
+    assert len(stub.requests) <= 40
+
+
+def _fails(spec: Any, clients: AwsClients) -> BaseException | None:
+    from fetcher.sources import fetch_all
+
+    try:
+        fetch_all(spec, clients)
+    except BaseException as exc:  # noqa: BLE001 - the test reports whatever ended the listing
+        return exc
+    return None
+
+
+def test_a_binary_secret_is_discovered_as_its_bytes(seed: Seeder, clients: AwsClients, target: Path) -> None:
+    """BatchGetSecretValue sends SecretBinary in base64, as GetSecretValue does."""
+    seed.secret("bin/key", b"\x00\xffraw")
+    seed.secret("bin/text", "plain")
+    deliver(make_spec([{"objectName": "bin/", "objectType": "secretsmanager", "discover": True}]), clients, target)
+    assert files_under(target) == {"key": b"\x00\xffraw", "text": b"plain"}
+
+
+@pytest.mark.parametrize(
+    ("entry", "page"),
+    [
+        ({"objectName": "/odd", "objectType": "ssmparameter", "discover": True}, {"Parameters": "abc"}),
+        ({"objectName": "/odd", "objectType": "ssmparameter", "discover": True}, {"Parameters": [1, None]}),
+        ({"objectName": "/odd", "objectType": "ssmparameter", "discover": True}, {"Parameters": [{"Name": {"a": 1}}]}),
+        ({"objectName": "odd/", "objectType": "secretsmanager", "discover": True}, {"SecretValues": "zz"}),
+        ({"objectName": "odd/", "objectType": "secretsmanager", "discover": True}, {"SecretValues": [7]}),
+        (
+            {"objectName": "odd/", "objectType": "secretsmanager", "discover": True},
+            {"SecretValues": [{"Name": "odd/x", "SecretBinary": "!!not base64"}]},
+        ),
+    ],
+)
+def test_a_malformed_listing_fails_naming_the_object_never_crashes(
+    http_stub: Callable[[Responder], LocalHttpStub], monkeypatch: pytest.MonkeyPatch, entry: dict[str, Any], page: Any
+) -> None:
+    stub = http_stub(lambda request: (200, {"Content-Type": "application/x-amz-json-1.1"}, json.dumps(page).encode()))
+    for name, value in {"AWS_ENDPOINT_URL": stub.url, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}.items():
+        monkeypatch.setenv(name, value)
+    clients = make_clients()
+    try:
+        failure = _fails(make_spec([entry]), clients)
+    finally:
+        clients.close()
+    assert isinstance(failure, ObjectErrors), repr(failure)
+    assert entry["objectName"] in str(failure) and "MalformedReply" in str(failure)
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deep"),
+        ('{"a": ' + "[" * 5_000 + "]" * 5_000 + "}", "nested too deep"),
+        ('{"user": "hunter2", "user": "hunter3"}', "'user' appears twice"),
+        (json.dumps({f"k{number}": "v" for number in range(1001)}), "more than 1000 keys"),
+    ],
+)
+def test_a_hostile_json_secret_fails_naming_the_object_never_crashes(document: str, reason: str) -> None:
+    with pytest.raises(ObjectErrors) as caught:
+        render(make_spec([expand("cfg")]), value(document))
+    message = str(caught.value)
+    assert reason in message and "'cfg'" in message and "hunter" not in message and len(message) < 600
+
+
+@pytest.mark.parametrize("name", ["/p/app.env/x", "/p/app.env"])
+def test_a_discovered_name_meeting_an_output_document_fails_naming_the_key(name: str) -> None:
+    """A file below the dotenv document's name passed render and failed in the writer ('File exists')."""
+    spec = make_spec([discover_ssm("/p", recursive=True)], path_translation="False", output_formats="dotenv=app.env")
+    members = ((name, b"hunter2"),)
+    with pytest.raises(ObjectErrors) as caught:
+        render(spec, {0: FetchedValue(b"", "v1", "us-east-1", members=members)})
+    message = str(caught.value)
+    assert "'/p'" in message and "app.env" in message and "hunter2" not in message
+
+
+def test_a_hostile_batch_error_reaches_the_message_bounded_on_one_line(
+    http_stub: Callable[[Responder], LocalHttpStub], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BatchGetSecretValue's Errors[] are the answer's text: its code and SecretId went into the message whole."""
+    error = {"ErrorCode": "Denied\nFAKE: line" + "C" * 100_000, "SecretId": "odd/x\r\nFAKE: line" + "S" * 100_000}
+    answer = json.dumps({"Errors": [error]}).encode()
+    stub = http_stub(lambda request: (200, {"Content-Type": "application/x-amz-json-1.1"}, answer))
+    for name, value in {"AWS_ENDPOINT_URL": stub.url, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}.items():
+        monkeypatch.setenv(name, value)
+    clients = make_clients()
+    try:
+        failure = _fails(make_spec([{"objectName": "odd/", "objectType": "secretsmanager", "discover": True}]), clients)
+    finally:
+        clients.close()
+    message = str(failure)
+    assert isinstance(failure, ObjectErrors) and "'odd/'" in message and "odd/x" in message
+    assert len(message) < 1000 and "\n" not in message and "\r" not in message

@@ -6,7 +6,9 @@ checked on a loopback capture that forwards each request to moto and records it 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -94,6 +96,42 @@ def test_an_object_is_read_with_its_role_and_the_request_names_the_pod(
     assert "testing" in role_reads and any(key.startswith("ASIA") for key in role_reads)
 
 
+def test_on_pod_identity_the_pods_own_transitive_tags_are_not_sent_again(
+    moto: Any, monkeypatch: pytest.MonkeyPatch, http_stub: StubFactory
+) -> None:
+    """EKS Pod Identity's session tags are all transitive, with the same keys: STS fails an AssumeRole that repeats one.
+
+    So on Pod Identity the session inherits EKS's own kubernetes-namespace, -service-account and -pod-name
+    (set by EKS, not by the pod) and Ferry sends none; SourceIdentity and the session name still name the pod.
+    """
+    seed_in_account(moto.url, ROLE, "shared/db", "from the other account")
+    expires = datetime.now(UTC) + timedelta(hours=1)
+    keys = {"AccessKeyId": "ASIAPODIDENTITY", "SecretAccessKey": "s", "Token": "t", "Expiration": expires.isoformat()}
+    agent = http_stub(lambda request: (200, {"Content-Type": "application/json"}, json.dumps(keys).encode()))
+    sts = http_stub(forwarding_sts(moto.url))
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    for key, value in {
+        **POD_ENV,
+        "AWS_ENDPOINT_URL_STS": sts.url,
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI": f"{agent.url}/v1/credentials",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN": "projected-token",
+    }.items():
+        monkeypatch.setenv(key, value)
+    clients = make_clients()
+    try:
+        values = fetch_all(
+            make_spec([{"objectName": "shared/db", "objectType": "secretsmanager", "roleArn": ROLE}]), clients
+        )
+    finally:
+        clients.close()
+    assert values[0].data == b"from the other account"
+    [assume] = sts.requests
+    sent = form(assume)
+    assert not [key for key in sent if key.startswith("Tags.")]
+    assert sent["SourceIdentity"] == "api@shop" and sent["RoleSessionName"] == "ferry.shop.api-7d9f8-x2x4q"
+
+
 def test_sessions_are_cached_per_role_and_bounded(moto: Any, seed: Seeder, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("a", "b"):
         seed_in_account(moto.url, ROLE, name, name)
@@ -137,6 +175,35 @@ def test_a_denied_assume_role_fails_naming_the_role_the_reason_and_the_fix(
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+TRANSITIVE_REFUSAL = (
+    b"<ErrorResponse><Error><Type>Sender</Type><Code>InvalidParameterValue</Code><Message>One or more keys are "
+    b"already transitively tagged: kubernetes-namespace</Message></Error></ErrorResponse>"
+)
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        # The pod's own session already carries kubernetes-namespace as a transitive tag (docs/configuration.md).
+        ((400, {"Content-Type": "text/xml"}, TRANSITIVE_REFUSAL), "InvalidParameterValue"),
+        # An STS that answers more than any reply may hold: the failure is STS's, so the message says so.
+        ((200, {"Content-Type": "text/xml"}, b"<a>" + b"z" * (5 * 1024 * 1024) + b"</a>"), "ReplyTooLargeError"),
+    ],
+)
+def test_a_failed_assume_role_names_the_role_whatever_failed(
+    moto: Any, tmp_path: Path, http_stub: StubFactory, answer: Reply, expected: str
+) -> None:
+    sts = http_stub(lambda request: answer)
+    spec = make_spec([{"objectName": "shared/db", "objectType": "secretsmanager", "roleArn": ROLE}])
+    env = fetcher_env(
+        moto.url, FERRY_SPEC=spec.to_json(), AWS_ENDPOINT_URL_STS=sts.url, FERRY_STARTUP_DEADLINE="0", **POD_ENV
+    )
+    code = main(["init", "--dir", str(tmp_path / "out"), "--termination-log", str(tmp_path / "t")], env)
+    message = (tmp_path / "t").read_text()
+    assert code == 1 and len(sts.requests) == 1
+    assert ROLE in message and expected in message and "\n" not in message and len(message) < 1200
+
+
 def test_session_names_keep_to_stss_rules() -> None:
     long_pod = PodIdentity({"FERRY_POD_NAMESPACE": "n" * 63, "FERRY_POD_NAME": "p" * 253})
     name = long_pod.session_name()
@@ -154,6 +221,8 @@ def test_session_names_keep_to_stss_rules() -> None:
         ("arn:aws:iam::123456789012:user/not-a-role", "us-east-1", "roleArn"),
         ("arn:aws-cn:iam::123456789012:role/china", "us-east-1", "roleArn"),
         ("arn:aws:iam::123456789012:role/commercial", "cn-north-1", "roleArn"),
+        # `$` matches before a final line break: the ARN would reach STS, messages and logs with it.
+        ("arn:aws:iam::123456789012:role/newline\n", "us-east-1", "roleArn"),
     ],
 )
 def test_admission_checks_the_role_arn_and_its_partition(role: str, region: str, field: str) -> None:
@@ -161,11 +230,27 @@ def test_admission_checks_the_role_arn_and_its_partition(role: str, region: str,
         make_spec([{"objectName": "db", "objectType": "secretsmanager", "roleArn": role}], region=region)
 
 
+def test_a_spec_names_no_more_roles_than_the_fetcher_keeps_sessions_for() -> None:
+    """Past the session cache's bound, each refresh would evict and assume every role again, in turn."""
+
+    def role_objects(count: int) -> list[dict[str, Any]]:
+        return [
+            {"objectName": f"s{n}", "objectType": "secretsmanager", "roleArn": f"arn:aws:iam::222233334444:role/r{n}"}
+            for n in range(count)
+        ]
+
+    assert len({obj.role for obj in make_spec(role_objects(awsroles.MAX_ROLE_SESSIONS)).objects}) == 32
+    with pytest.raises(SpecError, match=r"objects: name 33 different roles; at most 32"):
+        make_spec(role_objects(awsroles.MAX_ROLE_SESSIONS + 1))
+
+
 def test_external_id_needs_a_role_and_stss_charset() -> None:
     with pytest.raises(SpecError, match="externalId"):
         make_spec([{"objectName": "db", "objectType": "secretsmanager", "externalId": "abc"}])
     with pytest.raises(SpecError, match="externalId"):
         make_spec([{"objectName": "db", "objectType": "secretsmanager", "roleArn": ROLE, "externalId": "a b"}])
+    with pytest.raises(SpecError, match="externalId"):
+        make_spec([{"objectName": "db", "objectType": "secretsmanager", "roleArn": ROLE, "externalId": "ok-1\n"}])
     ok = make_spec([{"objectName": "db", "objectType": "secretsmanager", "roleArn": ROLE, "externalId": "ok-1"}])
     assert ok.objects[0].role is not None and ok.objects[0].role.external_id == "ok-1"
     assert type(ok).from_json(ok.to_json()) == ok

@@ -7,6 +7,7 @@ Pod Identity agent; the throttling case against a loopback AWS endpoint that thr
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -197,3 +198,40 @@ def test_init_outlasts_a_burst_of_throttling(tmp_path: Path, http_stub: StubFact
     assert code == 0, message
     assert (tmp_path / "out" / "db").read_bytes() == b"after the burst"
     assert stub.operations().count("GetSecretValue") == 8
+
+
+def test_no_call_retries_past_the_start_up_deadline(tmp_path: Path) -> None:
+    """An endpoint that accepts and never answers: the last delivery's own calls stop at the deadline too.
+
+    Before, the delivery that began at the deadline kept each call's own retries (5 attempts of a read timeout,
+    up to 30 s): a 5 s deadline took 27.5 s. Counted in connections, not seconds, so a busy machine cannot flake it.
+    """
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[socket.socket] = []
+
+    def hold() -> None:
+        while True:
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=hold, daemon=True).start()
+    spec = make_spec([{"objectName": "db", "objectType": "secretsmanager"}])
+    try:
+        code, message = init(
+            f"http://127.0.0.1:{server.getsockname()[1]}",
+            spec,
+            tmp_path / "out",
+            FERRY_STARTUP_DEADLINE="1",
+            FERRY_AWS_READ_TIMEOUT="1",
+            FERRY_AWS_MAX_ATTEMPTS="5",
+        )
+    finally:
+        server.close()
+        for connection in accepted:
+            connection.close()
+    assert code == 1 and "ReadTimeoutError" in message
+    assert len(accepted) <= 2

@@ -1,8 +1,9 @@
 """ferry.dev/aws-endpoints at admission: the pod's own endpoints, held to the webhook's host allow-list.
 
 A tenant writes the annotation; the fetcher will send the pod's SIGNED requests there. So plain http is
-refused unless the webhook allows it, and only hosts in FERRY_ENDPOINT_ALLOWED_HOSTS (AWS's own domains
-by default) are admitted. The cases below are what a hostile tenant would try.
+refused unless the webhook allows it, and only hosts in FERRY_ENDPOINT_ALLOWED_HOSTS (AWS's own endpoint names
+by default: never the names tenants own under amazonaws.com) are admitted. The cases below are what a
+hostile tenant would try.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from fetcher.spec.endpoints import EndpointPolicy
+from fetcher.spec.endpoints import EndpointPolicy, EndpointRequest, check_endpoints
+from fetcher.spec.problems import Problem
 from tests.support.resolving import denied, lookup, resolve_pod, resolved
 from webhook.settings import Settings, SettingsError
 
@@ -66,6 +68,59 @@ def test_what_a_tenant_may_not_point_the_pods_credentials_at(
     assert len(denial.message) < 1000
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        # Names under amazonaws.com that a tenant can own, each of which receives every header of a request:
+        "secretsmanager=https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com",  # its own API Gateway
+        "sts=https://collector-1234567890.us-east-1.elb.amazonaws.com",  # its own load balancer
+        "sts=https://ec2-203-0-113-5.compute-1.amazonaws.com",  # its own instance
+        "sts=https://sts.s3.amazonaws.com",  # a bucket named like the service
+        "sts=https://sts.us-east-1.s3.amazonaws.com",
+        "ssm=https://ssm.s3-website-us-east-1.amazonaws.com",
+        "secretsmanager=https://vpce-0a1b.vpce-svc-0123456789abcdef0.us-east-1.vpce.amazonaws.com",  # its own service
+        "ssm=https://secretsmanager.us-east-1.amazonaws.com",  # another service's name
+    ],
+)
+def test_only_aws_own_service_names_pass_the_default_list(
+    pod_factory: PodFactory, settings: Settings, value: str
+) -> None:
+    """The STS endpoint receives the pod's IRSA token, the others its signed requests: `*.amazonaws.com` is too wide."""
+    denial = denied(resolve_pod(pod_with(pod_factory, value), None, lookup(), settings))
+    assert "not allowed by the webhook" in denial.message
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "sts=https://sts.amazonaws.com",
+        "sts=https://sts.us-gov-west-1.amazonaws.com",
+        "sts=https://sts-fips.us-east-2.amazonaws.com",
+        "ssm=https://ssm-fips.us-east-1.api.aws",
+        "ssm=https://ssm.eu-west-1.api.aws",
+        "secretsmanager=https://secretsmanager.cn-north-1.amazonaws.com.cn",
+        "secretsmanager=https://SecretsManager.US-EAST-1.amazonaws.com:443/",
+        f"secretsmanager={VPCE}",
+        "secretsmanager=https://vpce-0a1b2c3d-4e5f-us-east-1a.secretsmanager.us-east-1.vpce.amazonaws.com",
+        "sts=https://vpce-0a1b2c3d-4e5f.sts.cn-northwest-1.vpce.amazonaws.com.cn",
+        "ssm=https://ssm.us-isob-east-1.sc2s.sgov.gov",
+        "sts=https://sts.eusc-de-east-1.amazonaws.eu",
+    ],
+)
+def test_aws_own_service_names_pass_the_default_list(pod_factory: PodFactory, settings: Settings, value: str) -> None:
+    resolved(resolve_pod(pod_with(pod_factory, value), None, lookup(), settings))
+
+
+@pytest.mark.parametrize(
+    "url", ["https://sts.amazon\taws.com", "https://sts.amazonaws.com\n", " https://sts.amazonaws.com"]
+)
+def test_a_url_with_spaces_or_control_characters_is_refused(url: str) -> None:
+    """urlsplit silently drops tabs and line breaks: the text checked would not be the text kept."""
+    problems: list[Problem] = []
+    assert check_endpoints(EndpointRequest({"sts": url}), "ferry.dev/aws-endpoints", problems) == ()
+    assert "space or control character" in problems[0].message
+
+
 def test_the_webhook_widens_or_narrows_the_allow_list(pod_factory: PodFactory) -> None:
     lab = Settings.from_env(
         {"FERRY_ENDPOINT_ALLOWED_HOSTS": "127.0.0.1,*.corp.internal", "FERRY_ENDPOINT_ALLOW_HTTP": "true"}
@@ -102,3 +157,32 @@ def test_a_gcp_pod_naming_aws_endpoints_is_told_they_do_not_apply(pod_factory: P
     )
     denial = denied(resolve_pod(pod, None, lookup(), settings))
     assert "ferry.dev/aws-endpoints: names AWS endpoints, but the objects are GCP's" in denial.message
+
+
+def test_a_gcp_pod_in_a_namespace_with_aws_endpoints_is_admitted(pod_factory: PodFactory, settings: Settings) -> None:
+    """The namespace's endpoints are for its AWS pods: a GCP pod cannot remove them, so they do not deny it."""
+    ns = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "team-b", "annotations": {"ferry.dev/aws-endpoints": f"secretsmanager={VPCE}"}},
+    }
+    pod = pod_factory(
+        {
+            "ferry.dev/provider": "gcp",
+            "ferry.dev/objects": "- resourceName: projects/my-project/secrets/db/versions/latest\n  path: db\n",
+        }
+    )
+    gcp_settings = Settings.from_env(
+        {"FERRY_GCP_PROJECT": "my-project", "FERRY_GCP_LOCATION": "us-central1", "FERRY_GCP_CLUSTER": "prod"}
+    )
+    assert resolved(resolve_pod(pod, ns, lookup(), gcp_settings)).spec.endpoints == ()
+
+
+def test_aws_names_and_the_administrators_own_together(pod_factory: PodFactory) -> None:
+    """`aws` in FERRY_ENDPOINT_ALLOWED_HOSTS keeps AWS's own names beside the cluster's own patterns."""
+    both = Settings.from_env({"FERRY_ENDPOINT_ALLOWED_HOSTS": "aws, *.vpce.corp.internal"})
+    value = f"secretsmanager={VPCE},sts=https://sts.vpce.corp.internal"
+    assert len(resolved(resolve_pod(pod_with(pod_factory, value), None, lookup(), both)).spec.endpoints) == 2
+    tenant_owned = "sts=https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com"
+    denial = denied(resolve_pod(pod_with(pod_factory, tenant_owned), None, lookup(), both))
+    assert "AWS's own sts endpoint names, *.vpce.corp.internal" in denial.message

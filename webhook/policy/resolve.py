@@ -153,7 +153,11 @@ def resolve_spec(
         notify_signal=pod.notify_signal,
         min_refresh_seconds=settings.min_refresh_seconds,
         gcp_identity=gcp_identity,
-        endpoints=EndpointRequest(endpoints, settings.endpoint_policy) if endpoints else None,
+        endpoints=(
+            EndpointRequest(endpoints, settings.endpoint_policy, from_namespace=not pod.aws_endpoints)
+            if endpoints
+            else None
+        ),
     )
     labels = {
         **gcp_labels,
