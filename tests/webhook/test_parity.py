@@ -12,10 +12,8 @@ import yaml
 
 from fetcher.spec import FetchSpec
 from fetcher.spec.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR, POD_UID_ENV_VAR
-from tests.support.resolving import denied, lookup, resolve_pod, resolved
+from tests.support.resolving import denied, inject_resolved, lookup, resolve_pod, resolved
 from tests.webhook.test_main import run_inject
-from webhook.policy.mutate import mutate_pod
-from webhook.policy.request import PodRequest
 from webhook.policy.specbuild import ResolvedRequest
 from webhook.policy.view import secret_provider_classes_in
 from webhook.policy.volumes import KUBE_API_VOLUME_NAME, SERVICE_ACCOUNT_MOUNT_PATH
@@ -40,7 +38,7 @@ def spc(secret_objects: Any = None, **params: Any) -> dict[str, Any]:
 
 
 def injected(pod: dict[str, Any], request: ResolvedRequest, settings: Settings) -> dict[str, Any]:
-    new = mutate_pod(PodRequest.read(pod, "team-b", None), request, None, settings).pod
+    new = dict(inject_resolved(pod, request, settings))
     kubernetes_validate.validate(new, K8S_VERSION, strict=True)
     return new
 
