@@ -55,7 +55,7 @@ def inject_resolved(
     """Stages 7 and 8 (Ferry's parts, placed in the pod) for a resolved request, with no pod-level resources."""
     pod_request = PodRequest.read(pod, namespace, None)
     parts = build_parts(request, pod_identity(pod_request.spec), settings)
-    return mutate_pod(pod_request, request, parts, ResourceFit(None)).pod
+    return mutate_pod(pod, request, parts, ResourceFit(None)).pod
 
 
 def resolved(result: ResolvedRequest | Denial) -> ResolvedRequest:

@@ -19,7 +19,7 @@ from webhook.policy.sizing import (
     size_for_platform,
     stripped_native_sidecar,
 )
-from webhook.quantity import parse_quantity
+from webhook.quantity import container_requests, parse_quantity
 from webhook.settings import Settings, SettingsError
 
 
@@ -194,7 +194,9 @@ def test_a_limit_range_minimum_is_a_floor() -> None:
     )
     assert own(first.pod, "ferry-sidecar")["resources"]["requests"]["cpu"] == "10m"
     assert first.warnings and "0.5 vCPU / 1 GB" in first.warnings[0]
-    again = size_for_platform(first.pod, SETTINGS, [limit_range])  # a reinvocation starts from the settings
+    again = size_for_platform(
+        first.pod, container_requests(first.pod), SETTINGS, [limit_range]
+    )  # a reinvocation starts from the settings
     assert own(again.pod, "ferry-sidecar")["resources"]["requests"]["cpu"] == "10m"
 
 

@@ -10,7 +10,6 @@ from typing import Any, NamedTuple
 
 from fetcher.spec import ANNOTATION_STATUS, STATUS_INJECTED
 from webhook.policy.containers import FerryParts
-from webhook.policy.request import PodRequest
 from webhook.policy.resources import ResourceFit
 from webhook.policy.specbuild import ResolvedRequest, SidecarMode
 
@@ -27,16 +26,21 @@ class Mutation(NamedTuple):
     warnings: tuple[str, ...]
 
 
-def mutate_pod(request: PodRequest, resolved: ResolvedRequest, parts: FerryParts, fit: ResourceFit) -> Mutation:
-    """A copy of the pod with Ferry's `parts` placed and its status set, and the ops that place them.
+def mutate_pod(
+    pod: Mapping[str, Any], resolved: ResolvedRequest | None, parts: FerryParts | None, fit: ResourceFit | None
+) -> Mutation:
+    """A copy of `pod` with Ferry's `parts` placed and its status set, and the ops that place them.
 
     Copy-on-write: every dict or list on the path to a change is new, everything
     else is shared with the pod as sent and never modified. Each edit records its
     patch op as it is made; a pod whose shape the ops cannot describe exactly (a
-    null where a list belongs) gets `ops=None`, and stage 7 diffs it instead.
+    null where a list belongs) gets `ops=None`, and the patch stage diffs it instead.
+    Without parts (a reinvocation: the pod is Ferry's already), `pod` as it is, to be diffed.
     """
+    if resolved is None or parts is None or fit is None:
+        return Mutation(pod, None, "none", ())
     ops = _Ops()
-    new = dict(request.pod)
+    new = dict(pod)
     old_meta = new.get("metadata")
     meta = dict(old_meta or {})
     old_annotations = meta.get("annotations")
