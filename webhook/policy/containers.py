@@ -33,7 +33,7 @@ FetcherMode = Literal["init", "sidecar"]
 
 
 class FerryParts(NamedTuple):
-    """Everything Ferry adds to a pod, built before stage 6 places it; plain dicts that know no patch paths."""
+    """Everything Ferry adds to a pod, built before the mutate stage places it; plain dicts that know no patch paths."""
 
     volumes: list[dict[str, Any]]
     # The read-only mount each selected app container gets.

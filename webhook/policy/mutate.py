@@ -1,4 +1,4 @@
-"""Stage 6: the injected pod (Ferry's volume, containers, mounts, identity, status) and the patch ops that add them.
+"""The mutate stage: Ferry's parts (volumes, containers, the app's mounts) placed in the pod, and the ops that add them.
 
 Layout of an injected pod, and why Ferry's containers get no API token of their own: docs/admission.md.
 """
@@ -17,7 +17,7 @@ _STATUS_POINTER = "/metadata/annotations/" + ANNOTATION_STATUS.replace("~", "~0"
 
 
 class Mutation(NamedTuple):
-    """The injected pod, and the JSONPatch from the pod as sent (None: stage 7 diffs, for an unusual pod)."""
+    """The injected pod, and the JSONPatch from the pod as sent (None: the patch stage diffs, for an unusual pod)."""
 
     pod: Mapping[str, Any]
     ops: list[dict[str, Any]] | None
