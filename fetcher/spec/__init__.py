@@ -102,6 +102,7 @@ from fetcher.spec.spc import (
     spec_from_secret_provider_class,
 )
 from fetcher.spec.validate import build_spec, parse_duration, parse_objects_yaml
+from fetcher.spec.wire import spec_from_json, spec_to_json
 
 __all__ = [
     "ANNOTATION_AWS_ENDPOINTS",
@@ -169,6 +170,8 @@ __all__ = [
     "parse_objects_yaml",
     "pick_secret_provider_class",
     "secret_provider_class_warnings",
+    "spec_from_json",
     "spec_from_secret_provider_class",
+    "spec_to_json",
     "translate_path",
 ]

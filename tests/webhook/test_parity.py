@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from fetcher.spec import FetchSpec
+from fetcher.spec import spec_from_json
 from fetcher.spec.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR, POD_UID_ENV_VAR
 from tests.support.resolving import denied, inject_resolved, lookup, resolve_pod, resolved
 from tests.webhook.test_main import run_inject
@@ -76,7 +76,7 @@ def test_an_spc_with_secret_objects_gives_ferry_alone_the_token_and_the_owner_en
     # The spec the fetcher gets carries the entries, and the webhook put no value anywhere (it has none).
     wire = json.loads(next(e["value"] for e in own(new)[0]["env"] if e["name"] == "FERRY_SPEC"))
     assert wire["secretObjects"] == SECRET_OBJECTS
-    assert FetchSpec.from_json(json.dumps(wire)) == request.spec
+    assert spec_from_json(json.dumps(wire)) == request.spec
 
 
 def test_without_secret_objects_ferry_gets_no_token_volume_and_no_owner_env(

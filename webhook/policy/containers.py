@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
 
-from fetcher.spec import SPEC_ENV_VAR, FetchSpec, needs_kube_api
+from fetcher.spec import SPEC_ENV_VAR, FetchSpec, needs_kube_api, spec_to_json
 from fetcher.spec.object_options import POD_SERVICE_ACCOUNT_ENV_VAR
 from fetcher.spec.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR, POD_UID_ENV_VAR
 from webhook.policy.identity import Identity, apply_identity
@@ -89,7 +89,7 @@ def build_fetcher_container(
         "command": ["python", "-m", "fetcher"],
         "args": [mode, "--dir", mount_path],
         "env": [
-            {"name": SPEC_ENV_VAR, "value": spec_json or spec.to_json()},
+            {"name": SPEC_ENV_VAR, "value": spec_json or spec_to_json(spec)},
             # Read-only root filesystem: no .pyc writes; unbuffered so logs are never lost on exit.
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
