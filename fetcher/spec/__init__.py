@@ -90,6 +90,7 @@ from fetcher.spec.problems import (
     SpecError,
     bounded,
     join_problems,
+    listed,
     quote,
 )
 from fetcher.spec.spc import (
@@ -157,6 +158,7 @@ __all__ = [
     "Problem",
     "bounded",
     "join_problems",
+    "listed",
     "quote",
     "SpecError",
     "build_spec",
