@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from fractions import Fraction
 from typing import Any
 
@@ -57,24 +57,44 @@ def format_quantity(value: Fraction) -> str:
     return f"{math.ceil(value * 1000)}m"
 
 
-# What each container of a pod requests, by name: resource ("cpu", "memory") -> whole amount.
-ContainerRequests = Mapping[str, Mapping[str, int]]
+class ContainerRequests(Mapping[str, Mapping[str, int]]):
+    """What each container of a pod requests of CPU and memory, by name: resource -> whole amount (`amount`).
 
-
-def container_requests(pod: Mapping[str, Any], added: Iterable[Any] = ()) -> dict[str, dict[str, int]]:
-    """What each container of `pod` and each `added` one requests of CPU and memory, by name, parsed once.
-
-    As the API server defaults it (its limit when only that is set), in whole amounts (`amount`; 0 when
-    unreadable); a resource it does not set is left out. The sizing stage reads the pod's figures from here.
+    As the API server defaults it (its limit when only that is set; 0 when unreadable); a resource it does not
+    set is left out. Parsed once, on first use: most pods are never sized, and then nothing is parsed.
     """
+
+    __slots__ = ("_groups", "_table")
+
+    def __init__(self, groups: Iterable[object]) -> None:
+        self._groups = tuple(groups)
+        self._table: dict[str, dict[str, int]] | None = None
+
+    def _read(self) -> dict[str, dict[str, int]]:
+        if self._table is None:
+            self._table = {
+                container["name"]: _requested(container.get("resources"))
+                for items in self._groups
+                for container in (items if isinstance(items, list) else [])
+                if isinstance(container, dict) and isinstance(container.get("name"), str)
+            }
+        return self._table
+
+    def __getitem__(self, name: str) -> Mapping[str, int]:
+        return self._read()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+
+def container_requests(pod: Mapping[str, Any], added: Iterable[Any] = ()) -> ContainerRequests:
+    """What each container of `pod`, and each `added` one (Ferry's, not placed yet), requests."""
     spec = pod.get("spec")
     groups = [spec.get("initContainers"), spec.get("containers")] if isinstance(spec, dict) else []
-    return {
-        container["name"]: _requested(container.get("resources"))
-        for items in [*groups, list(added)]
-        for container in (items if isinstance(items, list) else [])
-        if isinstance(container, dict) and isinstance(container.get("name"), str)
-    }
+    return ContainerRequests([*groups, list(added)])
 
 
 def _requested(resources: object) -> dict[str, int]:
