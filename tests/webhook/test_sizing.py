@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.pods import make_pod
 from webhook.policy.pipeline import admit_pod
 from webhook.policy.request import PodRequest
 from webhook.policy.sizing import (
@@ -49,17 +50,8 @@ def app_pod(cpu: str, memory: str, *, refresh: bool = True, fargate: bool = True
     annotations = {"ferry.dev/inject": "true", "ferry.dev/objects": OBJECTS}
     if refresh:
         annotations["ferry.dev/refresh-interval"] = "5m"
-    pod: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "app", "namespace": "team-a", "annotations": annotations},
-        "spec": {
-            "containers": [
-                {"name": "app", "image": "app:1", "resources": {"requests": {"cpu": cpu, "memory": memory}}}
-            ],
-            **spec,
-        },
-    }
+    app = {"name": "app", "image": "app:1", "resources": {"requests": {"cpu": cpu, "memory": memory}}}
+    pod = make_pod(annotations, [app], namespace="team-a", **spec)
     if fargate:
         pod["spec"]["schedulerName"] = FARGATE_SCHEDULER
     return pod
