@@ -35,7 +35,7 @@ from typing import Any
 
 from bench.benchlib import describe_machine, machine_info, summarize, table, write_results
 from devcluster.controlplane import start_control_plane
-from tests.e2e.ferrylib import Ferry, new_workdir, opted_pod, pod
+from tests.support.ferrylib import Ferry, new_workdir, opted_pod, pod
 
 METRIC = "apiserver_admission_webhook_admission_duration_seconds"
 _LINE = re.compile(r"^(?P<name>[a-z_]+)\{(?P<labels>[^}]*)\} (?P<value>\S+)$")

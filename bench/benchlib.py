@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fetcher.spec import spec_to_json
 from tests.support.net import free_port as free_port  # re-exported for the scripts
 from tests.support.paths import FIXTURES as FIXTURES  # re-exported: the scripts read the recorded fixtures
 from tests.support.paths import REPO_ROOT
@@ -515,7 +516,7 @@ def fetch_spec_json(objects: list[dict[str, Any]], refresh_seconds: float = 0.0)
         refresh_interval=refresh_seconds,
         min_refresh_seconds=0.0,
     )
-    return spec.to_json()
+    return spec_to_json(spec)
 
 
 def memory_tmpdir(prefix: str) -> tempfile.TemporaryDirectory[str]:

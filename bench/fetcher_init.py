@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import benchlib
+from fetcher.spec import spec_from_json
 from tests.support.fetch import timed_run
 
 BUDGET_RATIO = 2.5
@@ -48,7 +49,7 @@ from fetcher.aws import AwsClients
 from fetcher.loop import deliver
 from fetcher.spec import FetchSpec
 t2 = time.perf_counter()
-spec = FetchSpec.from_json(os.environ["FERRY_SPEC"])
+spec = spec_from_json(os.environ["FERRY_SPEC"])
 t3 = time.perf_counter()
 clients = AwsClients.from_env(os.environ)
 clients.client("secretsmanager", spec.region); clients.client("ssm", spec.region)
@@ -88,9 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     with benchlib.CountingMotoServer() as moto, benchlib.memory_tmpdir("ferry-bench-init-") as tmp:
         objects = benchlib.seed_objects(moto.url, args.secrets, args.parameters)
         spec_json = benchlib.fetch_spec_json(objects)
-        from fetcher.spec import FetchSpec
 
-        expected_files = sorted(f.name for f in FetchSpec.from_json(spec_json).output_files())
+        expected_files = sorted(f.name for f in spec_from_json(spec_json).output_files())
         env = benchlib.clean_env(
             {
                 **benchlib.aws_env(moto.url),

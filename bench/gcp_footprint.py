@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import benchlib
+from fetcher.spec import spec_to_json
 from tests.support.gcpfake import POOL, PROVIDER, GcpFake, ksa_token
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +45,7 @@ from pathlib import Path
 from fetcher.loop import RefreshState, refresh_once
 from fetcher.providers import clients_from_env
 from fetcher.spec import FetchSpec
-spec = FetchSpec.from_json(os.environ["FERRY_SPEC"])
+spec = spec_from_json(os.environ["FERRY_SPEC"])
 state = RefreshState(spec=spec, clients=clients_from_env(spec, os.environ), target_dir=Path(sys.argv[1]))
 refresh_once(state)
 refresh_once(state)  # connections warm
@@ -65,7 +66,7 @@ def gcp_spec_json() -> str:
         {"resourceName": f"projects/{PROJECT}/secrets/s{i}/versions/latest", "path": f"s{i}"} for i in range(SECRETS)
     ]
     identity = {"workloadPool": POOL, "identityProvider": PROVIDER}
-    return build_spec(objects=secrets, region=None, provider="gcp", gcp_identity=identity).to_json()
+    return spec_to_json(build_spec(objects=secrets, region=None, provider="gcp", gcp_identity=identity))
 
 
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, int]:

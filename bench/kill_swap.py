@@ -37,6 +37,7 @@ from typing import Any
 import boto3
 
 from bench import benchlib
+from fetcher.spec import spec_to_json
 from tests.support import swap as swaplib
 from tests.support.fetch import DB_FILES, app_spec, db_value, read_db_generation
 
@@ -97,7 +98,7 @@ def sidecar_kills(iterations: int, seed: int) -> dict[str, Any]:
         env = benchlib.clean_env(
             {
                 **benchlib.aws_env(moto.url),
-                "FERRY_SPEC": app_spec(refresh_seconds=0.01).to_json(),
+                "FERRY_SPEC": spec_to_json(app_spec(refresh_seconds=0.01)),
                 "PYTHONPATH": str(benchlib.REPO_ROOT),
                 "FERRY_LOG_LEVEL": "error",
             }

@@ -28,7 +28,7 @@ from typing import Any
 from devcluster.controlplane import start_control_plane
 from fetcher.kube import KubeClient
 from fetcher.secret_sync import PodOwner, build_secret_manifests, parse_secret_objects, secret_sync_rbac, sync_secrets
-from tests.e2e.secretlib import AdminApi
+from tests.support.secretlib import AdminApi
 
 
 class CountingClient(KubeClient):

@@ -13,7 +13,7 @@ How: the real `python -m fetcher sidecar` runs as a subprocess against moto's
 server mode on 127.0.0.1 (HTTP), seeded with 10 secrets (3 pinned to a
 VersionId) and 10 SSM parameters. The spec travels in FERRY_SPEC as the
 webhook writes it, with `refreshSeconds` set to a tiny interval (0.02 s by
-default): `FetchSpec.from_json` applies no floor (the webhook enforces
+default): `spec_from_json` applies no floor (the webhook enforces
 FERRY_MIN_REFRESH_INTERVAL at admission), so 1,000 cycles take about a minute
 instead of days. Cycles are counted on the moto side (one GetParameters per
 cycle), so the sidecar runs uninstrumented; moto also counts calls per

@@ -34,6 +34,7 @@ from fetcher.spec import (
     load_manifests,
     needs_kube_api,
     pick_secret_provider_class,
+    spec_from_json,
     spec_from_secret_provider_class,
 )
 from fetcher.spec.secret_objects import SecretObjectsError
@@ -268,7 +269,7 @@ def load_spec(env: Mapping[str, str]) -> FetchSpec:
     text = env.get(SPEC_ENV_VAR)
     if not text:
         raise ConfigError(f"{SPEC_ENV_VAR} is not set; the Ferry webhook puts the spec there when it injects the pod")
-    return FetchSpec.from_json(text)
+    return spec_from_json(text)
 
 
 def load_secret_provider_class(path: str) -> Mapping[str, Any]:

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fetcher.spec.problems import listed, quote
 from fetcher.spec.secret_objects import (
     DENIED_SECRET_TYPES,
     FERRY_LABEL,
@@ -42,8 +43,6 @@ from fetcher.spec.secret_objects import (
     SecretObject,
     SecretObjectsError,
     denied_type_problem,
-    listed,
-    shown,
 )
 
 # Kept equal to fetcher.kube.APPLY_VERBS (a test checks); not imported, so this module stays free of botocore.
@@ -106,7 +105,7 @@ def secret_data(obj: SecretObject, files: Mapping[str, bytes], where: str = "sec
         content = files.get(item.object_name)
         if content is None:
             problems.append(
-                f"{at}.objectName: no file named {shown(item.object_name)}; objectName is the file name after "
+                f"{at}.objectName: no file named {quote(item.object_name)}; objectName is the file name after "
                 f"objectAlias and path translation, one of {listed(sorted(files))}"
             )
             continue
@@ -114,7 +113,7 @@ def secret_data(obj: SecretObject, files: Mapping[str, bytes], where: str = "sec
             extracted = _pem_part(content, item.key)
             if extracted is None:
                 wanted = "CERTIFICATE" if item.key == TLS_CERT_KEY else "PRIVATE KEY"
-                problems.append(f"{at}: file {shown(item.object_name)} holds no PEM {wanted} block for key {item.key}")
+                problems.append(f"{at}: file {quote(item.object_name)} holds no PEM {wanted} block for key {item.key}")
                 continue
             content = extracted
         data[item.key] = content

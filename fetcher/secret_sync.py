@@ -67,7 +67,7 @@ from fetcher.secret_rbac import (
     secret_sync_rbac_yaml,
     secret_sync_role_name,
 )
-from fetcher.spec.problems import FerryError
+from fetcher.spec.problems import FerryError, listed, quote
 from fetcher.spec.secret_objects import (
     DENIED_SECRET_TYPES,
     FERRY_LABEL,
@@ -81,9 +81,7 @@ from fetcher.spec.secret_objects import (
     SecretObjectData,
     SecretObjectsError,
     denied_type_problem,
-    listed,
     parse_secret_objects,
-    shown,
 )
 
 __all__ = [
@@ -209,7 +207,7 @@ def resync_seconds_from_env(environ: Mapping[str, str]) -> float:
     except ValueError:
         value = -1.0
     if not 0 <= value < float("inf"):
-        raise SecretObjectsError([f"{RESYNC_ENV_VAR} must be a number of seconds (0: no repair), got {shown(text)}"])
+        raise SecretObjectsError([f"{RESYNC_ENV_VAR} must be a number of seconds (0: no repair), got {quote(text)}"])
     return value
 
 

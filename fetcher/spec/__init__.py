@@ -90,6 +90,7 @@ from fetcher.spec.problems import (
     SpecError,
     bounded,
     join_problems,
+    listed,
     quote,
 )
 from fetcher.spec.spc import (
@@ -102,6 +103,7 @@ from fetcher.spec.spc import (
     spec_from_secret_provider_class,
 )
 from fetcher.spec.validate import build_spec, parse_duration, parse_objects_yaml
+from fetcher.spec.wire import spec_from_json, spec_to_json
 
 __all__ = [
     "ANNOTATION_AWS_ENDPOINTS",
@@ -156,6 +158,7 @@ __all__ = [
     "Problem",
     "bounded",
     "join_problems",
+    "listed",
     "quote",
     "SpecError",
     "build_spec",
@@ -169,6 +172,8 @@ __all__ = [
     "parse_objects_yaml",
     "pick_secret_provider_class",
     "secret_provider_class_warnings",
+    "spec_from_json",
     "spec_from_secret_provider_class",
+    "spec_to_json",
     "translate_path",
 ]

@@ -38,7 +38,7 @@ import re
 from collections.abc import Iterable, Mapping
 
 from fetcher.spec.paths import unsafe_path_reason
-from fetcher.spec.problems import FerryError
+from fetcher.spec.problems import FerryError, join_problems, listed, quote
 
 DOTENV_FORMAT = "dotenv"
 JSON_FORMAT = "json"
@@ -187,7 +187,7 @@ def parse_output_formats(raw: object) -> tuple[tuple[str, str], ...]:
     chosen: dict[str, str] = {}
     for fmt, name in pairs:
         if fmt not in FORMATS:
-            raise FormatError(f"{_show(fmt)} is not an output format; use {' or '.join(FORMATS)} (e.g. dotenv,json)")
+            raise FormatError(f"{quote(fmt)} is not an output format; use {' or '.join(FORMATS)} (e.g. dotenv,json)")
         if fmt in chosen:
             raise FormatError(f"{fmt} is listed twice; list each format once")
         _check_document_name(fmt, name)
@@ -202,7 +202,7 @@ def _check_document_name(fmt: str, name: str) -> None:
     reason = "contains a '/'" if "/" in name else unsafe_path_reason(name)
     if reason:
         raise FormatError(
-            f"{fmt}={_show(name)}: the file name {reason}; write a plain file name, e.g. {DEFAULT_FORMAT_FILES[fmt]}"
+            f"{fmt}={quote(name)}: the file name {reason}; write a plain file name, e.g. {DEFAULT_FORMAT_FILES[fmt]}"
         )
 
 
@@ -219,16 +219,16 @@ def env_keys(file_names: Iterable[str]) -> dict[str, str]:
     for name in sorted(file_names):
         key = env_key(name)
         if is_reserved_env_key(key):
-            problems.append(f"file {_show(name)} would set the shell variable {key}; give it an objectAlias")
+            problems.append(f"file {quote(name)} would set the shell variable {key}; give it an objectAlias")
         elif key in keys:
             problems.append(
-                f"files {_show(keys[key])} and {_show(name)} both give the variable {key}; "
+                f"files {quote(keys[key])} and {quote(name)} both give the variable {key}; "
                 "give one of them an objectAlias"
             )
         else:
             keys[key] = name
     if problems:
-        raise FormatError("dotenv: " + _join(problems))
+        raise FormatError("dotenv: " + join_problems(problems, MAX_NAMES_LISTED))
     return keys
 
 
@@ -258,10 +258,10 @@ def add_formats(
     result = dict(files)
     for fmt, target in sorted(formats.items()):
         if fmt not in FORMATS:
-            raise FormatError(f"unknown output format {_show(fmt)}; use {' or '.join(FORMATS)}")
+            raise FormatError(f"unknown output format {quote(fmt)}; use {' or '.join(FORMATS)}")
         _check_document_name(fmt, target)
         if target in result:
-            raise FormatError(f"{fmt}: the file name {_show(target)} is already used; choose another name for it")
+            raise FormatError(f"{fmt}: the file name {quote(target)} is already used; choose another name for it")
         builder = dotenv_document if fmt == DOTENV_FORMAT else json_document
         result[target] = (builder(values), mode)
     return result
@@ -293,23 +293,9 @@ def _texts(files: Mapping[str, bytes], fmt: str, *, refuse_nul: bool) -> dict[st
             "hold; read such values from their files"
         )
     if problems:
-        raise FormatError(f"{fmt}: " + _join(problems))
+        raise FormatError(f"{fmt}: " + join_problems(problems, MAX_NAMES_LISTED))
     return texts
 
 
-def _show(name: str) -> str:
-    text = repr(name)
-    return text if len(text) <= 80 else text[:79] + "…"
-
-
 def _names(names: list[str]) -> str:
-    shown = ", ".join(_show(name) for name in names[:MAX_NAMES_LISTED])
-    extra = len(names) - MAX_NAMES_LISTED
-    prefix = "file " if len(names) == 1 else "files "
-    return prefix + shown + (f" and {extra} more" if extra > 0 else "")
-
-
-def _join(problems: list[str]) -> str:
-    shown = "; ".join(problems[:MAX_NAMES_LISTED])
-    extra = len(problems) - MAX_NAMES_LISTED
-    return shown + (f"; and {extra} more" if extra > 0 else "")
+    return ("file " if len(names) == 1 else "files ") + listed(names, MAX_NAMES_LISTED)

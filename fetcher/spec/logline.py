@@ -31,13 +31,6 @@ def _safe(value: object) -> object:
     return str(value)
 
 
-def bounded(text: str, limit: int) -> str:
-    """`text` cut to at most `limit` characters, saying how much was cut (for text a client chose)."""
-    if len(text) <= limit:
-        return text
-    return f"{text[: max(0, limit - 32)]}... ({len(text)} characters in all)"
-
-
 def format_line(level: str, msg: str, fields: Mapping[str, object], now: float | None = None) -> str:
     """The JSON line for one event: ts, level, msg, then the fields in the order given."""
     record: dict[str, object] = {"ts": _timestamp(time.time() if now is None else now), "level": level, "msg": msg}

@@ -160,19 +160,6 @@ class FetchSpec:
         """Every file this spec writes, in object order."""
         return list_output_files(self.objects, self.path_translation)
 
-    def to_json(self) -> str:
-        """Canonical JSON: the same spec always gives the same bytes."""
-        from fetcher.spec.wire import to_json
-
-        return to_json(self)
-
-    @classmethod
-    def from_json(cls, text: str) -> FetchSpec:
-        """Parse the env var back; validation runs again, so a hand-edited value is checked."""
-        from fetcher.spec.wire import from_json
-
-        return from_json(text)
-
 
 def needs_kube_api(spec: FetchSpec) -> bool:
     """Whether Ferry's containers talk to the Kubernetes API (and so get the pod's ServiceAccount token).

@@ -17,6 +17,8 @@ from typing import Any
 # an input with thousands of them must not get an answer that grows with it (webhook denials, pod events and
 # termination messages all carry it).
 MAX_REPORTED_PROBLEMS = 20
+# Names listed in one message (`listed`); the rest are counted.
+MAX_LISTED_NAMES = 8
 MAX_MESSAGE_CHARS = 4096
 
 
@@ -77,6 +79,13 @@ def quote(value: Any, limit: int = 80) -> str:
     """A user's value quoted for a message, cut short so a 100 KB input gives a short error."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def listed(names: Sequence[Any], limit: int = MAX_LISTED_NAMES, width: int = 80) -> str:
+    """Up to `limit` names, each quoted and cut to `width` (`quote`), and how many more there are; "(none)"."""
+    text = ", ".join(quote(name, width) for name in names[:limit])
+    extra = len(names) - limit
+    return (text + (f" and {extra} more" if extra > 0 else "")) if names else "(none)"
 
 
 def kind_of(value: Any) -> str:

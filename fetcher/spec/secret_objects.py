@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fetcher.spec.problems import FerryError
+from fetcher.spec.problems import FerryError, listed, quote
 
 MANAGED_LABEL = "secrets-store.csi.k8s.io/managed"
 # Ferry's own mark on the Secrets it creates; with its field manager, how it tells its Secrets from others'.
@@ -43,7 +43,6 @@ MAX_ANNOTATIONS_BYTES = 256 * 1024
 MAX_SECRET_OBJECTS = 64
 MAX_DATA_ENTRIES = 256
 MAX_PROBLEMS_SHOWN = 10
-MAX_NAMES_LISTED = 8
 
 # The CSI driver's types Ferry writes, each with the API server's rule for its keys (see secret_sync).
 SECRET_TYPES = (
@@ -126,7 +125,7 @@ def parse_secret_objects(raw: object, field: str = "secretObjects") -> tuple[Sec
             continue
         if parsed.secret_name in seen_names:
             problems.append(
-                f"{where}.secretName: {shown(parsed.secret_name)} is already used by "
+                f"{where}.secretName: {quote(parsed.secret_name)} is already used by "
                 f"{field}[{seen_names[parsed.secret_name]}]; merge the two entries' data into one"
             )
             continue
@@ -152,7 +151,7 @@ def _parse_entry(entry: object, where: str, problems: list[str]) -> SecretObject
         problems.append(f"{where}.secretName: required, the name of the Kubernetes Secret to write")
     elif len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
         problems.append(
-            f"{where}.secretName: {shown(name)} is not a valid Secret name (lower-case letters, digits, '-' and '.', "
+            f"{where}.secretName: {quote(name)} is not a valid Secret name (lower-case letters, digits, '-' and '.', "
             "at most 253 characters, starting and ending with a letter or digit)"
         )
     secret_type = entry.get("type")
@@ -161,7 +160,7 @@ def _parse_entry(entry: object, where: str, problems: list[str]) -> SecretObject
     elif secret_type in DENIED_SECRET_TYPES:
         problems.append(denied_type_problem(str(secret_type), where))
     elif secret_type not in SECRET_TYPES:
-        problems.append(f"{where}.type: {shown(secret_type)} is not supported; use one of {', '.join(SECRET_TYPES)}")
+        problems.append(f"{where}.type: {quote(secret_type)} is not supported; use one of {', '.join(SECRET_TYPES)}")
     labels = _string_map(entry.get("labels"), f"{where}.labels", problems)
     annotations = _string_map(entry.get("annotations"), f"{where}.annotations", problems)
     for key, value in labels:
@@ -202,11 +201,11 @@ def _parse_data(raw: object, where: str, problems: list[str]) -> tuple[SecretObj
             problems.append(f"{at}.key: required, the key in the Secret's data")
         elif not _is_data_key(key.strip()):
             problems.append(
-                f"{at}.key: {shown(key)} is not a valid Secret key (letters, digits, '-', '_' and '.', at most 253 "
+                f"{at}.key: {quote(key)} is not a valid Secret key (letters, digits, '-', '_' and '.', at most 253 "
                 "characters, not '.' or '..' and not starting with '..')"
             )
         elif key.strip() in keys:
-            problems.append(f"{at}.key: {shown(key)} is already set by {where}[{keys[key.strip()]}]; keys must differ")
+            problems.append(f"{at}.key: {quote(key)} is already set by {where}[{keys[key.strip()]}]; keys must differ")
         else:
             keys[key.strip()] = index
         if isinstance(object_name, str) and isinstance(key, str) and object_name.strip() and key.strip():
@@ -234,7 +233,7 @@ def _check_label(key: str, value: str, where: str, problems: list[str]) -> None:
         problems.append(f"{where}: {FERRY_LABEL} is Ferry's mark on the Secrets it creates; remove it")
     elif len(value) > 63 or (value and not _LABEL_NAME.match(value)):
         problems.append(
-            f"{where}[{shown(key)}]: the value is not a valid label value (at most 63 letters, digits, '-', '_' "
+            f"{where}[{quote(key)}]: the value is not a valid label value (at most 63 letters, digits, '-', '_' "
             "or '.', starting and ending with a letter or digit)"
         )
 
@@ -247,24 +246,13 @@ def _check_qualified_name(key: str, where: str, problems: list[str]) -> None:
         or not _LABEL_NAME.match(name)
     ):
         problems.append(
-            f"{where}: {shown(key)} is not a valid key (an optional DNS prefix and '/', then at most 63 letters, "
+            f"{where}: {quote(key)} is not a valid key (an optional DNS prefix and '/', then at most 63 letters, "
             "digits, '-', '_' or '.')"
         )
 
 
 def _is_data_key(key: str) -> bool:
     return len(key) <= 253 and bool(_DATA_KEY.match(key)) and key not in (".", "..") and not key.startswith("..")
-
-
-def shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:79] + "…"
-
-
-def listed(names: Sequence[str]) -> str:
-    text = ", ".join(shown(name) for name in names[:MAX_NAMES_LISTED])
-    extra = len(names) - MAX_NAMES_LISTED
-    return (text + (f" and {extra} more" if extra > 0 else "")) if names else "(none)"
 
 
 def secret_object_to_wire(obj: SecretObject) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fetcher.spec.model import PROVIDER_GCP, PROVIDERS, FetchSpec
-from fetcher.spec.problems import FerryError, Problem, SpecError, quote
+from fetcher.spec.problems import FerryError, Problem, SpecError, listed, quote
 from fetcher.spec.validate import build_spec
 
 # A manifest file larger than this is not a SecretProviderClass someone wrote.
@@ -151,22 +151,18 @@ def secret_provider_class_warnings(manifest: Mapping[str, Any], where: str = "")
     unknown_params = sorted(str(key) for key in params if key not in known and key not in ignored)
     if unknown_params:
         warnings.append(
-            f"{where}spec.parameters {_listed(unknown_params)} {'is' if len(unknown_params) == 1 else 'are'} not "
-            f"known to Ferry and ignored; Ferry reads {', '.join(known)}"
+            f"{where}spec.parameters {listed(unknown_params, MAX_WARNED_NAMES, 60)} "
+            f"{'is' if len(unknown_params) == 1 else 'are'} not known to Ferry and ignored; "
+            f"Ferry reads {', '.join(known)}"
         )
     unknown_fields = sorted(str(key) for key in spec if key not in KNOWN_SPC_FIELDS)
     if unknown_fields:
         warnings.append(
-            f"{where}spec {_listed(unknown_fields)} {'is' if len(unknown_fields) == 1 else 'are'} not known to Ferry "
-            f"and ignored; Ferry reads spec.{', spec.'.join(KNOWN_SPC_FIELDS)}"
+            f"{where}spec {listed(unknown_fields, MAX_WARNED_NAMES, 60)} "
+            f"{'is' if len(unknown_fields) == 1 else 'are'} not known to Ferry and ignored; "
+            f"Ferry reads spec.{', spec.'.join(KNOWN_SPC_FIELDS)}"
         )
     return tuple(warnings)
-
-
-def _listed(names: list[str]) -> str:
-    shown = ", ".join(quote(name, 60) for name in names[:MAX_WARNED_NAMES])
-    extra = len(names) - MAX_WARNED_NAMES
-    return shown + (f" and {extra} more" if extra > 0 else "")
 
 
 def load_manifests(raw: bytes | str, origin: str, *, max_bytes: int = MAX_MANIFEST_BYTES) -> list[Any]:

@@ -30,13 +30,12 @@ from fetcher.spec.model import (
 )
 from fetcher.spec.objects import check_objects
 from fetcher.spec.paths import check_file_names
-from fetcher.spec.problems import Problem, SpecError, kind_of, quote
+from fetcher.spec.problems import Problem, SpecError, kind_of, listed, quote
 from fetcher.spec.regions import region_problem
 from fetcher.spec.secret_objects import (
     MAX_PROBLEMS_SHOWN,
     SecretObject,
     SecretObjectsError,
-    listed,
     parse_secret_objects,
 )
 

@@ -51,12 +51,12 @@ _WIRE_FIELDS = {
 _NOTIFY_KEYS = ("url", "signal", "process")
 
 
-def to_json(spec: FetchSpec) -> str:
+def spec_to_json(spec: FetchSpec) -> str:
     """Canonical JSON: sorted keys, no spaces, defaults left out."""
     return json.dumps(_spec_to_wire(spec), sort_keys=True, separators=(",", ":"))
 
 
-def from_json(text: str) -> FetchSpec:
+def spec_from_json(text: str) -> FetchSpec:
     """Parse and check the env var; every problem is a SpecError naming the JSON field."""
     try:
         wire = json.loads(text)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from devcluster.controlplane import ControlPlane, start_control_plane
-from tests.e2e.ferrylib import Ferry, new_workdir
+from tests.support.ferrylib import Ferry, new_workdir
 
 ENABLE_HINT = (
     "API-server suite off: set KUBEBUILDER_ASSETS to a folder holding etcd, kube-apiserver and "

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from tests.e2e.ferrylib import (
+from tests.support.ferrylib import (
     Ferry,
     app_container,
     container_names,

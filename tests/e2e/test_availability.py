@@ -18,7 +18,7 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from tests.e2e.ferrylib import WEBHOOK_CONFIG, Ferry, Replica, is_injected, opted_pod, pod, spc, wait_for
+from tests.support.ferrylib import WEBHOOK_CONFIG, Ferry, Replica, is_injected, opted_pod, pod, spc, wait_for
 from tests.support.reviews import pod_create_review
 
 

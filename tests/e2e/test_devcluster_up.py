@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.e2e.ferrylib import REPO_ROOT, wait_for
+from tests.support.ferrylib import REPO_ROOT, wait_for
 
 
 def test_up_prints_a_kubeconfig_whose_cluster_injects_pods_and_stops_on_ctrl_c(tmp_path: Path) -> None:

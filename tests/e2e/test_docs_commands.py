@@ -28,7 +28,7 @@ from devcluster.__main__ import install_chart
 from devcluster.controlplane import ControlPlane, start_control_plane
 from devcluster.eksidentity import IdentityWebhook
 from devcluster.kubeletless import WebhookReplica
-from tests.e2e.ferrylib import REPO_ROOT, wait_for
+from tests.support.ferrylib import REPO_ROOT, wait_for
 
 FENCE = re.compile(r"^(?P<indent>[ ]*)```(?P<lang>[A-Za-z]*)[ ]*$")
 MARKER = re.compile(r"^\s*<!--\s*not-tested:\s*(?P<reason>.*?)\s*-->\s*$")

@@ -28,7 +28,7 @@ import yaml
 
 from devcluster.controlplane import ControlPlane, free_port, start_control_plane
 from tests.chart.rendering import CHART, tool
-from tests.e2e.ferrylib import Ferry, is_injected, new_workdir, opted_pod, wait_for
+from tests.support.ferrylib import Ferry, is_injected, new_workdir, opted_pod, wait_for
 
 NAMESPACE = "ferry-system"
 RELEASE = "ferry"

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.ferrylib import Ferry, opted_pod
 from tests.e2e.identitywebhooks import ROLE_ARN, MutatingServer, add_irsa, add_pod_identity
+from tests.support.ferrylib import Ferry, opted_pod
 
 CASES = {
     # configuration names sort before / after "ferry", so the API server calls them in that order
@@ -49,7 +49,7 @@ def _create_when_identity_webhook_serves(
     ferry: Ferry, ns: str, manifest: dict[str, Any], ready: Callable[[dict[str, Any]], bool]
 ) -> dict[str, Any]:
     # A new webhook configuration takes effect in the API server within about a second: retry a dry run.
-    from tests.e2e.ferrylib import wait_for
+    from tests.support.ferrylib import wait_for
 
     wait_for(lambda: ready(ferry.create_pod(ns, manifest, dry_run=True)), 30, what="the identity webhook to be called")
     return ferry.create_pod(ns, manifest)

@@ -10,7 +10,7 @@ from devcluster.controlplane import ControlPlane
 from fetcher.errors import KubeAPIError, KubeForbiddenError
 from fetcher.kube import KubeClient
 from fetcher.secret_sync import secret_sync_rbac
-from tests.e2e.secretlib import AdminApi
+from tests.support.secretlib import AdminApi
 
 
 @pytest.fixture

@@ -26,8 +26,8 @@ import boto3
 import pytest
 
 from tests.conftest import MotoEndpoint
-from tests.e2e.ferrylib import Ferry, opted_pod, wait_for
 from tests.e2e.kubelet import identity_of, make_empty_dir, run_container, run_liveness_probe, start_container
+from tests.support.ferrylib import Ferry, opted_pod, wait_for
 
 OBJECTS = """
 - objectName: e2e/db

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.ferrylib import Ferry, pod, wait_for
 from tests.e2e.kubelet import make_empty_dir, run_container, start_container
+from tests.support.ferrylib import Ferry, pod, wait_for
 from tests.support.gcpfake import POOL, PROVIDER, GcpFake
 
 PROJECT = "ferry-test"
@@ -146,7 +146,7 @@ def test_an_app_container_cannot_mount_the_workload_pool_token(serving_ferry: Fe
     pod that mounts it in its own container would store fine and hand the app the pool token. Ferry denies it."""
     from kubernetes.client.exceptions import ApiException
 
-    from tests.e2e.ferrylib import app_container
+    from tests.support.ferrylib import app_container
 
     ns = serving_ferry.create_namespace(
         "gke", annotations={"ferry.dev/gcp-workload-pool": POOL, "ferry.dev/gcp-identity-provider": PROVIDER}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.e2e.ferrylib import Ferry, app_container, wait_for
+from tests.support.ferrylib import Ferry, app_container, wait_for
 
 
 def _deployment(name: str, annotations: dict[str, str]) -> dict[str, Any]:

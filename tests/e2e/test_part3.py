@@ -23,8 +23,17 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from tests.conftest import MotoEndpoint
-from tests.e2e.ferrylib import REPO_ROOT, Ferry, container_names, inline_objects, is_injected, opted_pod, pod, wait_for
 from tests.e2e.kubelet import make_empty_dir, run_container
+from tests.support.ferrylib import (
+    REPO_ROOT,
+    Ferry,
+    container_names,
+    inline_objects,
+    is_injected,
+    opted_pod,
+    pod,
+    wait_for,
+)
 
 
 def _message(exc: ApiException) -> str:

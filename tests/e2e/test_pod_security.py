@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from tests.e2e.ferrylib import Ferry, app_container, is_injected, opted_pod
 from tests.reliability.test_pss import BAD_EXAMPLES, _pod_seccomp, good_pod
 from tests.support import pss
+from tests.support.ferrylib import Ferry, app_container, is_injected, opted_pod
 
 RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",

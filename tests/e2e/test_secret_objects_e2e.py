@@ -31,9 +31,9 @@ import pytest
 import yaml
 
 from tests.conftest import MotoEndpoint
-from tests.e2e.ferrylib import REPO_ROOT, Ferry, app_container, pod, wait_for
 from tests.e2e.kubelet import make_empty_dir, run_container, run_liveness_probe, start_container
-from tests.e2e.secretlib import AdminApi
+from tests.support.ferrylib import REPO_ROOT, Ferry, app_container, pod, wait_for
+from tests.support.secretlib import AdminApi
 
 SERVICE_ACCOUNT = "shop-api"
 PASSWORD = "first 'pass' $word\n"

@@ -34,7 +34,7 @@ from fetcher.secret_sync import (
     secret_sync_rbac,
     sync_secrets,
 )
-from tests.e2e.secretlib import AdminApi
+from tests.support.secretlib import AdminApi
 
 SECRET_OBJECTS = [
     {

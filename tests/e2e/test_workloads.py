@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from tests.e2e.ferrylib import REPO_ROOT, Ferry, opted_pod, wait_for
+from tests.support.ferrylib import REPO_ROOT, Ferry, opted_pod, wait_for
 
 
 def _template(name: str, annotations: dict[str, str]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from fetcher.__main__ import main
+from fetcher.spec import spec_to_json
 from tests.support.aws import PRIMARY, LocalHttpStub, RecordedRequest, Reply, aws_json_error, fetcher_env, make_spec
 
 StubFactory = Callable[[Callable[[RecordedRequest], Reply]], LocalHttpStub]
@@ -26,7 +27,7 @@ def init_against(stub: LocalHttpStub, moto: Any, tmp_path: Path, objects: list[d
     termination = tmp_path / "termination-log"
     env = fetcher_env(
         moto.url,
-        FERRY_SPEC=make_spec(objects).to_json(),
+        FERRY_SPEC=spec_to_json(make_spec(objects)),
         FERRY_TERMINATION_LOG=str(termination),
         FERRY_AWS_MAX_ATTEMPTS="1",
         **{"FERRY_ENDPOINT_URL_" + PRIMARY.upper().replace("-", "_"): stub.url},

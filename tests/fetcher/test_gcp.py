@@ -19,7 +19,7 @@ from fetcher.gcp import GcpClients, GcpIdentityError, Https
 from fetcher.gcp_source import check_versions, crc32c, fetch_all
 from fetcher.loop import RefreshState, refresh_once
 from fetcher.render import render
-from fetcher.spec import FetchSpec, build_spec, spec_from_secret_provider_class
+from fetcher.spec import FetchSpec, build_spec, spec_from_json, spec_from_secret_provider_class, spec_to_json
 from tests.support.fetch import fetcher_env, run_init
 from tests.support.gcpfake import POOL, PROVIDER, GcpFake, ksa_token
 from tests.support.paths import REPO_ROOT
@@ -243,7 +243,7 @@ def test_a_token_with_the_wrong_audience_is_refused_clearly(fake: GcpFake, tmp_p
 
 def _gcp_env(fake: GcpFake, spec: FetchSpec, token_file: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "FERRY_", "GCE_"))}
-    env.update(fake.env(token_file), FERRY_SPEC=spec.to_json(), PYTHONPATH=str(REPO_ROOT))
+    env.update(fake.env(token_file), FERRY_SPEC=spec_to_json(spec), PYTHONPATH=str(REPO_ROOT))
     # If anything fell back to the metadata server (as google-auth does), it would land on the fake and be counted.
     env["GCE_METADATA_HOST"] = env["GCE_METADATA_IP"] = fake.url.removeprefix("https://") + "/metadata.google.internal"
     return env
@@ -315,7 +315,7 @@ def test_provider_agnostic_features_apply_to_gcp_specs(fake: GcpFake, token_file
     ]
     spec = spec_from_secret_provider_class(manifest, gcp_identity=IDENTITY, file_uid=1000, file_gid=2000)
     assert spec.secret_objects[0].data[0].object_name == "db-password"
-    assert FetchSpec.from_json(spec.to_json()) == spec
+    assert spec_from_json(spec_to_json(spec)) == spec
     files = render(spec, fetch_all(spec, clients_for(fake, spec, token_file)))
     assert files["db-password"] == (b"pass-1", 0o440)
     assert b"DB_PASSWORD" in files["secrets.env"][0] or b"db_password" in files["secrets.env"][0].lower()

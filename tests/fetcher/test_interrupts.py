@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from fetcher.spec import spec_to_json
 from tests.support.aws import FETCHER_COMMAND, PRIMARY, REPO_ROOT, fetcher_env, make_spec
 
 HANG_GUARD_SECONDS = 60
@@ -121,7 +122,7 @@ def test_a_hung_fetch_is_interrupted_at_once_without_a_traceback(
                 {"objectName": "app/b", "objectType": "secretsmanager"},
             ]
         )
-        env = hung_env(moto, silent, FERRY_SPEC=spec.to_json(), FERRY_TERMINATION_LOG=str(tmp_path / "term"))
+        env = hung_env(moto, silent, FERRY_SPEC=spec_to_json(spec), FERRY_TERMINATION_LOG=str(tmp_path / "term"))
         process = start(["init", "--dir", str(out)], env)
     try:
         assert silent.connected.wait(HANG_GUARD_SECONDS), "the fetcher never called AWS"
@@ -141,7 +142,7 @@ def test_the_sidecar_stops_during_a_hung_fetch(
     moto: Any, silent: SilentEndpoint, tmp_path: Path, signum: int, code: int
 ) -> None:
     spec = make_spec([{"objectName": "app/a", "objectType": "secretsmanager"}], refresh_interval=30)
-    env = hung_env(moto, silent, FERRY_SPEC=spec.to_json(), FERRY_TERMINATION_LOG=str(tmp_path / "term"))
+    env = hung_env(moto, silent, FERRY_SPEC=spec_to_json(spec), FERRY_TERMINATION_LOG=str(tmp_path / "term"))
     process = start(["sidecar", "--dir", str(tmp_path / "out")], env)
     try:
         assert silent.connected.wait(HANG_GUARD_SECONDS), "the sidecar never called AWS"
@@ -164,7 +165,7 @@ def test_a_sidecar_without_files_never_claims_to_keep_them(moto: Any, tmp_path: 
     spec = make_spec([{"objectName": "app/a", "objectType": "secretsmanager"}], refresh_interval=30)
     env = fetcher_env(
         moto.url,
-        FERRY_SPEC=spec.to_json(),
+        FERRY_SPEC=spec_to_json(spec),
         FERRY_TERMINATION_LOG=str(tmp_path / "term"),
         FERRY_AWS_MAX_ATTEMPTS="1",
         **{"FERRY_ENDPOINT_URL_" + PRIMARY.upper().replace("-", "_"): closed},

@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from fetcher.spec import spec_to_json
 from tests.support.aws import FETCHER_COMMAND, REPO_ROOT, Seeder, fetcher_env, make_spec
 
 SDK_PACKAGES = ("boto3", "botocore", "s3transfer", "awscrt", "urllib3", "dateutil")
@@ -30,7 +31,7 @@ def test_init_fetches_without_importing_an_aws_sdk(moto: Any, seed: Seeder, tmp_
             {"objectName": "/app/url", "objectType": "ssmparameter"},
         ]
     )
-    env = fetcher_env(moto.url, FERRY_SPEC=spec.to_json(), FERRY_TERMINATION_LOG=str(tmp_path / "term"))
+    env = fetcher_env(moto.url, FERRY_SPEC=spec_to_json(spec), FERRY_TERMINATION_LOG=str(tmp_path / "term"))
     result = subprocess.run(
         [FETCHER_COMMAND[0], "-X", "importtime", *FETCHER_COMMAND[1:], "init", "--dir", str(tmp_path / "out")],
         env=env,

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from fetcher.__main__ import main, write_termination_message
+from fetcher.spec import spec_to_json
 from fetcher.writer import DATA_LINK
 from tests.support.aws import FETCHER_COMMAND, REPO_ROOT, Seeder, fetcher_env, make_spec
 
@@ -64,7 +65,7 @@ def test_init_writes_the_files_and_exits_zero(moto: Any, seed: Seeder, tmp_path:
         ]
     )
     termination = tmp_path / "termination-log"
-    env = fetcher_env(moto.url, FERRY_SPEC=spec.to_json(), FERRY_TERMINATION_LOG=str(termination))
+    env = fetcher_env(moto.url, FERRY_SPEC=spec_to_json(spec), FERRY_TERMINATION_LOG=str(termination))
     result = run(["init", "--dir", str(tmp_path / "out")], env)
     assert result.returncode == 0, result.stderr
     out = tmp_path / "out"
@@ -87,7 +88,7 @@ def test_init_failure_writes_nothing_and_says_why(moto: Any, seed: Seeder, tmp_p
         ]
     )
     termination = tmp_path / "termination-log"
-    env = fetcher_env(moto.url, FERRY_SPEC=spec.to_json(), FERRY_TERMINATION_LOG=str(termination))
+    env = fetcher_env(moto.url, FERRY_SPEC=spec_to_json(spec), FERRY_TERMINATION_LOG=str(termination))
     result = run(["init", "--dir", str(tmp_path / "out")], env)
     assert result.returncode == 1
     out = tmp_path / "out"
@@ -115,7 +116,7 @@ def test_init_without_a_spec_is_a_configuration_error(moto: Any, tmp_path: Path)
 
 
 def test_init_with_a_tampered_spec_is_rejected_before_any_call(moto: Any, tmp_path: Path) -> None:
-    wire = json.loads(make_spec([{"objectName": "db", "objectType": "secretsmanager"}]).to_json())
+    wire = json.loads(spec_to_json(make_spec([{"objectName": "db", "objectType": "secretsmanager"}])))
     wire["objects"][0]["objectAlias"] = "/etc/passwd"
     termination = tmp_path / "term"
     env = fetcher_env(moto.url, FERRY_SPEC=json.dumps(wire), FERRY_TERMINATION_LOG=str(termination))
@@ -141,7 +142,7 @@ def test_init_with_a_tampered_spec_is_rejected_before_any_call(moto: Any, tmp_pa
 def test_a_hand_edited_spec_exits_2_naming_the_field(
     moto: Any, tmp_path: Path, change: dict[str, Any], field: str, reason: str
 ) -> None:
-    wire = json.loads(make_spec([{"objectName": "db", "objectType": "secretsmanager"}]).to_json()) | change
+    wire = json.loads(spec_to_json(make_spec([{"objectName": "db", "objectType": "secretsmanager"}]))) | change
     termination = tmp_path / "term"
     env = fetcher_env(moto.url, FERRY_SPEC=json.dumps(wire), FERRY_TERMINATION_LOG=str(termination))
     assert main(["init", "--dir", str(tmp_path / "out")], env) == 2
@@ -154,7 +155,7 @@ def test_a_hand_edited_spec_exits_2_naming_the_field(
 def test_the_target_dir_can_come_from_the_environment(moto: Any, seed: Seeder, tmp_path: Path) -> None:
     seed_shop(seed)
     spec = make_spec([{"objectName": "/shop/url", "objectType": "ssmparameter", "objectAlias": "url"}])
-    env = fetcher_env(moto.url, FERRY_SPEC=spec.to_json(), FERRY_TARGET_DIR=str(tmp_path / "from-env"))
+    env = fetcher_env(moto.url, FERRY_SPEC=spec_to_json(spec), FERRY_TARGET_DIR=str(tmp_path / "from-env"))
     assert main(["init"], env) == 0
     assert (tmp_path / "from-env" / "url").read_bytes() == b"postgres://db.shop:5432/shop"
 
@@ -206,7 +207,7 @@ def test_the_sidecar_rotates_files_and_exits_zero_on_sigterm(moto: Any, seed: Se
         [{"objectName": "shop/db", "objectType": "secretsmanager", "objectAlias": "db"}], refresh_interval=0.2
     )
     out = tmp_path / "out"
-    env = fetcher_env(moto.url, FERRY_SPEC=spec.to_json(), FERRY_TERMINATION_LOG=str(tmp_path / "term"))
+    env = fetcher_env(moto.url, FERRY_SPEC=spec_to_json(spec), FERRY_TERMINATION_LOG=str(tmp_path / "term"))
     sidecar = subprocess.Popen(
         [*FETCHER_COMMAND, "sidecar", "--dir", str(out)], env=env, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True
     )
@@ -229,7 +230,7 @@ def test_the_sidecar_rotates_files_and_exits_zero_on_sigterm(moto: Any, seed: Se
 
 def test_the_sidecar_refuses_a_spec_without_an_interval(moto: Any, tmp_path: Path) -> None:
     spec = make_spec([{"objectName": "db", "objectType": "secretsmanager"}])
-    env = fetcher_env(moto.url, FERRY_SPEC=spec.to_json(), FERRY_TERMINATION_LOG=str(tmp_path / "term"))
+    env = fetcher_env(moto.url, FERRY_SPEC=spec_to_json(spec), FERRY_TERMINATION_LOG=str(tmp_path / "term"))
     assert main(["sidecar", "--dir", str(tmp_path / "out")], env) == 2
     assert "has no refresh interval" in (tmp_path / "term").read_text()
 

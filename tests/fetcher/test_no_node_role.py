@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from fetcher.spec import spec_to_json
 from tests.support.aws import FETCHER_COMMAND, REPO_ROOT, Seeder, fetcher_env, make_spec
 from webhook.policy.containers import build_init_container, build_sidecar
 from webhook.settings import Settings
@@ -91,7 +92,7 @@ def test_a_pod_without_its_own_identity_fails_and_never_asks_imds(
 ) -> None:
     seed.secret("app/db", "value-only-the-pod-role-may-read")
     spec = make_spec([{"objectName": "app/db", "objectType": "secretsmanager"}])
-    env = fetcher_env(moto.url, FERRY_SPEC=spec.to_json(), FERRY_TERMINATION_LOG=str(tmp_path / "term"))
+    env = fetcher_env(moto.url, FERRY_SPEC=spec_to_json(spec), FERRY_TERMINATION_LOG=str(tmp_path / "term"))
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_EC2_METADATA_DISABLED"):
         env.pop(key)
     env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = imds.url

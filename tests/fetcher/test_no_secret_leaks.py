@@ -21,6 +21,7 @@ from fetcher.__main__ import main
 from fetcher.errors import FerryError
 from fetcher.logs import log
 from fetcher.loop import RefreshState, refresh_once
+from fetcher.spec import spec_to_json
 from tests.support.aws import FETCHER_COMMAND, PRIMARY, REPO_ROOT, Seeder, fetcher_env, make_clients, make_spec
 
 CANARY = f"canary{uuid.uuid4().hex[:12]}"
@@ -73,7 +74,7 @@ def test_the_cli_never_prints_a_value(moto: Any, seed: Seeder, tmp_path: Path) -
         termination = tmp_path / f"{name}-termination"
         env = fetcher_env(
             moto.url,
-            FERRY_SPEC=make_spec(objects).to_json(),
+            FERRY_SPEC=spec_to_json(make_spec(objects)),
             FERRY_TERMINATION_LOG=str(termination),
             FERRY_LOG_LEVEL="debug",
         )
@@ -180,7 +181,7 @@ def test_discovery_expand_json_and_role_paths_never_print_a_value(moto: Any, see
         termination = tmp_path / f"{name}-termination"
         env = fetcher_env(
             moto.url,
-            FERRY_SPEC=make_spec(objects).to_json(),
+            FERRY_SPEC=spec_to_json(make_spec(objects)),
             FERRY_TERMINATION_LOG=str(termination),
             FERRY_LOG_LEVEL="debug",
             FERRY_STARTUP_DEADLINE="0",

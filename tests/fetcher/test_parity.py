@@ -18,13 +18,14 @@ from fetcher.errors import ConfigError, FerryError, OutputFormatError
 from fetcher.loop import RefreshState, deliver, refresh_once
 from fetcher.render import RenderedFiles
 from fetcher.spec import (
-    FetchSpec,
     SpecError,
     build_spec,
     file_names,
     needs_kube_api,
     secret_provider_class_warnings,
+    spec_from_json,
     spec_from_secret_provider_class,
+    spec_to_json,
 )
 from fetcher.spec.formats import parse_output_formats
 from tests.support.aws import PRIMARY, Seeder, make_spec
@@ -102,13 +103,13 @@ def test_the_json_document_may_feed_a_secret_key() -> None:
 
 def test_secret_objects_and_formats_survive_the_wire_both_ways() -> None:
     spec = make_spec(rotation_pair(), secret_objects=SECRET_OBJECTS, output_formats="dotenv=app.env,json")
-    wire = json.loads(spec.to_json())
+    wire = json.loads(spec_to_json(spec))
     assert wire["secretObjects"] == SECRET_OBJECTS
     assert wire["outputFormats"] == {"dotenv": "app.env", "json": "secrets.json"}
-    assert FetchSpec.from_json(spec.to_json()) == spec
+    assert spec_from_json(spec_to_json(spec)) == spec
     wire["secretObjects"][0]["type"] = "Bogus"
     with pytest.raises(SpecError) as raised:
-        FetchSpec.from_json(json.dumps(wire))
+        spec_from_json(json.dumps(wire))
     assert "FERRY_SPEC.secretObjects[0].type: 'Bogus' is not supported" in str(raised.value)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fetcher.__main__ import main
+from fetcher.spec import spec_to_json
 from fetcher.spec.endpoints import EndpointPolicy, EndpointRequest
 from tests.support.aws import (
     LocalHttpStub,
@@ -45,7 +46,7 @@ def test_each_service_goes_to_the_pods_own_endpoint(
         ],
         endpoints=EndpointRequest(f"secretsmanager={moto.url},ssm={moto.url},sts={sts.url}", LOOPBACK),
     )
-    env = fetcher_env(elsewhere.url, FERRY_SPEC=spec.to_json(), FERRY_STARTUP_DEADLINE="0")
+    env = fetcher_env(elsewhere.url, FERRY_SPEC=spec_to_json(spec), FERRY_STARTUP_DEADLINE="0")
     code = main(["init", "--dir", str(tmp_path / "out"), "--termination-log", str(tmp_path / "t")], env)
     assert code == 0, (tmp_path / "t").read_text()
     assert (tmp_path / "out" / "db").read_bytes() == b"through the pinned endpoint"

@@ -19,7 +19,7 @@ from fetcher import awsroles
 from fetcher.__main__ import main
 from fetcher.awsroles import PodIdentity, bounded_session_text
 from fetcher.sources import fetch_all
-from fetcher.spec import SpecError
+from fetcher.spec import SpecError, spec_from_json, spec_to_json
 from tests.support.aws import (
     LocalHttpStub,
     RecordedRequest,
@@ -166,7 +166,7 @@ def test_a_denied_assume_role_fails_naming_the_role_the_reason_and_the_fix(
     )
     sts = http_stub(lambda request: (403, {"Content-Type": "text/xml"}, denial))
     spec = make_spec([{"objectName": "shared/db", "objectType": "secretsmanager", "roleArn": ROLE}])
-    env = fetcher_env(moto.url, FERRY_SPEC=spec.to_json(), AWS_ENDPOINT_URL_STS=sts.url, **POD_ENV)
+    env = fetcher_env(moto.url, FERRY_SPEC=spec_to_json(spec), AWS_ENDPOINT_URL_STS=sts.url, **POD_ENV)
     code = main(["init", "--dir", str(tmp_path / "out"), "--termination-log", str(tmp_path / "t")], env)
     message = (tmp_path / "t").read_text()
     assert code == 1
@@ -196,7 +196,7 @@ def test_a_failed_assume_role_names_the_role_whatever_failed(
     sts = http_stub(lambda request: answer)
     spec = make_spec([{"objectName": "shared/db", "objectType": "secretsmanager", "roleArn": ROLE}])
     env = fetcher_env(
-        moto.url, FERRY_SPEC=spec.to_json(), AWS_ENDPOINT_URL_STS=sts.url, FERRY_STARTUP_DEADLINE="0", **POD_ENV
+        moto.url, FERRY_SPEC=spec_to_json(spec), AWS_ENDPOINT_URL_STS=sts.url, FERRY_STARTUP_DEADLINE="0", **POD_ENV
     )
     code = main(["init", "--dir", str(tmp_path / "out"), "--termination-log", str(tmp_path / "t")], env)
     message = (tmp_path / "t").read_text()
@@ -253,7 +253,7 @@ def test_external_id_needs_a_role_and_stss_charset() -> None:
         make_spec([{"objectName": "db", "objectType": "secretsmanager", "roleArn": ROLE, "externalId": "ok-1\n"}])
     ok = make_spec([{"objectName": "db", "objectType": "secretsmanager", "roleArn": ROLE, "externalId": "ok-1"}])
     assert ok.objects[0].role is not None and ok.objects[0].role.external_id == "ok-1"
-    assert type(ok).from_json(ok.to_json()) == ok
+    assert spec_from_json(spec_to_json(ok)) == ok
 
 
 def test_a_session_is_renewed_before_it_expires(moto: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from fetcher.__main__ import main
 from fetcher.errors import AwsRejectedError, AwsUnavailableError, ConfigError, ObjectErrors
+from fetcher.spec import spec_to_json
 from fetcher.startup import DEFAULT_STARTUP_DEADLINE, deadline_from_env, within_deadline, worth_waiting
 from tests.support.aws import LocalHttpStub, RecordedRequest, Reply, Seeder, aws_json_error, fetcher_env, make_spec
 
@@ -100,7 +101,7 @@ def test_the_deadline_setting() -> None:
 
 def init(moto_url: str, spec: Any, out: Path, **extra: str) -> tuple[int, str]:
     termination = out.parent / "termination"
-    env = fetcher_env(moto_url, FERRY_SPEC=spec.to_json(), **extra)
+    env = fetcher_env(moto_url, FERRY_SPEC=spec_to_json(spec), **extra)
     code = main(["init", "--dir", str(out), "--termination-log", str(termination)], env)
     return code, termination.read_text() if termination.exists() else ""
 
@@ -116,7 +117,7 @@ def test_init_waits_for_the_irsa_token_file_to_be_mounted(moto: Any, seed: Seede
     token = tmp_path / "token" / "token"
     spec = make_spec([{"objectName": "db", "objectType": "secretsmanager"}])
     env = irsa_env(moto.url, token)
-    env.update(FERRY_SPEC=spec.to_json(), FERRY_STARTUP_DEADLINE="30")
+    env.update(FERRY_SPEC=spec_to_json(spec), FERRY_STARTUP_DEADLINE="30")
 
     def mount_later() -> None:
         time.sleep(1.5)
@@ -138,7 +139,7 @@ def test_init_waits_for_the_irsa_token_file_to_be_mounted(moto: Any, seed: Seede
 def test_init_without_the_token_fails_with_todays_message_at_the_deadline(moto: Any, tmp_path: Path) -> None:
     spec = make_spec([{"objectName": "db", "objectType": "secretsmanager"}])
     env = irsa_env(moto.url, tmp_path / "never" / "token")
-    env.update(FERRY_SPEC=spec.to_json(), FERRY_STARTUP_DEADLINE="2")
+    env.update(FERRY_SPEC=spec_to_json(spec), FERRY_STARTUP_DEADLINE="2")
     started = time.monotonic()
     code = main(["init", "--dir", str(tmp_path / "out"), "--termination-log", str(tmp_path / "t")], env)
     assert code == 1
@@ -168,7 +169,7 @@ def test_init_waits_for_the_pod_identity_agent(moto: Any, seed: Seeder, tmp_path
     spec = make_spec([{"objectName": "db", "objectType": "secretsmanager"}])
     env = fetcher_env(
         moto.url,
-        FERRY_SPEC=spec.to_json(),
+        FERRY_SPEC=spec_to_json(spec),
         FERRY_STARTUP_DEADLINE="40",
         AWS_CONTAINER_CREDENTIALS_FULL_URI=f"{agent.url}/v1/credentials",
         AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=str(token),

@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from tests.support.paths import FIXTURES
+from tests.support.pods import make_pod
 
 # --- MutatingWebhookConfiguration: evaluated scoping ---------------------------------------
 #
@@ -235,10 +236,7 @@ def _namespace(name: str, labels: dict[str, str] | None = None) -> dict[str, Any
 
 
 def _pod(annotations: dict[str, str] | None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": "p", "labels": {"app": "x"}}
-    if annotations is not None:
-        meta["annotations"] = annotations
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": {"containers": [{"name": "a", "image": "a"}]}}
+    return make_pod(annotations, [{"name": "a", "image": "a"}], name="p", labels={"app": "x"})
 
 
 def recorded_namespaces() -> dict[str, dict[str, Any]]:

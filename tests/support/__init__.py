@@ -15,5 +15,7 @@ repository root).
 - `tlsserver`: `TLSServer`, the webhook's server in a background thread;
 - `webhook_server`: the webhook under test with a static cluster view;
 - `pss`: the Pod Security Standard "restricted" checker;
-- `faultproxy`, `leakscan`: fault injection and secret-leak scanning.
+- `faultproxy`, `leakscan`: fault injection and secret-leak scanning;
+- `ferrylib`, `secretlib`: Ferry installed in the real control plane, and an admin client of it (the API-server
+  suite and `bench/apiserver_admission.py`, `bench/secret_resync.py`; never pytest).
 """

@@ -22,7 +22,7 @@ from typing import Any
 
 import boto3
 
-from fetcher.spec import FetchSpec, build_spec
+from fetcher.spec import FetchSpec, build_spec, spec_to_json
 from tests.support.paths import REPO_ROOT
 
 REGION = "us-east-1"
@@ -56,7 +56,7 @@ def fetcher_env(endpoint: str, spec: FetchSpec | None = None, **extra: str) -> d
         }
     )
     if spec is not None:
-        env["FERRY_SPEC"] = spec.to_json()
+        env["FERRY_SPEC"] = spec_to_json(spec)
     env.update(extra)
     return env
 

@@ -1,15 +1,20 @@
-"""Helpers for tests of the admission stages up to the spec: an SPC lookup over given classes, and result unwrapping."""
+"""Helpers for tests of the admission stages: an SPC lookup over given classes, the stages up to the spec, result
+unwrapping, and the injected pod for a resolved request."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from webhook.policy.containers import build_parts
 from webhook.policy.decide import Denial
+from webhook.policy.identity import pod_identity
 from webhook.policy.memo import cached_spec
+from webhook.policy.mutate import mutate_pod
 from webhook.policy.podshape import check_pod_shape
 from webhook.policy.request import PodRequest
 from webhook.policy.resolve import resolve_spec
+from webhook.policy.resources import ResourceFit
 from webhook.policy.specbuild import ResolvedRequest, build_request
 from webhook.settings import Settings
 
@@ -42,6 +47,15 @@ def resolve_pod(
     if isinstance(resolution, Denial):
         return resolution
     return build_request(request, shape, resolution, cached_spec)
+
+
+def inject_resolved(
+    pod: Mapping[str, Any], request: ResolvedRequest, settings: Settings, namespace: str = "team-b"
+) -> Mapping[str, Any]:
+    """Stages 7 and 8 (Ferry's parts, placed in the pod) for a resolved request, with no pod-level resources."""
+    pod_request = PodRequest.read(pod, namespace, None)
+    parts = build_parts(request, pod_identity(pod_request.spec), settings)
+    return mutate_pod(pod, request, parts, ResourceFit(None)).pod
 
 
 def resolved(result: ResolvedRequest | Denial) -> ResolvedRequest:

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import jsonpatch
 
+from tests.support.pods import make_pod
 from tests.support.reviews import decode_patch, pod_create_review
 from tests.support.tlsserver import TLSServer
 from webhook.edge.app import create_app, metrics_app
@@ -55,12 +56,8 @@ def pod(
     containers: list[dict[str, Any]] | None = None,
     **spec: Any,
 ) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "app", "namespace": NAMESPACE, "annotations": dict(annotations or {})},
-        "spec": {"containers": containers or [{"name": "app", "image": "registry.example.com/app:1"}], **spec},
-    }
+    """`make_pod` in NAMESPACE; no containers (None or []) means one app container."""
+    return make_pod(annotations or {}, containers or None, namespace=NAMESPACE, **spec)
 
 
 def review(obj: Any, uid: str | None = None, namespace: str = NAMESPACE, **request: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ with other directories' conftest modules.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -24,6 +25,7 @@ import yaml
 
 from tests.support.kubeapi import FakeKubeAPI
 from tests.support.paths import FIXTURES
+from tests.support.pods import make_pod
 from webhook.policy.memo import clear_caches
 from webhook.policy.view import StaticView
 from webhook.settings import Settings
@@ -146,35 +148,10 @@ def asgi_client() -> Iterator[Callable[[Any], AsgiClient]]:
         client.close()
 
 
-def make_pod(
-    annotations: Mapping[str, str] | None = None,
-    *,
-    containers: list[dict[str, Any]] | None = None,
-    init_containers: list[dict[str, Any]] | None = None,
-    namespace: str = "team-b",
-    name: str = "app",
-    **spec: Any,
-) -> dict[str, Any]:
-    """A minimal valid Pod for unit tests."""
-    pod: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "annotations": dict(annotations or {})},
-        "spec": {
-            "containers": containers
-            if containers is not None
-            else [{"name": "app", "image": "registry.example.com/app:1"}],
-            **spec,
-        },
-    }
-    if init_containers is not None:
-        pod["spec"]["initContainers"] = init_containers
-    return pod
-
-
 @pytest.fixture
 def pod_factory() -> Callable[..., dict[str, Any]]:
-    return make_pod
+    """`make_pod` in namespace team-b."""
+    return functools.partial(make_pod, namespace="team-b")
 
 
 @pytest.fixture

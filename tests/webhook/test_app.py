@@ -15,7 +15,7 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from fetcher.spec import FetchSpec
+from fetcher.spec import spec_from_json
 from fetcher.spec.logline import JsonFormatter
 from tests.support.reviews import decode_patch
 from webhook.edge.app import create_app, metrics_app
@@ -68,7 +68,7 @@ def test_first_call_injects(client: Any, review: Review, patched_pod: Validate) 
     assert [c["name"] for c in spec["initContainers"]] == ["ferry-init", "ferry-sidecar", "migrate"]
     assert spec["initContainers"][1]["restartPolicy"] == "Always"
     assert pod["metadata"]["annotations"]["ferry.dev/status"] == "injected"
-    fetch = FetchSpec.from_json(spec["initContainers"][0]["env"][0]["value"])
+    fetch = spec_from_json(spec["initContainers"][0]["env"][0]["value"])
     # SecretProviderClass team-a/db-credentials; the pod's 2m refresh wins over the namespace's 5m.
     assert (fetch.region, fetch.failover_region, fetch.refresh_seconds) == ("eu-west-1", "eu-central-1", 120.0)
     assert (fetch.file_uid, fetch.file_gid) == (1000, 2000)

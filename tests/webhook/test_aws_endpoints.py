@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from fetcher.spec import spec_from_json, spec_to_json
 from fetcher.spec.endpoints import EndpointPolicy, EndpointRequest, check_endpoints
 from fetcher.spec.problems import Problem
 from tests.support.resolving import denied, lookup, resolve_pod, resolved
@@ -33,7 +34,7 @@ def test_aws_hosts_are_admitted_and_travel_in_the_spec(pod_factory: PodFactory, 
     value = f"secretsmanager={VPCE}, sts=https://sts-fips.us-east-1.amazonaws.com/"
     result = resolved(resolve_pod(pod_with(pod_factory, value), None, lookup(), settings))
     assert result.spec.endpoints == (("secretsmanager", VPCE), ("sts", "https://sts-fips.us-east-1.amazonaws.com"))
-    assert type(result.spec).from_json(result.spec.to_json()).endpoints == result.spec.endpoints
+    assert spec_from_json(spec_to_json(result.spec)).endpoints == result.spec.endpoints
 
 
 def test_the_namespace_annotation_applies_when_the_pod_has_none(pod_factory: PodFactory, settings: Settings) -> None:

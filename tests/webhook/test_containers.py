@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fetcher.spec import SPEC_ENV_VAR, FetchSpec, build_spec
+from fetcher.spec import SPEC_ENV_VAR, build_spec, spec_from_json
 from webhook.policy.containers import build_init_container, build_sidecar
 from webhook.policy.identity import Identity, apply_identity, find_identity
 from webhook.policy.volumes import VOLUME_NAME, build_app_mount, build_volume
@@ -63,7 +63,7 @@ def test_init_container_runs_the_fetcher_with_the_spec_in_one_env_var() -> None:
     assert container["command"] == ["python", "-m", "fetcher"]
     assert container["args"] == ["init", "--dir", "/mnt/secrets-store"]
     env = {e["name"]: e["value"] for e in container["env"]}
-    assert FetchSpec.from_json(env[SPEC_ENV_VAR]) == SPEC
+    assert spec_from_json(env[SPEC_ENV_VAR]) == SPEC
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
     assert container["volumeMounts"] == [{"name": VOLUME_NAME, "mountPath": "/mnt/secrets-store"}]
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from fetcher.spec import FetchSpec
+from fetcher.spec import FetchSpec, spec_from_json, spec_to_json
 from tests.support.resolving import lookup
 from webhook.policy.pipeline import Admission, admit_pod
 from webhook.policy.request import PodRequest
@@ -53,7 +53,7 @@ def gcp_pod(pod_factory: PodFactory, **annotations: str) -> dict[str, Any]:
 
 def spec_of(admission: Admission) -> FetchSpec:
     init = next(c for c in admission.pod["spec"]["initContainers"] if c["name"] == "ferry-init")
-    return FetchSpec.from_json(next(e["value"] for e in init["env"] if e["name"] == "FERRY_SPEC"))
+    return spec_from_json(next(e["value"] for e in init["env"] if e["name"] == "FERRY_SPEC"))
 
 
 def test_inline_gcp_objects_get_the_pool_token_volume_and_settings(pod_factory: PodFactory) -> None:
@@ -191,7 +191,7 @@ def test_the_wire_form_of_gcp_objects_is_the_providers_format(pod_factory: PodFa
     spec = spec_of(admit(gcp_pod(pod_factory)))
     import json
 
-    wire = json.loads(spec.to_json())
+    wire = json.loads(spec_to_json(spec))
     assert wire["objects"] == yaml.safe_load(SECRETS.replace("mode: 0400", "mode: 256"))
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import jsonpatch
 import pytest
 
+from tests.support.pods import make_pod
 from tests.support.reviews import decode_patch, pod_create_review
 from webhook.edge.app import AdmissionHandler
 from webhook.edge.metrics import AdmissionMetrics
@@ -27,15 +28,6 @@ FEW_KIB = 8 * 1024
 
 def handler(view: StaticView | None = None) -> AdmissionHandler:
     return AdmissionHandler(SETTINGS, view or StaticView(), True, AdmissionMetrics())
-
-
-def pod(annotations: dict[str, str], containers: list[dict[str, Any]] | None = None, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "app", "annotations": annotations},
-        "spec": {"containers": containers or [{"name": "app", "image": "registry.example.com/app:1"}], **spec},
-    }
 
 
 def ask(h: AdmissionHandler, body: Any, *, namespace: str | None = "team-a") -> tuple[int, Any, int]:
@@ -61,7 +53,7 @@ def denial(h: AdmissionHandler, body: Any) -> tuple[str, int]:
 def test_many_long_containers_and_unknown_names_get_a_small_denial() -> None:
     long_names = [f"c{i:03d}-" + "x" * 56 for i in range(250)]
     unknown = ",".join(f"nope{i}-" + "y" * 50 for i in range(2000))
-    body = pod(
+    body = make_pod(
         {"ferry.dev/inject": "true", "ferry.dev/objects": OBJECTS, "ferry.dev/containers": unknown},
         [{"name": name, "image": "registry.example.com/app:1"} for name in long_names],
     )
@@ -76,14 +68,14 @@ def test_many_long_containers_and_unknown_names_get_a_small_denial() -> None:
 
 
 def test_a_huge_value_is_quoted_short() -> None:
-    body = pod({"ferry.dev/inject": "true", "ferry.dev/objects": OBJECTS, "ferry.dev/mount-path": "x" * 200_000})
+    body = make_pod({"ferry.dev/inject": "true", "ferry.dev/objects": OBJECTS, "ferry.dev/mount-path": "x" * 200_000})
     message, size = denial(handler(), body)
     assert "ferry.dev/mount-path" in message and "absolute path" in message
     assert size < FEW_KIB
 
 
 def test_a_huge_secret_provider_class_name_is_quoted_short() -> None:
-    body = pod({"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "a" * 300_000})
+    body = make_pod({"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "a" * 300_000})
     message, size = denial(handler(), body)
     assert "is not a valid SecretProviderClass name" in message
     assert size < FEW_KIB
@@ -91,7 +83,7 @@ def test_a_huge_secret_provider_class_name_is_quoted_short() -> None:
 
 def test_many_invalid_objects_give_a_bounded_message() -> None:
     objects = "".join(f"- objectName: 'bad name {i} ' \n  objectType: nonsense\n" for i in range(190))
-    body = pod({"ferry.dev/inject": "true", "ferry.dev/objects": objects})
+    body = make_pod({"ferry.dev/inject": "true", "ferry.dev/objects": objects})
     message, size = denial(handler(), body)
     assert "objects[0]" in message
     assert "more problems" in message
@@ -101,7 +93,7 @@ def test_many_invalid_objects_give_a_bounded_message() -> None:
 def test_denials_are_not_remembered() -> None:
     h = handler()
     unknown = ",".join(f"missing{i}" for i in range(50))
-    body = pod({"ferry.dev/inject": "true", "ferry.dev/objects": OBJECTS, "ferry.dev/containers": unknown})
+    body = make_pod({"ferry.dev/inject": "true", "ferry.dev/objects": OBJECTS, "ferry.dev/containers": unknown})
     denial(h, body)
     denial(h, body)
     assert len(h.memo) == 0
@@ -136,7 +128,7 @@ def test_many_unknown_ferry_keys_are_counted_not_each_searched(monkeypatch: pyte
     monkeypatch.setattr(difflib, "get_close_matches", counting)
     annotations = {f"ferry.dev/typo-{i}": "x" for i in range(20_000)}
     annotations.update({"ferry.dev/inject": "true", "ferry.dev/objects": OBJECTS})
-    message, size = denial(handler(), pod(annotations))
+    message, size = denial(handler(), make_pod(annotations))
     assert "is not a Ferry annotation" in message
     assert "and 19995 more ferry.dev/ keys" in message
     assert size < FEW_KIB
@@ -156,7 +148,7 @@ def test_unknown_container_names_are_searched_a_bounded_number_of_times(monkeypa
 
     monkeypatch.setattr(difflib, "get_close_matches", counting)
     unknown = ",".join(f"missing-{i}" for i in range(5_000))
-    body = pod({"ferry.dev/inject": "true", "ferry.dev/objects": OBJECTS, "ferry.dev/containers": unknown})
+    body = make_pod({"ferry.dev/inject": "true", "ferry.dev/objects": OBJECTS, "ferry.dev/containers": unknown})
     message, _ = denial(handler(), body)
     assert "4995 more names match no container" in message
     assert calls <= 5
@@ -170,7 +162,7 @@ def test_a_very_long_unknown_key_gets_no_fuzzy_search(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(difflib, "get_close_matches", refuse)
     key = "ferry.dev/" + "z" * 100_000
-    message, size = denial(handler(), pod({key: "x", "ferry.dev/inject": "true"}))
+    message, size = denial(handler(), make_pod({key: "x", "ferry.dev/inject": "true"}))
     assert "is not a Ferry annotation" in message and size < FEW_KIB
 
 
@@ -185,7 +177,7 @@ def test_a_pod_create_without_request_namespace_is_malformed() -> None:
         "spec": {"provider": "aws", "parameters": {"objects": OBJECTS, "region": "eu-west-1"}},
     }
     h = handler(StaticView([spc]))
-    body = pod({"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "db"})
+    body = make_pod({"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "db"})
     body["metadata"]["namespace"] = "victim"
     status, answer, _ = ask(h, body, namespace=None)
     assert status == 400
@@ -214,7 +206,7 @@ def test_a_pod_create_without_request_namespace_is_malformed() -> None:
 )
 def test_a_container_mounting_ferrys_volume_is_denied(containers: list[dict[str, Any]]) -> None:
     annotations = {"ferry.dev/inject": "true", "ferry.dev/objects": OBJECTS, "ferry.dev/containers": "app"}
-    message, _ = denial(handler(), pod(annotations, containers))
+    message, _ = denial(handler(), make_pod(annotations, containers))
     assert "mount the volume 'ferry-secrets', which is Ferry's" in message
     assert "remove" in message
 
@@ -222,7 +214,7 @@ def test_a_container_mounting_ferrys_volume_is_denied(containers: list[dict[str,
 def test_the_same_pod_without_that_mount_is_injected_read_only() -> None:
     containers = [{"name": "app", "image": "i"}, {"name": "other", "image": "i"}]
     annotations = {"ferry.dev/inject": "true", "ferry.dev/objects": OBJECTS, "ferry.dev/containers": "app"}
-    body = pod(annotations, containers)
+    body = make_pod(annotations, containers)
     status, answer, _ = ask(handler(), body)
     assert status == 200 and answer["response"]["allowed"] is True
     injected = jsonpatch.apply_patch(body, decode_patch(answer["response"]))
@@ -235,14 +227,14 @@ def test_the_same_pod_without_that_mount_is_injected_read_only() -> None:
 
 
 def test_a_lone_surrogate_is_a_clear_400_not_an_internal_error() -> None:
-    body = pod({"ferry.dev/inject": "true", "ferry.dev/objects": "- objectName: a\ud800"})
+    body = make_pod({"ferry.dev/inject": "true", "ferry.dev/objects": "- objectName: a\ud800"})
     status, answer, _ = ask(handler(), body)
     assert status == 400, answer
     assert "surrogate" in answer["message"]
 
 
 def test_a_surrogate_pair_is_ordinary_text() -> None:
-    body = pod({"ferry.dev/inject": "true", "ferry.dev/objects": OBJECTS, "note": "\U0001f600"})
+    body = make_pod({"ferry.dev/inject": "true", "ferry.dev/objects": OBJECTS, "note": "\U0001f600"})
     status, answer, _ = ask(handler(), body)
     assert status == 200 and answer["response"]["allowed"] is True
 
@@ -255,7 +247,7 @@ def test_a_surrogate_pair_is_ordinary_text() -> None:
     [("uid", "u" * 100_000, "request.uid"), ("namespace", "N" * 100_000, "request.namespace")],
 )
 def test_echoed_request_fields_are_bounded(field: str, value: str, expected: str) -> None:
-    review = pod_create_review(pod({"ferry.dev/inject": "true", "ferry.dev/objects": OBJECTS}), namespace="team-a")
+    review = pod_create_review(make_pod({"ferry.dev/inject": "true", "ferry.dev/objects": OBJECTS}), namespace="team-a")
     review["request"][field] = value
     status, payload = handler().handle(json.dumps(review).encode())
     assert status == 400 and expected in json.loads(payload)["message"]
@@ -263,7 +255,7 @@ def test_echoed_request_fields_are_bounded(field: str, value: str, expected: str
 
 
 def test_a_huge_pod_name_gives_a_short_log_line(caplog: pytest.LogCaptureFixture) -> None:
-    body = pod({"ferry.dev/inject": "true", "ferry.dev/objects": OBJECTS})
+    body = make_pod({"ferry.dev/inject": "true", "ferry.dev/objects": OBJECTS})
     body["metadata"]["name"] = "p" * 500_000
     with caplog.at_level("INFO", logger="ferry.webhook"):
         status, _, _ = ask(handler(), body)
@@ -273,7 +265,7 @@ def test_a_huge_pod_name_gives_a_short_log_line(caplog: pytest.LogCaptureFixture
 
 @pytest.mark.parametrize("field", ["kind", "apiVersion", "operation"])
 def test_a_malformed_envelope_is_not_echoed_whole(field: str) -> None:
-    review = pod_create_review(pod({}), namespace="team-a")
+    review = pod_create_review(make_pod({}), namespace="team-a")
     (review if field != "operation" else review["request"])[field] = "w" * 1_000_000
     status, payload = handler().handle(json.dumps(review).encode())
     assert status == 400 and len(payload) < FEW_KIB
@@ -285,7 +277,7 @@ def test_invalid_specs_are_not_remembered() -> None:
     h = handler()
     for i in range(20):
         objects = f"- objectName: 'bad name {i} '\n  objectType: nonsense\n" + "#" * 60_000
-        denial(h, pod({"ferry.dev/inject": "true", "ferry.dev/objects": objects}))
+        denial(h, make_pod({"ferry.dev/inject": "true", "ferry.dev/objects": objects}))
     assert cache_stats()["specs"][2] == 0
-    status, answer, _ = ask(h, pod({"ferry.dev/inject": "true", "ferry.dev/objects": OBJECTS}))
+    status, answer, _ = ask(h, make_pod({"ferry.dev/inject": "true", "ferry.dev/objects": OBJECTS}))
     assert answer["response"]["allowed"] is True and cache_stats()["specs"][2] == 1

@@ -10,12 +10,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from fetcher.spec import FetchSpec
+from fetcher.spec import spec_from_json
 from fetcher.spec.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR, POD_UID_ENV_VAR
-from tests.support.resolving import denied, lookup, resolve_pod, resolved
+from tests.support.resolving import denied, inject_resolved, lookup, resolve_pod, resolved
 from tests.webhook.test_main import run_inject
-from webhook.policy.mutate import mutate_pod
-from webhook.policy.request import PodRequest
 from webhook.policy.specbuild import ResolvedRequest
 from webhook.policy.view import secret_provider_classes_in
 from webhook.policy.volumes import KUBE_API_VOLUME_NAME, SERVICE_ACCOUNT_MOUNT_PATH
@@ -40,7 +38,7 @@ def spc(secret_objects: Any = None, **params: Any) -> dict[str, Any]:
 
 
 def injected(pod: dict[str, Any], request: ResolvedRequest, settings: Settings) -> dict[str, Any]:
-    new = mutate_pod(PodRequest.read(pod, "team-b", None), request, None, settings).pod
+    new = dict(inject_resolved(pod, request, settings))
     kubernetes_validate.validate(new, K8S_VERSION, strict=True)
     return new
 
@@ -78,7 +76,7 @@ def test_an_spc_with_secret_objects_gives_ferry_alone_the_token_and_the_owner_en
     # The spec the fetcher gets carries the entries, and the webhook put no value anywhere (it has none).
     wire = json.loads(next(e["value"] for e in own(new)[0]["env"] if e["name"] == "FERRY_SPEC"))
     assert wire["secretObjects"] == SECRET_OBJECTS
-    assert FetchSpec.from_json(json.dumps(wire)) == request.spec
+    assert spec_from_json(json.dumps(wire)) == request.spec
 
 
 def test_without_secret_objects_ferry_gets_no_token_volume_and_no_owner_env(

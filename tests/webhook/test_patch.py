@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.pods import make_pod
 from webhook.policy import memo
 from webhook.policy.patch import make_pod_patch
 
@@ -79,7 +80,7 @@ def edited(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _pod_with(init: list[Any], containers: list[Any]) -> dict[str, Any]:
-    return {"metadata": {"name": "p"}, "spec": {"initContainers": init, "containers": containers}}
+    return make_pod(None, containers, name="p", init_containers=init)
 
 
 A = {"name": "a", "image": "i", "volumeMounts": [{"name": "v", "mountPath": "/v"}]}

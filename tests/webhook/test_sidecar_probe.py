@@ -9,11 +9,9 @@ import kubernetes_validate
 import pytest
 
 from fetcher.spec import build_spec
-from tests.support.resolving import resolve_pod
+from tests.support.resolving import inject_resolved, resolve_pod
 from webhook.policy.containers import build_init_container, build_liveness_probe, build_sidecar
 from webhook.policy.decide import Denial
-from webhook.policy.mutate import mutate_pod
-from webhook.policy.request import PodRequest
 from webhook.policy.specbuild import ResolvedRequest
 from webhook.settings import Settings, SettingsError
 
@@ -31,7 +29,7 @@ def sidecar_of(pod_factory: PodFactory, settings: Settings, **annotations: str) 
     pod = pod_factory({"ferry.dev/objects": OBJECTS, **annotations})
     resolved = resolve_pod(pod, None, lambda ns, name: None, settings)
     assert isinstance(resolved, ResolvedRequest), resolved
-    mutated = mutate_pod(PodRequest.read(pod, "team-b", None), resolved, None, settings).pod
+    mutated = dict(inject_resolved(pod, resolved, settings))
     init, sidecar = mutated["spec"]["initContainers"][:2]
     assert "livenessProbe" not in init  # the init container runs once: nothing to probe
     kubernetes_validate.validate(mutated, kubernetes_validate.latest_version(), strict=True)

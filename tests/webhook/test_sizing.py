@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.pods import make_pod
 from webhook.policy.pipeline import admit_pod
 from webhook.policy.request import PodRequest
 from webhook.policy.sizing import (
@@ -19,7 +20,7 @@ from webhook.policy.sizing import (
     size_for_platform,
     stripped_native_sidecar,
 )
-from webhook.quantity import parse_quantity
+from webhook.quantity import container_requests, parse_quantity
 from webhook.settings import Settings, SettingsError
 
 
@@ -49,17 +50,8 @@ def app_pod(cpu: str, memory: str, *, refresh: bool = True, fargate: bool = True
     annotations = {"ferry.dev/inject": "true", "ferry.dev/objects": OBJECTS}
     if refresh:
         annotations["ferry.dev/refresh-interval"] = "5m"
-    pod: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "app", "namespace": "team-a", "annotations": annotations},
-        "spec": {
-            "containers": [
-                {"name": "app", "image": "app:1", "resources": {"requests": {"cpu": cpu, "memory": memory}}}
-            ],
-            **spec,
-        },
-    }
+    app = {"name": "app", "image": "app:1", "resources": {"requests": {"cpu": cpu, "memory": memory}}}
+    pod = make_pod(annotations, [app], namespace="team-a", **spec)
     if fargate:
         pod["spec"]["schedulerName"] = FARGATE_SCHEDULER
     return pod
@@ -194,7 +186,9 @@ def test_a_limit_range_minimum_is_a_floor() -> None:
     )
     assert own(first.pod, "ferry-sidecar")["resources"]["requests"]["cpu"] == "10m"
     assert first.warnings and "0.5 vCPU / 1 GB" in first.warnings[0]
-    again = size_for_platform(first.pod, SETTINGS, [limit_range])  # a reinvocation starts from the settings
+    again = size_for_platform(
+        first.pod, container_requests(first.pod), SETTINGS, [limit_range]
+    )  # a reinvocation starts from the settings
     assert own(again.pod, "ferry-sidecar")["resources"]["requests"]["cpu"] == "10m"
 
 

@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from fetcher.spec.logline import bounded
+from fetcher.spec import bounded
 from webhook.edge.metrics import AdmissionMetrics
 from webhook.edge.networks import parse_networks, within
 from webhook.ownerevents import OwnerEvents

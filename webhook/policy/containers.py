@@ -9,23 +9,65 @@ nothing about patch paths. The containers meet the Pod Security Standard
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
-from fetcher.spec import SPEC_ENV_VAR, FetchSpec, needs_kube_api
+from fetcher.spec import SPEC_ENV_VAR, FetchSpec, needs_kube_api, spec_to_json
 from fetcher.spec.object_options import POD_SERVICE_ACCOUNT_ENV_VAR
 from fetcher.spec.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR, POD_UID_ENV_VAR
 from webhook.policy.identity import Identity, apply_identity
 from webhook.policy.request import INIT_CONTAINER_NAME, SIDECAR_NAME
+from webhook.policy.specbuild import ResolvedRequest
 from webhook.policy.volumes import (
     GCP_TOKEN_VOLUME_NAME,
     TOKEN_EXPIRATION_SECONDS,
+    build_app_mount,
     build_fetcher_mount,
     build_gcp_token_mount,
     build_kube_api_mount,
+    build_kube_api_volume,
+    build_volume,
 )
 from webhook.settings import Settings
 
 FetcherMode = Literal["init", "sidecar"]
+
+
+class FerryParts(NamedTuple):
+    """Everything Ferry adds to a pod, built before the mutate stage places it; plain dicts that know no patch paths."""
+
+    volumes: list[dict[str, Any]]
+    # The read-only mount each selected app container gets.
+    app_mount: dict[str, Any]
+    # Ahead of the app's init containers: ferry-init, then the native sidecar.
+    init_containers: list[dict[str, Any]]
+    # After the app's containers: the regular sidecar, when there is one.
+    containers: list[dict[str, Any]]
+
+    def containers_added(self) -> list[dict[str, Any]]:
+        return [*self.init_containers, *self.containers]
+
+
+def build_parts(resolved: ResolvedRequest, identity: Identity, settings: Settings) -> FerryParts:
+    """Ferry's volumes, the app's mount and Ferry's containers (with the pod's identity) for this request."""
+    volumes = [build_volume(settings)]
+    if needs_kube_api(resolved.spec):
+        volumes.append(build_kube_api_volume())
+    if resolved.spec.gcp is not None:
+        volumes.append(build_gcp_token_volume(resolved.spec.gcp.workload_pool))
+    build_args: dict[str, Any] = {
+        "mount_path": resolved.mount_path,
+        "run_as_user": resolved.run_as_user,
+        "identity": identity,
+        "spec_json": resolved.spec_json,
+    }
+    sidecar_args = {**build_args, "unhealthy_after": resolved.sidecar_unhealthy_after}
+    own_init = [build_init_container(resolved.spec, settings, **build_args)]
+    if resolved.sidecar == "native":
+        own_init.append(build_sidecar(resolved.spec, settings, native=True, **sidecar_args))
+    own_regular = (
+        [build_sidecar(resolved.spec, settings, native=False, **sidecar_args)] if resolved.sidecar == "regular" else []
+    )
+    return FerryParts(volumes, build_app_mount(resolved.mount_path), own_init, own_regular)
 
 
 def build_fetcher_container(
@@ -47,7 +89,7 @@ def build_fetcher_container(
         "command": ["python", "-m", "fetcher"],
         "args": [mode, "--dir", mount_path],
         "env": [
-            {"name": SPEC_ENV_VAR, "value": spec_json or spec.to_json()},
+            {"name": SPEC_ENV_VAR, "value": spec_json or spec_to_json(spec)},
             # Read-only root filesystem: no .pyc writes; unbuffered so logs are never lost on exit.
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
@@ -181,7 +223,7 @@ def build_security_context(run_as_user: int, run_as_group: int | None = None) ->
     return context
 
 
-# Built beside the containers: only they mount it, and the pipeline builds Ferry's parts in one place.
+# Built beside the containers: only they mount it.
 def build_gcp_token_volume(workload_pool: str) -> dict[str, Any]:
     """A token whose audience is the workload pool (PROJECT.svc.id.goog): what Google's token exchange accepts.
 

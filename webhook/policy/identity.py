@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.policy.request import OWN_CONTAINER_NAMES
+
 # Env vars that carry identity or shape STS calls; copied verbatim (value or valueFrom).
 IDENTITY_ENV_VARS = (
     "AWS_ROLE_ARN",
@@ -36,6 +38,16 @@ class Identity:
 
     def __bool__(self) -> bool:
         return bool(self.env or self.mounts)
+
+
+def pod_identity(spec: Mapping[str, Any]) -> Identity:
+    """The identity of the pod's app containers, then of its app init containers: where identity webhooks put it."""
+    return find_identity(
+        container
+        for group in ("containers", "initContainers")
+        for container in spec.get(group) or []
+        if isinstance(container, Mapping) and container.get("name") not in OWN_CONTAINER_NAMES
+    )
 
 
 def find_identity(app_containers: Iterable[Mapping[str, Any]]) -> Identity:
@@ -73,6 +85,34 @@ def apply_identity(container: dict[str, Any], identity: Identity) -> None:
         mounts = container.setdefault("volumeMounts", [])
         for mount in identity.mounts:
             _upsert(mounts, mount, key="mountPath")
+
+
+def refresh_own_identity(pod: Mapping[str, Any], identity: Identity) -> Mapping[str, Any]:
+    """On reinvocation: bring Ferry's containers' identity env and token mounts up to date, nothing else.
+
+    Copy-on-write: only Ferry's own containers are copied; without an identity, `pod` itself.
+    """
+    if not identity:
+        return pod
+    new = dict(pod)
+    spec = dict(new.get("spec") or {})
+    for group in ("initContainers", "containers"):
+        if group in spec:
+            spec[group] = [
+                _with_identity(c, identity) if isinstance(c, Mapping) and c.get("name") in OWN_CONTAINER_NAMES else c
+                for c in spec[group] or []
+            ]
+    new["spec"] = spec
+    return new
+
+
+def _with_identity(container: Mapping[str, Any], identity: Identity) -> dict[str, Any]:
+    copied = dict(container)
+    for key in ("env", "volumeMounts"):
+        if key in copied:
+            copied[key] = list(copied[key] or [])
+    apply_identity(copied, identity)
+    return copied
 
 
 def _upsert(items: list[dict[str, Any]], entry: Mapping[str, Any], *, key: str) -> None:

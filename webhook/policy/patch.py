@@ -1,6 +1,6 @@
-"""Stage 7: the JSONPatch from the pod as sent to the pod Ferry admits.
+"""The patch stage: the JSONPatch from the pod as sent to the pod Ferry admits.
 
-Stage 6 records the ops of its edits, so a patch is usually known. Otherwise it is a diff of pruned documents
+The mutate stage records the ops of its edits, so a patch is usually known. Otherwise it is a diff of pruned documents
 (`Pruner`), checked against `jsonpatch.make_patch` by a property test.
 """
 

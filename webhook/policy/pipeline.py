@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
+from webhook.policy.containers import FerryParts, build_parts
 from webhook.policy.decide import Denial, Reinvocation, Skip, decide_injection
+from webhook.policy.identity import pod_identity, refresh_own_identity
 from webhook.policy.mutate import mutate_pod
 from webhook.policy.patch import Differ, diff_documents, make_pod_patch
 from webhook.policy.podshape import check_pod_shape
@@ -14,6 +16,7 @@ from webhook.policy.resolve import SpcLookup, resolve_spec
 from webhook.policy.resources import ResourceFit, fit_resources
 from webhook.policy.sizing import platform_settings, size_for_platform
 from webhook.policy.specbuild import ResolvedRequest, SpecMaker, build_request, make_spec
+from webhook.quantity import container_requests
 from webhook.settings import Settings
 
 Outcome = Literal["injected", "skipped", "denied", "reinvoked"]
@@ -53,31 +56,37 @@ def admit_pod(
         return Admission("skipped", verdict.reason, pod, warnings=verdict.warnings)
     if isinstance(verdict, Denial):
         return Admission("denied", verdict.reason, pod, message=verdict.message)
-    # Both stay None for a reinvocation: only the identity is refreshed.
-    resolved: ResolvedRequest | None = None
+    identity = pod_identity(request.spec)  # 2. the app's AWS identity, which Ferry's containers copy
+    # A reinvocation: the pod is Ferry's already, and only its containers' identity is brought up to date.
+    reinvoked = isinstance(verdict, Reinvocation)
+    base = refresh_own_identity(pod, identity) if reinvoked else pod
+    resolved: ResolvedRequest | None = None  # these stay None for a reinvocation
+    parts: FerryParts | None = None
     fit: ResourceFit | None = None
-    if not isinstance(verdict, Reinvocation):
-        shape = check_pod_shape(request, settings)  # 2. room for Ferry in this pod?
+    if not reinvoked:
+        shape = check_pod_shape(request, settings)  # 3. room for Ferry in this pod?
         if isinstance(shape, Denial):
             return Admission("denied", shape.reason, pod, message=shape.message)
-        resolution = resolve_spec(request, shape, spc_lookup, settings)  # 3. which values win
+        resolution = resolve_spec(request, shape, spc_lookup, settings)  # 4. which values win
         if isinstance(resolution, Denial):
             return Admission("denied", resolution.reason, pod, message=resolution.message)
-        built = build_request(request, shape, resolution, spec_maker, native_sidecars=native_sidecars)  # 4. the spec
+        built = build_request(request, shape, resolution, spec_maker, native_sidecars=native_sidecars)  # 5. the spec
         if isinstance(built, Denial):
             return Admission("denied", built.reason, pod, message=built.message)
-        fitted = fit_resources(request, built, settings, limit_ranges)  # 5. LimitRanges, pod-level resources
+        parts = build_parts(built, identity, settings)  # 6. Ferry's volumes and containers
+        fitted = fit_resources(request, built, settings, limit_ranges)  # 7. LimitRanges, pod-level resources
         if isinstance(fitted, Denial):
             return Admission("denied", fitted.reason, pod, message=fitted.message)
         resolved, fit = built, fitted
-    mutation = mutate_pod(request, resolved, fit, settings)  # 6. the injected pod, and its ops
+    requests = container_requests(base, parts.containers_added() if parts else ())  # 8. each one's, parsed once
+    mutation = mutate_pod(base, resolved, parts, fit)  # 9. Ferry's parts placed, and the ops that place them
     # Also on reinvocation: after a later webhook set Fargate's schedulerName, or stripped a native sidecar.
-    sized = size_for_platform(mutation.pod, settings, limit_ranges)  # 6b. Fargate / Autopilot sizing
+    sized = size_for_platform(mutation.pod, requests, settings, limit_ranges)  # 10. Fargate / Autopilot sizing
     if sized.denial:
         return Admission("denied", "platform-sizing", pod, message=sized.denial)
     resized = sized.pod != mutation.pod  # then the ops no longer say it all, and the patch is a diff
     admitted = sized.pod if resized else mutation.pod
-    patch = make_pod_patch(pod, admitted, None if resized else mutation.ops, diff=differ)  # 7. the JSONPatch
+    patch = make_pod_patch(pod, admitted, None if resized else mutation.ops, diff=differ)  # 11. the JSONPatch
     if resolved is None:
         return Admission("reinvoked", "identity-refreshed", admitted, warnings=sized.warnings, patch=patch)
     warnings = mutation.warnings + sized.warnings

@@ -14,6 +14,7 @@ from fetcher.spec import (
     ANNOTATION_NOTIFY_SIGNAL,
     ANNOTATION_NOTIFY_URL,
     DEFAULT_MOUNT_PATH,
+    listed,
     quote,
 )
 from webhook.policy.decide import Denial
@@ -191,7 +192,7 @@ def select_containers(spec: Mapping[str, Any], raw: str | None, problems: list[s
     chosen: list[str] = []
     known_set = frozenset(known)
     unknown = 0
-    listed = False
+    names_shown = False
     for name in names:
         if name in known_set:
             if name not in chosen:
@@ -204,10 +205,10 @@ def select_containers(spec: Mapping[str, Any], raw: str | None, problems: list[s
         close = _closest(name, known)
         if close:
             problem += f"; did you mean {close}?"
-        elif not listed:
+        elif not names_shown:
             # The pod's names are listed once per denial, however many names are unknown.
-            problem += f"; this pod has: {list_names(known) or 'no containers'}"
-            listed = True
+            problem += f"; this pod has: {listed(known, MAX_LISTED_NAMES, 64) if known else 'no containers'}"
+            names_shown = True
         problems.append(problem)
     if unknown > MAX_REPORTED_NAMES:
         problems.append(
@@ -222,12 +223,6 @@ def _closest(name: str, known: Sequence[str]) -> str | None:
         return None
     close = difflib.get_close_matches(name, known[:MAX_POD_CONTAINERS], n=1, cutoff=0.6)
     return close[0] if close else None
-
-
-def list_names(names: Sequence[str], limit: int = MAX_LISTED_NAMES) -> str:
-    """Up to `limit` names, each cut short, and how many more there are: a bounded echo of a user's list."""
-    shown = ", ".join(name if len(name) <= 64 else name[:61] + "..." for name in names[:limit])
-    return f"{shown} and {len(names) - limit} more" if len(names) > limit else shown
 
 
 def check_reserved_names(spec: Mapping[str, Any], problems: list[str]) -> None:
@@ -286,7 +281,7 @@ def check_own_volume_mounts(spec: Mapping[str, Any], problems: list[str]) -> Non
             else "it holds a token for Ferry's own containers only"
         )
         problems.append(
-            f"{list_names(offenders, MAX_REPORTED_NAMES)} mount the volume {volume!r}, which is Ferry's: remove "
+            f"{listed(offenders, MAX_REPORTED_NAMES, 64)} mount the volume {volume!r}, which is Ferry's: remove "
             f"those volumeMounts. {where}"
         )
 

@@ -20,7 +20,7 @@ from fractions import Fraction
 from typing import Any
 
 from webhook.policy.request import OWN_CONTAINER_NAMES, SIDECAR_NAME
-from webhook.quantity import format_quantity, parse_quantity
+from webhook.quantity import ContainerRequests, amount, container_requests, format_quantity, parse_quantity
 from webhook.settings import Settings
 
 # What the EKS Fargate profile webhook writes into every pod that a Fargate profile selects.
@@ -63,40 +63,18 @@ class Sizing:
     denial: str | None = None
 
 
-def amount(value: object, resource: str) -> int:
-    """A quantity as a whole amount, rounded up: millicores of CPU, bytes of memory (0 when unreadable)."""
-    return _amount_of_text(value, resource) if isinstance(value, str) and len(value) <= 64 else _amount(value, resource)
-
-
-# Pods repeat a few quantities ("50m", "64Mi", the app's); bounded, so a tenant's churn costs only misses.
-@functools.lru_cache(maxsize=1024)
-def _amount_of_text(value: str, resource: str) -> int:
-    return _amount(value, resource)
-
-
-def _amount(value: object, resource: str) -> int:
-    number = parse_quantity(value)
-    if number is None:
-        return 0
-    return math.ceil(number * 1000) if resource == "cpu" else math.ceil(number)
-
-
-def container_request(container: Mapping[str, Any], resource: str) -> int:
+def container_request(container: Mapping[str, Any], resource: str, requests: ContainerRequests) -> int:
     """A container's request for `resource` as the API server defaults it (its limit when only that is set)."""
-    resources = container.get("resources")
-    if not isinstance(resources, dict):
-        return 0
-    for kind in ("requests", "limits"):
-        values = resources.get(kind)
-        if isinstance(values, dict) and resource in values:
-            return amount(values[resource], resource)
-    return 0
+    name = container.get("name")
+    return requests.get(name, {}).get(resource, 0) if isinstance(name, str) else 0
 
 
 Terms = list[tuple[int, int]]
 
 
-def pod_terms(spec: Mapping[str, Any], resource: str, *, own_unknown: bool = True) -> Terms:
+def pod_terms(
+    spec: Mapping[str, Any], resource: str, requests: ContainerRequests, *, own_unknown: bool = True
+) -> Terms:
     """The pod's request for `resource` as max(terms); a term is (app part, how many of Ferry's containers in it).
 
     Kubernetes' rule with native sidecars: each init container counts with the restartable init containers
@@ -108,7 +86,7 @@ def pod_terms(spec: Mapping[str, Any], resource: str, *, own_unknown: bool = Tru
     restartable = (0, 0)
     for container in _containers(spec, "initContainers"):
         own = 1 if own_unknown and container.get("name") in OWN_CONTAINER_NAMES else 0
-        app = 0 if own else container_request(container, resource)
+        app = 0 if own else container_request(container, resource, requests)
         if container.get("restartPolicy") == "Always":
             restartable = (restartable[0] + app, restartable[1] + own)
             terms.append(restartable)
@@ -119,7 +97,7 @@ def pod_terms(spec: Mapping[str, Any], resource: str, *, own_unknown: bool = Tru
         if own_unknown and container.get("name") in OWN_CONTAINER_NAMES:
             own_count += 1
         else:
-            app_sum += container_request(container, resource)
+            app_sum += container_request(container, resource, requests)
     terms.append((app_sum, own_count))
     return terms
 
@@ -129,9 +107,10 @@ def pod_request(spec: Mapping[str, Any], resource: str, own: int | None = None) 
 
     `own` None: Ferry's containers count with the requests they have; 0: as if they were not there.
     """
+    requests = container_requests({"spec": spec})
     if own is None:
-        return max(app for app, _ in pod_terms(spec, resource, own_unknown=False))
-    return _with_own_at(pod_terms(spec, resource), own)
+        return max(app for app, _ in pod_terms(spec, resource, requests, own_unknown=False))
+    return _with_own_at(pod_terms(spec, resource, requests), own)
 
 
 def _with_own_at(terms: Terms, own: int) -> int:
@@ -159,11 +138,13 @@ def describe_size(size: tuple[int, int] | None) -> str:
     return f"{size[0] / 1000:g} vCPU / {size[1] / _GIB:g} GB"
 
 
-def fit_fargate(pod: Mapping[str, Any], settings: Settings, floors: Mapping[str, int]) -> Sizing:
+def fit_fargate(
+    pod: Mapping[str, Any], requests: ContainerRequests, settings: Settings, floors: Mapping[str, int]
+) -> Sizing:
     """Lower Ferry's requests into the headroom of the Fargate size the pod has without Ferry, or say why not."""
     spec = _spec(pod)
     own = _own_containers(spec)
-    terms = {r: pod_terms(spec, r) for r in RESOURCES}
+    terms = {r: pod_terms(spec, r, requests) for r in RESOURCES}
     without = fargate_size(_with_own_at(terms["cpu"], 0), _with_own_at(terms["memory"], 0))
     if not own or _has_pod_level_requests(spec) or without is None:
         return Sizing(dict(pod))
@@ -175,7 +156,7 @@ def fit_fargate(pod: Mapping[str, Any], settings: Settings, floors: Mapping[str,
         room = _largest_own(terms[resource], caps[resource])
         room = room if resource == "cpu" else room // _MIB * _MIB  # whole MiB
         fitted[resource] = max(min(floors[resource], configured[resource]), min(configured[resource], room))
-    changed = {r: _format(v, r) for r, v in fitted.items() if any(container_request(c, r) != v for c in own)}
+    changed = {r: _format(v, r) for r, v in fitted.items() if any(container_request(c, r, requests) != v for c in own)}
     new_pod = with_own_requests(pod, changed) if changed else dict(pod)
     need = {r: _with_own_at(terms[r], fitted[r]) for r in RESOURCES}
     reached = fargate_size(need["cpu"], need["memory"])
@@ -284,18 +265,22 @@ def stripped_native_sidecar(pod: Mapping[str, Any]) -> str | None:
 
 
 def size_for_platform(
-    pod: Mapping[str, Any], settings: Settings, limit_ranges: Sequence[Mapping[str, Any]] = ()
+    pod: Mapping[str, Any],
+    requests: ContainerRequests,
+    settings: Settings,
+    limit_ranges: Sequence[Mapping[str, Any]] = (),
 ) -> Sizing:
     """Ferry's containers in `pod` (as Ferry would admit it) fitted to Autopilot or Fargate; or a denial.
 
-    `settings` are `platform_settings(...)`'s, as the containers were built with.
+    `requests` are the pod's containers' (`container_requests`); `settings` are `platform_settings(...)`'s, as
+    the containers were built with.
     """
     stripped = stripped_native_sidecar(pod)
     if stripped:
         return Sizing(dict(pod), denial=stripped)
     sized = fit_autopilot(pod, settings) if settings.autopilot != "off" else dict(pod)
     if settings.fargate_sizing == "auto" and _spec(sized).get("schedulerName") == FARGATE_SCHEDULER:
-        return fit_fargate(sized, settings, request_floors(settings, limit_ranges))
+        return fit_fargate(sized, requests, settings, request_floors(settings, limit_ranges))
     return Sizing(sized)
 
 

@@ -18,6 +18,7 @@ from fetcher.spec import (
     build_spec,
     join_problems,
     spec_from_secret_provider_class,
+    spec_to_json,
 )
 from webhook.policy.decide import Denial
 from webhook.policy.podshape import PodShape
@@ -79,7 +80,7 @@ def make_spec(inputs: SpecInputs) -> SpecResult:
             )
     except SpecError as exc:
         return exc.problems
-    return BuiltSpec(spec, spec.to_json())
+    return BuiltSpec(spec, spec_to_json(spec))
 
 
 def build_request(

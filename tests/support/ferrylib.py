@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from devcluster.controlplane import ControlPlane, free_port
+from tests.support.pods import make_pod
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO_ROOT / "tests" / "fixtures" / "kube-apiserver-v1.28" / "secretproviderclass-crd.yaml"
@@ -286,16 +287,10 @@ def pod(
     **spec: Any,
 ) -> dict[str, Any]:
     """A minimal pod that passes Pod Security "restricted" by itself."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "annotations": dict(annotations or {})},
-        "spec": {
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": containers or [app_container()],
-            **spec,
-        },
-    }
+    restricted = {"runAsNonRoot": True, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}}
+    return make_pod(
+        annotations or {}, containers or [app_container()], name=name, **{"securityContext": restricted, **spec}
+    )
 
 
 def app_container(name: str = "app", **extra: Any) -> dict[str, Any]:
