@@ -164,8 +164,13 @@ class SecretManagerSource:
                 region=location,
                 code="UNAVAILABLE",
                 operation=operation,
-                hint=f"could not reach {host}; check the pod's egress (Private Google Access, NAT, proxy) and DNS",
-                detail=str(exc)[:120],
+                hint=(
+                    f"could not reach {host}; check the pod's egress (Private Google Access, NAT, proxy) and DNS"
+                    if exc.retryable
+                    else f"{host}'s answer was refused (TLS not trusted, or a reply over the size bound): check any "
+                    "proxy between the pod and Google, and SSL_CERT_FILE if one inspects TLS"
+                ),
+                detail=f"{type(exc).__name__}: {exc}"[:120],
                 kind="GCP secret",
             ) from None
         if reply.status == 200:

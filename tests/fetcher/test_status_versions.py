@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ import pytest
 import yaml
 
 from fetcher.aws import AwsClients
-from fetcher.gcp import GcpClients, Https
+from fetcher.gcp import GcpClients, Https, http_settings
 from fetcher.loop import RefreshState, run_sidecar
 from fetcher.spec import spec_from_secret_provider_class
 from fetcher.status import STATUS_NAME, ObjectVersion, read_status, record_success, write_status
@@ -52,7 +51,8 @@ def gcp_state(fake: GcpFake, tmp_path: Path, secrets: list[dict[str, Any]]) -> R
     spec = spec_from_secret_provider_class(manifest, gcp_identity={"workloadPool": POOL, "identityProvider": PROVIDER})
     spec = dataclasses.replace(spec, refresh_seconds=0.01)
     assert spec.gcp is not None
-    clients = GcpClients(spec.gcp, Https(fake.url, ssl.create_default_context(cafile=str(fake.ca_file))), str(token))
+    https = Https(fake.url, http_settings({"SSL_CERT_FILE": str(fake.ca_file)}))
+    clients = GcpClients(spec.gcp, https, str(token))
     target = tmp_path / "secrets"
     target.mkdir()  # the pod's emptyDir exists before any container starts
     return RefreshState(spec=spec, clients=clients, target_dir=target)
