@@ -266,7 +266,7 @@ def test_init_in_a_process_loads_nothing_of_aws_and_leaks_no_value(
     env = _gcp_env(fake, spec, token_file)
     probe = (
         "import json, sys; from fetcher.__main__ import main; code = main(['init', '--dir', sys.argv[1]]); "
-        "print(json.dumps([code, sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore'))]))"
+        "print(json.dumps([code, sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore', 'fetcher'))]))"
     )
     (tmp_path / "out").mkdir()
     done = subprocess.run(
@@ -276,6 +276,10 @@ def test_init_in_a_process_loads_nothing_of_aws_and_leaks_no_value(
     assert code == 0, done.stderr
     assert (tmp_path / "out" / "db").read_text() == "s3cr3t-value"
     assert [m for m in loaded if m.startswith(("boto3", "botocore"))] == []
+    # Nor Ferry's own AWS client: the shared transport and retry policy are all the two clouds have in common.
+    aws_modules = ("aws", "awscreds", "awsendpoints", "awsroles", "awswire", "sigv4", "sources", "callplan")
+    assert [m for m in loaded if m.split(".")[-1] in aws_modules] == [], loaded
+    assert {"fetcher.gcp", "fetcher.gcp_source", "fetcher.transport", "fetcher.retry"} <= set(loaded)
     assert "s3cr3t-value" not in done.stderr
     assert '"version": "1"' in done.stderr or "version=1" in done.stderr or '"version":"1"' in done.stderr
 
