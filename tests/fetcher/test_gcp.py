@@ -266,7 +266,8 @@ def test_init_in_a_process_loads_nothing_of_aws_and_leaks_no_value(
     env = _gcp_env(fake, spec, token_file)
     probe = (
         "import json, sys; from fetcher.__main__ import main; code = main(['init', '--dir', sys.argv[1]]); "
-        "print(json.dumps([code, sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore', 'fetcher'))]))"
+        "roots = ('boto3', 'botocore', 'fetcher'); "
+        "print(json.dumps([code, sorted(m for m in sys.modules if m.split('.')[0] in roots)]))"
     )
     (tmp_path / "out").mkdir()
     done = subprocess.run(
