@@ -81,17 +81,13 @@ class SidecarStatus:
 
 
 def object_versions(objects: Sequence[ObjectSpec], values: Mapping[int, FetchedValue]) -> tuple[ObjectVersion, ...]:
-    """The entry's `objects` for the values behind the files; bounded, and nothing derived from a value.
+    """The entry's `objects` for the values behind the files: nothing derived from a value (bounded on write).
 
     A Parameter Manager version carries a checksum of what it rendered to (so a moved reference is a new
-    version); the entry keeps only the version's name before the `#`.
+    version); the entry keeps only the version's name before the first `#`.
     """
     return tuple(
-        ObjectVersion(
-            name=_cut(obj.object_name, MAX_OBJECT_NAME_CHARS),
-            version=_cut(values[index].version.partition("#")[0], MAX_VERSION_CHARS),
-            region=_cut(values[index].region, MAX_REGION_CHARS),
-        )
+        ObjectVersion(obj.object_name, values[index].version.partition("#")[0], values[index].region)
         for index, obj in enumerate(objects[:MAX_OBJECTS_RECORDED])
         if index in values
     )
