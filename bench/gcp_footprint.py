@@ -7,6 +7,12 @@ neither always goes first), `python -m fetcher init` for 10 GCP secrets against 
 plus the floor (`import ssl, http.client, json` and one TLS context). It reports medians, each init's own
 peak RSS (VmHWM), which top-level packages each init imported, the size of the GCP code, and the Google calls of
 one init and one unchanged refresh (counted by the fake).
+
+`--aws-tree LABEL=PATH` (repeatable) instead answers "an AWS pod's footprint is unchanged": the AWS pod of this
+tree and of each other tree (e.g. a checkout from before GCP landed) side by side in one run, rounds alternating
+and rotated: init wall time and peak RSS next to the stdlib-TLS floor, then the real sidecar's RSS and CPU per
+unchanged refresh in `--sidecar-rounds` alternating rounds; and which modules each cloud's init loads.
+docs/benchmarks.md section 9 has the commands and the recorded figures.
 """
 
 from __future__ import annotations
@@ -90,7 +96,14 @@ def loaded(env: dict[str, str], target: str) -> tuple[float, list[str]]:
 def main() -> None:
     parser = benchlib.argument_parser(__doc__)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--aws-tree", action="append", default=[], metavar="LABEL=PATH", help="compare AWS pods")
+    parser.add_argument("--sidecar-rounds", type=int, default=4)
+    parser.add_argument("--cycles", type=int, default=250, help="unchanged refreshes per sidecar round")
     args = parser.parse_args()
+    if args.aws_tree:
+        trees = {"this tree": ROOT, **{k: Path(v).resolve() for k, v in (t.split("=", 1) for t in args.aws_tree)}}
+        compare_aws(trees, args)
+        return
     machine = benchlib.announce_machine()
     benchlib.compile_sources("fetcher")
     results: dict[str, Any] = {"machine": machine}
@@ -160,7 +173,10 @@ def main() -> None:
         }
         results["google_calls_per_init"] = init_calls
         results["gcp_code_kib"] = round(
-            sum((ROOT / p).stat().st_size for p in ("fetcher/gcp.py", "fetcher/gcp_source.py", "fetcher/spec/gcp.py"))
+            sum(
+                (ROOT / p).stat().st_size
+                for p in ("fetcher/gcp.py", "fetcher/gcp_source.py", "fetcher/gcp_extract.py", "fetcher/spec/gcp.py")
+            )
             / 1024,
             1,
         )
@@ -168,6 +184,136 @@ def main() -> None:
     results["children_cpu_s"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime, 1)
     print(json.dumps(results, indent=2))
     benchlib.write_results("gcp_footprint", results, args.out_dir)
+
+
+def compare_aws(trees: dict[str, Path], args: Any) -> None:
+    """The AWS pod of each tree, side by side: init, peak RSS, sidecar RSS and CPU per unchanged refresh."""
+    from types import SimpleNamespace
+
+    from bench.lean_fetcher import FLOORS, STDLIB, _run, _sidecar
+
+    machine = benchlib.announce_machine()
+    moto_cpus, child_cpus, pinned = benchlib.cpu_plan()
+    if pinned:
+        benchlib.pin_self(moto_cpus)
+    prefix, preexec = benchlib.pinning(child_cpus if pinned else None)
+    with benchlib.CountingMotoServer() as moto, benchlib.memory_tmpdir("ferry-gcp-aws-") as tmp:
+        objects = benchlib.seed_objects(moto.url, 10, 10, pinned=3)
+        aws = benchlib.aws_env(moto.url)
+        spec = benchlib.fetch_spec_json(objects)
+        commands: dict[str, tuple[list[str], dict[str, str], Path]] = {
+            STDLIB: ([*prefix, sys.executable, "-c", FLOORS[STDLIB]], benchlib.clean_env(aws), ROOT)
+        }
+        for label, tree in trees.items():
+            subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "fetcher")], check=True)
+            env = benchlib.clean_env({**aws, "FERRY_SPEC": spec, "PYTHONPATH": str(tree)})
+            env["FERRY_TERMINATION_LOG"] = str(Path(tmp) / f"tl-{len(commands)}")
+            commands[label] = ([*prefix, sys.executable, "-m", "fetcher", "init"], env, tree)
+        load = benchlib.wait_for_quiet(args.quiet_load, args.quiet_wait, "AWS pods with and without GCP")
+        names = list(commands)
+        samples: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+        # CPU time (user + system) of each process: far less disturbed by the other engineers' load than wall time.
+        cpu_samples: dict[str, list[float]] = {}
+        for number in range(args.runs + 1):  # round 0 warms the caches and is dropped
+            shift = number % len(names)
+            for name in names[shift:] + names[:shift]:
+                command, env, tree = commands[name]
+                if name != STDLIB:
+                    command = [*command, "--dir", f"{tmp}/out-{number}-{names.index(name)}"]
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                wall, rss = _run(command, env, 120, preexec, tree)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+                if number:
+                    samples[name].append((wall, rss))
+                    cpu_samples.setdefault(name, []).append(cpu)
+        sidecar_runs: dict[str, list[dict[str, Any]]] = {label: [] for label in trees}
+        options = SimpleNamespace(cycles=args.cycles, interval=0.02)
+        for number in range(args.sidecar_rounds):
+            labels = list(trees) if number % 2 == 0 else list(reversed(trees))
+            for label in labels:
+                workdir = Path(tmp) / f"sidecar-{number}-{list(trees).index(label)}"
+                sidecar_runs[label].append(
+                    _sidecar(trees[label], moto, objects, aws, workdir, options, prefix, preexec)
+                )
+        load = benchlib.end_load(load)
+        imports = {
+            label: _aws_init_modules(tree, aws, spec, Path(tmp) / f"mods-{i}")
+            for i, (label, tree) in enumerate(trees.items())
+        }
+    floor = statistics.median(t for t, _ in samples[STDLIB])
+    rows, summary = [], {}
+    for label in trees:
+        ms = statistics.median(t for t, _ in samples[label]) * 1000
+        rss = statistics.median(r for _, r in samples[label])
+        runs = sidecar_runs[label]
+        cpu = statistics.median(r["cpu_ms_per_refresh"] for r in runs)
+        side_rss = statistics.median(r["rss_last_mb"] for r in runs)
+        init_cpu = statistics.median(cpu_samples[label]) * 1000
+        summary[label] = {
+            "tree": str(trees[label]),
+            "init_ms": round(ms, 1),
+            "init_cpu_ms": round(init_cpu, 1),
+            "init_x_floor": round(ms / (floor * 1000), 2),
+            "init_peak_rss_mb": round(rss, 1),
+            "sidecar_rss_mb": side_rss,
+            "sidecar_cpu_ms_per_refresh": round(cpu, 2),
+            "sidecar_rounds": runs,
+            "gcp_modules_loaded_by_aws_init": imports[label],
+        }
+        rows.append([label, ms, ms / (floor * 1000), init_cpu, rss, side_rss, cpu])
+    base = summary["this tree"]
+    for label in trees:
+        rows.append(
+            [f"this tree / {label}"]
+            + [
+                round(base[k] / summary[label][k], 3)
+                for k in (
+                    "init_ms",
+                    "init_x_floor",
+                    "init_cpu_ms",
+                    "init_peak_rss_mb",
+                    "sidecar_rss_mb",
+                    "sidecar_cpu_ms_per_refresh",
+                )
+            ]
+        )
+    print(
+        benchlib.table(
+            rows,
+            ["AWS pod", "init ms", "x stdlib TLS", "init CPU ms", "init RSS MB", "sidecar RSS MB", "CPU ms/refresh"],
+        )
+    )
+    print(f"stdlib TLS floor: {floor * 1000:.1f} ms; " + benchlib.describe_load(load))
+    path = benchlib.write_results(
+        "gcp_footprint_aws",
+        {
+            "machine": machine,
+            "load": load,
+            "floor_ms": round(floor * 1000, 1),
+            "floor_cpu_ms": round(statistics.median(cpu_samples[STDLIB]) * 1000, 1),
+            "trees": summary,
+            "raw": {name: [[t * 1000, r] for t, r in values] for name, values in samples.items()},
+        },
+        args.out_dir,
+    )
+    print(f"results: {path}")
+
+
+def _aws_init_modules(tree: Path, aws: dict[str, str], spec: str, target: Path) -> list[str]:
+    """Ferry's GCP modules an AWS init of `tree` loaded (none, if the pod pays nothing for GCP)."""
+    env = benchlib.clean_env({**aws, "FERRY_SPEC": spec, "PYTHONPATH": str(tree)})
+    done = subprocess.run(
+        [sys.executable, "-c", MODULES_CODE, str(target)],
+        env=env,
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    _, modules = json.loads(done.stdout.strip().splitlines()[-1])
+    return [m for m in modules if "gcp" in m]
 
 
 if __name__ == "__main__":

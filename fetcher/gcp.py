@@ -7,28 +7,28 @@ federated token, and, when the spec names a Google service account, that is trad
 through generateAccessToken. The GKE metadata server is never asked: on a node pool without Workload
 Identity it answers with the node's identity, and in a pod's first seconds it does not answer at all.
 Tokens are cached and renewed `RENEW_BEFORE_SECONDS` before they expire, re-reading the token file the
-kubelet rotates. Endpoints and the test override are in docs/gke.md.
+kubelet rotates. The calls go through the AWS client's transport and retry policy (fetcher/transport.py,
+fetcher/retry.py), proxies included. Endpoints and the test override are in docs/gke.md.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
-import random
 import re
-import socket
-import ssl
 import threading
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from fetcher.errors import ConfigError, FerryError
+from fetcher.retry import Backoff, next_retry
 from fetcher.spec import FetchSpec, GcpIdentity
 from fetcher.spec.gcp import GCP_TOKEN_PATH
+from fetcher.transport import HttpClient, HttpSettings, Proxies
+from fetcher.transport import TransportError as TransportError
 
 # Tests and local runs only: every Google host is reached as BASE/<host>/..., e.g. https://127.0.0.1:8443.
 # The webhook never sets it and never copies it from a tenant's container (docs/gke.md).
@@ -37,6 +37,7 @@ TOKEN_FILE_ENV_VAR = "FERRY_GCP_TOKEN_FILE"
 STS_HOST = "sts.googleapis.com"
 IAM_CREDENTIALS_HOST = "iamcredentials.googleapis.com"
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+USER_AGENT = "ferry-fetcher"
 RENEW_BEFORE_SECONDS = 300.0
 IMPERSONATED_LIFETIME = "3600s"
 CONNECT_TIMEOUT = 2.0
@@ -45,6 +46,8 @@ READ_TIMEOUT = 5.0
 # (Connect and the TLS handshake are bounded by CONNECT_TIMEOUT: CPython times a whole handshake with it.)
 REQUEST_DEADLINE = 15.0
 MAX_ATTEMPTS = 4
+# The shared policy (full jitter, bounded in tries and in time), with Google's shorter waits.
+BACKOFF = Backoff(max_attempts=MAX_ATTEMPTS, base=0.2, cap=2.0, budget=30.0)
 # A secret version holds at most 64 KiB; base64 and JSON stay far below this.
 MAX_REPLY_BYTES = 1024 * 1024
 MAX_TOKEN_FILE_BYTES = 64 * 1024
@@ -63,14 +66,6 @@ class Reply:
 
     status: int
     body: Mapping[str, Any]
-
-
-class TransportError(Exception):
-    """No answer: connection refused or reset, timeout, TLS failure, or a reply over the size bound."""
-
-
-class StaleConnection(TransportError):
-    """A pooled keep-alive connection failed: the server closed it while idle (retried at once, uncounted)."""
 
 
 class CallCounter:
@@ -96,133 +91,76 @@ class CallCounter:
             return sum(n for (_, op, _), n in self._calls.items() if operation in (None, op))
 
 
+def http_settings(env: Mapping[str, str]) -> HttpSettings:
+    """The shared transport's settings for Google: its timeouts and reply bound, the pod's proxies and CAs.
+
+    HTTPS_PROXY / NO_PROXY apply to Google's hosts as to AWS's; SSL_CERT_FILE names a CA bundle to trust
+    instead of the system store (as Python's own default context reads it).
+    """
+    return HttpSettings(
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=READ_TIMEOUT,
+        max_reply_bytes=MAX_REPLY_BYTES,
+        ca_bundle=env.get("SSL_CERT_FILE") or None,
+        proxies=Proxies.from_env(env),
+    )
+
+
 class Https:
-    """Minimal HTTPS client: pooled keep-alive connections, timeouts, bounded replies, retries with backoff."""
+    """Google's hosts over the shared transport: the shared retry policy, a deadline per request, JSON replies.
 
-    def __init__(self, api_base: str | None, context: ssl.SSLContext) -> None:
+    No redirect is followed (a 3xx is an answer like any other), and 429 and 5xx are retried.
+    """
+
+    def __init__(self, api_base: str | None, settings: HttpSettings | None = None, backoff: Backoff = BACKOFF) -> None:
         self._base = urllib.parse.urlsplit(api_base) if api_base else None
-        self._context = context
-        self._idle: dict[str, list[http.client.HTTPConnection]] = {}
-        self._lock = threading.Lock()
+        self.http = HttpClient(settings or http_settings({}))
+        self.backoff = backoff
+        self.sleep: Callable[[float], None] = time.sleep
 
-    def url(self, host: str, path: str) -> tuple[str, str]:
-        """(netloc, request path) for a Google host, or its stand-in below FERRY_GCP_API_BASE."""
+    def url(self, host: str, path: str) -> str:
+        """The URL of a Google host, or of its stand-in below FERRY_GCP_API_BASE."""
         if not _HOST_RE.match(host):
             raise ConfigError(f"{host[:120]!r} is not a Google API host")
         if self._base is None:
-            return host, path
-        return self._base.netloc, f"{self._base.path.rstrip('/')}/{host}{path}"
+            return f"https://{host}{path}"
+        return f"https://{self._base.netloc}{self._base.path.rstrip('/')}/{host}{path}"
 
     def request(self, method: str, host: str, path: str, headers: Mapping[str, str], body: bytes = b"") -> Reply:
         """Send with retries on 429, 5xx and transport failures; the last answer (or TransportError) stands."""
-        netloc, full_path = self.url(host, path)
-        attempt = 0
+        url = self.url(host, path)
+        sent = {"User-Agent": USER_AGENT, "Accept": "application/json", **headers}
+        started = time.monotonic()
+        attempts = 0
         while True:
+            attempts += 1
+            began = time.monotonic()
             try:
-                reply = self._send(method, netloc, full_path, headers, body)
-            except StaleConnection:
-                continue  # a kept-alive connection the server had closed: a new one at once, not an attempt
-            except TransportError:
-                attempt += 1
-                if attempt >= MAX_ATTEMPTS:
+                raw = self.http.request(method, url, sent, body, deadline=REQUEST_DEADLINE)
+            except TransportError as exc:
+                delay = next_retry(self.backoff, attempts, time.monotonic() - started, exc.retryable)
+                if delay is None:
+                    if time.monotonic() - began >= REQUEST_DEADLINE:
+                        raise TransportError(f"no whole answer within {REQUEST_DEADLINE:g}s") from None
                     raise
             else:
-                attempt += 1
-                if reply.status not in RETRIED_STATUSES or attempt >= MAX_ATTEMPTS:
+                reply = Reply(raw.status, _json_object(raw.body))
+                delay = next_retry(self.backoff, attempts, time.monotonic() - started, raw.status in RETRIED_STATUSES)
+                if delay is None:
                     return reply
-            time.sleep(min(2.0, 0.1 * 2**attempt) * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not crypto
-
-    def _send(self, method: str, netloc: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
-        conn = self._take(netloc)
-        reused = conn.sock is not None
-        watchdog = _Watchdog(conn, REQUEST_DEADLINE)
-        try:
-            if not reused:  # a new connection: CONNECT_TIMEOUT to connect, READ_TIMEOUT for each read
-                conn.connect()
-                sock: Any = conn.sock
-                sock.settimeout(READ_TIMEOUT)
-            conn.request(method, path, body=body or None, headers={"User-Agent": "ferry-fetcher", **headers})
-            response = conn.getresponse()
-            length = response.getheader("Content-Length")
-            if length is not None and (not length.isdigit() or int(length) > MAX_REPLY_BYTES):
-                raise TransportError(f"reply of {length[:20]} bytes is over {MAX_REPLY_BYTES}")
-            raw = response.read(MAX_REPLY_BYTES + 1)
-            if len(raw) > MAX_REPLY_BYTES:
-                raise TransportError(f"reply over {MAX_REPLY_BYTES} bytes")
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            if watchdog.fired:
-                raise TransportError(f"no whole answer within {REQUEST_DEADLINE:g}s") from None
-            raise (StaleConnection if reused else TransportError)(type(exc).__name__) from exc
-        except TransportError:
-            conn.close()
-            raise
-        finally:
-            watchdog.cancel()
-        if watchdog.fired:  # the cut landed between the last read and the cancel: the connection is spent
-            conn.close()
-            raise TransportError(f"no whole answer within {REQUEST_DEADLINE:g}s")
-        self._give_back(netloc, conn, response)
-        try:
-            parsed = json.loads(raw) if raw else {}
-        except (ValueError, RecursionError):  # not JSON, or nested deeper than the decoder goes
-            parsed = {}
-        return Reply(response.status, parsed if isinstance(parsed, dict) else {})
-
-    def _take(self, netloc: str) -> http.client.HTTPConnection:
-        with self._lock:
-            idle = self._idle.get(netloc)
-            if idle:
-                return idle.pop()
-        host, _, port = netloc.rpartition(":") if netloc.count(":") == 1 else (netloc, "", "")
-        return http.client.HTTPSConnection(
-            host or netloc, int(port) if port else None, timeout=CONNECT_TIMEOUT, context=self._context
-        )
+            self.sleep(delay)
 
     def close(self) -> None:
         """Close the idle connections (tests; a pod's process simply exits)."""
-        with self._lock:
-            idle, self._idle = self._idle, {}
-        for conns in idle.values():
-            for conn in conns:
-                conn.close()
-
-    def _give_back(self, netloc: str, conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
-        if response.will_close:
-            conn.close()
-            return
-        with self._lock:
-            self._idle.setdefault(netloc, []).append(conn)
+        self.http.close()
 
 
-class _Watchdog:
-    """Shuts a connection's socket down once `seconds` pass, so a read blocked on a trickling reply ends."""
-
-    def __init__(self, conn: http.client.HTTPConnection, seconds: float) -> None:
-        self._conn = conn
-        self._lock = threading.Lock()
-        self._done = False
-        self.fired = False
-        self._timer = threading.Timer(seconds, self._cut)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _cut(self) -> None:
-        with self._lock:
-            if self._done:
-                return
-            self.fired = True
-            sock = self._conn.sock
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cancel(self) -> None:
-        with self._lock:
-            self._done = True
-        self._timer.cancel()
+def _json_object(raw: bytes) -> Mapping[str, Any]:
+    try:
+        parsed = json.loads(raw) if raw else {}
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the decoder goes
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 class GcpClients:
@@ -243,7 +181,7 @@ class GcpClients:
         base = env.get(API_BASE_ENV_VAR) or None
         if base is not None and not re.match(r"^https://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._/-]*)?$", base):
             raise ConfigError(f"{API_BASE_ENV_VAR}={base[:80]!r} must be an https:// URL")
-        return cls(spec.gcp, Https(base, ssl.create_default_context()), env.get(TOKEN_FILE_ENV_VAR) or GCP_TOKEN_PATH)
+        return cls(spec.gcp, Https(base, http_settings(env)), env.get(TOKEN_FILE_ENV_VAR) or GCP_TOKEN_PATH)
 
     def close(self) -> None:
         self.https.close()

@@ -13,25 +13,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
-import json
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
-from fetcher.errors import FetchError, RenderError
+from fetcher.errors import FetchError
 from fetcher.fanout import run_units
 from fetcher.gcp import GcpClients, Reply, TransportError
+from fetcher.gcp_extract import extracted
 from fetcher.logs import log
 from fetcher.spec import FetchSpec, ObjectSpec
 from fetcher.spec.gcp import is_pinned, parse_resource_name
-from fetcher.values import FetchedValue, FetchResult, IndexedObject, VersionProbe, text_bytes
+from fetcher.values import FetchedValue, FetchResult, IndexedObject, VersionProbe
 
 DEFAULT_MAX_WORKERS = 10
 MAX_GOOGLE_MESSAGE_CHARS = 300
-# extractYAMLKey reads one top-level key; a value nested deeper than this is refused, not built.
-MAX_VALUE_YAML_DEPTH = 64
 _HINTS = {
     "PERMISSION_DENIED": (
         "the pod's identity may not read it, or it does not exist (Google answers 403 for both): check the name, "
@@ -108,7 +104,7 @@ class SecretManagerSource:
         if obj.object_type == "gcpparameter":
             return {index: self._render_parameter(obj)}
         value = self._access(obj.object_name)
-        return {index: _extracted(obj, value)}
+        return {index: extracted(obj, value)}
 
     def _probe_one(self, index: int, obj: ObjectSpec) -> list[VersionProbe]:
         location = _location(obj.object_name)
@@ -123,7 +119,7 @@ class SecretManagerSource:
             if obj.object_name not in _quota_fallback_warned:
                 _quota_fallback_warned.add(obj.object_name)
                 log.warning("versions.get quota exhausted; checking with an access instead", object=obj.object_name)
-            value = _extracted(obj, self._access(obj.object_name))
+            value = extracted(obj, self._access(obj.object_name))
             return [VersionProbe(index=index, region=location, version=value.version, value=value)]
         enabled = reply.body.get("state") == "ENABLED"
         version = _version_number(reply.body.get("name")) if enabled else None
@@ -148,7 +144,7 @@ class SecretManagerSource:
         data = _payload_bytes({"data": rendered}, name, "RenderParameterVersion", _location(name))
         # References inside a parameter can move, so its version is what it renders to.
         version = f"{reply.body.get('parameterVersion') or name}#{crc32c(data)}"
-        return _extracted(obj, FetchedValue(data, version, _location(name)))
+        return extracted(obj, FetchedValue(data, version, _location(name)))
 
     def _get(self, name: str, operation: str, suffix: str) -> Reply:
         host, location = _host(name), _location(name)
@@ -164,8 +160,13 @@ class SecretManagerSource:
                 region=location,
                 code="UNAVAILABLE",
                 operation=operation,
-                hint=f"could not reach {host}; check the pod's egress (Private Google Access, NAT, proxy) and DNS",
-                detail=str(exc)[:120],
+                hint=(
+                    f"could not reach {host}; check the pod's egress (Private Google Access, NAT, proxy) and DNS"
+                    if exc.retryable
+                    else f"{host}'s answer was refused (TLS not trusted, or a reply over the size bound): check any "
+                    "proxy between the pod and Google, and SSL_CERT_FILE if one inspects TLS"
+                ),
+                detail=f"{type(exc).__name__}: {exc}"[:120],
                 kind="GCP secret",
             ) from None
         if reply.status == 200:
@@ -184,75 +185,6 @@ class SecretManagerSource:
             detail=message,
             kind="GCP parameter" if "/parameters/" in name else "GCP secret",
         )
-
-
-def _extracted(obj: ObjectSpec, value: FetchedValue) -> FetchedValue:
-    """The provider's extractJSONKey / extractYAMLKey: the file holds one top-level string value."""
-    key = obj.extract_json_key or obj.extract_yaml_key
-    if key is None:
-        return value
-    kind = "JSON" if obj.extract_json_key else "YAML"
-    try:
-        document = json.loads(value.data) if obj.extract_json_key else _safe_yaml(value.data)
-    except (ValueError, RecursionError):  # RecursionError: nested deeper than the JSON decoder goes
-        raise RenderError(f"is not {kind}, so extract{kind}Key cannot apply", object_name=obj.object_name) from None
-    if not isinstance(document, Mapping) or key not in document:
-        raise RenderError(f"has no top-level key {key[:80]!r} (extract{kind}Key)", object_name=obj.object_name)
-    picked = document[key]
-    if not isinstance(picked, str):
-        raise RenderError(f"key {key[:80]!r} is not a string (extract{kind}Key)", object_name=obj.object_name)
-    return FetchedValue(text_bytes(picked), value.version, value.region)
-
-
-def _safe_yaml(data: bytes) -> Any:
-    """The value as the provider's YAML 1.2 parser reads it; aliases and deep nesting refused before building."""
-    import yaml  # only for extractYAMLKey
-
-    loader = _yaml12_loader()
-    depth = 0
-    try:
-        for event in yaml.parse(data, Loader=loader):
-            if isinstance(event, yaml.AliasEvent):  # an alias bomb expands 64 KiB into gigabytes
-                raise ValueError("YAML aliases are not read")
-            if isinstance(event, yaml.CollectionStartEvent):
-                depth += 1
-                if depth > MAX_VALUE_YAML_DEPTH:  # libyaml's composer recurses on the C stack: 32k '[' crash it
-                    raise ValueError("YAML nested too deep")
-            elif isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
-        return yaml.load(data, Loader=loader)  # noqa: S506 - a SafeLoader
-    except (yaml.YAMLError, RecursionError):
-        raise ValueError("not YAML") from None
-
-
-@functools.cache
-def _yaml12_loader() -> Any:
-    """A safe loader whose plain scalars resolve as YAML 1.2's core schema (go-yaml v3, the provider's parser).
-
-    PyYAML follows YAML 1.1: `yes`, `off` and `2026-12-06` are a bool and a date there, but strings to the
-    provider, so a value the provider extracts would be refused here. Only true/false, numbers and null stay
-    typed (and so are refused by extract, as by the provider).
-    """
-    import yaml
-
-    base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    dropped = {f"tag:yaml.org,2002:{tag}" for tag in ("bool", "int", "float", "timestamp", "value")}
-    kept = {
-        first: [(tag, pattern) for tag, pattern in resolvers if tag not in dropped]
-        for first, resolvers in base.yaml_implicit_resolvers.items()
-    }
-    loader: Any = type("Yaml12SafeLoader", (base,), {"yaml_implicit_resolvers": kept})
-    for tag, pattern, first in (
-        ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
-        ("int", r"^[-+]?(?:0x[0-9a-fA-F_]+|0o[0-7_]+|0b[01_]+|[0-9][0-9_]*)$", "-+0123456789"),
-        (
-            "float",
-            r"^(?:[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
-            "-+.0123456789",
-        ),
-    ):
-        loader.add_implicit_resolver(f"tag:yaml.org,2002:{tag}", re.compile(pattern), list(first))
-    return loader
 
 
 def _payload_bytes(payload: Any, name: str, operation: str, location: str) -> bytes:

@@ -29,7 +29,7 @@ from fetcher.logs import log
 from fetcher.providers import check_versions, fetch_all
 from fetcher.render import RenderedFiles, render
 from fetcher.spec import FetchSpec
-from fetcher.status import SidecarStatus, read_status, record_failure, record_success, write_status
+from fetcher.status import SidecarStatus, object_versions, read_status, record_failure, record_success, write_status
 from fetcher.values import FetchedValue, FetchResult, VersionProbe
 from fetcher.writer import has_current_set, swap_directory
 
@@ -202,7 +202,8 @@ def run_sidecar(
                 log.info("refresh recovered", failures=failures)
             failures = 0
             wait = next_wait(interval, rng)
-            status = _record(state.target_dir, record_success(status, clock()))
+            versions = object_versions(state.spec.objects, state.values)
+            status = _record(state.target_dir, record_success(status, clock(), versions))
             if outcome.swapped:
                 send_notification(state.spec)
             log.debug("refresh done", changed=list(outcome.changed), swapped=outcome.swapped)

@@ -12,10 +12,11 @@ refreshes have failed without a break for longer than the allowed time, so the
 sidecar is restarted, its RESTARTS count climbs in ``kubectl get pod``, and
 ``kubectl describe pod`` shows the probe's one-line reason in its events.
 
-The entry holds names, AWS error codes, regions and times, never a value: the
-app can read it too (it is in the app's volume), and the probe prints from it.
-Judging is a pure function (`verdict`); only `read_status` and `write_status`
-touch the disk.
+The entry holds names, error codes, regions, version ids and times, never a
+value: the app can read it too (it is in the app's volume), and the probe
+prints from it. `objects` says which version of each object the files on disk
+hold, in one shape for both clouds (docs/configuration.md). Judging is a pure
+function (`verdict`); only `read_status` and `write_status` touch the disk.
 """
 
 from __future__ import annotations
@@ -24,18 +25,42 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from fetcher.spec import ObjectSpec
+    from fetcher.values import FetchedValue
 
 _T = TypeVar("_T")
 
 STATUS_NAME = "..ferry-status"
 _STATUS_TMP_NAME = STATUS_NAME + ".tmp"
-# The entry is a few hundred bytes; a bigger one is not ours, and is never read whole.
-MAX_STATUS_BYTES = 8192
-# The last error kept in the entry and printed by the probe: bounded whatever AWS said.
+# The entry is a few hundred bytes, up to ~130 KB for 200 objects with long names; a bigger one is not ours,
+# and is never read whole.
+MAX_STATUS_BYTES = 256 * 1024
+# The last error kept in the entry and printed by the probe: bounded whatever the cloud said.
 MAX_ERROR_CHARS = 400
+# Each object's fields in the entry, bounded whatever the spec or the cloud said.
+MAX_OBJECT_NAME_CHARS = 512
+MAX_VERSION_CHARS = 80
+MAX_REGION_CHARS = 40
+MAX_OBJECTS_RECORDED = 200
+
+
+@dataclass(frozen=True)
+class ObjectVersion:
+    """Which version of one object the files on disk hold: the same shape for AWS and Google Cloud."""
+
+    # The object as the spec names it: objectName (AWS) or resourceName (Google Cloud).
+    name: str
+    # Secrets Manager VersionId, the SSM parameter's version number, or Google's version number (`latest` and
+    # aliases resolved); a discovery's digest of its members' names and versions.
+    version: str
+    # The region that answered (after a failover, the failover region); Google Cloud: the location, or global.
+    region: str
 
 
 @dataclass(frozen=True)
@@ -50,12 +75,30 @@ class SidecarStatus:
     last_success: float | None = None
     last_error: str = ""
     updated: float = 0.0
+    # The version of each object behind the files on disk, in the spec's order (kept through a failure run:
+    # the last good files stay, and so do their versions).
+    objects: tuple[ObjectVersion, ...] = ()
 
 
-def record_success(previous: SidecarStatus | None, now: float) -> SidecarStatus:
-    """The status after a successful cycle: healthy, the failure run ended."""
+def object_versions(objects: Sequence[ObjectSpec], values: Mapping[int, FetchedValue]) -> tuple[ObjectVersion, ...]:
+    """The entry's `objects` for the values behind the files: nothing derived from a value (bounded on write).
+
+    A Parameter Manager version carries a checksum of what it rendered to (so a moved reference is a new
+    version); the entry keeps only the version's name before the first `#`.
+    """
+    return tuple(
+        ObjectVersion(obj.object_name, values[index].version.partition("#")[0], values[index].region)
+        for index, obj in enumerate(objects[:MAX_OBJECTS_RECORDED])
+        if index in values
+    )
+
+
+def record_success(
+    previous: SidecarStatus | None, now: float, objects: tuple[ObjectVersion, ...] = ()
+) -> SidecarStatus:
+    """The status after a successful cycle: healthy, the failure run ended, the versions now on disk."""
     del previous  # a success clears everything a failure run recorded
-    return SidecarStatus(ok=True, last_success=now, updated=now)
+    return SidecarStatus(ok=True, last_success=now, updated=now, objects=objects)
 
 
 def record_failure(previous: SidecarStatus | None, now: float, error: str) -> SidecarStatus:
@@ -69,6 +112,7 @@ def record_failure(previous: SidecarStatus | None, now: float, error: str) -> Si
         last_success=previous.last_success if previous else None,
         last_error=bound_error(error),
         updated=now,
+        objects=previous.objects if previous else (),
     )
 
 
@@ -101,7 +145,23 @@ def bound_error(error: str) -> str:
 def write_status(target_dir: str | Path, status: SidecarStatus) -> None:
     """Replace the entry atomically (write a temporary file, then rename). Raises OSError."""
     target = Path(target_dir)
-    data = json.dumps(asdict(status), separators=(",", ":")).encode()
+    entry = {
+        "ok": status.ok,
+        "failures": status.failures,
+        "failing_since": status.failing_since,
+        "last_success": status.last_success,
+        "last_error": status.last_error,
+        "updated": status.updated,
+        "objects": [
+            {
+                "name": _cut(o.name, MAX_OBJECT_NAME_CHARS),
+                "version": _cut(o.version, MAX_VERSION_CHARS),
+                "region": _cut(o.region, MAX_REGION_CHARS),
+            }
+            for o in status.objects[:MAX_OBJECTS_RECORDED]
+        ],
+    }
+    data = json.dumps(entry, separators=(",", ":")).encode()
     tmp = target / _STATUS_TMP_NAME
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
@@ -135,8 +195,9 @@ def read_status(target_dir: str | Path) -> SidecarStatus | None:
             last_success=_time(data.get("last_success")),
             last_error=bound_error(_typed(data.get("last_error", ""), str)),
             updated=_time(data.get("updated")) or 0.0,
+            objects=tuple(_object(entry) for entry in _typed(data.get("objects", []), list)[:MAX_OBJECTS_RECORDED]),
         )
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, AttributeError):
         return None
     return status
 
@@ -150,6 +211,18 @@ def _typed(value: object, kind: type[_T]) -> _T:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise TypeError(kind.__name__)
     return value
+
+
+def _object(entry: Any) -> ObjectVersion:
+    return ObjectVersion(
+        name=_cut(_typed(entry["name"], str), MAX_OBJECT_NAME_CHARS),
+        version=_cut(_typed(entry["version"], str), MAX_VERSION_CHARS),
+        region=_cut(_typed(entry["region"], str), MAX_REGION_CHARS),
+    )
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _time(value: object) -> float | None:

@@ -123,8 +123,14 @@ class HttpClient:
         self._lock = threading.Lock()
         self._tls: ssl.SSLContext | None = None
 
-    def request(self, method: str, url: str, headers: Mapping[str, str], body: bytes = b"") -> Reply:
-        """One attempt: send, read a bounded reply. Raises a TransportError when no HTTP answer came."""
+    def request(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes = b"", deadline: float | None = None
+    ) -> Reply:
+        """One attempt: send, read a bounded reply. Raises a TransportError when no HTTP answer came.
+
+        `deadline`: seconds for the whole exchange once connected; a reply that trickles in never trips the
+        read timeout, so past the deadline the socket is shut down and the read fails (the Google client's).
+        """
         parts = urlsplit(url)
         scheme, host = parts.scheme, parts.hostname or ""
         port = parts.port or (443 if scheme == "https" else 80)
@@ -144,6 +150,7 @@ class HttpClient:
         wire = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + body
         key = (scheme, host, port)
         connection = self._take(key) or self._connect(scheme, host, port)
+        cutoff = _Cutoff(connection.sock, deadline) if deadline else None
         try:
             connection.sock.sendall(wire)
             reply, keep = read_reply(connection.reader, self.settings.max_reply_bytes)
@@ -156,7 +163,8 @@ class HttpClient:
         except (OSError, ValueError) as exc:  # resets, TLS alerts mid-stream, a malformed reply
             connection.close()
             raise ConnectionClosedError(f"connection to {host}:{port} closed: {exc.__class__.__name__}") from exc
-        if keep and _drained(connection):
+        spent = cutoff is not None and cutoff.cancel()
+        if keep and not spent and _drained(connection):
             self._give(key, connection)
         else:
             connection.close()
@@ -273,6 +281,28 @@ def _hashed_directory(path: str) -> bool:
             return any(len(entry.name) == 10 and entry.name.endswith(".0") for entry in entries)
     except OSError:
         return False
+
+
+class _Cutoff:
+    """Shuts a socket down once `seconds` pass, so a read blocked on a trickling reply ends."""
+
+    def __init__(self, sock: socket.socket, seconds: float) -> None:
+        self.fired = False
+        self._timer = threading.Timer(seconds, self._shut, (sock,))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _shut(self, sock: socket.socket) -> None:
+        self.fired = True
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # closed already, after a failed read
+            pass
+
+    def cancel(self) -> bool:
+        """Stop the timer; True when it had fired (the connection is spent)."""
+        self._timer.cancel()
+        return self.fired
 
 
 def _drained(connection: _Connection) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ import pytest
 import yaml
 
 from fetcher.errors import ObjectErrors
-from fetcher.gcp import GcpClients, GcpIdentityError, Https
+from fetcher.gcp import GcpClients, GcpIdentityError, Https, http_settings
 from fetcher.gcp_source import check_versions, crc32c, fetch_all
 from fetcher.loop import RefreshState, refresh_once
 from fetcher.render import render
@@ -71,8 +70,8 @@ def _close_clients() -> Iterator[None]:
 
 def clients_for(fake: GcpFake, spec: FetchSpec, token_file: Path) -> GcpClients:
     assert spec.gcp is not None
-    context = ssl.create_default_context(cafile=str(fake.ca_file))
-    clients = GcpClients(spec.gcp, Https(fake.url, context), str(token_file))
+    https = Https(fake.url, http_settings({"SSL_CERT_FILE": str(fake.ca_file)}))
+    clients = GcpClients(spec.gcp, https, str(token_file))
     _opened.append(clients)
     return clients
 
@@ -267,7 +266,8 @@ def test_init_in_a_process_loads_nothing_of_aws_and_leaks_no_value(
     env = _gcp_env(fake, spec, token_file)
     probe = (
         "import json, sys; from fetcher.__main__ import main; code = main(['init', '--dir', sys.argv[1]]); "
-        "print(json.dumps([code, sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore'))]))"
+        "roots = ('boto3', 'botocore', 'fetcher'); "
+        "print(json.dumps([code, sorted(m for m in sys.modules if m.split('.')[0] in roots)]))"
     )
     (tmp_path / "out").mkdir()
     done = subprocess.run(
@@ -277,6 +277,10 @@ def test_init_in_a_process_loads_nothing_of_aws_and_leaks_no_value(
     assert code == 0, done.stderr
     assert (tmp_path / "out" / "db").read_text() == "s3cr3t-value"
     assert [m for m in loaded if m.startswith(("boto3", "botocore"))] == []
+    # Nor Ferry's own AWS client: the shared transport and retry policy are all the two clouds have in common.
+    aws_modules = ("aws", "awscreds", "awsendpoints", "awsroles", "awswire", "sigv4", "sources", "callplan")
+    assert [m for m in loaded if m.split(".")[-1] in aws_modules] == [], loaded
+    assert {"fetcher.gcp", "fetcher.gcp_source", "fetcher.transport", "fetcher.retry"} <= set(loaded)
     assert "s3cr3t-value" not in done.stderr
     assert '"version": "1"' in done.stderr or "version=1" in done.stderr or '"version":"1"' in done.stderr
 
@@ -367,7 +371,7 @@ def test_an_unreachable_endpoint_fails_within_bounds_naming_the_host(token_file:
         port = closed.getsockname()[1]
     spec = spec_of([{"resourceName": f"projects/{PROJECT}/secrets/db/versions/1", "path": "db"}])
     assert spec.gcp is not None
-    clients = GcpClients(spec.gcp, Https(f"https://127.0.0.1:{port}", ssl.create_default_context()), str(token_file))
+    clients = GcpClients(spec.gcp, Https(f"https://127.0.0.1:{port}"), str(token_file))
     _opened.append(clients)
     began = time.monotonic()
     with pytest.raises(GcpIdentityError, match="could not reach sts.googleapis.com"):
@@ -380,18 +384,16 @@ def test_a_kept_alive_connection_the_server_closed_is_replaced_at_once(
 ) -> None:
     import socket
 
-    import fetcher.gcp
-
     fake.add_version(PROJECT, "db", "one")
     spec = spec_of([{"resourceName": f"projects/{PROJECT}/secrets/db/versions/latest", "path": "db"}])
     clients = clients_for(fake, spec, token_file)
     fetch_all(spec, clients)
-    for conns in clients.https._idle.values():  # what an idle timeout on Google's side does to the pool
-        for conn in conns:
-            assert conn.sock is not None
-            conn.sock.shutdown(socket.SHUT_RDWR)
+    pooled = [conn for conns in clients.https.http._idle.values() for conn in conns]
+    assert pooled
+    for conn in pooled:  # what an idle timeout on Google's side does to the pool
+        conn.sock.shutdown(socket.SHUT_RDWR)
     backoffs: list[float] = []
-    monkeypatch.setattr(fetcher.gcp.time, "sleep", backoffs.append)
+    monkeypatch.setattr(clients.https, "sleep", backoffs.append)
     assert check_versions(spec, clients)[0].version == "1"
     assert backoffs == []  # not an attempt: no back-off, and the retry budget is intact
     assert fake.count("GetSecretVersion") == 1

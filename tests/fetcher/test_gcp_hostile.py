@@ -16,7 +16,7 @@ import pytest
 
 import fetcher.gcp
 from fetcher.errors import ObjectErrors
-from fetcher.gcp import GcpClients, GcpIdentityError, Https
+from fetcher.gcp import GcpClients, GcpIdentityError, Https, http_settings
 from fetcher.gcp_source import crc32c, fetch_all
 from fetcher.spec import FetchSpec, spec_from_secret_provider_class
 from tests.support.gcpfake import POOL, PROVIDER, ksa_token
@@ -120,8 +120,8 @@ def serve(tmp_path: Path) -> Iterator[Callable[[Answer], GcpClients]]:
     def start(answer: Answer) -> GcpClients:
         server = HostileServer(answer)
         servers.append(server)
-        context = ssl.create_default_context(cafile=str(server.ca_file))
-        made = GcpClients(spec().gcp or pytest.fail("no identity"), Https(server.url, context), str(token))
+        https = Https(server.url, http_settings({"SSL_CERT_FILE": str(server.ca_file)}))
+        made = GcpClients(spec().gcp or pytest.fail("no identity"), https, str(token))
         clients.append(made)
         return made
 
@@ -282,7 +282,7 @@ def test_a_tls_handshake_that_trickles_in_is_cut_at_the_request_deadline(monkeyp
 
     threading.Thread(target=trickle, daemon=True).start()
     monkeypatch.setattr(fetcher.gcp, "REQUEST_DEADLINE", 1.0)
-    https = Https(f"https://127.0.0.1:{listener.getsockname()[1]}", ssl.create_default_context())
+    https = Https(f"https://127.0.0.1:{listener.getsockname()[1]}")
     began = time.monotonic()
     outcome: list[BaseException] = []
 
@@ -310,3 +310,37 @@ def test_extract_json_key_writes_a_lone_surrogate_escape_as_the_provider_does(
     value = b'{"user": "\\ud800pass\\udc00word"}'
     clients = serve(token_or(lambda conn: reply(conn, access_reply(value))))
     assert fetch_all(spec(extractJSONKey="user"), clients)[0].data == "\ufffdpass\ufffdword".encode()
+
+
+def test_a_redirect_is_never_followed(serve: Callable[[Answer], GcpClients]) -> None:
+    """A 3xx is an answer, not an instruction: the token must never be sent where a reply points."""
+    heads: list[bytes] = []
+
+    def answer(conn: ssl.SSLSocket, head: bytes) -> None:
+        heads.append(head.split(b"\r\n", 1)[0])
+        if b"/sts.googleapis.com/" in heads[-1]:
+            reply(conn, json.dumps({"access_token": "t0ken", "expires_in": 3600}).encode())
+        else:
+            reply(conn, b"{}", "302 Found\r\nLocation: https://127.0.0.1:9/elsewhere")
+
+    clients = serve(answer)
+    with pytest.raises(ObjectErrors) as caught:
+        fetch_all(spec(), clients)
+    assert "HTTP 302" in str(caught.value)
+    assert all(b"elsewhere" not in head for head in heads) and len(heads) == 2
+
+
+def test_a_reply_over_the_size_bound_is_refused_at_once(serve: Callable[[Answer], GcpClients]) -> None:
+    asked: list[int] = []
+
+    def huge(conn: ssl.SSLSocket) -> None:
+        asked.append(1)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5000000\r\n\r\n" + b" " * 65536)
+
+    clients = serve(token_or(huge))
+    with pytest.raises(ObjectErrors) as caught:
+        fetch_all(spec(), clients)
+    message = str(caught.value)
+    assert "UNAVAILABLE" in message and "ReplyTooLargeError: reply of 5000000 bytes exceeds 1048576" in message
+    assert "over the size bound" in message and len(message) < 1000
+    assert asked == [1]  # not retried: a broken or hostile endpoint, not a passing fault

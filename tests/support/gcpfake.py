@@ -3,7 +3,8 @@
 Why it exists: no faithful Secret Manager emulator exists, and Ferry's GCP code is plain HTTPS, so the tests
 run it against this server over real TLS. Every Google host is served below its own path prefix
 (`https://127.0.0.1:PORT/<host>/v1/...`), which is what the fetcher's FERRY_GCP_API_BASE produces, so the
-fake sees which endpoint (global or `secretmanager.LOCATION.rep`) a request went to.
+fake sees which endpoint (global or `secretmanager.LOCATION.rep`) a request went to; a request for `/v1/...`
+is routed by its Host header instead (Google's own names, reached through a CONNECT proxy).
 
 The semantics it keeps, as Google documents them:
 - `latest` is the most recently created version, whatever its state; aliases name a version number;
@@ -45,6 +46,14 @@ PROVIDER = "https://container.googleapis.com/v1/projects/ferry-test/locations/us
 PROJECT_NUMBER = "123456789012"
 _SECRET_PATH = re.compile(r"^/v1/projects/([^/]+)/(?:locations/([^/]+)/)?secrets/([^/]+)/versions/([^/:]+)(:access)?$")
 _PARAMETER_PATH = re.compile(r"^/v1/projects/([^/]+)/locations/([^/]+)/parameters/([^/]+)/versions/([^/:]+):render$")
+# Also named in the fake's certificate, so a test can reach it by Google's own names (through a CONNECT proxy).
+GOOGLE_HOSTS = (
+    "sts.googleapis.com",
+    "iamcredentials.googleapis.com",
+    "secretmanager.googleapis.com",
+    "secretmanager.us-central1.rep.googleapis.com",
+    "parametermanager.googleapis.com",
+)
 _IMPERSONATE_PATH = re.compile(r"^/v1/projects/-/serviceAccounts/([^/:]+):generateAccessToken$")
 
 
@@ -85,7 +94,7 @@ class GcpFake:
         self.failures: list[int] = []  # HTTP statuses to answer the next secret requests with
         self.corrupt_crc = False  # answer accesses with a dataCrc32c that does not match
         self.lock = threading.Lock()
-        bundle = generate_bundle(["localhost"], ip_addresses=["127.0.0.1"])
+        bundle = generate_bundle(["localhost", *GOOGLE_HOSTS], ip_addresses=["127.0.0.1"])
         self._dir = Path(tempfile.mkdtemp(prefix="gcpfake-"))
         self.ca_file = self._dir / "ca.pem"
         self.ca_file.write_bytes(bundle.ca_pem)
@@ -173,8 +182,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(min(length, 1 << 20))
-        host, _, path = self.path.lstrip("/").partition("/")
-        path = "/" + path
+        if self.path.startswith("/v1/"):  # reached by Google's own name (no FERRY_GCP_API_BASE): the Host header
+            host, path = (self.headers.get("Host") or "").split(":")[0], self.path
+        else:  # below FERRY_GCP_API_BASE: /<host>/v1/...
+            host, _, path = self.path.lstrip("/").partition("/")
+            path = "/" + path
         fake = self.state
         if host == "metadata.google.internal":
             fake.calls[f"{host} Metadata"] += 1
