@@ -396,3 +396,69 @@ def test_served_connections_send_without_delay(tls_files: tuple[Path, Path, Path
             assert slot.transport is not None
             served = slot.transport.get_extra_info("socket")
             assert served.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_idle_tls_connections_hold_no_read_buffer_of_their_own(tls_files: tuple[Path, Path, Path]) -> None:
+    """100 idle TLS connections: the Python memory asyncio's TLS layer and the gate hold per connection is small.
+
+    Before: each connection kept its own 16 KiB read buffer (asyncio's own default is 256 KiB) for as long as it
+    stayed open, 8 MiB for the 512 the table holds; now one buffer per listener serves every read.
+    """
+    import tracemalloc
+
+    context = _context(tls_files)
+    layers = [tracemalloc.Filter(True, "*/asyncio/sslproto.py"), tracemalloc.Filter(True, "*/webhook/edge/gate.py")]
+    with _server(tls_files, keep_alive=300) as server:
+        warm = _keep_alive(server.port, context, "127.0.0.4")
+        tracemalloc.start()
+        try:
+            before = tracemalloc.take_snapshot().filter_traces(layers)
+            idle = [_keep_alive(server.port, context, "127.0.0.4") for _ in range(100)]
+            after = tracemalloc.take_snapshot().filter_traces(layers)
+        finally:
+            tracemalloc.stop()
+        per_connection = sum(stat.size_diff for stat in after.compare_to(before, "filename")) / len(idle)
+        assert per_connection <= 4 * 1024, f"{per_connection / 1024:.1f} KiB per idle TLS connection"
+        for sock in [warm, *idle]:
+            sock.close()
+
+
+def test_bodies_read_at_once_on_many_connections_stay_apart(tls_files: tuple[Path, Path, Path]) -> None:
+    """16 connections at once, each posting three 300 KiB reviews of its own: every answer carries its uid.
+
+    The listener's connections share one read buffer; a read that leaked into another connection's body would
+    break its JSON (a 400) or answer the wrong uid.
+    """
+    context = _context(tls_files)
+
+    def review(serial: int) -> tuple[bytes, str]:
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"p{serial}", "namespace": "team-a"}}
+        pod["metadata"]["labels"] = {"pad": str(serial)}
+        pod["metadata"]["annotations"] = {"example.com/pad": f"{serial:06d}" * 50_000}
+        pod["spec"] = {"containers": [{"name": "app", "image": "app:1"}]}
+        body = pod_create_review(pod, namespace="team-a")
+        data = json.dumps(body).encode()
+        head = "POST /mutate?timeout=5s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        return (head + f"Content-Length: {len(data)}\r\n\r\n").encode() + data, body["request"]["uid"]
+
+    def client(index: int) -> list[bool]:
+        results = []
+        with _tls(server.port, context, f"127.0.0.{10 + index}") as sock:
+            for round_ in range(3):
+                payload, uid = review(index * 10 + round_)
+                sock.sendall(payload)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += sock.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-l"))
+                while len(body) < length:
+                    body += sock.recv(65536)
+                answer = json.loads(body)
+                results.append(head.startswith(b"HTTP/1.1 200") and answer["response"]["uid"] == uid)
+        return results
+
+    with _server(tls_files, keep_alive=300) as server:
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            outcomes = [ok for results in pool.map(client, range(16)) for ok in results]
+    assert outcomes == [True] * 48
