@@ -81,6 +81,8 @@ from webhook.edge.gatedserver import (
     limit_malloc_arenas,
     metrics_gate_limits,
     raise_open_file_limit,
+    return_free_memory,
+    settle_interpreter,
 )
 
 __all__ = [
@@ -219,6 +221,7 @@ class ReloadingServer(GatedServer):
         self.reloader = CertReloader(self.config.ssl, self.cert_file, self.key_file, loaded_state=before)
         self.loop = asyncio.get_running_loop()
         task = asyncio.create_task(self.reloader.reload_loop(self.reload_interval), name="ferry-cert-reloader")
+        trimmer = asyncio.create_task(return_free_memory(), name="ferry-malloc-trim")
         metrics = self.metrics_server
         try:
             if metrics is not None:
@@ -230,9 +233,10 @@ class ReloadingServer(GatedServer):
             if metrics is not None and metrics.started:
                 metrics.force_exit = True  # a scrape in flight is not worth waiting for
                 await metrics.shutdown()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for background in (task, trimmer):
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
 
     @property
     def metrics_port(self) -> int | None:
@@ -367,6 +371,7 @@ def serve(
         limits=admission_gate_limits(api_server_addresses),
         metrics_limits=metrics_gate_limits(metrics_allowed),
     )
+    settle_interpreter()
     with _absorb_stop_signals():
         run_server(server)
 
