@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 import resource
 import select
+import shutil
 import socket
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -432,7 +434,11 @@ def test_bodies_read_at_once_on_many_connections_stay_apart(tls_files: tuple[Pat
     context = _context(tls_files)
 
     def review(serial: int) -> tuple[bytes, str]:
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"p{serial}", "namespace": "team-a"}}
+        pod: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"p{serial}", "namespace": "team-a"},
+        }
         pod["metadata"]["labels"] = {"pad": str(serial)}
         pod["metadata"]["annotations"] = {"example.com/pad": f"{serial:06d}" * 50_000}
         pod["spec"] = {"containers": [{"name": "app", "image": "app:1"}]}
@@ -462,3 +468,30 @@ def test_bodies_read_at_once_on_many_connections_stay_apart(tls_files: tuple[Pat
         with ThreadPoolExecutor(max_workers=16) as pool:
             outcomes = [ok for results in pool.map(client, range(16)) for ok in results]
     assert outcomes == [True] * 48
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command-line client")
+def test_a_client_cannot_make_the_server_renegotiate(tls_files: tuple[Path, Path, Path]) -> None:
+    """A TLS 1.2 client asks for a renegotiation (a whole handshake's work, outside the gate's handshake turns,
+    on a connection already counted): the server refuses it.
+
+    This attack held: OpenSSL 3 refuses client-initiated renegotiation unless a server allows it, and Ferry
+    does not (TLS 1.3 has no renegotiation at all). The test keeps it so.
+    """
+    cert, key, ca = tls_files
+    with _server(tls_files) as server:
+        client = subprocess.Popen(
+            ["openssl", "s_client", "-tls1_2", "-connect", f"{LOOPBACK}:{server.port}", "-CAfile", str(ca)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert client.stdin is not None
+        assert _eventually(lambda: server.gate.connections == 1)
+        time.sleep(0.5)  # the handshake done: s_client reads its commands only then
+        client.stdin.write("R\n")  # s_client's command for a renegotiation
+        client.stdin.flush()
+        output, _ = client.communicate(timeout=CLOSE_WITHIN)
+    assert "RENEGOTIATING" in output
+    assert "no renegotiation" in output, output[-500:]
