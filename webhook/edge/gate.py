@@ -42,7 +42,7 @@ READING_EVICTABLE_AFTER = 1.0
 _ACCEPTS_PER_WAKEUP = 64
 # TLS handshakes at once (the rest wait, by address in turn, API server first), so a burst of new connections
 # never holds up requests on established ones; a turn ends with its handshake or after HANDSHAKE_TURN seconds.
-HANDSHAKES_AT_ONCE = 4
+HANDSHAKES_AT_ONCE = 2
 HANDSHAKE_TURN = 0.1
 
 IDLE, BUSY, READING = "idle", "busy", "reading"
