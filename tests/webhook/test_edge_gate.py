@@ -495,3 +495,71 @@ def test_a_client_cannot_make_the_server_renegotiate(tls_files: tuple[Path, Path
         output, _ = client.communicate(timeout=CLOSE_WITHIN)
     assert "RENEGOTIATING" in output
     assert "no renegotiation" in output, output[-500:]
+
+
+def test_a_full_table_closes_a_tenants_idle_connection_before_an_older_one_of_the_api_server(
+    tls_files: tuple[Path, Path, Path],
+) -> None:
+    """8 served at most: the API server's 4 idle connections are the oldest, a tenant's 4 the newest. A newcomer
+    closes the tenant's oldest, never the API server's.
+
+    Found by mutating the gate (a victim search that ignored API-server addresses, or preferred them, passed
+    every other test).
+    """
+    limits = GateLimits(max_connections=8, protected=parse_networks("127.0.0.1/32"))
+    context = _context(tls_files)
+    with _server(tls_files, limits=limits, keep_alive=300) as server:
+        api_server = [_keep_alive(server.port, context, LOOPBACK) for _ in range(4)]
+        tenant = [_keep_alive(server.port, context, "127.0.0.4") for _ in range(4)]
+        assert server.gate.connections == 8
+        with _tls(server.port, context, "127.0.0.5") as sock:
+            assert _request(sock, _get("/healthz")) == "HTTP/1.1 200 OK"
+        assert closed_by_server(tenant[0], CLOSE_WITHIN)
+        assert all(_still_open(s) for s in api_server + tenant[1:])
+        assert server.gate.evicted == 1
+        for sock in api_server + tenant:
+            sock.close()
+
+
+def test_past_the_pending_cap_the_api_servers_pending_connections_are_closed_last(
+    tls_files: tuple[Path, Path, Path],
+) -> None:
+    """8 pending at most; the API server's address holds the most of them: a tenant's are closed to make room.
+
+    Found by mutating the gate (the pending eviction ignoring API-server addresses passed every other test).
+    """
+    limits = GateLimits(
+        max_connections=CONNECTIONS, max_pending=8, handshake_deadline=120.0, protected=parse_networks("127.0.0.1/32")
+    )
+    with _server(tls_files, limits=limits) as server:
+        api_server = [_raw(server.port, LOOPBACK) for _ in range(6)]
+        assert _eventually(lambda: server.gate.pending == 6)
+        tenant = [_raw(server.port, "127.0.0.3") for _ in range(4)]
+        assert _eventually(lambda: server.gate.evicted == 2)
+        assert _eventually(lambda: not any(_still_open(s) for s in tenant[:2]))
+        assert all(_still_open(s) for s in api_server + tenant[2:])
+        for sock in api_server + tenant:
+            sock.close()
+
+
+def test_a_full_table_makes_room_for_the_api_server_from_a_tenants_arriving_request_not_its_own(
+    tls_files: tuple[Path, Path, Path],
+) -> None:
+    """4 served at most, none idle: the API server's 2 stalled requests are the oldest, a tenant's 2 the newest.
+    A new API-server connection closes the tenant's oldest, never the API server's own.
+
+    Found by mutating the gate (making room from any request still arriving passed every other test).
+    """
+    limits = GateLimits(max_connections=4, protected=parse_networks("127.0.0.1/32"))
+    context = _context(tls_files)
+    with _server(tls_files, limits=limits, read_deadline=60.0) as server:
+        api_server = [_stalled_headers(server.port, context, LOOPBACK) for _ in range(2)]
+        tenant = [_stalled_headers(server.port, context, "127.0.0.4") for _ in range(2)]
+        assert _eventually(lambda: server.gate.connections == 4)
+        with _tls(server.port, context, LOOPBACK) as sock:
+            assert _request(sock, _review_bytes(1)) == "HTTP/1.1 200 OK"
+        assert closed_by_server(tenant[0], CLOSE_WITHIN)
+        # Still served: the API server's two and the tenant's newer one (unread TLS tickets make a poll useless).
+        assert _eventually(lambda: server.gate._per_host == {LOOPBACK: 2, "127.0.0.4": 1})
+        for sock in api_server + tenant:
+            sock.close()
