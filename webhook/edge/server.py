@@ -42,10 +42,13 @@ connection) are bounded at the connection, before the app runs:
   `webhook.edge.app`.
 
 `serve` raises the soft RLIMIT_NOFILE to the hard limit, so a flood of
-connections cannot stop accept() before the caps do, and caps glibc's malloc
-arenas at two (docs/reliability.md: the large-body thread's own arena kept
-freed memory). uvicorn runs on asyncio's
-own loop and TLS, not uvloop: the guards subclass its h11 protocol.
+connections cannot stop accept() before the caps do; caps glibc's malloc
+arenas at one and hands free heap pages back every second (the large-body
+thread's own arena, and holes large bodies left in the heap, kept freed
+memory); and, once started, freezes start-up's objects out of the collector
+and switches threads every 1 ms (docs/reliability.md, the budget round).
+uvicorn runs on asyncio's own loop and TLS, not uvloop: the guards subclass
+its h11 protocol.
 
 Metrics have their own plain-HTTP listener (`metrics_app`, `metrics_port`) in
 the same event loop, with the same guards and a smaller connection limit,
