@@ -16,22 +16,18 @@ import logging
 import socket
 import ssl
 import time
-from asyncio import sslproto
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.edge.gatetls import TLS_READ_BUFFER, SharedBufferSSLProtocol
 from webhook.edge.networks import Networks, parse_networks, within
 
 log = logging.getLogger(__name__)
 
 # Seconds from accept for a connection's first bytes to arrive, and again for its TLS handshake to finish.
 HANDSHAKE_DEADLINE = 3.0
-# The TLS read buffer, one per listener and shared by all its connections (asyncio gives each connection its
-# own 256 KiB): a socket read goes through it and into that connection's TLS state at once, so no connection
-# holds it between reads.
-TLS_READ_BUFFER = 64 * 1024
 # Accepted connections that have sent nothing yet, held as bare sockets (no TLS state, no HTTP parser).
 MAX_PENDING_CONNECTIONS = 1024
 # Connections beyond a full table that are still served, only to answer 503 (uvicorn's limit_concurrency).
@@ -116,38 +112,6 @@ class _Pending:
         self.protected = protected
         self.accepted = accepted
         self.timer: asyncio.TimerHandle | None = None
-
-
-class _SharedBufferSSLProtocol(sslproto.SSLProtocol):
-    """asyncio's TLS protocol reading through its listener's one buffer, releasing its gate slot at the end.
-
-    asyncio fills the buffer from `get_buffer` and hands it to `buffer_updated` in the same call
-    (selector_events), which copies it into this connection's TLS state: no two connections use it at once.
-    """
-
-    max_size = TLS_READ_BUFFER  # also the most plaintext taken from TLS per read
-
-    def __init__(self, slot: Slot, read_buffer: memoryview, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._ferry_slot = slot
-        self._ssl_buffer = bytearray()  # asyncio's own, of max_size bytes: dropped at once for the shared one
-        self._ssl_buffer_view = read_buffer
-
-    def get_buffer(self, n: int) -> memoryview:
-        return self._ssl_buffer_view
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._ferry_slot.transport = transport
-        super().connection_made(transport)
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._ferry_slot.release()
-        super().connection_lost(exc)
-
-    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
-        self._ferry_slot.gate._end_turn(self._ferry_slot)
-        super()._on_handshake_complete(handshake_exc)
 
 
 class Gate:
@@ -336,7 +300,7 @@ class Gate:
             self._turns += 1
             slot.turn = self._loop.call_later(HANDSHAKE_TURN, self._end_turn, slot)
             remaining = max(0.5, self.limits.handshake_deadline - (time.monotonic() - pending.accepted))
-            protocol = _SharedBufferSSLProtocol(
+            protocol = SharedBufferSSLProtocol(
                 slot,
                 self._read_buffer,
                 self._loop,
