@@ -343,8 +343,20 @@ def _legit(webhook: ServedWebhook, rate: float, duration: float) -> dict[str, An
     }
 
 
-def _bursts(url: str, ca_file: str, stop: Any, tally: Any, every: float) -> None:
-    """Every `every` seconds, BURST concurrent admissions from the API server's address, one connection each.
+def burst_times(start: float, duration: float, every: float) -> list[float]:
+    """When the API server's bursts start: mid-way through each whole `every` of the measured `duration`.
+
+    A fixed schedule, so every run of the same duration has the same number of bursts (30 s, every 10 s:
+    at 5, 15 and 25 s), however slow the server is.
+    """
+    if every <= 0:
+        return []
+    return [start + every / 2 + k * every for k in range(int(duration // every))]
+
+
+def _bursts(url: str, ca_file: str, times: list[float], tally: Any) -> None:
+    """At each of `times` (time.monotonic), BURST concurrent admissions from the API server's address, one
+    connection each; a burst that starts late (the previous one still running) starts at once.
 
     Its own process: the API server's burst does not share the legitimate client's interpreter lock (300
     client threads in the same process delayed the legitimate client itself, not only the server).
@@ -362,14 +374,15 @@ def _bursts(url: str, ca_file: str, stop: Any, tally: Any, every: float) -> None
             return type(exc).__name__
 
     with ThreadPoolExecutor(max_workers=BURST) as pool:
-        while not stop.wait(every / 2):
+        for when in times:
+            time.sleep(max(0.0, when - time.monotonic()))
             answers = list(pool.map(one, range(serial, serial + BURST)))
             serial += BURST
+            tally["bursts"] = tally.get("bursts", 0) + 1
             for answer in answers:
                 tally[answer] = tally.get(answer, 0) + 1
                 if answer != "HTTP 200":
                     tally["errors"] = tally.get("errors", 0) + 1
-            stop.wait(every / 2)
 
 
 def _scrapes(webhook: ServedWebhook, stop: threading.Event, tally: dict[str, int]) -> None:
@@ -432,17 +445,24 @@ def run(rate: float, duration: float, warmup: float, burst_every: float = BURST_
         scrapes: dict[str, int] = {}
         scraper = threading.Thread(target=_scrapes, args=(webhook, burst_stop, scrapes), daemon=True)
         scraper.start()
+        schedule = burst_times(time.monotonic(), duration, burst_every)
         burster = multiprocessing.Process(
-            target=_bursts, args=(webhook.url, str(webhook.ca_file), stop, burst_tally, burst_every)
+            target=_bursts, args=(webhook.url, str(webhook.ca_file), schedule, burst_tally)
         )
-        if burst_every > 0:
+        if schedule:
             burster.start()
+        cpu_before = server.cpu_times()
         attacked = _legit(webhook, rate, duration)
+        cpu_after = server.cpu_times()
+        # The server's CPU seconds over the measured run: on a shared machine a steadier figure than latency.
+        attacked["server_cpu_s"] = round((cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system), 2)
         burst_stop.set()
         scraper.join(timeout=60)
+        if schedule:
+            burster.join(timeout=120)  # every scheduled burst is answered, also one that outlasts the legitimate run
+            if burster.is_alive():
+                burster.kill()
         stop.set()
-        if burst_every > 0:
-            burster.join(timeout=60)
         bursts = dict(burst_tally)
         hostile.join(timeout=30)
         if hostile.is_alive():
@@ -468,6 +488,7 @@ def run(rate: float, duration: float, warmup: float, burst_every: float = BURST_
         "attack": attack,
         "api_server_bursts": bursts,
         "burst_every_s": burst_every,
+        "bursts_scheduled": len(schedule),
         "scrapes": scrapes,
         "denials_logged": len(denial_lines),
         "longest_log_line_bytes": longest_log_line,
@@ -477,11 +498,51 @@ def run(rate: float, duration: float, warmup: float, burst_every: float = BURST_
         attacked["latency_ms"]["p99"] <= BUDGET["p99_ms"]
         and attacked["errors"] == 0
         and bursts.get("errors", 0) == 0
+        and bursts.get("bursts", 0) == len(schedule)
         and scrapes.get("failed", 0) == 0
         and peak <= BUDGET["rss_mb"]
         and restarts == 0
     )
     return result
+
+
+def summary(result: dict[str, Any]) -> str:
+    """The one table to quote: legitimate latency and errors alone and under attack, RSS, scrapes, bursts."""
+    a, b = result["under_attack"], result["without_attack"]
+    bursts, scrapes = result["api_server_bursts"], result["scrapes"]
+    answered = bursts.get("HTTP 200", 0)
+    burst_cell = f"{answered}/{BURST * result['bursts_scheduled']} ok" if result["bursts_scheduled"] else "-"
+    scrape_cell = f"{scrapes.get('answered', 0)}/{scrapes.get('answered', 0) + scrapes.get('failed', 0)}"
+    rows = [
+        [
+            "alone",
+            b["errors"],
+            b["latency_ms"]["p50"],
+            b["latency_ms"]["p99"],
+            b["latency_ms"]["max"],
+            "-",
+            "-",
+            "-",
+            "-",
+        ],
+        [
+            "under attack",
+            a["errors"],
+            a["latency_ms"]["p50"],
+            a["latency_ms"]["p99"],
+            a["latency_ms"]["max"],
+            result["rss_mb"]["peak"],
+            scrape_cell,
+            burst_cell,
+            a.get("server_cpu_s", "-"),
+        ],
+        ["budget", BUDGET["errors"], "", BUDGET["p99_ms"], "", BUDGET["rss_mb"], "all", "all", ""],
+    ]
+    headers = ["legitimate", "errors", "p50 ms", "p99 ms", "max ms", "peak RSS MB", "scrapes", "API-server bursts"]
+    headers.append("server CPU s")
+    load = result.get("load", {})
+    start, end = load.get("loadavg_start", ["?"])[0], load.get("loadavg_end", ["?"])[0]
+    return f"{benchlib.table(rows, headers)}\nload average (1 min): {start} at start, {end} at end"
 
 
 def main() -> int:
@@ -500,27 +561,10 @@ def main() -> int:
     result["load"] = benchlib.end_load(load)
     result["command"] = "python -m bench.hostile_tenant " + " ".join(sys.argv[1:])
     path = benchlib.write_results("hostile_tenant", result, args.out_dir)
-    a, b = result["under_attack"], result["without_attack"]
-    print(
-        benchlib.table(
-            [
-                ["alone", b["latency_ms"]["p50"], b["latency_ms"]["p99"], b["latency_ms"]["max"], b["errors"], "-"],
-                [
-                    "under attack",
-                    a["latency_ms"]["p50"],
-                    a["latency_ms"]["p99"],
-                    a["latency_ms"]["max"],
-                    a["errors"],
-                    result["rss_mb"]["peak"],
-                ],
-            ],
-            ["legitimate", "p50 ms", "p99 ms", "max ms", "errors", "peak RSS MB"],
-        )
-    )
-    print(f"restarts: {result['restarts']}; attack: {json.dumps(result['attack'], sort_keys=True)}")
-    print(f"API-server bursts: {result['api_server_bursts']}; scrapes: {result['scrapes']}")
-    if a["error_samples"]:
-        print("error samples:", *a["error_samples"], sep="\n  ")
+    print(summary(result))
+    print(f"restarts: {result['restarts']}; attack (counts): {json.dumps(result['attack'], sort_keys=True)}")
+    if result["under_attack"]["error_samples"]:
+        print("error samples:", *result["under_attack"]["error_samples"], sep="\n  ")
     print(f"{benchlib.verdict(result['budget_met'])} (budget {BUDGET}); results in {path}")
     return 0
 

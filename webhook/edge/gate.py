@@ -2,9 +2,10 @@
 
 Why it exists: asyncio's own TLS server gives every accepted connection a
 256 KiB read buffer and a 60 s handshake before anything counts it. Here a
-connection is a bare socket until its first bytes, then gets TLS with a small
-buffer and a handshake turn; a full table closes the oldest idle connection
-(API-server addresses last). docs/reliability.md gives the policy and figures.
+connection is a bare socket until its first bytes, then gets TLS (reading
+through one buffer the listener's connections share) and a handshake turn; a
+full table closes the oldest idle connection (API-server addresses last).
+docs/reliability.md gives the policy and figures.
 """
 
 from __future__ import annotations
@@ -15,20 +16,18 @@ import logging
 import socket
 import ssl
 import time
-from asyncio import sslproto
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.edge.gatetls import TLS_READ_BUFFER, SharedBufferSSLProtocol
 from webhook.edge.networks import Networks, parse_networks, within
 
 log = logging.getLogger(__name__)
 
 # Seconds from accept for a connection's first bytes to arrive, and again for its TLS handshake to finish.
 HANDSHAKE_DEADLINE = 3.0
-# Read buffer of each TLS connection (asyncio's default is 256 KiB): reads go through it in chunks of this size.
-TLS_READ_BUFFER = 16 * 1024
 # Accepted connections that have sent nothing yet, held as bare sockets (no TLS state, no HTTP parser).
 MAX_PENDING_CONNECTIONS = 1024
 # Connections beyond a full table that are still served, only to answer 503 (uvicorn's limit_concurrency).
@@ -39,7 +38,7 @@ READING_EVICTABLE_AFTER = 1.0
 _ACCEPTS_PER_WAKEUP = 64
 # TLS handshakes at once (the rest wait, by address in turn, API server first), so a burst of new connections
 # never holds up requests on established ones; a turn ends with its handshake or after HANDSHAKE_TURN seconds.
-HANDSHAKES_AT_ONCE = 4
+HANDSHAKES_AT_ONCE = 2
 HANDSHAKE_TURN = 0.1
 
 IDLE, BUSY, READING = "idle", "busy", "reading"
@@ -71,11 +70,12 @@ class GateLimits:
 class Slot:
     """One connection past its first bytes: its address, state and how to close it."""
 
-    __slots__ = ("gate", "host", "state", "since", "transport", "released", "waiting", "turn")
+    __slots__ = ("gate", "host", "protected", "state", "since", "transport", "released", "waiting", "turn")
 
-    def __init__(self, gate: Gate, host: str) -> None:
+    def __init__(self, gate: Gate, host: str, protected: bool = False) -> None:
         self.gate = gate
         self.host = host
+        self.protected = protected  # an API-server address (GateLimits.protected), decided once at accept
         self.state = BUSY  # until the gate marks it READING: its handshake and first request are arriving
         self.since = time.monotonic()
         self.transport: asyncio.Transport | None = None
@@ -104,36 +104,14 @@ class Slot:
 
 
 class _Pending:
-    __slots__ = ("sock", "host", "accepted", "timer")
+    __slots__ = ("sock", "host", "protected", "accepted", "timer")
 
-    def __init__(self, sock: socket.socket, host: str, accepted: float) -> None:
+    def __init__(self, sock: socket.socket, host: str, accepted: float, protected: bool = False) -> None:
         self.sock = sock
         self.host = host
+        self.protected = protected
         self.accepted = accepted
         self.timer: asyncio.TimerHandle | None = None
-
-
-class _SmallBufferSSLProtocol(sslproto.SSLProtocol):
-    """asyncio's TLS protocol with a small read buffer, releasing its gate slot when the connection ends."""
-
-    max_size = TLS_READ_BUFFER
-
-    def __init__(self, slot: Slot, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._ferry_slot = slot
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._ferry_slot.transport = transport
-        super().connection_made(transport)
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._ferry_slot.release()
-        super().connection_lost(exc)
-
-    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
-        self._ferry_slot.gate._end_turn(self._ferry_slot)
-        super()._on_handshake_complete(handshake_exc)
 
 
 class Gate:
@@ -161,7 +139,9 @@ class Gate:
         self._per_host: dict[str, int] = {}
         # Connections waiting for a handshake turn, by address (served in turn, API-server addresses first).
         self._turn_queue: OrderedDict[str, deque[Slot]] = OrderedDict()
+        self._protected_queues: set[str] = set()  # the hosts in _turn_queue that are API-server addresses
         self._turns = 0
+        self._read_buffer = memoryview(bytearray(TLS_READ_BUFFER)) if ssl_context is not None else memoryview(b"")
         self._closed = False
         self.evicted = 0  # connections closed to make room, for tests and logs
         self.refused = 0  # connections closed because even the overflow was full
@@ -184,6 +164,7 @@ class Gate:
             for slot in list(queue):
                 slot.abort()
         self._turn_queue.clear()
+        self._protected_queues.clear()
 
     async def wait_closed(self) -> None:
         return None
@@ -231,7 +212,7 @@ class Gate:
                 continue
             if len(self._pending) >= self.limits.max_pending:
                 self._evict_pending()
-            pending = _Pending(conn, host, time.monotonic())
+            pending = _Pending(conn, host, time.monotonic(), self.limits.is_protected(host))
             self._pending[conn.fileno()] = pending
             pending.timer = self._loop.call_later(self.limits.handshake_deadline, self._drop_pending, pending)
             self._loop.add_reader(conn.fileno(), self._first_bytes, pending)
@@ -239,11 +220,14 @@ class Gate:
     def _evict_pending(self) -> None:
         """Close the oldest pending connection of the address with the most pending ones."""
         counts: dict[str, int] = {}
+        protected: set[str] = set()
         for pending in self._pending.values():
             counts[pending.host] = counts.get(pending.host, 0) + 1
+            if pending.protected:
+                protected.add(pending.host)
         if not counts:
             return
-        heaviest = max(counts, key=lambda host: (not self.limits.is_protected(host), counts[host]))
+        heaviest = max(counts, key=lambda host: (host not in protected, counts[host]))
         victim = next(p for p in self._pending.values() if p.host == heaviest)
         self.evicted += 1
         self._drop_pending(victim)
@@ -266,12 +250,12 @@ class Gate:
         self._loop.remove_reader(fd)
         if pending.timer is not None:
             pending.timer.cancel()
-        if self._closed or not self._make_room(pending.host):
+        if self._closed or not self._make_room(pending.host, pending.protected):
             self.refused += 1
             log.warning("refused a connection: %d connections open and none idle", len(self._slots))
             pending.sock.close()
             return
-        slot = Slot(self, pending.host)
+        slot = Slot(self, pending.host, pending.protected)
         # A handshake in progress is a request still arriving: it may be cut off for a fair share (Gate._victim).
         slot.mark(READING)
         self._slots.add(slot)
@@ -281,17 +265,21 @@ class Gate:
             return
         slot.waiting = pending
         self._turn_queue.setdefault(slot.host, deque()).append(slot)
+        if slot.protected:
+            self._protected_queues.add(slot.host)
 
     def _next_turns(self) -> None:
         while self._turns < self.limits.handshakes and not self._closed:
             if not self._turn_queue:
                 return
-            protected = (host for host in self._turn_queue if self.limits.is_protected(host))
+            protected = (host for host in self._turn_queue if host in self._protected_queues)
             host = next(protected, None) or next(iter(self._turn_queue))
             queue = self._turn_queue.pop(host)
             slot = queue.popleft()
             if queue:
                 self._turn_queue[host] = queue  # to the back: one address's queue never holds up another's
+            else:
+                self._protected_queues.discard(host)
             pending, slot.waiting = slot.waiting, None
             if pending is not None and not slot.released:  # else closed while it waited
                 self._start(slot, pending)
@@ -312,8 +300,9 @@ class Gate:
             self._turns += 1
             slot.turn = self._loop.call_later(HANDSHAKE_TURN, self._end_turn, slot)
             remaining = max(0.5, self.limits.handshake_deadline - (time.monotonic() - pending.accepted))
-            protocol = _SmallBufferSSLProtocol(
+            protocol = SharedBufferSSLProtocol(
                 slot,
+                self._read_buffer,
                 self._loop,
                 app,
                 self._ssl,
@@ -339,26 +328,25 @@ class Gate:
 
     # -- the table of connections ------------------------------------------------------------------
 
-    def _make_room(self, newcomer: str) -> bool:
+    def _make_room(self, newcomer: str, newcomer_protected: bool) -> bool:
         """True when the newcomer may have a slot: below the cap, after an eviction, or in the overflow."""
         if len(self._slots) < self.limits.max_connections:
             return True
-        victim = self._victim(newcomer)
+        victim = self._victim(newcomer, newcomer_protected)
         if victim is not None:
             self.evicted += 1
             victim.abort()
             return True
         return len(self._slots) < self.limits.max_connections + self.limits.overflow
 
-    def _victim(self, newcomer: str) -> Slot | None:
-        protected = self.limits.is_protected
+    def _victim(self, newcomer: str, newcomer_protected: bool) -> Slot | None:
         # 1. The oldest idle connection (API-server addresses only when no one else has one).
-        idle = [slot for slot in self._idle if not protected(slot.host)] or list(self._idle)
-        if idle:
-            return idle[0]
+        idle = next((slot for slot in self._idle if not slot.protected), None)
+        if idle is not None or self._idle:
+            return idle or next(iter(self._idle))
         # 2. For an API-server address: the oldest handshake or request still arriving from anyone else.
-        if protected(newcomer):
-            return next((slot for slot in self._reading if not protected(slot.host)), None)
+        if newcomer_protected:
+            return next((slot for slot in self._reading if not slot.protected), None)
         # 3. A handshake or request arriving for a long while, from an address over its fair share, when the
         # newcomer is under.
         hosts = len(self._per_host) + (newcomer not in self._per_host)
@@ -369,7 +357,7 @@ class Gate:
         for slot in self._reading:
             if slot.since > cutoff:
                 break
-            if not protected(slot.host) and self._per_host.get(slot.host, 0) > share:
+            if not slot.protected and self._per_host.get(slot.host, 0) > share:
                 return slot
         return None
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import logging
 import os
 import resource
 import socket
 import sys
+from collections.abc import Callable
 
 import uvicorn
 
@@ -94,11 +96,17 @@ def raise_open_file_limit(wanted: int = OPEN_FILES_WANTED) -> int:
 
 # glibc's mallopt parameter for the number of malloc arenas.
 _M_ARENA_MAX = -8
+# The interpreter lock's switch interval while serving (Python's default is 5 ms): the event loop gives up the
+# lock on every socket call, and must not wait 5 ms to get it back while a large body is admitted on its thread.
+SWITCH_INTERVAL = 0.001
+# Objects allocated before the collector's youngest generation is examined (Python's default is 700).
+GC_GEN0_THRESHOLD = 10_000
 
 
-def limit_malloc_arenas(arenas: int = 2) -> bool:
+def limit_malloc_arenas(arenas: int = 1) -> bool:
     """Cap glibc's malloc arenas (the worker thread that admits large bodies gets its own otherwise, which keeps
-    tens of MB of freed memory); as MALLOC_ARENA_MAX does. False where that is not glibc, or already set."""
+    tens of MB of freed memory; one is enough, the interpreter lock serializes the threads anyway); as
+    MALLOC_ARENA_MAX does. False where that is not glibc, or already set."""
     if "MALLOC_ARENA_MAX" in os.environ:
         return False
     try:
@@ -106,3 +114,42 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
         return bool(libc.mallopt(_M_ARENA_MAX, arenas))
     except (OSError, AttributeError):
         return False
+
+
+def settle_interpreter() -> None:
+    """Once start-up is done: freeze what exists so far out of the collector, collect less often, switch often.
+
+    Everything imported and built at start-up lives as long as the process; frozen, no collection walks it
+    again, so an old-generation collection stays short. A larger youngest generation means fewer collections."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, older, oldest)
+    sys.setswitchinterval(SWITCH_INTERVAL)
+
+
+# Seconds between two returns of the allocator's free pages to the system (see `return_free_memory`).
+TRIM_INTERVAL = 1.0
+
+
+def _malloc_trim() -> Callable[[], object] | None:
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    return lambda: trim(0)
+
+
+async def return_free_memory(interval: float = TRIM_INTERVAL) -> None:
+    """Every `interval` seconds, hand the pages glibc holds free back to the system (malloc_trim), until cancelled.
+
+    Large bodies leave freed holes inside the heap that glibc keeps for reuse, and only a hole at the heap's top
+    is ever returned on its own: the budget run found 18 MB of the 146 MB peak free this way. A trim took 0.7 ms
+    (median) there, on a thread of its own. Returns at once where that is not glibc."""
+    trim = _malloc_trim()
+    if trim is None:
+        return
+    while True:
+        await asyncio.sleep(interval)
+        await asyncio.to_thread(trim)  # the lock is released around the C call: the loop goes on meanwhile

@@ -42,10 +42,13 @@ connection) are bounded at the connection, before the app runs:
   `webhook.edge.app`.
 
 `serve` raises the soft RLIMIT_NOFILE to the hard limit, so a flood of
-connections cannot stop accept() before the caps do, and caps glibc's malloc
-arenas at two (docs/reliability.md: the large-body thread's own arena kept
-freed memory). uvicorn runs on asyncio's
-own loop and TLS, not uvloop: the guards subclass its h11 protocol.
+connections cannot stop accept() before the caps do; caps glibc's malloc
+arenas at one and hands free heap pages back every second (the large-body
+thread's own arena, and holes large bodies left in the heap, kept freed
+memory); and, once started, freezes start-up's objects out of the collector
+and switches threads every 1 ms (docs/reliability.md, the budget round).
+uvicorn runs on asyncio's own loop and TLS, not uvloop: the guards subclass
+its h11 protocol.
 
 Metrics have their own plain-HTTP listener (`metrics_app`, `metrics_port`) in
 the same event loop, with the same guards and a smaller connection limit,
@@ -81,6 +84,8 @@ from webhook.edge.gatedserver import (
     limit_malloc_arenas,
     metrics_gate_limits,
     raise_open_file_limit,
+    return_free_memory,
+    settle_interpreter,
 )
 
 __all__ = [
@@ -219,6 +224,7 @@ class ReloadingServer(GatedServer):
         self.reloader = CertReloader(self.config.ssl, self.cert_file, self.key_file, loaded_state=before)
         self.loop = asyncio.get_running_loop()
         task = asyncio.create_task(self.reloader.reload_loop(self.reload_interval), name="ferry-cert-reloader")
+        trimmer = asyncio.create_task(return_free_memory(), name="ferry-malloc-trim")
         metrics = self.metrics_server
         try:
             if metrics is not None:
@@ -230,9 +236,10 @@ class ReloadingServer(GatedServer):
             if metrics is not None and metrics.started:
                 metrics.force_exit = True  # a scrape in flight is not worth waiting for
                 await metrics.shutdown()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for background in (task, trimmer):
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
 
     @property
     def metrics_port(self) -> int | None:
@@ -367,6 +374,7 @@ def serve(
         limits=admission_gate_limits(api_server_addresses),
         metrics_limits=metrics_gate_limits(metrics_allowed),
     )
+    settle_interpreter()
     with _absorb_stop_signals():
         run_server(server)
 
