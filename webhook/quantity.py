@@ -1,4 +1,8 @@
-"""Kubernetes quantities ("50m", "64Mi", "1e3"), exact as the API server compares them: the webhook's one parser."""
+"""Kubernetes quantities ("50m", "64Mi", "1e3"), exact as the API server compares them: the webhook's one parser.
+
+Bounded: whatever a pod or a forged review carries, reading it never raises and never costs more than a short
+string's worth, and what is written back is short.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +31,11 @@ _SUFFIXES: dict[str, Fraction] = {
 _QUANTITY_RE = re.compile(
     r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(?:[eE]([+-]?[0-9]{1,3})|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]))?$"
 )
+# No quantity the API server sends is near this long (it writes them canonically); a longer one is a forged
+# review's, and reading it could only cost time (or, past 4300 digits, raise in int()).
+MAX_QUANTITY_CHARS = 64
+# Written quantities longer than this are rounded up to this many significant digits, with a decimal exponent.
+_MAX_WRITTEN_DIGITS = 18
 _BINARY = (("Ei", 2**60), ("Pi", 2**50), ("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10))
 
 
@@ -34,7 +43,11 @@ def parse_quantity(value: object) -> Fraction | None:
     """The exact value of a Kubernetes quantity ("50m", "64Mi", "1e3"); None when it is not one."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return None
-    match = _QUANTITY_RE.match(str(value).strip())
+    if isinstance(value, int) and value.bit_length() > 4 * MAX_QUANTITY_CHARS:
+        return None  # str() of an int past 4300 digits raises
+    text = str(value)
+    # `$` would also match before a final newline, and the API server takes no whitespace at all: fullmatch.
+    match = _QUANTITY_RE.fullmatch(text) if len(text) <= MAX_QUANTITY_CHARS else None
     if match is None:
         return None
     number = Fraction(match.group(1))
@@ -44,11 +57,23 @@ def parse_quantity(value: object) -> Fraction | None:
 
 
 def format_quantity(value: Fraction) -> str:
-    """A canonical quantity for `value`: binary suffixes for whole numbers, millis otherwise (rounded up)."""
+    """A canonical quantity for `value`: binary suffixes for whole numbers, millis otherwise (rounded up).
+
+    A value too long to write plainly (only a forged or absurd input leads to one) is rounded up to 18
+    significant digits with a decimal exponent, so that what Ferry writes stays short.
+    """
     if value.denominator == 1:
         whole = int(value)
         for suffix, factor in _BINARY:
-            if whole and whole % factor == 0:
+            if whole and whole % factor == 0 and abs(whole // factor) < 10**_MAX_WRITTEN_DIGITS:
                 return f"{whole // factor}{suffix}"
-        return str(whole)
-    return f"{math.ceil(value * 1000)}m"
+        return _short(whole, 0)
+    return _short(math.ceil(value * 1000), -3, "m")
+
+
+def _short(number: int, exponent: int, suffix: str = "") -> str:
+    """`number` * 10**`exponent` as a quantity of at most 18 significant digits, rounded up."""
+    if abs(number) < 10**_MAX_WRITTEN_DIGITS:
+        return f"{number}{suffix}"
+    drop = len(str(abs(number))) - _MAX_WRITTEN_DIGITS
+    return f"{-(-number // 10**drop)}e{exponent + drop}"

@@ -383,3 +383,13 @@ def test_autopilot_figures_reach_pod_level_resources_and_limit_ranges() -> None:
     )
     # Without Autopilot the 500m limit breaks max 100m; with no-bursting the limit is the 50m request.
     assert checked.outcome == "injected"
+
+
+@pytest.mark.parametrize("where", ["container", "pod-level"])
+def test_a_quantity_too_long_for_python_never_makes_admission_raise(where: str) -> None:
+    # 5000 digits: past CPython's int conversion limit; only a forged review carries it (the API server would not).
+    pod = app_pod("1" * 5000, "512Mi") if where == "container" else app_pod("250m", "512Mi")
+    if where == "pod-level":
+        pod["spec"]["resources"] = {"requests": {"cpu": "1" * 5000, "memory": "1Gi"}}
+    admission = admit(pod)
+    assert admission.outcome in ("injected", "denied")
