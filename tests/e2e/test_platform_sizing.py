@@ -96,6 +96,79 @@ def test_a_pod_that_cannot_fit_gets_a_warning_with_both_sizes(serving_ferry: Fer
     assert _size(json.loads(result.stdout)) == "0.5 vCPU / 3 GB"
 
 
+def _create(ferry: Ferry, namespace: str, manifest: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The stored pod and kubectl's stderr (where admission warnings show); fails if the pod is refused."""
+    result = ferry.plane.kubectl(
+        "create", "-n", namespace, "-f", "-", "-o", "json", input=json.dumps(manifest), check=False
+    )
+    assert result.returncode == 0, f"the API server refused the pod Ferry admitted: {result.stderr}"
+    return json.loads(result.stdout), result.stderr
+
+
+def _own(stored: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(c for c in stored["spec"]["initContainers"] if c["name"] == name)
+
+
+def test_pods_with_pod_level_resources_are_admitted_and_keep_their_figures(serving_ferry: Ferry) -> None:
+    ns = serving_ferry.create_namespace("pod-level")
+    refresh = {"ferry.dev/refresh-interval": "5m"}
+
+    # Guaranteed at pod level, and the app already requests all of it: no room for Ferry's sidecar.
+    full = {"cpu": "250m", "memory": "256Mi"}
+    manifest = opted_pod("full", "db", extra=refresh, containers=[app_container(resources={"requests": full})])
+    manifest["spec"]["resources"] = {"requests": full, "limits": full}
+    stored, warnings = _create(serving_ferry, ns, manifest)
+    assert stored["status"]["qosClass"] == "Guaranteed", "Ferry must not change the pod's QoS class"
+    assert _own(stored, "ferry-sidecar")["resources"]["requests"] == {"cpu": "0", "memory": "32Mi"}
+    # CPU fits at the floor (0); memory is raised by the sidecar's 32Mi only, limits with it.
+    assert stored["spec"]["resources"] == {
+        "requests": {"cpu": "250m", "memory": "288Mi"},
+        "limits": {"cpu": "250m", "memory": "288Mi"},
+    }
+    assert "spec.resources.requests.memory from 256Mi to 288Mi" in warnings, warnings
+
+    # Only pod-level limits: the API server defaults the pod-level requests (to the app's total) before Ferry.
+    app = {"cpu": "100m", "memory": "128Mi"}
+    manifest = opted_pod("limits", "db", extra=refresh, containers=[app_container(resources={"requests": app})])
+    manifest["spec"]["resources"] = {"limits": {"cpu": "1", "memory": "1Gi"}}
+    stored, _ = _create(serving_ferry, ns, manifest)
+    assert stored["spec"]["resources"]["requests"] == {"cpu": "100m", "memory": "160Mi"}
+    assert stored["spec"]["resources"]["limits"] == {"cpu": "1500m", "memory": "1088Mi"}  # + the sidecar's limits
+
+    # Room in the pod-level budget (the app's containers request nothing): nothing changes but Ferry's containers.
+    manifest = opted_pod("roomy", "db", extra=refresh)
+    manifest["spec"]["resources"] = {"requests": {"cpu": "500m", "memory": "512Mi"}}
+    stored, warnings = _create(serving_ferry, ns, manifest)
+    assert stored["spec"]["resources"] == {"requests": {"cpu": "500m", "memory": "512Mi"}}
+    assert _own(stored, "ferry-sidecar")["resources"]["requests"] == {"cpu": "10m", "memory": "32Mi"}
+    assert "pod-level" not in warnings
+
+    # The init container alone, in a pod-level budget smaller than it.
+    manifest = opted_pod("tiny", "db")
+    manifest["spec"]["resources"] = {"requests": {"cpu": "5m", "memory": "16Mi"}}
+    stored, _ = _create(serving_ferry, ns, manifest)
+    assert _own(stored, "ferry-init")["resources"]["requests"] == {"cpu": "5m", "memory": "32Mi"}
+    assert stored["spec"]["resources"]["requests"] == {"cpu": "5m", "memory": "32Mi"}
+
+
+def test_pod_level_resources_on_fargate_keep_the_size(serving_ferry: Ferry, fargate_namespace: str) -> None:
+    manifest = _app("pod-level", "250m", "512Mi")
+    manifest["spec"]["resources"] = {"requests": {"cpu": "1", "memory": "2Gi"}}
+    wait_for(
+        lambda: (
+            serving_ferry.create_pod(fargate_namespace, manifest, dry_run=True)["spec"].get("schedulerName")
+            == FARGATE_SCHEDULER
+        ),
+        30,
+        what="the Fargate stand-in to be called",
+    )
+    stored, warnings = _create(serving_ferry, fargate_namespace, manifest)
+    assert stored["spec"]["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}}
+    assert _size(stored) == "0.25 vCPU / 1 GB", "the size Fargate documents (container requests) is kept"
+    assert _requests(stored, "ferry-sidecar") == {"cpu": "0", "memory": "32Mi"}
+    assert "Warning" not in warnings, warnings
+
+
 def test_a_stripped_native_sidecar_is_refused_and_the_job_says_why(
     serving_ferry: Ferry, stripping_namespace: str
 ) -> None:

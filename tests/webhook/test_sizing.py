@@ -208,10 +208,75 @@ def test_the_fargate_webhook_after_ferry_is_handled_on_reinvocation() -> None:
     assert size_of(again.pod) == "0.25 vCPU / 1 GB"
 
 
-def test_pod_level_requests_are_left_to_the_pod() -> None:
-    pod = app_pod("250m", "512Mi", resources={"requests": {"cpu": "250m", "memory": "512Mi"}})
-    admitted = admit(pod).pod
-    assert own(admitted, "ferry-sidecar")["resources"]["requests"]["cpu"] == "50m"
+# --- pod-level resources: Ferry's containers live inside them ---
+
+
+def pod_level_problems(pod: dict[str, Any]) -> list[str]:
+    """What the API server's validation of pod-level resources would refuse (validatePodResourceConsistency)."""
+    spec = pod["spec"]
+    requests, limits = spec["resources"].get("requests", {}), spec["resources"].get("limits", {})
+    problems = []
+    for resource in ("cpu", "memory"):
+        if resource in requests and pod_request(spec, resource) > amount(requests[resource], resource):
+            problems.append(f"containers request more {resource} than the pod")
+        if resource in requests and resource in limits and q(requests[resource]) > q(limits[resource]):
+            problems.append(f"pod {resource} request above its limit")
+        for container in spec["containers"]:
+            limit = container.get("resources", {}).get("limits", {}).get(resource)
+            if resource in limits and limit is not None and q(limit) > q(limits[resource]):
+                problems.append(f"{container['name']} {resource} limit above the pod's")
+    return problems
+
+
+def test_pod_level_resources_with_room_hold_ferrys_containers_unchanged() -> None:
+    budget = {"cpu": "500m", "memory": "1Gi"}
+    pod = app_pod("250m", "512Mi", fargate=False, resources={"requests": budget, "limits": budget})
+    admission = admit(pod)
+    assert admission.outcome == "injected" and admission.warnings == ()
+    # The pod's figure (what it is scheduled and billed by) is unchanged, and it stays Guaranteed.
+    assert admission.pod["spec"]["resources"] == {"requests": budget, "limits": budget}
+    assert own(admission.pod, "ferry-sidecar")["resources"]["requests"] == {"cpu": "50m", "memory": "64Mi"}
+    assert pod_level_problems(dict(admission.pod)) == []
+
+
+def test_pod_level_requests_without_room_lower_ferrys_cpu_and_raise_only_what_must_be() -> None:
+    budget = {"cpu": "250m", "memory": "512Mi"}
+    admission = admit(app_pod("250m", "512Mi", fargate=False, resources={"requests": budget, "limits": budget}))
+    assert admission.outcome == "injected"
+    for name in ("ferry-init", "ferry-sidecar"):
+        assert own(admission.pod, name)["resources"]["requests"] == {"cpu": "0", "memory": "64Mi"}
+    # Memory is not lowered below its floor (the request): the pod-level figures grow by the sidecar's 64Mi.
+    resources = admission.pod["spec"]["resources"]
+    assert resources == {"requests": {"cpu": "250m", "memory": "576Mi"}, "limits": {"cpu": "250m", "memory": "576Mi"}}
+    (warning,) = admission.warnings
+    assert "spec.resources.requests.memory from 512Mi to 576Mi" in warning and "Fix:" in warning
+    assert pod_level_problems(dict(admission.pod)) == []
+
+
+def test_a_pod_level_limit_below_ferrys_container_limit_bounds_it() -> None:
+    pod = app_pod("50m", "64Mi", fargate=False, resources={"requests": {"cpu": "100m"}, "limits": {"cpu": "100m"}})
+    admission = admit(pod, native=False)  # a regular sidecar: the API server checks its limit against the pod's
+    assert admission.outcome == "injected" and admission.warnings == ()
+    assert own(admission.pod, "ferry-sidecar")["resources"]["limits"] == {"cpu": "100m", "memory": "128Mi"}
+    assert own(admission.pod, "ferry-sidecar")["resources"]["requests"]["cpu"] == "50m"
+    assert pod_level_problems(dict(admission.pod)) == []
+
+
+def test_pod_level_requests_on_fargate_keep_both_figures() -> None:
+    # Fargate documents sizing from container requests only: Ferry keeps that size and the pod-level figure.
+    pod = app_pod("250m", "512Mi", resources={"requests": {"cpu": "1", "memory": "2Gi"}})
+    admission = admit(pod)
+    assert admission.warnings == ()
+    assert admission.pod["spec"]["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}}
+    assert own(admission.pod, "ferry-sidecar")["resources"]["requests"] == {"cpu": "0", "memory": "64Mi"}
+    assert size_of(dict(admission.pod)) == "0.25 vCPU / 1 GB"
+
+
+def test_pod_level_fitting_is_the_same_on_reinvocation() -> None:
+    budget = {"cpu": "250m", "memory": "512Mi"}
+    first = admit(app_pod("250m", "512Mi", fargate=False, resources={"requests": budget})).pod
+    again = size_for_platform(first, SETTINGS)
+    assert again.pod == first and again.warnings == ()
 
 
 # --- Autopilot: the table of docs/autopilot.md ---

@@ -20,6 +20,18 @@ from fractions import Fraction
 from typing import Any
 
 from webhook.policy.request import OWN_CONTAINER_NAMES, SIDECAR_NAME
+from webhook.policy.resources import (
+    RESOURCES,
+    amount,
+    containers,
+    fit_pod_level,
+    largest_own,
+    pod_level_budget,
+    pod_terms,
+    with_own_at,
+)
+from webhook.policy.resources import container_request as container_request
+from webhook.policy.resources import pod_request as pod_request
 from webhook.quantity import format_quantity, parse_quantity
 from webhook.settings import Settings
 
@@ -29,8 +41,6 @@ _MIB = 2**20
 _GIB = 2**30
 # Fargate adds this to the pod's memory for the kubelet, kube-proxy and containerd.
 FARGATE_OVERHEAD = 256 * _MIB
-# Amounts are whole numbers, as the scheduler counts them: CPU in millicores, memory in bytes.
-RESOURCES = ("cpu", "memory")
 
 
 def _tier(millicores: int, first_gib: int, last_gib: int, step_gib: int) -> list[tuple[int, int]]:
@@ -63,87 +73,6 @@ class Sizing:
     denial: str | None = None
 
 
-def amount(value: object, resource: str) -> int:
-    """A quantity as a whole amount, rounded up: millicores of CPU, bytes of memory (0 when unreadable)."""
-    return _amount_of_text(value, resource) if isinstance(value, str) and len(value) <= 64 else _amount(value, resource)
-
-
-# Pods repeat a few quantities ("50m", "64Mi", the app's); bounded, so a tenant's churn costs only misses.
-@functools.lru_cache(maxsize=1024)
-def _amount_of_text(value: str, resource: str) -> int:
-    return _amount(value, resource)
-
-
-def _amount(value: object, resource: str) -> int:
-    number = parse_quantity(value)
-    if number is None:
-        return 0
-    return math.ceil(number * 1000) if resource == "cpu" else math.ceil(number)
-
-
-def container_request(container: Mapping[str, Any], resource: str) -> int:
-    """A container's request for `resource` as the API server defaults it (its limit when only that is set)."""
-    resources = container.get("resources")
-    if not isinstance(resources, dict):
-        return 0
-    for kind in ("requests", "limits"):
-        values = resources.get(kind)
-        if isinstance(values, dict) and resource in values:
-            return amount(values[resource], resource)
-    return 0
-
-
-Terms = list[tuple[int, int]]
-
-
-def pod_terms(spec: Mapping[str, Any], resource: str, *, own_unknown: bool = True) -> Terms:
-    """The pod's request for `resource` as max(terms); a term is (app part, how many of Ferry's containers in it).
-
-    Kubernetes' rule with native sidecars: each init container counts with the restartable init containers
-    before it; the app containers count with all of them. Ferry's containers are left out as unknowns, so
-    the pod's request with Ferry's containers at x each is max(app + count * x); with `own_unknown` False
-    they count as they are, like any other container.
-    """
-    terms: Terms = []
-    restartable = (0, 0)
-    for container in _containers(spec, "initContainers"):
-        own = 1 if own_unknown and container.get("name") in OWN_CONTAINER_NAMES else 0
-        app = 0 if own else container_request(container, resource)
-        if container.get("restartPolicy") == "Always":
-            restartable = (restartable[0] + app, restartable[1] + own)
-            terms.append(restartable)
-        else:
-            terms.append((restartable[0] + app, restartable[1] + own))
-    app_sum, own_count = restartable
-    for container in _containers(spec, "containers"):
-        if own_unknown and container.get("name") in OWN_CONTAINER_NAMES:
-            own_count += 1
-        else:
-            app_sum += container_request(container, resource)
-    terms.append((app_sum, own_count))
-    return terms
-
-
-def pod_request(spec: Mapping[str, Any], resource: str, own: int | None = None) -> int:
-    """The pod's effective request for `resource`, with each of Ferry's containers requesting `own`.
-
-    `own` None: Ferry's containers count with the requests they have; 0: as if they were not there.
-    """
-    if own is None:
-        return max(app for app, _ in pod_terms(spec, resource, own_unknown=False))
-    return _with_own_at(pod_terms(spec, resource), own)
-
-
-def _with_own_at(terms: Terms, own: int) -> int:
-    return max(app + count * own for app, count in terms)
-
-
-def _largest_own(terms: Terms, cap: int) -> int:
-    """The largest request each of Ferry's containers can have while the pod's request stays within `cap`."""
-    room = [(cap - app) // count for app, count in terms if count]
-    return max(0, min(room)) if room else cap
-
-
 def fargate_size(cpu: int, memory: int) -> tuple[int, int] | None:
     """The Fargate size of a pod requesting `cpu` millicores and `memory` bytes; None when none is big enough."""
     wanted_memory = memory + FARGATE_OVERHEAD
@@ -159,33 +88,42 @@ def describe_size(size: tuple[int, int] | None) -> str:
     return f"{size[0] / 1000:g} vCPU / {size[1] / _GIB:g} GB"
 
 
-def fit_fargate(pod: Mapping[str, Any], settings: Settings, floors: Mapping[str, int]) -> Sizing:
-    """Lower Ferry's requests into the headroom of the Fargate size the pod has without Ferry, or say why not."""
+def fit_requests(pod: Mapping[str, Any], settings: Settings, floors: Mapping[str, int], *, fargate: bool) -> Sizing:
+    """Lower Ferry's requests into the room the pod already has, or say why they cannot fit.
+
+    The room: the pod-level resources (``spec.resources``), which must cover all containers' requests; and,
+    for a pod bound for Fargate, the headroom of the size it has without Ferry. A pod-level figure that even
+    the floors overflow is raised by the shortfall (with a warning); a bigger Fargate size is warned or denied.
+    """
     spec = _spec(pod)
     own = _own_containers(spec)
     terms = {r: pod_terms(spec, r) for r in RESOURCES}
-    without = fargate_size(_with_own_at(terms["cpu"], 0), _with_own_at(terms["memory"], 0))
-    if not own or _has_pod_level_requests(spec) or without is None:
+    caps = pod_level_budget(spec)
+    without = fargate_size(with_own_at(terms["cpu"], 0), with_own_at(terms["memory"], 0)) if fargate else None
+    fargate_caps = {"cpu": without[0], "memory": without[1] - FARGATE_OVERHEAD} if without else {}
+    for resource, cap in fargate_caps.items():
+        caps[resource] = min(caps.get(resource, cap), cap)
+    if not own or not caps:
         return Sizing(dict(pod))
     # From the configured requests every time: a reinvocation decides afresh, whatever an earlier pass wrote.
     configured = _configured_requests(settings)
-    caps = {"cpu": without[0], "memory": without[1] - FARGATE_OVERHEAD}
-    fitted: dict[str, int] = {}
-    for resource in RESOURCES:
-        room = _largest_own(terms[resource], caps[resource])
+    fitted = dict(configured)
+    for resource, cap in caps.items():
+        room = largest_own(terms[resource], cap)
         room = room if resource == "cpu" else room // _MIB * _MIB  # whole MiB
         fitted[resource] = max(min(floors[resource], configured[resource]), min(configured[resource], room))
     changed = {r: _format(v, r) for r, v in fitted.items() if any(container_request(c, r) != v for c in own)}
     new_pod = with_own_requests(pod, changed) if changed else dict(pod)
-    need = {r: _with_own_at(terms[r], fitted[r]) for r in RESOURCES}
+    need = {r: with_own_at(terms[r], fitted[r]) for r in RESOURCES}
+    new_pod, warnings = _with_pod_level(new_pod, need)
     reached = fargate_size(need["cpu"], need["memory"])
-    if reached == without:
-        return Sizing(new_pod)
+    if not fargate_caps or reached == without:
+        return Sizing(new_pod, warnings=warnings)
     over = "; ".join(
-        f"{_format(need[r] - caps[r], r)} more {r} than {describe_size(without)} holds"
+        f"{_format(need[r] - fargate_caps[r], r)} more {r} than {describe_size(without)} holds"
         + (" (after Fargate's 256Mi)" if r == "memory" else "")
         for r in RESOURCES
-        if need[r] > caps[r]
+        if need[r] > fargate_caps[r]
     )
     message = (
         f"Fargate: this pod takes {describe_size(without)} without Ferry, but {describe_size(reached)} with "
@@ -197,7 +135,18 @@ def fit_fargate(pod: Mapping[str, Any], settings: Settings, floors: Mapping[str,
     )
     if settings.fargate_oversize == "deny":
         return Sizing(dict(pod), denial=message)
-    return Sizing(new_pod, warnings=(message,))
+    return Sizing(new_pod, warnings=(*warnings, message))
+
+
+def _with_pod_level(pod: dict[str, Any], need: Mapping[str, int]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """`pod` with its pod-level resources covering `need`, and Ferry's container limits within the pod's."""
+    fit = fit_pod_level(_spec(pod), need)
+    if fit.resources is not None:
+        pod = {**pod, "spec": {**_spec(pod), "resources": fit.resources}}
+    if any(_over_limits(c, fit.limits) for c in _own_containers(_spec(pod))):
+        # A container limit above the pod's is refused (regular containers) and meaningless (all).
+        pod = _with_own(pod, lambda container: _with_limits_within(container, fit.limits))
+    return pod, ((fit.message,) if fit.message else ())
 
 
 def _has_sidecar(spec: Mapping[str, Any]) -> bool:
@@ -271,7 +220,7 @@ def stripped_native_sidecar(pod: Mapping[str, Any]) -> str | None:
     Another webhook removed it. As a plain init container the sidecar never exits: the pod would stay in
     Init forever, and a Job would never complete.
     """
-    for container in _containers(_spec(pod), "initContainers"):
+    for container in containers(_spec(pod), "initContainers"):
         if container.get("name") == SIDECAR_NAME and container.get("restartPolicy") != "Always":
             return (
                 f"another mutating webhook removed restartPolicy: Always from Ferry's native sidecar "
@@ -294,9 +243,12 @@ def size_for_platform(
     if stripped:
         return Sizing(dict(pod), denial=stripped)
     sized = fit_autopilot(pod, settings) if settings.autopilot != "off" else dict(pod)
-    if settings.fargate_sizing == "auto" and _spec(sized).get("schedulerName") == FARGATE_SCHEDULER:
-        return fit_fargate(sized, settings, request_floors(settings, limit_ranges))
-    return Sizing(sized)
+    fargate = settings.fargate_sizing == "auto" and _spec(sized).get("schedulerName") == FARGATE_SCHEDULER
+    if not fargate and not isinstance(_spec(sized).get("resources"), dict):
+        return Sizing(sized)
+    # Autopilot would raise requests lowered below its ratio band again, past the pod-level budget: not lowered.
+    floors = _configured_requests(settings) if settings.autopilot != "off" else request_floors(settings, limit_ranges)
+    return fit_requests(sized, settings, floors, fargate=fargate)
 
 
 def request_floors(settings: Settings, limit_ranges: Sequence[Mapping[str, Any]]) -> dict[str, int]:
@@ -341,27 +293,15 @@ def _spec(pod: Mapping[str, Any]) -> Mapping[str, Any]:
     return spec if isinstance(spec, dict) else {}
 
 
-def _containers(spec: Mapping[str, Any], group: str) -> Iterable[Mapping[str, Any]]:
-    items = spec.get(group)
-    # Pods arrive as JSON, so dict: isinstance(x, dict) is several times cheaper than against Mapping.
-    return [c for c in items if isinstance(c, dict)] if isinstance(items, list) else []
-
-
 def _own_containers(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     groups = ("initContainers", "containers")
-    return [c for group in groups for c in _containers(spec, group) if c.get("name") in OWN_CONTAINER_NAMES]
+    return [c for group in groups for c in containers(spec, group) if c.get("name") in OWN_CONTAINER_NAMES]
 
 
 def _configured_requests(settings: Settings) -> dict[str, int]:
     """Ferry's requests before any fitting (after `platform_settings`): a reinvocation starts over from them."""
     requests = settings.fetcher_resources()["requests"]
     return {resource: amount(requests[resource], resource) for resource in RESOURCES}
-
-
-def _has_pod_level_requests(spec: Mapping[str, Any]) -> bool:
-    # Pod-level resources are the pod's figure; resources.account_pod_resources already grew them for Ferry.
-    resources = spec.get("resources")
-    return isinstance(resources, Mapping) and bool(resources.get("requests"))
 
 
 def _limit_items(limit_ranges: Sequence[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
@@ -371,6 +311,23 @@ def _limit_items(limit_ranges: Sequence[Mapping[str, Any]]) -> Iterable[Mapping[
         for item in items if isinstance(items, list) else []:
             if isinstance(item, Mapping) and item.get("type") == "Container":
                 yield item
+
+
+def _over_limits(container: Mapping[str, Any], ceilings: Mapping[str, int]) -> dict[str, int]:
+    resources = container.get("resources")
+    limits = resources.get("limits") if isinstance(resources, dict) else None
+    if not isinstance(limits, dict):
+        return {}
+    return {r: ceiling for r, ceiling in ceilings.items() if r in limits and amount(limits[r], r) > ceiling}
+
+
+def _with_limits_within(container: Mapping[str, Any], ceilings: Mapping[str, int]) -> dict[str, Any]:
+    over = _over_limits(container, ceilings)
+    if not over:
+        return dict(container)
+    resources = dict(container.get("resources") or {})
+    resources["limits"] = {**resources["limits"], **{r: _format(ceiling, r) for r, ceiling in over.items()}}
+    return {**container, "resources": resources}
 
 
 def _quantity(resources: Mapping[str, Any], kind: str, resource: str) -> Fraction:
