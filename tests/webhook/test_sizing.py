@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from webhook.policy.pipeline import admit_pod
+from webhook.policy.podshape import MAX_POD_CONTAINERS
 from webhook.policy.request import PodRequest
 from webhook.policy.sizing import (
     FARGATE_SCHEDULER,
@@ -458,3 +459,23 @@ def test_a_quantity_too_long_for_python_never_makes_admission_raise(where: str) 
         pod["spec"]["resources"] = {"requests": {"cpu": "1" * 5000, "memory": "1Gi"}}
     admission = admit(pod)
     assert admission.outcome in ("injected", "denied")
+
+
+def test_sizing_reads_no_more_containers_than_ferry_injects_into() -> None:
+    # A forged reinvocation skips stage 2's container count; sizing must not walk 30,000 containers for it.
+    first = admit(app_pod("250m", "512Mi", fargate=False)).pod
+    spec = first["spec"]
+    filler = {"image": "a", "resources": {"requests": {"memory": "1Mi"}}}
+    forged = {
+        **first,
+        "spec": {
+            **spec,
+            "schedulerName": FARGATE_SCHEDULER,
+            "containers": spec["containers"] + [{**filler, "name": f"c{i}"} for i in range(MAX_POD_CONTAINERS)],
+        },
+    }
+    sized = size_for_platform(forged, SETTINGS)
+    assert sized.pod == forged and sized.warnings == (), "more containers than Ferry injects into: left as sent"
+    # One fewer, and the pod is one Ferry could have injected: it is fitted as usual.
+    forged["spec"]["containers"] = forged["spec"]["containers"][:-1]
+    assert own(size_for_platform(forged, SETTINGS).pod, "ferry-sidecar")["resources"]["requests"]["cpu"] == "0"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from webhook.policy.podshape import MAX_POD_CONTAINERS
 from webhook.policy.request import OWN_CONTAINER_NAMES, SIDECAR_NAME
 from webhook.policy.resources import (
     RESOURCES,
@@ -242,6 +243,9 @@ def size_for_platform(
     stripped = stripped_native_sidecar(pod)
     if stripped:
         return Sizing(dict(pod), denial=stripped)
+    if _container_count(_spec(pod)) > MAX_POD_CONTAINERS + len(OWN_CONTAINER_NAMES):
+        # Stage 2 refuses to inject into more; a pod past it here is a forged reinvocation: not worth reading.
+        return Sizing(dict(pod))
     sized = fit_autopilot(pod, settings) if settings.autopilot != "off" else dict(pod)
     fargate = settings.fargate_sizing == "auto" and _spec(sized).get("schedulerName") == FARGATE_SCHEDULER
     if not fargate and not isinstance(_spec(sized).get("resources"), dict):
@@ -291,6 +295,10 @@ def _with_own(pod: Mapping[str, Any], update: Any) -> dict[str, Any]:
 def _spec(pod: Mapping[str, Any]) -> Mapping[str, Any]:
     spec = pod.get("spec")
     return spec if isinstance(spec, dict) else {}
+
+
+def _container_count(spec: Mapping[str, Any]) -> int:
+    return sum(len(items) for group in ("initContainers", "containers") if isinstance(items := spec.get(group), list))
 
 
 def _own_containers(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
