@@ -166,6 +166,9 @@ def test_memory_that_cannot_fit_is_said_with_both_sizes() -> None:
     (warning,) = admission.warnings
     assert "0.25 vCPU / 2 GB without Ferry" in warning and "0.5 vCPU / 3 GB with" in warning
     assert "FERRY_FETCHER_MEMORY_REQUEST_FLOOR" in warning and "Fix:" in warning
+    # It names the field to change, in the app's containers, and nothing of the CPU that did fit.
+    assert "spec.containers[*].resources.requests.memory" in warning and "requests.cpu" not in warning
+    assert len(warning) < 1000
     # The CPU was still brought down to the floor: the pod is as small as Ferry can make it.
     assert own(admission.pod, "ferry-sidecar")["resources"]["requests"] == {"cpu": "0", "memory": "64Mi"}
 
@@ -401,13 +404,22 @@ def test_memory_is_in_mebibytes() -> None:
 
 @pytest.mark.parametrize(
     ("cpu", "memory"),
-    [("1e999", "1e999"), ("-5", "-5Mi"), ("lots", "[]"), ("0.0000001", "1"), ("999", "999Ti")],
+    [("1e999", "1e999"), ("-5", "-5Mi"), ("lots", "[]"), ("0.0000001", "1"), ("999", "999Ti"), ("1e-999", "9" * 64)],
 )
-def test_absurd_requests_never_break_admission(cpu: str, memory: str) -> None:
-    admission = admit(app_pod(cpu, memory))
+@pytest.mark.parametrize("pod_level", [False, True])
+def test_absurd_requests_never_break_admission(cpu: str, memory: str, pod_level: bool) -> None:
+    pod = app_pod(cpu, memory)
+    if pod_level:  # the same figures at pod level too, requests and limits
+        pod["spec"]["resources"] = {
+            "requests": {"cpu": cpu, "memory": memory},
+            "limits": {"cpu": cpu, "memory": memory},
+        }
+    admission = admit(pod)
     assert admission.outcome in ("injected", "denied")
     for warning in admission.warnings:
-        assert len(warning) < 2000
+        assert len(warning) < 1000
+    resources = admission.pod["spec"].get("resources", {})
+    assert all(len(str(value)) <= 32 for kind in resources.values() for value in kind.values()), resources
 
 
 def test_a_tenant_claiming_fargate_only_changes_its_own_pod() -> None:

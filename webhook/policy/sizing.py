@@ -120,18 +120,19 @@ def fit_requests(pod: Mapping[str, Any], settings: Settings, floors: Mapping[str
     reached = fargate_size(need["cpu"], need["memory"])
     if not fargate_caps or reached == without:
         return Sizing(new_pod, warnings=warnings)
+    short = [r for r in RESOURCES if need[r] > fargate_caps[r]]
     over = "; ".join(
         f"{_format(need[r] - fargate_caps[r], r)} more {r} than {describe_size(without)} holds"
         + (" (after Fargate's 256Mi)" if r == "memory" else "")
-        for r in RESOURCES
-        if need[r] > fargate_caps[r]
+        for r in short
     )
+    fields = " and ".join(f"spec.containers[*].resources.requests.{r}" for r in short)
+    floors_named = " / ".join(f"FERRY_FETCHER_{r.upper()}_REQUEST_FLOOR" for r in short)
     message = (
         f"Fargate: this pod takes {describe_size(without)} without Ferry, but {describe_size(reached)} with "
         f"Ferry's containers even at their least requests ({_describe(fitted)}; configured {_describe(configured)}): "
-        f"{over}. Fix: lower the app's requests by that much, or size the app for "
-        f"{describe_size(reached)} on purpose, or have Ferry's operator lower FERRY_FETCHER_CPU_REQUEST_FLOOR / "
-        "FERRY_FETCHER_MEMORY_REQUEST_FLOOR"
+        f"{over}. Fix: lower the app's {fields} by that much, or size the app for "
+        f"{describe_size(reached)} on purpose, or have Ferry's operator lower {floors_named}"
         + (", or leave out ferry.dev/refresh-interval (no sidecar beside the app)" if _has_sidecar(spec) else "")
     )
     if settings.fargate_oversize == "deny":
