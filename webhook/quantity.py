@@ -6,6 +6,7 @@ string's worth, and what is written back is short.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from fractions import Fraction
@@ -41,13 +42,21 @@ _BINARY = (("Ei", 2**60), ("Pi", 2**50), ("Ti", 2**40), ("Gi", 2**30), ("Mi", 2*
 
 def parse_quantity(value: object) -> Fraction | None:
     """The exact value of a Kubernetes quantity ("50m", "64Mi", "1e3"); None when it is not one."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
+    if isinstance(value, str):
+        return _parse_text(value) if len(value) <= MAX_QUANTITY_CHARS else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     if isinstance(value, int) and value.bit_length() > 4 * MAX_QUANTITY_CHARS:
         return None  # str() of an int past 4300 digits raises
     text = str(value)
+    return _parse_text(text) if len(text) <= MAX_QUANTITY_CHARS else None
+
+
+# Pods repeat a few quantities ("10m", "32Mi", the app's); bounded, so a tenant's churn costs only misses.
+@functools.lru_cache(maxsize=1024)
+def _parse_text(text: str) -> Fraction | None:
     # `$` would also match before a final newline, and the API server takes no whitespace at all: fullmatch.
-    match = _QUANTITY_RE.fullmatch(text) if len(text) <= MAX_QUANTITY_CHARS else None
+    match = _QUANTITY_RE.fullmatch(text)
     if match is None:
         return None
     number = Fraction(match.group(1))
