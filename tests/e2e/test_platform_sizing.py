@@ -204,3 +204,42 @@ def test_a_stripped_native_sidecar_is_refused_and_the_job_says_why(
     assert "restartPolicy: Always" in wait_for(failed_create, 90, what="the Job's FailedCreate event")[0]
     pods = json.loads(serving_ferry.plane.kubectl("get", "pods", "-n", stripping_namespace, "-o", "json").stdout)
     assert pods["items"] == [], "no pod that could never finish was created"
+
+
+def test_ferrys_request_arithmetic_is_the_api_servers(serving_ferry: Ferry) -> None:
+    """pod_request (which the pod-level and Fargate fitting rest on) against the API server's own aggregate.
+
+    A pod-level request of 1m makes the API server refuse each pod and state its aggregate of the containers'
+    requests; random pods mix init containers, native sidecars in any order, and limits-only containers.
+    """
+    import random
+    import re
+
+    ns = serving_ferry.create_namespace("arith")
+    shuffle = random.Random(20261206)
+    for index in range(20):
+        init_containers = []
+        for i in range(shuffle.randint(0, 5)):
+            container: dict[str, Any] = {"name": f"i{i}", "image": "x"}
+            if shuffle.random() < 0.5:
+                container["restartPolicy"] = "Always"
+            kind = shuffle.choice(["requests", "limits", "none"])
+            if kind != "none":
+                container["resources"] = {kind: {"cpu": f"{shuffle.randint(1, 400)}m"}}
+            init_containers.append(container)
+        containers = [
+            {"name": f"c{i}", "image": "x", "resources": {"requests": {"cpu": f"{shuffle.randint(1, 400)}m"}}}
+            for i in range(shuffle.randint(1, 4))
+        ]
+        spec = {
+            "initContainers": init_containers,
+            "containers": containers,
+            "resources": {"requests": {"cpu": "1m"}, "limits": {"cpu": "100"}},
+        }
+        manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"arith-{index}"}, "spec": spec}
+        result = serving_ferry.plane.kubectl(
+            "create", "--dry-run=server", "-n", ns, "-f", "-", input=json.dumps(manifest), check=False
+        )
+        match = re.search(r"aggregate container requests of (\d+)m", result.stderr)
+        assert match is not None, result.stderr
+        assert pod_request(spec, "cpu") == int(match.group(1)), (spec, result.stderr)
