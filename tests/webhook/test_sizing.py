@@ -355,6 +355,28 @@ def test_a_stripped_native_sidecar_is_denied_on_reinvocation() -> None:
     assert "restartPolicy: Always" in admission.message and "Fix:" in admission.message
 
 
+@pytest.mark.parametrize("owned_by_job", [False, True])
+def test_a_sidecar_moved_among_the_app_containers_of_a_job_is_denied(owned_by_job: bool) -> None:
+    # Another webhook "normalises" native sidecars into regular containers: a Job's pod would never complete.
+    restart = {} if owned_by_job else {"restartPolicy": "Never"}
+    first = admit(app_pod("250m", "512Mi", fargate=False, **restart)).pod
+    if owned_by_job:
+        first = {**first, "metadata": {**first["metadata"], "ownerReferences": [{"kind": "Job", "name": "j"}]}}
+    sidecar = {k: v for k, v in own(first, "ferry-sidecar").items() if k != "restartPolicy"}
+    spec = first["spec"]
+    moved = {
+        **first,
+        "spec": {
+            **spec,
+            "initContainers": [c for c in spec["initContainers"] if c["name"] != "ferry-sidecar"],
+            "containers": [*spec["containers"], sidecar],
+        },
+    }
+    admission = admit(moved)
+    assert admission.outcome == "denied", admission.outcome
+    assert admission.message is not None and "ferry-sidecar" in admission.message and "Fix:" in admission.message
+
+
 def test_a_regular_sidecar_is_not_taken_for_a_stripped_one() -> None:
     pod = admit(app_pod("250m", "512Mi", fargate=False), native=False).pod
     assert stripped_native_sidecar(pod) is None

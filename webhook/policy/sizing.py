@@ -20,7 +20,7 @@ from fractions import Fraction
 from typing import Any
 
 from webhook.policy.podshape import MAX_POD_CONTAINERS
-from webhook.policy.request import OWN_CONTAINER_NAMES, SIDECAR_NAME
+from webhook.policy.request import OWN_CONTAINER_NAMES, SIDECAR_NAME, is_run_to_completion
 from webhook.policy.resources import (
     RESOURCES,
     amount,
@@ -217,20 +217,31 @@ def fit_autopilot(pod: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
 
 
 def stripped_native_sidecar(pod: Mapping[str, Any]) -> str | None:
-    """A denial's message when Ferry's sidecar sits among the init containers without restartPolicy Always.
+    """A denial's message when another webhook broke Ferry's native sidecar; None when it is intact.
 
-    Another webhook removed it. As a plain init container the sidecar never exits: the pod would stay in
-    Init forever, and a Job would never complete.
+    Either restartPolicy Always was removed (a plain init container never exits: the pod stays in Init
+    forever), or the sidecar was moved among the app containers of a pod that runs to completion (where
+    Ferry never puts one: it would never exit, and the Job would never complete).
     """
-    for container in containers(_spec(pod), "initContainers"):
+    spec = _spec(pod)
+    fix = (
+        f"Fix: exclude Ferry's containers (ferry-init, {SIDECAR_NAME}) from that webhook, or leave out "
+        "ferry.dev/refresh-interval on this pod, or have Ferry's operator set FERRY_NATIVE_SIDECARS=false "
+        "(a regular sidecar; none in Jobs)"
+    )
+    for container in containers(spec, "initContainers"):
         if container.get("name") == SIDECAR_NAME and container.get("restartPolicy") != "Always":
             return (
                 f"another mutating webhook removed restartPolicy: Always from Ferry's native sidecar "
                 f"{SIDECAR_NAME}; as a plain init container it would never exit, so the pod would stay in Init "
-                "forever (a Job would never complete). Fix: exclude Ferry's containers (ferry-init, "
-                f"{SIDECAR_NAME}) from that webhook, or leave out ferry.dev/refresh-interval on this pod, or "
-                "have Ferry's operator set FERRY_NATIVE_SIDECARS=false (a regular sidecar; none in Jobs)"
+                f"forever (a Job would never complete). {fix}"
             )
+    if is_run_to_completion(pod) and any(c.get("name") == SIDECAR_NAME for c in containers(spec, "containers")):
+        return (
+            f"another mutating webhook moved Ferry's native sidecar {SIDECAR_NAME} among the app containers of a "
+            "pod that runs to completion (a Job's, or restartPolicy Never/OnFailure); there it would never exit, "
+            f"so the pod would never complete. {fix}"
+        )
     return None
 
 
