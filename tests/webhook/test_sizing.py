@@ -513,3 +513,23 @@ def test_sizing_reads_no_more_containers_than_ferry_injects_into() -> None:
     # One fewer, and the pod is one Ferry could have injected: it is fitted as usual.
     forged["spec"]["containers"] = forged["spec"]["containers"][:-1]
     assert own(size_for_platform(forged, SETTINGS).pod, "ferry-sidecar")["resources"]["requests"]["cpu"] == "0"
+
+
+@pytest.mark.parametrize("platform", ["autopilot", "fargate", "pod-level"])
+@pytest.mark.parametrize(
+    "resources", [["x"], "abc", 5, {"requests": ["x"]}, {"requests": "ab"}, {"limits": "ab"}, {"limits": [1]}]
+)
+def test_a_forged_reinvocation_with_odd_own_resources_never_makes_admission_raise(
+    platform: str, resources: Any
+) -> None:
+    # A forged review of an "injected" pod whose Ferry containers carry resources of the wrong JSON type.
+    first = admit(app_pod("250m", "512Mi", fargate=False)).pod
+    spec = dict(first["spec"])
+    spec["initContainers"] = [{**c, "resources": resources} for c in spec["initContainers"]]
+    settings = table_settings(autopilot="no-bursting") if platform == "autopilot" else SETTINGS
+    if platform == "fargate":
+        spec["schedulerName"] = FARGATE_SCHEDULER
+    if platform == "pod-level":
+        spec["resources"] = {"requests": {"cpu": "100m", "memory": "100Mi"}, "limits": {"cpu": "1m", "memory": "1"}}
+    admission = admit({**first, "spec": spec}, settings)
+    assert admission.outcome in ("reinvoked", "denied")

@@ -208,9 +208,9 @@ def fit_autopilot(pod: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
     kinds = ("requests", "limits") if settings.autopilot == "no-bursting" else ("requests",)
 
     def update(container: Mapping[str, Any]) -> dict[str, Any]:
-        resources = dict(container.get("resources") or {})
+        resources = _copied(container.get("resources"))
         for kind in kinds:
-            resources[kind] = {**(resources.get(kind) or {}), "ephemeral-storage": storage}
+            resources[kind] = {**_copied(resources.get(kind)), "ephemeral-storage": storage}
         return {**container, "resources": resources}
 
     return _with_own(pod, update)
@@ -284,8 +284,8 @@ def with_own_requests(pod: Mapping[str, Any], requests: Mapping[str, str]) -> di
     """A copy of `pod` whose Ferry containers request `requests` (other resources unchanged); copy-on-write."""
 
     def update(container: Mapping[str, Any]) -> dict[str, Any]:
-        resources = dict(container.get("resources") or {})
-        resources["requests"] = {**(resources.get("requests") or {}), **requests}
+        resources = _copied(container.get("resources"))
+        resources["requests"] = {**_copied(resources.get("requests")), **requests}
         return {**container, "resources": resources}
 
     return _with_own(pod, update)
@@ -302,6 +302,11 @@ def _with_own(pod: Mapping[str, Any], update: Any) -> dict[str, Any]:
             ]
     new["spec"] = spec
     return new
+
+
+def _copied(value: object) -> dict[str, Any]:
+    """A copy of a JSON object from the pod; {} for anything else (a forged review may carry any JSON there)."""
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def _spec(pod: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -345,8 +350,9 @@ def _with_limits_within(container: Mapping[str, Any], ceilings: Mapping[str, int
     over = _over_limits(container, ceilings)
     if not over:
         return dict(container)
-    resources = dict(container.get("resources") or {})
-    resources["limits"] = {**resources["limits"], **{r: _format(ceiling, r) for r, ceiling in over.items()}}
+    resources = _copied(container.get("resources"))
+    lowered = {r: _format(ceiling, r) for r, ceiling in over.items()}
+    resources["limits"] = {**_copied(resources.get("limits")), **lowered}
     return {**container, "resources": resources}
 
 
