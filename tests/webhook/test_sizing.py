@@ -16,6 +16,7 @@ from webhook.policy.sizing import (
     autopilot_resources,
     describe_size,
     fargate_size,
+    platform_settings,
     pod_request,
     size_for_platform,
     stripped_native_sidecar,
@@ -533,3 +534,14 @@ def test_a_forged_reinvocation_with_odd_own_resources_never_makes_admission_rais
         spec["resources"] = {"requests": {"cpu": "100m", "memory": "100Mi"}, "limits": {"cpu": "1m", "memory": "1"}}
     admission = admit({**first, "spec": spec}, settings)
     assert admission.outcome in ("reinvoked", "denied")
+
+
+@pytest.mark.parametrize("odd", [{"name": {}}, {"name": ["ferry-init"]}, 5, None, "ferry-init"])
+@pytest.mark.parametrize("settings", [SETTINGS, table_settings(autopilot="bursting")], ids=["fargate", "autopilot"])
+def test_sizing_takes_any_json_where_a_container_or_its_name_belongs(odd: Any, settings: Settings) -> None:
+    # Sizing runs on every reinvocation; a forged review can put any JSON in a container list or a name.
+    first = admit(app_pod("250m", "512Mi"), settings).pod
+    spec = first["spec"]
+    for shape in ({"containers": [*spec["containers"], odd]}, {"initContainers": odd}, {"containers": odd}):
+        forged = {**first, "spec": {**spec, **shape, "resources": {"requests": {"cpu": "1"}}}}
+        size_for_platform(forged, platform_settings(settings))  # must not raise

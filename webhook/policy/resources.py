@@ -302,7 +302,7 @@ def pod_terms(spec: Mapping[str, Any], resource: str, *, own_unknown: bool = Tru
     terms: Terms = []
     restartable = (0, 0)
     for container in containers(spec, "initContainers"):
-        own = 1 if own_unknown and container.get("name") in OWN_CONTAINER_NAMES else 0
+        own = 1 if own_unknown and is_own(container) else 0
         app = 0 if own else container_request(container, resource)
         if container.get("restartPolicy") == "Always":
             restartable = (restartable[0] + app, restartable[1] + own)
@@ -311,7 +311,7 @@ def pod_terms(spec: Mapping[str, Any], resource: str, *, own_unknown: bool = Tru
             terms.append((restartable[0] + app, restartable[1] + own))
     app_sum, own_count = restartable
     for container in containers(spec, "containers"):
-        if own_unknown and container.get("name") in OWN_CONTAINER_NAMES:
+        if own_unknown and is_own(container):
             own_count += 1
         else:
             app_sum += container_request(container, resource)
@@ -337,6 +337,12 @@ def largest_own(terms: Terms, cap: int) -> int:
     """The largest request each of Ferry's containers can have while the pod's request stays within `cap`."""
     room = [(cap - app) // count for app, count in terms if count]
     return max(0, min(room)) if room else cap
+
+
+def is_own(container: object) -> bool:
+    """One of Ferry's containers (by name; a forged review's name may be any JSON, even unhashable)."""
+    name = container.get("name") if isinstance(container, dict) else None
+    return isinstance(name, str) and name in OWN_CONTAINER_NAMES
 
 
 def containers(spec: Mapping[str, Any], group: str) -> Iterable[Mapping[str, Any]]:

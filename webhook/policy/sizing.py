@@ -26,6 +26,7 @@ from webhook.policy.resources import (
     amount,
     containers,
     fit_pod_level,
+    is_own,
     largest_own,
     pod_level_budget,
     pod_terms,
@@ -295,11 +296,8 @@ def _with_own(pod: Mapping[str, Any], update: Any) -> dict[str, Any]:
     new = dict(pod)
     spec = dict(_spec(pod))
     for group in ("initContainers", "containers"):
-        if group in spec:
-            spec[group] = [
-                update(c) if isinstance(c, dict) and c.get("name") in OWN_CONTAINER_NAMES else c
-                for c in spec[group] or []
-            ]
+        if isinstance(spec.get(group), list):
+            spec[group] = [update(c) if is_own(c) else c for c in spec[group]]
     new["spec"] = spec
     return new
 
@@ -320,7 +318,7 @@ def _container_count(spec: Mapping[str, Any]) -> int:
 
 def _own_containers(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     groups = ("initContainers", "containers")
-    return [c for group in groups for c in containers(spec, group) if c.get("name") in OWN_CONTAINER_NAMES]
+    return [c for group in groups for c in containers(spec, group) if is_own(c)]
 
 
 def _configured_requests(settings: Settings) -> dict[str, int]:
