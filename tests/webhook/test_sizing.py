@@ -430,14 +430,15 @@ def test_memory_is_in_mebibytes() -> None:
     [("1e999", "1e999"), ("-5", "-5Mi"), ("lots", "[]"), ("0.0000001", "1"), ("999", "999Ti"), ("1e-999", "9" * 64)],
 )
 @pytest.mark.parametrize("pod_level", [False, True])
-def test_absurd_requests_never_break_admission(cpu: str, memory: str, pod_level: bool) -> None:
-    pod = app_pod(cpu, memory)
+@pytest.mark.parametrize("platform", ["fargate", "autopilot"])
+def test_absurd_requests_never_break_admission(cpu: str, memory: str, pod_level: bool, platform: str) -> None:
+    pod = app_pod(cpu, memory, fargate=platform == "fargate")
     if pod_level:  # the same figures at pod level too, requests and limits
         pod["spec"]["resources"] = {
             "requests": {"cpu": cpu, "memory": memory},
             "limits": {"cpu": cpu, "memory": memory},
         }
-    admission = admit(pod)
+    admission = admit(pod, table_settings(autopilot="no-bursting") if platform == "autopilot" else SETTINGS)
     assert admission.outcome in ("injected", "denied")
     for warning in admission.warnings:
         assert len(warning) < 1000
