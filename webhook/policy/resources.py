@@ -118,12 +118,12 @@ def fit_pod_level(spec: Mapping[str, Any], need: Mapping[str, int]) -> PodLevelF
         wanted = Fraction(need[resource], 1000) if resource == "cpu" else Fraction(need[resource])
         request, limit = requests.get(resource), limits.get(resource)
         if request is not None and wanted > request:
-            new.setdefault("requests", {})[resource] = format_quantity(wanted)
-            raised.append(f"spec.resources.requests.{resource} from {_show(request)} to {_show(wanted)}")
+            new_request = new.setdefault("requests", {})[resource] = format_quantity(wanted)
+            raised.append(f"spec.resources.requests.{resource} from {format_quantity(request)} to {new_request}")
         floor = wanted if request is None else max(request, wanted)
         if limit is not None and floor > limit:
-            new.setdefault("limits", {})[resource] = format_quantity(floor)
-            raised.append(f"spec.resources.limits.{resource} from {_show(limit)} to {_show(floor)}")
+            new_limit = new.setdefault("limits", {})[resource] = format_quantity(floor)
+            raised.append(f"spec.resources.limits.{resource} from {format_quantity(limit)} to {new_limit}")
             limit = floor
         if limit is not None:
             ceilings[resource] = math.floor(limit * 1000) if resource == "cpu" else math.floor(limit)
@@ -142,10 +142,6 @@ def fit_pod_level(spec: Mapping[str, Any], need: Mapping[str, int]) -> PodLevelF
         "FERRY_FETCHER_MEMORY_REQUEST_FLOOR"
     )
     return PodLevelFit(resources, ceilings, message)
-
-
-def _show(value: Fraction) -> str:
-    return format_quantity(value)
 
 
 def _pod_level(spec: Mapping[str, Any], kind: str) -> dict[str, Fraction]:
