@@ -5,7 +5,10 @@ pods bound for Fargate it computes the pod's size with and without Ferry. This
 times `webhook.policy.admission.admit_pod` (the policy, no HTTP, no memo) for the same
 Fargate-bound pod with the fitting on and off, and for a pod not bound for
 Fargate, in ABC CBA order round by round so that the shared machine's drift
-lands on all three alike; the ratio of medians is the answer.
+lands on all alike; the ratio of medians is the answer. Two hostile shapes are
+timed beside them: a pod with pod-level resources (fitted on every admission),
+and the worst pod a tenant can send for a fresh injection (256 containers, half
+of them native sidecars, Fargate and pod-level resources at once).
 
     python -m bench.platform_sizing [--rounds 7] [--calls 2000]
 """
@@ -18,7 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 from bench import benchlib
-from webhook.policy.admission import admit_pod
+from webhook.policy.pipeline import admit_pod
+from webhook.policy.podshape import MAX_POD_CONTAINERS
+from webhook.policy.request import PodRequest
 from webhook.policy.sizing import FARGATE_SCHEDULER
 from webhook.settings import Settings
 
@@ -34,12 +39,27 @@ def _pod(fargate: bool) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "annotations": annotations}, "spec": spec}
 
 
+def _pod_level(pod: dict[str, Any]) -> dict[str, Any]:
+    pod["spec"]["resources"] = {"requests": {"cpu": "750m", "memory": "1536Mi"}}  # what the app requests: no room
+    return pod
+
+
+def _worst(pod: dict[str, Any]) -> dict[str, Any]:
+    """The most containers a fresh injection takes, half of them native sidecars (the longest terms)."""
+    app = {**pod["spec"]["containers"][0], "resources": {"requests": {"cpu": "1m", "memory": "1Mi"}}}
+    half = (MAX_POD_CONTAINERS - 3) // 2
+    pod["spec"]["containers"] = [{**app, "name": f"app-{i}"} for i in range(half)]
+    pod["spec"]["initContainers"] = [
+        {**app, "name": f"init-{i}", **({"restartPolicy": "Always"} if i % 2 else {})} for i in range(half)
+    ]
+    pod["spec"]["resources"] = {"requests": {"cpu": "190m", "memory": "190Mi"}}  # about the app's: little room
+    return pod
+
+
 def _admission(pod: dict[str, Any], settings: Settings) -> Callable[[], object]:
     def call() -> object:
         return admit_pod(
-            pod,
-            namespace="team-a",
-            namespace_obj=None,
+            PodRequest.read(pod, "team-a", None),
             spc_lookup=lambda ns, name: None,
             settings=settings,
             native_sidecars=True,
@@ -59,6 +79,11 @@ def main() -> None:
         "fargate, fitting on": _admission(_pod(True), on),
         "fargate, fitting off": _admission(_pod(True), Settings(default_region="eu-west-1", fargate_sizing="off")),
         "not fargate": _admission(_pod(False), on),
+        "pod-level resources, no room": _admission(_pod_level(_pod(False)), on),
+        "worst fresh pod (256 containers), fitting on": _admission(_worst(_pod(True)), on),
+        "worst fresh pod (256 containers), fitting off": _admission(
+            _worst(_pod(True)), Settings(default_region="eu-west-1", fargate_sizing="off")
+        ),
     }
     load = benchlib.wait_for_quiet(args.quiet_load, args.quiet_wait, "platform sizing")
     samples: dict[str, list[float]] = {name: [] for name in cases}

@@ -351,12 +351,12 @@ def test_patch_handles_pods_without_init_containers_or_annotations(patched_pod: 
     check_patch(pod, admission.pod, patched_pod)
 
 
-def test_pod_level_resources_grow_by_ferrys_sidecar(pod_factory: PodFactory) -> None:
+def test_pod_level_resources_hold_ferrys_sidecar(pod_factory: PodFactory) -> None:
     pod = app_pod(pod_factory, **{"ferry.dev/refresh-interval": "5m"})
     pod["spec"]["resources"] = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}
     injected = admit(pod).pod
-    assert injected["spec"]["resources"] == {  # the sidecar's requests and limits (10m / 32Mi, 64Mi) added
-        "requests": {"cpu": "110m", "memory": "160Mi"},
-        "limits": {"memory": "320Mi"},
+    assert injected["spec"]["resources"] == {  # the requests have room for the sidecar's 10m / 32Mi: unchanged
+        "requests": {"cpu": "100m", "memory": "128Mi"},
+        "limits": {"memory": "320Mi"},  # the sidecar's 64Mi limit added, so the app keeps its own
     }
     assert pod["spec"]["resources"]["requests"]["cpu"] == "100m", "the pod as sent is not modified"

@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 
 from webhook.policy.resources import (
-    account_pod_resources,
     check_limit_ranges,
+    fit_pod_level,
     format_quantity,
     parse_quantity,
+    pod_level_budget,
     slim_limit_range,
 )
 from webhook.settings import Settings
@@ -52,29 +53,43 @@ def test_quantities_are_written_canonically() -> None:
     assert format_quantity(Fraction(1, 3000)) == "1m"  # below a milli: rounded up, never down
 
 
-def test_a_sidecar_adds_its_requests_and_limits_to_the_pods() -> None:
-    pod = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "200m", "memory": "256Mi"}}
-    assert account_pod_resources(pod, SETTINGS, sidecar=True) == {
-        "requests": {"cpu": "150m", "memory": "192Mi"},
-        "limits": {"cpu": "700m", "memory": "384Mi"},
+def test_pod_level_budget_reads_requests_then_limits() -> None:
+    spec = {"resources": {"requests": {"cpu": "250m"}, "limits": {"cpu": "1", "memory": "1Gi"}}}
+    assert pod_level_budget(spec) == {"cpu": 250, "memory": 2**30}
+    assert pod_level_budget({"resources": {"requests": {"cpu": "lots", "memory": "-1"}}}) == {}
+    assert pod_level_budget({"resources": None}) == {} and pod_level_budget({}) == {}
+
+
+def test_pod_level_figures_with_room_are_left_as_they_are() -> None:
+    spec = {"resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}}}
+    fit = fit_pod_level(spec, {"cpu": 500, "memory": 2**30})
+    assert fit.resources is None and fit.message is None
+    assert fit.limits == {"cpu": 1000, "memory": 2 * 2**30}
+
+
+def test_a_short_pod_level_request_is_raised_by_the_shortfall_and_the_limit_with_it() -> None:
+    spec = {"resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "250m", "memory": "1Gi"}}}
+    fit = fit_pod_level(spec, {"cpu": 260, "memory": 544 * 2**20})
+    assert fit.resources == {
+        "requests": {"cpu": "260m", "memory": "544Mi"},
+        "limits": {"cpu": "260m", "memory": "1Gi"},  # requests may not exceed limits: raised with them
     }
-    assert pod["requests"]["cpu"] == "100m", "the input is not modified"
+    assert fit.limits == {"cpu": 260, "memory": 2**30}
+    assert fit.message is not None
+    assert "spec.resources.requests.memory from 512Mi to 544Mi" in fit.message
+    assert "spec.resources.limits.cpu from 250m to 260m" in fit.message and "Fix:" in fit.message
+    assert spec["resources"]["requests"]["cpu"] == "250m", "the input is not modified"
 
 
-def test_without_a_sidecar_the_pod_need_only_cover_the_init_container() -> None:
-    roomy = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
-    assert account_pod_resources(roomy, SETTINGS, sidecar=False) is None
-    tight = {"requests": {"cpu": "10m"}, "limits": {"memory": "100Mi"}}
-    assert account_pod_resources(tight, SETTINGS, sidecar=False) == {
-        "requests": {"cpu": "50m"},
-        "limits": {"memory": "128Mi"},
-    }
+def test_without_a_pod_level_request_the_limit_must_hold_the_containers() -> None:
+    # The API server defaults the pod-level request to the containers' total, which may not exceed the limit.
+    fit = fit_pod_level({"resources": {"limits": {"memory": "100Mi"}}}, {"cpu": 10, "memory": 128 * 2**20})
+    assert fit.resources == {"limits": {"memory": "128Mi"}}
 
 
-def test_only_resources_the_pod_sets_are_touched() -> None:
-    pod = {"requests": {"ephemeral-storage": "1Gi"}, "claims": [{"name": "gpu"}]}
-    assert account_pod_resources(pod, SETTINGS, sidecar=True) is None
-    assert account_pod_resources({"requests": {"cpu": "lots"}}, SETTINGS, sidecar=True) is None
+def test_pod_level_values_that_cannot_be_read_are_left_to_the_api_server() -> None:
+    spec = {"resources": {"requests": {"cpu": "lots", "memory": ["1Gi"]}, "claims": [{"name": "gpu"}]}}
+    assert fit_pod_level(spec, {"cpu": 10**9, "memory": 10**12}).resources is None
 
 
 def limit_range(name: str, *items: dict[str, Any]) -> dict[str, Any]:

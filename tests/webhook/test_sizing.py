@@ -9,6 +9,7 @@ import pytest
 
 from tests.support.pods import make_pod
 from webhook.policy.pipeline import admit_pod
+from webhook.policy.podshape import MAX_POD_CONTAINERS
 from webhook.policy.request import PodRequest
 from webhook.policy.sizing import (
     FARGATE_SCHEDULER,
@@ -16,11 +17,12 @@ from webhook.policy.sizing import (
     autopilot_resources,
     describe_size,
     fargate_size,
+    platform_settings,
     pod_request,
     size_for_platform,
     stripped_native_sidecar,
 )
-from webhook.quantity import container_requests, parse_quantity
+from webhook.quantity import parse_quantity
 from webhook.settings import Settings, SettingsError
 
 
@@ -157,6 +159,9 @@ def test_memory_that_cannot_fit_is_said_with_both_sizes() -> None:
     (warning,) = admission.warnings
     assert "0.25 vCPU / 2 GB without Ferry" in warning and "0.5 vCPU / 3 GB with" in warning
     assert "FERRY_FETCHER_MEMORY_REQUEST_FLOOR" in warning and "Fix:" in warning
+    # It names the field to change, in the app's containers, and nothing of the CPU that did fit.
+    assert "spec.containers[*].resources.requests.memory" in warning and "requests.cpu" not in warning
+    assert len(warning) < 1000
     # The CPU was still brought down to the floor: the pod is as small as Ferry can make it.
     assert own(admission.pod, "ferry-sidecar")["resources"]["requests"] == {"cpu": "0", "memory": "64Mi"}
 
@@ -186,9 +191,7 @@ def test_a_limit_range_minimum_is_a_floor() -> None:
     )
     assert own(first.pod, "ferry-sidecar")["resources"]["requests"]["cpu"] == "10m"
     assert first.warnings and "0.5 vCPU / 1 GB" in first.warnings[0]
-    again = size_for_platform(
-        first.pod, container_requests(first.pod), SETTINGS, [limit_range]
-    )  # a reinvocation starts from the settings
+    again = size_for_platform(first.pod, SETTINGS, [limit_range])  # a reinvocation starts from the settings
     assert own(again.pod, "ferry-sidecar")["resources"]["requests"]["cpu"] == "10m"
 
 
@@ -202,10 +205,75 @@ def test_the_fargate_webhook_after_ferry_is_handled_on_reinvocation() -> None:
     assert size_of(again.pod) == "0.25 vCPU / 1 GB"
 
 
-def test_pod_level_requests_are_left_to_the_pod() -> None:
-    pod = app_pod("250m", "512Mi", resources={"requests": {"cpu": "250m", "memory": "512Mi"}})
-    admitted = admit(pod).pod
-    assert own(admitted, "ferry-sidecar")["resources"]["requests"]["cpu"] == "50m"
+# --- pod-level resources: Ferry's containers live inside them ---
+
+
+def pod_level_problems(pod: dict[str, Any]) -> list[str]:
+    """What the API server's validation of pod-level resources would refuse (validatePodResourceConsistency)."""
+    spec = pod["spec"]
+    requests, limits = spec["resources"].get("requests", {}), spec["resources"].get("limits", {})
+    problems = []
+    for resource in ("cpu", "memory"):
+        if resource in requests and pod_request(spec, resource) > amount(requests[resource], resource):
+            problems.append(f"containers request more {resource} than the pod")
+        if resource in requests and resource in limits and q(requests[resource]) > q(limits[resource]):
+            problems.append(f"pod {resource} request above its limit")
+        for container in spec["containers"]:
+            limit = container.get("resources", {}).get("limits", {}).get(resource)
+            if resource in limits and limit is not None and q(limit) > q(limits[resource]):
+                problems.append(f"{container['name']} {resource} limit above the pod's")
+    return problems
+
+
+def test_pod_level_resources_with_room_hold_ferrys_containers_unchanged() -> None:
+    budget = {"cpu": "500m", "memory": "1Gi"}
+    pod = app_pod("250m", "512Mi", fargate=False, resources={"requests": budget, "limits": budget})
+    admission = admit(pod)
+    assert admission.outcome == "injected" and admission.warnings == ()
+    # The pod's figure (what it is scheduled and billed by) is unchanged, and it stays Guaranteed.
+    assert admission.pod["spec"]["resources"] == {"requests": budget, "limits": budget}
+    assert own(admission.pod, "ferry-sidecar")["resources"]["requests"] == {"cpu": "50m", "memory": "64Mi"}
+    assert pod_level_problems(dict(admission.pod)) == []
+
+
+def test_pod_level_requests_without_room_lower_ferrys_cpu_and_raise_only_what_must_be() -> None:
+    budget = {"cpu": "250m", "memory": "512Mi"}
+    admission = admit(app_pod("250m", "512Mi", fargate=False, resources={"requests": budget, "limits": budget}))
+    assert admission.outcome == "injected"
+    for name in ("ferry-init", "ferry-sidecar"):
+        assert own(admission.pod, name)["resources"]["requests"] == {"cpu": "0", "memory": "64Mi"}
+    # Memory is not lowered below its floor (the request): the pod-level figures grow by the sidecar's 64Mi.
+    resources = admission.pod["spec"]["resources"]
+    assert resources == {"requests": {"cpu": "250m", "memory": "576Mi"}, "limits": {"cpu": "250m", "memory": "576Mi"}}
+    (warning,) = admission.warnings
+    assert "spec.resources.requests.memory from 512Mi to 576Mi" in warning and "Fix:" in warning
+    assert pod_level_problems(dict(admission.pod)) == []
+
+
+def test_a_pod_level_limit_below_ferrys_container_limit_bounds_it() -> None:
+    pod = app_pod("50m", "64Mi", fargate=False, resources={"requests": {"cpu": "100m"}, "limits": {"cpu": "100m"}})
+    admission = admit(pod, native=False)  # a regular sidecar: the API server checks its limit against the pod's
+    assert admission.outcome == "injected" and admission.warnings == ()
+    assert own(admission.pod, "ferry-sidecar")["resources"]["limits"] == {"cpu": "100m", "memory": "128Mi"}
+    assert own(admission.pod, "ferry-sidecar")["resources"]["requests"]["cpu"] == "50m"
+    assert pod_level_problems(dict(admission.pod)) == []
+
+
+def test_pod_level_requests_on_fargate_keep_both_figures() -> None:
+    # Fargate documents sizing from container requests only: Ferry keeps that size and the pod-level figure.
+    pod = app_pod("250m", "512Mi", resources={"requests": {"cpu": "1", "memory": "2Gi"}})
+    admission = admit(pod)
+    assert admission.warnings == ()
+    assert admission.pod["spec"]["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}}
+    assert own(admission.pod, "ferry-sidecar")["resources"]["requests"] == {"cpu": "0", "memory": "64Mi"}
+    assert size_of(dict(admission.pod)) == "0.25 vCPU / 1 GB"
+
+
+def test_pod_level_fitting_is_the_same_on_reinvocation() -> None:
+    budget = {"cpu": "250m", "memory": "512Mi"}
+    first = admit(app_pod("250m", "512Mi", fargate=False, resources={"requests": budget})).pod
+    again = size_for_platform(first, SETTINGS)
+    assert again.pod == first and again.warnings == ()
 
 
 # --- Autopilot: the table of docs/autopilot.md ---
@@ -280,6 +348,28 @@ def test_a_stripped_native_sidecar_is_denied_on_reinvocation() -> None:
     assert "restartPolicy: Always" in admission.message and "Fix:" in admission.message
 
 
+@pytest.mark.parametrize("owned_by_job", [False, True])
+def test_a_sidecar_moved_among_the_app_containers_of_a_job_is_denied(owned_by_job: bool) -> None:
+    # Another webhook "normalises" native sidecars into regular containers: a Job's pod would never complete.
+    restart = {} if owned_by_job else {"restartPolicy": "Never"}
+    first = admit(app_pod("250m", "512Mi", fargate=False, **restart)).pod
+    if owned_by_job:
+        first = {**first, "metadata": {**first["metadata"], "ownerReferences": [{"kind": "Job", "name": "j"}]}}
+    sidecar = {k: v for k, v in own(first, "ferry-sidecar").items() if k != "restartPolicy"}
+    spec = first["spec"]
+    moved = {
+        **first,
+        "spec": {
+            **spec,
+            "initContainers": [c for c in spec["initContainers"] if c["name"] != "ferry-sidecar"],
+            "containers": [*spec["containers"], sidecar],
+        },
+    }
+    admission = admit(moved)
+    assert admission.outcome == "denied", admission.outcome
+    assert admission.message is not None and "ferry-sidecar" in admission.message and "Fix:" in admission.message
+
+
 def test_a_regular_sidecar_is_not_taken_for_a_stripped_one() -> None:
     pod = admit(app_pod("250m", "512Mi", fargate=False), native=False).pod
     assert stripped_native_sidecar(pod) is None
@@ -329,13 +419,23 @@ def test_memory_is_in_mebibytes() -> None:
 
 @pytest.mark.parametrize(
     ("cpu", "memory"),
-    [("1e999", "1e999"), ("-5", "-5Mi"), ("lots", "[]"), ("0.0000001", "1"), ("999", "999Ti")],
+    [("1e999", "1e999"), ("-5", "-5Mi"), ("lots", "[]"), ("0.0000001", "1"), ("999", "999Ti"), ("1e-999", "9" * 64)],
 )
-def test_absurd_requests_never_break_admission(cpu: str, memory: str) -> None:
-    admission = admit(app_pod(cpu, memory))
+@pytest.mark.parametrize("pod_level", [False, True])
+@pytest.mark.parametrize("platform", ["fargate", "autopilot"])
+def test_absurd_requests_never_break_admission(cpu: str, memory: str, pod_level: bool, platform: str) -> None:
+    pod = app_pod(cpu, memory, fargate=platform == "fargate")
+    if pod_level:  # the same figures at pod level too, requests and limits
+        pod["spec"]["resources"] = {
+            "requests": {"cpu": cpu, "memory": memory},
+            "limits": {"cpu": cpu, "memory": memory},
+        }
+    admission = admit(pod, table_settings(autopilot="no-bursting") if platform == "autopilot" else SETTINGS)
     assert admission.outcome in ("injected", "denied")
     for warning in admission.warnings:
-        assert len(warning) < 2000
+        assert len(warning) < 1000
+    resources = admission.pod["spec"].get("resources", {})
+    assert all(len(str(value)) <= 32 for kind in resources.values() for value in kind.values()), resources
 
 
 def test_a_tenant_claiming_fargate_only_changes_its_own_pod() -> None:
@@ -377,3 +477,64 @@ def test_autopilot_figures_reach_pod_level_resources_and_limit_ranges() -> None:
     )
     # Without Autopilot the 500m limit breaks max 100m; with no-bursting the limit is the 50m request.
     assert checked.outcome == "injected"
+
+
+@pytest.mark.parametrize("where", ["container", "pod-level"])
+def test_a_quantity_too_long_for_python_never_makes_admission_raise(where: str) -> None:
+    # 5000 digits: past CPython's int conversion limit; only a forged review carries it (the API server would not).
+    pod = app_pod("1" * 5000, "512Mi") if where == "container" else app_pod("250m", "512Mi")
+    if where == "pod-level":
+        pod["spec"]["resources"] = {"requests": {"cpu": "1" * 5000, "memory": "1Gi"}}
+    admission = admit(pod)
+    assert admission.outcome in ("injected", "denied")
+
+
+def test_sizing_reads_no_more_containers_than_ferry_injects_into() -> None:
+    # A forged reinvocation skips stage 2's container count; sizing must not walk 30,000 containers for it.
+    first = admit(app_pod("250m", "512Mi", fargate=False)).pod
+    spec = first["spec"]
+    filler = {"image": "a", "resources": {"requests": {"memory": "1Mi"}}}
+    forged = {
+        **first,
+        "spec": {
+            **spec,
+            "schedulerName": FARGATE_SCHEDULER,
+            "containers": spec["containers"] + [{**filler, "name": f"c{i}"} for i in range(MAX_POD_CONTAINERS)],
+        },
+    }
+    sized = size_for_platform(forged, SETTINGS)
+    assert sized.pod == forged and sized.warnings == (), "more containers than Ferry injects into: left as sent"
+    # One fewer, and the pod is one Ferry could have injected: it is fitted as usual.
+    forged["spec"]["containers"] = forged["spec"]["containers"][:-1]
+    assert own(size_for_platform(forged, SETTINGS).pod, "ferry-sidecar")["resources"]["requests"]["cpu"] == "0"
+
+
+@pytest.mark.parametrize("platform", ["autopilot", "fargate", "pod-level"])
+@pytest.mark.parametrize(
+    "resources", [["x"], "abc", 5, {"requests": ["x"]}, {"requests": "ab"}, {"limits": "ab"}, {"limits": [1]}]
+)
+def test_a_forged_reinvocation_with_odd_own_resources_never_makes_admission_raise(
+    platform: str, resources: Any
+) -> None:
+    # A forged review of an "injected" pod whose Ferry containers carry resources of the wrong JSON type.
+    first = admit(app_pod("250m", "512Mi", fargate=False)).pod
+    spec = dict(first["spec"])
+    spec["initContainers"] = [{**c, "resources": resources} for c in spec["initContainers"]]
+    settings = table_settings(autopilot="no-bursting") if platform == "autopilot" else SETTINGS
+    if platform == "fargate":
+        spec["schedulerName"] = FARGATE_SCHEDULER
+    if platform == "pod-level":
+        spec["resources"] = {"requests": {"cpu": "100m", "memory": "100Mi"}, "limits": {"cpu": "1m", "memory": "1"}}
+    admission = admit({**first, "spec": spec}, settings)
+    assert admission.outcome in ("reinvoked", "denied")
+
+
+@pytest.mark.parametrize("odd", [{"name": {}}, {"name": ["ferry-init"]}, 5, None, "ferry-init"])
+@pytest.mark.parametrize("settings", [SETTINGS, table_settings(autopilot="bursting")], ids=["fargate", "autopilot"])
+def test_sizing_takes_any_json_where_a_container_or_its_name_belongs(odd: Any, settings: Settings) -> None:
+    # Sizing runs on every reinvocation; a forged review can put any JSON in a container list or a name.
+    first = admit(app_pod("250m", "512Mi"), settings).pod
+    spec = first["spec"]
+    for shape in ({"containers": [*spec["containers"], odd]}, {"initContainers": odd}, {"containers": odd}):
+        forged = {**first, "spec": {**spec, **shape, "resources": {"requests": {"cpu": "1"}}}}
+        size_for_platform(forged, platform_settings(settings))  # must not raise

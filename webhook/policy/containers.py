@@ -43,9 +43,6 @@ class FerryParts(NamedTuple):
     # After the app's containers: the regular sidecar, when there is one.
     containers: list[dict[str, Any]]
 
-    def containers_added(self) -> list[dict[str, Any]]:
-        return [*self.init_containers, *self.containers]
-
 
 def build_parts(resolved: ResolvedRequest, identity: Identity, settings: Settings) -> FerryParts:
     """Ferry's volumes, the app's mount and Ferry's containers (with the pod's identity) for this request."""

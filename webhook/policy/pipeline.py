@@ -16,7 +16,6 @@ from webhook.policy.resolve import SpcLookup, resolve_spec
 from webhook.policy.resources import ResourceFit, fit_resources
 from webhook.policy.sizing import platform_settings, size_for_platform
 from webhook.policy.specbuild import ResolvedRequest, SpecMaker, build_request, make_spec
-from webhook.quantity import container_requests
 from webhook.settings import Settings
 
 Outcome = Literal["injected", "skipped", "denied", "reinvoked"]
@@ -78,15 +77,14 @@ def admit_pod(
         if isinstance(fitted, Denial):
             return Admission("denied", fitted.reason, pod, message=fitted.message)
         resolved, fit = built, fitted
-    requests = container_requests(base, parts.containers_added() if parts else ())  # 8. each one's, parsed once
-    mutation = mutate_pod(base, resolved, parts, fit)  # 9. Ferry's parts placed, and the ops that place them
+    mutation = mutate_pod(base, resolved, parts, fit)  # 8. Ferry's parts placed, and the ops that place them
     # Also on reinvocation: after a later webhook set Fargate's schedulerName, or stripped a native sidecar.
-    sized = size_for_platform(mutation.pod, requests, settings, limit_ranges)  # 10. Fargate / Autopilot sizing
+    sized = size_for_platform(mutation.pod, settings, limit_ranges)  # 9. Fargate / Autopilot sizing
     if sized.denial:
         return Admission("denied", "platform-sizing", pod, message=sized.denial)
     resized = sized.pod != mutation.pod  # then the ops no longer say it all, and the patch is a diff
     admitted = sized.pod if resized else mutation.pod
-    patch = make_pod_patch(pod, admitted, None if resized else mutation.ops, diff=differ)  # 11. the JSONPatch
+    patch = make_pod_patch(pod, admitted, None if resized else mutation.ops, diff=differ)  # 10. the JSONPatch
     if resolved is None:
         return Admission("reinvoked", "identity-refreshed", admitted, warnings=sized.warnings, patch=patch)
     warnings = mutation.warnings + sized.warnings

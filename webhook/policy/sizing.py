@@ -19,8 +19,22 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from webhook.policy.request import OWN_CONTAINER_NAMES, SIDECAR_NAME
-from webhook.quantity import ContainerRequests, amount, container_requests, format_quantity, parse_quantity
+from webhook.policy.podshape import MAX_POD_CONTAINERS
+from webhook.policy.request import OWN_CONTAINER_NAMES, SIDECAR_NAME, is_run_to_completion
+from webhook.policy.resources import (
+    RESOURCES,
+    amount,
+    containers,
+    fit_pod_level,
+    is_own,
+    largest_own,
+    pod_level_budget,
+    pod_terms,
+    with_own_at,
+)
+from webhook.policy.resources import container_request as container_request
+from webhook.policy.resources import pod_request as pod_request
+from webhook.quantity import format_quantity, parse_quantity
 from webhook.settings import Settings
 
 # What the EKS Fargate profile webhook writes into every pod that a Fargate profile selects.
@@ -29,8 +43,6 @@ _MIB = 2**20
 _GIB = 2**30
 # Fargate adds this to the pod's memory for the kubelet, kube-proxy and containerd.
 FARGATE_OVERHEAD = 256 * _MIB
-# Amounts are whole numbers, as the scheduler counts them: CPU in millicores, memory in bytes.
-RESOURCES = ("cpu", "memory")
 
 
 def _tier(millicores: int, first_gib: int, last_gib: int, step_gib: int) -> list[tuple[int, int]]:
@@ -63,66 +75,6 @@ class Sizing:
     denial: str | None = None
 
 
-def container_request(container: Mapping[str, Any], resource: str, requests: ContainerRequests) -> int:
-    """A container's request for `resource` as the API server defaults it (its limit when only that is set)."""
-    name = container.get("name")
-    return requests.get(name, {}).get(resource, 0) if isinstance(name, str) else 0
-
-
-Terms = list[tuple[int, int]]
-
-
-def pod_terms(
-    spec: Mapping[str, Any], resource: str, requests: ContainerRequests, *, own_unknown: bool = True
-) -> Terms:
-    """The pod's request for `resource` as max(terms); a term is (app part, how many of Ferry's containers in it).
-
-    Kubernetes' rule with native sidecars: each init container counts with the restartable init containers
-    before it; the app containers count with all of them. Ferry's containers are left out as unknowns, so
-    the pod's request with Ferry's containers at x each is max(app + count * x); with `own_unknown` False
-    they count as they are, like any other container.
-    """
-    terms: Terms = []
-    restartable = (0, 0)
-    for container in _containers(spec, "initContainers"):
-        own = 1 if own_unknown and container.get("name") in OWN_CONTAINER_NAMES else 0
-        app = 0 if own else container_request(container, resource, requests)
-        if container.get("restartPolicy") == "Always":
-            restartable = (restartable[0] + app, restartable[1] + own)
-            terms.append(restartable)
-        else:
-            terms.append((restartable[0] + app, restartable[1] + own))
-    app_sum, own_count = restartable
-    for container in _containers(spec, "containers"):
-        if own_unknown and container.get("name") in OWN_CONTAINER_NAMES:
-            own_count += 1
-        else:
-            app_sum += container_request(container, resource, requests)
-    terms.append((app_sum, own_count))
-    return terms
-
-
-def pod_request(spec: Mapping[str, Any], resource: str, own: int | None = None) -> int:
-    """The pod's effective request for `resource`, with each of Ferry's containers requesting `own`.
-
-    `own` None: Ferry's containers count with the requests they have; 0: as if they were not there.
-    """
-    requests = container_requests({"spec": spec})
-    if own is None:
-        return max(app for app, _ in pod_terms(spec, resource, requests, own_unknown=False))
-    return _with_own_at(pod_terms(spec, resource, requests), own)
-
-
-def _with_own_at(terms: Terms, own: int) -> int:
-    return max(app + count * own for app, count in terms)
-
-
-def _largest_own(terms: Terms, cap: int) -> int:
-    """The largest request each of Ferry's containers can have while the pod's request stays within `cap`."""
-    room = [(cap - app) // count for app, count in terms if count]
-    return max(0, min(room)) if room else cap
-
-
 def fargate_size(cpu: int, memory: int) -> tuple[int, int] | None:
     """The Fargate size of a pod requesting `cpu` millicores and `memory` bytes; None when none is big enough."""
     wanted_memory = memory + FARGATE_OVERHEAD
@@ -138,47 +90,66 @@ def describe_size(size: tuple[int, int] | None) -> str:
     return f"{size[0] / 1000:g} vCPU / {size[1] / _GIB:g} GB"
 
 
-def fit_fargate(
-    pod: Mapping[str, Any], requests: ContainerRequests, settings: Settings, floors: Mapping[str, int]
-) -> Sizing:
-    """Lower Ferry's requests into the headroom of the Fargate size the pod has without Ferry, or say why not."""
+def fit_requests(pod: Mapping[str, Any], settings: Settings, floors: Mapping[str, int], *, fargate: bool) -> Sizing:
+    """Lower Ferry's requests into the room the pod already has, or say why they cannot fit.
+
+    The room: the pod-level resources (``spec.resources``), which must cover all containers' requests; and,
+    for a pod bound for Fargate, the headroom of the size it has without Ferry. A pod-level figure that even
+    the floors overflow is raised by the shortfall (with a warning); a bigger Fargate size is warned or denied.
+    """
     spec = _spec(pod)
     own = _own_containers(spec)
-    terms = {r: pod_terms(spec, r, requests) for r in RESOURCES}
-    without = fargate_size(_with_own_at(terms["cpu"], 0), _with_own_at(terms["memory"], 0))
-    if not own or _has_pod_level_requests(spec) or without is None:
+    terms = {r: pod_terms(spec, r) for r in RESOURCES}
+    caps = pod_level_budget(spec)
+    without = fargate_size(with_own_at(terms["cpu"], 0), with_own_at(terms["memory"], 0)) if fargate else None
+    fargate_caps = {"cpu": without[0], "memory": without[1] - FARGATE_OVERHEAD} if without else {}
+    for resource, cap in fargate_caps.items():
+        caps[resource] = min(caps.get(resource, cap), cap)
+    if not own or not caps:
         return Sizing(dict(pod))
     # From the configured requests every time: a reinvocation decides afresh, whatever an earlier pass wrote.
     configured = _configured_requests(settings)
-    caps = {"cpu": without[0], "memory": without[1] - FARGATE_OVERHEAD}
-    fitted: dict[str, int] = {}
-    for resource in RESOURCES:
-        room = _largest_own(terms[resource], caps[resource])
+    fitted = dict(configured)
+    for resource, cap in caps.items():
+        room = largest_own(terms[resource], cap)
         room = room if resource == "cpu" else room // _MIB * _MIB  # whole MiB
         fitted[resource] = max(min(floors[resource], configured[resource]), min(configured[resource], room))
-    changed = {r: _format(v, r) for r, v in fitted.items() if any(container_request(c, r, requests) != v for c in own)}
+    changed = {r: _format(v, r) for r, v in fitted.items() if any(container_request(c, r) != v for c in own)}
     new_pod = with_own_requests(pod, changed) if changed else dict(pod)
-    need = {r: _with_own_at(terms[r], fitted[r]) for r in RESOURCES}
+    need = {r: with_own_at(terms[r], fitted[r]) for r in RESOURCES}
+    new_pod, warnings = _with_pod_level(new_pod, need)
     reached = fargate_size(need["cpu"], need["memory"])
-    if reached == without:
-        return Sizing(new_pod)
+    if not fargate_caps or reached == without:
+        return Sizing(new_pod, warnings=warnings)
+    short = [r for r in RESOURCES if need[r] > fargate_caps[r]]
     over = "; ".join(
-        f"{_format(need[r] - caps[r], r)} more {r} than {describe_size(without)} holds"
+        f"{_format(need[r] - fargate_caps[r], r)} more {r} than {describe_size(without)} holds"
         + (" (after Fargate's 256Mi)" if r == "memory" else "")
-        for r in RESOURCES
-        if need[r] > caps[r]
+        for r in short
     )
+    fields = " and ".join(f"spec.containers[*].resources.requests.{r}" for r in short)
+    floors_named = " / ".join(f"FERRY_FETCHER_{r.upper()}_REQUEST_FLOOR" for r in short)
     message = (
         f"Fargate: this pod takes {describe_size(without)} without Ferry, but {describe_size(reached)} with "
         f"Ferry's containers even at their least requests ({_describe(fitted)}; configured {_describe(configured)}): "
-        f"{over}. Fix: lower the app's requests by that much, or size the app for "
-        f"{describe_size(reached)} on purpose, or have Ferry's operator lower FERRY_FETCHER_CPU_REQUEST_FLOOR / "
-        "FERRY_FETCHER_MEMORY_REQUEST_FLOOR"
+        f"{over}. Fix: lower the app's {fields} by that much, or size the app for "
+        f"{describe_size(reached)} on purpose, or have Ferry's operator lower {floors_named}"
         + (", or leave out ferry.dev/refresh-interval (no sidecar beside the app)" if _has_sidecar(spec) else "")
     )
     if settings.fargate_oversize == "deny":
         return Sizing(dict(pod), denial=message)
-    return Sizing(new_pod, warnings=(message,))
+    return Sizing(new_pod, warnings=(*warnings, message))
+
+
+def _with_pod_level(pod: dict[str, Any], need: Mapping[str, int]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """`pod` with its pod-level resources covering `need`, and Ferry's container limits within the pod's."""
+    fit = fit_pod_level(_spec(pod), need)
+    if fit.resources is not None:
+        pod = {**pod, "spec": {**_spec(pod), "resources": fit.resources}}
+    if any(_over_limits(c, fit.limits) for c in _own_containers(_spec(pod))):
+        # A container limit above the pod's is refused (regular containers) and meaningless (all).
+        pod = _with_own(pod, lambda container: _with_limits_within(container, fit.limits))
+    return pod, ((fit.message,) if fit.message else ())
 
 
 def _has_sidecar(spec: Mapping[str, Any]) -> bool:
@@ -238,50 +209,63 @@ def fit_autopilot(pod: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
     kinds = ("requests", "limits") if settings.autopilot == "no-bursting" else ("requests",)
 
     def update(container: Mapping[str, Any]) -> dict[str, Any]:
-        resources = dict(container.get("resources") or {})
+        resources = _copied(container.get("resources"))
         for kind in kinds:
-            resources[kind] = {**(resources.get(kind) or {}), "ephemeral-storage": storage}
+            resources[kind] = {**_copied(resources.get(kind)), "ephemeral-storage": storage}
         return {**container, "resources": resources}
 
     return _with_own(pod, update)
 
 
 def stripped_native_sidecar(pod: Mapping[str, Any]) -> str | None:
-    """A denial's message when Ferry's sidecar sits among the init containers without restartPolicy Always.
+    """A denial's message when another webhook broke Ferry's native sidecar; None when it is intact.
 
-    Another webhook removed it. As a plain init container the sidecar never exits: the pod would stay in
-    Init forever, and a Job would never complete.
+    Either restartPolicy Always was removed (a plain init container never exits: the pod stays in Init
+    forever), or the sidecar was moved among the app containers of a pod that runs to completion (where
+    Ferry never puts one: it would never exit, and the Job would never complete).
     """
-    for container in _containers(_spec(pod), "initContainers"):
+    spec = _spec(pod)
+    fix = (
+        f"Fix: exclude Ferry's containers (ferry-init, {SIDECAR_NAME}) from that webhook, or leave out "
+        "ferry.dev/refresh-interval on this pod, or have Ferry's operator set FERRY_NATIVE_SIDECARS=false "
+        "(a regular sidecar; none in Jobs)"
+    )
+    for container in containers(spec, "initContainers"):
         if container.get("name") == SIDECAR_NAME and container.get("restartPolicy") != "Always":
             return (
                 f"another mutating webhook removed restartPolicy: Always from Ferry's native sidecar "
                 f"{SIDECAR_NAME}; as a plain init container it would never exit, so the pod would stay in Init "
-                "forever (a Job would never complete). Fix: exclude Ferry's containers (ferry-init, "
-                f"{SIDECAR_NAME}) from that webhook, or leave out ferry.dev/refresh-interval on this pod, or "
-                "have Ferry's operator set FERRY_NATIVE_SIDECARS=false (a regular sidecar; none in Jobs)"
+                f"forever (a Job would never complete). {fix}"
             )
+    if is_run_to_completion(pod) and any(c.get("name") == SIDECAR_NAME for c in containers(spec, "containers")):
+        return (
+            f"another mutating webhook moved Ferry's native sidecar {SIDECAR_NAME} among the app containers of a "
+            "pod that runs to completion (a Job's, or restartPolicy Never/OnFailure); there it would never exit, "
+            f"so the pod would never complete. {fix}"
+        )
     return None
 
 
 def size_for_platform(
-    pod: Mapping[str, Any],
-    requests: ContainerRequests,
-    settings: Settings,
-    limit_ranges: Sequence[Mapping[str, Any]] = (),
+    pod: Mapping[str, Any], settings: Settings, limit_ranges: Sequence[Mapping[str, Any]] = ()
 ) -> Sizing:
     """Ferry's containers in `pod` (as Ferry would admit it) fitted to Autopilot or Fargate; or a denial.
 
-    `requests` are the pod's containers' (`container_requests`); `settings` are `platform_settings(...)`'s, as
-    the containers were built with.
+    `settings` are `platform_settings(...)`'s, as the containers were built with.
     """
     stripped = stripped_native_sidecar(pod)
     if stripped:
         return Sizing(dict(pod), denial=stripped)
+    if _container_count(_spec(pod)) > MAX_POD_CONTAINERS + len(OWN_CONTAINER_NAMES):
+        # Stage 2 refuses to inject into more; a pod past it here is a forged reinvocation: not worth reading.
+        return Sizing(dict(pod))
     sized = fit_autopilot(pod, settings) if settings.autopilot != "off" else dict(pod)
-    if settings.fargate_sizing == "auto" and _spec(sized).get("schedulerName") == FARGATE_SCHEDULER:
-        return fit_fargate(sized, requests, settings, request_floors(settings, limit_ranges))
-    return Sizing(sized)
+    fargate = settings.fargate_sizing == "auto" and _spec(sized).get("schedulerName") == FARGATE_SCHEDULER
+    if not fargate and not isinstance(_spec(sized).get("resources"), dict):
+        return Sizing(sized)
+    # Autopilot would raise requests lowered below its ratio band again, past the pod-level budget: not lowered.
+    floors = _configured_requests(settings) if settings.autopilot != "off" else request_floors(settings, limit_ranges)
+    return fit_requests(sized, settings, floors, fargate=fargate)
 
 
 def request_floors(settings: Settings, limit_ranges: Sequence[Mapping[str, Any]]) -> dict[str, int]:
@@ -301,8 +285,8 @@ def with_own_requests(pod: Mapping[str, Any], requests: Mapping[str, str]) -> di
     """A copy of `pod` whose Ferry containers request `requests` (other resources unchanged); copy-on-write."""
 
     def update(container: Mapping[str, Any]) -> dict[str, Any]:
-        resources = dict(container.get("resources") or {})
-        resources["requests"] = {**(resources.get("requests") or {}), **requests}
+        resources = _copied(container.get("resources"))
+        resources["requests"] = {**_copied(resources.get("requests")), **requests}
         return {**container, "resources": resources}
 
     return _with_own(pod, update)
@@ -312,13 +296,15 @@ def _with_own(pod: Mapping[str, Any], update: Any) -> dict[str, Any]:
     new = dict(pod)
     spec = dict(_spec(pod))
     for group in ("initContainers", "containers"):
-        if group in spec:
-            spec[group] = [
-                update(c) if isinstance(c, dict) and c.get("name") in OWN_CONTAINER_NAMES else c
-                for c in spec[group] or []
-            ]
+        if isinstance(spec.get(group), list):
+            spec[group] = [update(c) if is_own(c) else c for c in spec[group]]
     new["spec"] = spec
     return new
+
+
+def _copied(value: object) -> dict[str, Any]:
+    """A copy of a JSON object from the pod; {} for anything else (a forged review may carry any JSON there)."""
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def _spec(pod: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -326,27 +312,19 @@ def _spec(pod: Mapping[str, Any]) -> Mapping[str, Any]:
     return spec if isinstance(spec, dict) else {}
 
 
-def _containers(spec: Mapping[str, Any], group: str) -> Iterable[Mapping[str, Any]]:
-    items = spec.get(group)
-    # Pods arrive as JSON, so dict: isinstance(x, dict) is several times cheaper than against Mapping.
-    return [c for c in items if isinstance(c, dict)] if isinstance(items, list) else []
+def _container_count(spec: Mapping[str, Any]) -> int:
+    return sum(len(items) for group in ("initContainers", "containers") if isinstance(items := spec.get(group), list))
 
 
 def _own_containers(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     groups = ("initContainers", "containers")
-    return [c for group in groups for c in _containers(spec, group) if c.get("name") in OWN_CONTAINER_NAMES]
+    return [c for group in groups for c in containers(spec, group) if is_own(c)]
 
 
 def _configured_requests(settings: Settings) -> dict[str, int]:
     """Ferry's requests before any fitting (after `platform_settings`): a reinvocation starts over from them."""
     requests = settings.fetcher_resources()["requests"]
     return {resource: amount(requests[resource], resource) for resource in RESOURCES}
-
-
-def _has_pod_level_requests(spec: Mapping[str, Any]) -> bool:
-    # Pod-level resources are the pod's figure; resources.account_pod_resources already grew them for Ferry.
-    resources = spec.get("resources")
-    return isinstance(resources, Mapping) and bool(resources.get("requests"))
 
 
 def _limit_items(limit_ranges: Sequence[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
@@ -356,6 +334,24 @@ def _limit_items(limit_ranges: Sequence[Mapping[str, Any]]) -> Iterable[Mapping[
         for item in items if isinstance(items, list) else []:
             if isinstance(item, Mapping) and item.get("type") == "Container":
                 yield item
+
+
+def _over_limits(container: Mapping[str, Any], ceilings: Mapping[str, int]) -> dict[str, int]:
+    resources = container.get("resources")
+    limits = resources.get("limits") if isinstance(resources, dict) else None
+    if not isinstance(limits, dict):
+        return {}
+    return {r: ceiling for r, ceiling in ceilings.items() if r in limits and amount(limits[r], r) > ceiling}
+
+
+def _with_limits_within(container: Mapping[str, Any], ceilings: Mapping[str, int]) -> dict[str, Any]:
+    over = _over_limits(container, ceilings)
+    if not over:
+        return dict(container)
+    resources = _copied(container.get("resources"))
+    lowered = {r: _format(ceiling, r) for r, ceiling in over.items()}
+    resources["limits"] = {**_copied(resources.get("limits")), **lowered}
+    return {**container, "resources": resources}
 
 
 def _quantity(resources: Mapping[str, Any], kind: str, resource: str) -> Fraction:
