@@ -40,7 +40,7 @@ def botocores(credentials: Credentials, now: datetime) -> str:
     request.context["timestamp"] = stamp
     request.headers["X-Amz-Date"] = stamp
     signer = SigV4Auth(BotoCredentials(credentials.access_key, credentials.secret_key), "secretsmanager", "us-east-1")
-    return signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
+    return str(signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request))
 
 
 def test_the_cached_key_rolls_over_at_utc_midnight() -> None:
