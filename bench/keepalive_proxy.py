@@ -19,6 +19,15 @@ LOOPBACK = "127.0.0.1"
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "date", "server"}
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client resetting its idle keep-alive connection (a sidecar stopped) is no error to print."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class KeepAliveProxy:
     """Listens on an ephemeral loopback port; forwards every request to `upstream_port`."""
 
@@ -55,7 +64,7 @@ class KeepAliveProxy:
 
             do_GET = do_POST = _forward
 
-        self._server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self._server = _QuietServer((LOOPBACK, 0), Handler)
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, name="keepalive-proxy", daemon=True)
