@@ -160,6 +160,11 @@ class AwsJsonClient:
         self.region = region
         self.meta = ClientMeta(endpoint_url, region)
         self._owner = owner
+        # The same for every call of this client: parsed once, not per call.
+        self._url = endpoint_url + "/"
+        parts = urlsplit(self._url)
+        self._host = parts.netloc.rpartition("@")[2]
+        self._path = parts.path or "/"
 
     def get_secret_value(self, **params: str) -> dict[str, Any]:
         return _decode_binary(self.call("GetSecretValue", params))
@@ -179,9 +184,7 @@ class AwsJsonClient:
         owner = self._owner
         owner.calls.record_call(self.service, operation, self.region)
         body = json.dumps(params, separators=(",", ":")).encode()
-        url = self.meta.endpoint_url + "/"
-        parts = urlsplit(url)
-        host = parts.netloc.rpartition("@")[2]
+        url, host = self._url, self._host
         base = {
             "content-type": "application/x-amz-json-1.1",
             "x-amz-target": f"{TARGET_PREFIX[self.service]}.{operation}",
@@ -194,7 +197,7 @@ class AwsJsonClient:
             headers = sign(
                 method="POST",
                 host=host,
-                path=parts.path or "/",
+                path=self._path,
                 headers=base,
                 body=body,
                 credentials=credentials,

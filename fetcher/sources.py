@@ -279,19 +279,21 @@ def _match_parameters(
     by_selector: dict[str, list[tuple[int, Target]]] = {}
     for index, target in targets:
         by_selector.setdefault(_selector_name(target), []).append((index, target))
-    entries = [(position, parameter) for position, parameter in enumerate(parameters)]
+    # Each reply indexed once by the names it answers to (Name and ARN), so matching stays linear.
+    by_key: dict[str, list[int]] = {}
+    for position, parameter in enumerate(parameters):
+        for key in {str(parameter.get("Name")), str(parameter.get("ARN"))}:
+            by_key.setdefault(key, []).append(position)
+    answering: dict[str, list[Entry]] = {}
+    for selector, asking in by_selector.items():
+        positions = {position for key in _reply_keys(asking[0][1].name) for position in by_key.get(key, ())}
+        found = [(position, parameters[position]) for position in positions]
+        answering[selector] = sorted(found, key=lambda pair: (_version_number(pair[1]), pair[0]))
     taken: set[int] = set()
     chosen: dict[str, Mapping[str, Any]] = {}
 
     def candidates(selector: str) -> list[Entry]:
-        target = by_selector[selector][0][1]
-        keys = _reply_keys(target.name)
-        found = [
-            (position, parameter)
-            for position, parameter in entries
-            if position not in taken and (str(parameter.get("Name")) in keys or str(parameter.get("ARN")) in keys)
-        ]
-        return sorted(found, key=lambda pair: (_version_number(pair[1]), pair[0]))
+        return [entry for entry in answering[selector] if entry[0] not in taken]
 
     def take(selector: str, pick: Picker) -> None:
         if selector not in chosen:

@@ -142,9 +142,10 @@ class HttpClient:
         if "host" not in names:
             lines.append(f"Host: {parts.netloc.rpartition('@')[2]}")
         for name, value in headers.items():
-            if any(char in f"{name}{value}" for char in "\r\n\0"):
+            line = f"{name}: {value}"
+            if "\r" in line or "\n" in line or "\0" in line:
                 raise InvalidHeaderError(f"header {name!r} holds a line break")
-            lines.append(f"{name}: {value}")
+            lines.append(line)
         if body or method == "POST":
             lines.append(f"Content-Length: {len(body)}")
         wire = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + body
