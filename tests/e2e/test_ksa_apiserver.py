@@ -38,11 +38,15 @@ ANNOTATION = "iam.gke.io/gcp-service-account"
 
 
 @pytest.fixture
-def gke_ferry(serving_ferry: Ferry) -> Iterator[Ferry]:
-    """The same install turned into a GKE one: the gke component's RBAC and FERRY_GCP_* on a fresh replica."""
+def gke_ferry(serving_ferry: Ferry, request: pytest.FixtureRequest) -> Iterator[Ferry]:
+    """The same install turned into a GKE one: the gke component's RBAC and FERRY_GCP_* on a fresh replica.
+
+    With `@pytest.mark.parametrize("gke_ferry", ["no-rbac"], indirect=True)`: the settings without the grant.
+    """
     ferry = serving_ferry
     ferry.stop_all()
-    ferry.plane.kubectl("apply", "-f", str(GKE_RBAC))
+    if getattr(request, "param", None) != "no-rbac":
+        ferry.plane.kubectl("apply", "-f", str(GKE_RBAC))
     ferry.extra_env.update(GCP_ENV)
     try:
         ferry.refresh_token()
@@ -189,6 +193,29 @@ def test_the_view_lists_and_watches_metadata_only_and_gets_a_miss(gke_ferry: Fer
         view.reflector.items.pop((ns_a, "sa-3"))
         assert cache.gke_service_account(ns_a, "sa-3") == ("sa-3", WEB, None)
         assert view.gets == gets + 1
+
+
+@pytest.mark.parametrize("gke_ferry", ["no-rbac"], indirect=True)
+def test_a_gcp_install_without_the_grant_stays_ready_and_says_what_to_grant(gke_ferry: Ferry) -> None:
+    """The component forgotten: the webhook is still ready (it was waited for), AWS pods and GCP pods that name
+    their account are admitted, and a GCP pod relying on its ServiceAccount is told which grant is missing."""
+    ns = _namespace(gke_ferry)
+    _service_account(gke_ferry, ns, "web", WEB)
+    explicit = _gcp_pod("explicit", "web")
+    explicit["metadata"]["annotations"]["ferry.dev/gcp-service-account"] = OTHER
+    assert _impersonated(_admit(gke_ferry, ns, explicit)) == OTHER
+    message = _denial(gke_ferry, ns, _gcp_pod("relying", "web"))
+    assert message is not None and f"ServiceAccount {ns}/web" in message
+    assert "get, list and watch on serviceaccounts" in message and "manifests/components/gke" in message
+    aws = pod(
+        "aws",
+        annotations={
+            "ferry.dev/inject": "true",
+            "ferry.dev/region": "us-east-1",
+            "ferry.dev/objects": "- objectName: db\n  objectType: secretsmanager\n",
+        },
+    )
+    assert any(c["name"] == "ferry-init" for c in _admit(gke_ferry, ns, aws)["spec"]["initContainers"])
 
 
 def test_an_aws_only_install_never_lists_service_accounts(serving_ferry: Ferry) -> None:

@@ -208,3 +208,20 @@ def test_ten_thousand_service_accounts_cost_little_memory() -> None:
     assert len(view.reflector.items) == 10_000
     print(f"{held / 10_000:.0f} bytes per ServiceAccount")
     assert held / 10_000 < 400, f"{held / 10_000:.0f} bytes per ServiceAccount"
+
+
+def test_a_forbidden_list_keeps_admission_going_and_says_what_to_grant() -> None:
+    """RBAC missing on a GCP install: the view counts as listed (the webhook stays ready for every other pod),
+    and each lookup says what grant is missing, with no GET (it would be forbidden too)."""
+    from webhook.cluster.reflector import Reflector
+
+    core = FakeCore()
+    view = make_view(core, Clock())
+    view.reflector.synced.clear()
+    reflector: Reflector = view.reflector
+    delay = reflector._delay_after(ApiException(status=403, reason="Forbidden"), 1)
+    assert delay > 0 and reflector.synced.is_set() and reflector.absent
+    answer = view.lookup("apps", "web")
+    assert answer.value is None and answer.unread is not None
+    assert "get, list and watch on serviceaccounts" in answer.unread and "retry" not in answer.unread
+    assert core.gets == []

@@ -110,6 +110,7 @@ class ServiceAccountView:
             slim=slim_metadata,
             slimmer=slim_service_account,
             page_size=PAGE_SIZE,
+            forbidden_is_absent=True,
             **common,
         )
         self._lock = threading.Lock()
@@ -133,6 +134,8 @@ class ServiceAccountView:
             return KsaAnnotation(name, kept.get("gsa"))
         if not self.reflector.synced.is_set():
             return KsaAnnotation(name, None, _unread(namespace, name, "Ferry has not finished listing them"))
+        if self.reflector.absent:  # forbidden: every pod still admitted, but none told a wrong account
+            return KsaAnnotation(name, None, _unread(namespace, name, FORBIDDEN, retry=False))
         return self._read_missing(namespace, name)
 
     def _read_missing(self, namespace: str, name: str) -> KsaAnnotation:
@@ -192,9 +195,16 @@ class ServiceAccountView:
         return KsaAnnotation(name, None, _unread(namespace, name, "the API server did not answer"))
 
 
-def _unread(namespace: str, name: str, why: str) -> str:
+# Why a ServiceAccount is unread when the webhook may not list them: the install lacks the grant.
+FORBIDDEN = (
+    "the webhook may not list ServiceAccounts: grant get, list and watch on serviceaccounts, as the chart does "
+    "with fetcher.gcp.project and manifests/components/gke does"
+)
+
+
+def _unread(namespace: str, name: str, why: str, *, retry: bool = True) -> str:
     return (
         f"Ferry could not read ServiceAccount {namespace}/{name} ({why}), so it does not know which Google "
-        f"service account its {KSA_GCP_SERVICE_ACCOUNT} names; retry in a few seconds, or name it with "
-        "ferry.dev/gcp-service-account on the pod"
+        f"service account its {KSA_GCP_SERVICE_ACCOUNT} names; {'retry in a few seconds, or ' if retry else ''}"
+        "name it with ferry.dev/gcp-service-account on the pod"
     )
