@@ -139,10 +139,14 @@ def test_misses_are_rate_limited_and_a_failing_api_server_is_left_alone() -> Non
     core, clock = FakeCore(), Clock()
     view = make_view(core, clock)
     answers = [view.lookup("apps", f"sa-{i}") for i in range(50)]  # a burst of distinct names (forged reviews)
-    assert len(core.gets) == serviceaccounts.GET_BURST
+    assert len(core.gets) == serviceaccounts.NAMESPACE_GET_BURST  # one namespace spends only its own share
     refused = answers[-1]
     assert refused.value is None and refused.unread is not None
     assert "ServiceAccount apps/sa-49" in refused.unread and "retry" in refused.unread
+    assert view.lookup("other", "web").unread is None  # another tenant's miss is still read
+    for i in range(50):  # many namespaces at once: the shared budget holds
+        view.lookup(f"ns-{i}", "web")
+    assert len(core.gets) == serviceaccounts.GET_BURST
     clock.now += 1.0
     view.lookup("apps", "later")
     assert len(core.gets) == serviceaccounts.GET_BURST + 1  # tokens come back with time
@@ -157,6 +161,13 @@ def test_misses_are_rate_limited_and_a_failing_api_server_is_left_alone() -> Non
     assert view2.lookup("apps", "web").unread is not None and len(failing.gets) == 1  # paused
     clock2.now += serviceaccounts.GET_PAUSE_AFTER_FAILURE + 1
     assert view2.lookup("apps", "web").value == GSA
+
+
+def test_a_namespace_the_view_does_not_know_is_never_asked_about() -> None:
+    core = FakeCore()
+    view = make_view(core, Clock())
+    answer = view.lookup("made-up", "web", namespace_known=False)
+    assert answer.unread is not None and "namespace is not known" in answer.unread and core.gets == []
 
 
 def test_forbidden_is_a_failure_never_an_absent_account() -> None:

@@ -257,7 +257,8 @@ class WatchCache(ClusterView):
         """The ServiceAccount's iam.gke.io/gcp-service-account; None when this cache does not keep them."""
         if self._service_accounts is None:
             return None
-        return self._service_accounts.lookup(namespace, name)
+        known = self._namespaces.items.get(namespace) is not None
+        return self._service_accounts.lookup(namespace, name, namespace_known=known)
 
     def spc_crd_installed(self) -> bool | None:
         """False while the SPC API answers 404; None before the first list."""

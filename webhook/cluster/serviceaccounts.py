@@ -50,6 +50,9 @@ _NO_ANNOTATION: dict[str, Any] = {}
 GET_TIMEOUT = (0.5, 0.5)
 GETS_PER_SECOND = 5.0
 GET_BURST = 10
+# And per namespace, so one tenant's misses (forged reviews naming made-up accounts) leave the rest for others.
+NAMESPACE_GETS_PER_SECOND = 1.0
+NAMESPACE_GET_BURST = 3
 GET_PAUSE_AFTER_FAILURE = 10.0
 FOUND_TTL = 60.0
 ABSENT_TTL = 5.0
@@ -115,8 +118,8 @@ class ServiceAccountView:
         )
         self._lock = threading.Lock()
         self._remembered: OrderedDict[tuple[str, str], tuple[float, str | None]] = OrderedDict()
-        self._tokens = float(GET_BURST)
-        self._refilled = clock()
+        self._budget = TokenBucket(GETS_PER_SECOND, GET_BURST, clock())
+        self._namespace_budgets: OrderedDict[str, TokenBucket] = OrderedDict()
         self._paused_until = 0.0
         self.gets = 0  # GETs made (tests and metrics)
 
@@ -124,8 +127,9 @@ class ServiceAccountView:
         accept = _METADATA_OBJECT if kwargs.get("watch") else _METADATA_LIST
         return self._core.list_service_account_for_all_namespaces(_headers={"Accept": accept}, **kwargs)
 
-    def lookup(self, namespace: str, name: str) -> KsaAnnotation:
-        """The annotation of ServiceAccount `namespace`/`name`: from the view, else one bounded GET."""
+    def lookup(self, namespace: str, name: str, *, namespace_known: bool = True) -> KsaAnnotation:
+        """The annotation of ServiceAccount `namespace`/`name`: from the view, else one bounded GET (never for
+        a namespace the cluster view does not know: a forged review names any)."""
         if not _NAME_RE.match(name):
             shown = name[:64] + ("..." if len(name) > 64 else "")
             return KsaAnnotation(shown, None, f"spec.serviceAccountName {shown!r} is not a ServiceAccount name")
@@ -136,6 +140,8 @@ class ServiceAccountView:
             return KsaAnnotation(name, None, _unread(namespace, name, "Ferry has not finished listing them"))
         if self.reflector.absent:  # forbidden: every pod still admitted, but none told a wrong account
             return KsaAnnotation(name, None, _unread(namespace, name, FORBIDDEN, retry=False))
+        if not namespace_known:
+            return KsaAnnotation(name, None, _unread(namespace, name, "its namespace is not known yet"))
         return self._read_missing(namespace, name)
 
     def _read_missing(self, namespace: str, name: str) -> KsaAnnotation:
@@ -145,7 +151,7 @@ class ServiceAccountView:
             remembered = self._remembered.get(key)
             if remembered is not None and remembered[0] > now:
                 return KsaAnnotation(name, remembered[1])
-            if now < self._paused_until or not self._take_token(now):
+            if now < self._paused_until or not self._take_tokens(namespace, now):
                 return KsaAnnotation(name, None, _unread(namespace, name, "its watch has not delivered it yet"))
             self.gets += 1
         try:
@@ -174,12 +180,18 @@ class ServiceAccountView:
                 self._remembered.popitem(last=False)
         return KsaAnnotation(name, value)
 
-    def _take_token(self, now: float) -> bool:
-        self._tokens = min(float(GET_BURST), self._tokens + (now - self._refilled) * GETS_PER_SECOND)
-        self._refilled = now
-        if self._tokens < 1.0:
+    def _take_tokens(self, namespace: str, now: float) -> bool:
+        """One token from the namespace's budget and one from the shared one, or neither."""
+        mine = self._namespace_budgets.pop(namespace, None) or TokenBucket(
+            NAMESPACE_GETS_PER_SECOND, NAMESPACE_GET_BURST, now
+        )
+        self._namespace_budgets[namespace] = mine  # most recent last; the oldest are forgotten (full again)
+        while len(self._namespace_budgets) > MAX_REMEMBERED:
+            self._namespace_budgets.popitem(last=False)
+        if not mine.has_token(now) or not self._budget.has_token(now):
             return False
-        self._tokens -= 1.0
+        mine.take()
+        self._budget.take()
         return True
 
     def _failed(self, namespace: str, name: str, why: str) -> KsaAnnotation:
@@ -200,6 +212,24 @@ FORBIDDEN = (
     "the webhook may not list ServiceAccounts: grant get, list and watch on serviceaccounts, as the chart does "
     "with fetcher.gcp.project and manifests/components/gke does"
 )
+
+
+class TokenBucket:
+    """`rate` tokens a second, at most `burst` saved up."""
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._refilled = now
+
+    def has_token(self, now: float) -> bool:
+        self._tokens = min(self._burst, self._tokens + (now - self._refilled) * self._rate)
+        self._refilled = now
+        return self._tokens >= 1.0
+
+    def take(self) -> None:
+        self._tokens -= 1.0
 
 
 def _unread(namespace: str, name: str, why: str, *, retry: bool = True) -> str:
