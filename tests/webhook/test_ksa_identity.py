@@ -216,3 +216,36 @@ def test_without_gcp_settings_the_default_view_is_not_asked(
     pod = pod_factory({"ferry.dev/inject": "true", "ferry.dev/region": "eu-west-1", "ferry.dev/objects": AWS_OBJECTS})
     review = pod_create_review(pod, namespace="team-b")
     assert client.post("/mutate", content=json.dumps(review).encode()).json()["response"]["allowed"]
+
+
+def test_the_memo_trace_covers_gcp_pods_and_their_service_account(pod_factory: PodFactory) -> None:
+    """The memo's read trace (tests/webhook/test_memo.py) over GCP pods with each kind of ServiceAccount answer:
+    every read of the pod is a keyed part, and the one value read from the ServiceAccount changes the key."""
+    from tests.webhook.test_memo import _TracedDict
+    from webhook.policy.memo import KEYED_POD_PARTS
+
+    plain = gcp_pod(pod_factory)
+    named = copy.deepcopy(plain)
+    named["spec"]["serviceAccountName"] = "web"
+    answers = (
+        KsaAnnotation("web", WEB),
+        KsaAnnotation("web", None),
+        KsaAnnotation("web", "not-an-account"),
+        KsaAnnotation("web", None, "Ferry could not read ServiceAccount team-b/web; retry"),
+    )
+    reads: set[tuple[str, ...]] = set()
+    outcomes, keys = set(), set()
+    for pod in (plain, named, gcp_pod(pod_factory, **{"ferry.dev/gcp-service-account": OTHER})):
+        for ksa in answers:
+            traced = _TracedDict(pod, (), reads)
+            assert service_account_name(traced) in ("default", "web")
+            request = PodRequest.read(traced, "team-b", None, ksa)
+            keys.add(pod_key(request))
+            admission = admit_pod(request, spc_lookup=lookup(SPC), settings=GKE, native_sidecars=True)
+            outcomes.add(admission.outcome)
+    assert outcomes == {"injected", "denied"}
+    assert len(keys) == 3 * len(answers), "each ServiceAccount answer must give its own key"
+    assert ("spec",) in reads, "not vacuous: the tracing sees reads"
+    keyed = set(KEYED_POD_PARTS)
+    outside = {path for path in reads if path[:2] not in keyed and path[:1] != ("spec",) and path not in keyed}
+    assert not outside, f"admission reads {sorted(outside)}, which the memo key does not hold"
