@@ -105,6 +105,10 @@ def test_only_the_one_annotation_is_kept_and_unannotated_accounts_share_one_empt
     assert plain_1 == {} and plain_1 is plain_2 and size_1 == 0
     huge, huge_size = slim_service_account(slim_metadata(service_account("a", "w", "y" * 1_000_000)), 0)
     assert len(huge["gsa"]) == MAX_VALUE_CHARS and huge_size < 400
+    padded, _ = slim_service_account(slim_metadata(service_account("a", "p", f" {GSA}\n")), 0)
+    assert padded == {"gsa": f" {GSA}\n"}  # kept as written, so validation names it rather than fixing it
+    empty, _ = slim_service_account(slim_metadata(service_account("a", "e", "")), 0)
+    assert empty == {}
 
 
 def test_lookups_never_mix_namespaces() -> None:
@@ -142,7 +146,7 @@ def test_misses_are_rate_limited_and_a_failing_api_server_is_left_alone() -> Non
     assert len(core.gets) == serviceaccounts.NAMESPACE_GET_BURST  # one namespace spends only its own share
     refused = answers[-1]
     assert refused.value is None and refused.unread is not None
-    assert "ServiceAccount apps/sa-49" in refused.unread and "retry" in refused.unread
+    assert refused.name == "sa-49" and "retry" in refused.unread
     assert view.lookup("other", "web").unread is None  # another tenant's miss is still read
     for i in range(50):  # many namespaces at once: the shared budget holds
         view.lookup(f"ns-{i}", "web")

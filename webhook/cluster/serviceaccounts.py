@@ -86,9 +86,9 @@ def annotation_of(obj: dict[str, Any]) -> str | None:
         meta = obj.get("metadata")
         annotations = meta.get("annotations") if isinstance(meta, dict) else None
     value = annotations.get(KSA_GCP_SERVICE_ACCOUNT) if isinstance(annotations, dict) else None
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not value:
         return None
-    return sys.intern(value.strip()[:MAX_VALUE_CHARS])
+    return sys.intern(value[:MAX_VALUE_CHARS])  # as written: a stray space or newline is denied, not fixed
 
 
 class ServiceAccountView:
@@ -137,11 +137,11 @@ class ServiceAccountView:
         if kept is not None:
             return KsaAnnotation(name, kept.get("gsa"))
         if not self.reflector.synced.is_set():
-            return KsaAnnotation(name, None, _unread(namespace, name, "Ferry has not finished listing them"))
+            return KsaAnnotation(name, None, _unread("Ferry has not finished listing ServiceAccounts"))
         if self.reflector.absent:  # forbidden: every pod still admitted, but none told a wrong account
-            return KsaAnnotation(name, None, _unread(namespace, name, FORBIDDEN, retry=False))
+            return KsaAnnotation(name, None, _unread(FORBIDDEN, retry=False))
         if not namespace_known:
-            return KsaAnnotation(name, None, _unread(namespace, name, "its namespace is not known yet"))
+            return KsaAnnotation(name, None, _unread("its namespace is not known yet"))
         return self._read_missing(namespace, name)
 
     def _read_missing(self, namespace: str, name: str) -> KsaAnnotation:
@@ -152,7 +152,7 @@ class ServiceAccountView:
             if remembered is not None and remembered[0] > now:
                 return KsaAnnotation(name, remembered[1])
             if now < self._paused_until or not self._take_tokens(namespace, now):
-                return KsaAnnotation(name, None, _unread(namespace, name, "its watch has not delivered it yet"))
+                return KsaAnnotation(name, None, _unread("its watch has not delivered it yet"))
             self.gets += 1
         try:
             response: Any = self._core.read_namespaced_service_account(
@@ -204,7 +204,7 @@ class ServiceAccountView:
             why,
             GET_PAUSE_AFTER_FAILURE,
         )
-        return KsaAnnotation(name, None, _unread(namespace, name, "the API server did not answer"))
+        return KsaAnnotation(name, None, _unread("the API server did not answer"))
 
 
 # Why a ServiceAccount is unread when the webhook may not list them: the install lacks the grant.
@@ -232,9 +232,9 @@ class TokenBucket:
         self._tokens -= 1.0
 
 
-def _unread(namespace: str, name: str, why: str, *, retry: bool = True) -> str:
+def _unread(why: str, *, retry: bool = True) -> str:
+    """Why a ServiceAccount is unread; the denial puts "ServiceAccount NAMESPACE/NAME annotation ..." before it."""
     return (
-        f"Ferry could not read ServiceAccount {namespace}/{name} ({why}), so it does not know which Google "
-        f"service account its {KSA_GCP_SERVICE_ACCOUNT} names; {'retry in a few seconds, or ' if retry else ''}"
-        "name it with ferry.dev/gcp-service-account on the pod"
+        f"Ferry could not read it ({why}); {'retry in a few seconds, or ' if retry else ''}"
+        "name the Google service account with ferry.dev/gcp-service-account on the pod"
     )
