@@ -252,6 +252,20 @@ def google() -> Iterator[GcpFake]:
         yield fake
 
 
+def _run_init(ferry: Ferry, google: GcpFake, ns: str, stored: dict[str, Any], ksa: str) -> tuple[Any, Path]:
+    """ferry-init as the kubelet would run it, with a token for `ksa` of the volume's audience."""
+    folder = Path(tempfile.mkdtemp(prefix="ferry-e2e-ksa-"))
+    os.chmod(folder, 0o755)
+    volume = next(v for v in stored["spec"]["volumes"] if v["name"] == "ferry-gcp-token")
+    audience = volume["projected"]["sources"][0]["serviceAccountToken"]["audience"]
+    token_dir = folder / "gcp-token"
+    token_dir.mkdir()
+    (token_dir / "token").write_text(ferry.plane.token_for(ns, ksa, audience))
+    os.chmod(token_dir / "token", 0o444)
+    volumes = {"ferry-secrets": make_empty_dir(folder / "ferry-secrets", stored), "ferry-gcp-token": token_dir}
+    return run_container(stored, "ferry-init", volumes, google.env(token_dir / "token"), folder), folder
+
+
 def test_the_fetcher_impersonates_the_service_accounts_google_account(gke_ferry: Ferry, google: GcpFake) -> None:
     """The kubelet step: ferry-init exchanges the pod's token, impersonates WEB (allowed for ns/web only)."""
     ns = _namespace(gke_ferry)
@@ -259,21 +273,32 @@ def test_the_fetcher_impersonates_the_service_accounts_google_account(gke_ferry:
     google.allow_impersonation(f"{ns}/web", WEB)
     google.grant(WEB, f"projects/{PROJECT}/")  # the Google account may read; the KSA itself may not
     stored = _admit(gke_ferry, ns, _gcp_pod("app", "web"))
-    folder = Path(tempfile.mkdtemp(prefix="ferry-e2e-ksa-"))
-    os.chmod(folder, 0o755)
+    result, folder = _run_init(gke_ferry, google, ns, stored, "web")
     try:
-        volume = next(v for v in stored["spec"]["volumes"] if v["name"] == "ferry-gcp-token")
-        audience = volume["projected"]["sources"][0]["serviceAccountToken"]["audience"]
-        token_dir = folder / "gcp-token"
-        token_dir.mkdir()
-        (token_dir / "token").write_text(gke_ferry.plane.token_for(ns, "web", audience))
-        os.chmod(token_dir / "token", 0o444)
-        volumes = {"ferry-secrets": make_empty_dir(folder / "ferry-secrets", stored), "ferry-gcp-token": token_dir}
-        result = run_container(stored, "ferry-init", volumes, google.env(token_dir / "token"), folder)
         assert result.returncode == 0, result.stderr
-        assert (volumes["ferry-secrets"] / "good1.txt").read_text() == "global-user"
+        assert (folder / "ferry-secrets" / "good1.txt").read_text() == "global-user"
         assert google.count("GenerateAccessToken") == 1
         assert google.count("Metadata") == 0
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_tenant_naming_another_tenants_google_account_gets_nothing(gke_ferry: Ferry, google: GcpFake) -> None:
+    """A tenant annotates its own ServiceAccount with an account whose workloadIdentityUser binding names
+    another namespace's: admitted (the name grants nothing), refused by Google, no file, no other identity."""
+    victim, tenant = _namespace(gke_ferry), _namespace(gke_ferry)
+    google.allow_impersonation(f"{victim}/web", WEB)
+    google.grant(WEB, f"projects/{PROJECT}/")
+    _service_account(gke_ferry, tenant, "web", WEB)
+    stored = _admit(gke_ferry, tenant, _gcp_pod("thief", "web"))
+    assert _impersonated(stored) == WEB
+    result, folder = _run_init(gke_ferry, google, tenant, stored, "web")
+    try:
+        assert result.returncode != 0
+        assert google.count("GenerateAccessToken") == 1 and google.count("AccessSecretVersion") == 0
+        assert google.count("Metadata") == 0
+        assert not (folder / "ferry-secrets" / "good1.txt").exists()
+        assert "global-user" not in result.stdout + result.stderr
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
