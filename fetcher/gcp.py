@@ -236,7 +236,8 @@ class GcpClients:
             raise GcpIdentityError(
                 f"impersonating Google service account {account!r} was refused ({_status(reply)}); grant the pod's "
                 "Kubernetes ServiceAccount roles/iam.workloadIdentityUser on it (member "
-                f"serviceAccount:{identity.workload_pool}[NAMESPACE/KSA]), or remove ferry.dev/gcp-service-account"
+                f"serviceAccount:{identity.workload_pool}[NAMESPACE/KSA]), or name another account "
+                "(ferry.dev/gcp-service-account, or the ServiceAccount's iam.gke.io/gcp-service-account)"
             )
         return impersonated, time.monotonic() + 3600.0
 

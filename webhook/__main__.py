@@ -264,7 +264,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             cluster: Any = _static_view(args.secret_provider_class, args.namespace_annotations)
             native = native_choice != "false"
         else:
-            cache = kube.WatchCache(api_client)
+            cache = kube.WatchCache(api_client, service_accounts=settings.gcp_workload_pool is not None)
             cache.start()
             cluster = cache
             native = _detect_native(native_choice, api_client, kube)

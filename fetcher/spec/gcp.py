@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from fetcher.spec.annotations import (
     ANNOTATION_GCP_IDENTITY_PROVIDER,
@@ -51,6 +51,9 @@ _IDENTITY_PROVIDER_RE = re.compile(
     r"[a-z0-9-]{1,63})\Z"
 )
 _SERVICE_ACCOUNT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}@[a-z0-9][a-z0-9.-]{0,99}\.gserviceaccount\.com\Z")
+# The annotation GKE's own metadata server reads on a Kubernetes ServiceAccount: the Google service account
+# its pods act as. The webhook reads it from its ServiceAccount view (docs/gke.md, section 2).
+KSA_GCP_SERVICE_ACCOUNT = "iam.gke.io/gcp-service-account"
 _NAME_HELP = (
     "write projects/PROJECT/secrets/SECRET/versions/VERSION, projects/PROJECT/locations/LOCATION/secrets/"
     "SECRET/versions/VERSION, or a Parameter Manager projects/PROJECT/locations/LOCATION/parameters/NAME/"
@@ -213,6 +216,8 @@ def check_identity(raw: Mapping[str, Any] | None, names: Mapping[str, str], prob
     """The Workload Identity settings the fetcher exchanges its token with; each named where it was set."""
     raw = raw or {}
     pool, provider, account = (raw.get(key) or None for key in ("workloadPool", "identityProvider", "serviceAccount"))
+    if unread := raw.get("serviceAccountUnread"):
+        problems.append(Problem(names.get("serviceAccountUnread", KSA_GCP_SERVICE_ACCOUNT), str(unread)))
     fix = names.get("gcpSettings", "the webhook's FERRY_GCP_PROJECT, FERRY_GCP_LOCATION and FERRY_GCP_CLUSTER")
     if pool is None or provider is None:
         problems.append(
@@ -259,16 +264,30 @@ def identity_to_wire(identity: GcpIdentity) -> dict[str, str]:
     return wire
 
 
+class KsaAnnotation(NamedTuple):
+    """The pod's Kubernetes ServiceAccount and its KSA_GCP_SERVICE_ACCOUNT annotation, as the webhook read it."""
+
+    name: str
+    # The annotation's value (cut to a bound far above any valid one); None: the ServiceAccount has none.
+    value: str | None
+    # Why the ServiceAccount could not be read (then `value` is None); None when it was.
+    unread: str | None = None
+
+
 def workload_identity(
     pod_annotations: Mapping[str, str],
     namespace_annotations: Mapping[str, str],
     namespace: str,
     defaults: Mapping[str, str | None],
+    ksa: KsaAnnotation | None = None,
 ) -> tuple[tuple[tuple[str, str | None], ...], dict[str, str], list[str]]:
     """(settings, field labels, warnings) of a pod's Workload Identity, for the webhook's resolve stage.
 
     Pool and provider: the namespace's annotations over the webhook's settings (`defaults`), never the pod's
-    (a pod's value gets a warning). The Google service account: the pod's, then the namespace's.
+    (a pod's value gets a warning). The Google service account: the pod's ferry.dev/gcp-service-account, then
+    the namespace's, then the pod's ServiceAccount's iam.gke.io/gcp-service-account (`ksa`, None when the
+    webhook does not read ServiceAccounts). Any of them grants only what Google's workloadIdentityUser
+    binding for this pod's NAMESPACE/KSA allows.
     """
     identity = dict(defaults)
     labels = {
@@ -293,7 +312,18 @@ def workload_identity(
                 f"{annotation} is a namespace annotation (the cluster's Workload Identity); ignored on a pod"
             )
     account = pod_annotations.get(ANNOTATION_GCP_SERVICE_ACCOUNT)
+    where = f"the pod's {ANNOTATION_GCP_SERVICE_ACCOUNT}"
     if not account and (account := namespace_annotations.get(ANNOTATION_GCP_SERVICE_ACCOUNT)):
         labels["serviceAccount"] = f"namespace {namespace} annotation {ANNOTATION_GCP_SERVICE_ACCOUNT}"
+        where = labels["serviceAccount"]
+    if ksa is not None:
+        ksa_label = f"ServiceAccount {namespace}/{ksa.name} annotation {KSA_GCP_SERVICE_ACCOUNT}"
+        if account and ksa.value and ksa.value != account:
+            warnings.append(f"{ksa_label} names {quote(ksa.value)}; {where} overrides it with {quote(account)}")
+        elif not account and ksa.value:
+            account, labels["serviceAccount"] = ksa.value, ksa_label
+        elif not account and ksa.unread:
+            identity["serviceAccountUnread"] = ksa.unread
+            labels["serviceAccountUnread"] = ksa_label
     identity["serviceAccount"] = account or None
     return tuple(sorted(identity.items())), labels, warnings

@@ -1,7 +1,8 @@
 """The webhook's in-memory view of the cluster, kept by list+watch, so an admission never calls the API server.
 
 It keeps namespaces, SecretProviderClasses (bounded, each and together) and LimitRanges, cut to what admission
-reads; the informer pattern of client-go, for these three resources only.
+reads, and with GCP settings one annotation of each ServiceAccount (webhook.cluster.serviceaccounts); the
+informer pattern of client-go, for these resources only.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import kubernetes.watch
 import yaml
 
 from fetcher.spec import ANNOTATION_KEYS
+from fetcher.spec.gcp import KsaAnnotation
 from webhook.cluster.reflector import Reflector
+from webhook.cluster.serviceaccounts import ServiceAccountView
 from webhook.policy.request import NAMESPACE_OPT_IN_LABEL
 from webhook.policy.resources import slim_limit_range
 from webhook.policy.view import (
@@ -131,11 +134,12 @@ class KubeConfigError(RuntimeError):
 
 
 class WatchCache(ClusterView):
-    """Namespaces, SecretProviderClasses (``secrets-store.csi.x-k8s.io/v1``) and LimitRanges from list+watch.
+    """Namespaces, SecretProviderClasses (``secrets-store.csi.x-k8s.io/v1``) and LimitRanges from list+watch;
+    with `service_accounts`, ServiceAccounts' iam.gke.io/gcp-service-account too.
 
-    ``start()`` begins listing in three background threads; ``wait_ready()``
+    ``start()`` begins listing in a background thread per resource; ``wait_ready()``
     blocks until all have listed once (an absent SPC CRD counts as listed).
-    Lookups never call the API server.
+    Lookups never call the API server, but for a ServiceAccount the watch has not delivered yet.
     """
 
     def __init__(
@@ -147,7 +151,9 @@ class WatchCache(ClusterView):
         watch_timeout_seconds: float = 300.0,
         request_timeout: float = 30.0,
         max_spc_bytes: int = MAX_SPC_CACHE_BYTES,
+        service_accounts: bool = False,
     ) -> None:
+        """`service_accounts`: also keep each ServiceAccount's iam.gke.io/gcp-service-account (GCP installs)."""
         self._stop = threading.Event()
         self._started = False
         core = kubernetes.client.CoreV1Api(api_client)
@@ -196,7 +202,9 @@ class WatchCache(ClusterView):
             slim=slim_limit_range,
             **common,
         )
-        self._reflectors = (self._namespaces, self._spcs, self._limit_ranges)
+        self._service_accounts = ServiceAccountView(core, common=common) if service_accounts else None
+        extra = (self._service_accounts.reflector,) if self._service_accounts is not None else ()
+        self._reflectors = (self._namespaces, self._spcs, self._limit_ranges, *extra)
 
     def start(self) -> None:
         if self._started:
@@ -244,6 +252,13 @@ class WatchCache(ClusterView):
     def limit_ranges(self, namespace: str) -> tuple[Mapping[str, Any], ...]:
         # A copy of the items first: the watch thread may add or drop one meanwhile.
         return tuple(obj for (ns, _), obj in list(self._limit_ranges.items.items()) if ns == namespace)
+
+    def gke_service_account(self, namespace: str, name: str) -> KsaAnnotation | None:
+        """The ServiceAccount's iam.gke.io/gcp-service-account; None when this cache does not keep them."""
+        if self._service_accounts is None:
+            return None
+        known = self._namespaces.items.get(namespace) is not None
+        return self._service_accounts.lookup(namespace, name, namespace_known=known)
 
     def spc_crd_installed(self) -> bool | None:
         """False while the SPC API answers 404; None before the first list."""

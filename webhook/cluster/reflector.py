@@ -29,6 +29,7 @@ log = logging.getLogger("webhook.cluster.kube")
 
 _HTTP_GONE = 410
 _HTTP_NOT_FOUND = 404
+_HTTP_FORBIDDEN = 403
 
 # Turns an object as the API server sent it into what the cache keeps, given the bytes the cache may still
 # spend; returns the kept object and the bytes it counts for.
@@ -71,6 +72,7 @@ class Reflector:
         watch_timeout: float,
         request_timeout: float,
         slim: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        forbidden_is_absent: bool = False,
     ) -> None:
         self.resource = resource
         self.kind = kind
@@ -80,6 +82,8 @@ class Reflector:
         # What of each object is kept, beyond dropping managedFields (None: all of it).
         self._slim_fn = slim
         self._optional = optional
+        # A 403 (RBAC not granted) reads as "not served" too: for a resource only some installs may read.
+        self._forbidden_is_absent = forbidden_is_absent
         self._slimmer = slimmer
         self._page_size = page_size
         # The bytes all kept objects may count for (0: no bound); `bytes_kept` is what they count for now.
@@ -129,6 +133,11 @@ class Reflector:
         if status == _HTTP_NOT_FOUND and self._optional:
             self._mark_absent()
             return self._backoff(failures)
+        if status == _HTTP_FORBIDDEN and self._forbidden_is_absent:
+            if not self.absent:
+                log.warning("listing %s is forbidden (RBAC): lookups return nothing; re-checking", self.resource)
+            self._mark_absent(quiet=True)
+            return self._backoff(failures)
         if status == _HTTP_GONE:
             # The history we watched from was compacted: re-list now, back off only if it repeats.
             log.info("watch of %s expired (410 Gone); re-listing", self.resource)
@@ -143,8 +152,8 @@ class Reflector:
         ceiling = min(self._backoff_max, self._backoff_initial * 2 ** max(0, attempt - 1))
         return random.uniform(ceiling / 2, ceiling)
 
-    def _mark_absent(self) -> None:
-        if not self.absent:
+    def _mark_absent(self, *, quiet: bool = False) -> None:
+        if not self.absent and not quiet:
             log.warning(
                 "the %s API is not served (CRD not installed?): lookups return nothing; re-checking every %.0fs",
                 self.resource,

@@ -14,7 +14,7 @@ from fetcher.spec import bounded
 from webhook.policy import memo as caches
 from webhook.policy.memo import AdmissionMemo, RecordingLookup, pod_key
 from webhook.policy.pipeline import Admission, Outcome, admit_pod
-from webhook.policy.request import PodRequest
+from webhook.policy.request import PodRequest, service_account_name
 from webhook.policy.review import AdmissionRequest, MalformedReview, encode_answer
 from webhook.policy.view import ClusterView
 from webhook.settings import Settings
@@ -91,7 +91,10 @@ def admit(
         raise MalformedReview("request.namespace is missing for a pod CREATE; the API server always sends it")
     namespace_obj = view.namespace(namespace)
     limit_ranges = view.limit_ranges(namespace)
-    pod_request = PodRequest.read(pod, namespace, namespace_obj)
+    # The pod's ServiceAccount's Google service account, from views that keep ServiceAccounts (GCP installs).
+    read_ksa = getattr(view, "gke_service_account", None)
+    ksa = read_ksa(namespace, service_account_name(pod)) if read_ksa is not None else None
+    pod_request = PodRequest.read(pod, namespace, namespace_obj, ksa)
     key = b""
     if memo is not None:
         key = pod_key(pod_request)

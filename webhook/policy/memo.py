@@ -155,7 +155,8 @@ def pod_key(request: PodRequest) -> bytes:
 
     That is the namespace, the whole `spec`, the annotations, whether the pod
     runs to completion (`PodRequest.run_to_completion`, which reads
-    the owner references and the Job labels), and whether `metadata`,
+    the owner references and the Job labels), the pod's ServiceAccount's
+    iam.gke.io/gcp-service-account as the view read it (`PodRequest.ksa`), and whether `metadata`,
     `annotations` and `spec` are present at all (the patch adds a missing map
     but replaces a null one). The patch only touches `metadata.annotations`
     and `spec`, so two pods equal in these parts get the same patch. Keeping
@@ -178,6 +179,8 @@ def pod_key(request: PodRequest) -> bytes:
         request.run_to_completion,
         "spec" in pod,
         pod.get("spec"),
+        # Read from the cluster, not the pod: a re-annotated ServiceAccount must not get the old answer.
+        tuple(request.ksa) if request.ksa is not None else None,
     )
     return hashlib.blake2b(marshal.dumps(parts, 2), digest_size=20).digest()
 

@@ -25,6 +25,7 @@ from fetcher.spec import (
     ANNOTATION_SIDECAR_UNHEALTHY_AFTER,
     ANNOTATION_STATUS,
 )
+from fetcher.spec.gcp import KsaAnnotation
 
 # The namespace label that routes a namespace's pods to Ferry (the ns.pods.ferry.dev entry of the
 # MutatingWebhookConfiguration). A namespace's ferry.dev/inject annotation counts only with it: the API
@@ -108,9 +109,18 @@ class PodRequest(NamedTuple):
     run_to_completion: bool
     # Ferry's init container or sidecar is in the pod: it was injected (the status annotation alone proves nothing).
     has_own_containers: bool
+    # The pod's ServiceAccount's iam.gke.io/gcp-service-account, read once from the cluster view (None when the
+    # webhook does not read ServiceAccounts: no GCP settings, or no cluster). Part of the memo key.
+    ksa: KsaAnnotation | None = None
 
     @classmethod
-    def read(cls, pod: Mapping[str, Any], namespace: str, namespace_obj: Mapping[str, Any] | None) -> PodRequest:
+    def read(
+        cls,
+        pod: Mapping[str, Any],
+        namespace: str,
+        namespace_obj: Mapping[str, Any] | None,
+        ksa: KsaAnnotation | None = None,
+    ) -> PodRequest:
         spec = pod.get("spec")
         return cls(
             pod=pod,
@@ -122,7 +132,15 @@ class PodRequest(NamedTuple):
             namespace_inject_label=_label(namespace_obj, NAMESPACE_OPT_IN_LABEL[0]),
             run_to_completion=is_run_to_completion(pod),
             has_own_containers=_has_own_containers(spec),
+            ksa=ksa,
         )
+
+
+def service_account_name(pod: Mapping[str, Any]) -> str:
+    """The pod's spec.serviceAccountName, as the API server defaults it ("default"). Never raises."""
+    spec = pod.get("spec")
+    name = spec.get("serviceAccountName") if isinstance(spec, Mapping) else None
+    return name if isinstance(name, str) and name else "default"
 
 
 def is_run_to_completion(pod: Mapping[str, Any]) -> bool:

@@ -143,7 +143,9 @@ def resolve_spec(
         (pod.aws_endpoints, ANNOTATION_AWS_ENDPOINTS),
         (ns_ann.aws_endpoints, f"namespace {ns} annotation {ANNOTATION_AWS_ENDPOINTS}"),
     )
-    gcp_identity, gcp_labels, gcp_warnings = workload_identity(pod.all, ns_ann.all, ns, settings.gcp_identity())
+    gcp_identity, gcp_labels, gcp_warnings = workload_identity(
+        pod.all, ns_ann.all, ns, settings.gcp_identity(), request.ksa
+    )
     warnings.extend(gcp_warnings)
     options = SpecOptions(
         refresh=refresh,
