@@ -22,9 +22,9 @@ from typing import Any
 
 from bench import benchlib
 from webhook.policy.pipeline import admit_pod
+from webhook.policy.platform import FARGATE_SCHEDULER
 from webhook.policy.podshape import MAX_POD_CONTAINERS
 from webhook.policy.request import PodRequest
-from webhook.policy.sizing import FARGATE_SCHEDULER
 from webhook.settings import Settings
 
 OBJECTS = "".join(f'- objectName: "prod/s{i}"\n  objectType: secretsmanager\n' for i in range(10))

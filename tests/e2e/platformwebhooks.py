@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from webhook.policy.sizing import FARGATE_SCHEDULER
+from webhook.policy.platform import FARGATE_SCHEDULER
 
 
 def bind_to_fargate(pod: dict[str, Any]) -> None:

@@ -17,7 +17,8 @@ import pytest
 from tests.e2e.identitywebhooks import MutatingServer
 from tests.e2e.platformwebhooks import bind_to_fargate, strip_restart_policy
 from tests.support.ferrylib import Ferry, app_container, opted_pod, wait_for
-from webhook.policy.sizing import FARGATE_SCHEDULER, describe_size, fargate_size, pod_request
+from webhook.policy.platform import FARGATE_SCHEDULER, describe_size
+from webhook.policy.sizing import fargate_size, pod_request
 
 # The EKS Fargate webhook's configuration is named 0500-amazon-eks-fargate-mutation...: before "ferry".
 ORDERS = {"before": "0500-e2e-{}", "after": "zzz-e2e-{}"}

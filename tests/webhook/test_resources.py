@@ -7,14 +7,8 @@ from typing import Any
 
 import pytest
 
-from webhook.policy.resources import (
-    check_limit_ranges,
-    fit_pod_level,
-    format_quantity,
-    parse_quantity,
-    pod_level_budget,
-    slim_limit_range,
-)
+from webhook.policy.resources import check_limit_ranges, format_quantity, parse_quantity, slim_limit_range
+from webhook.policy.sizing import fit_pod_level, pod_level_budget
 from webhook.settings import Settings
 
 # Explicit figures (not the defaults, which follow the benchmarks): the arithmetic below is about them.

@@ -9,15 +9,12 @@ import pytest
 
 from tests.support.pods import make_pod
 from webhook.policy.pipeline import admit_pod
+from webhook.policy.platform import FARGATE_SCHEDULER, autopilot_resources, describe_size, platform_settings
 from webhook.policy.podshape import MAX_POD_CONTAINERS
-from webhook.policy.request import PodRequest
+from webhook.policy.request import PodRequest, is_run_to_completion
 from webhook.policy.sizing import (
-    FARGATE_SCHEDULER,
     amount,
-    autopilot_resources,
-    describe_size,
     fargate_size,
-    platform_settings,
     pod_request,
     size_for_platform,
     stripped_native_sidecar,
@@ -191,7 +188,9 @@ def test_a_limit_range_minimum_is_a_floor() -> None:
     )
     assert own(first.pod, "ferry-sidecar")["resources"]["requests"]["cpu"] == "10m"
     assert first.warnings and "0.5 vCPU / 1 GB" in first.warnings[0]
-    again = size_for_platform(first.pod, SETTINGS, [limit_range])  # a reinvocation starts from the settings
+    again = size_for_platform(
+        first.pod, SETTINGS, [limit_range], run_to_completion=is_run_to_completion(first.pod)
+    )  # a reinvocation starts from the settings
     assert own(again.pod, "ferry-sidecar")["resources"]["requests"]["cpu"] == "10m"
 
 
@@ -272,7 +271,7 @@ def test_pod_level_requests_on_fargate_keep_both_figures() -> None:
 def test_pod_level_fitting_is_the_same_on_reinvocation() -> None:
     budget = {"cpu": "250m", "memory": "512Mi"}
     first = admit(app_pod("250m", "512Mi", fargate=False, resources={"requests": budget})).pod
-    again = size_for_platform(first, SETTINGS)
+    again = size_for_platform(first, SETTINGS, run_to_completion=is_run_to_completion(first))
     assert again.pod == first and again.warnings == ()
 
 
@@ -341,7 +340,7 @@ def test_a_stripped_native_sidecar_is_denied_on_reinvocation() -> None:
             ],
         },
     }
-    assert stripped_native_sidecar(first) is None
+    assert stripped_native_sidecar(first, run_to_completion=is_run_to_completion(first)) is None
     admission = admit(stripped)
     assert admission.outcome == "denied"
     assert admission.message is not None
@@ -372,7 +371,7 @@ def test_a_sidecar_moved_among_the_app_containers_of_a_job_is_denied(owned_by_jo
 
 def test_a_regular_sidecar_is_not_taken_for_a_stripped_one() -> None:
     pod = admit(app_pod("250m", "512Mi", fargate=False), native=False).pod
-    assert stripped_native_sidecar(pod) is None
+    assert stripped_native_sidecar(pod, run_to_completion=is_run_to_completion(pod)) is None
     assert admit(pod).outcome == "reinvoked"
 
 
@@ -502,11 +501,16 @@ def test_sizing_reads_no_more_containers_than_ferry_injects_into() -> None:
             "containers": spec["containers"] + [{**filler, "name": f"c{i}"} for i in range(MAX_POD_CONTAINERS)],
         },
     }
-    sized = size_for_platform(forged, SETTINGS)
+    sized = size_for_platform(forged, SETTINGS, run_to_completion=is_run_to_completion(forged))
     assert sized.pod == forged and sized.warnings == (), "more containers than Ferry injects into: left as sent"
     # One fewer, and the pod is one Ferry could have injected: it is fitted as usual.
     forged["spec"]["containers"] = forged["spec"]["containers"][:-1]
-    assert own(size_for_platform(forged, SETTINGS).pod, "ferry-sidecar")["resources"]["requests"]["cpu"] == "0"
+    assert (
+        own(size_for_platform(forged, SETTINGS, run_to_completion=is_run_to_completion(forged)).pod, "ferry-sidecar")[
+            "resources"
+        ]["requests"]["cpu"]
+        == "0"
+    )
 
 
 @pytest.mark.parametrize("platform", ["autopilot", "fargate", "pod-level"])
@@ -537,4 +541,6 @@ def test_sizing_takes_any_json_where_a_container_or_its_name_belongs(odd: Any, s
     spec = first["spec"]
     for shape in ({"containers": [*spec["containers"], odd]}, {"initContainers": odd}, {"containers": odd}):
         forged = {**first, "spec": {**spec, **shape, "resources": {"requests": {"cpu": "1"}}}}
-        size_for_platform(forged, platform_settings(settings))  # must not raise
+        size_for_platform(
+            forged, platform_settings(settings), run_to_completion=is_run_to_completion(forged)
+        )  # must not raise

@@ -10,11 +10,12 @@ from webhook.policy.decide import Denial, Reinvocation, Skip, decide_injection
 from webhook.policy.identity import pod_identity, refresh_own_identity
 from webhook.policy.mutate import mutate_pod
 from webhook.policy.patch import Differ, diff_documents, make_pod_patch
+from webhook.policy.platform import platform_settings
 from webhook.policy.podshape import check_pod_shape
 from webhook.policy.request import PodRequest
 from webhook.policy.resolve import SpcLookup, resolve_spec
 from webhook.policy.resources import ResourceFit, fit_resources
-from webhook.policy.sizing import platform_settings, size_for_platform
+from webhook.policy.sizing import size_for_platform
 from webhook.policy.specbuild import ResolvedRequest, SpecMaker, build_request, make_spec
 from webhook.settings import Settings
 
@@ -79,7 +80,8 @@ def admit_pod(
         resolved, fit = built, fitted
     mutation = mutate_pod(base, resolved, parts, fit)  # 8. Ferry's parts placed, and the ops that place them
     # Also on reinvocation: after a later webhook set Fargate's schedulerName, or stripped a native sidecar.
-    sized = size_for_platform(mutation.pod, settings, limit_ranges)  # 9. Fargate / Autopilot sizing
+    # 9. Fargate / Autopilot sizing (run to completion: as read, since no stage changes the owner or restartPolicy)
+    sized = size_for_platform(mutation.pod, settings, limit_ranges, run_to_completion=request.run_to_completion)
     if sized.denial:
         return Admission("denied", "platform-sizing", pod, message=sized.denial)
     resized = sized.pod != mutation.pod  # then the ops no longer say it all, and the patch is a diff

@@ -1,13 +1,9 @@
-"""What Ferry's containers add to the bill of a pod on EKS Fargate and GKE Autopilot, kept at nothing or said.
+"""The sizing stage: Ferry's requests fitted so that its containers cost a pod on EKS Fargate or Autopilot nothing.
 
-Why it exists: both platforms size (and bill) a pod from its requests, so a
-sidecar that idles at a few millicores can push a pod into the next Fargate
-size or make Autopilot rewrite Ferry's containers. This module takes the pod
-as Ferry is about to admit it and returns it with Ferry's requests fitted,
-plus a warning or a denial that names both sizes and the fix. It also refuses
-a pod whose native sidecar another webhook turned into a plain init container.
-Pure: dicts and settings in, dicts and messages out. The rules and worked
-tables are in docs/fargate.md and docs/autopilot.md.
+Both platforms size (and bill) a pod from its requests, so an idle sidecar could push a pod into the next size;
+this stage lowers Ferry's requests into the room the pod has, or says what it costs, and refuses a native sidecar
+another webhook broke. Kubernetes' arithmetic of a pod's request lives here too. Rules: docs/fargate.md,
+docs/autopilot.md.
 """
 
 from __future__ import annotations
@@ -17,53 +13,25 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
-from webhook.policy.podshape import MAX_POD_CONTAINERS
-from webhook.policy.request import OWN_CONTAINER_NAMES, SIDECAR_NAME, is_run_to_completion
-from webhook.policy.resources import (
+from webhook.policy.platform import (
+    FARGATE_OVERHEAD,
+    FARGATE_SCHEDULER,
+    FARGATE_SIZES,
     RESOURCES,
-    amount,
-    containers,
-    fit_pod_level,
-    is_own,
-    largest_own,
-    pod_level_budget,
-    pod_terms,
-    with_own_at,
+    configured_requests,
+    fargate_oversize,
+    format_amount,
+    pod_level_raised,
+    request_floors,
 )
-from webhook.policy.resources import container_request as container_request
-from webhook.policy.resources import pod_request as pod_request
+from webhook.policy.podshape import MAX_POD_CONTAINERS
+from webhook.policy.request import OWN_CONTAINER_NAMES, SIDECAR_NAME
 from webhook.quantity import format_quantity, parse_quantity
 from webhook.settings import Settings
 
-# What the EKS Fargate profile webhook writes into every pod that a Fargate profile selects.
-FARGATE_SCHEDULER = "fargate-scheduler"
 _MIB = 2**20
-_GIB = 2**30
-# Fargate adds this to the pod's memory for the kubelet, kube-proxy and containerd.
-FARGATE_OVERHEAD = 256 * _MIB
-
-
-def _tier(millicores: int, first_gib: int, last_gib: int, step_gib: int) -> list[tuple[int, int]]:
-    return [(millicores, gib * _GIB) for gib in range(first_gib, last_gib + 1, step_gib)]
-
-
-# Fargate's vCPU and memory combinations, cheapest first (Fargate's "GB" is GiB: 0.5 GB is 512 MiB).
-FARGATE_SIZES: tuple[tuple[int, int], ...] = (
-    (250, _GIB // 2),
-    (250, _GIB),
-    (250, 2 * _GIB),
-    *_tier(500, 1, 4, 1),
-    *_tier(1000, 2, 8, 1),
-    *_tier(2000, 4, 16, 1),
-    *_tier(4000, 8, 30, 1),
-    *_tier(8000, 16, 60, 4),
-    *_tier(16000, 32, 120, 8),
-)
-# Autopilot's CPU-to-memory band: 1 GiB to 6.5 GiB of memory for each vCPU.
-AUTOPILOT_MIN_GIB_PER_CPU = Fraction(1)
-AUTOPILOT_MAX_GIB_PER_CPU = Fraction(13, 2)
 
 
 @dataclass(frozen=True)
@@ -84,12 +52,6 @@ def fargate_size(cpu: int, memory: int) -> tuple[int, int] | None:
     return None
 
 
-def describe_size(size: tuple[int, int] | None) -> str:
-    if size is None:
-        return "more than Fargate's largest size"
-    return f"{size[0] / 1000:g} vCPU / {size[1] / _GIB:g} GB"
-
-
 def fit_requests(pod: Mapping[str, Any], settings: Settings, floors: Mapping[str, int], *, fargate: bool) -> Sizing:
     """Lower Ferry's requests into the room the pod already has, or say why they cannot fit.
 
@@ -108,34 +70,21 @@ def fit_requests(pod: Mapping[str, Any], settings: Settings, floors: Mapping[str
     if not own or not caps:
         return Sizing(dict(pod))
     # From the configured requests every time: a reinvocation decides afresh, whatever an earlier pass wrote.
-    configured = _configured_requests(settings)
+    configured = configured_requests(settings)
     fitted = dict(configured)
     for resource, cap in caps.items():
         room = largest_own(terms[resource], cap)
         room = room if resource == "cpu" else room // _MIB * _MIB  # whole MiB
         fitted[resource] = max(min(floors[resource], configured[resource]), min(configured[resource], room))
-    changed = {r: _format(v, r) for r, v in fitted.items() if any(container_request(c, r) != v for c in own)}
+    changed = {r: format_amount(v, r) for r, v in fitted.items() if any(container_request(c, r) != v for c in own)}
     new_pod = with_own_requests(pod, changed) if changed else dict(pod)
     need = {r: with_own_at(terms[r], fitted[r]) for r in RESOURCES}
     new_pod, warnings = _with_pod_level(new_pod, need)
     reached = fargate_size(need["cpu"], need["memory"])
     if not fargate_caps or reached == without:
         return Sizing(new_pod, warnings=warnings)
-    short = [r for r in RESOURCES if need[r] > fargate_caps[r]]
-    over = "; ".join(
-        f"{_format(need[r] - fargate_caps[r], r)} more {r} than {describe_size(without)} holds"
-        + (" (after Fargate's 256Mi)" if r == "memory" else "")
-        for r in short
-    )
-    fields = " and ".join(f"spec.containers[*].resources.requests.{r}" for r in short)
-    floors_named = " / ".join(f"FERRY_FETCHER_{r.upper()}_REQUEST_FLOOR" for r in short)
-    message = (
-        f"Fargate: this pod takes {describe_size(without)} without Ferry, but {describe_size(reached)} with "
-        f"Ferry's containers even at their least requests ({_describe(fitted)}; configured {_describe(configured)}): "
-        f"{over}. Fix: lower the app's {fields} by that much, or size the app for "
-        f"{describe_size(reached)} on purpose, or have Ferry's operator lower {floors_named}"
-        + (", or leave out ferry.dev/refresh-interval (no sidecar beside the app)" if _has_sidecar(spec) else "")
-    )
+    over = {r: need[r] - fargate_caps[r] for r in RESOURCES if need[r] > fargate_caps[r]}
+    message = fargate_oversize(without, reached, over, fitted, configured, sidecar=_has_sidecar(spec))
     if settings.fargate_oversize == "deny":
         return Sizing(dict(pod), denial=message)
     return Sizing(new_pod, warnings=(*warnings, message))
@@ -156,51 +105,6 @@ def _has_sidecar(spec: Mapping[str, Any]) -> bool:
     return any(c.get("name") == SIDECAR_NAME for c in _own_containers(spec))
 
 
-def autopilot_resources(resources: Mapping[str, Any], mode: str) -> dict[str, dict[str, str]]:
-    """Ferry's container resources as Autopilot accepts them unchanged.
-
-    The CPU-to-memory ratio is kept within 1:1 to 1:6.5 (vCPU:GiB) by raising the smaller side, as
-    Autopilot would. Without bursting, limits equal requests: the memory request is raised to the
-    configured limit first, so the fetcher gets the memory it was meant to have and is not OOM-killed.
-    """
-    requests = {r: _quantity(resources, "requests", r) for r in ("cpu", "memory")}
-    limits = {r: _quantity(resources, "limits", r) for r in ("cpu", "memory")}
-    if mode == "no-bursting":
-        requests["memory"] = max(requests["memory"], limits["memory"])
-    least_cpu = _round_up(requests["memory"] / _GIB / AUTOPILOT_MAX_GIB_PER_CPU, "cpu")
-    requests["cpu"] = max(requests["cpu"], least_cpu)
-    least_memory = _round_up(requests["cpu"] * AUTOPILOT_MIN_GIB_PER_CPU * _GIB, "memory")
-    requests["memory"] = max(requests["memory"], least_memory)
-    if mode == "no-bursting":
-        limits = dict(requests)
-    else:
-        limits = {r: max(limits[r], requests[r]) for r in limits}
-    return {
-        "requests": {r: format_quantity(v) for r, v in requests.items()},
-        "limits": {r: format_quantity(v) for r, v in limits.items()},
-    }
-
-
-def platform_settings(settings: Settings) -> Settings:
-    """`settings` with Ferry's requests and limits as Autopilot accepts them (the same object when it is off).
-
-    Applied before Ferry's containers are built, so that the containers, the pod-level resources Ferry grows
-    and the LimitRange check all see the same figures.
-    """
-    return settings if settings.autopilot == "off" else _autopilot_settings(settings)
-
-
-@functools.lru_cache(maxsize=8)  # settings are made once per process
-def _autopilot_settings(settings: Settings) -> Settings:
-    wanted = autopilot_resources(settings.fetcher_resources(), settings.autopilot)
-    return settings.with_overrides(
-        fetcher_cpu_request=wanted["requests"]["cpu"],
-        fetcher_memory_request=wanted["requests"]["memory"],
-        fetcher_cpu_limit=wanted["limits"]["cpu"],
-        fetcher_memory_limit=wanted["limits"]["memory"],
-    )
-
-
 def fit_autopilot(pod: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
     """The pod with Ferry's containers' ephemeral-storage set (their CPU and memory come from `platform_settings`)."""
     if not _own_containers(_spec(pod)):
@@ -217,7 +121,7 @@ def fit_autopilot(pod: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
     return _with_own(pod, update)
 
 
-def stripped_native_sidecar(pod: Mapping[str, Any]) -> str | None:
+def stripped_native_sidecar(pod: Mapping[str, Any], *, run_to_completion: bool) -> str | None:
     """A denial's message when another webhook broke Ferry's native sidecar; None when it is intact.
 
     Either restartPolicy Always was removed (a plain init container never exits: the pod stays in Init
@@ -237,7 +141,7 @@ def stripped_native_sidecar(pod: Mapping[str, Any]) -> str | None:
                 f"{SIDECAR_NAME}; as a plain init container it would never exit, so the pod would stay in Init "
                 f"forever (a Job would never complete). {fix}"
             )
-    if is_run_to_completion(pod) and any(c.get("name") == SIDECAR_NAME for c in containers(spec, "containers")):
+    if run_to_completion and any(c.get("name") == SIDECAR_NAME for c in containers(spec, "containers")):
         return (
             f"another mutating webhook moved Ferry's native sidecar {SIDECAR_NAME} among the app containers of a "
             "pod that runs to completion (a Job's, or restartPolicy Never/OnFailure); there it would never exit, "
@@ -247,13 +151,18 @@ def stripped_native_sidecar(pod: Mapping[str, Any]) -> str | None:
 
 
 def size_for_platform(
-    pod: Mapping[str, Any], settings: Settings, limit_ranges: Sequence[Mapping[str, Any]] = ()
+    pod: Mapping[str, Any],
+    settings: Settings,
+    limit_ranges: Sequence[Mapping[str, Any]] = (),
+    *,
+    run_to_completion: bool,
 ) -> Sizing:
     """Ferry's containers in `pod` (as Ferry would admit it) fitted to Autopilot or Fargate; or a denial.
 
-    `settings` are `platform_settings(...)`'s, as the containers were built with.
+    `settings` are `platform_settings(...)`'s, as the containers were built with; `run_to_completion` is the
+    pod's `PodRequest.run_to_completion`.
     """
-    stripped = stripped_native_sidecar(pod)
+    stripped = stripped_native_sidecar(pod, run_to_completion=run_to_completion)
     if stripped:
         return Sizing(dict(pod), denial=stripped)
     if _container_count(_spec(pod)) > MAX_POD_CONTAINERS + len(OWN_CONTAINER_NAMES):
@@ -264,21 +173,8 @@ def size_for_platform(
     if not fargate and not isinstance(_spec(sized).get("resources"), dict):
         return Sizing(sized)
     # Autopilot would raise requests lowered below its ratio band again, past the pod-level budget: not lowered.
-    floors = _configured_requests(settings) if settings.autopilot != "off" else request_floors(settings, limit_ranges)
+    floors = configured_requests(settings) if settings.autopilot != "off" else request_floors(settings, limit_ranges)
     return fit_requests(sized, settings, floors, fargate=fargate)
-
-
-def request_floors(settings: Settings, limit_ranges: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    """The least requests Ferry lowers to: its settings, raised to any LimitRange's per-container minimum."""
-    memory_floor = settings.fetcher_memory_request_floor or settings.fetcher_memory_request
-    floors = {"cpu": amount(settings.fetcher_cpu_request_floor, "cpu"), "memory": amount(memory_floor, "memory")}
-    for item in _limit_items(limit_ranges):
-        minimum = item.get("min")
-        if isinstance(minimum, Mapping):
-            for resource in floors:
-                if resource in minimum:
-                    floors[resource] = max(floors[resource], amount(minimum[resource], resource))
-    return floors
 
 
 def with_own_requests(pod: Mapping[str, Any], requests: Mapping[str, str]) -> dict[str, Any]:
@@ -321,21 +217,6 @@ def _own_containers(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [c for group in groups for c in containers(spec, group) if is_own(c)]
 
 
-def _configured_requests(settings: Settings) -> dict[str, int]:
-    """Ferry's requests before any fitting (after `platform_settings`): a reinvocation starts over from them."""
-    requests = settings.fetcher_resources()["requests"]
-    return {resource: amount(requests[resource], resource) for resource in RESOURCES}
-
-
-def _limit_items(limit_ranges: Sequence[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
-    for limit_range in limit_ranges:
-        spec = limit_range.get("spec")
-        items = spec.get("limits") if isinstance(spec, Mapping) else None
-        for item in items if isinstance(items, list) else []:
-            if isinstance(item, Mapping) and item.get("type") == "Container":
-                yield item
-
-
 def _over_limits(container: Mapping[str, Any], ceilings: Mapping[str, int]) -> dict[str, int]:
     resources = container.get("resources")
     limits = resources.get("limits") if isinstance(resources, dict) else None
@@ -349,25 +230,171 @@ def _with_limits_within(container: Mapping[str, Any], ceilings: Mapping[str, int
     if not over:
         return dict(container)
     resources = _copied(container.get("resources"))
-    lowered = {r: _format(ceiling, r) for r, ceiling in over.items()}
+    lowered = {r: format_amount(ceiling, r) for r, ceiling in over.items()}
     resources["limits"] = {**_copied(resources.get("limits")), **lowered}
     return {**container, "resources": resources}
 
 
-def _quantity(resources: Mapping[str, Any], kind: str, resource: str) -> Fraction:
-    values = resources.get(kind)
-    raw = values.get(resource) if isinstance(values, Mapping) else None
-    return parse_quantity(raw) or Fraction(0)
+# --- Kubernetes' arithmetic of a pod's requests, and its pod-level resources ---
 
 
-def _round_up(value: Fraction, resource: str) -> Fraction:
-    unit = Fraction(1, 1000) if resource == "cpu" else Fraction(_MIB)
-    return Fraction(math.ceil(value / unit)) * unit
+def amount(value: object, resource: str) -> int:
+    """A quantity as a whole amount, rounded up: millicores of CPU, bytes of memory (0 when unreadable)."""
+    return _amount_of_text(value, resource) if isinstance(value, str) and len(value) <= 64 else _amount(value, resource)
 
 
-def _format(value: int, resource: str) -> str:
-    return format_quantity(Fraction(value, 1000) if resource == "cpu" else Fraction(value))
+# Pods repeat a few quantities ("50m", "64Mi", the app's); bounded, so a tenant's churn costs only misses.
+@functools.lru_cache(maxsize=1024)
+def _amount_of_text(value: str, resource: str) -> int:
+    return _amount(value, resource)
 
 
-def _describe(values: Mapping[str, int]) -> str:
-    return f"{_format(values['cpu'], 'cpu')} CPU, {_format(values['memory'], 'memory')} memory"
+def _amount(value: object, resource: str) -> int:
+    number = parse_quantity(value)
+    if number is None:
+        return 0
+    return math.ceil(number * 1000) if resource == "cpu" else math.ceil(number)
+
+
+def container_request(container: Mapping[str, Any], resource: str) -> int:
+    """A container's request for `resource` as the API server defaults it (its limit when only that is set)."""
+    resources = container.get("resources")
+    if not isinstance(resources, dict):
+        return 0
+    for kind in ("requests", "limits"):
+        values = resources.get(kind)
+        if isinstance(values, dict) and resource in values:
+            return amount(values[resource], resource)
+    return 0
+
+
+Terms = list[tuple[int, int]]
+
+
+def pod_terms(spec: Mapping[str, Any], resource: str, *, own_unknown: bool = True) -> Terms:
+    """The pod's request for `resource` as max(terms); a term is (app part, how many of Ferry's containers in it).
+
+    Kubernetes' rule with native sidecars: each init container counts with the restartable init containers
+    before it; the app containers count with all of them. Ferry's containers are left out as unknowns, so
+    the pod's request with Ferry's containers at x each is max(app + count * x); with `own_unknown` False
+    they count as they are, like any other container.
+    """
+    terms: Terms = []
+    restartable = (0, 0)
+    for container in containers(spec, "initContainers"):
+        own = 1 if own_unknown and is_own(container) else 0
+        app = 0 if own else container_request(container, resource)
+        if container.get("restartPolicy") == "Always":
+            restartable = (restartable[0] + app, restartable[1] + own)
+            terms.append(restartable)
+        else:
+            terms.append((restartable[0] + app, restartable[1] + own))
+    app_sum, own_count = restartable
+    for container in containers(spec, "containers"):
+        if own_unknown and is_own(container):
+            own_count += 1
+        else:
+            app_sum += container_request(container, resource)
+    terms.append((app_sum, own_count))
+    return terms
+
+
+def pod_request(spec: Mapping[str, Any], resource: str, own: int | None = None) -> int:
+    """The pod's effective request for `resource`, with each of Ferry's containers requesting `own`.
+
+    `own` None: Ferry's containers count with the requests they have; 0: as if they were not there.
+    """
+    if own is None:
+        return max(app for app, _ in pod_terms(spec, resource, own_unknown=False))
+    return with_own_at(pod_terms(spec, resource), own)
+
+
+def with_own_at(terms: Terms, own: int) -> int:
+    return max(app + count * own for app, count in terms)
+
+
+def largest_own(terms: Terms, cap: int) -> int:
+    """The largest request each of Ferry's containers can have while the pod's request stays within `cap`."""
+    room = [(cap - app) // count for app, count in terms if count]
+    return max(0, min(room)) if room else cap
+
+
+def is_own(container: object) -> bool:
+    """One of Ferry's containers (by name; a forged review's name may be any JSON, even unhashable)."""
+    name = container.get("name") if isinstance(container, dict) else None
+    return isinstance(name, str) and name in OWN_CONTAINER_NAMES
+
+
+def containers(spec: Mapping[str, Any], group: str) -> Iterable[Mapping[str, Any]]:
+    items = spec.get(group)
+    # Pods arrive as JSON, so dict: isinstance(x, dict) is several times cheaper than against Mapping.
+    return [c for c in items if isinstance(c, dict)] if isinstance(items, list) else []
+
+
+class PodLevelFit(NamedTuple):
+    """The pod-level ``spec.resources`` once Ferry's containers are inside them."""
+
+    # The new spec.resources; None: unchanged.
+    resources: dict[str, Any] | None
+    # The pod-level limits (whole amounts) that no container limit of Ferry's may exceed.
+    limits: dict[str, int]
+    # Why Ferry had to raise a pod-level figure, and the fix; None when it did not.
+    message: str | None
+
+
+def pod_level_budget(spec: Mapping[str, Any]) -> dict[str, int]:
+    """What the pod-level resources let all containers together request, per resource (cpu, memory) set there.
+
+    The pod-level request; without one, the pod-level limit (the API server then defaults the request to the
+    containers' total, which must stay within the limit). Unreadable values are left to the API server.
+    """
+    requests, limits = _pod_level(spec, "requests"), _pod_level(spec, "limits")
+    budget: dict[str, int] = {}
+    for resource in RESOURCES:
+        value = requests.get(resource) if resource in requests else limits.get(resource)
+        if value is not None:
+            budget[resource] = math.floor(value * 1000) if resource == "cpu" else math.floor(value)
+    return budget
+
+
+def fit_pod_level(spec: Mapping[str, Any], need: Mapping[str, int]) -> PodLevelFit:
+    """The pod-level resources raised to `need` (the pod's request with Ferry's containers) where they fall short.
+
+    The API server refuses a pod whose containers together request more than its pod-level request, or whose
+    pod-level request exceeds its pod-level limit; each figure is raised by the shortfall only, and the message
+    says which and how to avoid it. Ferry's own container limits are then kept within the pod-level limits.
+    """
+    requests, limits = _pod_level(spec, "requests"), _pod_level(spec, "limits")
+    if not requests and not limits:
+        return PodLevelFit(None, {}, None)
+    new: dict[str, dict[str, Any]] = {}
+    raised: list[str] = []
+    ceilings: dict[str, int] = {}
+    for resource in RESOURCES:
+        wanted = Fraction(need[resource], 1000) if resource == "cpu" else Fraction(need[resource])
+        request, limit = requests.get(resource), limits.get(resource)
+        if request is not None and wanted > request:
+            new_request = new.setdefault("requests", {})[resource] = format_quantity(wanted)
+            raised.append(f"spec.resources.requests.{resource} from {format_quantity(request)} to {new_request}")
+        floor = wanted if request is None else max(request, wanted)
+        if limit is not None and floor > limit:
+            new_limit = new.setdefault("limits", {})[resource] = format_quantity(floor)
+            raised.append(f"spec.resources.limits.{resource} from {format_quantity(limit)} to {new_limit}")
+            limit = floor
+        if limit is not None:
+            ceilings[resource] = math.floor(limit * 1000) if resource == "cpu" else math.floor(limit)
+    if not new:
+        return PodLevelFit(None, ceilings, None)
+    resources = dict(spec["resources"])
+    for kind, values in new.items():
+        resources[kind] = {**resources[kind], **values} if isinstance(resources.get(kind), dict) else values
+    return PodLevelFit(resources, ceilings, pod_level_raised(raised))
+
+
+def _pod_level(spec: Mapping[str, Any], kind: str) -> dict[str, Fraction]:
+    resources = spec.get("resources")
+    values = resources.get(kind) if isinstance(resources, dict) else None
+    if not isinstance(values, dict):
+        return {}
+    read = {resource: parse_quantity(values.get(resource)) for resource in RESOURCES if resource in values}
+    return {resource: value for resource, value in read.items() if value is not None and value >= 0}
