@@ -22,9 +22,9 @@ import kubernetes.client
 import pytest
 import yaml
 
-from tests.e2e.ferrylib import Ferry, pod, wait_for
 from tests.e2e.kubelet import make_empty_dir, run_container
 from tests.e2e.test_kubelet_gcp import PROJECT, PROVIDER_EXAMPLE
+from tests.support.ferrylib import Ferry, pod, wait_for
 from tests.support.gcpfake import GcpFake
 from tests.support.paths import REPO_ROOT
 from webhook.cluster import serviceaccounts
