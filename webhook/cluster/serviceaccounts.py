@@ -127,9 +127,9 @@ class ServiceAccountView:
         accept = _METADATA_OBJECT if kwargs.get("watch") else _METADATA_LIST
         return self._core.list_service_account_for_all_namespaces(_headers={"Accept": accept}, **kwargs)
 
-    def lookup(self, namespace: str, name: str, *, namespace_known: bool = True) -> KsaAnnotation:
+    def lookup(self, namespace: str, name: str, *, namespace_known: bool = True, may_get: bool = True) -> KsaAnnotation:
         """The annotation of ServiceAccount `namespace`/`name`: from the view, else one bounded GET (never for
-        a namespace the cluster view does not know: a forged review names any)."""
+        a namespace the cluster view does not know, nor when `may_get` is False: a forged review names any)."""
         if not _NAME_RE.match(name):
             shown = name[:64] + ("..." if len(name) > 64 else "")
             return KsaAnnotation(shown, None, f"spec.serviceAccountName {shown!r} is not a ServiceAccount name")
@@ -142,6 +142,8 @@ class ServiceAccountView:
             return KsaAnnotation(name, None, _unread(FORBIDDEN, retry=False))
         if not namespace_known:
             return KsaAnnotation(name, None, _unread("its namespace is not known yet"))
+        if not may_get:
+            return KsaAnnotation(name, None, _unread("its watch has not delivered it yet"))
         return self._read_missing(namespace, name)
 
     def _read_missing(self, namespace: str, name: str) -> KsaAnnotation:
