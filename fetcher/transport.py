@@ -289,21 +289,28 @@ class _Cutoff:
 
     def __init__(self, sock: socket.socket, seconds: float) -> None:
         self.fired = False
+        self._cancelled = False
+        self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._shut, (sock,))
         self._timer.daemon = True
         self._timer.start()
 
     def _shut(self, sock: socket.socket) -> None:
-        self.fired = True
+        with self._lock:  # the timer can pass its own check just before cancel(): decide under the lock
+            if self._cancelled:
+                return
+            self.fired = True
         try:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:  # closed already, after a failed read
             pass
 
     def cancel(self) -> bool:
-        """Stop the timer; True when it had fired (the connection is spent)."""
+        """Stop the timer; True when it had fired (the connection is spent, never to be pooled)."""
         self._timer.cancel()
-        return self.fired
+        with self._lock:
+            self._cancelled = True
+            return self.fired
 
 
 def _drained(connection: _Connection) -> bool:

@@ -19,7 +19,7 @@ from fetcher.errors import ObjectErrors
 from fetcher.gcp import GcpClients, GcpIdentityError, Https, http_settings
 from fetcher.gcp_source import crc32c, fetch_all
 from fetcher.spec import FetchSpec, spec_from_secret_provider_class
-from fetcher.transport import HttpClient, TransportError
+from fetcher.transport import HttpClient, TransportError, _Cutoff
 from tests.support.gcpfake import POOL, PROVIDER, ksa_token
 from webhook.tls.certs import generate_bundle
 
@@ -382,3 +382,22 @@ def test_endless_interim_replies_or_trailers_are_refused_without_a_deadline(endl
     finally:
         client.close()
         server.close()
+
+
+def test_a_deadline_firing_as_the_reply_ends_never_shuts_a_pooled_connection() -> None:
+    """The timer thread can pass its own check just before `cancel()` and shut the socket just after: the
+    connection was judged unspent and pooled, and the next call on it failed. Here that interleaving is made
+    certain (cancel, then the timer's action): the socket must stay open, or `cancel()` must say it is spent."""
+    left, right = socket.socketpair()
+    try:
+        cutoff = _Cutoff(left, 60.0)
+        spent = cutoff.cancel()
+        cutoff._shut(left)  # the timer thread, already past its check, runs now
+        if not spent:
+            right.sendall(b"x")
+            assert left.recv(1) == b"x", "a connection judged unspent was shut down"
+            left.sendall(b"y")
+            assert right.recv(1) == b"y"
+    finally:
+        left.close()
+        right.close()
