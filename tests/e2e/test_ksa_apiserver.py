@@ -355,3 +355,28 @@ def test_forged_reviews_cannot_spend_the_service_account_reads_of_other_tenants(
         )
         assert status == 200 and view.gets == 1
         assert json.loads(body)["response"]["allowed"]
+
+
+def test_a_tenants_many_service_accounts_cannot_grow_the_view_past_its_bound(
+    gke_ferry: Ferry, monkeypatch: Any
+) -> None:
+    """ServiceAccounts are cheap for a tenant to create, and each long name with a 256-character annotation
+    cost the view about 1 KB: enough of them and every replica runs out of memory, and with failurePolicy Fail
+    no pod is admitted anywhere. The view is bounded in bytes; one it could not keep is read with a GET."""
+    monkeypatch.setattr(serviceaccounts, "MAX_VIEW_BYTES", 6000, raising=False)
+    ns = gke_ferry.create_namespace("ksa-many")
+    for i in range(12):
+        _service_account(gke_ferry, ns, f"{'a' * 200}-{i}", f"{'x' * 250}{i}")
+    _service_account(gke_ferry, ns, "web", WEB)
+    api = kubernetes.client.ApiClient(_webhook_configuration(gke_ferry))
+    cache = WatchCache(api, service_accounts=True, backoff_initial=0.05, resync_backoff_max=0.5)
+    with cache:
+        assert cache.wait_ready(60)
+        view = cache._service_accounts
+        assert view is not None
+        assert view.reflector.bytes_kept <= 6000
+        kept = sum(1 for key in view.reflector.items if key[0] == ns)
+        assert kept < 13
+        # Still answered right, kept or not (a GET for one the view could not keep).
+        assert cache.gke_service_account(ns, "web") == ("web", WEB, None)
+        assert cache.gke_service_account(ns, f"{'a' * 200}-11") == (f"{'a' * 200}-11", f"{'x' * 250}11", None)
