@@ -98,9 +98,17 @@ def admit(
     # A miss costs a GET of the cluster-wide budget only for a pod Ferry injects, in a review from the API server
     # (when its addresses are known): a forged review naming made-up accounts must not spend other tenants' reads.
     read_ksa = getattr(view, "gke_service_account", None)
-    if read_ksa is not None:
-        may_get = from_api_server and decide_injection(pod_request, settings) is None
-        pod_request = pod_request._replace(ksa=read_ksa(namespace, service_account_name(pod), may_get=may_get))
+    ksa = read_ksa(namespace, service_account_name(pod), may_get=False) if read_ksa is not None else None
+    if (
+        read_ksa is not None
+        and ksa is not None
+        and ksa.unread
+        and from_api_server
+        and decide_injection(pod_request, settings) is None
+    ):
+        ksa = read_ksa(namespace, service_account_name(pod))  # a miss: the GET, for this one pod
+    if ksa is not None:
+        pod_request = pod_request._replace(ksa=ksa)
     key = b""
     if memo is not None:
         key = pod_key(pod_request)
