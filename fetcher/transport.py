@@ -17,6 +17,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
@@ -217,11 +218,18 @@ class HttpClient:
         try:
             sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
             answer = b""
+            # The whole answer within the connect timeout: one byte at a time never trips a per-read timeout.
+            until = time.monotonic() + self.settings.connect_timeout
             while b"\r\n\r\n" not in answer:  # the proxy sends nothing after its answer until TLS starts
+                left = until - time.monotonic()
+                if left <= 0:
+                    raise ProxyConnectionError(f"the proxy did not answer the CONNECT to {host}:{port} in time")
+                sock.settimeout(left)
                 chunk = sock.recv(4096)
                 if not chunk or len(answer) > MAX_LINE_BYTES:
                     raise ProxyConnectionError(f"the proxy closed the CONNECT tunnel to {host}:{port}")
                 answer += chunk
+            sock.settimeout(self.settings.connect_timeout)
         except BaseException:
             sock.close()
             raise
