@@ -114,7 +114,7 @@ def admission_cost() -> dict[str, Any]:
     namespace = {"metadata": {"name": "team-b", "resourceVersion": "1"}}
 
     class WithServiceAccounts(StaticView):
-        def gke_service_account(self, ns: str, name: str) -> KsaAnnotation:
+        def gke_service_account(self, ns: str, name: str, *, may_get: bool = True) -> KsaAnnotation:
             return KsaAnnotation(name, "web@my-project.iam.gserviceaccount.com")
 
     views = {"without": StaticView(namespaces=[namespace]), "with": WithServiceAccounts(namespaces=[namespace])}

@@ -79,6 +79,8 @@ class Reply:
 
 MAX_LINE_BYTES = 16 * 1024
 MAX_HEADERS = 100
+# Interim (1xx) replies before the real one: a server that sends them without end never trips a read timeout.
+MAX_INTERIM_REPLIES = 10
 
 
 class InvalidHeaderError(TransportError):
@@ -89,7 +91,7 @@ class InvalidHeaderError(TransportError):
 
 def read_reply(reader: Any, limit: int) -> tuple[Reply, bool]:
     """Status line, headers and body of one reply, each bounded; and whether the connection stays open."""
-    while True:
+    for _ in range(MAX_INTERIM_REPLIES + 1):
         status_line = _line(reader)
         if not status_line:
             raise ConnectionClosedError("the connection closed before a reply")
@@ -112,6 +114,8 @@ def read_reply(reader: Any, limit: int) -> tuple[Reply, bool]:
         status = int(code)
         if status >= 200 or status == 101:
             break  # 1xx (100 Continue) precede the real reply
+    else:
+        raise ConnectionClosedError(f"the reply has more than {MAX_INTERIM_REPLIES} interim (1xx) replies")
     connection = headers.get("connection", "").lower()
     keep = version == b"HTTP/1.1" and "close" not in connection or "keep-alive" in connection
     if status in (204, 304):
@@ -144,9 +148,10 @@ def _chunked(reader: Any, limit: int) -> bytes:
         except ValueError:
             raise ConnectionClosedError("a malformed chunk in the reply") from None
         if size == 0:
-            while _line(reader) not in (b"\r\n", b"\n", b""):
-                pass  # trailers
-            return bytes(body)
+            for _ in range(MAX_HEADERS + 1):  # trailers, bounded like the headers
+                if _line(reader) in (b"\r\n", b"\n", b""):
+                    return bytes(body)
+            raise ConnectionClosedError(f"the reply has more than {MAX_HEADERS} trailers")
         if len(body) + size > limit:
             raise ReplyTooLargeError(f"reply exceeds {limit} bytes")
         chunk = reader.read(size + 2)

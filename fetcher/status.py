@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -145,23 +146,16 @@ def bound_error(error: str) -> str:
 def write_status(target_dir: str | Path, status: SidecarStatus) -> None:
     """Replace the entry atomically (write a temporary file, then rename). Raises OSError."""
     target = Path(target_dir)
-    entry = {
+    entry: dict[str, Any] = {
         "ok": status.ok,
         "failures": status.failures,
         "failing_since": status.failing_since,
         "last_success": status.last_success,
         "last_error": status.last_error,
         "updated": status.updated,
-        "objects": [
-            {
-                "name": _cut(o.name, MAX_OBJECT_NAME_CHARS),
-                "version": _cut(o.version, MAX_VERSION_CHARS),
-                "region": _cut(o.region, MAX_REGION_CHARS),
-            }
-            for o in status.objects[:MAX_OBJECTS_RECORDED]
-        ],
+        "objects": [],
     }
-    data = json.dumps(entry, separators=(",", ":")).encode()
+    data = _encoded(entry, status.objects[:MAX_OBJECTS_RECORDED])
     tmp = target / _STATUS_TMP_NAME
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
@@ -170,6 +164,30 @@ def write_status(target_dir: str | Path, status: SidecarStatus) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, target / STATUS_NAME)
+
+
+def _encoded(entry: dict[str, Any], objects: Sequence[ObjectVersion]) -> bytes:
+    """The entry as JSON, its objects' fields bounded and as many objects as fit in MAX_STATUS_BYTES.
+
+    A version or region from the cloud is untrusted text: anything but printable ASCII becomes "?" (ids and
+    numbers never hold it). Names come from the spec; escaped in JSON, a character can take 12 bytes, so the
+    objects past the byte bound are left out rather than make an entry the probe would not read.
+    """
+    head = json.dumps(entry, separators=(",", ":")).encode()
+    room = MAX_STATUS_BYTES - len(head)
+    kept: list[dict[str, str]] = []
+    for o in objects:
+        item = {
+            "name": _cut(o.name, MAX_OBJECT_NAME_CHARS),
+            "version": _printable(_cut(o.version, MAX_VERSION_CHARS)),
+            "region": _printable(_cut(o.region, MAX_REGION_CHARS)),
+        }
+        room -= len(json.dumps(item, separators=(",", ":"))) + 1
+        if room < 0:
+            break
+        kept.append(item)
+    entry["objects"] = kept
+    return json.dumps(entry, separators=(",", ":")).encode()
 
 
 def read_status(target_dir: str | Path) -> SidecarStatus | None:
@@ -223,6 +241,13 @@ def _object(entry: Any) -> ObjectVersion:
 
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _printable(text: str) -> str:
+    return text if text.isascii() and text.isprintable() else _NOT_PRINTABLE.sub("?", text)
+
+
+_NOT_PRINTABLE = re.compile(r"[^ -~]")
 
 
 def _time(value: object) -> float | None:

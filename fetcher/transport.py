@@ -17,6 +17,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
@@ -217,11 +218,18 @@ class HttpClient:
         try:
             sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
             answer = b""
+            # The whole answer within the connect timeout: one byte at a time never trips a per-read timeout.
+            until = time.monotonic() + self.settings.connect_timeout
             while b"\r\n\r\n" not in answer:  # the proxy sends nothing after its answer until TLS starts
+                left = until - time.monotonic()
+                if left <= 0:
+                    raise ProxyConnectionError(f"the proxy did not answer the CONNECT to {host}:{port} in time")
+                sock.settimeout(left)
                 chunk = sock.recv(4096)
                 if not chunk or len(answer) > MAX_LINE_BYTES:
                     raise ProxyConnectionError(f"the proxy closed the CONNECT tunnel to {host}:{port}")
                 answer += chunk
+            sock.settimeout(self.settings.connect_timeout)
         except BaseException:
             sock.close()
             raise
@@ -289,21 +297,28 @@ class _Cutoff:
 
     def __init__(self, sock: socket.socket, seconds: float) -> None:
         self.fired = False
+        self._cancelled = False
+        self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._shut, (sock,))
         self._timer.daemon = True
         self._timer.start()
 
     def _shut(self, sock: socket.socket) -> None:
-        self.fired = True
+        with self._lock:  # the timer can pass its own check just before cancel(): decide under the lock
+            if self._cancelled:
+                return
+            self.fired = True
         try:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:  # closed already, after a failed read
             pass
 
     def cancel(self) -> bool:
-        """Stop the timer; True when it had fired (the connection is spent)."""
+        """Stop the timer; True when it had fired (the connection is spent, never to be pooled)."""
         self._timer.cancel()
-        return self.fired
+        with self._lock:
+            self._cancelled = True
+            return self.fired
 
 
 def _drained(connection: _Connection) -> bool:

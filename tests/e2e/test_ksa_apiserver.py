@@ -21,14 +21,19 @@ from typing import Any
 import kubernetes.client
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
 from tests.e2e.kubelet import make_empty_dir, run_container
 from tests.e2e.test_kubelet_gcp import PROJECT, PROVIDER_EXAMPLE
 from tests.support.ferrylib import Ferry, pod, wait_for
 from tests.support.gcpfake import GcpFake
 from tests.support.paths import REPO_ROOT
+from tests.support.reviews import pod_create_review
 from webhook.cluster import serviceaccounts
 from webhook.cluster.kube import WatchCache
+from webhook.edge.app import AdmissionHandler
+from webhook.edge.metrics import AdmissionMetrics
+from webhook.settings import Settings
 
 GKE_RBAC = REPO_ROOT / "manifests" / "components" / "gke" / "rbac.yaml"
 GCP_ENV = {"FERRY_GCP_PROJECT": PROJECT, "FERRY_GCP_LOCATION": "us-central1", "FERRY_GCP_CLUSTER": "e2e"}
@@ -310,3 +315,68 @@ def _webhook_configuration(ferry: Ferry) -> kubernetes.client.Configuration:
     configuration.ssl_ca_cert = ferry.plane.ca_file
     configuration.api_key = {"authorization": f"Bearer {ferry.plane.token_for(ferry.namespace, 'ferry-webhook')}"}
     return configuration
+
+
+def test_forged_reviews_cannot_spend_the_service_account_reads_of_other_tenants(gke_ferry: Ferry) -> None:
+    """Any pod can POST reviews naming any known namespace and made-up ServiceAccounts: each miss cost a GET
+    on the event loop and a token of the cluster-wide budget, so a tenant could spend it all and deny the GCP
+    pods of others created just after their ServiceAccount. Only a pod Ferry injects may cost a GET, and, with
+    FERRY_API_SERVER_ADDRESSES set, only a review from those addresses."""
+    ns = _namespace(gke_ferry)
+    _service_account(gke_ferry, ns, "fresh", WEB)
+    api = kubernetes.client.ApiClient(_webhook_configuration(gke_ferry))
+    settings = Settings.from_env({**GCP_ENV, "FERRY_API_SERVER_ADDRESSES": "127.0.0.2"})
+    cache = WatchCache(api, service_accounts=True, backoff_initial=0.05, resync_backoff_max=0.5)
+    with cache:
+        assert cache.wait_ready(60)
+        view = cache._service_accounts
+        assert view is not None
+        wait_for(lambda: (ns, "fresh") in view.reflector.items, what="the watch")
+        handler = AdmissionHandler(settings, cache, True, AdmissionMetrics(CollectorRegistry()))
+
+        def review(name: str, service_account: str, peer: str) -> dict[str, Any]:
+            manifest = pod(name, serviceAccountName=service_account)
+            status, body = handler.handle(json.dumps(pod_create_review(manifest, namespace=ns)).encode(), peer=peer)
+            assert status == 200
+            return dict(json.loads(body)["response"])
+
+        for i in range(20):  # pods Ferry leaves alone: their ServiceAccount is never read
+            assert review(f"plain-{i}", f"ghost-{i}", "127.0.0.2")["allowed"]
+        assert view.gets == 0
+        for i in range(20):  # Ferry's pods in a forged review from any other address
+            forged = _gcp_pod(f"forged-{i}", f"ghost-{i}")
+            status, _ = handler.handle(json.dumps(pod_create_review(forged, namespace=ns)).encode(), peer="127.0.0.9")
+            assert status == 200
+        assert view.gets == 0
+        # The API server's own review of a pod whose ServiceAccount the watch has not delivered: one GET.
+        view.reflector.items.pop((ns, "fresh"))
+        status, body = handler.handle(
+            json.dumps(pod_create_review(_gcp_pod("real", "fresh"), namespace=ns)).encode(), peer="127.0.0.2"
+        )
+        assert status == 200 and view.gets == 1
+        assert json.loads(body)["response"]["allowed"]
+
+
+def test_a_tenants_many_service_accounts_cannot_grow_the_view_past_its_bound(
+    gke_ferry: Ferry, monkeypatch: Any
+) -> None:
+    """ServiceAccounts are cheap for a tenant to create, and each long name with a 256-character annotation
+    cost the view about 1 KB: enough of them and every replica runs out of memory, and with failurePolicy Fail
+    no pod is admitted anywhere. The view is bounded in bytes; one it could not keep is read with a GET."""
+    monkeypatch.setattr(serviceaccounts, "MAX_VIEW_BYTES", 6000, raising=False)
+    ns = gke_ferry.create_namespace("ksa-many")
+    for i in range(12):
+        _service_account(gke_ferry, ns, f"{'a' * 200}-{i}", f"{'x' * 250}{i}")
+    _service_account(gke_ferry, ns, "web", WEB)
+    api = kubernetes.client.ApiClient(_webhook_configuration(gke_ferry))
+    cache = WatchCache(api, service_accounts=True, backoff_initial=0.05, resync_backoff_max=0.5)
+    with cache:
+        assert cache.wait_ready(60)
+        view = cache._service_accounts
+        assert view is not None
+        assert view.reflector.bytes_kept <= 6000
+        kept = sum(1 for key in view.reflector.items if key[0] == ns)
+        assert kept < 13
+        # Still answered right, kept or not (a GET for one the view could not keep).
+        assert cache.gke_service_account(ns, "web") == ("web", WEB, None)
+        assert cache.gke_service_account(ns, f"{'a' * 200}-11") == (f"{'a' * 200}-11", f"{'x' * 250}11", None)

@@ -19,6 +19,7 @@ from fetcher.errors import ObjectErrors
 from fetcher.gcp import GcpClients, GcpIdentityError, Https, http_settings
 from fetcher.gcp_source import crc32c, fetch_all
 from fetcher.spec import FetchSpec, spec_from_secret_provider_class
+from fetcher.transport import HttpClient, TransportError, _Cutoff
 from tests.support.gcpfake import POOL, PROVIDER, ksa_token
 from webhook.tls.certs import generate_bundle
 
@@ -344,3 +345,59 @@ def test_a_reply_over_the_size_bound_is_refused_at_once(serve: Callable[[Answer]
     assert "UNAVAILABLE" in message and "ReplyTooLargeError: reply of 5000000 bytes exceeds 1048576" in message
     assert "over the size bound" in message and len(message) < 1000
     assert asked == [1]  # not retried: a broken or hostile endpoint, not a passing fault
+
+
+@pytest.mark.parametrize("endless", ["interim replies", "trailers"])
+def test_endless_interim_replies_or_trailers_are_refused_without_a_deadline(endless: str) -> None:
+    """A reply is bounded in bytes: 100 Continue after 100 Continue, or trailer after trailer, never ends a
+    read and never trips the read timeout, so without a deadline (AWS's calls have none) the shared transport
+    read them for ever."""
+    done = threading.Event()
+
+    def flood(conn: ssl.SSLSocket, head: bytes) -> None:
+        if endless == "trailers":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n")
+        while not done.is_set():
+            conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n" * 64 if endless != "trailers" else b"X-T: 1\r\n" * 64)
+
+    server = HostileServer(flood)
+    client = HttpClient(http_settings({"SSL_CERT_FILE": str(server.ca_file)}))
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            client.request("GET", f"{server.url}/x", {})
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - the test reports what ended the request
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    done.set()
+    try:
+        assert not worker.is_alive(), f"the request was still reading {endless} after 10 s"
+        assert isinstance(outcome[0], TransportError), outcome
+        assert len(str(outcome[0])) < 200
+    finally:
+        client.close()
+        server.close()
+
+
+def test_a_deadline_firing_as_the_reply_ends_never_shuts_a_pooled_connection() -> None:
+    """The timer thread can pass its own check just before `cancel()` and shut the socket just after: the
+    connection was judged unspent and pooled, and the next call on it failed. Here that interleaving is made
+    certain (cancel, then the timer's action): the socket must stay open, or `cancel()` must say it is spent."""
+    left, right = socket.socketpair()
+    try:
+        cutoff = _Cutoff(left, 60.0)
+        spent = cutoff.cancel()
+        cutoff._shut(left)  # the timer thread, already past its check, runs now
+        if not spent:
+            right.sendall(b"x")
+            assert left.recv(1) == b"x", "a connection judged unspent was shut down"
+            left.sendall(b"y")
+            assert right.recv(1) == b"y"
+    finally:
+        left.close()
+        right.close()

@@ -6,6 +6,8 @@ proxy where the test needs it.
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from fetcher.gcp import BACKOFF, GcpClients, Https, http_settings
 from fetcher.gcp_source import check_versions, fetch_all
 from fetcher.retry import Backoff
 from fetcher.spec import FetchSpec, build_spec
+from fetcher.transport import HttpClient, HttpSettings, Proxies, TransportError
 from tests.support.connectproxy import ConnectProxy
 from tests.support.gcpfake import POOL, PROVIDER, GcpFake, ksa_token
 
@@ -120,3 +123,43 @@ def test_retries_follow_the_shared_full_jitter_policy(
         assert len(waits) == BACKOFF.max_attempts - 1
     finally:
         clients.close()
+
+
+def test_a_proxy_that_trickles_its_connect_answer_is_cut_at_the_connect_timeout() -> None:
+    """Each byte of the CONNECT answer arrived inside the connect timeout, so a proxy sending one at a time
+    (up to the 16 KiB line bound) held the call for hours; the whole answer gets the connect timeout."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 Connection established\r\n")
+            while not done.wait(0.05):
+                try:
+                    conn.sendall(b"X")
+                except OSError:
+                    return
+
+    threading.Thread(target=trickle, daemon=True).start()
+    proxy = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    client = HttpClient(HttpSettings(connect_timeout=0.5, proxies=Proxies.from_env({"HTTPS_PROXY": proxy})))
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            client.request("GET", "https://secretmanager.googleapis.com/v1/x", {})
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - the test reports what ended the request
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=5)
+    done.set()
+    listener.close()
+    assert not worker.is_alive(), "the CONNECT answer was still being read after 5 s (connect timeout 0.5 s)"
+    client.close()
+    assert isinstance(outcome[0], TransportError), outcome  # a connect timeout, as for a silent proxy
+    assert "secretmanager.googleapis.com" in str(outcome[0])

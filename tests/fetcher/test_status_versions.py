@@ -21,7 +21,16 @@ from fetcher.aws import AwsClients
 from fetcher.gcp import GcpClients, Https, http_settings
 from fetcher.loop import RefreshState, run_sidecar
 from fetcher.spec import spec_from_secret_provider_class
-from fetcher.status import STATUS_NAME, ObjectVersion, read_status, record_success, write_status
+from fetcher.status import (
+    MAX_STATUS_BYTES,
+    STATUS_NAME,
+    ObjectVersion,
+    check,
+    read_status,
+    record_failure,
+    record_success,
+    write_status,
+)
 from tests.support.aws import PRIMARY, Seeder, make_spec
 from tests.support.gcpfake import POOL, PROVIDER, GcpFake, ksa_token
 
@@ -190,3 +199,21 @@ def test_the_entry_bounds_each_field_and_reads_back(tmp_path: Path) -> None:
         raw = json.loads((tmp_path / STATUS_NAME).read_text())
         (tmp_path / STATUS_NAME).write_text(json.dumps({**raw, "objects": json.loads(junk)}))
         assert read_status(tmp_path) is None
+
+
+def test_hostile_version_text_keeps_the_entry_within_its_bound_and_the_probe_working(tmp_path: Path) -> None:
+    # A Parameter Manager reply's parameterVersion is untrusted text: astral characters and control characters
+    # are 12 and 6 bytes each once escaped in JSON. 200 such objects must neither push the entry past
+    # MAX_STATUS_BYTES (the probe would read no entry and call a failing sidecar healthy) nor reach the file raw.
+    hostile = "\U0001d7d7\n\x00\u202e" * 40
+    objects = tuple(ObjectVersion("\U0001f600" * 600, hostile, hostile) for _ in range(200))
+    failing = record_failure(record_success(None, 1.0, objects), 2.0, "AccessDenied")
+    write_status(tmp_path, failing)
+    raw = (tmp_path / STATUS_NAME).read_bytes()
+    assert len(raw) <= MAX_STATUS_BYTES
+    read = read_status(tmp_path)
+    assert read is not None and read.objects, "the entry must still be read"
+    assert all(o.version.isascii() and o.version.isprintable() for o in read.objects)
+    assert all(o.region.isascii() and o.region.isprintable() for o in read.objects)
+    healthy, line = check(tmp_path, unhealthy_after=60.0, now=1000.0)
+    assert not healthy and line.startswith("unhealthy"), line

@@ -146,7 +146,7 @@ class _View:
     def is_ready(self) -> bool:
         return True
 
-    def gke_service_account(self, namespace: str, name: str) -> KsaAnnotation:
+    def gke_service_account(self, namespace: str, name: str, *, may_get: bool = True) -> KsaAnnotation:
         self.asked.append((namespace, name))
         return self.ksa.get((namespace, name), KsaAnnotation(name, None))
 

@@ -95,20 +95,24 @@ def make_view(core: FakeCore, clock: Clock, *objects: dict[str, Any]) -> Service
     return view
 
 
+ROOM = 1 << 30  # bytes the view may still spend: plenty
+
+
 def test_only_the_one_annotation_is_kept_and_unannotated_accounts_share_one_empty_entry() -> None:
     big = "x" * 100_000
     annotated = slim_metadata(service_account("a", "web", GSA, **{"kubectl.kubernetes.io/last-applied": big}))
-    kept, size = slim_service_account(annotated, 0)
-    assert kept == {"gsa": GSA} and size < 200
-    plain_1, size_1 = slim_service_account(slim_metadata(service_account("a", "x", None, note=big)), 0)
-    plain_2, _ = slim_service_account(slim_metadata(service_account("b", "y")), 0)
-    assert plain_1 == {} and plain_1 is plain_2 and size_1 == 0
-    huge, huge_size = slim_service_account(slim_metadata(service_account("a", "w", "y" * 1_000_000)), 0)
-    assert len(huge["gsa"]) == MAX_VALUE_CHARS and huge_size < 400
-    padded, _ = slim_service_account(slim_metadata(service_account("a", "p", f" {GSA}\n")), 0)
+    kept, size = slim_service_account(annotated, ROOM)
+    assert kept == {"gsa": GSA} and size < 600  # the 100 KB annotation beside it counts for nothing
+    plain_1, size_1 = slim_service_account(slim_metadata(service_account("a", "x", None, note=big)), ROOM)
+    plain_2, _ = slim_service_account(slim_metadata(service_account("b", "y")), ROOM)
+    assert plain_1 == {} and plain_1 is plain_2 and size_1 < 300  # the key only
+    huge, huge_size = slim_service_account(slim_metadata(service_account("a", "w", "y" * 1_000_000)), ROOM)
+    assert len(huge["gsa"]) == MAX_VALUE_CHARS and huge_size < 800
+    padded, _ = slim_service_account(slim_metadata(service_account("a", "p", f" {GSA}\n")), ROOM)
     assert padded == {"gsa": f" {GSA}\n"}  # kept as written, so validation names it rather than fixing it
-    empty, _ = slim_service_account(slim_metadata(service_account("a", "e", "")), 0)
+    empty, _ = slim_service_account(slim_metadata(service_account("a", "e", "")), ROOM)
     assert empty == {}
+    assert slim_service_account(annotated, size - 1) == (None, 0)  # past the view's bound: not kept at all
 
 
 def test_lookups_never_mix_namespaces() -> None:

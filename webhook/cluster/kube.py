@@ -253,12 +253,14 @@ class WatchCache(ClusterView):
         # A copy of the items first: the watch thread may add or drop one meanwhile.
         return tuple(obj for (ns, _), obj in list(self._limit_ranges.items.items()) if ns == namespace)
 
-    def gke_service_account(self, namespace: str, name: str) -> KsaAnnotation | None:
-        """The ServiceAccount's iam.gke.io/gcp-service-account; None when this cache does not keep them."""
+    def gke_service_account(self, namespace: str, name: str, *, may_get: bool = True) -> KsaAnnotation | None:
+        """The ServiceAccount's iam.gke.io/gcp-service-account; None when this cache does not keep them.
+
+        `may_get`: a miss may cost a GET (else it reads as not delivered yet)."""
         if self._service_accounts is None:
             return None
         known = self._namespaces.items.get(namespace) is not None
-        return self._service_accounts.lookup(namespace, name, namespace_known=known)
+        return self._service_accounts.lookup(namespace, name, namespace_known=known, may_get=may_get)
 
     def spc_crd_installed(self) -> bool | None:
         """False while the SPC API answers 404; None before the first list."""

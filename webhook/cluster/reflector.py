@@ -32,8 +32,8 @@ _HTTP_NOT_FOUND = 404
 _HTTP_FORBIDDEN = 403
 
 # Turns an object as the API server sent it into what the cache keeps, given the bytes the cache may still
-# spend; returns the kept object and the bytes it counts for.
-Slimmer = Callable[[dict[str, Any], int], tuple[dict[str, Any], int]]
+# spend; returns the kept object (None: not kept at all) and the bytes it counts for.
+Slimmer = Callable[[dict[str, Any], int], tuple[dict[str, Any] | None, int]]
 
 
 def _slim(obj: dict[str, Any], kind: str, api_version: str) -> dict[str, Any]:
@@ -172,7 +172,12 @@ class Reflector:
         if self._slimmer is not None:
             spent -= sizes.get(key, 0)
             left = self._max_total_bytes - spent if self._max_total_bytes else 1 << 62
-            obj, size = self._slimmer(obj, left)
+            slimmed, size = self._slimmer(obj, left)
+            if slimmed is None:  # over the budget, and not even a marker is kept
+                sizes.pop(key, None)
+                items.pop(key, None)
+                return spent
+            obj = slimmed
             sizes[key] = size
             spent += size
         items[key] = obj

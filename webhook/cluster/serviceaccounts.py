@@ -37,6 +37,12 @@ _METADATA_OBJECT = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1
 # A kept value is cut to this many characters: a valid account is at most 130, and a cut one still fails
 # validation with a message naming the ServiceAccount and the annotation.
 MAX_VALUE_CHARS = 256
+# The bytes the view may count for, and what an entry costs besides its strings (key tuple, dict and slots; an
+# annotated one as much again): about 1 KB for a 253-character name with a 256-character value, so at least
+# 30,000 such, some 130,000 of the usual kind. A tenant can create ServiceAccounts at will: past the bound one
+# is not kept, and a pod naming it has it read with the GET below, so no replica runs out of memory.
+MAX_VIEW_BYTES = 32 * 1024 * 1024
+ENTRY_BYTES = 200
 # ServiceAccounts per list page (metadata only: a few hundred bytes each, more with large annotations).
 PAGE_SIZE = 500
 # A ServiceAccount name is a DNS subdomain; anything else (a forged review) is never looked up.
@@ -59,13 +65,17 @@ ABSENT_TTL = 5.0
 MAX_REMEMBERED = 1024
 
 
-def slim_service_account(obj: dict[str, Any], left: int) -> tuple[dict[str, Any], int]:
-    """What the view keeps of one ServiceAccount: {"gsa": value} when annotated, else a shared empty dict."""
-    del left
+def slim_service_account(obj: dict[str, Any], left: int) -> tuple[dict[str, Any] | None, int]:
+    """What the view keeps of one ServiceAccount: {"gsa": value} when annotated, else a shared empty dict;
+    None (not kept) when its bytes, key included, are more than the `left` of MAX_VIEW_BYTES."""
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    assert isinstance(meta, dict)
+    key_chars = sum(len(part) for part in (meta.get("name"), meta.get("namespace")) if isinstance(part, str))
     value = annotation_of(obj)
-    if value is None:
-        return _NO_ANNOTATION, 0
-    return {"gsa": value}, len(value) + 64
+    size = ENTRY_BYTES + key_chars + (0 if value is None else len(value) + ENTRY_BYTES)
+    if size > left:
+        return None, 0
+    return (_NO_ANNOTATION if value is None else {"gsa": value}), size
 
 
 def slim_metadata(obj: dict[str, Any]) -> dict[str, Any]:
@@ -113,6 +123,7 @@ class ServiceAccountView:
             slim=slim_metadata,
             slimmer=slim_service_account,
             page_size=PAGE_SIZE,
+            max_total_bytes=MAX_VIEW_BYTES,
             forbidden_is_absent=True,
             **common,
         )
@@ -127,9 +138,9 @@ class ServiceAccountView:
         accept = _METADATA_OBJECT if kwargs.get("watch") else _METADATA_LIST
         return self._core.list_service_account_for_all_namespaces(_headers={"Accept": accept}, **kwargs)
 
-    def lookup(self, namespace: str, name: str, *, namespace_known: bool = True) -> KsaAnnotation:
+    def lookup(self, namespace: str, name: str, *, namespace_known: bool = True, may_get: bool = True) -> KsaAnnotation:
         """The annotation of ServiceAccount `namespace`/`name`: from the view, else one bounded GET (never for
-        a namespace the cluster view does not know: a forged review names any)."""
+        a namespace the cluster view does not know, nor when `may_get` is False: a forged review names any)."""
         if not _NAME_RE.match(name):
             shown = name[:64] + ("..." if len(name) > 64 else "")
             return KsaAnnotation(shown, None, f"spec.serviceAccountName {shown!r} is not a ServiceAccount name")
@@ -142,6 +153,8 @@ class ServiceAccountView:
             return KsaAnnotation(name, None, _unread(FORBIDDEN, retry=False))
         if not namespace_known:
             return KsaAnnotation(name, None, _unread("its namespace is not known yet"))
+        if not may_get:
+            return KsaAnnotation(name, None, _unread("its watch has not delivered it yet"))
         return self._read_missing(namespace, name)
 
     def _read_missing(self, namespace: str, name: str) -> KsaAnnotation:

@@ -217,7 +217,14 @@ class AdmissionHandler:
             return 400, _dumps({"message": "the body could not be parsed as an AdmissionReview"})
         try:
             memo = self.memo if memoize else None
-            decision = admit(request, self.cluster, self.settings, native_sidecars=self.native_sidecars, memo=memo)
+            decision = admit(
+                request,
+                self.cluster,
+                self.settings,
+                native_sidecars=self.native_sidecars,
+                memo=memo,
+                from_api_server=self._from_api_server(peer),
+            )
         except MalformedReview as exc:
             self.metrics.malformed.inc()
             return 400, _dumps({"message": f"not an AdmissionReview v1 request: {exc}"})
@@ -258,12 +265,16 @@ class AdmissionHandler:
         _log(entry)
         if self.owner_events is not None and is_pod and (decision.warnings or decision.outcome == "denied"):
             # Queued for a background thread (webhook.ownerevents): no API call on the admission path.
-            verified = bool(self._event_sources) and peer is not None and within(peer, self._event_sources)
+            verified = bool(self._event_sources) and self._from_api_server(peer)
             if verified or not self._event_sources:
                 self.owner_events.offer(
                     request, decision.outcome, decision.warnings, decision.message, verified=verified
                 )
         return 200, decision.encode(uid)
+
+    def _from_api_server(self, peer: str | None) -> bool:
+        """The review came from FERRY_API_SERVER_ADDRESSES; True when those are not set (nothing to check)."""
+        return not self._event_sources or (peer is not None and within(peer, self._event_sources))
 
 
 class _LargeBodyWorker:

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from fetcher.spec import bounded
 from webhook.policy import memo as caches
+from webhook.policy.decide import decide_injection
 from webhook.policy.memo import AdmissionMemo, RecordingLookup, pod_key
 from webhook.policy.pipeline import Admission, Outcome, admit_pod
 from webhook.policy.request import PodRequest, service_account_name
@@ -63,6 +64,7 @@ def admit(
     *,
     native_sidecars: bool,
     memo: AdmissionMemo[Decision] | None = None,
+    from_api_server: bool = True,
 ) -> Decision:
     """Skip, deny, inject or refresh the pod in `request`; raises MalformedReview for a pod CREATE without a pod.
 
@@ -91,10 +93,22 @@ def admit(
         raise MalformedReview("request.namespace is missing for a pod CREATE; the API server always sends it")
     namespace_obj = view.namespace(namespace)
     limit_ranges = view.limit_ranges(namespace)
+    pod_request = PodRequest.read(pod, namespace, namespace_obj)
     # The pod's ServiceAccount's Google service account, from views that keep ServiceAccounts (GCP installs).
+    # A miss costs a GET of the cluster-wide budget only for a pod Ferry injects, in a review from the API server
+    # (when its addresses are known): a forged review naming made-up accounts must not spend other tenants' reads.
     read_ksa = getattr(view, "gke_service_account", None)
-    ksa = read_ksa(namespace, service_account_name(pod)) if read_ksa is not None else None
-    pod_request = PodRequest.read(pod, namespace, namespace_obj, ksa)
+    ksa = read_ksa(namespace, service_account_name(pod), may_get=False) if read_ksa is not None else None
+    if (
+        read_ksa is not None
+        and ksa is not None
+        and ksa.unread
+        and from_api_server
+        and decide_injection(pod_request, settings) is None
+    ):
+        ksa = read_ksa(namespace, service_account_name(pod))  # a miss: the GET, for this one pod
+    if ksa is not None:
+        pod_request = pod_request._replace(ksa=ksa)
     key = b""
     if memo is not None:
         key = pod_key(pod_request)
