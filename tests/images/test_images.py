@@ -224,6 +224,16 @@ def test_fetcher_image_carries_no_aws_sdk(fetcher_rootfs: Path) -> None:
         assert not (site / name).exists(), name
 
 
+def test_fetcher_image_holds_bytecode_only(fetcher_rootfs: Path) -> None:
+    """Only what the pod runs: each module as its .pyc, no sources, no cached copies, no dependency scripts."""
+    ferry = fetcher_rootfs / "opt" / "ferry"
+    assert (ferry / "app" / "fetcher" / "__main__.pyc").is_file()
+    assert not list(ferry.rglob("*.py"))
+    assert not list(ferry.rglob("__pycache__"))
+    assert not (ferry / "site-packages" / "bin").exists()
+    assert not (ferry / "site-packages" / "_yaml").exists()  # a shim for the pruned libyaml binding
+
+
 def test_fetcher_image_parses_yaml_without_libyaml(fetcher_image: BuiltImage, fetcher_rootfs: Path) -> None:
     """The libyaml binding is gone and PyYAML's own SafeLoader reads an SPC (the `once` test reads one too)."""
     site = fetcher_rootfs / "opt" / "ferry" / "site-packages"
