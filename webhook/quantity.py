@@ -86,3 +86,21 @@ def _short(number: int, exponent: int, suffix: str = "") -> str:
         return f"{number}{suffix}"
     drop = len(str(abs(number))) - _MAX_WRITTEN_DIGITS
     return f"{-(-number // 10**drop)}e{exponent + drop}"
+
+
+def amount(value: object, resource: str) -> int:
+    """A quantity as a whole amount, rounded up: millicores of CPU, bytes of memory (0 when unreadable)."""
+    return _amount_of_text(value, resource) if isinstance(value, str) and len(value) <= 64 else _amount(value, resource)
+
+
+# Pods repeat a few quantities ("50m", "64Mi", the app's); bounded, so a tenant's churn costs only misses.
+@functools.lru_cache(maxsize=1024)
+def _amount_of_text(value: str, resource: str) -> int:
+    return _amount(value, resource)
+
+
+def _amount(value: object, resource: str) -> int:
+    number = parse_quantity(value)
+    if number is None:
+        return 0
+    return math.ceil(number * 1000) if resource == "cpu" else math.ceil(number)

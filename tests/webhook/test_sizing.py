@@ -13,13 +13,12 @@ from webhook.policy.platform import FARGATE_SCHEDULER, autopilot_resources, desc
 from webhook.policy.podshape import MAX_POD_CONTAINERS
 from webhook.policy.request import PodRequest, is_run_to_completion
 from webhook.policy.sizing import (
-    amount,
     fargate_size,
     pod_request,
     size_for_platform,
     stripped_native_sidecar,
 )
-from webhook.quantity import parse_quantity
+from webhook.quantity import amount, parse_quantity
 from webhook.settings import Settings, SettingsError
 
 

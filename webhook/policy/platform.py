@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
-from webhook.quantity import format_quantity, parse_quantity
+from webhook.quantity import amount, format_quantity, parse_quantity
 from webhook.settings import Settings
 
 # Amounts are whole numbers, as the scheduler counts them: CPU in millicores, memory in bytes.
@@ -152,20 +152,20 @@ def _autopilot_settings(settings: Settings) -> Settings:
 def request_floors(settings: Settings, limit_ranges: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     """The least requests Ferry lowers to: its settings, raised to any LimitRange's per-container minimum."""
     memory_floor = settings.fetcher_memory_request_floor or settings.fetcher_memory_request
-    floors = {"cpu": _amount(settings.fetcher_cpu_request_floor, "cpu"), "memory": _amount(memory_floor, "memory")}
+    floors = {"cpu": amount(settings.fetcher_cpu_request_floor, "cpu"), "memory": amount(memory_floor, "memory")}
     for item in _limit_items(limit_ranges):
         minimum = item.get("min")
         if isinstance(minimum, Mapping):
             for resource in floors:
                 if resource in minimum:
-                    floors[resource] = max(floors[resource], _amount(minimum[resource], resource))
+                    floors[resource] = max(floors[resource], amount(minimum[resource], resource))
     return floors
 
 
 def configured_requests(settings: Settings) -> dict[str, int]:
     """Ferry's requests before any fitting (after `platform_settings`): a reinvocation starts over from them."""
     requests = settings.fetcher_resources()["requests"]
-    return {resource: _amount(requests[resource], resource) for resource in RESOURCES}
+    return {resource: amount(requests[resource], resource) for resource in RESOURCES}
 
 
 def _limit_items(limit_ranges: Sequence[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
@@ -175,14 +175,6 @@ def _limit_items(limit_ranges: Sequence[Mapping[str, Any]]) -> Iterable[Mapping[
         for item in items if isinstance(items, list) else []:
             if isinstance(item, Mapping) and item.get("type") == "Container":
                 yield item
-
-
-def _amount(value: object, resource: str) -> int:
-    """A setting's or a LimitRange's quantity as a whole amount, rounded up: millicores or bytes (0 if unreadable)."""
-    number = parse_quantity(value)
-    if number is None:
-        return 0
-    return math.ceil(number * 1000) if resource == "cpu" else math.ceil(number)
 
 
 def _quantity(resources: Mapping[str, Any], kind: str, resource: str) -> Fraction:

@@ -8,7 +8,6 @@ docs/autopilot.md.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from webhook.policy.platform import (
 )
 from webhook.policy.podshape import MAX_POD_CONTAINERS
 from webhook.policy.request import OWN_CONTAINER_NAMES, SIDECAR_NAME
-from webhook.quantity import format_quantity, parse_quantity
+from webhook.quantity import amount, format_quantity, parse_quantity
 from webhook.settings import Settings
 
 _MIB = 2**20
@@ -236,24 +235,6 @@ def _with_limits_within(container: Mapping[str, Any], ceilings: Mapping[str, int
 
 
 # --- Kubernetes' arithmetic of a pod's requests, and its pod-level resources ---
-
-
-def amount(value: object, resource: str) -> int:
-    """A quantity as a whole amount, rounded up: millicores of CPU, bytes of memory (0 when unreadable)."""
-    return _amount_of_text(value, resource) if isinstance(value, str) and len(value) <= 64 else _amount(value, resource)
-
-
-# Pods repeat a few quantities ("50m", "64Mi", the app's); bounded, so a tenant's churn costs only misses.
-@functools.lru_cache(maxsize=1024)
-def _amount_of_text(value: str, resource: str) -> int:
-    return _amount(value, resource)
-
-
-def _amount(value: object, resource: str) -> int:
-    number = parse_quantity(value)
-    if number is None:
-        return 0
-    return math.ceil(number * 1000) if resource == "cpu" else math.ceil(number)
 
 
 def container_request(container: Mapping[str, Any], resource: str) -> int:
