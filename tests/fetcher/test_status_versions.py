@@ -148,7 +148,7 @@ def test_an_unchanged_gcp_refresh_writes_no_files_and_keeps_the_versions(fake: G
 
 
 def test_a_parameter_version_is_reported_without_the_checksum_of_its_value(fake: GcpFake, tmp_path: Path) -> None:
-    fake.parameters[(PROJECT, "us-central1", "app-config", "v1")] = b'{"db": "host-a-3319"}'
+    fake.parameters[(PROJECT, "us-central1", "app-config", "v1")] = b'{"db": "host-qzxw"}'
     state = gcp_state(fake, tmp_path, [{"resourceName": PARAMETER, "path": "cfg"}])
     with Sidecar(state) as sidecar:
         sidecar.wait_for(lambda: bool(versions(state.target_dir)))
@@ -157,15 +157,15 @@ def test_a_parameter_version_is_reported_without_the_checksum_of_its_value(fake:
     assert "#" not in version and region == "us-central1"
     assert version == state.values[0].version.partition("#")[0]
     entry = (state.target_dir / STATUS_NAME).read_text()
-    assert "3319" not in entry and state.values[0].version.partition("#")[2] not in entry
+    assert "qzxw" not in entry and state.values[0].version.partition("#")[2] not in entry
 
 
 def test_aws_objects_report_the_version_id_and_the_parameter_version(
     seed: Seeder, clients: AwsClients, target: Path
 ) -> None:
-    version_id = seed.secret("db", "aws-value-4410")
-    seed.parameter("/app/flag", "first-6620")
-    number = seed.parameter("/app/flag", "second-6621")
+    version_id = seed.secret("db", "aws-value-qvzk")
+    seed.parameter("/app/flag", "first-wxjq")
+    number = seed.parameter("/app/flag", "second-wxjr")
     spec = make_spec(
         [
             {"objectName": "db", "objectType": "secretsmanager"},
@@ -178,7 +178,8 @@ def test_aws_objects_report_the_version_id_and_the_parameter_version(
         sidecar.wait_for(lambda: bool(versions(target)))
     assert versions(target) == {"db": (version_id, PRIMARY), "/app/flag": (str(number), PRIMARY)}
     entry = (target / STATUS_NAME).read_text()
-    assert "4410" not in entry and "662" not in entry
+    # Markers of letters outside hex, so no version id, UUID or time can contain them by chance.
+    assert "qvzk" not in entry and "wxj" not in entry
 
 
 def test_a_failure_keeps_the_versions_of_the_files_still_on_disk() -> None:
