@@ -98,10 +98,10 @@ def versions(target: Path) -> dict[str, tuple[str, str]]:
 
 
 def test_gcp_latest_is_reported_by_number_and_follows_a_rotation(fake: GcpFake, tmp_path: Path) -> None:
-    fake.add_version(PROJECT, "db", "db-value-one-5521")
-    fake.add_version(PROJECT, "db", "db-value-two-5522")
-    fake.add_version(PROJECT, "api", "api-value-7731", location="us-central1")
-    fake.add_version(PROJECT, "cert", "cert-value-9043")
+    fake.add_version(PROJECT, "db", "db-value-one-qzka")
+    fake.add_version(PROJECT, "db", "db-value-two-qzkb")
+    fake.add_version(PROJECT, "api", "api-value-qzkd", location="us-central1")
+    fake.add_version(PROJECT, "cert", "cert-value-qzke")
     state = gcp_state(
         fake,
         tmp_path,
@@ -116,12 +116,13 @@ def test_gcp_latest_is_reported_by_number_and_follows_a_rotation(fake: GcpFake, 
             "version": "2",
             "region": "global",
         }
-        fake.add_version(PROJECT, "db", "db-value-three-5523")  # latest rotates
+        fake.add_version(PROJECT, "db", "db-value-three-qzkc")  # latest rotates
         sidecar.wait_for(lambda: versions(target).get(GLOBAL) == ("3", "global"))
-        assert (target / "db").read_text() == "db-value-three-5523"
+        assert (target / "db").read_text() == "db-value-three-qzkc"
         assert versions(target)[REGIONAL] == ("1", "us-central1")
         entry = (target / STATUS_NAME).read_text()
-    for value in ("5521", "5522", "5523", "7731", "9043"):
+    # Markers of letters outside hex: no version number, checksum or time can contain them by chance.
+    for value in ("qzka", "qzkb", "qzkc", "qzkd", "qzke"):
         assert value not in entry
 
 
