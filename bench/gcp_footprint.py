@@ -84,12 +84,23 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, int]:
     return elapsed, done.returncode
 
 
+def child_json(code: str, args: list[str], env: dict[str, str], cwd: Path, timeout: float) -> Any:
+    """Run `code` in a child Python and return the JSON of its last output line."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def loaded(env: dict[str, str], target: str) -> tuple[float, list[str]]:
     """(peak RSS in MiB, modules) of one init in a child."""
-    done = subprocess.run(
-        [sys.executable, "-c", MODULES_CODE, target], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    hwm_kib, modules = json.loads(done.stdout.strip().splitlines()[-1])
+    hwm_kib, modules = child_json(MODULES_CODE, [target], env, ROOT, 60)
     return round(hwm_kib / 1024, 1), list(modules)
 
 
@@ -138,16 +149,7 @@ def main() -> None:
         Path(f"{tmp}/refresh").mkdir()
         fake.calls.clear()
         cycles = 50
-        done = subprocess.run(
-            [sys.executable, "-c", REFRESH_CODE, f"{tmp}/refresh", str(cycles)],
-            env=gcp_env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=True,
-        )
-        cpu = json.loads(done.stdout.strip().splitlines()[-1])
+        cpu = child_json(REFRESH_CODE, [f"{tmp}/refresh", str(cycles)], gcp_env, ROOT, 300)
         results["unchanged_refresh_cpu_ms"] = {
             "median": round(statistics.median(cpu) * 1000, 2),
             "max": round(cpu[-1] * 1000, 2),
@@ -190,7 +192,7 @@ def compare_aws(trees: dict[str, Path], args: Any) -> None:
     """The AWS pod of each tree, side by side: init, peak RSS, sidecar RSS and CPU per unchanged refresh."""
     from types import SimpleNamespace
 
-    from bench.lean_fetcher import FLOORS, STDLIB, _run, _sidecar
+    from bench.lean_fetcher import FLOORS, STDLIB, _run, _sidecars
 
     machine = benchlib.announce_machine()
     moto_cpus, child_cpus, pinned = benchlib.cpu_plan()
@@ -228,14 +230,13 @@ def compare_aws(trees: dict[str, Path], args: Any) -> None:
                     samples[name].append((wall, rss))
                     cpu_samples.setdefault(name, []).append(cpu)
         sidecar_runs: dict[str, list[dict[str, Any]]] = {label: [] for label in trees}
-        options = SimpleNamespace(cycles=args.cycles, interval=0.02)
-        for number in range(args.sidecar_rounds):
-            labels = list(trees) if number % 2 == 0 else list(reversed(trees))
-            for label in labels:
-                workdir = Path(tmp) / f"sidecar-{number}-{list(trees).index(label)}"
-                sidecar_runs[label].append(
-                    _sidecar(trees[label], moto, objects, aws, workdir, options, prefix, preexec)
-                )
+        options = SimpleNamespace(cycles=args.cycles, interval=0.02, windows=4, timeout=60.0)
+        for number in range(args.sidecar_rounds):  # every tree's sidecar in turns, as bench.lean_fetcher runs them
+            workdir = Path(tmp) / f"sidecars-{number}"
+            workdir.mkdir()
+            rounds = _sidecars(trees, {"moto": moto.url}, moto, objects, workdir, options, prefix, preexec)
+            for label in trees:
+                sidecar_runs[label].append(rounds[f"{label} (moto)"])
         load = benchlib.end_load(load)
         imports = {
             label: _aws_init_modules(tree, aws, spec, Path(tmp) / f"mods-{i}")
@@ -303,16 +304,7 @@ def compare_aws(trees: dict[str, Path], args: Any) -> None:
 def _aws_init_modules(tree: Path, aws: dict[str, str], spec: str, target: Path) -> list[str]:
     """Ferry's GCP modules an AWS init of `tree` loaded (none, if the pod pays nothing for GCP)."""
     env = benchlib.clean_env({**aws, "FERRY_SPEC": spec, "PYTHONPATH": str(tree)})
-    done = subprocess.run(
-        [sys.executable, "-c", MODULES_CODE, str(target)],
-        env=env,
-        cwd=tree,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    _, modules = json.loads(done.stdout.strip().splitlines()[-1])
+    _, modules = child_json(MODULES_CODE, [str(target)], env, tree, 120)
     return [m for m in modules if "gcp" in m]
 
 

@@ -24,7 +24,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from tests.e2e.kubelet import make_empty_dir, run_container
-from tests.e2e.test_kubelet_gcp import PROJECT, PROVIDER_EXAMPLE
+from tests.e2e.test_kubelet_gcp import PROJECT, PROVIDER_EXAMPLE, example_secrets
 from tests.support.ferrylib import Ferry, pod, wait_for
 from tests.support.gcpfake import GcpFake
 from tests.support.paths import REPO_ROOT
@@ -251,9 +251,7 @@ def test_an_aws_only_install_never_lists_service_accounts(serving_ferry: Ferry) 
 
 @pytest.fixture
 def google() -> Iterator[GcpFake]:
-    with GcpFake() as fake:
-        fake.add_version(PROJECT, "testsecret", '{"user": "global-user"}')
-        fake.add_version(PROJECT, "testsecret", '{"user": "regional-user"}', location="us-central1")
+    with example_secrets() as fake:
         yield fake
 
 

@@ -16,6 +16,7 @@ import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +48,18 @@ spec:
 """.replace("$PROJECT_ID", PROJECT)
 
 
-@pytest.fixture
-def google() -> Iterator[GcpFake]:
+@contextmanager
+def example_secrets() -> Iterator[GcpFake]:
+    """A Google fake holding the secret the provider's example reads, global and in us-central1."""
     with GcpFake() as fake:
         fake.add_version(PROJECT, "testsecret", '{"user": "global-user"}')
         fake.add_version(PROJECT, "testsecret", '{"user": "regional-user"}', location="us-central1")
+        yield fake
+
+
+@pytest.fixture
+def google() -> Iterator[GcpFake]:
+    with example_secrets() as fake:
         yield fake
 
 

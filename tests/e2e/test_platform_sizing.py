@@ -62,16 +62,18 @@ def _requests(stored: dict[str, Any], name: str) -> dict[str, str]:
     return dict(container["resources"]["requests"])
 
 
-def test_ferry_never_moves_a_fargate_pod_to_a_bigger_size(serving_ferry: Ferry, fargate_namespace: str) -> None:
-    manifest = _app("small", "250m", "512Mi")
+def _until_fargate_schedules(ferry: Ferry, namespace: str, manifest: dict[str, Any]) -> None:
+    """Wait until a dry-run create of `manifest` comes back with the Fargate stand-in's scheduler."""
     wait_for(
-        lambda: (
-            serving_ferry.create_pod(fargate_namespace, manifest, dry_run=True)["spec"].get("schedulerName")
-            == FARGATE_SCHEDULER
-        ),
+        lambda: ferry.create_pod(namespace, manifest, dry_run=True)["spec"].get("schedulerName") == FARGATE_SCHEDULER,
         30,
         what="the Fargate stand-in to be called",
     )
+
+
+def test_ferry_never_moves_a_fargate_pod_to_a_bigger_size(serving_ferry: Ferry, fargate_namespace: str) -> None:
+    manifest = _app("small", "250m", "512Mi")
+    _until_fargate_schedules(serving_ferry, fargate_namespace, manifest)
     stored = serving_ferry.create_pod(fargate_namespace, manifest)
     assert stored["spec"]["schedulerName"] == FARGATE_SCHEDULER
     # 250m + Ferry's configured 10m would be 0.5 vCPU; the sidecar's CPU request goes to the floor (0) instead.
@@ -82,14 +84,7 @@ def test_ferry_never_moves_a_fargate_pod_to_a_bigger_size(serving_ferry: Ferry, 
 
 def test_a_pod_that_cannot_fit_gets_a_warning_with_both_sizes(serving_ferry: Ferry, fargate_namespace: str) -> None:
     manifest = _app("full", "250m", "1792Mi")  # fills 0.25 vCPU / 2 GB with Fargate's 256Mi
-    wait_for(
-        lambda: (
-            serving_ferry.create_pod(fargate_namespace, manifest, dry_run=True)["spec"].get("schedulerName")
-            == FARGATE_SCHEDULER
-        ),
-        30,
-        what="the Fargate stand-in to be called",
-    )
+    _until_fargate_schedules(serving_ferry, fargate_namespace, manifest)
     result = serving_ferry.plane.kubectl(
         "create", "-n", fargate_namespace, "-f", "-", "-o", "json", input=json.dumps(manifest)
     )
@@ -155,14 +150,7 @@ def test_pods_with_pod_level_resources_are_admitted_and_keep_their_figures(servi
 def test_pod_level_resources_on_fargate_keep_the_size(serving_ferry: Ferry, fargate_namespace: str) -> None:
     manifest = _app("pod-level", "250m", "512Mi")
     manifest["spec"]["resources"] = {"requests": {"cpu": "1", "memory": "2Gi"}}
-    wait_for(
-        lambda: (
-            serving_ferry.create_pod(fargate_namespace, manifest, dry_run=True)["spec"].get("schedulerName")
-            == FARGATE_SCHEDULER
-        ),
-        30,
-        what="the Fargate stand-in to be called",
-    )
+    _until_fargate_schedules(serving_ferry, fargate_namespace, manifest)
     stored, warnings = _create(serving_ferry, fargate_namespace, manifest)
     assert stored["spec"]["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}}
     assert _size(stored) == "0.25 vCPU / 1 GB", "the size Fargate documents (container requests) is kept"

@@ -15,6 +15,7 @@ import pytest
 
 from fetcher.aws import AwsClients
 from tests.support.aws import LocalHttpStub, Responder, Seeder, make_clients
+from tests.support.gcpfake import ksa_token
 
 
 @pytest.fixture
@@ -57,3 +58,11 @@ def clients(moto: Any) -> Iterator[AwsClients]:
 def target(tmp_path: Path) -> Path:
     """The directory the fetcher writes into (not created: the writer creates it)."""
     return tmp_path / "secrets"
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    """A Kubernetes ServiceAccount token of apps/web, as the kubelet projects it for the Google fake."""
+    path = tmp_path / "token"
+    path.write_text(ksa_token("apps", "web"))
+    return path

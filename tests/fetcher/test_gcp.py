@@ -51,13 +51,6 @@ def fake() -> Iterator[GcpFake]:
         yield served
 
 
-@pytest.fixture
-def token_file(tmp_path: Path) -> Path:
-    path = tmp_path / "token"
-    path.write_text(ksa_token("apps", "web"))
-    return path
-
-
 _opened: list[GcpClients] = []
 
 

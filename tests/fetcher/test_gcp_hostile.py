@@ -21,6 +21,7 @@ from fetcher.gcp_source import crc32c, fetch_all
 from fetcher.spec import FetchSpec, spec_from_secret_provider_class
 from fetcher.transport import HttpClient, TransportError, _Cutoff
 from tests.support.gcpfake import POOL, PROVIDER, ksa_token
+from tests.support.threads import run_bounded
 from webhook.tls.certs import generate_bundle
 
 NAME = "projects/ferry-test/secrets/db/versions/1"
@@ -156,23 +157,12 @@ def test_a_body_that_trickles_in_is_cut_at_the_request_deadline(
 
     monkeypatch.setattr(fetcher.gcp, "REQUEST_DEADLINE", 1.0, raising=False)
     clients = serve(token_or(trickle))
-    outcome: list[BaseException | None] = []
-
-    def run() -> None:
-        try:
-            fetch_all(spec(), clients)
-            outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - the test reports what ended the fetch
-            outcome.append(exc)
-
-    worker = threading.Thread(target=run, daemon=True)
     began = time.monotonic()
-    worker.start()
-    worker.join(timeout=20)
+    ended = run_bounded(lambda: fetch_all(spec(), clients), 20)
     done.set()
-    assert not worker.is_alive(), "the fetch was still reading a trickling body after 20 s"
-    assert isinstance(outcome[0], ObjectErrors), outcome
-    message = str(outcome[0])
+    assert not ended.running, "the fetch was still reading a trickling body after 20 s"
+    assert isinstance(ended.error, ObjectErrors), ended
+    message = str(ended.error)
     assert "UNAVAILABLE" in message and "secretmanager.googleapis.com" in message
     assert time.monotonic() - began < 15
 
@@ -285,21 +275,11 @@ def test_a_tls_handshake_that_trickles_in_is_cut_at_the_request_deadline(monkeyp
     monkeypatch.setattr(fetcher.gcp, "REQUEST_DEADLINE", 1.0)
     https = Https(f"https://127.0.0.1:{listener.getsockname()[1]}")
     began = time.monotonic()
-    outcome: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            https.request("POST", "sts.googleapis.com", "/v1/token", {})
-        except BaseException as exc:  # noqa: BLE001 - the test reports what ended the request
-            outcome.append(exc)
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(timeout=20)
+    ended = run_bounded(lambda: https.request("POST", "sts.googleapis.com", "/v1/token", {}), 20)
     done.set()
     listener.close()
-    assert not worker.is_alive(), "the request was still in a trickling TLS handshake after 20 s"
-    assert isinstance(outcome[0], fetcher.gcp.TransportError), outcome
+    assert not ended.running, "the request was still in a trickling TLS handshake after 20 s"
+    assert isinstance(ended.error, fetcher.gcp.TransportError), ended
     assert time.monotonic() - began < 15
 
 
@@ -362,23 +342,12 @@ def test_endless_interim_replies_or_trailers_are_refused_without_a_deadline(endl
 
     server = HostileServer(flood)
     client = HttpClient(http_settings({"SSL_CERT_FILE": str(server.ca_file)}))
-    outcome: list[BaseException | None] = []
-
-    def run() -> None:
-        try:
-            client.request("GET", f"{server.url}/x", {})
-            outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - the test reports what ended the request
-            outcome.append(exc)
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(timeout=10)
+    ended = run_bounded(lambda: client.request("GET", f"{server.url}/x", {}), 10)
     done.set()
     try:
-        assert not worker.is_alive(), f"the request was still reading {endless} after 10 s"
-        assert isinstance(outcome[0], TransportError), outcome
-        assert len(str(outcome[0])) < 200
+        assert not ended.running, f"the request was still reading {endless} after 10 s"
+        assert isinstance(ended.error, TransportError), ended
+        assert len(str(ended.error)) < 200
     finally:
         client.close()
         server.close()

@@ -19,7 +19,8 @@ from fetcher.retry import Backoff
 from fetcher.spec import FetchSpec, build_spec
 from fetcher.transport import HttpClient, HttpSettings, Proxies, TransportError
 from tests.support.connectproxy import ConnectProxy
-from tests.support.gcpfake import POOL, PROVIDER, GcpFake, ksa_token
+from tests.support.gcpfake import POOL, PROVIDER, GcpFake
+from tests.support.threads import run_bounded
 
 PROJECT = "ferry-test"
 NAME = f"projects/{PROJECT}/secrets/db/versions/latest"
@@ -31,13 +32,6 @@ def fake() -> Iterator[GcpFake]:
         served.grant("apps/web", f"projects/{PROJECT}/")
         served.add_version(PROJECT, "db", "over-the-proxy")
         yield served
-
-
-@pytest.fixture
-def token_file(tmp_path: Path) -> Path:
-    path = tmp_path / "token"
-    path.write_text(ksa_token("apps", "web"))
-    return path
 
 
 def gcp_spec() -> FetchSpec:
@@ -145,21 +139,10 @@ def test_a_proxy_that_trickles_its_connect_answer_is_cut_at_the_connect_timeout(
     threading.Thread(target=trickle, daemon=True).start()
     proxy = f"http://127.0.0.1:{listener.getsockname()[1]}"
     client = HttpClient(HttpSettings(connect_timeout=0.5, proxies=Proxies.from_env({"HTTPS_PROXY": proxy})))
-    outcome: list[BaseException | None] = []
-
-    def run() -> None:
-        try:
-            client.request("GET", "https://secretmanager.googleapis.com/v1/x", {})
-            outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - the test reports what ended the request
-            outcome.append(exc)
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(timeout=5)
+    ended = run_bounded(lambda: client.request("GET", "https://secretmanager.googleapis.com/v1/x", {}), 5)
     done.set()
     listener.close()
-    assert not worker.is_alive(), "the CONNECT answer was still being read after 5 s (connect timeout 0.5 s)"
+    assert not ended.running, "the CONNECT answer was still being read after 5 s (connect timeout 0.5 s)"
     client.close()
-    assert isinstance(outcome[0], TransportError), outcome  # a connect timeout, as for a silent proxy
-    assert "secretmanager.googleapis.com" in str(outcome[0])
+    assert isinstance(ended.error, TransportError), ended  # a connect timeout, as for a silent proxy
+    assert "secretmanager.googleapis.com" in str(ended.error)
