@@ -44,3 +44,17 @@ def test_mount_paths_are_normalized_as_posixpath_does(path: str) -> None:
     from webhook.policy.podshape import _normalized
 
     assert _normalized(path) == posixpath.normpath(path)
+
+
+def test_an_object_without_ferry_annotations_reads_as_none_of_them() -> None:
+    """Namespaces mostly carry none of Ferry's annotations; their reading takes a short way with the same result."""
+    import fetcher.spec as spec_model
+    from webhook.policy.request import FerryAnnotations
+
+    names = [value for name, value in vars(spec_model).items() if name.startswith("ANNOTATION_") and "/" in value]
+    others = {name.replace("ferry.dev/", "example.com/"): "true" for name in names}
+    read = FerryAnnotations.of({"metadata": {"annotations": others}})
+    assert read.all == others and read.keys == ()
+    assert all(value is None for value in read[2:])
+    one = FerryAnnotations.of({"metadata": {"annotations": {**others, "ferry.dev/region": " eu-west-1 "}}})
+    assert one.keys == ("ferry.dev/region",) and one.region == "eu-west-1" and one.inject is None
