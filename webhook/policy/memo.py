@@ -1,6 +1,6 @@
 """Every cache around the admission stages, in one module that no stage imports: the stages hold no state.
 
-What each cache keys on, and why a remembered answer stays correct, is in docs/architecture.md ("Caches").
+What each cache keys on, and why a remembered answer stays correct, is in docs/admission.md ("Caches").
 """
 
 from __future__ import annotations
