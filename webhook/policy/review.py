@@ -1,4 +1,4 @@
-"""AdmissionReview v1 on the wire: the types, the parser and the response builder.
+"""AdmissionReview v1 on the wire: the types, the parser, the response builder and the patch's encoding.
 
 Why it exists: the API server speaks a small, stable JSON format; describing it
 with TypedDicts keeps the webhook free of the kubernetes client's generated
@@ -246,9 +246,9 @@ _ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 class EncodedOps(list[dict[str, Any]]):
     """JSONPatch ops, each with its value's JSON text when the stage that recorded it had that text already.
 
-    Ferry's containers and volumes are encoded once, where they are built (and kept with them), so the
-    patch of a pod is their text joined with the few small ops around them. The texts hold for the ops as
-    recorded: the list is never changed after its stage returns it.
+    Ferry's containers and volumes are encoded once per set of parts (`memo.cached_parts`), so the patch
+    of a pod is their texts joined with the few small ops around them. The texts hold for the ops as
+    recorded: the list is never changed after the mutate stage returns it.
     """
 
     def __init__(self) -> None:
