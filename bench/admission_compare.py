@@ -10,11 +10,17 @@ Each measurement is a fresh interpreter started in one tree (its own `webhook`
 package on sys.path) that builds the app with `create_app` (webhook/edge/app.py;
 webhook/app.py in a tree from before the sub-packages), the public entry point
 both trees have, and calls it as an ASGI server would (POST /mutate, no
-sockets, no TLS), after a warm-up. Two cases, as in
+sockets, no TLS), after a warm-up. Three cases, as in
 `bench.webhook_latency`: "replicas" (the same pod again, a fresh uid each time:
-the memo answers) and "unique" (a different pod each time, from a pool larger
-than the memo: the full admission). The bodies, the cluster view and the
-settings are made here once and handed to both trees.
+the memo answers), "unique" (a different pod each time, from a pool larger
+than the memo: the full admission) and "noop" (POST /noop with the replicas'
+body: parse the JSON, answer "allowed"), so each tree's admissions are also
+compared with its own /noop (noop p50 / case p50 is the throughput ratio
+without HTTP and TLS, which /mutate and /noop share). The bodies, the cluster
+view and the settings are made here once and handed to both trees. Before
+timing, the worker freezes what start-up made and collects as the server does
+(`settle_interpreter`), so old-generation collections of the start-up heap,
+which the server never runs, are not timed.
 
     python -m bench.admission_compare --before ../ferry-before            # this tree is "after"
     python -m bench.admission_compare --before A --after B --rounds 7 --calls 2000
@@ -42,7 +48,9 @@ from bench.webhook_requests import (
     request_bodies,
 )
 
-CASES = ("replicas", "unique")
+CASES = ("replicas", "unique", "noop")
+# The /mutate cases, each also compared with /noop.
+MUTATE_CASES = ("replicas", "unique")
 
 # Runs inside the tree under test. It reads the job (bodies, view, settings) from argv[1] and prints
 # microseconds per call for each case. Only public names that both trees export are used.
@@ -57,13 +65,18 @@ except ImportError:  # a tree from before
     from webhook.kube import StaticView
 from webhook.settings import Settings
 
-app = create_app(Settings(), StaticView(job["spcs"], job["namespaces"]), native_sidecars=True, noop_endpoint=False)
+app = create_app(Settings(), StaticView(job["spcs"], job["namespaces"]), native_sidecars=True, noop_endpoint=True)
 bodies = {case: [body.encode() for body in pool] for case, pool in job["bodies"].items()}
 placeholder = job["uid_placeholder"].encode()
+try:  # as the server does once started: start-up's objects frozen out of the collector, gen0 threshold raised
+    from webhook.edge.gatedserver import settle_interpreter
+except ImportError:
+    settle_interpreter = lambda: (gc.collect(), gc.freeze())
+settle_interpreter()
 
-async def call(body):
+async def call(body, path):
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-             "scheme": "https", "path": "/mutate", "raw_path": b"/mutate", "query_string": b"", "root_path": "",
+             "scheme": "https", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
              "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
              "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8443)}
     sent = []
@@ -81,11 +94,12 @@ async def call(body):
 
 async def run(case, calls):
     pool = bodies[case]
+    path = "/noop" if case == "noop" else "/mutate"
     requests = [pool[i % len(pool)].replace(placeholder, str(uuid.uuid4()).encode(), 1) for i in range(calls)]
     samples = []
     for body in requests:
         started = time.perf_counter()
-        await call(body)
+        await call(body, path)
         samples.append(time.perf_counter() - started)
     return samples
 
@@ -93,7 +107,6 @@ async def main():
     out = {}
     for case in job["cases"]:
         await run(case, job["warmup"])
-        gc.collect()
         samples = sorted(await run(case, job["calls"]))
         out[case] = {"p50_us": samples[len(samples) // 2] * 1e6, "mean_us": sum(samples) / len(samples) * 1e6}
     print(json.dumps(out))
@@ -104,6 +117,7 @@ asyncio.run(main())
 
 def make_job(calls: int, warmup: int, pool: int, source: str) -> dict[str, Any]:
     bodies = request_bodies(realistic_review(source), pool)
+    bodies["noop"] = bodies["replicas"]
     namespaces = json.loads((benchlib.FIXTURES / "namespaces-list.json").read_text())["items"]
     return {
         "cases": list(CASES),
@@ -176,6 +190,20 @@ def main(argv: list[str] | None = None) -> int:
             f"({spread['before'][0]:.0f}-{spread['before'][1]:.0f}), after {medians['after']:.1f} us "
             f"({spread['after'][0]:.0f}-{spread['after'][1]:.0f}); "
             f"after/before = {summary[case]['ratio_after_before']:.3f}"
+        )
+    # Each measurement's /noop p50 over its /mutate p50 (same process, same minute): in-process throughput ratios.
+    for case in MUTATE_CASES:
+        ratios = {
+            name: [run["noop"]["p50_us"] / run[case]["p50_us"] for run in runs[name]] for name in ("before", "after")
+        }
+        summary[case]["noop_ratio_median"] = {name: statistics.median(values) for name, values in ratios.items()}
+        summary[case]["noop_ratios"] = ratios
+        print(
+            f"{case:9s} noop/{case} p50 (in-process throughput ratio, median of rounds): "
+            + ", ".join(
+                f"{name} {statistics.median(values):.3f} ({' '.join(f'{v:.2f}' for v in values)})"
+                for name, values in ratios.items()
+            )
         )
     summary["runs"] = runs
     path = benchlib.write_results(f"admission_compare_{args.source}", summary, args.out_dir)

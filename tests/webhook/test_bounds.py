@@ -77,6 +77,32 @@ def test_the_spec_cache_keeps_at_most_512_specs() -> None:
         clear_caches()
 
 
+def _parts_of(text_bytes: int) -> Any:
+    """Ferry's parts whose JSON texts add up to `text_bytes` (what the parts cache counts)."""
+    from webhook.policy.containers import FerryParts, PartTexts
+
+    return FerryParts([], {}, [], [], PartTexts((), "x" * text_bytes, (), ()))
+
+
+def test_the_parts_cache_keeps_at_most_256_sets_and_4_mib_and_never_one_over_128_kib() -> None:
+    clear_caches()
+    try:
+        # The very cache `cached_parts` fills (its keys are typed inputs; any hashable key fills it alike).
+        for index in range(300):
+            memo._PARTS.get_or_compute(("bounds-test", index), lambda: _parts_of(KiB))
+        assert cache_stats()["parts"][2] == 256
+        clear_caches()
+        for index in range(100):
+            memo._PARTS.get_or_compute(("bounds-test", index), lambda: _parts_of(100 * KiB))
+        assert cache_stats()["parts"][2] == 4 * MiB // (100 * KiB) and memo._PARTS.bytes <= 4 * MiB
+        clear_caches()
+        memo._PARTS.get_or_compute(("bounds-test", "large"), lambda: _parts_of(128 * KiB + 1))
+        memo._PARTS.get_or_compute(("bounds-test", "largest kept"), lambda: _parts_of(128 * KiB))
+        assert cache_stats()["parts"][2] == 1 and memo._PARTS.bytes == 128 * KiB
+    finally:
+        clear_caches()
+
+
 def test_the_admission_memo_keeps_at_most_512_pods(asgi_client: Callable[[Any], Any]) -> None:
     app = create_app(Settings(), StaticView([], [{"metadata": {"name": "team-a"}}]), native_sidecars=True)
     client = asgi_client(app)

@@ -376,3 +376,63 @@ def test_a_changed_limit_range_is_used_on_the_next_admission(
     roomy["spec"]["limits"][0]["max"]["memory"] = "1Gi"
     view.limit_range_lists["apps"] = [roomy]
     assert "patch" in post(client, replica_review(pod))
+
+
+_OTHER_OBJECTS = "- objectName: prod/other\n  objectType: secretsmanager\n"
+
+
+def test_shared_parts_follow_every_input_of_build_parts(pod_factory: Callable[..., dict[str, Any]]) -> None:
+    """Ferry's containers are built once per key and shared: each input that shapes them must change the key.
+
+    Each variant differs from the first in one input of `build_parts` (spec, mount path, user, sidecar,
+    its probe, the pod's AWS identity, the settings); a key that left one out would hand the variant the
+    first pod's containers, which the comparison with a fresh build catches.
+    """
+    from webhook.policy import memo
+    from webhook.policy.containers import build_parts
+    from webhook.policy.pipeline import admit_pod
+    from webhook.policy.request import PodRequest
+
+    base = {
+        "ferry.dev/inject": "true",
+        "ferry.dev/objects": SPC["spec"]["parameters"]["objects"],  # type: ignore[index]
+        "ferry.dev/region": "eu-west-1",
+        "ferry.dev/refresh-interval": "5m",
+    }
+    role = [{"name": "app", "image": "app", "env": [{"name": "AWS_ROLE_ARN", "value": "arn:aws:iam::1:role/r"}]}]
+    variants: list[tuple[dict[str, Any], Settings, bool]] = [
+        (pod_factory(base), Settings(), True),
+        (pod_factory({**base, "ferry.dev/objects": _OTHER_OBJECTS}), Settings(), True),
+        (pod_factory({**base, "ferry.dev/mount-path": "/srv/secrets"}), Settings(), True),
+        (pod_factory(base, securityContext={"runAsUser": 4242}), Settings(), True),
+        (pod_factory({k: v for k, v in base.items() if k != "ferry.dev/refresh-interval"}), Settings(), True),
+        (pod_factory(base), Settings(), False),
+        (pod_factory({**base, "ferry.dev/sidecar-unhealthy-after": "15m"}), Settings(), True),
+        (pod_factory(base, containers=role), Settings(), True),
+        (pod_factory(base), Settings(fetcher_image="registry.example/ferry-fetcher:other"), True),
+    ]
+    memo.clear_caches()
+    try:
+        fresh_pods = []
+        for rounds in range(2):
+            for index, (pod, settings, native) in enumerate(variants):
+                admitted = {}
+                for maker in (build_parts, memo.cached_parts):
+                    admission = admit_pod(
+                        PodRequest.read(pod, "apps", None),
+                        spc_lookup=lambda ns, name: None,
+                        settings=settings,
+                        native_sidecars=native,
+                        parts_maker=maker,
+                    )
+                    assert admission.outcome == "injected", admission.message
+                    admitted[maker] = admission
+                fresh, cached = admitted[build_parts], admitted[memo.cached_parts]
+                assert cached.pod == fresh.pod and list(cached.patch) == list(fresh.patch), f"variant {index}"
+                if rounds == 0:
+                    fresh_pods.append(fresh.pod)
+        assert len({json.dumps(pod, sort_keys=True) for pod in fresh_pods}) == len(variants), "each variant differs"
+        hits, misses, size = memo.cache_stats()["parts"]
+        assert (hits, misses, size) == (len(variants), len(variants), len(variants))
+    finally:
+        memo.clear_caches()

@@ -225,3 +225,36 @@ def test_the_ops_of_an_injection_do_what_a_plain_diff_does(pod: dict[str, Any], 
     plain = jsonpatch.make_patch(snapshot, admission.pod)
     assert jsonpatch.apply_patch(snapshot, admission.patch) == jsonpatch.apply_patch(snapshot, plain) == admission.pod
     assert pod == snapshot, "injecting must not change the pod as sent"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pod=injectable_pods(), native=st.booleans())
+def test_the_encoded_patch_of_shared_parts_is_the_ops_json_and_does_what_a_plain_diff_does(
+    pod: dict[str, Any], native: bool
+) -> None:
+    """With the parts cache of /mutate, each op carries its value's JSON made once: the text must be exactly
+    what encoding the ops would give, and the decoded patch must still turn the pod into the injected pod."""
+    from webhook.policy.pipeline import admit_pod
+    from webhook.policy.request import PodRequest
+    from webhook.policy.review import EncodedOps, encode_patch
+    from webhook.settings import Settings
+
+    snapshot = copy.deepcopy(pod)
+    for _ in range(2):  # built and encoded, then shared from the cache
+        request = PodRequest.read(pod, "team-b", None)
+        admission = admit_pod(
+            request,
+            spc_lookup=lambda ns, name: None,
+            settings=Settings(),
+            native_sidecars=native,
+            parts_maker=memo.cached_parts,
+        )
+        assert admission.outcome == "injected", admission.message
+        text = encode_patch(admission.patch)
+        assert text == json.dumps(list(admission.patch), separators=(",", ":"))
+        if isinstance(admission.patch, EncodedOps):  # not a pod whose shape the ops cannot describe
+            assert any(known is not None for known in admission.patch.texts), "not vacuous: some texts were reused"
+        plain = jsonpatch.make_patch(snapshot, admission.pod)
+        assert jsonpatch.apply_patch(snapshot, json.loads(text)) == jsonpatch.apply_patch(snapshot, plain)
+        assert jsonpatch.apply_patch(snapshot, plain) == admission.pod
+        assert pod == snapshot, "injecting must not change the pod as sent"

@@ -80,3 +80,15 @@ def test_warnings_are_trimmed_for_http_headers() -> None:
     response = build_response("u", warnings=["x" * 1000] * 20)["response"]
     assert len(response["warnings"]) == 10
     assert all(len(w) <= MAX_WARNING_CHARS and w.isascii() for w in response["warnings"])
+
+
+@pytest.mark.parametrize("warnings", [(), ("a warning",)])
+def test_an_encoded_answer_is_build_response_s_bytes(warnings: tuple[str, ...]) -> None:
+    """The answers' envelope is made once; with the uid put in, it is byte for byte `build_response`'s JSON."""
+    from webhook.policy.review import encode_answer
+
+    patch = [{"op": "add", "path": "/metadata/annotations", "value": {"k": 'v\u00e9\u2028"'}}]
+    uid = "705ab4f5-6393-11e8-b7cc-42010a800002"
+    head, tail = encode_answer(denied=False, message="", warnings=warnings, patch=patch)
+    expected = build_response(uid, patch=patch, warnings=warnings)
+    assert head + json.dumps(uid).encode() + tail == json.dumps(expected, separators=(",", ":")).encode()

@@ -125,6 +125,7 @@ def admit(
         limit_ranges=limit_ranges,
         spec_maker=caches.cached_spec,
         differ=caches.cached_diff,
+        parts_maker=caches.cached_parts,
     )
     ready = view.is_ready()
     if admission.outcome in ("injected", "denied") and not ready:

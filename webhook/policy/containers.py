@@ -9,6 +9,7 @@ nothing about patch paths. The containers meet the Pod Security Standard
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
 from fetcher.spec import SPEC_ENV_VAR, FetchSpec, needs_kube_api, spec_to_json
@@ -16,6 +17,7 @@ from fetcher.spec.object_options import POD_SERVICE_ACCOUNT_ENV_VAR
 from fetcher.spec.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR, POD_UID_ENV_VAR
 from webhook.policy.identity import Identity, apply_identity
 from webhook.policy.request import INIT_CONTAINER_NAME, SIDECAR_NAME
+from webhook.policy.review import encode_json
 from webhook.policy.specbuild import ResolvedRequest
 from webhook.policy.volumes import (
     GCP_TOKEN_VOLUME_NAME,
@@ -42,6 +44,26 @@ class FerryParts(NamedTuple):
     init_containers: list[dict[str, Any]]
     # After the app's containers: the regular sidecar, when there is one.
     containers: list[dict[str, Any]]
+    # Each part's JSON text, when encoded once for every pod that gets these parts (`with_texts`).
+    texts: PartTexts | None = None
+
+
+class PartTexts(NamedTuple):
+    """The compact JSON of each of Ferry's parts, in the order of `FerryParts`' lists."""
+
+    volumes: tuple[str, ...]
+    app_mount: str
+    init_containers: tuple[str, ...]
+    containers: tuple[str, ...]
+
+    def size(self) -> int:
+        """Characters of all the texts: what keeping these parts costs, about (the dicts take a few times more)."""
+        parts = (*self.volumes, self.app_mount, *self.init_containers, *self.containers)
+        return sum(len(text) for text in parts)
+
+
+# `build_parts`, or a cache of it.
+PartsMaker = Callable[[ResolvedRequest, Identity, Settings], FerryParts]
 
 
 def build_parts(resolved: ResolvedRequest, identity: Identity, settings: Settings) -> FerryParts:
@@ -65,6 +87,18 @@ def build_parts(resolved: ResolvedRequest, identity: Identity, settings: Setting
         [build_sidecar(resolved.spec, settings, native=False, **sidecar_args)] if resolved.sidecar == "regular" else []
     )
     return FerryParts(volumes, build_app_mount(resolved.mount_path), own_init, own_regular)
+
+
+def with_texts(parts: FerryParts) -> FerryParts:
+    """`parts` with the JSON text of each part, for parts shared by many pods (never changed afterwards)."""
+    return parts._replace(
+        texts=PartTexts(
+            tuple(encode_json(volume) for volume in parts.volumes),
+            encode_json(parts.app_mount),
+            tuple(encode_json(container) for container in parts.init_containers),
+            tuple(encode_json(container) for container in parts.containers),
+        )
+    )
 
 
 def build_fetcher_container(

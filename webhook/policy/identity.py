@@ -46,7 +46,7 @@ def pod_identity(spec: Mapping[str, Any]) -> Identity:
         container
         for group in ("containers", "initContainers")
         for container in spec.get(group) or []
-        if isinstance(container, Mapping) and container.get("name") not in OWN_CONTAINER_NAMES
+        if isinstance(container, (dict, Mapping)) and container.get("name") not in OWN_CONTAINER_NAMES
     )
 
 
@@ -56,10 +56,10 @@ def find_identity(app_containers: Iterable[Mapping[str, Any]]) -> Identity:
     Everything is taken from that one container, so a role ARN and its token
     file never come from two different containers.
     """
-    containers = list(app_containers)
-    source = next((c for c in containers if _env_names(c) & set(_CREDENTIAL_VARS)), None)
+    containers = [(c, _env_names(c)) for c in app_containers]
+    source = next((c for c, names in containers if not names.isdisjoint(_CREDENTIAL_VARS)), None)
     if source is None:
-        source = next((c for c in containers if _env_names(c) & set(IDENTITY_ENV_VARS)), None)
+        source = next((c for c, names in containers if not names.isdisjoint(IDENTITY_ENV_VARS)), None)
     if source is None:
         return Identity()
     by_name = {entry.get("name"): entry for entry in source.get("env") or [] if isinstance(entry, Mapping)}

@@ -1,6 +1,6 @@
 """Every cache around the admission stages, in one module that no stage imports: the stages hold no state.
 
-What each cache keys on, and why a remembered answer stays correct, is in docs/architecture.md ("Caches").
+What each cache keys on, and why a remembered answer stays correct, is in docs/admission.md ("Caches").
 """
 
 from __future__ import annotations
@@ -11,10 +11,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
 
+from webhook.policy.containers import FerryParts, build_parts, with_texts
+from webhook.policy.identity import Identity
 from webhook.policy.patch import diff_documents
 from webhook.policy.request import PodRequest
 from webhook.policy.resolve import InlineSpecInputs, SpecInputs
-from webhook.policy.specbuild import BuiltSpec, SpecResult, make_spec
+from webhook.policy.specbuild import BuiltSpec, ResolvedRequest, SpecResult, make_spec
+from webhook.settings import Settings
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -28,14 +31,34 @@ MAX_ENTRY_BYTES = 256 * 1024
 # Distinct specs, serialized specs and pruned diffs remembered.
 MAX_SPECS = 512
 MAX_DIFFS = 256
+# Distinct sets of Ferry's parts (its containers and volumes with their JSON), remembered: one per spec, mount
+# path, user, sidecar and identity in use. In all at most MAX_PARTS_BYTES of JSON text (the dicts beside it
+# take a few times that), and none over MAX_PARTS_ENTRY_BYTES: a spec of hundreds of objects is built each time.
+MAX_PARTS = 256
+MAX_PARTS_BYTES = 4 * 1024 * 1024
+MAX_PARTS_ENTRY_BYTES = 128 * 1024
 
 
 class BoundedCache(Generic[K, V]):
-    """A least-recently-used map with a size bound."""
+    """A least-recently-used map bounded in entries and, given `size`, in the bytes its values hold.
 
-    def __init__(self, max_entries: int) -> None:
+    A value over `max_entry_bytes` is returned but not kept.
+    """
+
+    def __init__(
+        self,
+        max_entries: int,
+        *,
+        size: Callable[[V], int] | None = None,
+        max_bytes: int = 0,
+        max_entry_bytes: int = 0,
+    ) -> None:
         self._entries: OrderedDict[K, V] = OrderedDict()
         self._max_entries = max_entries
+        self._size = size
+        self._max_bytes = max_bytes
+        self._max_entry_bytes = max_entry_bytes
+        self.bytes = 0
         self.hits = 0
         self.misses = 0
 
@@ -48,9 +71,18 @@ class BoundedCache(Generic[K, V]):
             value = compute()
             if keep is not None and not keep(value):
                 return value
+            if self._size is None:
+                self._entries[key] = value
+                if len(self._entries) > self._max_entries:
+                    self._entries.popitem(last=False)
+                return value
+            size = self._size(value)
+            if size > self._max_entry_bytes:
+                return value
             self._entries[key] = value
-            if len(self._entries) > self._max_entries:
-                self._entries.popitem(last=False)
+            self.bytes += size
+            while len(self._entries) > self._max_entries or self.bytes > self._max_bytes:
+                self.bytes -= self._size(self._entries.popitem(last=False)[1])
             return value
         self.hits += 1
         self._entries.move_to_end(key)
@@ -61,11 +93,17 @@ class BoundedCache(Generic[K, V]):
 
     def clear(self) -> None:
         self._entries.clear()
-        self.hits = self.misses = 0
+        self.hits = self.misses = self.bytes = 0
 
 
 _SPECS: BoundedCache[Hashable, SpecResult] = BoundedCache(MAX_SPECS)
 _DIFFS: BoundedCache[bytes, bytes] = BoundedCache(MAX_DIFFS)
+_PARTS: BoundedCache[Hashable, FerryParts] = BoundedCache(
+    MAX_PARTS,
+    size=lambda parts: parts.texts.size() if parts.texts else 0,
+    max_bytes=MAX_PARTS_BYTES,
+    max_entry_bytes=MAX_PARTS_ENTRY_BYTES,
+)
 
 
 def cached_spec(inputs: SpecInputs) -> SpecResult:
@@ -77,6 +115,28 @@ def cached_spec(inputs: SpecInputs) -> SpecResult:
         inputs if isinstance(inputs, InlineSpecInputs) else (content_key(inputs.trimmed), inputs.options, inputs.names)
     )
     return _SPECS.get_or_compute(key, lambda: make_spec(inputs), keep=lambda result: isinstance(result, BuiltSpec))
+
+
+def cached_parts(resolved: ResolvedRequest, identity: Identity, settings: Settings) -> FerryParts:
+    """`build_parts`, built and encoded once for every pod that gets the same parts: replicas of any Deployment
+    with one spec, mount path, user, sidecar and identity.
+
+    The key holds every input `build_parts` reads (a test changes each one). The spec is keyed by its
+    canonical JSON, which is the whole spec (the fetcher rebuilds it from that text) and, coming from the
+    spec cache, the same str each time, whose hash Python keeps: hashing the typed spec costs a tenth of a
+    miss. The parts are shared by the pods that get them, so nothing may change them: the mutate stage and
+    the platform sizing copy what they edit.
+    """
+    key = (
+        resolved.spec_json,
+        resolved.mount_path,
+        resolved.run_as_user,
+        resolved.sidecar,
+        resolved.sidecar_unhealthy_after,
+        content_key((identity.env, identity.mounts)),
+        settings,
+    )
+    return _PARTS.get_or_compute(key, lambda: with_texts(build_parts(resolved, identity, settings)))
 
 
 def cached_diff(before: Any, after: Any) -> list[dict[str, Any]]:
@@ -126,13 +186,14 @@ def _frozen(value: Any) -> Hashable:
 
 def clear_caches() -> None:
     """Forget every content cache (tests and benchmarks; never needed for correctness)."""
-    for cache in (_SPECS, _DIFFS):
+    for cache in (_SPECS, _DIFFS, _PARTS):
         cache.clear()
 
 
 def cache_stats() -> dict[str, tuple[int, int, int]]:
     """(hits, misses, size) of each content cache, for tests and benchmarks."""
-    return {name: (cache.hits, cache.misses, len(cache)) for name, cache in (("specs", _SPECS), ("diffs", _DIFFS))}
+    caches = (("specs", _SPECS), ("diffs", _DIFFS), ("parts", _PARTS))
+    return {name: (cache.hits, cache.misses, len(cache)) for name, cache in caches}
 
 
 # --- The whole-answer memo. --------------------------------------------------

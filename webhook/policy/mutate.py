@@ -5,14 +5,17 @@ Layout of an injected pod, and why Ferry's containers get no API token of their 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from fetcher.spec import ANNOTATION_STATUS, STATUS_INJECTED
 from webhook.policy.containers import FerryParts
 from webhook.policy.resources import ResourceFit
+from webhook.policy.review import EncodedOps
 from webhook.policy.specbuild import ResolvedRequest, SidecarMode
 
+# `isinstance(x, _OBJECT)` is `isinstance(x, Mapping)`, without the ABC's slow check for a dict.
+_OBJECT = (dict, Mapping)
 _STATUS_POINTER = "/metadata/annotations/" + ANNOTATION_STATUS.replace("~", "~0").replace("/", "~1")
 
 
@@ -20,7 +23,7 @@ class Mutation(NamedTuple):
     """The injected pod, and the JSONPatch from the pod as sent (None: the patch stage diffs, for an unusual pod)."""
 
     pod: Mapping[str, Any]
-    ops: list[dict[str, Any]] | None
+    ops: EncodedOps | None
     # Which sidecar was added, for logs and metrics.
     mode: SidecarMode
     warnings: tuple[str, ...]
@@ -63,14 +66,21 @@ def mutate_pod(
     # Each edit is made, and its op recorded, in patch order.
     selected = frozenset(resolved.containers)
     mount = parts.app_mount
-    spec["volumes"] = ops.appended(spec, "volumes", parts.volumes, "/spec/volumes")
+    texts = parts.texts
+    mount_texts = (texts.app_mount,) if texts else None
+    spec["volumes"] = ops.appended(spec, "volumes", parts.volumes, "/spec/volumes", texts.volumes if texts else None)
     for group in ("initContainers", "containers"):
         if group in spec:
             if type(spec[group]) is not list:
                 ops.spoil()
             spec[group] = [
-                {**c, "volumeMounts": ops.appended(c, "volumeMounts", [mount], f"/spec/{group}/{index}/volumeMounts")}
-                if isinstance(c, Mapping) and c.get("name") in selected
+                {
+                    **c,
+                    "volumeMounts": ops.appended(
+                        c, "volumeMounts", [mount], f"/spec/{group}/{index}/volumeMounts", mount_texts
+                    ),
+                }
+                if isinstance(c, _OBJECT) and c.get("name") in selected
                 else c
                 for index, c in enumerate(spec.get(group) or [])
             ]
@@ -84,9 +94,13 @@ def mutate_pod(
             "/spec/automountServiceAccountToken", False, "replace" if "automountServiceAccountToken" in spec else "add"
         )
         spec["automountServiceAccountToken"] = False
-    spec["initContainers"] = ops.prepended(spec, "initContainers", parts.init_containers, "/spec/initContainers")
+    spec["initContainers"] = ops.prepended(
+        spec, "initContainers", parts.init_containers, "/spec/initContainers", texts.init_containers if texts else None
+    )
     if parts.containers:
-        spec["containers"] = ops.appended(spec, "containers", parts.containers, "/spec/containers")
+        spec["containers"] = ops.appended(
+            spec, "containers", parts.containers, "/spec/containers", texts.containers if texts else None
+        )
     if fit.pod_resources is not None:
         spec["resources"] = fit.pod_resources
         ops.record("/spec/resources", fit.pod_resources, "replace")
@@ -94,34 +108,47 @@ def mutate_pod(
 
 
 class _Ops:
-    """The JSONPatch ops of the edits, recorded as they are made; None once an edit cannot be described exactly."""
+    """The JSONPatch ops of the edits, recorded as they are made; None once an edit cannot be described exactly.
+
+    Each op keeps its value's JSON text when the parts came with theirs, so the answer is not encoded again.
+    """
 
     def __init__(self) -> None:
-        self.ops: list[dict[str, Any]] | None = []
+        self.ops: EncodedOps | None = EncodedOps()
 
     def spoil(self) -> None:
         self.ops = None
 
-    def record(self, path: str, value: Any, op: str = "add") -> None:
+    def record(self, path: str, value: Any, op: str = "add", text: str | None = None) -> None:
         if self.ops is not None:
-            self.ops.append({"op": op, "path": path, "value": value})
+            self.ops.record(op, path, value, text)
 
-    def appended(self, parent: Mapping[str, Any], key: str, items: list[Any], pointer: str) -> list[Any]:
-        """`parent[key]` with `items` at its end."""
-        return self._placed(parent, key, items, pointer, at_end=True)
-
-    def prepended(self, parent: Mapping[str, Any], key: str, items: list[Any], pointer: str) -> list[Any]:
-        """`items`, then `parent[key]`."""
-        return self._placed(parent, key, items, pointer, at_end=False)
-
-    def _placed(self, parent: Mapping[str, Any], key: str, items: list[Any], at: str, *, at_end: bool) -> list[Any]:
+    def appended(
+        self, parent: Mapping[str, Any], key: str, items: list[Any], pointer: str, texts: Sequence[str] | None = None
+    ) -> list[Any]:
+        """`parent[key]` with `items` (whose JSON texts are `texts`, when known) at its end."""
         old = parent.get(key)
         if key not in parent:
-            self.record(at, items)
+            self.record(pointer, items, text=f"[{','.join(texts)}]" if texts is not None else None)
         elif type(old) is list:
-            first = len(old) if at_end else 0
-            for offset, item in enumerate(items):
-                self.record(f"{at}/{first + offset}", item)
+            for offset, item in enumerate(items, len(old)):
+                self.record(f"{pointer}/{offset}", item, text=texts[offset - len(old)] if texts is not None else None)
+            return [*old, *items]
         else:
             self.spoil()
-        return [*(old or []), *items] if at_end else [*items, *(old or [])]
+        return [*(old or []), *items]
+
+    def prepended(
+        self, parent: Mapping[str, Any], key: str, items: list[Any], pointer: str, texts: Sequence[str] | None = None
+    ) -> list[Any]:
+        """`items`, then `parent[key]`."""
+        old = parent.get(key)
+        if key not in parent:
+            self.record(pointer, items, text=f"[{','.join(texts)}]" if texts is not None else None)
+        elif type(old) is list:
+            for offset, item in enumerate(items):
+                self.record(f"{pointer}/{offset}", item, text=texts[offset] if texts is not None else None)
+            return [*items, *old]
+        else:
+            self.spoil()
+        return [*items, *(old or [])]

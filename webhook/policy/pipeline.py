@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
-from webhook.policy.containers import FerryParts, build_parts
+from webhook.policy.containers import FerryParts, PartsMaker, build_parts
 from webhook.policy.decide import Denial, Reinvocation, Skip, decide_injection
 from webhook.policy.identity import pod_identity, refresh_own_identity
 from webhook.policy.mutate import mutate_pod
@@ -47,6 +47,7 @@ def admit_pod(
     limit_ranges: Sequence[Mapping[str, Any]] = (),
     spec_maker: SpecMaker = make_spec,
     differ: Differ = diff_documents,
+    parts_maker: PartsMaker = build_parts,
 ) -> Admission:
     """The policy for one pod CREATE, read once into `request`: each stage once, in order."""
     pod = request.pod
@@ -73,7 +74,7 @@ def admit_pod(
         built = build_request(request, shape, resolution, spec_maker, native_sidecars=native_sidecars)  # 5. the spec
         if isinstance(built, Denial):
             return Admission("denied", built.reason, pod, message=built.message)
-        parts = build_parts(built, identity, settings)  # 6. Ferry's volumes and containers
+        parts = parts_maker(built, identity, settings)  # 6. Ferry's volumes and containers
         fitted = fit_resources(request, built, settings, limit_ranges)  # 7. LimitRanges, pod-level resources
         if isinstance(fitted, Denial):
             return Admission("denied", fitted.reason, pod, message=fitted.message)

@@ -26,6 +26,9 @@ from webhook.settings import Settings
 # work (one mount per container, one patch op each) that a hostile or broken manifest can make admission do.
 MAX_POD_CONTAINERS = 256
 _OWN_VOLUMES = (VOLUME_NAME, KUBE_API_VOLUME_NAME, GCP_TOKEN_VOLUME_NAME)
+# `isinstance(x, _OBJECT)` is `isinstance(x, Mapping)`, but a dict (what JSON and YAML decode to) answers at
+# once, without the ABC's check, which ran some 60 times per admission here.
+_OBJECT = (dict, Mapping)
 # The Secrets Store CSI driver's name in a pod's csi volume.
 CSI_DRIVER = "secrets-store.csi.k8s.io"
 
@@ -135,7 +138,7 @@ def check_os(spec: Mapping[str, Any]) -> str | None:
     the API server rejects in a Windows pod, with a message that names none of what the user wrote.
     """
     pod_os = spec.get("os")
-    name = pod_os.get("name") if isinstance(pod_os, Mapping) else None
+    name = pod_os.get("name") if isinstance(pod_os, _OBJECT) else None
     if name is None or name == "linux":
         return None
     shown = name if isinstance(name, str) and len(name) <= 32 and name.isprintable() else "not linux"
@@ -177,8 +180,8 @@ def check_mount_path(raw: str | None, problems: list[str]) -> str | None:
 
 
 def select_containers(spec: Mapping[str, Any], raw: str | None, problems: list[str]) -> tuple[str, ...]:
-    app = [c.get("name") for c in spec.get("containers") or [] if isinstance(c, Mapping)]
-    init = [c.get("name") for c in spec.get("initContainers") or [] if isinstance(c, Mapping)]
+    app = [c.get("name") for c in spec.get("containers") or [] if isinstance(c, _OBJECT)]
+    init = [c.get("name") for c in spec.get("initContainers") or [] if isinstance(c, _OBJECT)]
     known = [name for name in [*init, *app] if isinstance(name, str) and name not in OWN_CONTAINER_NAMES]
     if raw is None:
         return tuple(known)
@@ -228,14 +231,14 @@ def _closest(name: str, known: Sequence[str]) -> str | None:
 def check_reserved_names(spec: Mapping[str, Any], problems: list[str]) -> None:
     for group in ("initContainers", "containers"):
         for container in spec.get(group) or []:
-            if isinstance(container, Mapping) and container.get("name") in OWN_CONTAINER_NAMES:
+            if isinstance(container, _OBJECT) and container.get("name") in OWN_CONTAINER_NAMES:
                 problems.append(
                     f"spec.{group}: the name {container.get('name')!r} is reserved for Ferry's own containers; "
                     "rename that container (a committed `ferry-webhook inject` preview? apply the original "
                     "manifest: Ferry injects at admission)"
                 )
     for volume in spec.get("volumes") or []:
-        if isinstance(volume, Mapping) and volume.get("name") in _OWN_VOLUMES:
+        if isinstance(volume, _OBJECT) and volume.get("name") in _OWN_VOLUMES:
             problems.append(f"spec.volumes: the name {volume.get('name')!r} is reserved for Ferry's volumes; rename it")
 
 
@@ -244,8 +247,8 @@ def csi_secret_volumes(spec: Mapping[str, Any]) -> list[str]:
     return [
         str(volume.get("name"))
         for volume in spec.get("volumes") or []
-        if isinstance(volume, Mapping)
-        and isinstance(volume.get("csi"), Mapping)
+        if isinstance(volume, _OBJECT)
+        and isinstance(volume.get("csi"), _OBJECT)
         and volume["csi"].get("driver") == CSI_DRIVER
     ]
 
@@ -260,19 +263,27 @@ def check_own_volume_mounts(spec: Mapping[str, Any], problems: list[str]) -> Non
     its volume, read-only, into the selected containers. The token volumes (the Kubernetes API's, the
     workload pool's) go to Ferry's own containers only, so a dangling mount of one is refused the same way.
     """
+    # One walk over the containers, then the problems in the order of _OWN_VOLUMES.
+    offenders: dict[str, list[str]] = {}
+    for group in ("initContainers", "containers"):
+        for container in spec.get(group) or []:
+            if not isinstance(container, _OBJECT):
+                continue
+            mounts = container.get("volumeMounts") or []
+            if not isinstance(mounts, list):
+                continue
+            mounted = {
+                own
+                for mount in mounts
+                if isinstance(mount, _OBJECT) and isinstance(own := mount.get("name"), str) and own in _OWN_VOLUMES
+            }
+            if mounted:
+                name = container.get("name")
+                where = f"spec.{group}[{quote(name) if isinstance(name, str) else '?'}]"
+                for volume in mounted:
+                    offenders.setdefault(volume, []).append(where)
     for volume in _OWN_VOLUMES:
-        offenders: list[str] = []
-        for group in ("initContainers", "containers"):
-            for container in spec.get(group) or []:
-                if not isinstance(container, Mapping):
-                    continue
-                mounts = container.get("volumeMounts") or []
-                if isinstance(mounts, list) and any(
-                    isinstance(mount, Mapping) and mount.get("name") == volume for mount in mounts
-                ):
-                    name = container.get("name")
-                    offenders.append(f"spec.{group}[{quote(name) if isinstance(name, str) else '?'}]")
-        if not offenders:
+        if volume not in offenders:
             continue
         where = (
             f"Ferry mounts it read-only at {ANNOTATION_MOUNT_PATH} into the containers that {ANNOTATION_CONTAINERS} "
@@ -281,8 +292,8 @@ def check_own_volume_mounts(spec: Mapping[str, Any], problems: list[str]) -> Non
             else "it holds a token for Ferry's own containers only"
         )
         problems.append(
-            f"{listed(offenders, MAX_REPORTED_NAMES, 64)} mount the volume {volume!r}, which is Ferry's: remove "
-            f"those volumeMounts. {where}"
+            f"{listed(offenders[volume], MAX_REPORTED_NAMES, 64)} mount the volume {volume!r}, which is Ferry's: "
+            f"remove those volumeMounts. {where}"
         )
 
 
@@ -293,10 +304,10 @@ def check_mount_conflicts(
     csi = frozenset(csi_secret_volumes(spec))
     for group in ("initContainers", "containers"):
         for container in spec.get(group) or []:
-            if not isinstance(container, Mapping) or container.get("name") not in wanted:
+            if not isinstance(container, _OBJECT) or container.get("name") not in wanted:
                 continue
             for mount in container.get("volumeMounts") or []:
-                if isinstance(mount, Mapping) and posixpath.normpath(str(mount.get("mountPath", ""))) == mount_path:
+                if isinstance(mount, _OBJECT) and _normalized(str(mount.get("mountPath", ""))) == mount_path:
                     if mount.get("name") in csi:
                         problems.append(
                             f"container {container.get('name')!r} still mounts the Secrets Store CSI volume "
@@ -319,12 +330,12 @@ def nested_mount_warnings(spec: Mapping[str, Any], containers: Sequence[str], mo
     wanted = frozenset(containers)
     found: list[str] = []
     for container in spec.get("containers") or []:
-        if not isinstance(container, Mapping) or container.get("name") not in wanted:
+        if not isinstance(container, _OBJECT) or container.get("name") not in wanted:
             continue
         for mount in container.get("volumeMounts") or []:
-            if not isinstance(mount, Mapping) or not isinstance(mount.get("mountPath"), str):
+            if not isinstance(mount, _OBJECT) or not isinstance(mount.get("mountPath"), str):
                 continue
-            other = posixpath.normpath(mount["mountPath"])
+            other = _normalized(mount["mountPath"])
             if other == mount_path:
                 continue  # the same path is a conflict (check_mount_conflicts), not a nesting
             if mount_path.startswith(other.rstrip("/") + "/"):
@@ -351,7 +362,7 @@ def file_owner(spec: Mapping[str, Any], containers: Sequence[str]) -> tuple[int 
     selected = [
         c
         for c in spec.get("containers") or []
-        if isinstance(c, Mapping) and c.get("name") in wanted and isinstance(c.get("securityContext"), Mapping)
+        if isinstance(c, _OBJECT) and c.get("name") in wanted and isinstance(c.get("securityContext"), _OBJECT)
     ]
 
     def agreed(key: str) -> int | None:
@@ -359,11 +370,11 @@ def file_owner(spec: Mapping[str, Any], containers: Sequence[str]) -> tuple[int 
         value = values.pop() if len(values) == 1 else None
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
-    uid = pod_sc.get("runAsUser") if isinstance(pod_sc, Mapping) else None
+    uid = pod_sc.get("runAsUser") if isinstance(pod_sc, _OBJECT) else None
     if not isinstance(uid, int) or isinstance(uid, bool):
         uid = agreed("runAsUser")
     gid = None
-    if isinstance(pod_sc, Mapping):
+    if isinstance(pod_sc, _OBJECT):
         for key in ("fsGroup", "runAsGroup"):
             value = pod_sc.get(key)
             if isinstance(value, int) and not isinstance(value, bool):
@@ -373,3 +384,10 @@ def file_owner(spec: Mapping[str, Any], containers: Sequence[str]) -> tuple[int 
         gid = agreed("runAsGroup")
     # Root apps read any file; Ferry's containers never run as root, so no root ownership is asked for.
     return (uid if uid else None), gid
+
+
+def _normalized(path: str) -> str:
+    """`posixpath.normpath(path)`, at once for an absolute path it would leave as it is (most mount paths)."""
+    if path[:1] == "/" and path[-1:] != "/" and "//" not in path and "/." not in path:
+        return path  # no empty, "." or ".." part to drop
+    return posixpath.normpath(path)

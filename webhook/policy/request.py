@@ -68,10 +68,13 @@ class FerryAnnotations(NamedTuple):
     @classmethod
     def of(cls, obj: Mapping[str, Any] | None) -> FerryAnnotations:
         annotations = _annotations(obj)
+        keys = tuple(key for key in annotations if key.startswith(ANNOTATION_PREFIX))
+        if not keys:  # every field is a ferry.dev/ key: all None (most namespaces)
+            return cls(annotations, (), *_NO_VALUES)
         get = annotations.get
         return cls(
             all=annotations,
-            keys=tuple(key for key in annotations if key.startswith(ANNOTATION_PREFIX)),
+            keys=keys,
             inject=get(ANNOTATION_INJECT),
             status=get(ANNOTATION_STATUS),
             secret_provider_class=_value(get(ANNOTATION_SECRET_PROVIDER_CLASS)),
@@ -90,6 +93,9 @@ class FerryAnnotations(NamedTuple):
             provider=_value(get(ANNOTATION_PROVIDER)),
             aws_endpoints=_value(get(ANNOTATION_AWS_ENDPOINTS)),
         )
+
+
+_NO_VALUES = (None,) * (len(FerryAnnotations._fields) - 2)
 
 
 class PodRequest(NamedTuple):

@@ -1,4 +1,4 @@
-"""AdmissionReview v1 on the wire: the types, the parser and the response builder.
+"""AdmissionReview v1 on the wire: the types, the parser, the response builder and the patch's encoding.
 
 Why it exists: the API server speaks a small, stable JSON format; describing it
 with TypedDicts keeps the webhook free of the kubernetes client's generated
@@ -159,8 +159,12 @@ def _refuse_lone_surrogates(body: bytes | str, review: Any) -> None:
     log line, the answer). The API server never sends one (Go writes U+FFFD instead), so it is a
     malformed review. The search runs over the raw body and is a no-op without any surrogate escape.
     """
-    found = _SURROGATE_ESCAPE_BYTES.search(body) if isinstance(body, bytes) else _SURROGATE_ESCAPE.search(body)
-    if found is None:
+    if isinstance(body, bytes):
+        # Most bodies have no escape at all; finding none is a fast byte search, not a regular expression.
+        found = b"\\u" in body and _SURROGATE_ESCAPE_BYTES.search(body) is not None
+    else:
+        found = _SURROGATE_ESCAPE.search(body) is not None
+    if not found:
         return
     try:
         json.dumps(review, ensure_ascii=False).encode("utf-8")
@@ -206,6 +210,8 @@ def encode_answer(
     *, denied: bool, message: str, warnings: Sequence[str], patch: Sequence[dict[str, Any]]
 ) -> tuple[bytes, bytes]:
     """The AdmissionReview answer as JSON bytes, split where the uid goes; the patch is encoded once."""
+    if not denied and not warnings and patch:  # most answers: `build_response`'s bytes but for the patch
+        return _INJECTED_HEAD, _INJECTED_PATCH + base64.b64encode(encode_patch(patch).encode()) + _INJECTED_END
     if denied:
         response = build_response("", allowed=False, code=403, reason="Forbidden", message=message)
     else:
@@ -215,7 +221,7 @@ def encode_answer(
     split = encoded.index(_EMPTY_UID) + len(_EMPTY_UID) - 2
     if not denied and patch:
         # Its base64 needs no JSON escaping, so it goes in as bytes, after "allowed".
-        patch_b64 = base64.b64encode(json.dumps(list(patch), separators=(",", ":")).encode())
+        patch_b64 = base64.b64encode(encode_patch(patch).encode())
         allowed = encoded.index(_ALLOWED, split) + len(_ALLOWED)
         encoded = encoded[:allowed] + b',"patchType":"JSONPatch","patch":"' + patch_b64 + b'"' + encoded[allowed:]
     return encoded[:split], encoded[split + 2 :]
@@ -223,3 +229,52 @@ def encode_answer(
 
 _EMPTY_UID = b'"uid":""'
 _ALLOWED = b'"allowed":true'
+# An allowed answer with a patch and no warnings: before the uid; between the uid and the patch; after the patch.
+_INJECTED_HEAD = f'{{"apiVersion":"{API_VERSION}","kind":"{KIND}","response":{{"uid":'.encode()
+_INJECTED_PATCH = b',"allowed":true,"patchType":"JSONPatch","patch":"'
+_INJECTED_END = b'"}}'
+
+
+def encode_json(value: Any) -> str:
+    """`value` as compact JSON, exactly as the answer's patch writes it."""
+    return _ENCODE(value)
+
+
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+
+
+class EncodedOps(list[dict[str, Any]]):
+    """JSONPatch ops, each with its value's JSON text when the stage that recorded it had that text already.
+
+    Ferry's containers and volumes are encoded once per set of parts (`memo.cached_parts`), so the patch
+    of a pod is their texts joined with the few small ops around them. The texts hold for the ops as
+    recorded: the list is never changed after the mutate stage returns it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str | None] = []
+
+    def record(self, op: str, path: str, value: Any, text: str | None = None) -> None:
+        self.append({"op": op, "path": path, "value": value})
+        self.texts.append(text)
+
+
+def encode_patch(patch: Sequence[dict[str, Any]]) -> str:
+    """The JSONPatch as compact JSON: the same text as `encode_json(list(patch))`, reusing the texts known."""
+    if not isinstance(patch, EncodedOps) or len(patch.texts) != len(patch):
+        return encode_json(list(patch))
+    quoted = _QUOTE
+    return (
+        "["
+        + ",".join(
+            f'{{"op":{quoted(op["op"])},"path":{quoted(op["path"])},"value":'
+            f"{encode_json(op['value']) if text is None else text}}}"
+            for op, text in zip(patch, patch.texts, strict=True)
+        )
+        + "]"
+    )
+
+
+# A str as a JSON string, as json.dumps writes it (ASCII, escaped).
+_QUOTE = json.encoder.encode_basestring_ascii
