@@ -305,6 +305,7 @@ def test_every_part_of_a_pod_that_admission_reads_is_in_the_memo_key(
     pod_factory: Callable[..., dict[str, Any]],
 ) -> None:
     """Trace the reads of the whole policy over pods that take each path; each must be a keyed part."""
+    from webhook.policy.decide import decide_injection
     from webhook.policy.memo import KEYED_POD_PARTS, pod_key
     from webhook.policy.pipeline import admit_pod
     from webhook.policy.request import PodRequest
@@ -331,6 +332,7 @@ def test_every_part_of_a_pod_that_admission_reads_is_in_the_memo_key(
             pod_key(request)
             admission = admit_pod(
                 request,
+                decide_injection(request, Settings()),
                 spc_lookup=view.secret_provider_class,
                 settings=Settings(),
                 native_sidecars=native,

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tests.support.pods import make_pod
+from webhook.policy.decide import decide_injection
 from webhook.policy.pipeline import admit_pod
 from webhook.policy.platform import FARGATE_SCHEDULER, autopilot_resources, describe_size, platform_settings
 from webhook.policy.podshape import MAX_POD_CONTAINERS
@@ -56,8 +57,10 @@ def app_pod(cpu: str, memory: str, *, refresh: bool = True, fargate: bool = True
 
 
 def admit(pod: dict[str, Any], settings: Settings = SETTINGS, *, native: bool = True) -> Any:
+    request = PodRequest.read(pod, "team-a", None)
     return admit_pod(
-        PodRequest.read(pod, "team-a", None),
+        request,
+        decide_injection(request, settings),
         spc_lookup=lambda ns, name: None,
         settings=settings,
         native_sidecars=native,
@@ -178,8 +181,10 @@ def test_a_memory_floor_below_the_request_lets_memory_fit() -> None:
 
 def test_a_limit_range_minimum_is_a_floor() -> None:
     limit_range = {"metadata": {"name": "lr"}, "spec": {"limits": [{"type": "Container", "min": {"cpu": "10m"}}]}}
+    request = PodRequest.read(app_pod("250m", "512Mi"), "team-a", None)
     first = admit_pod(
-        PodRequest.read(app_pod("250m", "512Mi"), "team-a", None),
+        request,
+        decide_injection(request, SETTINGS),
         spc_lookup=lambda ns, name: None,
         settings=SETTINGS,
         native_sidecars=True,
@@ -466,8 +471,10 @@ def test_autopilot_figures_reach_pod_level_resources_and_limit_ranges() -> None:
     # The sidecar runs beside the app: the pod's own requests grow by what Autopilot gets, 128Mi (not 64Mi).
     assert admitted["spec"]["resources"]["requests"] == {"cpu": "550m", "memory": "1152Mi"}
     limit_range = {"metadata": {"name": "lr"}, "spec": {"limits": [{"type": "Container", "max": {"cpu": "100m"}}]}}
+    request = PodRequest.read(app_pod("500m", "1Gi", fargate=False), "team-a", None)
     checked = admit_pod(
-        PodRequest.read(app_pod("500m", "1Gi", fargate=False), "team-a", None),
+        request,
+        decide_injection(request, settings),
         spc_lookup=lambda ns, name: None,
         settings=settings,
         native_sidecars=True,

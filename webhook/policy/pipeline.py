@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 from webhook.policy.containers import FerryParts, build_parts
-from webhook.policy.decide import Denial, Reinvocation, Skip, decide_injection
+from webhook.policy.decide import Denial, Reinvocation, Skip, Verdict
 from webhook.policy.identity import pod_identity, refresh_own_identity
 from webhook.policy.mutate import mutate_pod
 from webhook.policy.patch import Differ, diff_documents, make_pod_patch
@@ -40,6 +40,7 @@ class Admission(NamedTuple):
 
 def admit_pod(
     request: PodRequest,
+    verdict: Verdict,
     *,
     spc_lookup: SpcLookup,
     settings: Settings,
@@ -48,10 +49,14 @@ def admit_pod(
     spec_maker: SpecMaker = make_spec,
     differ: Differ = diff_documents,
 ) -> Admission:
-    """The policy for one pod CREATE, read once into `request`: each stage once, in order."""
+    """The policy for one pod CREATE, read once into `request`: each stage once, in order.
+
+    `verdict` is stage 1's, `decide_injection(request, settings)`: the caller decides first, since the verdict
+    also gates what it reads from the cluster for this pod.
+    """
     pod = request.pod
     settings = platform_settings(settings)  # Ferry's requests as Autopilot takes them, when configured
-    verdict = decide_injection(request, settings)  # 1. inject at all?
+    # 1. inject at all: the verdict, decided by the caller
     if isinstance(verdict, Skip):
         return Admission("skipped", verdict.reason, pod, warnings=verdict.warnings)
     if isinstance(verdict, Denial):
