@@ -6,6 +6,9 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from tests.support.pods import make_pod
 from webhook.policy.decide import decide_injection
@@ -14,12 +17,13 @@ from webhook.policy.platform import FARGATE_SCHEDULER, autopilot_resources, desc
 from webhook.policy.podshape import MAX_POD_CONTAINERS
 from webhook.policy.request import PodRequest, is_run_to_completion
 from webhook.policy.sizing import (
+    MAX_SIZED_CONTAINERS,
     fargate_size,
     pod_request,
     size_for_platform,
     stripped_native_sidecar,
 )
-from webhook.quantity import amount, parse_quantity
+from webhook.quantity import PodAmounts, amount, parse_quantity, pod_amounts
 from webhook.settings import Settings, SettingsError
 
 
@@ -65,6 +69,11 @@ def admit(pod: dict[str, Any], settings: Settings = SETTINGS, *, native: bool = 
         settings=settings,
         native_sidecars=native,
     )
+
+
+def amounts_of(pod: dict[str, Any]) -> PodAmounts:
+    """What the pipeline reads for a reinvocation (nothing added): the containers' amounts as they stand."""
+    return pod_amounts(pod, limit=MAX_SIZED_CONTAINERS)
 
 
 def own(pod: dict[str, Any], name: str) -> dict[str, Any]:
@@ -193,7 +202,7 @@ def test_a_limit_range_minimum_is_a_floor() -> None:
     assert own(first.pod, "ferry-sidecar")["resources"]["requests"]["cpu"] == "10m"
     assert first.warnings and "0.5 vCPU / 1 GB" in first.warnings[0]
     again = size_for_platform(
-        first.pod, SETTINGS, [limit_range], run_to_completion=is_run_to_completion(first.pod)
+        first.pod, amounts_of(first.pod), SETTINGS, [limit_range], run_to_completion=is_run_to_completion(first.pod)
     )  # a reinvocation starts from the settings
     assert own(again.pod, "ferry-sidecar")["resources"]["requests"]["cpu"] == "10m"
 
@@ -275,7 +284,7 @@ def test_pod_level_requests_on_fargate_keep_both_figures() -> None:
 def test_pod_level_fitting_is_the_same_on_reinvocation() -> None:
     budget = {"cpu": "250m", "memory": "512Mi"}
     first = admit(app_pod("250m", "512Mi", fargate=False, resources={"requests": budget})).pod
-    again = size_for_platform(first, SETTINGS, run_to_completion=is_run_to_completion(first))
+    again = size_for_platform(first, amounts_of(first), SETTINGS, run_to_completion=is_run_to_completion(first))
     assert again.pod == first and again.warnings == ()
 
 
@@ -507,14 +516,15 @@ def test_sizing_reads_no_more_containers_than_ferry_injects_into() -> None:
             "containers": spec["containers"] + [{**filler, "name": f"c{i}"} for i in range(MAX_POD_CONTAINERS)],
         },
     }
-    sized = size_for_platform(forged, SETTINGS, run_to_completion=is_run_to_completion(forged))
+    sized = size_for_platform(forged, amounts_of(forged), SETTINGS, run_to_completion=is_run_to_completion(forged))
     assert sized.pod == forged and sized.warnings == (), "more containers than Ferry injects into: left as sent"
     # One fewer, and the pod is one Ferry could have injected: it is fitted as usual.
     forged["spec"]["containers"] = forged["spec"]["containers"][:-1]
     assert (
-        own(size_for_platform(forged, SETTINGS, run_to_completion=is_run_to_completion(forged)).pod, "ferry-sidecar")[
-            "resources"
-        ]["requests"]["cpu"]
+        own(
+            size_for_platform(forged, amounts_of(forged), SETTINGS, run_to_completion=is_run_to_completion(forged)).pod,
+            "ferry-sidecar",
+        )["resources"]["requests"]["cpu"]
         == "0"
     )
 
@@ -548,5 +558,67 @@ def test_sizing_takes_any_json_where_a_container_or_its_name_belongs(odd: Any, s
     for shape in ({"containers": [*spec["containers"], odd]}, {"initContainers": odd}, {"containers": odd}):
         forged = {**first, "spec": {**spec, **shape, "resources": {"requests": {"cpu": "1"}}}}
         size_for_platform(
-            forged, platform_settings(settings), run_to_completion=is_run_to_completion(forged)
+            forged, amounts_of(forged), platform_settings(settings), run_to_completion=is_run_to_completion(forged)
         )  # must not raise
+
+
+# --- The amounts sizing reads: parsed before Ferry's containers are placed, they are the placed pod's ---
+
+_quantities = st.sampled_from(["0", "1", "10m", "250m", "1.5", "64Mi", "1Gi", "x", 3, None])
+_resources = st.one_of(
+    st.none(),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            kind: st.dictionaries(st.sampled_from(["cpu", "memory", "ephemeral-storage"]), _quantities, max_size=3)
+            for kind in ("requests", "limits")
+        },
+    ),
+)
+
+
+@st.composite
+def _sized_pods(draw: st.DrawFn) -> dict[str, Any]:
+    def container(name: str, *, init: bool) -> dict[str, Any]:
+        made: dict[str, Any] = {"name": name, "image": "i"}
+        if (resources := draw(_resources)) is not None:
+            made["resources"] = resources
+        if init and draw(st.booleans()):
+            made["restartPolicy"] = "Always"
+        return made
+
+    inits = [container(f"setup-{i}", init=True) for i in range(draw(st.integers(0, 3)))]
+    apps = [container(f"app-{i}", init=False) for i in range(draw(st.integers(1, 3)))]
+    pod = app_pod("100m", "128Mi", refresh=draw(st.booleans()), fargate=draw(st.booleans()))
+    pod["spec"]["containers"] = apps
+    if inits:
+        pod["spec"]["initContainers"] = inits
+    if draw(st.booleans()):
+        pod["spec"]["resources"] = {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}}
+    return pod
+
+
+@hypothesis_settings(max_examples=150, deadline=None)
+@given(pod=_sized_pods(), native=st.booleans(), autopilot=st.sampled_from(["off", "bursting"]))
+def test_sizing_reads_the_amounts_of_the_pod_it_sizes(pod: dict[str, Any], native: bool, autopilot: str) -> None:
+    """The amounts read before Ferry's containers are placed (or none, for a pod not sized) size the placed pod
+    exactly as the amounts read from the placed pod itself do."""
+    import webhook.policy.pipeline as pipeline
+    from webhook.policy.sizing import _aligned
+
+    compared: list[PodAmounts | None] = []
+
+    def spy(placed: Any, amounts: PodAmounts | None, *args: Any, **kwargs: Any) -> Any:
+        sized = size_for_platform(placed, amounts, *args, **kwargs)
+        assert sized == size_for_platform(placed, amounts_of(placed), *args, **kwargs)
+        if amounts is not None:
+            spec = placed["spec"]
+            assert _aligned(spec, amounts) == _aligned(spec, amounts_of(placed))
+        compared.append(amounts)
+        return sized
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(pipeline, "size_for_platform", spy)
+        admission = admit(pod, table_settings(autopilot=autopilot), native=native)
+    assert admission.outcome in ("injected", "denied"), admission.message
+    assert len(compared) == (admission.outcome == "injected" or admission.reason == "platform-sizing")

@@ -10,13 +10,14 @@ from webhook.policy.decide import Denial, Reinvocation, Skip, Verdict
 from webhook.policy.identity import pod_identity, refresh_own_identity
 from webhook.policy.mutate import mutate_pod
 from webhook.policy.patch import Differ, diff_documents, make_pod_patch
-from webhook.policy.platform import platform_settings
+from webhook.policy.platform import FARGATE_SCHEDULER, platform_settings
 from webhook.policy.podshape import check_pod_shape
 from webhook.policy.request import PodRequest
 from webhook.policy.resolve import SpcLookup, resolve_spec
 from webhook.policy.resources import ResourceFit, fit_resources
-from webhook.policy.sizing import size_for_platform
+from webhook.policy.sizing import MAX_SIZED_CONTAINERS, size_for_platform
 from webhook.policy.specbuild import ResolvedRequest, SpecMaker, build_request, make_spec
+from webhook.quantity import pod_amounts
 from webhook.settings import Settings
 
 Outcome = Literal["injected", "skipped", "denied", "reinvoked"]
@@ -83,10 +84,19 @@ def admit_pod(
         if isinstance(fitted, Denial):
             return Admission("denied", fitted.reason, pod, message=fitted.message)
         resolved, fit = built, fitted
+    # What each container sets of CPU and memory, read once for stage 9, before Ferry's are placed; only for a pod
+    # that stage sizes (pod-level resources, or bound for Fargate): a pod that is never sized parses nothing.
+    sized_pod = isinstance(request.spec.get("resources"), dict) or (
+        settings.fargate_sizing == "auto" and request.spec.get("schedulerName") == FARGATE_SCHEDULER
+    )
+    added = [*parts.init_containers, *parts.containers] if parts else []
+    amounts = pod_amounts(base, added, limit=MAX_SIZED_CONTAINERS) if sized_pod else None
     mutation = mutate_pod(base, resolved, parts, fit)  # 8. Ferry's parts placed, and the ops that place them
     # Also on reinvocation: after a later webhook set Fargate's schedulerName, or stripped a native sidecar.
     # 9. Fargate / Autopilot sizing (run to completion: as read, since no stage changes the owner or restartPolicy)
-    sized = size_for_platform(mutation.pod, settings, limit_ranges, run_to_completion=request.run_to_completion)
+    sized = size_for_platform(
+        mutation.pod, amounts, settings, limit_ranges, run_to_completion=request.run_to_completion
+    )
     if sized.denial:
         return Admission("denied", "platform-sizing", pod, message=sized.denial)
     resized = sized.pod != mutation.pod  # then the ops no longer say it all, and the patch is a diff
