@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench import benchlib
+from webhook.policy.decide import decide_injection
 from webhook.policy.pipeline import admit_pod
 from webhook.policy.platform import FARGATE_SCHEDULER
 from webhook.policy.podshape import MAX_POD_CONTAINERS
@@ -58,8 +59,10 @@ def _worst(pod: dict[str, Any]) -> dict[str, Any]:
 
 def _admission(pod: dict[str, Any], settings: Settings) -> Callable[[], object]:
     def call() -> object:
+        request = PodRequest.read(pod, "team-a", None)
         return admit_pod(
-            PodRequest.read(pod, "team-a", None),
+            request,
+            decide_injection(request, settings),
             spc_lookup=lambda ns, name: None,
             settings=settings,
             native_sidecars=True,

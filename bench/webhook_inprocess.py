@@ -127,6 +127,7 @@ def admission_breakdown(bodies: dict[str, list[bytes]], iterations: int) -> dict
     failing.
     """
     body = instance(bodies["replicas"][0])
+    from webhook.policy.decide import decide_injection
     from webhook.policy.memo import cached_diff, cached_parts, cached_spec, clear_caches
     from webhook.policy.patch import make_pod_patch
     from webhook.policy.pipeline import admit_pod
@@ -140,8 +141,10 @@ def admission_breakdown(bodies: dict[str, list[bytes]], iterations: int) -> dict
     settings = Settings()
 
     def admit(request: dict[str, Any]) -> Any:
+        pod_request = PodRequest.read(request["object"], NAMESPACE, view.namespace(NAMESPACE))
         return admit_pod(
-            PodRequest.read(request["object"], NAMESPACE, view.namespace(NAMESPACE)),
+            pod_request,
+            decide_injection(pod_request, settings),
             spc_lookup=view.secret_provider_class,
             settings=settings,
             native_sidecars=True,

@@ -9,7 +9,9 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Iterable, Mapping
 from fractions import Fraction
+from typing import Any, NamedTuple
 
 _SUFFIXES: dict[str, Fraction] = {
     "": Fraction(1),
@@ -104,3 +106,58 @@ def _amount(value: object, resource: str) -> int:
     if number is None:
         return 0
     return math.ceil(number * 1000) if resource == "cpu" else math.ceil(number)
+
+
+class Amounts(NamedTuple):
+    """A container's CPU and memory as whole amounts (`amount`); a resource it does not set is left out.
+
+    `requests` as the API server defaults them: the limit, when only that is set.
+    """
+
+    requests: Mapping[str, int]
+    limits: Mapping[str, int]
+
+
+NO_AMOUNTS = Amounts({}, {})
+_CONTAINER_GROUPS = ("initContainers", "containers")
+_CPU_AND_MEMORY = ("cpu", "memory")
+
+
+class PodAmounts(NamedTuple):
+    """What the containers of a pod set of CPU and memory, each read once, before Ferry's are placed among them.
+
+    The pod's own containers per group, in order (its JSON objects only); and the containers Ferry adds, by name.
+    """
+
+    kept: Mapping[str, tuple[Amounts, ...]]
+    added: Mapping[str, Amounts]
+
+
+def pod_amounts(pod: Mapping[str, Any], added: Iterable[Mapping[str, Any]] = (), *, limit: int) -> PodAmounts:
+    """The amounts of `pod`'s containers and of the `added` ones; none read for a pod of more than `limit`."""
+    spec = pod.get("spec")
+    spec = spec if isinstance(spec, dict) else {}
+    groups = {group: spec[group] for group in _CONTAINER_GROUPS if isinstance(spec.get(group), list)}
+    if sum(len(items) for items in groups.values()) > limit:
+        return PodAmounts({}, {})
+    kept = {g: tuple(container_amounts(c) for c in items if isinstance(c, dict)) for g, items in groups.items()}
+    return PodAmounts(kept, {c["name"]: container_amounts(c) for c in added})
+
+
+def container_amounts(container: Mapping[str, Any]) -> Amounts:
+    """`container`'s CPU and memory requests and limits, read once."""
+    resources = container.get("resources")
+    if not isinstance(resources, dict):
+        return NO_AMOUNTS
+    limits, requests = resources.get("limits"), resources.get("requests")
+    limited: dict[str, int] = {}
+    if isinstance(limits, dict):
+        for resource in _CPU_AND_MEMORY:
+            if resource in limits:
+                limited[resource] = amount(limits[resource], resource)
+    requested = dict(limited)
+    if isinstance(requests, dict):
+        for resource in _CPU_AND_MEMORY:
+            if resource in requests:
+                requested[resource] = amount(requests[resource], resource)
+    return Amounts(requested, limited)

@@ -10,6 +10,7 @@ from typing import Any
 import jsonpatch
 import pytest
 
+from webhook.policy.decide import decide_injection
 from webhook.policy.patch import make_pod_patch
 from webhook.policy.pipeline import Admission, admit_pod
 from webhook.policy.request import PodRequest, is_run_to_completion
@@ -41,8 +42,10 @@ IMDS_OFF = "AWS_EC2_METADATA_DISABLED"
 
 
 def admit(pod: dict[str, Any], *, native: bool = True, settings: Settings = SETTINGS) -> Admission:
+    request = PodRequest.read(pod, pod["metadata"].get("namespace", "team-b"), None)
     return admit_pod(
-        PodRequest.read(pod, pod["metadata"].get("namespace", "team-b"), None),
+        request,
+        decide_injection(request, settings),
         spc_lookup=lambda ns, name: None,
         settings=settings,
         native_sidecars=native,
@@ -266,8 +269,10 @@ def test_a_limit_range_below_ferrys_limits_denies_naming_it_and_the_setting(pod_
             "limits": [{"type": "Pod", "max": {"memory": "1Mi"}}, {"type": "Container", "max": {"memory": "48Mi"}}]
         },
     }
+    request = PodRequest.read(app_pod(pod_factory), "team-b", None)
     admission = admit_pod(
-        PodRequest.read(app_pod(pod_factory), "team-b", None),
+        request,
+        decide_injection(request, SETTINGS),
         spc_lookup=lambda ns, name: None,
         settings=SETTINGS,
         native_sidecars=True,
@@ -344,8 +349,13 @@ def test_patch_handles_pods_without_init_containers_or_annotations(patched_pod: 
         "metadata": {"name": "s", "namespace": "team-b"},
         "spec": {"provider": "aws", "parameters": {"objects": OBJECTS, "region": "eu-west-1"}},
     }
+    request = PodRequest.read(pod, "team-b", ns)
     admission = admit_pod(
-        PodRequest.read(pod, "team-b", ns), spc_lookup=lambda n, s: spc, settings=SETTINGS, native_sidecars=True
+        request,
+        decide_injection(request, SETTINGS),
+        spc_lookup=lambda n, s: spc,
+        settings=SETTINGS,
+        native_sidecars=True,
     )
     assert admission.outcome == "injected"
     check_patch(pod, admission.pod, patched_pod)

@@ -14,11 +14,17 @@ from typing import Any
 
 import jsonpatch
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from fetcher.spec import spec_from_json
 from fetcher.spec.logline import JsonFormatter
 from tests.support.reviews import decode_patch
-from webhook.edge.app import create_app, metrics_app
+from tests.webhook.conftest import load_review
+from webhook.edge.app import INTERNAL_ERROR_MESSAGE, AdmissionHandler, create_app, metrics_app
+from webhook.edge.metrics import AdmissionMetrics
+from webhook.policy.review import build_response
 from webhook.settings import Settings
 
 Review = Callable[[str], dict[str, Any]]
@@ -371,3 +377,34 @@ def test_garbage_pods_never_get_a_5xx(client: Any, review: Review, path: tuple[s
         answer = response.json()["response"]
         if answer["allowed"] and "patch" in answer:
             jsonpatch.apply_patch(body["request"]["object"], decode_patch(answer))
+
+
+class _FailingCluster:
+    """A cluster view whose every read fails: each admission takes the fail-closed branch."""
+
+    def namespace(self, name: str) -> Any:
+        raise KeyError(name)
+
+    def secret_provider_class(self, namespace: str, name: str) -> Any:
+        return None
+
+    def limit_ranges(self, namespace: str) -> Any:
+        return ()
+
+    def is_ready(self) -> bool:
+        return True
+
+
+_FAILING = AdmissionHandler(Settings(), _FailingCluster(), True, AdmissionMetrics())
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(uid=st.text(min_size=1, max_size=128))
+def test_the_fail_closed_answer_is_the_one_build_response_writes(uid: str) -> None:
+    """Encoded once at import, with the uid spliced in: byte for byte the answer built afresh for each request."""
+    body = load_review("review-1")
+    body["request"]["uid"] = uid
+    status, answer = _FAILING.handle(json.dumps(body).encode())
+    fresh = build_response(uid, allowed=False, code=500, message=INTERNAL_ERROR_MESSAGE.format(uid=uid))
+    assert status == 200 and answer == json.dumps(fresh, separators=(",", ":")).encode()
+    assert json.loads(answer)["response"]["uid"] == uid

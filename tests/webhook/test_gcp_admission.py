@@ -9,6 +9,7 @@ import yaml
 
 from fetcher.spec import FetchSpec, spec_from_json, spec_to_json
 from tests.support.resolving import lookup
+from webhook.policy.decide import decide_injection
 from webhook.policy.pipeline import Admission, admit_pod
 from webhook.policy.request import PodRequest
 from webhook.settings import Settings
@@ -35,8 +36,10 @@ SPC = {
 
 
 def admit(pod: dict[str, Any], settings: Settings = GKE, namespace_obj: dict[str, Any] | None = None) -> Admission:
+    request = PodRequest.read(pod, "team-b", namespace_obj)
     return admit_pod(
-        PodRequest.read(pod, "team-b", namespace_obj),
+        request,
+        decide_injection(request, settings),
         spc_lookup=lookup(SPC),
         settings=settings,
         native_sidecars=True,
@@ -157,8 +160,9 @@ def test_bad_entries_are_denied_naming_each_field(pod_factory: PodFactory) -> No
 def test_shared_identities_are_denied(pod_factory: PodFactory) -> None:
     spc = {**SPC, "spec": {"provider": "gcp", "parameters": {"secrets": SECRETS, "auth": "provider-adc"}}}
     pod = pod_factory({"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "app-secrets"})
+    request = PodRequest.read(pod, "team-b", None)
     admission = admit_pod(
-        PodRequest.read(pod, "team-b", None), spc_lookup=lookup(spc), settings=GKE, native_sidecars=True
+        request, decide_injection(request, GKE), spc_lookup=lookup(spc), settings=GKE, native_sidecars=True
     )
     assert admission.outcome == "denied" and "shared by every pod on the node" in (admission.message or "")
 

@@ -18,6 +18,7 @@ from tests.support.resolving import lookup
 from tests.support.reviews import pod_create_review
 from tests.webhook.test_gcp_admission import GKE, SPC, gcp_pod, spec_of
 from webhook.edge.app import create_app
+from webhook.policy.decide import decide_injection
 from webhook.policy.memo import pod_key
 from webhook.policy.pipeline import Admission, admit_pod
 from webhook.policy.request import PodRequest, service_account_name
@@ -31,8 +32,9 @@ AWS_OBJECTS = "- objectName: prod/db\n  objectType: secretsmanager\n"
 
 
 def admit(pod: dict[str, Any], ksa: KsaAnnotation | None, namespace_obj: dict[str, Any] | None = None) -> Admission:
+    request = PodRequest.read(pod, "team-b", namespace_obj, ksa)
     return admit_pod(
-        PodRequest.read(pod, "team-b", namespace_obj, ksa), spc_lookup=lookup(SPC), settings=GKE, native_sidecars=True
+        request, decide_injection(request, GKE), spc_lookup=lookup(SPC), settings=GKE, native_sidecars=True
     )
 
 
@@ -241,7 +243,8 @@ def test_the_memo_trace_covers_gcp_pods_and_their_service_account(pod_factory: P
             assert service_account_name(traced) in ("default", "web")
             request = PodRequest.read(traced, "team-b", None, ksa)
             keys.add(pod_key(request))
-            admission = admit_pod(request, spc_lookup=lookup(SPC), settings=GKE, native_sidecars=True)
+            verdict = decide_injection(request, GKE)
+            admission = admit_pod(request, verdict, spc_lookup=lookup(SPC), settings=GKE, native_sidecars=True)
             outcomes.add(admission.outcome)
     assert outcomes == {"injected", "denied"}
     assert len(keys) == 3 * len(answers), "each ServiceAccount answer must give its own key"

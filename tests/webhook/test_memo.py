@@ -305,6 +305,7 @@ def test_every_part_of_a_pod_that_admission_reads_is_in_the_memo_key(
     pod_factory: Callable[..., dict[str, Any]],
 ) -> None:
     """Trace the reads of the whole policy over pods that take each path; each must be a keyed part."""
+    from webhook.policy.decide import decide_injection
     from webhook.policy.memo import KEYED_POD_PARTS, pod_key
     from webhook.policy.pipeline import admit_pod
     from webhook.policy.request import PodRequest
@@ -331,6 +332,7 @@ def test_every_part_of_a_pod_that_admission_reads_is_in_the_memo_key(
             pod_key(request)
             admission = admit_pod(
                 request,
+                decide_injection(request, Settings()),
                 spc_lookup=view.secret_provider_class,
                 settings=Settings(),
                 native_sidecars=native,
@@ -390,6 +392,7 @@ def test_shared_parts_follow_every_input_of_build_parts(pod_factory: Callable[..
     """
     from webhook.policy import memo
     from webhook.policy.containers import build_parts
+    from webhook.policy.decide import decide_injection
     from webhook.policy.pipeline import admit_pod
     from webhook.policy.request import PodRequest
 
@@ -418,8 +421,10 @@ def test_shared_parts_follow_every_input_of_build_parts(pod_factory: Callable[..
             for index, (pod, settings, native) in enumerate(variants):
                 admitted = {}
                 for maker in (build_parts, memo.cached_parts):
+                    request = PodRequest.read(pod, "apps", None)
                     admission = admit_pod(
-                        PodRequest.read(pod, "apps", None),
+                        request,
+                        decide_injection(request, settings),
                         spc_lookup=lambda ns, name: None,
                         settings=settings,
                         native_sidecars=native,

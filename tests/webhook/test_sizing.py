@@ -6,19 +6,24 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from tests.support.pods import make_pod
+from webhook.policy.decide import decide_injection
 from webhook.policy.pipeline import admit_pod
 from webhook.policy.platform import FARGATE_SCHEDULER, autopilot_resources, describe_size, platform_settings
 from webhook.policy.podshape import MAX_POD_CONTAINERS
 from webhook.policy.request import PodRequest, is_run_to_completion
 from webhook.policy.sizing import (
+    MAX_SIZED_CONTAINERS,
     fargate_size,
     pod_request,
     size_for_platform,
     stripped_native_sidecar,
 )
-from webhook.quantity import amount, parse_quantity
+from webhook.quantity import PodAmounts, amount, parse_quantity, pod_amounts
 from webhook.settings import Settings, SettingsError
 
 
@@ -56,12 +61,19 @@ def app_pod(cpu: str, memory: str, *, refresh: bool = True, fargate: bool = True
 
 
 def admit(pod: dict[str, Any], settings: Settings = SETTINGS, *, native: bool = True) -> Any:
+    request = PodRequest.read(pod, "team-a", None)
     return admit_pod(
-        PodRequest.read(pod, "team-a", None),
+        request,
+        decide_injection(request, settings),
         spc_lookup=lambda ns, name: None,
         settings=settings,
         native_sidecars=native,
     )
+
+
+def amounts_of(pod: dict[str, Any]) -> PodAmounts:
+    """What the pipeline reads for a reinvocation (nothing added): the containers' amounts as they stand."""
+    return pod_amounts(pod, limit=MAX_SIZED_CONTAINERS)
 
 
 def own(pod: dict[str, Any], name: str) -> dict[str, Any]:
@@ -178,8 +190,10 @@ def test_a_memory_floor_below_the_request_lets_memory_fit() -> None:
 
 def test_a_limit_range_minimum_is_a_floor() -> None:
     limit_range = {"metadata": {"name": "lr"}, "spec": {"limits": [{"type": "Container", "min": {"cpu": "10m"}}]}}
+    request = PodRequest.read(app_pod("250m", "512Mi"), "team-a", None)
     first = admit_pod(
-        PodRequest.read(app_pod("250m", "512Mi"), "team-a", None),
+        request,
+        decide_injection(request, SETTINGS),
         spc_lookup=lambda ns, name: None,
         settings=SETTINGS,
         native_sidecars=True,
@@ -188,7 +202,7 @@ def test_a_limit_range_minimum_is_a_floor() -> None:
     assert own(first.pod, "ferry-sidecar")["resources"]["requests"]["cpu"] == "10m"
     assert first.warnings and "0.5 vCPU / 1 GB" in first.warnings[0]
     again = size_for_platform(
-        first.pod, SETTINGS, [limit_range], run_to_completion=is_run_to_completion(first.pod)
+        first.pod, amounts_of(first.pod), SETTINGS, [limit_range], run_to_completion=is_run_to_completion(first.pod)
     )  # a reinvocation starts from the settings
     assert own(again.pod, "ferry-sidecar")["resources"]["requests"]["cpu"] == "10m"
 
@@ -270,7 +284,7 @@ def test_pod_level_requests_on_fargate_keep_both_figures() -> None:
 def test_pod_level_fitting_is_the_same_on_reinvocation() -> None:
     budget = {"cpu": "250m", "memory": "512Mi"}
     first = admit(app_pod("250m", "512Mi", fargate=False, resources={"requests": budget})).pod
-    again = size_for_platform(first, SETTINGS, run_to_completion=is_run_to_completion(first))
+    again = size_for_platform(first, amounts_of(first), SETTINGS, run_to_completion=is_run_to_completion(first))
     assert again.pod == first and again.warnings == ()
 
 
@@ -466,8 +480,10 @@ def test_autopilot_figures_reach_pod_level_resources_and_limit_ranges() -> None:
     # The sidecar runs beside the app: the pod's own requests grow by what Autopilot gets, 128Mi (not 64Mi).
     assert admitted["spec"]["resources"]["requests"] == {"cpu": "550m", "memory": "1152Mi"}
     limit_range = {"metadata": {"name": "lr"}, "spec": {"limits": [{"type": "Container", "max": {"cpu": "100m"}}]}}
+    request = PodRequest.read(app_pod("500m", "1Gi", fargate=False), "team-a", None)
     checked = admit_pod(
-        PodRequest.read(app_pod("500m", "1Gi", fargate=False), "team-a", None),
+        request,
+        decide_injection(request, settings),
         spc_lookup=lambda ns, name: None,
         settings=settings,
         native_sidecars=True,
@@ -500,14 +516,15 @@ def test_sizing_reads_no_more_containers_than_ferry_injects_into() -> None:
             "containers": spec["containers"] + [{**filler, "name": f"c{i}"} for i in range(MAX_POD_CONTAINERS)],
         },
     }
-    sized = size_for_platform(forged, SETTINGS, run_to_completion=is_run_to_completion(forged))
+    sized = size_for_platform(forged, amounts_of(forged), SETTINGS, run_to_completion=is_run_to_completion(forged))
     assert sized.pod == forged and sized.warnings == (), "more containers than Ferry injects into: left as sent"
     # One fewer, and the pod is one Ferry could have injected: it is fitted as usual.
     forged["spec"]["containers"] = forged["spec"]["containers"][:-1]
     assert (
-        own(size_for_platform(forged, SETTINGS, run_to_completion=is_run_to_completion(forged)).pod, "ferry-sidecar")[
-            "resources"
-        ]["requests"]["cpu"]
+        own(
+            size_for_platform(forged, amounts_of(forged), SETTINGS, run_to_completion=is_run_to_completion(forged)).pod,
+            "ferry-sidecar",
+        )["resources"]["requests"]["cpu"]
         == "0"
     )
 
@@ -541,5 +558,67 @@ def test_sizing_takes_any_json_where_a_container_or_its_name_belongs(odd: Any, s
     for shape in ({"containers": [*spec["containers"], odd]}, {"initContainers": odd}, {"containers": odd}):
         forged = {**first, "spec": {**spec, **shape, "resources": {"requests": {"cpu": "1"}}}}
         size_for_platform(
-            forged, platform_settings(settings), run_to_completion=is_run_to_completion(forged)
+            forged, amounts_of(forged), platform_settings(settings), run_to_completion=is_run_to_completion(forged)
         )  # must not raise
+
+
+# --- The amounts sizing reads: parsed before Ferry's containers are placed, they are the placed pod's ---
+
+_quantities = st.sampled_from(["0", "1", "10m", "250m", "1.5", "64Mi", "1Gi", "x", 3, None])
+_resources = st.one_of(
+    st.none(),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            kind: st.dictionaries(st.sampled_from(["cpu", "memory", "ephemeral-storage"]), _quantities, max_size=3)
+            for kind in ("requests", "limits")
+        },
+    ),
+)
+
+
+@st.composite
+def _sized_pods(draw: st.DrawFn) -> dict[str, Any]:
+    def container(name: str, *, init: bool) -> dict[str, Any]:
+        made: dict[str, Any] = {"name": name, "image": "i"}
+        if (resources := draw(_resources)) is not None:
+            made["resources"] = resources
+        if init and draw(st.booleans()):
+            made["restartPolicy"] = "Always"
+        return made
+
+    inits = [container(f"setup-{i}", init=True) for i in range(draw(st.integers(0, 3)))]
+    apps = [container(f"app-{i}", init=False) for i in range(draw(st.integers(1, 3)))]
+    pod = app_pod("100m", "128Mi", refresh=draw(st.booleans()), fargate=draw(st.booleans()))
+    pod["spec"]["containers"] = apps
+    if inits:
+        pod["spec"]["initContainers"] = inits
+    if draw(st.booleans()):
+        pod["spec"]["resources"] = {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}}
+    return pod
+
+
+@hypothesis_settings(max_examples=150, deadline=None)
+@given(pod=_sized_pods(), native=st.booleans(), autopilot=st.sampled_from(["off", "bursting"]))
+def test_sizing_reads_the_amounts_of_the_pod_it_sizes(pod: dict[str, Any], native: bool, autopilot: str) -> None:
+    """The amounts read before Ferry's containers are placed (or none, for a pod not sized) size the placed pod
+    exactly as the amounts read from the placed pod itself do."""
+    import webhook.policy.pipeline as pipeline
+    from webhook.policy.sizing import _aligned
+
+    compared: list[PodAmounts | None] = []
+
+    def spy(placed: Any, amounts: PodAmounts | None, *args: Any, **kwargs: Any) -> Any:
+        sized = size_for_platform(placed, amounts, *args, **kwargs)
+        assert sized == size_for_platform(placed, amounts_of(placed), *args, **kwargs)
+        if amounts is not None:
+            spec = placed["spec"]
+            assert _aligned(spec, amounts) == _aligned(spec, amounts_of(placed))
+        compared.append(amounts)
+        return sized
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(pipeline, "size_for_platform", spy)
+        admission = admit(pod, table_settings(autopilot=autopilot), native=native)
+    assert admission.outcome in ("injected", "denied"), admission.message
+    assert len(compared) == (admission.outcome == "injected" or admission.reason == "platform-sizing")

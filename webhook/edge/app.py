@@ -38,6 +38,11 @@ INTERNAL_ERROR_MESSAGE = (
     "Ferry could not process this pod because of an internal error; the pod asked for secrets, so it was not "
     "admitted without them. Retry, and if it persists check the ferry-webhook logs for uid {uid}"
 )
+# The fail-closed answer (allowed: false, code 500), encoded once: only the uid changes, in its field and in the
+# message, where it goes JSON-escaped as `json.dumps` would write it.
+_INTERNAL_ERROR_ANSWER = json.dumps(
+    build_response("{uid}", allowed=False, code=500, message=INTERNAL_ERROR_MESSAGE), separators=(",", ":")
+).encode()
 
 
 # Bytes of each body that never count against the shared budget: a real pod's review is a few to a few
@@ -238,10 +243,7 @@ class AdmissionHandler:
                 "error": type(exc).__name__,
             }
             log.error("admission", extra={"fields": fields})
-            response = build_response(
-                request["uid"], allowed=False, code=500, message=INTERNAL_ERROR_MESSAGE.format(uid=request["uid"])
-            )
-            return 200, _dumps(response)
+            return 200, _INTERNAL_ERROR_ANSWER.replace(b"{uid}", json.dumps(request["uid"]).encode()[1:-1])
         uid = request["uid"]
         dry_run = bool(request.get("dryRun"))
         self.metrics.record(decision.outcome, dry_run=dry_run, reason=decision.reason)

@@ -95,18 +95,13 @@ def admit(
     limit_ranges = view.limit_ranges(namespace)
     pod_request = PodRequest.read(pod, namespace, namespace_obj)
     account_name = service_account_name(pod)
+    verdict = decide_injection(pod_request, settings)  # stage 1, decided once: it also gates the GET below
     # The pod's ServiceAccount's Google service account, from views that keep ServiceAccounts (GCP installs).
     # A miss costs a GET of the cluster-wide budget only for a pod Ferry injects, in a review from the API server
     # (when its addresses are known): a forged review naming made-up accounts must not spend other tenants' reads.
     read_ksa = getattr(view, "gke_service_account", None)
     ksa = read_ksa(namespace, account_name, may_get=False) if read_ksa is not None else None
-    if (
-        read_ksa is not None
-        and ksa is not None
-        and ksa.unread
-        and from_api_server
-        and decide_injection(pod_request, settings) is None
-    ):
+    if read_ksa is not None and ksa is not None and ksa.unread and from_api_server and verdict is None:
         ksa = read_ksa(namespace, account_name)  # a miss: the GET, for this one pod
     if ksa is not None:
         pod_request = pod_request._replace(ksa=ksa)
@@ -119,6 +114,7 @@ def admit(
     lookup = RecordingLookup(view.secret_provider_class)
     admission = admit_pod(
         pod_request,
+        verdict,
         spc_lookup=lookup,
         settings=settings,
         native_sidecars=native_sidecars,

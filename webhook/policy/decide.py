@@ -68,7 +68,11 @@ class Skip:
     warnings: tuple[str, ...] = ()
 
 
-def decide_injection(request: PodRequest, settings: Settings) -> Skip | Denial | Reinvocation | None:
+# Stage 1's answer: None (inject), a Skip, a Denial, or a Reinvocation.
+Verdict = Skip | Denial | Reinvocation | None
+
+
+def decide_injection(request: PodRequest, settings: Settings) -> Verdict:
     """None when the pod is to be injected; else why not (a Skip) or why it is refused (a Denial)."""
     pod, ns, namespace = request.annotations, request.namespace_annotations, request.namespace
     if settings.is_excluded_namespace(namespace):

@@ -6,17 +6,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 from webhook.policy.containers import FerryParts, PartsMaker, build_parts
-from webhook.policy.decide import Denial, Reinvocation, Skip, decide_injection
+from webhook.policy.decide import Denial, Reinvocation, Skip, Verdict
 from webhook.policy.identity import pod_identity, refresh_own_identity
 from webhook.policy.mutate import mutate_pod
 from webhook.policy.patch import Differ, diff_documents, make_pod_patch
-from webhook.policy.platform import platform_settings
+from webhook.policy.platform import FARGATE_SCHEDULER, platform_settings
 from webhook.policy.podshape import check_pod_shape
 from webhook.policy.request import PodRequest
 from webhook.policy.resolve import SpcLookup, resolve_spec
 from webhook.policy.resources import ResourceFit, fit_resources
-from webhook.policy.sizing import size_for_platform
+from webhook.policy.sizing import MAX_SIZED_CONTAINERS, size_for_platform
 from webhook.policy.specbuild import ResolvedRequest, SpecMaker, build_request, make_spec
+from webhook.quantity import pod_amounts
 from webhook.settings import Settings
 
 Outcome = Literal["injected", "skipped", "denied", "reinvoked"]
@@ -40,6 +41,7 @@ class Admission(NamedTuple):
 
 def admit_pod(
     request: PodRequest,
+    verdict: Verdict,
     *,
     spc_lookup: SpcLookup,
     settings: Settings,
@@ -49,10 +51,14 @@ def admit_pod(
     differ: Differ = diff_documents,
     parts_maker: PartsMaker = build_parts,
 ) -> Admission:
-    """The policy for one pod CREATE, read once into `request`: each stage once, in order."""
+    """The policy for one pod CREATE, read once into `request`: each stage once, in order.
+
+    `verdict` is stage 1's, `decide_injection(request, settings)`: the caller decides first, since the verdict
+    also gates what it reads from the cluster for this pod.
+    """
     pod = request.pod
     settings = platform_settings(settings)  # Ferry's requests as Autopilot takes them, when configured
-    verdict = decide_injection(request, settings)  # 1. inject at all?
+    # 1. inject at all: the verdict, decided by the caller
     if isinstance(verdict, Skip):
         return Admission("skipped", verdict.reason, pod, warnings=verdict.warnings)
     if isinstance(verdict, Denial):
@@ -79,10 +85,19 @@ def admit_pod(
         if isinstance(fitted, Denial):
             return Admission("denied", fitted.reason, pod, message=fitted.message)
         resolved, fit = built, fitted
+    # What each container sets of CPU and memory, read once for stage 9, before Ferry's are placed; only for a pod
+    # that stage sizes (pod-level resources, or bound for Fargate): a pod that is never sized parses nothing.
+    sized_pod = isinstance(request.spec.get("resources"), dict) or (
+        settings.fargate_sizing == "auto" and request.spec.get("schedulerName") == FARGATE_SCHEDULER
+    )
+    added = [*parts.init_containers, *parts.containers] if parts else []
+    amounts = pod_amounts(base, added, limit=MAX_SIZED_CONTAINERS) if sized_pod else None
     mutation = mutate_pod(base, resolved, parts, fit)  # 8. Ferry's parts placed, and the ops that place them
     # Also on reinvocation: after a later webhook set Fargate's schedulerName, or stripped a native sidecar.
     # 9. Fargate / Autopilot sizing (run to completion: as read, since no stage changes the owner or restartPolicy)
-    sized = size_for_platform(mutation.pod, settings, limit_ranges, run_to_completion=request.run_to_completion)
+    sized = size_for_platform(
+        mutation.pod, amounts, settings, limit_ranges, run_to_completion=request.run_to_completion
+    )
     if sized.denial:
         return Admission("denied", "platform-sizing", pod, message=sized.denial)
     resized = sized.pod != mutation.pod  # then the ops no longer say it all, and the patch is a diff

@@ -27,10 +27,12 @@ from webhook.policy.platform import (
 )
 from webhook.policy.podshape import MAX_POD_CONTAINERS
 from webhook.policy.request import OWN_CONTAINER_NAMES, SIDECAR_NAME
-from webhook.quantity import amount, format_quantity, parse_quantity
+from webhook.quantity import NO_AMOUNTS, Amounts, PodAmounts, format_quantity, parse_quantity, pod_amounts
 from webhook.settings import Settings
 
 _MIB = 2**20
+# More containers than Ferry injects into: a forged reinvocation, left as sent (and its amounts are never read).
+MAX_SIZED_CONTAINERS = MAX_POD_CONTAINERS + len(OWN_CONTAINER_NAMES)
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,9 @@ def fargate_size(cpu: int, memory: int) -> tuple[int, int] | None:
     return None
 
 
-def fit_requests(pod: Mapping[str, Any], settings: Settings, floors: Mapping[str, int], *, fargate: bool) -> Sizing:
+def fit_requests(
+    pod: Mapping[str, Any], amounts: PodAmounts, settings: Settings, floors: Mapping[str, int], *, fargate: bool
+) -> Sizing:
     """Lower Ferry's requests into the room the pod already has, or say why they cannot fit.
 
     The room: the pod-level resources (``spec.resources``), which must cover all containers' requests; and,
@@ -59,8 +63,9 @@ def fit_requests(pod: Mapping[str, Any], settings: Settings, floors: Mapping[str
     the floors overflow is raised by the shortfall (with a warning); a bigger Fargate size is warned or denied.
     """
     spec = _spec(pod)
-    own = _own_containers(spec)
-    terms = {r: pod_terms(spec, r) for r in RESOURCES}
+    each = _aligned(spec, amounts)
+    own = [a for group in _GROUPS for c, a in zip(containers(spec, group), each[group], strict=True) if is_own(c)]
+    terms = {r: pod_terms(spec, r, each) for r in RESOURCES}
     caps = pod_level_budget(spec)
     without = fargate_size(with_own_at(terms["cpu"], 0), with_own_at(terms["memory"], 0)) if fargate else None
     fargate_caps = {"cpu": without[0], "memory": without[1] - FARGATE_OVERHEAD} if without else {}
@@ -75,10 +80,10 @@ def fit_requests(pod: Mapping[str, Any], settings: Settings, floors: Mapping[str
         room = largest_own(terms[resource], cap)
         room = room if resource == "cpu" else room // _MIB * _MIB  # whole MiB
         fitted[resource] = max(min(floors[resource], configured[resource]), min(configured[resource], room))
-    changed = {r: format_amount(v, r) for r, v in fitted.items() if any(container_request(c, r) != v for c in own)}
+    changed = {r: format_amount(v, r) for r, v in fitted.items() if any(a.requests.get(r, 0) != v for a in own)}
     new_pod = with_own_requests(pod, changed) if changed else dict(pod)
     need = {r: with_own_at(terms[r], fitted[r]) for r in RESOURCES}
-    new_pod, warnings = _with_pod_level(new_pod, need)
+    new_pod, warnings = _with_pod_level(new_pod, need, own)
     reached = fargate_size(need["cpu"], need["memory"])
     if not fargate_caps or reached == without:
         return Sizing(new_pod, warnings=warnings)
@@ -89,14 +94,18 @@ def fit_requests(pod: Mapping[str, Any], settings: Settings, floors: Mapping[str
     return Sizing(new_pod, warnings=(*warnings, message))
 
 
-def _with_pod_level(pod: dict[str, Any], need: Mapping[str, int]) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """`pod` with its pod-level resources covering `need`, and Ferry's container limits within the pod's."""
+def _with_pod_level(
+    pod: dict[str, Any], need: Mapping[str, int], own: Sequence[Amounts]
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """`pod` with its pod-level resources covering `need`, and Ferry's container limits (`own`) within the pod's."""
     fit = fit_pod_level(_spec(pod), need)
     if fit.resources is not None:
         pod = {**pod, "spec": {**_spec(pod), "resources": fit.resources}}
-    if any(_over_limits(c, fit.limits) for c in _own_containers(_spec(pod))):
+    over = [_over_limits(amounts, fit.limits) for amounts in own]
+    if any(over):
         # A container limit above the pod's is refused (regular containers) and meaningless (all).
-        pod = _with_own(pod, lambda container: _with_limits_within(container, fit.limits))
+        lowered = iter(over)  # `_with_own` visits Ferry's containers in the order of `own`
+        pod = _with_own(pod, lambda container: _with_limits_lowered(container, next(lowered)))
     return pod, ((fit.message,) if fit.message else ())
 
 
@@ -151,6 +160,7 @@ def stripped_native_sidecar(pod: Mapping[str, Any], *, run_to_completion: bool) 
 
 def size_for_platform(
     pod: Mapping[str, Any],
+    amounts: PodAmounts | None,
     settings: Settings,
     limit_ranges: Sequence[Mapping[str, Any]] = (),
     *,
@@ -158,22 +168,26 @@ def size_for_platform(
 ) -> Sizing:
     """Ferry's containers in `pod` (as Ferry would admit it) fitted to Autopilot or Fargate; or a denial.
 
-    `settings` are `platform_settings(...)`'s, as the containers were built with; `run_to_completion` is the
-    pod's `PodRequest.run_to_completion`.
+    `amounts`: what its containers set, read before Ferry's were placed (`pod_amounts`); None for a pod with
+    neither pod-level resources nor the Fargate scheduler, which is not sized. `settings` are
+    `platform_settings(...)`'s, as the containers were built with; `run_to_completion` is the pod's
+    `PodRequest.run_to_completion`.
     """
     stripped = stripped_native_sidecar(pod, run_to_completion=run_to_completion)
     if stripped:
         return Sizing(dict(pod), denial=stripped)
-    if _container_count(_spec(pod)) > MAX_POD_CONTAINERS + len(OWN_CONTAINER_NAMES):
+    if _container_count(_spec(pod)) > MAX_SIZED_CONTAINERS:
         # Stage 2 refuses to inject into more; a pod past it here is a forged reinvocation: not worth reading.
         return Sizing(dict(pod))
     sized = fit_autopilot(pod, settings) if settings.autopilot != "off" else dict(pod)
     fargate = settings.fargate_sizing == "auto" and _spec(sized).get("schedulerName") == FARGATE_SCHEDULER
     if not fargate and not isinstance(_spec(sized).get("resources"), dict):
         return Sizing(sized)
+    if amounts is None:
+        raise ValueError("the sizing stage was given no amounts for a pod it sizes")  # fails closed
     # Autopilot would raise requests lowered below its ratio band again, past the pod-level budget: not lowered.
     floors = configured_requests(settings) if settings.autopilot != "off" else request_floors(settings, limit_ranges)
-    return fit_requests(sized, settings, floors, fargate=fargate)
+    return fit_requests(sized, amounts, settings, floors, fargate=fargate)
 
 
 def with_own_requests(pod: Mapping[str, Any], requests: Mapping[str, str]) -> dict[str, Any]:
@@ -216,16 +230,12 @@ def _own_containers(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [c for group in groups for c in containers(spec, group) if is_own(c)]
 
 
-def _over_limits(container: Mapping[str, Any], ceilings: Mapping[str, int]) -> dict[str, int]:
-    resources = container.get("resources")
-    limits = resources.get("limits") if isinstance(resources, dict) else None
-    if not isinstance(limits, dict):
-        return {}
-    return {r: ceiling for r, ceiling in ceilings.items() if r in limits and amount(limits[r], r) > ceiling}
+def _over_limits(amounts: Amounts, ceilings: Mapping[str, int]) -> dict[str, int]:
+    limits = amounts.limits
+    return {r: ceiling for r, ceiling in ceilings.items() if r in limits and limits[r] > ceiling}
 
 
-def _with_limits_within(container: Mapping[str, Any], ceilings: Mapping[str, int]) -> dict[str, Any]:
-    over = _over_limits(container, ceilings)
+def _with_limits_lowered(container: Mapping[str, Any], over: Mapping[str, int]) -> dict[str, Any]:
     if not over:
         return dict(container)
     resources = _copied(container.get("resources"))
@@ -237,45 +247,52 @@ def _with_limits_within(container: Mapping[str, Any], ceilings: Mapping[str, int
 # --- Kubernetes' arithmetic of a pod's requests, and its pod-level resources ---
 
 
-def container_request(container: Mapping[str, Any], resource: str) -> int:
-    """A container's request for `resource` as the API server defaults it (its limit when only that is set)."""
-    resources = container.get("resources")
-    if not isinstance(resources, dict):
-        return 0
-    for kind in ("requests", "limits"):
-        values = resources.get(kind)
-        if isinstance(values, dict) and resource in values:
-            return amount(values[resource], resource)
-    return 0
-
-
 Terms = list[tuple[int, int]]
+_GROUPS = ("initContainers", "containers")
 
 
-def pod_terms(spec: Mapping[str, Any], resource: str, *, own_unknown: bool = True) -> Terms:
+def _aligned(spec: Mapping[str, Any], amounts: PodAmounts) -> dict[str, list[Amounts]]:
+    """Each container's amounts, in the order of `containers(spec, group)`.
+
+    Ferry's added containers by name; every other in the order the pod was sent in, since placing and fitting
+    Ferry's containers moves no other (and the pod as sent may not use Ferry's names: the shape stage).
+    """
+    aligned: dict[str, list[Amounts]] = {}
+    for group in _GROUPS:
+        kept = iter(amounts.kept.get(group, ()))
+        aligned[group] = [
+            amounts.added[c["name"]] if is_own(c) and c["name"] in amounts.added else next(kept, NO_AMOUNTS)
+            for c in containers(spec, group)
+        ]
+    return aligned
+
+
+def pod_terms(
+    spec: Mapping[str, Any], resource: str, each: Mapping[str, Sequence[Amounts]], *, own_unknown: bool = True
+) -> Terms:
     """The pod's request for `resource` as max(terms); a term is (app part, how many of Ferry's containers in it).
 
     Kubernetes' rule with native sidecars: each init container counts with the restartable init containers
     before it; the app containers count with all of them. Ferry's containers are left out as unknowns, so
     the pod's request with Ferry's containers at x each is max(app + count * x); with `own_unknown` False
-    they count as they are, like any other container.
+    they count as they are, like any other container. `each`: the containers' amounts (`_aligned`).
     """
     terms: Terms = []
     restartable = (0, 0)
-    for container in containers(spec, "initContainers"):
+    for container, amounts in zip(containers(spec, "initContainers"), each["initContainers"], strict=True):
         own = 1 if own_unknown and is_own(container) else 0
-        app = 0 if own else container_request(container, resource)
+        app = 0 if own else amounts.requests.get(resource, 0)
         if container.get("restartPolicy") == "Always":
             restartable = (restartable[0] + app, restartable[1] + own)
             terms.append(restartable)
         else:
             terms.append((restartable[0] + app, restartable[1] + own))
     app_sum, own_count = restartable
-    for container in containers(spec, "containers"):
+    for container, amounts in zip(containers(spec, "containers"), each["containers"], strict=True):
         if own_unknown and is_own(container):
             own_count += 1
         else:
-            app_sum += container_request(container, resource)
+            app_sum += amounts.requests.get(resource, 0)
     terms.append((app_sum, own_count))
     return terms
 
@@ -285,9 +302,10 @@ def pod_request(spec: Mapping[str, Any], resource: str, own: int | None = None) 
 
     `own` None: Ferry's containers count with the requests they have; 0: as if they were not there.
     """
+    each = _aligned(spec, pod_amounts({"spec": spec}, limit=_container_count(spec)))
     if own is None:
-        return max(app for app, _ in pod_terms(spec, resource, own_unknown=False))
-    return with_own_at(pod_terms(spec, resource), own)
+        return max(app for app, _ in pod_terms(spec, resource, each, own_unknown=False))
+    return with_own_at(pod_terms(spec, resource, each), own)
 
 
 def with_own_at(terms: Terms, own: int) -> int:
