@@ -70,6 +70,8 @@ class AdmissionMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        # The series of each (outcome, dry-run) met so far: at most len(OUTCOMES) * 2 entries.
+        self._admission_counters: dict[tuple[str, bool], Counter] = {}
         self._freshness = _FreshnessCollector()
         self.registry.register(self._freshness)
         self._certificate = _CertificateExpiryCollector()
@@ -85,9 +87,13 @@ class AdmissionMetrics:
 
     def record(self, outcome: str, *, dry_run: bool, reason: str | None = None) -> None:
         """Count one admission (never by namespace: see the module docstring)."""
-        if outcome not in OUTCOMES:
-            outcome = "error"
-        self.admissions.labels(outcome, "true" if dry_run else "false").inc()
+        counter = self._admission_counters.get((outcome, dry_run))
+        if counter is None:  # each pair's first admission: `labels` looks the series up (and makes it) once
+            known = outcome in OUTCOMES
+            counter = self.admissions.labels(outcome if known else "error", "true" if dry_run else "false")
+            if known:
+                self._admission_counters[(outcome, dry_run)] = counter
+        counter.inc()
         if outcome == "denied" and reason:
             self.denials.labels(reason).inc()
 
