@@ -441,3 +441,59 @@ def test_shared_parts_follow_every_input_of_build_parts(pod_factory: Callable[..
         assert (hits, misses, size) == (len(variants), len(variants), len(variants))
     finally:
         memo.clear_caches()
+
+
+def test_a_memo_hit_reads_no_request_and_decides_nothing(
+    asgi_client: Callable[[Any], Any], pod_factory: Callable[..., dict[str, Any]], monkeypatch: Any
+) -> None:
+    """The memo is asked before the pod is read into a PodRequest; a hit answers as the full admission did."""
+    from webhook.policy import admission
+
+    app = create_app(Settings(), MutableView(), native_sidecars=True)
+    client = asgi_client(app)
+    pod = _base_pod(pod_factory)
+    first = post(client, replica_review(pod))
+    monkeypatch.setattr(admission, "decide_injection", _never)
+    monkeypatch.setattr(admission.PodRequest, "read", _never)
+    second = post(client, replica_review(_replica(pod, generateName="api-5d8f7c9b6a-")))
+    assert _without_uid(first) == _without_uid(second) and "patch" in first
+    assert (app.state.memo.hits, app.state.memo.misses) == (1, 1)
+
+
+def test_the_key_of_the_raw_pod_is_the_key_of_its_request(pod_factory: Callable[..., dict[str, Any]]) -> None:
+    """`pod_key_of` (asked before the request is read) and `pod_key` (of the request) agree on every pod."""
+    from fetcher.spec.gcp import KsaAnnotation
+    from webhook.policy.memo import pod_key, pod_key_of
+    from webhook.policy.request import PodRequest, is_run_to_completion
+
+    base = _base_pod(pod_factory)
+    job = _replica(base, labels={"job-name": "nightly"})
+    pods: list[dict[str, Any]] = [base, job, _with_spec(base, restartPolicy="Never"), {"spec": base["spec"]}, {}]
+    pods.append({"metadata": None, "spec": None})
+    keys = set()
+    for pod in pods:
+        for ksa in (None, KsaAnnotation("default", "web@p.iam.gserviceaccount.com")):
+            request = PodRequest.read(pod, "apps", NAMESPACE, ksa)
+            key = pod_key_of(pod, "apps", is_run_to_completion(pod), ksa)
+            assert key == pod_key(request)
+            keys.add(key)
+    assert len(keys) == 2 * len(pods)
+
+
+def test_replicas_parsed_from_bytes_share_a_key_after_the_first_was_admitted(
+    pod_factory: Callable[..., dict[str, Any]],
+) -> None:
+    """marshal's back-references follow the sharing in one parsed pod, which its JSON text alone decides."""
+    from webhook.edge.app import AdmissionHandler
+    from webhook.edge.metrics import AdmissionMetrics
+
+    handler = AdmissionHandler(Settings(), MutableView(), True, AdmissionMetrics())
+    pod = _base_pod(pod_factory)
+    for _ in range(4):
+        status, _answer = handler.handle(json.dumps(replica_review(pod)).encode())
+        assert status == 200
+    assert (handler.memo.hits, handler.memo.misses) == (3, 1)
+
+
+def _never(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("called on a memo hit")

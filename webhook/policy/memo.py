@@ -11,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
 
+from fetcher.spec.gcp import KsaAnnotation
 from webhook.policy.containers import FerryParts, build_parts, with_texts
 from webhook.policy.identity import Identity
 from webhook.policy.patch import diff_documents
@@ -233,19 +234,23 @@ def pod_key(request: PodRequest) -> bytes:
     deep, twice as deep as json.loads goes. SHA-256 over them: with the CPU's
     SHA instructions, faster here than BLAKE2b (docs/benchmarks.md §11).
     """
-    pod = request.pod
+    return pod_key_of(request.pod, request.namespace, request.run_to_completion, request.ksa)
+
+
+def pod_key_of(pod: Mapping[str, Any], namespace: str, run_to_completion: bool, ksa: KsaAnnotation | None) -> bytes:
+    """`pod_key` of the request that `PodRequest.read` would make of these: a memo hit needs no request read."""
     meta = pod.get("metadata")
     meta = meta if isinstance(meta, Mapping) else {}
     parts = (
-        request.namespace,
+        namespace,
         "metadata" in pod,
         "annotations" in meta,
         meta.get("annotations"),
-        request.run_to_completion,
+        run_to_completion,
         "spec" in pod,
         pod.get("spec"),
         # Read from the cluster, not the pod: a re-annotated ServiceAccount must not get the old answer.
-        tuple(request.ksa) if request.ksa is not None else None,
+        tuple(ksa) if ksa is not None else None,
     )
     return hashlib.sha256(marshal.dumps(parts, 4)).digest()
 
