@@ -497,3 +497,21 @@ def test_replicas_parsed_from_bytes_share_a_key_after_the_first_was_admitted(
 
 def _never(*args: Any, **kwargs: Any) -> Any:
     raise AssertionError("called on a memo hit")
+
+
+def test_each_annotation_lands_in_its_own_field() -> None:
+    """`FerryAnnotations.of` and `PodRequest.read` build their tuples by position: each field holds its own value."""
+    from webhook.policy.request import FerryAnnotations, PodRequest
+
+    names = [field for field in FerryAnnotations._fields if field not in ("all", "keys")]
+    annotations = {f"ferry.dev/{name.replace('_', '-')}": f"value-{name}" for name in names}
+    read = FerryAnnotations.of({"metadata": {"annotations": annotations}})
+    assert read.keys == tuple(annotations) and read.all is annotations
+    assert {name: getattr(read, name) for name in names} == {name: f"value-{name}" for name in names}
+    namespace = {"metadata": {"labels": {"ferry.dev/inject": "enabled"}, "annotations": {"ferry.dev/inject": "ns"}}}
+    pod = {"metadata": {"annotations": annotations}, "spec": {"restartPolicy": "Never"}}
+    request = PodRequest.read(pod, "apps", namespace, None)
+    assert (request.pod, request.spec, request.namespace) == (pod, pod["spec"], "apps")
+    assert request.annotations == read and request.namespace_annotations.inject == "ns"
+    assert (request.namespace_opted_in, request.namespace_inject_label) == (True, "enabled")
+    assert (request.run_to_completion, request.has_own_containers, request.ksa) == (True, False, None)

@@ -20,6 +20,9 @@ from webhook.policy.resolve import InlineSpecInputs, SpecInputs
 from webhook.policy.specbuild import BuiltSpec, ResolvedRequest, SpecResult, make_spec
 from webhook.settings import Settings
 
+# `isinstance(x, _OBJECT)` is `isinstance(x, Mapping)`, at once for a dict (what JSON decodes to).
+_OBJECT = (dict, Mapping)
+
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -173,7 +176,7 @@ def content_key(value: Any) -> Hashable:
 
 
 def _frozen(value: Any) -> Hashable:
-    if isinstance(value, Mapping):
+    if isinstance(value, _OBJECT):
         return ("{", tuple((key, _frozen(item)) for key, item in value.items()))
     if isinstance(value, list | tuple):
         return ("[", tuple(_frozen(item) for item in value))
@@ -240,7 +243,7 @@ def pod_key(request: PodRequest) -> bytes:
 def pod_key_of(pod: Mapping[str, Any], namespace: str, run_to_completion: bool, ksa: KsaAnnotation | None) -> bytes:
     """`pod_key` of the request that `PodRequest.read` would make of these: a memo hit needs no request read."""
     meta = pod.get("metadata")
-    meta = meta if isinstance(meta, Mapping) else {}
+    meta = meta if isinstance(meta, _OBJECT) else {}
     parts = (
         namespace,
         "metadata" in pod,
@@ -264,14 +267,14 @@ class _Seen(NamedTuple):
     @classmethod
     def of(cls, obj: Mapping[str, Any] | None) -> _Seen:
         meta = obj.get("metadata") if obj is not None else None
-        version = meta.get("resourceVersion") if isinstance(meta, Mapping) else None
+        version = meta.get("resourceVersion") if isinstance(meta, _OBJECT) else None
         return cls(obj, version if isinstance(version, str) else None)
 
     def still(self, obj: Mapping[str, Any] | None) -> bool:
         if obj is not self.obj:
             return False
         meta = obj.get("metadata") if obj is not None else None
-        version = meta.get("resourceVersion") if isinstance(meta, Mapping) else None
+        version = meta.get("resourceVersion") if isinstance(meta, _OBJECT) else None
         return (version if isinstance(version, str) else None) == self.version
 
 
