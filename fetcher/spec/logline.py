@@ -50,6 +50,8 @@ def format_line(level: str, msg: str, fields: Mapping[str, object], now: float |
     return _ENCODE(record)
 
 
+# The keys every line starts with; a field of the same name is dropped.
+_HEAD = frozenset({"ts", "level", "msg"})
 # `json.dumps(record, ensure_ascii=False, separators=(",", ":"))`, without making an encoder per line.
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -85,9 +87,18 @@ def log_fields(logger: logging.Logger, level: int, msg: str, fields: Mapping[str
     if handler is None:
         logger.handle(logger.makeRecord(logger.name, level, __file__, 0, msg, (), None, extra={"fields": fields}))
         return
-    now = time.time()
     name = logging.getLevelName(level).lower()
-    line = format_line("warning" if name == "warn" else name, msg, {"logger": logger.name, **fields}, now=now)
+    # `format_line` of JsonFormatter's fields ({"logger": ..., **fields}), in one pass over the fields.
+    record: dict[str, object] = {
+        "ts": _timestamp(time.time()),
+        "level": "warning" if name == "warn" else name,
+        "msg": msg,
+        "logger": logger.name,
+    }
+    for key, value in fields.items():
+        if key not in _HEAD:
+            record[key] = value if type(value) in _PLAIN else _safe(value)
+    line = _ENCODE(record)
     handler.acquire()
     try:
         handler.stream.write(line + handler.terminator)
@@ -95,8 +106,7 @@ def log_fields(logger: logging.Logger, level: int, msg: str, fields: Mapping[str
     except RecursionError:
         raise
     except Exception:  # as StreamHandler.emit does: the handler reports it, the caller carries on
-        record = logger.makeRecord(logger.name, level, __file__, 0, msg, (), None, extra={"fields": fields})
-        handler.handleError(record)
+        handler.handleError(logger.makeRecord(logger.name, level, __file__, 0, msg, (), None, extra={"fields": fields}))
     finally:
         handler.release()
 
