@@ -20,9 +20,12 @@ without HTTP and TLS, which /mutate and /noop share). The bodies, the cluster
 view and the settings are made here once and handed to both trees. Before
 timing, the worker freezes what start-up made and collects as the server does
 (`settle_interpreter`), so old-generation collections of the start-up heap,
-which the server never runs, are not timed.
+which the server never runs, are not timed. Logging is not set up unless
+`--log-lines` asks for the server's set-up (one JSON line per admission, to
+/dev/null), so the log line's cost is left out by default.
 
     python -m bench.admission_compare --before ../ferry-before            # this tree is "after"
+    python -m bench.admission_compare --before ../ferry-before --log-lines --rounds 5
     python -m bench.admission_compare --before A --after B --rounds 7 --calls 2000
 """
 
@@ -65,6 +68,14 @@ except ImportError:  # a tree from before
     from webhook.kube import StaticView
 from webhook.settings import Settings
 
+if job.get("log_lines"):  # logging as the server sets it up (webhook/__main__.py), the lines to /dev/null
+    import logging, os
+    from fetcher.spec.logline import JsonFormatter
+    handler = logging.StreamHandler(open(os.devnull, "w"))
+    handler.setFormatter(JsonFormatter())
+    logging.getLogger().handlers[:] = [handler]
+    logging.getLogger().setLevel("INFO")
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
 app = create_app(Settings(), StaticView(job["spcs"], job["namespaces"]), native_sidecars=True, noop_endpoint=True)
 bodies = {case: [body.encode() for body in pool] for case, pool in job["bodies"].items()}
 placeholder = job["uid_placeholder"].encode()
@@ -115,12 +126,13 @@ asyncio.run(main())
 """
 
 
-def make_job(calls: int, warmup: int, pool: int, source: str) -> dict[str, Any]:
+def make_job(calls: int, warmup: int, pool: int, source: str, log_lines: bool = False) -> dict[str, Any]:
     bodies = request_bodies(realistic_review(source), pool)
     bodies["noop"] = bodies["replicas"]
     namespaces = json.loads((benchlib.FIXTURES / "namespaces-list.json").read_text())["items"]
     return {
         "cases": list(CASES),
+        "log_lines": log_lines,
         "calls": calls,
         "warmup": warmup,
         # Each body's managedFields time differs, as replicas' do; the worker fills in a fresh uid per call.
@@ -156,13 +168,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=300, help="untimed calls per case first")
     parser.add_argument("--pool", type=int, default=2048, help="distinct pods in the unique case (> memo size)")
     parser.add_argument("--source", choices=("inline", "spc"), default="inline", help="objects inline or via an SPC")
+    parser.add_argument(
+        "--log-lines", action="store_true", help="log as the server does (JSON lines to /dev/null); default: no logging"
+    )
     args = parser.parse_args(argv)
     machine = benchlib.announce_machine()
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
     runs: dict[str, list[dict[str, dict[str, float]]]] = {"before": [], "after": []}
     with tempfile.TemporaryDirectory(prefix="ferry-compare-") as workdir:
         job_file = Path(workdir) / "job.json"
-        job_file.write_text(json.dumps(make_job(args.calls, args.warmup, args.pool, args.source)))
+        job_file.write_text(json.dumps(make_job(args.calls, args.warmup, args.pool, args.source, args.log_lines)))
         for round_number in range(args.rounds):
             order = ("before", "after") if round_number % 2 == 0 else ("after", "before")
             for name in order:

@@ -160,9 +160,9 @@ def _refuse_lone_surrogates(body: bytes | str, review: Any) -> None:
     malformed review. The search runs over the raw body and is a no-op without any surrogate escape.
     """
     if isinstance(body, bytes):
-        # Most bodies have no escape at all; finding none is a fast byte search, not a regular expression.
-        # A one-byte search first: it runs at memchr's speed, a two-byte one costs 6 us on a 6 KB pod.
-        found = b"\\" in body and b"\\u" in body and _SURROGATE_ESCAPE_BYTES.search(body) is not None
+        # A body without a backslash has no escape at all: a one-byte search, at memchr's speed. Else the
+        # expression (3 us on a 6 KB pod with escaped quotes, where a search for the two bytes `\u` took 7).
+        found = b"\\" in body and _SURROGATE_ESCAPE_BYTES.search(body) is not None
     else:
         found = _SURROGATE_ESCAPE.search(body) is not None
     if not found:
