@@ -592,6 +592,27 @@ def test_a_handshake_waiting_for_its_client_passes_its_turn_on_at_most_16_at_onc
         assert _eventually(lambda: server.gate.awaiting_client == 0 and server.gate.connections == 0)
 
 
+def test_the_api_servers_handshakes_waiting_for_their_client_are_not_counted(
+    tls_files: tuple[Path, Path, Path],
+) -> None:
+    """30 ClientHellos from an API-server address whose clients are slow to answer: the server replies to all
+    30 at once; the bound of 16 is for tenants' handshakes only."""
+    limits = GateLimits(
+        max_connections=CONNECTIONS, handshake_deadline=120.0, handshake_turn=120.0, protected=parse_networks(LOOPBACK)
+    )
+    hello = _client_hello()
+    with _server(tls_files, limits=limits) as server:
+        held = []
+        for _ in range(30):
+            sock = _raw(server.port, LOOPBACK)
+            sock.sendall(hello)
+            held.append(sock)
+        assert _eventually(lambda: sum(not _still_open(s) for s in held) == 30)  # readable: the server's reply
+        assert server.gate.waiting == 0 and server.gate.handshaking == 0 and server.gate.awaiting_client == 0
+        for sock in held:
+            sock.close()
+
+
 def test_pending_connections_past_their_deadline_are_closed_a_batch_per_loop_turn(
     tls_files: tuple[Path, Path, Path],
 ) -> None:
