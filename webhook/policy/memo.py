@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import marshal
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -55,45 +56,52 @@ class BoundedCache(Generic[K, V]):
     ) -> None:
         self._entries: OrderedDict[K, V] = OrderedDict()
         self._max_entries = max_entries
-        self._size = size
+        self._size: Callable[[V], int] = size or _unsized
         self._max_bytes = max_bytes
         self._max_entry_bytes = max_entry_bytes
         self.bytes = 0
+        self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
     def get_or_compute(self, key: K, compute: Callable[[], V], keep: Callable[[V], bool] | None = None) -> V:
-        """The value for `key`, computed on a miss and kept unless `keep` says otherwise."""
-        try:
-            value = self._entries[key]
-        except KeyError:
+        """The value for `key`, computed on a miss and kept unless `keep` says otherwise.
+
+        The bookkeeping runs under a lock (the large-body worker thread admits beside the event loop);
+        `compute` runs outside it, so two threads may compute one key, and the second result is kept.
+        """
+        with self._lock:
+            if key in self._entries:
+                self.hits += 1
+                self._entries.move_to_end(key)
+                return self._entries[key]
             self.misses += 1
-            value = compute()
-            if keep is not None and not keep(value):
-                return value
-            if self._size is None:
-                self._entries[key] = value
-                if len(self._entries) > self._max_entries:
-                    self._entries.popitem(last=False)
-                return value
-            size = self._size(value)
-            if size > self._max_entry_bytes:
-                return value
+        value = compute()
+        if keep is not None and not keep(value):
+            return value
+        size = self._size(value)
+        if size > self._max_entry_bytes:
+            return value
+        with self._lock:
+            if key in self._entries:  # the other thread computed it meanwhile
+                self.bytes -= self._size(self._entries.pop(key))
             self._entries[key] = value
             self.bytes += size
             while len(self._entries) > self._max_entries or self.bytes > self._max_bytes:
                 self.bytes -= self._size(self._entries.popitem(last=False)[1])
-            return value
-        self.hits += 1
-        self._entries.move_to_end(key)
         return value
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def clear(self) -> None:
-        self._entries.clear()
-        self.hits = self.misses = self.bytes = 0
+        with self._lock:
+            self._entries.clear()
+            self.hits = self.misses = self.bytes = 0
+
+
+def _unsized(value: object) -> int:
+    return 0
 
 
 _SPECS: BoundedCache[Hashable, SpecResult] = BoundedCache(MAX_SPECS)
