@@ -563,3 +563,85 @@ def test_a_full_table_makes_room_for_the_api_server_from_a_tenants_arriving_requ
         assert _eventually(lambda: server.gate._per_host == {LOOPBACK: 2, "127.0.0.4": 1})
         for sock in api_server + tenant:
             sock.close()
+
+
+def test_a_handshake_waiting_for_its_client_passes_its_turn_on_at_most_16_at_once(
+    tls_files: tuple[Path, Path, Path],
+) -> None:
+    """30 ClientHellos from one pod whose clients never answer the server's reply: the server replies to 18 at
+    once (16 pass their turn on while their client owes its answer, then 2 keep theirs), the rest wait.
+
+    Before: a turn was held through the round trip to the client, so a burst of new connections (the API
+    server's 300) went through two clients at a time, each as slow as its client: a new connection of the
+    legitimate stream waited 0.5-1 s behind the burst in the hostile-tenant bench.
+    """
+    limits = GateLimits(max_connections=CONNECTIONS, handshake_deadline=120.0, handshake_turn=120.0)
+    hello = _client_hello()
+    with _server(tls_files, limits=limits) as server:
+        held = []
+        for _ in range(30):
+            sock = _raw(server.port, "127.0.0.3")
+            sock.sendall(hello)
+            held.append(sock)
+        assert _eventually(lambda: server.gate.awaiting_client == 16 and server.gate.handshaking == 2)
+        assert _eventually(lambda: sum(not _still_open(s) for s in held) == 18)  # readable: the server's reply
+        assert server.gate.waiting == 12
+        assert max(server.gate.awaiting_client for _ in range(200)) == 16
+        for sock in held:
+            sock.close()
+        assert _eventually(lambda: server.gate.awaiting_client == 0 and server.gate.connections == 0)
+
+
+def test_the_api_servers_handshakes_waiting_for_their_client_are_not_counted(
+    tls_files: tuple[Path, Path, Path],
+) -> None:
+    """30 ClientHellos from an API-server address whose clients are slow to answer: the server replies to all
+    30 at once; the bound of 16 is for tenants' handshakes only."""
+    limits = GateLimits(
+        max_connections=CONNECTIONS, handshake_deadline=120.0, handshake_turn=120.0, protected=parse_networks(LOOPBACK)
+    )
+    hello = _client_hello()
+    with _server(tls_files, limits=limits) as server:
+        held = []
+        for _ in range(30):
+            sock = _raw(server.port, LOOPBACK)
+            sock.sendall(hello)
+            held.append(sock)
+        assert _eventually(lambda: sum(not _still_open(s) for s in held) == 30)  # readable: the server's reply
+        assert server.gate.waiting == 0 and server.gate.handshaking == 0 and server.gate.awaiting_client == 0
+        for sock in held:
+            sock.close()
+
+
+def test_pending_connections_past_their_deadline_are_closed_a_batch_per_loop_turn(
+    tls_files: tuple[Path, Path, Path],
+) -> None:
+    """300 silent connections whose deadline passed while the loop was busy: all closed, at most 64 per turn
+    of the event loop, so a flood's expiry never holds the loop (and every request on it) for long.
+
+    Before: each had its own timer, and all 300 fired (and were closed) in one turn of the loop.
+    """
+    limits = GateLimits(max_connections=CONNECTIONS, handshake_deadline=1.0)
+    with _server(tls_files, limits=limits) as server:
+        loop = server._server.loop
+        assert loop is not None
+        seen: list[int] = []
+
+        def sample() -> None:  # once per turn of the loop, until every pending connection is closed
+            seen.append(server.gate.pending)
+            if seen[-1]:
+                loop.call_soon(sample)
+
+        def busy() -> None:  # the loop held past every deadline, as a stall under load would
+            time.sleep(1.5)
+            sample()
+
+        socks = [_raw(server.port, "127.0.0.3") for _ in range(300)]
+        assert _eventually(lambda: server.gate.pending == 300)
+        loop.call_soon_threadsafe(busy)
+        assert _eventually(lambda: server.gate.pending == 0)
+        drops = [before - after for before, after in zip(seen, seen[1:], strict=False) if before > after]
+        assert seen[0] == 300 and sum(drops) == 300 and max(drops) <= 64, drops
+        assert _eventually(lambda: not any(_still_open(s) for s in socks))
+        for sock in socks:
+            sock.close()
