@@ -478,3 +478,26 @@ def test_the_content_caches_hold_their_bounds_when_two_threads_use_them() -> Non
         sys.setswitchinterval(interval)
     assert errors == []
     assert len(cache) <= 4 and cache.bytes == 10 * len(cache) <= 40
+
+
+def test_the_spec_cache_is_bounded_in_bytes_against_forged_reviews_with_large_specs() -> None:
+    """Forged reviews, each with its own 60 KiB objects annotation: the specs kept hold at most MAX_SPECS_BYTES
+    of JSON. Before, only the count was bounded: 512 such specs pinned some 125 MB (a quarter MB each, inputs
+    and typed spec included), half the webhook's memory limit. (Failed before the byte bound: 5.3 MB of 100.)"""
+    from webhook.policy import memo
+    from webhook.policy.resolve import InlineSpecInputs, SpecOptions
+
+    memo.clear_caches()
+    try:
+        for index in range(100):
+            objects = "".join(
+                f"- objectName: 'prod/{index}/{k}/{'x' * 200}'\n  objectType: secretsmanager\n  objectAlias: a{k}\n"
+                for k in range(190)
+            )
+            options = SpecOptions(None, None, None, None, None, 0.0)
+            inputs = InlineSpecInputs(objects, "eu-west-1", None, None, options, (), None, None)
+            assert isinstance(memo.cached_spec(inputs), memo.BuiltSpec)
+        kept = [value for value in memo._SPECS._entries.values() if isinstance(value, memo.BuiltSpec)]
+        assert kept and sum(len(spec.json) for spec in kept) <= memo.MAX_SPECS_BYTES
+    finally:
+        memo.clear_caches()

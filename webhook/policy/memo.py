@@ -31,6 +31,11 @@ MAX_MEMO_BYTES = 16 * 1024 * 1024
 MAX_ENTRY_BYTES = 256 * 1024
 # Distinct specs, serialized specs and pruned diffs remembered.
 MAX_SPECS = 512
+# And at most this much canonical spec JSON in all (an entry, with its inputs and typed spec, takes about four
+# times its JSON), none over MAX_SPEC_ENTRY_BYTES: forged reviews with 64 KiB objects annotations must not pin
+# 512 specs of a quarter MB each (the webhook's memory limit is 256 MiB).
+MAX_SPECS_BYTES = 4 * 1024 * 1024
+MAX_SPEC_ENTRY_BYTES = 128 * 1024
 MAX_DIFFS = 256
 # Distinct sets of Ferry's parts (its containers and volumes with their JSON), remembered: one per spec, mount
 # path, user, sidecar and identity in use. In all at most MAX_PARTS_BYTES of JSON text (the dicts beside it
@@ -104,7 +109,12 @@ def _unsized(value: object) -> int:
     return 0
 
 
-_SPECS: BoundedCache[Hashable, SpecResult] = BoundedCache(MAX_SPECS)
+_SPECS: BoundedCache[Hashable, SpecResult] = BoundedCache(
+    MAX_SPECS,
+    size=lambda result: len(result.json) if isinstance(result, BuiltSpec) else 0,
+    max_bytes=MAX_SPECS_BYTES,
+    max_entry_bytes=MAX_SPEC_ENTRY_BYTES,
+)
 _DIFFS: BoundedCache[bytes, bytes] = BoundedCache(MAX_DIFFS)
 _PARTS: BoundedCache[Hashable, FerryParts] = BoundedCache(
     MAX_PARTS,
