@@ -441,3 +441,63 @@ def test_shared_parts_follow_every_input_of_build_parts(pod_factory: Callable[..
         assert (hits, misses, size) == (len(variants), len(variants), len(variants))
     finally:
         memo.clear_caches()
+
+
+def test_the_content_caches_hold_their_bounds_when_two_threads_use_them() -> None:
+    """The large-body worker thread admits beside the event loop, and both use the same content caches.
+
+    A tenant's large reviews with distinct specs churn the caches from the worker while other pods are
+    admitted on the loop: without a lock, an entry evicted between a lookup and `move_to_end`, or a lost
+    update of the byte count, raises KeyError (a fail-closed 500 for whichever pod it hit), and the count
+    can drift past the bound until every miss raises. (Failed before the lock: KeyError, bytes drifted.)
+    """
+    import sys
+    import threading
+
+    from webhook.policy.memo import BoundedCache
+
+    cache: BoundedCache[int, str] = BoundedCache(4, size=len, max_bytes=40, max_entry_bytes=20)
+    errors: list[str] = []
+
+    def churn(start: int) -> None:
+        try:
+            for step in range(60_000):
+                cache.get_or_compute((start + step) % 9, lambda: "x" * 10)
+        except Exception as exc:  # noqa: BLE001 - any error is the finding
+            errors.append(repr(exc))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=churn, args=(start,)) for start in (0, 5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert len(cache) <= 4 and cache.bytes == 10 * len(cache) <= 40
+
+
+def test_the_spec_cache_is_bounded_in_bytes_against_forged_reviews_with_large_specs() -> None:
+    """Forged reviews, each with its own 60 KiB objects annotation: the specs kept hold at most MAX_SPECS_BYTES
+    of JSON. Before, only the count was bounded: 512 such specs pinned some 125 MB (a quarter MB each, inputs
+    and typed spec included), half the webhook's memory limit. (Failed before the byte bound: 5.3 MB of 100.)"""
+    from webhook.policy import memo
+    from webhook.policy.resolve import InlineSpecInputs, SpecOptions
+
+    memo.clear_caches()
+    try:
+        for index in range(100):
+            objects = "".join(
+                f"- objectName: 'prod/{index}/{k}/{'x' * 200}'\n  objectType: secretsmanager\n  objectAlias: a{k}\n"
+                for k in range(190)
+            )
+            options = SpecOptions(None, None, None, None, None, 0.0)
+            inputs = InlineSpecInputs(objects, "eu-west-1", None, None, options, (), None, None)
+            assert isinstance(memo.cached_spec(inputs), memo.BuiltSpec)
+        kept = [value for value in memo._SPECS._entries.values() if isinstance(value, memo.BuiltSpec)]
+        assert kept and sum(len(spec.json) for spec in kept) <= memo.MAX_SPECS_BYTES
+    finally:
+        memo.clear_caches()

@@ -15,6 +15,7 @@ from webhook.policy import memo as caches
 from webhook.policy.decide import decide_injection
 from webhook.policy.memo import AdmissionMemo, RecordingLookup, pod_key
 from webhook.policy.pipeline import Admission, Outcome, admit_pod
+from webhook.policy.podtypes import check_pod_types
 from webhook.policy.request import PodRequest, service_account_name
 from webhook.policy.review import AdmissionRequest, MalformedReview, encode_answer
 from webhook.policy.view import ClusterView
@@ -87,6 +88,7 @@ def admit(
     pod = request.get("object")
     if not isinstance(pod, dict):
         raise MalformedReview("request.object is missing for a pod CREATE")
+    check_pod_types(pod)  # a forged pod's fields of the wrong JSON type: malformed, before any stage reads them
     if not namespace:
         # The API server always names the namespace of a pod CREATE. Falling back to the pod's own
         # metadata.namespace would let any caller of /mutate pick a namespace and read its classes back.
