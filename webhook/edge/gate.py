@@ -46,6 +46,7 @@ _EXPIRIES_PER_TURN = 64
 HANDSHAKES_AT_ONCE = 2
 HANDSHAKE_TURN = 0.1
 HANDSHAKES_AWAITING_CLIENT = 16
+HANDSHAKES_AWAITING_CLIENT_PER_ADDRESS = 4  # so one address never holds every place
 
 IDLE, BUSY, READING = "idle", "busy", "reading"
 
@@ -65,6 +66,7 @@ class GateLimits:
     handshakes: int = HANDSHAKES_AT_ONCE
     handshake_turn: float = HANDSHAKE_TURN
     awaiting_client: int = HANDSHAKES_AWAITING_CLIENT
+    awaiting_client_per_address: int = HANDSHAKES_AWAITING_CLIENT_PER_ADDRESS
     # When set, connections from any other address are closed at accept.
     allowed: Networks = ()
 
@@ -141,6 +143,7 @@ class Gate:
         self._protected_queues: set[str] = set()  # the hosts in _turn_queue that are API-server addresses
         self._turns = 0
         self._awaiting = 0
+        self._awaiting_by_host: dict[str, int] = {}
         self._read_buffer = memoryview(bytearray(TLS_READ_BUFFER)) if ssl_context is not None else memoryview(b"")
         self._closed = False
         self.evicted = 0  # connections closed to make room, for tests and logs
@@ -284,6 +287,11 @@ class Gate:
         if slot.awaiting:
             slot.awaiting = False
             self._awaiting -= 1
+            left = self._awaiting_by_host[slot.host] - 1
+            if left:
+                self._awaiting_by_host[slot.host] = left
+            else:
+                del self._awaiting_by_host[slot.host]
         if slot.turn is not None:
             slot.turn.cancel()
             slot.turn = None
@@ -292,12 +300,17 @@ class Gate:
 
     def _await_client(self, slot: Slot) -> None:
         """The server's part of the handshake is sent: the turn (a bound on the loop's work, and a round trip to
-        the client is none) goes on while the client answers. The API server's handshakes count against no bound."""
-        if slot.turn is None or (not slot.protected and self._awaiting >= self.limits.awaiting_client):
+        the client is none) goes on while the client answers, within a bound in all and one per address. The API
+        server's handshakes count against no bound."""
+        if slot.turn is None:
             return
         if not slot.protected:
+            held = self._awaiting_by_host.get(slot.host, 0)
+            if self._awaiting >= self.limits.awaiting_client or held >= self.limits.awaiting_client_per_address:
+                return
             slot.awaiting = True
             self._awaiting += 1
+            self._awaiting_by_host[slot.host] = held + 1
         slot.turn.cancel()
         slot.turn = None
         self._turns -= 1
