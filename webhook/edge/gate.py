@@ -46,6 +46,9 @@ _EXPIRIES_PER_TURN = 64
 HANDSHAKES_AT_ONCE = 2
 HANDSHAKE_TURN = 0.1
 HANDSHAKES_AWAITING_CLIENT = 16
+# Within an address's queue the newest connection goes first (one the API server opens during a burst is not held
+# behind the burst's backlog), unless the oldest has waited this long: then the oldest, so none nears its deadline.
+HANDSHAKE_PATIENCE = 1.0
 HANDSHAKES_AWAITING_CLIENT_PER_ADDRESS = 4  # so one address never holds every place
 
 IDLE, BUSY, READING = "idle", "busy", "reading"
@@ -67,6 +70,7 @@ class GateLimits:
     handshake_turn: float = HANDSHAKE_TURN
     awaiting_client: int = HANDSHAKES_AWAITING_CLIENT
     awaiting_client_per_address: int = HANDSHAKES_AWAITING_CLIENT_PER_ADDRESS
+    handshake_patience: float = HANDSHAKE_PATIENCE
     # When set, connections from any other address are closed at accept.
     allowed: Networks = ()
 
@@ -273,7 +277,11 @@ class Gate:
             protected = (host for host in self._turn_queue if host in self._protected_queues)
             host = next(protected, None) or next(iter(self._turn_queue))
             queue = self._turn_queue.pop(host)
-            slot = queue.popleft()
+            oldest = queue[0].waiting
+            if oldest is None or time.monotonic() - oldest.accepted >= self.limits.handshake_patience:
+                slot = queue.popleft()
+            else:
+                slot = queue.pop()
             if queue:
                 self._turn_queue[host] = queue  # to the back: one address's queue never holds up another's
             else:
