@@ -21,7 +21,6 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from fetcher.spec import bounded
-from webhook.edge.firstrequests import FirstRequests, is_first_request
 from webhook.edge.metrics import AdmissionMetrics
 from webhook.edge.networks import parse_networks, within
 from webhook.ownerevents import OwnerEvents
@@ -110,7 +109,6 @@ def create_app(
     budget = body_budget or BodyBudget()
     app.state.body_budget = budget
     large_bodies = _LargeBodyWorker()
-    first_requests = FirstRequests()
 
     @app.post("/mutate")
     async def mutate(request: Request) -> Response:
@@ -130,8 +128,6 @@ def create_app(
         except ClientDisconnect:
             return _json(400, {"message": "the client disconnected before sending the whole body"})
         try:
-            if is_first_request(request.scope):  # a new connection's first request: after those already served
-                await first_requests.turn()
             peer = request.client.host if request.client is not None else None
             if len(body) <= budget.small_bytes:
                 status, payload = handler.handle(body, peer=peer)

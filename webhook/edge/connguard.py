@@ -25,7 +25,6 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from webhook.edge.firstrequests import CONNECTION_STATE_KEY
 from webhook.edge.gate import BUSY, IDLE, READING, Slot
 
 log = logging.getLogger(__name__)
@@ -48,9 +47,6 @@ class GuardedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self.gate_slot: Slot | None = None  # set by webhook.edge.gate before the connection is made
-        self.answered = 0  # responses completed on this connection (webhook.edge.firstrequests)
-        # Each request's scope["state"] is a copy of this: the app can tell a connection's first request.
-        self.app_state = {**self.app_state, CONNECTION_STATE_KEY: self}
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -74,7 +70,6 @@ class GuardedH11Protocol(H11Protocol):
             self._mark(BUSY)
 
     def on_response_complete(self) -> None:
-        self.answered += 1
         super().on_response_complete()
         if self.conn.our_state is h11.IDLE and self.conn.their_state is h11.IDLE:
             self._mark(IDLE)
