@@ -138,7 +138,9 @@ class Server:
             "--secret-provider-class", str(spc_file), "--namespace-annotations", str(ns_file),
             "--native-sidecars", "true",
         ]  # fmt: skip
-        env = benchlib.clean_env({"FERRY_DEFAULT_REGION": "us-east-1", "FERRY_LOG_LEVEL": "info"})
+        env = benchlib.clean_env(
+            {"FERRY_DEFAULT_REGION": "us-east-1", "FERRY_LOG_LEVEL": "info", "FERRY_METRICS_PORT": "0"}
+        )
         self._log_handle = self.log.open("wb")
         self.process = subprocess.Popen(command, cwd=benchlib.REPO_ROOT, env=env, stderr=self._log_handle)
         benchlib.wait_for_port(self.port, timeout=60, process=self.process)

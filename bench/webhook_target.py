@@ -56,7 +56,10 @@ class WebhookServer:
             str(self.ca_file),
             "--noop-endpoint",  # the baseline this benchmark compares /mutate with
         ]
-        self.env = benchlib.clean_env({"FERRY_LOG_LEVEL": log_level, "KUBECONFIG": str(workdir / "no-kubeconfig")})
+        self.env = benchlib.clean_env(
+            # No metrics listener: the shared default 9090 would collide with tests and other benches.
+            {"FERRY_LOG_LEVEL": log_level, "KUBECONFIG": str(workdir / "no-kubeconfig"), "FERRY_METRICS_PORT": "0"}
+        )
         self.process: subprocess.Popen[bytes] | None = None
         self._log_handle: Any = None
 

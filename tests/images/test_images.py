@@ -155,7 +155,7 @@ def test_webhook_image_serves_healthz_over_tls(webhook_image: BuiltImage, webhoo
         webhook_image.config,
         ["serve", "--host", "127.0.0.1", "--port", str(port), "--tls-cert-file", "/tmp/work/tls/tls.crt",
          "--tls-key-file", "/tmp/work/tls/tls.key", "--secret-provider-class", "/tmp/work/spcs.yaml"],
-        env={"KUBECONFIG": "/tmp/work/no-kubeconfig"},
+        env={"KUBECONFIG": "/tmp/work/no-kubeconfig", "FERRY_METRICS_PORT": str(free_port())},
         background=True,
     )  # fmt: skip
     assert isinstance(server, subprocess.Popen)

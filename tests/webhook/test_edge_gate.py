@@ -563,3 +563,165 @@ def test_a_full_table_makes_room_for_the_api_server_from_a_tenants_arriving_requ
         assert _eventually(lambda: server.gate._per_host == {LOOPBACK: 2, "127.0.0.4": 1})
         for sock in api_server + tenant:
             sock.close()
+
+
+def test_a_handshake_waiting_for_its_client_passes_its_turn_on_at_most_16_at_once(
+    tls_files: tuple[Path, Path, Path],
+) -> None:
+    """30 ClientHellos from six pods (5 each) whose clients never answer the server's reply: the server replies
+    to 18 at once (16 pass their turn on while their client owes its answer, at most 4 of one pod, then 2 keep
+    theirs), the rest wait.
+
+    Before: a turn was held through the round trip to the client, so a burst of new connections (the API
+    server's 300) went through two clients at a time, each as slow as its client: a new connection of the
+    legitimate stream waited 0.5-1 s behind the burst in the hostile-tenant bench.
+    """
+    limits = GateLimits(max_connections=CONNECTIONS, handshake_deadline=120.0, handshake_turn=120.0)
+    hello = _client_hello()
+    with _server(tls_files, limits=limits) as server:
+        held = []
+        for number in range(30):
+            sock = _raw(server.port, f"127.0.0.{3 + number % 6}")
+            sock.sendall(hello)
+            held.append(sock)
+        assert _eventually(lambda: server.gate.awaiting_client == 16 and server.gate.handshaking == 2)
+        assert max(server.gate._awaiting_by_host.values()) <= 4
+        assert _eventually(lambda: sum(not _still_open(s) for s in held) == 18)  # readable: the server's reply
+        assert server.gate.waiting == 12
+        assert max(server.gate.awaiting_client for _ in range(200)) == 16
+        for sock in held:
+            sock.close()
+        assert _eventually(lambda: server.gate.awaiting_client == 0 and server.gate.connections == 0)
+
+
+def test_the_api_servers_handshakes_waiting_for_their_client_are_not_counted(
+    tls_files: tuple[Path, Path, Path],
+) -> None:
+    """30 ClientHellos from an API-server address whose clients are slow to answer: the server replies to all
+    30 at once; the bound of 16 is for tenants' handshakes only."""
+    limits = GateLimits(
+        max_connections=CONNECTIONS, handshake_deadline=120.0, handshake_turn=120.0, protected=parse_networks(LOOPBACK)
+    )
+    hello = _client_hello()
+    with _server(tls_files, limits=limits) as server:
+        held = []
+        for _ in range(30):
+            sock = _raw(server.port, LOOPBACK)
+            sock.sendall(hello)
+            held.append(sock)
+        assert _eventually(lambda: sum(not _still_open(s) for s in held) == 30)  # readable: the server's reply
+        assert server.gate.waiting == 0 and server.gate.handshaking == 0 and server.gate.awaiting_client == 0
+        for sock in held:
+            sock.close()
+
+
+def test_pending_connections_past_their_deadline_are_closed_a_batch_per_loop_turn(
+    tls_files: tuple[Path, Path, Path],
+) -> None:
+    """300 silent connections whose deadline passed while the loop was busy: all closed, at most 64 per turn
+    of the event loop, so a flood's expiry never holds the loop (and every request on it) for long.
+
+    Before: each had its own timer, and all 300 fired (and were closed) in one turn of the loop.
+    """
+    limits = GateLimits(max_connections=CONNECTIONS, handshake_deadline=1.0)
+    with _server(tls_files, limits=limits) as server:
+        loop = server._server.loop
+        assert loop is not None
+        seen: list[int] = []
+
+        def sample() -> None:  # once per turn of the loop, until every pending connection is closed
+            seen.append(server.gate.pending)
+            if seen[-1]:
+                loop.call_soon(sample)
+
+        def busy() -> None:  # the loop held past every deadline, as a stall under load would
+            time.sleep(1.5)
+            sample()
+
+        socks = [_raw(server.port, "127.0.0.3") for _ in range(300)]
+        assert _eventually(lambda: server.gate.pending == 300)
+        loop.call_soon_threadsafe(busy)
+        assert _eventually(lambda: server.gate.pending == 0)
+        drops = [before - after for before, after in zip(seen, seen[1:], strict=False) if before > after]
+        assert seen[0] == 300 and sum(drops) == 300 and max(drops) <= 64, drops
+        assert _eventually(lambda: not any(_still_open(s) for s in socks))
+        for sock in socks:
+            sock.close()
+
+
+def test_one_address_cannot_hold_every_place_among_the_handshakes_awaiting_their_client(
+    tls_files: tuple[Path, Path, Path],
+) -> None:
+    """40 ClientHellos from one pod whose clients never answer, then one from another pod: the other pod's
+    handshake still passes its turn on once the server's part is sent (it is not left holding a turn through
+    its round trip because one address took every place among those awaiting their client)."""
+    limits = GateLimits(max_connections=CONNECTIONS, handshake_deadline=120.0, handshake_turn=0.3)
+    hello = _client_hello()
+    with _server(tls_files, limits=limits) as server:
+        held: list[socket.socket] = []
+        try:
+            for _ in range(40):
+                sock = _raw(server.port, "127.0.0.3")
+                sock.sendall(hello)
+                held.append(sock)
+            assert _eventually(lambda: server.gate.awaiting_client > 0 and server.gate.handshaking == 2)
+            time.sleep(1.0)  # the hostile pod's handshakes take what places they can
+            before = server.gate.awaiting_client
+            assert before == 4, "one address holds at most 4 of the 16 places"
+            other = _raw(server.port, "127.0.0.4")
+            other.sendall(hello)
+            held.append(other)
+            assert _eventually(lambda: not _still_open(other), timeout=5.0)  # the server's part reached it
+            assert _eventually(lambda: server.gate.awaiting_client == before + 1, timeout=2.0), before
+        finally:
+            for sock in held:
+                sock.close()
+
+
+def test_a_new_connection_is_not_held_behind_its_own_address_s_backlog_of_handshakes(
+    tls_files: tuple[Path, Path, Path],
+) -> None:
+    """12 ClientHellos from the API server's address hold both turns and queue 10; a newer one from the same
+    address gets the next turn, and a queued one that has waited past the patience goes before any newer one.
+
+    Before: the queue was first come, first served, so a connection the API server opened during one tenant's
+    burst of 300 waited behind the whole burst (0.4-0.7 s in the hostile-tenant bench), although each of the
+    burst's waits was only a moment longer with it served first.
+    """
+    limits = GateLimits(
+        max_connections=CONNECTIONS,
+        handshake_deadline=120.0,
+        handshake_turn=120.0,
+        awaiting_client=0,  # turns are held until the handshake ends: the queue order is all that decides
+        handshake_patience=1.5,
+    )
+    hello = _client_hello()
+    with _server(tls_files, limits=limits) as server:
+        held: list[socket.socket] = []
+        try:
+            for _ in range(12):
+                sock = _raw(server.port, LOOPBACK)
+                sock.sendall(hello)
+                held.append(sock)
+            assert _eventually(lambda: server.gate.handshaking == 2 and server.gate.waiting == 10)
+            first = [sock for sock in held if not _still_open(sock)]
+            assert len(first) == 2
+            newest = _raw(server.port, LOOPBACK)
+            newest.sendall(hello)
+            held.append(newest)
+            assert _eventually(lambda: server.gate.waiting == 11)
+            first[0].close()  # its turn ends: the newest connection goes next, not the oldest waiting one
+            assert _eventually(lambda: not _still_open(newest), timeout=2.0)
+            queued = [sock for sock in held[:12] if sock not in first]
+            assert all(_still_open(sock) for sock in queued)
+            time.sleep(1.6)  # the queue's oldest has now waited past the patience
+            later = _raw(server.port, LOOPBACK)
+            later.sendall(hello)
+            held.append(later)
+            assert _eventually(lambda: server.gate.waiting == 11)
+            first[1].close()
+            assert _eventually(lambda: sum(not _still_open(sock) for sock in queued) == 1, timeout=2.0)
+            assert not _still_open(queued[0]) and _still_open(later), "the oldest waiting past the patience first"
+        finally:
+            for sock in held:
+                sock.close()

@@ -239,6 +239,25 @@ def test_a_surrogate_pair_is_ordinary_text() -> None:
     assert status == 200 and answer["response"]["allowed"] is True
 
 
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda review: json.dumps(review, ensure_ascii=False).encode("utf-8", "surrogatepass"),  # raw, no escape
+        lambda review: json.dumps(review).encode("utf-16"),  # escaped, but not as bytes the escape search sees
+    ],
+    ids=["raw-utf8-surrogate", "utf16-body"],
+)
+def test_a_lone_surrogate_that_is_not_a_utf8_escape_is_a_clear_400(encode: Any) -> None:
+    """json.loads of bytes takes UTF-16/32 and raw surrogate bytes, which the search for escapes did not see:
+    the surrogate reached the log line, which failed to print (ensure_ascii off), so a forged review's
+    admission went unlogged (and a logging traceback went to stderr). Failed first: 200, the pod injected."""
+    pod = make_pod({"ferry.dev/inject": "true", "ferry.dev/objects": OBJECTS})
+    pod["metadata"]["name"] = "evil\ud800"
+    status, payload = handler().handle(encode(pod_create_review(pod, namespace="team-a")))
+    assert status == 400, payload
+    assert "not JSON" in json.loads(payload)["message"]
+
+
 # --- Beyond the list: what a review echoes into the answer, the log and the metrics is bounded. -----------
 
 

@@ -252,27 +252,3 @@ def test_the_memo_trace_covers_gcp_pods_and_their_service_account(pod_factory: P
     keyed = set(KEYED_POD_PARTS)
     outside = {path for path in reads if path[:2] not in keyed and path[:1] != ("spec",) and path not in keyed}
     assert not outside, f"admission reads {sorted(outside)}, which the memo key does not hold"
-
-
-def test_while_the_service_account_is_unread_the_memo_is_neither_asked_nor_filled(
-    asgi_client: Callable[[Any], Any], pod_factory: PodFactory
-) -> None:
-    """An answer made while the view has not read the account (GET or not) is not remembered; once read, it is."""
-    view = _View()
-    app = create_app(GKE, view, native_sidecars=True)
-    client = asgi_client(app)
-    pod = gcp_pod(pod_factory, **{"ferry.dev/gcp-service-account": WEB})  # injected without the account
-    pod["spec"]["serviceAccountName"] = "web"
-
-    def post() -> dict[str, Any]:
-        review = pod_create_review(pod, namespace="team-b")
-        response: dict[str, Any] = client.post("/mutate", content=json.dumps(review).encode()).json()["response"]
-        return response
-
-    view.ksa[("team-b", "web")] = KsaAnnotation("web", None, "Ferry could not read ServiceAccount team-b/web; retry")
-    assert _spec_account(post()) == WEB and _spec_account(post()) == WEB
-    memo = app.state.memo
-    assert (memo.hits, memo.misses, len(memo._entries)) == (0, 0, 0)
-    view.ksa[("team-b", "web")] = KsaAnnotation("web", WEB)
-    assert _spec_account(post()) == WEB and _spec_account(post()) == WEB
-    assert (memo.hits, memo.misses) == (1, 1)

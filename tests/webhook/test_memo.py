@@ -443,23 +443,6 @@ def test_shared_parts_follow_every_input_of_build_parts(pod_factory: Callable[..
         memo.clear_caches()
 
 
-def test_a_memo_hit_reads_no_request_and_decides_nothing(
-    asgi_client: Callable[[Any], Any], pod_factory: Callable[..., dict[str, Any]], monkeypatch: Any
-) -> None:
-    """The memo is asked before the pod is read into a PodRequest; a hit answers as the full admission did."""
-    from webhook.policy import admission
-
-    app = create_app(Settings(), MutableView(), native_sidecars=True)
-    client = asgi_client(app)
-    pod = _base_pod(pod_factory)
-    first = post(client, replica_review(pod))
-    monkeypatch.setattr(admission, "decide_injection", _never)
-    monkeypatch.setattr(admission.PodRequest, "read", _never)
-    second = post(client, replica_review(_replica(pod, generateName="api-5d8f7c9b6a-")))
-    assert _without_uid(first) == _without_uid(second) and "patch" in first
-    assert (app.state.memo.hits, app.state.memo.misses) == (1, 1)
-
-
 def test_the_key_of_the_raw_pod_is_the_key_of_its_request(pod_factory: Callable[..., dict[str, Any]]) -> None:
     """`pod_key_of` (asked before the request is read) and `pod_key` (of the request) agree on every pod."""
     from fetcher.spec.gcp import KsaAnnotation
@@ -495,10 +478,6 @@ def test_replicas_parsed_from_bytes_share_a_key_after_the_first_was_admitted(
     assert (handler.memo.hits, handler.memo.misses) == (3, 1)
 
 
-def _never(*args: Any, **kwargs: Any) -> Any:
-    raise AssertionError("called on a memo hit")
-
-
 def test_each_annotation_lands_in_its_own_field() -> None:
     """`FerryAnnotations.of` and `PodRequest.read` build their tuples by position: each field holds its own value."""
     from webhook.policy.request import FerryAnnotations, PodRequest
@@ -515,3 +494,63 @@ def test_each_annotation_lands_in_its_own_field() -> None:
     assert request.annotations == read and request.namespace_annotations.inject == "ns"
     assert (request.namespace_opted_in, request.namespace_inject_label) == (True, "enabled")
     assert (request.run_to_completion, request.has_own_containers, request.ksa) == (True, False, None)
+
+
+def test_the_content_caches_hold_their_bounds_when_two_threads_use_them() -> None:
+    """The large-body worker thread admits beside the event loop, and both use the same content caches.
+
+    A tenant's large reviews with distinct specs churn the caches from the worker while other pods are
+    admitted on the loop: without a lock, an entry evicted between a lookup and `move_to_end`, or a lost
+    update of the byte count, raises KeyError (a fail-closed 500 for whichever pod it hit), and the count
+    can drift past the bound until every miss raises. (Failed before the lock: KeyError, bytes drifted.)
+    """
+    import sys
+    import threading
+
+    from webhook.policy.memo import BoundedCache
+
+    cache: BoundedCache[int, str] = BoundedCache(4, size=len, max_bytes=40, max_entry_bytes=20)
+    errors: list[str] = []
+
+    def churn(start: int) -> None:
+        try:
+            for step in range(60_000):
+                cache.get_or_compute((start + step) % 9, lambda: "x" * 10)
+        except Exception as exc:  # noqa: BLE001 - any error is the finding
+            errors.append(repr(exc))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=churn, args=(start,)) for start in (0, 5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert len(cache) <= 4 and cache.bytes == 10 * len(cache) <= 40
+
+
+def test_the_spec_cache_is_bounded_in_bytes_against_forged_reviews_with_large_specs() -> None:
+    """Forged reviews, each with its own 60 KiB objects annotation: the specs kept hold at most MAX_SPECS_BYTES
+    of JSON. Before, only the count was bounded: 512 such specs pinned some 125 MB (a quarter MB each, inputs
+    and typed spec included), half the webhook's memory limit. (Failed before the byte bound: 5.3 MB of 100.)"""
+    from webhook.policy import memo
+    from webhook.policy.resolve import InlineSpecInputs, SpecOptions
+
+    memo.clear_caches()
+    try:
+        for index in range(100):
+            objects = "".join(
+                f"- objectName: 'prod/{index}/{k}/{'x' * 200}'\n  objectType: secretsmanager\n  objectAlias: a{k}\n"
+                for k in range(190)
+            )
+            options = SpecOptions(None, None, None, None, None, 0.0)
+            inputs = InlineSpecInputs(objects, "eu-west-1", None, None, options, (), None, None)
+            assert isinstance(memo.cached_spec(inputs), memo.BuiltSpec)
+        kept = [value for value in memo._SPECS._entries.values() if isinstance(value, memo.BuiltSpec)]
+        assert kept and sum(len(spec.json) for spec in kept) <= memo.MAX_SPECS_BYTES
+    finally:
+        memo.clear_caches()

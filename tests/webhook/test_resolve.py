@@ -117,9 +117,7 @@ def test_failover_region_precedence(pod_factory: PodFactory, settings: Settings)
 def test_region_problems_name_where_the_region_came_from(pod_factory: PodFactory, settings: Settings) -> None:
     base = {"ferry.dev/secret-provider-class": "db"}
     # A bad pod annotation overriding the SPC is blamed on the annotation, not on the SPC.
-    denial = denied(
-        resolve_pod(pod_factory(base | {"ferry.dev/region": "Ireland"}), None, lookup(spc("db")), settings)
-    )
+    denial = denied(resolve_pod(pod_factory(base | {"ferry.dev/region": "Ireland"}), None, lookup(spc("db")), settings))
     assert denial.message.startswith("ferry.dev/region: 'Ireland' is not an AWS region")
     ns = namespace("team-b", **{"ferry.dev/region": "mars-1"})
     denial = denied(resolve_pod(pod_factory(base), ns, lookup(spc("db")), settings))

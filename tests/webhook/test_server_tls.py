@@ -122,6 +122,7 @@ def _noop_status(tmp_path: Path, *extra: str) -> int:
     spc.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": []}))
     env = {k: v for k, v in os.environ.items() if k not in ("KUBERNETES_SERVICE_HOST", "KUBECONFIG")}
     env["KUBECONFIG"] = str(tmp_path / "no-kubeconfig")
+    env["FERRY_METRICS_PORT"] = str(free_port())  # never the shared default 9090
     command = [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--write-ca", str(ca), "--secret-provider-class", str(spc), *extra]  # fmt: skip
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.edge.gatepending import Pending, PendingTable
 from webhook.edge.gatetls import TLS_READ_BUFFER, SharedBufferSSLProtocol
 from webhook.edge.networks import Networks, parse_networks, within
 
@@ -36,10 +37,19 @@ OVERFLOW_CONNECTIONS = 64
 # one arrives in one write, in milliseconds.
 READING_EVICTABLE_AFTER = 1.0
 _ACCEPTS_PER_WAKEUP = 64
+# Pending connections past their deadline closed per turn of the event loop: a flood accepted at once expires
+# at once, and closing a thousand sockets in one turn held up every request for tens of milliseconds.
+_EXPIRIES_PER_TURN = 64
 # TLS handshakes at once (the rest wait, by address in turn, API server first), so a burst of new connections
-# never holds up requests on established ones; a turn ends with its handshake or after HANDSHAKE_TURN seconds.
+# never holds up requests on established ones; a turn ends with its handshake, after HANDSHAKE_TURN seconds, or
+# once the server's part is sent (Gate._await_client; at most HANDSHAKES_AWAITING_CLIENT wait for the client).
 HANDSHAKES_AT_ONCE = 2
 HANDSHAKE_TURN = 0.1
+HANDSHAKES_AWAITING_CLIENT = 16
+# Within an address's queue the newest connection goes first (one the API server opens during a burst is not held
+# behind the burst's backlog), unless the oldest has waited this long: then the oldest, so none nears its deadline.
+HANDSHAKE_PATIENCE = 1.0
+HANDSHAKES_AWAITING_CLIENT_PER_ADDRESS = 4  # so one address never holds every place
 
 IDLE, BUSY, READING = "idle", "busy", "reading"
 
@@ -57,6 +67,10 @@ class GateLimits:
     # Addresses whose connections are closed to make room only when no one else's can be (the API server's).
     protected: Networks = ()
     handshakes: int = HANDSHAKES_AT_ONCE
+    handshake_turn: float = HANDSHAKE_TURN
+    awaiting_client: int = HANDSHAKES_AWAITING_CLIENT
+    awaiting_client_per_address: int = HANDSHAKES_AWAITING_CLIENT_PER_ADDRESS
+    handshake_patience: float = HANDSHAKE_PATIENCE
     # When set, connections from any other address are closed at accept.
     allowed: Networks = ()
 
@@ -70,7 +84,7 @@ class GateLimits:
 class Slot:
     """One connection past its first bytes: its address, state and how to close it."""
 
-    __slots__ = ("gate", "host", "protected", "state", "since", "transport", "released", "waiting", "turn")
+    __slots__ = ("gate", "host", "protected", "state", "since", "transport", "released", "waiting", "turn", "awaiting")
 
     def __init__(self, gate: Gate, host: str, protected: bool = False) -> None:
         self.gate = gate
@@ -80,8 +94,9 @@ class Slot:
         self.since = time.monotonic()
         self.transport: asyncio.Transport | None = None
         self.released = False
-        self.waiting: _Pending | None = None  # its bare socket, while it waits for a handshake turn
+        self.waiting: Pending | None = None  # its bare socket, while it waits for a handshake turn
         self.turn: asyncio.TimerHandle | None = None  # while it holds a handshake turn
+        self.awaiting = False  # its handshake gave up its turn to wait for the client's answer
 
     def mark(self, state: str) -> None:
         """IDLE between requests, READING while a request arrives, BUSY while it is answered."""
@@ -103,17 +118,6 @@ class Slot:
         self.release()
 
 
-class _Pending:
-    __slots__ = ("sock", "host", "protected", "accepted", "timer")
-
-    def __init__(self, sock: socket.socket, host: str, accepted: float, protected: bool = False) -> None:
-        self.sock = sock
-        self.host = host
-        self.protected = protected
-        self.accepted = accepted
-        self.timer: asyncio.TimerHandle | None = None
-
-
 class Gate:
     """A listening socket served by hand: see the module docstring. Quacks like asyncio.Server for uvicorn."""
 
@@ -131,7 +135,8 @@ class Gate:
         self.limits = limits
         self._ssl = ssl_context
         self._loop = asyncio.get_running_loop()
-        self._pending: OrderedDict[int, _Pending] = OrderedDict()
+        self._pending = PendingTable(self._loop)
+        self._sweeper: asyncio.TimerHandle | None = None  # closes pending connections past their deadline
         self._slots: set[Slot] = set()
         # Idle connections and requests still arriving, oldest first.
         self._idle: OrderedDict[Slot, None] = OrderedDict()
@@ -141,6 +146,8 @@ class Gate:
         self._turn_queue: OrderedDict[str, deque[Slot]] = OrderedDict()
         self._protected_queues: set[str] = set()  # the hosts in _turn_queue that are API-server addresses
         self._turns = 0
+        self._awaiting = 0
+        self._awaiting_by_host: dict[str, int] = {}
         self._read_buffer = memoryview(bytearray(TLS_READ_BUFFER)) if ssl_context is not None else memoryview(b"")
         self._closed = False
         self.evicted = 0  # connections closed to make room, for tests and logs
@@ -157,8 +164,11 @@ class Gate:
         self._closed = True
         self._loop.remove_reader(self._sock.fileno())
         self._sock.close()
-        for pending in list(self._pending.values()):
-            self._drop_pending(pending)
+        for pending in self._pending.values():
+            self._pending.drop(pending)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         # Sockets still waiting for a handshake turn are Ferry's to close too (a stop must not leak them).
         for queue in list(self._turn_queue.values()):
             for slot in list(queue):
@@ -181,6 +191,11 @@ class Gate:
     def handshaking(self) -> int:
         """Handshakes holding a turn now."""
         return self._turns
+
+    @property
+    def awaiting_client(self) -> int:
+        """Handshakes (not the API server's) that gave up their turn to wait for the client's answer."""
+        return self._awaiting
 
     @property
     def waiting(self) -> int:
@@ -212,44 +227,31 @@ class Gate:
                 continue
             if len(self._pending) >= self.limits.max_pending:
                 self._evict_pending()
-            pending = _Pending(conn, host, time.monotonic(), self.limits.is_protected(host))
-            self._pending[conn.fileno()] = pending
-            pending.timer = self._loop.call_later(self.limits.handshake_deadline, self._drop_pending, pending)
-            self._loop.add_reader(conn.fileno(), self._first_bytes, pending)
+            pending = Pending(conn, host, time.monotonic(), self.limits.is_protected(host))
+            self._pending.add(pending, self._first_bytes)
+            if self._sweeper is None:
+                self._sweeper = self._loop.call_later(self.limits.handshake_deadline, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close the pending connections past their deadline, oldest first, a batch per turn of the loop."""
+        self._sweeper = None
+        deadline = self.limits.handshake_deadline
+        self._pending.drop_expired(time.monotonic() - deadline, _EXPIRIES_PER_TURN)
+        oldest = self._pending.oldest()
+        if oldest is not None and not self._closed:
+            delay = max(0.0, oldest.accepted + deadline - time.monotonic())
+            self._sweeper = self._loop.call_later(delay, self._sweep)
 
     def _evict_pending(self) -> None:
-        """Close the oldest pending connection of the address with the most pending ones."""
-        counts: dict[str, int] = {}
-        protected: set[str] = set()
-        for pending in self._pending.values():
-            counts[pending.host] = counts.get(pending.host, 0) + 1
-            if pending.protected:
-                protected.add(pending.host)
-        if not counts:
-            return
-        heaviest = max(counts, key=lambda host: (host not in protected, counts[host]))
-        victim = next(p for p in self._pending.values() if p.host == heaviest)
-        self.evicted += 1
-        self._drop_pending(victim)
+        """Close the oldest pending connection of the address with the most pending ones (API servers' last)."""
+        victim = self._pending.victim()
+        if victim is not None:
+            self.evicted += 1
+            self._pending.drop(victim)
 
-    def _drop_pending(self, pending: _Pending) -> None:
-        fd = pending.sock.fileno()
-        if fd < 0 or self._pending.get(fd) is not pending:
-            return
-        del self._pending[fd]
-        self._loop.remove_reader(fd)
-        if pending.timer is not None:
-            pending.timer.cancel()
-        pending.sock.close()
-
-    def _first_bytes(self, pending: _Pending) -> None:
-        fd = pending.sock.fileno()
-        if fd < 0 or self._pending.get(fd) is not pending:
+    def _first_bytes(self, pending: Pending) -> None:
+        if not self._pending.remove(pending):
             return  # dropped in this same turn of the loop
-        del self._pending[fd]
-        self._loop.remove_reader(fd)
-        if pending.timer is not None:
-            pending.timer.cancel()
         if self._closed or not self._make_room(pending.host, pending.protected):
             self.refused += 1
             log.warning("refused a connection: %d connections open and none idle", len(self._slots))
@@ -275,7 +277,11 @@ class Gate:
             protected = (host for host in self._turn_queue if host in self._protected_queues)
             host = next(protected, None) or next(iter(self._turn_queue))
             queue = self._turn_queue.pop(host)
-            slot = queue.popleft()
+            oldest = queue[0].waiting
+            if oldest is None or time.monotonic() - oldest.accepted >= self.limits.handshake_patience:
+                slot = queue.popleft()
+            else:
+                slot = queue.pop()
             if queue:
                 self._turn_queue[host] = queue  # to the back: one address's queue never holds up another's
             else:
@@ -285,20 +291,47 @@ class Gate:
                 self._start(slot, pending)
 
     def _end_turn(self, slot: Slot) -> None:
+        """The handshake is done (or the connection gone): its turn, or its place among those awaiting, is free."""
+        if slot.awaiting:
+            slot.awaiting = False
+            self._awaiting -= 1
+            left = self._awaiting_by_host[slot.host] - 1
+            if left:
+                self._awaiting_by_host[slot.host] = left
+            else:
+                del self._awaiting_by_host[slot.host]
         if slot.turn is not None:
             slot.turn.cancel()
             slot.turn = None
             self._turns -= 1
             self._next_turns()
 
-    def _start(self, slot: Slot, pending: _Pending) -> None:
+    def _await_client(self, slot: Slot) -> None:
+        """The server's part of the handshake is sent: the turn (a bound on the loop's work, and a round trip to
+        the client is none) goes on while the client answers, within a bound in all and one per address. The API
+        server's handshakes count against no bound."""
+        if slot.turn is None:
+            return
+        if not slot.protected:
+            held = self._awaiting_by_host.get(slot.host, 0)
+            if self._awaiting >= self.limits.awaiting_client or held >= self.limits.awaiting_client_per_address:
+                return
+            slot.awaiting = True
+            self._awaiting += 1
+            self._awaiting_by_host[slot.host] = held + 1
+        slot.turn.cancel()
+        slot.turn = None
+        self._turns -= 1
+        self._next_turns()
+
+    def _start(self, slot: Slot, pending: Pending) -> None:
         """Give the connection its protocol (and TLS, with a handshake turn)."""
         app = self._factory()
         app.gate_slot = slot  # type: ignore[attr-defined]  # read by connguard's protocol
         protocol: asyncio.BaseProtocol = app
         if self._ssl is not None:
             self._turns += 1
-            slot.turn = self._loop.call_later(HANDSHAKE_TURN, self._end_turn, slot)
+            slot.turn = self._loop.call_later(self.limits.handshake_turn, self._end_turn, slot)
             remaining = max(0.5, self.limits.handshake_deadline - (time.monotonic() - pending.accepted))
             protocol = SharedBufferSSLProtocol(
                 slot,

@@ -33,6 +33,22 @@ class SharedBufferSSLProtocol(sslproto.SSLProtocol):
         self._ferry_slot = slot
         self._ssl_buffer = bytearray()  # asyncio's own, of max_size bytes: dropped at once for the shared one
         self._ssl_buffer_view = read_buffer
+        self._ferry_flight_sent = False  # the server's handshake messages went out: the client has to answer
+
+    # asyncio's own steps of the handshake (Python 3.11's sslproto; not in typeshed), watched for the moment the
+    # server has sent its part and waits for the client: the gate's handshake turn passes on then.
+    def _in_handshake(self) -> bool:
+        return getattr(self, "_state", None) is sslproto.SSLProtocolState.DO_HANDSHAKE
+
+    def _process_outgoing(self) -> None:
+        if self._in_handshake() and self._outgoing.pending:  # type: ignore[attr-defined]
+            self._ferry_flight_sent = True
+        super()._process_outgoing()  # type: ignore[misc]
+
+    def _do_handshake(self) -> None:
+        super()._do_handshake()  # type: ignore[misc]
+        if self._in_handshake() and self._ferry_flight_sent:
+            self._ferry_slot.gate._await_client(self._ferry_slot)
 
     def get_buffer(self, n: int) -> memoryview:
         return self._ssl_buffer_view

@@ -13,9 +13,10 @@ from typing import Any, NamedTuple
 from fetcher.spec import bounded
 from webhook.policy import memo as caches
 from webhook.policy.decide import decide_injection
-from webhook.policy.memo import AdmissionMemo, RecordingLookup, pod_key_of
+from webhook.policy.memo import AdmissionMemo, RecordingLookup, pod_key
 from webhook.policy.pipeline import Admission, Outcome, admit_pod
-from webhook.policy.request import PodRequest, is_run_to_completion, service_account_name
+from webhook.policy.podtypes import check_pod_types
+from webhook.policy.request import PodRequest, service_account_name
 from webhook.policy.review import AdmissionRequest, MalformedReview, encode_answer
 from webhook.policy.view import ClusterView
 from webhook.settings import Settings
@@ -87,34 +88,31 @@ def admit(
     pod = request.get("object")
     if not isinstance(pod, dict):
         raise MalformedReview("request.object is missing for a pod CREATE")
+    check_pod_types(pod)  # a forged pod's fields of the wrong JSON type: malformed, before any stage reads them
     if not namespace:
         # The API server always names the namespace of a pod CREATE. Falling back to the pod's own
         # metadata.namespace would let any caller of /mutate pick a namespace and read its classes back.
         raise MalformedReview("request.namespace is missing for a pod CREATE; the API server always sends it")
     namespace_obj = view.namespace(namespace)
     limit_ranges = view.limit_ranges(namespace)
+    pod_request = PodRequest.read(pod, namespace, namespace_obj)
     account_name = service_account_name(pod)
-    run_to_completion = is_run_to_completion(pod)
+    verdict = decide_injection(pod_request, settings)  # stage 1, decided once: it also gates the GET below
     # The pod's ServiceAccount's Google service account, from views that keep ServiceAccounts (GCP installs).
     # A miss costs a GET of the cluster-wide budget only for a pod Ferry injects, in a review from the API server
     # (when its addresses are known): a forged review naming made-up accounts must not spend other tenants' reads.
     read_ksa = getattr(view, "gke_service_account", None)
     ksa = read_ksa(namespace, account_name, may_get=False) if read_ksa is not None else None
-    if ksa is not None and ksa.unread:
-        memo = None  # the account is not in the view yet: this pod's answer is neither recalled nor remembered
+    if read_ksa is not None and ksa is not None and ksa.unread and from_api_server and verdict is None:
+        ksa = read_ksa(namespace, account_name)  # a miss: the GET, for this one pod
+    if ksa is not None:
+        pod_request = pod_request._replace(ksa=ksa)
     key = b""
     if memo is not None:
-        # The memo first: a remembered answer needs neither the request read nor the decision (the key holds
-        # every part of the pod they read, and the memo checks the namespace object they read it from).
-        key = pod_key_of(pod, namespace, run_to_completion, ksa)
+        key = pod_key(pod_request)
         remembered = memo.recall(key, namespace_obj, view.secret_provider_class, limit_ranges)
         if remembered is not None:
             return remembered
-    pod_request = PodRequest.read(pod, namespace, namespace_obj, ksa)
-    verdict = decide_injection(pod_request, settings)  # stage 1, decided once: it also gates the GET below
-    if read_ksa is not None and ksa is not None and ksa.unread and from_api_server and verdict is None:
-        ksa = read_ksa(namespace, account_name)  # a miss: the GET, for this one pod
-        pod_request = pod_request._replace(ksa=ksa)
     lookup = RecordingLookup(view.secret_provider_class)
     admission = admit_pod(
         pod_request,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import marshal
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -34,6 +35,11 @@ MAX_MEMO_BYTES = 16 * 1024 * 1024
 MAX_ENTRY_BYTES = 256 * 1024
 # Distinct specs, serialized specs and pruned diffs remembered.
 MAX_SPECS = 512
+# And at most this much canonical spec JSON in all (an entry, with its inputs and typed spec, takes about four
+# times its JSON), none over MAX_SPEC_ENTRY_BYTES: forged reviews with 64 KiB objects annotations must not pin
+# 512 specs of a quarter MB each (the webhook's memory limit is 256 MiB).
+MAX_SPECS_BYTES = 4 * 1024 * 1024
+MAX_SPEC_ENTRY_BYTES = 128 * 1024
 MAX_DIFFS = 256
 # Distinct sets of Ferry's parts (its containers and volumes with their JSON), remembered: one per spec, mount
 # path, user, sidecar and identity in use. In all at most MAX_PARTS_BYTES of JSON text (the dicts beside it
@@ -59,48 +65,60 @@ class BoundedCache(Generic[K, V]):
     ) -> None:
         self._entries: OrderedDict[K, V] = OrderedDict()
         self._max_entries = max_entries
-        self._size = size
+        self._size: Callable[[V], int] = size or _unsized
         self._max_bytes = max_bytes
         self._max_entry_bytes = max_entry_bytes
         self.bytes = 0
+        self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
     def get_or_compute(self, key: K, compute: Callable[[], V], keep: Callable[[V], bool] | None = None) -> V:
-        """The value for `key`, computed on a miss and kept unless `keep` says otherwise."""
-        try:
-            value = self._entries[key]
-        except KeyError:
+        """The value for `key`, computed on a miss and kept unless `keep` says otherwise.
+
+        The bookkeeping runs under a lock (the large-body worker thread admits beside the event loop);
+        `compute` runs outside it, so two threads may compute one key, and the second result is kept.
+        """
+        with self._lock:
+            if key in self._entries:
+                self.hits += 1
+                self._entries.move_to_end(key)
+                return self._entries[key]
             self.misses += 1
-            value = compute()
-            if keep is not None and not keep(value):
-                return value
-            if self._size is None:
-                self._entries[key] = value
-                if len(self._entries) > self._max_entries:
-                    self._entries.popitem(last=False)
-                return value
-            size = self._size(value)
-            if size > self._max_entry_bytes:
-                return value
+        value = compute()
+        if keep is not None and not keep(value):
+            return value
+        size = self._size(value)
+        if size > self._max_entry_bytes:
+            return value
+        with self._lock:
+            if key in self._entries:  # the other thread computed it meanwhile
+                self.bytes -= self._size(self._entries.pop(key))
             self._entries[key] = value
             self.bytes += size
             while len(self._entries) > self._max_entries or self.bytes > self._max_bytes:
                 self.bytes -= self._size(self._entries.popitem(last=False)[1])
-            return value
-        self.hits += 1
-        self._entries.move_to_end(key)
         return value
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def clear(self) -> None:
-        self._entries.clear()
-        self.hits = self.misses = self.bytes = 0
+        with self._lock:
+            self._entries.clear()
+            self.hits = self.misses = self.bytes = 0
 
 
-_SPECS: BoundedCache[Hashable, SpecResult] = BoundedCache(MAX_SPECS)
+def _unsized(value: object) -> int:
+    return 0
+
+
+_SPECS: BoundedCache[Hashable, SpecResult] = BoundedCache(
+    MAX_SPECS,
+    size=lambda result: len(result.json) if isinstance(result, BuiltSpec) else 0,
+    max_bytes=MAX_SPECS_BYTES,
+    max_entry_bytes=MAX_SPEC_ENTRY_BYTES,
+)
 _DIFFS: BoundedCache[bytes, bytes] = BoundedCache(MAX_DIFFS)
 _PARTS: BoundedCache[Hashable, FerryParts] = BoundedCache(
     MAX_PARTS,
@@ -241,7 +259,7 @@ def pod_key(request: PodRequest) -> bytes:
 
 
 def pod_key_of(pod: Mapping[str, Any], namespace: str, run_to_completion: bool, ksa: KsaAnnotation | None) -> bytes:
-    """`pod_key` of the request that `PodRequest.read` would make of these: a memo hit needs no request read."""
+    """`pod_key` of the request that `PodRequest.read` would make of these parts of it."""
     meta = pod.get("metadata")
     meta = meta if isinstance(meta, _OBJECT) else {}
     parts = (

@@ -102,7 +102,9 @@ def parse_review(body: bytes | str | Any) -> AdmissionRequest:
     """
     if isinstance(body, bytes | str):
         try:
-            review = json.loads(body)
+            # UTF-8, strictly: json.loads of bytes would also take UTF-16/32 and raw (unescaped) surrogates, which
+            # the API server never sends and `_refuse_lone_surrogates` (a search for escapes) does not see.
+            review = json.loads(body.decode("utf-8") if isinstance(body, bytes) else body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise MalformedReview(f"the body is not JSON: {str(exc)[:200]}") from None
         _refuse_lone_surrogates(body, review)
