@@ -236,18 +236,9 @@ def test_oversized_bodies_get_413(asgi_client: Callable[[Any], Any], cluster: An
 def test_internal_errors_fail_closed_without_5xx(
     asgi_client: Callable[[Any], Any], review: Review, caplog: pytest.LogCaptureFixture
 ) -> None:
-    class BrokenCluster:
+    class BrokenCluster(_FailingCluster):
         def namespace(self, name: str) -> Any:
             raise KeyError("secret-ish detail")
-
-        def secret_provider_class(self, namespace: str, name: str) -> Any:
-            return None
-
-        def limit_ranges(self, namespace: str) -> Any:
-            return ()
-
-        def is_ready(self) -> bool:
-            return True
 
     client_app = create_app(Settings(), BrokenCluster(), native_sidecars=True)
     client = asgi_client(client_app)
