@@ -18,6 +18,7 @@ DENIAL_REASONS: dict[str, str] = {
     "missing-secret-provider-class": "the named SecretProviderClass is not in the pod's namespace",
     "secret-provider-class-too-large": "the SecretProviderClass is larger than Ferry keeps in memory",
     "too-many-containers": "the pod has more containers than Ferry accepts",
+    "invalid-pod": "a field of the pod is not of its schema's JSON type (only a forged review can send one)",
     "not-linux": "spec.os.name is not linux (the fetcher image is Linux-only)",
     "limit-range": "Ferry's containers do not fit the namespace's LimitRange",
     "platform-sizing": (

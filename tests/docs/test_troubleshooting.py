@@ -23,7 +23,7 @@ PAGE = (REPO_ROOT / "docs" / "troubleshooting.md").read_text()
 
 
 def _denial_reasons_in_source() -> set[str]:
-    """Reasons as the code writes them: Denial("x", ...) and Admission("denied", "x", ...)."""
+    """Reasons as the code writes them: Denial("x", ...), and Admission or Decision("denied", "x", ...)."""
     found: set[str] = set()
     for path in (REPO_ROOT / "webhook").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -32,7 +32,7 @@ def _denial_reasons_in_source() -> set[str]:
             args = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
             if node.func.id == "Denial" and args:
                 found.add(args[0])
-            elif node.func.id == "Admission" and len(args) >= 2 and args[0] == "denied":
+            elif node.func.id in ("Admission", "Decision") and len(args) >= 2 and args[0] == "denied":
                 found.add(args[1])
     return found
 

@@ -1,4 +1,4 @@
-"""Forged pods whose fields are not of their schema's JSON type: a 400 naming the field, never an internal error.
+"""Forged pods whose fields are not of their schema's JSON type: a denial naming the field, never an internal error.
 
 The API server decodes every pod into its typed schema before calling a webhook, so only a forged review
 (any pod can POST one) carries a containers list that is a number or metadata that is a list. Most cases
@@ -51,7 +51,7 @@ CASES = [
 
 @pytest.mark.parametrize("status", [None, "injected"], ids=["first-call", "reinvocation"])
 @pytest.mark.parametrize(("edit", "field"), CASES, ids=[field for _, field in CASES])
-def test_a_forged_pod_of_the_wrong_types_is_malformed_and_names_the_field(
+def test_a_forged_pod_of_the_wrong_types_is_denied_naming_the_field(
     asgi_client: Callable[[Any], Any],
     cluster: Any,
     review: Review,
@@ -69,8 +69,9 @@ def test_a_forged_pod_of_the_wrong_types_is_malformed_and_names_the_field(
     app = create_app(Settings(), cluster, native_sidecars=True)
     with caplog.at_level(logging.INFO, logger="ferry.webhook"):
         response = asgi_client(app).post("/mutate", content=json.dumps(sent))
-    assert response.status_code == 400, response.text
-    assert field in response.json()["message"]
+    assert response.status_code == 200, response.text  # a well-formed review gets an answer
+    answer = response.json()["response"]
+    assert answer["allowed"] is False and field in answer["status"]["message"]
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
     scraped = asgi_client(metrics_app(app.state.metrics)).get("/metrics").text
     assert 'outcome="error"} 1.0' not in scraped

@@ -254,8 +254,9 @@ class AdmissionHandler:
         }
         is_pod = decision.reason != NOT_A_POD_CREATE
         if is_pod:
-            meta = (request.get("object") or {}).get("metadata") or {}
-            name = meta.get("name") or meta.get("generateName")
+            pod = request.get("object")
+            meta = pod.get("metadata") if isinstance(pod, dict) else None  # a forged pod's may be any type
+            name = (meta.get("name") or meta.get("generateName")) if isinstance(meta, dict) else None
             # A name the API server would refuse can still reach /mutate: the log line stays short.
             entry["pod"] = bounded(name, LOG_TEXT_LIMIT) if isinstance(name, str) else None
         entry.update(decision.log_fields)

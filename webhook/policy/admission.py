@@ -88,11 +88,14 @@ def admit(
     pod = request.get("object")
     if not isinstance(pod, dict):
         raise MalformedReview("request.object is missing for a pod CREATE")
-    check_pod_types(pod)  # a forged pod's fields of the wrong JSON type: malformed, before any stage reads them
     if not namespace:
         # The API server always names the namespace of a pod CREATE. Falling back to the pod's own
         # metadata.namespace would let any caller of /mutate pick a namespace and read its classes back.
         raise MalformedReview("request.namespace is missing for a pod CREATE; the API server always sends it")
+    try:
+        check_pod_types(pod)  # a forged pod's fields of the wrong JSON type, before any stage reads them
+    except MalformedReview as exc:
+        return _invalid_pod(namespace, str(exc))
     namespace_obj = view.namespace(namespace)
     limit_ranges = view.limit_ranges(namespace)
     pod_request = PodRequest.read(pod, namespace, namespace_obj)
@@ -159,6 +162,14 @@ def admit(
             key, decision, namespace_obj, lookup.read, limit_ranges, size=len(decision.head) + len(decision.tail)
         )
     return decision
+
+
+def _invalid_pod(namespace: str, problem: str) -> Decision:
+    """A denial naming the field of the wrong type: a well-formed review gets an answer, never an error."""
+    message = bounded(f"the pod is not a valid Pod: {problem}; only a pod the API server accepts can be admitted")
+    head, tail = encode_answer(denied=True, message=message, warnings=(), patch=())
+    fields = {"outcome": "denied", "reason": "invalid-pod"}
+    return Decision("denied", "invalid-pod", namespace, fields, (), message, head, tail)
 
 
 _NOT_A_POD_CREATE = Decision(
