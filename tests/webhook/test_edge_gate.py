@@ -17,6 +17,7 @@ import select
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -722,6 +723,38 @@ def test_a_new_connection_is_not_held_behind_its_own_address_s_backlog_of_handsh
             first[1].close()
             assert _eventually(lambda: sum(not _still_open(sock) for sock in queued) == 1, timeout=2.0)
             assert not _still_open(queued[0]) and _still_open(later), "the oldest waiting past the patience first"
+        finally:
+            for sock in held:
+                sock.close()
+
+
+def test_handshakes_awaiting_their_client_give_their_places_back_when_they_time_out_or_are_reset(
+    tls_files: tuple[Path, Path, Path],
+) -> None:
+    """12 ClientHellos from three pods whose clients never answer (4 of each awaiting theirs), 3 then reset by
+    their client and the rest cut off by the handshake deadline: every place among those awaiting, in all and
+    per address, is given back, and no turn is left counted.
+
+    An attack that held (atk23): the per-address count is only taken back in Gate._end_turn; a path that
+    skipped it would leave an address locked out of the places for good. Passes on the code it was written
+    against; it guards the count.
+    """
+    limits = GateLimits(max_connections=CONNECTIONS, handshake_deadline=1.5, handshake_turn=120.0)
+    hello = _client_hello()
+    with _server(tls_files, limits=limits) as server:
+        held: list[socket.socket] = []
+        try:
+            for number in range(12):
+                sock = _raw(server.port, f"127.0.0.{3 + number % 3}")
+                sock.sendall(hello)
+                held.append(sock)
+            assert _eventually(lambda: server.gate.awaiting_client == 12)
+            assert server.gate._awaiting_by_host == {"127.0.0.3": 4, "127.0.0.4": 4, "127.0.0.5": 4}
+            for sock in held[:3]:  # a reset from the client while its handshake awaits it
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+            assert _eventually(lambda: server.gate.awaiting_client == 0 and server.gate.connections == 0)
+            assert server.gate._awaiting_by_host == {} and server.gate.handshaking == 0
         finally:
             for sock in held:
                 sock.close()
