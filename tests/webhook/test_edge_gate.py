@@ -758,3 +758,37 @@ def test_handshakes_awaiting_their_client_give_their_places_back_when_they_time_
         finally:
             for sock in held:
                 sock.close()
+
+
+def test_a_turn_freed_to_make_room_for_the_api_server_goes_to_its_handshake(
+    tls_files: tuple[Path, Path, Path],
+) -> None:
+    """6 served at most, all a tenant's ClientHellos whose clients never answer: 2 hold both turns, 4 wait. A new
+    API-server connection closes the tenant's oldest (a turn holder) and gets the turn that frees.
+
+    Found by atk23: the freed turn went at once to the tenant's queue (the eviction handed turns out before the
+    newcomer was queued), so the API server's handshake waited for a tenant's turn to end.
+    """
+    limits = GateLimits(
+        max_connections=6,
+        handshake_deadline=120.0,
+        handshake_turn=120.0,
+        awaiting_client=0,  # turns are held until the handshake ends
+        protected=parse_networks(LOOPBACK),
+    )
+    hello = _client_hello()
+    context = _context(tls_files)
+    with _server(tls_files, limits=limits) as server:
+        held: list[socket.socket] = []
+        try:
+            for _ in range(6):
+                sock = _raw(server.port, "127.0.0.3")
+                sock.sendall(hello)
+                held.append(sock)
+            assert _eventually(lambda: server.gate.handshaking == 2 and server.gate.waiting == 4)
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5.0) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as api_server:
+                    assert _request(api_server, _review_bytes(1)) == "HTTP/1.1 200 OK"
+        finally:
+            for sock in held:
+                sock.close()
