@@ -17,6 +17,7 @@ import select
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -722,6 +723,72 @@ def test_a_new_connection_is_not_held_behind_its_own_address_s_backlog_of_handsh
             first[1].close()
             assert _eventually(lambda: sum(not _still_open(sock) for sock in queued) == 1, timeout=2.0)
             assert not _still_open(queued[0]) and _still_open(later), "the oldest waiting past the patience first"
+        finally:
+            for sock in held:
+                sock.close()
+
+
+def test_handshakes_awaiting_their_client_give_their_places_back_when_they_time_out_or_are_reset(
+    tls_files: tuple[Path, Path, Path],
+) -> None:
+    """12 ClientHellos from three pods whose clients never answer (4 of each awaiting theirs), 3 then reset by
+    their client and the rest cut off by the handshake deadline: every place among those awaiting, in all and
+    per address, is given back, and no turn is left counted.
+
+    An attack that held (atk23): the per-address count is only taken back in Gate._end_turn; a path that
+    skipped it would leave an address locked out of the places for good. Passes on the code it was written
+    against; it guards the count.
+    """
+    limits = GateLimits(max_connections=CONNECTIONS, handshake_deadline=1.5, handshake_turn=120.0)
+    hello = _client_hello()
+    with _server(tls_files, limits=limits) as server:
+        held: list[socket.socket] = []
+        try:
+            for number in range(12):
+                sock = _raw(server.port, f"127.0.0.{3 + number % 3}")
+                sock.sendall(hello)
+                held.append(sock)
+            assert _eventually(lambda: server.gate.awaiting_client == 12)
+            assert server.gate._awaiting_by_host == {"127.0.0.3": 4, "127.0.0.4": 4, "127.0.0.5": 4}
+            for sock in held[:3]:  # a reset from the client while its handshake awaits it
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+            assert _eventually(lambda: server.gate.awaiting_client == 0 and server.gate.connections == 0)
+            assert server.gate._awaiting_by_host == {} and server.gate.handshaking == 0
+        finally:
+            for sock in held:
+                sock.close()
+
+
+def test_a_turn_freed_to_make_room_for_the_api_server_goes_to_its_handshake(
+    tls_files: tuple[Path, Path, Path],
+) -> None:
+    """6 served at most, all a tenant's ClientHellos whose clients never answer: 2 hold both turns, 4 wait. A new
+    API-server connection closes the tenant's oldest (a turn holder) and gets the turn that frees.
+
+    Found by atk23: the freed turn went at once to the tenant's queue (the eviction handed turns out before the
+    newcomer was queued), so the API server's handshake waited for a tenant's turn to end.
+    """
+    limits = GateLimits(
+        max_connections=6,
+        handshake_deadline=120.0,
+        handshake_turn=120.0,
+        awaiting_client=0,  # turns are held until the handshake ends
+        protected=parse_networks(LOOPBACK),
+    )
+    hello = _client_hello()
+    context = _context(tls_files)
+    with _server(tls_files, limits=limits) as server:
+        held: list[socket.socket] = []
+        try:
+            for _ in range(6):
+                sock = _raw(server.port, "127.0.0.3")
+                sock.sendall(hello)
+                held.append(sock)
+            assert _eventually(lambda: server.gate.handshaking == 2 and server.gate.waiting == 4)
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5.0) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as api_server:
+                    assert _request(api_server, _review_bytes(1)) == "HTTP/1.1 200 OK"
         finally:
             for sock in held:
                 sock.close()

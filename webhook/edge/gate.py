@@ -148,6 +148,7 @@ class Gate:
         self._turns = 0
         self._awaiting = 0
         self._awaiting_by_host: dict[str, int] = {}
+        self._making_room = False  # while a victim is closed for a newcomer: its turn waits for the newcomer
         self._read_buffer = memoryview(bytearray(TLS_READ_BUFFER)) if ssl_context is not None else memoryview(b"")
         self._closed = False
         self.evicted = 0  # connections closed to make room, for tests and logs
@@ -262,16 +263,17 @@ class Gate:
         slot.mark(READING)
         self._slots.add(slot)
         self._per_host[slot.host] = self._per_host.get(slot.host, 0) + 1
-        if self._ssl is None or self._turns < self.limits.handshakes:
+        if self._ssl is None or (self._turns < self.limits.handshakes and not self._turn_queue):
             self._start(slot, pending)
             return
         slot.waiting = pending
         self._turn_queue.setdefault(slot.host, deque()).append(slot)
         if slot.protected:
             self._protected_queues.add(slot.host)
+        self._next_turns()  # a turn freed making room for it goes by the queue's order, the newcomer included
 
     def _next_turns(self) -> None:
-        while self._turns < self.limits.handshakes and not self._closed:
+        while self._turns < self.limits.handshakes and not self._closed and not self._making_room:
             if not self._turn_queue:
                 return
             protected = (host for host in self._turn_queue if host in self._protected_queues)
@@ -368,7 +370,12 @@ class Gate:
         victim = self._victim(newcomer, newcomer_protected)
         if victim is not None:
             self.evicted += 1
-            victim.abort()
+            # A turn the victim frees is handed out once the newcomer is queued (Gate._first_bytes), not before.
+            self._making_room = True
+            try:
+                victim.abort()
+            finally:
+                self._making_room = False
             return True
         return len(self._slots) < self.limits.max_connections + self.limits.overflow
 
