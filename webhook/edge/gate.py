@@ -47,7 +47,7 @@ HANDSHAKES_AT_ONCE = 2
 HANDSHAKE_TURN = 0.1
 HANDSHAKES_AWAITING_CLIENT = 16
 # Within an address's queue the newest connection goes first (one the API server opens during a burst is not held
-# behind the burst's backlog), unless the oldest has waited this long: then the oldest, so none nears its deadline.
+# behind the burst's backlog), unless the oldest has waited this long: then the oldest, so none is passed over for long.
 HANDSHAKE_PATIENCE = 1.0
 HANDSHAKES_AWAITING_CLIENT_PER_ADDRESS = 4  # so one address never holds every place
 
