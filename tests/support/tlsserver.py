@@ -17,7 +17,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from webhook.edge.gate import Gate, GateLimits
+from webhook.edge.gate import Gate
+from webhook.edge.gatelimits import GateLimits
 from webhook.edge.server import ReloadingServer, metrics_config, run_server, server_config
 
 

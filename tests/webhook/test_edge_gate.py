@@ -33,7 +33,8 @@ from tests.support.reviews import pod_create_review
 from tests.support.served import ServedWebhook, closed_by_server
 from tests.support.tlsserver import TLSServer
 from webhook.edge.app import create_app, metrics_app
-from webhook.edge.gate import GateLimits, parse_networks
+from webhook.edge.gate import parse_networks
+from webhook.edge.gatelimits import GateLimits
 from webhook.edge.server import metrics_gate_limits
 from webhook.policy.view import StaticView
 from webhook.settings import Settings

@@ -19,7 +19,8 @@ from collections.abc import Callable
 
 import uvicorn
 
-from webhook.edge.gate import MAX_PENDING_CONNECTIONS, Gate, GateLimits, Networks
+from webhook.edge.gate import Gate, Networks
+from webhook.edge.gatelimits import MAX_PENDING_CONNECTIONS, GateLimits
 
 log = logging.getLogger("webhook.edge.server")
 

@@ -75,7 +75,7 @@ import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
 from webhook.edge.connguard import REQUEST_READ_DEADLINE, GuardedH11Protocol, guarded_protocol
-from webhook.edge.gate import HANDSHAKE_DEADLINE, MAX_PENDING_CONNECTIONS, GateLimits, Networks
+from webhook.edge.gate import Networks
 from webhook.edge.gatedserver import (
     MAX_CONNECTIONS,
     MAX_METRICS_CONNECTIONS,
@@ -87,6 +87,7 @@ from webhook.edge.gatedserver import (
     return_free_memory,
     settle_interpreter,
 )
+from webhook.edge.gatelimits import HANDSHAKE_DEADLINE, MAX_PENDING_CONNECTIONS, GateLimits
 
 __all__ = [
     "MAX_CONNECTIONS",
