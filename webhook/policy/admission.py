@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from fetcher.spec import bounded
@@ -15,7 +15,7 @@ from webhook.policy import memo as caches
 from webhook.policy.decide import decide_injection
 from webhook.policy.memo import AdmissionMemo, RecordingLookup, pod_key
 from webhook.policy.pipeline import Admission, Outcome, admit_pod
-from webhook.policy.podtypes import check_pod_types
+from webhook.policy.podtypes import pod_type_problem
 from webhook.policy.request import PodRequest, service_account_name
 from webhook.policy.review import AdmissionRequest, MalformedReview, encode_answer
 from webhook.policy.view import ClusterView
@@ -92,42 +92,45 @@ def admit(
         # The API server always names the namespace of a pod CREATE. Falling back to the pod's own
         # metadata.namespace would let any caller of /mutate pick a namespace and read its classes back.
         raise MalformedReview("request.namespace is missing for a pod CREATE; the API server always sends it")
-    try:
-        check_pod_types(pod)  # a forged pod's fields of the wrong JSON type, before any stage reads them
-    except MalformedReview as exc:
-        return _invalid_pod(namespace, str(exc))
-    namespace_obj = view.namespace(namespace)
-    limit_ranges = view.limit_ranges(namespace)
-    pod_request = PodRequest.read(pod, namespace, namespace_obj)
-    account_name = service_account_name(pod)
-    verdict = decide_injection(pod_request, settings)  # stage 1, decided once: it also gates the GET below
-    # The pod's ServiceAccount's Google service account, from views that keep ServiceAccounts (GCP installs).
-    # A miss costs a GET of the cluster-wide budget only for a pod Ferry injects, in a review from the API server
-    # (when its addresses are known): a forged review naming made-up accounts must not spend other tenants' reads.
-    read_ksa = getattr(view, "gke_service_account", None)
-    ksa = read_ksa(namespace, account_name, may_get=False) if read_ksa is not None else None
-    if read_ksa is not None and ksa is not None and ksa.unread and from_api_server and verdict is None:
-        ksa = read_ksa(namespace, account_name)  # a miss: the GET, for this one pod
-    if ksa is not None:
-        pod_request = pod_request._replace(ksa=ksa)
-    key = b""
-    if memo is not None:
-        key = pod_key(pod_request)
-        remembered = memo.recall(key, namespace_obj, view.secret_provider_class, limit_ranges)
-        if remembered is not None:
-            return remembered
-    lookup = RecordingLookup(view.secret_provider_class)
-    admission = admit_pod(
-        pod_request,
-        verdict,
-        spc_lookup=lookup,
-        settings=settings,
-        native_sidecars=native_sidecars,
-        limit_ranges=limit_ranges,
-        spec_maker=caches.cached_spec,
-        differ=caches.cached_diff,
-        parts_maker=caches.cached_parts,
-    )
+    problem = pod_type_problem(pod)  # a forged pod's fields of the wrong JSON type, before any stage reads them
+    key, lookup = b"", RecordingLookup(view.secret_provider_class)
+    namespace_obj: Mapping[str, Any] | None = None
+    limit_ranges: Sequence[Mapping[str, Any]] = ()
+    if problem is not None:
+        invalid = f"the pod is not a valid Pod: {problem}; only a pod the API server accepts can be admitted"
+        admission = Admission("denied", "invalid-pod", pod, message=invalid)
+    else:
+        namespace_obj = view.namespace(namespace)
+        limit_ranges = view.limit_ranges(namespace)
+        pod_request = PodRequest.read(pod, namespace, namespace_obj)
+        account_name = service_account_name(pod)
+        verdict = decide_injection(pod_request, settings)  # stage 1, decided once: it also gates the GET below
+        # The pod's ServiceAccount's Google service account, from views that keep ServiceAccounts (GCP installs).
+        # A miss costs a GET of the cluster-wide budget only for a pod Ferry injects, in a review from the API
+        # server (when its addresses are known): a forged review naming made-up accounts must not spend other
+        # tenants' reads.
+        read_ksa = getattr(view, "gke_service_account", None)
+        ksa = read_ksa(namespace, account_name, may_get=False) if read_ksa is not None else None
+        if read_ksa is not None and ksa is not None and ksa.unread and from_api_server and verdict is None:
+            ksa = read_ksa(namespace, account_name)  # a miss: the GET, for this one pod
+        if ksa is not None:
+            pod_request = pod_request._replace(ksa=ksa)
+        if memo is not None:
+            key = pod_key(pod_request)
+            remembered = memo.recall(key, namespace_obj, view.secret_provider_class, limit_ranges)
+            if remembered is not None:
+                return remembered
+        admission = admit_pod(
+            pod_request,
+            verdict,
+            spc_lookup=lookup,
+            settings=settings,
+            native_sidecars=native_sidecars,
+            limit_ranges=limit_ranges,
+            spec_maker=caches.cached_spec,
+            differ=caches.cached_diff,
+            parts_maker=caches.cached_parts,
+        )
     ready = view.is_ready()
     if admission.outcome in ("injected", "denied") and not ready:
         # Before the first list the view is empty: an SPC "not found" would be a lie. Readiness
@@ -162,14 +165,6 @@ def admit(
             key, decision, namespace_obj, lookup.read, limit_ranges, size=len(decision.head) + len(decision.tail)
         )
     return decision
-
-
-def _invalid_pod(namespace: str, problem: str) -> Decision:
-    """A denial naming the field of the wrong type: a well-formed review gets an answer, never an error."""
-    message = bounded(f"the pod is not a valid Pod: {problem}; only a pod the API server accepts can be admitted")
-    head, tail = encode_answer(denied=True, message=message, warnings=(), patch=())
-    fields = {"outcome": "denied", "reason": "invalid-pod"}
-    return Decision("denied", "invalid-pod", namespace, fields, (), message, head, tail)
 
 
 _NOT_A_POD_CREATE = Decision(

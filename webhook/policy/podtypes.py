@@ -18,6 +18,15 @@ _WHERE = "request.object"
 _CONTAINER_GROUPS = ("initContainers", "containers")
 
 
+def pod_type_problem(pod: Mapping[str, Any]) -> str | None:
+    """The first field admission reads that is not of its schema's JSON type, named; None when all are."""
+    try:
+        check_pod_types(pod)
+    except MalformedReview as exc:
+        return str(exc)
+    return None
+
+
 def check_pod_types(pod: Mapping[str, Any]) -> None:
     """Raise MalformedReview naming the first field admission reads that is not of its schema's JSON type."""
     meta = _object(pod, "metadata", _WHERE)
