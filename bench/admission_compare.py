@@ -70,7 +70,7 @@ from webhook.settings import Settings
 
 if job.get("log_lines"):  # logging as the server sets it up (webhook/__main__.py), the lines to /dev/null
     import logging, os
-    from fetcher.spec.logline import JsonFormatter
+    from fetcher.contract.logline import JsonFormatter
     handler = logging.StreamHandler(open(os.devnull, "w"))
     handler.setFormatter(JsonFormatter())
     logging.getLogger().handlers[:] = [handler]

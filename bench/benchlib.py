@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fetcher.spec import spec_to_json
+from fetcher.contract import spec_to_json
 from tests.support.net import free_port as free_port  # re-exported for the scripts
 from tests.support.paths import FIXTURES as FIXTURES  # re-exported: the scripts read the recorded fixtures
 from tests.support.paths import REPO_ROOT
@@ -58,7 +58,6 @@ LIBRARIES = (
     "psutil",
     "Werkzeug",
 )
-
 
 
 # --- Machine ---------------------------------------------------------------------
@@ -299,7 +298,6 @@ def _cell(value: Any) -> str:
 # --- Network helpers -------------------------------------------------------------
 
 
-
 def wait_for_port(port: int, timeout: float, process: subprocess.Popen[Any] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -508,7 +506,7 @@ def seed_objects(endpoint: str, secrets: int, parameters: int, pinned: int = 0) 
 
 def fetch_spec_json(objects: list[dict[str, Any]], refresh_seconds: float = 0.0) -> str:
     """Canonical FERRY_SPEC JSON through the one spec model (the floor is lowered only for benchmarks)."""
-    from fetcher.spec import build_spec
+    from fetcher.contract import build_spec
 
     spec = build_spec(
         objects=objects,

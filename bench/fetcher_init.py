@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import benchlib
-from fetcher.spec import spec_from_json
+from fetcher.contract import spec_from_json
 from tests.support.fetch import timed_run
 
 BUDGET_RATIO = 2.5
@@ -47,7 +47,7 @@ import ssl, json, hmac
 t1 = time.perf_counter()
 from fetcher.aws import AwsClients
 from fetcher.loop import deliver
-from fetcher.spec import FetchSpec
+from fetcher.contract import FetchSpec
 t2 = time.perf_counter()
 spec = spec_from_json(os.environ["FERRY_SPEC"])
 t3 = time.perf_counter()

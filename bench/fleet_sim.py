@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 from fetcher.aws import AwsClients, AwsSettings
 from fetcher.callplan import planned_calls
+from fetcher.contract import FetchSpec, build_spec
 from fetcher.retry import Backoff, next_retry
-from fetcher.spec import FetchSpec, build_spec
 from fetcher.startup import DEFAULT_STARTUP_DEADLINE, startup_backoff
 
 ROUND_TRIP = 0.030  # seconds, a call that succeeds

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import benchlib
-from fetcher.spec import spec_to_json
+from fetcher.contract import spec_to_json
 from tests.support.gcpfake import POOL, PROVIDER, GcpFake, ksa_token
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ import json, os, sys, time
 from pathlib import Path
 from fetcher.loop import RefreshState, refresh_once
 from fetcher.providers import clients_from_env
-from fetcher.spec import FetchSpec
+from fetcher.contract import FetchSpec
 spec = spec_from_json(os.environ["FERRY_SPEC"])
 state = RefreshState(spec=spec, clients=clients_from_env(spec, os.environ), target_dir=Path(sys.argv[1]))
 refresh_once(state)
@@ -66,7 +66,7 @@ print(json.dumps(sorted(cpu)))
 
 
 def gcp_spec_json() -> str:
-    from fetcher.spec import build_spec
+    from fetcher.contract import build_spec
 
     secrets = [
         {"resourceName": f"projects/{PROJECT}/secrets/s{i}/versions/latest", "path": f"s{i}"} for i in range(SECRETS)
@@ -177,7 +177,12 @@ def main() -> None:
         results["gcp_code_kib"] = round(
             sum(
                 (ROOT / p).stat().st_size
-                for p in ("fetcher/gcp.py", "fetcher/gcp_source.py", "fetcher/gcp_extract.py", "fetcher/spec/gcp.py")
+                for p in (
+                    "fetcher/gcp.py",
+                    "fetcher/gcp_source.py",
+                    "fetcher/gcp_extract.py",
+                    "fetcher/contract/gcp.py",
+                )
             )
             / 1024,
             1,

@@ -37,7 +37,7 @@ from typing import Any
 import boto3
 
 from bench import benchlib
-from fetcher.spec import spec_to_json
+from fetcher.contract import spec_to_json
 from tests.support import swap as swaplib
 from tests.support.fetch import DB_FILES, app_spec, db_value, read_db_generation
 

@@ -91,7 +91,7 @@ def memory(count: int) -> dict[str, Any]:
 
 
 def admission_cost() -> dict[str, Any]:
-    from fetcher.spec.gcp import KsaAnnotation
+    from fetcher.contract.gcp import KsaAnnotation
     from tests.support.reviews import pod_create_review
     from webhook.policy.admission import admit
     from webhook.policy.view import StaticView

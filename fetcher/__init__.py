@@ -1,6 +1,6 @@
 """Ferry's fetcher: AWS Secrets Manager secrets and SSM parameters, written into a pod's volume.
 
-Why it exists as a package: the webhook imports `fetcher.spec` (the one spec
+Why it exists as a package: the webhook imports `fetcher.contract` (the one spec
 model), and the injected containers run ``python -m fetcher``. So this file
 imports nothing at import time: importing the spec model must not pull in
 the AWS client. It holds `version()`, which both command lines' ``--version`` print

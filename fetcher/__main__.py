@@ -23,9 +23,7 @@ from types import FrameType
 from typing import Any
 
 from fetcher import add_version_option, command_name
-from fetcher.errors import ConfigError, FerryError
-from fetcher.logs import LEVELS, LOG_LEVEL_ENV_VAR, log
-from fetcher.spec import (
+from fetcher.contract import (
     DEFAULT_MOUNT_PATH,
     SPEC_ENV_VAR,
     FetchSpec,
@@ -37,7 +35,9 @@ from fetcher.spec import (
     spec_from_json,
     spec_from_secret_provider_class,
 )
-from fetcher.spec.secret_objects import SecretObjectsError
+from fetcher.contract.secret_objects import SecretObjectsError
+from fetcher.errors import ConfigError, FerryError
+from fetcher.logs import LEVELS, LOG_LEVEL_ENV_VAR, log
 
 TARGET_DIR_ENV_VAR = "FERRY_TARGET_DIR"
 TERMINATION_LOG_ENV_VAR = "FERRY_TERMINATION_LOG"

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from fetcher.spec.regions import partition_of
+from fetcher.contract.regions import partition_of
 
 # partition -> (DNS suffix, dual-stack DNS suffix or None where the partition has none)
 PARTITION_SUFFIXES: dict[str, tuple[str, str | None]] = {

@@ -21,10 +21,10 @@ from urllib.parse import urlencode, urlsplit
 
 from fetcher.awscreds import STS_API_VERSION, CredentialCache, _epoch, _xml_value
 from fetcher.awswire import AwsServiceError, CredentialRetrievalError, is_retryable, xml_error
+from fetcher.contract.object_options import MAX_ROLES, POD_SERVICE_ACCOUNT_ENV_VAR, AssumeRole
+from fetcher.contract.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR
 from fetcher.retry import with_retries
 from fetcher.sigv4 import Credentials, sign
-from fetcher.spec.object_options import MAX_ROLES, POD_SERVICE_ACCOUNT_ENV_VAR, AssumeRole
-from fetcher.spec.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR
 from fetcher.transport import Reply, TransportError
 
 if TYPE_CHECKING:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fetcher.aws import AwsClients
+from fetcher.contract import FetchSpec, ObjectType
+from fetcher.contract.object_options import AssumeRole
 from fetcher.discovery import DiscoverySource
 from fetcher.sources import IndexedObject, Source, _select, source_for
-from fetcher.spec import FetchSpec, ObjectType
-from fetcher.spec.object_options import AssumeRole
 
 # The call each unit makes: (service, operation); a discovery's first page (more pages add more).
 FETCH_CALLS: dict[tuple[ObjectType, bool], tuple[str, str]] = {

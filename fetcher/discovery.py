@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from fetcher.contract import ObjectSpec
 from fetcher.errors import AwsRejectedError, translating_aws_errors
 from fetcher.logs import log
-from fetcher.spec import ObjectSpec
 
 if TYPE_CHECKING:
     from fetcher.aws import AwsClients

@@ -7,7 +7,7 @@ translation from the AWS client's raw errors (awswire.py, transport.py) in one f
 means every AWS call site gets the same wording, the same hint, and the same
 decision about whether the failover region may be asked.
 
-The tree (``FerryError`` and ``SpecError`` live in ``fetcher.spec``: a bad
+The tree (``FerryError`` and ``SpecError`` live in ``fetcher.contract``: a bad
 request is the webhook's business as much as ours, and its image has no AWS client)::
 
     FerryError                        anything Ferry raises on purpose
@@ -33,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from fetcher.spec.problems import FerryError as FerryError  # re-exported: the root of this tree
+from fetcher.contract.problems import FerryError as FerryError  # re-exported: the root of this tree
 
 if TYPE_CHECKING:
     from fetcher.awswire import AwsServiceError

@@ -2,7 +2,7 @@
 
 Why it exists: admission checks every file name it can see, but it cannot see a secret's keys or the
 parameters under a path. This module applies the same rules (path translation, then
-`fetcher.spec.paths.unsafe_path_reason`, then uniqueness against every other file) to those names once
+`fetcher.contract.paths.unsafe_path_reason`, then uniqueness against every other file) to those names once
 they are known, and fails naming the object and the key, never the value. Pure, no I/O: the result joins
 the rest of the file set, so a key or an object that appears or disappears is one atomic swap.
 """
@@ -13,9 +13,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from fetcher.contract import FetchSpec, ObjectSpec, quote, translate_path
+from fetcher.contract.paths import unsafe_path_reason
 from fetcher.errors import RenderError
-from fetcher.spec import FetchSpec, ObjectSpec, quote, translate_path
-from fetcher.spec.paths import unsafe_path_reason
 
 if TYPE_CHECKING:
     from fetcher.sources import FetchedValue

@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
+from fetcher.contract import ObjectSpec
 from fetcher.errors import AwsUnavailableError, FetchError, ObjectError, ObjectErrors
 from fetcher.logs import log
-from fetcher.spec import ObjectSpec
 
 T = TypeVar("T")
 

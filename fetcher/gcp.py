@@ -23,10 +23,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fetcher.contract import FetchSpec, GcpIdentity
+from fetcher.contract.gcp import GCP_TOKEN_PATH
 from fetcher.errors import ConfigError, FerryError
 from fetcher.retry import Backoff, next_retry
-from fetcher.spec import FetchSpec, GcpIdentity
-from fetcher.spec.gcp import GCP_TOKEN_PATH
 from fetcher.transport import HttpClient, HttpSettings, Proxies
 from fetcher.transport import TransportError as TransportError
 

@@ -16,8 +16,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from fetcher.contract import ObjectSpec
 from fetcher.errors import RenderError
-from fetcher.spec import ObjectSpec
 from fetcher.values import FetchedValue, text_bytes
 
 # extractYAMLKey reads one top-level key; a value nested deeper than this is refused, not built.

@@ -17,13 +17,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
+from fetcher.contract import FetchSpec, ObjectSpec
+from fetcher.contract.gcp import is_pinned, parse_resource_name
 from fetcher.errors import FetchError
 from fetcher.fanout import run_units
 from fetcher.gcp import GcpClients, Reply, TransportError
 from fetcher.gcp_extract import extracted
 from fetcher.logs import log
-from fetcher.spec import FetchSpec, ObjectSpec
-from fetcher.spec.gcp import is_pinned, parse_resource_name
 from fetcher.values import FetchedValue, FetchResult, IndexedObject, VersionProbe
 
 DEFAULT_MAX_WORKERS = 10

@@ -5,8 +5,8 @@ must be safe to ship anywhere. So every line carries only names, versions,
 regions, counts and error codes; callers never pass a value, and this module
 accepts only plain scalars as fields so a bytes payload cannot slip in by
 accident. The line shape itself and `JsonFormatter` (the same shape for the
-standard logging module) live in `fetcher.spec.logline`, shared with the
-webhook, which may import only `fetcher.spec`.
+standard logging module) live in `fetcher.contract.logline`, shared with the
+webhook, which may import only `fetcher.contract`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 import threading
 from typing import TextIO
 
-from fetcher.spec.logline import JsonFormatter, format_line
+from fetcher.contract.logline import JsonFormatter, format_line
 
 __all__ = ["LEVELS", "LOG_LEVEL_ENV_VAR", "JsonFormatter", "JsonLogger", "format_line", "log"]
 

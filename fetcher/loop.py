@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fetcher.contract import FetchSpec
 from fetcher.errors import FerryError, FetchError, ObjectErrors
 from fetcher.logs import log
 from fetcher.providers import check_versions, fetch_all
 from fetcher.render import RenderedFiles, render
-from fetcher.spec import FetchSpec
 from fetcher.status import SidecarStatus, object_versions, read_status, record_failure, record_success, write_status
 from fetcher.values import FetchedValue, FetchResult, VersionProbe
 from fetcher.writer import has_current_set, swap_directory

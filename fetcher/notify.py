@@ -20,8 +20,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from fetcher.contract import Notify
 from fetcher.logs import log
-from fetcher.spec import Notify
 
 NOTIFY_TIMEOUT_SECONDS = 2.0
 

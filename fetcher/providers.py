@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from fetcher.contract import FetchSpec
 from fetcher.errors import ConfigError
-from fetcher.spec import FetchSpec
 from fetcher.values import FetchResult, VersionProbe
 
 if TYPE_CHECKING:

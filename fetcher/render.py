@@ -8,7 +8,7 @@ without AWS or a filesystem.
 
 File names and modes come from the spec's `output_files()` (alias or name,
 pathTranslation, filePermission), so there is one naming rule in the project.
-The dotenv and JSON documents a spec asks for (`fetcher.spec.formats`) are
+The dotenv and JSON documents a spec asks for (`fetcher.contract.formats`) are
 added to the same set, so they are swapped in with the files they copy.
 A whole-object file holds the value as AWS returned it: SecretString or an SSM
 value as UTF-8 text, SecretBinary as its raw bytes.
@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, TypeAlias
 import jmespath
 import jmespath.exceptions
 
+from fetcher.contract import FetchSpec
+from fetcher.contract.formats import FormatError, add_formats
 from fetcher.errors import ObjectError, ObjectErrors, OutputFormatError, RenderError
 from fetcher.expand import dynamic_files
-from fetcher.spec import FetchSpec
-from fetcher.spec.formats import FormatError, add_formats
 from fetcher.values import text_bytes
 
 if TYPE_CHECKING:

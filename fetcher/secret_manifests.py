@@ -28,8 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fetcher.spec.problems import listed, quote
-from fetcher.spec.secret_objects import (
+from fetcher.contract.problems import listed, quote
+from fetcher.contract.secret_objects import (
     DENIED_SECRET_TYPES,
     FERRY_LABEL,
     FERRY_LABEL_VALUE,

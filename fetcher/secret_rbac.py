@@ -12,8 +12,8 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from fetcher.contract.secret_objects import SecretObject, SecretObjectsError, parse_secret_objects
 from fetcher.secret_manifests import SECRET_SYNC_VERBS
-from fetcher.spec.secret_objects import SecretObject, SecretObjectsError, parse_secret_objects
 
 # Kubernetes object names are at most 253 characters; longer Role names keep a readable start and a digest.
 MAX_ROLE_NAME_LENGTH = 253

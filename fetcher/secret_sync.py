@@ -5,7 +5,7 @@ so that ``env.valueFrom.secretKeyRef`` and ``envFrom`` work. The init container
 writes those Secrets before the app starts, with the pod's own ServiceAccount,
 and the sidecar keeps them current (`file_syncer` is what they call after each
 swap). The entries themselves are parsed and checked in the spec model
-(`fetcher.spec.secret_objects`), so the webhook denies a bad entry at
+(`fetcher.contract.secret_objects`), so the webhook denies a bad entry at
 admission; this module takes the checked entries and the rendered files (file
 name -> bytes), builds the Secret manifests, then writes them (the I/O edge,
 `sync_secrets`).
@@ -47,6 +47,22 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from fetcher.contract.problems import FerryError, listed, quote
+from fetcher.contract.secret_objects import (
+    DENIED_SECRET_TYPES,
+    FERRY_LABEL,
+    FERRY_LABEL_VALUE,
+    MANAGED_LABEL,
+    POD_NAME_ENV_VAR,
+    POD_NAMESPACE_ENV_VAR,
+    POD_UID_ENV_VAR,
+    SECRET_TYPES,
+    SecretObject,
+    SecretObjectData,
+    SecretObjectsError,
+    denied_type_problem,
+    parse_secret_objects,
+)
 from fetcher.secret_manifests import (
     APPLY_VERBS,
     CONTENT_FIELD_MANAGER,
@@ -66,22 +82,6 @@ from fetcher.secret_rbac import (
     secret_sync_rbac,
     secret_sync_rbac_yaml,
     secret_sync_role_name,
-)
-from fetcher.spec.problems import FerryError, listed, quote
-from fetcher.spec.secret_objects import (
-    DENIED_SECRET_TYPES,
-    FERRY_LABEL,
-    FERRY_LABEL_VALUE,
-    MANAGED_LABEL,
-    POD_NAME_ENV_VAR,
-    POD_NAMESPACE_ENV_VAR,
-    POD_UID_ENV_VAR,
-    SECRET_TYPES,
-    SecretObject,
-    SecretObjectData,
-    SecretObjectsError,
-    denied_type_problem,
-    parse_secret_objects,
 )
 
 __all__ = [

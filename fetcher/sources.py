@@ -21,6 +21,7 @@ from functools import partial
 from typing import Any, TypeAlias, TypeVar
 
 from fetcher.aws import AwsClients
+from fetcher.contract import FetchSpec, ObjectSpec, ObjectType, parse_arn
 from fetcher.errors import (
     ACCESS_DENIED_CODES,
     AwsRejectedError,
@@ -29,7 +30,6 @@ from fetcher.errors import (
 )
 from fetcher.fanout import Target, ask_with_failover, failover_target, primary_target, run_units
 from fetcher.logs import log
-from fetcher.spec import FetchSpec, ObjectSpec, ObjectType, parse_arn
 from fetcher.values import FetchedValue, FetchResult, IndexedObject, Source, VersionProbe
 
 __all__ = ["FetchResult", "FetchedValue", "IndexedObject", "Source", "VersionProbe", "check_versions", "fetch_all"]

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from fetcher.spec import ObjectSpec
+    from fetcher.contract import ObjectSpec
     from fetcher.values import FetchedValue
 
 _T = TypeVar("_T")

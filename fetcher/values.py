@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
-from fetcher.spec import ObjectSpec
+from fetcher.contract import ObjectSpec
 
 
 @dataclass(frozen=True)

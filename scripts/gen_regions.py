@@ -1,7 +1,7 @@
-"""Regenerate the region table in fetcher/spec/regions.py from the installed botocore.
+"""Regenerate the region table in fetcher/contract/regions.py from the installed botocore.
 
-Why it exists: fetcher.spec.regions must not import boto3/botocore (the webhook
-imports it through fetcher.spec, and it must stay pure), yet the regions it
+Why it exists: fetcher.contract.regions must not import boto3/botocore (the webhook
+imports it through fetcher.contract, and it must stay pure), yet the regions it
 knows must be exactly botocore's. So the table is written into the module as
 plain data, and tests/fetcher/test_regions.py runs this script with --check to
 fail when an upgraded botocore knows regions the table does not.

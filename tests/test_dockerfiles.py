@@ -263,7 +263,7 @@ def test_fetcher_lock_matches_the_project_dependencies() -> None:
 def test_webhook_image_has_no_aws_sdk_and_all_webhook_deps() -> None:
     lock = lock_of(WEBHOOK)
     assert not set(lock_pins(lock)) & AWS_SDK, "the webhook never talks to AWS: no boto3/botocore in its image"
-    # Everything in the [webhook] extra, plus what fetcher/spec/ imports; nothing else asked for.
+    # Everything in the [webhook] extra, plus what fetcher/contract/ imports; nothing else asked for.
     assert lock_inputs(lock) == set(_extra("webhook")) | {"pyyaml", "jmespath"}
 
 
@@ -291,7 +291,7 @@ def test_fetcher_image_copies_only_the_fetcher() -> None:
 
 
 def test_webhook_image_copies_the_webhook_and_only_the_spec_model() -> None:
-    assert _app_sources(WEBHOOK) == {"webhook/", "fetcher/__init__.py", "fetcher/spec/"}
+    assert _app_sources(WEBHOOK) == {"webhook/", "fetcher/__init__.py", "fetcher/contract/"}
 
 
 def _copied_sources(dockerfile: str) -> set[str]:
@@ -372,7 +372,7 @@ def test_entrypoint_help_runs_from_the_image_file_set(dockerfile: str, module: s
     """Only the files the Dockerfile copies, and none of the other side's libraries.
 
     Every copied module is imported, then the entrypoint runs. Catches e.g. the
-    webhook importing a fetcher module other than fetcher.spec (the image would
+    webhook importing a fetcher module other than fetcher.contract (the image would
     crash on `serve`), or the fetcher importing a webhook dependency.
     """
     app = tmp_path / "app"

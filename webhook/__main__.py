@@ -18,7 +18,7 @@ from typing import Any, TextIO
 import yaml
 
 from fetcher import add_version_option, command_name
-from fetcher.spec import load_manifests
+from fetcher.contract import load_manifests
 from webhook.ownerevents import OwnerEvents, kubernetes_poster
 from webhook.policy.request import NAMESPACE_OPT_IN_LABEL
 from webhook.settings import Settings, SettingsError
@@ -344,7 +344,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def _configure_json_logging(level: str) -> None:
     """Every line on stderr in the one JSON shape, uvicorn's own (error and access) included."""
-    from fetcher.spec.logline import JsonFormatter
+    from fetcher.contract.logline import JsonFormatter
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fetcher.spec import bounded
+from fetcher.contract import bounded
 
 log = logging.getLogger("ferry.webhook.events")
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any, Literal
 
-from fetcher.spec import DEFAULT_MIN_REFRESH_SECONDS, parse_duration, quote
-from fetcher.spec.endpoints import ALLOW_HTTP_ENV_VAR, ALLOWED_HOSTS_ENV_VAR, EndpointPolicy, policy_from_settings
+from fetcher.contract import DEFAULT_MIN_REFRESH_SECONDS, parse_duration, quote
+from fetcher.contract.endpoints import ALLOW_HTTP_ENV_VAR, ALLOWED_HOSTS_ENV_VAR, EndpointPolicy, policy_from_settings
 from webhook.quantity import parse_quantity
 
 NativeSidecars = Literal["auto", "true", "false"]
@@ -102,7 +102,7 @@ class Settings:
     log_level: str = "info"
     # The plain-HTTP metrics listener's port; 0: no listener.
     metrics_port: int = 9090
-    # Which hosts ferry.dev/aws-endpoints may name, and whether http is allowed (fetcher.spec.endpoints).
+    # Which hosts ferry.dev/aws-endpoints may name, and whether http is allowed (fetcher.contract.endpoints).
     endpoint_policy: EndpointPolicy = field(default_factory=EndpointPolicy)
     # FERRY_STARTUP_DEADLINE for the init container (seconds); None: the fetcher's default (fetcher/startup.py).
     startup_deadline_seconds: float | None = None
@@ -190,7 +190,7 @@ class Settings:
         return settings
 
     def gcp_identity(self) -> dict[str, str | None]:
-        """The cluster's Workload Identity defaults, as fetcher.spec.gcp.check_identity reads them."""
+        """The cluster's Workload Identity defaults, as fetcher.contract.gcp.check_identity reads them."""
         return {"workloadPool": self.gcp_workload_pool, "identityProvider": self.gcp_identity_provider}
 
     def with_overrides(self, **changes: Any) -> Settings:

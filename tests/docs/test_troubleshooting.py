@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fetcher import __main__ as fetcher_main
 from fetcher import errors, secret_sync
-from fetcher.spec import FerryError
+from fetcher.contract import FerryError
 from tests.support.paths import REPO_ROOT
 from webhook.reasons import DENIAL_REASONS
 

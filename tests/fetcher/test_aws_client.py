@@ -26,10 +26,10 @@ from fetcher.aws import AwsClients, AwsSettings
 from fetcher.awscreds import CredentialCache, container_uri_problem
 from fetcher.awsendpoints import EndpointError, EndpointRules, standard_url
 from fetcher.awswire import CredentialRetrievalError
+from fetcher.contract.regions import KNOWN_REGIONS
 from fetcher.errors import AwsRejectedError, AwsUnavailableError, ObjectErrors
 from fetcher.sigv4 import Credentials, sign
 from fetcher.sources import fetch_all
-from fetcher.spec.regions import KNOWN_REGIONS
 from fetcher.transport import Backoff, with_retries
 from tests.support.aws import (
     PRIMARY,

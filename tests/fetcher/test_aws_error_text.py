@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from fetcher.__main__ import main
-from fetcher.spec import spec_to_json
+from fetcher.contract import spec_to_json
 from tests.support.aws import PRIMARY, LocalHttpStub, RecordedRequest, Reply, aws_json_error, fetcher_env, make_spec
 
 StubFactory = Callable[[Callable[[RecordedRequest], Reply]], LocalHttpStub]

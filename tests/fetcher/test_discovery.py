@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from fetcher.aws import AwsClients
+from fetcher.contract import SpecError
 from fetcher.errors import ObjectErrors
 from fetcher.loop import RefreshState, deliver, refresh_once
 from fetcher.render import render
 from fetcher.sources import FetchedValue
-from fetcher.spec import SpecError
 from fetcher.writer import DATA_LINK
 from tests.support.aws import LocalHttpStub, RecordedRequest, Reply, Responder, Seeder, make_clients, make_spec
 

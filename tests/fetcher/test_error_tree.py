@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from fetcher.spec import FerryError
-from fetcher.spec.formats import FormatError, parse_output_formats
-from fetcher.spec.secret_objects import SecretObjectsError
-from fetcher.spec.spc import ManifestError
+from fetcher.contract import FerryError
+from fetcher.contract.formats import FormatError, parse_output_formats
+from fetcher.contract.secret_objects import SecretObjectsError
+from fetcher.contract.spc import ManifestError
 
 
 @pytest.mark.parametrize("error", [SecretObjectsError, ManifestError, FormatError])

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fetcher.spec import spec_from_json, spec_to_json
-from fetcher.spec.formats import (
+from fetcher.contract import spec_from_json, spec_to_json
+from fetcher.contract.formats import (
     FormatError,
     add_formats,
     dotenv_document,
@@ -175,7 +175,7 @@ DB = [{"objectName": "db", "objectType": "secretsmanager"}]
 
 @pytest.mark.parametrize("raw", ["dotenv=..data", "json=..ferry-status", "json=..2026_01_01", "dotenv=..", "json=a/b"])
 def test_a_document_name_that_breaks_the_path_rules_is_refused_at_admission(raw: str) -> None:
-    from fetcher.spec import SpecError, build_spec
+    from fetcher.contract import SpecError, build_spec
 
     with pytest.raises(SpecError) as caught:
         build_spec(objects=DB, region="eu-west-1", output_formats=raw)
@@ -184,7 +184,7 @@ def test_a_document_name_that_breaks_the_path_rules_is_refused_at_admission(raw:
 
 @pytest.mark.parametrize("name", ["..data", "..ferry-status", "..", "", "a/b"])
 def test_a_document_name_that_breaks_the_path_rules_is_refused_at_fetch(name: str) -> None:
-    from fetcher.spec import SpecError, build_spec
+    from fetcher.contract import SpecError, build_spec
 
     spec = build_spec(objects=[{"objectName": "db", "objectType": "secretsmanager"}], region="us-east-1")
     wire = json.loads(spec_to_json(spec))

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 import yaml
 
+from fetcher.contract import FetchSpec, build_spec, spec_from_json, spec_from_secret_provider_class, spec_to_json
 from fetcher.errors import ObjectErrors
 from fetcher.gcp import GcpClients, GcpIdentityError, Https, http_settings
 from fetcher.gcp_source import check_versions, crc32c, fetch_all
 from fetcher.loop import RefreshState, refresh_once
 from fetcher.render import render
-from fetcher.spec import FetchSpec, build_spec, spec_from_json, spec_from_secret_provider_class, spec_to_json
 from tests.support.fetch import fetcher_env, run_init
 from tests.support.gcpfake import POOL, PROVIDER, GcpFake, ksa_token
 from tests.support.paths import REPO_ROOT
@@ -293,7 +293,9 @@ def test_an_aws_init_loads_nothing_of_gcp(moto_server: Any, tmp_path: Path) -> N
     )
     code, loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert code == 0, done.stderr
-    assert loaded == [], loaded  # not fetcher.gcp, fetcher.gcp_source, nor fetcher.spec.gcp's callers beyond the model
+    assert loaded == [], (
+        loaded
+    )  # not fetcher.gcp, fetcher.gcp_source, nor fetcher.contract.gcp's callers beyond the model
 
 
 def test_provider_agnostic_features_apply_to_gcp_specs(fake: GcpFake, token_file: Path, tmp_path: Path) -> None:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from fetcher.contract import FetchSpec, build_spec
 from fetcher.errors import ObjectErrors
 from fetcher.gcp import GcpClients, Https, http_settings
 from fetcher.gcp_source import fetch_all
-from fetcher.spec import FetchSpec, build_spec
 from tests.support.gcpfake import POOL, PROVIDER, GcpFake, ksa_token
 
 PROJECT = "ferry-test"

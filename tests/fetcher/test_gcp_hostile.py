@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 import fetcher.gcp
+from fetcher.contract import FetchSpec, spec_from_secret_provider_class
 from fetcher.errors import ObjectErrors
 from fetcher.gcp import GcpClients, GcpIdentityError, Https, http_settings
 from fetcher.gcp_source import crc32c, fetch_all
-from fetcher.spec import FetchSpec, spec_from_secret_provider_class
 from fetcher.transport import HttpClient, TransportError, _Cutoff
 from tests.support.gcpfake import POOL, PROVIDER, ksa_token
 from tests.support.threads import run_bounded

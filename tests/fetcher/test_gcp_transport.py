@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from fetcher.contract import FetchSpec, build_spec
 from fetcher.gcp import BACKOFF, GcpClients, Https, http_settings
 from fetcher.gcp_source import check_versions, fetch_all
 from fetcher.retry import Backoff
-from fetcher.spec import FetchSpec, build_spec
 from fetcher.transport import HttpClient, HttpSettings, Proxies, TransportError
 from tests.support.connectproxy import ConnectProxy
 from tests.support.gcpfake import POOL, PROVIDER, GcpFake

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from fetcher.spec import spec_to_json
+from fetcher.contract import spec_to_json
 from tests.support.aws import FETCHER_COMMAND, PRIMARY, REPO_ROOT, fetcher_env, make_spec
 
 HANG_GUARD_SECONDS = 60

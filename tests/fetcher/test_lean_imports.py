@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from fetcher.spec import spec_to_json
+from fetcher.contract import spec_to_json
 from tests.support.aws import FETCHER_COMMAND, REPO_ROOT, Seeder, fetcher_env, make_spec
 
 SDK_PACKAGES = ("boto3", "botocore", "s3transfer", "awscrt", "urllib3", "dateutil")

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fetcher.spec.logline import JsonFormatter, log_fields
+from fetcher.contract.logline import JsonFormatter, log_fields
 
 FIELDS: dict[str, object] = {
     "uid": "0b1e8a6c-2f5e-4c6e-9a49-3b1f3c1d9d21",

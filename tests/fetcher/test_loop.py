@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from fetcher.aws import AwsClients
+from fetcher.contract import FetchSpec
 from fetcher.errors import FerryError
 from fetcher.logs import log
 from fetcher.loop import (
@@ -25,7 +26,6 @@ from fetcher.loop import (
     refresh_once,
     run_sidecar,
 )
-from fetcher.spec import FetchSpec
 from fetcher.writer import DATA_LINK
 from tests.support.aws import PRIMARY, RecordedRequest, Reply, Seeder, aws_json_error, make_clients, make_spec
 

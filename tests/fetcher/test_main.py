@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from fetcher.__main__ import main, write_termination_message
-from fetcher.spec import spec_to_json
+from fetcher.contract import spec_to_json
 from fetcher.writer import DATA_LINK
 from tests.support.aws import FETCHER_COMMAND, REPO_ROOT, Seeder, fetcher_env, make_spec
 

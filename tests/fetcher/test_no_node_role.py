@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from fetcher.spec import spec_to_json
+from fetcher.contract import spec_to_json
 from tests.support.aws import FETCHER_COMMAND, REPO_ROOT, Seeder, fetcher_env, make_spec
 from webhook.policy.containers import build_init_container, build_sidecar
 from webhook.settings import Settings

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from fetcher.__main__ import main
+from fetcher.contract import spec_to_json
 from fetcher.errors import FerryError
 from fetcher.logs import log
 from fetcher.loop import RefreshState, refresh_once
-from fetcher.spec import spec_to_json
 from tests.support.aws import FETCHER_COMMAND, PRIMARY, REPO_ROOT, Seeder, fetcher_env, make_clients, make_spec
 
 CANARY = f"canary{uuid.uuid4().hex[:12]}"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from fetcher.contract import Notify
 from fetcher.logs import log
 from fetcher.notify import find_processes, notify_app, post_reload, signal_processes
-from fetcher.spec import Notify
 from tests.support.aws import LocalHttpStub, RecordedRequest, Reply
 
 StubFactory = Callable[[Callable[[RecordedRequest], Reply]], LocalHttpStub]

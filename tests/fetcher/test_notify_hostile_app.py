@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from fetcher.contract import Notify
 from fetcher.logs import log
 from fetcher.notify import notify_app, post_reload
-from fetcher.spec import Notify
 from tests.support.aws import LocalHttpStub, RecordedRequest, Reply
 
 StubFactory = Callable[[Callable[[RecordedRequest], Reply]], LocalHttpStub]

@@ -185,6 +185,8 @@ def test_missing_credentials_get_laptop_advice_once_not_pod_advice_per_object(
     err = capsys.readouterr().err
     assert err.count("no AWS credentials") == 1  # once, not once per object (the class has two)
     assert "app/a" not in message
+
+
 def test_once_on_a_laptop_reads_a_profile_through_botocore(
     moto: Any, seed: Seeder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

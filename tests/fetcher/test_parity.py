@@ -14,10 +14,7 @@ import yaml
 
 from fetcher.__main__ import main, secret_sync_hook
 from fetcher.aws import AwsClients
-from fetcher.errors import ConfigError, FerryError, OutputFormatError
-from fetcher.loop import RefreshState, deliver, refresh_once
-from fetcher.render import RenderedFiles
-from fetcher.spec import (
+from fetcher.contract import (
     SpecError,
     build_spec,
     file_names,
@@ -27,7 +24,10 @@ from fetcher.spec import (
     spec_from_secret_provider_class,
     spec_to_json,
 )
-from fetcher.spec.formats import parse_output_formats
+from fetcher.contract.formats import parse_output_formats
+from fetcher.errors import ConfigError, FerryError, OutputFormatError
+from fetcher.loop import RefreshState, deliver, refresh_once
+from fetcher.render import RenderedFiles
 from tests.support.aws import PRIMARY, Seeder, make_spec
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from fetcher.__main__ import main
-from fetcher.spec import spec_to_json
-from fetcher.spec.endpoints import EndpointPolicy, EndpointRequest
+from fetcher.contract import spec_to_json
+from fetcher.contract.endpoints import EndpointPolicy, EndpointRequest
 from tests.support.aws import (
     LocalHttpStub,
     RecordedRequest,

@@ -1,4 +1,4 @@
-"""fetcher.spec.regions: the real region list (equal to botocore's), typos caught with a suggestion, bounded text."""
+"""fetcher.contract.regions: the real region list (as botocore's), typos caught with a suggestion, bounded text."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fetcher.spec import SpecError, build_spec, spec_from_secret_provider_class
-from fetcher.spec.regions import KNOWN_REGIONS, is_known_region, partition_of, region_problem, suggest_region
+from fetcher.contract import SpecError, build_spec, spec_from_secret_provider_class
+from fetcher.contract.regions import KNOWN_REGIONS, is_known_region, partition_of, region_problem, suggest_region
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,8 +18,8 @@ import pytest
 from fetcher import awsroles
 from fetcher.__main__ import main
 from fetcher.awsroles import PodIdentity, bounded_session_text
+from fetcher.contract import SpecError, spec_from_json, spec_to_json
 from fetcher.sources import fetch_all
-from fetcher.spec import SpecError, spec_from_json, spec_to_json
 from tests.support.aws import (
     LocalHttpStub,
     RecordedRequest,

@@ -250,7 +250,7 @@ def test_a_role_name_from_long_names_is_bounded_and_still_distinct() -> None:
 
 @pytest.mark.parametrize("secret_type", ["kubernetes.io/service-account-token", "bootstrap.kubernetes.io/token"])
 def test_token_types_are_refused_at_admission_naming_the_field(secret_type: str) -> None:
-    from fetcher.spec import SpecError, build_spec
+    from fetcher.contract import SpecError, build_spec
 
     with pytest.raises(SpecError) as caught:
         build_spec(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from fetcher.spec import (
+from fetcher.contract import (
     MAX_OBJECTS,
     MAX_OBJECTS_YAML_BYTES,
     SPEC_ENV_VAR,
@@ -509,7 +509,7 @@ def test_a_bad_secret_provider_class_is_named_in_the_message(manifest: dict[str,
 
 
 def test_the_spec_model_never_imports_the_aws_sdk() -> None:
-    check = "import sys, fetcher.spec; assert not {'boto3', 'botocore'} & set(sys.modules), sorted(sys.modules)"
+    check = "import sys, fetcher.contract; assert not {'boto3', 'botocore'} & set(sys.modules), sorted(sys.modules)"
     result = subprocess.run([sys.executable, "-c", check], cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
@@ -529,7 +529,7 @@ def test_a_numeric_refresh_keeps_the_seven_day_ceiling() -> None:
 
 
 def test_the_annotation_keys_are_listed_explicitly() -> None:
-    from fetcher.spec import ANNOTATION_KEYS, ANNOTATION_STATUS, iter_annotation_keys
+    from fetcher.contract import ANNOTATION_KEYS, ANNOTATION_STATUS, iter_annotation_keys
 
     assert tuple(iter_annotation_keys()) == ANNOTATION_KEYS
     assert len(set(ANNOTATION_KEYS)) == len(ANNOTATION_KEYS) == 20
@@ -537,7 +537,7 @@ def test_the_annotation_keys_are_listed_explicitly() -> None:
 
 
 def test_a_spec_with_thousands_of_problems_gets_a_bounded_message() -> None:
-    from fetcher.spec import MAX_MESSAGE_CHARS
+    from fetcher.contract import MAX_MESSAGE_CHARS
 
     objects = "".join(f"- objectName: 'bad name {i} ' \n  objectType: nonsense\n" for i in range(200))
     with pytest.raises(SpecError) as raised:
@@ -551,7 +551,7 @@ def test_a_spec_with_thousands_of_problems_gets_a_bounded_message() -> None:
 
 
 def test_manifests_refuse_yaml_aliases_before_expanding_them() -> None:
-    from fetcher.spec import ManifestError, load_manifests
+    from fetcher.contract import ManifestError, load_manifests
 
     levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
     levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 6)]

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from fetcher.__main__ import main
+from fetcher.contract import spec_to_json
 from fetcher.errors import AwsRejectedError, AwsUnavailableError, ConfigError, ObjectErrors
-from fetcher.spec import spec_to_json
 from fetcher.startup import DEFAULT_STARTUP_DEADLINE, deadline_from_env, within_deadline, worth_waiting
 from tests.support.aws import LocalHttpStub, RecordedRequest, Reply, Seeder, aws_json_error, fetcher_env, make_spec
 

@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from fetcher.aws import AwsClients
+from fetcher.contract import spec_from_secret_provider_class
 from fetcher.gcp import GcpClients, Https, http_settings
 from fetcher.loop import RefreshState, run_sidecar
-from fetcher.spec import spec_from_secret_provider_class
 from fetcher.status import (
     MAX_STATUS_BYTES,
     STATUS_NAME,

@@ -36,7 +36,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fetcher.spec import build_spec
+from fetcher.contract import build_spec
 from tests.support import pss
 from tests.support.fetch import fetcher_env, run_init, seed_client
 from tests.support.leakscan import SecretLedger, new_secret_value

@@ -23,7 +23,7 @@ import boto3
 import botocore.session
 
 from fetcher.aws import AwsClients, AwsSettings
-from fetcher.spec import FetchSpec, build_spec
+from fetcher.contract import FetchSpec, build_spec
 from tests.support.paths import REPO_ROOT
 
 PRIMARY = "us-east-1"

@@ -22,7 +22,7 @@ from typing import Any
 
 import boto3
 
-from fetcher.spec import FetchSpec, build_spec, spec_to_json
+from fetcher.contract import FetchSpec, build_spec, spec_to_json
 from tests.support.paths import REPO_ROOT
 
 REGION = "us-east-1"

@@ -18,8 +18,8 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from fetcher.spec import spec_from_json
-from fetcher.spec.logline import JsonFormatter
+from fetcher.contract import spec_from_json
+from fetcher.contract.logline import JsonFormatter
 from tests.support.reviews import decode_patch
 from tests.webhook.conftest import load_review
 from webhook.edge.app import INTERNAL_ERROR_MESSAGE, AdmissionHandler, create_app, metrics_app

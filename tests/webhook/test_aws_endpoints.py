@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from fetcher.spec import spec_from_json, spec_to_json
-from fetcher.spec.endpoints import EndpointPolicy, EndpointRequest, check_endpoints
-from fetcher.spec.problems import Problem
+from fetcher.contract import spec_from_json, spec_to_json
+from fetcher.contract.endpoints import EndpointPolicy, EndpointRequest, check_endpoints
+from fetcher.contract.problems import Problem
 from tests.support.resolving import denied, lookup, resolve_pod, resolved
 from webhook.settings import Settings, SettingsError
 

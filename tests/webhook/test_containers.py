@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fetcher.spec import SPEC_ENV_VAR, build_spec, spec_from_json
+from fetcher.contract import SPEC_ENV_VAR, build_spec, spec_from_json
 from webhook.policy.containers import build_init_container, build_sidecar
 from webhook.policy.identity import Identity, apply_identity, find_identity
 from webhook.policy.volumes import VOLUME_NAME, build_app_mount, build_volume

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from fetcher.spec import FetchSpec, spec_from_json, spec_to_json
+from fetcher.contract import FetchSpec, spec_from_json, spec_to_json
 from tests.support.resolving import lookup
 from webhook.policy.decide import decide_injection
 from webhook.policy.pipeline import Admission, admit_pod
@@ -219,7 +219,7 @@ def test_hostile_names_are_denied_with_a_bounded_message(pod_factory: PodFactory
 
 
 def test_each_hostile_name_alone_does_not_parse() -> None:
-    from fetcher.spec.gcp import parse_resource_name
+    from fetcher.contract.gcp import parse_resource_name
 
     for name in (
         "projects/my-project/locations/evil.example.com#/secrets/s/versions/1",

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from fetcher.spec.gcp import KsaAnnotation
+from fetcher.contract.gcp import KsaAnnotation
 from tests.support.resolving import lookup
 from tests.support.reviews import pod_create_review
 from tests.webhook.test_gcp_admission import GKE, SPC, gcp_pod, spec_of

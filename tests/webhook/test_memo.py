@@ -445,7 +445,7 @@ def test_shared_parts_follow_every_input_of_build_parts(pod_factory: Callable[..
 
 def test_the_key_of_the_raw_pod_is_the_key_of_its_request(pod_factory: Callable[..., dict[str, Any]]) -> None:
     """`pod_key_of` (asked before the request is read) and `pod_key` (of the request) agree on every pod."""
-    from fetcher.spec.gcp import KsaAnnotation
+    from fetcher.contract.gcp import KsaAnnotation
     from webhook.policy.memo import pod_key, pod_key_of
     from webhook.policy.request import PodRequest, is_run_to_completion
 

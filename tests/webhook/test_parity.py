@@ -10,8 +10,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from fetcher.spec import spec_from_json
-from fetcher.spec.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR, POD_UID_ENV_VAR
+from fetcher.contract import spec_from_json
+from fetcher.contract.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR, POD_UID_ENV_VAR
 from tests.support.resolving import denied, inject_resolved, lookup, resolve_pod, resolved
 from tests.webhook.test_main import run_inject
 from webhook.policy.specbuild import ResolvedRequest

@@ -48,7 +48,7 @@ def test_mount_paths_are_normalized_as_posixpath_does(path: str) -> None:
 
 def test_an_object_without_ferry_annotations_reads_as_none_of_them() -> None:
     """Namespaces mostly carry none of Ferry's annotations; their reading takes a short way with the same result."""
-    import fetcher.spec as spec_model
+    import fetcher.contract as spec_model
     from webhook.policy.request import FerryAnnotations
 
     names = [value for name, value in vars(spec_model).items() if name.startswith("ANNOTATION_") and "/" in value]

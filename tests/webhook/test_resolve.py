@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from fetcher.spec import DEFAULT_MOUNT_PATH, FetchSpec
+from fetcher.contract import DEFAULT_MOUNT_PATH, FetchSpec
 from tests.support.resolving import denied, lookup, resolve_pod, resolved
 from webhook.settings import Settings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fetcher.spec import build_spec
+from fetcher.contract import build_spec
 from webhook.policy.containers import build_init_container, build_sidecar
 from webhook.settings import Settings
 

@@ -8,7 +8,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from fetcher.spec import build_spec
+from fetcher.contract import build_spec
 from tests.support.resolving import inject_resolved, resolve_pod
 from webhook.policy.containers import build_init_container, build_liveness_probe, build_sidecar
 from webhook.policy.decide import Denial

@@ -23,8 +23,8 @@ import kubernetes.config
 import kubernetes.watch
 import yaml
 
-from fetcher.spec import ANNOTATION_KEYS
-from fetcher.spec.gcp import KsaAnnotation
+from fetcher.contract import ANNOTATION_KEYS
+from fetcher.contract.gcp import KsaAnnotation
 from webhook.cluster.reflector import Reflector
 from webhook.cluster.serviceaccounts import ServiceAccountView
 from webhook.policy.request import NAMESPACE_OPT_IN_LABEL

@@ -23,7 +23,7 @@ from typing import Any
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
-from fetcher.spec.gcp import KSA_GCP_SERVICE_ACCOUNT, KsaAnnotation
+from fetcher.contract.gcp import KSA_GCP_SERVICE_ACCOUNT, KsaAnnotation
 from webhook.cluster.reflector import Reflector
 from webhook.policy.view import namespaced_key
 

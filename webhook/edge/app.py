@@ -20,8 +20,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from fetcher.spec import bounded
-from fetcher.spec.logline import log_fields
+from fetcher.contract import bounded
+from fetcher.contract.logline import log_fields
 from webhook.edge.metrics import AdmissionMetrics
 from webhook.edge.networks import parse_networks, within
 from webhook.ownerevents import OwnerEvents

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from fetcher.spec import bounded
+from fetcher.contract import bounded
 from webhook.policy import memo as caches
 from webhook.policy.decide import decide_injection
 from webhook.policy.memo import AdmissionMemo, RecordingLookup, pod_key

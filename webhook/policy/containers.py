@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
-from fetcher.spec import SPEC_ENV_VAR, FetchSpec, needs_kube_api, spec_to_json
-from fetcher.spec.object_options import POD_SERVICE_ACCOUNT_ENV_VAR
-from fetcher.spec.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR, POD_UID_ENV_VAR
+from fetcher.contract import SPEC_ENV_VAR, FetchSpec, needs_kube_api, spec_to_json
+from fetcher.contract.object_options import POD_SERVICE_ACCOUNT_ENV_VAR
+from fetcher.contract.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR, POD_UID_ENV_VAR
 from webhook.policy.identity import Identity, apply_identity
 from webhook.policy.request import INIT_CONTAINER_NAME, SIDECAR_NAME
 from webhook.policy.review import encode_json

@@ -7,7 +7,7 @@ import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from fetcher.spec import (
+from fetcher.contract import (
     ANNOTATION_AWS_ENDPOINTS,
     ANNOTATION_FAILOVER_REGION,
     ANNOTATION_GCP_IDENTITY_PROVIDER,

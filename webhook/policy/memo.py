@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from fetcher.spec.gcp import KsaAnnotation
+from fetcher.contract.gcp import KsaAnnotation
 from webhook.policy.containers import FerryParts, build_parts, with_texts
 from webhook.policy.identity import Identity
 from webhook.policy.patch import diff_documents

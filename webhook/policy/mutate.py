@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from fetcher.spec import ANNOTATION_STATUS, STATUS_INJECTED
+from fetcher.contract import ANNOTATION_STATUS, STATUS_INJECTED
 from webhook.policy.containers import FerryParts
 from webhook.policy.resources import ResourceFit
 from webhook.policy.review import EncodedOps

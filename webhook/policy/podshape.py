@@ -7,7 +7,7 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from fetcher.spec import (
+from fetcher.contract import (
     ANNOTATION_CONTAINERS,
     ANNOTATION_INJECT,
     ANNOTATION_MOUNT_PATH,

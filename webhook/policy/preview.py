@@ -17,7 +17,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from fetcher.spec import ANNOTATION_STATUS
+from fetcher.contract import ANNOTATION_STATUS
 from webhook.policy.workloads import TEMPLATE_PATHS
 
 HEADER = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from fetcher.spec import (
+from fetcher.contract import (
     ANNOTATION_AWS_ENDPOINTS,
     ANNOTATION_CONTAINERS,
     ANNOTATION_FAILOVER_REGION,
@@ -25,7 +25,7 @@ from fetcher.spec import (
     ANNOTATION_SIDECAR_UNHEALTHY_AFTER,
     ANNOTATION_STATUS,
 )
-from fetcher.spec.gcp import KsaAnnotation
+from fetcher.contract.gcp import KsaAnnotation
 
 # `isinstance(x, _OBJECT)` is `isinstance(x, Mapping)`, at once for a dict (what JSON decodes to).
 _OBJECT = (dict, Mapping)

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from fetcher.spec import (
+from fetcher.contract import (
     ANNOTATION_AWS_ENDPOINTS,
     ANNOTATION_FAILOVER_REGION,
     ANNOTATION_INJECT,
@@ -32,8 +32,8 @@ from fetcher.spec import (
     quote,
     secret_provider_class_warnings,
 )
-from fetcher.spec.endpoints import EndpointRequest
-from fetcher.spec.gcp import workload_identity
+from fetcher.contract.endpoints import EndpointRequest
+from fetcher.contract.gcp import workload_identity
 from webhook.policy.decide import MAX_KEY_CHARS_SHOWN, MAX_REPORTED_KEYS, NAMESPACE_ANNOTATIONS, POD_ANNOTATIONS, Denial
 from webhook.policy.podshape import PodShape
 from webhook.policy.request import PodRequest

@@ -17,7 +17,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, Literal, NotRequired, TypedDict
 
-from fetcher.spec import bounded, quote
+from fetcher.contract import bounded, quote
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"

@@ -1,4 +1,4 @@
-"""Stage 4: the FetchSpec, built by the one spec model (`fetcher.spec`) from stage 3's inputs."""
+"""Stage 4: the FetchSpec, built by the one spec model (`fetcher.contract`) from stage 3's inputs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-from fetcher.spec import (
+from fetcher.contract import (
     ANNOTATION_NOTIFY_SIGNAL,
     ANNOTATION_NOTIFY_URL,
     ANNOTATION_REFRESH_INTERVAL,

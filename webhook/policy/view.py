@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from fetcher.spec import ManifestError, load_manifests
+from fetcher.contract import ManifestError, load_manifests
 
 # The SecretProviderClass API of the Secrets Store CSI Driver (what ASCP users already have).
 SPC_GROUP = "secrets-store.csi.x-k8s.io"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fetcher.spec.gcp import GCP_TOKEN_DIR
+from fetcher.contract.gcp import GCP_TOKEN_DIR
 from webhook.settings import Settings
 
 # Name of the volume Ferry adds; reserved in every injected pod.
@@ -33,7 +33,7 @@ def build_volume(settings: Settings) -> dict[str, Any]:
 def build_kube_api_volume() -> dict[str, Any]:
     """A projected volume like the kubelet's kube-api-access one: a short-lived token, the CA, the namespace.
 
-    Added only when `fetcher.spec.needs_kube_api` says so, and mounted only into Ferry's containers, so
+    Added only when `fetcher.contract.needs_kube_api` says so, and mounted only into Ferry's containers, so
     the app's own token choice (automountServiceAccountToken) is left alone.
     """
     return {

@@ -14,8 +14,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from fetcher.spec.endpoints import ANY_ENDPOINT, EndpointRequest, endpoints_to_wire
-from fetcher.spec.model import (
+from fetcher.contract.endpoints import ANY_ENDPOINT, EndpointRequest, endpoints_to_wire
+from fetcher.contract.model import (
     DEFAULT_FILE_PERMISSION,
     DEFAULT_PATH_TRANSLATION,
     PROVIDER_GCP,
@@ -24,10 +24,10 @@ from fetcher.spec.model import (
     FetchSpec,
     ObjectSpec,
 )
-from fetcher.spec.object_options import object_options_to_wire
-from fetcher.spec.problems import Problem, SpecError, kind_of, quote
-from fetcher.spec.secret_objects import secret_object_to_wire
-from fetcher.spec.validate import build_spec
+from fetcher.contract.object_options import object_options_to_wire
+from fetcher.contract.problems import Problem, SpecError, kind_of, quote
+from fetcher.contract.secret_objects import secret_object_to_wire
+from fetcher.contract.validate import build_spec
 
 # What each of build_spec's logical fields is called in the JSON, for messages.
 _WIRE_FIELDS = {
@@ -173,7 +173,7 @@ def _spec_to_wire(spec: FetchSpec) -> dict[str, Any]:
         "pathTranslation": spec.path_translation,
     }
     if spec.provider == PROVIDER_GCP:
-        from fetcher.spec.gcp import identity_to_wire, secret_to_wire
+        from fetcher.contract.gcp import identity_to_wire, secret_to_wire
 
         wire.update(provider=PROVIDER_GCP, objects=[secret_to_wire(obj) for obj in spec.objects])
         del wire["region"], wire["pathTranslation"]  # a GCP name carries its location; paths are not translated

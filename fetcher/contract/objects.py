@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from fetcher.spec.model import (
+from fetcher.contract.model import (
     DEFAULT_FILE_PERMISSION,
     MAX_OBJECTS,
     OBJECT_TYPES,
@@ -23,9 +23,15 @@ from fetcher.spec.model import (
     ObjectSpec,
     ObjectType,
 )
-from fetcher.spec.object_options import OPTION_KEYS, check_discovery, check_expand_json, check_role, check_role_count
-from fetcher.spec.paths import check_file_component
-from fetcher.spec.problems import Problem, kind_of, quote
+from fetcher.contract.object_options import (
+    OPTION_KEYS,
+    check_discovery,
+    check_expand_json,
+    check_role,
+    check_role_count,
+)
+from fetcher.contract.paths import check_file_component
+from fetcher.contract.problems import Problem, kind_of, quote
 
 _ARN_SERVICE_TO_TYPE: dict[str, ObjectType] = {"secretsmanager": "secretsmanager", "ssm": "ssmparameter"}
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
@@ -74,7 +80,7 @@ def check_objects(
         problems.append(Problem(name, f"has {len(raw)} objects; the limit is {MAX_OBJECTS}"))
         return []
     # Like ASCP, the same object may be listed more than once (AWSCURRENT and AWSPREVIOUS side by side): the
-    # rule is on file names, which `fetcher.spec.paths.check_file_names` keeps unique after path translation.
+    # rule is on file names, which `fetcher.contract.paths.check_file_names` keeps unique after path translation.
     parsed: list[tuple[int, ObjectSpec]] = []
     for index, entry in enumerate(raw):
         where = f"{name}[{index}]"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Sequence
 
-from fetcher.spec.model import MAX_FILE_NAME_BYTES, MAX_PATH_BYTES, ObjectSpec, list_output_files
-from fetcher.spec.problems import Problem, quote
+from fetcher.contract.model import MAX_FILE_NAME_BYTES, MAX_PATH_BYTES, ObjectSpec, list_output_files
+from fetcher.contract.problems import Problem, quote
 
 # Slashes NFKC leaves alone (division, fraction, big solidus, ...): a file name with one reads like a path.
 _SLASH_LOOKALIKES = frozenset("\u2215\u2044\u29f8\u29f5\u2571\u27cb")

@@ -2,7 +2,7 @@
 
 Why it exists: a mistake in ``secretObjects`` must be refused at ``kubectl
 apply``, not found by the init container minutes later. The webhook image
-carries only ``fetcher.spec``, so the pure checks live here, in the spec
+carries only ``fetcher.contract``, so the pure checks live here, in the spec
 model: plain data in, `SecretObject` values out, every problem naming its
 field. Building the Secret manifests from the rendered files and applying them
 is `fetcher.secret_sync`'s job, inside the pod.
@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fetcher.spec.problems import FerryError, listed, quote
+from fetcher.contract.problems import FerryError, listed, quote
 
 MANAGED_LABEL = "secrets-store.csi.k8s.io/managed"
 # Ferry's own mark on the Secrets it creates; with its field manager, how it tells its Secrets from others'.

@@ -37,8 +37,8 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 
-from fetcher.spec.paths import unsafe_path_reason
-from fetcher.spec.problems import FerryError, join_problems, listed, quote
+from fetcher.contract.paths import unsafe_path_reason
+from fetcher.contract.problems import FerryError, join_problems, listed, quote
 
 DOTENV_FORMAT = "dotenv"
 JSON_FORMAT = "json"
@@ -198,7 +198,7 @@ def parse_output_formats(raw: object) -> tuple[tuple[str, str], ...]:
 
 
 def _check_document_name(fmt: str, name: str) -> None:
-    """A document's name follows the rules of every file name (fetcher.spec.paths), and is one plain name."""
+    """A document's name follows the rules of every file name (fetcher.contract.paths), and is one plain name."""
     reason = "contains a '/'" if "/" in name else unsafe_path_reason(name)
     if reason:
         raise FormatError(

@@ -3,7 +3,7 @@
 Why it exists: the webhook builds a `FetchSpec` at admission and the fetcher
 acts on the same classes inside the pod, so both sides agree on every file
 name. Only data and pure naming rules live here; checking raw input is
-`fetcher.spec.validate`'s job and the JSON form is `fetcher.spec.wire`'s.
+`fetcher.contract.validate`'s job and the JSON form is `fetcher.contract.wire`'s.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from fetcher.spec.object_options import AssumeRole, Discovery
-from fetcher.spec.secret_objects import SecretObject
+from fetcher.contract.object_options import AssumeRole, Discovery
+from fetcher.contract.secret_objects import SecretObject
 
 # Env var that carries the canonical JSON spec into the injected containers.
 SPEC_ENV_VAR = "FERRY_SPEC"
@@ -35,7 +35,7 @@ MAX_FILE_NAME_BYTES = 255
 MAX_PATH_BYTES = 1024
 
 ObjectType = Literal["secretsmanager", "ssmparameter", "gcpsecret", "gcpparameter"]
-# The objectType values of ASCP's objects list (GCP objects come from the GCP provider's format: fetcher.spec.gcp).
+# The objectType values of ASCP's objects list (GCP objects come from the GCP provider's format: fetcher.contract.gcp).
 OBJECT_TYPES: tuple[ObjectType, ...] = ("secretsmanager", "ssmparameter")
 Provider = Literal["aws", "gcp"]
 PROVIDER_AWS: Provider = "aws"
@@ -75,7 +75,7 @@ class ObjectSpec:
     file_permission: int = DEFAULT_FILE_PERMISSION
     jmes_path: tuple[JmesPathEntry, ...] = ()
     failover_object: FailoverObject | None = None
-    # Issue 18 (fetcher.spec.object_options): a role to assume, one file per JSON key, many objects by path.
+    # Issue 18 (fetcher.contract.object_options): a role to assume, one file per JSON key, many objects by path.
     role: AssumeRole | None = None
     expand_json: bool = False
     discover: Discovery | None = None
@@ -150,7 +150,7 @@ class FetchSpec:
     secret_objects: tuple[SecretObject, ...] = ()
     # Extra documents on the same swap: (format, file name), e.g. ("dotenv", "secrets.env"), sorted by format.
     output_formats: tuple[tuple[str, str], ...] = ()
-    # The pod's own endpoints in its region: (service, URL), sorted (fetcher.spec.endpoints).
+    # The pod's own endpoints in its region: (service, URL), sorted (fetcher.contract.endpoints).
     endpoints: tuple[tuple[str, str], ...] = ()
     # Whose API the objects are in; "gcp" specs carry their Workload Identity settings (region is unused).
     provider: Provider = "aws"

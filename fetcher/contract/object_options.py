@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fetcher.spec.problems import Problem, kind_of, quote
-from fetcher.spec.regions import partition_of
+from fetcher.contract.problems import Problem, kind_of, quote
+from fetcher.contract.regions import partition_of
 
 ROLE_ARN_RE = re.compile(r"^arn:(aws[a-z-]*):iam::(\d{12}):role/([\w+=,.@/-]{1,512})\Z")
 # STS: ExternalId is 2 to 1224 characters of [\w+=,.@:/-].

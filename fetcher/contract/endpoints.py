@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from fetcher.spec.problems import Problem, kind_of, quote
+from fetcher.contract.problems import Problem, kind_of, quote
 
 ENDPOINT_SERVICES = ("secretsmanager", "ssm", "sts")
 MAX_ENDPOINTS_CHARS = 2048

@@ -2,7 +2,7 @@
 
 Why it exists: cluster log pipelines parse one shape, so the fetcher and the
 webhook (including uvicorn's own lines) must print the same one. It lives in
-`fetcher.spec` because that is the only fetcher package the webhook may import
+`fetcher.contract` because that is the only fetcher package the webhook may import
 and its image copies. Fields are plain scalars; bytes are never printed
 (they would almost certainly be a fetched value), and other objects are
 printed as `str()`. Callers bound what they pass; `bounded` helps them.

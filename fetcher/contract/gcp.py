@@ -14,14 +14,14 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from fetcher.spec.annotations import (
+from fetcher.contract.annotations import (
     ANNOTATION_GCP_IDENTITY_PROVIDER,
     ANNOTATION_GCP_SERVICE_ACCOUNT,
     ANNOTATION_GCP_WORKLOAD_POOL,
 )
-from fetcher.spec.model import DEFAULT_FILE_PERMISSION, MAX_OBJECTS, GcpIdentity, ObjectSpec, ObjectType
-from fetcher.spec.paths import unsafe_path_reason
-from fetcher.spec.problems import Problem, kind_of, quote
+from fetcher.contract.model import DEFAULT_FILE_PERMISSION, MAX_OBJECTS, GcpIdentity, ObjectSpec, ObjectType
+from fetcher.contract.paths import unsafe_path_reason
+from fetcher.contract.problems import Problem, kind_of, quote
 
 # Where Ferry's containers find the projected ServiceAccount token whose audience is the workload pool.
 GCP_TOKEN_DIR = "/var/run/secrets/ferry.dev/gcp"

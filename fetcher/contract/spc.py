@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fetcher.spec.model import PROVIDER_GCP, PROVIDERS, FetchSpec
-from fetcher.spec.problems import FerryError, Problem, SpecError, listed, quote
-from fetcher.spec.validate import build_spec
+from fetcher.contract.model import PROVIDER_GCP, PROVIDERS, FetchSpec
+from fetcher.contract.problems import FerryError, Problem, SpecError, listed, quote
+from fetcher.contract.validate import build_spec
 
 # A manifest file larger than this is not a SecretProviderClass someone wrote.
 MAX_MANIFEST_BYTES = 1024 * 1024
@@ -36,7 +36,7 @@ SPC_FIELD_NAMES = {
 # What Ferry acts on; anything else in a class gets an admission warning (`secret_provider_class_warnings`).
 KNOWN_SPC_FIELDS = ("provider", "parameters", "secretObjects")
 KNOWN_SPC_PARAMETERS = ("objects", "region", "failoverRegion", "pathTranslation", "outputFormats")
-# What Ferry reads of a provider: gcp class's parameters (the GCP provider's, fetcher.spec.gcp).
+# What Ferry reads of a provider: gcp class's parameters (the GCP provider's, fetcher.contract.gcp).
 GCP_SPC_PARAMETERS = ("secrets", "auth")
 # ASCP parameters Ferry reads but does not act on, and what it does instead.
 IGNORED_SPC_PARAMETERS = {
@@ -93,7 +93,7 @@ def spec_from_secret_provider_class(
     params = spec.get("parameters") if isinstance(spec.get("parameters"), Mapping) else {}
     assert isinstance(params, Mapping)
     if provider == PROVIDER_GCP:
-        from fetcher.spec.gcp import check_auth
+        from fetcher.contract.gcp import check_auth
 
         check_auth(params.get("auth"), names["auth"], problems)
         if problems:

@@ -1,4 +1,5 @@
-"""The one spec model that the webhook and the fetcher share.
+"""What the webhook and the fetcher share: the spec model and its JSON form, the annotation names, the
+error root and the message helpers, and the one log line.
 
 Why it exists: the webhook validates a pod's request at admission and the
 fetcher acts on it minutes later inside the pod. If the two parsed the request
@@ -29,7 +30,7 @@ This package must not import boto3 or botocore (the webhook image has neither);
 an import-linter contract in pyproject.toml enforces it.
 """
 
-from fetcher.spec.annotations import (
+from fetcher.contract.annotations import (
     ANNOTATION_AWS_ENDPOINTS,
     ANNOTATION_CONTAINERS,
     ANNOTATION_FAILOVER_REGION,
@@ -55,7 +56,7 @@ from fetcher.spec.annotations import (
     STATUS_INJECTED,
     iter_annotation_keys,
 )
-from fetcher.spec.model import (
+from fetcher.contract.model import (
     DEFAULT_FILE_PERMISSION,
     DEFAULT_MIN_REFRESH_SECONDS,
     DEFAULT_MOUNT_PATH,
@@ -82,8 +83,8 @@ from fetcher.spec.model import (
     needs_kube_api,
     translate_path,
 )
-from fetcher.spec.objects import parse_arn
-from fetcher.spec.problems import (
+from fetcher.contract.objects import parse_arn
+from fetcher.contract.problems import (
     MAX_MESSAGE_CHARS,
     FerryError,
     Problem,
@@ -93,7 +94,7 @@ from fetcher.spec.problems import (
     listed,
     quote,
 )
-from fetcher.spec.spc import (
+from fetcher.contract.spc import (
     MAX_MANIFEST_BYTES,
     SPC_FIELD_NAMES,
     ManifestError,
@@ -102,8 +103,8 @@ from fetcher.spec.spc import (
     secret_provider_class_warnings,
     spec_from_secret_provider_class,
 )
-from fetcher.spec.validate import build_spec, parse_duration, parse_objects_yaml
-from fetcher.spec.wire import spec_from_json, spec_to_json
+from fetcher.contract.validate import build_spec, parse_duration, parse_objects_yaml
+from fetcher.contract.wire import spec_from_json, spec_to_json
 
 __all__ = [
     "ANNOTATION_AWS_ENDPOINTS",

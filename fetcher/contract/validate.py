@@ -4,7 +4,7 @@ Why it exists: a mistake is cheapest at admission, where the user sees it at
 `kubectl apply`. `build_spec` runs every check, collects every problem before
 raising, and names each field the way the caller's user wrote it, so one
 round trip fixes them all. The objects list has its own module
-(`fetcher.spec.objects`); this one holds the request-wide fields.
+(`fetcher.contract.objects`); this one holds the request-wide fields.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fetcher.spec.endpoints import EndpointRequest, endpoints_for
-from fetcher.spec.formats import DOTENV_FORMAT, FormatError, env_keys, parse_output_formats
-from fetcher.spec.model import (
+from fetcher.contract.endpoints import EndpointRequest, endpoints_for
+from fetcher.contract.formats import DOTENV_FORMAT, FormatError, env_keys, parse_output_formats
+from fetcher.contract.model import (
     DEFAULT_MIN_REFRESH_SECONDS,
     DEFAULT_PATH_TRANSLATION,
     MAX_OBJECTS_YAML_BYTES,
@@ -28,11 +28,11 @@ from fetcher.spec.model import (
     Notify,
     list_output_files,
 )
-from fetcher.spec.objects import check_objects
-from fetcher.spec.paths import check_file_names
-from fetcher.spec.problems import Problem, SpecError, kind_of, listed, quote
-from fetcher.spec.regions import region_problem
-from fetcher.spec.secret_objects import (
+from fetcher.contract.objects import check_objects
+from fetcher.contract.paths import check_file_names
+from fetcher.contract.problems import Problem, SpecError, kind_of, listed, quote
+from fetcher.contract.regions import region_problem
+from fetcher.contract.secret_objects import (
     MAX_PROBLEMS_SHOWN,
     SecretObject,
     SecretObjectsError,
@@ -108,7 +108,7 @@ def build_spec(
     else:
         raw_objects = objects
     if gcp:  # the GCP provider's format (loaded only for it); its paths are file names as given
-        from fetcher.spec.gcp import check_request
+        from fetcher.contract.gcp import check_request
 
         positioned, identity = check_request(raw_objects, gcp_identity, names, problems)
     else:
