@@ -98,7 +98,7 @@ def test_the_pods_service_account_name_defaults_as_the_api_server_does() -> None
 def test_the_memo_key_follows_the_service_accounts_annotation(pod_factory: PodFactory) -> None:
     pod = gcp_pod(pod_factory)
     keys = {
-        pod_key(PodRequest.read(pod, "team-b", None, ksa))
+        pod_key(pod, "team-b", ksa)
         for ksa in (
             None,
             KsaAnnotation("default", None),
@@ -109,8 +109,8 @@ def test_the_memo_key_follows_the_service_accounts_annotation(pod_factory: PodFa
         )
     }
     assert len(keys) == 6
-    assert pod_key(PodRequest.read(pod, "team-b", None, KsaAnnotation("default", WEB))) == pod_key(
-        PodRequest.read(copy.deepcopy(pod), "team-b", None, KsaAnnotation("default", WEB))
+    assert pod_key(pod, "team-b", KsaAnnotation("default", WEB)) == pod_key(
+        copy.deepcopy(pod), "team-b", KsaAnnotation("default", WEB)
     )
 
 
@@ -242,7 +242,7 @@ def test_the_memo_trace_covers_gcp_pods_and_their_service_account(pod_factory: P
             traced = _TracedDict(pod, (), reads)
             assert service_account_name(traced) in ("default", "web")
             request = PodRequest.read(traced, "team-b", None, ksa)
-            keys.add(pod_key(request))
+            keys.add(pod_key(traced, "team-b", ksa))
             verdict = decide_injection(request, GKE)
             admission = admit_pod(request, verdict, spc_lookup=lookup(SPC), settings=GKE, native_sidecars=True)
             outcomes.add(admission.outcome)
