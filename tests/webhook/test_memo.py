@@ -466,7 +466,7 @@ def test_pods_of_one_key_pass_or_fail_the_type_check_alike(pod_factory: Callable
         for ksa in (None, KsaAnnotation("default", "web@p.iam.gserviceaccount.com")):
             by_key.setdefault(pod_key(pod, "apps", ksa), set()).add(pod_type_problem(pod))
     assert all(len(problems) == 1 for problems in by_key.values()), "one key, one verdict of the type check"
-    verdicts = [problems for problems in by_key.values()]
+    verdicts = list(by_key.values())
     assert {None} in verdicts and len(verdicts) > 30, "not vacuous: pods that pass and pods that fail, apart"
 
 
