@@ -255,7 +255,7 @@ def pod_key(pod: Mapping[str, Any], namespace: str, ksa: KsaAnnotation | None) -
         meta_type: object = _AN_OBJECT
     else:  # None, or a forged value the type check refuses: kept whole, so no object's key can match it
         meta_type, meta = meta, {}
-    parts = (
+    parts: tuple[Any, ...] = (
         namespace,
         "metadata" in pod,
         meta_type,
