@@ -39,9 +39,9 @@ def test_configuration_doc_lists_every_setting_and_annotation(
         used |= set(re.findall(r"\"(FERRY_[A-Z_]+)\"", settings_source.read_text()))
     missing = (CONTRACT_ENV_VARS | used) - documented
     assert not missing, f"docs/configuration.md does not document {sorted(missing)}"
-    from fetcher import spec
+    from fetcher import contract
 
-    annotations = set(spec.iter_annotation_keys())
+    annotations = set(contract.iter_annotation_keys())
     missing_annotations = {key for key in annotations if f"`{key}`" not in doc}
     assert not missing_annotations, f"docs/configuration.md does not document {sorted(missing_annotations)}"
 

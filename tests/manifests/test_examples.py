@@ -39,9 +39,9 @@ def test_examples_cover_the_documented_cases(examples: list[dict[str, Any]]) -> 
 
 
 def test_examples_are_wired_correctly(examples: list[dict[str, Any]]) -> None:
-    from fetcher import spec
+    from fetcher import contract
 
-    known_keys = set(spec.iter_annotation_keys())
+    known_keys = set(contract.iter_annotation_keys())
     service_accounts = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in examples
                         if o["kind"] == "ServiceAccount"}  # fmt: skip
     spcs = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in examples if o["kind"] == "SecretProviderClass"}
@@ -73,15 +73,15 @@ def test_examples_are_wired_correctly(examples: list[dict[str, Any]]) -> None:
 
 def test_example_objects_pass_the_spec_model(examples: list[dict[str, Any]]) -> None:
     """Every SecretProviderClass and inline `objects` in the examples is one Ferry accepts."""
-    from fetcher import spec
+    from fetcher import contract
 
     for obj in examples:
         if obj["kind"] == "SecretProviderClass":
-            assert spec.spec_from_secret_provider_class(obj).objects
+            assert contract.spec_from_secret_provider_class(obj).objects
     for obj, template in pod_templates(examples):
         annotations = template["metadata"].get("annotations", {})
         if "ferry.dev/objects" in annotations:
-            built = spec.build_spec(
+            built = contract.build_spec(
                 objects=annotations["ferry.dev/objects"],
                 region=annotations.get("ferry.dev/region"),
                 failover_region=annotations.get("ferry.dev/failover-region"),

@@ -18,10 +18,11 @@ from tests.support.resolving import lookup
 from tests.support.reviews import pod_create_review
 from tests.webhook.test_gcp_admission import GKE, SPC, gcp_pod, spec_of
 from webhook.edge.app import create_app
+from webhook.policy.admission import service_account_name
 from webhook.policy.decide import decide_injection
 from webhook.policy.memo import pod_key
 from webhook.policy.pipeline import Admission, admit_pod
-from webhook.policy.request import PodRequest, service_account_name
+from webhook.policy.request import PodRequest
 from webhook.settings import Settings
 
 PodFactory = Callable[..., dict[str, Any]]

@@ -16,7 +16,7 @@ from webhook.policy.decide import decide_injection
 from webhook.policy.memo import AdmissionMemo, RecordingLookup, pod_key
 from webhook.policy.pipeline import Admission, Outcome, admit_pod
 from webhook.policy.podtypes import pod_type_problem
-from webhook.policy.request import PodRequest, service_account_name
+from webhook.policy.request import PodRequest
 from webhook.policy.review import AdmissionRequest, MalformedReview, encode_answer
 from webhook.policy.view import ClusterView
 from webhook.settings import Settings
@@ -119,7 +119,6 @@ def admit(
         # made-up accounts must not spend other tenants' reads.
         if read_ksa is not None and ksa is not None and ksa.unread and from_api_server and verdict is None:
             ksa = read_ksa(namespace, account_name)  # a miss: the GET, for this one pod
-            key = pod_key(pod, namespace, ksa) if memo is not None else b""
         if ksa is not None:
             pod_request = pod_request._replace(ksa=ksa)
         admission = admit_pod(
@@ -160,14 +159,26 @@ def admit(
         tail,
         namespace_obj is not None,
     )
-    if memo is not None and key and ready and decision.outcome != "denied":
+    if memo is not None and ready and decision.outcome != "denied" and (ksa is None or not ksa.unread):
         # Denials are not remembered: they are rare, cheap to make again, and a hostile pod's denial must
         # not stay resident (nor can a pod that fails the type check be). What is remembered is bounded in
-        # bytes by the memo. No key: a ServiceAccount left unread, whose answer may change once it is read.
+        # bytes by the memo. Nor is an answer made with a ServiceAccount left unread: it may change once read.
         memo.remember(
-            key, decision, namespace_obj, lookup.read, limit_ranges, size=len(decision.head) + len(decision.tail)
+            key or pod_key(pod, namespace, ksa),  # made here when the ServiceAccount was read for this pod
+            decision,
+            namespace_obj,
+            lookup.read,
+            limit_ranges,
+            size=len(decision.head) + len(decision.tail),
         )
     return decision
+
+
+def service_account_name(pod: Mapping[str, Any]) -> str:
+    """The pod's spec.serviceAccountName, as the API server defaults it ("default"). Never raises."""
+    spec = pod.get("spec")
+    name = spec.get("serviceAccountName") if isinstance(spec, dict) else None
+    return name if isinstance(name, str) and name else "default"
 
 
 _NOT_A_POD_CREATE = Decision(

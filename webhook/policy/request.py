@@ -147,13 +147,6 @@ class PodRequest(NamedTuple):
         )
 
 
-def service_account_name(pod: Mapping[str, Any]) -> str:
-    """The pod's spec.serviceAccountName, as the API server defaults it ("default"). Never raises."""
-    spec = pod.get("spec")
-    name = spec.get("serviceAccountName") if isinstance(spec, _OBJECT) else None
-    return name if isinstance(name, str) and name else "default"
-
-
 def is_run_to_completion(pod: Mapping[str, Any]) -> bool:
     """Owned by a Job, or restartPolicy Never/OnFailure. Never raises: the memo keys every pod on this."""
     meta = pod.get("metadata")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import heapq
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from fetcher.contract import (
@@ -143,33 +143,6 @@ def resolve_spec(
         (pod.aws_endpoints, ANNOTATION_AWS_ENDPOINTS),
         (ns_ann.aws_endpoints, f"namespace {ns} annotation {ANNOTATION_AWS_ENDPOINTS}"),
     )
-    gcp_identity, gcp_labels, gcp_warnings = workload_identity(
-        pod.all, ns_ann.all, ns, settings.gcp_identity(), request.ksa
-    )
-    warnings.extend(gcp_warnings)
-    options = SpecOptions(
-        refresh=refresh,
-        file_uid=shape.file_uid,
-        file_gid=shape.file_gid,
-        notify_url=pod.notify_url,
-        notify_signal=pod.notify_signal,
-        min_refresh_seconds=settings.min_refresh_seconds,
-        gcp_identity=gcp_identity,
-        endpoints=(
-            EndpointRequest(endpoints, settings.endpoint_policy, from_namespace=not pod.aws_endpoints)
-            if endpoints
-            else None
-        ),
-    )
-    labels = {
-        **gcp_labels,
-        "refreshInterval": refresh_label or ANNOTATION_REFRESH_INTERVAL,
-        "notifyUrl": ANNOTATION_NOTIFY_URL,
-        "notifySignal": ANNOTATION_NOTIFY_SIGNAL,
-        "fileUid": "spec.securityContext.runAsUser",
-        "fileGid": "spec.securityContext.fsGroup",
-        "endpoints": endpoints_label or ANNOTATION_AWS_ENDPOINTS,
-    }
     formats, formats_label = _first(
         (pod.output_formats, ANNOTATION_OUTPUT_FORMATS),
         (ns_ann.output_formats, f"namespace {ns} annotation {ANNOTATION_OUTPUT_FORMATS}"),
@@ -180,32 +153,13 @@ def resolve_spec(
     pod_region = (pod.region, ANNOTATION_REGION)
     pod_failover = (pod.failover_region, ANNOTATION_FAILOVER_REGION)
 
-    inputs: SpecInputs
+    trimmed: dict[str, Any] | None = None  # the SecretProviderClass as the spec model sees it
+    spc_warnings: Sequence[str] = ()
+    formats_override = False
     if pod.objects is not None:
         source = ANNOTATION_OBJECTS
         region, region_label = _first(pod_region, ns_region, default_region)
         failover, failover_label = _first(pod_failover, ns_failover)
-        names = {
-            "objects": f"{ANNOTATION_OBJECTS}: objects",
-            "region": region_label or ANNOTATION_REGION,
-            "failoverRegion": failover_label or ANNOTATION_FAILOVER_REGION,
-            "pathTranslation": ANNOTATION_PATH_TRANSLATION,
-            "secretObjects": ANNOTATION_SECRET_OBJECTS,
-            "outputFormats": formats_label or ANNOTATION_OUTPUT_FORMATS,
-            "provider": ANNOTATION_PROVIDER,
-            **labels,
-        }
-        inputs = InlineSpecInputs(
-            pod.objects,
-            region,
-            failover,
-            pod.path_translation,
-            options,
-            tuple(names.items()),
-            pod.secret_objects,
-            formats,
-            pod.provider,
-        )
     else:
         spc_name, via = (
             (pod.secret_provider_class, ANNOTATION_SECRET_PROVIDER_CLASS)
@@ -233,6 +187,69 @@ def resolve_spec(
         region, region_label = _first(pod_region, spc_region, ns_region, default_region)
         failover, failover_label = _first(pod_failover, spc_failover, ns_failover)
         overrides: dict[str, str | None] = {"region": region, "failoverRegion": failover}
+        if pod.path_translation is not None:
+            overrides["pathTranslation"] = pod.path_translation
+        # The pod's annotation wins over the class's parameter, which wins over the namespace's.
+        formats_override = bool(pod.output_formats or (formats and not _value(params, "outputFormats")))
+        if formats_override:
+            overrides["outputFormats"] = formats
+        spc_warnings = secret_provider_class_warnings(manifest, f"{source}: ")
+        trimmed = _trimmed_spc(manifest, ns, spc_name, overrides)
+
+    # Last of this stage's reads, after every helper of this module: the walk through the stages goes down
+    # into the Workload Identity reader once and on, not back up here.
+    gcp_identity, gcp_labels, gcp_warnings = workload_identity(
+        pod.all, ns_ann.all, ns, settings.gcp_identity(), request.ksa
+    )
+    warnings.extend(gcp_warnings)
+    options = SpecOptions(
+        refresh=refresh,
+        file_uid=shape.file_uid,
+        file_gid=shape.file_gid,
+        notify_url=pod.notify_url,
+        notify_signal=pod.notify_signal,
+        min_refresh_seconds=settings.min_refresh_seconds,
+        gcp_identity=gcp_identity,
+        endpoints=(
+            EndpointRequest(endpoints, settings.endpoint_policy, from_namespace=not pod.aws_endpoints)
+            if endpoints
+            else None
+        ),
+    )
+    labels = {
+        **gcp_labels,
+        "refreshInterval": refresh_label or ANNOTATION_REFRESH_INTERVAL,
+        "notifyUrl": ANNOTATION_NOTIFY_URL,
+        "notifySignal": ANNOTATION_NOTIFY_SIGNAL,
+        "fileUid": "spec.securityContext.runAsUser",
+        "fileGid": "spec.securityContext.fsGroup",
+        "endpoints": endpoints_label or ANNOTATION_AWS_ENDPOINTS,
+    }
+    inputs: SpecInputs
+    if trimmed is None:
+        assert pod.objects is not None  # the inline branch above
+        names = {
+            "objects": f"{ANNOTATION_OBJECTS}: objects",
+            "region": region_label or ANNOTATION_REGION,
+            "failoverRegion": failover_label or ANNOTATION_FAILOVER_REGION,
+            "pathTranslation": ANNOTATION_PATH_TRANSLATION,
+            "secretObjects": ANNOTATION_SECRET_OBJECTS,
+            "outputFormats": formats_label or ANNOTATION_OUTPUT_FORMATS,
+            "provider": ANNOTATION_PROVIDER,
+            **labels,
+        }
+        inputs = InlineSpecInputs(
+            pod.objects,
+            region,
+            failover,
+            pod.path_translation,
+            options,
+            tuple(names.items()),
+            pod.secret_objects,
+            formats,
+            pod.provider,
+        )
+    else:
         # Each field named once, as the user must edit it: inside the class, or where its value came from.
         spc_names = {field: f"{source}: {name}" for field, name in SPC_FIELD_NAMES.items()} | labels
         if region_label != source:
@@ -240,14 +257,11 @@ def resolve_spec(
         if failover_label != source:
             spc_names["failoverRegion"] = failover_label or ANNOTATION_FAILOVER_REGION
         if pod.path_translation is not None:
-            overrides["pathTranslation"] = pod.path_translation
             spc_names["pathTranslation"] = ANNOTATION_PATH_TRANSLATION
-        if pod.output_formats or (formats and not _value(params, "outputFormats")):
-            # The pod's annotation wins over the class's parameter, which wins over the namespace's.
-            overrides["outputFormats"] = formats
+        if formats_override:
             spc_names["outputFormats"] = formats_label or ANNOTATION_OUTPUT_FORMATS
-        warnings.extend(secret_provider_class_warnings(manifest, f"{source}: "))
-        inputs = SpcSpecInputs(_trimmed_spc(manifest, ns, spc_name, overrides), options, tuple(spc_names.items()))
+        warnings.extend(spc_warnings)
+        inputs = SpcSpecInputs(trimmed, options, tuple(spc_names.items()))
     return Resolution(inputs, source, tuple(problems), tuple(warnings), unhealthy_after)
 
 
