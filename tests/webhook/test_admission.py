@@ -11,9 +11,9 @@ import jsonpatch
 import pytest
 
 from tests.support.pods import make_pod
-from webhook.policy.decide import decide_injection
+from tests.support.resolving import admit_request
 from webhook.policy.patch import make_pod_patch
-from webhook.policy.pipeline import Admission, admit_pod
+from webhook.policy.pipeline import Admission
 from webhook.policy.request import PodRequest, is_run_to_completion
 from webhook.settings import Settings
 
@@ -43,13 +43,7 @@ IMDS_OFF = "AWS_EC2_METADATA_DISABLED"
 
 def admit(pod: dict[str, Any], *, native: bool = True, settings: Settings = SETTINGS) -> Admission:
     request = PodRequest.read(pod, pod["metadata"].get("namespace", "team-b"), None)
-    return admit_pod(
-        request,
-        decide_injection(request, settings),
-        spc_lookup=lambda ns, name: None,
-        settings=settings,
-        native_sidecars=native,
-    )
+    return admit_request(request, settings, native_sidecars=native)
 
 
 def app_pod(**annotations: str) -> dict[str, Any]:
@@ -266,15 +260,7 @@ def test_a_limit_range_below_ferrys_limits_denies_naming_it_and_the_setting() ->
             "limits": [{"type": "Pod", "max": {"memory": "1Mi"}}, {"type": "Container", "max": {"memory": "48Mi"}}]
         },
     }
-    request = PodRequest.read(app_pod(), "team-b", None)
-    admission = admit_pod(
-        request,
-        decide_injection(request, SETTINGS),
-        spc_lookup=lambda ns, name: None,
-        settings=SETTINGS,
-        native_sidecars=True,
-        limit_ranges=[small],
-    )
+    admission = admit_request(PodRequest.read(app_pod(), "team-b", None), SETTINGS, limit_ranges=[small])
     assert admission.outcome == "denied" and admission.reason == "limit-range"
     assert admission.message is not None
     assert "LimitRange small in namespace team-b: spec.limits[1].max.memory is 48Mi" in admission.message
@@ -346,14 +332,7 @@ def test_patch_handles_pods_without_init_containers_or_annotations(patched_pod: 
         "metadata": {"name": "s", "namespace": "team-b"},
         "spec": {"provider": "aws", "parameters": {"objects": OBJECTS, "region": "eu-west-1"}},
     }
-    request = PodRequest.read(pod, "team-b", ns)
-    admission = admit_pod(
-        request,
-        decide_injection(request, SETTINGS),
-        spc_lookup=lambda n, s: spc,
-        settings=SETTINGS,
-        native_sidecars=True,
-    )
+    admission = admit_request(PodRequest.read(pod, "team-b", ns), SETTINGS, spc_lookup=lambda n, s: spc)
     assert admission.outcome == "injected"
     check_patch(pod, admission.pod, patched_pod)
 

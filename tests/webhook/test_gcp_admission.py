@@ -9,9 +9,8 @@ import yaml
 
 from fetcher.contract import FetchSpec, spec_from_json, spec_to_json
 from tests.support.pods import make_pod
-from tests.support.resolving import lookup
-from webhook.policy.decide import decide_injection
-from webhook.policy.pipeline import Admission, admit_pod
+from tests.support.resolving import admit_request, lookup
+from webhook.policy.pipeline import Admission
 from webhook.policy.request import PodRequest
 from webhook.settings import Settings
 
@@ -36,14 +35,7 @@ SPC = {
 
 
 def admit(pod: dict[str, Any], settings: Settings = GKE, namespace_obj: dict[str, Any] | None = None) -> Admission:
-    request = PodRequest.read(pod, "team-b", namespace_obj)
-    return admit_pod(
-        request,
-        decide_injection(request, settings),
-        spc_lookup=lookup(SPC),
-        settings=settings,
-        native_sidecars=True,
-    )
+    return admit_request(PodRequest.read(pod, "team-b", namespace_obj), settings, spc_lookup=lookup(SPC))
 
 
 def gcp_pod(**annotations: str) -> dict[str, Any]:
@@ -161,10 +153,7 @@ def test_bad_entries_are_denied_naming_each_field() -> None:
 def test_shared_identities_are_denied() -> None:
     spc = {**SPC, "spec": {"provider": "gcp", "parameters": {"secrets": SECRETS, "auth": "provider-adc"}}}
     pod = make_pod({"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "app-secrets"}, namespace="team-b")
-    request = PodRequest.read(pod, "team-b", None)
-    admission = admit_pod(
-        request, decide_injection(request, GKE), spc_lookup=lookup(spc), settings=GKE, native_sidecars=True
-    )
+    admission = admit_request(PodRequest.read(pod, "team-b", None), GKE, spc_lookup=lookup(spc))
     assert admission.outcome == "denied" and "shared by every pod on the node" in (admission.message or "")
 
 

@@ -15,13 +15,12 @@ from typing import Any
 
 from fetcher.contract.gcp import KsaAnnotation
 from tests.support.pods import make_pod
-from tests.support.resolving import lookup
+from tests.support.resolving import admit_request, lookup
 from tests.support.reviews import pod_create_review
 from tests.webhook.test_gcp_admission import GKE, SPC, gcp_pod, spec_of
 from webhook.edge.app import create_app
-from webhook.policy.decide import decide_injection
 from webhook.policy.memo import pod_key
-from webhook.policy.pipeline import Admission, admit_pod
+from webhook.policy.pipeline import Admission
 from webhook.policy.request import PodRequest, service_account_name
 from webhook.settings import Settings
 
@@ -32,10 +31,7 @@ AWS_OBJECTS = "- objectName: prod/db\n  objectType: secretsmanager\n"
 
 
 def admit(pod: dict[str, Any], ksa: KsaAnnotation | None, namespace_obj: dict[str, Any] | None = None) -> Admission:
-    request = PodRequest.read(pod, "team-b", namespace_obj, ksa)
-    return admit_pod(
-        request, decide_injection(request, GKE), spc_lookup=lookup(SPC), settings=GKE, native_sidecars=True
-    )
+    return admit_request(PodRequest.read(pod, "team-b", namespace_obj, ksa), GKE, spc_lookup=lookup(SPC))
 
 
 def account(admission: Admission) -> str | None:
@@ -243,8 +239,7 @@ def test_the_memo_trace_covers_gcp_pods_and_their_service_account() -> None:
             assert service_account_name(traced) in ("default", "web")
             request = PodRequest.read(traced, "team-b", None, ksa)
             keys.add(pod_key(request))
-            verdict = decide_injection(request, GKE)
-            admission = admit_pod(request, verdict, spc_lookup=lookup(SPC), settings=GKE, native_sidecars=True)
+            admission = admit_request(request, GKE, spc_lookup=lookup(SPC))
             outcomes.add(admission.outcome)
     assert outcomes == {"injected", "denied"}
     assert len(keys) == 3 * len(answers), "each ServiceAccount answer must give its own key"

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tests.support.pods import make_pod
+from tests.support.resolving import admit_request
 from tests.support.reviews import pod_create_review
 from webhook.edge.app import create_app
 from webhook.settings import Settings
@@ -288,9 +289,7 @@ class _TracedDict(dict):  # type: ignore[type-arg]
 
 def test_every_part_of_a_pod_that_admission_reads_is_in_the_memo_key() -> None:
     """Trace the reads of the whole policy over pods that take each path; each must be a keyed part."""
-    from webhook.policy.decide import decide_injection
     from webhook.policy.memo import KEYED_POD_PARTS, pod_key
-    from webhook.policy.pipeline import admit_pod
     from webhook.policy.request import PodRequest
 
     view = MutableView()
@@ -313,12 +312,8 @@ def test_every_part_of_a_pod_that_admission_reads_is_in_the_memo_key() -> None:
         for native in (True, False):
             request = PodRequest.read(_TracedDict(pod, (), reads), "apps", view.namespace("apps"))
             pod_key(request)
-            admission = admit_pod(
-                request,
-                decide_injection(request, Settings()),
-                spc_lookup=view.secret_provider_class,
-                settings=Settings(),
-                native_sidecars=native,
+            admission = admit_request(
+                request, Settings(), spc_lookup=view.secret_provider_class, native_sidecars=native
             )
             outcomes.add(admission.outcome)
     assert outcomes == {"injected", "skipped", "denied", "reinvoked"}, "the pods must take every path"
@@ -373,8 +368,6 @@ def test_shared_parts_follow_every_input_of_build_parts() -> None:
     """
     from webhook.policy import memo
     from webhook.policy.containers import build_parts
-    from webhook.policy.decide import decide_injection
-    from webhook.policy.pipeline import admit_pod
     from webhook.policy.request import PodRequest
 
     base = {
@@ -407,14 +400,7 @@ def test_shared_parts_follow_every_input_of_build_parts() -> None:
                 admitted = {}
                 for maker in (build_parts, memo.cached_parts):
                     request = PodRequest.read(pod, "apps", None)
-                    admission = admit_pod(
-                        request,
-                        decide_injection(request, settings),
-                        spc_lookup=lambda ns, name: None,
-                        settings=settings,
-                        native_sidecars=native,
-                        parts_maker=maker,
-                    )
+                    admission = admit_request(request, settings, native_sidecars=native, parts_maker=maker)
                     assert admission.outcome == "injected", admission.message
                     admitted[maker] = admission
                 fresh, cached = admitted[build_parts], admitted[memo.cached_parts]
