@@ -31,6 +31,7 @@ import psutil
 import pytest
 
 from tests.support.net import LOOPBACK
+from tests.support.pods import make_pod
 from tests.support.reviews import pod_create_review
 from tests.support.served import ServedWebhook, closed_by_server
 from tests.support.tlsserver import TLSServer
@@ -90,8 +91,7 @@ def _tls(port: int, context: ssl.SSLContext, source: str) -> ssl.SSLSocket:
 
 
 def _review_bytes(serial: int) -> bytes:
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"p{serial}", "namespace": "team-a"}}
-    pod["spec"] = {"containers": [{"name": "app", "image": "app:1"}]}
+    pod = make_pod(None, [{"name": "app", "image": "app:1"}], name=f"p{serial}", namespace="team-a")
     body = json.dumps(pod_create_review(pod, namespace="team-a")).encode()
     head = "POST /mutate?timeout=5s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
     return (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
@@ -452,14 +452,13 @@ def test_bodies_read_at_once_on_many_connections_stay_apart(tls_files: tuple[Pat
     context = _context(tls_files)
 
     def review(serial: int) -> tuple[bytes, str]:
-        pod: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": f"p{serial}", "namespace": "team-a"},
-        }
-        pod["metadata"]["labels"] = {"pad": str(serial)}
-        pod["metadata"]["annotations"] = {"example.com/pad": f"{serial:06d}" * 50_000}
-        pod["spec"] = {"containers": [{"name": "app", "image": "app:1"}]}
+        pod = make_pod(
+            {"example.com/pad": f"{serial:06d}" * 50_000},
+            [{"name": "app", "image": "app:1"}],
+            name=f"p{serial}",
+            namespace="team-a",
+            labels={"pad": str(serial)},
+        )
         body = pod_create_review(pod, namespace="team-a")
         data = json.dumps(body).encode()
         head = "POST /mutate?timeout=5s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
