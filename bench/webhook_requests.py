@@ -171,7 +171,6 @@ def memo_rotation_check(bodies: dict[str, list[bytes]], requests: int) -> dict[s
     """Feed each case's rotation, with fresh uids, through the webhook's own memo: replicas hit, unique pods miss."""
     try:
         from webhook.policy.memo import MAX_ENTRIES, AdmissionMemo, pod_key
-        from webhook.policy.request import PodRequest
     except ImportError as exc:
         return {"available": False, "error": f"{type(exc).__name__}: {exc}"}
     result: dict[str, Any] = {"available": True, "memo_max_entries": MAX_ENTRIES, "requests": requests}
@@ -180,7 +179,7 @@ def memo_rotation_check(bodies: dict[str, list[bytes]], requests: int) -> dict[s
         pool = bodies[case]
         for i in range(requests):
             request = json.loads(instance(pool[i % len(pool)], second=i))["request"]
-            key = pod_key(PodRequest.read(request["object"], request["namespace"], None))
+            key = pod_key(request["object"], request["namespace"], None)
             if memo.recall(key, None, lambda namespace, name: None) is None:
                 memo.remember(key, True, None, {})
         result[case] = {"pool": len(pool), "hits": memo.hits, "misses": memo.misses}

@@ -97,7 +97,7 @@ def test_the_pods_service_account_name_defaults_as_the_api_server_does() -> None
 def test_the_memo_key_follows_the_service_accounts_annotation() -> None:
     pod = gcp_pod()
     keys = {
-        pod_key(PodRequest.read(pod, "team-b", None, ksa))
+        pod_key(pod, "team-b", ksa)
         for ksa in (
             None,
             KsaAnnotation("default", None),
@@ -108,8 +108,8 @@ def test_the_memo_key_follows_the_service_accounts_annotation() -> None:
         )
     }
     assert len(keys) == 6
-    assert pod_key(PodRequest.read(pod, "team-b", None, KsaAnnotation("default", WEB))) == pod_key(
-        PodRequest.read(copy.deepcopy(pod), "team-b", None, KsaAnnotation("default", WEB))
+    assert pod_key(pod, "team-b", KsaAnnotation("default", WEB)) == pod_key(
+        copy.deepcopy(pod), "team-b", KsaAnnotation("default", WEB)
     )
 
 
@@ -238,7 +238,7 @@ def test_the_memo_trace_covers_gcp_pods_and_their_service_account() -> None:
             traced = _TracedDict(pod, (), reads)
             assert service_account_name(traced) in ("default", "web")
             request = PodRequest.read(traced, "team-b", None, ksa)
-            keys.add(pod_key(request))
+            keys.add(pod_key(traced, "team-b", ksa))
             admission = admit_request(request, GKE, spc_lookup=lookup(SPC))
             outcomes.add(admission.outcome)
     assert outcomes == {"injected", "denied"}

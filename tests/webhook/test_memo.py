@@ -311,7 +311,7 @@ def test_every_part_of_a_pod_that_admission_reads_is_in_the_memo_key() -> None:
     for pod in pods:
         for native in (True, False):
             request = PodRequest.read(_TracedDict(pod, (), reads), "apps", view.namespace("apps"))
-            pod_key(request)
+            pod_key(request.pod, request.namespace, request.ksa)
             admission = admit_request(
                 request, Settings(), spc_lookup=view.secret_provider_class, native_sidecars=native
             )
@@ -414,24 +414,31 @@ def test_shared_parts_follow_every_input_of_build_parts() -> None:
         memo.clear_caches()
 
 
-def test_the_key_of_the_raw_pod_is_the_key_of_its_request() -> None:
-    """`pod_key_of` (asked before the request is read) and `pod_key` (of the request) agree on every pod."""
+def test_pods_of_one_key_pass_or_fail_the_type_check_alike() -> None:
+    """The memo is asked before the type check: a forged pod must never share a key with a pod that passes it."""
     from fetcher.contract.gcp import KsaAnnotation
-    from webhook.policy.memo import pod_key, pod_key_of
-    from webhook.policy.request import PodRequest, is_run_to_completion
+    from webhook.policy.memo import pod_key
+    from webhook.policy.podtypes import pod_type_problem
 
     base = _base_pod()
-    job = _replica(base, labels={"job-name": "nightly"})
-    pods: list[dict[str, Any]] = [base, job, _with_spec(base, restartPolicy="Never"), {"spec": base["spec"]}, {}]
-    pods.append({"metadata": None, "spec": None})
-    keys = set()
-    for pod in pods:
+    meta = base["metadata"]
+    forged: list[dict[str, Any]] = [
+        {**base, "metadata": value} for value in (None, [], "m", True, 0, {"annotations": None})
+    ]
+    forged += [
+        {**base, "metadata": {**meta, part: value}}
+        for part in ("labels", "ownerReferences", "annotations")
+        for value in ([], {}, "x", None, [["x"]], {"kind": "Job"})
+    ]
+    forged += [{**base, "spec": value} for value in (None, [], "s")]
+    forged += [{"spec": base["spec"]}, {}, {"metadata": None, "spec": None}, base]
+    by_key: dict[bytes, set[str | None]] = {}
+    for pod in forged:
         for ksa in (None, KsaAnnotation("default", "web@p.iam.gserviceaccount.com")):
-            request = PodRequest.read(pod, "apps", NAMESPACE, ksa)
-            key = pod_key_of(pod, "apps", is_run_to_completion(pod), ksa)
-            assert key == pod_key(request)
-            keys.add(key)
-    assert len(keys) == 2 * len(pods)
+            by_key.setdefault(pod_key(pod, "apps", ksa), set()).add(pod_type_problem(pod))
+    assert all(len(problems) == 1 for problems in by_key.values()), "one key, one verdict of the type check"
+    verdicts = list(by_key.values())
+    assert {None} in verdicts and len(verdicts) > 30, "not vacuous: pods that pass and pods that fail, apart"
 
 
 def test_replicas_parsed_from_bytes_share_a_key_after_the_first_was_admitted() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from fetcher.contract import bounded
@@ -92,34 +92,36 @@ def admit(
         # The API server always names the namespace of a pod CREATE. Falling back to the pod's own
         # metadata.namespace would let any caller of /mutate pick a namespace and read its classes back.
         raise MalformedReview("request.namespace is missing for a pod CREATE; the API server always sends it")
+    namespace_obj = view.namespace(namespace)
+    limit_ranges = view.limit_ranges(namespace)
+    account_name = service_account_name(pod)
+    # The pod's ServiceAccount's Google service account, from views that keep ServiceAccounts (GCP installs).
+    read_ksa = getattr(view, "gke_service_account", None)
+    ksa = read_ksa(namespace, account_name, may_get=False) if read_ksa is not None else None
+    key = b""
+    if memo is not None and (ksa is None or not ksa.unread):
+        # Asked first, of the pod as sent: the key holds every part a stage reads, with its JSON types, and
+        # only pods that passed every check are remembered, so a hit needs neither the checks nor the reading.
+        key = pod_key(pod, namespace, ksa)
+        remembered = memo.recall(key, namespace_obj, view.secret_provider_class, limit_ranges)
+        if remembered is not None:
+            return remembered
     problem = pod_type_problem(pod)  # a forged pod's fields of the wrong JSON type, before any stage reads them
-    key, lookup = b"", RecordingLookup(view.secret_provider_class)
-    namespace_obj: Mapping[str, Any] | None = None
-    limit_ranges: Sequence[Mapping[str, Any]] = ()
+    lookup = RecordingLookup(view.secret_provider_class)
     if problem is not None:
         invalid = f"the pod is not a valid Pod: {problem}; only a pod the API server accepts can be admitted"
         admission = Admission("denied", "invalid-pod", pod, message=invalid)
     else:
-        namespace_obj = view.namespace(namespace)
-        limit_ranges = view.limit_ranges(namespace)
         pod_request = PodRequest.read(pod, namespace, namespace_obj)
-        account_name = service_account_name(pod)
         verdict = decide_injection(pod_request, settings)  # stage 1, decided once: it also gates the GET below
-        # The pod's ServiceAccount's Google service account, from views that keep ServiceAccounts (GCP installs).
-        # A miss costs a GET of the cluster-wide budget only for a pod Ferry injects, in a review from the API
-        # server (when its addresses are known): a forged review naming made-up accounts must not spend other
-        # tenants' reads.
-        read_ksa = getattr(view, "gke_service_account", None)
-        ksa = read_ksa(namespace, account_name, may_get=False) if read_ksa is not None else None
+        # A ServiceAccount the view has not read yet costs a GET of the cluster-wide budget only for a pod Ferry
+        # injects, in a review from the API server (when its addresses are known): a forged review naming
+        # made-up accounts must not spend other tenants' reads.
         if read_ksa is not None and ksa is not None and ksa.unread and from_api_server and verdict is None:
             ksa = read_ksa(namespace, account_name)  # a miss: the GET, for this one pod
+            key = pod_key(pod, namespace, ksa) if memo is not None else b""
         if ksa is not None:
             pod_request = pod_request._replace(ksa=ksa)
-        if memo is not None:
-            key = pod_key(pod_request)
-            remembered = memo.recall(key, namespace_obj, view.secret_provider_class, limit_ranges)
-            if remembered is not None:
-                return remembered
         admission = admit_pod(
             pod_request,
             verdict,
@@ -158,9 +160,10 @@ def admit(
         tail,
         namespace_obj is not None,
     )
-    if memo is not None and ready and decision.outcome != "denied":
+    if memo is not None and key and ready and decision.outcome != "denied":
         # Denials are not remembered: they are rare, cheap to make again, and a hostile pod's denial must
-        # not stay resident. What is remembered is bounded in bytes by the memo.
+        # not stay resident (nor can a pod that fails the type check be). What is remembered is bounded in
+        # bytes by the memo. No key: a ServiceAccount left unread, whose answer may change once it is read.
         memo.remember(
             key, decision, namespace_obj, lookup.read, limit_ranges, size=len(decision.head) + len(decision.tail)
         )

@@ -16,7 +16,7 @@ from fetcher.contract.gcp import KsaAnnotation
 from webhook.policy.containers import FerryParts, build_parts, with_texts
 from webhook.policy.identity import Identity
 from webhook.policy.patch import diff_documents
-from webhook.policy.request import PodRequest
+from webhook.policy.request import JOB_NAME_LABELS
 from webhook.policy.resolve import InlineSpecInputs, SpecInputs
 from webhook.policy.specbuild import BuiltSpec, ResolvedRequest, SpecResult, make_spec
 from webhook.settings import Settings
@@ -233,47 +233,60 @@ KEYED_POD_PARTS: tuple[tuple[str, ...], ...] = (
 )
 
 
-def pod_key(request: PodRequest) -> bytes:
-    """A digest of everything about `pod` that its admission answer depends on.
+def pod_key(pod: Mapping[str, Any], namespace: str, ksa: KsaAnnotation | None) -> bytes:
+    """A digest of everything about `pod` that its admission answer depends on, asked of the pod as sent.
 
-    That is the namespace, the whole `spec`, the annotations, whether the pod
-    runs to completion (`PodRequest.run_to_completion`, which reads
-    the owner references and the Job labels), the pod's ServiceAccount's
-    iam.gke.io/gcp-service-account as the view read it (`PodRequest.ksa`), and whether `metadata`,
-    `annotations` and `spec` are present at all (the patch adds a missing map
-    but replaces a null one). The patch only touches `metadata.annotations`
-    and `spec`, so two pods equal in these parts get the same patch. Keeping
-    this list complete is what keeps the memo honest: the memo tests change
-    each part and check the answer changes with it, and trace admission's
-    reads against `KEYED_POD_PARTS`.
+    That is the namespace, the whole `spec`, the annotations, whether the pod runs to completion as far as
+    its labels and owner references say (`is_run_to_completion`; the rest of them, such as a rollout's new
+    pod-template-hash or owner, never changes the answer), the JSON types of `metadata`, the labels and
+    the owner references, whether `metadata`, `annotations` and `spec` are present at all (the patch adds
+    a missing map but replaces a null one), and the pod's ServiceAccount's iam.gke.io/gcp-service-account
+    as the view read it (`ksa`). Equal keys are equal parts with equal JSON types, so their pods pass or
+    fail the type check (`podtypes`) alike: that is why the memo is asked before it. The memo tests change
+    each part and check the answer changes with it, and trace admission's reads against `KEYED_POD_PARTS`.
 
-    The parts are serialized with `marshal`: several times faster than JSON,
-    and equal bytes mean equal values (marshal.loads reads them back). Format 4
-    (twice as fast as format 2) marks a string or key object met again as a
-    back-reference; the sharing within one parsed pod follows from its JSON
-    text alone, so equal pods still give equal bytes. marshal nests 2,000
-    deep, twice as deep as json.loads goes. SHA-256 over them: with the CPU's
-    SHA instructions, faster here than BLAKE2b (docs/benchmarks.md §11).
+    marshal writes the parts several times faster than JSON, and equal bytes mean equal values of equal
+    types. Format 4 marks a string or key met again as a back-reference; the sharing within one parsed
+    pod follows from its JSON text alone, so equal pods still give equal bytes. SHA-256 over them: with
+    the CPU's SHA instructions, faster here than BLAKE2b (docs/benchmarks.md §11).
     """
-    return pod_key_of(request.pod, request.namespace, request.run_to_completion, request.ksa)
-
-
-def pod_key_of(pod: Mapping[str, Any], namespace: str, run_to_completion: bool, ksa: KsaAnnotation | None) -> bytes:
-    """`pod_key` of the request that `PodRequest.read` would make of these parts of it."""
     meta = pod.get("metadata")
-    meta = meta if isinstance(meta, _OBJECT) else {}
-    parts = (
+    if isinstance(meta, _OBJECT):
+        meta_type: object = _AN_OBJECT
+    else:  # None, or a forged value the type check refuses: kept whole, so no object's key can match it
+        meta_type, meta = meta, {}
+    parts: tuple[Any, ...] = (
         namespace,
         "metadata" in pod,
+        meta_type,
         "annotations" in meta,
         meta.get("annotations"),
-        run_to_completion,
+        _labels_part(meta.get("labels")),
+        _owners_part(meta.get("ownerReferences")),
         "spec" in pod,
         pod.get("spec"),
         # Read from the cluster, not the pod: a re-annotated ServiceAccount must not get the old answer.
         tuple(ksa) if ksa is not None else None,
     )
     return hashlib.sha256(marshal.dumps(parts, 4)).digest()
+
+
+# What `pod_key` writes for an object, or a list of objects, where the type check wants one: a tuple, which no
+# JSON value decodes to. Any other value is written whole (it fails the check, or is null).
+_AN_OBJECT = ("object",)
+_OBJECTS = ("objects",)
+
+
+def _labels_part(labels: object) -> object:
+    if isinstance(labels, _OBJECT):
+        return _AN_OBJECT, any(label in labels for label in JOB_NAME_LABELS)
+    return labels
+
+
+def _owners_part(owners: object) -> object:
+    if isinstance(owners, list) and all(isinstance(owner, dict) for owner in owners):
+        return _OBJECTS, any(owner.get("kind") == "Job" for owner in owners)
+    return owners
 
 
 class _Seen(NamedTuple):
