@@ -15,7 +15,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.leakscan import SecretLedger
-from tests.support.webhook_server import WebhookUnderTest, pod
+from tests.support.pods import make_pod
+from tests.support.webhook_server import NAMESPACE, WebhookUnderTest
 
 from .conftest import record_result
 from .corpus import CORPUS, CORPUS_SPCS, GOOD, MOUNT, OBJECTS, Case
@@ -33,7 +34,9 @@ def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookUnderTe
 
 def _verdict(webhook: WebhookUnderTest, case: Case) -> tuple[bool, str]:
     containers = case.containers or None
-    response = webhook.admit(pod({"ferry.dev/inject": "true", **case.annotations}, containers))
+    response = webhook.admit(
+        make_pod({"ferry.dev/inject": "true", **case.annotations}, containers, namespace=NAMESPACE)
+    )
     message = str((response.get("status") or {}).get("message", ""))
     return response["allowed"], message
 
@@ -65,9 +68,11 @@ def test_corpus_size(webhook: WebhookUnderTest) -> None:
 
 def test_the_good_baseline_is_admitted(webhook: WebhookUnderTest) -> None:
     """Without this, a webhook that denies everything would pass the corpus."""
-    response = webhook.admit(pod({"ferry.dev/inject": "true", OBJECTS: GOOD}))
+    response = webhook.admit(make_pod({"ferry.dev/inject": "true", OBJECTS: GOOD}, namespace=NAMESPACE))
     assert response["allowed"] and response.get("patch")
-    response = webhook.admit(pod({"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "good"}))
+    response = webhook.admit(
+        make_pod({"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "good"}, namespace=NAMESPACE)
+    )
     assert response["allowed"] and response.get("patch")
 
 

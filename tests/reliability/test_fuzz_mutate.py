@@ -34,7 +34,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.leakscan import SecretLedger
-from tests.support.webhook_server import MUTATE_PATH, NAMESPACE, WebhookUnderTest, apply_patch, pod, review
+from tests.support.pods import make_pod
+from tests.support.webhook_server import MUTATE_PATH, NAMESPACE, WebhookUnderTest, apply_patch, review
 
 from .conftest import record_result
 from .corpus import GOOD
@@ -140,7 +141,7 @@ def random_pods(draw: st.DrawFn) -> dict[str, Any]:
         spec["restartPolicy"] = draw(st.sampled_from(["Always", "Never", "OnFailure"]))
     if draw(st.booleans()):
         spec["initContainers"] = draw(containers)
-    result = pod(draw(annotations), draw(containers), **spec)
+    result = make_pod(draw(annotations), draw(containers), namespace=NAMESPACE, **spec)
     if draw(st.booleans()):
         result["metadata"]["labels"] = draw(st.dictionaries(st.text(max_size=10), st.text(max_size=10), max_size=3))
     return result
@@ -214,7 +215,12 @@ def test_wellformed_reviews_slow(webhook: WebhookUnderTest, obj: dict[str, Any],
     _wellformed(webhook, obj, uid, namespace)
 
 
-BASE = review(pod({"ferry.dev/inject": "true", "ferry.dev/objects": GOOD, "ferry.dev/refresh-interval": "30s"}))
+BASE = review(
+    make_pod(
+        {"ferry.dev/inject": "true", "ferry.dev/objects": GOOD, "ferry.dev/refresh-interval": "30s"},
+        namespace=NAMESPACE,
+    )
+)
 
 
 def _slots(document: Any) -> list[tuple[Any, Any]]:
@@ -326,7 +332,7 @@ def test_bytes_that_are_not_a_review_get_400(webhook: WebhookUnderTest, body: by
 def test_a_valid_review_with_an_odd_content_type_never_gets_5xx(
     webhook: WebhookUnderTest, content_type: str | None
 ) -> None:
-    sent = review(pod({"ferry.dev/inject": "true", "ferry.dev/objects": GOOD}))
+    sent = review(make_pod({"ferry.dev/inject": "true", "ferry.dev/objects": GOOD}, namespace=NAMESPACE))
     answer = webhook.post(_encode(sent), content_type=content_type)
     _check_answer(sent["request"]["uid"], answer)
 
@@ -372,7 +378,7 @@ def test_huge_pod_is_answered_in_bounded_time(webhook: WebhookUnderTest) -> None
     up and, with failurePolicy Fail, every opted-in pod creation fails.
     """
     many = [{"name": f"c{i}", "image": "x"} for i in range(20_000)]
-    obj = pod({"ferry.dev/inject": "true", "ferry.dev/objects": GOOD}, many)
+    obj = make_pod({"ferry.dev/inject": "true", "ferry.dev/objects": GOOD}, many, namespace=NAMESPACE)
     began = time.monotonic()
     sent = review(obj)
     answer = webhook.post(_encode(sent), timeout=120)
@@ -398,7 +404,7 @@ def test_a_stalled_client_does_not_block_admissions(webhook: WebhookUnderTest) -
             stalled.append(conn)
         began = time.monotonic()
         for _ in range(5):
-            sent = review(pod({"ferry.dev/inject": "true", "ferry.dev/objects": GOOD}))
+            sent = review(make_pod({"ferry.dev/inject": "true", "ferry.dev/objects": GOOD}, namespace=NAMESPACE))
             assert _check_answer(sent["request"]["uid"], webhook.post(_encode(sent))) is not None
         assert time.monotonic() - began < 10
     finally:
@@ -426,11 +432,11 @@ def test_request_fields_cannot_grow_metrics_without_bound(webhook: WebhookUnderT
     namespace would add about 50 KB.
     """
     assert webhook.client is not None
-    warm = review(pod({}), namespace="warm-up")
+    warm = review(make_pod({}, namespace=NAMESPACE), namespace="warm-up")
     _check_answer(warm["request"]["uid"], webhook.post(_encode(warm)))
     before = len(webhook.metrics_text().encode())
     for index in range(200):
-        sent = review(pod({}), namespace=f"ns{index:03d}-" + "n" * 57)
+        sent = review(make_pod({}, namespace=NAMESPACE), namespace=f"ns{index:03d}-" + "n" * 57)
         answer = webhook.post(_encode(sent))
         assert answer.status_code == 200, "the input must reach the metrics, not be refused before them"
         _check_answer(sent["request"]["uid"], answer)

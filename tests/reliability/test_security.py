@@ -40,7 +40,8 @@ from fetcher.contract import build_spec
 from tests.support import pss
 from tests.support.fetch import fetcher_env, run_init, seed_client
 from tests.support.leakscan import SecretLedger, new_secret_value
-from tests.support.webhook_server import WebhookUnderTest, apply_patch, pod, review, spc
+from tests.support.pods import make_pod
+from tests.support.webhook_server import NAMESPACE, WebhookUnderTest, apply_patch, review, spc
 
 from .conftest import record_result
 from .corpus import GOOD
@@ -131,7 +132,7 @@ def test_every_injected_container_meets_restricted(
     spec: dict[str, Any] = {"securityContext": security} if security else {}
     if restart:
         spec["restartPolicy"] = restart
-    obj = pod(annotations, containers, **spec)
+    obj = make_pod(annotations, containers, namespace=NAMESPACE, **spec)
     response = servers[native].admit(obj)
     assert response["allowed"], response.get("status")
     patched = apply_patch(obj, response)
@@ -277,7 +278,10 @@ def test_end_to_end_pod_spec_and_fetcher_output_hold_no_value(
     objects = (
         "- objectName: app/db\n  objectType: secretsmanager\n  jmesPath:\n    - {path: password, objectAlias: pw}\n"
     )
-    obj = pod({"ferry.dev/inject": "true", "ferry.dev/objects": objects, "ferry.dev/refresh-interval": "30s"})
+    obj = make_pod(
+        {"ferry.dev/inject": "true", "ferry.dev/objects": objects, "ferry.dev/refresh-interval": "30s"},
+        namespace=NAMESPACE,
+    )
     sent = review(obj)
     answer = servers[True].post(json.dumps(sent).encode())
     ledger.expose("webhook-response:e2e", answer.text)

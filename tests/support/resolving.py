@@ -1,5 +1,5 @@
-"""Helpers for tests of the admission stages: an SPC lookup over given classes, the stages up to the spec, result
-unwrapping, and the injected pod for a resolved request."""
+"""Helpers for tests of the admission stages: an SPC lookup over given classes, the whole pipeline for a read
+request, the stages up to the spec, result unwrapping, and the injected pod for a resolved request."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from webhook.policy.containers import build_parts
-from webhook.policy.decide import Denial
+from webhook.policy.decide import Denial, decide_injection
 from webhook.policy.identity import pod_identity
 from webhook.policy.memo import cached_spec
 from webhook.policy.mutate import mutate_pod
+from webhook.policy.pipeline import Admission, admit_pod
 from webhook.policy.podshape import check_pod_shape
 from webhook.policy.request import PodRequest
 from webhook.policy.resolve import resolve_spec
@@ -23,6 +24,25 @@ def lookup(*classes: Mapping[str, Any]) -> Callable[[str, str], Mapping[str, Any
     """An SpcLookup that finds exactly these SecretProviderClasses, by (namespace, name)."""
     table = {(c["metadata"]["namespace"], c["metadata"]["name"]): c for c in classes}
     return lambda ns, name: table.get((ns, name))
+
+
+NO_CLASSES = lookup()  # an SpcLookup that finds no SecretProviderClass
+
+
+def admit_request(
+    request: PodRequest,
+    settings: Settings,
+    *,
+    spc_lookup: Callable[[str, str], Mapping[str, Any] | None] = NO_CLASSES,
+    native_sidecars: bool = True,
+    **stages: Any,
+) -> Admission:
+    """Stage 1 (`decide_injection`) then `admit_pod` on its verdict, as the handler runs them; `stages` passes
+    `admit_pod`'s other keywords (limit_ranges, parts_maker, ...). No SecretProviderClass unless `spc_lookup`."""
+    verdict = decide_injection(request, settings)
+    return admit_pod(
+        request, verdict, spc_lookup=spc_lookup, settings=settings, native_sidecars=native_sidecars, **stages
+    )
 
 
 def resolve_pod(

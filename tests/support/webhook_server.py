@@ -20,7 +20,6 @@ from typing import Any
 import httpx
 import jsonpatch
 
-from tests.support.pods import make_pod
 from tests.support.reviews import decode_patch, pod_create_review
 from tests.support.tlsserver import TLSServer
 from webhook.edge.app import create_app, metrics_app
@@ -49,15 +48,6 @@ def spc(name: str, objects: Any, **parameters: Any) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {"provider": "aws", "parameters": {"objects": objects, **parameters}},
     }
-
-
-def pod(
-    annotations: Mapping[str, str] | None = None,
-    containers: list[dict[str, Any]] | None = None,
-    **spec: Any,
-) -> dict[str, Any]:
-    """`make_pod` in NAMESPACE; no containers (None or []) means one app container."""
-    return make_pod(annotations or {}, containers or None, namespace=NAMESPACE, **spec)
 
 
 def review(obj: Any, uid: str | None = None, namespace: str = NAMESPACE, **request: Any) -> dict[str, Any]:

@@ -11,7 +11,6 @@ with other directories' conftest modules.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -25,7 +24,6 @@ import yaml
 
 from tests.support.kubeapi import FakeKubeAPI
 from tests.support.paths import FIXTURES
-from tests.support.pods import make_pod
 from webhook.policy.memo import clear_caches
 from webhook.policy.view import StaticView
 from webhook.settings import Settings
@@ -146,12 +144,6 @@ def asgi_client() -> Iterator[Callable[[Any], AsgiClient]]:
     yield make
     for client in clients:
         client.close()
-
-
-@pytest.fixture
-def pod_factory() -> Callable[..., dict[str, Any]]:
-    """`make_pod` in namespace team-b."""
-    return functools.partial(make_pod, namespace="team-b")
 
 
 @pytest.fixture

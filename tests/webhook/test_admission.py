@@ -10,13 +10,13 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from webhook.policy.decide import decide_injection
+from tests.support.pods import make_pod
+from tests.support.resolving import admit_request
 from webhook.policy.patch import make_pod_patch
-from webhook.policy.pipeline import Admission, admit_pod
+from webhook.policy.pipeline import Admission
 from webhook.policy.request import PodRequest, is_run_to_completion
 from webhook.settings import Settings
 
-PodFactory = Callable[..., dict[str, Any]]
 Validate = Callable[[dict[str, Any], list[dict[str, Any]]], dict[str, Any]]
 
 SETTINGS = Settings(default_region="eu-west-1")
@@ -43,17 +43,11 @@ IMDS_OFF = "AWS_EC2_METADATA_DISABLED"
 
 def admit(pod: dict[str, Any], *, native: bool = True, settings: Settings = SETTINGS) -> Admission:
     request = PodRequest.read(pod, pod["metadata"].get("namespace", "team-b"), None)
-    return admit_pod(
-        request,
-        decide_injection(request, settings),
-        spc_lookup=lambda ns, name: None,
-        settings=settings,
-        native_sidecars=native,
-    )
+    return admit_request(request, settings, native_sidecars=native)
 
 
-def app_pod(pod_factory: PodFactory, **annotations: str) -> dict[str, Any]:
-    return pod_factory(
+def app_pod(**annotations: str) -> dict[str, Any]:
+    return make_pod(
         {"ferry.dev/inject": "true", "ferry.dev/objects": OBJECTS, **annotations},
         containers=[
             {"name": "web", "image": "registry.example.com/web:1", "ports": [{"containerPort": 8080}]},
@@ -61,6 +55,7 @@ def app_pod(pod_factory: PodFactory, **annotations: str) -> dict[str, Any]:
         ],
         init_containers=[{"name": "migrate", "image": "registry.example.com/web:1"}],
         securityContext={"runAsUser": 1000, "fsGroup": 2000},
+        namespace="team-b",
     )
 
 
@@ -75,8 +70,8 @@ def check_patch(before: dict[str, Any], after: dict[str, Any], validate: Validat
     return ops
 
 
-def test_injected_layout_with_native_sidecar(pod_factory: PodFactory, patched_pod: Validate) -> None:
-    pod = app_pod(pod_factory, **{"ferry.dev/refresh-interval": "1m"})
+def test_injected_layout_with_native_sidecar(patched_pod: Validate) -> None:
+    pod = app_pod(**{"ferry.dev/refresh-interval": "1m"})
     admission = admit(pod, native=True)
     assert admission.outcome == "injected" and admission.reason == "sidecar-native"
     new = admission.pod
@@ -95,8 +90,8 @@ def test_injected_layout_with_native_sidecar(pod_factory: PodFactory, patched_po
     check_patch(pod, new, patched_pod)
 
 
-def test_regular_sidecar_without_native_support(pod_factory: PodFactory, patched_pod: Validate) -> None:
-    pod = app_pod(pod_factory, **{"ferry.dev/refresh-interval": "1m"})
+def test_regular_sidecar_without_native_support(patched_pod: Validate) -> None:
+    pod = app_pod(**{"ferry.dev/refresh-interval": "1m"})
     admission = admit(pod, native=False)
     assert admission.reason == "sidecar-regular" and admission.warnings == ()
     assert names(admission.pod, "initContainers") == ["ferry-init", "migrate"]
@@ -105,8 +100,8 @@ def test_regular_sidecar_without_native_support(pod_factory: PodFactory, patched
     check_patch(pod, admission.pod, patched_pod)
 
 
-def test_no_sidecar_without_refresh(pod_factory: PodFactory, patched_pod: Validate) -> None:
-    pod = app_pod(pod_factory)
+def test_no_sidecar_without_refresh(patched_pod: Validate) -> None:
+    pod = app_pod()
     admission = admit(pod)
     assert admission.reason == "sidecar-none"
     assert names(admission.pod, "initContainers") == ["ferry-init", "migrate"]
@@ -122,10 +117,8 @@ def test_no_sidecar_without_refresh(pod_factory: PodFactory, patched_pod: Valida
         {"labels": {"job-name": "j"}},
     ],
 )
-def test_job_pods_get_no_regular_sidecar_and_a_warning(
-    pod_factory: PodFactory, patched_pod: Validate, marker: dict[str, Any]
-) -> None:
-    pod = app_pod(pod_factory, **{"ferry.dev/refresh-interval": "1m"})
+def test_job_pods_get_no_regular_sidecar_and_a_warning(patched_pod: Validate, marker: dict[str, Any]) -> None:
+    pod = app_pod(**{"ferry.dev/refresh-interval": "1m"})
     pod["metadata"].update(copy.deepcopy(marker))
     pod["spec"]["restartPolicy"] = "Never"
     assert is_run_to_completion(pod)
@@ -139,8 +132,8 @@ def test_job_pods_get_no_regular_sidecar_and_a_warning(
     assert native.reason == "sidecar-native" and native.warnings == ()
 
 
-def test_selected_containers_only(pod_factory: PodFactory, patched_pod: Validate) -> None:
-    pod = app_pod(pod_factory, **{"ferry.dev/containers": "worker", "ferry.dev/mount-path": "/secrets"})
+def test_selected_containers_only(patched_pod: Validate) -> None:
+    pod = app_pod(**{"ferry.dev/containers": "worker", "ferry.dev/mount-path": "/secrets"})
     new = admit(pod).pod
     by_name = {c["name"]: c for c in new["spec"]["containers"] + new["spec"]["initContainers"]}
     assert "volumeMounts" not in by_name["web"] and "volumeMounts" not in by_name["migrate"]
@@ -149,8 +142,8 @@ def test_selected_containers_only(pod_factory: PodFactory, patched_pod: Validate
     check_patch(pod, new, patched_pod)
 
 
-def test_the_input_pod_is_never_modified(pod_factory: PodFactory) -> None:
-    pod = app_pod(pod_factory, **{"ferry.dev/refresh-interval": "1m"})
+def test_the_input_pod_is_never_modified() -> None:
+    pod = app_pod(**{"ferry.dev/refresh-interval": "1m"})
     pod["spec"]["containers"][0]["env"] = [dict(e) for e in IRSA_ENV]
     pod["spec"]["containers"][0]["volumeMounts"] = [dict(IRSA_MOUNT)]
     pod["spec"]["volumes"] = [IRSA_VOLUME]
@@ -162,9 +155,9 @@ def test_the_input_pod_is_never_modified(pod_factory: PodFactory) -> None:
         assert pod == snapshot
 
 
-def test_resending_the_patched_pod_changes_nothing(pod_factory: PodFactory) -> None:
+def test_resending_the_patched_pod_changes_nothing() -> None:
     for native in (True, False):
-        pod = app_pod(pod_factory, **{"ferry.dev/refresh-interval": "1m"})
+        pod = app_pod(**{"ferry.dev/refresh-interval": "1m"})
         pod["spec"]["containers"][0]["env"] = [dict(e) for e in IRSA_ENV]
         pod["spec"]["containers"][0]["volumeMounts"] = [dict(IRSA_MOUNT)]
         pod["spec"]["volumes"] = [IRSA_VOLUME]
@@ -176,8 +169,8 @@ def test_resending_the_patched_pod_changes_nothing(pod_factory: PodFactory) -> N
         assert second.pod == patched
 
 
-def test_identity_present_before_ferry_is_copied(pod_factory: PodFactory, patched_pod: Validate) -> None:
-    pod = app_pod(pod_factory, **{"ferry.dev/refresh-interval": "1m"})
+def test_identity_present_before_ferry_is_copied(patched_pod: Validate) -> None:
+    pod = app_pod(**{"ferry.dev/refresh-interval": "1m"})
     pod["spec"]["containers"][0]["env"] = [dict(e) for e in IRSA_ENV]
     pod["spec"]["containers"][0]["volumeMounts"] = [dict(IRSA_MOUNT)]
     pod["spec"]["volumes"] = [IRSA_VOLUME]
@@ -188,11 +181,9 @@ def test_identity_present_before_ferry_is_copied(pod_factory: PodFactory, patche
     check_patch(pod, new, patched_pod)
 
 
-def test_reinvocation_after_an_identity_webhook_updates_only_ferrys_containers(
-    pod_factory: PodFactory, patched_pod: Validate
-) -> None:
+def test_reinvocation_after_an_identity_webhook_updates_only_ferrys_containers(patched_pod: Validate) -> None:
     for native in (True, False):
-        pod = app_pod(pod_factory, **{"ferry.dev/refresh-interval": "1m"})
+        pod = app_pod(**{"ferry.dev/refresh-interval": "1m"})
         injected = admit(pod, native=native).pod
         # The EKS pod identity webhook runs next and adds IRSA to the app containers.
         after_identity = copy.deepcopy(injected)
@@ -225,23 +216,23 @@ def test_reinvocation_after_an_identity_webhook_updates_only_ferrys_containers(
         assert make_pod_patch(final, admit(final, native=native).pod) == []
 
 
-def test_a_user_set_status_on_a_pod_without_ferry_containers_is_ignored(pod_factory: PodFactory) -> None:
+def test_a_user_set_status_on_a_pod_without_ferry_containers_is_ignored() -> None:
     # Anyone can write the annotation; only Ferry's containers show Ferry injected the pod.
-    pod = app_pod(pod_factory, **{"ferry.dev/status": "injected"})
+    pod = app_pod(**{"ferry.dev/status": "injected"})
     admission = admit(pod)
     assert admission.outcome == "injected"
     assert [c["name"] for c in admission.pod["spec"]["initContainers"]][0] == "ferry-init"
-    opted_out = pod_factory({"ferry.dev/inject": "false", "ferry.dev/status": "injected"})
+    opted_out = make_pod({"ferry.dev/inject": "false", "ferry.dev/status": "injected"}, namespace="team-b")
     assert admit(opted_out).outcome == "skipped"
 
 
-def test_a_user_set_status_cannot_let_a_pod_that_names_bad_secrets_start(pod_factory: PodFactory) -> None:
-    pod = app_pod(pod_factory, **{"ferry.dev/status": "injected", "ferry.dev/objects": "- objectName: [oops"})
+def test_a_user_set_status_cannot_let_a_pod_that_names_bad_secrets_start() -> None:
+    pod = app_pod(**{"ferry.dev/status": "injected", "ferry.dev/objects": "- objectName: [oops"})
     assert admit(pod).outcome == "denied"
 
 
-def test_windows_pods_are_denied_saying_the_image_is_linux(pod_factory: PodFactory) -> None:
-    pod = app_pod(pod_factory)
+def test_windows_pods_are_denied_saying_the_image_is_linux() -> None:
+    pod = app_pod()
     pod["spec"]["os"] = {"name": "windows"}
     admission = admit(pod)
     assert admission.outcome == "denied" and admission.reason == "not-linux"
@@ -250,9 +241,9 @@ def test_windows_pods_are_denied_saying_the_image_is_linux(pod_factory: PodFacto
     assert admit(pod).outcome == "injected"
 
 
-def test_ferry_containers_get_no_api_token_and_the_app_keeps_its_own(pod_factory: PodFactory) -> None:
+def test_ferry_containers_get_no_api_token_and_the_app_keeps_its_own() -> None:
     token_mount = {"name": "kube-api-access-x", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}
-    pod = app_pod(pod_factory)
+    pod = app_pod()
     for container in pod["spec"]["containers"] + pod["spec"]["initContainers"]:
         container["volumeMounts"] = [*container.get("volumeMounts", []), dict(token_mount)]
     injected = admit(pod).pod
@@ -262,44 +253,36 @@ def test_ferry_containers_get_no_api_token_and_the_app_keeps_its_own(pod_factory
         assert has_token == (not container["name"].startswith("ferry-")), container["name"]
 
 
-def test_a_limit_range_below_ferrys_limits_denies_naming_it_and_the_setting(pod_factory: PodFactory) -> None:
+def test_a_limit_range_below_ferrys_limits_denies_naming_it_and_the_setting() -> None:
     small = {
         "metadata": {"name": "small", "namespace": "team-b"},
         "spec": {
             "limits": [{"type": "Pod", "max": {"memory": "1Mi"}}, {"type": "Container", "max": {"memory": "48Mi"}}]
         },
     }
-    request = PodRequest.read(app_pod(pod_factory), "team-b", None)
-    admission = admit_pod(
-        request,
-        decide_injection(request, SETTINGS),
-        spc_lookup=lambda ns, name: None,
-        settings=SETTINGS,
-        native_sidecars=True,
-        limit_ranges=[small],
-    )
+    admission = admit_request(PodRequest.read(app_pod(), "team-b", None), SETTINGS, limit_ranges=[small])
     assert admission.outcome == "denied" and admission.reason == "limit-range"
     assert admission.message is not None
     assert "LimitRange small in namespace team-b: spec.limits[1].max.memory is 48Mi" in admission.message
     assert "FERRY_FETCHER_MEMORY_LIMIT" in admission.message
 
 
-def test_foreign_status_values_are_denied(pod_factory: PodFactory) -> None:
-    admission = admit(app_pod(pod_factory, **{"ferry.dev/status": "pending"}))
+def test_foreign_status_values_are_denied() -> None:
+    admission = admit(app_pod(**{"ferry.dev/status": "pending"}))
     assert admission.outcome == "denied"
     assert admission.message == "ferry.dev/status: 'pending' is written by Ferry (only 'injected'); remove it"
 
 
-def test_denied_and_skipped_pods_are_returned_unchanged(pod_factory: PodFactory) -> None:
-    pod = app_pod(pod_factory, **{"ferry.dev/mount-path": "/etc"})
+def test_denied_and_skipped_pods_are_returned_unchanged() -> None:
+    pod = app_pod(**{"ferry.dev/mount-path": "/etc"})
     denial = admit(pod)
     assert denial.outcome == "denied" and denial.pod is pod and denial.message
-    skipped = pod_factory()
+    skipped = make_pod(namespace="team-b")
     assert admit(skipped).pod is skipped
 
 
-def test_the_pod_spec_holds_names_never_secret_values(pod_factory: PodFactory) -> None:
-    pod = app_pod(pod_factory, **{"ferry.dev/refresh-interval": "1m"})
+def test_the_pod_spec_holds_names_never_secret_values() -> None:
+    pod = app_pod(**{"ferry.dev/refresh-interval": "1m"})
     new = admit(pod).pod
     text = json.dumps(new)
     wire = json.loads(new["spec"]["initContainers"][0]["env"][0]["value"])
@@ -314,8 +297,8 @@ def test_the_pod_spec_holds_names_never_secret_values(pod_factory: PodFactory) -
         }
 
 
-def test_patch_is_short_and_readable(pod_factory: PodFactory) -> None:
-    pod = app_pod(pod_factory, **{"ferry.dev/refresh-interval": "1m"})
+def test_patch_is_short_and_readable() -> None:
+    pod = app_pod(**{"ferry.dev/refresh-interval": "1m"})
     ops = make_pod_patch(pod, admit(pod).pod)
     assert [(op["op"], op["path"]) for op in ops] == [
         ("add", "/metadata/annotations/ferry.dev~1status"),
@@ -349,20 +332,13 @@ def test_patch_handles_pods_without_init_containers_or_annotations(patched_pod: 
         "metadata": {"name": "s", "namespace": "team-b"},
         "spec": {"provider": "aws", "parameters": {"objects": OBJECTS, "region": "eu-west-1"}},
     }
-    request = PodRequest.read(pod, "team-b", ns)
-    admission = admit_pod(
-        request,
-        decide_injection(request, SETTINGS),
-        spc_lookup=lambda n, s: spc,
-        settings=SETTINGS,
-        native_sidecars=True,
-    )
+    admission = admit_request(PodRequest.read(pod, "team-b", ns), SETTINGS, spc_lookup=lambda n, s: spc)
     assert admission.outcome == "injected"
     check_patch(pod, admission.pod, patched_pod)
 
 
-def test_pod_level_resources_hold_ferrys_sidecar(pod_factory: PodFactory) -> None:
-    pod = app_pod(pod_factory, **{"ferry.dev/refresh-interval": "5m"})
+def test_pod_level_resources_hold_ferrys_sidecar() -> None:
+    pod = app_pod(**{"ferry.dev/refresh-interval": "5m"})
     pod["spec"]["resources"] = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}
     injected = admit(pod).pod
     assert injected["spec"]["resources"] == {  # the requests have room for the sidecar's 10m / 32Mi: unchanged

@@ -8,7 +8,6 @@ hostile tenant would try.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,34 +15,35 @@ import pytest
 from fetcher.contract import spec_from_json, spec_to_json
 from fetcher.contract.endpoints import EndpointPolicy, EndpointRequest, check_endpoints
 from fetcher.contract.problems import Problem
+from tests.support.pods import make_pod
 from tests.support.resolving import denied, lookup, resolve_pod, resolved
 from webhook.settings import Settings, SettingsError
 
-PodFactory = Callable[..., dict[str, Any]]
 OBJECTS = '- objectName: "prod/db"\n  objectType: secretsmanager\n'
 VPCE = "https://vpce-0a1b2c3d-4e5f.secretsmanager.us-east-1.vpce.amazonaws.com"
 
 
-def pod_with(pod_factory: PodFactory, endpoints: str) -> dict[str, Any]:
-    return pod_factory(
-        {"ferry.dev/objects": OBJECTS, "ferry.dev/region": "us-east-1", "ferry.dev/aws-endpoints": endpoints}
+def pod_with(endpoints: str) -> dict[str, Any]:
+    return make_pod(
+        {"ferry.dev/objects": OBJECTS, "ferry.dev/region": "us-east-1", "ferry.dev/aws-endpoints": endpoints},
+        namespace="team-b",
     )
 
 
-def test_aws_hosts_are_admitted_and_travel_in_the_spec(pod_factory: PodFactory, settings: Settings) -> None:
+def test_aws_hosts_are_admitted_and_travel_in_the_spec(settings: Settings) -> None:
     value = f"secretsmanager={VPCE}, sts=https://sts-fips.us-east-1.amazonaws.com/"
-    result = resolved(resolve_pod(pod_with(pod_factory, value), None, lookup(), settings))
+    result = resolved(resolve_pod(pod_with(value), None, lookup(), settings))
     assert result.spec.endpoints == (("secretsmanager", VPCE), ("sts", "https://sts-fips.us-east-1.amazonaws.com"))
     assert spec_from_json(spec_to_json(result.spec)).endpoints == result.spec.endpoints
 
 
-def test_the_namespace_annotation_applies_when_the_pod_has_none(pod_factory: PodFactory, settings: Settings) -> None:
+def test_the_namespace_annotation_applies_when_the_pod_has_none(settings: Settings) -> None:
     ns = {
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {"name": "team-b", "annotations": {"ferry.dev/aws-endpoints": f"secretsmanager={VPCE}"}},
     }
-    pod = pod_factory({"ferry.dev/objects": OBJECTS, "ferry.dev/region": "us-east-1"})
+    pod = make_pod({"ferry.dev/objects": OBJECTS, "ferry.dev/region": "us-east-1"}, namespace="team-b")
     assert resolved(resolve_pod(pod, ns, lookup(), settings)).spec.endpoints == (("secretsmanager", VPCE),)
 
 
@@ -61,10 +61,8 @@ def test_the_namespace_annotation_applies_when_the_pod_has_none(pod_factory: Pod
         ("x" * 5000, "longer than 2048"),
     ],
 )
-def test_what_a_tenant_may_not_point_the_pods_credentials_at(
-    pod_factory: PodFactory, settings: Settings, value: str, reason: str
-) -> None:
-    denial = denied(resolve_pod(pod_with(pod_factory, value), None, lookup(), settings))
+def test_what_a_tenant_may_not_point_the_pods_credentials_at(settings: Settings, value: str, reason: str) -> None:
+    denial = denied(resolve_pod(pod_with(value), None, lookup(), settings))
     assert "ferry.dev/aws-endpoints" in denial.message and reason in denial.message
     assert len(denial.message) < 1000
 
@@ -83,11 +81,9 @@ def test_what_a_tenant_may_not_point_the_pods_credentials_at(
         "ssm=https://secretsmanager.us-east-1.amazonaws.com",  # another service's name
     ],
 )
-def test_only_aws_own_service_names_pass_the_default_list(
-    pod_factory: PodFactory, settings: Settings, value: str
-) -> None:
+def test_only_aws_own_service_names_pass_the_default_list(settings: Settings, value: str) -> None:
     """The STS endpoint receives the pod's IRSA token, the others its signed requests: `*.amazonaws.com` is too wide."""
-    denial = denied(resolve_pod(pod_with(pod_factory, value), None, lookup(), settings))
+    denial = denied(resolve_pod(pod_with(value), None, lookup(), settings))
     assert "not allowed by the webhook" in denial.message
 
 
@@ -108,8 +104,8 @@ def test_only_aws_own_service_names_pass_the_default_list(
         "sts=https://sts.eusc-de-east-1.amazonaws.eu",
     ],
 )
-def test_aws_own_service_names_pass_the_default_list(pod_factory: PodFactory, settings: Settings, value: str) -> None:
-    resolved(resolve_pod(pod_with(pod_factory, value), None, lookup(), settings))
+def test_aws_own_service_names_pass_the_default_list(settings: Settings, value: str) -> None:
+    resolved(resolve_pod(pod_with(value), None, lookup(), settings))
 
 
 @pytest.mark.parametrize(
@@ -122,16 +118,14 @@ def test_a_url_with_spaces_or_control_characters_is_refused(url: str) -> None:
     assert "space or control character" in problems[0].message
 
 
-def test_the_webhook_widens_or_narrows_the_allow_list(pod_factory: PodFactory) -> None:
+def test_the_webhook_widens_or_narrows_the_allow_list() -> None:
     lab = Settings.from_env(
         {"FERRY_ENDPOINT_ALLOWED_HOSTS": "127.0.0.1,*.corp.internal", "FERRY_ENDPOINT_ALLOW_HTTP": "true"}
     )
     assert lab.endpoint_policy == EndpointPolicy(allowed_hosts=("127.0.0.1", "*.corp.internal"), allow_http=True)
-    ok = resolve_pod(
-        pod_with(pod_factory, "ssm=http://127.0.0.1:5000,sts=https://sts.corp.internal"), None, lookup(), lab
-    )
+    ok = resolve_pod(pod_with("ssm=http://127.0.0.1:5000,sts=https://sts.corp.internal"), None, lookup(), lab)
     assert resolved(ok).spec.endpoints[0] == ("ssm", "http://127.0.0.1:5000")
-    denial = denied(resolve_pod(pod_with(pod_factory, f"secretsmanager={VPCE}"), None, lookup(), lab))
+    denial = denied(resolve_pod(pod_with(f"secretsmanager={VPCE}"), None, lookup(), lab))
     assert "FERRY_ENDPOINT_ALLOWED_HOSTS" in denial.message
 
 
@@ -148,30 +142,32 @@ def test_bad_settings_stop_the_webhook_naming_the_variable(env: dict[str, str]) 
         Settings.from_env(env)
 
 
-def test_a_gcp_pod_naming_aws_endpoints_is_told_they_do_not_apply(pod_factory: PodFactory, settings: Settings) -> None:
-    pod = pod_factory(
+def test_a_gcp_pod_naming_aws_endpoints_is_told_they_do_not_apply(settings: Settings) -> None:
+    pod = make_pod(
         {
             "ferry.dev/provider": "gcp",
             "ferry.dev/objects": "- resourceName: projects/p/secrets/db/versions/latest\n  path: db\n",
             "ferry.dev/aws-endpoints": f"secretsmanager={VPCE}",
-        }
+        },
+        namespace="team-b",
     )
     denial = denied(resolve_pod(pod, None, lookup(), settings))
     assert "ferry.dev/aws-endpoints: names AWS endpoints, but the objects are GCP's" in denial.message
 
 
-def test_a_gcp_pod_in_a_namespace_with_aws_endpoints_is_admitted(pod_factory: PodFactory, settings: Settings) -> None:
+def test_a_gcp_pod_in_a_namespace_with_aws_endpoints_is_admitted(settings: Settings) -> None:
     """The namespace's endpoints are for its AWS pods: a GCP pod cannot remove them, so they do not deny it."""
     ns = {
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {"name": "team-b", "annotations": {"ferry.dev/aws-endpoints": f"secretsmanager={VPCE}"}},
     }
-    pod = pod_factory(
+    pod = make_pod(
         {
             "ferry.dev/provider": "gcp",
             "ferry.dev/objects": "- resourceName: projects/my-project/secrets/db/versions/latest\n  path: db\n",
-        }
+        },
+        namespace="team-b",
     )
     gcp_settings = Settings.from_env(
         {"FERRY_GCP_PROJECT": "my-project", "FERRY_GCP_LOCATION": "us-central1", "FERRY_GCP_CLUSTER": "prod"}
@@ -179,11 +175,11 @@ def test_a_gcp_pod_in_a_namespace_with_aws_endpoints_is_admitted(pod_factory: Po
     assert resolved(resolve_pod(pod, ns, lookup(), gcp_settings)).spec.endpoints == ()
 
 
-def test_aws_names_and_the_administrators_own_together(pod_factory: PodFactory) -> None:
+def test_aws_names_and_the_administrators_own_together() -> None:
     """`aws` in FERRY_ENDPOINT_ALLOWED_HOSTS keeps AWS's own names beside the cluster's own patterns."""
     both = Settings.from_env({"FERRY_ENDPOINT_ALLOWED_HOSTS": "aws, *.vpce.corp.internal"})
     value = f"secretsmanager={VPCE},sts=https://sts.vpce.corp.internal"
-    assert len(resolved(resolve_pod(pod_with(pod_factory, value), None, lookup(), both)).spec.endpoints) == 2
+    assert len(resolved(resolve_pod(pod_with(value), None, lookup(), both)).spec.endpoints) == 2
     tenant_owned = "sts=https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com"
-    denial = denied(resolve_pod(pod_with(pod_factory, tenant_owned), None, lookup(), both))
+    denial = denied(resolve_pod(pod_with(tenant_owned), None, lookup(), both))
     assert "AWS's own sts endpoint names, *.vpce.corp.internal" in denial.message

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.support.paths import REPO_ROOT
+from tests.support.pods import make_pod
 from tests.support.reviews import pod_create_review
 from webhook.cluster.kube import WatchCache, slim_namespace
 from webhook.edge.app import BodyBudget, create_app
@@ -107,8 +108,7 @@ def test_the_admission_memo_keeps_at_most_512_pods(asgi_client: Callable[[Any], 
     app = create_app(Settings(), StaticView([], [{"metadata": {"name": "team-a"}}]), native_sidecars=True)
     client = asgi_client(app)
     for index in range(530):
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "team-a"}}
-        pod["spec"] = {"containers": [{"name": "app", "image": f"app:{index}"}]}
+        pod = make_pod(None, [{"name": "app", "image": f"app:{index}"}], name="p", namespace="team-a")
         assert client.post("/mutate", content=json.dumps(pod_create_review(pod, namespace="team-a"))).status_code == 200
     assert 0 < len(app.state.memo) <= 512
 
@@ -153,9 +153,8 @@ def test_a_denial_reports_at_most_20_problems(asgi_client: Callable[[Any], Any])
     view = StaticView([], [{"metadata": {"name": "team-a"}}])
     client = asgi_client(create_app(Settings(default_region="us-east-1"), view, native_sidecars=True))
     objects = "\n".join(f"- objectName: o{i}\n  objectType: secretsmanager\n  objectAlias: ../x{i}" for i in range(25))
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "team-a"}}
-    pod["metadata"]["annotations"] = {"ferry.dev/inject": "true", "ferry.dev/objects": objects}  # type: ignore[index]
-    pod["spec"] = {"containers": [{"name": "app", "image": "app:1"}]}
+    annotations = {"ferry.dev/inject": "true", "ferry.dev/objects": objects}
+    pod = make_pod(annotations, [{"name": "app", "image": "app:1"}], name="p", namespace="team-a")
     answer = client.post("/mutate", content=json.dumps(pod_create_review(pod, namespace="team-a"))).json()
     message = answer["response"]["status"]["message"]
     assert len(message) < 4096 and message.count("objectAlias") == 20, message

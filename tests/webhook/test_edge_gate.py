@@ -11,6 +11,8 @@ upper bounds; no test measures how fast anything is.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import resource
 import select
@@ -20,7 +22,7 @@ import ssl
 import struct
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ import psutil
 import pytest
 
 from tests.support.net import LOOPBACK
+from tests.support.pods import make_pod
 from tests.support.reviews import pod_create_review
 from tests.support.served import ServedWebhook, closed_by_server
 from tests.support.tlsserver import TLSServer
@@ -88,8 +91,7 @@ def _tls(port: int, context: ssl.SSLContext, source: str) -> ssl.SSLSocket:
 
 
 def _review_bytes(serial: int) -> bytes:
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"p{serial}", "namespace": "team-a"}}
-    pod["spec"] = {"containers": [{"name": "app", "image": "app:1"}]}
+    pod = make_pod(None, [{"name": "app", "image": "app:1"}], name=f"p{serial}", namespace="team-a")
     body = json.dumps(pod_create_review(pod, namespace="team-a")).encode()
     head = "POST /mutate?timeout=5s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
     return (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
@@ -352,6 +354,7 @@ def test_stalled_handshakes_never_refuse_a_new_api_server_connection(tls_files: 
             sock.close()
 
 
+@functools.cache
 def _client_hello() -> bytes:
     """A real TLS ClientHello, as a pod's client would send it first."""
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -359,6 +362,27 @@ def _client_hello() -> bytes:
     with pytest.raises(ssl.SSLWantReadError):
         tls.do_handshake()
     return outgoing.read()
+
+
+def _hello(port: int, source: str) -> socket.socket:
+    """A connection from `source` that sends a ClientHello and never answers the server's reply."""
+    sock = _raw(port, source)
+    sock.sendall(_client_hello())
+    return sock
+
+
+@contextlib.contextmanager
+def _hellos(port: int, sources: Iterable[str]) -> Iterator[list[socket.socket]]:
+    """A burst of `_hello` connections, one per source in order; the list, and what a test adds to it, is closed
+    on leaving."""
+    held: list[socket.socket] = []
+    try:
+        for source in sources:
+            held.append(_hello(port, source))
+        yield held
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def test_a_burst_of_handshakes_runs_a_few_at_a_time_each_address_in_turn(tls_files: tuple[Path, Path, Path]) -> None:
@@ -369,21 +393,13 @@ def test_a_burst_of_handshakes_runs_a_few_at_a_time_each_address_in_turn(tls_fil
     requests), and no connection waited.
     """
     limits = GateLimits(max_connections=CONNECTIONS, handshake_deadline=120.0)  # only the deadline changed
-    hello = _client_hello()
-    with _server(tls_files, limits=limits) as server:
-        held = []
-        for _ in range(400):
-            sock = _raw(server.port, "127.0.0.3")
-            sock.sendall(hello)
-            held.append(sock)
+    with _server(tls_files, limits=limits) as server, _hellos(server.port, ["127.0.0.3"] * 400):
         assert _eventually(lambda: server.gate.connections == 400)
         seen = [server.gate.handshaking for _ in range(200)]
         assert max(seen) <= 2
         with _tls(server.port, _context(tls_files), LOOPBACK) as sock:
             assert _request(sock, _review_bytes(1)) == "HTTP/1.1 200 OK"
         assert server.gate.waiting >= 100
-        for sock in held:
-            sock.close()
 
 
 def test_served_connections_send_without_delay(tls_files: tuple[Path, Path, Path]) -> None:
@@ -436,14 +452,13 @@ def test_bodies_read_at_once_on_many_connections_stay_apart(tls_files: tuple[Pat
     context = _context(tls_files)
 
     def review(serial: int) -> tuple[bytes, str]:
-        pod: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": f"p{serial}", "namespace": "team-a"},
-        }
-        pod["metadata"]["labels"] = {"pad": str(serial)}
-        pod["metadata"]["annotations"] = {"example.com/pad": f"{serial:06d}" * 50_000}
-        pod["spec"] = {"containers": [{"name": "app", "image": "app:1"}]}
+        pod = make_pod(
+            {"example.com/pad": f"{serial:06d}" * 50_000},
+            [{"name": "app", "image": "app:1"}],
+            name=f"p{serial}",
+            namespace="team-a",
+            labels={"pad": str(serial)},
+        )
         body = pod_create_review(pod, namespace="team-a")
         data = json.dumps(body).encode()
         head = "POST /mutate?timeout=5s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
@@ -579,20 +594,13 @@ def test_a_handshake_waiting_for_its_client_passes_its_turn_on_at_most_16_at_onc
     legitimate stream waited 0.5-1 s behind the burst in the hostile-tenant bench.
     """
     limits = GateLimits(max_connections=CONNECTIONS, handshake_deadline=120.0, handshake_turn=120.0)
-    hello = _client_hello()
     with _server(tls_files, limits=limits) as server:
-        held = []
-        for number in range(30):
-            sock = _raw(server.port, f"127.0.0.{3 + number % 6}")
-            sock.sendall(hello)
-            held.append(sock)
-        assert _eventually(lambda: server.gate.awaiting_client == 16 and server.gate.handshaking == 2)
-        assert max(server.gate._awaiting_by_host.values()) <= 4
-        assert _eventually(lambda: sum(not _still_open(s) for s in held) == 18)  # readable: the server's reply
-        assert server.gate.waiting == 12
-        assert max(server.gate.awaiting_client for _ in range(200)) == 16
-        for sock in held:
-            sock.close()
+        with _hellos(server.port, [f"127.0.0.{3 + number % 6}" for number in range(30)]) as held:
+            assert _eventually(lambda: server.gate.awaiting_client == 16 and server.gate.handshaking == 2)
+            assert max(server.gate._awaiting_by_host.values()) <= 4
+            assert _eventually(lambda: sum(not _still_open(s) for s in held) == 18)  # readable: the server's reply
+            assert server.gate.waiting == 12
+            assert max(server.gate.awaiting_client for _ in range(200)) == 16
         assert _eventually(lambda: server.gate.awaiting_client == 0 and server.gate.connections == 0)
 
 
@@ -604,17 +612,9 @@ def test_the_api_servers_handshakes_waiting_for_their_client_are_not_counted(
     limits = GateLimits(
         max_connections=CONNECTIONS, handshake_deadline=120.0, handshake_turn=120.0, protected=parse_networks(LOOPBACK)
     )
-    hello = _client_hello()
-    with _server(tls_files, limits=limits) as server:
-        held = []
-        for _ in range(30):
-            sock = _raw(server.port, LOOPBACK)
-            sock.sendall(hello)
-            held.append(sock)
+    with _server(tls_files, limits=limits) as server, _hellos(server.port, [LOOPBACK] * 30) as held:
         assert _eventually(lambda: sum(not _still_open(s) for s in held) == 30)  # readable: the server's reply
         assert server.gate.waiting == 0 and server.gate.handshaking == 0 and server.gate.awaiting_client == 0
-        for sock in held:
-            sock.close()
 
 
 def test_pending_connections_past_their_deadline_are_closed_a_batch_per_loop_turn(
@@ -658,26 +658,15 @@ def test_one_address_cannot_hold_every_place_among_the_handshakes_awaiting_their
     handshake still passes its turn on once the server's part is sent (it is not left holding a turn through
     its round trip because one address took every place among those awaiting their client)."""
     limits = GateLimits(max_connections=CONNECTIONS, handshake_deadline=120.0, handshake_turn=0.3)
-    hello = _client_hello()
-    with _server(tls_files, limits=limits) as server:
-        held: list[socket.socket] = []
-        try:
-            for _ in range(40):
-                sock = _raw(server.port, "127.0.0.3")
-                sock.sendall(hello)
-                held.append(sock)
-            assert _eventually(lambda: server.gate.awaiting_client > 0 and server.gate.handshaking == 2)
-            time.sleep(1.0)  # the hostile pod's handshakes take what places they can
-            before = server.gate.awaiting_client
-            assert before == 4, "one address holds at most 4 of the 16 places"
-            other = _raw(server.port, "127.0.0.4")
-            other.sendall(hello)
-            held.append(other)
-            assert _eventually(lambda: not _still_open(other), timeout=5.0)  # the server's part reached it
-            assert _eventually(lambda: server.gate.awaiting_client == before + 1, timeout=2.0), before
-        finally:
-            for sock in held:
-                sock.close()
+    with _server(tls_files, limits=limits) as server, _hellos(server.port, ["127.0.0.3"] * 40) as held:
+        assert _eventually(lambda: server.gate.awaiting_client > 0 and server.gate.handshaking == 2)
+        time.sleep(1.0)  # the hostile pod's handshakes take what places they can
+        before = server.gate.awaiting_client
+        assert before == 4, "one address holds at most 4 of the 16 places"
+        other = _hello(server.port, "127.0.0.4")
+        held.append(other)
+        assert _eventually(lambda: not _still_open(other), timeout=5.0)  # the server's part reached it
+        assert _eventually(lambda: server.gate.awaiting_client == before + 1, timeout=2.0), before
 
 
 def test_a_new_connection_is_not_held_behind_its_own_address_s_backlog_of_handshakes(
@@ -697,36 +686,24 @@ def test_a_new_connection_is_not_held_behind_its_own_address_s_backlog_of_handsh
         awaiting_client=0,  # turns are held until the handshake ends: the queue order is all that decides
         handshake_patience=1.5,
     )
-    hello = _client_hello()
-    with _server(tls_files, limits=limits) as server:
-        held: list[socket.socket] = []
-        try:
-            for _ in range(12):
-                sock = _raw(server.port, LOOPBACK)
-                sock.sendall(hello)
-                held.append(sock)
-            assert _eventually(lambda: server.gate.handshaking == 2 and server.gate.waiting == 10)
-            first = [sock for sock in held if not _still_open(sock)]
-            assert len(first) == 2
-            newest = _raw(server.port, LOOPBACK)
-            newest.sendall(hello)
-            held.append(newest)
-            assert _eventually(lambda: server.gate.waiting == 11)
-            first[0].close()  # its turn ends: the newest connection goes next, not the oldest waiting one
-            assert _eventually(lambda: not _still_open(newest), timeout=2.0)
-            queued = [sock for sock in held[:12] if sock not in first]
-            assert all(_still_open(sock) for sock in queued)
-            time.sleep(1.6)  # the queue's oldest has now waited past the patience
-            later = _raw(server.port, LOOPBACK)
-            later.sendall(hello)
-            held.append(later)
-            assert _eventually(lambda: server.gate.waiting == 11)
-            first[1].close()
-            assert _eventually(lambda: sum(not _still_open(sock) for sock in queued) == 1, timeout=2.0)
-            assert not _still_open(queued[0]) and _still_open(later), "the oldest waiting past the patience first"
-        finally:
-            for sock in held:
-                sock.close()
+    with _server(tls_files, limits=limits) as server, _hellos(server.port, [LOOPBACK] * 12) as held:
+        assert _eventually(lambda: server.gate.handshaking == 2 and server.gate.waiting == 10)
+        first = [sock for sock in held if not _still_open(sock)]
+        assert len(first) == 2
+        newest = _hello(server.port, LOOPBACK)
+        held.append(newest)
+        assert _eventually(lambda: server.gate.waiting == 11)
+        first[0].close()  # its turn ends: the newest connection goes next, not the oldest waiting one
+        assert _eventually(lambda: not _still_open(newest), timeout=2.0)
+        queued = [sock for sock in held[:12] if sock not in first]
+        assert all(_still_open(sock) for sock in queued)
+        time.sleep(1.6)  # the queue's oldest has now waited past the patience
+        later = _hello(server.port, LOOPBACK)
+        held.append(later)
+        assert _eventually(lambda: server.gate.waiting == 11)
+        first[1].close()
+        assert _eventually(lambda: sum(not _still_open(sock) for sock in queued) == 1, timeout=2.0)
+        assert not _still_open(queued[0]) and _still_open(later), "the oldest waiting past the patience first"
 
 
 def test_handshakes_awaiting_their_client_give_their_places_back_when_they_time_out_or_are_reset(
@@ -741,24 +718,15 @@ def test_handshakes_awaiting_their_client_give_their_places_back_when_they_time_
     against; it guards the count.
     """
     limits = GateLimits(max_connections=CONNECTIONS, handshake_deadline=1.5, handshake_turn=120.0)
-    hello = _client_hello()
-    with _server(tls_files, limits=limits) as server:
-        held: list[socket.socket] = []
-        try:
-            for number in range(12):
-                sock = _raw(server.port, f"127.0.0.{3 + number % 3}")
-                sock.sendall(hello)
-                held.append(sock)
-            assert _eventually(lambda: server.gate.awaiting_client == 12)
-            assert server.gate._awaiting_by_host == {"127.0.0.3": 4, "127.0.0.4": 4, "127.0.0.5": 4}
-            for sock in held[:3]:  # a reset from the client while its handshake awaits it
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                sock.close()
-            assert _eventually(lambda: server.gate.awaiting_client == 0 and server.gate.connections == 0)
-            assert server.gate._awaiting_by_host == {} and server.gate.handshaking == 0
-        finally:
-            for sock in held:
-                sock.close()
+    sources = [f"127.0.0.{3 + number % 3}" for number in range(12)]
+    with _server(tls_files, limits=limits) as server, _hellos(server.port, sources) as held:
+        assert _eventually(lambda: server.gate.awaiting_client == 12)
+        assert server.gate._awaiting_by_host == {"127.0.0.3": 4, "127.0.0.4": 4, "127.0.0.5": 4}
+        for sock in held[:3]:  # a reset from the client while its handshake awaits it
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        assert _eventually(lambda: server.gate.awaiting_client == 0 and server.gate.connections == 0)
+        assert server.gate._awaiting_by_host == {} and server.gate.handshaking == 0
 
 
 def test_a_turn_freed_to_make_room_for_the_api_server_goes_to_its_handshake(
@@ -777,19 +745,9 @@ def test_a_turn_freed_to_make_room_for_the_api_server_goes_to_its_handshake(
         awaiting_client=0,  # turns are held until the handshake ends
         protected=parse_networks(LOOPBACK),
     )
-    hello = _client_hello()
     context = _context(tls_files)
-    with _server(tls_files, limits=limits) as server:
-        held: list[socket.socket] = []
-        try:
-            for _ in range(6):
-                sock = _raw(server.port, "127.0.0.3")
-                sock.sendall(hello)
-                held.append(sock)
-            assert _eventually(lambda: server.gate.handshaking == 2 and server.gate.waiting == 4)
-            with socket.create_connection(("127.0.0.1", server.port), timeout=5.0) as raw:
-                with context.wrap_socket(raw, server_hostname="localhost") as api_server:
-                    assert _request(api_server, _review_bytes(1)) == "HTTP/1.1 200 OK"
-        finally:
-            for sock in held:
-                sock.close()
+    with _server(tls_files, limits=limits) as server, _hellos(server.port, ["127.0.0.3"] * 6):
+        assert _eventually(lambda: server.gate.handshaking == 2 and server.gate.waiting == 4)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5.0) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost") as api_server:
+                assert _request(api_server, _review_bytes(1)) == "HTTP/1.1 200 OK"

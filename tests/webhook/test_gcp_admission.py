@@ -8,13 +8,12 @@ from typing import Any
 import yaml
 
 from fetcher.contract import FetchSpec, spec_from_json, spec_to_json
-from tests.support.resolving import lookup
-from webhook.policy.decide import decide_injection
-from webhook.policy.pipeline import Admission, admit_pod
+from tests.support.pods import make_pod
+from tests.support.resolving import admit_request, lookup
+from webhook.policy.pipeline import Admission
 from webhook.policy.request import PodRequest
 from webhook.settings import Settings
 
-PodFactory = Callable[..., dict[str, Any]]
 Validate = Callable[[dict[str, Any], list[dict[str, Any]]], dict[str, Any]]
 
 GKE = Settings.from_env(
@@ -36,21 +35,15 @@ SPC = {
 
 
 def admit(pod: dict[str, Any], settings: Settings = GKE, namespace_obj: dict[str, Any] | None = None) -> Admission:
-    request = PodRequest.read(pod, "team-b", namespace_obj)
-    return admit_pod(
-        request,
-        decide_injection(request, settings),
-        spc_lookup=lookup(SPC),
-        settings=settings,
-        native_sidecars=True,
-    )
+    return admit_request(PodRequest.read(pod, "team-b", namespace_obj), settings, spc_lookup=lookup(SPC))
 
 
-def gcp_pod(pod_factory: PodFactory, **annotations: str) -> dict[str, Any]:
-    return pod_factory(
+def gcp_pod(**annotations: str) -> dict[str, Any]:
+    return make_pod(
         {"ferry.dev/inject": "true", "ferry.dev/provider": "gcp", "ferry.dev/objects": SECRETS, **annotations},
         containers=[{"name": "web", "image": "registry.example.com/web:1"}],
         securityContext={"runAsUser": 1000, "fsGroup": 2000},
+        namespace="team-b",
     )
 
 
@@ -59,8 +52,8 @@ def spec_of(admission: Admission) -> FetchSpec:
     return spec_from_json(next(e["value"] for e in init["env"] if e["name"] == "FERRY_SPEC"))
 
 
-def test_inline_gcp_objects_get_the_pool_token_volume_and_settings(pod_factory: PodFactory) -> None:
-    admission = admit(gcp_pod(pod_factory))
+def test_inline_gcp_objects_get_the_pool_token_volume_and_settings() -> None:
+    admission = admit(gcp_pod())
     assert admission.outcome == "injected", admission.message
     spec = spec_of(admission)
     assert spec.provider == "gcp" and spec.gcp is not None
@@ -77,28 +70,28 @@ def test_inline_gcp_objects_get_the_pool_token_volume_and_settings(pod_factory: 
     assert all(m["name"] != "ferry-gcp-token" for m in app["volumeMounts"])
 
 
-def test_a_gcp_spc_copied_from_the_provider_is_admitted(pod_factory: PodFactory) -> None:
-    pod = pod_factory({"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "app-secrets"})
+def test_a_gcp_spc_copied_from_the_provider_is_admitted() -> None:
+    pod = make_pod({"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "app-secrets"}, namespace="team-b")
     admission = admit(pod)
     assert admission.outcome == "injected", admission.message
     assert spec_of(admission).objects[1].file_permission == 0o400
 
 
-def test_the_service_account_comes_from_the_pod_then_the_namespace(pod_factory: PodFactory) -> None:
+def test_the_service_account_comes_from_the_pod_then_the_namespace() -> None:
     namespace = {
         "metadata": {
             "name": "team-b",
             "annotations": {"ferry.dev/gcp-service-account": "team@my-project.iam.gserviceaccount.com"},
         }
     }
-    spec = spec_of(admit(gcp_pod(pod_factory), namespace_obj=namespace))
+    spec = spec_of(admit(gcp_pod(), namespace_obj=namespace))
     assert spec.gcp is not None and spec.gcp.service_account == "team@my-project.iam.gserviceaccount.com"
-    pod = gcp_pod(pod_factory, **{"ferry.dev/gcp-service-account": "web@my-project.iam.gserviceaccount.com"})
+    pod = gcp_pod(**{"ferry.dev/gcp-service-account": "web@my-project.iam.gserviceaccount.com"})
     spec = spec_of(admit(pod, namespace_obj=namespace))
     assert spec.gcp is not None and spec.gcp.service_account == "web@my-project.iam.gserviceaccount.com"
 
 
-def test_namespace_annotations_override_the_pool_and_a_pod_cannot(pod_factory: PodFactory) -> None:
+def test_namespace_annotations_override_the_pool_and_a_pod_cannot() -> None:
     provider = "https://container.googleapis.com/v1/projects/other-proj/locations/europe-west4/clusters/c2"
     namespace = {
         "metadata": {
@@ -109,23 +102,23 @@ def test_namespace_annotations_override_the_pool_and_a_pod_cannot(pod_factory: P
             },
         }
     }
-    spec = spec_of(admit(gcp_pod(pod_factory), namespace_obj=namespace))
+    spec = spec_of(admit(gcp_pod(), namespace_obj=namespace))
     assert spec.gcp is not None and spec.gcp.workload_pool == "other-proj.svc.id.goog"
-    pod = gcp_pod(pod_factory, **{"ferry.dev/gcp-workload-pool": "attacker-proj.svc.id.goog"})
+    pod = gcp_pod(**{"ferry.dev/gcp-workload-pool": "attacker-proj.svc.id.goog"})
     admission = admit(pod)
     spec = spec_of(admission)
     assert spec.gcp is not None and spec.gcp.workload_pool == "my-project.svc.id.goog"
     assert any("ferry.dev/gcp-workload-pool is a namespace annotation" in w for w in admission.warnings)
 
 
-def test_without_workload_identity_settings_the_pod_is_denied_saying_what_to_set(pod_factory: PodFactory) -> None:
-    admission = admit(gcp_pod(pod_factory), settings=Settings())
+def test_without_workload_identity_settings_the_pod_is_denied_saying_what_to_set() -> None:
+    admission = admit(gcp_pod(), settings=Settings())
     assert admission.outcome == "denied"
     message = admission.message or ""
     assert "GKE Workload Identity is not configured" in message and "FERRY_GCP_PROJECT" in message
 
 
-def test_bad_entries_are_denied_naming_each_field(pod_factory: PodFactory) -> None:
+def test_bad_entries_are_denied_naming_each_field() -> None:
     bad = """
 - resourceName: projects/my-project/secrets/db/versions/latest
   path: ../../etc/passwd
@@ -142,7 +135,7 @@ def test_bad_entries_are_denied_naming_each_field(pod_factory: PodFactory) -> No
 - resourceName: projects/my-project/secrets/db/versions/3
   fileName: c
 """
-    admission = admit(gcp_pod(pod_factory, **{"ferry.dev/objects": bad}))
+    admission = admit(gcp_pod(**{"ferry.dev/objects": bad}))
     assert admission.outcome == "denied"
     message = admission.message or ""
     for expected in (
@@ -157,18 +150,15 @@ def test_bad_entries_are_denied_naming_each_field(pod_factory: PodFactory) -> No
     assert len(message) < 2500
 
 
-def test_shared_identities_are_denied(pod_factory: PodFactory) -> None:
+def test_shared_identities_are_denied() -> None:
     spc = {**SPC, "spec": {"provider": "gcp", "parameters": {"secrets": SECRETS, "auth": "provider-adc"}}}
-    pod = pod_factory({"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "app-secrets"})
-    request = PodRequest.read(pod, "team-b", None)
-    admission = admit_pod(
-        request, decide_injection(request, GKE), spc_lookup=lookup(spc), settings=GKE, native_sidecars=True
-    )
+    pod = make_pod({"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "app-secrets"}, namespace="team-b")
+    admission = admit_request(PodRequest.read(pod, "team-b", None), GKE, spc_lookup=lookup(spc))
     assert admission.outcome == "denied" and "shared by every pod on the node" in (admission.message or "")
 
 
-def test_a_tenant_cannot_redirect_ferrys_google_endpoints(pod_factory: PodFactory) -> None:
-    pod = gcp_pod(pod_factory)
+def test_a_tenant_cannot_redirect_ferrys_google_endpoints() -> None:
+    pod = gcp_pod()
     pod["spec"]["containers"][0]["env"] = [
         {"name": "FERRY_GCP_API_BASE", "value": "https://attacker.example"},
         {"name": "FERRY_GCP_TOKEN_FILE", "value": "/tmp/other"},
@@ -182,24 +172,26 @@ def test_a_tenant_cannot_redirect_ferrys_google_endpoints(pod_factory: PodFactor
             assert not names & {"FERRY_GCP_API_BASE", "FERRY_GCP_TOKEN_FILE", "SSL_CERT_FILE"}
 
 
-def test_an_aws_pod_gets_no_gcp_token(pod_factory: PodFactory) -> None:
+def test_an_aws_pod_gets_no_gcp_token() -> None:
     objects = "- objectName: prod/db\n  objectType: secretsmanager\n"
-    pod = pod_factory({"ferry.dev/inject": "true", "ferry.dev/objects": objects, "ferry.dev/region": "eu-west-1"})
+    pod = make_pod(
+        {"ferry.dev/inject": "true", "ferry.dev/objects": objects, "ferry.dev/region": "eu-west-1"}, namespace="team-b"
+    )
     admission = admit(pod)
     assert admission.outcome == "injected", admission.message
     assert all(v["name"] != "ferry-gcp-token" for v in admission.pod["spec"]["volumes"])
     assert spec_of(admission).gcp is None
 
 
-def test_the_wire_form_of_gcp_objects_is_the_providers_format(pod_factory: PodFactory) -> None:
-    spec = spec_of(admit(gcp_pod(pod_factory)))
+def test_the_wire_form_of_gcp_objects_is_the_providers_format() -> None:
+    spec = spec_of(admit(gcp_pod()))
     import json
 
     wire = json.loads(spec_to_json(spec))
     assert wire["objects"] == yaml.safe_load(SECRETS.replace("mode: 0400", "mode: 256"))
 
 
-def test_hostile_names_are_denied_with_a_bounded_message(pod_factory: PodFactory) -> None:
+def test_hostile_names_are_denied_with_a_bounded_message() -> None:
     hostile = [
         "projects/my-project/locations/evil.example.com#/secrets/s/versions/1",  # a location that would pick the host
         "projects/my-project/locations/us-central1/secrets/s/versions/1/../../../other",
@@ -210,7 +202,7 @@ def test_hostile_names_are_denied_with_a_bounded_message(pod_factory: PodFactory
     ]
     entries = [{"resourceName": name, "path": f"f{i}"} for i, name in enumerate(hostile)]
     entries += [{"resourceName": "projects/my-project/secrets/s/versions/x" * 3, "path": f"g{i}"} for i in range(300)]
-    admission = admit(gcp_pod(pod_factory, **{"ferry.dev/objects": yaml.safe_dump(entries)[:60_000]}))
+    admission = admit(gcp_pod(**{"ferry.dev/objects": yaml.safe_dump(entries)[:60_000]}))
     assert admission.outcome == "denied"
     message = admission.message or ""
     for index in range(len(hostile)):
@@ -249,18 +241,18 @@ def test_gke_settings_are_checked_at_start_up() -> None:
             Settings.from_env(bad)
 
 
-def test_aws_objects_under_provider_gcp_say_which_format_is_expected(pod_factory: PodFactory) -> None:
-    pod = gcp_pod(pod_factory, **{"ferry.dev/objects": "- objectName: prod/db\n  objectType: secretsmanager\n"})
+def test_aws_objects_under_provider_gcp_say_which_format_is_expected() -> None:
+    pod = gcp_pod(**{"ferry.dev/objects": "- objectName: prod/db\n  objectType: secretsmanager\n"})
     message = admit(pod).message or ""
     assert "objects[0].'objectName': is not a known key; it is an AWS key" in message
     assert "objects[0].resourceName: is missing" in message
 
 
-def test_an_app_container_cannot_mount_ferrys_gcp_token(pod_factory: PodFactory) -> None:
+def test_an_app_container_cannot_mount_ferrys_gcp_token() -> None:
     """The pod does not declare ferry-gcp-token, so a mount of it dangles until Ferry adds the volume:
     then the app (or a container ferry.dev/containers leaves out) would read the workload-pool token."""
     for group in ("containers", "initContainers"):
-        pod = gcp_pod(pod_factory)
+        pod = gcp_pod()
         thief = {
             "name": "thief",
             "image": "registry.example.com/x:1",

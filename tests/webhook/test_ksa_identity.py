@@ -14,18 +14,17 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fetcher.contract.gcp import KsaAnnotation
-from tests.support.resolving import lookup
+from tests.support.pods import make_pod
+from tests.support.resolving import admit_request, lookup
 from tests.support.reviews import pod_create_review
 from tests.webhook.test_gcp_admission import GKE, SPC, gcp_pod, spec_of
 from webhook.edge.app import create_app
 from webhook.policy.admission import service_account_name
-from webhook.policy.decide import decide_injection
 from webhook.policy.memo import pod_key
-from webhook.policy.pipeline import Admission, admit_pod
+from webhook.policy.pipeline import Admission
 from webhook.policy.request import PodRequest
 from webhook.settings import Settings
 
-PodFactory = Callable[..., dict[str, Any]]
 WEB = "web@my-project.iam.gserviceaccount.com"
 TEAM = "team@my-project.iam.gserviceaccount.com"
 OTHER = "other@my-project.iam.gserviceaccount.com"
@@ -33,10 +32,7 @@ AWS_OBJECTS = "- objectName: prod/db\n  objectType: secretsmanager\n"
 
 
 def admit(pod: dict[str, Any], ksa: KsaAnnotation | None, namespace_obj: dict[str, Any] | None = None) -> Admission:
-    request = PodRequest.read(pod, "team-b", namespace_obj, ksa)
-    return admit_pod(
-        request, decide_injection(request, GKE), spc_lookup=lookup(SPC), settings=GKE, native_sidecars=True
-    )
+    return admit_request(PodRequest.read(pod, "team-b", namespace_obj, ksa), GKE, spc_lookup=lookup(SPC))
 
 
 def account(admission: Admission) -> str | None:
@@ -46,31 +42,31 @@ def account(admission: Admission) -> str | None:
     return gcp.service_account
 
 
-def test_the_service_accounts_annotation_is_impersonated(pod_factory: PodFactory) -> None:
-    assert account(admit(gcp_pod(pod_factory), KsaAnnotation("default", WEB))) == WEB
-    assert account(admit(gcp_pod(pod_factory), KsaAnnotation("default", None))) is None
-    assert account(admit(gcp_pod(pod_factory), None)) is None  # a view without ServiceAccounts: as before
+def test_the_service_accounts_annotation_is_impersonated() -> None:
+    assert account(admit(gcp_pod(), KsaAnnotation("default", WEB))) == WEB
+    assert account(admit(gcp_pod(), KsaAnnotation("default", None))) is None
+    assert account(admit(gcp_pod(), None)) is None  # a view without ServiceAccounts: as before
 
 
-def test_ferry_annotations_on_the_pod_or_namespace_override_it_with_a_warning(pod_factory: PodFactory) -> None:
+def test_ferry_annotations_on_the_pod_or_namespace_override_it_with_a_warning() -> None:
     namespace = {"metadata": {"name": "team-b", "annotations": {"ferry.dev/gcp-service-account": TEAM}}}
-    by_namespace = admit(gcp_pod(pod_factory), KsaAnnotation("web", WEB), namespace)
+    by_namespace = admit(gcp_pod(), KsaAnnotation("web", WEB), namespace)
     assert account(by_namespace) == TEAM
     assert any(
         "ServiceAccount team-b/web annotation iam.gke.io/gcp-service-account" in w and "namespace team-b" in w
         for w in by_namespace.warnings
     ), by_namespace.warnings
-    pod = gcp_pod(pod_factory, **{"ferry.dev/gcp-service-account": OTHER})
+    pod = gcp_pod(**{"ferry.dev/gcp-service-account": OTHER})
     by_pod = admit(pod, KsaAnnotation("web", WEB), namespace)
     assert account(by_pod) == OTHER
     assert any("the pod's ferry.dev/gcp-service-account overrides it" in w for w in by_pod.warnings)
-    same = admit(gcp_pod(pod_factory, **{"ferry.dev/gcp-service-account": WEB}), KsaAnnotation("web", WEB))
+    same = admit(gcp_pod(**{"ferry.dev/gcp-service-account": WEB}), KsaAnnotation("web", WEB))
     assert account(same) == WEB and not any("iam.gke.io" in w for w in same.warnings)
 
 
-def test_a_malformed_value_is_denied_naming_the_service_account_and_the_annotation(pod_factory: PodFactory) -> None:
+def test_a_malformed_value_is_denied_naming_the_service_account_and_the_annotation() -> None:
     for bad in ("not-an-email", "web@evil.example.com", "x" * 256, "web@my-project.iam.gserviceaccount.com\n"):
-        denied = admit(gcp_pod(pod_factory), KsaAnnotation("web", bad))
+        denied = admit(gcp_pod(), KsaAnnotation("web", bad))
         assert denied.outcome == "denied", bad
         assert denied.message is not None
         assert "ServiceAccount team-b/web annotation iam.gke.io/gcp-service-account" in denied.message
@@ -78,14 +74,17 @@ def test_a_malformed_value_is_denied_naming_the_service_account_and_the_annotati
         assert len(denied.message) < 1000  # bounded, whatever the value's size
 
 
-def test_an_unread_service_account_denies_a_gcp_pod_and_leaves_an_aws_pod_alone(pod_factory: PodFactory) -> None:
+def test_an_unread_service_account_denies_a_gcp_pod_and_leaves_an_aws_pod_alone() -> None:
     unread = KsaAnnotation("web", None, "Ferry could not read ServiceAccount team-b/web (its watch ...); retry")
-    denied = admit(gcp_pod(pod_factory), unread)
+    denied = admit(gcp_pod(), unread)
     assert denied.outcome == "denied" and denied.message is not None
     assert "ServiceAccount team-b/web" in denied.message and "retry" in denied.message
     # An explicit account needs no ServiceAccount.
-    assert account(admit(gcp_pod(pod_factory, **{"ferry.dev/gcp-service-account": WEB}), unread)) == WEB
-    aws = pod_factory({"ferry.dev/inject": "true", "ferry.dev/region": "eu-west-1", "ferry.dev/objects": AWS_OBJECTS})
+    assert account(admit(gcp_pod(**{"ferry.dev/gcp-service-account": WEB}), unread)) == WEB
+    aws = make_pod(
+        {"ferry.dev/inject": "true", "ferry.dev/region": "eu-west-1", "ferry.dev/objects": AWS_OBJECTS},
+        namespace="team-b",
+    )
     assert admit(aws, unread).outcome == "injected"
 
 
@@ -96,8 +95,8 @@ def test_the_pods_service_account_name_defaults_as_the_api_server_does() -> None
     assert service_account_name({}) == "default"
 
 
-def test_the_memo_key_follows_the_service_accounts_annotation(pod_factory: PodFactory) -> None:
-    pod = gcp_pod(pod_factory)
+def test_the_memo_key_follows_the_service_accounts_annotation() -> None:
+    pod = gcp_pod()
     keys = {
         pod_key(pod, "team-b", ksa)
         for ksa in (
@@ -170,13 +169,11 @@ def _spec_account(response: dict[str, Any]) -> str | None:
     raise AssertionError(f"no ferry-init in {ops}")
 
 
-def test_a_changed_annotation_reaches_the_next_replica_through_the_memo(
-    asgi_client: Callable[[Any], Any], pod_factory: PodFactory
-) -> None:
+def test_a_changed_annotation_reaches_the_next_replica_through_the_memo(asgi_client: Callable[[Any], Any]) -> None:
     view = _View()
     app = create_app(GKE, view, native_sidecars=True)
     client = asgi_client(app)
-    pod = gcp_pod(pod_factory)
+    pod = gcp_pod()
     pod["spec"]["serviceAccountName"] = "web"
 
     def post() -> dict[str, Any]:
@@ -194,13 +191,11 @@ def test_a_changed_annotation_reaches_the_next_replica_through_the_memo(
     assert view.asked[-1] == ("team-b", "web")  # the request's namespace, never the pod's own field
 
 
-def test_the_request_namespace_is_looked_up_not_the_pods_metadata(
-    asgi_client: Callable[[Any], Any], pod_factory: PodFactory
-) -> None:
+def test_the_request_namespace_is_looked_up_not_the_pods_metadata(asgi_client: Callable[[Any], Any]) -> None:
     view = _View()
     view.ksa[("victim", "web")] = KsaAnnotation("web", WEB)
     client = asgi_client(create_app(GKE, view, native_sidecars=True))
-    pod = gcp_pod(pod_factory)
+    pod = gcp_pod()
     pod["metadata"]["namespace"] = "victim"
     pod["spec"]["serviceAccountName"] = "web"
     review = pod_create_review(pod, namespace="team-b")
@@ -209,25 +204,26 @@ def test_the_request_namespace_is_looked_up_not_the_pods_metadata(
     assert view.asked == [("team-b", "web")]
 
 
-def test_without_gcp_settings_the_default_view_is_not_asked(
-    asgi_client: Callable[[Any], Any], pod_factory: PodFactory
-) -> None:
+def test_without_gcp_settings_the_default_view_is_not_asked(asgi_client: Callable[[Any], Any]) -> None:
     """A view without the lookup (offline inject, AWS-only installs build none): admission as before."""
     from webhook.policy.view import StaticView
 
     client = asgi_client(create_app(Settings(), StaticView(), native_sidecars=True))
-    pod = pod_factory({"ferry.dev/inject": "true", "ferry.dev/region": "eu-west-1", "ferry.dev/objects": AWS_OBJECTS})
+    pod = make_pod(
+        {"ferry.dev/inject": "true", "ferry.dev/region": "eu-west-1", "ferry.dev/objects": AWS_OBJECTS},
+        namespace="team-b",
+    )
     review = pod_create_review(pod, namespace="team-b")
     assert client.post("/mutate", content=json.dumps(review).encode()).json()["response"]["allowed"]
 
 
-def test_the_memo_trace_covers_gcp_pods_and_their_service_account(pod_factory: PodFactory) -> None:
+def test_the_memo_trace_covers_gcp_pods_and_their_service_account() -> None:
     """The memo's read trace (tests/webhook/test_memo.py) over GCP pods with each kind of ServiceAccount answer:
     every read of the pod is a keyed part, and the one value read from the ServiceAccount changes the key."""
     from tests.webhook.test_memo import _TracedDict
     from webhook.policy.memo import KEYED_POD_PARTS
 
-    plain = gcp_pod(pod_factory)
+    plain = gcp_pod()
     named = copy.deepcopy(plain)
     named["spec"]["serviceAccountName"] = "web"
     answers = (
@@ -238,14 +234,13 @@ def test_the_memo_trace_covers_gcp_pods_and_their_service_account(pod_factory: P
     )
     reads: set[tuple[str, ...]] = set()
     outcomes, keys = set(), set()
-    for pod in (plain, named, gcp_pod(pod_factory, **{"ferry.dev/gcp-service-account": OTHER})):
+    for pod in (plain, named, gcp_pod(**{"ferry.dev/gcp-service-account": OTHER})):
         for ksa in answers:
             traced = _TracedDict(pod, (), reads)
             assert service_account_name(traced) in ("default", "web")
             request = PodRequest.read(traced, "team-b", None, ksa)
             keys.add(pod_key(traced, "team-b", ksa))
-            verdict = decide_injection(request, GKE)
-            admission = admit_pod(request, verdict, spc_lookup=lookup(SPC), settings=GKE, native_sidecars=True)
+            admission = admit_request(request, GKE, spc_lookup=lookup(SPC))
             outcomes.add(admission.outcome)
     assert outcomes == {"injected", "denied"}
     assert len(keys) == 3 * len(answers), "each ServiceAccount answer must give its own key"

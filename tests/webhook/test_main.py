@@ -13,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.support.pods import make_pod
 from webhook.policy.workloads import InjectionDenied, inject_manifest
 from webhook.settings import Settings
 
@@ -157,19 +158,12 @@ def test_native_sidecars_by_default_and_stdin(tmp_path: Path) -> None:
 def test_namespace_annotations_file(tmp_path: Path) -> None:
     annotations = tmp_path / "ns.yaml"
     annotations.write_text(yaml.safe_dump({"team-c": {"ferry.dev/region": "us-west-2"}}))
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": "p",
-            "namespace": "team-c",
-            "annotations": {
-                "ferry.dev/inject": "true",
-                "ferry.dev/objects": "- objectName: a\n  objectType: secretsmanager\n",
-            },
-        },
-        "spec": {"containers": [{"name": "c", "image": "i"}]},
-    }
+    pod = make_pod(
+        {"ferry.dev/inject": "true", "ferry.dev/objects": "- objectName: a\n  objectType: secretsmanager\n"},
+        [{"name": "c", "image": "i"}],
+        name="p",
+        namespace="team-c",
+    )
     manifest = tmp_path / "pod.yaml"
     manifest.write_text(yaml.safe_dump(pod))
     result = run_inject("-f", str(manifest), "--namespace-annotations", str(annotations))
@@ -245,19 +239,12 @@ def test_namespace_opt_in_counts_only_with_the_label_as_in_a_cluster(
         "metadata": {"name": "team-d", "labels": labels, "annotations": {"ferry.dev/inject": "true"}},
     }
     (tmp_path / "ns.yaml").write_text(yaml.safe_dump(namespace))
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": "p",
-            "namespace": "team-d",
-            "annotations": {
-                "ferry.dev/region": "us-east-1",
-                "ferry.dev/objects": "- objectName: a\n  objectType: secretsmanager\n",
-            },
-        },
-        "spec": {"containers": [{"name": "c", "image": "i"}]},
-    }
+    pod = make_pod(
+        {"ferry.dev/region": "us-east-1", "ferry.dev/objects": "- objectName: a\n  objectType: secretsmanager\n"},
+        [{"name": "c", "image": "i"}],
+        name="p",
+        namespace="team-d",
+    )
     (tmp_path / "pod.yaml").write_text(yaml.safe_dump(pod))
     result = run_inject("-f", str(tmp_path / "pod.yaml"), "--namespace-annotations", str(tmp_path / "ns.yaml"))
     assert result.returncode == 0, result.stderr
@@ -292,19 +279,13 @@ def test_offline_inject_never_loads_the_kubernetes_client(tmp_path: Path) -> Non
     manifest = tmp_path / "pod.yaml"
     manifest.write_text(
         yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {
-                    "name": "app",
-                    "annotations": {
-                        "ferry.dev/inject": "true",
-                        "ferry.dev/region": "eu-west-1",
-                        "ferry.dev/objects": '- objectName: "prod/db"\n  objectType: secretsmanager\n',
-                    },
-                },
-                "spec": {"containers": [{"name": "app", "image": "registry.example.com/app:1"}]},
-            }
+            make_pod(  # named app, with one container app of APP_IMAGE (registry.example.com/app:1)
+                {
+                    "ferry.dev/inject": "true",
+                    "ferry.dev/region": "eu-west-1",
+                    "ferry.dev/objects": '- objectName: "prod/db"\n  objectType: secretsmanager\n',
+                }
+            )
         )
     )
     script = (

@@ -13,6 +13,8 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from tests.support.pods import make_pod
+from tests.support.resolving import admit_request
 from tests.support.reviews import pod_create_review
 from webhook.edge.app import create_app
 from webhook.settings import Settings
@@ -63,13 +65,11 @@ def post(client: Any, review: dict[str, Any]) -> dict[str, Any]:
     return response
 
 
-def test_replicas_get_the_same_answer_from_the_memo(
-    asgi_client: Callable[[Any], Any], pod_factory: Callable[..., dict[str, Any]]
-) -> None:
+def test_replicas_get_the_same_answer_from_the_memo(asgi_client: Callable[[Any], Any]) -> None:
     view = MutableView()
     app = create_app(Settings(), view, native_sidecars=True)
     client = asgi_client(app)
-    pod = pod_factory({"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "db"}, namespace="apps")
+    pod = make_pod({"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "db"}, namespace="apps")
     first = post(client, replica_review(pod))
     second = post(client, replica_review(pod))
     assert first["allowed"] and "patch" in first
@@ -78,13 +78,11 @@ def test_replicas_get_the_same_answer_from_the_memo(
     assert (memo.hits, memo.misses) == (1, 1)
 
 
-def test_an_edited_secret_provider_class_is_used_on_the_next_admission(
-    asgi_client: Callable[[Any], Any], pod_factory: Callable[..., dict[str, Any]]
-) -> None:
+def test_an_edited_secret_provider_class_is_used_on_the_next_admission(asgi_client: Callable[[Any], Any]) -> None:
     view = MutableView()
     app = create_app(Settings(), view, native_sidecars=True)
     client = asgi_client(app)
-    pod = pod_factory({"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "db"}, namespace="apps")
+    pod = make_pod({"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "db"}, namespace="apps")
     assert post(client, replica_review(pod))["allowed"]
 
     broken = copy.deepcopy(SPC)
@@ -100,13 +98,11 @@ def test_an_edited_secret_provider_class_is_used_on_the_next_admission(
     assert not missing["allowed"] and "db" in missing["status"]["message"]
 
 
-def test_a_changed_namespace_is_used_on_the_next_admission(
-    asgi_client: Callable[[Any], Any], pod_factory: Callable[..., dict[str, Any]]
-) -> None:
+def test_a_changed_namespace_is_used_on_the_next_admission(asgi_client: Callable[[Any], Any]) -> None:
     view = MutableView()
     app = create_app(Settings(), view, native_sidecars=True)
     client = asgi_client(app)
-    pod = pod_factory({"ferry.dev/secret-provider-class": "db"}, namespace="apps")
+    pod = make_pod({"ferry.dev/secret-provider-class": "db"}, namespace="apps")
     assert "patch" not in post(client, replica_review(pod))  # the namespace has not opted in
 
     opted_in = copy.deepcopy(NAMESPACE)
@@ -117,12 +113,10 @@ def test_a_changed_namespace_is_used_on_the_next_admission(
     assert "patch" in post(client, replica_review(pod))
 
 
-def test_different_pods_are_not_confused(
-    asgi_client: Callable[[Any], Any], pod_factory: Callable[..., dict[str, Any]]
-) -> None:
+def test_different_pods_are_not_confused(asgi_client: Callable[[Any], Any]) -> None:
     app = create_app(Settings(), MutableView(), native_sidecars=True)
     client = asgi_client(app)
-    plain = pod_factory({"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "db"}, namespace="apps")
+    plain = make_pod({"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "db"}, namespace="apps")
     elsewhere = copy.deepcopy(plain)
     elsewhere["metadata"]["annotations"]["ferry.dev/mount-path"] = "/srv/secrets"
     first, second = post(client, replica_review(plain)), post(client, replica_review(elsewhere))
@@ -146,8 +140,8 @@ def _with_spec(pod: dict[str, Any], **spec: Any) -> dict[str, Any]:
     return copied
 
 
-def _base_pod(pod_factory: Callable[..., dict[str, Any]]) -> dict[str, Any]:
-    pod = pod_factory(
+def _base_pod() -> dict[str, Any]:
+    pod = make_pod(
         {"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "db", "ferry.dev/refresh-interval": "5m"},
         namespace="apps",
         name="",
@@ -162,13 +156,11 @@ def _base_pod(pod_factory: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     return pod
 
 
-def test_replicas_created_seconds_apart_and_across_a_rollout_share_an_answer(
-    asgi_client: Callable[[Any], Any], pod_factory: Callable[..., dict[str, Any]]
-) -> None:
+def test_replicas_created_seconds_apart_and_across_a_rollout_share_an_answer(asgi_client: Callable[[Any], Any]) -> None:
     """managedFields times, the pod-template-hash label and the owner's name and uid never change the answer."""
     app = create_app(Settings(), MutableView(), native_sidecars=False)
     client = asgi_client(app)
-    pod = _base_pod(pod_factory)
+    pod = _base_pod()
     later = _replica(
         pod,
         managedFields=[{"manager": "kube-controller-manager", "operation": "Update", "time": "2026-11-23T08:09:41Z"}],
@@ -184,9 +176,7 @@ def test_replicas_created_seconds_apart_and_across_a_rollout_share_an_answer(
     assert (app.state.memo.hits, app.state.memo.misses) == (2, 1)
 
 
-def test_every_part_of_a_pod_that_matters_gets_its_own_answer(
-    asgi_client: Callable[[Any], Any], pod_factory: Callable[..., dict[str, Any]]
-) -> None:
+def test_every_part_of_a_pod_that_matters_gets_its_own_answer(asgi_client: Callable[[Any], Any]) -> None:
     """Each variant, sent after all the others to one webhook, is answered as a webhook that never saw them would.
 
     The variants differ from the base pod in exactly the parts the memo key must hold; a key that left one out
@@ -200,7 +190,7 @@ def test_every_part_of_a_pod_that_matters_gets_its_own_answer(
             "annotations": {"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "db"},
         }
     }
-    base = _base_pod(pod_factory)
+    base = _base_pod()
     job_owned = _replica(base, ownerReferences=[{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "u"}])
     no_annotations = copy.deepcopy(base)
     del no_annotations["metadata"]["annotations"]
@@ -237,12 +227,10 @@ def test_every_part_of_a_pod_that_matters_gets_its_own_answer(
     assert answers["image"] == answers["base"]
 
 
-def test_a_remembered_answer_carries_each_request_uid_exactly(
-    asgi_client: Callable[[Any], Any], pod_factory: Callable[..., dict[str, Any]]
-) -> None:
+def test_a_remembered_answer_carries_each_request_uid_exactly(asgi_client: Callable[[Any], Any]) -> None:
     """The uid is spliced into the encoded answer: quotes, backslashes and non-ASCII survive it."""
     client = asgi_client(create_app(Settings(), MutableView(), native_sidecars=True))
-    pod = _base_pod(pod_factory)
+    pod = _base_pod()
     for uid in ("plain-uid", 'a "quoted" \\ uid', "ünïcode-✓"):
         review = replica_review(pod)
         review["request"]["uid"] = uid
@@ -253,13 +241,11 @@ def test_a_remembered_answer_carries_each_request_uid_exactly(
         assert reply.json()["response"]["uid"] == uid
 
 
-def test_the_pods_of_a_cronjob_s_runs_share_an_answer(
-    asgi_client: Callable[[Any], Any], pod_factory: Callable[..., dict[str, Any]]
-) -> None:
+def test_the_pods_of_a_cronjob_s_runs_share_an_answer(asgi_client: Callable[[Any], Any]) -> None:
     """Each run's Job names its pod differently (job-name, controller-uid, owner); the answer is the same."""
     app = create_app(Settings(), MutableView(), native_sidecars=False)
     client = asgi_client(app)
-    base = _base_pod(pod_factory)
+    base = _base_pod()
 
     def run(name: str, uid: str) -> dict[str, Any]:
         return _replica(
@@ -301,17 +287,13 @@ class _TracedDict(dict):  # type: ignore[type-arg]
         return super().__contains__(key)
 
 
-def test_every_part_of_a_pod_that_admission_reads_is_in_the_memo_key(
-    pod_factory: Callable[..., dict[str, Any]],
-) -> None:
+def test_every_part_of_a_pod_that_admission_reads_is_in_the_memo_key() -> None:
     """Trace the reads of the whole policy over pods that take each path; each must be a keyed part."""
-    from webhook.policy.decide import decide_injection
     from webhook.policy.memo import KEYED_POD_PARTS, pod_key
-    from webhook.policy.pipeline import admit_pod
     from webhook.policy.request import PodRequest
 
     view = MutableView()
-    base = _base_pod(pod_factory)
+    base = _base_pod()
     pods = [
         base,
         _replica(base, ownerReferences=[{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "u"}]),
@@ -330,12 +312,8 @@ def test_every_part_of_a_pod_that_admission_reads_is_in_the_memo_key(
         for native in (True, False):
             request = PodRequest.read(_TracedDict(pod, (), reads), "apps", view.namespace("apps"))
             pod_key(request.pod, request.namespace, request.ksa)
-            admission = admit_pod(
-                request,
-                decide_injection(request, Settings()),
-                spc_lookup=view.secret_provider_class,
-                settings=Settings(),
-                native_sidecars=native,
+            admission = admit_request(
+                request, Settings(), spc_lookup=view.secret_provider_class, native_sidecars=native
             )
             outcomes.add(admission.outcome)
     assert outcomes == {"injected", "skipped", "denied", "reinvoked"}, "the pods must take every path"
@@ -359,12 +337,10 @@ def test_content_keys_follow_content_even_for_values_marshal_cannot_write() -> N
     hash(content_key(dated))
 
 
-def test_a_changed_limit_range_is_used_on_the_next_admission(
-    asgi_client: Callable[[Any], Any], pod_factory: Callable[..., dict[str, Any]]
-) -> None:
+def test_a_changed_limit_range_is_used_on_the_next_admission(asgi_client: Callable[[Any], Any]) -> None:
     view = MutableView()
     client = asgi_client(create_app(Settings(), view, native_sidecars=True))
-    pod = pod_factory({"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "db"}, namespace="apps")
+    pod = make_pod({"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "db"}, namespace="apps")
     assert "patch" in post(client, replica_review(pod))
     small = {
         "metadata": {"name": "small", "namespace": "apps", "resourceVersion": "1"},
@@ -383,7 +359,7 @@ def test_a_changed_limit_range_is_used_on_the_next_admission(
 _OTHER_OBJECTS = "- objectName: prod/other\n  objectType: secretsmanager\n"
 
 
-def test_shared_parts_follow_every_input_of_build_parts(pod_factory: Callable[..., dict[str, Any]]) -> None:
+def test_shared_parts_follow_every_input_of_build_parts() -> None:
     """Ferry's containers are built once per key and shared: each input that shapes them must change the key.
 
     Each variant differs from the first in one input of `build_parts` (spec, mount path, user, sidecar,
@@ -392,8 +368,6 @@ def test_shared_parts_follow_every_input_of_build_parts(pod_factory: Callable[..
     """
     from webhook.policy import memo
     from webhook.policy.containers import build_parts
-    from webhook.policy.decide import decide_injection
-    from webhook.policy.pipeline import admit_pod
     from webhook.policy.request import PodRequest
 
     base = {
@@ -404,15 +378,19 @@ def test_shared_parts_follow_every_input_of_build_parts(pod_factory: Callable[..
     }
     role = [{"name": "app", "image": "app", "env": [{"name": "AWS_ROLE_ARN", "value": "arn:aws:iam::1:role/r"}]}]
     variants: list[tuple[dict[str, Any], Settings, bool]] = [
-        (pod_factory(base), Settings(), True),
-        (pod_factory({**base, "ferry.dev/objects": _OTHER_OBJECTS}), Settings(), True),
-        (pod_factory({**base, "ferry.dev/mount-path": "/srv/secrets"}), Settings(), True),
-        (pod_factory(base, securityContext={"runAsUser": 4242}), Settings(), True),
-        (pod_factory({k: v for k, v in base.items() if k != "ferry.dev/refresh-interval"}), Settings(), True),
-        (pod_factory(base), Settings(), False),
-        (pod_factory({**base, "ferry.dev/sidecar-unhealthy-after": "15m"}), Settings(), True),
-        (pod_factory(base, containers=role), Settings(), True),
-        (pod_factory(base), Settings(fetcher_image="registry.example/ferry-fetcher:other"), True),
+        (make_pod(base, namespace="team-b"), Settings(), True),
+        (make_pod({**base, "ferry.dev/objects": _OTHER_OBJECTS}, namespace="team-b"), Settings(), True),
+        (make_pod({**base, "ferry.dev/mount-path": "/srv/secrets"}, namespace="team-b"), Settings(), True),
+        (make_pod(base, securityContext={"runAsUser": 4242}, namespace="team-b"), Settings(), True),
+        (
+            make_pod({k: v for k, v in base.items() if k != "ferry.dev/refresh-interval"}, namespace="team-b"),
+            Settings(),
+            True,
+        ),
+        (make_pod(base, namespace="team-b"), Settings(), False),
+        (make_pod({**base, "ferry.dev/sidecar-unhealthy-after": "15m"}, namespace="team-b"), Settings(), True),
+        (make_pod(base, containers=role, namespace="team-b"), Settings(), True),
+        (make_pod(base, namespace="team-b"), Settings(fetcher_image="registry.example/ferry-fetcher:other"), True),
     ]
     memo.clear_caches()
     try:
@@ -422,14 +400,7 @@ def test_shared_parts_follow_every_input_of_build_parts(pod_factory: Callable[..
                 admitted = {}
                 for maker in (build_parts, memo.cached_parts):
                     request = PodRequest.read(pod, "apps", None)
-                    admission = admit_pod(
-                        request,
-                        decide_injection(request, settings),
-                        spc_lookup=lambda ns, name: None,
-                        settings=settings,
-                        native_sidecars=native,
-                        parts_maker=maker,
-                    )
+                    admission = admit_request(request, settings, native_sidecars=native, parts_maker=maker)
                     assert admission.outcome == "injected", admission.message
                     admitted[maker] = admission
                 fresh, cached = admitted[build_parts], admitted[memo.cached_parts]
@@ -443,13 +414,13 @@ def test_shared_parts_follow_every_input_of_build_parts(pod_factory: Callable[..
         memo.clear_caches()
 
 
-def test_pods_of_one_key_pass_or_fail_the_type_check_alike(pod_factory: Callable[..., dict[str, Any]]) -> None:
+def test_pods_of_one_key_pass_or_fail_the_type_check_alike() -> None:
     """The memo is asked before the type check: a forged pod must never share a key with a pod that passes it."""
     from fetcher.contract.gcp import KsaAnnotation
     from webhook.policy.memo import pod_key
     from webhook.policy.podtypes import pod_type_problem
 
-    base = _base_pod(pod_factory)
+    base = _base_pod()
     meta = base["metadata"]
     forged: list[dict[str, Any]] = [
         {**base, "metadata": value} for value in (None, [], "m", True, 0, {"annotations": None})
@@ -470,15 +441,13 @@ def test_pods_of_one_key_pass_or_fail_the_type_check_alike(pod_factory: Callable
     assert {None} in verdicts and len(verdicts) > 30, "not vacuous: pods that pass and pods that fail, apart"
 
 
-def test_replicas_parsed_from_bytes_share_a_key_after_the_first_was_admitted(
-    pod_factory: Callable[..., dict[str, Any]],
-) -> None:
+def test_replicas_parsed_from_bytes_share_a_key_after_the_first_was_admitted() -> None:
     """marshal's back-references follow the sharing in one parsed pod, which its JSON text alone decides."""
     from webhook.edge.app import AdmissionHandler
     from webhook.edge.metrics import AdmissionMetrics
 
     handler = AdmissionHandler(Settings(), MutableView(), True, AdmissionMetrics())
-    pod = _base_pod(pod_factory)
+    pod = _base_pod()
     for _ in range(4):
         status, _answer = handler.handle(json.dumps(replica_review(pod)).encode())
         assert status == 200

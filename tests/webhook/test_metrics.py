@@ -9,6 +9,7 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
+from tests.support.pods import make_pod
 from tests.support.reviews import pod_create_review
 from webhook.edge.app import create_app, metrics_app
 from webhook.edge.metrics import AdmissionMetrics
@@ -16,7 +17,7 @@ from webhook.policy.view import StaticView
 from webhook.settings import Settings
 from webhook.tls.certs import generate_bundle
 
-PLAIN = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}}
+PLAIN = make_pod(None, [{"name": "a"}], name="p")
 
 
 def _series(metrics: AdmissionMetrics) -> list[str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import kubernetes_validate
@@ -12,6 +12,7 @@ import yaml
 
 from fetcher.contract import spec_from_json
 from fetcher.contract.secret_objects import POD_NAME_ENV_VAR, POD_NAMESPACE_ENV_VAR, POD_UID_ENV_VAR
+from tests.support.pods import make_pod
 from tests.support.resolving import denied, inject_resolved, lookup, resolve_pod, resolved
 from tests.webhook.test_main import run_inject
 from webhook.policy.specbuild import ResolvedRequest
@@ -19,7 +20,6 @@ from webhook.policy.view import secret_provider_classes_in
 from webhook.policy.volumes import KUBE_API_VOLUME_NAME, SERVICE_ACCOUNT_MOUNT_PATH
 from webhook.settings import Settings
 
-PodFactory = Callable[..., dict[str, Any]]
 K8S_VERSION = kubernetes_validate.latest_version()
 OBJECTS = "- objectName: prod/db\n  objectType: secretsmanager\n  objectAlias: db-password\n"
 SECRET_OBJECTS = [{"secretName": "db", "type": "Opaque", "data": [{"objectName": "db-password", "key": "password"}]}]
@@ -47,10 +47,8 @@ def own(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [c for c in pod["spec"]["initContainers"] if c["name"].startswith("ferry-")]
 
 
-def test_an_spc_with_secret_objects_gives_ferry_alone_the_token_and_the_owner_env(
-    pod_factory: PodFactory, settings: Settings
-) -> None:
-    pod = pod_factory({"ferry.dev/secret-provider-class": "db", "ferry.dev/refresh-interval": "1m"})
+def test_an_spc_with_secret_objects_gives_ferry_alone_the_token_and_the_owner_env(settings: Settings) -> None:
+    pod = make_pod({"ferry.dev/secret-provider-class": "db", "ferry.dev/refresh-interval": "1m"}, namespace="team-b")
     request = resolved(resolve_pod(pod, None, lookup(spc(SECRET_OBJECTS)), settings))
     assert [obj.secret_name for obj in request.spec.secret_objects] == ["db"]
     new = injected(pod, request, settings)
@@ -79,10 +77,8 @@ def test_an_spc_with_secret_objects_gives_ferry_alone_the_token_and_the_owner_en
     assert spec_from_json(json.dumps(wire)) == request.spec
 
 
-def test_without_secret_objects_ferry_gets_no_token_volume_and_no_owner_env(
-    pod_factory: PodFactory, settings: Settings
-) -> None:
-    pod = pod_factory({"ferry.dev/secret-provider-class": "db"})
+def test_without_secret_objects_ferry_gets_no_token_volume_and_no_owner_env(settings: Settings) -> None:
+    pod = make_pod({"ferry.dev/secret-provider-class": "db"}, namespace="team-b")
     new = injected(pod, resolved(resolve_pod(pod, None, lookup(spc()), settings)), settings)
     assert KUBE_API_VOLUME_NAME not in {v["name"] for v in new["spec"]["volumes"]}
     for container in own(new):
@@ -90,13 +86,14 @@ def test_without_secret_objects_ferry_gets_no_token_volume_and_no_owner_env(
         assert KUBE_API_VOLUME_NAME not in {m["name"] for m in container["volumeMounts"]}
 
 
-def test_inline_secret_objects_through_the_annotation(pod_factory: PodFactory, settings: Settings) -> None:
-    pod = pod_factory(
+def test_inline_secret_objects_through_the_annotation(settings: Settings) -> None:
+    pod = make_pod(
         {
             "ferry.dev/objects": OBJECTS,
             "ferry.dev/region": "us-east-1",
             "ferry.dev/secret-objects": yaml.safe_dump(SECRET_OBJECTS),
-        }
+        },
+        namespace="team-b",
     )
     request = resolved(resolve_pod(pod, None, lookup(), settings))
     assert request.spec.secret_objects[0].data[0].key == "password"
@@ -117,53 +114,57 @@ def test_inline_secret_objects_through_the_annotation(pod_factory: PodFactory, s
     ],
 )
 def test_bad_secret_objects_are_denied_at_admission_naming_the_field(
-    pod_factory: PodFactory, settings: Settings, secret_objects: Any, expected: str
+    settings: Settings, secret_objects: Any, expected: str
 ) -> None:
-    pod = pod_factory({"ferry.dev/secret-provider-class": "db"})
+    pod = make_pod({"ferry.dev/secret-provider-class": "db"}, namespace="team-b")
     denial = denied(resolve_pod(pod, None, lookup(spc(secret_objects)), settings))
     assert "SecretProviderClass team-b/db: spec." in denial.message
     assert expected in denial.message
     assert len(denial.message) < 1000
 
 
-def test_a_huge_bad_secret_objects_list_gives_a_bounded_denial(pod_factory: PodFactory, settings: Settings) -> None:
+def test_a_huge_bad_secret_objects_list_gives_a_bounded_denial(settings: Settings) -> None:
     entries = [{"secretName": f"s{i}", "type": "Nope" * 100, "data": []} for i in range(60)]
-    pod = pod_factory({"ferry.dev/secret-provider-class": "db"})
+    pod = make_pod({"ferry.dev/secret-provider-class": "db"}, namespace="team-b")
     denial = denied(resolve_pod(pod, None, lookup(spc(entries)), settings))
     assert "and 110 more problems" in denial.message
     assert len(denial.message) < 4000
 
 
-def test_secret_objects_annotation_with_an_spc_is_denied(pod_factory: PodFactory, settings: Settings) -> None:
-    pod = pod_factory({"ferry.dev/secret-provider-class": "db", "ferry.dev/secret-objects": "[]"})
+def test_secret_objects_annotation_with_an_spc_is_denied(settings: Settings) -> None:
+    pod = make_pod({"ferry.dev/secret-provider-class": "db", "ferry.dev/secret-objects": "[]"}, namespace="team-b")
     denial = denied(resolve_pod(pod, None, lookup(spc()), settings))
     assert "spec.secretObjects" in denial.message and "remove ferry.dev/secret-objects" in denial.message
 
 
-def test_output_formats_pod_over_spc_over_namespace(pod_factory: PodFactory, settings: Settings) -> None:
+def test_output_formats_pod_over_spc_over_namespace(settings: Settings) -> None:
     ns = {"metadata": {"name": "team-b", "annotations": {"ferry.dev/output-formats": "json"}}}
-    plain = pod_factory({"ferry.dev/secret-provider-class": "db"})
+    plain = make_pod({"ferry.dev/secret-provider-class": "db"}, namespace="team-b")
     assert resolved(resolve_pod(plain, ns, lookup(spc()), settings)).spec.output_formats == (("json", "secrets.json"),)
     from_class = resolved(resolve_pod(plain, ns, lookup(spc(outputFormats="dotenv")), settings))
     assert from_class.spec.output_formats == (("dotenv", "secrets.env"),)
-    pod = pod_factory({"ferry.dev/secret-provider-class": "db", "ferry.dev/output-formats": "dotenv=app.env,json"})
+    pod = make_pod(
+        {"ferry.dev/secret-provider-class": "db", "ferry.dev/output-formats": "dotenv=app.env,json"}, namespace="team-b"
+    )
     both = resolved(resolve_pod(pod, ns, lookup(spc(outputFormats="dotenv")), settings))
     assert both.spec.output_formats == (("dotenv", "app.env"), ("json", "secrets.json"))
 
 
-def test_a_bad_output_format_is_denied_naming_where_it_came_from(pod_factory: PodFactory, settings: Settings) -> None:
-    pod = pod_factory({"ferry.dev/secret-provider-class": "db", "ferry.dev/output-formats": "yaml"})
+def test_a_bad_output_format_is_denied_naming_where_it_came_from(settings: Settings) -> None:
+    pod = make_pod({"ferry.dev/secret-provider-class": "db", "ferry.dev/output-formats": "yaml"}, namespace="team-b")
     denial = denied(resolve_pod(pod, None, lookup(spc()), settings))
     assert "ferry.dev/output-formats: 'yaml' is not an output format; use dotenv or json" in denial.message
-    clash = pod_factory({"ferry.dev/secret-provider-class": "db", "ferry.dev/output-formats": "json=db-password"})
+    clash = make_pod(
+        {"ferry.dev/secret-provider-class": "db", "ferry.dev/output-formats": "json=db-password"}, namespace="team-b"
+    )
     denial = denied(resolve_pod(clash, None, lookup(spc()), settings))
     assert "a file of the objects" in denial.message
 
 
-def test_fields_ferry_ignores_are_warned_about_by_name(pod_factory: PodFactory, settings: Settings) -> None:
+def test_fields_ferry_ignores_are_warned_about_by_name(settings: Settings) -> None:
     manifest = spc(usePodIdentity="true", preferredAddressType="ipv6", podIdentityHint="x", pathTranslation="_")
     manifest["spec"]["extraThing"] = {"a": 1}
-    pod = pod_factory({"ferry.dev/secret-provider-class": "db"})
+    pod = make_pod({"ferry.dev/secret-provider-class": "db"}, namespace="team-b")
     warnings = resolved(resolve_pod(pod, None, lookup(manifest), settings)).warnings
     text = "\n".join(warnings)
     assert "spec.parameters.usePodIdentity is ignored: Ferry uses whichever AWS identity the pod has" in text
@@ -175,16 +176,16 @@ def test_fields_ferry_ignores_are_warned_about_by_name(pod_factory: PodFactory, 
     assert clean.warnings == ()
 
 
-def test_the_old_csi_volume_at_the_mount_path_says_to_remove_it(pod_factory: PodFactory, settings: Settings) -> None:
+def test_the_old_csi_volume_at_the_mount_path_says_to_remove_it(settings: Settings) -> None:
     csi = {"name": "secrets", "csi": {"driver": "secrets-store.csi.k8s.io", "readOnly": True}}
     mount = {"name": "secrets", "mountPath": "/mnt/secrets-store"}
     containers = [{"name": "app", "image": "x", "volumeMounts": [mount]}]
-    pod = pod_factory({"ferry.dev/secret-provider-class": "db"}, containers=containers, volumes=[csi])
+    pod = make_pod({"ferry.dev/secret-provider-class": "db"}, containers=containers, volumes=[csi], namespace="team-b")
     denial = denied(resolve_pod(pod, None, lookup(spc()), settings))
     assert "remove that volume from spec.volumes and its volumeMounts" in denial.message
     assert "choose another path" not in denial.message
     elsewhere = [{"name": "app", "image": "x", "volumeMounts": [{"name": "secrets", "mountPath": "/csi"}]}]
-    pod = pod_factory({"ferry.dev/secret-provider-class": "db"}, containers=elsewhere, volumes=[csi])
+    pod = make_pod({"ferry.dev/secret-provider-class": "db"}, containers=elsewhere, volumes=[csi], namespace="team-b")
     warnings = resolved(resolve_pod(pod, None, lookup(spc()), settings)).warnings
     assert any("'secrets' still uses the Secrets Store CSI driver; remove the CSI volume" in w for w in warnings)
 

@@ -214,17 +214,12 @@ def injectable_pods(draw: Any) -> dict[str, Any]:
 @given(pod=injectable_pods(), native=st.booleans())
 def test_the_ops_of_an_injection_do_what_a_plain_diff_does(pod: dict[str, Any], native: bool) -> None:
     """Stage 6 records its ops instead of diffing: applied to the pod as sent, they give exactly the injected pod."""
-    from webhook.policy.decide import decide_injection
-    from webhook.policy.pipeline import admit_pod
+    from tests.support.resolving import admit_request
     from webhook.policy.request import PodRequest
     from webhook.settings import Settings
 
     snapshot = copy.deepcopy(pod)
-    request = PodRequest.read(pod, "team-b", None)
-    verdict = decide_injection(request, Settings())
-    admission = admit_pod(
-        request, verdict, spc_lookup=lambda ns, name: None, settings=Settings(), native_sidecars=native
-    )
+    admission = admit_request(PodRequest.read(pod, "team-b", None), Settings(), native_sidecars=native)
     assert admission.outcome == "injected", admission.message
     plain = jsonpatch.make_patch(snapshot, admission.pod)
     assert jsonpatch.apply_patch(snapshot, admission.patch) == jsonpatch.apply_patch(snapshot, plain) == admission.pod
@@ -238,8 +233,7 @@ def test_the_encoded_patch_of_shared_parts_is_the_ops_json_and_does_what_a_plain
 ) -> None:
     """With the parts cache of /mutate, each op carries its value's JSON made once: the text must be exactly
     what encoding the ops would give, and the decoded patch must still turn the pod into the injected pod."""
-    from webhook.policy.decide import decide_injection
-    from webhook.policy.pipeline import admit_pod
+    from tests.support.resolving import admit_request
     from webhook.policy.request import PodRequest
     from webhook.policy.review import EncodedOps, encode_patch
     from webhook.settings import Settings
@@ -247,14 +241,7 @@ def test_the_encoded_patch_of_shared_parts_is_the_ops_json_and_does_what_a_plain
     snapshot = copy.deepcopy(pod)
     for _ in range(2):  # built and encoded, then shared from the cache
         request = PodRequest.read(pod, "team-b", None)
-        admission = admit_pod(
-            request,
-            decide_injection(request, Settings()),
-            spc_lookup=lambda ns, name: None,
-            settings=Settings(),
-            native_sidecars=native,
-            parts_maker=memo.cached_parts,
-        )
+        admission = admit_request(request, Settings(), native_sidecars=native, parts_maker=memo.cached_parts)
         assert admission.outcome == "injected", admission.message
         text = encode_patch(admission.patch)
         assert text == json.dumps(list(admission.patch), separators=(",", ":"))

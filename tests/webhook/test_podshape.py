@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.pods import make_pod
 from webhook.policy.request import is_run_to_completion
 
-PodFactory = Callable[..., dict[str, Any]]
 
-
-def test_bare_pods_that_exit_are_run_to_completion(pod_factory: PodFactory) -> None:
-    assert is_run_to_completion(pod_factory(restartPolicy="OnFailure"))
-    assert is_run_to_completion(pod_factory(restartPolicy="Never"))
-    assert not is_run_to_completion(pod_factory(restartPolicy="Always"))
-    assert not is_run_to_completion(pod_factory())
+def test_bare_pods_that_exit_are_run_to_completion() -> None:
+    assert is_run_to_completion(make_pod(restartPolicy="OnFailure", namespace="team-b"))
+    assert is_run_to_completion(make_pod(restartPolicy="Never", namespace="team-b"))
+    assert not is_run_to_completion(make_pod(restartPolicy="Always", namespace="team-b"))
+    assert not is_run_to_completion(make_pod(namespace="team-b"))
 
 
 @pytest.mark.parametrize(

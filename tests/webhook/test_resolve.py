@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from fetcher.contract import DEFAULT_MOUNT_PATH, FetchSpec
+from tests.support.pods import make_pod
 from tests.support.resolving import denied, lookup, resolve_pod, resolved
 from webhook.settings import Settings
-
-PodFactory = Callable[..., dict[str, Any]]
 
 SM_OBJECTS = '- objectName: "prod/db"\n  objectType: secretsmanager\n'
 
@@ -40,38 +38,38 @@ def spc(name: str, ns: str = "team-b", objects: str = SM_OBJECTS, **params: str)
 # --- sources ------------------------------------------------------------------
 
 
-def test_spc_and_inline_objects_together_are_denied(pod_factory: PodFactory, settings: Settings) -> None:
-    pod = pod_factory({"ferry.dev/secret-provider-class": "db", "ferry.dev/objects": SM_OBJECTS})
+def test_spc_and_inline_objects_together_are_denied(settings: Settings) -> None:
+    pod = make_pod({"ferry.dev/secret-provider-class": "db", "ferry.dev/objects": SM_OBJECTS}, namespace="team-b")
     denial = denied(resolve_pod(pod, None, lookup(spc("db")), settings))
     assert denial.reason == "conflicting-sources"
     assert "never guesses" in denial.message and "ferry.dev/secret-provider-class (db)" in denial.message
 
 
-def test_nothing_named_is_denied(pod_factory: PodFactory, settings: Settings) -> None:
-    denial = denied(resolve_pod(pod_factory({"ferry.dev/inject": "true"}), None, lookup(), settings))
+def test_nothing_named_is_denied(settings: Settings) -> None:
+    denial = denied(resolve_pod(make_pod({"ferry.dev/inject": "true"}, namespace="team-b"), None, lookup(), settings))
     assert denial.reason == "no-objects"
     assert "set ferry.dev/secret-provider-class" in denial.message and "namespace team-b" in denial.message
 
 
-def test_missing_spc_names_it_and_its_namespace(pod_factory: PodFactory, settings: Settings) -> None:
-    pod = pod_factory({"ferry.dev/secret-provider-class": "db-creds"})
+def test_missing_spc_names_it_and_its_namespace(settings: Settings) -> None:
+    pod = make_pod({"ferry.dev/secret-provider-class": "db-creds"}, namespace="team-b")
     denial = denied(resolve_pod(pod, None, lookup(spc("db-creds", ns="team-a")), settings))
     assert denial.reason == "missing-secret-provider-class"
     assert "SecretProviderClass 'db-creds' was not found in namespace team-b" in denial.message
 
 
-def test_spc_from_namespace_annotation(pod_factory: PodFactory, settings: Settings) -> None:
+def test_spc_from_namespace_annotation(settings: Settings) -> None:
     ns = namespace("team-b", **{"ferry.dev/secret-provider-class": "shared", "ferry.dev/region": "eu-west-1"})
-    result = resolved(resolve_pod(pod_factory(), ns, lookup(spc("shared")), settings))
+    result = resolved(resolve_pod(make_pod(namespace="team-b"), ns, lookup(spc("shared")), settings))
     assert result.source == "SecretProviderClass team-b/shared"
     assert [o.object_name for o in result.spec.objects] == ["prod/db"]
-    denial = denied(resolve_pod(pod_factory(), ns, lookup(), settings))
+    denial = denied(resolve_pod(make_pod(namespace="team-b"), ns, lookup(), settings))
     assert denial.message.startswith("namespace team-b annotation ferry.dev/secret-provider-class:")
 
 
-def test_pod_objects_win_over_the_namespace_spc(pod_factory: PodFactory, settings: Settings) -> None:
+def test_pod_objects_win_over_the_namespace_spc(settings: Settings) -> None:
     ns = namespace("team-b", **{"ferry.dev/secret-provider-class": "shared"})
-    pod = pod_factory({"ferry.dev/objects": SM_OBJECTS, "ferry.dev/region": "us-east-1"})
+    pod = make_pod({"ferry.dev/objects": SM_OBJECTS, "ferry.dev/region": "us-east-1"}, namespace="team-b")
     assert resolved(resolve_pod(pod, ns, lookup(), settings)).source == "ferry.dev/objects"
 
 
@@ -88,7 +86,6 @@ def test_pod_objects_win_over_the_namespace_spc(pod_factory: PodFactory, setting
     ],
 )
 def test_region_precedence(
-    pod_factory: PodFactory,
     pod_region: str | None,
     spc_region: str | None,
     ns_region: str | None,
@@ -99,71 +96,92 @@ def test_region_precedence(
     annotations = {"ferry.dev/secret-provider-class": "db"} | ({"ferry.dev/region": pod_region} if pod_region else {})
     ns = namespace("team-b", **({"ferry.dev/region": ns_region} if ns_region else {}))
     klass = spc("db", **({"region": spc_region} if spc_region else {}))
-    assert resolved(resolve_pod(pod_factory(annotations), ns, lookup(klass), settings)).spec.region == expected
-
-
-def test_failover_region_precedence(pod_factory: PodFactory, settings: Settings) -> None:
-    ns = namespace("team-b", **{"ferry.dev/failover-region": "eu-central-1", "ferry.dev/region": "eu-west-1"})
-    klass = spc("db", failoverRegion="eu-north-1")
-    base = {"ferry.dev/secret-provider-class": "db"}
-    assert resolved(resolve_pod(pod_factory(base), ns, lookup(klass), settings)).spec.failover_region == "eu-north-1"
-    pod = pod_factory(base | {"ferry.dev/failover-region": "us-west-2"})
-    assert resolved(resolve_pod(pod, ns, lookup(klass), settings)).spec.failover_region == "us-west-2"
-    assert resolved(resolve_pod(pod_factory(base), ns, lookup(spc("db")), settings)).spec.failover_region == (
-        "eu-central-1"
+    assert (
+        resolved(resolve_pod(make_pod(annotations, namespace="team-b"), ns, lookup(klass), settings)).spec.region
+        == expected
     )
 
 
-def test_region_problems_name_where_the_region_came_from(pod_factory: PodFactory, settings: Settings) -> None:
+def test_failover_region_precedence(settings: Settings) -> None:
+    ns = namespace("team-b", **{"ferry.dev/failover-region": "eu-central-1", "ferry.dev/region": "eu-west-1"})
+    klass = spc("db", failoverRegion="eu-north-1")
+    base = {"ferry.dev/secret-provider-class": "db"}
+    assert (
+        resolved(resolve_pod(make_pod(base, namespace="team-b"), ns, lookup(klass), settings)).spec.failover_region
+        == "eu-north-1"
+    )
+    pod = make_pod(base | {"ferry.dev/failover-region": "us-west-2"}, namespace="team-b")
+    assert resolved(resolve_pod(pod, ns, lookup(klass), settings)).spec.failover_region == "us-west-2"
+    assert resolved(
+        resolve_pod(make_pod(base, namespace="team-b"), ns, lookup(spc("db")), settings)
+    ).spec.failover_region == ("eu-central-1")
+
+
+def test_region_problems_name_where_the_region_came_from(settings: Settings) -> None:
     base = {"ferry.dev/secret-provider-class": "db"}
     # A bad pod annotation overriding the SPC is blamed on the annotation, not on the SPC.
-    denial = denied(resolve_pod(pod_factory(base | {"ferry.dev/region": "Ireland"}), None, lookup(spc("db")), settings))
+    denial = denied(
+        resolve_pod(
+            make_pod(base | {"ferry.dev/region": "Ireland"}, namespace="team-b"), None, lookup(spc("db")), settings
+        )
+    )
     assert denial.message.startswith("ferry.dev/region: 'Ireland' is not an AWS region")
     ns = namespace("team-b", **{"ferry.dev/region": "mars-1"})
-    denial = denied(resolve_pod(pod_factory(base), ns, lookup(spc("db")), settings))
+    denial = denied(resolve_pod(make_pod(base, namespace="team-b"), ns, lookup(spc("db")), settings))
     assert denial.message.startswith("namespace team-b annotation ferry.dev/region: 'mars-1' is not an AWS region")
-    denial = denied(resolve_pod(pod_factory(base), None, lookup(spc("db", region="nowhere")), settings))
+    denial = denied(
+        resolve_pod(make_pod(base, namespace="team-b"), None, lookup(spc("db", region="nowhere")), settings)
+    )
     assert denial.message.startswith("SecretProviderClass team-b/db: spec.parameters.region: 'nowhere'")
-    denial = denied(resolve_pod(pod_factory(base), None, lookup(spc("db")), settings))
+    denial = denied(resolve_pod(make_pod(base, namespace="team-b"), None, lookup(spc("db")), settings))
     assert "no AWS region is set" in denial.message and "FERRY_DEFAULT_REGION" in denial.message
 
 
-def test_same_failover_and_region_is_blamed_on_the_namespace(pod_factory: PodFactory, settings: Settings) -> None:
+def test_same_failover_and_region_is_blamed_on_the_namespace(settings: Settings) -> None:
     ns = namespace("team-b", **{"ferry.dev/failover-region": "eu-west-1"})
     klass = spc("db", region="eu-west-1")
-    denial = denied(resolve_pod(pod_factory({"ferry.dev/secret-provider-class": "db"}), ns, lookup(klass), settings))
+    denial = denied(
+        resolve_pod(
+            make_pod({"ferry.dev/secret-provider-class": "db"}, namespace="team-b"), ns, lookup(klass), settings
+        )
+    )
     assert denial.message.startswith("namespace team-b annotation ferry.dev/failover-region: is the same as the region")
 
 
 # --- objects and other fields --------------------------------------------------
 
 
-def test_inline_object_problems_are_prefixed_with_the_annotation(pod_factory: PodFactory, settings: Settings) -> None:
+def test_inline_object_problems_are_prefixed_with_the_annotation(settings: Settings) -> None:
     objects = SM_OBJECTS + '- objectName: "s"\n  objectType: nope\n'
-    pod = pod_factory({"ferry.dev/objects": objects, "ferry.dev/region": "us-east-1"})
+    pod = make_pod({"ferry.dev/objects": objects, "ferry.dev/region": "us-east-1"}, namespace="team-b")
     denial = denied(resolve_pod(pod, None, lookup(), settings))
     assert denial.reason == "invalid-spec"
     assert denial.message.startswith("ferry.dev/objects: objects[1].objectType: 'nope' is not secretsmanager")
 
 
-def test_spc_object_problems_are_prefixed_with_the_spc(pod_factory: PodFactory, settings: Settings) -> None:
+def test_spc_object_problems_are_prefixed_with_the_spc(settings: Settings) -> None:
     klass = spc(
         "db", region="eu-west-1", objects='- objectName: "a"\n  objectType: secretsmanager\n  objectAlias: ../x\n'
     )
-    denial = denied(resolve_pod(pod_factory({"ferry.dev/secret-provider-class": "db"}), None, lookup(klass), settings))
+    denial = denied(
+        resolve_pod(
+            make_pod({"ferry.dev/secret-provider-class": "db"}, namespace="team-b"), None, lookup(klass), settings
+        )
+    )
     assert denial.message.startswith("SecretProviderClass team-b/db: spec.parameters.objects[0].objectAlias:")
     assert "climbs out of the volume" in denial.message
 
 
-def test_all_problems_come_in_one_message(pod_factory: PodFactory, settings: Settings) -> None:
-    pod = pod_factory(
+def test_all_problems_come_in_one_message(settings: Settings) -> None:
+    pod = make_pod(
         {
             "ferry.dev/objects": '- objectName: "s"\n  objectType: nope\n',
             "ferry.dev/region": "us-east-1",
             "ferry.dev/mount-path": "etc/secrets",
             "ferry.dev/containers": "ap",
             "ferry.dev/refresh-interval": "1s",
-        }
+        },
+        namespace="team-b",
     )
     message = denied(resolve_pod(pod, None, lookup(), settings)).message
     for needle in (
@@ -175,29 +193,32 @@ def test_all_problems_come_in_one_message(pod_factory: PodFactory, settings: Set
         assert needle in message
 
 
-def test_refresh_interval_pod_then_namespace_with_a_configurable_floor(pod_factory: PodFactory) -> None:
+def test_refresh_interval_pod_then_namespace_with_a_configurable_floor() -> None:
     settings = Settings(default_region="us-east-1", min_refresh_seconds=60)
     ns = namespace("team-b", **{"ferry.dev/refresh-interval": "5m"})
     base = {"ferry.dev/objects": SM_OBJECTS}
-    assert resolved(resolve_pod(pod_factory(base), ns, lookup(), settings)).spec.refresh_seconds == 300
-    pod = pod_factory(base | {"ferry.dev/refresh-interval": "2m"})
+    assert resolved(resolve_pod(make_pod(base, namespace="team-b"), ns, lookup(), settings)).spec.refresh_seconds == 300
+    pod = make_pod(base | {"ferry.dev/refresh-interval": "2m"}, namespace="team-b")
     assert resolved(resolve_pod(pod, ns, lookup(), settings)).spec.refresh_seconds == 120
-    pod = pod_factory(base | {"ferry.dev/refresh-interval": "0"})
+    pod = make_pod(base | {"ferry.dev/refresh-interval": "0"}, namespace="team-b")
     assert resolved(resolve_pod(pod, ns, lookup(), settings)).spec.refresh_seconds == 0
-    pod = pod_factory(base | {"ferry.dev/refresh-interval": "30s"})
+    pod = make_pod(base | {"ferry.dev/refresh-interval": "30s"}, namespace="team-b")
     assert "below the floor of 1m" in denied(resolve_pod(pod, ns, lookup(), settings)).message
     ns_fast = namespace("team-b", **{"ferry.dev/refresh-interval": "5s"})
-    message = denied(resolve_pod(pod_factory(base), ns_fast, lookup(), settings)).message
+    message = denied(resolve_pod(make_pod(base, namespace="team-b"), ns_fast, lookup(), settings)).message
     assert message.startswith("namespace team-b annotation ferry.dev/refresh-interval: 5s is below the floor")
 
 
-def test_path_translation_from_the_pod_overrides_the_spc(pod_factory: PodFactory, settings: Settings) -> None:
+def test_path_translation_from_the_pod_overrides_the_spc(settings: Settings) -> None:
     klass = spc("db", region="eu-west-1", pathTranslation="-")
     base = {"ferry.dev/secret-provider-class": "db"}
-    assert resolved(resolve_pod(pod_factory(base), None, lookup(klass), settings)).spec.path_translation == "-"
-    pod = pod_factory(base | {"ferry.dev/path-translation": "False"})
+    assert (
+        resolved(resolve_pod(make_pod(base, namespace="team-b"), None, lookup(klass), settings)).spec.path_translation
+        == "-"
+    )
+    pod = make_pod(base | {"ferry.dev/path-translation": "False"}, namespace="team-b")
     assert resolved(resolve_pod(pod, None, lookup(klass), settings)).spec.path_translation is None
-    pod = pod_factory(base | {"ferry.dev/path-translation": "//"})
+    pod = make_pod(base | {"ferry.dev/path-translation": "//"}, namespace="team-b")
     assert denied(resolve_pod(pod, None, lookup(klass), settings)).message.startswith("ferry.dev/path-translation:")
 
 
@@ -223,41 +244,44 @@ def test_path_translation_from_the_pod_overrides_the_spc(pod_factory: PodFactory
         ("/mnt/se\ncrets", "printable"),
     ],
 )
-def test_bad_mount_paths_are_denied(pod_factory: PodFactory, path: str, needle: str) -> None:
+def test_bad_mount_paths_are_denied(path: str, needle: str) -> None:
     settings = Settings(default_region="us-east-1")
-    pod = pod_factory({"ferry.dev/objects": SM_OBJECTS, "ferry.dev/mount-path": path})
+    pod = make_pod({"ferry.dev/objects": SM_OBJECTS, "ferry.dev/mount-path": path}, namespace="team-b")
     message = denied(resolve_pod(pod, None, lookup(), settings)).message
     assert message.startswith("ferry.dev/mount-path:") and needle in message
 
 
 @pytest.mark.parametrize("path", ["/mnt/secrets-store", "/secrets", "/tmp/secrets", "/var/secrets", "/app/config"])
-def test_good_mount_paths(pod_factory: PodFactory, path: str) -> None:
+def test_good_mount_paths(path: str) -> None:
     settings = Settings(default_region="us-east-1")
-    pod = pod_factory({"ferry.dev/objects": SM_OBJECTS, "ferry.dev/mount-path": path})
+    pod = make_pod({"ferry.dev/objects": SM_OBJECTS, "ferry.dev/mount-path": path}, namespace="team-b")
     assert resolved(resolve_pod(pod, None, lookup(), settings)).mount_path == path
 
 
-def test_mount_path_already_used_by_a_selected_container(pod_factory: PodFactory) -> None:
+def test_mount_path_already_used_by_a_selected_container() -> None:
     settings = Settings(default_region="us-east-1")
     containers = [
         {"name": "app", "image": "i", "volumeMounts": [{"name": "cfg", "mountPath": DEFAULT_MOUNT_PATH}]},
         {"name": "other", "image": "i"},
     ]
-    pod = pod_factory({"ferry.dev/objects": SM_OBJECTS}, containers=containers)
+    pod = make_pod({"ferry.dev/objects": SM_OBJECTS}, containers=containers, namespace="team-b")
     assert "container 'app' already mounts volume 'cfg'" in denied(resolve_pod(pod, None, lookup(), settings)).message
-    pod = pod_factory({"ferry.dev/objects": SM_OBJECTS, "ferry.dev/containers": "other"}, containers=containers)
+    pod = make_pod(
+        {"ferry.dev/objects": SM_OBJECTS, "ferry.dev/containers": "other"}, containers=containers, namespace="team-b"
+    )
     assert resolved(resolve_pod(pod, None, lookup(), settings)).containers == ("other",)
 
 
 # --- containers, reserved names, notify, ownership ------------------------------
 
 
-def test_containers_default_to_all_app_and_init_containers(pod_factory: PodFactory) -> None:
+def test_containers_default_to_all_app_and_init_containers() -> None:
     settings = Settings(default_region="us-east-1")
-    pod = pod_factory(
+    pod = make_pod(
         {"ferry.dev/objects": SM_OBJECTS},
         containers=[{"name": "web", "image": "i"}, {"name": "worker", "image": "i"}],
         init_containers=[{"name": "migrate", "image": "i"}],
+        namespace="team-b",
     )
     assert resolved(resolve_pod(pod, None, lookup(), settings)).containers == ("migrate", "web", "worker")
     pod["metadata"]["annotations"]["ferry.dev/containers"] = " worker , migrate,worker"
@@ -266,38 +290,43 @@ def test_containers_default_to_all_app_and_init_containers(pod_factory: PodFacto
     assert "names no container" in denied(resolve_pod(pod, None, lookup(), settings)).message
 
 
-def test_reserved_names_are_denied(pod_factory: PodFactory) -> None:
+def test_reserved_names_are_denied() -> None:
     settings = Settings(default_region="us-east-1")
-    pod = pod_factory(
+    pod = make_pod(
         {"ferry.dev/objects": SM_OBJECTS},
         containers=[{"name": "ferry-sidecar", "image": "i"}],
         volumes=[{"name": "ferry-secrets", "emptyDir": {}}],
+        namespace="team-b",
     )
     message = denied(resolve_pod(pod, None, lookup(), settings)).message
     assert "'ferry-sidecar' is reserved for Ferry's own containers" in message
     assert "'ferry-secrets' is reserved for Ferry's volume" in message
 
 
-def test_notify_signal_needs_a_shared_process_namespace(pod_factory: PodFactory) -> None:
+def test_notify_signal_needs_a_shared_process_namespace() -> None:
     settings = Settings(default_region="us-east-1")
     annotations = {
         "ferry.dev/objects": SM_OBJECTS,
         "ferry.dev/refresh-interval": "1m",
         "ferry.dev/notify-signal": "SIGHUP:nginx",
     }
-    message = denied(resolve_pod(pod_factory(annotations), None, lookup(), settings)).message
+    message = denied(resolve_pod(make_pod(annotations, namespace="team-b"), None, lookup(), settings)).message
     assert message.startswith("ferry.dev/notify-signal: signalling a process needs spec.shareProcessNamespace: true")
-    result = resolved(resolve_pod(pod_factory(annotations, shareProcessNamespace=True), None, lookup(), settings))
+    result = resolved(
+        resolve_pod(make_pod(annotations, shareProcessNamespace=True, namespace="team-b"), None, lookup(), settings)
+    )
     assert (result.spec.notify.signal, result.spec.notify.process) == ("SIGHUP", "nginx")
     bad_url = {"ferry.dev/objects": SM_OBJECTS, "ferry.dev/notify-url": "http://evil.example.com/"}
-    assert denied(resolve_pod(pod_factory(bad_url), None, lookup(), settings)).message.startswith(
+    assert denied(resolve_pod(make_pod(bad_url, namespace="team-b"), None, lookup(), settings)).message.startswith(
         "ferry.dev/notify-url:"
     )
 
 
-def test_notify_without_refresh_warns(pod_factory: PodFactory) -> None:
+def test_notify_without_refresh_warns() -> None:
     settings = Settings(default_region="us-east-1")
-    pod = pod_factory({"ferry.dev/objects": SM_OBJECTS, "ferry.dev/notify-url": "http://localhost:8080/-/reload"})
+    pod = make_pod(
+        {"ferry.dev/objects": SM_OBJECTS, "ferry.dev/notify-url": "http://localhost:8080/-/reload"}, namespace="team-b"
+    )
     result = resolved(resolve_pod(pod, None, lookup(), settings))
     assert result.warnings == (
         "ferry.dev/notify-url has no effect without ferry.dev/refresh-interval: files are fetched once, "
@@ -305,10 +334,12 @@ def test_notify_without_refresh_warns(pod_factory: PodFactory) -> None:
     )
 
 
-def test_namespace_annotations_that_do_not_apply_warn(pod_factory: PodFactory) -> None:
+def test_namespace_annotations_that_do_not_apply_warn() -> None:
     settings = Settings(default_region="us-east-1")
     ns = namespace("team-b", **{"ferry.dev/mount-path": "/x", "ferry.dev/regoin": "x"})
-    result = resolved(resolve_pod(pod_factory({"ferry.dev/objects": SM_OBJECTS}), ns, lookup(), settings))
+    result = resolved(
+        resolve_pod(make_pod({"ferry.dev/objects": SM_OBJECTS}, namespace="team-b"), ns, lookup(), settings)
+    )
     assert result.warnings == (
         "namespace team-b annotation ferry.dev/mount-path is pod-only and is ignored",
         "namespace team-b annotation ferry.dev/regoin is not a Ferry annotation and is ignored",
@@ -326,7 +357,6 @@ def test_namespace_annotations_that_do_not_apply_warn(pod_factory: PodFactory) -
     ],
 )
 def test_file_owner_follows_the_pod(
-    pod_factory: PodFactory,
     pod_sc: dict[str, int],
     container_sc: dict[str, int],
     expected_uid: int | None,
@@ -337,25 +367,29 @@ def test_file_owner_follows_the_pod(
     container: dict[str, Any] = {"name": "app", "image": "i"}
     if container_sc:
         container["securityContext"] = container_sc
-    pod = pod_factory({"ferry.dev/objects": SM_OBJECTS}, containers=[container], securityContext=pod_sc)
+    pod = make_pod(
+        {"ferry.dev/objects": SM_OBJECTS}, containers=[container], securityContext=pod_sc, namespace="team-b"
+    )
     result = resolved(resolve_pod(pod, None, lookup(), settings))
     assert (result.spec.file_uid, result.spec.file_gid, result.run_as_user) == (expected_uid, expected_gid, run_as)
 
 
-def test_containers_that_disagree_on_uid_leave_the_owner_to_the_group(pod_factory: PodFactory) -> None:
+def test_containers_that_disagree_on_uid_leave_the_owner_to_the_group() -> None:
     settings = Settings(default_region="us-east-1")
     containers = [
         {"name": "a", "image": "i", "securityContext": {"runAsUser": 1}},
         {"name": "b", "image": "i", "securityContext": {"runAsUser": 2}},
     ]
-    pod = pod_factory({"ferry.dev/objects": SM_OBJECTS}, containers=containers, securityContext={"fsGroup": 9})
+    pod = make_pod(
+        {"ferry.dev/objects": SM_OBJECTS}, containers=containers, securityContext={"fsGroup": 9}, namespace="team-b"
+    )
     result = resolved(resolve_pod(pod, None, lookup(), settings))
     assert (result.spec.file_uid, result.spec.file_gid, result.run_as_user) == (None, 9, 65532)
 
 
-def test_resolution_is_memoized_by_content(pod_factory: PodFactory, settings: Settings) -> None:
+def test_resolution_is_memoized_by_content(settings: Settings) -> None:
     klass = spc("db", region="eu-west-1")
-    pod = pod_factory({"ferry.dev/secret-provider-class": "db"})
+    pod = make_pod({"ferry.dev/secret-provider-class": "db"}, namespace="team-b")
     first = resolved(resolve_pod(pod, None, lookup(klass), settings)).spec
     assert resolved(resolve_pod(pod, None, lookup(klass), settings)).spec is first
     changed = spc("db", region="eu-west-1", objects='- objectName: "prod/other"\n  objectType: secretsmanager\n')
@@ -366,13 +400,12 @@ def test_resolution_is_memoized_by_content(pod_factory: PodFactory, settings: Se
 @pytest.mark.parametrize(
     ("app", "init", "allowed"), [(256, 0, True), (200, 56, True), (257, 0, False), (1, 256, False)]
 )
-def test_container_count_is_bounded(
-    pod_factory: PodFactory, settings: Settings, app: int, init: int, allowed: bool
-) -> None:
-    pod = pod_factory(
+def test_container_count_is_bounded(settings: Settings, app: int, init: int, allowed: bool) -> None:
+    pod = make_pod(
         {"ferry.dev/objects": SM_OBJECTS, "ferry.dev/region": "us-east-1"},
         containers=[{"name": f"c{i}", "image": "x"} for i in range(app)],
         init_containers=[{"name": f"i{i}", "image": "x"} for i in range(init)],
+        namespace="team-b",
     )
     result = resolve_pod(pod, None, lookup(), settings)
     if allowed:
@@ -390,15 +423,17 @@ def test_container_count_is_bounded(
         ("/app/config", "/app", "over its volume 'code' at /app/config"),
     ],
 )
-def test_a_mount_nested_with_the_apps_own_mount_warns(
-    pod_factory: PodFactory, own_mount: str, ferry_path: str, needle: str
-) -> None:
+def test_a_mount_nested_with_the_apps_own_mount_warns(own_mount: str, ferry_path: str, needle: str) -> None:
     settings = Settings(default_region="us-east-1")
     containers = [{"name": "app", "image": "i", "volumeMounts": [{"name": "code", "mountPath": own_mount}]}]
     annotations = {"ferry.dev/objects": SM_OBJECTS, "ferry.dev/mount-path": ferry_path}
-    result = resolved(resolve_pod(pod_factory(annotations, containers=containers), None, lookup(), settings))
+    result = resolved(
+        resolve_pod(make_pod(annotations, containers=containers, namespace="team-b"), None, lookup(), settings)
+    )
     assert any(needle in warning and "ferry.dev/mount-path" in warning for warning in result.warnings)
     # Side by side is not nested: /app2 is not under /app.
     annotations["ferry.dev/mount-path"] = own_mount + "2"
-    result = resolved(resolve_pod(pod_factory(annotations, containers=containers), None, lookup(), settings))
+    result = resolved(
+        resolve_pod(make_pod(annotations, containers=containers, namespace="team-b"), None, lookup(), settings)
+    )
     assert not any("nested" in w or "hiding" in w for w in result.warnings)

@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import kubernetes_validate
 import pytest
 
 from fetcher.contract import build_spec
+from tests.support.pods import make_pod
 from tests.support.resolving import inject_resolved, resolve_pod
 from webhook.policy.containers import build_init_container, build_liveness_probe, build_sidecar
 from webhook.policy.decide import Denial
 from webhook.policy.specbuild import ResolvedRequest
 from webhook.settings import Settings, SettingsError
 
-PodFactory = Callable[..., dict[str, Any]]
 OBJECTS = '- objectName: "prod/db"\n  objectType: secretsmanager\n'
 SPEC = build_spec(objects=[{"objectName": "db", "objectType": "secretsmanager"}], region="us-east-1")
 
 
-def resolve(pod_factory: PodFactory, settings: Settings, **annotations: str) -> ResolvedRequest | Denial:
-    pod = pod_factory({"ferry.dev/objects": OBJECTS, **annotations})
+def resolve(settings: Settings, **annotations: str) -> ResolvedRequest | Denial:
+    pod = make_pod({"ferry.dev/objects": OBJECTS, **annotations}, namespace="team-b")
     return resolve_pod(pod, None, lambda ns, name: None, settings)
 
 
-def sidecar_of(pod_factory: PodFactory, settings: Settings, **annotations: str) -> dict[str, Any]:
-    pod = pod_factory({"ferry.dev/objects": OBJECTS, **annotations})
+def sidecar_of(settings: Settings, **annotations: str) -> dict[str, Any]:
+    pod = make_pod({"ferry.dev/objects": OBJECTS, **annotations}, namespace="team-b")
     resolved = resolve_pod(pod, None, lambda ns, name: None, settings)
     assert isinstance(resolved, ResolvedRequest), resolved
     mutated = dict(inject_resolved(pod, resolved, settings))
@@ -44,9 +43,9 @@ def probe_after(sidecar: dict[str, Any]) -> int:
     return int(command[command.index("--unhealthy-after") + 1])
 
 
-def test_the_webhook_default_is_ten_minutes(pod_factory: PodFactory) -> None:
+def test_the_webhook_default_is_ten_minutes() -> None:
     settings = Settings(default_region="us-east-1")
-    assert probe_after(sidecar_of(pod_factory, settings, **{"ferry.dev/refresh-interval": "1m"})) == 600
+    assert probe_after(sidecar_of(settings, **{"ferry.dev/refresh-interval": "1m"})) == 600
 
 
 def test_the_webhook_default_comes_from_its_env() -> None:
@@ -56,15 +55,15 @@ def test_the_webhook_default_comes_from_its_env() -> None:
         Settings.from_env({"FERRY_SIDECAR_UNHEALTHY_AFTER": "soon"})
 
 
-def test_the_pod_annotation_wins_and_zero_means_no_probe(pod_factory: PodFactory) -> None:
+def test_the_pod_annotation_wins_and_zero_means_no_probe() -> None:
     settings = Settings(default_region="us-east-1", sidecar_unhealthy_after_seconds=60)
     refresh = {"ferry.dev/refresh-interval": "1m"}
     after = {"ferry.dev/sidecar-unhealthy-after": "1h30m"}
-    assert probe_after(sidecar_of(pod_factory, settings, **refresh, **after)) == 5400
-    off = sidecar_of(pod_factory, settings, **refresh, **{"ferry.dev/sidecar-unhealthy-after": "0"})
+    assert probe_after(sidecar_of(settings, **refresh, **after)) == 5400
+    off = sidecar_of(settings, **refresh, **{"ferry.dev/sidecar-unhealthy-after": "0"})
     assert "livenessProbe" not in off
     assert "livenessProbe" not in sidecar_of(
-        pod_factory, Settings(default_region="us-east-1", sidecar_unhealthy_after_seconds=0), **refresh
+        Settings(default_region="us-east-1", sidecar_unhealthy_after_seconds=0), **refresh
     )
 
 
@@ -77,9 +76,8 @@ def test_the_pod_annotation_wins_and_zero_means_no_probe(pod_factory: PodFactory
         ("8760h", "outside 10s..7 days"),
     ],
 )
-def test_a_bad_value_is_denied_naming_the_annotation(pod_factory: PodFactory, value: str, needle: str) -> None:
+def test_a_bad_value_is_denied_naming_the_annotation(value: str, needle: str) -> None:
     result = resolve(
-        pod_factory,
         Settings(default_region="us-east-1"),
         **{"ferry.dev/refresh-interval": "1m", "ferry.dev/sidecar-unhealthy-after": value},
     )
@@ -88,8 +86,8 @@ def test_a_bad_value_is_denied_naming_the_annotation(pod_factory: PodFactory, va
     assert len(result.message) < 300
 
 
-def test_without_a_refresh_the_annotation_only_warns(pod_factory: PodFactory) -> None:
-    result = resolve(pod_factory, Settings(default_region="us-east-1"), **{"ferry.dev/sidecar-unhealthy-after": "5m"})
+def test_without_a_refresh_the_annotation_only_warns() -> None:
+    result = resolve(Settings(default_region="us-east-1"), **{"ferry.dev/sidecar-unhealthy-after": "5m"})
     assert isinstance(result, ResolvedRequest)
     assert any("sidecar-unhealthy-after has no effect" in warning for warning in result.warnings)
 

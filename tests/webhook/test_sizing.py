@@ -11,8 +11,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from tests.support.pods import make_pod
-from webhook.policy.decide import decide_injection
-from webhook.policy.pipeline import admit_pod
+from tests.support.resolving import admit_request
 from webhook.policy.platform import FARGATE_SCHEDULER, autopilot_resources, describe_size, platform_settings
 from webhook.policy.podshape import MAX_POD_CONTAINERS
 from webhook.policy.request import PodRequest, is_run_to_completion
@@ -61,14 +60,7 @@ def app_pod(cpu: str, memory: str, *, refresh: bool = True, fargate: bool = True
 
 
 def admit(pod: dict[str, Any], settings: Settings = SETTINGS, *, native: bool = True) -> Any:
-    request = PodRequest.read(pod, "team-a", None)
-    return admit_pod(
-        request,
-        decide_injection(request, settings),
-        spc_lookup=lambda ns, name: None,
-        settings=settings,
-        native_sidecars=native,
-    )
+    return admit_request(PodRequest.read(pod, "team-a", None), settings, native_sidecars=native)
 
 
 def amounts_of(pod: dict[str, Any]) -> PodAmounts:
@@ -190,14 +182,8 @@ def test_a_memory_floor_below_the_request_lets_memory_fit() -> None:
 
 def test_a_limit_range_minimum_is_a_floor() -> None:
     limit_range = {"metadata": {"name": "lr"}, "spec": {"limits": [{"type": "Container", "min": {"cpu": "10m"}}]}}
-    request = PodRequest.read(app_pod("250m", "512Mi"), "team-a", None)
-    first = admit_pod(
-        request,
-        decide_injection(request, SETTINGS),
-        spc_lookup=lambda ns, name: None,
-        settings=SETTINGS,
-        native_sidecars=True,
-        limit_ranges=[limit_range],
+    first = admit_request(
+        PodRequest.read(app_pod("250m", "512Mi"), "team-a", None), SETTINGS, limit_ranges=[limit_range]
     )
     assert own(first.pod, "ferry-sidecar")["resources"]["requests"]["cpu"] == "10m"
     assert first.warnings and "0.5 vCPU / 1 GB" in first.warnings[0]
@@ -481,14 +467,7 @@ def test_autopilot_figures_reach_pod_level_resources_and_limit_ranges() -> None:
     assert admitted["spec"]["resources"]["requests"] == {"cpu": "550m", "memory": "1152Mi"}
     limit_range = {"metadata": {"name": "lr"}, "spec": {"limits": [{"type": "Container", "max": {"cpu": "100m"}}]}}
     request = PodRequest.read(app_pod("500m", "1Gi", fargate=False), "team-a", None)
-    checked = admit_pod(
-        request,
-        decide_injection(request, settings),
-        spc_lookup=lambda ns, name: None,
-        settings=settings,
-        native_sidecars=True,
-        limit_ranges=[limit_range],
-    )
+    checked = admit_request(request, settings, limit_ranges=[limit_range])
     # Without Autopilot the 500m limit breaks max 100m; with no-bursting the limit is the 50m request.
     assert checked.outcome == "injected"
 
