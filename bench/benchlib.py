@@ -31,7 +31,7 @@ from typing import Any
 from fetcher.contract import spec_to_json
 from tests.support.net import free_port as free_port  # re-exported for the scripts
 from tests.support.paths import FIXTURES as FIXTURES  # re-exported: the scripts read the recorded fixtures
-from tests.support.paths import REPO_ROOT
+from tests.support.paths import REPO_ROOT as REPO_ROOT  # re-exported: the scripts run the repository's code
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -380,7 +380,8 @@ class CountingMotoServer:
     def start(self) -> CountingMotoServer:
         import logging
 
-        from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        # moto.server imports these without re-exporting them; their home module is typed.
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
         from werkzeug.serving import make_server
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
