@@ -31,6 +31,8 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check fetcher webhook
 	$(VENV)/bin/mypy
+	# The benches too, as strictly: a bench that calls a renamed or removed function fails here, not at run time.
+	$(VENV)/bin/mypy -p bench
 	$(VENV)/bin/lint-imports
 
 # pytest exit code 5 means "no tests collected": a failure here, never a pass.

@@ -30,8 +30,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from bench.benchlib import describe_machine, machine_info, summarize, table, write_results
 from devcluster.controlplane import start_control_plane
@@ -41,7 +40,15 @@ METRIC = "apiserver_admission_webhook_admission_duration_seconds"
 _LINE = re.compile(r"^(?P<name>[a-z_]+)\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
 
 
-def scrape(text: str, webhook: str) -> dict[str, Any]:
+class Histogram(TypedDict):
+    """One Prometheus histogram: cumulative count per upper bound (le), and the sum and count of observations."""
+
+    buckets: dict[float, float]
+    sum: float
+    count: float
+
+
+def scrape(text: str, webhook: str) -> Histogram:
     """Bucket counts, sum and count of METRIC for `webhook` (type admit), summed over its other labels."""
     buckets: dict[float, float] = {}
     total = {"sum": 0.0, "count": 0.0}
@@ -58,15 +65,15 @@ def scrape(text: str, webhook: str) -> dict[str, Any]:
             buckets[bound] = buckets.get(bound, 0.0) + float(match["value"])
         elif suffix in ("_sum", "_count"):
             total[suffix[1:]] += float(match["value"])
-    return {"buckets": buckets, **total}
+    return {"buckets": buckets, "sum": total["sum"], "count": total["count"]}
 
 
-def delta(after: Mapping[str, Any], before: Mapping[str, Any]) -> dict[str, Any]:
+def delta(after: Histogram, before: Histogram) -> Histogram:
     buckets = {b: after["buckets"][b] - before["buckets"].get(b, 0.0) for b in after["buckets"]}
     return {"buckets": buckets, "sum": after["sum"] - before["sum"], "count": after["count"] - before["count"]}
 
 
-def bucket_quantile(histogram: Mapping[str, Any], q: float) -> float:
+def bucket_quantile(histogram: Histogram, q: float) -> float:
     """Prometheus' histogram_quantile: linear interpolation inside the bucket holding rank q."""
     bounds = sorted(histogram["buckets"])
     count = histogram["count"]
@@ -109,7 +116,8 @@ def main() -> int:
 
             def create(namespace: str, manifest: dict[str, Any]) -> float:
                 started = time.perf_counter()
-                core.create_namespaced_pod(namespace, manifest, _preload_content=False)
+                # The client's validate_call (pydantic) turns the dict into a V1Pod; the annotation names only that.
+                core.create_namespaced_pod(namespace, manifest, _preload_content=False)  # type: ignore[arg-type]
                 return time.perf_counter() - started
 
             asks = opted_pod("x", "db", "api-key", "flags")

@@ -26,12 +26,15 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fetcher.contract import spec_to_json
 from tests.support.net import free_port as free_port  # re-exported for the scripts
 from tests.support.paths import FIXTURES as FIXTURES  # re-exported: the scripts read the recorded fixtures
-from tests.support.paths import REPO_ROOT
+from tests.support.paths import REPO_ROOT as REPO_ROOT  # re-exported: the scripts run the repository's code
+
+if TYPE_CHECKING:  # for the annotation: CountingMotoServer imports werkzeug when it starts
+    from werkzeug.serving import BaseWSGIServer
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -369,7 +372,7 @@ class CountingMotoServer:
         self._calls: Counter[str] = Counter()
         self._names_per_call: Counter[str] = Counter()
         self._by_secret: Counter[str] = Counter()
-        self._server: Any = None
+        self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
 
@@ -380,7 +383,8 @@ class CountingMotoServer:
     def start(self) -> CountingMotoServer:
         import logging
 
-        from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        # moto.server imports these without re-exporting them; their home module is typed.
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
         from werkzeug.serving import make_server
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise

@@ -19,6 +19,10 @@ from urllib.parse import urlsplit
 
 
 def main(argv: list[str]) -> int:
+    asked = argv[:1] in (["-h"], ["--help"])
+    if asked or len(argv) != 3:  # bench/lean_fetcher.py starts it; by hand, it only says how
+        print(__doc__, file=sys.stdout if asked else sys.stderr)
+        return 0 if asked else 2
     with open(argv[0]) as handle:
         plan = json.load(handle)
     interval, keep = float(argv[1]), argv[2] == "1"

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             o["objectName"] for o in objects if o["objectType"] == "secretsmanager" and "objectVersion" not in o
         ]
         pinned_names = [o["objectName"] for o in objects if "objectVersion" in o]
-        ssm_calls_per_cycle = -(-args.parameters // 10)
+        ssm_calls_per_cycle: int = -(-args.parameters // 10)
         target = Path(tmp) / "secrets"
         log_path = Path(tmp) / "sidecar.log"
         env = benchlib.clean_env(

@@ -6,7 +6,7 @@ import json
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,7 @@ def kube_calls(admissions: int, warmup: int) -> dict[str, Any]:
                 paths = sorted({r.path for r in kube.requests})
         finally:
             cache.stop()
-            api.close()
+            api.close()  # type: ignore[no-untyped-call]  # kubernetes' ApiClient.close() has no annotations
     return {
         "admissions": admissions,
         "warmup_admissions": warmup,
@@ -130,7 +130,7 @@ def admission_breakdown(bodies: dict[str, list[bytes]], iterations: int) -> dict
     from webhook.policy.decide import decide_injection
     from webhook.policy.memo import cached_diff, cached_parts, cached_spec, clear_caches
     from webhook.policy.patch import make_pod_patch
-    from webhook.policy.pipeline import admit_pod
+    from webhook.policy.pipeline import Admission, admit_pod
     from webhook.policy.request import PodRequest
     from webhook.policy.review import build_response, encode_answer, parse_review
     from webhook.policy.view import StaticView
@@ -140,7 +140,7 @@ def admission_breakdown(bodies: dict[str, list[bytes]], iterations: int) -> dict
     view = StaticView([bench_spc()], namespaces)
     settings = Settings()
 
-    def admit(request: dict[str, Any]) -> Any:
+    def admit(request: Mapping[str, Any]) -> Admission:
         pod_request = PodRequest.read(request["object"], NAMESPACE, view.namespace(NAMESPACE))
         return admit_pod(
             pod_request,
@@ -153,12 +153,12 @@ def admission_breakdown(bodies: dict[str, list[bytes]], iterations: int) -> dict
             parts_maker=cached_parts,
         )
 
-    request = parse_review(body)
+    request: Mapping[str, Any] = parse_review(body)
     admission = admit(request)
     patch = admission.patch
     response = build_response(request["uid"], patch=patch)
 
-    def cold_admit() -> Any:
+    def cold_admit() -> Admission:
         clear_caches()
         return admit(parse_review(body))
 

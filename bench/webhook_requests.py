@@ -72,7 +72,9 @@ OBJECTS: list[dict[str, Any]] = [
 
 def realistic_review(source: str) -> dict[str, Any]:
     """The AdmissionReview a real v1.28 API server sent for an annotated pod, grown to 3 containers, 10 objects."""
-    review = json.loads((benchlib.FIXTURES / "admission" / "review-1-ferry-first-call.json").read_text())
+    review: dict[str, Any] = json.loads(
+        (benchlib.FIXTURES / "admission" / "review-1-ferry-first-call.json").read_text()
+    )
     request = review["request"]
     request["uid"] = UID_PLACEHOLDER
     pod = request["object"]
@@ -175,7 +177,7 @@ def memo_rotation_check(bodies: dict[str, list[bytes]], requests: int) -> dict[s
         return {"available": False, "error": f"{type(exc).__name__}: {exc}"}
     result: dict[str, Any] = {"available": True, "memo_max_entries": MAX_ENTRIES, "requests": requests}
     for case in CASES:
-        memo = AdmissionMemo()
+        memo: AdmissionMemo[bool] = AdmissionMemo()
         pool = bodies[case]
         for i in range(requests):
             request = json.loads(instance(pool[i % len(pool)], second=i))["request"]
