@@ -28,8 +28,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from devcluster.net import free_port as free_port  # re-exported for the scripts
 from fetcher.contract import spec_to_json
-from tests.support.net import free_port as free_port  # re-exported for the scripts
 from tests.support.paths import FIXTURES as FIXTURES  # re-exported: the scripts read the recorded fixtures
 from tests.support.paths import REPO_ROOT as REPO_ROOT  # re-exported: the scripts run the repository's code
 

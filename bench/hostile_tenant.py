@@ -65,7 +65,7 @@ import httpx
 import psutil
 
 from bench import benchlib
-from tests.support.net import LOOPBACK
+from devcluster.net import LOOPBACK
 from tests.support.reviews import pod_create_review
 from tests.support.served import ServedWebhook, closed_by_server, stalled_request
 

@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from devcluster.controlplane import ControlPlane, free_port
+from devcluster.controlplane import ControlPlane
+from devcluster.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "ferry-webhook"

@@ -36,7 +36,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -60,6 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `devcluster`, when run as `python scripts/demo.py`
 
 from devcluster.eksidentity import ROLE_ANNOTATION, IdentityWebhook, add_irsa, role_of  # noqa: E402
+from devcluster.net import free_port  # noqa: E402
 
 logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
 
@@ -129,12 +129,6 @@ def wrap_tokens(tokens: list[str], width: int) -> Iterator[str]:
 
 
 # --- the local AWS and local processes -------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.net import free_port
+from devcluster.net import free_port
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from devcluster.net import free_port
 from fetcher.aws import AwsClients
 from fetcher.errors import AwsUnavailableError, ObjectErrors
 from fetcher.sources import fetch_all
@@ -28,7 +29,6 @@ from tests.support.aws import (
     make_clients,
     make_spec,
 )
-from tests.support.net import free_port
 
 StubFactory = Callable[[Callable[[RecordedRequest], Reply]], LocalHttpStub]
 

@@ -29,7 +29,8 @@ from typing import Any
 
 import yaml
 
-from devcluster.controlplane import ControlPlane, free_port
+from devcluster.controlplane import ControlPlane
+from devcluster.net import free_port
 from tests.support.pods import make_pod
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

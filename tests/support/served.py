@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.net import LOOPBACK, free_port
+from devcluster.net import LOOPBACK, free_port
 from tests.support.paths import REPO_ROOT
 
 FIXTURE_SPCS = REPO_ROOT / "tests" / "fixtures" / "kube-apiserver-v1.28" / "secretproviderclasses.yaml"

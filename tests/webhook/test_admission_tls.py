@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from devcluster.net import free_port
 from tests.support.kubeapi import FakeKubeAPI
-from tests.support.net import free_port
 from tests.support.reviews import decode_patch
 from tests.support.tlsserver import TLSServer
 from webhook.cluster.kube import WatchCache

@@ -30,7 +30,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.support.net import LOOPBACK
+from devcluster.net import LOOPBACK
 from tests.support.pods import make_pod
 from tests.support.reviews import pod_create_review
 from tests.support.served import ServedWebhook, closed_by_server

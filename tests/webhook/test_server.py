@@ -21,7 +21,7 @@ import httpx
 import pytest
 from cryptography import x509
 
-from tests.support.net import free_port
+from devcluster.net import free_port
 from tests.support.paths import REPO_ROOT
 from tests.support.tlsserver import TLSServer
 from webhook.tls.certs import CertBundle, generate_bundle, write_bundle

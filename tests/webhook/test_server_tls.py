@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.support.net import free_port
+from devcluster.net import free_port
 from tests.support.paths import REPO_ROOT
 from tests.support.tlsserver import TLSServer
 from webhook.edge.server import TLS12_CIPHERS

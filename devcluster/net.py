@@ -1,4 +1,4 @@
-"""Loopback networking for tests and benchmarks: a port nothing listens on yet."""
+"""Loopback networking for the local cluster, the demo, tests and benchmarks: a port nothing listens on yet."""
 
 from __future__ import annotations
 
