@@ -127,28 +127,32 @@ class _Ops:
         self, parent: Mapping[str, Any], key: str, items: list[Any], pointer: str, texts: Sequence[str] | None = None
     ) -> list[Any]:
         """`parent[key]` with `items` (whose JSON texts are `texts`, when known) at its end."""
-        old = parent.get(key)
-        if key not in parent:
-            self.record(pointer, items, text=f"[{','.join(texts)}]" if texts is not None else None)
-        elif type(old) is list:
-            for offset, item in enumerate(items, len(old)):
-                self.record(f"{pointer}/{offset}", item, text=texts[offset - len(old)] if texts is not None else None)
-            return [*old, *items]
-        else:
-            self.spoil()
-        return [*(old or []), *items]
+        return self._placed(parent, key, items, pointer, texts, at_end=True)
 
     def prepended(
         self, parent: Mapping[str, Any], key: str, items: list[Any], pointer: str, texts: Sequence[str] | None = None
     ) -> list[Any]:
         """`items`, then `parent[key]`."""
+        return self._placed(parent, key, items, pointer, texts, at_end=False)
+
+    def _placed(
+        self,
+        parent: Mapping[str, Any],
+        key: str,
+        items: list[Any],
+        pointer: str,
+        texts: Sequence[str] | None,
+        *,
+        at_end: bool,
+    ) -> list[Any]:
         old = parent.get(key)
         if key not in parent:
             self.record(pointer, items, text=f"[{','.join(texts)}]" if texts is not None else None)
         elif type(old) is list:
-            for offset, item in enumerate(items):
-                self.record(f"{pointer}/{offset}", item, text=texts[offset] if texts is not None else None)
-            return [*items, *old]
+            start = len(old) if at_end else 0
+            for index, item in enumerate(items):
+                self.record(f"{pointer}/{start + index}", item, text=texts[index] if texts is not None else None)
         else:
             self.spoil()
-        return [*items, *(old or [])]
+        rest = old or []
+        return [*rest, *items] if at_end else [*items, *rest]
