@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 import yaml
 
-from devcluster.controlplane import ControlPlane
-from devcluster.net import free_port, start_control_plane
+from devcluster.controlplane import ControlPlane, start_control_plane
+from devcluster.net import free_port
 from tests.chart.rendering import CHART, tool
 from tests.support.ferrylib import Ferry, is_injected, new_workdir, opted_pod, wait_for
 
