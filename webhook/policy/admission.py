@@ -119,7 +119,8 @@ def admit(
         # made-up accounts must not spend other tenants' reads.
         if read_ksa is not None and ksa is not None and ksa.unread and from_api_server and verdict is None:
             ksa = read_ksa(namespace, account_name)  # a miss: the GET, for this one pod
-            key = pod_key(pod, namespace, ksa) if memo is not None else b""
+            # Keyed only once read: the memo is never asked with an unread one (a failed or rate-limited GET).
+            key = pod_key(pod, namespace, ksa) if memo is not None and not ksa.unread else b""
         if ksa is not None:
             pod_request = pod_request._replace(ksa=ksa)
         admission = admit_pod(
