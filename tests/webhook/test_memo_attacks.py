@@ -58,3 +58,28 @@ def test_an_answer_made_with_a_service_account_still_unread_after_its_get_is_not
         assert status == 200 and json.loads(body)["response"]["allowed"], body  # an AWS pod: admitted
     assert view.gets == 5, "not vacuous: each pod took the GET path, and the GET left the account unread"
     assert len(handler.memo) == 0, "entries no request can recall"
+
+
+def test_forged_reviews_cannot_push_the_api_servers_answers_out_of_the_memo() -> None:
+    """With FERRY_API_SERVER_ADDRESSES set, a review from elsewhere is answered but not remembered: a tenant
+    posting forged reviews of ever-new pods (any pod can) would otherwise evict every tenant's replicas."""
+    from tests.webhook.test_memo import MutableView
+    from webhook.policy.memo import MAX_ENTRIES
+    from webhook.settings import Settings
+
+    settings = Settings.from_env({"FERRY_API_SERVER_ADDRESSES": "10.0.0.0/24"})
+    handler = AdmissionHandler(settings, MutableView(), True, AdmissionMetrics())
+    annotations = {"ferry.dev/inject": "true", "ferry.dev/region": "eu-west-1", "ferry.dev/objects": AWS_OBJECTS}
+
+    def post(pod: dict[str, Any], peer: str) -> None:
+        status, body = handler.handle(json.dumps(pod_create_review(pod, namespace="apps")).encode(), peer=peer)
+        assert status == 200 and json.loads(body)["response"]["allowed"], body
+
+    replica = make_pod(annotations, namespace="apps")
+    post(replica, "10.0.0.7")  # the API server: remembered
+    for index in range(MAX_ENTRIES + 10):
+        post(make_pod({**annotations, "churn": str(index)}, namespace="apps"), "10.0.1.9")
+    hits = handler.memo.hits
+    post(replica, "10.0.0.7")
+    assert handler.memo.hits == hits + 1, "the API server's replica must still be answered from the memo"
+    assert len(handler.memo) == 1

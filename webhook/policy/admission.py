@@ -161,10 +161,12 @@ def admit(
         tail,
         namespace_obj is not None,
     )
-    if memo is not None and key and ready and decision.outcome != "denied":
+    if memo is not None and key and ready and from_api_server and decision.outcome != "denied":
         # Denials are not remembered: they are rare, cheap to make again, and a hostile pod's denial must
         # not stay resident (nor can a pod that fails the type check be). What is remembered is bounded in
         # bytes by the memo. No key: a ServiceAccount left unread, whose answer may change once it is read.
+        # Nor a review from outside FERRY_API_SERVER_ADDRESSES (when set): it is answered, from the memo too,
+        # but forged reviews of ever-new pods must not push the API server's replicas out of it.
         memo.remember(
             key, decision, namespace_obj, lookup.read, limit_ranges, size=len(decision.head) + len(decision.tail)
         )
