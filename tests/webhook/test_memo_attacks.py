@@ -16,6 +16,7 @@ from tests.support.reviews import pod_create_review
 from tests.webhook.test_gcp_admission import GKE
 from webhook.edge.app import AdmissionHandler
 from webhook.edge.metrics import AdmissionMetrics
+from webhook.settings import Settings
 
 AWS_OBJECTS = "- objectName: prod/db\n  objectType: secretsmanager\n"
 
@@ -65,7 +66,6 @@ def test_forged_reviews_cannot_push_the_api_servers_answers_out_of_the_memo() ->
     posting forged reviews of ever-new pods (any pod can) would otherwise evict every tenant's replicas."""
     from tests.webhook.test_memo import MutableView
     from webhook.policy.memo import MAX_ENTRIES
-    from webhook.settings import Settings
 
     settings = Settings.from_env({"FERRY_API_SERVER_ADDRESSES": "10.0.0.0/24"})
     handler = AdmissionHandler(settings, MutableView(), True, AdmissionMetrics())
@@ -83,3 +83,68 @@ def test_forged_reviews_cannot_push_the_api_servers_answers_out_of_the_memo() ->
     post(replica, "10.0.0.7")
     assert handler.memo.hits == hits + 1, "the API server's replica must still be answered from the memo"
     assert len(handler.memo) == 1
+
+
+class _EditedClassView:
+    """A view whose SecretProviderClass a tenant rewrites between admissions, as the watch cache replaces it."""
+
+    def __init__(self) -> None:
+        self.namespace_obj = {"metadata": {"name": "apps", "resourceVersion": "1"}}
+        self.spc: Mapping[str, Any] = {}
+        self.version = 0
+
+    def rewrite(self, padding_bytes: int) -> None:
+        self.version += 1
+        self.spc = {
+            "apiVersion": "secrets-store.csi.x-k8s.io/v1",
+            "kind": "SecretProviderClass",
+            "metadata": {"name": "db", "namespace": "apps", "resourceVersion": str(self.version)},
+            "spec": {
+                "provider": "aws",
+                # Parsed afresh from each watch event: a string of its own, as json.loads makes one.
+                "parameters": {"region": "eu-west-1", "objects": AWS_OBJECTS, "padding": "x" * padding_bytes + "."},
+            },
+        }
+
+    def namespace(self, name: str) -> Mapping[str, Any] | None:
+        return self.namespace_obj if name == "apps" else None
+
+    def secret_provider_class(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return self.spc if (namespace, name) == ("apps", "db") else None
+
+    def limit_ranges(self, namespace: str) -> Sequence[Mapping[str, Any]]:
+        return ()
+
+    def is_ready(self) -> bool:
+        return True
+
+
+def test_remembered_answers_cannot_pin_every_old_version_of_a_rewritten_class() -> None:
+    """An entry keeps the objects it was made from (to see them change). A tenant who rewrites a large class
+    before each of its pods (distinct annotations, so distinct entries) made the memo hold every old version,
+    outside the view's bound and the memo's: the memo's byte bound must count what its entries keep alive."""
+    import gc
+    import tracemalloc
+
+    from webhook.policy.memo import AdmissionMemo
+
+    view = _EditedClassView()
+    handler = AdmissionHandler(Settings(), view, True, AdmissionMetrics())
+    bound = 2 * 1024 * 1024
+    handler.memo = AdmissionMemo(max_bytes=bound)
+    annotations = {"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "db"}
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for index in range(40):
+            view.rewrite(200 * 1024)
+            pod = make_pod({**annotations, "rev": str(index)}, namespace="apps")
+            status, body = handler.handle(json.dumps(pod_create_review(pod, namespace="apps")).encode())
+            assert status == 200 and json.loads(body)["response"]["allowed"], body
+        view.rewrite(0)  # the view lets the last large version go
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(handler.memo) >= 1, "not vacuous: the pods were remembered"
+    assert held < 2 * bound, f"the memo keeps {held // 1024} KiB alive, over its {bound // 1024} KiB bound"

@@ -313,7 +313,7 @@ class Remembered(NamedTuple):
     """An answer, and what it was computed from."""
 
     answer: Any
-    # Bytes the answer holds, counted against the memo's byte bound.
+    # Bytes the answer and the objects it was made from hold, counted against the memo's byte bound.
     size: int
     namespace: _Seen
     # (namespace, name) of each SecretProviderClass looked up, and what the lookup returned.
@@ -375,8 +375,14 @@ class AdmissionMemo(Generic[V]):
         *,
         size: int = 0,
     ) -> None:
-        """Keep `answer` (of `size` bytes) for `key`; an answer over the per-entry bound is not kept."""
+        """Keep `answer` (of `size` bytes) for `key`; an entry over the per-entry bound is not kept.
+
+        The entry keeps the objects it was made from alive (to see them replaced), and the view has let go of
+        a replaced one: their bytes count against the bounds too, or a tenant rewriting a large class before
+        each of its pods would have the memo hold every old version.
+        """
         self.forget(key)
+        size += sum(_kept_bytes(obj) for obj in (namespace_obj, *spcs_read.values(), *limit_ranges))
         if size > self._max_entry_bytes:
             return
         self._entries[key] = Remembered(
@@ -398,6 +404,17 @@ class AdmissionMemo(Generic[V]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _kept_bytes(obj: Mapping[str, Any] | None) -> int:
+    """About the bytes a cluster object holds: its marshalled length (its memory is within a small factor)."""
+    if obj is None:
+        return 0
+    value: Any = obj  # JSON from the view: what marshal writes
+    try:
+        return len(marshal.dumps(value, 2))
+    except ValueError:  # a value marshal cannot write (a date in a YAML view): its text instead
+        return len(repr(obj))
 
 
 class RecordingLookup:
