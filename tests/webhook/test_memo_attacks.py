@@ -148,3 +148,40 @@ def test_remembered_answers_cannot_pin_every_old_version_of_a_rewritten_class() 
         tracemalloc.stop()
     assert len(handler.memo) >= 1, "not vacuous: the pods were remembered"
     assert held < 2 * bound, f"the memo keeps {held // 1024} KiB alive, over its {bound // 1024} KiB bound"
+
+
+def test_the_spec_cache_bound_counts_its_keys_not_only_the_specs() -> None:
+    """The spec cache was keyed by the class's whole marshalled content, outside its byte bound: one large class
+    and forged reviews of pods that each override one option (here the refresh interval) kept a quarter MB per
+    entry, 512 entries, while the bound counted a few hundred bytes of spec JSON each."""
+    import gc
+    import tracemalloc
+
+    from webhook.policy import memo
+
+    view = _EditedClassView()
+    view.rewrite(250 * 1024)
+    handler = AdmissionHandler(Settings(), view, True, AdmissionMetrics())
+    memo.clear_caches()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for index in range(40):
+            annotations = {
+                "ferry.dev/inject": "true",
+                "ferry.dev/secret-provider-class": "db",
+                "ferry.dev/refresh-interval": f"{120 + index}s",
+            }
+            pod = make_pod(annotations, namespace="apps")
+            body = json.dumps(pod_create_review(pod, namespace="apps")).encode()
+            status, answer = handler.handle(body, memoize=False)  # the spec cache alone
+            assert status == 200 and json.loads(answer)["response"]["allowed"], answer
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    try:
+        assert memo.cache_stats()["specs"][2] >= 1, "not vacuous: the specs were kept"
+        assert held < memo.MAX_SPECS_BYTES, f"the spec cache keeps {held // 1024} KiB alive"
+    finally:
+        memo.clear_caches()

@@ -60,12 +60,14 @@ class BoundedCache(Generic[K, V]):
         max_entries: int,
         *,
         size: Callable[[V], int] | None = None,
+        key_size: Callable[[K], int] | None = None,
         max_bytes: int = 0,
         max_entry_bytes: int = 0,
     ) -> None:
         self._entries: OrderedDict[K, V] = OrderedDict()
         self._max_entries = max_entries
         self._size: Callable[[V], int] = size or _unsized
+        self._key_size: Callable[[K], int] = key_size or _unsized
         self._max_bytes = max_bytes
         self._max_entry_bytes = max_entry_bytes
         self.bytes = 0
@@ -88,16 +90,17 @@ class BoundedCache(Generic[K, V]):
         value = compute()
         if keep is not None and not keep(value):
             return value
-        size = self._size(value)
+        size = self._size(value) + self._key_size(key)
         if size > self._max_entry_bytes:
             return value
         with self._lock:
             if key in self._entries:  # the other thread computed it meanwhile
-                self.bytes -= self._size(self._entries.pop(key))
+                self.bytes -= self._size(self._entries.pop(key)) + self._key_size(key)
             self._entries[key] = value
             self.bytes += size
             while len(self._entries) > self._max_entries or self.bytes > self._max_bytes:
-                self.bytes -= self._size(self._entries.popitem(last=False)[1])
+                evicted, old = self._entries.popitem(last=False)
+                self.bytes -= self._size(old) + self._key_size(evicted)
         return value
 
     def __len__(self) -> int:
@@ -113,9 +116,20 @@ def _unsized(value: object) -> int:
     return 0
 
 
+def _text_bytes(value: object) -> int:
+    """The characters and bytes of the strings in a key (tuples of strings, numbers and tuples)."""
+    if isinstance(value, str | bytes):
+        return len(value)
+    if isinstance(value, tuple):
+        return sum(_text_bytes(item) for item in value)
+    return 0
+
+
 _SPECS: BoundedCache[Hashable, SpecResult] = BoundedCache(
     MAX_SPECS,
     size=lambda result: len(result.json) if isinstance(result, BuiltSpec) else 0,
+    # The key's text counts too: a pod's own objects (up to 64 KiB), a class's digest, the options' values.
+    key_size=_text_bytes,
     max_bytes=MAX_SPECS_BYTES,
     max_entry_bytes=MAX_SPEC_ENTRY_BYTES,
 )
@@ -131,10 +145,14 @@ _PARTS: BoundedCache[Hashable, FerryParts] = BoundedCache(
 def cached_spec(inputs: SpecInputs) -> SpecResult:
     """`make_spec(inputs)`, built once per distinct input: parsing the objects YAML dominates a miss.
 
-    Only valid specs are kept: problems belong to a denial, and denials are never remembered.
+    Only valid specs are kept: problems belong to a denial, and denials are never remembered. A class is keyed
+    by the digest of its content: the content itself (up to 256 KiB of parameters) would make the key, not
+    the spec, what an entry holds.
     """
     key = (
-        inputs if isinstance(inputs, InlineSpecInputs) else (content_key(inputs.trimmed), inputs.options, inputs.names)
+        inputs
+        if isinstance(inputs, InlineSpecInputs)
+        else (content_digest(inputs.trimmed), inputs.options, inputs.names)
     )
     return _SPECS.get_or_compute(key, lambda: make_spec(inputs), keep=lambda result: isinstance(result, BuiltSpec))
 
@@ -191,6 +209,12 @@ def content_key(value: Any) -> Hashable:
         return marshal.dumps(value, 2)
     except ValueError:  # e.g. a date PyYAML read from an SPC file
         return _frozen(value)
+
+
+def content_digest(value: Any) -> Hashable:
+    """`content_key`, as a SHA-256 digest where marshal can write the value: 32 bytes whatever its size."""
+    key = content_key(value)
+    return hashlib.sha256(key).digest() if isinstance(key, bytes) else key
 
 
 def _frozen(value: Any) -> Hashable:
