@@ -185,3 +185,82 @@ def test_the_spec_cache_bound_counts_its_keys_not_only_the_specs() -> None:
         assert held < memo.MAX_SPECS_BYTES, f"the spec cache keeps {held // 1024} KiB alive"
     finally:
         memo.clear_caches()
+
+
+def _forged_pods() -> list[dict[str, Any]]:
+    """Pods a forger varies where the key summarises or the type check looks: odd JSON types, Job markers."""
+    annotations = {
+        "ferry.dev/inject": "true",
+        "ferry.dev/region": "eu-west-1",
+        "ferry.dev/objects": AWS_OBJECTS,
+        "ferry.dev/refresh-interval": "5m",  # a sidecar: whether the pod runs to completion changes it
+    }
+    base = make_pod(annotations, namespace="apps")
+    meta, spec = base["metadata"], base["spec"]
+    odd: list[Any] = [None, [], {}, "x", 0, True, -0.0, 0.0, float("nan"), 10**30, [["x"]], [None]]
+    odd += [{"kind": "Job"}, [{"kind": "Job"}], [{"kind": "Job"}, 1], [{"kind": ["Job"]}], [{"kind": "job"}]]
+    odd += [{"job-name": None}, {"job-name": ""}, {"job-name": 1}, {"batch.kubernetes.io/job-name": "j"}]
+    pods = [base, {"spec": spec}, {"metadata": meta}]
+    for value in odd:
+        pods += [{**base, "metadata": {**meta, part: value}} for part in ("labels", "ownerReferences", "annotations")]
+        pods += [{**base, "metadata": value}, {**base, "spec": value}]
+        pods += [{**base, "spec": {**spec, field: value}} for field in ("restartPolicy", "serviceAccountName")]
+    pods += [{**base, "spec": {**spec, "restartPolicy": policy}} for policy in ("Never", "OnFailure", "Always")]
+    return pods
+
+
+def _texts(pod: dict[str, Any], namespace: str) -> list[bytes]:
+    """One review as several JSON texts of equal or nearly equal meaning: key order, escapes, duplicate keys."""
+    review = pod_create_review(pod, namespace=namespace, uid="u")
+    text = json.dumps(review)
+    reordered = json.loads(text)
+    reordered["request"]["object"] = dict(reversed(list(pod.items())))
+    return [
+        text.encode(),
+        json.dumps(review, separators=(",", ":"), ensure_ascii=False).encode(),
+        text.replace('"object": {', '"object": {"metadata": [], "spec": "s", ', 1).encode(),  # the last one counts
+        text.replace('"job-name"', '"job\\u002dname"').replace('"Job"', '"\\u004aob"').encode(),
+        json.dumps(reordered).encode(),
+    ]
+
+
+def _meaning(body: bytes, answer: tuple[int, bytes]) -> Any:
+    """What an answer does to its pod: status, verdict, warnings, denial and the pod the patch makes."""
+    import base64
+
+    import jsonpatch  # type: ignore[import-untyped]
+
+    status, text = answer
+    response = json.loads(text).get("response", {})
+    pod = json.loads(body)["request"]["object"]
+    if "patch" in response:
+        pod = jsonpatch.apply_patch(pod, json.loads(base64.b64decode(response["patch"])))
+    return json.dumps([status, response.get("allowed"), response.get("warnings"), response.get("status"), pod])
+
+
+def test_a_remembered_answer_means_what_a_fresh_one_would_for_every_forged_variant() -> None:
+    """Memo poisoning: forged reviews of every variant, in any order and namespace, warm the memo and the content
+    caches; each answer must do to its pod what the answer of a webhook that never saw the others does."""
+    import random
+
+    from tests.webhook.test_memo import MutableView
+    from webhook.policy import memo
+
+    view = MutableView()
+    view.namespaces["other"] = {"metadata": {"name": "other", "resourceVersion": "3", "annotations": {}}}
+    bodies = [text for pod in _forged_pods() for namespace in ("apps", "other") for text in _texts(pod, namespace)]
+    fresh = AdmissionHandler(Settings(), view, False, AdmissionMetrics())
+    expected = {}
+    for body in bodies:
+        memo.clear_caches()
+        expected[body] = _meaning(body, fresh.handle(body, memoize=False))
+    memo.clear_caches()
+    warm = AdmissionHandler(Settings(), view, False, AdmissionMetrics())
+    order = bodies * 2
+    random.Random(24).shuffle(order)
+    try:
+        wrong = [body for body in order if _meaning(body, warm.handle(body)) != expected[body]]
+    finally:
+        memo.clear_caches()
+    assert warm.memo.hits > len(bodies) // 4, "not vacuous: many answers came from the memo"
+    assert not wrong, f"{len(wrong)} answers differ, the first for {wrong[0][:300]!r}"
