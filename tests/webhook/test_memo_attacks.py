@@ -264,3 +264,24 @@ def test_a_remembered_answer_means_what_a_fresh_one_would_for_every_forged_varia
         memo.clear_caches()
     assert warm.memo.hits > len(bodies) // 4, "not vacuous: many answers came from the memo"
     assert not wrong, f"{len(wrong)} answers differ, the first for {wrong[0][:300]!r}"
+
+
+def test_a_class_shared_by_many_pods_counts_once_against_the_memo_bound() -> None:
+    """The other side of the bound on kept objects: a large class that many Deployments' pods name is one
+    object in memory, so it counts once; counted per entry, it pushed all but a few of them out."""
+    from webhook.policy.memo import AdmissionMemo
+
+    view = _EditedClassView()
+    view.rewrite(200 * 1024)
+    handler = AdmissionHandler(Settings(), view, True, AdmissionMetrics())
+    handler.memo = AdmissionMemo(max_bytes=2 * 1024 * 1024)
+    annotations = {"ferry.dev/inject": "true", "ferry.dev/secret-provider-class": "db"}
+    bodies = [
+        json.dumps(pod_create_review(make_pod({**annotations, "app": str(index)}, namespace="apps"), namespace="apps"))
+        for index in range(100)
+    ]
+    for body in bodies * 2:
+        status, answer = handler.handle(body.encode())
+        assert status == 200 and json.loads(answer)["response"]["allowed"], answer
+    assert len(handler.memo) == 100 and handler.memo.hits == 100
+    assert handler.memo.bytes < 2 * 1024 * 1024

@@ -337,7 +337,7 @@ class Remembered(NamedTuple):
     """An answer, and what it was computed from."""
 
     answer: Any
-    # Bytes the answer and the objects it was made from hold, counted against the memo's byte bound.
+    # Bytes the answer holds, counted against the memo's byte bound (with the objects below, each once).
     size: int
     namespace: _Seen
     # (namespace, name) of each SecretProviderClass looked up, and what the lookup returned.
@@ -360,6 +360,9 @@ class AdmissionMemo(Generic[V]):
         self._max_entries = max_entries
         self._max_bytes = max_bytes
         self._max_entry_bytes = max_entry_bytes
+        # The cluster objects the entries keep alive, each counted once: id -> [entries holding it, its bytes].
+        # An id stays that object's while an entry holds it.
+        self._pinned: dict[int, list[int]] = {}
         self.bytes = 0
         self.hits = 0
         self.misses = 0
@@ -399,41 +402,59 @@ class AdmissionMemo(Generic[V]):
         *,
         size: int = 0,
     ) -> None:
-        """Keep `answer` (of `size` bytes) for `key`; an entry over the per-entry bound is not kept.
+        """Keep `answer` (of `size` bytes) for `key`; an answer over the per-entry bound is not kept.
 
-        The entry keeps the objects it was made from alive (to see them replaced), and the view has let go of
-        a replaced one: their bytes count against the bounds too, or a tenant rewriting a large class before
-        each of its pods would have the memo hold every old version.
+        The entry keeps the objects it was made from alive (to see them replaced), after the view has let go of
+        a replaced one: each such object counts against the byte bound once, however many entries hold it, or
+        a tenant rewriting a large class before each of its pods would have the memo hold every old version.
         """
         self.forget(key)
-        size += sum(_kept_bytes(obj) for obj in (namespace_obj, *spcs_read.values(), *limit_ranges))
         if size > self._max_entry_bytes:
             return
-        self._entries[key] = Remembered(
+        entry = Remembered(
             answer,
             size,
             _Seen.of(namespace_obj),
             tuple((ref, _Seen.of(obj)) for ref, obj in spcs_read.items()),
             tuple(_Seen.of(obj) for obj in limit_ranges),
         )
+        self._entries[key] = entry
         self.bytes += size
+        for obj in _objects_of(entry):
+            held = self._pinned.get(id(obj))
+            if held is None:
+                held = self._pinned[id(obj)] = [0, _kept_bytes(obj)]
+                self.bytes += held[1]
+            held[0] += 1
         while len(self._entries) > self._max_entries or self.bytes > self._max_bytes:
-            _, evicted = self._entries.popitem(last=False)
-            self.bytes -= evicted.size
+            self._drop(self._entries.popitem(last=False)[1])
 
     def forget(self, key: bytes) -> None:
         entry = self._entries.pop(key, None)
         if entry is not None:
-            self.bytes -= entry.size
+            self._drop(entry)
+
+    def _drop(self, entry: Remembered) -> None:
+        self.bytes -= entry.size
+        for obj in _objects_of(entry):
+            held = self._pinned[id(obj)]
+            held[0] -= 1
+            if not held[0]:
+                del self._pinned[id(obj)]
+                self.bytes -= held[1]
 
     def __len__(self) -> int:
         return len(self._entries)
 
 
-def _kept_bytes(obj: Mapping[str, Any] | None) -> int:
+def _objects_of(entry: Remembered) -> list[Mapping[str, Any]]:
+    """The cluster objects an entry holds."""
+    seen = (entry.namespace, *(seen for _, seen in entry.spcs), *entry.limit_ranges)
+    return [item.obj for item in seen if item.obj is not None]
+
+
+def _kept_bytes(obj: Mapping[str, Any]) -> int:
     """About the bytes a cluster object holds: its marshalled length (its memory is within a small factor)."""
-    if obj is None:
-        return 0
     value: Any = obj  # JSON from the view: what marshal writes
     try:
         return len(marshal.dumps(value, 2))
