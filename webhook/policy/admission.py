@@ -159,10 +159,13 @@ def admit(
         tail,
         namespace_obj is not None,
     )
-    if memo is not None and ready and decision.outcome != "denied" and (ksa is None or not ksa.unread):
+    keep = ready and from_api_server and decision.outcome != "denied" and (ksa is None or not ksa.unread)
+    if memo is not None and keep:
         # Denials are not remembered: they are rare, cheap to make again, and a hostile pod's denial must
         # not stay resident (nor can a pod that fails the type check be). What is remembered is bounded in
         # bytes by the memo. Nor is an answer made with a ServiceAccount left unread: it may change once read.
+        # Nor a review from outside FERRY_API_SERVER_ADDRESSES (when set): it is answered, from the memo too,
+        # but forged reviews of ever-new pods must not push the API server's replicas out of it.
         memo.remember(
             key or pod_key(pod, namespace, ksa),  # made here when the ServiceAccount was read for this pod
             decision,

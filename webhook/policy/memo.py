@@ -60,12 +60,14 @@ class BoundedCache(Generic[K, V]):
         max_entries: int,
         *,
         size: Callable[[V], int] | None = None,
+        key_size: Callable[[K], int] | None = None,
         max_bytes: int = 0,
         max_entry_bytes: int = 0,
     ) -> None:
         self._entries: OrderedDict[K, V] = OrderedDict()
         self._max_entries = max_entries
         self._size: Callable[[V], int] = size or _unsized
+        self._key_size: Callable[[K], int] = key_size or _unsized
         self._max_bytes = max_bytes
         self._max_entry_bytes = max_entry_bytes
         self.bytes = 0
@@ -88,16 +90,17 @@ class BoundedCache(Generic[K, V]):
         value = compute()
         if keep is not None and not keep(value):
             return value
-        size = self._size(value)
+        size = self._size(value) + self._key_size(key)
         if size > self._max_entry_bytes:
             return value
         with self._lock:
             if key in self._entries:  # the other thread computed it meanwhile
-                self.bytes -= self._size(self._entries.pop(key))
+                self.bytes -= self._size(self._entries.pop(key)) + self._key_size(key)
             self._entries[key] = value
             self.bytes += size
             while len(self._entries) > self._max_entries or self.bytes > self._max_bytes:
-                self.bytes -= self._size(self._entries.popitem(last=False)[1])
+                evicted, old = self._entries.popitem(last=False)
+                self.bytes -= self._size(old) + self._key_size(evicted)
         return value
 
     def __len__(self) -> int:
@@ -113,9 +116,20 @@ def _unsized(value: object) -> int:
     return 0
 
 
+def _text_bytes(value: object) -> int:
+    """The characters and bytes of the strings in a key (tuples of strings, numbers and tuples)."""
+    if isinstance(value, str | bytes):
+        return len(value)
+    if isinstance(value, tuple):
+        return sum(_text_bytes(item) for item in value)
+    return 0
+
+
 _SPECS: BoundedCache[Hashable, SpecResult] = BoundedCache(
     MAX_SPECS,
     size=lambda result: len(result.json) if isinstance(result, BuiltSpec) else 0,
+    # The key's text counts too: a pod's own objects (up to 64 KiB), a class's digest, the options' values.
+    key_size=_text_bytes,
     max_bytes=MAX_SPECS_BYTES,
     max_entry_bytes=MAX_SPEC_ENTRY_BYTES,
 )
@@ -131,10 +145,14 @@ _PARTS: BoundedCache[Hashable, FerryParts] = BoundedCache(
 def cached_spec(inputs: SpecInputs) -> SpecResult:
     """`make_spec(inputs)`, built once per distinct input: parsing the objects YAML dominates a miss.
 
-    Only valid specs are kept: problems belong to a denial, and denials are never remembered.
+    Only valid specs are kept: problems belong to a denial, and denials are never remembered. A class is keyed
+    by the digest of its content: the content itself (up to 256 KiB of parameters) would make the key, not
+    the spec, what an entry holds.
     """
     key = (
-        inputs if isinstance(inputs, InlineSpecInputs) else (content_key(inputs.trimmed), inputs.options, inputs.names)
+        inputs
+        if isinstance(inputs, InlineSpecInputs)
+        else (content_digest(inputs.trimmed), inputs.options, inputs.names)
     )
     return _SPECS.get_or_compute(key, lambda: make_spec(inputs), keep=lambda result: isinstance(result, BuiltSpec))
 
@@ -191,6 +209,12 @@ def content_key(value: Any) -> Hashable:
         return marshal.dumps(value, 2)
     except ValueError:  # e.g. a date PyYAML read from an SPC file
         return _frozen(value)
+
+
+def content_digest(value: Any) -> Hashable:
+    """`content_key`, as a SHA-256 digest where marshal can write the value: 32 bytes whatever its size."""
+    key = content_key(value)
+    return hashlib.sha256(key).digest() if isinstance(key, bytes) else key
 
 
 def _frozen(value: Any) -> Hashable:
@@ -313,7 +337,7 @@ class Remembered(NamedTuple):
     """An answer, and what it was computed from."""
 
     answer: Any
-    # Bytes the answer holds, counted against the memo's byte bound.
+    # Bytes the answer holds, counted against the memo's byte bound (with the objects below, each once).
     size: int
     namespace: _Seen
     # (namespace, name) of each SecretProviderClass looked up, and what the lookup returned.
@@ -336,6 +360,9 @@ class AdmissionMemo(Generic[V]):
         self._max_entries = max_entries
         self._max_bytes = max_bytes
         self._max_entry_bytes = max_entry_bytes
+        # The cluster objects the entries keep alive, each counted once: id -> [entries holding it, its bytes].
+        # An id stays that object's while an entry holds it.
+        self._pinned: dict[int, list[int]] = {}
         self.bytes = 0
         self.hits = 0
         self.misses = 0
@@ -375,29 +402,64 @@ class AdmissionMemo(Generic[V]):
         *,
         size: int = 0,
     ) -> None:
-        """Keep `answer` (of `size` bytes) for `key`; an answer over the per-entry bound is not kept."""
+        """Keep `answer` (of `size` bytes) for `key`; an answer over the per-entry bound is not kept.
+
+        The entry keeps the objects it was made from alive (to see them replaced), after the view has let go of
+        a replaced one: each such object counts against the byte bound once, however many entries hold it, or
+        a tenant rewriting a large class before each of its pods would have the memo hold every old version.
+        """
         self.forget(key)
         if size > self._max_entry_bytes:
             return
-        self._entries[key] = Remembered(
+        entry = Remembered(
             answer,
             size,
             _Seen.of(namespace_obj),
             tuple((ref, _Seen.of(obj)) for ref, obj in spcs_read.items()),
             tuple(_Seen.of(obj) for obj in limit_ranges),
         )
+        self._entries[key] = entry
         self.bytes += size
+        for obj in _objects_of(entry):
+            held = self._pinned.get(id(obj))
+            if held is None:
+                held = self._pinned[id(obj)] = [0, _kept_bytes(obj)]
+                self.bytes += held[1]
+            held[0] += 1
         while len(self._entries) > self._max_entries or self.bytes > self._max_bytes:
-            _, evicted = self._entries.popitem(last=False)
-            self.bytes -= evicted.size
+            self._drop(self._entries.popitem(last=False)[1])
 
     def forget(self, key: bytes) -> None:
         entry = self._entries.pop(key, None)
         if entry is not None:
-            self.bytes -= entry.size
+            self._drop(entry)
+
+    def _drop(self, entry: Remembered) -> None:
+        self.bytes -= entry.size
+        for obj in _objects_of(entry):
+            held = self._pinned[id(obj)]
+            held[0] -= 1
+            if not held[0]:
+                del self._pinned[id(obj)]
+                self.bytes -= held[1]
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _objects_of(entry: Remembered) -> list[Mapping[str, Any]]:
+    """The cluster objects an entry holds."""
+    seen = (entry.namespace, *(seen for _, seen in entry.spcs), *entry.limit_ranges)
+    return [item.obj for item in seen if item.obj is not None]
+
+
+def _kept_bytes(obj: Mapping[str, Any]) -> int:
+    """About the bytes a cluster object holds: its marshalled length (its memory is within a small factor)."""
+    value: Any = obj  # JSON from the view: what marshal writes
+    try:
+        return len(marshal.dumps(value, 2))
+    except ValueError:  # a value marshal cannot write (a date in a YAML view): its text instead
+        return len(repr(obj))
 
 
 class RecordingLookup:
