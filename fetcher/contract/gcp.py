@@ -272,6 +272,14 @@ class KsaAnnotation(NamedTuple):
     value: str | None
     # Why the ServiceAccount could not be read (then `value` is None); None when it was.
     unread: str | None = None
+    # No later read can change this answer (the name is not a ServiceAccount's, or the webhook may not read
+    # ServiceAccounts): an answer made with it is as good as one made with a value.
+    final: bool = False
+
+    @property
+    def settled(self) -> bool:
+        """Read, or unread for good: what the admission memo may key an answer on."""
+        return self.unread is None or self.final
 
 
 def workload_identity(

@@ -176,10 +176,10 @@ def test_the_view_lists_and_watches_metadata_only_and_gets_a_miss(gke_ferry: Fer
     cache = WatchCache(api, service_accounts=True, backoff_initial=0.05, resync_backoff_max=0.5)
     with cache:
         assert cache.wait_ready(60)
-        assert cache.gke_service_account(ns_a, "sa-1") == (("sa-1", WEB, None))
-        assert cache.gke_service_account(ns_a, "sa-2") == (("sa-2", None, None))
-        assert cache.gke_service_account(ns_b, "sa-1") == (("sa-1", OTHER, None))  # never mixed
-        assert cache.gke_service_account(ns_b, "sa-2") == (("sa-2", None, None))  # absent there: a 404
+        assert cache.gke_service_account(ns_a, "sa-1") == (("sa-1", WEB, None, False))
+        assert cache.gke_service_account(ns_a, "sa-2") == (("sa-2", None, None, False))
+        assert cache.gke_service_account(ns_b, "sa-1") == (("sa-1", OTHER, None, False))  # never mixed
+        assert cache.gke_service_account(ns_b, "sa-2") == (("sa-2", None, None, False))  # absent there: a 404
         view = cache._service_accounts
         assert view is not None
         # What the API server sends the view: metadata only, never the whole object.
@@ -191,12 +191,12 @@ def test_the_view_lists_and_watches_metadata_only_and_gets_a_miss(gke_ferry: Fer
         assert len(kept) == 23 and all(set(obj) <= {"gsa"} for obj in kept)
         gets = view.gets
         gke_ferry.plane.kubectl("annotate", "-n", ns_a, "serviceaccount", "sa-2", f"{ANNOTATION}={OTHER}")
-        wait_for(lambda: cache.gke_service_account(ns_a, "sa-2") == ("sa-2", OTHER, None), what="the watch")
+        wait_for(lambda: cache.gke_service_account(ns_a, "sa-2") == ("sa-2", OTHER, None, False), what="the watch")
         assert view.gets == gets, "a watched ServiceAccount needs no GET"
 
         # A miss, made certain by holding the watch's updates back: one GET reads it.
         view.reflector.items.pop((ns_a, "sa-3"))
-        assert cache.gke_service_account(ns_a, "sa-3") == ("sa-3", WEB, None)
+        assert cache.gke_service_account(ns_a, "sa-3") == ("sa-3", WEB, None, False)
         assert view.gets == gets + 1
 
 
@@ -376,5 +376,5 @@ def test_a_tenants_many_service_accounts_cannot_grow_the_view_past_its_bound(
         kept = sum(1 for key in view.reflector.items if key[0] == ns)
         assert kept < 13
         # Still answered right, kept or not (a GET for one the view could not keep).
-        assert cache.gke_service_account(ns, "web") == ("web", WEB, None)
-        assert cache.gke_service_account(ns, f"{'a' * 200}-11") == (f"{'a' * 200}-11", f"{'x' * 250}11", None)
+        assert cache.gke_service_account(ns, "web") == ("web", WEB, None, False)
+        assert cache.gke_service_account(ns, f"{'a' * 200}-11") == (f"{'a' * 200}-11", f"{'x' * 250}11", None, False)

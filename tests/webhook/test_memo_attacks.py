@@ -285,3 +285,20 @@ def test_a_class_shared_by_many_pods_counts_once_against_the_memo_bound() -> Non
         assert status == 200 and json.loads(answer)["response"]["allowed"], answer
     assert len(handler.memo) == 100 and handler.memo.hits == 100
     assert handler.memo.bytes < 2 * 1024 * 1024
+
+
+def test_replicas_hit_the_memo_when_the_service_account_is_unread_for_good() -> None:
+    """A GKE install that may not list ServiceAccounts: every account is unread for good, so replicas still share
+    one answer (asking the memo only for settled accounts must not turn it off there)."""
+
+    class ForbiddenView(_UnreadAccountsView):
+        def gke_service_account(self, namespace: str, name: str, *, may_get: bool = True) -> KsaAnnotation:
+            return KsaAnnotation(name, None, "Ferry could not read it (the webhook may not list them)", True)
+
+    handler = AdmissionHandler(GKE, ForbiddenView(), True, AdmissionMetrics())
+    annotations = {"ferry.dev/inject": "true", "ferry.dev/region": "eu-west-1", "ferry.dev/objects": AWS_OBJECTS}
+    review = json.dumps(pod_create_review(make_pod(annotations, namespace="apps"), namespace="apps")).encode()
+    for _ in range(3):
+        status, body = handler.handle(review)
+        assert status == 200 and json.loads(body)["response"]["allowed"], body
+    assert (handler.memo.hits, handler.memo.misses) == (2, 1)

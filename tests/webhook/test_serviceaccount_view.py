@@ -244,3 +244,27 @@ def test_a_forbidden_list_keeps_admission_going_and_says_what_to_grant() -> None
     assert answer.value is None and answer.unread is not None
     assert "get, list and watch on serviceaccounts" in answer.unread and "retry" not in answer.unread
     assert core.gets == []
+
+
+def test_a_get_answer_still_fresh_is_given_without_a_get_too() -> None:
+    """`may_get=False` (the admission memo's first question) costs no GET, but a GET's answer still fresh counts."""
+    core, clock = FakeCore(), Clock()
+    view = make_view(core, clock)
+    core.objects[("apps", "new")] = service_account("apps", "new", GSA)
+    assert view.lookup("apps", "new", may_get=False).unread is not None and core.gets == []
+    assert view.lookup("apps", "new").value == GSA and len(core.gets) == 1
+    again = view.lookup("apps", "new", may_get=False)
+    assert (again.value, again.unread, again.settled) == (GSA, None, True) and len(core.gets) == 1
+    clock.now += serviceaccounts.FOUND_TTL + 1
+    assert view.lookup("apps", "new", may_get=False).unread is not None and len(core.gets) == 1
+
+
+def test_only_answers_no_read_can_change_are_settled() -> None:
+    """An unread account a later read may still deliver is unsettled; a forbidden list or a bad name is final."""
+    core = FakeCore()
+    view = make_view(core, Clock())
+    assert not view.lookup("apps", "web", may_get=False).settled  # the watch may deliver it yet
+    assert view.lookup("apps", "Not A Name").settled
+    view.reflector.absent = True  # what a forbidden list leaves
+    forbidden = view.lookup("apps", "web")
+    assert forbidden.unread is not None and forbidden.final and forbidden.settled and core.gets == []

@@ -139,32 +139,32 @@ class ServiceAccountView:
         return self._core.list_service_account_for_all_namespaces(_headers={"Accept": accept}, **kwargs)
 
     def lookup(self, namespace: str, name: str, *, namespace_known: bool = True, may_get: bool = True) -> KsaAnnotation:
-        """The annotation of ServiceAccount `namespace`/`name`: from the view, else one bounded GET (never for
-        a namespace the cluster view does not know, nor when `may_get` is False: a forged review names any)."""
+        """The annotation of ServiceAccount `namespace`/`name`: from the view or a GET's answer still fresh, else
+        one bounded GET (never for a namespace the cluster view does not know, nor when `may_get` is False: a
+        forged review names any)."""
         if not _NAME_RE.match(name):
             shown = name[:64] + ("..." if len(name) > 64 else "")
-            return KsaAnnotation(shown, None, f"spec.serviceAccountName {shown!r} is not a ServiceAccount name")
+            return KsaAnnotation(shown, None, f"spec.serviceAccountName {shown!r} is not a ServiceAccount name", True)
         kept = self.reflector.items.get((namespace, name))
         if kept is not None:
             return KsaAnnotation(name, kept.get("gsa"))
         if not self.reflector.synced.is_set():
             return KsaAnnotation(name, None, _unread("Ferry has not finished listing ServiceAccounts"))
         if self.reflector.absent:  # forbidden: every pod still admitted, but none told a wrong account
-            return KsaAnnotation(name, None, _unread(FORBIDDEN, retry=False))
+            return KsaAnnotation(name, None, _unread(FORBIDDEN, retry=False), True)
         if not namespace_known:
             return KsaAnnotation(name, None, _unread("its namespace is not known yet"))
-        if not may_get:
-            return KsaAnnotation(name, None, _unread("its watch has not delivered it yet"))
-        return self._read_missing(namespace, name)
+        return self._read_missing(namespace, name, may_get)
 
-    def _read_missing(self, namespace: str, name: str) -> KsaAnnotation:
+    def _read_missing(self, namespace: str, name: str, may_get: bool) -> KsaAnnotation:
+        """A GET's answer still fresh, else (when `may_get`) one bounded GET."""
         key = (namespace, name)
         now = self._clock()
         with self._lock:
             remembered = self._remembered.get(key)
             if remembered is not None and remembered[0] > now:
                 return KsaAnnotation(name, remembered[1])
-            if now < self._paused_until or not self._take_tokens(namespace, now):
+            if not may_get or now < self._paused_until or not self._take_tokens(namespace, now):
                 return KsaAnnotation(name, None, _unread("its watch has not delivered it yet"))
             self.gets += 1
         try:

@@ -99,7 +99,7 @@ def admit(
     read_ksa = getattr(view, "gke_service_account", None)
     ksa = read_ksa(namespace, account_name, may_get=False) if read_ksa is not None else None
     key = b""
-    if memo is not None and (ksa is None or not ksa.unread):
+    if memo is not None and (ksa is None or ksa.settled):
         # Asked first, of the pod as sent: the key holds every part a stage reads, with its JSON types, and
         # only pods that passed every check are remembered, so a hit needs neither the checks nor the reading.
         key = pod_key(pod, namespace, ksa)
@@ -117,7 +117,7 @@ def admit(
         # A ServiceAccount the view has not read yet costs a GET of the cluster-wide budget only for a pod Ferry
         # injects, in a review from the API server (when its addresses are known): a forged review naming
         # made-up accounts must not spend other tenants' reads.
-        if read_ksa is not None and ksa is not None and ksa.unread and from_api_server and verdict is None:
+        if read_ksa is not None and ksa is not None and not ksa.settled and from_api_server and verdict is None:
             ksa = read_ksa(namespace, account_name)  # a miss: the GET, for this one pod
         if ksa is not None:
             pod_request = pod_request._replace(ksa=ksa)
@@ -159,11 +159,11 @@ def admit(
         tail,
         namespace_obj is not None,
     )
-    keep = ready and from_api_server and decision.outcome != "denied" and (ksa is None or not ksa.unread)
+    keep = ready and from_api_server and decision.outcome != "denied" and (ksa is None or ksa.settled)
     if memo is not None and keep:
         # Denials are not remembered: they are rare, cheap to make again, and a hostile pod's denial must
         # not stay resident (nor can a pod that fails the type check be). What is remembered is bounded in
-        # bytes by the memo. Nor is an answer made with a ServiceAccount left unread: it may change once read.
+        # bytes by the memo. Nor is an answer made with a ServiceAccount unread for now: it may change once read.
         # Nor a review from outside FERRY_API_SERVER_ADDRESSES (when set): it is answered, from the memo too,
         # but forged reviews of ever-new pods must not push the API server's replicas out of it.
         memo.remember(
