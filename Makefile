@@ -29,7 +29,7 @@ cluster: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check fetcher webhook
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	# The benches too, as strictly: a bench that calls a renamed or removed function fails here, not at run time.
 	$(VENV)/bin/mypy -p bench
