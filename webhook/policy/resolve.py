@@ -196,8 +196,8 @@ def resolve_spec(
         spc_warnings = secret_provider_class_warnings(manifest, f"{source}: ")
         trimmed = _trimmed_spc(manifest, ns, spc_name, overrides)
 
-    # Last of this stage's reads, after every helper of this module: the walk through the stages goes down
-    # into the Workload Identity reader once and on, not back up here.
+    # Read last, after this module's own helpers: a reader following one request through the stages goes down
+    # into the Workload Identity reader once and on to the next stage, not back into this module.
     gcp_identity, gcp_labels, gcp_warnings = workload_identity(
         pod.all, ns_ann.all, ns, settings.gcp_identity(), request.ksa
     )
