@@ -127,7 +127,7 @@ def test_every_podrequest_field_read_from_the_cluster_is_keyed_or_checked_on_rec
     assert set(PodRequest._fields) == from_the_pod | checked_on_recall | keyed
 
 
-class _View:
+class AccountsView:
     """A cluster view that also keeps ServiceAccounts, as the watch cache does with GCP settings."""
 
     def __init__(self) -> None:
@@ -170,7 +170,7 @@ def _spec_account(response: dict[str, Any]) -> str | None:
 
 
 def test_a_changed_annotation_reaches_the_next_replica_through_the_memo(asgi_client: Callable[[Any], Any]) -> None:
-    view = _View()
+    view = AccountsView()
     app = create_app(GKE, view, native_sidecars=True)
     client = asgi_client(app)
     pod = gcp_pod()
@@ -192,7 +192,7 @@ def test_a_changed_annotation_reaches_the_next_replica_through_the_memo(asgi_cli
 
 
 def test_the_request_namespace_is_looked_up_not_the_pods_metadata(asgi_client: Callable[[Any], Any]) -> None:
-    view = _View()
+    view = AccountsView()
     view.ksa[("victim", "web")] = KsaAnnotation("web", WEB)
     client = asgi_client(create_app(GKE, view, native_sidecars=True))
     pod = gcp_pod()

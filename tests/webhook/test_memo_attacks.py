@@ -14,6 +14,7 @@ from fetcher.contract.gcp import KsaAnnotation
 from tests.support.pods import make_pod
 from tests.support.reviews import pod_create_review
 from tests.webhook.test_gcp_admission import GKE
+from tests.webhook.test_ksa_identity import AccountsView
 from webhook.edge.app import AdmissionHandler
 from webhook.edge.metrics import AdmissionMetrics
 from webhook.settings import Settings
@@ -21,24 +22,12 @@ from webhook.settings import Settings
 AWS_OBJECTS = "- objectName: prod/db\n  objectType: secretsmanager\n"
 
 
-class _UnreadAccountsView:
+class _UnreadAccountsView(AccountsView):
     """A GKE install's view whose ServiceAccount watch has not delivered the pod's account, and whose GET fails."""
 
     def __init__(self) -> None:
-        self.namespace_obj = {"metadata": {"name": "apps", "resourceVersion": "1"}}
+        super().__init__()
         self.gets = 0
-
-    def namespace(self, name: str) -> Mapping[str, Any] | None:
-        return self.namespace_obj if name == "apps" else None
-
-    def secret_provider_class(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        return None
-
-    def limit_ranges(self, namespace: str) -> Sequence[Mapping[str, Any]]:
-        return ()
-
-    def is_ready(self) -> bool:
-        return True
 
     def gke_service_account(self, namespace: str, name: str, *, may_get: bool = True) -> KsaAnnotation:
         if may_get:
