@@ -483,7 +483,7 @@ def test_the_content_caches_hold_their_bounds_when_two_threads_use_them() -> Non
     import sys
     import threading
 
-    from webhook.policy.memo import BoundedCache
+    from webhook.policy.lru import BoundedCache
 
     cache: BoundedCache[int, str] = BoundedCache(4, size=len, max_bytes=40, max_entry_bytes=20)
     errors: list[str] = []

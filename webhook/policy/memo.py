@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import marshal
-import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -15,6 +14,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 from fetcher.contract.gcp import KsaAnnotation
 from webhook.policy.containers import FerryParts, build_parts, with_texts
 from webhook.policy.identity import Identity
+from webhook.policy.lru import BoundedCache
 from webhook.policy.patch import diff_documents
 from webhook.policy.request import JOB_NAME_LABELS
 from webhook.policy.resolve import InlineSpecInputs, SpecInputs
@@ -24,7 +24,6 @@ from webhook.settings import Settings
 # `isinstance(x, _OBJECT)` is `isinstance(x, Mapping)`, at once for a dict (what JSON decodes to).
 _OBJECT = (dict, Mapping)
 
-K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 # Distinct pods remembered; each entry is a patch of a few KB.
@@ -47,73 +46,6 @@ MAX_DIFFS = 256
 MAX_PARTS = 256
 MAX_PARTS_BYTES = 4 * 1024 * 1024
 MAX_PARTS_ENTRY_BYTES = 128 * 1024
-
-
-class BoundedCache(Generic[K, V]):
-    """A least-recently-used map bounded in entries and, given `size`, in the bytes its values hold.
-
-    A value over `max_entry_bytes` is returned but not kept.
-    """
-
-    def __init__(
-        self,
-        max_entries: int,
-        *,
-        size: Callable[[V], int] | None = None,
-        key_size: Callable[[K], int] | None = None,
-        max_bytes: int = 0,
-        max_entry_bytes: int = 0,
-    ) -> None:
-        self._entries: OrderedDict[K, V] = OrderedDict()
-        self._max_entries = max_entries
-        self._size: Callable[[V], int] = size or _unsized
-        self._key_size: Callable[[K], int] = key_size or _unsized
-        self._max_bytes = max_bytes
-        self._max_entry_bytes = max_entry_bytes
-        self.bytes = 0
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def get_or_compute(self, key: K, compute: Callable[[], V], keep: Callable[[V], bool] | None = None) -> V:
-        """The value for `key`, computed on a miss and kept unless `keep` says otherwise.
-
-        The bookkeeping runs under a lock (the large-body worker thread admits beside the event loop);
-        `compute` runs outside it, so two threads may compute one key, and the second result is kept.
-        """
-        with self._lock:
-            if key in self._entries:
-                self.hits += 1
-                self._entries.move_to_end(key)
-                return self._entries[key]
-            self.misses += 1
-        value = compute()
-        if keep is not None and not keep(value):
-            return value
-        size = self._size(value) + self._key_size(key)
-        if size > self._max_entry_bytes:
-            return value
-        with self._lock:
-            if key in self._entries:  # the other thread computed it meanwhile
-                self.bytes -= self._size(self._entries.pop(key)) + self._key_size(key)
-            self._entries[key] = value
-            self.bytes += size
-            while len(self._entries) > self._max_entries or self.bytes > self._max_bytes:
-                evicted, old = self._entries.popitem(last=False)
-                self.bytes -= self._size(old) + self._key_size(evicted)
-        return value
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self.hits = self.misses = self.bytes = 0
-
-
-def _unsized(value: object) -> int:
-    return 0
 
 
 def _text_bytes(value: object) -> int:
@@ -260,19 +192,10 @@ KEYED_POD_PARTS: tuple[tuple[str, ...], ...] = (
 def pod_key(pod: Mapping[str, Any], namespace: str, ksa: KsaAnnotation | None) -> bytes:
     """A digest of everything about `pod` that its admission answer depends on, asked of the pod as sent.
 
-    That is the namespace, the whole `spec`, the annotations, whether the pod runs to completion as far as
-    its labels and owner references say (`is_run_to_completion`; the rest of them, such as a rollout's new
-    pod-template-hash or owner, never changes the answer), the JSON types of `metadata`, the labels and
-    the owner references, whether `metadata`, `annotations` and `spec` are present at all (the patch adds
-    a missing map but replaces a null one), and the pod's ServiceAccount's iam.gke.io/gcp-service-account
-    as the view read it (`ksa`). Equal keys are equal parts with equal JSON types, so their pods pass or
-    fail the type check (`podtypes`) alike: that is why the memo is asked before it. The memo tests change
-    each part and check the answer changes with it, and trace admission's reads against `KEYED_POD_PARTS`.
-
-    marshal writes the parts several times faster than JSON, and equal bytes mean equal values of equal
-    types. Format 4 marks a string or key met again as a back-reference; the sharing within one parsed
-    pod follows from its JSON text alone, so equal pods still give equal bytes. SHA-256 over them: with
-    the CPU's SHA instructions, faster here than BLAKE2b (docs/benchmarks.md §11).
+    The parts, and why a rollout's new pod-template-hash or owner still shares the key: docs/admission.md
+    ("Caches"). Equal keys are equal parts of equal JSON types, so their pods pass or fail the type check
+    (`podtypes`) alike: that is why the memo is asked before it. marshal, then SHA-256: equal bytes are equal
+    values of equal types, and format 4's back-references follow from the JSON text alone.
     """
     meta = pod.get("metadata")
     if isinstance(meta, _OBJECT):
