@@ -1,7 +1,7 @@
 """The init container's patience: a first delivery retried within a start-up deadline, not failed at once.
 
 A fleet starting together meets throttling and agents not ready yet, which pass on their own, while a failed
-init container costs a pod restart. Details: docs/fetcher.md ("One delivery, in order").
+init container costs a pod restart. Details: docs/configuration.md ("Start-up: fleets that start at once").
 """
 
 from __future__ import annotations
