@@ -1,15 +1,7 @@
-"""Ferry's fetcher: AWS Secrets Manager secrets and SSM parameters, written into a pod's volume.
+"""Ferry's fetcher: cloud secrets and parameters, written into a pod's volume.
 
-Why it exists as a package: the webhook imports `fetcher.contract` (the one spec
-model), and the injected containers run ``python -m fetcher``. So this file
-imports nothing at import time: importing the spec model must not pull in
-the AWS client. It holds `version()`, which both command lines' ``--version`` print
-(the webhook image carries this file beside the spec model).
-
-In-process entry points (tests, benchmarks): `fetcher.sources.fetch_all`,
-`fetcher.render.render`, `fetcher.writer.swap_directory`,
-`fetcher.loop.deliver` / `refresh_once` / `run_sidecar`, and the API call
-counter on `fetcher.aws.AwsClients.calls`.
+This file imports nothing, so the webhook can import the spec model (`fetcher.contract`) without a cloud
+client; it holds `version()`. Details: docs/fetcher.md.
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
 """Command line of the fetcher: ``python -m fetcher init|sidecar|once|status|role``.
 
-Why it exists: it is the entry point of both injected containers and of the
-migration tool, so it owns what the library code must not: the environment,
-exit codes (0 ok; 1 an object failed; 2 bad spec or configuration; 130/143
-stopped by SIGINT/SIGTERM, the sidecar exits 0 on SIGTERM), signals (they
-interrupt even a hanging call; a swap under way rolls back; never a
-traceback), and the termination message that tells an app team why their pod
-did not start. The commands are described in docs/configuration.md.
+The entry point of both injected containers and of the migration check, so it owns what library code must
+not: the environment, exit codes, signals and the termination message. Details: docs/fetcher.md ("The commands").
 """
 
 from __future__ import annotations

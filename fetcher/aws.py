@@ -1,22 +1,7 @@
 """The fetcher's AWS client: four JSON-protocol calls, signed with the pod's identity, over the standard library.
 
-Why it exists: botocore costs a pod about 30 MB of memory and 200 ms of start-up
-for the four calls Ferry makes (docs/aws-client.md has the measurements and
-why neither botocore nor awscrt was kept). This module is those calls:
-GetSecretValue, BatchGetSecretValue, DescribeSecret and GetParameters, as AWS
-JSON 1.1 POSTs signed with SigV4 (sigv4.py) and sent by transport.py.
-Credentials come from awscreds.py (never IMDS); endpoints from
-awsendpoints.py, where ``FERRY_ENDPOINT_URL_<REGION>`` points one region
-somewhere else (a test's fault stub as the primary, moto as the failover).
-
-Each client method returns the reply's JSON as a dict (the shape boto3
-returns, SecretBinary decoded to bytes) and raises awswire's errors, which
-errors.py turns into Ferry's messages. Retries: throttling, 5xx and calls that
-got no answer, with full-jitter backoff bounded in attempts and in time.
-
-Counting: every API call (the STS exchange included) is counted per service,
-operation and region, so tests and benchmarks can assert "calls per init"
-and "calls per unchanged refresh". Retries show in ``attempts``.
+botocore would cost every pod about 30 MB and 200 ms of start-up for the four calls Ferry makes.
+Details: docs/aws-client.md.
 """
 
 from __future__ import annotations

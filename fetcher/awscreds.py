@@ -1,13 +1,7 @@
 """The pod's own AWS identity, and nothing else: static keys, IRSA web identity, EKS Pod Identity.
 
-Why it exists: the fetcher must sign with the pod's identity and never fall
-through to the node's instance role. The chain is static environment keys,
-then IRSA (``AWS_ROLE_ARN`` + ``AWS_WEB_IDENTITY_TOKEN_FILE``, exchanged at the
-REGIONAL STS endpoint), then the container provider (EKS Pod Identity:
-``AWS_CONTAINER_CREDENTIALS_FULL_URI`` + ``AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE``).
-There is no instance-metadata (IMDS) provider at all. Token files are read
-again at every exchange (the kubelet rotates them), and temporary keys are
-renewed well before they expire, so a sidecar that lives for weeks keeps working.
+The fetcher must sign with the pod's identity and never fall through to the node's instance role, so there
+is no instance-metadata (IMDS) provider at all. The chain and renewal: docs/aws-client.md.
 """
 
 from __future__ import annotations

@@ -1,15 +1,7 @@
 """Which URL answers for an AWS service in a region: partitions, FIPS, dual-stack and the overrides.
 
-Why it exists: without an SDK the fetcher must name endpoints itself. The rule
-is short (service, optional ``-fips``, region, the partition's DNS suffix) and
-tests compare it with botocore's resolver for every known region. Private DNS
-for VPC endpoints needs nothing here: the standard names resolve to the
-endpoint's addresses inside the VPC.
-
-Order, first match wins: the pod's own endpoints in its region (``ferry.dev/aws-endpoints``),
-Ferry's per-region ``FERRY_ENDPOINT_URL_<REGION>`` (Secrets Manager and SSM),
-``AWS_ENDPOINT_URL_<SERVICE>``, ``AWS_ENDPOINT_URL`` (both ignored when
-``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true``), then the standard name.
+Without an SDK the fetcher must name endpoints itself; tests compare the rule with botocore's resolver for
+every known region. The order of the overrides: docs/aws-client.md.
 """
 
 from __future__ import annotations

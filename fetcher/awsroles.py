@@ -1,12 +1,7 @@
 """A role per object: STS AssumeRole from the pod's own identity, with tags that say which pod asks.
 
-Why it exists: one pod may read a secret that lives in another account. Its own identity (IRSA or
-Pod Identity) signs an AssumeRole for the object's `roleArn`, with an optional ExternalId, session
-tags naming the pod's namespace, ServiceAccount and pod (the names EKS Pod Identity uses, so one
-trust policy or ABAC rule reads both; on Pod Identity the session inherits EKS's own, which are transitive),
-a SourceIdentity and a session name that identify the pod.
-Sessions are cached per (role, ExternalId), renewed before they expire (awscreds.CredentialCache),
-and bounded in number. docs/configuration.md has the trust policy these requests need.
+One pod may read a secret that lives in another account. The session tags, caching and the trust policy
+these requests need: docs/configuration.md ("A role per object, across accounts").
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """What an AWS reply means: service errors, credential failures, and which of them are worth a retry.
 
-Why it exists: the lean client (aws.py), the credential sources (awscreds.py)
-and the translation into Ferry's messages (errors.py) must agree on one set
-of raw failures. These carry AWS's code, bounded, and nothing else; errors.py
-turns them into the termination message. Class names follow botocore's, so
-the codes in messages read as they did before.
+The client, the credential sources and errors.py must agree on one set of raw failures; they carry AWS's code,
+bounded, and nothing else.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """Which source serves which objects, and the calls a fetch plans: one answer for `fetch_all` and the simulator.
 
-Why it exists: objects are served by type, by the role that signs for them (a role per object) and by
-whether they are a discovery; grouping them in one place lets the fleet simulator (bench/fleet_sim.py)
-and the docs count the very units `fetch_all` runs, without running them.
+The fleet simulator (bench/fleet_sim.py) and the docs count the very units `fetch_all` runs, without running them.
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """Filesystem calls relative to an open directory, never following a symlink.
 
-Why it exists: the volume Ferry writes is shared with the app's containers, so
-nothing found in it is trusted. Every call here works on a directory descriptor
-(``dir_fd``), opens with ``O_NOFOLLOW`` and ``O_NONBLOCK``, and checks what it
-opened with ``fstat``: a FIFO cannot hang a caller, a symlink to ``/dev/zero``
-is never read, and a planted symlinked directory cannot send a write outside the
-volume. writer.py builds the atomic swap on top of these primitives.
+The volume is shared with the app's containers, so nothing found in it is trusted; writer.py builds the
+atomic swap on these primitives. Details: docs/fetcher.md ("How files are swapped").
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """Discovery: the SSM parameters under a path, or the secrets with a name prefix and tags, as one object.
 
-Why it exists: users want "everything under /shop/" without listing each name. One discovery is one
-unit of work: GetParametersByPath (10 per page) or BatchGetSecretValue with filters (20 per page),
-paginated, stopped past the object's `maxObjects` with an error that says so. Its value is the set
-(name, bytes) with a version that digests every name and version, so a refresh re-lists, and only a
-set that changed is rendered and swapped (fetcher/expand.py names the files). Quotas and what a
-refresh costs: docs/aws-api-economics.md.
+Users want "everything under /shop/" without listing each name; one discovery is one unit of work whose
+version digests every name and version found. What a listing costs: docs/aws-api-economics.md ("Discovery").
 """
 
 from __future__ import annotations

@@ -1,29 +1,7 @@
-"""Every failure the fetcher reports on purpose, and the one place AWS SDK errors become ours.
+"""Every failure the fetcher reports on purpose, and the one place AWS client errors become ours.
 
-Why it exists: when an init container fails, the pod's termination message is
-all an app team sees. It must name the object, the region, the AWS error code
-and what to do about it, and it must never carry a secret value. Keeping the
-translation from the AWS client's raw errors (awswire.py, transport.py) in one function (`translating_aws_errors`)
-means every AWS call site gets the same wording, the same hint, and the same
-decision about whether the failover region may be asked.
-
-The tree (``FerryError`` and ``SpecError`` live in ``fetcher.contract``: a bad
-request is the webhook's business as much as ours, and its image has no AWS client)::
-
-    FerryError                        anything Ferry raises on purpose
-    ├── SpecError                     the request itself is invalid; names each field
-    ├── ObjectError                   one object could not be delivered; names it
-    │   ├── FetchError                AWS refused or could not be reached (region, code, hint)
-    │   │   ├── AwsRejectedError      AWS answered no (4xx, credentials): fatal, never failed over
-    │   │   │   └── ParametersNotFoundError   GetParameters' InvalidParameters, all names at once
-    │   │   └── AwsUnavailableError   5xx, throttling, timeouts, no connection: try the failover region
-    │   └── RenderError               the value does not fit the spec (jmesPath on non-JSON, not a string)
-    ├── ObjectErrors                  several ObjectErrors from one run, reported together
-    ├── OutputFormatError             a value cannot be written as dotenv or JSON (binary, NUL, key clash)
-    ├── WriteError                    the volume could not be written (permissions, ownership, space)
-    ├── KubeAPIError                  the Kubernetes API refused a request or could not be reached (secretObjects)
-    │   └── KubeForbiddenError        403: names the verb, the resource and the ServiceAccount, and the fix
-    └── ConfigError                   the fetcher's own settings (missing FERRY_SPEC, bad env values)
+An init container's termination message is all an app team sees, so every AWS call site must get the same
+wording, hint and failover decision, and never a secret value. The error tree: docs/fetcher.md ("Errors and retries").
 """
 
 from __future__ import annotations

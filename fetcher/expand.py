@@ -1,10 +1,7 @@
 """Files whose names are known only at fetch time: a JSON secret's keys (expandJson) and discovered objects.
 
-Why it exists: admission checks every file name it can see, but it cannot see a secret's keys or the
-parameters under a path. This module applies the same rules (path translation, then
-`fetcher.contract.paths.unsafe_path_reason`, then uniqueness against every other file) to those names once
-they are known, and fails naming the object and the key, never the value. Pure, no I/O: the result joins
-the rest of the file set, so a key or an object that appears or disappears is one atomic swap.
+Admission cannot see these names, so they get its rules here once they are known. Pure, no I/O: the result
+joins the rest of the file set, so a name that appears or disappears is one atomic swap.
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
-"""Independent AWS calls run together: one bounded pool, and a failover region.
+"""Independent cloud calls run together: one bounded pool, and a failover region.
 
-Why it exists: a fetch is many small, independent calls (one per secret, one per
-batch of parameters). They run in one bounded thread pool, every failure is
-collected so the termination message names all of them at once, and an
-interrupt never waits for a call still hanging on the network. A call the
-primary region cannot answer is asked of the failover region. sources.py knows
-the services' replies; this module knows only how to run and retry the calls.
+A fetch is many small, independent calls; run together, every failure is collected and named at once, and an
+interrupt never waits for a hanging call. sources.py knows the replies; this module only runs the calls.
 """
 
 from __future__ import annotations

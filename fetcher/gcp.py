@@ -1,14 +1,8 @@
 """Google Cloud with the pod's own identity: GKE Workload Identity over plain HTTPS, one client per process.
 
-Why it exists: the fetcher runs in every pod, so it speaks the few REST calls it needs with the standard
-library (no grpcio, no google-auth) and never holds anything but the pod's identity. The projected
-ServiceAccount token (audience: the workload pool) is exchanged at the security token endpoint for a
-federated token, and, when the spec names a Google service account, that is traded for the account's token
-through generateAccessToken. The GKE metadata server is never asked: on a node pool without Workload
-Identity it answers with the node's identity, and in a pod's first seconds it does not answer at all.
-Tokens are cached and renewed `RENEW_BEFORE_SECONDS` before they expire, re-reading the token file the
-kubelet rotates. The calls go through the AWS client's transport and retry policy (fetcher/transport.py,
-fetcher/retry.py), proxies included. Endpoints and the test override are in docs/gke.md.
+The fetcher runs in every pod, so it speaks the few REST calls it needs with the standard library (no grpcio,
+no google-auth), and never asks the metadata server, which can answer with the node's identity.
+Details: docs/gke.md ("What the fetcher does", "Never the node's identity").
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """The GCP provider's extractJSONKey and extractYAMLKey: one top-level string of a JSON or YAML value.
 
-Why it exists: a pod moved from the GCP provider must get the same file from the same value, so the value
-is read as the provider's Go parsers read it (encoding/json and gopkg.in/yaml.v3 into map[string]any), not as
-Python's would, and a hostile value (an alias bomb, deep nesting) costs a bounded error. The differences
-that remain are listed in docs/gke.md.
+A pod moved from the GCP provider must get the same file from the same value, so the value is read as the
+provider's Go parsers read it, at a bounded cost. The differences that remain: docs/gke.md.
 """
 
 from __future__ import annotations

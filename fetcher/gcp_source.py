@@ -1,12 +1,7 @@
 """Google Cloud Secret Manager (and Parameter Manager) behind the same `Source` protocol as the AWS sources.
 
-Why it exists: this is the only module that knows Secret Manager's REST replies. A fetch is one
-`versions.access` per secret (its payload checked against `dataCrc32c`); `latest` and aliases are resolved
-to the version number the API answers with, and that number is what a refresh compares. The refresh check
-is `versions.get`: metadata only and free, against the project's read quota of 600 per minute, where an
-access costs $0.03 per 10,000 (arithmetic: docs/gcp-api-economics.md). A numbered version never changes
-its bytes and costs no call; when the read quota is exhausted, the check falls back to an access, which
-brings the value too. Every failure names the resource, the gRPC status and HTTP code, and the fix.
+The only module that knows Secret Manager's REST replies. Why a refresh checks with the free `versions.get`:
+docs/gcp-api-economics.md; what it reads and its errors: docs/gke.md ("What the fetcher does").
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
 """HTTP/1.1 on the wire: what a reply may look like, every part bounded, and the errors of a call that got none.
 
-Why it exists: transport.py sends requests and keeps connections; this module
-reads replies (status line, headers, a body by length, chunks or close) with
-a bound on each part, so a broken or hostile endpoint costs a bounded error,
-never memory or a hang. The error names follow botocore's, so termination
-messages read as before the fetcher stopped using it.
+A broken or hostile endpoint must cost a bounded error, never memory or a hang. The bounds: docs/aws-client.md.
 """
 
 from __future__ import annotations

@@ -1,34 +1,8 @@
 """The fetcher's own small Kubernetes API client: in-cluster token, CA, JSON over HTTPS with the stdlib.
 
-Why it exists: when a SecretProviderClass asks for ``secretObjects``, the
-fetcher writes Kubernetes Secrets with the pod's own ServiceAccount. That needs
-a handful of calls (a metadata-only GET of a Secret, to check whose it is,
-then a server-side apply), and nothing else from Kubernetes.
-
-Why not the ``kubernetes`` package: the fetcher image is pulled for every pod
-on Fargate, where no node caches images, so its size is start-up latency for
-every pod. Measured in a fresh venv (pip install of boto3, jmespath and PyYAML,
-then of kubernetes 37.0.2, ``du -sk site-packages`` after each): 66 MB before,
-227 MB after, so +161 MB, of which the ``kubernetes`` package itself is 128 MB
-and the rest its dependencies (aiohttp, pydantic, requests, oauthlib,
-websocket-client, ...). ``import kubernetes.client`` loads about 500 modules
-(0.2 to 0.6 s here). This module is one file of stdlib code (`http.client`,
-`ssl`, `json`), about 16 KB, and adds no dependency. What we give up (watch,
-exec, kubeconfig auth plugins, typed models) the fetcher never uses.
-
-What it does, and the bounds a hostile or broken peer cannot push past:
-
-- The token is read from the projected token file on every request: the
-  kubelet rotates it, and a cached token would expire under a long-lived
-  sidecar. The CA file is read when the client is made.
-- ``KUBERNETES_SERVICE_HOST`` / ``KUBERNETES_SERVICE_PORT`` locate the API
-  server, as in every in-cluster client.
-- Every request has a connect/read timeout and an overall deadline, and a
-  response body larger than ``max_response_bytes`` is refused, not buffered.
-- Errors become `KubeAPIError` (or `KubeForbiddenError` for 403, naming the
-  verb, the resource and the ServiceAccount with the commands that fix it).
-  Error texts are bounded, and the ``Invalid value: "..."`` parts of the API
-  server's messages are removed, because they can echo what we sent.
+``secretObjects`` needs a metadata-only GET and a server-side apply of a Secret, nothing more, and the
+``kubernetes`` package would add 161 MB to an image every Fargate pod pulls.
+Why, and its bounds: docs/fetcher.md ("secretObjects: Kubernetes Secrets").
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """`fetcher once` on a laptop: AWS profiles and SSO through botocore's credential chain, when it is installed.
 
-Why it exists: the migration check (`once`) runs as a person, whose keys live in
-``~/.aws`` profiles rather than in a pod's environment. The pod's commands
-(`init`, `sidecar`) never import this module or botocore (an import contract
-and tests/fetcher/test_lean_imports.py check it), and even here the node's
-instance role (IMDS) is taken out of botocore's chain.
+The migration check runs as a person, whose keys live in ``~/.aws``; the pod's commands never import this
+module or botocore, and even here the instance role (IMDS) is taken out of the chain.
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
 """One JSON object per line on stderr: what the fetcher did, never what it fetched.
 
-Why it exists: cluster log pipelines parse JSON lines, and a fetcher log line
-must be safe to ship anywhere. So every line carries only names, versions,
-regions, counts and error codes; callers never pass a value, and this module
-accepts only plain scalars as fields so a bytes payload cannot slip in by
-accident. The line shape itself and `JsonFormatter` (the same shape for the
-standard logging module) live in `fetcher.contract.logline`, shared with the
-webhook, which may import only `fetcher.contract`.
+Fields are plain scalars only, so a bytes value cannot slip into a line by accident; the line shape lives in
+`fetcher.contract.logline`, shared with the webhook.
 """
 
 from __future__ import annotations

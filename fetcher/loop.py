@@ -1,17 +1,7 @@
 """The delivery pipeline (fetch, render, swap) and the sidecar's refresh loop around it.
 
-Why it exists: the init container, `once` and the sidecar must write exactly
-the same files, so they share `deliver`. The sidecar then keeps them fresh
-cheaply: each cycle asks only for versions (DescribeSecret per secret that
-follows a label; nothing for a pinned version; GetParameters per 10 SSM
-parameters, which returns the values too), re-fetches only the secrets whose
-version moved, and swaps only when the rendered bytes or modes differ.
-
-When AWS fails, nothing is written: the last good files stay, the error is
-logged, and the next try backs off (interval x 2^failures, capped, jittered)
-until AWS answers again. Every wait is jittered so a fleet started by one
-rollout does not refresh in lockstep. Each cycle's outcome is recorded beside
-the files (`fetcher.status`) for the sidecar's liveness probe.
+The init container, `once` and the sidecar must write exactly the same files, so they share `deliver`; the
+sidecar then keeps them fresh cheaply. Details: docs/fetcher.md ("One delivery, in order", "Refresh").
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
 """Telling the app in the same pod that its files changed: an HTTP POST and/or a signal.
 
-Why it exists: many apps read secrets once at start. After the sidecar swaps
-in a rotated set, it can POST to a reload endpoint on localhost (the spec only
-admits localhost URLs) and/or send a signal to processes with a given name,
-which works only when the pod sets ``shareProcessNamespace: true``. A failed
-notification is logged and never fatal: the files are already right, and the
-next rotation tries again. That includes an answer that is not HTTP at all.
-
-Redirects are never followed: the spec admits only localhost URLs, and a
-redirect would let whatever answers there send the POST anywhere else.
+Many apps read their secrets once at start; after a rotation they need a nudge, which may fail without
+harm since the files are already right. Details: docs/fetcher.md ("Refresh").
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Which cloud serves a spec: the one dispatch between the AWS sources and the GCP one.
 
-Why it exists: one fetcher image serves both clouds, and a pod pays only for its own. Each side is imported
-here, when its spec asks for it, so an AWS pod never loads GCP's code and a GCP pod never loads boto3.
+One image serves both clouds and a pod pays only for its own: each side is imported here when its spec asks.
 """
 
 from __future__ import annotations

@@ -1,17 +1,7 @@
 """From fetched values to the exact files ASCP would write: names, bytes and modes. Pure, no I/O.
 
-Why it exists: the file set is the product. Keeping it a pure function of
-(spec, values) means the init container, the sidecar and `once` all produce
-byte-identical sets, the writer can compare sets to skip no-op swaps, and the
-rules (jmesPath only on JSON text, its result must be a string) are tested
-without AWS or a filesystem.
-
-File names and modes come from the spec's `output_files()` (alias or name,
-pathTranslation, filePermission), so there is one naming rule in the project.
-The dotenv and JSON documents a spec asks for (`fetcher.contract.formats`) are
-added to the same set, so they are swapped in with the files they copy.
-A whole-object file holds the value as AWS returned it: SecretString or an SSM
-value as UTF-8 text, SecretBinary as its raw bytes.
+The file set is the product: as a pure function of (spec, values) it is byte-identical for the init
+container, the sidecar and `once`, and the writer can compare sets to skip a swap that changes nothing.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Exponential backoff with full jitter, bounded in attempts and in total time, for any cloud call.
 
-Why it exists: every source (AWS now, Google next) retries the same way, and
-the bounds are the point: a fleet facing throttling spreads out instead of
+Every source retries the same way, and the bounds are the point: a throttled fleet spreads out instead of
 piling on, and no call outlives its budget.
 """
 

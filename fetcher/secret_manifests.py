@@ -1,22 +1,7 @@
 """From the rendered files to the Secret manifests ``secretObjects`` asks for (pure: no I/O).
 
-Why it exists: the manifests must be right before the API server sees them,
-so that a mistake is reported naming the ``secretObjects`` field instead of as
-an HTTP 422; `fetcher.secret_sync` writes them.
-
-The CSI driver's rules, kept: ``data[].objectName`` is a *file name* after
-alias and path translation; for ``kubernetes.io/tls`` the keys ``tls.crt`` and
-``tls.key`` take the CERTIFICATE blocks and the private key block out of the
-PEM file (so one file holding both can feed both keys); every Secret carries
-the label ``secrets-store.csi.k8s.io/managed: "true"``, and Ferry's own
-``ferry.dev/managed-by: ferry``. The API server's checks for each type
-(required keys, JSON for docker configs, key names, the 1 MiB size) are made
-here first. Token types are refused here too (`DENIED_SECRET_TYPES`).
-
-The env vars the webhook sets from the downward API, naming the owner pod, are
-`POD_NAME_ENV_VAR`, `POD_UID_ENV_VAR` and `POD_NAMESPACE_ENV_VAR`.
-
-Values never appear in messages: problems name files, keys and fields only.
+The manifests are checked as the API server would check them, so a mistake names the ``secretObjects`` field
+instead of coming back as an HTTP 422; `fetcher.secret_sync` writes them.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
 """The Role and RoleBinding a pod's ServiceAccount needs for ``secretObjects``, as ``fetcher role`` prints them.
 
-Why it exists: the pod writes its Secrets with its own ServiceAccount, so each
-team binds a Role of its own: named per SecretProviderClass and ServiceAccount
-(two teams never replace each other's), limited to the named Secrets, and
-printed with a plain warning about what ``create`` on Secrets allows.
+Each team binds a Role of its own, named per class and ServiceAccount and limited to the named Secrets.
 """
 
 from __future__ import annotations

@@ -1,45 +1,8 @@
 """``secretObjects``: the rendered files, copied into Kubernetes Secrets the way the CSI driver does it.
 
-Why it exists: many SecretProviderClasses sync values into a Kubernetes Secret
-so that ``env.valueFrom.secretKeyRef`` and ``envFrom`` work. The init container
-writes those Secrets before the app starts, with the pod's own ServiceAccount,
-and the sidecar keeps them current (`file_syncer` is what they call after each
-swap). The entries themselves are parsed and checked in the spec model
-(`fetcher.contract.secret_objects`), so the webhook denies a bad entry at
-admission; this module takes the checked entries and the rendered files (file
-name -> bytes), builds the Secret manifests, then writes them (the I/O edge,
-`sync_secrets`).
-
-Ferry writes only Secrets it created, like the CSI driver's create-if-absent.
-Before each write it reads the Secret's metadata only (never its data): an
-absent Secret is created by the apply; an existing one is written only if it
-carries Ferry's label and an apply by the field manager ``ferry``
-(`is_ferrys_secret`), and then the apply carries that Secret's uid, so the API
-server refuses it if the Secret was replaced in between. Anything else (another
-app's Secret, the CSI driver's) stops the sync with a message naming it. The
-two token types are refused before any request.
-
-How replicas write without fighting (server-side apply, two field managers):
-
-- ``ferry`` (shared by every pod, ``force=true``) owns the content: type,
-  labels, annotations, data, plus the writing pod's own ownerReference so the
-  Secret is never created without an owner. Identical content from many
-  replicas is a no-op for the API server; a newer value (rotation) wins, and
-  because every pod applies as the same manager, a key removed from the SPC is
-  removed from the Secret.
-- ``ferry-pod-<pod uid>`` owns only that pod's ownerReference entry.
-  ownerReferences is a list keyed by uid, so each pod adds its own entry and
-  never removes another's; when a pod is deleted, the garbage collector drops
-  its dangling entry (and with it that manager's managedFields record, so
-  managedFields stays bounded by the live pods), and deletes the Secret with
-  the last owner.
-
-No read-modify-write of the content, so no lost update and no conflict loop.
-The Role this needs is `secret_sync_rbac`: ``get`` (the metadata check),
-``create`` (an apply that creates) and ``patch``, on the named Secrets only.
-
-The manifests are built in `fetcher.secret_manifests` and the Role in
-`fetcher.secret_rbac`; both are re-exported here.
+Apps read synced Secrets through ``secretKeyRef`` and ``envFrom``; this module writes them with the pod's own
+ServiceAccount, touching only Secrets Ferry created, and lets replicas apply without fighting.
+Details: docs/fetcher.md ("secretObjects: Kubernetes Secrets") and docs/configuration.md.
 """
 
 from __future__ import annotations
@@ -84,6 +47,7 @@ from fetcher.secret_rbac import (
     secret_sync_role_name,
 )
 
+# The manifests (pure) and the Role are built in their own modules, and re-exported here.
 __all__ = [
     "APPLY_VERBS",
     "CONTENT_FIELD_MANAGER",

@@ -1,9 +1,7 @@
 """AWS Signature Version 4 for the few requests the fetcher signs, in pure functions over the standard library.
 
-Why it exists: signing is the one piece of an AWS SDK the fetcher truly needs,
-and it is about forty lines of hashing. Keeping it pure (time and keys come
-in, headers go out) lets the tests check it against AWS's published algorithm
-and against botocore's signer byte for byte. docs/aws-client.md says why.
+Signing is the one piece of an SDK the fetcher truly needs; pure (time and keys in, headers out), it is
+checked against AWS's published algorithm and botocore's signer byte for byte. Why: docs/aws-client.md.
 """
 
 from __future__ import annotations

@@ -1,17 +1,8 @@
 """Reading secrets and parameters from AWS: concurrently, by version, with a failover region.
 
-Why it exists: this is the only module that knows the shape of Secrets
-Manager's and SSM's replies. Each object kind sits behind one small `Source`
-protocol that turns the spec's objects into independent units of work (one
-GetSecretValue per secret, one GetParameters per batch of ten parameters), so
-`fetch_all` runs every unit in one bounded pool (fanout.py) and reports every
-failure at once. Why one call per secret but batches for SSM, and why
-DescribeSecret is the version check: docs/aws-api-economics.md (quotas).
-
-Failover: only a 5xx, throttling, a timeout or a connection failure
-(`AwsUnavailableError`) sends the same request, with the `failoverObject`'s
-name and version (or the ARN with its region replaced), to the failover
-region; a 4xx answer stands, because another region would only hide it.
+The only module that knows the shape of Secrets Manager's and SSM's replies: it turns the spec's objects
+into independent calls behind one `Source` protocol. Which calls, and failover: docs/fetcher.md
+("One delivery, in order") and docs/aws-api-economics.md.
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
 """The init container's patience: a first delivery retried within a start-up deadline, not failed at once.
 
-Why it exists: when hundreds of pods start together, or a node is fresh, the
-first delivery can meet throttling, 5xx, a Pod Identity agent that is not
-answering yet or an IRSA token file the kubelet has not mounted yet. Each of
-those passes on its own; failing the init container turns it into a pod
-restart (CrashLoopBackOff, 10 s and more per round). So the whole delivery is
-retried with the client's own full-jitter policy (`retry.with_retries`),
-bounded by ``FERRY_STARTUP_DEADLINE``; past it, the error is today's message.
-An answer that will not change by waiting (AccessDenied, NotFound, a bad value)
-fails at once.
+A fleet starting together meets throttling and agents not ready yet, which pass on their own, while a failed
+init container costs a pod restart. Details: docs/configuration.md ("Start-up: fleets that start at once").
 """
 
 from __future__ import annotations

@@ -1,22 +1,7 @@
 """The refresh sidecar's health, kept beside the secrets and judged by its liveness probe.
 
-Why it exists: a sidecar that keeps failing still serves the last good files,
-so the app runs on and nobody notices until the old credentials stop working.
-The failure must be visible without reading logs, on Fargate (no node agent, no
-DaemonSet, no host paths) and under the restricted profile (read-only root
-filesystem). The one place the sidecar can write is the pod's own in-memory
-volume, so it records each cycle's outcome there in a hidden entry,
-``..ferry-status``, that the writer leaves alone. The kubelet then runs
-``python -m fetcher status`` as the sidecar's liveness probe: it fails once the
-refreshes have failed without a break for longer than the allowed time, so the
-sidecar is restarted, its RESTARTS count climbs in ``kubectl get pod``, and
-``kubectl describe pod`` shows the probe's one-line reason in its events.
-
-The entry holds names, error codes, regions, version ids and times, never a
-value: the app can read it too (it is in the app's volume), and the probe
-prints from it. `objects` says which version of each object the files on disk
-hold, in one shape for both clouds (docs/configuration.md). Judging is a pure
-function (`verdict`); only `read_status` and `write_status` touch the disk.
+A sidecar that keeps failing still serves the last good files, so its failure must show without logs, on
+Fargate and under a read-only root filesystem. Details: docs/fetcher.md ("The status entry").
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
 """HTTP(S) calls for the cloud sources: pooled keep-alive connections, proxies, TLS, a CA bundle.
 
-Why it exists: the fetcher makes a handful of small JSON calls, and an SDK's
-transport costs more memory and start-up time than the whole rest of the
-fetcher (docs/aws-client.md). This module is the standard library's sockets
-and ssl with the rules a pod needs: explicit timeouts, CONNECT tunnelling
-through HTTPS_PROXY (NO_PROXY honoured) and on-demand system CAs. Replies are
-read, bounded, by httpwire.py; retries are retry.py's. It knows nothing of
-AWS, so the Google source can use all three as they are.
+An SDK's transport costs more memory and start-up than the rest of the fetcher; this is the standard
+library's sockets and ssl with the rules a pod needs, and knows nothing of AWS. Details: docs/aws-client.md.
 """
 
 from __future__ import annotations

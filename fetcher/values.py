@@ -1,7 +1,6 @@
 """What every source returns, whichever cloud it reads: values, version probes, and the `Source` protocol.
 
-Why it exists: the AWS sources (fetcher.sources) and the GCP one (fetcher.gcp_source) hand the same
-values to render and the refresh loop; keeping these types here lets a pod load only its own cloud's code.
+Kept apart from both clouds so a pod loads only its own cloud's code.
 """
 
 from __future__ import annotations

@@ -1,49 +1,8 @@
-"""Atomic file sets in the shared volume, the way the kubelet's AtomicWriter does it.
+"""Atomic file sets in the shared volume, the way the kubelet's atomic writer does it.
 
-Why it exists: an app reads its secrets while the sidecar rotates them. A
-reader must never see a half-written file or a mix of old and new files. So a
-new set is written in full into a fresh hidden directory, then made current by
-renaming one symlink over another (rename is atomic)::
-
-    <dir>/..2026_11_23_08_17_00.123456_k3j9x/   the files (subdirectories when pathTranslation is off)
-    <dir>/..data -> ..2026_11_23_08_17_00.123456_k3j9x
-    <dir>/db-password -> ..data/db-password     one relative symlink per top-level entry
-    <dir>/..ferry-status                        the refresh sidecar's health (fetcher.status), kept
-
-A reader that opens ``<dir>/name`` always gets a complete file of one
-generation; a reader that wants several files of one generation resolves
-``..data`` once and reads them below it.
-
-Unchanged content (same names, bytes and modes) causes no swap at all. Old
-generations, a dangling ``..data_tmp`` and stale symlinks (left by a crash or
-by a set that shrank) are removed. Unlike the kubelet, the generation just
-replaced is kept until the next swap starts: a reader that resolved ``..data``
-a moment before the swap can still open its files, instead of racing the
-deletion (one extra copy of a few small files on the volume).
-
-The volume is shared with the app's containers, so nothing found in it is
-trusted. The target directory is opened once and every later call is relative
-to that descriptor (``dir_fd``), never following a symlink (``O_NOFOLLOW``);
-anything opened gets ``O_NONBLOCK`` and is checked with ``fstat``, and only
-regular files are read, never more bytes than the set being compared holds.
-So a FIFO cannot hang a swap, a symlink to ``/dev/zero`` cannot be read, and a
-planted symlinked subdirectory cannot send a write or a ``chmod`` outside the
-volume. Whatever sits in Ferry's hidden ``..`` names and is not Ferry's (a
-stray file, directory or FIFO) is removed, so a planted entry cannot make every
-later swap fail. A name the served set already owns (a top-level entry of
-the generation ``..data`` leads to) is Ferry's: whatever was planted there (a
-file over the link, a FIFO, a directory) is replaced by the link. Any other
-name in the way that is not Ferry's symlink is never overwritten: that is a
-clear WriteError (``once`` may point at a directory holding someone's files),
-raised before anything is written; no other name is ever touched. Names
-starting with ``..`` belong to the swap and are refused as file names. A swap
-that fails later (a full volume, a signal) puts ``..data`` and every link back
-as they were and removes what it created (the target directory itself stays).
-
-Ownership: group via ``fchown(fd, -1, gid)`` (allowed for a group we are in,
-e.g. the pod's fsGroup); the owner only when it differs from our own uid, which
-needs CAP_CHOWN and fails with a clear WriteError otherwise. The descriptor-relative
-primitives live in dirfd.py.
+An app reads its secrets while the sidecar rotates them, so it must never see a half-written file or a mix of
+two sets; and the app can write into the same volume, so nothing found there is trusted.
+Details: docs/fetcher.md ("How files are swapped").
 """
 
 from __future__ import annotations
