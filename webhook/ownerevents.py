@@ -1,19 +1,8 @@
 """Admission warnings and denials as Events on the pod's owner (its ReplicaSet, Job, StatefulSet ...).
 
-Why it exists: a Deployment's pods are created by a controller, so the warnings
-the API server passes back from Ferry reach the controller, not a person, and
-a pod that names secrets without opting in starts without them in silence.
-`kubectl describe` of the owning object shows its Events, so that is where
-Ferry writes them.
-
-Admission must not wait on the API server, so `OwnerEvents.offer` only decides
-(pure, `owner_event`), checks limits and puts the Event on a bounded queue; a
-background thread posts it. Limits, all in memory and bounded in size: the
-same message on the same owner is posted once per `DEDUP_SECONDS`; each
-namespace and the whole replica have token buckets, so one tenant (or a
-forged review, since any pod can reach the webhook) cannot flood the API
-server or crowd out the others; a full queue drops. Messages are Ferry's own
-text about names and annotations: Ferry never sees a secret's value.
+A controller's pods are created by the controller, so the warnings the API server passes back reach it, not a
+person; `kubectl describe` of the owner shows its Events, so that is where Ferry writes them, off the admission
+path and within bounded limits. Details: docs/admission.md ("Warnings and denials as Events on the owner").
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """Every reason Ferry gives for denying a pod, in one list.
 
-Why it exists: a denial's reason is the `reason` label of
-`ferry_admission_denied_total`, a field of the admission log line, and a
-section of docs/troubleshooting.md. The policy modules write these strings
-where they deny; this list is what the docs and the metrics can rely on, and
-tests/test_docs_reasons.py fails when code and list disagree.
+A denial's reason is the `reason` label of `ferry_admission_denied_total`, a field of the admission log line and a
+section of docs/troubleshooting.md; the policy writes these strings where it denies, and
+tests/docs/test_troubleshooting.py fails when the code, this list and the docs disagree.
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
-"""The webhook's configuration, read once from environment variables.
+"""The webhook's configuration, read once from environment variables into one frozen `Settings`.
 
-Why it exists: the manifests, the docs and the code must agree on one set of
-env var names, and a typo in a quantity or a region must stop the webhook at
-start-up with a message naming the variable, not deny every pod later. So
-everything is parsed and checked here, into one frozen `Settings`, from a
-mapping passed in explicitly (`Settings.from_env(os.environ)`); nothing is read
-at import time, and tests build their own `Settings` without touching the
-process environment.
+A typo in a quantity or a region must stop the webhook at start-up with a message naming the variable, not deny
+every pod later, and the manifests, the docs and the code must agree on one set of names. Nothing is read at
+import time: `Settings.from_env(os.environ)` takes the mapping, so tests build their own `Settings`.
 """
 
 from __future__ import annotations

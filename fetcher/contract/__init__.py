@@ -1,33 +1,9 @@
 """What the webhook and the fetcher share: the spec model and its JSON form, the annotation names, the
 error root and the message helpers, and the one log line.
 
-Why it exists: the webhook validates a pod's request at admission and the
-fetcher acts on it minutes later inside the pod. If the two parsed the request
-with different code, a pod could be admitted with a spec its own init container
-rejects. So there is exactly one model: the webhook builds a `FetchSpec` from
-annotations or a SecretProviderClass, serialises it to canonical JSON in one
-env var, and the fetcher parses that JSON back with the same classes.
-
-It follows the AWS provider for the Secrets Store CSI Driver (ASCP): the same
-`objects` YAML, the same file names, the same defaults; and it is stricter
-where ASCP lets a mistake through to mount time (collisions after path
-translation, traversal in aliases, YAML bombs).
-
-Where things are:
-
-- `annotations`: the pod annotation keys (the public contract);
-- `problems`: `FerryError` (the root of every deliberate failure), `SpecError`, `Problem`;
-- `model`: the dataclasses, the limits, and the file names a spec writes;
-- `validate`: `build_spec` and the request-wide checks; `objects` and `paths`
-  check the objects list and the file names it gives;
-- `wire`: the canonical JSON in ``FERRY_SPEC``, both directions;
-- `spc`: SecretProviderClass objects and manifest files, and warnings for what Ferry ignores in them;
-- `secret_objects`: the CSI driver's ``secretObjects`` (Kubernetes Secrets synced from the files), checked;
-- `formats`: the dotenv and JSON documents written beside the files;
-- `gcp`: the GCP provider's `secrets` list and the Workload Identity settings (provider: gcp).
-
-This package must not import boto3 or botocore (the webhook image has neither);
-an import-linter contract in pyproject.toml enforces it.
+The webhook checks a pod's request at admission and the fetcher acts on it inside the pod; one model for both
+means no pod is admitted with a spec its own init container rejects. Modules: docs/admission.md ("The spec
+contract").
 """
 
 from fetcher.contract.annotations import (

@@ -1,7 +1,7 @@
 """The pod annotation keys Ferry reads and writes (the public contract: README, "Annotations").
 
-Why it exists: the keys are a public interface, named in docs, manifests and
-error messages; one explicit list keeps them from drifting apart.
+The keys are a public interface, named in docs, manifests and error messages; one explicit list keeps them from
+drifting apart.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """A pod's own AWS endpoints (Secrets Manager, SSM, STS), checked against the webhook's allow-list.
 
-Why it exists: the fetcher signs every request with the pod's credentials. A signed request sent to a
-host that is not AWS hands that host a signature it can replay to AWS for minutes (SigV4 allows
-5 minutes of clock skew), so a tenant must not be able to point a pod at an arbitrary host. The
-webhook's settings say which hosts a pod may name (AWS's own endpoint names by default) and whether plain
-http is allowed at all; the value is checked here at admission. docs/configuration.md explains it.
+The fetcher signs every request with the pod's credentials, and a host that is not AWS could replay the
+signature to AWS for minutes, so a tenant must not point a pod at an arbitrary host. Rules:
+docs/configuration.md ("Endpoints per pod").
 """
 
 from __future__ import annotations

@@ -1,34 +1,8 @@
 """Extra output formats on the volume: a dotenv file a POSIX shell can source, and one JSON document.
 
-Why it exists: some apps want their values as environment variables, or as
-one document, and cannot have a Kubernetes Secret. Both formats are built from
-the rendered file set (file name -> bytes) and added to it, so they are
-written by the same atomic swap as the files and can never disagree with them.
-Pure functions, no I/O.
-
-Keys of the dotenv file, from file names (``env_key``):
-
-- upper-cased;
-- every character other than ``A-Z``, ``0-9`` and ``_`` becomes ``_``
-  (so ``db-password`` -> ``DB_PASSWORD``, ``app/db.url`` -> ``APP_DB_URL``);
-- a leading digit gets a ``_`` in front (``1st`` -> ``_1ST``).
-
-Two files that give the same key are refused, naming both: give one an
-``objectAlias``. So are keys the shell, glibc or the dynamic loader act on (``PATH``, ``IFS``,
-``EXECIGNORE``, ``GCONV_PATH``, every ``LD_*`` and ``BASH*``, ...; see
-`is_reserved_env_key`): sourcing them would change how the app's own command is
-found, parsed, linked or run.
-
-Values are written in single quotes, with each ``'`` written as ``'\\''``.
-Inside single quotes a POSIX shell takes every byte literally (``$``,
-backslashes, double quotes, newlines, trailing newlines), so
-``set -a; . FILE`` gives each variable exactly the file's bytes. The JSON
-document maps each file name to its value as a string.
-
-What cannot be represented is refused at fetch time, never mangled: a value
-that is not UTF-8 text (SecretBinary, say) for either format, and a NUL byte
-for dotenv (no shell variable can hold one). The error names the files, never
-the value.
+Some apps want their values as environment variables or one document, and cannot have a Kubernetes Secret.
+Pure functions over the rendered file set, so the documents land in the same atomic swap as the files and
+never disagree with them. Rules: docs/configuration.md ("Output formats").
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """The GCP provider's `secrets` list and Workload Identity settings, checked into the one spec model.
 
-Why it exists: teams bring SecretProviderClasses written for the GCP provider of the Secrets Store CSI
-Driver (v1.15). This module reads that format (resourceName, path or the legacy fileName, mode,
-extractJSONKey / extractYAMLKey) into `ObjectSpec`s, stricter than the provider: names are matched by
-anchored patterns, unknown keys, bad modes, traversal and duplicate paths are denied at admission with a
-message naming the entry's field. Details: docs/gke.md. Imported only for provider: gcp, so an AWS pod never loads it.
+Teams bring SecretProviderClasses written for the GCP provider (v1.15) of the Secrets Store CSI Driver; this
+reads them into `ObjectSpec`s, stricter than the provider, every problem naming the entry's field. Imported
+only for provider: gcp, so an AWS pod never loads it. Rules: docs/gke.md.
 """
 
 from __future__ import annotations

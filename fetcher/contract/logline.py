@@ -1,11 +1,8 @@
 """The one JSON log line shape of both programs: ts, level, msg, then named fields.
 
-Why it exists: cluster log pipelines parse one shape, so the fetcher and the
-webhook (including uvicorn's own lines) must print the same one. It lives in
-`fetcher.contract` because that is the only fetcher package the webhook may import
-and its image copies. Fields are plain scalars; bytes are never printed
-(they would almost certainly be a fetched value), and other objects are
-printed as `str()`. Callers bound what they pass; `bounded` helps them.
+Cluster log pipelines parse one shape, so the fetcher and the webhook (uvicorn's own lines included) print the
+same one. It lives in `fetcher.contract` because that is the only fetcher package the webhook may import and its
+image copies. Callers bound what they pass; `bounded` helps them.
 """
 
 from __future__ import annotations
@@ -31,6 +28,8 @@ _last_second: tuple[float, str] = (float("nan"), "")
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
+# Fields are plain scalars (lists of them too). Bytes are never printed, only their length: they would almost
+# certainly be a fetched value. Anything else is printed as str().
 def _safe(value: object) -> object:
     if type(value) in _PLAIN or value is None or isinstance(value, str | int | float | bool):
         return value

@@ -1,8 +1,7 @@
 """The spec's data: what to fetch, where to write it, and the file names that follow.
 
-Why it exists: the webhook builds a `FetchSpec` at admission and the fetcher
-acts on the same classes inside the pod, so both sides agree on every file
-name. Only data and pure naming rules live here; checking raw input is
+The webhook builds a `FetchSpec` at admission and the fetcher acts on the same classes inside the pod, so both sides
+agree on every file name. Only data and pure naming rules live here; checking raw input is
 `fetcher.contract.validate`'s job and the JSON form is `fetcher.contract.wire`'s.
 """
 

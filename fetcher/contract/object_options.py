@@ -1,9 +1,9 @@
 """The object options users asked the other tools for: a role per object, whole JSON secrets, discovery.
 
-Why it exists: these options change who signs (`roleArn`) and how many files an object writes
-(`expandJson`, `discover`), so their checks sit apart from ASCP's own fields in `objects`. Each
-check appends a `Problem` naming the field; the file names they give are checked again at fetch
-time (`render`), where the keys and the discovered names are known. docs/configuration.md has the rules.
+These options change who signs (`roleArn`) and how many files an object writes (`expandJson`, `discover`), so their
+checks sit apart from ASCP's own fields in `objects`. Each check appends a `Problem` naming the field; the file
+names they give are checked again at fetch time (`render`), where the keys and the discovered names are known.
+docs/configuration.md has the rules.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """Checks of ASCP's `objects` list: names, types, ARNs, aliases, jmesPath, failover, file names.
 
-Why it exists: the objects list is the part of a request a user writes by hand
-and the part that decides which paths the fetcher writes, so it carries most
-of the rules (traversal, collisions after path translation, look-alike
-slashes). Each check appends a `Problem` naming the entry's field.
+The objects list is the part of a request a user writes by hand and the part that decides which paths the fetcher
+writes, so it carries most of the rules (traversal, collisions after path translation, look-alike slashes). Each
+check appends a `Problem` naming the entry's field.
 """
 
 from __future__ import annotations

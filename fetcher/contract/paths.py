@@ -1,9 +1,8 @@
 """Whether the files a spec writes are safe and distinct, after ASCP's path translation.
 
-Why it exists: these rules keep the fetcher inside its volume (no absolute
-paths, no '..', no look-alike slashes, no names reserved by the atomic swap)
-and keep two objects from writing the same file. They are checked at
-admission, where the user can still fix the request.
+These rules keep the fetcher inside its volume (no absolute paths, no '..', no look-alike slashes, no names reserved
+by the atomic swap) and keep two objects from writing the same file. They are checked at admission, where the user
+can still fix the request.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """How a bad request is reported: the root of Ferry's error tree, and one problem per field.
 
-Why it exists: the webhook and the fetcher both report an invalid spec, and the
-fetcher's command line must catch every deliberate failure with one root class.
-`FerryError` lives here rather than in `fetcher.errors` because that module
-imports botocore and the webhook image has no AWS SDK; `fetcher.errors`
-re-exports it so the tree reads the same from both sides.
+The webhook and the fetcher both report an invalid spec, and the fetcher's command line catches every deliberate
+failure by one root class. `FerryError` lives here because `fetcher.contract` is the only fetcher package the
+webhook may import; `fetcher.errors` re-exports it so the tree reads the same from both sides.
 """
 
 from __future__ import annotations

@@ -1,20 +1,8 @@
 """``secretObjects`` as written in a SecretProviderClass or the ``ferry.dev/secret-objects`` annotation, checked.
 
-Why it exists: a mistake in ``secretObjects`` must be refused at ``kubectl
-apply``, not found by the init container minutes later. The webhook image
-carries only ``fetcher.contract``, so the pure checks live here, in the spec
-model: plain data in, `SecretObject` values out, every problem naming its
-field. Building the Secret manifests from the rendered files and applying them
-is `fetcher.secret_sync`'s job, inside the pod.
-
-The CSI driver's rules, kept: ``data[].objectName`` is a *file name* after
-alias and path translation; every Secret is labelled
-``secrets-store.csi.k8s.io/managed: "true"`` (so that label may not be set to
-anything else). Ours: Ferry also labels its Secrets ``ferry.dev/managed-by:
-ferry`` (reserved too), and of the driver's eight types it refuses the two
-token types: a Secret of either makes the API server or a node issue a token,
-so writing one would let the pod act as another identity. Values never appear
-in messages.
+A mistake in ``secretObjects`` must be refused at ``kubectl apply``, not found by the init container minutes
+later, and the webhook image carries only ``fetcher.contract``: so the pure checks live here, and building and
+applying the Secrets is `fetcher.secret_sync`'s job. Rules: docs/configuration.md ("Kubernetes Secrets").
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """The SecretProviderClass adapter: ASCP's object in, a `FetchSpec` out.
 
-Why it exists: teams migrate from the Secrets Store CSI driver by pointing a
-pod at the SecretProviderClass they already have. The webhook reads it from
-the API, `python -m fetcher once` and `python -m webhook inject` read it from a
-file; all of them go through here, so a class means the same thing everywhere.
+Teams migrate from the Secrets Store CSI driver by pointing a pod at the SecretProviderClass they already have. The
+webhook reads it from the API, `python -m fetcher once` and `python -m webhook inject` read it from a file; all of
+them go through here, so a class means the same thing everywhere.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """From raw strings (annotations, SecretProviderClass parameters) to a checked `FetchSpec`.
 
-Why it exists: a mistake is cheapest at admission, where the user sees it at
-`kubectl apply`. `build_spec` runs every check, collects every problem before
-raising, and names each field the way the caller's user wrote it, so one
-round trip fixes them all. The objects list has its own module
-(`fetcher.contract.objects`); this one holds the request-wide fields.
+A mistake is cheapest at admission, where the user sees it at `kubectl apply`: `build_spec` runs every check,
+collects every problem before raising, and names each field the way the user wrote it, so one round trip fixes
+them all. The objects list has its own module (`fetcher.contract.objects`); this one holds the request-wide fields.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """The spec's JSON form in the ``FERRY_SPEC`` env var: written by the webhook, read by the fetcher.
 
-Why it exists: the pod spec is the only channel from admission to the init
-container, so the spec travels as canonical JSON (the same spec always gives
-the same bytes, which keeps the memoized patch stable). Reading it runs every
-check again: a hand-edited value is treated as user input, and each problem
-names the JSON field (``FERRY_SPEC.refreshSeconds``) so the CLI exits 2 with a
-message instead of an internal error.
+The pod spec is the only channel from admission to the init container. The JSON is canonical (the same spec
+gives the same bytes, which keeps the memoized patch stable), and reading it runs every check again: a
+hand-edited value is user input, and each problem names its JSON field (``FERRY_SPEC.refreshSeconds``), so
+the CLI exits 2 with a message instead of an internal error.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """One resource, listed then watched, in a background thread: the engine under `webhook.cluster.kube.WatchCache`.
 
-Why it exists: the informer pattern of client-go (list for the state and a
-resourceVersion, watch from there, re-list on 410 Expired, back off on other
-errors, treat a missing CRD as "none yet") is the subtle part of the watch
-cache; it lives here apart from the cache's public face and the client setup.
-Objects are kept as plain API JSON without ``metadata.managedFields``, cut
-further by the resource's slimmer and counted against its byte budget.
+client-go's informer pattern (list for the state and a resourceVersion, watch from there, re-list on 410 Expired,
+back off on other errors, a missing CRD is "none yet") is the subtle part of the watch cache, so it lives apart
+from the cache's public face. Objects are kept as API JSON without ``metadata.managedFields``, cut further by the
+resource's slimmer and counted against its byte budget.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """The one annotation Ferry reads of ServiceAccounts, iam.gke.io/gcp-service-account, kept per (namespace, name).
 
-Why it exists: a GKE pod impersonates the Google service account its Kubernetes ServiceAccount names, and
-the webhook writes that account into the fetcher's spec. ServiceAccounts are listed and watched as metadata
-only (PartialObjectMetadata) and each is kept as that one bounded value, so thousands cost little memory. A
-ServiceAccount the watch has not delivered yet (created a moment before its pod) is read with one short GET,
-rate-limited and remembered briefly, so a burst of misses can neither stall admission nor load the API server.
-Only built when the webhook has GCP settings: an AWS-only install never lists ServiceAccounts.
+A GKE pod impersonates the Google service account its Kubernetes ServiceAccount names, and the webhook writes
+that account into the fetcher's spec. Built only with GCP settings; how the accounts are watched, kept and read
+on a miss, within bounds: docs/gke.md.
 """
 
 from __future__ import annotations

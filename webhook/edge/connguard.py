@@ -1,19 +1,8 @@
-"""Slow clients, bounded per connection before the app runs; each connection's state told to its gate.
+"""uvicorn's h11 protocol with a whole-request read deadline, telling its gate whether the connection is idle.
 
-Why it exists: anyone who can reach the webhook's Service can open a
-connection, and uvicorn alone has only a keep-alive timeout: a stalled header
-or body would hold its connection and buffers forever. This protocol class,
-uvicorn's h11 protocol plus a read deadline, is what `webhook.edge.server` serves
-with:
-
-- a read deadline (`REQUEST_READ_DEADLINE`, 3 s): from the end of the TLS
-  handshake, or a later request's first byte, the whole request (headers and
-  body) must have arrived, else the connection is dropped. The API server
-  writes its request at once and gives up itself after the webhook's
-  timeoutSeconds, so a slower request can never be a real one;
-- it tells the connection's `webhook.edge.gate.Slot` whether it is idle between
-  requests, reading one, or answering one: the gate closes idle connections
-  first when its table is full.
+uvicorn alone has only a keep-alive timeout, so a stalled header or body from anyone who reaches the Service
+would hold its connection and buffers forever. Details: docs/reliability.md ("Slow clients, connection limits
+and the body cap").
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """Accept connections ourselves, count and cap them before TLS, and start TLS only once bytes arrive.
 
-Why it exists: asyncio's own TLS server gives every accepted connection a
-256 KiB read buffer and a 60 s handshake before anything counts it. Here a
-connection is a bare socket until its first bytes, then gets TLS (reading
-through one buffer the listener's connections share) and a handshake turn; a
-full table closes the oldest idle connection (API-server addresses last).
-docs/reliability.md gives the policy and figures.
+asyncio's own TLS server gives every accepted connection a 256 KiB read buffer and a 60 s handshake before
+anything counts it. Policy and figures: docs/reliability.md ("The admission edge against any pod").
 """
 
 from __future__ import annotations

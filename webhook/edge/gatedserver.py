@@ -1,8 +1,7 @@
 """uvicorn's server with its listening sockets served by `webhook.edge.gate`, and the bounds of both listeners.
 
-Why it exists: `webhook.edge.server` builds the admission and metrics listeners;
-the part that swaps asyncio's own server for the gate, and the numbers each
-listener runs with, live here so that module stays about TLS and reloading.
+`webhook.edge.server` builds the admission and metrics listeners; the part that swaps asyncio's own server for the
+gate, and the numbers each listener runs with, live here so that module stays about TLS and reloading.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """The bounds of one gated listener: how many connections, how long a handshake, how handshakes take turns.
 
-Why it exists: the gate (webhook.edge.gate) and the servers that build it (webhook.edge.server,
-webhook.edge.gatedserver) share these numbers; each is explained where it is set, and docs/reliability.md
-gives the figures behind them.
+The gate (webhook.edge.gate) and the servers that build it (webhook.edge.server, webhook.edge.gatedserver) share
+these numbers; each is explained where it is set, and docs/reliability.md gives the figures behind them.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The gate's table of accepted connections that have sent nothing yet: bare sockets, oldest first, by address.
 
-Why it exists: a flood of silent connections is the cheapest attack on the edge, so every step the gate takes
-on this table (add, drop, find the oldest, pick whom to close when full) costs the same however many are in it.
+A flood of silent connections is the cheapest attack on the edge, so every step the gate takes on this table (add,
+drop, find the oldest, pick whom to close when full) costs the same however many are in it.
 """
 
 from __future__ import annotations

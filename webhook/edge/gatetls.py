@@ -1,7 +1,7 @@
 """The TLS protocol of the gate's connections: asyncio's, reading through one buffer its listener's connections share.
 
-Why it exists: asyncio gives every TLS connection its own read buffer (256 KiB by default), held for as long
-as the connection is open; `webhook.edge.gate` serves hundreds of mostly idle connections, which need none.
+asyncio gives every TLS connection its own read buffer (256 KiB by default), held for as long as the connection is
+open; `webhook.edge.gate` serves hundreds of mostly idle connections, which need none.
 """
 
 from __future__ import annotations

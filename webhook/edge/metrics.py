@@ -1,21 +1,8 @@
 """Prometheus metrics of the admission webhook, one registry per app.
 
-Why it exists: operators need to see at a glance whether pods are being
-injected, skipped or denied (and why), how long admission takes against the
-API server's timeout, and whether the Kubernetes cache is stale. A registry per
-app (not the global default) keeps tests and several apps in one process apart.
-They are served on their own plain-HTTP listener (`webhook.edge.app.metrics_app`).
-
-Labels never name a namespace. /mutate has no client authentication (see
-docs/reliability.md), so anyone who reaches the Service can post a review
-naming any namespace: a per-namespace series would let a caller learn which
-namespaces exist (its forgery got a series of its own) and inflate another
-team's figures. Per-namespace figures come from the log lines, which the API
-server's own requests dominate and which carry the request's uid.
-Outcomes and reasons are fixed strings; no pod names and never a secret's name
-or value. The serving certificate's expiry is read from its file at scrape
-time, so a certificate that cert-manager renewed (or that failed to renew)
-shows up without any hook in the reloader.
+Operators need to see whether pods are injected, skipped or denied, how long admission takes and whether the
+cluster cache is stale. A registry per app (not the global default) keeps tests and several apps in one process
+apart. No label names a namespace: docs/reliability.md ("Metrics and logs").
 """
 
 from __future__ import annotations
@@ -86,7 +73,7 @@ class AdmissionMetrics:
         self._certificate.cert_file = cert_file
 
     def record(self, outcome: str, *, dry_run: bool, reason: str | None = None) -> None:
-        """Count one admission (never by namespace: see the module docstring)."""
+        """Count one admission (never by namespace: see docs/reliability.md, "Metrics and logs")."""
         counter = self._admission_counters.get((outcome, dry_run))
         if counter is None:  # each pair's first admission: `labels` looks the series up (and makes it) once
             known = outcome in OUTCOMES

@@ -1,7 +1,7 @@
 """IP addresses and CIDRs from settings, and whether a peer's address is among them.
 
-Why it exists: the gate protects the API server's addresses and admits only
-allowed sources to the metrics listener; both are parsed and matched here.
+The gate protects the API server's addresses and admits only allowed sources to the metrics listener; both are
+parsed and matched here.
 """
 
 from __future__ import annotations

@@ -1,59 +1,8 @@
-"""Serve an ASGI app over TLS with uvicorn: TLS 1.2+, certificate hot reload, clean shutdown.
+"""Serve an ASGI app over TLS with uvicorn, behind the edge's connection guards, with certificate hot reload.
 
-Why it exists: the API server reaches the webhook only over TLS, and the
-serving certificate changes while the webhook runs (cert-manager renews the
-mounted files; Ferry's own rotation rewrites them). A restart to pick up a new
-certificate would drop admissions, so the server re-reads the files in place:
-
-- uvicorn builds its ``ssl.SSLContext`` through our factory, which raises the
-  minimum protocol to TLS 1.2 (older protocols are refused at the handshake)
-  and, for TLS 1.2, offers only ECDHE key exchange with AEAD ciphers (AES-GCM,
-  ChaCha20-Poly1305): no CBC, no static RSA. TLS 1.3 suites are all AEAD,
-  and the API server's Go client offers both kinds;
-- a reloader polls the certificate and key files (inode, size, mtime). On a
-  change it loads a snapshot of both into a scratch context first, so a
-  half-renewed pair (new cert, old key) is skipped and retried on the next
-  poll, never installed. Then it calls ``load_cert_chain`` on the live context,
-  inside the event loop thread, so no handshake can start between the
-  certificate and the key being replaced. New handshakes get the new
-  certificate; open connections keep theirs.
-- SIGTERM and SIGINT make uvicorn stop accepting, finish in-flight requests,
-  and exit (`serve`). Tests and benchmarks run the same `ReloadingServer` in a
-  thread (`tests.support.tlsserver.TLSServer`).
-
-Access logs are off by default: one line per admission is noise at fleet scale,
-and the app's own metrics and denial logs say what matters.
-
-Slow and greedy clients (anyone who can reach the Service can open a
-connection) are bounded at the connection, before the app runs:
-
-- `webhook.edge.gate` accepts connections itself: each is counted from accept,
-  held as a bare socket until its first bytes arrive (within
-  `HANDSHAKE_DEADLINE`), then given TLS with a small read buffer; a full table
-  closes the oldest idle connection to make room, never an API server's
-  connection while another is idle (`FERRY_API_SERVER_ADDRESSES`);
-- a whole-request read deadline: the protocol class in `webhook.edge.connguard`;
-- at most `MAX_CONNECTIONS` (512) connections served (uvicorn's
-  `limit_concurrency`): past it, and up to the gate's overflow, a request gets
-  an immediate 503. A fast 503 rather than a queue or a reset: the API server
-  applies failurePolicy to a 503 at once (the user sees an error and a
-  controller retries), while a queued request would hold the API server's own
-  request for the whole timeout. The bytes of request bodies are bounded in
-  `webhook.edge.app`.
-
-`serve` raises the soft RLIMIT_NOFILE to the hard limit, so a flood of
-connections cannot stop accept() before the caps do; caps glibc's malloc
-arenas at one and hands free heap pages back every second (the large-body
-thread's own arena, and holes large bodies left in the heap, kept freed
-memory); and, once started, freezes start-up's objects out of the collector
-and switches threads every 1 ms (docs/reliability.md, the budget round).
-uvicorn runs on asyncio's own loop and TLS, not uvloop: the guards subclass
-its h11 protocol.
-
-Metrics have their own plain-HTTP listener (`metrics_app`, `metrics_port`) in
-the same event loop, with the same guards and a smaller connection limit,
-bound to `metrics_host` (loopback unless configured) and open only to
-`metrics_allowed` sources when that is set.
+The API server reaches the webhook only over TLS, and restarting for a renewed
+certificate would drop admissions, so the certificate is reloaded in place.
+Details: docs/admission.md ("The TLS server"); the guards: docs/reliability.md ("Threat model").
 """
 
 from __future__ import annotations
@@ -114,7 +63,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MINIMUM_TLS_VERSION = ssl.TLSVersion.TLSv1_2
-# OpenSSL cipher string for TLS 1.2: forward secrecy and authenticated encryption only.
+# OpenSSL cipher string for TLS 1.2: ECDHE key exchange with AEAD ciphers only (no CBC, no static RSA). TLS 1.3's
+# suites are all AEAD, and the API server's Go client offers both kinds.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 _FileState = tuple[int, int, int, int]  # (device, inode, size, mtime_ns)
 
@@ -192,7 +142,9 @@ class CertReloader:
 
 
 class ReloadingServer(GatedServer):
-    """uvicorn's server plus our certificate reloader, run in the server's own event loop."""
+    """uvicorn's server plus our certificate reloader, run in the server's own event loop.
+
+    Tests and benchmarks run this same server in a thread (`tests.support.tlsserver.TLSServer`)."""
 
     def __init__(
         self,
@@ -274,7 +226,7 @@ def server_config(
     max_connections: int = MAX_CONNECTIONS,
     keep_alive: int = 5,
 ) -> uvicorn.Config:
-    """The admission listener's config: TLS 1.2+, h11 with the guards of the module docstring."""
+    """The admission listener's config: TLS 1.2+, h11 with the guards of `webhook.edge.connguard`."""
     return uvicorn.Config(
         app,
         host=host,

@@ -1,10 +1,9 @@
 """Ferry's own containers: the init container and the refresh sidecar.
 
-Why it exists: both run the same fetcher image with the same spec and differ
-only by a mode flag (vault-k8s' "one config generator"), so one builder makes
-both and the two can never drift apart. Each returns a plain dict that knows
-nothing about patch paths. The containers meet the Pod Security Standard
-"restricted" and carry requests and limits (Fargate sizes pods from them).
+Both run the same fetcher image with the same spec and differ only by a mode flag (vault-k8s' "one config
+generator"), so one builder makes both and they never drift apart; each is a plain dict that knows nothing of
+patch paths. They meet the Pod Security Standard "restricted" and carry requests and limits (Fargate sizes
+pods from them).
 """
 
 from __future__ import annotations

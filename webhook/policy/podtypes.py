@@ -1,10 +1,8 @@
 """The JSON types of the pod fields admission reads, checked once before any stage reads them.
 
-Why it exists: the API server decodes every pod into its typed schema before it calls a webhook, so a
-pod whose containers list is a number or whose metadata is a list can only come in a forged review. The
-stages read such fields assuming their schema types; without this check a forged pod made them raise,
-and each one became a fail-closed "internal error" answer, an ERROR log line and an error count that
-any pod could inflate at will. A pod failing it is a malformed review (HTTP 400) naming the field.
+The API server decodes every pod into its schema before calling a webhook, so a wrong type comes only in a forged
+review; unchecked, it made a stage raise, and any pod could inflate "internal error" answers, ERROR log lines and
+the error count at will. A pod failing the check is a malformed review (HTTP 400) naming the field.
 """
 
 from __future__ import annotations

@@ -1,14 +1,8 @@
 """Turn `ferry-webhook inject` output into a preview that cannot freeze a workload when committed.
 
-Why it exists: the offline preview shows the pod the cluster will store. Committed
-and applied as it was, it carried `ferry.dev/status: injected`, so Ferry took its
-pods as already injected and only refreshed their identity: a later change to the
-SecretProviderClass, the annotations or Ferry's image never reached them. And its
-`automountServiceAccountToken: false`, which in the cluster is set after the
-ServiceAccount plugin has mounted the app's token, would in a template keep the
-token from the app's containers too. So the preview leaves both out and says so;
-a committed preview is refused at admission with a message saying to apply the
-original manifest, never skipped.
+The preview shows the pod the cluster will store, but two of its fields, committed as they are, would keep
+later changes from the pods or the app's token from its containers; the preview leaves them out and says so.
+Details: docs/admission.md ("The command line").
 """
 
 from __future__ import annotations

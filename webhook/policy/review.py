@@ -1,12 +1,9 @@
 """AdmissionReview v1 on the wire: the types, the parser, the response builder and the patch's encoding.
 
-Why it exists: the API server speaks a small, stable JSON format; describing it
-with TypedDicts keeps the webhook free of the kubernetes client's generated
-models (slow to import, lossy for unknown fields) and puts the only place that
-trusts or distrusts the request body in one module. Two error channels follow
-kopf: a body that is not an AdmissionReview raises `MalformedReview` (HTTP 400),
-while a well-formed request for an invalid injection becomes `allowed: false`
-via `build_response`.
+TypedDicts describe the API server's small, stable format without the kubernetes client's generated models (slow
+to import, lossy for unknown fields), and keep the one place that trusts or distrusts the request body here. Two
+error channels, as in kopf: a body that is not an AdmissionReview raises `MalformedReview` (HTTP 400); a
+well-formed request for an invalid injection becomes `allowed: false` via `build_response`.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """What admission reads from the cluster, and a cluster that is only files.
 
-Why it exists: the policy needs three lookups (a namespace, a
-SecretProviderClass, a namespace's LimitRanges) and a readiness flag, nothing of the Kubernetes client.
-`ClusterView` is that contract; `webhook.cluster.kube.WatchCache` serves it from
-list+watch in the server, and `StaticView` from YAML files for
-`python -m webhook inject` and tests. Keeping both here lets the admission path
-import no Kubernetes client.
+The policy needs three lookups (a namespace, a SecretProviderClass, a namespace's LimitRanges) and a readiness
+flag, nothing of the Kubernetes client: `ClusterView` is that contract, served by `webhook.cluster.kube.WatchCache`
+in the server and by `StaticView` from YAML files for `python -m webhook inject` and tests.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """The in-memory volume that carries the files, and the mounts of it.
 
-Why it exists: one builder per Kubernetes object (vault-k8s style) keeps each
-shape reviewable on its own and free of patch paths. The volume is an emptyDir
-on tmpfs (`medium: Memory`) so secret bytes never touch a node's disk, with a
-sizeLimit because tmpfs counts against the pod's memory. A pod that syncs
-Kubernetes Secrets also gets a projected ServiceAccount token volume, for
-Ferry's containers only.
+One builder per Kubernetes object (vault-k8s style) keeps each shape reviewable and free of patch paths. The
+volume is an emptyDir on tmpfs (`medium: Memory`), so secret bytes never touch a node's disk, with a sizeLimit
+because tmpfs counts against the pod's memory; a pod that syncs Kubernetes Secrets also gets a projected
+ServiceAccount token volume, for Ferry's containers only.
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
 """Where the webhook's TLS pair lives in the cluster: one Secret all replicas share, and the caBundle.
 
-Why it exists: with two or more replicas, all must serve certificates the same
-``caBundle`` trusts. The first replica to start creates the Secret; a replica
-that loses the create race (409) uses the winner's pair; a pair due for
-rotation is replaced with a ``resourceVersion`` precondition, so concurrent
-rotations converge on one winner. Then the MutatingWebhookConfiguration's
-``caBundle`` is patched with a guarded JSON patch. Making and checking the
-certificates is `webhook.tls.certs`'s job.
+With two or more replicas, all must serve certificates the same ``caBundle`` trusts, so the pair lives in one
+Secret, created, shared and rotated as docs/admission.md ("Serving certificates") says, and the caBundle is
+patched with a guarded JSON patch. Making and checking the certificates is `webhook.tls.certs`'s job.
 """
 
 from __future__ import annotations
