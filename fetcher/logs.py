@@ -1,7 +1,7 @@
 """One JSON object per line on stderr: what the fetcher did, never what it fetched.
 
-Fields are plain scalars only, so a bytes value cannot slip into a line by accident; the line shape lives in
-`fetcher.contract.logline`, shared with the webhook.
+A bytes field is printed as its length only, so a fetched value cannot slip into a line by accident; the
+line shape lives in `fetcher.contract.logline`, shared with the webhook.
 """
 
 from __future__ import annotations
